@@ -1,0 +1,3 @@
+from keyplane.cli.main import main
+
+main()

@@ -1,0 +1,68 @@
+"""``create_app``: the ASGI application for given settings."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from keyplane import __version__
+from keyplane.api import problems
+from keyplane.api.body_limit import BodySizeLimit
+from keyplane.api.routes import health, keys, management_keys, projects, verify
+from keyplane.domain.clock import Clock
+from keyplane.services.runtime import Runtime
+from keyplane.settings import Settings
+
+
+def announce_root_key(secret: str) -> None:
+    """Show a freshly generated root management key once, on the console (never in logs)."""
+    print(
+        "\n  Keyplane generated a root management key. It is shown only this once;"
+        " store it now.\n\n"
+        f"    {secret}\n\n"
+        "  Use it as 'Authorization: Bearer <key>'. Set KEYPLANE_ROOT_KEY to use your own.\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    on_root_key: Callable[[str], None] = announce_root_key,
+) -> FastAPI:
+    """Build the Keyplane API. Storage is opened in the lifespan, not at import or here."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings, clock)
+        app.state.runtime = runtime
+        if runtime.generated_root_key is not None:
+            on_root_key(runtime.generated_root_key)
+            runtime.generated_root_key = None
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Keyplane",
+        version=__version__,
+        summary="Self-hosted API key management",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for router in (
+        health.router,
+        keys.router,
+        verify.router,
+        management_keys.router,
+        projects.router,
+    ):
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,76 @@
+"""Query and path parameter checks shared by routers."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Query, Request
+
+from keyplane.domain import ids, validation
+from keyplane.errors import NotFoundError, ValidationError
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+MAX_METADATA_FILTERS = 10
+
+CursorParam = Annotated[
+    str | None, Query(max_length=40, description="next_cursor of the previous page")
+]
+LimitParam = Annotated[int, Query(ge=1, le=100)]
+
+
+def check_key_ref(id_or_hash: str) -> str:
+    """A key id or hash; anything else cannot exist, so it is a 404 without a query."""
+    if ids.looks_like_id(id_or_hash, "key") or _HASH.fullmatch(id_or_hash):
+        return id_or_hash
+    raise NotFoundError("no such key", code="KEY_NOT_FOUND")
+
+
+def check_id(value: str, kind: str, what: str) -> str:
+    if ids.looks_like_id(value, kind):
+        return value
+    raise NotFoundError(f"no such {what}", code=f"{what.upper().replace(' ', '_')}_NOT_FOUND")
+
+
+def check_query_text(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return validation.check_text(value)
+    except ValueError as exc:
+        raise ValidationError(f"{name}: {exc}") from None
+
+
+def reject_unknown_params(request: Request, allowed: set[str]) -> None:
+    unknown = sorted(
+        name
+        for name in request.query_params
+        if name not in allowed and not name.startswith("metadata.")
+    )
+    if unknown:
+        raise ValidationError(
+            f"unknown query parameter(s): {', '.join(unknown)[:200]}", code="UNKNOWN_PARAMETER"
+        )
+
+
+def metadata_filters(request: Request) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """``metadata.billing.tier=enterprise`` query parameters as (path, value) pairs."""
+    filters = []
+    for name, value in request.query_params.multi_items():
+        if not name.startswith("metadata."):
+            continue
+        try:
+            path = validation.parse_metadata_path(name.removeprefix("metadata."))
+            validation.check_text(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)[:200], code="INVALID_FILTER") from None
+        if len(value) > 200:
+            raise ValidationError(
+                "metadata filter values are at most 200 characters", code="INVALID_FILTER"
+            )
+        filters.append((path, value))
+    if len(filters) > MAX_METADATA_FILTERS:
+        raise ValidationError(
+            f"at most {MAX_METADATA_FILTERS} metadata filters", code="INVALID_FILTER"
+        )
+    return tuple(filters)

@@ -1,0 +1,106 @@
+"""RFC 9457 problem+json responses; the one place where errors meet HTTP status codes."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, cast
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from keyplane import errors
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_STATUS_BY_ERROR: list[tuple[type[errors.KeyplaneError], int]] = [
+    (errors.ValidationError, 422),
+    (errors.AuthenticationError, 401),
+    (errors.PermissionDeniedError, 403),
+    (errors.NotFoundError, 404),
+    (errors.ConflictError, 409),
+    (errors.StorageError, 503),
+    (errors.ConfigurationError, 500),
+]
+
+_CODES_BY_STATUS = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_FAILED",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    503: "UNAVAILABLE",
+}
+
+
+def problem(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def status_for(exc: errors.KeyplaneError) -> int:
+    for error_type, status in _STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return status
+    return 500
+
+
+async def _keyplane_error(_request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(errors.KeyplaneError, exc)
+    status = status_for(exc)
+    if status >= 500:
+        log.error("request failed: %s", exc.message, exc_info=exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return problem(status, exc.code, exc.message, headers, **exc.extra)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(RequestValidationError, exc)
+    details = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            return problem(400, "INVALID_JSON", "the request body is not valid JSON")
+        # Never echo the offending input: it may be a key or other secret.
+        location = ".".join(str(part) for part in error.get("loc", ()))
+        details.append({"loc": location, "msg": str(error.get("msg", "invalid"))})
+    summary = "; ".join(f"{d['loc']}: {d['msg']}" for d in details[:5])
+    return problem(422, "VALIDATION_FAILED", f"invalid request: {summary}", errors=details)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(StarletteHTTPException, exc)
+    code = _CODES_BY_STATUS.get(exc.status_code, "HTTP_ERROR")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return problem(exc.status_code, code, detail, dict(exc.headers or {}) or None)
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return problem(500, "INTERNAL_ERROR", "an internal error occurred")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.KeyplaneError, _keyplane_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,173 @@
+"""``/v1/keys``: the API key lifecycle."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+
+from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.params import (
+    CursorParam,
+    LimitParam,
+    check_key_ref,
+    check_query_text,
+    metadata_filters,
+    reject_unknown_params,
+)
+from keyplane.api.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyDisable,
+    KeyEnvelope,
+    KeyOut,
+    KeyPage,
+    KeyRevoke,
+    KeyRotate,
+    KeyUpdate,
+)
+from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.services.keys import NewKey
+from keyplane.services.runtime import Runtime
+from keyplane.store.base import KeyFilter
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+_LIST_PARAMS = {"owner", "tag", "environment", "status", "project", "name", "cursor", "limit"}
+
+
+def _envelope(runtime: Runtime, record: KeyRecord) -> KeyEnvelope:
+    return KeyEnvelope(data=KeyOut.of(record, runtime.clock.now()))
+
+
+@router.post("", status_code=201, response_model=KeyCreated)
+async def create_key(body: KeyCreate, principal: PrincipalDep, runtime: RuntimeDep) -> KeyCreated:
+    """Create an API key; the response holds its plaintext, shown only this once."""
+    issued = await runtime.keys.create(
+        principal,
+        NewKey(
+            name=body.name,
+            environment=body.environment,
+            project_id=body.project_id,
+            label=body.label,
+            description=body.description,
+            owner=body.owner,
+            tags=tuple(body.tags),
+            metadata=body.metadata,
+            scopes=tuple(body.scopes),
+            expires_at=body.expires_at,
+        ),
+    )
+    return KeyCreated(key=issued.secret, data=KeyOut.of(issued.record, runtime.clock.now()))
+
+
+@router.get("", response_model=KeyPage)
+async def list_keys(
+    request: Request,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    environment: Environment | None = None,
+    status: KeyStatus | None = None,
+    project: Annotated[str | None, Query(max_length=40)] = None,
+    name: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = 50,
+) -> KeyPage:
+    """List keys in creation order. Filter by ``metadata.<dot.path>=value`` as well."""
+    reject_unknown_params(request, _LIST_PARAMS)
+    filters = KeyFilter(
+        owner=check_query_text("owner", owner),
+        tag=check_query_text("tag", tag),
+        environment=environment,
+        status=status,
+        project_id=check_query_text("project", project),
+        name_contains=check_query_text("name", name),
+        metadata=metadata_filters(request),
+    )
+    records = await runtime.keys.list(principal, filters, cursor, limit + 1)
+    page = records[:limit]
+    has_more = len(records) > limit
+    now = runtime.clock.now()
+    return KeyPage(
+        data=[KeyOut.of(record, now) for record in page],
+        next_cursor=page[-1].id if has_more and page else None,
+        has_more=has_more,
+    )
+
+
+@router.get("/{id_or_hash}", response_model=KeyEnvelope)
+async def get_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> KeyEnvelope:
+    """Fetch one key by its id or its hash."""
+    record = await runtime.keys.get(principal, check_key_ref(id_or_hash))
+    return _envelope(runtime, record)
+
+
+@router.patch("/{id_or_hash}", response_model=KeyEnvelope)
+async def update_key(
+    id_or_hash: str, body: KeyUpdate, principal: PrincipalDep, runtime: RuntimeDep
+) -> KeyEnvelope:
+    """Change a key's descriptive fields, scopes or expiry; absent fields stay as they are."""
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    for field in ("tags", "scopes"):
+        if field in changes:
+            changes[field] = tuple(changes[field] or ())
+    for field in ("name", "metadata"):
+        if field in changes and changes[field] is None:
+            changes.pop(field)
+    record = await runtime.keys.update(principal, check_key_ref(id_or_hash), changes)
+    return _envelope(runtime, record)
+
+
+@router.delete("/{id_or_hash}", response_model=KeyEnvelope)
+async def revoke_key(
+    id_or_hash: str,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    body: Annotated[KeyRevoke | None, Body()] = None,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> KeyEnvelope:
+    """Revoke a key for good; the record stays for audit."""
+    why = body.reason if body is not None and body.reason is not None else reason
+    record = await runtime.keys.revoke(
+        principal, check_key_ref(id_or_hash), check_query_text("reason", why)
+    )
+    return _envelope(runtime, record)
+
+
+@router.post("/{id_or_hash}/rotate", response_model=KeyCreated)
+async def rotate_key(
+    id_or_hash: str,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    body: Annotated[KeyRotate | None, Body()] = None,
+) -> KeyCreated:
+    """Issue a new secret for the key (same id and settings); shown only this once."""
+    grace = timedelta(seconds=(body or KeyRotate()).grace_period_seconds)
+    issued = await runtime.keys.rotate(principal, check_key_ref(id_or_hash), grace)
+    return KeyCreated(key=issued.secret, data=KeyOut.of(issued.record, runtime.clock.now()))
+
+
+@router.post("/{id_or_hash}/disable", response_model=KeyEnvelope)
+async def disable_key(
+    id_or_hash: str,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    body: Annotated[KeyDisable | None, Body()] = None,
+) -> KeyEnvelope:
+    """Disable a key, optionally until ``auto_enable_after`` seconds have passed."""
+    request = body or KeyDisable()
+    after = (
+        None if request.auto_enable_after is None else timedelta(seconds=request.auto_enable_after)
+    )
+    record = await runtime.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
+    return _envelope(runtime, record)
+
+
+@router.post("/{id_or_hash}/enable", response_model=KeyEnvelope)
+async def enable_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> KeyEnvelope:
+    """Enable a disabled key."""
+    record = await runtime.keys.enable(principal, check_key_ref(id_or_hash))
+    return _envelope(runtime, record)

@@ -1,0 +1,35 @@
+"""``/v1/projects``: groups of keys with their own key prefix."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.params import check_id
+from keyplane.api.schemas import ProjectCreate, ProjectEnvelope, ProjectList, ProjectOut
+
+router = APIRouter(prefix="/v1/projects", tags=["projects"])
+
+
+@router.post("", status_code=201, response_model=ProjectEnvelope)
+async def create_project(
+    body: ProjectCreate, principal: PrincipalDep, runtime: RuntimeDep
+) -> ProjectEnvelope:
+    """Create a project; its keys start with ``key_prefix``."""
+    project = await runtime.projects.create(principal, body.name, body.key_prefix)
+    return ProjectEnvelope(data=ProjectOut.of(project))
+
+
+@router.get("", response_model=ProjectList)
+async def list_projects(principal: PrincipalDep, runtime: RuntimeDep) -> ProjectList:
+    """List the projects this management key reaches."""
+    return ProjectList(data=[ProjectOut.of(p) for p in await runtime.projects.list(principal)])
+
+
+@router.get("/{project_id}", response_model=ProjectEnvelope)
+async def get_project(
+    project_id: str, principal: PrincipalDep, runtime: RuntimeDep
+) -> ProjectEnvelope:
+    """Fetch one project."""
+    project = await runtime.projects.get(principal, check_id(project_id, "proj", "project"))
+    return ProjectEnvelope(data=ProjectOut.of(project))

@@ -1,0 +1,102 @@
+"""``keyplane serve | migrate | version``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError as SettingsValidationError
+from rich.console import Console
+
+from keyplane import __version__
+from keyplane.errors import KeyplaneError
+from keyplane.settings import Settings
+
+app = typer.Typer(
+    name="keyplane",
+    help="Self-hosted API key management.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Overrides KEYPLANE_DATABASE_URL.", show_default=False),
+]
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**given)
+    except SettingsValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        err.print(f"[red]invalid configuration:[/red] {problems}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides KEYPLANE_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides KEYPLANE_PORT.")] = None,
+    database_url: DatabaseOption = None,
+    log_level: Annotated[str | None, typer.Option(help="Overrides KEYPLANE_LOG_LEVEL.")] = None,
+) -> None:
+    """Apply pending migrations and serve the API."""
+    import uvicorn
+
+    from keyplane.api.app import create_app
+    from keyplane.logging_config import logging_config
+
+    settings = _settings(host=host, port=port, database_url=database_url, log_level=log_level)
+    try:
+        application = create_app(settings)
+    except KeyplaneError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=logging_config(settings.log_level),
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def migrate(database_url: DatabaseOption = None) -> None:
+    """Apply pending database migrations and exit."""
+    from keyplane.store.migrate import migrate as run_migrations
+    from keyplane.store.sql import create_engine
+
+    settings = _settings(database_url=database_url)
+
+    async def run() -> None:
+        engine = create_engine(settings.async_database_url)
+        try:
+            await run_migrations(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(run())
+    except KeyplaneError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    err.print("[green]database is up to date[/green]")
+
+
+@app.command()
+def version() -> None:
+    """Print the Keyplane version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

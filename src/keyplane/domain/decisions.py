@@ -1,0 +1,57 @@
+"""Verify decisions: a closed set of stable codes and the pure function that picks one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from keyplane.domain import scopes
+from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
+
+
+class Code(StrEnum):
+    """Stable verdict codes; clients switch on these strings, so they never change."""
+
+    VALID = "VALID"
+    MALFORMED = "MALFORMED"
+    NOT_FOUND = "NOT_FOUND"
+    DISABLED = "DISABLED"
+    EXPIRED = "EXPIRED"
+    REVOKED = "REVOKED"
+    INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
+
+
+_STATUS_CODES = {
+    KeyStatus.DISABLED: Code.DISABLED,
+    KeyStatus.EXPIRED: Code.EXPIRED,
+    KeyStatus.REVOKED: Code.REVOKED,
+}
+
+
+def decide(
+    record: KeyRecord,
+    secret_valid_until: datetime | None,
+    required_scopes: Sequence[str],
+    now: datetime,
+) -> Code:
+    """Decide whether a found key may be used now.
+
+    Args:
+        record: the key the presented secret belongs to.
+        secret_valid_until: end of the rotation grace period when the presented secret is a
+            rotated-out one; ``None`` for the current secret.
+        required_scopes: scopes the caller needs; each must be covered by one of the key's.
+        now: the time of the request (UTC).
+
+    The order is fixed and documented: secret validity, lifecycle status, then scopes.
+    """
+    if secret_valid_until is not None and now >= secret_valid_until:
+        # A rotated-out secret past its grace period is indistinguishable from an unknown one.
+        return Code.NOT_FOUND
+    status = effective_status(record, now)
+    if status is not KeyStatus.ACTIVE:
+        return _STATUS_CODES[status]
+    if scopes.missing(record.scopes, required_scopes):
+        return Code.INSUFFICIENT_SCOPE
+    return Code.VALID

@@ -1,0 +1,68 @@
+"""Organizations, projects and management keys: who owns what, and who may manage it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+#: Scopes a management key can hold. ``*`` (or ``keys:*`` and so on) covers them by pattern.
+MANAGEMENT_SCOPES = (
+    "keys:read",
+    "keys:write",
+    "management_keys:read",
+    "management_keys:write",
+    "projects:read",
+    "projects:write",
+    "verify",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    org_id: str
+    name: str
+    key_prefix: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementKeyRecord:
+    """A management key (the seeds' "provisioning key"). Its secret is never stored."""
+
+    id: str
+    org_id: str
+    project_id: str | None
+    hash: str
+    start: str
+    end: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    created_by: str | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of the management API.
+
+    ``project_id`` set means the caller only reaches that project; ``None`` means the whole org.
+    """
+
+    key_id: str
+    org_id: str
+    project_id: str | None
+    scopes: tuple[str, ...]
+    is_root: bool = False
+
+    def reaches_project(self, project_id: str) -> bool:
+        return self.project_id is None or self.project_id == project_id

@@ -1,0 +1,1 @@
+"""Use cases composed from the domain and the storage adapters."""

@@ -1,0 +1,253 @@
+"""Key lifecycle: issue, read, list, update, rotate, disable, enable, revoke."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from keyplane.domain import ids, keyformat, scopes
+from keyplane.domain.clock import Clock
+from keyplane.domain.crypto import key_digest
+from keyplane.domain.keys import Environment, KeyRecord, KeyStatus, effective_status
+from keyplane.domain.tenancy import Principal, Project
+from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
+from keyplane.services.authz import require_scope
+from keyplane.services.cache import TtlCache
+from keyplane.store.base import KeyFilter, SecretMatch, Store
+
+#: Fields ``update`` may change; status changes go through their own verbs.
+UPDATABLE_FIELDS = frozenset(
+    {"name", "label", "description", "owner", "tags", "metadata", "scopes", "expires_at"}
+)
+MAX_GRACE_PERIOD = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    name: str
+    environment: Environment = Environment.LIVE
+    project_id: str | None = None
+    label: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    scopes: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key record with its plaintext secret: returned once, at creation or rotation."""
+
+    secret: str
+    record: KeyRecord
+
+
+class KeyService:
+    def __init__(
+        self,
+        store: Store,
+        cache: TtlCache[SecretMatch],
+        clock: Clock,
+        server_secret: bytes,
+        default_project: Project,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._clock = clock
+        self._server_secret = server_secret
+        self._default_project = default_project
+
+    async def create(self, principal: Principal, new: NewKey) -> IssuedKey:
+        require_scope(principal, "keys:write")
+        project = await self._project_for(principal, new.project_id)
+        now = self._clock.now()
+        _check_expiry(new.expires_at, now)
+        _check_scopes(new.scopes)
+        kind = keyformat.KeyKind(new.environment.value)
+        parsed = keyformat.generate(kind, project.key_prefix)
+        secret_hash = key_digest(self._server_secret, parsed.text)
+        record = KeyRecord(
+            id=ids.new_id("key"),
+            org_id=principal.org_id,
+            project_id=project.id,
+            hash=secret_hash,
+            start=parsed.start,
+            end=parsed.end,
+            name=new.name,
+            environment=new.environment,
+            created_at=now,
+            updated_at=now,
+            label=new.label,
+            description=new.description,
+            owner=new.owner,
+            tags=new.tags,
+            metadata=new.metadata,
+            scopes=new.scopes,
+            expires_at=new.expires_at,
+        )
+        await self._store.create_key(record)
+        self._cache.invalidate(record.id, (secret_hash,))
+        return IssuedKey(parsed.text, record)
+
+    async def get(self, principal: Principal, id_or_hash: str) -> KeyRecord:
+        require_scope(principal, "keys:read")
+        record = await self._store.get_key(principal.org_id, id_or_hash)
+        if record is None or not principal.reaches_project(record.project_id):
+            raise NotFoundError(f"no key {id_or_hash!r}", code="KEY_NOT_FOUND")
+        return record
+
+    async def list(
+        self, principal: Principal, filters: KeyFilter, after: str | None, limit: int
+    ) -> list[KeyRecord]:
+        require_scope(principal, "keys:read")
+        if principal.project_id is not None:
+            if filters.project_id not in (None, principal.project_id):
+                return []
+            filters = dataclasses.replace(filters, project_id=principal.project_id)
+        return await self._store.list_keys(
+            principal.org_id, filters, self._clock.now(), after, limit
+        )
+
+    async def update(
+        self, principal: Principal, id_or_hash: str, changes: Mapping[str, Any]
+    ) -> KeyRecord:
+        require_scope(principal, "keys:write")
+        unknown = set(changes) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValidationError(f"cannot update {', '.join(sorted(unknown))}")
+        now = self._clock.now()
+        if changes.get("expires_at") is not None:
+            _check_expiry(changes["expires_at"], now)
+        if "scopes" in changes:
+            _check_scopes(changes["scopes"])
+
+        def apply(current: KeyRecord) -> KeyRecord:
+            _refuse_if_revoked(current, "update")
+            return dataclasses.replace(current, **changes, updated_at=now)
+
+        return await self._mutate(principal, id_or_hash, apply)
+
+    async def revoke(self, principal: Principal, id_or_hash: str, reason: str | None) -> KeyRecord:
+        require_scope(principal, "keys:write")
+        now = self._clock.now()
+
+        def apply(current: KeyRecord) -> KeyRecord:
+            if current.status is KeyStatus.REVOKED:
+                return current  # revoking twice is a no-op, not an error
+            return dataclasses.replace(
+                current,
+                status=KeyStatus.REVOKED,
+                revoked_reason=reason,
+                revoked_at=now,
+                updated_at=now,
+            )
+
+        return await self._mutate(principal, id_or_hash, apply)
+
+    async def disable(
+        self,
+        principal: Principal,
+        id_or_hash: str,
+        reason: str | None,
+        auto_enable_after: timedelta | None,
+    ) -> KeyRecord:
+        require_scope(principal, "keys:write")
+        now = self._clock.now()
+        auto_enable_at = None if auto_enable_after is None else now + auto_enable_after
+
+        def apply(current: KeyRecord) -> KeyRecord:
+            _refuse_if_revoked(current, "disable")
+            return dataclasses.replace(
+                current,
+                status=KeyStatus.DISABLED,
+                disabled_reason=reason,
+                auto_enable_at=auto_enable_at,
+                updated_at=now,
+            )
+
+        return await self._mutate(principal, id_or_hash, apply)
+
+    async def enable(self, principal: Principal, id_or_hash: str) -> KeyRecord:
+        require_scope(principal, "keys:write")
+        now = self._clock.now()
+
+        def apply(current: KeyRecord) -> KeyRecord:
+            _refuse_if_revoked(current, "enable")
+            return dataclasses.replace(
+                current,
+                status=KeyStatus.ACTIVE,
+                disabled_reason=None,
+                auto_enable_at=None,
+                updated_at=now,
+            )
+
+        return await self._mutate(principal, id_or_hash, apply)
+
+    async def rotate(
+        self, principal: Principal, id_or_hash: str, grace_period: timedelta
+    ) -> IssuedKey:
+        """Give the key a new secret; the old one verifies until ``grace_period`` has passed."""
+        require_scope(principal, "keys:write")
+        if not timedelta(0) <= grace_period <= MAX_GRACE_PERIOD:
+            raise ValidationError("grace_period_seconds must be between 0 and 30 days")
+        current = await self.get(principal, id_or_hash)
+        project = await self._project_for(principal, current.project_id)
+        now = self._clock.now()
+        parsed = keyformat.generate(
+            keyformat.KeyKind(current.environment.value), project.key_prefix
+        )
+        secret_hash = key_digest(self._server_secret, parsed.text)
+
+        def apply(locked: KeyRecord) -> KeyRecord:
+            _refuse_if_revoked(locked, "rotate")
+            return dataclasses.replace(
+                locked, hash=secret_hash, start=parsed.start, end=parsed.end, updated_at=now
+            )
+
+        record, changed = await self._store.rotate_key(
+            principal.org_id, current.id, apply, now + grace_period
+        )
+        self._cache.invalidate(record.id, (secret_hash, *changed))
+        return IssuedKey(parsed.text, record)
+
+    async def _mutate(self, principal: Principal, id_or_hash: str, apply: Any) -> KeyRecord:
+        current = await self.get(principal, id_or_hash)
+        record = await self._store.mutate_key(principal.org_id, current.id, apply)
+        self._cache.invalidate(record.id)
+        return record
+
+    async def _project_for(self, principal: Principal, project_id: str | None) -> Project:
+        if project_id is None:
+            project_id = principal.project_id or self._default_project.id
+        if not principal.reaches_project(project_id):
+            raise PermissionDeniedError("this management key cannot reach that project")
+        if project_id == self._default_project.id:
+            return self._default_project
+        project = await self._store.get_project(principal.org_id, project_id)
+        if project is None:
+            raise NotFoundError(f"no project {project_id!r}", code="PROJECT_NOT_FOUND")
+        return project
+
+    def status_of(self, record: KeyRecord) -> KeyStatus:
+        return effective_status(record, self._clock.now())
+
+
+def _refuse_if_revoked(record: KeyRecord, action: str) -> None:
+    if record.status is KeyStatus.REVOKED:
+        raise ConflictError(f"cannot {action} a revoked key", code="KEY_REVOKED")
+
+
+def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
+    if expires_at is not None and expires_at <= now:
+        raise ValidationError("expires_at must be in the future", code="INVALID_EXPIRY")
+
+
+def _check_scopes(wanted: tuple[str, ...]) -> None:
+    bad = [scope for scope in wanted if not scopes.is_valid_scope(scope)]
+    if bad:
+        raise ValidationError(f"invalid scope {bad[0]!r}", code="INVALID_SCOPE")

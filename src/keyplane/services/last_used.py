@@ -1,0 +1,54 @@
+"""Batched ``last_used_at`` writes, so verify never waits on a database write."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from keyplane.errors import KeyplaneError
+from keyplane.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class LastUsedRecorder:
+    """Collects the latest use of each key in memory and writes them in one transaction.
+
+    ``last_used_at`` is informational: losing up to one flush interval of it in a crash is the
+    accepted price of a verify path with no synchronous write.
+    """
+
+    def __init__(self, store: Store, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._pending: dict[str, datetime] = {}
+
+    def record(self, key_id: str, when: datetime) -> None:
+        previous = self._pending.get(key_id)
+        if previous is None or when > previous:
+            self._pending[key_id] = when
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            await self._store.touch_keys(batch)
+        except KeyplaneError:
+            log.warning("last_used flush failed; will retry", extra={"keys": len(batch)})
+            for key_id, when in batch.items():
+                self.record(key_id, when)
+
+    async def run(self) -> None:
+        """Flush every ``interval`` seconds until cancelled, then flush once more."""
+        try:
+            while True:
+                await asyncio.sleep(self._interval)
+                await self.flush()
+        finally:
+            await asyncio.shield(self.flush())

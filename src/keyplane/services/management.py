@@ -1,0 +1,169 @@
+"""Management keys: authenticating the management API's callers, and issuing more keys."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from keyplane.domain import ids, keyformat, scopes
+from keyplane.domain.clock import Clock
+from keyplane.domain.crypto import digests_equal, key_digest
+from keyplane.domain.tenancy import (
+    MANAGEMENT_SCOPES,
+    ManagementKeyRecord,
+    Organization,
+    Principal,
+)
+from keyplane.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from keyplane.services.authz import require_scope
+from keyplane.services.cache import TtlCache
+from keyplane.store.base import Store
+
+ROOT_KEY_ID = "root"
+MAX_TOKEN_LENGTH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedManagementKey:
+    secret: str
+    record: ManagementKeyRecord
+
+
+class ManagementKeys:
+    def __init__(
+        self,
+        store: Store,
+        cache: TtlCache[ManagementKeyRecord],
+        clock: Clock,
+        server_secret: bytes,
+        org: Organization,
+        root_key: str | None,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._clock = clock
+        self._server_secret = server_secret
+        self._org = org
+        self._root_digest = None if root_key is None else key_digest(server_secret, root_key)
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The principal behind a bearer token; AuthenticationError (401) for anything else."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise AuthenticationError("a management key is required (Authorization: Bearer ...)")
+        digest = key_digest(self._server_secret, token)
+        if self._root_digest is not None and digests_equal(digest, self._root_digest):
+            return Principal(ROOT_KEY_ID, self._org.id, None, ("*",), is_root=True)
+        parsed = keyformat.parse(token)
+        if parsed is not None and parsed.kind is keyformat.KeyKind.MANAGEMENT:
+            record = await self._cache.get(digest)
+            if record is not None and record.revoked_at is None:
+                return Principal(record.id, record.org_id, record.project_id, record.scopes)
+        raise AuthenticationError("invalid management key")
+
+    async def create(
+        self,
+        principal: Principal,
+        name: str,
+        wanted_scopes: tuple[str, ...],
+        project_id: str | None,
+    ) -> IssuedManagementKey:
+        require_scope(principal, "management_keys:write")
+        _check_management_scopes(wanted_scopes)
+        excess = scopes.missing(principal.scopes, wanted_scopes)
+        if excess:
+            raise PermissionDeniedError(
+                f"cannot grant scopes this key does not hold: {', '.join(excess)}",
+                code="SCOPE_ESCALATION",
+            )
+        if principal.project_id is not None:
+            if project_id not in (None, principal.project_id):
+                raise PermissionDeniedError(
+                    "cannot grant a project this key cannot reach", code="SCOPE_ESCALATION"
+                )
+            project_id = principal.project_id
+        if (
+            project_id is not None
+            and await self._store.get_project(principal.org_id, project_id) is None
+        ):
+            raise NotFoundError(f"no project {project_id!r}", code="PROJECT_NOT_FOUND")
+        return await self.issue(
+            principal.org_id, name, wanted_scopes, project_id, created_by=principal.key_id
+        )
+
+    async def issue(
+        self,
+        org_id: str,
+        name: str,
+        granted: tuple[str, ...],
+        project_id: str | None,
+        created_by: str | None,
+    ) -> IssuedManagementKey:
+        """Create a management key without permission checks (bootstrap and ``create``)."""
+        parsed = keyformat.generate(keyformat.KeyKind.MANAGEMENT)
+        digest = key_digest(self._server_secret, parsed.text)
+        record = ManagementKeyRecord(
+            id=ids.new_id("mk"),
+            org_id=org_id,
+            project_id=project_id,
+            hash=digest,
+            start=parsed.start,
+            end=parsed.end,
+            name=name,
+            scopes=granted,
+            created_at=self._clock.now(),
+            created_by=created_by,
+        )
+        await self._store.create_management_key(record)
+        self._cache.invalidate(record.id, (digest,))
+        return IssuedManagementKey(parsed.text, record)
+
+    async def list(
+        self, principal: Principal, after: str | None, limit: int
+    ) -> list[ManagementKeyRecord]:
+        require_scope(principal, "management_keys:read")
+        records = await self._store.list_management_keys(principal.org_id, after, limit)
+        if principal.project_id is None:
+            return records
+        return [r for r in records if r.project_id == principal.project_id]
+
+    async def get(self, principal: Principal, key_id: str) -> ManagementKeyRecord:
+        require_scope(principal, "management_keys:read")
+        record = await self._store.get_management_key(principal.org_id, key_id)
+        if record is None or (
+            principal.project_id is not None and record.project_id != principal.project_id
+        ):
+            raise NotFoundError(f"no management key {key_id!r}", code="KEY_NOT_FOUND")
+        return record
+
+    async def revoke(self, principal: Principal, key_id: str) -> ManagementKeyRecord:
+        require_scope(principal, "management_keys:write")
+        target = await self.get(principal, key_id)
+        # A key may only revoke keys it could have created: otherwise a narrow key could lock
+        # the operator out by revoking every broader one.
+        if scopes.missing(principal.scopes, target.scopes):
+            raise PermissionDeniedError(
+                "cannot revoke a key with scopes this key does not hold", code="SCOPE_ESCALATION"
+            )
+        record = await self._store.revoke_management_key(
+            principal.org_id, target.id, self._clock.now()
+        )
+        self._cache.invalidate(record.id, (record.hash,))
+        return dataclasses.replace(record)
+
+
+def _check_management_scopes(wanted: tuple[str, ...]) -> None:
+    if not wanted:
+        raise ValidationError("a management key needs at least one scope", code="INVALID_SCOPE")
+    for scope in wanted:
+        if not scopes.is_valid_scope(scope) or not any(
+            scopes.covers(scope, known) for known in MANAGEMENT_SCOPES
+        ):
+            raise ValidationError(
+                f"unknown management scope {scope!r}; known: {', '.join(MANAGEMENT_SCOPES)}",
+                code="INVALID_SCOPE",
+            )

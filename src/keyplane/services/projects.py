@@ -1,0 +1,42 @@
+"""Projects: groups of keys within an organization, each with its own key prefix."""
+
+from __future__ import annotations
+
+from keyplane.domain import ids, keyformat
+from keyplane.domain.clock import Clock
+from keyplane.domain.tenancy import Principal, Project
+from keyplane.errors import NotFoundError, PermissionDeniedError, ValidationError
+from keyplane.services.authz import require_scope
+from keyplane.store.base import Store
+
+
+class Projects:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def create(self, principal: Principal, name: str, key_prefix: str) -> Project:
+        require_scope(principal, "projects:write")
+        if principal.project_id is not None:
+            raise PermissionDeniedError("a project-bound key cannot create projects")
+        if not keyformat.is_valid_prefix(key_prefix):
+            raise ValidationError(
+                "key_prefix must match [a-z][a-z0-9_-]{0,15}", code="INVALID_PREFIX"
+            )
+        project = Project(ids.new_id("proj"), principal.org_id, name, key_prefix, self._clock.now())
+        return await self._store.create_project(project)
+
+    async def get(self, principal: Principal, project_id: str) -> Project:
+        require_scope(principal, "projects:read")
+        project = await self._store.get_project(principal.org_id, project_id)
+        if project is None or not principal.reaches_project(project.id):
+            raise NotFoundError(f"no project {project_id!r}", code="PROJECT_NOT_FOUND")
+        return project
+
+    async def list(self, principal: Principal) -> list[Project]:
+        require_scope(principal, "projects:read")
+        return [
+            p
+            for p in await self._store.list_projects(principal.org_id)
+            if principal.reaches_project(p.id)
+        ]

@@ -1,0 +1,95 @@
+"""The composition root: builds the store, caches and services from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from keyplane.domain.clock import Clock, SystemClock
+from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
+from keyplane.services.cache import TtlCache
+from keyplane.services.keys import KeyService
+from keyplane.services.last_used import LastUsedRecorder
+from keyplane.services.management import ManagementKeys
+from keyplane.services.projects import Projects
+from keyplane.services.verify import Verifier
+from keyplane.settings import Settings, resolve_server_secret
+from keyplane.store.base import SecretMatch
+from keyplane.store.migrate import migrate
+from keyplane.store.sql import SqlStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: SqlStore
+    clock: Clock
+    org: Organization
+    default_project: Project
+    key_cache: TtlCache[SecretMatch]
+    management_cache: TtlCache[ManagementKeyRecord]
+    last_used: LastUsedRecorder
+    keys: KeyService
+    verifier: Verifier
+    management: ManagementKeys
+    projects: Projects
+    #: Set when this start generated the first management key; shown once, never stored.
+    generated_root_key: str | None = None
+    _background: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+        clock = clock or SystemClock()
+        server_secret = resolve_server_secret(settings)
+        store = SqlStore.from_url(settings.async_database_url)
+        try:
+            if settings.migrate_on_start:
+                await migrate(store.engine)
+            org, project = await store.ensure_default_tenancy(clock.now())
+        except BaseException:
+            await store.close()
+            raise
+        key_cache: TtlCache[SecretMatch] = TtlCache(
+            store.find_by_secret,
+            lambda match: match.record.id,
+            ttl=settings.cache_ttl_seconds,
+            negative_ttl=settings.negative_cache_ttl_seconds,
+            max_entries=settings.cache_max_entries,
+        )
+        management_cache: TtlCache[ManagementKeyRecord] = TtlCache(
+            store.find_management_key,
+            lambda record: record.id,
+            ttl=settings.cache_ttl_seconds,
+            negative_ttl=settings.negative_cache_ttl_seconds,
+            max_entries=10_000,
+        )
+        last_used = LastUsedRecorder(store, settings.last_used_flush_seconds)
+        root_key = None if settings.root_key is None else settings.root_key.get_secret_value()
+        management = ManagementKeys(store, management_cache, clock, server_secret, org, root_key)
+        runtime = cls(
+            settings=settings,
+            store=store,
+            clock=clock,
+            org=org,
+            default_project=project,
+            key_cache=key_cache,
+            management_cache=management_cache,
+            last_used=last_used,
+            keys=KeyService(store, key_cache, clock, server_secret, project),
+            verifier=Verifier(key_cache, clock, server_secret, last_used),
+            management=management,
+            projects=Projects(store, clock),
+        )
+        if root_key is None and await store.count_management_keys() == 0:
+            issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
+            runtime.generated_root_key = issued.secret
+        runtime._background = asyncio.get_running_loop().create_task(last_used.run())
+        return runtime
+
+    async def stop(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
+        await self.store.close()

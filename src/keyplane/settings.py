@@ -1,0 +1,115 @@
+"""Runtime configuration, read from ``KEYPLANE_*`` environment variables (and CLI flags)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keyplane.errors import ConfigurationError
+
+# Explicit mapping from the URL schemes operators write to the async drivers Keyplane uses.
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+MIN_SECRET_LENGTH = 32
+MIN_ROOT_KEY_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """All of Keyplane's settings. See docs/configuration.md for each one."""
+
+    model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
+
+    database_url: str = "sqlite:///./keyplane.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=1, le=65535)
+    secret: SecretStr | None = None
+    root_key: SecretStr | None = None
+    log_level: str = "info"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    cache_ttl_seconds: float = Field(default=30.0, gt=0)
+    negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
+    cache_max_entries: int = Field(default=500_000, ge=100)
+    last_used_flush_seconds: float = Field(default=1.0, gt=0)
+    migrate_on_start: bool = True
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"KEYPLANE_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("root_key")
+    @classmethod
+    def _root_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ROOT_KEY_LENGTH:
+            raise ValueError(f"KEYPLANE_ROOT_KEY must be at least {MIN_ROOT_KEY_LENGTH} characters")
+        return value
+
+    @property
+    def async_database_url(self) -> str:
+        return to_async_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")
+
+
+def to_async_url(url: str) -> str:
+    """Map a plain database URL to its async-driver form (``sqlite:///x`` -> aiosqlite)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _ASYNC_DRIVERS:
+        known = ", ".join(sorted(k for k in _ASYNC_DRIVERS if "+" not in k))
+        raise ConfigurationError(f"unsupported database URL scheme {scheme!r}; use one of {known}")
+    return f"{_ASYNC_DRIVERS[scheme]}://{rest}"
+
+
+def sqlite_path(async_url: str) -> Path | None:
+    """The file behind a SQLite URL, or ``None`` for an in-memory database."""
+    rest = async_url.partition("://")[2]
+    path = rest[1:] if rest.startswith("/") else rest
+    path = path.split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def resolve_server_secret(settings: Settings) -> bytes:
+    """The server pepper used to hash keys.
+
+    When ``KEYPLANE_SECRET`` is unset on the embedded SQLite default, a secret is generated on
+    first run and kept in ``<database file>.secret`` (mode 0600) so restarts keep verifying the
+    same keys. On PostgreSQL it must be set: every instance needs the same one.
+    """
+    if settings.secret is not None:
+        return settings.secret.get_secret_value().encode("utf-8")
+    if not settings.is_sqlite:
+        raise ConfigurationError(
+            "KEYPLANE_SECRET is required with a PostgreSQL database: every instance must "
+            "hash keys with the same secret. Generate one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    path = sqlite_path(settings.async_database_url)
+    if path is None:
+        return secrets.token_urlsafe(48).encode("ascii")
+    secret_file = path.with_name(path.name + ".secret")
+    try:
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        value = secret_file.read_text(encoding="ascii").strip()
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(f"{secret_file} is damaged: too short") from None
+        return value.encode("ascii")
+    value = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(value + "\n")
+    return value.encode("ascii")

@@ -1,0 +1,1 @@
+"""Storage adapters. ``SqlStore`` serves SQLite and PostgreSQL through SQLAlchemy."""
