@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
 
     database_url: str = "sqlite:///./keyplane.db"
+    database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=1, le=65535)
     secret: SecretStr | None = None

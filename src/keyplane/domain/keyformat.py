@@ -81,9 +81,15 @@ def is_valid_prefix(prefix: str) -> bool:
 
 def generate(kind: KeyKind, prefix: str = DEFAULT_PREFIX) -> ParsedKey:
     """Create a new random key of ``kind`` under ``prefix``."""
+    return compose(kind, prefix, base62.random_string(BODY_LENGTH))
+
+
+def compose(kind: KeyKind, prefix: str, body: str) -> ParsedKey:
+    """The key with this prefix, kind and body, its checksum computed."""
     if not is_valid_prefix(prefix):
         raise ValueError(f"invalid key prefix {prefix!r}")
-    body = base62.random_string(BODY_LENGTH)
+    if len(body) != BODY_LENGTH or not base62.is_base62(body):
+        raise ValueError("a key body is 30 base62 characters")
     return ParsedKey(prefix, kind, body, checksum(f"{prefix}_{kind.value}_{body}"))
 
 

@@ -42,7 +42,7 @@ class Runtime:
     async def start(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         clock = clock or SystemClock()
         server_secret = resolve_server_secret(settings)
-        store = SqlStore.from_url(settings.async_database_url)
+        store = SqlStore.from_url(settings.async_database_url, settings.database_schema)
         try:
             if settings.migrate_on_start:
                 await migrate(store.engine)

@@ -35,11 +35,17 @@ DEFAULT_ORG_NAME = "default"
 DEFAULT_PROJECT_NAME = "default"
 
 
-def create_engine(async_url: str) -> AsyncEngine:
-    """An engine for ``async_url`` with the settings each database needs."""
+def create_engine(async_url: str, schema: str | None = None) -> AsyncEngine:
+    """An engine for ``async_url`` with the settings each database needs.
+
+    ``schema`` (PostgreSQL only) puts Keyplane's tables in that schema via ``search_path``.
+    """
     if async_url.startswith("sqlite"):
         return _sqlite_engine(async_url)
-    return create_async_engine(async_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    connect_args = {} if schema is None else {"server_settings": {"search_path": schema}}
+    return create_async_engine(
+        async_url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 def _sqlite_engine(async_url: str) -> AsyncEngine:
@@ -85,8 +91,8 @@ class SqlStore:
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    def from_url(cls, async_url: str) -> SqlStore:
-        return cls(create_engine(async_url))
+    def from_url(cls, async_url: str, schema: str | None = None) -> SqlStore:
+        return cls(create_engine(async_url, schema))
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ def _run_online() -> None:
     from keyplane.store.sql import create_engine
 
     async def run_async() -> None:
-        engine = create_engine(Settings().async_database_url)
+        settings = Settings()
+        engine = create_engine(settings.async_database_url, settings.database_schema)
         async with engine.begin() as conn:
             await conn.run_sync(_run)
         await engine.dispose()

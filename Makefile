@@ -1,0 +1,34 @@
+# Two commands: `make run` (install and serve on the embedded SQLite default)
+# and `make test` (install and run everything CI runs).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install install-test lint services bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+run: install
+	$(BIN)/keyplane serve
+
+lint: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: install-test services lint
+	$(BIN)/pytest
+
+services:
+	@bash .ci/services
+
+bench: install-test
+	$(BIN)/python bench/verify.py

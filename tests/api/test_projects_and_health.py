@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from tests.conftest import Api
+
+
+async def test_projects_create_list_get(api: Api) -> None:
+    response = await api.client.post("/v1/projects", json={"name": "fr", "key_prefix": "sk-fr"})
+    assert response.status_code == 201
+    project = response.json()["data"]
+    assert project["key_prefix"] == "sk-fr"
+    names = [p["name"] for p in (await api.client.get("/v1/projects")).json()["data"]]
+    assert names == ["default", "fr"]
+    fetched = await api.client.get(f"/v1/projects/{project['id']}")
+    assert fetched.json()["data"] == project
+    duplicate = await api.client.post("/v1/projects", json={"name": "fr"})
+    assert duplicate.status_code == 409
+    bad_prefix = await api.client.post("/v1/projects", json={"name": "y", "key_prefix": "Sk"})
+    assert bad_prefix.status_code == 422
+
+
+async def test_health_and_readiness(api: Api) -> None:
+    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await api.client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_openapi_is_3_1_and_lists_the_management_api(api: Api) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.1")
+    for path in (
+        "/v1/keys",
+        "/v1/keys/{id_or_hash}",
+        "/v1/keys/{id_or_hash}/rotate",
+        "/v1/verify",
+        "/v1/management-keys",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in spec["paths"]

@@ -1,0 +1,152 @@
+"""Shared fixtures.
+
+``backend`` runs a test against SQLite always and against PostgreSQL when it is reachable.
+With ``CI=true`` an unreachable PostgreSQL fails the run instead of skipping: a green CI must
+mean the PostgreSQL path was exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from keyplane.api.app import create_app
+from keyplane.domain.clock import ManualClock
+from keyplane.settings import Settings
+
+ROOT_KEY = "root-key-for-tests-" + "x" * 24
+SERVER_SECRET = "server-secret-for-tests-" + "y" * 24
+PG_URL = os.environ.get("KEYPLANE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    if _reachable("127.0.0.1", 5432):
+        return
+    message = "PostgreSQL is not reachable on 127.0.0.1:5432"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: failing instead of skipping)")
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    url: str
+    schema: str | None = None
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": self.url,
+            "database_schema": self.schema,
+            "secret": SERVER_SECRET,
+            "root_key": ROOT_KEY,
+            "last_used_flush_seconds": 0.05,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+
+async def _pg_execute(statement: str) -> None:
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh, empty database on each backend."""
+    if request.param == "sqlite":
+        yield Database("sqlite", f"sqlite:///{tmp_path / 'keyplane.db'}")
+        return
+    require_postgres()
+    schema = f"kp_test_{secrets.token_hex(6)}"
+    asyncio.run(_pg_execute(f"CREATE SCHEMA {schema}"))
+    try:
+        yield Database("postgres", PG_URL, schema)
+    finally:
+        asyncio.run(_pg_execute(f"DROP SCHEMA {schema} CASCADE"))
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> Database:
+    return Database("sqlite", f"sqlite:///{tmp_path / 'keyplane.db'}")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+
+
+@dataclass
+class Api:
+    """An in-process Keyplane with an httpx client authenticated as root."""
+
+    client: httpx.AsyncClient
+    app: object
+    clock: ManualClock
+    database: Database
+
+    async def create_key(self, **fields: object) -> tuple[str, dict[str, object]]:
+        body = {"name": "test key", **fields}
+        response = await self.client.post("/v1/keys", json=body)
+        assert response.status_code == 201, response.text
+        payload = response.json()
+        return payload["key"], payload["data"]
+
+    async def verify(self, key: str, **fields: object) -> dict[str, object]:
+        response = await self.client.post("/v1/verify", json={"key": key, **fields})
+        assert response.status_code == 200, response.text
+        result: dict[str, object] = response.json()
+        return result
+
+    async def management_key(self, *scopes: str, **fields: object) -> str:
+        body = {"name": "scoped", "scopes": list(scopes), **fields}
+        response = await self.client.post("/v1/management-keys", json=body)
+        assert response.status_code == 201, response.text
+        key: str = response.json()["key"]
+        return key
+
+    def as_key(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def api(database: Database, clock: ManualClock) -> AsyncIterator[Api]:
+    app = create_app(database.settings(), clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://keyplane.test",
+            headers={"Authorization": f"Bearer {ROOT_KEY}"},
+        ) as client,
+    ):
+        yield Api(client, app, clock, database)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import re
+import zlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyplane.domain import base62, keyformat
+from keyplane.domain.keyformat import KeyKind
+
+PREFIXES = st.from_regex(r"[a-z][a-z0-9_-]{0,15}", fullmatch=True)
+KINDS = st.sampled_from(list(KeyKind))
+BODIES = st.text(alphabet=base62.ALPHABET, min_size=30, max_size=30)
+KEYS = st.builds(lambda k, p, b: keyformat.compose(k, p, b).text, KINDS, PREFIXES, BODIES)
+
+
+@given(KEYS)
+def test_every_generated_key_parses_back_to_itself(key: str) -> None:
+    parsed = keyformat.parse(key)
+    assert parsed is not None
+    assert parsed.text == key
+
+
+@given(KINDS, PREFIXES)
+def test_generated_keys_have_the_documented_shape(kind: KeyKind, prefix: str) -> None:
+    parsed = keyformat.generate(kind, prefix)
+    assert parsed.text.startswith(f"{prefix}_{kind.value}_")
+    assert len(parsed.body) == keyformat.BODY_LENGTH
+    # at least 160 bits of randomness in the body
+    assert len(parsed.body) * 5.954 >= 160
+    expected = base62.encode(zlib.crc32(f"{prefix}_{kind.value}_{parsed.body}".encode()), 6)
+    assert parsed.checksum == expected
+    assert keyformat.SCAN_PATTERN.fullmatch(parsed.text)
+    assert parsed.start == f"{prefix}_{kind.value}_{parsed.body[:4]}"
+    assert parsed.end == parsed.text[-4:]
+
+
+@settings(max_examples=300)
+@given(KEYS, st.data())
+def test_any_single_character_substitution_is_malformed(key: str, data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(key) - 1))
+    replacement = data.draw(st.characters().filter(lambda c: c != key[index]))
+    mutated = key[:index] + replacement + key[index + 1 :]
+    assert keyformat.parse(mutated) is None
+
+
+@settings(max_examples=300)
+@given(KEYS, st.data())
+def test_any_swap_of_adjacent_different_characters_is_malformed(
+    key: str, data: st.DataObject
+) -> None:
+    positions = [i for i in range(len(key) - 1) if key[i] != key[i + 1]]
+    index = data.draw(st.sampled_from(positions))
+    mutated = key[:index] + key[index + 1] + key[index] + key[index + 2 :]
+    assert keyformat.parse(mutated) is None
+
+
+def test_exhaustive_substitutions_and_swaps_on_one_key() -> None:
+    key = keyformat.generate(KeyKind.LIVE).text
+    alphabet = base62.ALPHABET + "_-!"
+    for index, original in enumerate(key):
+        for replacement in alphabet:
+            if replacement != original:
+                assert keyformat.parse(key[:index] + replacement + key[index + 1 :]) is None
+    for index in range(len(key) - 1):
+        if key[index] != key[index + 1]:
+            swapped = key[:index] + key[index + 1] + key[index] + key[index + 2 :]
+            assert keyformat.parse(swapped) is None
+
+
+@given(st.text(max_size=200))
+def test_arbitrary_text_never_crashes_the_parser(text: str) -> None:
+    result = keyformat.parse(text)
+    assert result is None or result.text == text
+
+
+def test_truncated_extended_and_oversized_keys_are_malformed() -> None:
+    key = keyformat.generate(KeyKind.TEST).text
+    assert keyformat.parse(key[:-1]) is None
+    assert keyformat.parse(key + "a") is None
+    assert keyformat.parse("x" * 10_000) is None
+    assert keyformat.parse("") is None
+
+
+def test_custom_project_prefix_and_invalid_prefixes() -> None:
+    parsed = keyformat.generate(KeyKind.LIVE, "sk-fr")
+    assert parsed.text.startswith("sk-fr_live_")
+    assert keyformat.parse(parsed.text) == parsed
+    for bad in ("", "Kp", "1kp", "a" * 17, "kp!"):
+        assert not keyformat.is_valid_prefix(bad)
+
+
+def test_keys_are_scannable_in_free_text() -> None:
+    keys = [keyformat.generate(kind).text for kind in KeyKind]
+    text = "config: " + " and ".join(f'"{k}"' for k in keys) + " end"
+    assert re.findall(keyformat.SCAN_PATTERN, text) == keys
+
+
+def test_generated_keys_are_unique() -> None:
+    assert len({keyformat.generate(KeyKind.LIVE).text for _ in range(2000)}) == 2000
