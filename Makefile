@@ -25,7 +25,7 @@ lint: install-test
 	$(BIN)/mypy
 
 test: install-test services lint
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term:skip-covered
 
 services:
 	@bash .ci/services

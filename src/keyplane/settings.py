@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,7 @@ _ASYNC_DRIVERS = {
 }
 MIN_SECRET_LENGTH = 32
 MIN_ROOT_KEY_LENGTH = 32
+MAX_ROOT_KEY_LENGTH = 512
 
 
 class Settings(BaseSettings):
@@ -34,7 +36,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8400, ge=1, le=65535)
     secret: SecretStr | None = None
     root_key: SecretStr | None = None
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
     negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
@@ -51,9 +53,17 @@ class Settings(BaseSettings):
 
     @field_validator("root_key")
     @classmethod
-    def _root_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < MIN_ROOT_KEY_LENGTH:
-            raise ValueError(f"KEYPLANE_ROOT_KEY must be at least {MIN_ROOT_KEY_LENGTH} characters")
+    def _root_key_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        if not MIN_ROOT_KEY_LENGTH <= len(text) <= MAX_ROOT_KEY_LENGTH:
+            raise ValueError(
+                f"KEYPLANE_ROOT_KEY must be {MIN_ROOT_KEY_LENGTH}-{MAX_ROOT_KEY_LENGTH} characters"
+            )
+        if text != text.strip() or any(ord(char) < 33 or ord(char) > 126 for char in text):
+            # It travels in an Authorization header: printable ASCII without spaces only.
+            raise ValueError("KEYPLANE_ROOT_KEY must be printable ASCII without spaces")
         return value
 
     @property
@@ -103,6 +113,7 @@ def resolve_server_secret(settings: Settings) -> bytes:
     if path is None:
         return secrets.token_urlsafe(48).encode("ascii")
     secret_file = path.with_name(path.name + ".secret")
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

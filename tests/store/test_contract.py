@@ -175,7 +175,12 @@ async def test_list_filters_and_cursor_pagination(store: SqlStore) -> None:
                     project,
                     name=f"Key {index} 100%_x",
                     owner=f"o{index % 2}",
-                    metadata={"billing": {"tier": "pro" if index < 3 else "free"}, "n": index},
+                    metadata={
+                        "billing": {"tier": "pro" if index < 3 else "free"},
+                        "n": index,
+                        "beta": index == 2,
+                        "ratio": index / 2,
+                    },
                     environment=Environment.TEST if index == 6 else Environment.LIVE,
                 )
             )
@@ -194,6 +199,12 @@ async def test_list_filters_and_cursor_pagination(store: SqlStore) -> None:
     assert await ids_for(environment=Environment.TEST) == [created[6].id]
     assert await ids_for(metadata=((("billing", "tier"), "pro"),)) == [r.id for r in created[:3]]
     assert await ids_for(metadata=((("n",), "4"),)) == [created[4].id]
+    assert await ids_for(metadata=((("beta",), "true"),)) == [created[2].id]
+    assert await ids_for(metadata=((("beta",), "1"),)) == []
+    assert len(await ids_for(metadata=((("beta",), "false"),))) == 6
+    assert await ids_for(metadata=((("ratio",), "1.5"),)) == [created[3].id]
+    assert await ids_for(metadata=((("billing",), "pro"),)) == []
+    assert await ids_for(metadata=((("missing", "path"), "x"),)) == []
     assert await ids_for(name_contains="key 5") == [created[5].id]
     assert await ids_for(name_contains="100%_") == [r.id for r in created]
     assert await ids_for(name_contains="0%_y") == []

@@ -96,6 +96,10 @@ class KeyService:
 
     async def get(self, principal: Principal, id_or_hash: str) -> KeyRecord:
         require_scope(principal, "keys:read")
+        return await self._find(principal, id_or_hash)
+
+    async def _find(self, principal: Principal, id_or_hash: str) -> KeyRecord:
+        """The key if the principal reaches it; no scope check (callers have made theirs)."""
         record = await self._store.get_key(principal.org_id, id_or_hash)
         if record is None or not principal.reaches_project(record.project_id):
             raise NotFoundError(f"no key {id_or_hash!r}", code="KEY_NOT_FOUND")
@@ -195,7 +199,7 @@ class KeyService:
         require_scope(principal, "keys:write")
         if not timedelta(0) <= grace_period <= MAX_GRACE_PERIOD:
             raise ValidationError("grace_period_seconds must be between 0 and 30 days")
-        current = await self.get(principal, id_or_hash)
+        current = await self._find(principal, id_or_hash)
         project = await self._project_for(principal, current.project_id)
         now = self._clock.now()
         parsed = keyformat.generate(
@@ -216,7 +220,7 @@ class KeyService:
         return IssuedKey(parsed.text, record)
 
     async def _mutate(self, principal: Principal, id_or_hash: str, apply: Any) -> KeyRecord:
-        current = await self.get(principal, id_or_hash)
+        current = await self._find(principal, id_or_hash)
         record = await self._store.mutate_key(principal.org_id, current.id, apply)
         self._cache.invalidate(record.id)
         return record

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from keyplane.errors import KeyplaneError
-from keyplane.store.base import Store
+
+Touch = Callable[[Mapping[str, datetime]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +21,8 @@ class LastUsedRecorder:
     accepted price of a verify path with no synchronous write.
     """
 
-    def __init__(self, store: Store, interval: float) -> None:
-        self._store = store
+    def __init__(self, touch: Touch, interval: float) -> None:
+        self._touch = touch
         self._interval = interval
         self._pending: dict[str, datetime] = {}
 
@@ -38,7 +40,7 @@ class LastUsedRecorder:
             return
         batch, self._pending = self._pending, {}
         try:
-            await self._store.touch_keys(batch)
+            await self._touch(batch)
         except KeyplaneError:
             log.warning("last_used flush failed; will retry", extra={"keys": len(batch)})
             for key_id, when in batch.items():

@@ -22,6 +22,7 @@ from keyplane.errors import (
 )
 from keyplane.services.authz import require_scope
 from keyplane.services.cache import TtlCache
+from keyplane.services.last_used import LastUsedRecorder
 from keyplane.store.base import Store
 
 ROOT_KEY_ID = "root"
@@ -43,8 +44,10 @@ class ManagementKeys:
         server_secret: bytes,
         org: Organization,
         root_key: str | None,
+        last_used: LastUsedRecorder,
     ) -> None:
         self._store = store
+        self._last_used = last_used
         self._cache = cache
         self._clock = clock
         self._server_secret = server_secret
@@ -62,6 +65,7 @@ class ManagementKeys:
         if parsed is not None and parsed.kind is keyformat.KeyKind.MANAGEMENT:
             record = await self._cache.get(digest)
             if record is not None and record.revoked_at is None:
+                self._last_used.record(record.id, self._clock.now())
                 return Principal(record.id, record.org_id, record.project_id, record.scopes)
         raise AuthenticationError("invalid management key")
 
@@ -126,23 +130,25 @@ class ManagementKeys:
         self, principal: Principal, after: str | None, limit: int
     ) -> list[ManagementKeyRecord]:
         require_scope(principal, "management_keys:read")
-        records = await self._store.list_management_keys(principal.org_id, after, limit)
-        if principal.project_id is None:
-            return records
-        return [r for r in records if r.project_id == principal.project_id]
+        return await self._store.list_management_keys(
+            principal.org_id, after, limit, project_id=principal.project_id
+        )
 
     async def get(self, principal: Principal, key_id: str) -> ManagementKeyRecord:
         require_scope(principal, "management_keys:read")
+        return await self._find(principal, key_id)
+
+    async def _find(self, principal: Principal, key_id: str) -> ManagementKeyRecord:
         record = await self._store.get_management_key(principal.org_id, key_id)
         if record is None or (
             principal.project_id is not None and record.project_id != principal.project_id
         ):
-            raise NotFoundError(f"no management key {key_id!r}", code="KEY_NOT_FOUND")
+            raise NotFoundError(f"no management key {key_id!r}", code="MANAGEMENT_KEY_NOT_FOUND")
         return record
 
     async def revoke(self, principal: Principal, key_id: str) -> ManagementKeyRecord:
         require_scope(principal, "management_keys:write")
-        target = await self.get(principal, key_id)
+        target = await self._find(principal, key_id)
         # A key may only revoke keys it could have created: otherwise a narrow key could lock
         # the operator out by revoking every broader one.
         if scopes.missing(principal.scopes, target.scopes):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
@@ -30,13 +32,14 @@ class Runtime:
     key_cache: TtlCache[SecretMatch]
     management_cache: TtlCache[ManagementKeyRecord]
     last_used: LastUsedRecorder
+    management_last_used: LastUsedRecorder
     keys: KeyService
     verifier: Verifier
     management: ManagementKeys
     projects: Projects
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
-    _background: asyncio.Task[None] | None = None
+    _background: asyncio.Task[Any] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -45,7 +48,7 @@ class Runtime:
         store = SqlStore.from_url(settings.async_database_url, settings.database_schema)
         try:
             if settings.migrate_on_start:
-                await migrate(store.engine)
+                await migrate(store.engine, settings.database_schema)
             org, project = await store.ensure_default_tenancy(clock.now())
         except BaseException:
             await store.close()
@@ -64,9 +67,14 @@ class Runtime:
             negative_ttl=settings.negative_cache_ttl_seconds,
             max_entries=10_000,
         )
-        last_used = LastUsedRecorder(store, settings.last_used_flush_seconds)
+        last_used = LastUsedRecorder(store.touch_keys, settings.last_used_flush_seconds)
+        management_last_used = LastUsedRecorder(
+            store.touch_management_keys, settings.last_used_flush_seconds
+        )
         root_key = None if settings.root_key is None else settings.root_key.get_secret_value()
-        management = ManagementKeys(store, management_cache, clock, server_secret, org, root_key)
+        management = ManagementKeys(
+            store, management_cache, clock, server_secret, org, root_key, management_last_used
+        )
         runtime = cls(
             settings=settings,
             store=store,
@@ -76,6 +84,7 @@ class Runtime:
             key_cache=key_cache,
             management_cache=management_cache,
             last_used=last_used,
+            management_last_used=management_last_used,
             keys=KeyService(store, key_cache, clock, server_secret, project),
             verifier=Verifier(key_cache, clock, server_secret, last_used),
             management=management,
@@ -84,7 +93,9 @@ class Runtime:
         if root_key is None and await store.count_management_keys() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
-        runtime._background = asyncio.get_running_loop().create_task(last_used.run())
+        runtime._background = asyncio.get_running_loop().create_task(
+            _run_all(last_used.run(), management_last_used.run())
+        )
         return runtime
 
     async def stop(self) -> None:
@@ -93,3 +104,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._background
         await self.store.close()
+
+
+async def _run_all(*jobs: Coroutine[Any, Any, None]) -> None:
+    """Run background jobs together; cancelling this cancels (and so flushes) each of them."""
+    await asyncio.gather(*jobs)

@@ -89,6 +89,10 @@ class Store(Protocol):
         """Advance ``last_used_at`` of many keys in one transaction (never moves it back)."""
         ...
 
+    async def touch_management_keys(self, last_used: Mapping[str, datetime]) -> None:
+        """Advance ``last_used_at`` of many management keys (never moves it back)."""
+        ...
+
     async def create_management_key(self, record: ManagementKeyRecord) -> ManagementKeyRecord: ...
 
     async def find_management_key(self, secret_hash: str) -> ManagementKeyRecord | None: ...
@@ -96,8 +100,10 @@ class Store(Protocol):
     async def get_management_key(self, org_id: str, key_id: str) -> ManagementKeyRecord | None: ...
 
     async def list_management_keys(
-        self, org_id: str, after: str | None, limit: int
-    ) -> list[ManagementKeyRecord]: ...
+        self, org_id: str, after: str | None, limit: int, project_id: str | None = None
+    ) -> list[ManagementKeyRecord]:
+        """Management keys in id order; only those bound to ``project_id`` when it is given."""
+        ...
 
     async def revoke_management_key(
         self, org_id: str, key_id: str, now: datetime

@@ -21,16 +21,20 @@ def alembic_config() -> Config:
     return config
 
 
-async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+async def migrate(engine: AsyncEngine, schema: str | None = None, revision: str = "head") -> None:
     """Upgrade the database behind ``engine`` to ``revision`` in one transaction.
 
     On PostgreSQL a transaction-level advisory lock makes instances that start together take
-    turns, so the schema is migrated once, not raced.
+    turns, so the schema is migrated once, not raced; ``schema`` (the engine's search_path,
+    from KEYPLANE_DATABASE_SCHEMA) is created first when missing.
     """
 
     def upgrade(connection: Connection) -> None:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
+            if schema is not None:
+                # The name is validated by Settings (^[a-z_][a-z0-9_]{0,62}$); quoted anyway.
+                connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

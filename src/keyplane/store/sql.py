@@ -8,18 +8,32 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, event, func, insert, or_, select, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import ColumnElement
 
-from keyplane.domain import ids
+from keyplane.domain import ids, validation
 from keyplane.domain.keyformat import DEFAULT_PREFIX
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
-from keyplane.errors import ConflictError, NotFoundError, StorageError
+from keyplane.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from keyplane.settings import sqlite_path
 from keyplane.store.base import KeyFilter, KeyMutation, SecretMatch
 from keyplane.store.tables import (
@@ -238,10 +252,29 @@ class SqlStore:
         if filters.status is not None:
             conditions.append(_status_condition(filters.status, now))
         for path, value in filters.metadata:
-            conditions.append(api_keys.c.meta[path].as_string() == value)
+            conditions.append(self._metadata_text(path) == value)
         query = select(api_keys).where(*conditions).order_by(api_keys.c.id).limit(limit)
         async with self._read() as conn:
             return [_key(row) for row in await conn.execute(query)]
+
+    def _metadata_text(self, path: tuple[str, ...]) -> ColumnElement[str]:
+        """The text form of a metadata value, the same on every database.
+
+        Strings compare as themselves, numbers as their JSON text, booleans as ``true`` /
+        ``false`` (SQLite's ``json_extract`` alone would give 1 / 0).
+        """
+        if not all(validation.METADATA_PATH_SEGMENT.fullmatch(part) for part in path):
+            raise ValidationError("invalid metadata path", code="INVALID_FILTER")
+        if not self._is_sqlite:
+            text: ColumnElement[str] = api_keys.c.meta[path].as_string()
+            return text
+        json_path = "$" + "".join(f'."{part}"' for part in path)
+        kind = func.json_type(api_keys.c.meta, json_path)
+        return case(
+            (kind == "true", literal("true")),
+            (kind == "false", literal("false")),
+            else_=cast(func.json_extract(api_keys.c.meta, json_path), String),
+        )
 
     async def mutate_key(self, org_id: str, key_id: str, mutation: KeyMutation) -> KeyRecord:
         async with self._write() as conn:
@@ -289,18 +322,21 @@ class SqlStore:
             return [row.hash for row in rows]
 
     async def touch_keys(self, last_used: Mapping[str, datetime]) -> None:
+        await self._touch(api_keys, last_used)
+
+    async def touch_management_keys(self, last_used: Mapping[str, datetime]) -> None:
+        await self._touch(management_keys, last_used)
+
+    async def _touch(self, table: Table, last_used: Mapping[str, datetime]) -> None:
         if not last_used:
             return
         statement = (
-            update(api_keys)
+            update(table)
             .where(
-                api_keys.c.id == bindparam("b_id"),
-                or_(
-                    api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < bindparam("b_when")
-                ),
+                table.c.id == bindparam("b_id"),
+                or_(table.c.last_used_at.is_(None), table.c.last_used_at < bindparam("b_when")),
             )
             .values(last_used_at=bindparam("b_when"))
-            .execution_options(synchronize_session=False)
         )
         rows = [{"b_id": key_id, "b_when": when} for key_id, when in last_used.items()]
         async with self._write() as conn:
@@ -370,11 +406,13 @@ class SqlStore:
         return None if row is None else _management_key(row)
 
     async def list_management_keys(
-        self, org_id: str, after: str | None, limit: int
+        self, org_id: str, after: str | None, limit: int, project_id: str | None = None
     ) -> list[ManagementKeyRecord]:
         conditions = [management_keys.c.org_id == org_id]
         if after is not None:
             conditions.append(management_keys.c.id > after)
+        if project_id is not None:
+            conditions.append(management_keys.c.project_id == project_id)
         query = (
             select(management_keys).where(*conditions).order_by(management_keys.c.id).limit(limit)
         )
