@@ -10,7 +10,8 @@ from keyplane.domain.tenancy import Principal
 from keyplane.services.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async on purpose: a sync dependency is run in a thread pool on every request.
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -1,0 +1,620 @@
+"""Benchmark of Keyplane's verify hot path. Prints figures; asserts nothing about timings.
+
+What it measures, against one database pre-filled with ``--keys`` API keys (bulk-inserted
+straight into ``api_keys`` / ``api_key_secrets`` through SQLAlchemy Core):
+
+(a) in process: ``Verifier.verify`` called in a loop on one event loop, over a sample of
+    ``--sample`` distinct keys. The first pass over the sample is the *cold* figure (every
+    call misses the cache and queries the database); then the sample is verified over and
+    over for ``--duration`` seconds on the warm cache (calls/s, µs per call, cache hit rate).
+(b) over HTTP: the real server (``keyplane serve``, a subprocess on a free port) under load
+    from a separate generator process (``wrk`` with ``bench/wrk_verify.lua`` when installed,
+    else ``bench/_loadgen.py``): ``POST /v1/verify`` rotating through the sample keys, and
+    ``GET /healthz`` with the same generator and settings, for throughput and p50/p99
+    latency, and the verify/healthz ratios.
+
+Run::
+
+    .venv/bin/python bench/verify.py                      # 100k keys, SQLite in a temp dir
+    .venv/bin/python bench/verify.py --keys 5000 --duration 3
+    .venv/bin/python bench/verify.py --database-url postgresql://postgres@127.0.0.1:5432/test
+
+With PostgreSQL the tables go in a fresh schema (``KEYPLANE_DATABASE_SCHEMA``) that is created
+for the run and dropped afterwards. Temporary files and the server are cleaned up on exit,
+including Ctrl-C. See bench/README.md for how to read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import httpx
+from sqlalchemy import insert, text
+
+from keyplane import __version__
+from keyplane.domain import ids, keyformat
+from keyplane.domain.crypto import key_digest
+from keyplane.domain.tenancy import Principal
+from keyplane.errors import ConfigurationError
+from keyplane.services.runtime import Runtime
+from keyplane.settings import Settings, to_async_url
+from keyplane.store.sql import create_engine
+from keyplane.store.tables import api_key_secrets, api_keys
+
+BENCH_DIR = Path(__file__).resolve().parent
+WRK_SCRIPT = BENCH_DIR / "wrk_verify.lua"
+LOADGEN_SCRIPT = BENCH_DIR / "_loadgen.py"
+INSERT_CHUNK = 5_000
+# Long enough that nothing expires during a run: the "warm" figures are pure cache hits.
+CACHE_TTL_SECONDS = 3600
+SERVER_START_TIMEOUT = 60.0
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    cpus = os.cpu_count() or 1
+    parser = argparse.ArgumentParser(
+        description="Benchmark Keyplane's verify path (in process and over HTTP)."
+    )
+    parser.add_argument("--keys", type=int, default=100_000, help="API keys stored (100000)")
+    parser.add_argument(
+        "--sample", type=int, default=10_000, help="distinct keys verified (10000, <= --keys)"
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per timed run (10)")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="HTTP connections held open (64)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, cpus // 2),
+        help="wrk threads / load generator processes (half the CPUs)",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL to use instead of a temporary SQLite file "
+        "(e.g. postgresql://postgres@127.0.0.1:5432/test); a fresh schema is used and dropped",
+    )
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="HTTP load generator: wrk if installed (auto), or the Python fallback",
+    )
+    parser.add_argument("--skip-http", action="store_true", help="only measure in process")
+    args = parser.parse_args()
+    if args.database_url is not None and not is_postgresql(args.database_url):
+        parser.error("--database-url is for PostgreSQL; SQLite runs in a temp dir by default")
+    args.sample = max(1, min(args.sample, args.keys))
+    args.duration = max(1, args.duration)
+    args.threads = max(1, min(args.threads, args.concurrency))
+    return args
+
+
+def is_postgresql(url: str) -> bool:
+    try:
+        return to_async_url(url).startswith("postgresql")
+    except ConfigurationError:
+        return False
+
+
+@dataclass(frozen=True)
+class Target:
+    """The database under test and the secrets the in-process runtime and server share."""
+
+    url: str
+    schema: str | None
+    server_secret: str
+    root_key: str
+
+    def env(self) -> dict[str, str]:
+        """``KEYPLANE_*`` settings, used both for the in-process Runtime and the server."""
+        values = {
+            "KEYPLANE_DATABASE_URL": self.url,
+            "KEYPLANE_SECRET": self.server_secret,
+            "KEYPLANE_ROOT_KEY": self.root_key,
+            "KEYPLANE_LOG_LEVEL": "warning",
+            "KEYPLANE_CACHE_TTL_SECONDS": str(CACHE_TTL_SECONDS),
+        }
+        if self.schema is not None:
+            values["KEYPLANE_DATABASE_SCHEMA"] = self.schema
+        return values
+
+    def settings(self) -> Settings:
+        fields = {name.removeprefix("KEYPLANE_").lower(): v for name, v in self.env().items()}
+        return Settings(**fields)  # type: ignore[arg-type]
+
+
+def make_target(args: argparse.Namespace, workdir: Path) -> Target:
+    server_secret = secrets.token_urlsafe(48)
+    root_key = "kp-bench-root-" + secrets.token_urlsafe(32)
+    if args.database_url is None:
+        url = f"sqlite:///{workdir / 'keyplane-bench.db'}"
+        return Target(url, None, server_secret, root_key)
+    schema = f"kp_bench_{secrets.token_hex(6)}"
+    return Target(args.database_url, schema, server_secret, root_key)
+
+
+async def _run_ddl(url: str, statement: str) -> None:
+    engine = create_engine(to_async_url(url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.contextmanager
+def provisioned(target: Target) -> Iterator[None]:
+    """Create the PostgreSQL schema for the run and drop it afterwards (SQLite: nothing)."""
+    if target.schema is None:
+        yield
+        return
+    asyncio.run(_run_ddl(target.url, f"CREATE SCHEMA {target.schema}"))
+    try:
+        yield
+    finally:
+        asyncio.run(_run_ddl(target.url, f"DROP SCHEMA {target.schema} CASCADE"))
+
+
+# -- (a) filling the database and verifying in process --------------------------------------------
+
+
+@dataclass
+class InProcessResult:
+    insert_seconds: float
+    database_version: str
+    cold_calls: int
+    cold_seconds: float
+    cold_hit_rate: float
+    warm_calls: int
+    warm_seconds: float
+    warm_hit_rate: float
+
+
+def key_rows(
+    count: int, runtime: Runtime, server_secret: bytes
+) -> Iterator[tuple[str, dict[str, object], dict[str, object]]]:
+    """``(plaintext key, api_keys row, api_key_secrets row)`` for ``count`` new active keys."""
+    project = runtime.default_project
+    now = datetime.now(UTC)
+    for number in range(count):
+        parsed = keyformat.generate(keyformat.KeyKind.LIVE, project.key_prefix)
+        digest = key_digest(server_secret, parsed.text)
+        key_id = ids.new_id("key")
+        key_row: dict[str, object] = {
+            "id": key_id,
+            "org_id": runtime.org.id,
+            "project_id": project.id,
+            "hash": digest,
+            "start": parsed.start,
+            "end": parsed.end,
+            "name": f"bench key {number}",
+            "environment": "live",
+            "tags": [],
+            "meta": {},
+            "scopes": [],
+            "status": "active",
+            "created_at": now,
+            "updated_at": now,
+        }
+        secret_row: dict[str, object] = {
+            "hash": digest,
+            "key_id": key_id,
+            "created_at": now,
+            "valid_until": None,
+        }
+        yield parsed.text, key_row, secret_row
+
+
+async def bulk_insert(runtime: Runtime, count: int, server_secret: bytes) -> list[str]:
+    """Insert ``count`` keys in chunks, bypassing the services; returns the plaintext keys."""
+    keys: list[str] = []
+    rows = key_rows(count, runtime, server_secret)
+    async with runtime.store.engine.begin() as conn:
+        while True:
+            chunk = list(itertools.islice(rows, INSERT_CHUNK))
+            if not chunk:
+                break
+            keys.extend(key for key, _, _ in chunk)
+            await conn.execute(insert(api_keys), [key_row for _, key_row, _ in chunk])
+            await conn.execute(insert(api_key_secrets), [secret for _, _, secret in chunk])
+    return keys
+
+
+async def database_version(runtime: Runtime) -> str:
+    if runtime.store.engine.dialect.name == "sqlite":
+        return f"SQLite {sqlite3.sqlite_version}"
+    async with runtime.store.engine.connect() as conn:
+        version = (await conn.execute(text("SHOW server_version"))).scalar()
+    return f"PostgreSQL {version}"
+
+
+async def verify_passes(
+    runtime: Runtime, principal: Principal, sample: list[str], duration: float
+) -> tuple[int, float, float]:
+    """Verify the sample over and over, at least once and until ``duration`` has passed.
+
+    Returns ``(calls, seconds, cache hit rate)``. Every verdict must be valid.
+    """
+    verifier, cache = runtime.verifier, runtime.key_cache
+    hits, misses = cache.hits, cache.misses
+    calls = 0
+    started = time.perf_counter()
+    deadline = started + duration
+    while True:
+        for key in sample:
+            verdict = await verifier.verify(principal, key)
+            if not verdict.valid:
+                raise SystemExit(f"bench key did not verify: {verdict.code}")
+        calls += len(sample)
+        finished = time.perf_counter()
+        if finished >= deadline:
+            break
+    lookups = (cache.hits - hits) + (cache.misses - misses)
+    return calls, finished - started, (cache.hits - hits) / max(1, lookups)
+
+
+async def fill_and_measure(
+    target: Target, args: argparse.Namespace
+) -> tuple[list[str], InProcessResult]:
+    """Start a Runtime (which migrates), fill the database, and time ``Verifier.verify``."""
+    runtime = await Runtime.start(target.settings())
+    try:
+        server_secret = target.server_secret.encode("utf-8")
+        progress(f"inserting {args.keys:,} keys")
+        started = time.perf_counter()
+        keys = await bulk_insert(runtime, args.keys, server_secret)
+        insert_seconds = time.perf_counter() - started
+        sample = random.sample(keys, args.sample)
+        principal = await runtime.management.authenticate(target.root_key)
+        progress(
+            f"verifying {len(sample):,} keys in process (cold, then warm for {args.duration}s)"
+        )
+        cold = await verify_passes(runtime, principal, sample, 0)
+        warm = await verify_passes(runtime, principal, sample, args.duration)
+        version = await database_version(runtime)
+    finally:
+        await runtime.stop()
+    return sample, InProcessResult(insert_seconds, version, *cold, *warm)
+
+
+# -- (b) the real server under HTTP load ----------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    p50_us: int
+    p90_us: int
+    p99_us: int
+    max_us: int
+    errors: int
+    checked: int
+    invalid: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment without inherited ``KEYPLANE_*`` settings, plus ``extra``."""
+    env = {name: v for name, v in os.environ.items() if not name.startswith("KEYPLANE_")}
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def running_server(target: Target, workdir: Path) -> Iterator[str]:
+    """``keyplane serve`` on a free port; yields its base URL and stops it on exit."""
+    executable = Path(sys.executable).with_name("keyplane")
+    port = free_port()
+    log_path = workdir / "server.log"
+    env = child_env({**target.env(), "KEYPLANE_HOST": "127.0.0.1", "KEYPLANE_PORT": str(port)})
+    with log_path.open("wb") as log:
+        # Own session: a Ctrl-C in the terminal reaches us, and we stop the server in order.
+        server = subprocess.Popen(
+            [str(executable), "serve"], env=env, stdout=log, stderr=log, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(server, url, log_path)
+        yield url
+    finally:
+        stop_process(server)
+        report_server_log(log_path)
+
+
+def wait_until_ready(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"keyplane serve exited early:\n{log_path.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"keyplane serve not ready after {SERVER_START_TIMEOUT:.0f}s")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def report_server_log(log_path: Path) -> None:
+    """Show what the server logged: at level warning, anything at all is worth a look."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    if lines:
+        progress(f"the server logged {len(lines)} line(s); first ones:")
+        for line in lines[:5]:
+            print("    " + line[:300], file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Generator:
+    """One load generator configuration, applied identically to every endpoint."""
+
+    kind: str  # "wrk" or "python"
+    url: str
+    keys_file: Path
+    root_key: str
+    threads: int
+    connections: int
+
+    @property
+    def description(self) -> str:
+        if self.kind == "wrk":
+            version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+            name = version.split("Copyright")[0].strip() or "wrk"
+            return f"{name}, {self.threads} thread(s)"
+        return f"Python asyncio HTTP/1.1 client (bench/_loadgen.py), {self.threads} process(es)"
+
+    def command(self, mode: str, seconds: int, check: bool) -> list[str]:
+        if self.kind == "wrk":
+            command = ["wrk", "-t", str(self.threads), "-c", str(self.connections)]
+            command += ["-d", f"{seconds}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), self.url]
+            command += ["--", mode, str(self.keys_file), str(self.threads)]
+            return [*command, "check"] if check else command
+        command = [sys.executable, str(LOADGEN_SCRIPT), "--url", self.url, "--mode", mode]
+        command += ["--keys-file", str(self.keys_file), "--processes", str(self.threads)]
+        command += ["--concurrency", str(self.connections), "--duration", str(seconds)]
+        return [*command, "--check"] if check else command
+
+    def run(self, mode: str, seconds: int, check: bool = False) -> LoadResult:
+        env = child_env({"KEYPLANE_BENCH_ROOT_KEY": self.root_key})
+        completed = subprocess.run(
+            self.command(mode, seconds, check), env=env, capture_output=True, text=True
+        )
+        match = re.search(r"^KEYPLANE_BENCH (.*)$", completed.stdout, re.MULTILINE)
+        if completed.returncode != 0 or match is None:
+            raise SystemExit(
+                f"load generator failed ({completed.returncode}):\n"
+                f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}"
+            )
+        figures = dict(pair.split("=", 1) for pair in match.group(1).split())
+        return LoadResult(
+            requests=int(figures["requests"]),
+            seconds=int(figures["duration_us"]) / 1_000_000,
+            p50_us=int(figures["p50_us"]),
+            p90_us=int(figures["p90_us"]),
+            p99_us=int(figures["p99_us"]),
+            max_us=int(figures["max_us"]),
+            errors=int(figures["errors"]),
+            checked=int(figures["checked"]),
+            invalid=int(figures["invalid"]),
+        )
+
+
+def choose_generator_kind(wanted: str) -> str:
+    have_wrk = shutil.which("wrk") is not None
+    if wanted == "wrk" and not have_wrk:
+        raise SystemExit("--generator wrk: wrk is not installed (apt-get install -y wrk)")
+    if wanted == "auto":
+        return "wrk" if have_wrk else "python"
+    return wanted
+
+
+def warm_server(generator: Generator, sample_size: int) -> LoadResult:
+    """Load every sample key into the server's cache, checking each verdict is valid.
+
+    The generator walks the keys in order, so one run with at least ``sample_size`` requests
+    has touched them all; the first run also tells how long such a run needs.
+    """
+    seconds = 3
+    for _ in range(4):
+        result = generator.run("verify", seconds, check=True)
+        if result.invalid:
+            raise SystemExit(f"{result.invalid} of {result.checked} verify answers not valid")
+        if result.requests >= sample_size:
+            return result
+        seconds = int(sample_size / max(result.rate, 1.0) * 1.5) + 1
+    raise SystemExit("could not warm the server's cache: too few requests per run")
+
+
+@dataclass
+class HttpResult:
+    generator: str
+    warmup: LoadResult
+    verify: LoadResult
+    healthz: LoadResult
+
+
+def measure_http(
+    target: Target, args: argparse.Namespace, sample: list[str], workdir: Path
+) -> HttpResult:
+    keys_file = workdir / "sample-keys.txt"
+    keys_file.write_text("\n".join(sample) + "\n")
+    kind = choose_generator_kind(args.generator)
+    with running_server(target, workdir) as url:
+        generator = Generator(kind, url, keys_file, target.root_key, args.threads, args.concurrency)
+        progress(f"HTTP: warming the server's cache with {generator.description}")
+        warmup = warm_server(generator, len(sample))
+        progress(f"HTTP: GET /healthz for {args.duration}s")
+        generator.run("healthz", 1)  # connection set-up and first-request costs, discarded
+        healthz = generator.run("healthz", args.duration)
+        progress(f"HTTP: POST /v1/verify for {args.duration}s")
+        verify = generator.run("verify", args.duration)
+        return HttpResult(generator.description, warmup, verify, healthz)
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def machine_lines(args: argparse.Namespace, target: Target, inproc: InProcessResult) -> list[str]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    where = "file in a temp dir" if target.schema is None else f"schema {target.schema}"
+    return [
+        f"machine     {usable} CPUs usable (nproc), {cpu_model()}, {platform.system()}",
+        f"python      {platform.python_implementation()} {platform.python_version()},"
+        f" keyplane {__version__}",
+        f"database    {inproc.database_version} ({where})",
+        f"keys        {args.keys:,} stored (bulk insert {inproc.insert_seconds:.1f} s),"
+        f" sample of {args.sample:,} distinct keys, cache TTL {CACHE_TTL_SECONDS} s",
+    ]
+
+
+def rate_line(label: str, calls: int, seconds: float, hit_rate: float) -> str:
+    rate = calls / seconds
+    return (
+        f"  {label:<28}{rate:>12,.0f} calls/s{seconds / calls * 1e6:>10.1f} µs/call"
+        f"   hit rate {hit_rate:6.1%}   ({calls:,} calls in {seconds:.2f} s)"
+    )
+
+
+def http_lines(args: argparse.Namespace, http: HttpResult) -> list[str]:
+    verify, healthz = http.verify, http.healthz
+    lines = [
+        "HTTP: real server (keyplane serve, 1 process), load from a separate process",
+        f"  generator: {http.generator}, {args.concurrency} connections, {args.duration} s per run",
+        f"  {'endpoint':<18}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        f"{'requests':>11}{'errors':>8}",
+    ]
+    for name, result in (("POST /v1/verify", verify), ("GET /healthz", healthz)):
+        lines.append(
+            f"  {name:<18}{result.rate:>10,.0f}{result.p50_us / 1000:>9.2f}"
+            f"{result.p90_us / 1000:>9.2f}{result.p99_us / 1000:>9.2f}{result.max_us / 1000:>9.1f}"
+            f"{result.requests:>11,}{result.errors:>8,}"
+        )
+    lines.append(
+        f"  verify/healthz    throughput {verify.rate / max(healthz.rate, 1e-9):.2f}x,"
+        f" p99 {verify.p99_us / max(healthz.p99_us, 1):.2f}x"
+    )
+    lines.append(
+        f"  warm-up: {http.warmup.checked:,} verify answers checked, all valid"
+        f" ({http.warmup.rate:,.0f} req/s while loading the cache)"
+    )
+    if verify.errors or healthz.errors:
+        lines.append("  WARNING: the generator saw errors (non-2xx, timeouts or socket errors)")
+    return lines
+
+
+def print_summary(
+    args: argparse.Namespace, target: Target, inproc: InProcessResult, http: HttpResult | None
+) -> None:
+    rule = "-" * 96
+    lines = [rule, "Keyplane verify benchmark", rule]
+    lines += machine_lines(args, target, inproc)
+    lines += [
+        "",
+        "in process: Verifier.verify, sequential calls on one event loop",
+        rate_line("cold (first load, DB query)", *inproc_cold(inproc)),
+        rate_line("warm (cache)", *inproc_warm(inproc)),
+        "",
+    ]
+    lines += ["HTTP: skipped (--skip-http)"] if http is None else http_lines(args, http)
+    if (os.cpu_count() or 1) <= 2 and http is not None:
+        lines.append("  note: server and generator share 2 CPUs; HTTP figures are a lower bound")
+    lines.append(rule)
+    print("\n".join(lines), flush=True)
+
+
+def inproc_cold(result: InProcessResult) -> tuple[int, float, float]:
+    return result.cold_calls, result.cold_seconds, result.cold_hit_rate
+
+
+def inproc_warm(result: InProcessResult) -> tuple[int, float, float]:
+    return result.warm_calls, result.warm_seconds, result.warm_hit_rate
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="keyplane-bench-") as tmp:
+        workdir = Path(tmp)
+        target = make_target(args, workdir)
+        with provisioned(target):
+            sample, inproc = asyncio.run(fill_and_measure(target, args))
+            http = None if args.skip_http else measure_http(target, args, sample, workdir)
+        print_summary(args, target, inproc, http)
+
+
+def main() -> None:
+    args = parse_args()
+    # Only the settings this script chooses apply, in process and in the server alike.
+    for name in [name for name in os.environ if name.startswith("KEYPLANE_")]:
+        del os.environ[name]
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        progress("interrupted; server stopped and temporary files removed")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
