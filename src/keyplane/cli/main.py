@@ -8,10 +8,11 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError as SettingsValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from keyplane import __version__
 from keyplane.errors import KeyplaneError
-from keyplane.settings import Settings
+from keyplane.settings import Settings, resolve_server_secret, to_async_url
 
 app = typer.Typer(
     name="keyplane",
@@ -20,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+# soft_wrap: one message is one line, however narrow the (non-)terminal is.
+err = Console(stderr=True, soft_wrap=True)
 
 DatabaseOption = Annotated[
     str | None,
@@ -36,7 +38,7 @@ def _settings(**overrides: object) -> Settings:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        err.print(f"[red]invalid configuration:[/red] {problems}")
+        err.print(f"[red]invalid configuration:[/red] {escape(problems)}")
         raise typer.Exit(2) from None
 
 
@@ -55,10 +57,20 @@ def serve(
 
     settings = _settings(host=host, port=port, database_url=database_url, log_level=log_level)
     try:
+        # Fail here, with one line, rather than as a traceback from the app's lifespan.
+        to_async_url(settings.database_url)
+        resolve_server_secret(settings)
         application = create_app(settings)
     except KeyplaneError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
         raise typer.Exit(2) from None
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if settings.migrate_on_start:
+        # Reach the database and migrate it before serving: an unreachable database is one
+        # clear line and exit status 2, not a traceback from the application's lifespan.
+        _migrate_or_exit(settings, exit_code=2)
     uvicorn.run(
         application,
         host=settings.host,
@@ -72,24 +84,30 @@ def serve(
 @app.command()
 def migrate(database_url: DatabaseOption = None) -> None:
     """Apply pending database migrations and exit."""
+    settings = _settings(database_url=database_url)
+    _migrate_or_exit(settings, exit_code=1)
+    err.print("[green]database is up to date[/green]")
+
+
+def _migrate_or_exit(settings: Settings, exit_code: int) -> None:
     from keyplane.store.migrate import migrate as run_migrations
     from keyplane.store.sql import create_engine
 
-    settings = _settings(database_url=database_url)
-
     async def run() -> None:
-        engine = create_engine(settings.async_database_url)
+        engine = create_engine(settings.async_database_url, settings.database_schema)
         try:
-            await run_migrations(engine)
+            await run_migrations(engine, settings.database_schema)
         finally:
             await engine.dispose()
 
     try:
         asyncio.run(run())
     except KeyplaneError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-    err.print("[green]database is up to date[/green]")
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(exit_code) from None
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot reach the database: {escape(str(exc))}")
+        raise typer.Exit(exit_code) from None
 
 
 @app.command()

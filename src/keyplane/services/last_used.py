@@ -25,6 +25,8 @@ class LastUsedRecorder:
         self._touch = touch
         self._interval = interval
         self._pending: dict[str, datetime] = {}
+        # One flush at a time: the final flush at shutdown waits for one already running.
+        self._lock = asyncio.Lock()
 
     def record(self, key_id: str, when: datetime) -> None:
         previous = self._pending.get(key_id)
@@ -36,21 +38,23 @@ class LastUsedRecorder:
         return len(self._pending)
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, {}
-        try:
-            await self._touch(batch)
-        except KeyplaneError:
-            log.warning("last_used flush failed; will retry", extra={"keys": len(batch)})
-            for key_id, when in batch.items():
-                self.record(key_id, when)
+        async with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, {}
+            try:
+                await self._touch(batch)
+            except KeyplaneError:
+                log.warning("last_used flush failed; will retry", extra={"keys": len(batch)})
+                for key_id, when in batch.items():
+                    self.record(key_id, when)
 
     async def run(self) -> None:
         """Flush every ``interval`` seconds until cancelled, then flush once more."""
         try:
             while True:
                 await asyncio.sleep(self._interval)
-                await self.flush()
+                # Shielded: cancelling mid-write would abandon a database connection.
+                await asyncio.shield(self.flush())
         finally:
             await asyncio.shield(self.flush())

@@ -44,3 +44,5 @@ async def migrate(engine: AsyncEngine, schema: str | None = None, revision: str 
             await conn.run_sync(upgrade)
     except SQLAlchemyError as exc:
         raise StorageError(f"migration failed: {exc.__class__.__name__}") from exc
+    except OSError as exc:  # a refused connection surfaces from the driver as it is
+        raise StorageError(f"cannot reach the database: {exc}") from exc
