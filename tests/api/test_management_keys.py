@@ -40,6 +40,9 @@ async def test_create_list_get_and_revoke(api: Api) -> None:
     fetched = await api.client.get(f"/v1/management-keys/{record['id']}")
     assert fetched.json()["data"] == record
     assert (await api.client.get("/v1/keys", headers=api.as_key(secret))).status_code == 200
+    await api.app.state.runtime.management_last_used.flush()  # type: ignore[attr-defined]
+    used = (await api.client.get(f"/v1/management-keys/{record['id']}")).json()["data"]
+    assert used["last_used_at"] is not None
     revoked = await api.client.delete(f"/v1/management-keys/{record['id']}")
     assert revoked.json()["data"]["revoked_at"] is not None
     # refused at once: the management-key cache is invalidated by the revocation

@@ -39,7 +39,7 @@ async def test_valid_key_verdict_carries_the_key_facts(api: Api) -> None:
         "tags": ["t"],
         "metadata": {"m": 1},
         "scopes": ["read:*"],
-        "expires_at": expires.isoformat(),
+        "expires_at": expires.isoformat().replace("+00:00", "Z"),
     }
 
 

@@ -218,6 +218,7 @@ class ManagementKeyOut(BaseModel):
     created_by: str | None
     created_at: datetime
     revoked_at: datetime | None
+    last_used_at: datetime | None
 
     @classmethod
     def of(cls, record: ManagementKeyRecord) -> ManagementKeyOut:
@@ -232,6 +233,7 @@ class ManagementKeyOut(BaseModel):
             created_by=record.created_by,
             created_at=record.created_at,
             revoked_at=record.revoked_at,
+            last_used_at=record.last_used_at,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from fastapi import APIRouter, Response
 
@@ -48,5 +49,10 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
         "tags": list(record.tags),
         "metadata": record.metadata,
         "scopes": list(record.scopes),
-        "expires_at": None if record.expires_at is None else record.expires_at.isoformat(),
+        "expires_at": _utc_text(record.expires_at),
     }
+
+
+def _utc_text(when: datetime | None) -> str | None:
+    # The same form pydantic gives every other timestamp in the API: ISO 8601 with "Z".
+    return None if when is None else when.isoformat().replace("+00:00", "Z")
