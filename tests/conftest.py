@@ -59,7 +59,8 @@ class Database:
             "database_schema": self.schema,
             "secret": SERVER_SECRET,
             "root_key": ROOT_KEY,
-            "last_used_flush_seconds": 0.05,
+            # Tests flush explicitly, so nothing depends on a background timer's luck.
+            "last_used_flush_seconds": 3600,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

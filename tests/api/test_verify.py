@@ -138,13 +138,25 @@ async def test_expiry_is_enforced_at_the_instant(api: Api) -> None:
 
 async def test_last_used_is_written_in_batches_not_per_verify(api: Api) -> None:
     key, data = await api.create_key()
+    other, _ = await api.create_key()
     runtime = runtime_of(api)
+    batches: list[int] = []
+    touch = runtime.last_used._touch
+
+    async def counting(batch):  # type: ignore[no-untyped-def]
+        batches.append(len(batch))
+        await touch(batch)
+
+    runtime.last_used._touch = counting  # type: ignore[method-assign]
     for _ in range(20):
         await api.verify(key)
-    assert runtime.last_used.pending == 1  # twenty verifies, one pending write
+        await api.verify(other)
+    assert batches == []  # forty verifies, no write yet
+    assert runtime.last_used.pending == 2
     await runtime.last_used.flush()
+    assert batches == [2]  # one write for both keys
     fetched = (await api.client.get(f"/v1/keys/{data['id']}")).json()["data"]
-    assert fetched["last_used_at"] is not None
+    assert fetched["last_used_at"] == api.clock.now().isoformat().replace("+00:00", "Z")
 
 
 async def test_concurrent_verifies_of_a_cold_key_load_it_once(api: Api) -> None:
