@@ -56,13 +56,8 @@ def create_app(
         lifespan=lifespan,
     )
     problems.install(app)
-    for router in (
-        health.router,
-        keys.router,
-        verify.router,
-        management_keys.router,
-        projects.router,
-    ):
-        app.include_router(router)
+    app.include_router(health.router)
+    for router in (keys.router, verify.router, management_keys.router, projects.router):
+        app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -9,6 +9,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyplane import errors
@@ -16,6 +17,43 @@ from keyplane import errors
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """The RFC 9457 body of every error response (documentation only)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    code: str = Field(description="stable, machine-readable error code")
+    detail: str
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="the offending fields, on VALIDATION_FAILED"
+    )
+
+
+def _documented(description: str, **extra: Any) -> dict[str, Any]:
+    content = {PROBLEM_MEDIA_TYPE: {"schema": Problem.model_json_schema()}}
+    return {"description": description, "content": content, **extra}
+
+
+#: The error responses of every ``/v1`` operation, for the OpenAPI document. Declaring 422
+#: here also replaces FastAPI's default ``HTTPValidationError``, which these bodies are not.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("the request body could not be parsed as JSON"),
+    401: _documented(
+        "no, or an invalid, management key",
+        headers={"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+    ),
+    403: _documented("the management key lacks the scope or project this needs"),
+    404: _documented("no such object, or not visible to this management key"),
+    409: _documented("the object's state forbids the operation"),
+    413: _documented("the request body is over the size limit (PAYLOAD_TOO_LARGE)"),
+    422: _documented("the request breaks a validation rule"),
+    503: _documented("the database is unavailable"),
+}
 
 _STATUS_BY_ERROR: list[tuple[type[errors.KeyplaneError], int]] = [
     (errors.ValidationError, 422),

@@ -87,7 +87,8 @@ async def list_keys(
         name_contains=check_query_text("name", name),
         metadata=metadata_filters(request),
     )
-    records = await runtime.keys.list(principal, filters, cursor, limit + 1)
+    after = check_query_text("cursor", cursor)
+    records = await runtime.keys.list(principal, filters, after, limit + 1)
     page = records[:limit]
     has_more = len(records) > limit
     now = runtime.clock.now()

@@ -5,7 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
-from keyplane.api.params import CursorParam, LimitParam, check_id, reject_unknown_params
+from keyplane.api.params import (
+    CursorParam,
+    LimitParam,
+    check_id,
+    check_query_text,
+    reject_unknown_params,
+)
 from keyplane.api.schemas import (
     ManagementKeyCreate,
     ManagementKeyCreated,
@@ -38,7 +44,8 @@ async def list_management_keys(
 ) -> ManagementKeyPage:
     """List management keys in creation order."""
     reject_unknown_params(request, {"cursor", "limit"})
-    records = await runtime.management.list(principal, cursor, limit + 1)
+    after = check_query_text("cursor", cursor)
+    records = await runtime.management.list(principal, after, limit + 1)
     page = records[:limit]
     has_more = len(records) > limit
     return ManagementKeyPage(
