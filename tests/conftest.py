@@ -8,14 +8,18 @@ mean the PostgreSQL path was exercised.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiosqlite
 import asyncpg
 import httpx
 import pytest
@@ -144,6 +148,29 @@ async def api(database: Database, clock: ManualClock) -> AsyncIterator[Api]:
         ) as client,
     ):
         yield Api(client, app, clock, database)
+
+
+def _sqlite_threads() -> list[threading.Thread]:
+    worker = aiosqlite.core._connection_worker_thread
+    return [
+        t for t in threading.enumerate() if t.is_alive() and getattr(t, "_target", None) is worker
+    ]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_sqlite_connections() -> Iterator[None]:
+    """Fail the test that leaves a SQLite connection open.
+
+    aiosqlite runs each connection in a non-daemon thread: one left open would keep the test
+    process alive after the last test, hanging CI instead of failing it.
+    """
+    before = set(_sqlite_threads())
+    yield
+    gc.collect()  # surface unclosed-resource warnings in the test that caused them
+    deadline = time.monotonic() + 5
+    while (leaked := set(_sqlite_threads()) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not leaked, f"{len(leaked)} SQLite connection(s) left open by this test"
 
 
 def free_port() -> int:

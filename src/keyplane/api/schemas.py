@@ -135,31 +135,10 @@ class KeyOut(BaseModel):
 
     @classmethod
     def of(cls, record: KeyRecord, now: datetime) -> KeyOut:
-        return cls(
-            id=record.id,
-            hash=record.hash,
-            start=record.start,
-            end=record.end,
-            org_id=record.org_id,
-            project_id=record.project_id,
-            name=record.name,
-            label=record.label,
-            description=record.description,
-            owner=record.owner,
-            environment=record.environment,
-            tags=list(record.tags),
-            metadata=record.metadata,
-            scopes=list(record.scopes),
-            status=effective_status(record, now),
-            disabled_reason=record.disabled_reason,
-            auto_enable_at=record.auto_enable_at,
-            revoked_reason=record.revoked_reason,
-            revoked_at=record.revoked_at,
-            expires_at=record.expires_at,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            last_used_at=record.last_used_at,
-        )
+        out = cls.model_validate(record, from_attributes=True)
+        # The stored status says nothing of expiry or auto-enable; show what applies now.
+        out.status = effective_status(record, now)
+        return out
 
 
 class KeyEnvelope(BaseModel):
@@ -222,19 +201,7 @@ class ManagementKeyOut(BaseModel):
 
     @classmethod
     def of(cls, record: ManagementKeyRecord) -> ManagementKeyOut:
-        return cls(
-            id=record.id,
-            org_id=record.org_id,
-            project_id=record.project_id,
-            name=record.name,
-            start=record.start,
-            end=record.end,
-            scopes=list(record.scopes),
-            created_by=record.created_by,
-            created_at=record.created_at,
-            revoked_at=record.revoked_at,
-            last_used_at=record.last_used_at,
-        )
+        return cls.model_validate(record, from_attributes=True)
 
 
 class ManagementKeyEnvelope(BaseModel):
@@ -269,13 +236,7 @@ class ProjectOut(BaseModel):
 
     @classmethod
     def of(cls, project: Project) -> ProjectOut:
-        return cls(
-            id=project.id,
-            org_id=project.org_id,
-            name=project.name,
-            key_prefix=project.key_prefix,
-            created_at=project.created_at,
-        )
+        return cls.model_validate(project, from_attributes=True)
 
 
 class ProjectEnvelope(BaseModel):

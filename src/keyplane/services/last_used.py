@@ -50,11 +50,12 @@ class LastUsedRecorder:
                     self.record(key_id, when)
 
     async def run(self) -> None:
-        """Flush every ``interval`` seconds until cancelled, then flush once more."""
-        try:
-            while True:
-                await asyncio.sleep(self._interval)
-                # Shielded: cancelling mid-write would abandon a database connection.
-                await asyncio.shield(self.flush())
-        finally:
+        """Flush every ``interval`` seconds until cancelled.
+
+        The owner flushes once more after cancelling this (``Runtime.stop``); ``flush`` waits
+        for a flush still in flight, so nothing recorded before the stop is lost.
+        """
+        while True:
+            await asyncio.sleep(self._interval)
+            # Shielded: cancelling mid-write would abandon a database connection.
             await asyncio.shield(self.flush())

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
@@ -39,7 +36,7 @@ class Runtime:
     projects: Projects
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
-    _background: asyncio.Task[Any] | None = None
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -93,19 +90,20 @@ class Runtime:
         if root_key is None and await store.count_management_keys() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
-        runtime._background = asyncio.get_running_loop().create_task(
-            _run_all(last_used.run(), management_last_used.run())
-        )
+        loop = asyncio.get_running_loop()
+        runtime._background = [
+            loop.create_task(last_used.run()),
+            loop.create_task(management_last_used.run()),
+        ]
         return runtime
 
     async def stop(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._background
+        """Stop background work, write what it still holds, then close the store."""
+        for task in self._background:
+            task.cancel()
+        if self._background:
+            # asyncio.wait, not gather: gather would return at the first cancelled task.
+            await asyncio.wait(self._background)
+        await self.last_used.flush()
+        await self.management_last_used.flush()
         await self.store.close()
-
-
-async def _run_all(*jobs: Coroutine[Any, Any, None]) -> None:
-    """Run background jobs together; cancelling this cancels (and so flushes) each of them."""
-    await asyncio.gather(*jobs)
