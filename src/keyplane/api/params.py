@@ -41,16 +41,17 @@ def check_query_text(name: str, value: str | None) -> str | None:
         raise ValidationError(f"{name}: {exc}") from None
 
 
-def reject_unknown_params(request: Request, allowed: set[str]) -> None:
+def reject_unknown_params(
+    request: Request, allowed: set[str], *, metadata_filters: bool = False
+) -> None:
     unknown = sorted(
         name
         for name in request.query_params
-        if name not in allowed and not name.startswith("metadata.")
+        if name not in allowed and not (metadata_filters and name.startswith("metadata."))
     )
     if unknown:
-        raise ValidationError(
-            f"unknown query parameter(s): {', '.join(unknown)[:200]}", code="UNKNOWN_PARAMETER"
-        )
+        shown = ", ".join(ascii(name) for name in unknown)[:200]  # never echo raw control bytes
+        raise ValidationError(f"unknown query parameter(s): {shown}", code="UNKNOWN_PARAMETER")
 
 
 def metadata_filters(request: Request) -> tuple[tuple[tuple[str, ...], str], ...]:

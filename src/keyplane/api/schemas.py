@@ -9,8 +9,10 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
 )
 
@@ -50,11 +52,22 @@ Tags = Annotated[
     AfterValidator(validation.check_tags),
 ]
 Metadata = Annotated[dict[str, Any], AfterValidator(validation.check_metadata)]
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def _iso_text(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError("timestamps are ISO 8601 strings, e.g. 2030-01-31T00:00:00Z")
+    return value
+
+
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
+# 10 means 10: not "10", true or 10.0.
+Seconds = Annotated[int, Strict()]
 ProjectId = Annotated[str, StringConstraints(pattern=r"^proj_[0-9a-z]{26}$")]
 
 
 class Input(BaseModel):
+    # Unknown fields are refused so that typos do not pass silently.
     model_config = ConfigDict(extra="forbid")
 
 
@@ -91,7 +104,7 @@ class KeyRevoke(Input):
 
 class KeyDisable(Input):
     reason: Reason | None = None
-    auto_enable_after: int | None = Field(
+    auto_enable_after: Seconds | None = Field(
         default=None,
         ge=1,
         le=365 * 24 * 3600,
@@ -100,7 +113,7 @@ class KeyDisable(Input):
 
 
 class KeyRotate(Input):
-    grace_period_seconds: int = Field(
+    grace_period_seconds: Seconds = Field(
         default=0,
         ge=0,
         le=30 * 24 * 3600,

@@ -77,7 +77,7 @@ async def list_keys(
     limit: LimitParam = 50,
 ) -> KeyPage:
     """List keys in creation order. Filter by ``metadata.<dot.path>=value`` as well."""
-    reject_unknown_params(request, _LIST_PARAMS)
+    reject_unknown_params(request, _LIST_PARAMS, metadata_filters=True)
     filters = KeyFilter(
         owner=check_query_text("owner", owner),
         tag=check_query_text("tag", tag),

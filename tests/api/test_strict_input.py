@@ -1,0 +1,38 @@
+"""Input is taken as written: no coercion of types, no silently ignored parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Api
+
+
+@pytest.mark.parametrize("value", ["60", True, 60.0])
+async def test_integer_fields_refuse_strings_booleans_and_floats(api: Api, value: object) -> None:
+    _, data = await api.create_key()
+    response = await api.client.post(
+        f"/v1/keys/{data['id']}/rotate", json={"grace_period_seconds": value}
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "VALIDATION_FAILED"
+    assert (await api.client.get(f"/v1/keys/{data['id']}")).json()["data"] == data
+
+
+async def test_expiry_must_be_an_iso_timestamp_not_epoch_seconds(api: Api) -> None:
+    response = await api.client.post("/v1/keys", json={"name": "x", "expires_at": 4102444800})
+    assert response.status_code == 422
+    ok = await api.client.post("/v1/keys", json={"name": "x", "expires_at": "2100-01-01T00:00Z"})
+    assert ok.status_code == 201
+
+
+async def test_metadata_filters_are_refused_where_they_do_not_apply(api: Api) -> None:
+    response = await api.client.get("/v1/management-keys", params={"metadata.team": "ml"})
+    assert response.status_code == 422
+    assert response.json()["code"] == "UNKNOWN_PARAMETER"
+
+
+async def test_unknown_parameter_names_are_not_echoed_raw(api: Api) -> None:
+    response = await api.client.get("/v1/keys?bad%1b%5b31mname=1")
+    assert response.status_code == 422
+    assert "\x1b" not in response.json()["detail"]
+    assert "\\x1b" in response.json()["detail"]
