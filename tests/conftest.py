@@ -8,6 +8,7 @@ mean the PostgreSQL path was exercised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import secrets
@@ -70,12 +71,24 @@ class Database:
         return Settings(**values)  # type: ignore[arg-type]
 
 
-async def _pg_execute(statement: str) -> None:
+async def pg_execute(statement: str) -> None:
     conn = await asyncpg.connect(PG_URL)
     try:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A new, empty PostgreSQL schema, dropped with everything in it afterwards."""
+    require_postgres()
+    schema = f"kp_test_{secrets.token_hex(6)}"
+    asyncio.run(pg_execute(f"CREATE SCHEMA {schema}"))
+    try:
+        yield schema
+    finally:
+        asyncio.run(pg_execute(f"DROP SCHEMA {schema} CASCADE"))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -84,13 +97,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     if request.param == "sqlite":
         yield Database("sqlite", f"sqlite:///{tmp_path / 'keyplane.db'}")
         return
-    require_postgres()
-    schema = f"kp_test_{secrets.token_hex(6)}"
-    asyncio.run(_pg_execute(f"CREATE SCHEMA {schema}"))
-    try:
+    with postgres_schema() as schema:
         yield Database("postgres", PG_URL, schema)
-    finally:
-        asyncio.run(_pg_execute(f"DROP SCHEMA {schema} CASCADE"))
 
 
 @pytest.fixture

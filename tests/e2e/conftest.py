@@ -12,10 +12,8 @@ and backend for tests that only need a running API.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -29,7 +27,13 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, ROOT_KEY, SERVER_SECRET, free_port, require_postgres
+from tests.conftest import (
+    PG_URL,
+    ROOT_KEY,
+    SERVER_SECRET,
+    free_port,
+    postgres_schema,
+)
 
 #: Generous: a cold start imports FastAPI and runs migrations on a possibly loaded machine.
 STARTUP_TIMEOUT = 45.0
@@ -241,32 +245,12 @@ class Backend:
         return {"KEYPLANE_DATABASE_URL": self.url, "KEYPLANE_DATABASE_SCHEMA": self.schema}
 
 
-async def pg_execute(statement: str) -> None:
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 async def pg_fetch_column(query: str, *args: object) -> list[object]:
     conn = await asyncpg.connect(PG_URL)
     try:
         return [row[0] for row in await conn.fetch(query, *args)]
     finally:
         await conn.close()
-
-
-@contextlib.contextmanager
-def postgres_schema() -> Iterator[str]:
-    """A new, empty PostgreSQL schema, dropped with everything in it afterwards."""
-    require_postgres()
-    schema = f"kp_e2e_{secrets.token_hex(6)}"
-    asyncio.run(pg_execute(f"CREATE SCHEMA {schema}"))
-    try:
-        yield schema
-    finally:
-        asyncio.run(pg_execute(f"DROP SCHEMA {schema} CASCADE"))
 
 
 @contextlib.contextmanager

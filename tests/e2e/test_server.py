@@ -16,14 +16,20 @@ import pytest
 from keyplane import __version__
 from keyplane.domain import keyformat
 from keyplane.domain.keyformat import SCAN_PATTERN, KeyKind
-from tests.conftest import PG_URL, ROOT_KEY, SERVER_SECRET, free_port, require_postgres
+from tests.conftest import (
+    PG_URL,
+    ROOT_KEY,
+    SERVER_SECRET,
+    free_port,
+    pg_execute,
+    postgres_schema,
+    require_postgres,
+)
 from tests.e2e.conftest import (
     Backend,
     Server,
     ServerFactory,
-    pg_execute,
     pg_fetch_column,
-    postgres_schema,
     run_cli,
 )
 

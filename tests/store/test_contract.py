@@ -154,7 +154,6 @@ async def test_rotation_keeps_old_secret_until_grace_end(store: SqlStore) -> Non
     new = await store.find_by_secret(new_hash)
     assert old is not None and old.valid_until == grace_until
     assert new is not None and new.valid_until is None
-    assert sorted(await store.secret_hashes(record.id)) == sorted([record.hash, new_hash])
     # A second rotation with a shorter grace shortens the first old secret's grace too.
     _, changed = await store.rotate_key(
         org, record.id, lambda r: dataclasses.replace(r, hash="d" * 64), NOW

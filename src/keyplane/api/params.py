@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 
 from keyplane.domain import ids, validation
 from keyplane.errors import NotFoundError, ValidationError
@@ -13,9 +13,17 @@ from keyplane.errors import NotFoundError, ValidationError
 _HASH = re.compile(r"[0-9a-f]{64}")
 MAX_METADATA_FILTERS = 10
 
-CursorParam = Annotated[
-    str | None, Query(max_length=40, description="next_cursor of the previous page")
-]
+
+def _cursor(
+    cursor: Annotated[
+        str | None, Query(max_length=40, description="next_cursor of the previous page")
+    ] = None,
+) -> str | None:
+    # Checked like every other query text: a NUL here once reached PostgreSQL as a 503.
+    return check_query_text("cursor", cursor)
+
+
+CursorParam = Annotated[str | None, Depends(_cursor)]
 LimitParam = Annotated[int, Query(ge=1, le=100)]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from keyplane.domain import ids, keyformat, scopes
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
-from keyplane.domain.keys import Environment, KeyRecord, KeyStatus, effective_status
+from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.tenancy import Principal, Project
 from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.authz import require_scope
@@ -236,9 +236,6 @@ class KeyService:
         if project is None:
             raise NotFoundError(f"no project {project_id!r}", code="PROJECT_NOT_FOUND")
         return project
-
-    def status_of(self, record: KeyRecord) -> KeyStatus:
-        return effective_status(record, self._clock.now())
 
 
 def _refuse_if_revoked(record: KeyRecord, action: str) -> None:

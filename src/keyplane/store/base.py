@@ -81,10 +81,6 @@ class Store(Protocol):
         """
         ...
 
-    async def secret_hashes(self, key_id: str) -> list[str]:
-        """Every stored secret hash of a key (for cache eviction)."""
-        ...
-
     async def touch_keys(self, last_used: Mapping[str, datetime]) -> None:
         """Advance ``last_used_at`` of many keys in one transaction (never moves it back)."""
         ...

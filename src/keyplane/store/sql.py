@@ -314,13 +314,6 @@ class SqlStore:
             await self._save_key(conn, current, updated)
         return updated, changed
 
-    async def secret_hashes(self, key_id: str) -> list[str]:
-        async with self._read() as conn:
-            rows = await conn.execute(
-                select(api_key_secrets.c.hash).where(api_key_secrets.c.key_id == key_id)
-            )
-            return [row.hash for row in rows]
-
     async def touch_keys(self, last_used: Mapping[str, datetime]) -> None:
         await self._touch(api_keys, last_used)
 

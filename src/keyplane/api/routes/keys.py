@@ -87,8 +87,7 @@ async def list_keys(
         name_contains=check_query_text("name", name),
         metadata=metadata_filters(request),
     )
-    after = check_query_text("cursor", cursor)
-    records = await runtime.keys.list(principal, filters, after, limit + 1)
+    records = await runtime.keys.list(principal, filters, cursor, limit + 1)
     page = records[:limit]
     has_more = len(records) > limit
     now = runtime.clock.now()

@@ -9,7 +9,6 @@ from keyplane.api.params import (
     CursorParam,
     LimitParam,
     check_id,
-    check_query_text,
     reject_unknown_params,
 )
 from keyplane.api.schemas import (
@@ -44,8 +43,7 @@ async def list_management_keys(
 ) -> ManagementKeyPage:
     """List management keys in creation order."""
     reject_unknown_params(request, {"cursor", "limit"})
-    after = check_query_text("cursor", cursor)
-    records = await runtime.management.list(principal, after, limit + 1)
+    records = await runtime.management.list(principal, cursor, limit + 1)
     page = records[:limit]
     has_more = len(records) > limit
     return ManagementKeyPage(
