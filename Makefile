@@ -25,10 +25,11 @@ lint: install-test
 	$(BIN)/mypy
 
 test: install-test services lint
-	$(BIN)/pytest --cov --cov-report=term:skip-covered
+	$(BIN)/pytest -n 2 --cov --cov-report=term:skip-covered
 
 services:
 	@bash .ci/services
 
 bench: install-test
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/usage.py

@@ -1,15 +1,25 @@
-"""Fallback HTTP load generator for ``bench/verify.py``, used when ``wrk`` is not installed.
+"""HTTP load generator for ``bench/usage.py``, and ``bench/verify.py``'s fallback without wrk.
 
 Run as its own process (never imported by the server): ``--processes`` worker processes, each
 an asyncio event loop (uvloop when installed) driving ``--concurrency / --processes``
 keep-alive connections, closed loop (a connection sends its next request when the previous
 answer arrived). It prints the same ``KEYPLANE_BENCH ...`` line as ``bench/wrk_verify.lua``.
 
-It speaks HTTP/1.1 directly over asyncio streams, with the requests prepared up front, rather
-than through httpx: httpx's connection pool collapses at this concurrency (measured on a
-2-CPU box against ``/healthz``: ~500 req/s with 8 connections, ~66 req/s with 64, where this
-client does ~3,300). It is still slower than wrk, so on a small machine it takes more CPU
-from the server, and its figures are a lower bound on what the server can do.
+Modes: ``healthz``; ``verify`` (``{"key": ...}`` bodies from ``--keys-file``); ``bodies``
+(``POST /v1/verify`` with the JSON bodies of ``--bodies-file``, one per line); ``usage``
+(``POST /v1/usage`` for ``--key-id``, every report with a request_id never used before).
+
+At the deadline a connection sends nothing more but still waits for the answer it is owed, so
+every request sent was answered (or counted as an error) when this exits. ``bench/usage.py``
+relies on that to compare the reports acknowledged with the rows in the ledger; wrk, which
+abandons the requests in flight when its time is up, cannot give that guarantee.
+
+It speaks HTTP/1.1 directly over asyncio streams, with the requests prepared up front (a usage
+report only gets its request_id filled in), rather than through httpx: httpx's connection pool
+collapses at this concurrency (measured on a 2-CPU box against ``/healthz``: ~500 req/s with 8
+connections, ~66 req/s with 64, where this client does ~3,300). It is still slower than wrk,
+so on a small machine it takes more CPU from the server, and its figures are a lower bound on
+what the server can do. The ``cpu_us`` figure says how much CPU it took while driving load.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import json
 import math
 import multiprocessing
 import os
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -28,6 +39,28 @@ from typing import Any
 from urllib.parse import urlsplit
 
 VALID = b'"valid": true'
+# The usage report each request sends; only request_id changes (see UsageTemplate).
+USAGE_REPORT = {
+    "cost": 0.01,
+    "input_tokens": 100,
+    "output_tokens": 50,
+    "model": "gpt-4o",
+    "latency_ms": 100,
+    "status": 200,
+}
+
+
+@dataclass(frozen=True)
+class UsageTemplate:
+    """``POST /v1/usage`` requests that differ only in their request_id."""
+
+    head: bytes  # up to and including "Content-Length: "
+    body_start: bytes  # the JSON body up to the request_id's value
+    body_end: bytes
+
+    def request(self, request_id: str) -> bytes:
+        body = self.body_start + request_id.encode() + self.body_end
+        return self.head + str(len(body)).encode() + b"\r\n\r\n" + body
 
 
 @dataclass
@@ -40,6 +73,10 @@ class Job:
     connections: int
     duration: float
     check: bool
+    #: Usage mode: requests are built one by one from this, each with a new request_id.
+    usage: UsageTemplate | None = None
+    #: Unique to this run, so its request ids never repeat an earlier run's.
+    run_tag: str = ""
 
 
 @dataclass
@@ -49,36 +86,65 @@ class Tally:
     checked: int = 0
     invalid: int = 0
     elapsed: float = 0.0
+    cpu: float = 0.0  # this worker's CPU seconds while driving the load
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="server base URL (http://host:port)")
-    parser.add_argument("--mode", choices=("verify", "healthz"), required=True)
+    parser.add_argument("--mode", choices=("verify", "healthz", "bodies", "usage"), required=True)
     parser.add_argument("--keys-file", type=Path, help="one key per line (verify mode)")
+    parser.add_argument(
+        "--bodies-file", type=Path, help="one JSON verify body per line (bodies mode)"
+    )
+    parser.add_argument("--key-id", help="the key the usage reports are for (usage mode)")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--check", action="store_true", help="count verdicts not valid")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="count verdicts not valid (usage mode: answers other than 201, always counted)",
+    )
     return parser.parse_args()
 
 
-def prepare_requests(mode: str, host: str, keys_file: Path | None) -> list[bytes]:
-    """Every request as raw HTTP/1.1 bytes, ready to write."""
-    if mode == "healthz":
-        return [f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()]
-    if keys_file is None:
-        raise SystemExit("--keys-file is required in verify mode")
+def post_head(path: str, host: str) -> str:
+    """A POST request's head up to the Content-Length value, as the root key."""
     root_key = os.environ.get("KEYPLANE_BENCH_ROOT_KEY", "")
-    prepared = []
-    for key in keys_file.read_text().split():
-        body = json.dumps({"key": key}).encode()
-        head = (
-            f"POST /v1/verify HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {root_key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        prepared.append(head.encode() + body)
-    return prepared
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {root_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: "
+    )
+
+
+def prepare_requests(args: argparse.Namespace, host: str) -> list[bytes]:
+    """Every request as raw HTTP/1.1 bytes, ready to write (none in usage mode)."""
+    if args.mode == "healthz":
+        return [f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()]
+    if args.mode == "usage":
+        return []
+    if args.mode == "bodies":
+        if args.bodies_file is None:
+            raise SystemExit("--bodies-file is required in bodies mode")
+        bodies = [line.encode() for line in args.bodies_file.read_text().splitlines() if line]
+    else:
+        if args.keys_file is None:
+            raise SystemExit("--keys-file is required in verify mode")
+        bodies = [json.dumps({"key": key}).encode() for key in args.keys_file.read_text().split()]
+    head = post_head("/v1/verify", host)
+    return [f"{head}{len(body)}\r\n\r\n".encode() + body for body in bodies]
+
+
+def usage_template(args: argparse.Namespace, host: str) -> UsageTemplate | None:
+    if args.mode != "usage":
+        return None
+    if args.key_id is None:
+        raise SystemExit("--key-id is required in usage mode")
+    marker = "@request_id@"  # plain ASCII: json.dumps leaves it as it is
+    body = json.dumps({"key_id": args.key_id, "request_id": marker, **USAGE_REPORT})
+    start, end = body.split(marker)
+    return UsageTemplate(post_head("/v1/usage", host).encode(), start.encode(), end.encode())
 
 
 async def exchange(
@@ -100,14 +166,19 @@ async def exchange(
 async def connection_loop(job: Job, slot: int, tally: Tally) -> None:
     deadline = time.perf_counter() + job.duration
     position = slot
+    sent = 0
     reader, writer = await asyncio.open_connection(job.host, job.port)
     try:
         while True:
             started = time.perf_counter()
             if started >= deadline:
                 return
-            request = job.requests[position % len(job.requests)]
-            position += job.slot_stride
+            if job.usage is None:
+                request = job.requests[position % len(job.requests)]
+                position += job.slot_stride
+            else:
+                request = job.usage.request(f"bench-{job.run_tag}-{slot}-{sent}")
+            sent += 1
             try:
                 status, body = await exchange(reader, writer, request)
             except (OSError, asyncio.IncompleteReadError, ValueError):
@@ -118,7 +189,11 @@ async def connection_loop(job: Job, slot: int, tally: Tally) -> None:
             tally.latencies_us.append(int((time.perf_counter() - started) * 1_000_000))
             if not 200 <= status < 400:
                 tally.errors += 1
-            if job.check:
+            if job.usage is not None:
+                tally.checked += 1
+                if status != 201:  # 200 would be a duplicate: counted before, not now
+                    tally.invalid += 1
+            elif job.check:
                 tally.checked += 1
                 if status != 200 or VALID not in body:
                     tally.invalid += 1
@@ -128,10 +203,11 @@ async def connection_loop(job: Job, slot: int, tally: Tally) -> None:
 
 async def drive(job: Job) -> Tally:
     tally = Tally()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     slots = range(job.first_slot, job.first_slot + job.connections)
     await asyncio.gather(*(connection_loop(job, slot, tally) for slot in slots))
     tally.elapsed = time.perf_counter() - started
+    tally.cpu = time.process_time() - cpu_started
     return tally
 
 
@@ -163,7 +239,9 @@ def main() -> None:
     args = parse_args()
     url = urlsplit(args.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    requests = prepare_requests(args.mode, url.netloc, args.keys_file)
+    requests = prepare_requests(args, url.netloc)
+    usage = usage_template(args, url.netloc)
+    run_tag = secrets.token_hex(6)
     processes = max(1, min(args.processes, args.concurrency))
     shares = split(args.concurrency, processes)
     jobs = [
@@ -176,6 +254,8 @@ def main() -> None:
             share,
             args.duration,
             args.check,
+            usage,
+            run_tag,
         )
         for i, share in enumerate(shares)
     ]
@@ -193,6 +273,7 @@ def main() -> None:
         "errors": sum(tally.errors for tally in tallies),
         "checked": sum(tally.checked for tally in tallies),
         "invalid": sum(tally.invalid for tally in tallies),
+        "cpu_us": int(sum(tally.cpu for tally in tallies) * 1_000_000),
     }
     print("KEYPLANE_BENCH " + " ".join(f"{name}={value}" for name, value in figures.items()))
 

@@ -12,11 +12,19 @@ straight into ``api_keys`` / ``api_key_secrets`` through SQLAlchemy Core):
     else ``bench/_loadgen.py``): ``POST /v1/verify`` rotating through the sample keys, and
     ``GET /healthz`` with the same generator and settings, for throughput and p50/p99
     latency, and the verify/healthz ratios.
+(c) a fully loaded policy: ``--policy-keys`` keys created through ``KeyService`` with every
+    kind of rule (models, three rate windows, token windows, a monthly budget, IP, origin and
+    user-agent rules; limits no run comes near), verified with a request context that passes
+    them all. In process: warm calls/s with the context only, then also with a cost and
+    token estimate (each such call holds a reservation until a usage report settles it or it
+    times out; this benchmark sends no usage reports). Over HTTP: ``POST /v1/verify`` with
+    the full body (``bench/wrk_verify.lua`` in its ``bodies`` mode), next to the plain-key figures.
 
 Run::
 
     .venv/bin/python bench/verify.py                      # 100k keys, SQLite in a temp dir
     .venv/bin/python bench/verify.py --keys 5000 --duration 3
+    .venv/bin/python bench/verify.py --skip-policy        # only the plain-key figures
     .venv/bin/python bench/verify.py --database-url postgresql://postgres@127.0.0.1:5432/test
 
 With PostgreSQL the tables go in a fresh schema (``KEYPLANE_DATABASE_SCHEMA``) that is created
@@ -30,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import platform
 import random
@@ -43,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,9 +64,12 @@ from sqlalchemy import insert, text
 from keyplane import __version__
 from keyplane.domain import ids, keyformat
 from keyplane.domain.crypto import key_digest
+from keyplane.domain.policy import RequestContext
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import ConfigurationError
+from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
+from keyplane.services.verify import VerifyRequest
 from keyplane.settings import Settings, to_async_url
 from keyplane.store.sql import create_engine
 from keyplane.store.tables import api_key_secrets, api_keys
@@ -69,6 +81,42 @@ INSERT_CHUNK = 5_000
 # Long enough that nothing expires during a run: the "warm" figures are pure cache hits.
 CACHE_TTL_SECONDS = 3600
 SERVER_START_TIMEOUT = 60.0
+
+# The fully loaded policy, in storage form (budget in micro-credits, periods in seconds): one
+# rule of every kind verify evaluates, with limits high enough that no run is ever refused.
+LOADED_POLICY: dict[str, object] = {
+    "models": {"allow": ["gpt-4*", "claude-3-*"], "deny": ["*-vision-*"]},
+    "rate_limits": [
+        {"name": "per_second", "limit": 1_000_000, "period": 1},
+        {"name": "per_minute", "limit": 100_000_000, "period": 60},
+        {"name": "per_day", "limit": 1_000_000_000, "period": 86_400},
+    ],
+    "token_limits": {
+        "input_per_minute": 10**12,
+        "output_per_minute": 10**12,
+        "total_per_day": 10**12,
+    },
+    "budget": {
+        "credit_limit_micros": 10**15,
+        "reset": "monthly",
+        "alert_thresholds": [0.8, 1.0],
+    },
+    "network": {
+        "ip_allow": ["203.0.113.0/24", "2001:db8::/32"],
+        "ip_deny": ["203.0.113.7"],
+        "origins": ["https://*.example.com"],
+        "user_agent": r"^MyApp/\d+",
+    },
+}
+# A request that passes every rule of LOADED_POLICY, and what it reserves.
+LOADED_CONTEXT = RequestContext(
+    model="gpt-4o",
+    ip="203.0.113.5",
+    origin="https://app.example.com",
+    user_agent="MyApp/1.2",
+)
+LOADED_COST_MICROS = 100  # 0.0001 credits
+LOADED_TOKENS_IN, LOADED_TOKENS_OUT = 10, 5
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -105,12 +153,22 @@ def parse_args() -> argparse.Namespace:
         help="HTTP load generator: wrk if installed (auto), or the Python fallback",
     )
     parser.add_argument("--skip-http", action="store_true", help="only measure in process")
+    parser.add_argument(
+        "--policy-keys",
+        type=int,
+        default=10,
+        help="keys with the fully loaded policy, created through KeyService (10)",
+    )
+    parser.add_argument(
+        "--skip-policy", action="store_true", help="only the plain keys (no loaded policy)"
+    )
     args = parser.parse_args()
     if args.database_url is not None and not is_postgresql(args.database_url):
         parser.error("--database-url is for PostgreSQL; SQLite runs in a temp dir by default")
     args.sample = max(1, min(args.sample, args.keys))
     args.duration = max(1, args.duration)
     args.threads = max(1, min(args.threads, args.concurrency))
+    args.policy_keys = max(1, args.policy_keys)
     return args
 
 
@@ -184,15 +242,38 @@ def provisioned(target: Target) -> Iterator[None]:
 
 
 @dataclass
+class Passes:
+    """Calls made by :func:`verify_passes`, with the rate at the start and at the end."""
+
+    calls: int
+    seconds: float
+    hit_rate: float
+    first_rate: float
+    last_rate: float
+    edge_seconds: float  # how long "the start" and "the end" are
+
+    @property
+    def figures(self) -> tuple[int, float, float]:
+        return self.calls, self.seconds, self.hit_rate
+
+
+@dataclass
+class PolicyResult:
+    keys: int
+    create_seconds: float
+    cold: Passes
+    context_only: Passes
+    reserving: Passes
+    reservation_timeout: int
+
+
+@dataclass
 class InProcessResult:
     insert_seconds: float
     database_version: str
-    cold_calls: int
-    cold_seconds: float
-    cold_hit_rate: float
-    warm_calls: int
-    warm_seconds: float
-    warm_hit_rate: float
+    cold: Passes
+    warm: Passes
+    policy: PolicyResult | None
 
 
 def key_rows(
@@ -217,6 +298,7 @@ def key_rows(
             "tags": [],
             "meta": {},
             "scopes": [],
+            "policy": {},
             "status": "active",
             "created_at": now,
             "updated_at": now,
@@ -253,35 +335,102 @@ async def database_version(runtime: Runtime) -> str:
     return f"PostgreSQL {version}"
 
 
+def plain_request(key: str) -> VerifyRequest:
+    return VerifyRequest(key)
+
+
+def loaded_request(key: str) -> VerifyRequest:
+    """Context, cost and tokens: the call holds a reservation until it is settled or expires."""
+    return VerifyRequest(
+        key,
+        context=LOADED_CONTEXT,
+        cost=LOADED_COST_MICROS,
+        tokens_in=LOADED_TOKENS_IN,
+        tokens_out=LOADED_TOKENS_OUT,
+    )
+
+
+def context_request(key: str) -> VerifyRequest:
+    """The loaded request without cost or tokens: every rule is checked, nothing is held."""
+    return VerifyRequest(key, context=LOADED_CONTEXT)
+
+
 async def verify_passes(
-    runtime: Runtime, principal: Principal, sample: list[str], duration: float
-) -> tuple[int, float, float]:
+    runtime: Runtime,
+    principal: Principal,
+    sample: list[str],
+    duration: float,
+    make_request: Callable[[str], VerifyRequest] = plain_request,
+) -> Passes:
     """Verify the sample over and over, at least once and until ``duration`` has passed.
 
-    Returns ``(calls, seconds, cache hit rate)``. Every verdict must be valid.
+    Every verdict must be valid. The requests are built inside the timed loop, as the API
+    route builds one per call.
     """
-    verifier, cache = runtime.verifier, runtime.key_cache
+    verifier, cache = runtime.verifier, runtime.directory.hashes
     hits, misses = cache.hits, cache.misses
     calls = 0
     started = time.perf_counter()
     deadline = started + duration
+    progress_points = [(0.0, 0)]  # (seconds since start, calls so far), after every pass
     while True:
         for key in sample:
-            verdict = await verifier.verify(principal, key)
+            verdict = await verifier.verify(principal, make_request(key))
             if not verdict.valid:
                 raise SystemExit(f"bench key did not verify: {verdict.code}")
         calls += len(sample)
         finished = time.perf_counter()
+        progress_points.append((finished - started, calls))
         if finished >= deadline:
             break
     lookups = (cache.hits - hits) + (cache.misses - misses)
-    return calls, finished - started, (cache.hits - hits) / max(1, lookups)
+    seconds = finished - started
+    edge = min(1.0, seconds / 4)
+    first = next(point for point in progress_points if point[0] >= edge)
+    last = max((point for point in progress_points if point[0] <= seconds - edge), default=first)
+    return Passes(
+        calls=calls,
+        seconds=seconds,
+        hit_rate=(cache.hits - hits) / max(1, lookups),
+        first_rate=first[1] / first[0] if first[0] else 0.0,
+        last_rate=(calls - last[1]) / (seconds - last[0]) if seconds > last[0] else 0.0,
+        edge_seconds=edge,
+    )
+
+
+async def measure_policy(
+    runtime: Runtime, principal: Principal, args: argparse.Namespace
+) -> tuple[list[str], PolicyResult]:
+    """Create the loaded-policy keys through KeyService, then time verify on them."""
+    progress(f"creating {args.policy_keys} keys with the fully loaded policy")
+    started = time.perf_counter()
+    keys = [
+        (await runtime.keys.create(principal, NewKey(f"loaded {n}", policy=LOADED_POLICY))).secret
+        for n in range(args.policy_keys)
+    ]
+    create_seconds = time.perf_counter() - started
+    progress(
+        f"verifying them in process (context only, then with cost and tokens,"
+        f" {args.duration}s each)"
+    )
+    # The first call on a key loads it and seeds its budget counter from the ledger.
+    cold = await verify_passes(runtime, principal, keys, 0, context_request)
+    # Context only first: the reserving run leaves reservations behind that the other would
+    # then walk past (see README, "Reading the figures").
+    context_only = await verify_passes(runtime, principal, keys, args.duration, context_request)
+    reserving = await verify_passes(runtime, principal, keys, args.duration, loaded_request)
+    timeout = runtime.settings.reservation_timeout_seconds
+    return keys, PolicyResult(len(keys), create_seconds, cold, context_only, reserving, timeout)
 
 
 async def fill_and_measure(
     target: Target, args: argparse.Namespace
-) -> tuple[list[str], InProcessResult]:
-    """Start a Runtime (which migrates), fill the database, and time ``Verifier.verify``."""
+) -> tuple[list[str], list[str], InProcessResult]:
+    """Start a Runtime (which migrates), fill the database, and time ``Verifier.verify``.
+
+    Returns the plain sample keys, the loaded-policy keys (none with ``--skip-policy``) and
+    the in-process figures.
+    """
     runtime = await Runtime.start(target.settings())
     try:
         server_secret = target.server_secret.encode("utf-8")
@@ -296,10 +445,14 @@ async def fill_and_measure(
         )
         cold = await verify_passes(runtime, principal, sample, 0)
         warm = await verify_passes(runtime, principal, sample, args.duration)
+        policy_keys: list[str] = []
+        policy = None
+        if not args.skip_policy:
+            policy_keys, policy = await measure_policy(runtime, principal, args)
         version = await database_version(runtime)
     finally:
         await runtime.stop()
-    return sample, InProcessResult(insert_seconds, version, *cold, *warm)
+    return sample, policy_keys, InProcessResult(insert_seconds, version, cold, warm, policy)
 
 
 # -- (b) the real server under HTTP load ----------------------------------------------------------
@@ -336,24 +489,34 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
 @contextlib.contextmanager
-def running_server(target: Target, workdir: Path) -> Iterator[str]:
-    """``keyplane serve`` on a free port; yields its base URL and stops it on exit."""
-    executable = Path(sys.executable).with_name("keyplane")
+def running_server(
+    target: Target, workdir: Path, command: list[str] | None = None
+) -> Iterator[Server]:
+    """``keyplane serve`` (or ``command``) on a free port; stopped on exit.
+
+    The server reads its settings from the environment: ``target.env()`` plus host and port.
+    """
+    if command is None:
+        command = [str(Path(sys.executable).with_name("keyplane")), "serve"]
     port = free_port()
     log_path = workdir / "server.log"
     env = child_env({**target.env(), "KEYPLANE_HOST": "127.0.0.1", "KEYPLANE_PORT": str(port)})
     with log_path.open("wb") as log:
         # Own session: a Ctrl-C in the terminal reaches us, and we stop the server in order.
-        server = subprocess.Popen(
-            [str(executable), "serve"], env=env, stdout=log, stderr=log, start_new_session=True
-        )
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_ready(server, url, log_path)
-        yield url
+        wait_until_ready(process, url, log_path)
+        yield Server(url, process)
     finally:
-        stop_process(server)
+        stop_process(process)
         report_server_log(log_path)
 
 
@@ -398,6 +561,8 @@ class Generator:
     root_key: str
     threads: int
     connections: int
+    #: Full verify bodies, one JSON document per line (mode "bodies").
+    bodies_file: Path | None = None
 
     @property
     def description(self) -> str:
@@ -408,13 +573,18 @@ class Generator:
         return f"Python asyncio HTTP/1.1 client (bench/_loadgen.py), {self.threads} process(es)"
 
     def command(self, mode: str, seconds: int, check: bool) -> list[str]:
+        """``mode``: "verify" (plain keys), "bodies" (loaded-policy bodies) or "healthz"."""
         if self.kind == "wrk":
+            script = WRK_SCRIPT
             command = ["wrk", "-t", str(self.threads), "-c", str(self.connections)]
-            command += ["-d", f"{seconds}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), self.url]
-            command += ["--", mode, str(self.keys_file), str(self.threads)]
+            command += ["-d", f"{seconds}s", "--timeout", "10s", "-s", str(script), self.url]
+            source = self.bodies_file if mode == "bodies" else self.keys_file
+            command += ["--", mode, str(source), str(self.threads)]
             return [*command, "check"] if check else command
         command = [sys.executable, str(LOADGEN_SCRIPT), "--url", self.url, "--mode", mode]
         command += ["--keys-file", str(self.keys_file), "--processes", str(self.threads)]
+        if self.bodies_file is not None:
+            command += ["--bodies-file", str(self.bodies_file)]
         command += ["--concurrency", str(self.connections), "--duration", str(seconds)]
         return [*command, "--check"] if check else command
 
@@ -452,15 +622,16 @@ def choose_generator_kind(wanted: str) -> str:
     return wanted
 
 
-def warm_server(generator: Generator, sample_size: int) -> LoadResult:
+def warm_server(
+    generator: Generator, sample_size: int, mode: str = "verify", seconds: int = 3
+) -> LoadResult:
     """Load every sample key into the server's cache, checking each verdict is valid.
 
     The generator walks the keys in order, so one run with at least ``sample_size`` requests
     has touched them all; the first run also tells how long such a run needs.
     """
-    seconds = 3
     for _ in range(4):
-        result = generator.run("verify", seconds, check=True)
+        result = generator.run(mode, seconds, check=True)
         if result.invalid:
             raise SystemExit(f"{result.invalid} of {result.checked} verify answers not valid")
         if result.requests >= sample_size:
@@ -475,16 +646,57 @@ class HttpResult:
     warmup: LoadResult
     verify: LoadResult
     healthz: LoadResult
+    loaded_warmup: LoadResult | None
+    loaded: LoadResult | None
+
+
+def loaded_body(key: str) -> str:
+    """The HTTP form of :func:`loaded_request`, on one line."""
+    context = LOADED_CONTEXT
+    return json.dumps(
+        {
+            "key": key,
+            "model": context.model,
+            "ip": context.ip,
+            "origin": context.origin,
+            "user_agent": context.user_agent,
+            "cost": LOADED_COST_MICROS / 1_000_000,
+            "tokens": {"input": LOADED_TOKENS_IN, "output": LOADED_TOKENS_OUT},
+        }
+    )
+
+
+def write_bodies(path: Path, keys: list[str], threads: int) -> int:
+    """One loaded body per key, repeated until every generator thread has at least one."""
+    bodies = [loaded_body(key) for key in keys]
+    while len(bodies) < threads:
+        bodies += bodies
+    path.write_text("\n".join(bodies) + "\n")
+    return len(bodies)
 
 
 def measure_http(
-    target: Target, args: argparse.Namespace, sample: list[str], workdir: Path
+    target: Target,
+    args: argparse.Namespace,
+    sample: list[str],
+    policy_keys: list[str],
+    workdir: Path,
 ) -> HttpResult:
     keys_file = workdir / "sample-keys.txt"
     keys_file.write_text("\n".join(sample) + "\n")
+    bodies_file = workdir / "loaded-bodies.txt"
+    bodies = write_bodies(bodies_file, policy_keys, args.threads) if policy_keys else 0
     kind = choose_generator_kind(args.generator)
-    with running_server(target, workdir) as url:
-        generator = Generator(kind, url, keys_file, target.root_key, args.threads, args.concurrency)
+    with running_server(target, workdir) as server:
+        generator = Generator(
+            kind,
+            server.url,
+            keys_file,
+            target.root_key,
+            args.threads,
+            args.concurrency,
+            bodies_file if bodies else None,
+        )
         progress(f"HTTP: warming the server's cache with {generator.description}")
         warmup = warm_server(generator, len(sample))
         progress(f"HTTP: GET /healthz for {args.duration}s")
@@ -492,7 +704,14 @@ def measure_http(
         healthz = generator.run("healthz", args.duration)
         progress(f"HTTP: POST /v1/verify for {args.duration}s")
         verify = generator.run("verify", args.duration)
-        return HttpResult(generator.description, warmup, verify, healthz)
+        loaded_warmup = loaded = None
+        if bodies:
+            progress("HTTP: warming the server's cache with the loaded-policy keys")
+            # A few keys: one second touches them all, and leaves fewer reservations behind.
+            loaded_warmup = warm_server(generator, bodies, "bodies", seconds=1)
+            progress(f"HTTP: POST /v1/verify, loaded policy, for {args.duration}s")
+            loaded = generator.run("bodies", args.duration)
+        return HttpResult(generator.description, warmup, verify, healthz, loaded_warmup, loaded)
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -514,7 +733,8 @@ def machine_lines(args: argparse.Namespace, target: Target, inproc: InProcessRes
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     where = "file in a temp dir" if target.schema is None else f"schema {target.schema}"
     return [
-        f"machine     {usable} CPUs usable (nproc), {cpu_model()}, {platform.system()}",
+        f"machine     {usable} CPUs usable (nproc), {cpu_model()}, {platform.system()},"
+        f" load average {args.load_average:.2f} at start",
         f"python      {platform.python_implementation()} {platform.python_version()},"
         f" keyplane {__version__}",
         f"database    {inproc.database_version} ({where})",
@@ -531,29 +751,69 @@ def rate_line(label: str, calls: int, seconds: float, hit_rate: float) -> str:
     )
 
 
+def policy_lines(policy: PolicyResult) -> list[str]:
+    def edges(passes: Passes) -> str:
+        return (
+            f"first {passes.edge_seconds:.2g} s {passes.first_rate:,.0f} calls/s,"
+            f" last {passes.edge_seconds:.2g} s {passes.last_rate:,.0f} calls/s"
+        )
+
+    reserving = policy.reserving
+    return [
+        f"fully loaded policy: {policy.keys} keys (created through KeyService in"
+        f" {policy.create_seconds:.2f} s): models, 3 rate windows, 3 token windows,",
+        "  monthly budget with alerts, IP allow/deny, origin and user-agent rules",
+        rate_line("cold (load + budget seed)", *policy.cold.figures),
+        rate_line("warm, context only", *policy.context_only.figures),
+        f"      {edges(policy.context_only)}",
+        rate_line("warm, + cost and tokens", *reserving.figures),
+        f"      {edges(reserving)}",
+        f"      each call holds a reservation (no usage report settles it; timeout"
+        f" {policy.reservation_timeout} s): {reserving.calls:,} held at the end,"
+        f" {reserving.calls // policy.keys:,} per key",
+    ]
+
+
+def load_row(name: str, result: LoadResult) -> str:
+    return (
+        f"  {name:<26}{result.rate:>10,.0f}{result.p50_us / 1000:>9.2f}"
+        f"{result.p90_us / 1000:>9.2f}{result.p99_us / 1000:>9.2f}{result.max_us / 1000:>9.1f}"
+        f"{result.requests:>11,}{result.errors:>8,}"
+    )
+
+
+def ratio(label: str, top: LoadResult, bottom: LoadResult) -> str:
+    return (
+        f"  {label:<26}throughput {top.rate / max(bottom.rate, 1e-9):.2f}x,"
+        f" p99 {top.p99_us / max(bottom.p99_us, 1):.2f}x"
+    )
+
+
 def http_lines(args: argparse.Namespace, http: HttpResult) -> list[str]:
-    verify, healthz = http.verify, http.healthz
+    verify, healthz, loaded = http.verify, http.healthz, http.loaded
     lines = [
         "HTTP: real server (keyplane serve, 1 process), load from a separate process",
         f"  generator: {http.generator}, {args.concurrency} connections, {args.duration} s per run",
-        f"  {'endpoint':<18}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        f"  {'endpoint':<26}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
         f"{'requests':>11}{'errors':>8}",
+        load_row("POST /v1/verify", verify),
+        load_row("GET /healthz", healthz),
     ]
-    for name, result in (("POST /v1/verify", verify), ("GET /healthz", healthz)):
-        lines.append(
-            f"  {name:<18}{result.rate:>10,.0f}{result.p50_us / 1000:>9.2f}"
-            f"{result.p90_us / 1000:>9.2f}{result.p99_us / 1000:>9.2f}{result.max_us / 1000:>9.1f}"
-            f"{result.requests:>11,}{result.errors:>8,}"
-        )
-    lines.append(
-        f"  verify/healthz    throughput {verify.rate / max(healthz.rate, 1e-9):.2f}x,"
-        f" p99 {verify.p99_us / max(healthz.p99_us, 1):.2f}x"
-    )
+    if loaded is not None:
+        lines.append(load_row("POST /v1/verify, loaded", loaded))
+    lines.append(ratio("verify/healthz", verify, healthz))
+    if loaded is not None:
+        lines.append(ratio("loaded/plain verify", loaded, verify))
     lines.append(
         f"  warm-up: {http.warmup.checked:,} verify answers checked, all valid"
         f" ({http.warmup.rate:,.0f} req/s while loading the cache)"
     )
-    if verify.errors or healthz.errors:
+    if http.loaded_warmup is not None:
+        lines.append(
+            f"  loaded warm-up: {http.loaded_warmup.checked:,} answers checked, all valid;"
+            f" the loaded run starts with that many reservations held"
+        )
+    if verify.errors or healthz.errors or (loaded is not None and loaded.errors):
         lines.append("  WARNING: the generator saw errors (non-2xx, timeouts or socket errors)")
     return lines
 
@@ -567,23 +827,17 @@ def print_summary(
     lines += [
         "",
         "in process: Verifier.verify, sequential calls on one event loop",
-        rate_line("cold (first load, DB query)", *inproc_cold(inproc)),
-        rate_line("warm (cache)", *inproc_warm(inproc)),
+        rate_line("cold (first load, DB query)", *inproc.cold.figures),
+        rate_line("warm (cache)", *inproc.warm.figures),
         "",
     ]
+    if inproc.policy is not None:
+        lines += [*policy_lines(inproc.policy), ""]
     lines += ["HTTP: skipped (--skip-http)"] if http is None else http_lines(args, http)
     if (os.cpu_count() or 1) <= 2 and http is not None:
         lines.append("  note: server and generator share 2 CPUs; HTTP figures are a lower bound")
     lines.append(rule)
     print("\n".join(lines), flush=True)
-
-
-def inproc_cold(result: InProcessResult) -> tuple[int, float, float]:
-    return result.cold_calls, result.cold_seconds, result.cold_hit_rate
-
-
-def inproc_warm(result: InProcessResult) -> tuple[int, float, float]:
-    return result.warm_calls, result.warm_seconds, result.warm_hit_rate
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -598,13 +852,17 @@ def run(args: argparse.Namespace) -> None:
         workdir = Path(tmp)
         target = make_target(args, workdir)
         with provisioned(target):
-            sample, inproc = asyncio.run(fill_and_measure(target, args))
-            http = None if args.skip_http else measure_http(target, args, sample, workdir)
+            sample, policy_keys, inproc = asyncio.run(fill_and_measure(target, args))
+            http = (
+                None if args.skip_http else measure_http(target, args, sample, policy_keys, workdir)
+            )
         print_summary(args, target, inproc, http)
 
 
 def main() -> None:
     args = parse_args()
+    # Other work on the machine skews every figure; the summary says how busy it was.
+    args.load_average = os.getloadavg()[0]
     # Only the settings this script chooses apply, in process and in the server alike.
     for name in [name for name in os.environ if name.startswith("KEYPLANE_")]:
         del os.environ[name]

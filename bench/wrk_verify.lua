@@ -4,6 +4,8 @@
 --
 -- MODE "verify": POST /v1/verify, rotating through the keys in KEYS_FILE (one per line); each
 -- wrk thread takes every THREADS-th key, so the threads together cycle through all of them.
+-- MODE "bodies": the same, but each line of the file is a whole verify body (a key with its
+-- request context, cost and tokens), for the fully loaded policy scenario.
 -- The bearer token comes from the environment (KEYPLANE_BENCH_ROOT_KEY), not the command line.
 -- MODE "healthz": GET /healthz, with the same script overhead so the two runs compare fairly.
 -- "check" also reads every response body and counts verdicts that are not "valid": true.
@@ -41,12 +43,18 @@ function init(args)
       ["Authorization"] = "Bearer " .. os.getenv("KEYPLANE_BENCH_ROOT_KEY"),
     }
     local index = 0
-    for key in io.lines(keys_file) do
-      if index % thread_count == thread_id then
-        local body = '{"key": "' .. key .. '"}'
-        table.insert(prepared, wrk.format("POST", "/v1/verify", headers, body))
+    for line in io.lines(keys_file) do
+      if line ~= "" then
+        if index % thread_count == thread_id then
+          -- "bodies": each line is a whole verify body; "verify": each line is a key.
+          local body = line
+          if mode == "verify" then
+            body = '{"key": "' .. line .. '"}'
+          end
+          table.insert(prepared, wrk.format("POST", "/v1/verify", headers, body))
+        end
+        index = index + 1
       end
-      index = index + 1
     end
   end
   if args[4] == "check" then

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
     cache_max_entries: int = Field(default=500_000, ge=100)
     last_used_flush_seconds: float = Field(default=1.0, gt=0)
+    #: Redis for limits, live budget counters and cache invalidation shared by every instance.
+    #: Without it, limits are per process and only one process may serve.
+    redis_url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://")
+    redis_max_connections: int = Field(default=64, ge=2, le=10_000)
+    #: What limits do while Redis is unreachable: ``fallback`` to in-process limits at
+    #: limit / ``expected_instances``, ``open`` (no limits) or ``closed`` (refuse).
+    limits_on_redis_failure: Literal["fallback", "open", "closed"] = "fallback"
+    expected_instances: int = Field(default=1, ge=1, le=10_000)
+    #: How long a verify's reservation (credits, tokens) and concurrency slot wait for the
+    #: usage report that settles them before they are released anyway.
+    reservation_timeout_seconds: int = Field(default=300, ge=1, le=86_400)
+    #: Most usage reports written in one transaction (group commit).
+    usage_batch_max: int = Field(default=500, ge=1, le=10_000)
     migrate_on_start: bool = True
 
     @field_validator("secret")

@@ -36,3 +36,17 @@ async def test_openapi_is_3_1_and_lists_the_management_api(api: Api) -> None:
         "/readyz",
     ):
         assert path in spec["paths"]
+
+
+async def test_metrics_count_verdicts_and_usage_without_secrets(api: Api) -> None:
+    key, data = await api.create_key()
+    await api.verify(key)
+    await api.verify("garbage")
+    response = await api.report(key_id=data["id"], request_id="m1", cost=1)
+    assert response.status_code == 201
+    text = (await api.client.get("/metrics", headers={"Authorization": ""})).text
+    assert 'keyplane_verify_total{code="VALID"} 1' in text
+    assert 'keyplane_verify_total{code="MALFORMED"} 1' in text
+    assert "keyplane_usage_reports_total 1" in text
+    assert "# TYPE keyplane_key_cache_hits_total counter" in text
+    assert key not in text and data["hash"] not in text

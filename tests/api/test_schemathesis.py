@@ -7,6 +7,7 @@ positive and negative mode. No response may be a 5xx, and every response must ma
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -90,6 +91,9 @@ def _existing_path_parameters(
         return {"key_id": _create(schema, "/v1/management-keys", body)["id"]}
     if "project_id" in names:
         return {"project_id": _create(schema, "/v1/projects", {"name": "fuzz target"})["id"]}
+    if "plan" in names:
+        body = {"name": f"fuzz-{secrets.token_hex(4)}"}
+        return {"plan": _create(schema, "/v1/plans", body)["id"]}
     assert not names, f"no existing object for path parameters {names}"
     return {}
 

@@ -29,6 +29,8 @@ async def test_valid_key_verdict_carries_the_key_facts(api: Api) -> None:
         environment="test",
     )
     verdict = await api.verify(key, scopes=["read:invoices"])
+    request_id = verdict["request_id"]
+    assert isinstance(request_id, str) and request_id.startswith("req_")
     assert verdict == {
         "valid": True,
         "code": "VALID",
@@ -40,6 +42,10 @@ async def test_valid_key_verdict_carries_the_key_facts(api: Api) -> None:
         "metadata": {"m": 1},
         "scopes": ["read:*"],
         "expires_at": expires.isoformat().replace("+00:00", "Z"),
+        "plan": None,
+        "request_id": request_id,
+        "limits": [],
+        "retry_after": None,
     }
 
 
@@ -67,8 +73,8 @@ async def test_malformed_and_bad_checksum_never_touch_storage(api: Api) -> None:
     async def explode(_hash: str) -> None:
         raise AssertionError("storage was queried")
 
-    runtime.key_cache._loader = explode  # type: ignore[assignment]
-    runtime.key_cache.clear()
+    runtime.directory.hashes._loader = explode  # type: ignore[assignment]
+    runtime.directory.hashes.clear()
     typo = key[:-1] + ("a" if key[-1] != "a" else "b")
     assert (await api.verify(typo))["code"] == "MALFORMED"
     assert (await api.verify("garbage"))["code"] == "MALFORMED"
@@ -162,18 +168,18 @@ async def test_last_used_is_written_in_batches_not_per_verify(api: Api) -> None:
 async def test_concurrent_verifies_of_a_cold_key_load_it_once(api: Api) -> None:
     key, _ = await api.create_key()
     runtime = runtime_of(api)
-    runtime.key_cache.clear()
-    before = runtime.key_cache.misses
+    runtime.directory.hashes.clear()
+    before = runtime.directory.hashes.misses
     calls = 0
-    loader = runtime.key_cache._loader
+    loader = runtime.directory.hashes._loader
 
     async def counting(secret_hash: str):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         return await loader(secret_hash)
 
-    runtime.key_cache._loader = counting  # type: ignore[assignment]
+    runtime.directory.hashes._loader = counting  # type: ignore[assignment]
     verdicts = await asyncio.gather(*(api.verify(key) for _ in range(30)))
     assert {v["code"] for v in verdicts} == {"VALID"}
     assert calls == 1
-    assert runtime.key_cache.misses - before >= 1
+    assert runtime.directory.hashes.misses - before >= 1

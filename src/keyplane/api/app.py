@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from keyplane import __version__
 from keyplane.api import problems
 from keyplane.api.body_limit import BodySizeLimit
-from keyplane.api.routes import health, keys, management_keys, projects, verify
+from keyplane.api.routes import health, keys, management_keys, plans, projects, usage, verify
 from keyplane.domain.clock import Clock
 from keyplane.services.runtime import Runtime
 from keyplane.settings import Settings
@@ -57,7 +57,14 @@ def create_app(
     )
     problems.install(app)
     app.include_router(health.router)
-    for router in (keys.router, verify.router, management_keys.router, projects.router):
+    for router in (
+        keys.router,
+        verify.router,
+        usage.router,
+        plans.router,
+        management_keys.router,
+        projects.router,
+    ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
@@ -10,21 +11,19 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     Strict,
     StringConstraints,
 )
 
-from keyplane.domain import scopes, validation
-from keyplane.domain.keys import Environment, KeyRecord, KeyStatus, effective_status
+from keyplane.api.fields import Input, Scope, Scopes
+from keyplane.api.policy import Credits, PolicyIn, to_api
+from keyplane.domain import money, validation
+from keyplane.domain.keys import Environment, KeyStatus, effective_status
+from keyplane.domain.periods import Reset
+from keyplane.domain.plans import PlanRecord
 from keyplane.domain.tenancy import ManagementKeyRecord, Project
-
-
-def _scope(value: str) -> str:
-    if not scopes.is_valid_scope(value):
-        raise ValueError("scopes are lower-case segments separated by ':' ('*' for any)")
-    return value
+from keyplane.services.keys import KeyView
 
 
 def _utc(value: datetime) -> datetime:
@@ -44,8 +43,6 @@ Name = Annotated[
 ShortText = Annotated[str, StringConstraints(max_length=200), AfterValidator(validation.check_text)]
 LongText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_multiline)]
 Reason = Annotated[str, StringConstraints(max_length=500), AfterValidator(validation.check_text)]
-Scope = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_scope)]
-Scopes = Annotated[list[Scope], Field(max_length=validation.MAX_SCOPES)]
 Tags = Annotated[
     list[Annotated[str, StringConstraints(max_length=validation.MAX_TAG_LENGTH)]],
     Field(max_length=validation.MAX_TAGS),
@@ -64,12 +61,15 @@ UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidato
 # 10 means 10: not "10", true or 10.0.
 Seconds = Annotated[int, Strict()]
 ProjectId = Annotated[str, StringConstraints(pattern=r"^proj_[0-9a-z]{26}$")]
+PlanName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+PlanRef = Annotated[
+    str, StringConstraints(pattern=r"^([a-z0-9][a-z0-9_-]{0,63}|plan_[0-9a-z]{26})$")
+]
 
 
-class Input(BaseModel):
-    # Unknown fields are refused so that typos do not pass silently.
-    model_config = ConfigDict(extra="forbid")
-
+RequestId = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+]
 
 # -- API keys ---------------------------------------------------------------------------------
 
@@ -85,6 +85,8 @@ class KeyCreate(Input):
     metadata: Metadata = {}
     scopes: Scopes = []
     expires_at: UtcDatetime | None = None
+    plan: PlanRef | None = Field(default=None, description="a plan's name or id")
+    policy: PolicyIn | None = Field(default=None, description="overrides over the plan")
 
 
 class KeyUpdate(Input):
@@ -96,6 +98,8 @@ class KeyUpdate(Input):
     metadata: Metadata | None = None
     scopes: Scopes | None = None
     expires_at: UtcDatetime | None = None
+    plan: PlanRef | None = Field(default=None, description="null takes the key off its plan")
+    policy: PolicyIn | None = Field(default=None, description="replaces the key's overrides")
 
 
 class KeyRevoke(Input):
@@ -119,6 +123,15 @@ class KeyRotate(Input):
         le=30 * 24 * 3600,
         description="how long the previous secret keeps verifying",
     )
+
+
+class Usage(BaseModel):
+    """Credits spent in the current periods (UTC; weeks start on Monday)."""
+
+    total: float
+    daily: float
+    weekly: float
+    monthly: float
 
 
 class KeyOut(BaseModel):
@@ -145,13 +158,63 @@ class KeyOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_used_at: datetime | None
+    plan: str | None = Field(description="the plan's name")
+    policy: dict[str, Any] = Field(description="the key's own overrides")
+    effective_policy: dict[str, Any] = Field(description="plan and overrides merged")
+    usage: Usage
+    limit: float | None = Field(description="the budget's credit limit per period")
+    limit_remaining: float | None = Field(description="credits left this period")
+    limit_reset: Reset | None
 
     @classmethod
-    def of(cls, record: KeyRecord, now: datetime) -> KeyOut:
-        out = cls.model_validate(record, from_attributes=True)
-        # The stored status says nothing of expiry or auto-enable; show what applies now.
-        out.status = effective_status(record, now)
-        return out
+    def of(cls, view: KeyView, now: datetime) -> KeyOut:
+        record = view.record
+        fields = {name: getattr(record, name) for name in _RECORD_FIELDS}
+        return cls(
+            **fields,
+            # The stored status says nothing of expiry or auto-enable; show what applies now.
+            status=effective_status(record, now),
+            plan=None if view.plan is None else view.plan.name,
+            policy=to_api(record.policy),
+            effective_policy=to_api(view.effective_policy),
+            usage=Usage(
+                total=money.to_credits(view.usage["total"]),
+                daily=money.to_credits(view.usage["day"]),
+                weekly=money.to_credits(view.usage["week"]),
+                monthly=money.to_credits(view.usage["month"]),
+            ),
+            limit=None if view.budget_limit is None else money.to_credits(view.budget_limit),
+            limit_remaining=(
+                None if view.budget_remaining is None else money.to_credits(view.budget_remaining)
+            ),
+            limit_reset=view.budget_reset,
+        )
+
+
+_RECORD_FIELDS = [
+    "id",
+    "hash",
+    "start",
+    "end",
+    "org_id",
+    "project_id",
+    "name",
+    "label",
+    "description",
+    "owner",
+    "environment",
+    "tags",
+    "metadata",
+    "scopes",
+    "disabled_reason",
+    "auto_enable_at",
+    "revoked_reason",
+    "revoked_at",
+    "expires_at",
+    "created_at",
+    "updated_at",
+    "last_used_at",
+]
 
 
 class KeyEnvelope(BaseModel):
@@ -172,9 +235,36 @@ class KeyPage(BaseModel):
 # -- verify -----------------------------------------------------------------------------------
 
 
+class Tokens(Input):
+    input: Annotated[int, Strict(), Field(ge=0, le=10**9)] = 0
+    output: Annotated[int, Strict(), Field(ge=0, le=10**9)] = 0
+
+
+Context = Annotated[str, StringConstraints(max_length=2048)]
+
+
 class VerifyRequest(Input):
     key: Annotated[str, StringConstraints(max_length=4096)]
     scopes: Scopes = []
+    request_id: RequestId | None = Field(
+        default=None, description="settles with the usage report; generated when absent"
+    )
+    model: Annotated[str, StringConstraints(max_length=128)] | None = None
+    ip: Annotated[str, StringConstraints(max_length=64)] | None = None
+    origin: Context | None = None
+    referrer: Context | None = None
+    user_agent: Context | None = None
+    cost: Credits | None = Field(default=None, description="credits to reserve")
+    tokens: Tokens | None = Field(default=None, description="estimated tokens to reserve")
+    acquire_concurrency: Annotated[bool, Strict()] = False
+
+
+class LimitOut(BaseModel):
+    name: str
+    kind: str = Field(description="rate, tokens, concurrency or budget (in credits)")
+    limit: float
+    remaining: float
+    reset_at: datetime | None
 
 
 class VerifyResponse(BaseModel):
@@ -188,6 +278,75 @@ class VerifyResponse(BaseModel):
     metadata: dict[str, Any] = {}
     scopes: list[str] = []
     expires_at: datetime | None = None
+    plan: str | None = None
+    request_id: str | None = None
+    limits: list[LimitOut] = []
+    retry_after: float | None = Field(default=None, description="seconds, when refused")
+
+
+# -- usage ------------------------------------------------------------------------------------
+
+
+class UsageReportIn(Input):
+    key_id: Annotated[str, StringConstraints(pattern=r"^key_[0-9a-z]{26}$")] | None = None
+    key: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    request_id: RequestId | None = None
+    cost: Credits = Decimal(0)
+    input_tokens: Annotated[int, Strict(), Field(ge=0, le=10**12)] = 0
+    output_tokens: Annotated[int, Strict(), Field(ge=0, le=10**12)] = 0
+    model: Annotated[str, StringConstraints(max_length=128)] | None = None
+    latency_ms: Annotated[int, Strict(), Field(ge=0, le=86_400_000)] | None = None
+    status: Annotated[int, Strict(), Field(ge=100, le=599)] | None = None
+
+
+class UsageRecorded(BaseModel):
+    id: str = Field(description="the ledger entry")
+    key_id: str
+    duplicate: bool = Field(description="true when this report had been recorded before")
+    recorded_at: datetime
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+
+class PlanCreate(Input):
+    name: PlanName
+    description: LongText | None = None
+    policy: PolicyIn = PolicyIn()
+
+
+class PlanUpdate(Input):
+    name: PlanName | None = None
+    description: LongText | None = None
+    policy: PolicyIn | None = Field(default=None, description="replaces the plan's policy")
+
+
+class PlanOut(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    policy: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, plan: PlanRecord) -> PlanOut:
+        return cls(
+            id=plan.id,
+            name=plan.name,
+            description=plan.description,
+            policy=to_api(plan.policy),
+            created_at=plan.created_at,
+            updated_at=plan.updated_at,
+        )
+
+
+class PlanEnvelope(BaseModel):
+    data: PlanOut
+
+
+class PlanList(BaseModel):
+    data: list[PlanOut]
 
 
 # -- management keys --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated, Any
 
 import typer
@@ -48,6 +49,14 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Overrides KEYPLANE_PORT.")] = None,
     database_url: DatabaseOption = None,
     log_level: Annotated[str | None, typer.Option(help="Overrides KEYPLANE_LOG_LEVEL.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Worker processes. More than one needs PostgreSQL and KEYPLANE_REDIS_URL.",
+        ),
+    ] = 1,
 ) -> None:
     """Apply pending migrations and serve the API."""
     import uvicorn
@@ -56,6 +65,8 @@ def serve(
     from keyplane.logging_config import logging_config
 
     settings = _settings(host=host, port=port, database_url=database_url, log_level=log_level)
+    if workers > 1:
+        _check_can_share(settings)
     try:
         # Fail here, with one line, rather than as a traceback from the app's lifespan.
         to_async_url(settings.database_url)
@@ -71,14 +82,61 @@ def serve(
         # Reach the database and migrate it before serving: an unreachable database is one
         # clear line and exit status 2, not a traceback from the application's lifespan.
         _migrate_or_exit(settings, exit_code=2)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_config=logging_config(settings.log_level),
-        proxy_headers=False,
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": logging_config(settings.log_level),
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    if workers == 1:
+        uvicorn.run(application, **options)
+        return
+    # Each worker builds its own app from the environment: hand it the command-line overrides.
+    for name, value in {
+        "KEYPLANE_HOST": host,
+        "KEYPLANE_PORT": port,
+        "KEYPLANE_DATABASE_URL": database_url,
+        "KEYPLANE_LOG_LEVEL": log_level,
+    }.items():
+        if value is not None:
+            os.environ[name] = str(value)
+    _first_start(settings)
+    uvicorn.run("keyplane.api.app:create_app", factory=True, workers=workers, **options)
+
+
+def _check_can_share(settings: Settings) -> None:
+    """Several processes may serve only when their state is shared: refuse otherwise."""
+    missing = []
+    if not settings.async_database_url.startswith("postgresql"):
+        missing.append("PostgreSQL (KEYPLANE_DATABASE_URL=postgresql://...)")
+    if settings.redis_url is None:
+        missing.append("Redis (KEYPLANE_REDIS_URL=redis://...)")
+    if missing:
+        err.print(
+            "[red]error:[/red] several workers need "
+            + " and ".join(missing)
+            + ": SQLite and in-process limits belong to one process. "
+            + "Configure them, or serve with one worker."
+        )
+        raise typer.Exit(2)
+
+
+def _first_start(settings: Settings) -> None:
+    """Start once in this process, so the default tenancy and a generated root key are made
+    once, not by each worker at the same time."""
+    from keyplane.api.app import announce_root_key
+    from keyplane.services.runtime import Runtime
+
+    async def run() -> None:
+        runtime = await Runtime.start(settings)
+        try:
+            if runtime.generated_root_key is not None:
+                announce_root_key(runtime.generated_root_key)
+        finally:
+            await runtime.stop()
+
+    asyncio.run(run())
 
 
 @app.command()

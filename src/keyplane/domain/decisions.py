@@ -20,6 +20,14 @@ class Code(StrEnum):
     EXPIRED = "EXPIRED"
     REVOKED = "REVOKED"
     INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
+    FORBIDDEN_MODEL = "FORBIDDEN_MODEL"
+    IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
+    ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"
+    USER_AGENT_NOT_ALLOWED = "USER_AGENT_NOT_ALLOWED"
+    CONCURRENCY_EXCEEDED = "CONCURRENCY_EXCEEDED"
+    RATE_LIMITED = "RATE_LIMITED"
+    TOKEN_LIMITED = "TOKEN_LIMITED"  # noqa: S105 (a code, not a secret)
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
 
 
 _STATUS_CODES = {
@@ -34,6 +42,7 @@ def decide(
     secret_valid_until: datetime | None,
     required_scopes: Sequence[str],
     now: datetime,
+    granted_scopes: Sequence[str] | None = None,
 ) -> Code:
     """Decide whether a found key may be used now.
 
@@ -43,6 +52,8 @@ def decide(
             rotated-out one; ``None`` for the current secret.
         required_scopes: scopes the caller needs; each must be covered by one of the key's.
         now: the time of the request (UTC).
+        granted_scopes: the scopes that apply (the key's, or its plan's); the key's own
+            scopes when not given.
 
     The order is fixed and documented: secret validity, lifecycle status, then scopes.
     """
@@ -52,6 +63,7 @@ def decide(
     status = effective_status(record, now)
     if status is not KeyStatus.ACTIVE:
         return _STATUS_CODES[status]
-    if scopes.missing(record.scopes, required_scopes):
+    granted = record.scopes if granted_scopes is None else granted_scopes
+    if scopes.missing(granted, required_scopes):
         return Code.INSUFFICIENT_SCOPE
     return Code.VALID

@@ -7,24 +7,35 @@ letters, which makes the id alone a stable pagination cursor.
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import time
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
 ID_LENGTH = 26
 ID_PATTERN = re.compile(r"[a-z]{2,8}_[0-9a-hjkmnp-tv-z]{26}")
 
 
 def new_id(kind: str, now_ms: int | None = None) -> str:
     """A fresh id of ``kind`` (``key``, ``mk``, ``org``, ``proj``...)."""
+    return new_ids(kind, 1, now_ms)[0]
+
+
+def new_ids(kind: str, count: int, now_ms: int | None = None) -> list[str]:
+    """``count`` fresh ids that sort in the order given, even within one millisecond."""
     millis = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (millis << 80) | secrets.randbits(80)
-    chars = []
-    for _ in range(ID_LENGTH):
-        value, digit = divmod(value, 32)
-        chars.append(_CROCKFORD[digit])
-    return f"{kind}_{''.join(reversed(chars))}"
+    # Leave room below 2**80 so the run of consecutive values never carries into the time.
+    first = (millis << 80) | secrets.randbits(79)
+    return [_encode(kind, first + offset) for offset in range(count)]
+
+
+def _encode(kind: str, value: int) -> str:
+    # base64's base32 runs in C; 20 bytes give 32 characters with no padding, of which the
+    # last 26 hold the 130 low bits. Then map RFC 4648's alphabet onto Crockford's.
+    text = base64.b32encode(value.to_bytes(20, "big"))[-ID_LENGTH:].decode("ascii")
+    return f"{kind}_{text.translate(_TO_CROCKFORD)}"
 
 
 def looks_like_id(text: str, kind: str) -> bool:

@@ -51,6 +51,9 @@ class KeyRecord:
     revoked_reason: str | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    plan_id: str | None = None
+    #: The key's own policy (storage form): overrides merged over its plan's.
+    policy: dict[str, Any] = field(default_factory=dict)
 
 
 def effective_status(record: KeyRecord, now: datetime) -> KeyStatus:

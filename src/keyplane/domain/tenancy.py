@@ -11,8 +11,12 @@ MANAGEMENT_SCOPES = (
     "keys:write",
     "management_keys:read",
     "management_keys:write",
+    "plans:read",
+    "plans:write",
     "projects:read",
     "projects:write",
+    "usage:read",
+    "usage:write",
     "verify",
 )
 

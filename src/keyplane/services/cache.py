@@ -42,6 +42,8 @@ class TtlCache(Generic[T]):
         self._epoch = 0
         self.hits = 0
         self.misses = 0
+        #: Told of every invalidation, to pass it on to other instances.
+        self.on_change: Callable[[str | None, tuple[str, ...]], None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -92,15 +94,27 @@ class TtlCache(Generic[T]):
                     del self._hashes_of[self._record_id(value)]
 
     def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
-        """Forget every cached hash of ``record_id``, plus ``extra_hashes`` (e.g. a new one)."""
-        self._epoch += 1
-        for secret_hash in self._hashes_of.pop(record_id, set()) | set(extra_hashes):
-            self._entries.pop(secret_hash, None)
+        """Forget every cached hash of ``record_id``, plus ``extra_hashes`` (e.g. a new one),
+        here and, through ``on_change``, on every other instance."""
+        self.evict(record_id, extra_hashes)
+        if self.on_change is not None:
+            self.on_change(record_id, extra_hashes)
 
     def clear(self) -> None:
+        """Forget everything, here and on every other instance."""
+        self.evict(None)
+        if self.on_change is not None:
+            self.on_change(None, ())
+
+    def evict(self, record_id: str | None, extra_hashes: tuple[str, ...] = ()) -> None:
+        """Forget ``record_id`` (everything when None) in this process only."""
         self._epoch += 1
-        self._entries.clear()
-        self._hashes_of.clear()
+        if record_id is None:
+            self._entries.clear()
+            self._hashes_of.clear()
+            return
+        for secret_hash in self._hashes_of.pop(record_id, set()) | set(extra_hashes):
+            self._entries.pop(secret_hash, None)
 
 
 def _consume_exception(task: asyncio.Task[object]) -> None:

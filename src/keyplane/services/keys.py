@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,15 +12,31 @@ from keyplane.domain import ids, keyformat, scopes
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.domain.periods import Reset
+from keyplane.domain.plans import PlanRecord
+from keyplane.domain.policy import merge_documents, parse_policy
 from keyplane.domain.tenancy import Principal, Project
+from keyplane.domain.usage import BUCKET_OF_RESET
 from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.authz import require_scope
-from keyplane.services.cache import TtlCache
-from keyplane.store.base import KeyFilter, SecretMatch, Store
+from keyplane.services.directory import KeyDirectory
+from keyplane.services.plans import check_policy
+from keyplane.store.base import KeyFilter, Store
 
 #: Fields ``update`` may change; status changes go through their own verbs.
 UPDATABLE_FIELDS = frozenset(
-    {"name", "label", "description", "owner", "tags", "metadata", "scopes", "expires_at"}
+    {
+        "name",
+        "label",
+        "description",
+        "owner",
+        "tags",
+        "metadata",
+        "scopes",
+        "expires_at",
+        "plan",
+        "policy",
+    }
 )
 MAX_GRACE_PERIOD = timedelta(days=30)
 
@@ -37,6 +53,25 @@ class NewKey:
     metadata: dict[str, Any] = field(default_factory=dict)
     scopes: tuple[str, ...] = ()
     expires_at: datetime | None = None
+    #: A plan's name or id.
+    plan: str | None = None
+    #: Overrides over the plan (storage form).
+    policy: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """A key as the management API shows it: with its plan, effective policy and spending."""
+
+    record: KeyRecord
+    plan: PlanRecord | None
+    effective_policy: dict[str, Any]
+    #: Micro-credits spent in the current total/day/week/month buckets.
+    usage: dict[str, int]
+    #: The budget's limit and what is left of it this period (micro-credits), if any.
+    budget_limit: int | None = None
+    budget_remaining: int | None = None
+    budget_reset: Reset | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +86,13 @@ class KeyService:
     def __init__(
         self,
         store: Store,
-        cache: TtlCache[SecretMatch],
+        directory: KeyDirectory,
         clock: Clock,
         server_secret: bytes,
         default_project: Project,
     ) -> None:
         self._store = store
-        self._cache = cache
+        self._directory = directory
         self._clock = clock
         self._server_secret = server_secret
         self._default_project = default_project
@@ -68,6 +103,8 @@ class KeyService:
         now = self._clock.now()
         _check_expiry(new.expires_at, now)
         _check_scopes(new.scopes)
+        plan = await self._plan(principal, new.plan)
+        _check_effective_policy(plan, new.policy)
         kind = keyformat.KeyKind(new.environment.value)
         parsed = keyformat.generate(kind, project.key_prefix)
         secret_hash = key_digest(self._server_secret, parsed.text)
@@ -89,9 +126,11 @@ class KeyService:
             metadata=new.metadata,
             scopes=new.scopes,
             expires_at=new.expires_at,
+            plan_id=None if plan is None else plan.id,
+            policy=new.policy,
         )
         await self._store.create_key(record)
-        self._cache.invalidate(record.id, (secret_hash,))
+        self._directory.invalidate(record.id, (secret_hash,))
         return IssuedKey(parsed.text, record)
 
     async def get(self, principal: Principal, id_or_hash: str) -> KeyRecord:
@@ -129,12 +168,20 @@ class KeyService:
             _check_expiry(changes["expires_at"], now)
         if "scopes" in changes:
             _check_scopes(changes["scopes"])
+        changes = dict(changes)
+        current = await self._find(principal, id_or_hash)
+        if "plan" in changes:
+            plan = await self._plan(principal, changes.pop("plan"))
+            changes["plan_id"] = None if plan is None else plan.id
+        else:
+            plan = await self._plan(principal, current.plan_id)
+        _check_effective_policy(plan, changes.get("policy", current.policy))
 
-        def apply(current: KeyRecord) -> KeyRecord:
-            _refuse_if_revoked(current, "update")
-            return dataclasses.replace(current, **changes, updated_at=now)
+        def apply(locked: KeyRecord) -> KeyRecord:
+            _refuse_if_revoked(locked, "update")
+            return dataclasses.replace(locked, **changes, updated_at=now)
 
-        return await self._mutate(principal, id_or_hash, apply)
+        return await self._mutate(principal, current.id, apply)
 
     async def revoke(self, principal: Principal, id_or_hash: str, reason: str | None) -> KeyRecord:
         require_scope(principal, "keys:write")
@@ -216,14 +263,50 @@ class KeyService:
         record, changed = await self._store.rotate_key(
             principal.org_id, current.id, apply, now + grace_period
         )
-        self._cache.invalidate(record.id, (secret_hash, *changed))
+        self._directory.invalidate(record.id, (secret_hash, *changed))
         return IssuedKey(parsed.text, record)
 
     async def _mutate(self, principal: Principal, id_or_hash: str, apply: Any) -> KeyRecord:
         current = await self._find(principal, id_or_hash)
         record = await self._store.mutate_key(principal.org_id, current.id, apply)
-        self._cache.invalidate(record.id)
+        self._directory.invalidate(record.id)
         return record
+
+    async def views(self, principal: Principal, records: Sequence[KeyRecord]) -> Sequence[KeyView]:
+        """The management view of keys: plan, effective policy, spending from the ledger."""
+        now = self._clock.now()
+        plans = {plan.id: plan for plan in await self._store.list_plans(principal.org_id)}
+        usage = await self._store.usage_totals([r.id for r in records], now)
+        views = []
+        for record in records:
+            plan = plans.get(record.plan_id) if record.plan_id else None
+            document = merge_documents({} if plan is None else plan.policy, record.policy)
+            budget = parse_policy(document).budget
+            spent = usage[record.id]
+            limit = remaining = None
+            if budget is not None and budget.credit_limit is not None:
+                limit = budget.credit_limit
+                remaining = max(0, limit - spent[BUCKET_OF_RESET[budget.reset]])
+            views.append(
+                KeyView(
+                    record,
+                    plan,
+                    document,
+                    spent,
+                    limit,
+                    remaining,
+                    None if budget is None else budget.reset,
+                )
+            )
+        return views
+
+    async def _plan(self, principal: Principal, id_or_name: str | None) -> PlanRecord | None:
+        if id_or_name is None:
+            return None
+        plan = await self._store.get_plan(principal.org_id, id_or_name)
+        if plan is None:
+            raise ValidationError(f"no plan {id_or_name!r}", code="PLAN_NOT_FOUND")
+        return plan
 
     async def _project_for(self, principal: Principal, project_id: str | None) -> Project:
         if project_id is None:
@@ -246,6 +329,10 @@ def _refuse_if_revoked(record: KeyRecord, action: str) -> None:
 def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
     if expires_at is not None and expires_at <= now:
         raise ValidationError("expires_at must be in the future", code="INVALID_EXPIRY")
+
+
+def _check_effective_policy(plan: PlanRecord | None, overrides: dict[str, Any]) -> None:
+    check_policy(merge_documents({} if plan is None else plan.policy, overrides))
 
 
 def _check_scopes(wanted: tuple[str, ...]) -> None:

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
 from keyplane.services.cache import TtlCache
+from keyplane.services.directory import KeyDirectory
+from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
+from keyplane.services.ledger import UsageLedger
+from keyplane.services.limits import Limiter, MemoryLimiter
 from keyplane.services.management import ManagementKeys
+from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.redis_limiter import RedisLimiter
+from keyplane.services.resilient_limiter import ResilientLimiter
+from keyplane.services.usage import UsageService
 from keyplane.services.verify import Verifier
 from keyplane.settings import Settings, resolve_server_secret
-from keyplane.store.base import SecretMatch
 from keyplane.store.migrate import migrate
 from keyplane.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,7 +40,7 @@ class Runtime:
     clock: Clock
     org: Organization
     default_project: Project
-    key_cache: TtlCache[SecretMatch]
+    directory: KeyDirectory
     management_cache: TtlCache[ManagementKeyRecord]
     last_used: LastUsedRecorder
     management_last_used: LastUsedRecorder
@@ -34,9 +48,16 @@ class Runtime:
     verifier: Verifier
     management: ManagementKeys
     projects: Projects
+    plans: Plans
+    limiter: Limiter
+    ledger: UsageLedger
+    usage: UsageService
+    redis: Redis | None = None
+    invalidation: RedisInvalidation | PostgresInvalidation | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+    _ledger_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -50,13 +71,34 @@ class Runtime:
         except BaseException:
             await store.close()
             raise
-        key_cache: TtlCache[SecretMatch] = TtlCache(
-            store.find_by_secret,
-            lambda match: match.record.id,
-            ttl=settings.cache_ttl_seconds,
-            negative_ttl=settings.negative_cache_ttl_seconds,
-            max_entries=settings.cache_max_entries,
-        )
+        directory = KeyDirectory(store, settings)
+        redis = None
+        if settings.redis_url is not None:
+            # Blocking pool: under a burst, requests queue for a connection instead of failing.
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=settings.redis_max_connections, timeout=5
+            )
+            redis = Redis(connection_pool=pool)
+        # The limiter seeds budget counters through the ledger (see services.ledger).
+        limiter: Limiter
+        if redis is None:
+            limiter = MemoryLimiter(lambda *args: ledger.seed(*args))
+        else:
+            # Each seeds its own counters: a counter Redis asked for must land in Redis.
+            shared = RedisLimiter(
+                redis,
+                lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, shared),
+            )
+            local = MemoryLimiter(
+                lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, local)
+            )
+            limiter = ResilientLimiter(
+                shared,
+                local,
+                mode=settings.limits_on_redis_failure,
+                instances=settings.expected_instances,
+            )
+        ledger = UsageLedger(store, limiter, settings.usage_batch_max)
         management_cache: TtlCache[ManagementKeyRecord] = TtlCache(
             store.find_management_key,
             lambda record: record.id,
@@ -78,27 +120,88 @@ class Runtime:
             clock=clock,
             org=org,
             default_project=project,
-            key_cache=key_cache,
+            directory=directory,
             management_cache=management_cache,
             last_used=last_used,
             management_last_used=management_last_used,
-            keys=KeyService(store, key_cache, clock, server_secret, project),
-            verifier=Verifier(key_cache, clock, server_secret, last_used),
+            keys=KeyService(store, directory, clock, server_secret, project),
+            verifier=Verifier(
+                directory,
+                clock,
+                server_secret,
+                last_used,
+                limiter,
+                timedelta(seconds=settings.reservation_timeout_seconds),
+            ),
             management=management,
             projects=Projects(store, clock),
+            plans=Plans(store, directory, clock),
+            limiter=limiter,
+            ledger=ledger,
+            usage=UsageService(directory, ledger, limiter, clock, server_secret),
         )
+        invalidation: RedisInvalidation | PostgresInvalidation | None = None
+        if redis is not None:
+            invalidation = RedisInvalidation(redis, runtime._apply_eviction)
+        elif settings.async_database_url.startswith("postgresql"):
+            # No Redis: instances sharing the database still hear each other's writes.
+            invalidation = PostgresInvalidation(
+                settings.async_database_url.replace("postgresql+asyncpg://", "postgresql://", 1),
+                settings.database_schema,
+                runtime._apply_eviction,
+            )
+        if invalidation is not None:
+            directory.on_change = lambda record_id, hashes: invalidation.publish(
+                ("keys", record_id, hashes)
+            )
+            management_cache.on_change = lambda record_id, hashes: invalidation.publish(
+                ("management", record_id, hashes)
+            )
+            runtime.invalidation = invalidation
+        runtime.redis = redis
         if root_key is None and await store.count_management_keys() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
         loop = asyncio.get_running_loop()
+        runtime._ledger_task = loop.create_task(ledger.run())
         runtime._background = [
             loop.create_task(last_used.run()),
             loop.create_task(management_last_used.run()),
+            loop.create_task(runtime._expire_reservations()),
         ]
+        if runtime.invalidation is not None:
+            runtime._background.append(loop.create_task(runtime.invalidation.run()))
+            # Serve once evictions from other instances are being heard, or go on without
+            # them (bounded by the cache TTL) if Redis does not answer in time.
+            try:
+                await asyncio.wait_for(runtime.invalidation.subscribed.wait(), timeout=5)
+            except TimeoutError:
+                log.warning("cache invalidation channel not ready; serving anyway")
         return runtime
+
+    def _apply_eviction(self, eviction: Eviction) -> None:
+        """An eviction published by some instance (this one included): apply it here only."""
+        cache, record_id, hashes = eviction
+        if cache in ("keys", "*"):
+            self.directory.evict(record_id, hashes)
+        if cache in ("management", "*"):
+            self.management_cache.evict(record_id, hashes)
+
+    async def _expire_reservations(self) -> None:
+        """Free reservations and slots whose usage report never came."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.limiter.expire(self.clock.now())
+            except RedisError as exc:
+                log.warning("expiring reservations failed: %s", type(exc).__name__)
 
     async def stop(self) -> None:
         """Stop background work, write what it still holds, then close the store."""
+        if self._ledger_task is not None:
+            # Queued usage reports are written, not dropped: their senders are waiting.
+            await self.ledger.close()
+            await asyncio.wait([self._ledger_task])
         for task in self._background:
             task.cancel()
         if self._background:
@@ -106,4 +209,8 @@ class Runtime:
             await asyncio.wait(self._background)
         await self.last_used.flush()
         await self.management_last_used.flush()
+        if self.invalidation is not None:
+            await self.invalidation.flush()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.store.close()

@@ -1,25 +1,56 @@
-"""The data-plane hot path: may this key be used now?"""
+"""The data-plane hot path: may this key be used now, for this request?
+
+The order of checks is fixed (see docs/policy.md): key shape, key lookup, rotation grace and
+lifecycle status, scopes, model, IP, origin and referrer, user agent; then, only when all of
+those pass, concurrency, rate windows, token windows and budgets in one atomic step that
+consumes them all or none.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from keyplane.domain import keyformat
+from keyplane.domain import ids, keyformat
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.decisions import Code, decide
 from keyplane.domain.keys import KeyRecord
+from keyplane.domain.periods import next_reset, period_start
+from keyplane.domain.policy import RequestContext, check_request, effective_scopes
 from keyplane.domain.tenancy import Principal
-from keyplane.services.cache import TtlCache
+from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.last_used import LastUsedRecorder
-from keyplane.store.base import SecretMatch
+from keyplane.services.limits import Admission, BudgetAsk, Limiter, LimitState, WindowAsk
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    """What the gateway asks about; everything but the key is optional."""
+
+    key: str
+    scopes: Sequence[str] = ()
+    context: RequestContext = field(default_factory=RequestContext)
+    request_id: str | None = None
+    #: Pre-authorised credits, in micro-credits.
+    cost: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    acquire_concurrency: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     code: Code
     record: KeyRecord | None = None
+    plan: str | None = None
+    request_id: str | None = None
+    limits: tuple[LimitState, ...] = ()
+    retry_after: float | None = None
+    #: The scopes that applied: the key's own, or its plan's.
+    scopes: tuple[str, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -31,40 +62,125 @@ _NOT_FOUND = Verdict(Code.NOT_FOUND)
 
 
 class Verifier:
-    """Parse, hash, look up (cached), decide, and note the use; no synchronous writes."""
+    """Parse, hash, look up (cached), decide, limit, and note the use; no synchronous writes."""
 
     def __init__(
         self,
-        cache: TtlCache[SecretMatch],
+        directory: KeyDirectory,
         clock: Clock,
         server_secret: bytes,
         last_used: LastUsedRecorder,
+        limiter: Limiter,
+        hold_for: timedelta,
     ) -> None:
-        self._cache = cache
+        self._directory = directory
         self._clock = clock
         self._server_secret = server_secret
         self._last_used = last_used
+        self._limiter = limiter
+        self._hold_for = hold_for
+        #: Verdicts given, by code, for monitoring.
+        self.verdicts: Counter[str] = Counter()
 
-    async def verify(
-        self, principal: Principal, presented: str, required_scopes: Sequence[str] = ()
-    ) -> Verdict:
-        parsed = keyformat.parse(presented)
+    async def verify(self, principal: Principal, request: VerifyRequest) -> Verdict:
+        verdict = await self._verify(principal, request)
+        self.verdicts[verdict.code.value] += 1
+        return verdict
+
+    async def _verify(self, principal: Principal, request: VerifyRequest) -> Verdict:
+        parsed = keyformat.parse(request.key)
         if parsed is None:
             return _MALFORMED  # shape or checksum wrong: no storage access at all
         if not parsed.kind.is_api_key:
             return _NOT_FOUND  # management keys never pass verify
-        match = await self._cache.get(key_digest(self._server_secret, presented))
-        if match is None:
+        entry = await self._directory.by_hash(key_digest(self._server_secret, request.key))
+        if entry is None:
             return _NOT_FOUND
-        record = match.record
+        record = entry.record
         # Another org's key, or a project the caller can't reach, is indistinguishable from
         # an unknown one: verify must not become an oracle across tenants.
         if record.org_id != principal.org_id or not principal.reaches_project(record.project_id):
             return _NOT_FOUND
         now = self._clock.now()
-        code = decide(record, match.valid_until, required_scopes, now)
+        policy = entry.policy
+        granted = effective_scopes(record.scopes, policy)
+        code = decide(record, entry.match.valid_until, request.scopes, now, granted)
         if code is Code.NOT_FOUND:
             return _NOT_FOUND
+        plan = entry.match.plan_name
+        request_id = request.request_id or ids.new_id("req")
         if code is Code.VALID:
+            code = check_request(policy, request.context) or Code.VALID
+        if code is not Code.VALID:
+            return Verdict(code, record, plan, request_id, scopes=granted)
+        admission = self._admission(entry, request, request_id, now)
+        if admission is None:
             self._last_used.record(record.id, now)
-        return Verdict(code, record)
+            return Verdict(Code.VALID, record, plan, request_id, scopes=granted)
+        result = await self._limiter.admit(admission, now)
+        if result.refusal is not None:
+            return Verdict(
+                result.refusal,
+                record,
+                plan,
+                request_id,
+                result.limits,
+                result.retry_after,
+                granted,
+            )
+        self._last_used.record(record.id, now)
+        return Verdict(Code.VALID, record, plan, request_id, result.limits, scopes=granted)
+
+    def _admission(
+        self, entry: KeyEntry, request: VerifyRequest, request_id: str, now: datetime
+    ) -> Admission | None:
+        """What this request asks of the key's limits; ``None`` when it has none."""
+        policy = entry.policy
+        windows = tuple(
+            WindowAsk(
+                spec.name,
+                spec.kind,
+                spec.window,
+                _cost_in(spec.counts, request),
+                spec.counts,
+            )
+            for spec in entry.windows
+        )
+        budgets: list[BudgetAsk] = []
+        budget = policy.budget
+        if budget is not None:
+            start = period_start(budget.reset, now)
+            reset_at = next_reset(budget.reset, now)
+            if budget.credit_limit is not None:
+                budgets.append(
+                    BudgetAsk("", budget.credit_limit, budget.reset, start, reset_at, request.cost)
+                )
+            per_model = budget.model_limit(request.context.model)
+            if per_model is not None:
+                pattern, limit = per_model
+                budgets.append(
+                    BudgetAsk(pattern, limit, budget.reset, start, reset_at, request.cost)
+                )
+        max_parallel = policy.max_parallel if request.acquire_concurrency else None
+        if not windows and not budgets and max_parallel is None:
+            return None
+        return Admission(
+            key_id=entry.record.id,
+            request_id=request_id,
+            hold_until=now + self._hold_for,
+            windows=windows,
+            max_parallel=max_parallel,
+            budgets=tuple(budgets),
+            tokens_in=request.tokens_in,
+            tokens_out=request.tokens_out,
+        )
+
+
+def _cost_in(counts: str | None, request: VerifyRequest) -> int:
+    if counts is None:
+        return 1  # a rate window counts requests
+    if counts == "input":
+        return request.tokens_in
+    if counts == "output":
+        return request.tokens_out
+    return request.tokens_in + request.tokens_out

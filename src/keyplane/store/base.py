@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.domain.plans import PlanRecord
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
+from keyplane.domain.usage import Recorded, UsageEntry
 
 #: A pure function from the current record to the new one; may raise a KeyplaneError to refuse.
 KeyMutation = Callable[[KeyRecord], KeyRecord]
@@ -35,6 +37,9 @@ class SecretMatch:
     record: KeyRecord
     #: End of the grace period when the secret was rotated out; ``None`` for the current one.
     valid_until: datetime | None
+    plan_name: str | None = None
+    #: The policy document of the key's plan, when it has one.
+    plan_policy: dict[str, Any] | None = None
 
 
 class Store(Protocol):
@@ -60,6 +65,10 @@ class Store(Protocol):
 
     async def find_by_secret(self, secret_hash: str) -> SecretMatch | None:
         """The key a presented secret belongs to (current or in its grace period)."""
+        ...
+
+    async def find_by_id(self, key_id: str) -> SecretMatch | None:
+        """A key by id, with its plan, in any organization (the caller checks tenancy)."""
         ...
 
     async def list_keys(
@@ -106,6 +115,57 @@ class Store(Protocol):
     ) -> ManagementKeyRecord: ...
 
     async def count_management_keys(self) -> int: ...
+
+    async def create_plan(self, plan: PlanRecord) -> PlanRecord: ...
+
+    async def get_plan(self, org_id: str, id_or_name: str) -> PlanRecord | None: ...
+
+    async def list_plans(self, org_id: str) -> list[PlanRecord]: ...
+
+    async def update_plan(self, plan: PlanRecord) -> PlanRecord: ...
+
+    async def delete_plan(self, org_id: str, plan_id: str) -> None:
+        """Delete a plan; ConflictError ``PLAN_IN_USE`` while a key that is not revoked
+        refers to it."""
+        ...
+
+    async def record_usage(
+        self,
+        entries: Sequence[UsageEntry],
+        before_commit: Callable[[Sequence[UsageEntry]], Awaitable[None]] | None = None,
+    ) -> list[Recorded]:
+        """Append reports to the ledger and its rollups in one transaction, once per
+        idempotency key; answer each with what happened to it. ``before_commit`` sees the new
+        reports inside the transaction."""
+        ...
+
+    async def seed_spent(
+        self,
+        key_id: str,
+        bucket: str,
+        bucket_start: datetime,
+        install: Callable[[dict[str, int]], Awaitable[None]],
+    ) -> None:
+        """Read a key's spending in a bucket by model ("" for all) and ``install`` it while
+        no report of that key and bucket can commit."""
+        ...
+
+    async def usage_totals(
+        self, key_ids: Sequence[str], now: datetime
+    ) -> dict[str, dict[str, int]]:
+        """Micro-credits spent per key in the current total/day/week/month buckets."""
+        ...
+
+    async def list_events(
+        self,
+        org_id: str,
+        after: str | None,
+        limit: int,
+        subject_id: str | None = None,
+        project_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events in id order; only those about keys of ``project_id`` when it is given."""
+        ...
 
     async def ping(self) -> None:
         """Raise StorageError when the database cannot answer."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -32,7 +35,9 @@ from sqlalchemy.sql import ColumnElement
 from keyplane.domain import ids, validation
 from keyplane.domain.keyformat import DEFAULT_PREFIX
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.domain.plans import PlanRecord
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
+from keyplane.domain.usage import Recorded, UsageEntry, bucket_starts, crossed_thresholds
 from keyplane.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from keyplane.settings import sqlite_path
 from keyplane.store.base import KeyFilter, KeyMutation, SecretMatch
@@ -40,10 +45,17 @@ from keyplane.store.tables import (
     api_key_secrets,
     api_key_tags,
     api_keys,
+    events,
     management_keys,
     organizations,
+    plans,
     projects,
+    usage_events,
+    usage_rollups,
 )
+
+#: Called inside a usage transaction with its new reports, before it commits.
+BeforeCommit = Callable[[Sequence[UsageEntry]], Awaitable[None]]
 
 DEFAULT_ORG_NAME = "default"
 DEFAULT_PROJECT_NAME = "default"
@@ -79,7 +91,9 @@ def _sqlite_engine(async_url: str) -> AsyncEngine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk before it is acknowledged, even across a power cut
+        # (NORMAL would only survive a process crash). Group commit keeps this affordable.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -103,6 +117,7 @@ class SqlStore:
         self.engine = engine
         self._is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
+        self._statements: _UsageStatements | None = None
 
     @classmethod
     def from_url(cls, async_url: str, schema: str | None = None) -> SqlStore:
@@ -219,7 +234,7 @@ class SqlStore:
 
     async def find_by_secret(self, secret_hash: str) -> SecretMatch | None:
         query = (
-            select(api_keys, api_key_secrets.c.valid_until.label("secret_valid_until"))
+            self._match_query(api_key_secrets.c.valid_until.label("secret_valid_until"))
             .join(api_key_secrets, api_key_secrets.c.key_id == api_keys.c.id)
             .where(api_key_secrets.c.hash == secret_hash)
         )
@@ -227,7 +242,21 @@ class SqlStore:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        return SecretMatch(_key(row), row.secret_valid_until)
+        return SecretMatch(_key(row), row.secret_valid_until, row.plan_name, row.plan_policy)
+
+    async def find_by_id(self, key_id: str) -> SecretMatch | None:
+        query = self._match_query().where(api_keys.c.id == key_id)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return SecretMatch(_key(row), None, row.plan_name, row.plan_policy)
+
+    def _match_query(self, *extra: Any) -> Any:
+        """A key with its plan's name and policy."""
+        return select(
+            api_keys, *extra, plans.c.name.label("plan_name"), plans.c.policy.label("plan_policy")
+        ).outerjoin(plans, plans.c.id == api_keys.c.plan_id)
 
     async def list_keys(
         self, org_id: str, filters: KeyFilter, now: datetime, after: str | None, limit: int
@@ -357,6 +386,307 @@ class SqlStore:
         if updated.tags != current.tags:
             await _write_tags(conn, updated.id, updated.tags, replace=True)
 
+    # -- plans ------------------------------------------------------------------------------
+
+    async def create_plan(self, plan: PlanRecord) -> PlanRecord:
+        async with self._write() as conn:
+            await conn.execute(insert(plans).values(**_plan_values(plan)))
+        return plan
+
+    async def get_plan(self, org_id: str, id_or_name: str) -> PlanRecord | None:
+        column = plans.c.id if ids.looks_like_id(id_or_name, "plan") else plans.c.name
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(plans).where(plans.c.org_id == org_id, column == id_or_name)
+                )
+            ).first()
+        return None if row is None else _plan(row)
+
+    async def list_plans(self, org_id: str) -> list[PlanRecord]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(plans).where(plans.c.org_id == org_id).order_by(plans.c.name)
+            )
+            return [_plan(row) for row in rows]
+
+    async def update_plan(self, plan: PlanRecord) -> PlanRecord:
+        async with self._write() as conn:
+            values = _plan_values(plan)
+            for immutable in ("id", "org_id", "created_at"):
+                values.pop(immutable)
+            result = await conn.execute(
+                update(plans)
+                .where(plans.c.org_id == plan.org_id, plans.c.id == plan.id)
+                .values(**values)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"no plan {plan.id!r}", code="PLAN_NOT_FOUND")
+        return plan
+
+    async def delete_plan(self, org_id: str, plan_id: str) -> None:
+        async with self._write() as conn:
+            in_use = (
+                await conn.execute(
+                    select(api_keys.c.id).where(
+                        api_keys.c.plan_id == plan_id,
+                        api_keys.c.status != KeyStatus.REVOKED.value,
+                    )
+                )
+            ).first()
+            if in_use is not None:
+                raise ConflictError("keys still use this plan", code="PLAN_IN_USE")
+            # Revoked keys can never be used again; they let go of the plan.
+            await conn.execute(
+                update(api_keys).where(api_keys.c.plan_id == plan_id).values(plan_id=None)
+            )
+            result = await conn.execute(
+                plans.delete().where(plans.c.org_id == org_id, plans.c.id == plan_id)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"no plan {plan_id!r}", code="PLAN_NOT_FOUND")
+
+    # -- usage ------------------------------------------------------------------------------
+
+    async def record_usage(
+        self, entries: Sequence[UsageEntry], before_commit: BeforeCommit | None = None
+    ) -> list[Recorded]:
+        """Append reports to the ledger and their rollups, in one transaction (group commit).
+
+        A report whose idempotency key is already in the ledger is not counted again: it
+        answers as the original (same body) or as a conflict (another body). Each step is one
+        statement for the whole batch, whatever its size. ``before_commit`` is given the new
+        reports while their rollup rows are still locked (see :meth:`seed_spent`).
+        """
+        if not entries:
+            return []
+        statements = self._usage_statements()
+        async with self._write() as conn:
+            await conn.execute(statements.append, [_usage_values(e) for e in entries])
+            # Which row holds each idempotency key now: ours (new) or an earlier one.
+            by_key: dict[tuple[str, str], Any] = {}
+            for org_id in {e.org_id for e in entries}:
+                keys = list({e.idempotency_key for e in entries if e.org_id == org_id})
+                rows = await conn.execute(
+                    select(
+                        usage_events.c.org_id,
+                        usage_events.c.idempotency_key,
+                        usage_events.c.id,
+                        usage_events.c.fingerprint,
+                        usage_events.c.recorded_at,
+                    ).where(
+                        usage_events.c.org_id == org_id,
+                        usage_events.c.idempotency_key.in_(keys),
+                    )
+                )
+                for row in rows:
+                    by_key[(row.org_id, row.idempotency_key)] = row
+            outcomes: list[Recorded] = []
+            added: list[UsageEntry] = []
+            for entry in entries:
+                row = by_key[(entry.org_id, entry.idempotency_key)]
+                if row.id == entry.id:
+                    added.append(entry)
+                    outcomes.append(Recorded(entry.id, entry.recorded_at, new=True))
+                else:
+                    conflict = row.fingerprint != entry.fingerprint
+                    outcomes.append(Recorded(row.id, row.recorded_at, new=False, conflict=conflict))
+            if added:
+                await self._add_to_rollups(conn, added)
+                if before_commit is not None:
+                    await before_commit(added)
+        return outcomes
+
+    async def seed_spent(
+        self,
+        key_id: str,
+        bucket: str,
+        bucket_start: datetime,
+        install: Callable[[dict[str, int]], Awaitable[None]],
+    ) -> None:
+        """Read a key's spending in one bucket, by model, and ``install`` it, under a lock.
+
+        The lock is the key's all-models rollup row (created empty if need be), which every
+        report of that key and bucket updates: while a seed holds it no report can commit,
+        and a report that committed first is in what the seed reads. A report passes its
+        amount to the live counters before it commits (``before_commit``), so each report is
+        counted exactly once, by the seed or by the increment, whatever the interleaving and
+        however many instances run.
+        """
+        async with self._write() as conn:
+            await conn.execute(
+                self._insert(usage_rollups)
+                .values(
+                    key_id=key_id,
+                    bucket=bucket,
+                    bucket_start=bucket_start,
+                    model="",
+                    requests=0,
+                    cost_micros=0,
+                    input_tokens=0,
+                    output_tokens=0,
+                )
+                .on_conflict_do_nothing()
+            )
+            in_bucket = (
+                usage_rollups.c.key_id == key_id,
+                usage_rollups.c.bucket == bucket,
+                usage_rollups.c.bucket_start == bucket_start,
+            )
+            await conn.execute(
+                select(usage_rollups.c.model)
+                .where(*in_bucket, usage_rollups.c.model == "")
+                .with_for_update()
+            )
+            rows = await conn.execute(
+                select(usage_rollups.c.model, usage_rollups.c.cost_micros).where(*in_bucket)
+            )
+            await install({row.model: row.cost_micros for row in rows})
+
+    async def _add_to_rollups(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
+        sums: dict[tuple[str, str, datetime, str], list[int]] = {}
+        for entry in added:
+            for bucket, start in bucket_starts(entry.recorded_at).items():
+                for model in {"", entry.model or ""}:
+                    total = sums.setdefault((entry.key_id, bucket, start, model), [0, 0, 0, 0])
+                    total[0] += 1
+                    total[1] += entry.cost_micros
+                    total[2] += entry.input_tokens
+                    total[3] += entry.output_tokens
+        # Sorted, so concurrent transactions (several instances) lock rows in one order.
+        rows = [
+            {
+                "key_id": key_id,
+                "bucket": bucket,
+                "bucket_start": start,
+                "model": model,
+                "requests": requests,
+                "cost_micros": cost,
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+            }
+            for (key_id, bucket, start, model), (requests, cost, tokens_in, tokens_out) in sorted(
+                sums.items()
+            )
+        ]
+        await conn.execute(self._usage_statements().add_to_rollup, rows)
+        alerting = [entry for entry in added if entry.alert is not None]
+        if alerting:
+            await self._record_alerts(conn, alerting)
+
+    async def _record_alerts(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
+        # The totals now committed in this transaction, for each budget a report may alert on.
+        slots = {
+            (e.key_id, e.alert.bucket, e.alert.bucket_start) for e in added if e.alert is not None
+        }
+        running: dict[tuple[str, str, datetime], int] = {}
+        for key_id, bucket, start in slots:
+            running[(key_id, bucket, start)] = (
+                await conn.execute(
+                    select(usage_rollups.c.cost_micros).where(
+                        usage_rollups.c.key_id == key_id,
+                        usage_rollups.c.bucket == bucket,
+                        usage_rollups.c.bucket_start == start,
+                        usage_rollups.c.model == "",
+                    )
+                )
+            ).scalar_one()
+        # Walk the batch backwards from the committed totals, so each report is checked
+        # against the spending just before and just after it.
+        crossings: list[list[dict[str, Any]]] = []
+        for entry in reversed(added):
+            alert = entry.alert
+            if alert is None:
+                continue
+            slot = (entry.key_id, alert.bucket, alert.bucket_start)
+            after = running[slot]
+            before = after - entry.cost_micros
+            running[slot] = before
+            crossings.append([])
+            for bp in crossed_thresholds(before, after, alert.limit_micros, alert.thresholds_bp):
+                crossings[-1].append(
+                    {
+                        "org_id": entry.org_id,
+                        "type": "budget.threshold_crossed",
+                        "subject_id": entry.key_id,
+                        "dedupe_key": (
+                            f"budget:{entry.key_id}:{alert.bucket}:"
+                            f"{alert.bucket_start.isoformat()}:{bp}"
+                        ),
+                        "payload": {
+                            "key_id": entry.key_id,
+                            "threshold": bp / 10_000,
+                            "reset": alert.reset,
+                            "period_start": alert.bucket_start.isoformat().replace("+00:00", "Z"),
+                            # Integers in storage; the API shows them as credits.
+                            "credit_limit_micros": alert.limit_micros,
+                            "spent_micros": after,
+                        },
+                        "created_at": entry.recorded_at,
+                    }
+                )
+        # Event ids sort by time: give them out in the order the crossings happened.
+        ordered = [crossing for group in reversed(crossings) for crossing in group]
+        if ordered:
+            for crossing, event_id in zip(ordered, ids.new_ids("evt", len(ordered)), strict=True):
+                crossing["id"] = event_id
+            await conn.execute(self._usage_statements().record_event, ordered)
+
+    def _usage_statements(self) -> _UsageStatements:
+        """The ledger's statements, built once: building an upsert costs more than running it."""
+        if self._statements is None:
+            self._statements = _UsageStatements.build(self._insert)
+        return self._statements
+
+    def _insert(self, table: Table) -> Any:
+        """An INSERT with this dialect's ON CONFLICT support."""
+        return sqlite_insert(table) if self._is_sqlite else postgresql_insert(table)
+
+    async def usage_totals(
+        self, key_ids: Sequence[str], now: datetime
+    ) -> dict[str, dict[str, int]]:
+        """Micro-credits spent per key in the buckets ``now`` falls in (total/day/week/month)."""
+        if not key_ids:
+            return {}
+        starts = bucket_starts(now)
+        current = or_(
+            *(
+                and_(usage_rollups.c.bucket == bucket, usage_rollups.c.bucket_start == start)
+                for bucket, start in starts.items()
+            )
+        )
+        query = select(
+            usage_rollups.c.key_id, usage_rollups.c.bucket, usage_rollups.c.cost_micros
+        ).where(usage_rollups.c.key_id.in_(list(key_ids)), usage_rollups.c.model == "", current)
+        totals: dict[str, dict[str, int]] = {key_id: dict.fromkeys(starts, 0) for key_id in key_ids}
+        async with self._read() as conn:
+            for row in await conn.execute(query):
+                totals[row.key_id][row.bucket] = row.cost_micros
+        return totals
+
+    async def list_events(
+        self,
+        org_id: str,
+        after: str | None,
+        limit: int,
+        subject_id: str | None = None,
+        project_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        conditions = [events.c.org_id == org_id]
+        if project_id is not None:
+            conditions.append(
+                events.c.subject_id.in_(
+                    select(api_keys.c.id).where(api_keys.c.project_id == project_id)
+                )
+            )
+        if after is not None:
+            conditions.append(events.c.id > after)
+        if subject_id is not None:
+            conditions.append(events.c.subject_id == subject_id)
+        query = select(events).where(*conditions).order_by(events.c.id).limit(limit)
+        async with self._read() as conn:
+            return [dict(row._mapping) for row in await conn.execute(query)]
+
     # -- management keys ---------------------------------------------------------------------
 
     async def create_management_key(self, record: ManagementKeyRecord) -> ManagementKeyRecord:
@@ -434,6 +764,29 @@ class SqlStore:
         return int(count or 0)
 
 
+@dataclass(frozen=True, slots=True)
+class _UsageStatements:
+    append: Any
+    add_to_rollup: Any
+    record_event: Any
+
+    @classmethod
+    def build(cls, insert_for: Callable[[Table], Any]) -> _UsageStatements:
+        upsert = insert_for(usage_rollups)
+        excluded = upsert.excluded
+        return cls(
+            append=insert_for(usage_events).on_conflict_do_nothing(),
+            add_to_rollup=upsert.on_conflict_do_update(
+                index_elements=["key_id", "bucket", "bucket_start", "model"],
+                set_={
+                    name: usage_rollups.c[name] + excluded[name]
+                    for name in ("requests", "cost_micros", "input_tokens", "output_tokens")
+                },
+            ),
+            record_event=insert_for(events).on_conflict_do_nothing(),
+        )
+
+
 # -- row mapping ------------------------------------------------------------------------------
 
 
@@ -464,6 +817,48 @@ async def _write_tags(
         await conn.execute(api_key_tags.delete().where(api_key_tags.c.key_id == key_id))
     if tags:
         await conn.execute(insert(api_key_tags), [{"key_id": key_id, "tag": t} for t in tags])
+
+
+def _plan_values(plan: PlanRecord) -> dict[str, Any]:
+    return {
+        "id": plan.id,
+        "org_id": plan.org_id,
+        "name": plan.name,
+        "description": plan.description,
+        "policy": plan.policy,
+        "created_at": plan.created_at,
+        "updated_at": plan.updated_at,
+    }
+
+
+def _plan(row: Row[Any]) -> PlanRecord:
+    return PlanRecord(
+        id=row.id,
+        org_id=row.org_id,
+        name=row.name,
+        description=row.description,
+        policy=row.policy,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _usage_values(entry: UsageEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "org_id": entry.org_id,
+        "key_id": entry.key_id,
+        "idempotency_key": entry.idempotency_key,
+        "fingerprint": entry.fingerprint,
+        "request_id": entry.request_id,
+        "model": entry.model,
+        "cost_micros": entry.cost_micros,
+        "input_tokens": entry.input_tokens,
+        "output_tokens": entry.output_tokens,
+        "latency_ms": entry.latency_ms,
+        "status": entry.status,
+        "recorded_at": entry.recorded_at,
+    }
 
 
 def _project_values(project: Project) -> dict[str, Any]:
@@ -505,6 +900,8 @@ def _key_values(record: KeyRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "last_used_at": record.last_used_at,
+        "plan_id": record.plan_id,
+        "policy": record.policy,
     }
 
 
@@ -534,6 +931,8 @@ def _key(row: Row[Any]) -> KeyRecord:
         revoked_reason=m["revoked_reason"],
         revoked_at=m["revoked_at"],
         last_used_at=m["last_used_at"],
+        plan_id=m["plan_id"],
+        policy=m["policy"],
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -70,7 +72,11 @@ api_keys = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("last_used_at", UTCDateTime()),
+    Column("plan_id", String(40), ForeignKey("plans.id")),
+    # The key's own policy: overrides merged over its plan's (storage form, see domain.policy).
+    Column("policy", JsonType, nullable=False),
     Index("ix_api_keys_org_id_id", "org_id", "id"),
+    Index("ix_api_keys_plan_id", "plan_id"),
     Index("ix_api_keys_org_owner", "org_id", "owner"),
 )
 
@@ -113,4 +119,73 @@ management_keys = Table(
     Column("revoked_at", UTCDateTime()),
     Column("last_used_at", UTCDateTime()),
     Index("ix_management_keys_org_id_id", "org_id", "id"),
+)
+
+# Named policy templates. A key on a plan follows every change to it.
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("description", Text),
+    Column("policy", JsonType, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_plans_org_name", "org_id", "name", unique=True),
+)
+
+# The usage ledger: one row per accepted usage report, never updated. The idempotency key is
+# unique per organization, so a retried report can never be counted twice.
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    # SHA-256 of the canonical report: a reused idempotency key with another body is refused.
+    Column("fingerprint", String(64), nullable=False),
+    Column("request_id", String(255)),
+    Column("model", String(128)),
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("latency_ms", Integer),
+    Column("status", Integer),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Index("ix_usage_events_org_idempotency", "org_id", "idempotency_key", unique=True),
+    Index("ix_usage_events_key_recorded", "key_id", "recorded_at"),
+)
+
+# Per-key totals by calendar bucket, updated in the same transaction as the ledger rows they
+# sum. A new day, week or month is a new row, so a reset is exact and needs no job. ``model``
+# is "" for the total over all models.
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False),
+    Column("bucket", String(8), nullable=False),
+    Column("bucket_start", UTCDateTime(), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    PrimaryKeyConstraint("key_id", "bucket", "bucket_start", "model"),
+)
+
+# Things that happened and that webhooks will deliver (an outbox). ``dedupe_key`` makes
+# recording an event idempotent: a budget threshold is crossed once per period.
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("subject_id", String(40), nullable=False),
+    Column("dedupe_key", String(255), nullable=False, unique=True),
+    Column("payload", JsonType, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_events_org_id_id", "org_id", "id"),
 )

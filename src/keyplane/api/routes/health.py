@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 
 from keyplane.api.deps import RuntimeDep
+from keyplane.services.resilient_limiter import ResilientLimiter
+from keyplane.services.runtime import Runtime
 
 router = APIRouter(tags=["operations"])
 
@@ -22,3 +25,64 @@ async def readyz(runtime: RuntimeDep) -> dict[str, Any]:
     """Readiness: the database answers."""
     await runtime.store.ping()
     return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(runtime: RuntimeDep) -> PlainTextResponse:
+    """Prometheus metrics (text format 0.0.4): counts only, nothing secret."""
+    return PlainTextResponse(
+        render_metrics(runtime), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+def render_metrics(runtime: Runtime) -> str:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+    metric(
+        "keyplane_verify_total",
+        "counter",
+        "Verdicts given, by code.",
+        [(f'{{code="{code}"}}', n) for code, n in sorted(runtime.verifier.verdicts.items())],
+    )
+    cache = runtime.directory.hashes
+    metric("keyplane_key_cache_hits_total", "counter", "Key cache hits.", [("", cache.hits)])
+    metric("keyplane_key_cache_misses_total", "counter", "Key cache misses.", [("", cache.misses)])
+    metric(
+        "keyplane_usage_reports_total",
+        "counter",
+        "Usage reports written to the ledger.",
+        [("", runtime.ledger.reports)],
+    )
+    metric(
+        "keyplane_usage_transactions_total",
+        "counter",
+        "Ledger transactions (group commits).",
+        [("", runtime.ledger.batches)],
+    )
+    limiter = runtime.limiter
+    if isinstance(limiter, ResilientLimiter):
+        metric(
+            "keyplane_limits_degraded",
+            "gauge",
+            "1 while Redis is unreachable and limits run on the fallback.",
+            [("", 1 if limiter.degraded else 0)],
+        )
+        metric(
+            "keyplane_limits_fallback_total",
+            "counter",
+            "Admissions decided without Redis.",
+            [("", limiter.fallbacks)],
+        )
+    if runtime.invalidation is not None:
+        metric(
+            "keyplane_cache_evictions_received_total",
+            "counter",
+            "Cache evictions received from the invalidation channel.",
+            [("", runtime.invalidation.received)],
+        )
+    return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from keyplane.api.params import (
     metadata_filters,
     reject_unknown_params,
 )
+from keyplane.api.policy import to_document
 from keyplane.api.schemas import (
     KeyCreate,
     KeyCreated,
@@ -28,6 +29,7 @@ from keyplane.api.schemas import (
     KeyUpdate,
 )
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.domain.tenancy import Principal
 from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
 from keyplane.store.base import KeyFilter
@@ -37,8 +39,13 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 _LIST_PARAMS = {"owner", "tag", "environment", "status", "project", "name", "cursor", "limit"}
 
 
-def _envelope(runtime: Runtime, record: KeyRecord) -> KeyEnvelope:
-    return KeyEnvelope(data=KeyOut.of(record, runtime.clock.now()))
+async def _out(runtime: Runtime, principal: Principal, record: KeyRecord) -> KeyOut:
+    [view] = await runtime.keys.views(principal, [record])
+    return KeyOut.of(view, runtime.clock.now())
+
+
+async def _envelope(runtime: Runtime, principal: Principal, record: KeyRecord) -> KeyEnvelope:
+    return KeyEnvelope(data=await _out(runtime, principal, record))
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
@@ -57,9 +64,11 @@ async def create_key(body: KeyCreate, principal: PrincipalDep, runtime: RuntimeD
             metadata=body.metadata,
             scopes=tuple(body.scopes),
             expires_at=body.expires_at,
+            plan=body.plan,
+            policy=to_document(body.policy),
         ),
     )
-    return KeyCreated(key=issued.secret, data=KeyOut.of(issued.record, runtime.clock.now()))
+    return KeyCreated(key=issued.secret, data=await _out(runtime, principal, issued.record))
 
 
 @router.get("", response_model=KeyPage)
@@ -91,8 +100,9 @@ async def list_keys(
     page = records[:limit]
     has_more = len(records) > limit
     now = runtime.clock.now()
+    views = await runtime.keys.views(principal, page)
     return KeyPage(
-        data=[KeyOut.of(record, now) for record in page],
+        data=[KeyOut.of(view, now) for view in views],
         next_cursor=page[-1].id if has_more and page else None,
         has_more=has_more,
     )
@@ -102,7 +112,7 @@ async def list_keys(
 async def get_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> KeyEnvelope:
     """Fetch one key by its id or its hash."""
     record = await runtime.keys.get(principal, check_key_ref(id_or_hash))
-    return _envelope(runtime, record)
+    return await _envelope(runtime, principal, record)
 
 
 @router.patch("/{id_or_hash}", response_model=KeyEnvelope)
@@ -117,8 +127,10 @@ async def update_key(
     for field in ("name", "metadata"):
         if field in changes and changes[field] is None:
             changes.pop(field)
+    if "policy" in changes:
+        changes["policy"] = to_document(body.policy)
     record = await runtime.keys.update(principal, check_key_ref(id_or_hash), changes)
-    return _envelope(runtime, record)
+    return await _envelope(runtime, principal, record)
 
 
 @router.delete("/{id_or_hash}", response_model=KeyEnvelope)
@@ -134,7 +146,7 @@ async def revoke_key(
     record = await runtime.keys.revoke(
         principal, check_key_ref(id_or_hash), check_query_text("reason", why)
     )
-    return _envelope(runtime, record)
+    return await _envelope(runtime, principal, record)
 
 
 @router.post("/{id_or_hash}/rotate", response_model=KeyCreated)
@@ -147,7 +159,7 @@ async def rotate_key(
     """Issue a new secret for the key (same id and settings); shown only this once."""
     grace = timedelta(seconds=(body or KeyRotate()).grace_period_seconds)
     issued = await runtime.keys.rotate(principal, check_key_ref(id_or_hash), grace)
-    return KeyCreated(key=issued.secret, data=KeyOut.of(issued.record, runtime.clock.now()))
+    return KeyCreated(key=issued.secret, data=await _out(runtime, principal, issued.record))
 
 
 @router.post("/{id_or_hash}/disable", response_model=KeyEnvelope)
@@ -163,11 +175,11 @@ async def disable_key(
         None if request.auto_enable_after is None else timedelta(seconds=request.auto_enable_after)
     )
     record = await runtime.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
-    return _envelope(runtime, record)
+    return await _envelope(runtime, principal, record)
 
 
 @router.post("/{id_or_hash}/enable", response_model=KeyEnvelope)
 async def enable_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> KeyEnvelope:
     """Enable a disabled key."""
     record = await runtime.keys.enable(principal, check_key_ref(id_or_hash))
-    return _envelope(runtime, record)
+    return await _envelope(runtime, principal, record)

@@ -9,6 +9,9 @@ from fastapi import APIRouter, Response
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.schemas import VerifyRequest, VerifyResponse
+from keyplane.domain import money
+from keyplane.domain.policy import RequestContext
+from keyplane.services import verify as service
 from keyplane.services.authz import require_scope
 from keyplane.services.verify import Verdict
 
@@ -17,9 +20,33 @@ router = APIRouter(prefix="/v1", tags=["verify"])
 
 @router.post("/verify", response_model=VerifyResponse)
 async def verify(body: VerifyRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
-    """Decide whether an API key may be used now; always 200 with a verdict ``code``."""
+    """Decide whether an API key may serve this request now; always 200 with a ``code``.
+
+    Limits and budget are consumed only when the verdict is VALID. A reservation (``cost``,
+    ``tokens``) and a concurrency slot are held until the usage report with the same
+    ``request_id`` settles them, or until they time out.
+    """
     require_scope(principal, "verify")
-    verdict = await runtime.verifier.verify(principal, body.key, body.scopes)
+    tokens = body.tokens
+    verdict = await runtime.verifier.verify(
+        principal,
+        service.VerifyRequest(
+            key=body.key,
+            scopes=body.scopes,
+            context=RequestContext(
+                model=body.model,
+                ip=body.ip,
+                origin=body.origin,
+                referrer=body.referrer,
+                user_agent=body.user_agent,
+            ),
+            request_id=body.request_id,
+            cost=0 if body.cost is None else money.to_micros(body.cost),
+            tokens_in=0 if tokens is None else tokens.input,
+            tokens_out=0 if tokens is None else tokens.output,
+            acquire_concurrency=body.acquire_concurrency,
+        ),
+    )
     # Serialised by hand: this is the hot path, and the shape is fixed by VerifyResponse.
     return Response(json.dumps(verdict_body(verdict)), media_type="application/json")
 
@@ -38,6 +65,10 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
             "metadata": {},
             "scopes": [],
             "expires_at": None,
+            "plan": None,
+            "request_id": None,
+            "limits": [],
+            "retry_after": None,
         }
     return {
         "valid": verdict.valid,
@@ -48,8 +79,23 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
         "environment": record.environment.value,
         "tags": list(record.tags),
         "metadata": record.metadata,
-        "scopes": list(record.scopes),
+        "scopes": list(verdict.scopes),
         "expires_at": _utc_text(record.expires_at),
+        "plan": verdict.plan,
+        "request_id": verdict.request_id,
+        "limits": [
+            {
+                "name": limit.name,
+                "kind": limit.kind,
+                "limit": money.to_credits(limit.limit) if limit.kind == "budget" else limit.limit,
+                "remaining": (
+                    money.to_credits(limit.remaining) if limit.kind == "budget" else limit.remaining
+                ),
+                "reset_at": _utc_text(limit.reset_at),
+            }
+            for limit in verdict.limits
+        ],
+        "retry_after": verdict.retry_after,
     }
 
 

@@ -1,0 +1,188 @@
+"""The policy as the API speaks it, and its translation to the storage form.
+
+The API takes credits as decimals and periods as ``"1m"`` or seconds; the stored document
+(``domain.policy``) holds micro-credits and seconds. Every rule is checked here, field by
+field, so a bad policy is a 422 that names the field, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    Strict,
+    StringConstraints,
+    model_validator,
+)
+
+from keyplane.api.fields import Input, Scopes
+from keyplane.domain import globs, money, safe_regex
+from keyplane.domain.network import parse_network
+from keyplane.domain.periods import Reset, format_duration, parse_duration
+
+MAX_COUNT = 10**12
+
+
+def _credits(value: object) -> object:
+    """Credits arrive as JSON numbers (0.10) or decimal strings ("0.10"), never as booleans.
+
+    A float is read through its shortest text, so 0.1 means exactly one tenth.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError("credits are a number, e.g. 12.5")
+    return Decimal(repr(value)) if isinstance(value, float) else value
+
+
+def _micros(value: Decimal) -> Decimal:
+    money.to_micros(value)  # at most 6 decimal places, not absurdly large
+    return value
+
+
+def _network(value: str) -> str:
+    return str(parse_network(value))
+
+
+def _user_agent(value: str) -> str:
+    safe_regex.compile_safe(value)
+    return value
+
+
+def _duration(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError('period is "30s", "1m", "1h", "1d", "7d" or a number of seconds')
+    return parse_duration(value)
+
+
+Credits = Annotated[Decimal, BeforeValidator(_credits), Field(ge=0), AfterValidator(_micros)]
+Count = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)]
+ModelPattern = Annotated[str, AfterValidator(globs.check_model_pattern)]
+UrlPattern = Annotated[str, AfterValidator(globs.check_url_pattern)]
+Network = Annotated[str, StringConstraints(max_length=64), AfterValidator(_network)]
+Period = Annotated[int, BeforeValidator(_duration)]
+Threshold = Annotated[float, Field(gt=0, le=10)]
+
+
+class ModelRules(Input):
+    allow: Annotated[list[ModelPattern], Field(max_length=200)] = []
+    deny: Annotated[list[ModelPattern], Field(max_length=200)] = []
+
+
+class RateLimit(Input):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:.-]{0,63}$")]
+    limit: Count
+    period: Period = Field(description='"1s".."30d": "30s", "1m", "1h", "1d", "7d" or seconds')
+    burst: Count | None = Field(default=None, description="defaults to limit")
+
+
+class TokenLimits(Input):
+    input_per_minute: Count | None = None
+    output_per_minute: Count | None = None
+    total_per_day: Count | None = None
+
+
+class Concurrency(Input):
+    max_parallel: Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
+
+
+class Budget(Input):
+    credit_limit: Credits | None = Field(default=None, description="credits per period")
+    reset: Reset = Reset.NEVER
+    alert_thresholds: Annotated[list[Threshold], Field(max_length=10)] = Field(
+        default=[], description="fractions of credit_limit, e.g. [0.8, 1.0]"
+    )
+    per_model: Annotated[dict[ModelPattern, Credits], Field(max_length=50)] = Field(
+        default={}, description="a separate credit limit for models matching each pattern"
+    )
+
+
+class NetworkRules(Input):
+    ip_allow: Annotated[list[Network], Field(max_length=1000)] = []
+    ip_deny: Annotated[list[Network], Field(max_length=1000)] = []
+    origins: Annotated[list[UrlPattern], Field(max_length=100)] = []
+    referrers: Annotated[list[UrlPattern], Field(max_length=100)] = []
+    user_agent: (
+        Annotated[
+            str,
+            StringConstraints(max_length=safe_regex.MAX_PATTERN_LENGTH),
+            AfterValidator(_user_agent),
+        ]
+        | None
+    ) = None
+
+
+class PolicyIn(Input):
+    """A key's overrides or a plan's policy; absent fields mean "no rule" (or "as the plan")."""
+
+    models: ModelRules | None = None
+    scopes: Scopes | None = None
+    rate_limits: Annotated[list[RateLimit], Field(max_length=20)] | None = None
+    token_limits: TokenLimits | None = None
+    concurrency: Concurrency | None = None
+    budget: Budget | None = None
+    network: NetworkRules | None = None
+
+    @model_validator(mode="after")
+    def _unique_window_names(self) -> PolicyIn:
+        names = [window.name for window in self.rate_limits or ()]
+        if len(names) != len(set(names)):
+            raise ValueError("rate limit names must be unique")
+        for window in self.rate_limits or ():
+            burst = window.limit if window.burst is None else window.burst
+            # A full burst takes burst / limit periods to drain; past a year it is a typo.
+            if burst * window.period > window.limit * 366 * 86_400:
+                raise ValueError(
+                    f"rate limit {window.name!r}: a burst of {burst} at {window.limit} per "
+                    f"{window.period} s takes more than a year to drain"
+                )
+        return self
+
+
+def to_document(policy: PolicyIn | None) -> dict[str, Any]:
+    """The storage form of an API policy: only the fields given, micro-credits, seconds."""
+    if policy is None:
+        return {}
+    document: dict[str, Any] = policy.model_dump(exclude_unset=True, mode="python")
+    budget = document.get("budget")
+    if budget is not None:
+        limit = budget.pop("credit_limit", None)
+        if limit is not None:
+            budget["credit_limit_micros"] = money.to_micros(limit)
+        elif "credit_limit" in (policy.budget.model_fields_set if policy.budget else ()):
+            budget["credit_limit_micros"] = None
+        if "per_model" in budget:
+            # A list, not an object: the first matching pattern wins, and PostgreSQL's JSONB
+            # does not keep the order of an object's keys.
+            budget["per_model"] = [
+                {"model": pattern, "credit_limit_micros": money.to_micros(amount)}
+                for pattern, amount in budget["per_model"].items()
+            ]
+        if "reset" in budget:
+            budget["reset"] = Reset(budget["reset"]).value
+    return document
+
+
+def to_api(document: dict[str, Any]) -> dict[str, Any]:
+    """The API form of a stored policy document."""
+    result = dict(document)
+    if result.get("rate_limits"):
+        result["rate_limits"] = [
+            {**window, "period": format_duration(window["period"])}
+            for window in result["rate_limits"]
+        ]
+    budget = result.get("budget")
+    if budget:
+        budget = dict(budget)
+        if "credit_limit_micros" in budget:
+            micros = budget.pop("credit_limit_micros")
+            budget["credit_limit"] = None if micros is None else money.to_credits(micros)
+        if "per_model" in budget:
+            budget["per_model"] = {
+                item["model"]: money.to_credits(item["credit_limit_micros"])
+                for item in budget["per_model"]
+            }
+        result["budget"] = budget
+    return result

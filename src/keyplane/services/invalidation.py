@@ -1,0 +1,181 @@
+"""Cache invalidation across instances, over Redis pub/sub.
+
+Every instance caches keys by secret hash for the verify hot path. A write on one instance
+evicts its own cache at once and publishes the eviction; every instance (itself included)
+applies what it receives. A message lost to a dropped connection is covered twice over: the
+subscriber clears its caches whenever it reconnects, and cache entries expire after
+``KEYPLANE_CACHE_TTL_SECONDS`` anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "keyplane:invalidate"
+#: (cache name, record id or None for "everything", secret hashes)
+Eviction = tuple[str, str | None, tuple[str, ...]]
+
+
+class RedisInvalidation:
+    def __init__(self, redis: Redis, apply: Callable[[Eviction], None]) -> None:
+        self._redis = redis
+        self.apply = apply
+        self._pending: set[asyncio.Task[None]] = set()
+        self.received = 0
+        self.subscribed = asyncio.Event()
+
+    def publish(self, eviction: Eviction) -> None:
+        """Send an eviction to every instance; never blocks the write that caused it."""
+        task = asyncio.get_running_loop().create_task(self._send(eviction))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send(self, eviction: Eviction) -> None:
+        cache, record_id, hashes = eviction
+        message = json.dumps({"cache": cache, "record": record_id, "hashes": list(hashes)})
+        try:
+            await self._redis.publish(CHANNEL, message)
+        except RedisError as exc:
+            # The other instances catch up when their cache entries expire.
+            log.warning("cache invalidation not published: %s", type(exc).__name__)
+
+    async def flush(self) -> None:
+        """Wait for evictions still being published (at shutdown)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending))
+
+    async def run(self) -> None:
+        """Apply evictions published by any instance, reconnecting for as long as it runs."""
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                # Anything published while we were not listening is unknown: start clean.
+                self.apply(("*", None, ()))
+                self.subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._receive(message["data"])
+            except RedisError as exc:
+                self.subscribed.clear()
+                log.warning("cache invalidation channel lost (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, RuntimeError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _receive(self, data: Any) -> None:
+        _receive_into(self, data)
+
+
+def _receive_into(channel: RedisInvalidation | PostgresInvalidation, data: Any) -> None:
+    """Decode one published eviction and apply it; ignore anything malformed."""
+    try:
+        payload = json.loads(data)
+        eviction: Eviction = (
+            str(payload["cache"]),
+            None if payload["record"] is None else str(payload["record"]),
+            tuple(str(h) for h in payload["hashes"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignored a malformed cache invalidation message")
+        return
+    channel.received += 1
+    channel.apply(eviction)
+
+
+PG_CHANNEL = "keyplane_invalidate"
+
+
+async def _connect(dsn: str) -> Any:
+    """An asyncpg connection that is closed, not leaked, when the caller is cancelled while
+    it is being opened (a server stopping right after it started)."""
+    import asyncpg
+
+    opening = asyncio.ensure_future(asyncpg.connect(dsn))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            connection = await opening
+            await connection.close()
+        raise
+
+
+class PostgresInvalidation:
+    """The same broadcast over PostgreSQL LISTEN/NOTIFY, for instances that share a database
+    but no Redis. NOTIFY is sent in its own statement (not tied to the write's transaction:
+    the write has committed by the time the eviction is published)."""
+
+    def __init__(self, dsn: str, schema_note: str | None, apply: Callable[[Eviction], None]):
+        self._dsn = dsn
+        self.apply = apply
+        self._pending: set[asyncio.Task[None]] = set()
+        self._sender: Any = None
+        self._sender_lock = asyncio.Lock()
+        self.received = 0
+        self.subscribed = asyncio.Event()
+        # Instances in different schemas of one database are different deployments.
+        self._channel = PG_CHANNEL if schema_note is None else f"{PG_CHANNEL}_{schema_note}"
+
+    def publish(self, eviction: Eviction) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(eviction))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send(self, eviction: Eviction) -> None:
+        import asyncpg
+
+        cache, record_id, hashes = eviction
+        message = json.dumps({"cache": cache, "record": record_id, "hashes": list(hashes)})
+        try:
+            # One sending connection, opened once even when several evictions race to it.
+            async with self._sender_lock:
+                if self._sender is None or self._sender.is_closed():
+                    self._sender = await _connect(self._dsn)
+                await self._sender.execute("SELECT pg_notify($1, $2)", self._channel, message)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cache invalidation not published: %s", type(exc).__name__)
+
+    async def flush(self) -> None:
+        if self._pending:
+            await asyncio.wait(list(self._pending))
+        if self._sender is not None:
+            await self._sender.close()
+
+    async def run(self) -> None:
+        import asyncpg
+
+        while True:
+            connection = None
+            try:
+                connection = await _connect(self._dsn)
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await connection.add_listener(
+                    self._channel, lambda _conn, _pid, _channel, payload: self._receive(payload)
+                )
+                self.apply(("*", None, ()))  # missed messages are unknown: start clean
+                self.subscribed.set()
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("cache invalidation channel lost (%s); retrying", type(exc).__name__)
+            finally:
+                self.subscribed.clear()
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            await asyncio.sleep(1.0)
+
+    def _receive(self, data: Any) -> None:
+        _receive_into(self, data)

@@ -1,0 +1,442 @@
+"""Limits shared by every instance through Redis: one script call per admission.
+
+:class:`RedisLimiter` has the semantics of :class:`~keyplane.services.limits.MemoryLimiter`
+(all-or-nothing admission, reservations, slots, budgets seeded from the ledger), with its state
+in Redis so that any number of instances enforce one set of limits. Each admission is one
+``EVALSHA`` of ``lua/admit.lua``: Redis runs a script alone, so the check-and-consume is atomic
+across instances. Time is Redis's own (``TIME`` inside the scripts), so instances with skewed
+clocks still agree.
+
+Every key of one API key shares the hash tag ``{<key id>}``, so all of them live in one Redis
+Cluster slot and every script names all the keys it touches in ``KEYS``::
+
+    <prefix>:{<key id>}:tat:<kind>:<name>:<limit>:<period us>   window debt "t0 u v"; expires
+                                                               when the window is full again
+    <prefix>:{<key id>}:res        hash: "h:<request id>" -> reservation held,
+                                   "l:<request id>" -> token estimate of one that expired
+    <prefix>:{<key id>}:exp        zset: request id by hold-until (us)
+    <prefix>:{<key id>}:late       zset: request id by when its expired estimate is forgotten
+    <prefix>:{<key id>}:slots      concurrency slots held
+    <prefix>:{<key id>}:reserved   hash: scope -> micro-credits held by reservations
+    <prefix>:{<key id>}:spent:<scope>:<reset>:<period start us>   spent in a budget period,
+                                                               from the ledger; a day past
+                                                               the period's end it expires
+    <prefix>:{<key id>}:scopes     set of the spent counters above ("<scope>:<reset>:<start>")
+
+The reservation keys expire together once every hold and remembered estimate is over.
+
+Integer exactness. Lua numbers are doubles, exact up to 2^53. gcra.py scales times by the
+limit L (us * L), which for L up to 10^12 is far past 2^53. The scripts instead keep a window's
+*debt* at an instant t0: the scaled TAT minus ``t0 * L``, written as ``u * P + v`` with P the
+period in microseconds and ``0 <= v < P``. Then ``u`` counts whole emission intervals (at most
+the burst, 10^12 < 2^40, plus settled overruns; capped at 2^50) and ``v < P <= 2592 * 10^9 <
+2^42``. A request of cost c fits when ``(u + c) * P + v <= burst * P``, that is when ``u + c +
+(v > 0) <= burst``: no product at all. Time enters only as the scaled elapsed time
+``(now - t0) * L``, which is split into ``(q, r)`` by P with a long multiplication over the bits
+of the elapsed microseconds (``muldiv`` in ``lua/arith.lua``): its remainder stays below 2P and
+its quotient is compared with ``u`` as it grows, so it stops before passing 2^51. Python then
+rebuilds the exact scaled TAT (``now * L + u * P + v``, arbitrary-precision) and reads
+remaining, reset and retry-after from :func:`gcra.check` itself, so they match
+MemoryLimiter's to the microsecond. Budgets (up to 10^18 micro-credits) stay decimal strings,
+added with Redis's 64-bit ``INCRBY``/``HINCRBY`` and compared in the script in two limbs of base
+10^9.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from keyplane.domain import gcra, globs
+from keyplane.domain.periods import Reset, next_reset
+from keyplane.errors import StorageError
+from keyplane.services.limits import (
+    Admission,
+    AdmissionResult,
+    Seeder,
+    Settlement,
+    WindowAsk,
+    judge,
+)
+
+#: Window parameters and costs the scripts handle exactly (see the module docstring).
+MAX_WINDOW_VALUE = 2**50
+# A few rounds: another instance recovering from an outage may drop a counter just seeded.
+_SEED_ROUNDS = 5
+_NEEDS_SEED = 2
+_ADMITTED = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Lua's %s: a reservation record is split on these, so scopes cannot hold them.
+_LUA_SPACE = re.compile(r"[ \t\n\v\f\r]")
+_SCAN_COUNT = 1000
+
+
+class CountersUnsettled(StorageError):
+    """A budget counter went missing again each time it was seeded.
+
+    Another instance dropping the counters while recovering from a Redis outage
+    (:meth:`RedisLimiter.forget_spent`) can do this; it is transient, so callers that can
+    answer another way (:class:`~keyplane.services.resilient_limiter.ResilientLimiter`) do.
+    """
+
+
+def _micros(when: datetime) -> int:
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Script:
+    """A Lua script run by its SHA1; sent in full only when the server does not know it."""
+
+    def __init__(self, *files: str) -> None:
+        lua = resources.files("keyplane.services") / "lua"
+        self.text = "\n".join((lua / name).read_text(encoding="utf-8") for name in files)
+        self.sha = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # First use on this server (or its script cache was flushed): EVAL runs the script
+            # and caches it, so the next call is one EVALSHA again.
+            return await redis.eval(self.text, len(keys), *keys, *args)
+
+
+@dataclass(frozen=True)
+class _Scripts:
+    admit: _Script
+    settle: _Script
+    sweep: _Script
+    install: _Script
+    add_spent: _Script
+
+
+@cache
+def _scripts() -> _Scripts:
+    return _Scripts(
+        admit=_Script("arith.lua", "holds.lua", "admit.lua"),
+        settle=_Script("arith.lua", "holds.lua", "settle.lua"),
+        sweep=_Script("arith.lua", "holds.lua", "sweep.lua"),
+        install=_Script("arith.lua", "install_spent.lua"),
+        add_spent=_Script("add_spent.lua"),
+    )
+
+
+def _window_args(window: gcra.Window) -> list[int]:
+    """L // P, L % P, P, P // L, P % L, L: the constants the scripts need, computed exactly."""
+    for value in (window.limit, window.period_us):
+        if not 1 <= value <= MAX_WINDOW_VALUE:
+            raise ValueError(f"window limits and periods must lie in 1..{MAX_WINDOW_VALUE}")
+    if not 0 <= window.burst <= MAX_WINDOW_VALUE:
+        raise ValueError(f"window bursts must lie in 0..{MAX_WINDOW_VALUE}")
+    limit, period = window.limit, window.period_us
+    return [limit // period, limit % period, period, period // limit, period % limit, limit]
+
+
+def _token_delta(counts: str | None, tokens_in: int, tokens_out: int) -> int:
+    if counts == "input":
+        return tokens_in
+    if counts == "output":
+        return tokens_out
+    return tokens_in + tokens_out
+
+
+class RedisLimiter:
+    """Limits shared by many instances through one Redis.
+
+    Implements :class:`~keyplane.services.limits.Limiter`. The keys are laid out for Redis
+    Cluster (one slot per API key), but the sweeps (:meth:`expire`, :meth:`forget_spent`) use a
+    standalone client's ``SCAN``. Redis connection errors and timeouts
+    (``redis.exceptions.ConnectionError``, ``TimeoutError``) propagate unchanged, so the caller
+    decides whether to fail open or closed.
+
+    Args:
+        redis: the client; responses may be decoded or not.
+        seed: installs a missing budget counter from the ledger, by awaiting
+            :meth:`install_spent` (see :data:`~keyplane.services.limits.Seeder`).
+        prefix: the first part of every key name; no braces.
+        remember_expired: how long the token estimate of a reservation that expired unsettled
+            is kept, so a late report corrects it instead of charging the tokens twice.
+        use_caller_clock: take "now" from the callers' arguments instead of Redis ``TIME``.
+            For tests only: instances with skewed clocks would disagree about windows and
+            holds, and window keys get no TTL (Redis cannot tell when the caller's clock says
+            a window is full again).
+        sweep_batches: how many ``SCAN`` steps of :meth:`expire` one call may take; the next
+            call goes on where it stopped.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        seed: Seeder,
+        *,
+        prefix: str = "kp",
+        remember_expired: timedelta = timedelta(hours=1),
+        use_caller_clock: bool = False,
+        sweep_batches: int = 10,
+    ) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError("the key prefix must be non-empty and hold no braces")
+        self._redis = redis
+        self._seed = seed
+        self._prefix = prefix
+        self._remember_us = remember_expired // timedelta(microseconds=1)
+        self._use_caller_clock = use_caller_clock
+        self._sweep_batches = sweep_batches
+        self._sweep_cursor = 0
+        self._scripts = _scripts()
+
+    # -- key names ------------------------------------------------------------------------
+
+    def _key(self, key_id: str) -> str:
+        # An empty tag or a brace inside it would scatter one key's state over many slots.
+        if not key_id or "{" in key_id or "}" in key_id:
+            raise ValueError("an API key id must be non-empty and hold no braces")
+        return f"{self._prefix}:{{{key_id}}}"
+
+    def _hold_keys(self, key_id: str) -> list[str]:
+        base = self._key(key_id)
+        return [f"{base}:{name}" for name in ("res", "exp", "late", "slots", "reserved")]
+
+    def _window_key(self, key_id: str, ask: WindowAsk) -> str:
+        window = ask.window
+        return f"{self._key(key_id)}:tat:{ask.kind}:{ask.name}:{window.limit}:{window.period_us}"
+
+    @staticmethod
+    def _member(scope: str, reset: Reset, period_start: datetime) -> str:
+        if _LUA_SPACE.search(scope):
+            raise ValueError("a budget scope cannot hold whitespace")
+        return f"{scope}:{reset.value}:{_micros(period_start)}"
+
+    def _pattern(self, suffix: str) -> str:
+        """The ``SCAN`` pattern of one kind of key, of every API key under this prefix."""
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + ":{*}:" + suffix
+
+    def _clock(self, now: datetime) -> int:
+        return _micros(now) if self._use_caller_clock else -1
+
+    # -- admission ------------------------------------------------------------------------
+
+    async def admit(self, admission: Admission, now: datetime) -> AdmissionResult:
+        """Check and (only if everything allows it) consume, in one script call.
+
+        When a budget's spent counter is missing the script consumes nothing and names it;
+        it is seeded from the ledger and the admission runs again.
+        """
+        key_id = admission.key_id
+        base = self._key(key_id)
+        budgets = admission.budgets
+        keys = [
+            *self._hold_keys(key_id),
+            *(self._window_key(key_id, ask) for ask in admission.windows),
+            *(f"{base}:spent:{self._member(b.scope, b.reset, b.period_start)}" for b in budgets),
+        ]
+        args: list[str | int] = [
+            self._clock(now),
+            _micros(admission.hold_until) - _micros(now),
+            admission.request_id,
+            -1 if admission.max_parallel is None else admission.max_parallel,
+            self._remember_us,
+            len(admission.windows),
+            len(budgets),
+            admission.tokens_in,
+            admission.tokens_out,
+        ]
+        for ask in admission.windows:
+            if ask.cost < 0:
+                raise ValueError("a window cost cannot be negative")
+            # Anything past the burst is refused; the script needs no bigger number.
+            cost = min(ask.cost, MAX_WINDOW_VALUE + 1)
+            args += [cost, ask.window.burst, *_window_args(ask.window)]
+        for budget in budgets:
+            if budget.cost < 0:
+                raise ValueError("a budget cost cannot be negative")
+            limit = "" if budget.limit is None else str(budget.limit)
+            args += [limit, budget.cost, budget.scope]
+        for _ in range(_SEED_ROUNDS):
+            reply = await self._scripts.admit(self._redis, keys, args)
+            if int(reply[0]) != _NEEDS_SEED:
+                return self._result(admission, reply)
+            missing = dict.fromkeys(
+                (budgets[int(i)].scope, budgets[int(i)].reset, budgets[int(i)].period_start)
+                for i in reply[1:]
+            )
+            for scope, reset, start in missing:
+                await self._seed(key_id, scope, reset, start)
+        raise CountersUnsettled("budget counters could not be seeded from the ledger")
+
+    def _result(self, admission: Admission, reply: Sequence[Any]) -> AdmissionResult:
+        """The verdict from the script's raw state, worked out exactly as MemoryLimiter does."""
+        now_us = int(reply[1])
+        now = _from_micros(now_us)
+        free = int(reply[2]) if admission.max_parallel is not None else None
+        position = 3
+        window_states: list[gcra.WindowState] = []
+        for ask in admission.windows:
+            u, v = int(reply[position]), int(reply[position + 1])
+            position += 2
+            window = ask.window
+            tat = None if u == v == 0 else now_us * window.limit + u * window.period_us + v
+            window_states.append(gcra.check(window, tat, now_us, ask.cost)[0])
+        lefts: list[int] = []
+        for budget in admission.budgets:
+            spent, reserved = int(reply[position]), int(reply[position + 1])
+            position += 2
+            if budget.limit is not None:
+                lefts.append(max(0, budget.limit - spent - reserved))
+        result = judge(admission, now, free, window_states, lefts)
+        if (int(reply[0]) == _ADMITTED) != (result.refusal is None):
+            raise StorageError("the limiter script and the limit rules disagree")
+        return result
+
+    async def settle(self, settlement: Settlement, now: datetime) -> None:
+        """Release the request's reservation and slot; correct token estimates (one call)."""
+        if settlement.request_id is None and not settlement.token_windows:
+            return
+        key_id = settlement.key_id
+        keys = [
+            *self._hold_keys(key_id),
+            *(self._window_key(key_id, ask) for ask in settlement.token_windows),
+        ]
+        args: list[str | int] = [
+            self._clock(now),
+            0 if settlement.request_id is None else 1,
+            settlement.request_id or "",
+            self._remember_us,
+            len(settlement.token_windows),
+            settlement.input_tokens,
+            settlement.output_tokens,
+        ]
+        for ask in settlement.token_windows:
+            counts = ask.counts if ask.counts in ("input", "output") else "total"
+            args += [counts, *_window_args(ask.window)]
+        await self._scripts.settle(self._redis, keys, args)
+
+    async def expire(self, now: datetime) -> int:
+        """Release reservations past their hold time; forget old estimates; return how many.
+
+        Admits and settlements release a key's expired reservations themselves (those are not
+        counted here), so this sweep mostly keeps idle keys tidy. It walks the keys holding
+        reservations with ``SCAN`` (at most ``sweep_batches`` steps per call, resuming where
+        the last call stopped) and runs the sweep script on each, pipelined.
+        """
+        pattern = self._pattern("res")
+        start = len(self._prefix) + 2  # past "<prefix>:{"
+        released = 0
+        for _ in range(self._sweep_batches):
+            cursor, names = await self._redis.scan(
+                self._sweep_cursor, match=pattern, count=_SCAN_COUNT
+            )
+            self._sweep_cursor = int(cursor)
+            key_ids = [_text(name)[start : -len("}:res")] for name in names]
+            if key_ids:
+                released += sum(await self._sweep(key_ids, now))
+            if self._sweep_cursor == 0:
+                break
+        return released
+
+    async def _sweep(self, key_ids: list[str], now: datetime) -> list[int]:
+        script = self._scripts.sweep
+        for attempt in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key_id in key_ids:
+                    pipe.evalsha(
+                        script.sha, 5, *self._hold_keys(key_id), self._clock(now), self._remember_us
+                    )
+                results = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                await self._redis.script_load(script.text)
+                continue
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return [int(r) for r in results]
+        raise StorageError("the sweep script could not be loaded")  # pragma: no cover
+
+    # -- budget counters ------------------------------------------------------------------
+
+    async def install_spent(
+        self, key_id: str, scope: str, reset: Reset, period_start: datetime, spent: int
+    ) -> bool:
+        """Install a budget counter read from the ledger (``SET NX``); True if this one won.
+
+        Of several instances seeding the same counter at once only the first installs it. The
+        counter expires a day after its period ends (a budget that never resets is re-read
+        from the ledger every 30 days).
+        """
+        member = self._member(scope, reset, period_start)
+        base = self._key(key_id)
+        end = next_reset(reset, period_start)
+        until = "" if end is None else _micros(end + timedelta(days=1)) // 1000
+        installed = await self._scripts.install(
+            self._redis, [f"{base}:spent:{member}", f"{base}:scopes"], [spent, member, until]
+        )
+        return bool(installed)
+
+    async def add_spent(
+        self, key_id: str, model: str | None, cost: int, recorded_at: datetime
+    ) -> None:
+        """Advance the live counters a committed report counts in; never create one.
+
+        A counter counts the report when its scope is the key's ("") or a pattern matching
+        ``model``, and its period holds ``recorded_at``. A missing counter is left missing: it
+        will be seeded from the ledger, which already holds this report. Two round trips: the
+        key's counters are listed first, because model globs are matched in Python.
+        """
+        if not cost:
+            return
+        base = self._key(key_id)
+        scopes_key = f"{base}:scopes"
+        keys = [scopes_key]
+        args: list[str | int] = [cost]
+        for raw in await self._redis.smembers(scopes_key):
+            member = _text(raw)
+            scope, reset_text, start_text = member.rsplit(":", 2)
+            start = _from_micros(int(start_text))
+            end = next_reset(Reset(reset_text), start)
+            counts = scope == "" or (model is not None and globs.model_matches(scope, model))
+            current = start <= recorded_at and (end is None or recorded_at < end)
+            keys.append(f"{base}:spent:{member}")
+            args += [member, 1 if counts and current else 0]
+        if len(keys) > 1:
+            await self._scripts.add_spent(self._redis, keys, args)
+
+    async def ping(self) -> None:
+        """Raise a Redis error unless Redis answers."""
+        await self._redis.ping()
+
+    async def forget_spent(self) -> int:
+        """Drop every live budget counter under this prefix; return how many were dropped.
+
+        Each is seeded again from the ledger when next needed: for after reports were committed
+        that the counters never heard of (Redis was unreachable). The keys' sets of counters
+        are left alone: a set without its counter is pruned by :meth:`add_spent`, whereas a
+        counter missing from its set (a seed racing this sweep) would stop counting reports.
+        """
+        pattern = self._pattern("spent:*")
+        dropped, batch = 0, []
+        async for name in self._redis.scan_iter(match=pattern, count=_SCAN_COUNT):
+            batch.append(name)
+            if len(batch) >= _SCAN_COUNT:
+                dropped += await self._redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            dropped += await self._redis.unlink(*batch)
+        return dropped

@@ -1,0 +1,136 @@
+"""Usage reports: the settling half of the data plane."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from keyplane.domain import ids, keyformat
+from keyplane.domain.clock import Clock
+from keyplane.domain.crypto import key_digest
+from keyplane.domain.periods import period_start
+from keyplane.domain.tenancy import Principal
+from keyplane.domain.usage import BUCKET_OF_RESET, AlertSpec, Recorded, UsageEntry
+from keyplane.errors import ConflictError, NotFoundError, ValidationError
+from keyplane.services.authz import require_scope
+from keyplane.services.directory import KeyDirectory, KeyEntry
+from keyplane.services.ledger import UsageLedger
+from keyplane.services.limits import Limiter, Settlement, WindowAsk
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    key_id: str | None = None
+    key: str | None = None
+    request_id: str | None = None
+    #: Micro-credits actually spent.
+    cost: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str | None = None
+    latency_ms: int | None = None
+    status: int | None = None
+
+
+class UsageService:
+    def __init__(
+        self,
+        directory: KeyDirectory,
+        ledger: UsageLedger,
+        limiter: Limiter,
+        clock: Clock,
+        server_secret: bytes,
+    ) -> None:
+        self._directory = directory
+        self._ledger = ledger
+        self._limiter = limiter
+        self._clock = clock
+        self._server_secret = server_secret
+
+    async def report(
+        self, principal: Principal, report: UsageReport, idempotency_key: str | None
+    ) -> tuple[Recorded, str]:
+        """Record a report exactly once per idempotency key; return it and the key's id.
+
+        The report is durable when this returns. A retry with the same body answers as the
+        original; the same idempotency key with another body is a ConflictError.
+        """
+        require_scope(principal, "usage:write")
+        idempotency_key = idempotency_key or report.request_id
+        if idempotency_key is None:
+            raise ValidationError(
+                "give an Idempotency-Key header or a request_id, so a retried report counts once",
+                code="IDEMPOTENCY_KEY_REQUIRED",
+            )
+        entry = await self._key_of(principal, report)
+        record = entry.record
+        now = self._clock.now()
+        body = {**asdict(report), "key": None, "key_id": record.id}
+        fingerprint = hashlib.sha256(
+            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        budget = entry.policy.budget
+        alert = None
+        if budget is not None and budget.credit_limit and budget.alert_thresholds_bp:
+            alert = AlertSpec(
+                budget.reset.value,
+                BUCKET_OF_RESET[budget.reset],
+                period_start(budget.reset, now),
+                budget.credit_limit,
+                budget.alert_thresholds_bp,
+            )
+        recorded = await self._ledger.record(
+            UsageEntry(
+                id=ids.new_id("use"),
+                org_id=record.org_id,
+                key_id=record.id,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                request_id=report.request_id,
+                model=report.model,
+                cost_micros=report.cost,
+                input_tokens=report.input_tokens,
+                output_tokens=report.output_tokens,
+                latency_ms=report.latency_ms,
+                status=report.status,
+                recorded_at=now,
+                alert=alert,
+            )
+        )
+        if recorded.conflict:
+            raise ConflictError(
+                "this idempotency key was used for a different report",
+                code="IDEMPOTENCY_KEY_REUSED",
+            )
+        if recorded.new:
+            await self._limiter.settle(
+                Settlement(
+                    key_id=record.id,
+                    request_id=report.request_id,
+                    input_tokens=report.input_tokens,
+                    output_tokens=report.output_tokens,
+                    token_windows=tuple(
+                        WindowAsk(spec.name, spec.kind, spec.window, 0, spec.counts)
+                        for spec in entry.windows
+                        if spec.kind == "tokens"
+                    ),
+                ),
+                now,
+            )
+        return recorded, record.id
+
+    async def _key_of(self, principal: Principal, report: UsageReport) -> KeyEntry:
+        if (report.key_id is None) == (report.key is None):
+            raise ValidationError("give exactly one of key_id and key", code="KEY_REQUIRED")
+        entry: KeyEntry | None = None
+        if report.key_id is not None:
+            entry = await self._directory.by_id(report.key_id)
+        elif report.key is not None and keyformat.parse(report.key) is not None:
+            entry = await self._directory.by_hash(key_digest(self._server_secret, report.key))
+        if entry is None or (
+            entry.record.org_id != principal.org_id
+            or not principal.reaches_project(entry.record.project_id)
+        ):
+            raise NotFoundError("no such key", code="KEY_NOT_FOUND")
+        return entry

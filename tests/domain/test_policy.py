@@ -1,0 +1,175 @@
+"""Pure policy evaluation: merging plan and overrides, parsing, and the order of checks."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keyplane.domain import money
+from keyplane.domain.decisions import Code
+from keyplane.domain.periods import Reset
+from keyplane.domain.policy import (
+    EMPTY,
+    RequestContext,
+    check_request,
+    effective_scopes,
+    merge_documents,
+    parse_policy,
+)
+from keyplane.domain.usage import crossed_thresholds
+
+PLAN = {
+    "models": {"allow": ["gpt-4*"], "deny": ["*-vision-*"]},
+    "budget": {"credit_limit_micros": 50_000_000, "reset": "monthly", "alert_thresholds": [0.8]},
+    "rate_limits": [{"name": "m", "limit": 10, "period": 60}],
+    "scopes": ["chat"],
+}
+
+
+def test_overrides_merge_objects_and_replace_lists() -> None:
+    merged = merge_documents(
+        PLAN,
+        {
+            "budget": {"credit_limit_micros": 5_000_000},
+            "rate_limits": [{"name": "d", "limit": 5, "period": 86400}],
+        },
+    )
+    policy = parse_policy(merged)
+    assert policy.budget is not None
+    assert policy.budget.credit_limit == 5_000_000
+    assert policy.budget.reset is Reset.MONTHLY  # kept from the plan
+    assert policy.budget.alert_thresholds_bp == (8000,)
+    assert [w.name for w in policy.rate_limits] == ["d"]  # the list was replaced
+    assert policy.rate_limits[0].burst == 5  # burst defaults to the limit
+    assert policy.models_allow == ("gpt-4*",)
+    assert PLAN["budget"]["credit_limit_micros"] == 50_000_000  # type: ignore[index]  # untouched
+
+
+def test_a_null_override_removes_the_plan_rule() -> None:
+    policy = parse_policy(merge_documents(PLAN, {"budget": None, "models": {"allow": []}}))
+    assert policy.budget is None
+    assert policy.models_allow == ()
+    assert policy.models_deny == ("*-vision-*",)
+
+
+def test_no_policy_allows_everything() -> None:
+    assert parse_policy({}) == EMPTY
+    assert check_request(EMPTY, RequestContext()) is None
+
+
+@pytest.mark.parametrize(
+    ("context", "expected"),
+    [
+        (RequestContext(model="gpt-4o", ip="203.0.113.5"), None),
+        (RequestContext(model="gpt-4-vision-x", ip="203.0.113.5"), Code.FORBIDDEN_MODEL),
+        (RequestContext(model="o1", ip="10.0.0.1"), Code.FORBIDDEN_MODEL),  # model checked first
+        (RequestContext(ip="203.0.113.5"), Code.FORBIDDEN_MODEL),
+        (RequestContext(model="gpt-4o", ip="203.0.113.7"), Code.IP_NOT_ALLOWED),
+        (RequestContext(model="gpt-4o"), Code.IP_NOT_ALLOWED),
+        (RequestContext(model="gpt-4o", ip="not an ip"), Code.IP_NOT_ALLOWED),
+        (RequestContext(model="gpt-4o", ip="2001:db8::5"), None),
+    ],
+)
+def test_checks_run_in_the_documented_order(context: RequestContext, expected: Code | None) -> None:
+    policy = parse_policy(
+        {
+            **PLAN,
+            "network": {
+                "ip_allow": ["203.0.113.0/24", "2001:db8::/32"],
+                "ip_deny": ["203.0.113.7"],
+            },
+        }
+    )
+    assert check_request(policy, context) == expected
+
+
+def test_origin_referrer_and_user_agent_rules() -> None:
+    policy = parse_policy(
+        {
+            "network": {
+                "origins": ["https://*.example.com"],
+                "referrers": ["https://app.example.com/*"],
+                "user_agent": "^MyApp/\\d+",
+            }
+        }
+    )
+    good = RequestContext(
+        origin="https://app.example.com",
+        referrer="https://app.example.com/page?x=1",
+        user_agent="MyApp/2",
+    )
+    assert check_request(policy, good) is None
+    for bad, code in [
+        (RequestContext(referrer=good.referrer, user_agent="MyApp/2"), Code.ORIGIN_NOT_ALLOWED),
+        (
+            RequestContext(origin="https://evil.com#.example.com", referrer=good.referrer),
+            Code.ORIGIN_NOT_ALLOWED,
+        ),
+        (
+            RequestContext(origin=good.origin, referrer="https://other.example.com/"),
+            Code.ORIGIN_NOT_ALLOWED,
+        ),
+        (
+            RequestContext(origin=good.origin, referrer=good.referrer, user_agent="curl/8"),
+            Code.USER_AGENT_NOT_ALLOWED,
+        ),
+        (RequestContext(origin=good.origin, referrer=good.referrer), Code.USER_AGENT_NOT_ALLOWED),
+    ]:
+        assert check_request(policy, bad) == code
+
+
+def test_a_keys_own_scopes_win_over_its_plans() -> None:
+    policy = parse_policy(PLAN)
+    assert effective_scopes((), policy) == ("chat",)
+    assert effective_scopes(("admin",), policy) == ("admin",)
+
+
+def test_per_model_budgets_pick_the_first_matching_pattern() -> None:
+    policy = parse_policy(
+        {
+            "budget": {
+                "per_model": [
+                    {"model": "gpt-4o*", "credit_limit_micros": 1},
+                    {"model": "gpt-4*", "credit_limit_micros": 2},
+                ],
+                "credit_limit_micros": 9,
+            }
+        }
+    )
+    assert policy.budget is not None
+    assert policy.budget.model_limit("gpt-4o-mini") == ("gpt-4o*", 1)
+    assert policy.budget.model_limit("gpt-4-turbo") == ("gpt-4*", 2)
+    assert policy.budget.model_limit("claude") is None
+    assert policy.budget.model_limit(None) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [("0.10", 100_000), ("50", 50_000_000), ("0.000001", 1), (Decimal("12.5"), 12_500_000)],
+)
+def test_credits_become_exact_micro_credits(text: str | Decimal, micros: int) -> None:
+    assert money.to_micros(text) == micros
+
+
+@pytest.mark.parametrize("bad", ["0.0000001", "NaN", "Infinity", "abc", "1e30", True])
+def test_amounts_that_are_not_exact_micro_credits_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        money.to_micros(bad)  # type: ignore[arg-type]
+
+
+@given(st.lists(st.integers(0, 10**12), max_size=50))
+def test_micro_credits_sum_exactly(amounts: list[int]) -> None:
+    as_text = [f"{a // 1_000_000}.{a % 1_000_000:06d}" for a in amounts]
+    assert sum(money.to_micros(t) for t in as_text) == sum(amounts)
+
+
+def test_thresholds_are_crossed_once_at_the_mark() -> None:
+    limit = 10_000_000
+    assert crossed_thresholds(0, 7_999_999, limit, (8000, 10000)) == []
+    assert crossed_thresholds(7_999_999, 8_000_000, limit, (8000, 10000)) == [8000]
+    assert crossed_thresholds(8_000_000, 9_000_000, limit, (8000, 10000)) == []
+    assert crossed_thresholds(0, 12_000_000, limit, (8000, 10000)) == [8000, 10000]
+    assert crossed_thresholds(3, 4, 7, (5000,)) == [5000]  # 3.5 rounds up to the mark 4

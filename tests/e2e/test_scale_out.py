@@ -1,0 +1,328 @@
+"""Several instances on PostgreSQL + Redis: exact global limits and fast cache invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REDIS_URL, free_port, private_redis, require_postgres, require_redis
+from tests.e2e.conftest import (
+    Backend,
+    Server,
+    ServerFactory,
+    make_backend,
+    pg_fetch_column,
+    run_cli,
+)
+from tests.e2e.test_enforcement import burst_verify
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    """Two instances on one PostgreSQL schema and one Redis."""
+    require_postgres()
+    require_redis()
+    workdir = tmp_path_factory.mktemp("pair")
+    with make_backend("postgres", workdir) as backend:
+        factory = ServerFactory(workdir)
+        env = {**backend.env, "KEYPLANE_REDIS_URL": REDIS_URL}
+        try:
+            first = factory(env)
+            second = factory(env)
+            yield first, second
+        finally:
+            factory.stop_all()
+
+
+def _create_key(server: Server, policy: dict[str, Any]) -> tuple[str, str]:
+    with server.client() as client:
+        response = client.post("/v1/keys", json={"name": "shared", "policy": policy})
+        assert response.status_code == 201, response.text
+        return response.json()["key"], response.json()["data"]["id"]
+
+
+def _seconds_until(reader: httpx.Client, key: str, code: str) -> float:
+    """How long until ``reader``'s instance gives ``code`` for ``key`` (a change made elsewhere
+    just now); fails after 5 s."""
+    changed = time.monotonic()
+    while reader.post("/v1/verify", json={"key": key}).json()["code"] != code:
+        assert time.monotonic() - changed < 5, f"still {code!r}-less after 5 s"
+        time.sleep(0.005)
+    return time.monotonic() - changed
+
+
+def test_a_rate_limit_is_exact_across_two_instances(pair: tuple[Server, Server]) -> None:
+    first, second = pair
+    for repetition in range(10):
+        key, _ = _create_key(first, {"rate_limits": [{"name": "h", "limit": 100, "period": "1h"}]})
+        targets = [first if n % 2 else second for n in range(200)]
+        verdicts = asyncio.run(burst_verify(targets, [{"key": key}] * 200))
+        codes = [v["code"] for v in verdicts]
+        assert codes.count("VALID") == 100, (repetition, codes.count("VALID"))
+        assert codes.count("RATE_LIMITED") == 100
+
+
+def test_a_budget_is_exact_across_two_instances(pair: tuple[Server, Server]) -> None:
+    first, second = pair
+    key, key_id = _create_key(first, {"budget": {"credit_limit": 5.0}})
+    targets = [first if n % 2 else second for n in range(1000)]
+
+    verdicts = asyncio.run(burst_verify(targets, [{"key": key, "cost": 0.10}] * 1000))
+    valid = [v for v in verdicts if v["code"] == "VALID"]
+    assert len(valid) == 50
+    for number, verdict in enumerate(valid):
+        server = first if number % 2 else second
+        with server.client() as client:
+            response = client.post(
+                "/v1/usage",
+                json={"key_id": key_id, "request_id": verdict["request_id"], "cost": 0.03},
+            )
+            assert response.status_code == 201, response.text
+    for server in pair:
+        with server.client() as client:
+            shown = client.get(f"/v1/keys/{key_id}").json()["data"]
+        assert shown["usage"]["total"] == 1.5  # 50 x 0.03, exactly
+    # Settled: 5.00 - 1.50 = 3.50 left, whichever instance is asked.
+    verdict = asyncio.run(burst_verify([second], [{"key": key, "cost": 3.5}]))[0]
+    assert verdict["code"] == "VALID"
+    verdict = asyncio.run(burst_verify([first], [{"key": key, "cost": 0.01}]))[0]
+    assert verdict["code"] == "BUDGET_EXCEEDED"
+
+
+def test_revocation_on_one_instance_is_refused_on_the_other_within_a_second(
+    pair: tuple[Server, Server],
+) -> None:
+    first, second = pair
+    delays = []
+    with first.client() as writer, second.client() as reader:
+        for trial in range(50):
+            key, key_id = _create_key(first, {})
+            assert reader.post("/v1/verify", json={"key": key}).json()["code"] == "VALID"
+            if trial % 2:
+                response = writer.delete(f"/v1/keys/{key_id}")
+                expected = "REVOKED"
+            else:
+                response = writer.post(f"/v1/keys/{key_id}/disable", json={})
+                expected = "DISABLED"
+            assert response.status_code == 200
+            delays.append(_seconds_until(reader, key, expected))
+    assert max(delays) < 1.0, sorted(delays)[-5:]
+
+
+def test_without_redis_postgres_notify_carries_evictions_between_instances(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
+    require_postgres()
+    with make_backend("postgres", tmp_path) as backend:
+        first, second = start_server(backend.env), start_server(backend.env)
+        delays = []
+        with first.client() as writer, second.client() as reader:
+            for _ in range(10):
+                key, key_id = _create_key(first, {})
+                assert reader.post("/v1/verify", json={"key": key}).json()["code"] == "VALID"
+                assert writer.delete(f"/v1/keys/{key_id}").status_code == 200
+                delays.append(_seconds_until(reader, key, "REVOKED"))
+        assert max(delays) < 1.0, sorted(delays)
+
+
+def test_several_workers_are_refused_on_sqlite(tmp_path: Path, backend_sqlite: Backend) -> None:
+    result = run_cli("serve", "--workers", "2", env=backend_sqlite.env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "several workers need PostgreSQL" in result.stderr
+    assert "Redis" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def backend_sqlite(tmp_path: Path) -> Iterator[Backend]:
+    with make_backend("sqlite", tmp_path) as backend:
+        yield backend
+
+
+def test_a_redis_outage_causes_no_5xx_and_counters_come_back_from_the_ledger(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
+    require_postgres()
+    port = free_port()
+    with make_backend("postgres", tmp_path) as backend, private_redis(port, tmp_path) as restart:
+        env = {
+            **backend.env,
+            "KEYPLANE_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "KEYPLANE_RESERVATION_TIMEOUT_SECONDS": "2",
+            "KEYPLANE_EXPECTED_INSTANCES": "2",
+        }
+        servers = [start_server(env), start_server(env)]
+        key, key_id = _create_key(servers[0], {"budget": {"credit_limit": 100}})
+        statuses: list[int] = []
+        stop_at = time.monotonic() + 6
+
+        async def client(server: Server, number: int) -> None:
+            async with server.async_client(max_connections=2) as http:
+                sequence = 0
+                while time.monotonic() < stop_at:
+                    sequence += 1
+                    verdict = await http.post("/v1/verify", json={"key": key, "cost": 0.01})
+                    statuses.append(verdict.status_code)
+                    if verdict.status_code != 200 or verdict.json()["code"] != "VALID":
+                        continue
+                    report = await http.post(
+                        "/v1/usage",
+                        json={
+                            "key_id": key_id,
+                            "request_id": verdict.json()["request_id"],
+                            "cost": 0.01,
+                        },
+                    )
+                    statuses.append(report.status_code)
+
+        async def outage() -> None:
+            await asyncio.sleep(2)
+            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], check=False)
+            await asyncio.sleep(2)
+            restart()
+
+        async def run() -> None:
+            await asyncio.gather(outage(), *(client(servers[n % 2], n) for n in range(8)))
+
+        asyncio.run(run())
+        assert statuses, "no traffic"
+        logs = servers[0].stderr + servers[1].stderr
+        assert [s for s in statuses if s >= 500] == [], logs
+        assert "Redis unreachable" in logs  # the fallback did serve, and said so
+        assert "Redis reachable again" in logs
+        time.sleep(3)  # held reservations time out; idle instances notice Redis is back
+        fallbacks = 0
+        for server in servers:
+            with server.client(key=None) as http:
+                text = http.get("/metrics").text
+            assert "keyplane_limits_degraded 0" in text  # back on Redis
+            sample = re.search(r"^keyplane_limits_fallback_total (\d+)$", text, re.MULTILINE)
+            assert sample is not None, text
+            fallbacks += int(sample.group(1))
+        assert fallbacks > 0
+        with servers[1].client() as http:
+            spent = http.get(f"/v1/keys/{key_id}").json()["data"]["usage"]["total"]
+        left = round(100 - spent, 2)
+        # The shared counter agrees with the ledger to the micro-credit, on either instance.
+        verdicts = asyncio.run(burst_verify([servers[0]], [{"key": key, "cost": left}]))
+        assert verdicts[0]["code"] == "VALID", (left, verdicts[0])
+        verdicts = asyncio.run(burst_verify([servers[1]], [{"key": key, "cost": 0.01}]))
+        assert verdicts[0]["code"] == "BUDGET_EXCEEDED"
+
+
+def test_with_the_channel_cut_a_revocation_is_seen_within_the_cache_ttl(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
+    """B listens on a Redis that A never publishes to: only revalidation can save it."""
+    require_postgres()
+    require_redis()
+    port = free_port()
+    with make_backend("postgres", tmp_path) as backend, private_redis(port, tmp_path):
+        ttl = {"KEYPLANE_CACHE_TTL_SECONDS": "1"}
+        first = start_server({**backend.env, **ttl, "KEYPLANE_REDIS_URL": REDIS_URL})
+        second = start_server(
+            {**backend.env, **ttl, "KEYPLANE_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        )
+        delays = []
+        with first.client() as writer, second.client() as reader:
+            for _ in range(5):
+                key, key_id = _create_key(first, {})
+                assert reader.post("/v1/verify", json={"key": key}).json()["code"] == "VALID"
+                assert writer.delete(f"/v1/keys/{key_id}").status_code == 200
+                delays.append(_seconds_until(reader, key, "REVOKED"))
+        # Bounded by the 1 s TTL (plus a margin for a loaded machine), not by a message.
+        assert max(delays) < 1.5, sorted(delays)
+        assert max(delays) > 0.05  # it really waited for the entry to expire
+
+
+def test_kill_9_of_one_instance_loses_no_acknowledged_report(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
+    require_postgres()
+    require_redis()
+    with make_backend("postgres", tmp_path) as backend:
+        env = {**backend.env, "KEYPLANE_REDIS_URL": REDIS_URL}
+        servers = [start_server(env), start_server(env)]
+        _, key_id = _create_key(servers[0], {"budget": {"credit_limit": 1000}})
+        acknowledged: set[str] = set()
+
+        async def stream() -> None:
+            async def sender(server: Server, number: int) -> None:
+                async with server.async_client(max_connections=2) as http:
+                    for sequence in range(5_000):
+                        idempotency_key = f"s{number}-{sequence}"
+                        try:
+                            response = await http.post(
+                                "/v1/usage",
+                                json={
+                                    "key_id": key_id,
+                                    "request_id": idempotency_key,
+                                    "cost": 0.01,
+                                },
+                            )
+                        except httpx.HTTPError:
+                            return  # that instance is gone
+                        assert response.status_code == 201, response.text
+                        acknowledged.add(idempotency_key)
+                        if len(acknowledged) >= 600:
+                            return
+
+            async def killer() -> None:
+                while len(acknowledged) < 200:
+                    await asyncio.sleep(0.01)
+                servers[0].process.send_signal(signal.SIGKILL)
+
+            await asyncio.gather(killer(), *(sender(servers[n % 2], n) for n in range(8)))
+
+        asyncio.run(stream())
+        stored = {
+            str(row)
+            for row in asyncio.run(
+                pg_fetch_column(
+                    f'SELECT idempotency_key FROM "{backend.schema}".usage_events'  # noqa: S608
+                )
+            )
+        }
+        assert len(acknowledged) >= 200
+        assert acknowledged <= stored, f"lost {len(acknowledged - stored)} acknowledged reports"
+        with servers[1].client() as http:
+            shown = http.get(f"/v1/keys/{key_id}").json()["data"]
+        assert round(shown["usage"]["total"] * 100) == len(stored)
+
+
+def test_a_redis_flush_loses_no_spending(tmp_path: Path, start_server: ServerFactory) -> None:
+    require_postgres()
+    port = free_port()
+    with make_backend("postgres", tmp_path) as backend, private_redis(port, tmp_path):
+        env = {**backend.env, "KEYPLANE_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        first, second = start_server(env), start_server(env)
+        key, key_id = _create_key(first, {"budget": {"credit_limit": 1.0}})
+        for number in range(4):
+            server = (first, second)[number % 2]
+            verdict = asyncio.run(burst_verify([server], [{"key": key, "cost": 0.1}]))[0]
+            assert verdict["code"] == "VALID"
+            with server.client() as http:
+                response = http.post(
+                    "/v1/usage",
+                    json={"key_id": key_id, "request_id": verdict["request_id"], "cost": 0.1},
+                )
+                assert response.status_code == 201
+        subprocess.run(["redis-cli", "-p", str(port), "flushall"], check=True, capture_output=True)
+        # Counters are gone; they come back from the ledger: 0.4 spent, 0.6 left.
+        assert asyncio.run(burst_verify([second], [{"key": key, "cost": 0.61}]))[0]["code"] == (
+            "BUDGET_EXCEEDED"
+        )
+        assert asyncio.run(burst_verify([first], [{"key": key, "cost": 0.6}]))[0]["code"] == (
+            "VALID"
+        )
