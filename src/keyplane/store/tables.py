@@ -189,3 +189,20 @@ events = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_events_org_id_id", "org_id", "id"),
 )
+
+# Idempotent POSTs: which object a (caller, Idempotency-Key) already made, and a fingerprint of
+# the request that made it, so a retry gets the same object back and a reused key with another
+# body is refused. Nothing secret is kept: a replayed key secret is derived again (see
+# services.idempotency).
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("principal_id", String(40), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("object_id", String(40), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("org_id", "principal_id", "idempotency_key"),
+)
