@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import secrets
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from keyplane.domain.forwarding import parse_trusted
+from keyplane.domain.network import IpNetwork
 from keyplane.errors import ConfigurationError
 
 # Explicit mapping from the URL schemes operators write to the async drivers Keyplane uses.
@@ -23,6 +26,7 @@ _ASYNC_DRIVERS = {
 MIN_SECRET_LENGTH = 32
 MIN_ROOT_KEY_LENGTH = 32
 MAX_ROOT_KEY_LENGTH = 512
+MAX_TRUSTED_PROXIES = 256
 
 
 class Settings(BaseSettings):
@@ -56,6 +60,14 @@ class Settings(BaseSettings):
     #: Most usage reports written in one transaction (group commit).
     usage_batch_max: int = Field(default=500, ge=1, le=10_000)
     migrate_on_start: bool = True
+    #: The header ``/v1/auth`` reads the API key from: ``Authorization`` (as ``Bearer <key>``)
+    #: or any other header, which then holds the bare key (``X-API-Key``).
+    auth_key_header: str = Field(
+        default="Authorization", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"
+    )
+    #: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` / ``X-Real-IP`` are
+    #: believed. Empty: those headers are ignored and the TCP peer is the client.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("secret")
     @classmethod
@@ -78,6 +90,27 @@ class Settings(BaseSettings):
             # It travels in an Authorization header: printable ASCII without spaces only.
             raise ValueError("KEYPLANE_ROOT_KEY must be printable ASCII without spaces")
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        # From the environment: "10.0.0.0/8, 192.168.1.10" (commas or spaces).
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > MAX_TRUSTED_PROXIES:
+            raise ValueError(f"at most {MAX_TRUSTED_PROXIES} trusted proxies")
+        parse_trusted(value)  # ValueError names the bad entry
+        return value
+
+    @cached_property
+    def trusted_networks(self) -> tuple[IpNetwork, ...]:
+        # Parsed once: every forward-auth request consults it.
+        return parse_trusted(self.trusted_proxies)
 
     @property
     def async_database_url(self) -> str:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from keyplane import __version__
 from keyplane.api import problems
 from keyplane.api.body_limit import BodySizeLimit
-from keyplane.api.routes import health, keys, management_keys, plans, projects, usage, verify
+from keyplane.api.routes import auth, health, keys, management_keys, plans, projects, usage, verify
 from keyplane.domain.clock import Clock
 from keyplane.services.runtime import Runtime
 from keyplane.settings import Settings
@@ -60,6 +60,7 @@ def create_app(
     for router in (
         keys.router,
         verify.router,
+        auth.router,
         usage.router,
         plans.router,
         management_keys.router,

@@ -1,0 +1,105 @@
+"""``/v1/auth``: forward authentication for nginx ``auth_request``, Traefik ForwardAuth and
+Envoy ext_authz (HTTP). The answer is the status code; see docs/gateway.md.
+
+Envoy sends the original method and path under the configured prefix, so every method and
+every sub-path is accepted and means the same thing.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from keyplane.api.deps import RuntimeDep
+from keyplane.api.problems import PROBLEM_MEDIA_TYPE, problem
+from keyplane.domain.tenancy import Principal
+from keyplane.errors import AuthenticationError, PermissionDeniedError
+from keyplane.integrations import http
+from keyplane.integrations.decision import Decision
+from keyplane.integrations.verifiers import InProcessVerifier
+from keyplane.services.authz import require_scope
+from keyplane.services.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["gateway"])
+
+#: The header carrying the gateway's own management key (scope ``verify``), which decides the
+#: organization and projects whose API keys it may check. The gateway sets it, never the client.
+GATEWAY_KEY_HEADER = "x-keyplane-gateway-key"
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+# Kept out of the OpenAPI document: it answers every method on every sub-path, which OpenAPI
+# cannot say without one operation per method; docs/gateway.md is its reference.
+@router.api_route("/auth", methods=_METHODS, include_in_schema=False)
+async def forward_auth(request: Request, runtime: RuntimeDep) -> Response:
+    """Forward auth: 200 when the request's API key may be used now, else 401/402/403/429."""
+    return await _decide(request, runtime)
+
+
+@router.api_route("/auth/{path:path}", methods=_METHODS, include_in_schema=False)
+async def forward_auth_any_path(request: Request, runtime: RuntimeDep) -> Response:
+    """Forward auth under a prefix (Envoy appends the original path)."""
+    return await _decide(request, runtime)
+
+
+async def _decide(request: Request, runtime: Runtime) -> Response:
+    principal = await _gateway(request, runtime)
+    if isinstance(principal, Response):
+        return principal
+    settings = runtime.settings
+    key = http.read_key(request.headers, settings.auth_key_header)
+    if key is None:
+        return _answer(http.MISSING_KEY, runtime)
+    if len(key) > http.MAX_KEY_LENGTH:
+        return _answer(Decision("MALFORMED"), runtime)
+    peer = request.client.host if request.client else None
+    try:
+        wanted = http.read_request(request.headers, peer, settings.trusted_networks)
+    except http.BadGatewayHeader as exc:
+        return problem(400, "INVALID_HEADER", str(exc), {"X-Keyplane-Code": "INVALID_HEADER"})
+    decision = await InProcessVerifier(runtime, principal).verify(key, wanted)
+    return _answer(decision, runtime)
+
+
+async def _gateway(request: Request, runtime: Runtime) -> Principal | Response:
+    """The gateway's principal, or the problem response that refuses the gateway itself."""
+    try:
+        principal = await runtime.management.authenticate(request.headers.get(GATEWAY_KEY_HEADER))
+    except AuthenticationError:
+        return problem(
+            401,
+            "GATEWAY_UNAUTHENTICATED",
+            "the gateway's management key (X-Keyplane-Gateway-Key) is missing or invalid",
+            {
+                "WWW-Authenticate": 'Bearer realm="keyplane-gateway"',
+                "X-Keyplane-Code": "GATEWAY_UNAUTHENTICATED",
+            },
+        )
+    if not _may_verify(principal):
+        return problem(
+            403,
+            "GATEWAY_FORBIDDEN",
+            "the gateway's management key lacks the 'verify' scope",
+            {"X-Keyplane-Code": "GATEWAY_FORBIDDEN"},
+        )
+    return principal
+
+
+def _may_verify(principal: Principal) -> bool:
+    try:
+        require_scope(principal, "verify")
+    except PermissionDeniedError:
+        return False
+    return True
+
+
+def _answer(decision: Decision, runtime: Runtime) -> Response:
+    headers = http.response_headers(decision, runtime.clock.now())
+    if decision.valid:
+        return Response(status_code=200, headers=headers)
+    return JSONResponse(
+        http.problem_body(decision),
+        status_code=http.status_for(decision.code),
+        headers=headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )

@@ -1,0 +1,73 @@
+"""A verify verdict as a gateway sees it, and the small protocol every verifier implements.
+
+The same :class:`Decision` comes out of an in-process Keyplane and a remote one, so the
+forward-auth endpoint, the ASGI middleware and the FastAPI dependency share one mapping to
+HTTP (see :mod:`keyplane.integrations.http`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One of the key's limits after this request (budget amounts in credits)."""
+
+    name: str
+    kind: str  # "rate", "tokens", "concurrency" or "budget"
+    limit: float
+    remaining: float
+    reset_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """What is known about the request the key is presented with; all optional."""
+
+    model: str | None = None
+    scopes: tuple[str, ...] = ()
+    ip: str | None = None
+    origin: str | None = None
+    referrer: str | None = None
+    user_agent: str | None = None
+    #: Credits to reserve against the key's budget until the usage report settles them.
+    cost: Decimal | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict: ``code`` is one of the stable verify codes (``VALID``, ``REVOKED``, ...)."""
+
+    code: str
+    key_id: str | None = None
+    owner: str | None = None
+    name: str | None = None
+    plan: str | None = None
+    environment: str | None = None
+    request_id: str | None = None
+    scopes: tuple[str, ...] = ()
+    limits: tuple[Limit, ...] = ()
+    #: Seconds until a refused request could pass, when known.
+    retry_after: float | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.code == "VALID"
+
+
+class KeyVerifier(Protocol):
+    """Anything that can answer "may this API key be used for this request, now?"."""
+
+    async def verify(self, key: str, request: AuthRequest) -> Decision:
+        """Verify ``key`` for ``request``; refusals are decisions, not exceptions.
+
+        Raises:
+            KeyplaneError: only when the verifier itself cannot answer (unreachable server,
+                rejected management key).
+        """
+        ...

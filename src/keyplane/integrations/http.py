@@ -1,0 +1,279 @@
+"""Gateway requests and answers over HTTP: where the key and context are read from, and which
+status and headers each verify code becomes.
+
+Shared by ``/v1/auth`` (nginx ``auth_request``, Traefik ForwardAuth, Envoy ext_authz), the ASGI
+middleware and the FastAPI dependency, so all of them answer a refusal the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from http import HTTPStatus
+from typing import Any
+
+from keyplane.domain import money
+from keyplane.domain.forwarding import client_address
+from keyplane.domain.network import IpNetwork
+from keyplane.integrations.decision import AuthRequest, Decision, Limit
+
+#: Request headers a gateway (not the client: see docs/gateway.md) may set to describe the call.
+MODEL_HEADER = "x-keyplane-model"
+SCOPES_HEADER = "x-keyplane-scopes"
+COST_HEADER = "x-keyplane-cost"
+REQUEST_ID_HEADER = "x-keyplane-request-id"
+
+#: Upper bounds on what is read from headers; more is refused, never truncated.
+MAX_KEY_LENGTH = 4096
+MAX_MODEL_LENGTH = 128
+MAX_CONTEXT_LENGTH = 2048
+MAX_SCOPES = 64
+MAX_SCOPE_LENGTH = 128
+MAX_REQUEST_ID_LENGTH = 255
+
+_UNAUTHENTICATED = frozenset({"MALFORMED", "NOT_FOUND", "DISABLED", "EXPIRED", "REVOKED"})
+_FORBIDDEN = frozenset(
+    {
+        "INSUFFICIENT_SCOPE",
+        "FORBIDDEN_MODEL",
+        "IP_NOT_ALLOWED",
+        "ORIGIN_NOT_ALLOWED",
+        "USER_AGENT_NOT_ALLOWED",
+    }
+)
+_LIMITED = frozenset({"RATE_LIMITED", "TOKEN_LIMITED", "CONCURRENCY_EXCEEDED"})
+
+_DETAILS = {
+    "MISSING_KEY": "no API key was presented",
+    "MALFORMED": "the API key is malformed",
+    "NOT_FOUND": "the API key is not valid",
+    "DISABLED": "the API key is disabled",
+    "EXPIRED": "the API key has expired",
+    "REVOKED": "the API key has been revoked",
+    "INSUFFICIENT_SCOPE": "the API key lacks a scope this request needs",
+    "FORBIDDEN_MODEL": "the API key may not use this model",
+    "IP_NOT_ALLOWED": "the API key may not be used from this address",
+    "ORIGIN_NOT_ALLOWED": "the API key may not be used from this origin",
+    "USER_AGENT_NOT_ALLOWED": "the API key may not be used by this client",
+    "RATE_LIMITED": "the API key's rate limit is exhausted; retry later",
+    "TOKEN_LIMITED": "the API key's token limit is exhausted; retry later",
+    "CONCURRENCY_EXCEEDED": "the API key has too many requests in flight",
+    "BUDGET_EXCEEDED": "the API key's budget is exhausted",
+}
+
+
+class BadGatewayHeader(ValueError):
+    """A describing header (``X-Keyplane-*``) is unusable; the message names it, not its value."""
+
+
+def status_for(code: str) -> int:
+    """The HTTP status a verify code becomes at a gateway."""
+    if code == "VALID":
+        return 200
+    if code in _UNAUTHENTICATED or code == "MISSING_KEY":
+        return 401
+    if code in _FORBIDDEN:
+        return 403
+    if code in _LIMITED:
+        return 429
+    if code == "BUDGET_EXCEEDED":
+        return 402
+    return 403  # an unknown refusal is still a refusal: fail closed
+
+
+def detail_for(code: str) -> str:
+    return _DETAILS.get(code, "the API key may not be used for this request")
+
+
+def read_key(headers: Mapping[str, str], header: str = "Authorization") -> str | None:
+    """The presented API key, or ``None`` when there is none.
+
+    From ``Authorization`` only a ``Bearer`` credential counts; any other header holds the bare
+    key. Oversized values are treated as absent-but-wrong by the caller (they fail to parse).
+    """
+    value = headers.get(header.lower())
+    if value is None:
+        return None
+    if header.lower() == "authorization":
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        value = token
+    value = value.strip()
+    return value or None
+
+
+def read_request(
+    headers: Mapping[str, str],
+    peer: str | None,
+    trusted: Sequence[IpNetwork],
+) -> AuthRequest:
+    """The request context from forwarded headers.
+
+    Raises:
+        BadGatewayHeader: an ``X-Keyplane-*`` header is oversized or not well formed.
+    """
+    ip = client_address(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"), trusted)
+    return AuthRequest(
+        model=_bounded(headers, MODEL_HEADER, MAX_MODEL_LENGTH),
+        scopes=_scopes(headers.get(SCOPES_HEADER)),
+        ip=ip,
+        origin=_context(headers.get("origin")),
+        referrer=_context(headers.get("referer")),
+        user_agent=_context(headers.get("user-agent")),
+        cost=_cost(headers.get(COST_HEADER)),
+        request_id=_request_id(headers.get(REQUEST_ID_HEADER)),
+    )
+
+
+def _bounded(headers: Mapping[str, str], name: str, limit: int) -> str | None:
+    value = headers.get(name)
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > limit or not value.isprintable():
+        raise BadGatewayHeader(f"{name} must be at most {limit} printable characters")
+    return value
+
+
+def _request_id(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    # The same rule as the request_id of POST /v1/verify: visible ASCII, no spaces.
+    if len(value) > MAX_REQUEST_ID_LENGTH or not all("!" <= char <= "~" for char in value):
+        raise BadGatewayHeader(
+            f"{REQUEST_ID_HEADER} must be 1-{MAX_REQUEST_ID_LENGTH} visible ASCII characters"
+        )
+    return value
+
+
+def _context(value: str | None) -> str | None:
+    # Origin, Referer and User-Agent come from the client: an oversized one is simply not
+    # matched against any rule (the key's network policy then refuses it if it has one).
+    if value is None or len(value) > MAX_CONTEXT_LENGTH:
+        return None
+    return value
+
+
+def _scopes(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    scopes = tuple(part for part in value.replace(",", " ").split() if part)
+    if len(scopes) > MAX_SCOPES or any(
+        len(scope) > MAX_SCOPE_LENGTH or not scope.isprintable() for scope in scopes
+    ):
+        raise BadGatewayHeader(
+            f"{SCOPES_HEADER} takes at most {MAX_SCOPES} scopes of {MAX_SCOPE_LENGTH} characters"
+        )
+    return scopes
+
+
+def _cost(value: str | None) -> Decimal | None:
+    if value is None or not value.strip():
+        return None
+    message = f"{COST_HEADER} must be a non-negative number of credits (at most 6 decimals)"
+    text = value.strip()
+    if len(text) > 32:
+        raise BadGatewayHeader(message)
+    try:
+        amount = Decimal(text)
+        micros = money.to_micros(amount)
+    except (InvalidOperation, ValueError):
+        raise BadGatewayHeader(message) from None
+    if micros < 0:
+        raise BadGatewayHeader(message)
+    return amount
+
+
+def header_value(text: str) -> str:
+    """``text`` made safe for a response header: printable ASCII, others percent-encoded.
+
+    Owners and plan names are free text; a raw newline would split the header and a non-Latin-1
+    character would fail to encode, so neither may reach the wire as is.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        char if char.isascii() and char.isprintable() and char != "%" else _percent(char)
+        for char in text
+    )
+
+
+def _percent(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+
+
+def _tightest(limits: Sequence[Limit]) -> Limit | None:
+    """The limit a client should pace itself by: the fewest remaining, then the latest reset."""
+    counted = [limit for limit in limits if limit.kind != "budget"]
+    if not counted:
+        return None
+    return min(
+        counted,
+        key=lambda limit: (
+            limit.remaining,
+            -(limit.reset_at.timestamp() if limit.reset_at else 0.0),
+        ),
+    )
+
+
+def _whole(value: float) -> str:
+    # Header numbers are non-negative integers; round up so a client never retries early.
+    return str(max(0, math.ceil(value)))
+
+
+def response_headers(decision: Decision, now: datetime) -> dict[str, str]:
+    """Headers for a gateway answer: who the key is on success, why and when on refusal.
+
+    ``RateLimit-Limit``/``-Remaining``/``-Reset`` follow the IETF draft
+    (draft-ietf-httpapi-ratelimit-headers): the reset is seconds from now, not a timestamp.
+    """
+    headers = {"X-Keyplane-Code": decision.code}
+    for name, value in (
+        ("X-Keyplane-Key-Id", decision.key_id),
+        ("X-Keyplane-Owner", decision.owner),
+        ("X-Keyplane-Plan", decision.plan),
+        ("X-Keyplane-Request-Id", decision.request_id),
+    ):
+        if value:
+            headers[name] = header_value(value)
+    limit = _tightest(decision.limits)
+    if limit is not None:
+        headers["RateLimit-Limit"] = _whole(limit.limit)
+        headers["RateLimit-Remaining"] = _whole(limit.remaining)
+        if limit.reset_at is not None:
+            reset = (limit.reset_at - now).total_seconds()
+        else:
+            reset = decision.retry_after or 0.0
+        headers["RateLimit-Reset"] = _whole(reset)
+    status = status_for(decision.code)
+    if status == 429:
+        # Retry-After is required on 429; one second when the limiter cannot say.
+        headers["Retry-After"] = _whole(max(decision.retry_after or 1.0, 1.0))
+    if status == 401:
+        error = "invalid_request" if decision.code == "MISSING_KEY" else "invalid_token"
+        headers["WWW-Authenticate"] = f'Bearer realm="keyplane", error="{error}"'
+    return headers
+
+
+def problem_body(decision: Decision) -> dict[str, Any]:
+    """The problem+json (RFC 9457) body of a refusal; never contains the key."""
+    status = status_for(decision.code)
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": decision.code,
+        "detail": detail_for(decision.code),
+    }
+    if decision.request_id:
+        body["request_id"] = decision.request_id
+    if decision.retry_after is not None and status == 429:
+        body["retry_after"] = decision.retry_after
+    return body
+
+
+MISSING_KEY = Decision("MISSING_KEY")

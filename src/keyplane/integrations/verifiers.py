@@ -1,0 +1,90 @@
+"""Verifiers: in-process (a Keyplane Runtime in this process, no network hop).
+
+A remote verifier that asks a Keyplane server over HTTP lives in
+:mod:`keyplane.integrations.remote`; both satisfy ``KeyVerifier``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from keyplane.domain import money
+from keyplane.domain.policy import RequestContext
+from keyplane.integrations.decision import AuthRequest, Decision, Limit
+from keyplane.services import verify as service
+from keyplane.services.authz import require_scope
+
+if TYPE_CHECKING:
+    from keyplane.domain.tenancy import Principal
+    from keyplane.services.runtime import Runtime
+
+
+class InProcessVerifier:
+    """Verify against a Runtime in this process, as ``principal`` (needs the ``verify`` scope).
+
+    Example:
+        >>> verifier = await InProcessVerifier.authenticated(runtime, management_key)
+        >>> decision = await verifier.verify(api_key, AuthRequest(model="gpt-4o"))
+    """
+
+    def __init__(self, runtime: Runtime, principal: Principal) -> None:
+        require_scope(principal, "verify")
+        self._verifier = runtime.verifier
+        self._principal = principal
+
+    @classmethod
+    async def authenticated(cls, runtime: Runtime, management_key: str) -> InProcessVerifier:
+        """A verifier acting as the holder of ``management_key``.
+
+        Raises:
+            AuthenticationError: the management key is not valid.
+            PermissionDeniedError: it lacks the ``verify`` scope.
+        """
+        return cls(runtime, await runtime.management.authenticate(management_key))
+
+    async def verify(self, key: str, request: AuthRequest) -> Decision:
+        verdict = await self._verifier.verify(
+            self._principal,
+            service.VerifyRequest(
+                key=key,
+                scopes=request.scopes,
+                context=RequestContext(
+                    model=request.model,
+                    ip=request.ip,
+                    origin=request.origin,
+                    referrer=request.referrer,
+                    user_agent=request.user_agent,
+                ),
+                request_id=request.request_id,
+                cost=0 if request.cost is None else money.to_micros(request.cost),
+            ),
+        )
+        return decision_of(verdict)
+
+
+def decision_of(verdict: service.Verdict) -> Decision:
+    """The gateway's view of a service verdict (budget amounts turned into credits)."""
+    record = verdict.record
+    if record is None:
+        return Decision(verdict.code.value)
+    return Decision(
+        code=verdict.code.value,
+        key_id=record.id,
+        owner=record.owner,
+        name=record.name,
+        plan=verdict.plan,
+        environment=record.environment.value,
+        request_id=verdict.request_id,
+        scopes=verdict.scopes,
+        limits=tuple(
+            Limit(
+                limit.name,
+                limit.kind,
+                money.to_credits(limit.limit) if limit.kind == "budget" else limit.limit,
+                money.to_credits(limit.remaining) if limit.kind == "budget" else limit.remaining,
+                limit.reset_at,
+            )
+            for limit in verdict.limits
+        ),
+        retry_after=verdict.retry_after,
+    )
