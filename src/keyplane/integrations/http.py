@@ -7,6 +7,7 @@ middleware and the FastAPI dependency, so all of them answer a refusal the same 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -105,24 +106,40 @@ def read_key(headers: Mapping[str, str], header: str = "Authorization") -> str |
     return value or None
 
 
+def read_client(
+    headers: Mapping[str, str],
+    peer: str | None,
+    trusted: Sequence[IpNetwork],
+) -> AuthRequest:
+    """What the client itself tells about the request: its address, origin, referrer, agent.
+
+    Right for a service the client reaches directly: nothing here lets the client choose
+    scopes, model or cost.
+    """
+    return AuthRequest(
+        ip=client_address(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"), trusted),
+        origin=_context(headers.get("origin")),
+        referrer=_context(headers.get("referer")),
+        user_agent=_context(headers.get("user-agent")),
+    )
+
+
 def read_request(
     headers: Mapping[str, str],
     peer: str | None,
     trusted: Sequence[IpNetwork],
 ) -> AuthRequest:
-    """The request context from forwarded headers.
+    """The client's context plus what the gateway describes in ``X-Keyplane-*`` headers.
+
+    Only for forward auth, where the gateway (not the client) controls those headers.
 
     Raises:
         BadGatewayHeader: an ``X-Keyplane-*`` header is oversized or not well formed.
     """
-    ip = client_address(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"), trusted)
-    return AuthRequest(
+    return dataclasses.replace(
+        read_client(headers, peer, trusted),
         model=_bounded(headers, MODEL_HEADER, MAX_MODEL_LENGTH),
         scopes=_scopes(headers.get(SCOPES_HEADER)),
-        ip=ip,
-        origin=_context(headers.get("origin")),
-        referrer=_context(headers.get("referer")),
-        user_agent=_context(headers.get("user-agent")),
         cost=_cost(headers.get(COST_HEADER)),
         request_id=_request_id(headers.get(REQUEST_ID_HEADER)),
     )
