@@ -10,7 +10,12 @@ from typing import Any
 
 from keyplane.domain import ids, keyformat, scopes
 from keyplane.domain.clock import Clock
-from keyplane.domain.crypto import key_digest
+from keyplane.domain.crypto import (
+    digests_equal,
+    idempotency_digest,
+    idempotent_key_seed,
+    key_digest,
+)
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.periods import Reset
 from keyplane.domain.plans import PlanRecord
@@ -21,7 +26,7 @@ from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError,
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.plans import check_policy
-from keyplane.store.base import KeyFilter, Store
+from keyplane.store.base import IdempotencyRecord, KeyFilter, Store
 
 #: Fields ``update`` may change; status changes go through their own verbs.
 UPDATABLE_FIELDS = frozenset(
@@ -80,6 +85,19 @@ class IssuedKey:
 
     secret: str
     record: KeyRecord
+    #: True when an idempotent retry answered the key an earlier request made.
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A create's ``Idempotency-Key`` and the fingerprint (SHA-256) of its request body."""
+
+    key: str
+    fingerprint: str
+
+
+_CREATE_KEY = "keys.create"
 
 
 class KeyService:
@@ -97,8 +115,20 @@ class KeyService:
         self._server_secret = server_secret
         self._default_project = default_project
 
-    async def create(self, principal: Principal, new: NewKey) -> IssuedKey:
+    async def create(
+        self, principal: Principal, new: NewKey, idempotency: Idempotency | None = None
+    ) -> IssuedKey:
+        """Issue a key. Under an ``Idempotency-Key`` a retry answers the key made first.
+
+        The secret of such a key is derived (``idempotent_key_seed``) rather than drawn, so a
+        retry can answer it again although nothing secret is stored; a concurrent retry loses
+        the insert of the idempotency record and answers the winner's key.
+        """
         require_scope(principal, "keys:write")
+        if idempotency is not None:
+            replayed = await self._replay(principal, idempotency)
+            if replayed is not None:
+                return replayed
         project = await self._project_for(principal, new.project_id)
         now = self._clock.now()
         _check_expiry(new.expires_at, now)
@@ -106,10 +136,26 @@ class KeyService:
         plan = await self._plan(principal, new.plan)
         _check_effective_policy(plan, new.policy)
         kind = keyformat.KeyKind(new.environment.value)
-        parsed = keyformat.generate(kind, project.key_prefix)
+        key_id = ids.new_id("key")
+        marker = None
+        if idempotency is None:
+            parsed = keyformat.generate(kind, project.key_prefix)
+        else:
+            parsed = keyformat.derive(
+                kind, project.key_prefix, self._idempotent_seed(principal, idempotency)
+            )
+            marker = IdempotencyRecord(
+                org_id=principal.org_id,
+                principal_id=principal.key_id,
+                key_digest=idempotency_digest(idempotency.key),
+                operation=_CREATE_KEY,
+                fingerprint=idempotency.fingerprint,
+                object_id=key_id,
+                created_at=now,
+            )
         secret_hash = key_digest(self._server_secret, parsed.text)
         record = KeyRecord(
-            id=ids.new_id("key"),
+            id=key_id,
             org_id=principal.org_id,
             project_id=project.id,
             hash=secret_hash,
@@ -129,9 +175,47 @@ class KeyService:
             plan_id=None if plan is None else plan.id,
             policy=new.policy,
         )
-        await self._store.create_key(record)
+        try:
+            await self._store.create_key(record, marker)
+        except ConflictError:
+            replayed = None if idempotency is None else await self._replay(principal, idempotency)
+            if replayed is None:
+                raise
+            return replayed
         self._directory.invalidate(record.id, (secret_hash,))
         return IssuedKey(parsed.text, record)
+
+    def _idempotent_seed(self, principal: Principal, idempotency: Idempotency) -> bytes:
+        caller = f"{principal.org_id}:{principal.key_id}"
+        return idempotent_key_seed(self._server_secret, caller, idempotency.key)
+
+    async def _replay(self, principal: Principal, idempotency: Idempotency) -> IssuedKey | None:
+        """The key an earlier create with this Idempotency-Key made, secret included."""
+        found = await self._store.get_idempotency(
+            principal.org_id, principal.key_id, idempotency_digest(idempotency.key)
+        )
+        if found is None:
+            return None
+        if found.operation != _CREATE_KEY or found.fingerprint != idempotency.fingerprint:
+            raise ConflictError(
+                "this Idempotency-Key was already used with a different request",
+                code="IDEMPOTENCY_KEY_REUSED",
+            )
+        record = await self._find(principal, found.object_id)
+        project = await self._store.get_project(record.org_id, record.project_id)
+        if project is None:  # pragma: no cover - projects are never deleted
+            raise NotFoundError("the key's project is gone", code="PROJECT_NOT_FOUND")
+        kind = keyformat.KeyKind(record.environment.value)
+        secret = keyformat.derive(
+            kind, project.key_prefix, self._idempotent_seed(principal, idempotency)
+        ).text
+        if not digests_equal(key_digest(self._server_secret, secret), record.hash):
+            raise ConflictError(
+                "the key this Idempotency-Key created has been rotated since, so its secret "
+                "cannot be shown again",
+                code="IDEMPOTENT_KEY_ROTATED",
+            )
+        return IssuedKey(secret, record, replayed=True)
 
     async def get(self, principal: Principal, id_or_hash: str) -> KeyRecord:
         require_scope(principal, "keys:read")

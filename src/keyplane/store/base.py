@@ -42,6 +42,20 @@ class SecretMatch:
     plan_policy: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The object a (caller, ``Idempotency-Key``) made, and a digest of the request."""
+
+    org_id: str
+    principal_id: str
+    #: SHA-256 of the presented Idempotency-Key (the key itself is never stored).
+    key_digest: str
+    operation: str
+    fingerprint: str
+    object_id: str
+    created_at: datetime
+
+
 class Store(Protocol):
     """Durable state. Writes are transactions committed before the method returns."""
 
@@ -55,8 +69,19 @@ class Store(Protocol):
 
     async def list_projects(self, org_id: str) -> list[Project]: ...
 
-    async def create_key(self, record: KeyRecord) -> KeyRecord:
-        """Insert a key and its current secret hash."""
+    async def create_key(
+        self, record: KeyRecord, idempotency: IdempotencyRecord | None = None
+    ) -> KeyRecord:
+        """Insert a key and its current secret hash, and its idempotency record if any.
+
+        Raises ConflictError when that idempotency record exists already (a concurrent retry).
+        """
+        ...
+
+    async def get_idempotency(
+        self, org_id: str, principal_id: str, key_digest: str
+    ) -> IdempotencyRecord | None:
+        """What an earlier request with this Idempotency-Key made, if any."""
         ...
 
     async def get_key(self, org_id: str, id_or_hash: str) -> KeyRecord | None:

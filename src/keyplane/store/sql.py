@@ -40,12 +40,13 @@ from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
 from keyplane.domain.usage import Recorded, UsageEntry, bucket_starts, crossed_thresholds
 from keyplane.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from keyplane.settings import sqlite_path
-from keyplane.store.base import KeyFilter, KeyMutation, SecretMatch
+from keyplane.store.base import IdempotencyRecord, KeyFilter, KeyMutation, SecretMatch
 from keyplane.store.tables import (
     api_key_secrets,
     api_key_tags,
     api_keys,
     events,
+    idempotency_records,
     management_keys,
     organizations,
     plans,
@@ -208,8 +209,23 @@ class SqlStore:
 
     # -- API keys ---------------------------------------------------------------------------
 
-    async def create_key(self, record: KeyRecord) -> KeyRecord:
+    async def create_key(
+        self, record: KeyRecord, idempotency: IdempotencyRecord | None = None
+    ) -> KeyRecord:
         async with self._write() as conn:
+            if idempotency is not None:
+                # First, so a concurrent retry fails here, before it has inserted anything.
+                await conn.execute(
+                    insert(idempotency_records).values(
+                        org_id=idempotency.org_id,
+                        principal_id=idempotency.principal_id,
+                        idempotency_key=idempotency.key_digest,
+                        operation=idempotency.operation,
+                        fingerprint=idempotency.fingerprint,
+                        object_id=idempotency.object_id,
+                        created_at=idempotency.created_at,
+                    )
+                )
             await conn.execute(insert(api_keys).values(**_key_values(record)))
             await conn.execute(
                 insert(api_key_secrets).values(
@@ -221,6 +237,32 @@ class SqlStore:
             )
             await _write_tags(conn, record.id, record.tags, replace=False)
         return record
+
+    async def get_idempotency(
+        self, org_id: str, principal_id: str, key_digest: str
+    ) -> IdempotencyRecord | None:
+        table = idempotency_records.c
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(idempotency_records).where(
+                        table.org_id == org_id,
+                        table.principal_id == principal_id,
+                        table.idempotency_key == key_digest,
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            org_id=row.org_id,
+            principal_id=row.principal_id,
+            key_digest=row.idempotency_key,
+            operation=row.operation,
+            fingerprint=row.fingerprint,
+            object_id=row.object_id,
+            created_at=row.created_at,
+        )
 
     async def get_key(self, org_id: str, id_or_hash: str) -> KeyRecord | None:
         column = api_keys.c.id if ids.looks_like_id(id_or_hash, "key") else api_keys.c.hash

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.params import (
@@ -27,10 +29,11 @@ from keyplane.api.schemas import (
     KeyRevoke,
     KeyRotate,
     KeyUpdate,
+    RequestId,
 )
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.tenancy import Principal
-from keyplane.services.keys import NewKey
+from keyplane.services.keys import Idempotency, NewKey
 from keyplane.services.runtime import Runtime
 from keyplane.store.base import KeyFilter
 
@@ -48,9 +51,28 @@ async def _envelope(runtime: Runtime, principal: Principal, record: KeyRecord) -
     return KeyEnvelope(data=await _out(runtime, principal, record))
 
 
+def _fingerprint(body: KeyCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 @router.post("", status_code=201, response_model=KeyCreated)
-async def create_key(body: KeyCreate, principal: PrincipalDep, runtime: RuntimeDep) -> KeyCreated:
-    """Create an API key; the response holds its plaintext, shown only this once."""
+async def create_key(
+    body: KeyCreate,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: Annotated[RequestId | None, Header()] = None,
+) -> KeyCreated:
+    """Create an API key; the response holds its plaintext, shown only this once.
+
+    With ``Idempotency-Key``, a retry of the same request answers the same key (200,
+    ``Idempotent-Replayed: true``); the same key with another body is 409
+    ``IDEMPOTENCY_KEY_REUSED``.
+    """
+    idempotency = (
+        None if idempotency_key is None else Idempotency(idempotency_key, _fingerprint(body))
+    )
     issued = await runtime.keys.create(
         principal,
         NewKey(
@@ -67,7 +89,11 @@ async def create_key(body: KeyCreate, principal: PrincipalDep, runtime: RuntimeD
             plan=body.plan,
             policy=to_document(body.policy),
         ),
+        idempotency,
     )
+    if issued.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
     return KeyCreated(key=issued.secret, data=await _out(runtime, principal, issued.record))
 
 
