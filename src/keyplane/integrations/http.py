@@ -62,6 +62,7 @@ _DETAILS = {
     "TOKEN_LIMITED": "the API key's token limit is exhausted; retry later",
     "CONCURRENCY_EXCEEDED": "the API key has too many requests in flight",
     "BUDGET_EXCEEDED": "the API key's budget is exhausted",
+    "AUTH_UNAVAILABLE": "the API key could not be checked now; retry later",
 }
 
 
@@ -81,6 +82,8 @@ def status_for(code: str) -> int:
         return 429
     if code == "BUDGET_EXCEEDED":
         return 402
+    if code == "AUTH_UNAVAILABLE":
+        return 503  # the verifier could not answer: refuse, but say it is not the key's fault
     return 403  # an unknown refusal is still a refusal: fail closed
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from keyplane.domain import money
 from keyplane.domain.policy import RequestContext
+from keyplane.errors import StorageError
 from keyplane.integrations.decision import AuthRequest, Decision, Limit
 from keyplane.services import verify as service
 from keyplane.services.authz import require_scope
@@ -43,7 +44,15 @@ class InProcessVerifier:
         return cls(runtime, await runtime.management.authenticate(management_key))
 
     async def verify(self, key: str, request: AuthRequest) -> Decision:
-        verdict = await self._verifier.verify(
+        try:
+            verdict = await self._verify(key, request)
+        except StorageError:
+            # Only a key unknown to the cache needs the database; without it, fail closed.
+            return Decision("AUTH_UNAVAILABLE")
+        return decision_of(verdict)
+
+    async def _verify(self, key: str, request: AuthRequest) -> service.Verdict:
+        return await self._verifier.verify(
             self._principal,
             service.VerifyRequest(
                 key=key,
@@ -59,7 +68,6 @@ class InProcessVerifier:
                 cost=0 if request.cost is None else money.to_micros(request.cost),
             ),
         )
-        return decision_of(verdict)
 
 
 def decision_of(verdict: service.Verdict) -> Decision:
