@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from sqlalchemy import text
 
 from keyplane.errors import PermissionDeniedError
 from keyplane.integrations import (
@@ -142,3 +143,20 @@ async def test_a_websocket_without_a_key_is_closed_as_a_policy_violation() -> No
     await middleware(scope, receive, send)  # type: ignore[arg-type]
     assert sent == [{"type": "websocket.close", "code": 1008}]
     assert reached == []
+
+
+async def test_a_database_that_cannot_answer_fails_closed(api: Api) -> None:
+    guard = await guard_of(api)
+    # A key no cache has seen needs the database; take the table it reads away.
+    unseen, _ = await api.create_key()
+    runtime = runtime_of(api)
+    runtime.directory.hashes.clear()
+    async with runtime.store.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE api_key_secrets"))
+    app = dependency_service(guard)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://service.test"
+    ) as client:
+        response = await client.get("/any", headers=behaviour.bearer(unseen))
+    behaviour.assert_problem(response, 503, "AUTH_UNAVAILABLE")
+    assert unseen not in response.text
