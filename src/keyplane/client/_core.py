@@ -222,7 +222,7 @@ def outcome(call: Call[T], response: httpx.Response) -> T:
         raise api_error(response)
     try:
         return call.parse(response)
-    except ValueError as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         # A proxy's HTML page or a truncated body: say so, without a pydantic traceback.
         raise errors.APIError(
             response.status_code,
