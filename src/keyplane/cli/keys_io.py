@@ -187,6 +187,7 @@ def import_keys(
         Path | None,
         typer.Option(
             "--secrets-out",
+            "-o",
             help="Write the new keys' secrets (JSON lines) to this new file, mode 600. "
             "Default: print them on stdout.",
         ),
