@@ -139,3 +139,20 @@ def test_rows_carry_a_content_key_and_replays_count_as_existing(
     assert second.stdout == ""  # replayed secrets were shown by the first run
     keys = [r.headers["idempotency-key"] for r in scripted.received]
     assert keys[0] == keys[2] and keys[1] == keys[3] and keys[0] != keys[1]
+
+
+def test_an_import_stops_at_an_auth_failure_and_keeps_what_it_made(
+    scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "keys.csv", "name\na\nb\nc\n")
+    scripted.script(
+        Reply(201, KEY_BODY),
+        Reply(401, {"code": "UNAUTHENTICATED", "detail": "management key revoked"}),
+    )
+    env = {"KEYPLANE_URL": scripted.url, "KEYPLANE_MANAGEMENT_KEY": "kp_mgmt_x"}
+    out = tmp_path / "secrets.jsonl"
+    result = invoke("keys", "import", str(source), "-o", str(out), env=env)
+    assert result.code == 4 and "management key revoked" in result.stderr
+    assert "stopped early: created 1" in result.stderr
+    assert len(scripted.received) == 2  # row c was never sent
+    assert json.loads(out.read_text())["line"] == 2

@@ -210,6 +210,7 @@ def import_keys(
     outcome = Outcome(rejected=[r for r in parsed if isinstance(r, tuple)])
     rows = [r for r in parsed if isinstance(r, Row)]
     secrets = _open_secrets(secrets_out)
+    finished = False
     try:
         with connect(url, key, timeout) as client, _progress() as progress:
             task = progress.add_task("importing", total=len(rows))
@@ -238,9 +239,17 @@ def import_keys(
                         else:
                             typer.echo(json.dumps(secret))
                 progress.advance(task)
+        finished = True
     finally:
         if secrets is not None:
             secrets.close()
+        if not finished:
+            # connect() has said why; say how far it got, so the operator knows what to do.
+            err.print(
+                f"stopped early: created {outcome.created}, already existed {outcome.existed}"
+                " before the error; running the same file again does not create those twice",
+                markup=False,
+            )
     _summary(outcome, secrets_out)
     if outcome.rejected:
         raise typer.Exit(int(Exit.REFUSED))
