@@ -32,7 +32,7 @@ Metadata = Annotated[
 ]
 Policy = Annotated[str | None, typer.Option(help="Policy overrides: a JSON object, or @file.json.")]
 
-LIST_COLUMNS = ("id", "name", "owner", "env", "status", "plan", "start", "created")
+LIST_COLUMNS = ("id", "name", "owner", "env", "status", "plan", "created")
 
 
 def key_row(key: Key) -> list[Any]:
@@ -43,8 +43,7 @@ def key_row(key: Key) -> list[Any]:
         key.environment,
         key.status,
         key.plan,
-        f"{key.start}...{key.end}",
-        key.created_at.strftime("%Y-%m-%d %H:%M"),
+        key.created_at.strftime("%Y-%m-%d"),
     ]
 
 

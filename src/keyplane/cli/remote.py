@@ -17,6 +17,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -139,6 +140,8 @@ def cell(value: Any) -> str:
         return json.dumps(plain(value), separators=(",", ":"), ensure_ascii=False)
     if isinstance(value, BaseModel):
         return cell(plain(value))
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")  # --json has the full form
     return str(value)
 
 
@@ -149,7 +152,11 @@ def table(
     console: Console | None = None,
 ) -> None:
     """Print rows as a Rich table (values escaped: they are data, not markup)."""
-    shown = Table(*columns, title=title)
+    shown = Table(title=title)
+    for number, name in enumerate(columns):
+        # Never cut a value short: ids and hashes are meant to be copied. The first column
+        # (the id) stays on one line; the others fold when the terminal is narrow.
+        shown.add_column(name, no_wrap=number == 0, overflow="fold")
     for row in rows:
         shown.add_row(*(escape(cell(value)) for value in row))
     (console or out).print(shown)
