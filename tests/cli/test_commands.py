@@ -123,3 +123,17 @@ def test_management_keys(cli: Run) -> None:
     assert cli("management-keys", "revoke", key_id).stdout.strip() == f"{key_id}: revoked"
     assert cli("keys", "list", key=secret).code == 4
     assert cli("management-keys", "create", "no-scope").code == 2
+
+
+def test_projects(cli: Run) -> None:
+    made = cli("projects", "create", unique("proj"), "--key-prefix", "eu", "--json")
+    assert made.code == 0, made
+    project = made.json()
+    assert project["key_prefix"] == "eu"
+    assert project["id"] in [p["id"] for p in cli("projects", "list", "--json").json()["data"]]
+    assert project["name"] in cli("projects", "show", project["id"]).stdout
+    assert cli("projects", "list").code == 0
+    assert cli("projects", "create", "x", "--key-prefix", "NOT VALID").code == 1
+    assert cli("projects", "show", "proj_nope").code == 1
+    made_key = cli("keys", "create", "in-eu", "--project", project["id"], "--json").json()
+    assert made_key["key"].startswith("eu_live_")

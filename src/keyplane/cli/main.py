@@ -1,5 +1,6 @@
 """The ``keyplane`` command: ``serve``, ``migrate`` and ``version`` here; the commands that talk
-to a server through the SDK live in their own modules (keys, plans, management_keys, status).
+to a server through the SDK live in their own modules (keys, plans, management_keys, projects,
+status).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keyplane import __version__
-from keyplane.cli import keys, management_keys, plans, status
+from keyplane.cli import keys, management_keys, plans, projects, status
 from keyplane.errors import KeyplaneError
 from keyplane.settings import Settings, resolve_server_secret, to_async_url
 
@@ -31,6 +32,7 @@ err = Console(stderr=True, soft_wrap=True)
 app.add_typer(keys.app, name="keys")
 app.add_typer(plans.app, name="plans")
 app.add_typer(management_keys.app, name="management-keys")
+app.add_typer(projects.app, name="projects")
 app.command()(status.health)
 app.command()(status.usage)
 
