@@ -90,6 +90,8 @@ def test_refusals_have_their_exit_codes(cli: Run) -> None:
     assert cli("keys", "update", "key_" + "0" * 26).code == 2  # nothing to change
     assert cli("keys", "show").code == 2
     assert invoke("keys", "list", "--url", "ftp://nope").code == 2
+    mangled = invoke("keys", "list", env={"KEYPLANE_MANAGEMENT_KEY": "kp_mgmt_secret\x01tail"})
+    assert mangled.code == 2 and "header" in mangled.stderr and "secret" not in mangled.stderr
 
 
 def test_plans(cli: Run) -> None:

@@ -82,6 +82,10 @@ def test_unreadable_files_are_usage_errors(cli: Run, tmp_path: Path) -> None:
     no_header = write(tmp_path / "bad.csv", "owner\nx\n")
     result = cli("keys", "import", str(no_header))
     assert result.code == 2 and "'name'" in result.stderr
+    with_bom = tmp_path / "excel.csv"
+    with_bom.write_bytes("\ufeffname\nfrom a spreadsheet\n".encode())
+    imported = cli("keys", "import", str(with_bom), "-o", str(tmp_path / "bom.out"))
+    assert imported.code == 0 and "created 1" in imported.stderr  # the BOM is not in "name"
     binary = tmp_path / "binary.jsonl"
     binary.write_bytes(b"\xff\xfe\x00")
     assert cli("keys", "import", str(binary)).code == 2

@@ -246,6 +246,13 @@ def test_configuration_comes_from_arguments_then_environment(
         client.health()
     auth = [r.headers["authorization"] for r in scripted.received]
     assert auth == ["Bearer kp_mgmt_from_env", "Bearer kp_mgmt_given"]
+    # A key read from a file keeps working despite its newline; a mangled one is refused.
+    monkeypatch.setenv("KEYPLANE_MANAGEMENT_KEY", "kp_mgmt_from_file\n")
+    with Client(scripted.url) as client:
+        assert client._config.management_key == "kp_mgmt_from_file"
+    with pytest.raises(ValueError, match="header") as refused:
+        Client(scripted.url, "kp_mgmt_bad\x00key")
+    assert "kp_mgmt_bad" not in str(refused.value)
     with pytest.raises(ValueError, match="http"):
         Client("ftp://example.com")
     with pytest.raises(ValueError, match="max_retries"):

@@ -55,6 +55,7 @@ OBJECT_FIELDS = ("metadata", "policy")
 EXPORT_ONLY = ("id", "hash", "start", "end", "org_id", "status", "created_at", "updated_at")
 EXPORT_FIELDS = ("id", *IMPORT_FIELDS[:2], "status", *IMPORT_FIELDS[2:], "created_at")
 MAX_ROWS = 100_000
+MAX_FILE_BYTES = 64 * 2**20
 
 
 class Format(StrEnum):
@@ -198,7 +199,10 @@ def import_keys(
 ) -> None:
     """Create the keys of a file, once: re-running it does not create them again."""
     try:
-        text = file.read_text(encoding="utf-8")
+        if file.stat().st_size > MAX_FILE_BYTES:
+            usage_error(f"{file}: larger than {MAX_FILE_BYTES // 2**20} MiB; split it")
+        # utf-8-sig: a byte order mark (as spreadsheet programs write) is not part of a name.
+        text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         usage_error(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
     try:

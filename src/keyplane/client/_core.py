@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.utils
 import os
 import random
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from keyplane.client import errors
 T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8400"
+#: Visible ASCII only: what a bearer token may hold (RFC 6750 is stricter still).
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 #: Statuses worth another attempt: the same request may well succeed a moment later.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -101,7 +104,10 @@ class Config:
         base = url or os.environ.get("KEYPLANE_URL") or DEFAULT_URL
         if not base.startswith(("http://", "https://")):
             raise ValueError(f"the Keyplane URL must start with http:// or https://: {base!r}")
-        key = management_key or os.environ.get("KEYPLANE_MANAGEMENT_KEY") or None
+        key = (management_key or os.environ.get("KEYPLANE_MANAGEMENT_KEY") or "").strip() or None
+        if key is not None and not _HEADER_SAFE.fullmatch(key):
+            # Never echo the value: it is a secret, however mangled.
+            raise ValueError("the management key has characters that cannot be sent in a header")
         return cls(base.rstrip("/"), key, timeout, policy, dict(headers or {}))
 
     def client_options(self) -> dict[str, Any]:
