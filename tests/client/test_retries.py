@@ -228,9 +228,9 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 
 def test_next_delay_gives_up_on_non_retryable_failures() -> None:
     config = Config.resolve("http://x", None, 1.0, 2, None, None)
-    assert next_delay(config, 0, NotFoundError(404, "X", "y"), "GET") is None
-    assert next_delay(config, 2, ServerError(503, "X", "y"), "GET") is None
-    assert next_delay(config, 0, ServerError(503, "X", "y"), "GET") is not None
+    assert next_delay(config, 0, NotFoundError(404, "X", "y")) is None
+    assert next_delay(config, 2, ServerError(503, "X", "y")) is None
+    assert next_delay(config, 0, ServerError(503, "X", "y")) is not None
 
 
 def test_configuration_comes_from_arguments_then_environment(
@@ -270,3 +270,11 @@ def test_the_sdk_imports_nothing_of_the_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_garbled_response_is_a_connection_error_not_an_httpx_one(
+    scripted: ScriptedServer,
+) -> None:
+    scripted.script(Reply(200, "not gzip at all", {"Content-Encoding": "gzip"}))
+    with sync_client(scripted, [], max_retries=0) as client, pytest.raises(ConnectionError):
+        client.health()

@@ -198,18 +198,18 @@ def api_error(response: httpx.Response) -> errors.APIError:
     return errors.error_for(status, code, detail, body, retry_after(response))
 
 
-def transport_error(exc: httpx.TransportError, url: str) -> errors.ConnectionError:
+def transport_error(exc: httpx.RequestError, url: str) -> errors.ConnectionError:
     """Our exception for an httpx transport failure (the message names the server, no secret)."""
     if isinstance(exc, httpx.TimeoutException):
         return errors.TimeoutError(f"no answer from {url} in time ({type(exc).__name__})")
     return errors.ConnectionError(f"cannot reach {url}: {type(exc).__name__}: {exc}")
 
 
-def next_delay(
-    config: Config, attempt: int, failure: errors.KeyplaneError, method: str
-) -> float | None:
-    """Seconds to wait before another attempt, or None to give up and raise ``failure``."""
-    del method  # every method retries: POSTs carry an Idempotency-Key for exactly this
+def next_delay(config: Config, attempt: int, failure: errors.KeyplaneError) -> float | None:
+    """Seconds to wait before another attempt, or None to give up and raise ``failure``.
+
+    Every method is retried: POSTs carry an Idempotency-Key for exactly this.
+    """
     if attempt >= config.retry.max_retries:
         return None
     if isinstance(failure, errors.ConnectionError):

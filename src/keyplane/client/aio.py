@@ -91,12 +91,12 @@ class AsyncClient:
             try:
                 response = await self._http.send(request)
                 return _core.outcome(call, response)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 failure: errors.KeyplaneError = _core.transport_error(exc, self.url)
                 cause: BaseException = exc
             except errors.APIError as exc:
                 failure = cause = exc
-            delay = _core.next_delay(self._config, attempt, failure, call.method)
+            delay = _core.next_delay(self._config, attempt, failure)
             if delay is None:
                 if failure is cause:
                     raise failure
