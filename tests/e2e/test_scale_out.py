@@ -246,7 +246,7 @@ def test_with_the_channel_cut_a_revocation_is_seen_within_the_cache_ttl(
         assert max(delays) > 0.05  # it really waited for the entry to expire
 
 
-def test_kill_9_of_one_instance_loses_no_acknowledged_report(
+def test_kill_9_of_one_instance_loses_no_acknowledged_report_or_write(
     tmp_path: Path, start_server: ServerFactory
 ) -> None:
     require_postgres()
@@ -256,6 +256,7 @@ def test_kill_9_of_one_instance_loses_no_acknowledged_report(
         servers = [start_server(env), start_server(env)]
         _, key_id = _create_key(servers[0], {"budget": {"credit_limit": 1000}})
         acknowledged: set[str] = set()
+        created: set[str] = set()  # management writes: keys whose create was answered 201
 
         async def stream() -> None:
             async def sender(server: Server, number: int) -> None:
@@ -275,6 +276,13 @@ def test_kill_9_of_one_instance_loses_no_acknowledged_report(
                             return  # that instance is gone
                         assert response.status_code == 201, response.text
                         acknowledged.add(idempotency_key)
+                        if sequence % 10 == 0:
+                            try:
+                                made = await http.post("/v1/keys", json={"name": idempotency_key})
+                            except httpx.HTTPError:
+                                return
+                            assert made.status_code == 201, made.text
+                            created.add(made.json()["data"]["id"])
                         if len(acknowledged) >= 600:
                             return
 
@@ -296,6 +304,14 @@ def test_kill_9_of_one_instance_loses_no_acknowledged_report(
         }
         assert len(acknowledged) >= 200
         assert acknowledged <= stored, f"lost {len(acknowledged - stored)} acknowledged reports"
+        keys = {
+            str(row)
+            for row in asyncio.run(
+                pg_fetch_column(f'SELECT id FROM "{backend.schema}".api_keys')  # noqa: S608
+            )
+        }
+        assert len(created) >= 20
+        assert created <= keys, f"lost {len(created - keys)} acknowledged key creates"
         with servers[1].client() as http:
             shown = http.get(f"/v1/keys/{key_id}").json()["data"]
         assert round(shown["usage"]["total"] * 100) == len(stored)

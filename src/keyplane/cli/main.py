@@ -1,4 +1,7 @@
-"""``keyplane serve | migrate | version``."""
+"""The ``keyplane`` command: ``serve``, ``migrate`` and ``version`` here; the commands that talk
+to a server through the SDK live in their own modules (keys, plans, management_keys, projects,
+status).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keyplane import __version__
+from keyplane.cli import keys, management_keys, plans, projects, status
 from keyplane.errors import KeyplaneError
 from keyplane.settings import Settings, resolve_server_secret, to_async_url
 
@@ -24,6 +28,13 @@ app = typer.Typer(
 )
 # soft_wrap: one message is one line, however narrow the (non-)terminal is.
 err = Console(stderr=True, soft_wrap=True)
+
+app.add_typer(keys.app, name="keys")
+app.add_typer(plans.app, name="plans")
+app.add_typer(management_keys.app, name="management-keys")
+app.add_typer(projects.app, name="projects")
+app.command()(status.health)
+app.command()(status.usage)
 
 DatabaseOption = Annotated[
     str | None,

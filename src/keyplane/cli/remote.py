@@ -1,0 +1,188 @@
+"""What the commands that talk to a server share: options, the SDK client, errors, output.
+
+Exit codes (documented in docs/cli.md):
+
+====  ==========================================================================
+0     success
+1     the server refused the request (404, 409, 422, 429, ...) or rows were rejected
+2     usage error: bad arguments or options (also Typer's own code)
+3     cannot reach the server: refused, timed out, or it answered 5xx
+4     authentication or permission: 401 / 403 (check --key / KEYPLANE_MANAGEMENT_KEY)
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from keyplane.client import (
+    APIError,
+    AuthenticationError,
+    Client,
+    ConnectionError,
+    KeyplaneError,
+    PermissionDeniedError,
+    ServerError,
+)
+
+
+class Exit(IntEnum):
+    OK = 0
+    REFUSED = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    AUTH = 4
+
+
+# soft_wrap: one message is one line, however narrow the (non-)terminal is.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="KEYPLANE_URL",
+        help="The Keyplane server [default: http://127.0.0.1:8400].",
+        show_default=False,
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="KEYPLANE_MANAGEMENT_KEY",
+        help="The management key to authenticate with.",
+        show_default=False,
+        show_envvar=True,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=0.1, max=600, help="Seconds to wait for each answer.")
+]
+
+
+def fail(message: str, code: Exit) -> NoReturn:
+    """Print a one-line error and exit with ``code``."""
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(int(code))
+
+
+def usage_error(message: str) -> NoReturn:
+    fail(message, Exit.USAGE)
+
+
+def exit_code_for(exc: KeyplaneError) -> Exit:
+    """The exit code of an SDK error."""
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return Exit.AUTH
+    if isinstance(exc, ConnectionError | ServerError):
+        return Exit.UNREACHABLE
+    return Exit.REFUSED
+
+
+def describe(exc: KeyplaneError) -> str:
+    """One line for an SDK error; a hint where the fix is usually the same."""
+    if isinstance(exc, AuthenticationError):
+        return f"{exc} (check --key or KEYPLANE_MANAGEMENT_KEY)"
+    if isinstance(exc, APIError):
+        return str(exc)
+    return f"{exc} (is the server running? check --url or KEYPLANE_URL)"
+
+
+@contextlib.contextmanager
+def connect(url: str | None, key: str | None, timeout: float = 10.0) -> Iterator[Client]:
+    """An SDK client for a command; SDK errors become one line and an exit code."""
+    try:
+        client = Client(url, key, timeout=timeout)
+    except ValueError as exc:
+        usage_error(str(exc))
+    try:
+        with client:
+            yield client
+    except KeyplaneError as exc:
+        fail(describe(exc), exit_code_for(exc))
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready form of models, Decimals (as exact text), datetimes and containers."""
+    return to_jsonable_python(value)
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as JSON on stdout: one document, keys in a stable order."""
+    sys.stdout.write(json.dumps(plain(value), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def cell(value: Any) -> str:
+    """A table cell: empty for None, compact JSON for lists and objects."""
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(plain(value), separators=(",", ":"), ensure_ascii=False)
+    if isinstance(value, BaseModel):
+        return cell(plain(value))
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")  # --json has the full form
+    return str(value)
+
+
+def table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+    console: Console | None = None,
+) -> None:
+    """Print rows as a Rich table (values escaped: they are data, not markup)."""
+    shown = Table(title=title)
+    for number, name in enumerate(columns):
+        # Never cut a value short: ids and hashes are meant to be copied. The first column
+        # (the id) stays on one line; the others fold when the terminal is narrow.
+        shown.add_column(name, no_wrap=number == 0, overflow="fold")
+    for row in rows:
+        shown.add_row(*(escape(cell(value)) for value in row))
+    (console or out).print(shown)
+
+
+def fields(pairs: Sequence[tuple[str, Any]], title: str | None = None) -> None:
+    """Print one object as a two-column table."""
+    table(("field", "value"), pairs, title)
+
+
+def parse_json_option(name: str, text: str | None) -> Any:
+    """A JSON option's value: inline JSON, or ``@path`` to read it from a file."""
+    if text is None:
+        return None
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            usage_error(f"{name}: cannot read {text[1:]}: {exc.strerror}")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        usage_error(f"{name} is not valid JSON: {exc}")
+
+
+def show_secret(secret: str, what: str) -> None:
+    """Print a freshly issued secret on stdout, with the shown-once warning on stderr."""
+    err.print(f"[yellow]The {what} is shown only this once; store it now.[/yellow]")
+    out.print(escape(secret), highlight=False)

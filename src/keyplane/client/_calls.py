@@ -1,0 +1,347 @@
+"""Every ``/v1`` operation as a :class:`~keyplane.client._core.Call`, built once for both clients.
+
+The sync and async resources only forward their arguments here and send the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypedDict, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from keyplane.client import models
+from keyplane.client._core import REPLAYED_HEADER, Call, credits
+
+M = TypeVar("M", bound=BaseModel)
+
+Policy = Mapping[str, Any]
+
+
+class KeyFields(TypedDict, total=False):
+    """Optional fields of a new key (see the API guide for each)."""
+
+    environment: str
+    project_id: str
+    label: str
+    description: str
+    owner: str
+    tags: Sequence[str]
+    metadata: Mapping[str, Any]
+    scopes: Sequence[str]
+    expires_at: datetime | str
+    plan: str
+    policy: Policy
+
+
+class KeyChanges(TypedDict, total=False):
+    """Fields of a key update: absent fields stay, ``None`` clears where the API allows it."""
+
+    name: str
+    label: str | None
+    description: str | None
+    owner: str | None
+    tags: Sequence[str] | None
+    metadata: Mapping[str, Any]
+    scopes: Sequence[str] | None
+    expires_at: datetime | str | None
+    plan: str | None
+    policy: Policy | None
+
+
+class KeyFilters(TypedDict, total=False):
+    """Filters of the key list; ``metadata`` matches ``metadata.<dot.path>=value`` pairs."""
+
+    owner: str
+    tag: str
+    environment: str
+    status: str
+    project: str
+    name: str
+    metadata: Mapping[str, str]
+
+
+class PlanChanges(TypedDict, total=False):
+    """Fields of a plan update; absent fields stay."""
+
+    name: str
+    description: str | None
+    policy: Policy
+
+
+def _model(model: type[M]) -> Any:
+    def parse(response: httpx.Response) -> M:
+        return model.model_validate_json(response.content)
+
+    return parse
+
+
+def _data(model: type[M]) -> Any:
+    """Parse ``{"data": {...}}`` into ``model``."""
+
+    def parse(response: httpx.Response) -> M:
+        return model.model_validate(response.json()["data"])
+
+    return parse
+
+
+def _page(model: type[M]) -> Any:
+    def parse(response: httpx.Response) -> models.Page[M]:
+        return models.Page[model].model_validate_json(response.content)  # type: ignore[valid-type]
+
+    return parse
+
+
+def _items(model: type[M]) -> Any:
+    """Parse an unpaginated ``{"data": [...]}`` list."""
+
+    def parse(response: httpx.Response) -> list[M]:
+        return [model.model_validate(item) for item in response.json()["data"]]
+
+    return parse
+
+
+def _created(model: type[M]) -> Any:
+    """Parse a create answer, noting whether it replays an earlier one."""
+
+    def parse(response: httpx.Response) -> M:
+        replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
+        return model.model_validate({**response.json(), "replayed": replayed})
+
+    return parse
+
+
+def _segment(value: str) -> str:
+    # Ids and hashes are plain ASCII; quoting keeps a hostile value from changing the path.
+    return quote(value, safe="")
+
+
+def _paging(cursor: str | None, limit: int | None) -> list[tuple[str, str]]:
+    params = []
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    if limit is not None:
+        params.append(("limit", str(limit)))
+    return params
+
+
+# -- health -----------------------------------------------------------------------------------
+
+
+def health() -> Call[models.Health]:
+    return Call("GET", "/healthz", _model(models.Health))
+
+
+def ready() -> Call[models.Health]:
+    return Call("GET", "/readyz", _model(models.Health))
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def create_key(
+    name: str, fields: KeyFields, idempotency_key: str | None
+) -> Call[models.KeyCreated]:
+    body = {"name": name, **fields}
+    return Call("POST", "/v1/keys", _created(models.KeyCreated), (), body, idempotency_key)
+
+
+def list_keys(
+    filters: KeyFilters, cursor: str | None, limit: int | None
+) -> Call[models.Page[models.Key]]:
+    params: list[tuple[str, str]] = []
+    for name, value in filters.items():
+        if isinstance(value, Mapping):  # metadata: {"billing.tier": "pro"}
+            params.extend((f"{name}.{path}", str(v)) for path, v in value.items())
+        elif value is not None:
+            params.append((name, str(value)))
+    params.extend(_paging(cursor, limit))
+    return Call("GET", "/v1/keys", _page(models.Key), params)
+
+
+def get_key(ref: str) -> Call[models.Key]:
+    return Call("GET", f"/v1/keys/{_segment(ref)}", _data(models.Key))
+
+
+def update_key(ref: str, changes: KeyChanges) -> Call[models.Key]:
+    return Call("PATCH", f"/v1/keys/{_segment(ref)}", _data(models.Key), (), dict(changes))
+
+
+def rotate_key(
+    ref: str, grace_period_seconds: int | None, idempotency_key: str | None
+) -> Call[models.KeyCreated]:
+    body = {} if grace_period_seconds is None else {"grace_period_seconds": grace_period_seconds}
+    path = f"/v1/keys/{_segment(ref)}/rotate"
+    return Call("POST", path, _created(models.KeyCreated), (), body, idempotency_key)
+
+
+def disable_key(ref: str, reason: str | None, auto_enable_after: int | None) -> Call[models.Key]:
+    body: dict[str, Any] = {}
+    if reason is not None:
+        body["reason"] = reason
+    if auto_enable_after is not None:
+        body["auto_enable_after"] = auto_enable_after
+    return Call("POST", f"/v1/keys/{_segment(ref)}/disable", _data(models.Key), (), body)
+
+
+def enable_key(ref: str) -> Call[models.Key]:
+    return Call("POST", f"/v1/keys/{_segment(ref)}/enable", _data(models.Key))
+
+
+def revoke_key(ref: str, reason: str | None) -> Call[models.Key]:
+    params = [] if reason is None else [("reason", reason)]
+    return Call("DELETE", f"/v1/keys/{_segment(ref)}", _data(models.Key), params)
+
+
+# -- verify and usage -------------------------------------------------------------------------
+
+
+def verify(
+    key: str,
+    *,
+    model: str | None,
+    scopes: Sequence[str] | None,
+    ip: str | None,
+    origin: str | None,
+    referrer: str | None,
+    user_agent: str | None,
+    cost: Decimal | int | float | str | None,
+    tokens: Mapping[str, int] | None,
+    acquire_concurrency: bool | None,
+    request_id: str | None,
+) -> Call[models.Verdict]:
+    body: dict[str, Any] = {"key": key}
+    optional: dict[str, Any] = {
+        "model": model,
+        "scopes": None if scopes is None else list(scopes),
+        "ip": ip,
+        "origin": origin,
+        "referrer": referrer,
+        "user_agent": user_agent,
+        "cost": None if cost is None else credits(cost),
+        "tokens": None if tokens is None else dict(tokens),
+        "acquire_concurrency": acquire_concurrency,
+        "request_id": request_id,
+    }
+    body.update({name: value for name, value in optional.items() if value is not None})
+    return Call("POST", "/v1/verify", _model(models.Verdict), (), body)
+
+
+def report_usage(
+    *,
+    key_id: str | None,
+    key: str | None,
+    request_id: str | None,
+    cost: Decimal | int | float | str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    model: str | None,
+    latency_ms: int | None,
+    status: int | None,
+    idempotency_key: str | None,
+) -> Call[models.UsageRecorded]:
+    optional: dict[str, Any] = {
+        "key_id": key_id,
+        "key": key,
+        "request_id": request_id,
+        "cost": None if cost is None else credits(cost),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "model": model,
+        "latency_ms": latency_ms,
+        "status": status,
+    }
+    body = {name: value for name, value in optional.items() if value is not None}
+    # A request_id already identifies the report; reuse it so a retry is counted once even
+    # across separate calls of the caller's own retry loop.
+    idem = idempotency_key or request_id
+    return Call("POST", "/v1/usage", _model(models.UsageRecorded), (), body, idem)
+
+
+def list_events(
+    key_id: str | None, cursor: str | None, limit: int | None
+) -> Call[models.Page[models.Event]]:
+    params = [] if key_id is None else [("key_id", key_id)]
+    params.extend(_paging(cursor, limit))
+    return Call("GET", "/v1/events", _page(models.Event), params)
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+
+def create_plan(
+    name: str, description: str | None, policy: Policy | None, idempotency_key: str | None
+) -> Call[models.Plan]:
+    body: dict[str, Any] = {"name": name}
+    if description is not None:
+        body["description"] = description
+    if policy is not None:
+        body["policy"] = policy
+    return Call("POST", "/v1/plans", _data(models.Plan), (), body, idempotency_key)
+
+
+def list_plans() -> Call[list[models.Plan]]:
+    return Call("GET", "/v1/plans", _items(models.Plan))
+
+
+def get_plan(ref: str) -> Call[models.Plan]:
+    return Call("GET", f"/v1/plans/{_segment(ref)}", _data(models.Plan))
+
+
+def update_plan(ref: str, changes: PlanChanges) -> Call[models.Plan]:
+    return Call("PATCH", f"/v1/plans/{_segment(ref)}", _data(models.Plan), (), dict(changes))
+
+
+def delete_plan(ref: str) -> Call[models.Plan]:
+    return Call("DELETE", f"/v1/plans/{_segment(ref)}", _data(models.Plan))
+
+
+# -- management keys --------------------------------------------------------------------------
+
+
+def create_management_key(
+    name: str, scopes: Sequence[str], project_id: str | None, idempotency_key: str | None
+) -> Call[models.ManagementKeyCreated]:
+    body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
+    if project_id is not None:
+        body["project_id"] = project_id
+    parse = _created(models.ManagementKeyCreated)
+    return Call("POST", "/v1/management-keys", parse, (), body, idempotency_key)
+
+
+def list_management_keys(
+    cursor: str | None, limit: int | None
+) -> Call[models.Page[models.ManagementKey]]:
+    return Call("GET", "/v1/management-keys", _page(models.ManagementKey), _paging(cursor, limit))
+
+
+def get_management_key(key_id: str) -> Call[models.ManagementKey]:
+    return Call("GET", f"/v1/management-keys/{_segment(key_id)}", _data(models.ManagementKey))
+
+
+def revoke_management_key(key_id: str) -> Call[models.ManagementKey]:
+    return Call("DELETE", f"/v1/management-keys/{_segment(key_id)}", _data(models.ManagementKey))
+
+
+# -- projects ---------------------------------------------------------------------------------
+
+
+def create_project(
+    name: str, key_prefix: str | None, idempotency_key: str | None
+) -> Call[models.Project]:
+    body: dict[str, Any] = {"name": name}
+    if key_prefix is not None:
+        body["key_prefix"] = key_prefix
+    return Call("POST", "/v1/projects", _data(models.Project), (), body, idempotency_key)
+
+
+def list_projects() -> Call[list[models.Project]]:
+    return Call("GET", "/v1/projects", _items(models.Project))
+
+
+def get_project(project_id: str) -> Call[models.Project]:
+    return Call("GET", f"/v1/projects/{_segment(project_id)}", _data(models.Project))

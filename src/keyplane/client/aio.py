@@ -1,0 +1,384 @@
+"""The asyncio client: :class:`AsyncClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
+from types import TracebackType
+from typing import TypeVar, Unpack
+
+import httpx
+
+from keyplane.client import _calls, _core, errors, models
+from keyplane.client._calls import KeyChanges, KeyFields, KeyFilters, PlanChanges, Policy
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """An asyncio Keyplane client; the same API as :class:`~keyplane.client.Client`, awaited.
+
+    Args:
+        url: The server, e.g. ``https://keys.example.com``; defaults to ``KEYPLANE_URL``, then
+            ``http://127.0.0.1:8400``.
+        management_key: Sent as ``Authorization: Bearer ...``; defaults to
+            ``KEYPLANE_MANAGEMENT_KEY``.
+        timeout: Seconds for each attempt (connect, read, write and pool, each).
+        max_retries: Attempts after the first on connection errors, timeouts, 429 and 5xx.
+        retry: The full retry schedule (``max_retries`` overrides its count).
+        headers: Extra headers sent with every request.
+        transport: An httpx transport, e.g. for tests.
+        sleep: Called with the seconds to wait between attempts (inject to test without waiting).
+
+    Example::
+
+        async with AsyncClient() as keyplane:
+            created = await keyplane.keys.create("acme prod", owner="cust_42")
+            print(created.key)  # shown only this once
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        management_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        max_retries: int | None = None,
+        retry: _core.RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._config = _core.Config.resolve(
+            url, management_key, timeout, max_retries, retry, headers
+        )
+        self._http = httpx.AsyncClient(transport=transport, **self._config.client_options())
+        self._sleep = sleep
+        self.keys = AsyncKeys(self)
+        self.plans = AsyncPlans(self)
+        self.management_keys = AsyncManagementKeys(self)
+        self.projects = AsyncProjects(self)
+        self.usage = AsyncUsageReports(self)
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return self._config.url
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def send(self, call: _core.Call[T]) -> T:
+        """Send one operation, retrying as the retry policy allows; its parsed result."""
+        idempotency_key = _core.idempotency_key_for(call)
+        attempt = 0
+        while True:
+            request = self._http.build_request(**_core.request_options(call, idempotency_key))
+            try:
+                response = await self._http.send(request)
+                return _core.outcome(call, response)
+            except httpx.RequestError as exc:
+                failure: errors.KeyplaneError = _core.transport_error(exc, self.url)
+                cause: BaseException = exc
+            except errors.APIError as exc:
+                failure = cause = exc
+            delay = _core.next_delay(self._config, attempt, failure)
+            if delay is None:
+                if failure is cause:
+                    raise failure
+                raise failure from cause
+            attempt += 1
+            await self._sleep(delay)
+
+    async def health(self) -> models.Health:
+        """Liveness (``/healthz``): the server process is up."""
+        return await self.send(_calls.health())
+
+    async def ready(self) -> models.Health:
+        """Readiness (``/readyz``): the server's database answers (ServerError 503 if not)."""
+        return await self.send(_calls.ready())
+
+    async def verify(
+        self,
+        key: str,
+        *,
+        model: str | None = None,
+        scopes: Sequence[str] | None = None,
+        ip: str | None = None,
+        origin: str | None = None,
+        referrer: str | None = None,
+        user_agent: str | None = None,
+        cost: Decimal | int | float | str | None = None,
+        tokens: Mapping[str, int] | None = None,
+        acquire_concurrency: bool | None = None,
+        request_id: str | None = None,
+    ) -> models.Verdict:
+        """Ask whether an API key may serve this request now (``POST /v1/verify``).
+
+        Args:
+            key: The presented API key (plaintext; sent only in the body, never logged).
+            model: The model requested, checked against the key's model rules.
+            scopes: Scopes the request needs.
+            ip: The caller's IP address, checked against the key's network rules.
+            origin: The request's ``Origin`` header.
+            referrer: The request's ``Referer`` header.
+            user_agent: The request's ``User-Agent``.
+            cost: Credits to reserve until the usage report settles them.
+            tokens: Estimated tokens to reserve: ``{"input": n, "output": m}``.
+            acquire_concurrency: Hold a concurrency slot until the usage report.
+            request_id: Ties the reservation to its usage report; generated when absent.
+
+        Returns:
+            The verdict; ``valid`` is true only for code ``VALID``. A refusal is a verdict,
+            not an exception.
+        """
+        return await self.send(
+            _calls.verify(
+                key,
+                model=model,
+                scopes=scopes,
+                ip=ip,
+                origin=origin,
+                referrer=referrer,
+                user_agent=user_agent,
+                cost=cost,
+                tokens=tokens,
+                acquire_concurrency=acquire_concurrency,
+                request_id=request_id,
+            )
+        )
+
+
+class _Resource:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+
+async def _pages(fetch: Callable[[str | None], Awaitable[models.Page[T]]]) -> AsyncIterator[T]:
+    cursor: str | None = None
+    while True:
+        page = await fetch(cursor)
+        for item in page.data:
+            yield item
+        if not page.has_more or page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+class AsyncKeys(_Resource):
+    """``/v1/keys``: the API key lifecycle."""
+
+    async def create(
+        self, name: str, *, idempotency_key: str | None = None, **fields: Unpack[KeyFields]
+    ) -> models.KeyCreated:
+        """Create a key; the answer's ``key`` is the plaintext, shown only this once.
+
+        A generated ``Idempotency-Key`` is sent and reused by retries, so a retried create never
+        makes two keys; pass your own to make separate calls idempotent too.
+        """
+        return await self._client.send(_calls.create_key(name, fields, idempotency_key))
+
+    async def list(
+        self, *, cursor: str | None = None, limit: int | None = None, **filters: Unpack[KeyFilters]
+    ) -> models.Page[models.Key]:
+        """One page of keys in creation order."""
+        return await self._client.send(_calls.list_keys(filters, cursor, limit))
+
+    def iterate(
+        self, *, page_size: int = 100, **filters: Unpack[KeyFilters]
+    ) -> AsyncIterator[models.Key]:
+        """Every matching key, fetching pages as the iteration goes."""
+        return _pages(lambda cursor: self.list(cursor=cursor, limit=page_size, **filters))
+
+    async def get(self, id_or_hash: str) -> models.Key:
+        """One key by id or hash."""
+        return await self._client.send(_calls.get_key(id_or_hash))
+
+    async def update(self, id_or_hash: str, **changes: Unpack[KeyChanges]) -> models.Key:
+        """Change fields of a key; absent fields stay as they are."""
+        return await self._client.send(_calls.update_key(id_or_hash, changes))
+
+    async def rotate(
+        self,
+        id_or_hash: str,
+        *,
+        grace_period_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.KeyCreated:
+        """Issue a new secret (same id); the old one verifies for the grace period."""
+        return await self._client.send(
+            _calls.rotate_key(id_or_hash, grace_period_seconds, idempotency_key)
+        )
+
+    async def disable(
+        self, id_or_hash: str, *, reason: str | None = None, auto_enable_after: int | None = None
+    ) -> models.Key:
+        """Disable a key, optionally for ``auto_enable_after`` seconds only."""
+        return await self._client.send(_calls.disable_key(id_or_hash, reason, auto_enable_after))
+
+    async def enable(self, id_or_hash: str) -> models.Key:
+        """Enable a disabled key."""
+        return await self._client.send(_calls.enable_key(id_or_hash))
+
+    async def revoke(self, id_or_hash: str, *, reason: str | None = None) -> models.Key:
+        """Revoke a key for good."""
+        return await self._client.send(_calls.revoke_key(id_or_hash, reason))
+
+
+class AsyncUsageReports(_Resource):
+    """``/v1/usage`` and ``/v1/events``."""
+
+    async def report(
+        self,
+        *,
+        key_id: str | None = None,
+        key: str | None = None,
+        request_id: str | None = None,
+        cost: Decimal | int | float | str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+        latency_ms: int | None = None,
+        status: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.UsageRecorded:
+        """Record what a request spent (exactly one of ``key_id`` and ``key``).
+
+        The idempotency key defaults to ``request_id``, else a generated one reused by retries.
+        """
+        return await self._client.send(
+            _calls.report_usage(
+                key_id=key_id,
+                key=key,
+                request_id=request_id,
+                cost=cost,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                model=model,
+                latency_ms=latency_ms,
+                status=status,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    async def events(
+        self, *, key_id: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> models.Page[models.Event]:
+        """One page of events in the order they happened."""
+        return await self._client.send(_calls.list_events(key_id, cursor, limit))
+
+    def iterate_events(
+        self, *, key_id: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[models.Event]:
+        """Every event (of one key, if given), fetching pages as the iteration goes."""
+        return _pages(lambda cursor: self.events(key_id=key_id, cursor=cursor, limit=page_size))
+
+
+class AsyncPlans(_Resource):
+    """``/v1/plans``: named policy templates."""
+
+    async def create(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        policy: Policy | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Plan:
+        """Create a plan."""
+        return await self._client.send(
+            _calls.create_plan(name, description, policy, idempotency_key)
+        )
+
+    async def list(self) -> builtins.list[models.Plan]:
+        """Every plan of the organization, by name."""
+        return await self._client.send(_calls.list_plans())
+
+    async def get(self, id_or_name: str) -> models.Plan:
+        """One plan by name or id."""
+        return await self._client.send(_calls.get_plan(id_or_name))
+
+    async def update(self, id_or_name: str, **changes: Unpack[PlanChanges]) -> models.Plan:
+        """Change a plan; every key on it follows."""
+        return await self._client.send(_calls.update_plan(id_or_name, changes))
+
+    async def delete(self, id_or_name: str) -> models.Plan:
+        """Delete a plan no key uses (ConflictError ``PLAN_IN_USE`` otherwise)."""
+        return await self._client.send(_calls.delete_plan(id_or_name))
+
+
+class AsyncManagementKeys(_Resource):
+    """``/v1/management-keys``."""
+
+    async def create(
+        self,
+        name: str,
+        scopes: Sequence[str],
+        *,
+        project_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.ManagementKeyCreated:
+        """Create a management key with at most the caller's scopes; shown only once."""
+        return await self._client.send(
+            _calls.create_management_key(name, scopes, project_id, idempotency_key)
+        )
+
+    async def list(
+        self, *, cursor: str | None = None, limit: int | None = None
+    ) -> models.Page[models.ManagementKey]:
+        """One page of management keys in creation order."""
+        return await self._client.send(_calls.list_management_keys(cursor, limit))
+
+    def iterate(self, *, page_size: int = 100) -> AsyncIterator[models.ManagementKey]:
+        """Every management key, fetching pages as the iteration goes."""
+        return _pages(lambda cursor: self.list(cursor=cursor, limit=page_size))
+
+    async def get(self, key_id: str) -> models.ManagementKey:
+        """One management key."""
+        return await self._client.send(_calls.get_management_key(key_id))
+
+    async def revoke(self, key_id: str) -> models.ManagementKey:
+        """Revoke a management key; it stops working at once."""
+        return await self._client.send(_calls.revoke_management_key(key_id))
+
+
+class AsyncProjects(_Resource):
+    """``/v1/projects``."""
+
+    async def create(
+        self, name: str, *, key_prefix: str | None = None, idempotency_key: str | None = None
+    ) -> models.Project:
+        """Create a project (needs an org-wide management key)."""
+        return await self._client.send(_calls.create_project(name, key_prefix, idempotency_key))
+
+    async def list(self) -> builtins.list[models.Project]:
+        """The projects this management key reaches."""
+        return await self._client.send(_calls.list_projects())
+
+    async def get(self, project_id: str) -> models.Project:
+        """One project."""
+        return await self._client.send(_calls.get_project(project_id))
+
+
+__all__ = [
+    "AsyncClient",
+    "AsyncKeys",
+    "AsyncManagementKeys",
+    "AsyncPlans",
+    "AsyncProjects",
+    "AsyncUsageReports",
+]

@@ -1,0 +1,196 @@
+"""Typed responses of the ``/v1`` API, as the SDK sees them.
+
+Defined here rather than shared with the server so that the SDK depends on nothing but httpx
+and pydantic. Unknown fields are kept (``extra="allow"``): a newer server adding a field does
+not break an older SDK. Credits are :class:`~decimal.Decimal`, never floats.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+T = TypeVar("T")
+
+
+class Model(BaseModel):
+    """Base of every response model."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _decimal(value: object) -> object:
+    # JSON numbers arrive as floats; read them through their shortest text so 0.1 stays 0.1.
+    return Decimal(repr(value)) if isinstance(value, float) else value
+
+
+class Usage(Model):
+    """Credits spent in the current periods (UTC; weeks start on Monday)."""
+
+    total: Decimal
+    daily: Decimal
+    weekly: Decimal
+    monthly: Decimal
+
+    _credits = field_validator("total", "daily", "weekly", "monthly", mode="before")(_decimal)
+
+
+class Key(Model):
+    """An API key's record. Never holds the secret."""
+
+    id: str
+    hash: str
+    start: str
+    end: str
+    org_id: str
+    project_id: str
+    name: str
+    label: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    environment: str
+    tags: list[str] = []
+    metadata: dict[str, Any] = {}
+    scopes: list[str] = []
+    status: str
+    disabled_reason: str | None = None
+    auto_enable_at: datetime | None = None
+    revoked_reason: str | None = None
+    revoked_at: datetime | None = None
+    expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None = None
+    plan: str | None = None
+    policy: dict[str, Any] = {}
+    effective_policy: dict[str, Any] = {}
+    usage: Usage
+    limit: Decimal | None = None
+    limit_remaining: Decimal | None = None
+    limit_reset: str | None = None
+
+    _credits = field_validator("limit", "limit_remaining", mode="before")(_decimal)
+
+
+class KeyCreated(Model):
+    """A created or rotated key: its plaintext ``key`` is shown only this once.
+
+    ``replayed`` is true when the server answered a repeated ``Idempotency-Key`` with the key
+    it had created before (response header ``Idempotent-Replayed: true``).
+    """
+
+    key: str = Field(repr=False)
+    data: Key
+    replayed: bool = False
+
+
+class Page(Model, Generic[T]):
+    """One page of a cursor-paginated list; pass ``next_cursor`` to get the next."""
+
+    data: list[T]
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class Limit(Model):
+    """A limit's state after a verify (``kind`` budget is in credits)."""
+
+    name: str
+    kind: str
+    limit: Decimal
+    remaining: Decimal
+    reset_at: datetime | None = None
+
+    _numbers = field_validator("limit", "remaining", mode="before")(_decimal)
+
+
+class Verdict(Model):
+    """The answer of ``POST /v1/verify``: switch on ``code`` (VALID, NOT_FOUND, RATE_LIMITED...)."""
+
+    valid: bool
+    code: str
+    key_id: str | None = None
+    owner: str | None = None
+    name: str | None = None
+    environment: str | None = None
+    tags: list[str] = []
+    metadata: dict[str, Any] = {}
+    scopes: list[str] = []
+    expires_at: datetime | None = None
+    plan: str | None = None
+    request_id: str | None = None
+    limits: list[Limit] = []
+    retry_after: float | None = None
+
+
+class UsageRecorded(Model):
+    """An acknowledged (durable) usage report; ``duplicate`` when it had been recorded before."""
+
+    id: str
+    key_id: str
+    duplicate: bool
+    recorded_at: datetime
+
+
+class Event(Model):
+    """Something that happened to a key (``budget.threshold_crossed``, ...)."""
+
+    id: str
+    type: str
+    subject_id: str | None = None
+    payload: dict[str, Any] = {}
+    created_at: datetime
+
+
+class Plan(Model):
+    """A named policy template."""
+
+    id: str
+    name: str
+    description: str | None = None
+    policy: dict[str, Any] = {}
+    created_at: datetime
+    updated_at: datetime
+
+
+class ManagementKey(Model):
+    """A management key's record. Never holds the secret."""
+
+    id: str
+    org_id: str
+    project_id: str | None = None
+    name: str
+    start: str
+    end: str
+    scopes: list[str] = []
+    created_by: str | None = None
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class ManagementKeyCreated(Model):
+    """A created management key: its plaintext ``key`` is shown only this once."""
+
+    key: str = Field(repr=False)
+    data: ManagementKey
+    replayed: bool = False
+
+
+class Project(Model):
+    """A group of keys with its own key prefix."""
+
+    id: str
+    org_id: str
+    name: str
+    key_prefix: str
+    created_at: datetime
+
+
+class Health(Model):
+    """``/healthz`` or ``/readyz``."""
+
+    status: str
