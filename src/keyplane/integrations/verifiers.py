@@ -1,6 +1,6 @@
 """Verifiers: in-process (a Keyplane Runtime in this process, no network hop).
 
-A remote verifier that asks a Keyplane server over HTTP lives in
+The remote one, asking a Keyplane server through the SDK, is in
 :mod:`keyplane.integrations.remote`; both satisfy ``KeyVerifier``.
 """
 
