@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keyplane.domain.forwarding import MAX_FORWARDED_HOPS, client_address, parse_trusted
 
@@ -54,3 +56,27 @@ def test_bad_trusted_entries_are_refused() -> None:
     for bad in ("10.0.0.1/8", "nope", "fe80::1%eth0"):
         with pytest.raises(ValueError):
             parse_trusted([bad])
+
+
+_ipv4 = st.ip_addresses(v=4).map(str)
+_hop = st.one_of(_ipv4, st.sampled_from(["10.1.2.3", "10.0.0.9", "bogus", "", " "]))
+
+
+@given(
+    peer=st.one_of(_ipv4, st.sampled_from(["10.0.0.1", "10.200.0.1"])),
+    hops=st.lists(_hop, max_size=8),
+    real_ip=st.one_of(st.none(), _ipv4, st.just("nonsense")),
+)
+def test_the_answer_is_always_the_peer_or_something_a_trusted_hop_vouched_for(
+    peer: str, hops: list[str], real_ip: str | None
+) -> None:
+    forwarded = ", ".join(hops) if hops else None
+    result = client_address(peer, forwarded, real_ip, TRUSTED)
+    assert result is not None
+    if not peer.startswith("10."):
+        assert result == peer  # an untrusted peer's headers never count
+    else:
+        assert result in {peer, real_ip, *(hop.strip() for hop in hops)}
+        if forwarded is None and real_ip is None:
+            assert result == peer
+    assert client_address(peer, forwarded, real_ip, ()) == peer
