@@ -150,6 +150,15 @@ async def test_rate_limited_is_429_with_retry_after_and_ratelimit_headers(api: A
     assert (await auth(api, key)).status_code == 200
 
 
+async def test_token_limited_is_429_too(api: Api) -> None:
+    key, _ = await api.create_key(policy={"token_limits": {"input_per_minute": 1000}})
+    estimate = {"X-Keyplane-Input-Tokens": "600", "X-Keyplane-Output-Tokens": "10"}
+    assert (await auth(api, key, **estimate)).status_code == 200
+    refused = await auth(api, key, **estimate)
+    assert_refused(refused, 429, "TOKEN_LIMITED", key)
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
 async def test_exhausted_budget_is_402(api: Api) -> None:
     key, data = await api.create_key(policy={"budget": {"credit_limit": 0.5}})
     assert_refused(await auth(api, key, **{"X-Keyplane-Cost": "0.75"}), 402, "BUDGET_EXCEEDED", key)
@@ -194,6 +203,10 @@ async def test_the_gateway_must_hold_a_verify_management_key(api: Api) -> None:
         ("X-Keyplane-Scopes", "a" * 200),
         ("X-Keyplane-Model", "m" * 500),
         ("X-Keyplane-Model", "gpt\x7f4"),
+        ("X-Keyplane-Input-Tokens", "-1"),
+        ("X-Keyplane-Input-Tokens", "1e3"),
+        ("X-Keyplane-Input-Tokens", "1_000"),
+        ("X-Keyplane-Output-Tokens", "99999999999"),
         ("X-Keyplane-Request-Id", "has space"),
         ("X-Keyplane-Request-Id", "r" * 300),
     ],

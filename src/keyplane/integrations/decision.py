@@ -36,6 +36,9 @@ class AuthRequest:
     user_agent: str | None = None
     #: Credits to reserve against the key's budget until the usage report settles them.
     cost: Decimal | None = None
+    #: Estimated tokens to reserve against the key's token windows.
+    tokens_in: int = 0
+    tokens_out: int = 0
     request_id: str | None = None
 
 

@@ -25,6 +25,8 @@ MODEL_HEADER = "x-keyplane-model"
 SCOPES_HEADER = "x-keyplane-scopes"
 COST_HEADER = "x-keyplane-cost"
 REQUEST_ID_HEADER = "x-keyplane-request-id"
+INPUT_TOKENS_HEADER = "x-keyplane-input-tokens"
+OUTPUT_TOKENS_HEADER = "x-keyplane-output-tokens"
 
 #: Upper bounds on what is read from headers; more is refused, never truncated.
 MAX_KEY_LENGTH = 4096
@@ -33,6 +35,8 @@ MAX_CONTEXT_LENGTH = 2048
 MAX_SCOPES = 64
 MAX_SCOPE_LENGTH = 128
 MAX_REQUEST_ID_LENGTH = 255
+#: The same bound as the token estimate of POST /v1/verify.
+MAX_TOKENS = 10**9
 
 _UNAUTHENTICATED = frozenset({"MALFORMED", "NOT_FOUND", "DISABLED", "EXPIRED", "REVOKED"})
 _FORBIDDEN = frozenset(
@@ -144,6 +148,8 @@ def read_request(
         model=_bounded(headers, MODEL_HEADER, MAX_MODEL_LENGTH),
         scopes=_scopes(headers.get(SCOPES_HEADER)),
         cost=_cost(headers.get(COST_HEADER)),
+        tokens_in=_tokens(headers.get(INPUT_TOKENS_HEADER), INPUT_TOKENS_HEADER),
+        tokens_out=_tokens(headers.get(OUTPUT_TOKENS_HEADER), OUTPUT_TOKENS_HEADER),
         request_id=_request_id(headers.get(REQUEST_ID_HEADER)),
     )
 
@@ -156,6 +162,16 @@ def _bounded(headers: Mapping[str, str], name: str, limit: int) -> str | None:
     if len(value) > limit or not value.isprintable():
         raise BadGatewayHeader(f"{name} must be at most {limit} printable characters")
     return value
+
+
+def _tokens(value: str | None, name: str) -> int:
+    if value is None or not value.strip():
+        return 0
+    text = value.strip()
+    # ASCII digits only: int() would also take "1_000", "+5" and non-ASCII digits.
+    if len(text) > 10 or not (text.isascii() and text.isdigit()) or int(text) > MAX_TOKENS:
+        raise BadGatewayHeader(f"{name} must be a whole number from 0 to {MAX_TOKENS}")
+    return int(text)
 
 
 def _request_id(value: str | None) -> str | None:

@@ -45,6 +45,11 @@ class RemoteVerifier:
                 referrer=request.referrer,
                 user_agent=request.user_agent,
                 cost=request.cost,
+                tokens=(
+                    {"input": request.tokens_in, "output": request.tokens_out}
+                    if request.tokens_in or request.tokens_out
+                    else None
+                ),
                 request_id=request.request_id,
             )
         except ClientError as exc:

@@ -66,6 +66,8 @@ class InProcessVerifier:
                 ),
                 request_id=request.request_id,
                 cost=0 if request.cost is None else money.to_micros(request.cost),
+                tokens_in=request.tokens_in,
+                tokens_out=request.tokens_out,
             ),
         )
 
