@@ -53,7 +53,10 @@ async def dependency_allows_and_refuses(keys: Keys, service: httpx.AsyncClient) 
     limited, _ = await keys.create(
         policy={"rate_limits": [{"name": "per_minute", "limit": 1, "period": 60}]}
     )
-    assert (await service.get("/any", headers=bearer(limited))).status_code == 200
+    last = await service.get("/any", headers=bearer(limited))
+    assert last.status_code == 200
+    assert last.headers["RateLimit-Limit"] == "1"
+    assert last.headers["RateLimit-Remaining"] == "0"
     throttled = await service.get("/any", headers=bearer(limited))
     assert_problem(throttled, 429, "RATE_LIMITED")
     assert int(throttled.headers["Retry-After"]) == 60
@@ -70,6 +73,13 @@ async def middleware_allows_and_refuses(keys: Keys, service: httpx.AsyncClient) 
     allowed = await service.get("/whoami", headers=bearer(reader))
     assert allowed.status_code == 200, allowed.text
     assert allowed.json() == {"key_id": reader_id, "plan": None}
+    assert "RateLimit-Limit" not in allowed.headers  # no limits, no headers
+    limited, _ = await keys.create(
+        scopes=["read"], policy={"rate_limits": [{"name": "m", "limit": 5, "period": 60}]}
+    )
+    paced = await service.get("/whoami", headers=bearer(limited))
+    assert paced.status_code == 200
+    assert (paced.headers["RateLimit-Limit"], paced.headers["RateLimit-Remaining"]) == ("5", "4")
     assert_problem(await service.get("/whoami"), 401, "MISSING_KEY")
     assert_problem(await service.get("/whoami", headers=bearer(writer)), 403, "INSUFFICIENT_SCOPE")
     await keys.revoke(reader_id)

@@ -67,12 +67,28 @@ class KeyAuthMiddleware:
         )
         if decision.valid:
             scope.setdefault("state", {})["keyplane"] = decision
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._with_ratelimit(decision, send))
         elif scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
         else:
             await self._refuse(decision, send)
+
+    def _with_ratelimit(self, decision: Decision, send: Send) -> Send:
+        """``send`` that adds the key's ``RateLimit-*`` headers to the app's response."""
+        extra = [
+            (name.lower().encode(), value.encode())
+            for name, value in http.ratelimit_headers(decision, self.guard.now()).items()
+        ]
+        if not extra:
+            return send
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        return sending
 
     async def _refuse(self, decision: Decision, send: Send) -> None:
         body = json.dumps(http.problem_body(decision)).encode()

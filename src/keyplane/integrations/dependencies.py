@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from keyplane.integrations import http
@@ -58,7 +58,7 @@ def require_key(
     scopes: Sequence[str] = (),
     model: str | None = None,
     guard: KeyGuard | None = None,
-) -> Callable[[Request], Awaitable[Decision]]:
+) -> Callable[[Request, Response], Awaitable[Decision]]:
     """A dependency that returns the :class:`Decision` of a usable key, or refuses the request.
 
     Args:
@@ -71,7 +71,7 @@ def require_key(
     """
     wanted = tuple(scopes)
 
-    async def dependency(request: Request) -> Decision:
+    async def dependency(request: Request, response: Response) -> Decision:
         chosen = guard or getattr(request.app.state, _STATE_ATTRIBUTE, None)
         if chosen is None:
             raise RuntimeError("call keyplane.integrations.dependencies.install(app, guard) first")
@@ -80,6 +80,8 @@ def require_key(
         if not decision.valid:
             raise KeyRefused(decision, http.response_headers(decision, chosen.now()))
         request.state.keyplane = decision
+        # FastAPI merges these into the route's response (unless it returns its own Response).
+        response.headers.update(http.ratelimit_headers(decision, chosen.now()))
         return decision
 
     return dependency

@@ -261,6 +261,15 @@ def _whole(value: float) -> str:
     return str(max(0, math.ceil(value)))
 
 
+def ratelimit_headers(decision: Decision, now: datetime) -> dict[str, str]:
+    """Only the ``RateLimit-*`` headers, for a service to add to its own allowed responses."""
+    return {
+        name: value
+        for name, value in response_headers(decision, now).items()
+        if name.startswith("RateLimit-")
+    }
+
+
 def response_headers(decision: Decision, now: datetime) -> dict[str, str]:
     """Headers for a gateway answer: who the key is on success, why and when on refusal.
 
