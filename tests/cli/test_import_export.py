@@ -115,12 +115,26 @@ def test_export_never_holds_secrets_and_imports_again(
     # An export is an import file: its read-only columns are ignored.
     back = cli("keys", "import", str(tmp_path / "export.jsonl"), "-o", str(tmp_path / "1.out"))
     assert back.code == 0 and "created 3, already existed 0, rejected 0" in back.stderr, back
-    # The CSV rows have the same content as the JSON lines, so the same idempotency keys: a
-    # server that replays them answers "already existed"; one that does not creates them again.
+    # The CSV rows have the same content as the JSON lines, so the same idempotency keys: the
+    # server replays them.
     again = cli("keys", "import", str(tmp_path / "export.csv"), "-o", str(tmp_path / "2.out"))
-    assert again.code == 0 and "rejected 0" in again.stderr, again
+    assert again.code == 0 and "created 0, already existed 3, rejected 0" in again.stderr, again
     printed = cli("keys", "export", "--owner", owner)
-    assert len(printed.stdout.splitlines()) >= 6
+    assert len(printed.stdout.splitlines()) == 6
+
+
+def test_re_running_an_import_creates_nothing_new(cli: Run, tmp_path: Path) -> None:
+    owner = f"rerun-{secrets.token_hex(4)}"
+    source = write(
+        tmp_path / "keys.csv", f"name,owner\nalpha,{owner}\nbeta,{owner}\ngamma,{owner}\n"
+    )
+    first = cli("keys", "import", str(source), "-o", str(tmp_path / "first.jsonl"))
+    assert first.code == 0 and "created 3, already existed 0, rejected 0" in first.stderr, first
+    second = cli("keys", "import", str(source))
+    assert second.code == 0 and "created 0, already existed 3, rejected 0" in second.stderr
+    assert "kp_live_" not in second.stdout + second.stderr  # shown once, by the first run
+    listed = cli("keys", "list", "--owner", owner, "--json").json()["data"]
+    assert sorted(k["name"] for k in listed) == ["alpha", "beta", "gamma"]
 
 
 def test_rows_carry_a_content_key_and_replays_count_as_existing(
@@ -143,6 +157,10 @@ def test_rows_carry_a_content_key_and_replays_count_as_existing(
     assert second.stdout == ""  # replayed secrets were shown by the first run
     keys = [r.headers["idempotency-key"] for r in scripted.received]
     assert keys[0] == keys[2] and keys[1] == keys[3] and keys[0] != keys[1]
+    # Keyed with the management key: nobody can compute it from the row alone.
+    scripted.script(Reply(201, KEY_BODY), Reply(201, KEY_BODY))
+    invoke("keys", "import", str(source), env={**env, "KEYPLANE_MANAGEMENT_KEY": "kp_mgmt_y"})
+    assert scripted.received[4].headers["idempotency-key"] not in keys
 
 
 def test_an_import_stops_at_an_auth_failure_and_keeps_what_it_made(

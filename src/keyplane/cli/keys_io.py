@@ -1,15 +1,16 @@
 """``keyplane keys import`` and ``keyplane keys export``: keys in bulk, as CSV or JSON lines.
 
 Import is idempotent on re-run: each row is sent with an ``Idempotency-Key`` derived from the
-row's content, so a server that already created it answers with that key again (header
-``Idempotent-Replayed: true``) and the row counts as "already existed" instead of a duplicate.
-Identical rows in one file are therefore one key.
+row's content and the management key, so a server that already created it answers with that key
+again (header ``Idempotent-Replayed: true``) and the row counts as "already existed" instead of a
+duplicate. Identical rows in one file are therefore one key.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -72,11 +73,16 @@ class Row:
     line: int
     fields: dict[str, Any]
 
-    @property
-    def idempotency_key(self) -> str:
-        """Derived from the content alone, so the same row maps to the same key on every run."""
+    def idempotency_key(self, management_key: str) -> str:
+        """The same for the same row and management key on every run, and unpredictable.
+
+        Keyed with the management key (which the server never stores): a key made under an
+        idempotency key has a derived secret, so the idempotency key must not be computable
+        from what the database holds, such as the row's name and owner.
+        """
         canonical = json.dumps(self.fields, sort_keys=True, separators=(",", ":"))
-        return "kp-import-" + hashlib.sha256(canonical.encode()).hexdigest()[:48]
+        digest = hmac.new(management_key.encode(), canonical.encode(), hashlib.sha256)
+        return "kp-import-" + digest.hexdigest()[:48]
 
 
 @dataclass
@@ -220,7 +226,10 @@ def import_keys(
             task = progress.add_task("importing", total=len(rows))
             for row in rows:
                 try:
-                    created = client.keys.create(idempotency_key=row.idempotency_key, **row.fields)
+                    created = client.keys.create(
+                        idempotency_key=row.idempotency_key(client.management_key or ""),
+                        **row.fields,
+                    )
                 except APIError as exc:
                     if exc.status in (401, 403) or exc.status >= 500:
                         raise  # the same for every row: stop here, connect() reports it

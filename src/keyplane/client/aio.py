@@ -67,6 +67,11 @@ class AsyncClient:
         """The server's base URL."""
         return self._config.url
 
+    @property
+    def management_key(self) -> str | None:
+        """The management key the client sends, if any."""
+        return self._config.management_key
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()

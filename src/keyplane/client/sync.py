@@ -67,6 +67,11 @@ class Client:
         """The server's base URL."""
         return self._config.url
 
+    @property
+    def management_key(self) -> str | None:
+        """The management key the client sends, if any."""
+        return self._config.management_key
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
