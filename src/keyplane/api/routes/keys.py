@@ -56,7 +56,18 @@ def _fingerprint(body: KeyCreate) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-@router.post("", status_code=201, response_model=KeyCreated)
+@router.post(
+    "",
+    status_code=201,
+    response_model=KeyCreated,
+    responses={
+        200: {
+            "model": KeyCreated,
+            "description": "an idempotent retry: the key the first request made "
+            "(header Idempotent-Replayed: true)",
+        }
+    },
+)
 async def create_key(
     body: KeyCreate,
     principal: PrincipalDep,
