@@ -325,3 +325,12 @@ async def test_bad_list_parameters_are_400(api: Api) -> None:
 async def test_unknown_paths_and_methods_answer_in_the_same_format(api: Api) -> None:
     assert_error(await api.client.get("/prod/createServiceKey"), 405, "METHOD_NOT_ALLOWED")
     assert_error(await api.client.post("/prod/rotateServiceKey", json={}), 404, "NOT_FOUND")
+
+
+async def test_an_oversized_body_is_413_in_the_same_format(api: Api) -> None:
+    huge = json.dumps({"api_key_name": "x", "metadata": {"blob": "d" * 200_000}}).encode()
+    response = await api.client.post(
+        "/prod/createServiceKey", content=huge, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert (await api.client.get("/v1/keys")).json()["data"] == []

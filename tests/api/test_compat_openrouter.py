@@ -341,3 +341,12 @@ async def test_unknown_paths_and_methods_answer_in_the_same_format(api: Api) -> 
     assert_error(await api.client.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
     assert_error(await api.client.put("/api/v1/keys", json={}), 405, "METHOD_NOT_ALLOWED")
     assert_error(await api.client.post("/api/v1/key", json={}), 405)
+
+
+async def test_an_oversized_body_is_413_in_the_same_format(api: Api) -> None:
+    huge = json.dumps({"name": "x", "description": "d" * 200_000}).encode()
+    response = await api.client.post(
+        "/api/v1/keys", content=huge, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert (await api.client.get("/v1/keys")).json()["data"] == []

@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from keyplane import __version__
-from keyplane.api import problems
+from keyplane.api import compat, problems
 from keyplane.api.body_limit import BodySizeLimit
-from keyplane.api.compat import fastrouter, openrouter
 from keyplane.api.routes import health, keys, management_keys, plans, projects, usage, verify
 from keyplane.domain.clock import Clock
 from keyplane.services.runtime import Runtime
@@ -68,7 +67,7 @@ def create_app(
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     # Compatibility surfaces render their own errors; they are not in /openapi.json.
-    app.include_router(openrouter.router)
-    app.include_router(fastrouter.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router in compat.ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     return app

@@ -99,3 +99,15 @@ def add_fallback(router: APIRouter, render: Renderer) -> None:
         return render(Failure(404, "NOT_FOUND", "no such endpoint"))
 
     router.add_api_route("/{path:path}", fallback, methods=ALL_METHODS, include_in_schema=False)
+
+
+def too_large(render: Renderer) -> Callable[[str], Response]:
+    """The 413 for a body over the size limit, in the surface's format (for BodySizeLimit)."""
+
+    def respond(detail: str) -> Response:
+        response = render(Failure(413, "PAYLOAD_TOO_LARGE", detail))
+        # The rest of the body is never read: the connection cannot be reused.
+        response.headers["Connection"] = "close"
+        return response
+
+    return respond
