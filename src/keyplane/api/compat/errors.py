@@ -62,9 +62,15 @@ def _validation_failure(exc: RequestValidationError) -> Failure:
         if error.get("type") == "json_invalid":
             return Failure(400, "INVALID_JSON", "the request body is not valid JSON")
         # Never echo the offending input: it may be a key or other secret.
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        location = ".".join(_shown(part) for part in error.get("loc", ()) if part != "body")
         parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
     return Failure(400, "VALIDATION_FAILED", "invalid request: " + "; ".join(parts[:5]))
+
+
+def _shown(part: object) -> str:
+    """A location segment fit for a message: an unknown field's name is client-chosen text."""
+    text = str(part)[:64]
+    return text if text.isprintable() else ascii(text)
 
 
 def error_route(render: Renderer) -> type[APIRoute]:
