@@ -14,6 +14,8 @@ from keyplane.store.base import KeyFilter, Store
 
 #: Rows fetched per store query while skipping to an offset.
 _BATCH = 500
+#: Reaching an offset reads every row before it (the store pages by cursor), so it is capped.
+MAX_OFFSET = 100_000
 
 
 @dataclass(frozen=True, slots=True)

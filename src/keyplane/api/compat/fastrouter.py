@@ -24,7 +24,7 @@ from keyplane.domain import money
 from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError
-from keyplane.services.compat import find_project, live_keys_page, project_names
+from keyplane.services.compat import MAX_OFFSET, find_project, live_keys_page, project_names
 from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
 
@@ -171,7 +171,7 @@ async def get_service_keys(
     org_id: Annotated[str | None, Query(max_length=200)] = None,
     project_id: Annotated[str | None, Query(max_length=200)] = None,
     include_revoked: bool = True,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
 ) -> dict[str, Any]:
     """List service keys, oldest first; revoked ones show with status ``revoked``."""

@@ -25,12 +25,11 @@ from keyplane.domain import money
 from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import AuthenticationError, NotFoundError
-from keyplane.services.compat import live_keys_page
+from keyplane.services.compat import MAX_OFFSET, live_keys_page
 from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
 
 PAGE_SIZE = 100
-MAX_OFFSET = 1_000_000
 LimitReset = Literal["daily", "weekly", "monthly"]
 
 
