@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import Api
 
@@ -205,16 +204,13 @@ async def test_get_key_answers_an_api_key_about_itself(api: Api) -> None:
     assert created["key"] not in revoked.text
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [{}, {"Authorization": "Bearer kp_mgmt_nope"}, {"Authorization": "Basic abc"}],
-)
-async def test_missing_or_bad_credentials_are_401(api: Api, headers: dict[str, str]) -> None:
+async def test_missing_or_bad_credentials_are_401(api: Api) -> None:
     api.client.headers.pop("Authorization")
-    for method, path in (("GET", "/api/v1/keys"), ("GET", "/api/v1/key")):
-        response = await api.client.request(method, path, headers=headers)
-        assert_error(response, 401, "UNAUTHENTICATED")
-        assert response.headers["www-authenticate"] == "Bearer"
+    for headers in ({}, {"Authorization": "Bearer kp_mgmt_nope"}, {"Authorization": "Basic abc"}):
+        for path in ("/api/v1/keys", "/api/v1/key"):
+            response = await api.client.get(path, headers=headers)
+            assert_error(response, 401, "UNAUTHENTICATED")
+            assert response.headers["www-authenticate"] == "Bearer"
 
 
 async def test_a_read_only_management_key_cannot_create(api: Api) -> None:
@@ -261,80 +257,79 @@ BAD_BODIES: list[tuple[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "body"), BAD_BODIES, ids=[case for case, _ in BAD_BODIES])
-async def test_bad_create_bodies_are_400_and_create_nothing(api: Api, case: str, body: Any) -> None:
-    response = await api.client.post(
-        "/api/v1/keys",
-        content=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    message = assert_error(response, 400)
-    assert "\x00" not in message and "kkkkkkkkkk" not in message
+async def test_bad_create_bodies_are_400_and_create_nothing(api: Api) -> None:
+    for case, body in BAD_BODIES:
+        response = await api.client.post(
+            "/api/v1/keys",
+            content=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+        )
+        message = assert_error(response, 400)
+        assert "\x00" not in message and "kkkkkkkkkk" not in message, case
     assert (await api.client.get("/v1/keys")).json()["data"] == []
 
 
-@pytest.mark.parametrize(
-    "raw", [b"{", b'{"name": "x",}', b"{'name': 'x'}", b"\xff\xfe\x00{", b'{"name": "\\ud800"}']
-)
-async def test_malformed_json_is_400(api: Api, raw: bytes) -> None:
+async def test_malformed_json_is_400(api: Api) -> None:
     created = await create(api)
-    for method, path in (
-        ("POST", "/api/v1/keys"),
-        ("PATCH", f"/api/v1/keys/{created['hash']}"),
+    for raw in (
+        b"{",
+        b'{"name": "x",}',
+        b"{'name': 'x'}",
+        b"\xff\xfe\x00{",
+        b'{"name": "\\ud800"}',
     ):
-        response = await api.client.request(
-            method, path, content=raw, headers={"content-type": "application/json"}
-        )
-        assert_error(response, 400)
+        for method, path in (
+            ("POST", "/api/v1/keys"),
+            ("PATCH", f"/api/v1/keys/{created['hash']}"),
+        ):
+            response = await api.client.request(
+                method, path, content=raw, headers={"content-type": "application/json"}
+            )
+            assert_error(response, 400)
     assert (await native(api, created["hash"]))["name"] == "customer"
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"disabled": "true"},
-        {"limit": "lots"},
-        {"limit_reset": "never"},
-        {"name": ""},
-        {"hash": "abc"},
-        {"name": "\ud800"},
-    ],
-)
-async def test_bad_patches_are_400_and_change_nothing(api: Api, body: dict[str, Any]) -> None:
+BAD_PATCHES: list[dict[str, Any]] = [
+    {"disabled": "true"},
+    {"limit": "lots"},
+    {"limit_reset": "never"},
+    {"name": ""},
+    {"hash": "abc"},
+    {"name": "\ud800"},
+]
+
+
+async def test_bad_patches_are_400_and_change_nothing(api: Api) -> None:
     created = await create(api, limit=5)
     before = await native(api, created["hash"])
-    response = await api.client.patch(
-        f"/api/v1/keys/{created['hash']}",
-        content=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    assert_error(response, 400)
+    for body in BAD_PATCHES:
+        response = await api.client.patch(
+            f"/api/v1/keys/{created['hash']}",
+            content=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert_error(response, 400)
     assert await native(api, created["hash"]) == before
 
 
-@pytest.mark.parametrize(
-    "ref",
-    ["0" * 64, "abc", "k" * 300, "%00", "..%2F..%2Fetc", "key_01" + "z" * 24, "%E2%80%AE"],
-)
-async def test_unknown_or_malformed_hashes_are_404(api: Api, ref: str) -> None:
-    for method in ("GET", "PATCH", "DELETE"):
-        body = {"name": "x"} if method == "PATCH" else None
-        response = await api.client.request(method, f"/api/v1/keys/{ref}", json=body)
-        assert_error(response, 404)
+async def test_unknown_or_malformed_hashes_are_404(api: Api) -> None:
+    refs = ["0" * 64, "abc", "k" * 300, "%00", "..%2F..%2Fetc", "key_01" + "z" * 24, "%E2%80%AE"]
+    for ref in refs:
+        for method in ("GET", "PATCH", "DELETE"):
+            body = {"name": "x"} if method == "PATCH" else None
+            response = await api.client.request(method, f"/api/v1/keys/{ref}", json=body)
+            assert_error(response, 404)
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
+async def test_bad_list_parameters_are_400(api: Api) -> None:
+    for params in (
         {"offset": "-1"},
         {"offset": "ten"},
-        {"offset": "99999999999"},
+        {"offset": "100001"},
         {"include_disabled": "maybe"},
         {"cursor": "x"},
-    ],
-)
-async def test_bad_list_parameters_are_400(api: Api, params: dict[str, str]) -> None:
-    assert_error(await api.client.get("/api/v1/keys", params=params), 400)
+    ):
+        assert_error(await api.client.get("/api/v1/keys", params=params), 400)
 
 
 async def test_unknown_paths_and_methods_answer_in_the_same_format(api: Api) -> None:
