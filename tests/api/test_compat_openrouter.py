@@ -345,3 +345,18 @@ async def test_an_oversized_body_is_413_in_the_same_format(api: Api) -> None:
     )
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
     assert (await api.client.get("/v1/keys")).json()["data"] == []
+
+
+async def test_get_key_follows_rotation_grace_and_never_touches_last_used(api: Api) -> None:
+    created = await create(api)
+    old = {"Authorization": f"Bearer {created['key']}"}
+    key_id = (await native(api, created["hash"]))["id"]
+    rotated = await api.client.post(f"/v1/keys/{key_id}/rotate", json={"grace_period_seconds": 60})
+    new = {"Authorization": f"Bearer {rotated.json()['key']}"}
+    assert (await api.client.get("/api/v1/key", headers=old)).status_code == 200
+    api.clock.advance(60)
+    assert_error(await api.client.get("/api/v1/key", headers=old), 401)
+    current = await api.client.get("/api/v1/key", headers=new)
+    assert current.json()["data"]["hash"] == rotated.json()["data"]["hash"]
+    await api.app.state.runtime.last_used.flush()  # type: ignore[attr-defined]
+    assert (await native(api, key_id))["last_used_at"] is None
