@@ -46,7 +46,9 @@ async def live_keys_page(
     after: str | None = None
     filters = KeyFilter(project_id=project_id)
     while True:
-        batch = await keys.list(principal, filters, after, _BATCH)
+        # Ask for no more rows than could still be needed (plus one, to know if more follow).
+        wanted = min(_BATCH, offset - skipped + size - len(page) + 1)
+        batch = await keys.list(principal, filters, after, wanted)
         for record in batch:
             status = effective_status(record, now)
             if (status is KeyStatus.REVOKED and not include_revoked) or (
@@ -59,7 +61,7 @@ async def live_keys_page(
             if len(page) == size:
                 return LivePage(page, has_more=True)
             page.append(record)
-        if len(batch) < _BATCH:
+        if len(batch) < wanted:
             return LivePage(page, has_more=False)
         after = batch[-1].id
 
