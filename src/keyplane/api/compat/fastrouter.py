@@ -177,17 +177,17 @@ async def get_service_keys(
     """List service keys, oldest first; revoked ones show with status ``revoked``."""
     reject_unknown_params(request, {"org_id", "project_id", "include_revoked", "offset", "limit"})
     _check_org(principal, check_query_text("org_id", org_id))
+    now = runtime.clock.now()
     page = await live_keys_page(
         runtime.keys,
         principal,
-        now=runtime.clock.now(),
+        now=now,
         include_disabled=True,
         include_revoked=include_revoked,
         offset=offset,
         size=limit,
         project_id=check_query_text("project_id", project_id),
     )
-    now = runtime.clock.now()
     views = await runtime.keys.views(principal, page.records)
     names = await project_names(runtime.store, principal.org_id)
     keys = [

@@ -101,15 +101,15 @@ async def list_keys(
 ) -> dict[str, Any]:
     """List keys, 100 per page, oldest first."""
     reject_unknown_params(request, {"include_disabled", "offset"})
+    now = runtime.clock.now()
     page = await live_keys_page(
         runtime.keys,
         principal,
-        now=runtime.clock.now(),
+        now=now,
         include_disabled=include_disabled,
         offset=offset,
         size=PAGE_SIZE,
     )
-    now = runtime.clock.now()
     views = await runtime.keys.views(principal, page.records)
     return {"data": [mapping.key_object(view, now) for view in views]}
 
@@ -159,7 +159,7 @@ async def update_key(
     changes: dict[str, Any] = {}
     if body.name is not None:
         changes["name"] = body.name
-    if "limit" in given or body.limit_reset is not None or "limit_reset" in given:
+    if "limit" in given or "limit_reset" in given:
         changes["policy"] = mapping.with_budget(
             record.policy,
             limit_micros=None if body.limit is None else money.to_micros(body.limit),
