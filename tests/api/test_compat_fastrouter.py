@@ -323,7 +323,9 @@ async def test_bad_list_parameters_are_400(api: Api) -> None:
 
 
 async def test_unknown_paths_and_methods_answer_in_the_same_format(api: Api) -> None:
-    assert_error(await api.client.get("/prod/createServiceKey"), 405, "METHOD_NOT_ALLOWED")
+    wrong_method = await api.client.get("/prod/createServiceKey")
+    assert_error(wrong_method, 405, "METHOD_NOT_ALLOWED")
+    assert wrong_method.headers["allow"] == "POST"
     assert_error(await api.client.post("/prod/rotateServiceKey", json={}), 404, "NOT_FOUND")
 
 

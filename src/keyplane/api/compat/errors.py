@@ -100,9 +100,13 @@ def add_fallback(router: APIRouter, render: Renderer) -> None:
     known = [route for route in router.routes if isinstance(route, APIRoute)]
 
     async def fallback(request: Request) -> Response:
-        if any(route.path_regex.match(request.url.path) for route in known):
-            return render(Failure(405, "METHOD_NOT_ALLOWED", "method not allowed on this path"))
-        return render(Failure(404, "NOT_FOUND", "no such endpoint"))
+        path = request.url.path
+        allowed = sorted({m for r in known if r.path_regex.match(path) for m in r.methods or ()})
+        if not allowed:
+            return render(Failure(404, "NOT_FOUND", "no such endpoint"))
+        response = render(Failure(405, "METHOD_NOT_ALLOWED", "method not allowed on this path"))
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
 
     router.add_api_route("/{path:path}", fallback, methods=ALL_METHODS, include_in_schema=False)
 
