@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from keyplane import __version__
-from keyplane.api import problems
+from keyplane.api import compat, problems
 from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.routes import auth, health, keys, management_keys, plans, projects, usage, verify
 from keyplane.domain.clock import Clock
@@ -67,5 +67,8 @@ def create_app(
         projects.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Compatibility surfaces render their own errors; they are not in /openapi.json.
+    for router in compat.ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     return app

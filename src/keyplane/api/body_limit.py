@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: (path prefix, the ASGI response to send for this message): a surface with its own format.
+TooLargeRenderer = tuple[str, Callable[[str], ASGIApp]]
 
 
 class BodySizeLimit:
@@ -15,9 +19,12 @@ class BodySizeLimit:
     received are counted too.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, renderers: Sequence[TooLargeRenderer] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.renderers = tuple(renderers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -25,7 +32,7 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _too_large(send, self.max_bytes)
+            await self._too_large(scope, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -37,7 +44,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _too_large(send, self.max_bytes)
+                await self._too_large(scope, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -48,6 +55,15 @@ class BodySizeLimit:
             _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
             send,
         )
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        detail = f"request bodies are limited to {self.max_bytes} bytes"
+        path = scope.get("path", "")
+        for prefix, render in self.renderers:
+            if path.startswith(prefix):
+                await render(detail)(scope, _replay([]), send)
+                return
+        await _too_large(send, detail)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -71,13 +87,13 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
     return receive
 
 
-async def _too_large(send: Send, max_bytes: int) -> None:
+async def _too_large(send: Send, detail: str) -> None:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": "Content Too Large",
         "status": 413,
         "code": "PAYLOAD_TOO_LARGE",
-        "detail": f"request bodies are limited to {max_bytes} bytes",
+        "detail": detail,
     }
     payload = json.dumps(body).encode()
     await send(

@@ -81,6 +81,7 @@ class RateLimit(Input):
 class TokenLimits(Input):
     input_per_minute: Count | None = None
     output_per_minute: Count | None = None
+    total_per_minute: Count | None = None
     total_per_day: Count | None = None
 
 

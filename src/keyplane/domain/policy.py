@@ -34,6 +34,7 @@ class RateLimit:
 class TokenLimits:
     input_per_minute: int | None = None
     output_per_minute: int | None = None
+    total_per_minute: int | None = None
     total_per_day: int | None = None
 
 
@@ -154,6 +155,7 @@ def _token_limits(document: Mapping[str, Any] | None) -> TokenLimits | None:
     limits = TokenLimits(
         input_per_minute=document.get("input_per_minute"),
         output_per_minute=document.get("output_per_minute"),
+        total_per_minute=document.get("total_per_minute"),
         total_per_day=document.get("total_per_day"),
     )
     return None if limits == TokenLimits() else limits
@@ -219,6 +221,8 @@ def token_windows(limits: TokenLimits) -> list[tuple[str, int, int, str]]:
         windows.append(("input_per_minute", limits.input_per_minute, MINUTE, "input"))
     if limits.output_per_minute is not None:
         windows.append(("output_per_minute", limits.output_per_minute, MINUTE, "output"))
+    if limits.total_per_minute is not None:
+        windows.append(("total_per_minute", limits.total_per_minute, MINUTE, "total"))
     if limits.total_per_day is not None:
         windows.append(("total_per_day", limits.total_per_day, DAY, "total"))
     return windows

@@ -228,6 +228,23 @@ class KeyService:
             raise NotFoundError(f"no key {id_or_hash!r}", code="KEY_NOT_FOUND")
         return record
 
+    async def presented(self, secret: str) -> KeyRecord | None:
+        """The key a presented secret belongs to, for a key asking about itself.
+
+        ``None`` unless the secret is well formed, known, not revoked, and current or still in
+        its rotation grace period. No scope check: holding the secret is the credential.
+        """
+        parsed = keyformat.parse(secret)
+        if parsed is None or not parsed.kind.is_api_key:
+            return None  # malformed: no storage access, as in verify
+        entry = await self._directory.by_hash(key_digest(self._server_secret, secret))
+        if entry is None or entry.record.status is KeyStatus.REVOKED:
+            return None
+        valid_until = entry.match.valid_until
+        if valid_until is not None and self._clock.now() >= valid_until:
+            return None
+        return entry.record
+
     async def list(
         self, principal: Principal, filters: KeyFilter, after: str | None, limit: int
     ) -> list[KeyRecord]:

@@ -1,0 +1,238 @@
+"""``/prod``: the FastRouter service-key API over Keyplane's keys (seed 001).
+
+Management-key authenticated like ``/v1``. Errors are OpenAI-style, as FastRouter's gateway
+answers: ``{"error": {"message": ..., "type": ..., "code": <Keyplane's stable code>}}``.
+Mapping: docs/compatibility.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
+
+from keyplane.api.compat import fastrouter_map as mapping
+from keyplane.api.compat.errors import Failure, add_fallback, error_route
+from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.fields import Input
+from keyplane.api.params import check_key_ref, check_query_text, reject_unknown_params
+from keyplane.api.policy import Count, Credits, ModelPattern
+from keyplane.api.schemas import Metadata, Name, ShortText, Tags
+from keyplane.domain import money
+from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
+from keyplane.domain.tenancy import Principal
+from keyplane.errors import NotFoundError, PermissionDeniedError
+from keyplane.services.compat import MAX_OFFSET, find_project, live_keys_page, project_names
+from keyplane.services.keys import NewKey
+from keyplane.services.runtime import Runtime
+
+MAX_PAGE = 1000
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+}
+
+
+def render(failure: Failure) -> JSONResponse:
+    kind = _ERROR_TYPES.get(failure.status, "api_error")
+    body = {"error": {"message": failure.message, "type": kind, "code": failure.code}}
+    headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
+    return JSONResponse(body, status_code=failure.status, headers=headers)
+
+
+router = APIRouter(prefix="/prod", include_in_schema=False, route_class=error_route(render))
+
+Interval = Literal["daily", "weekly", "monthly", "never"]
+KeyHash = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+def _expiry(value: str) -> str:
+    mapping.parse_expire_key(value)
+    return value
+
+
+ExpireKey = Annotated[str, StringConstraints(max_length=40), AfterValidator(_expiry)]
+Models = Annotated[list[ModelPattern], Field(max_length=200)]
+
+
+class _Settings(Input):
+    """The fields a service key is created with and later changed by."""
+
+    org_id: ShortText | None = None
+    credit_limit: Credits | None = None
+    reset_budget_interval: Interval | None = None
+    expire_key: ExpireKey | None = None
+    models: Models | None = None
+    tpm_limit: Count | None = None
+    rpm_limit: Count | None = None
+    metadata: Metadata | None = None
+    meta_data: Metadata | None = Field(default=None, description="alias of metadata")
+    tags: Tags | None = None
+
+    @model_validator(mode="after")
+    def _one_metadata(self) -> _Settings:
+        if self.metadata is not None and self.meta_data is not None:
+            raise ValueError("give metadata or meta_data, not both")
+        return self
+
+    def given_metadata(self) -> dict[str, Any] | None:
+        return self.metadata if self.metadata is not None else self.meta_data
+
+    def policy_changes(self) -> dict[str, Any]:
+        """The policy fields given, credit_limit in micro-credits."""
+        given = self.model_fields_set
+        changes: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("models", "tpm_limit", "rpm_limit", "reset_budget_interval")
+            if name in given
+        }
+        if "credit_limit" in given:
+            limit = self.credit_limit
+            changes["credit_limit"] = None if limit is None else money.to_micros(limit)
+        return changes
+
+
+class ServiceKeyCreate(_Settings):
+    project_id: ShortText | None = None
+    project_name: ShortText | None = None
+    api_key_name: Name
+
+
+class ServiceKeyUpdate(_Settings):
+    api_key_id_hash: KeyHash
+    api_key_name: Name | None = None
+
+
+class ServiceKeyDelete(Input):
+    api_key_id_hash: KeyHash
+    org_id: ShortText | None = None
+
+
+def _check_org(principal: Principal, org_id: str | None) -> None:
+    # Another org's id is refused, not ignored: the caller meant to act somewhere else.
+    if org_id is not None and org_id != principal.org_id:
+        raise PermissionDeniedError(
+            "org_id is not this provisioning key's organization", code="ORG_MISMATCH"
+        )
+
+
+async def _object(runtime: Runtime, principal: Principal, record: KeyRecord) -> dict[str, Any]:
+    [view] = await runtime.keys.views(principal, [record])
+    names = await project_names(runtime.store, principal.org_id)
+    return mapping.service_key(
+        view, principal.org_id, names.get(record.project_id), runtime.clock.now()
+    )
+
+
+async def _live(runtime: Runtime, principal: Principal, key_hash: str) -> KeyRecord:
+    """The key by hash (or id); a revoked (deleted) one is a 404."""
+    record = await runtime.keys.get(principal, check_key_ref(key_hash))
+    if effective_status(record, runtime.clock.now()) is KeyStatus.REVOKED:
+        raise NotFoundError("no such service key", code="KEY_NOT_FOUND")
+    return record
+
+
+@router.post("/createServiceKey", status_code=201)
+async def create_service_key(
+    body: ServiceKeyCreate, principal: PrincipalDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Create a service key; ``api_key`` is its plaintext, shown only in this response."""
+    _check_org(principal, body.org_id)
+    project = await find_project(
+        runtime.store, principal, runtime.default_project, body.project_id, body.project_name
+    )
+    expires_at = None if body.expire_key is None else mapping.parse_expire_key(body.expire_key)
+    issued = await runtime.keys.create(
+        principal,
+        NewKey(
+            name=body.api_key_name,
+            project_id=project.id,
+            tags=tuple(body.tags or ()),
+            metadata=mapping.visible_metadata(body.given_metadata() or {}),
+            expires_at=expires_at,
+            policy=mapping.policy_with({}, body.policy_changes()),
+        ),
+    )
+    data = await _object(runtime, principal, issued.record)
+    return {"api_key": issued.secret, **data}
+
+
+@router.get("/getServiceKeys")
+async def get_service_keys(
+    request: Request,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    org_id: Annotated[str | None, Query(max_length=200)] = None,
+    project_id: Annotated[str | None, Query(max_length=200)] = None,
+    include_revoked: bool = True,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+) -> dict[str, Any]:
+    """List service keys, oldest first; revoked ones show with status ``revoked``."""
+    reject_unknown_params(request, {"org_id", "project_id", "include_revoked", "offset", "limit"})
+    _check_org(principal, check_query_text("org_id", org_id))
+    now = runtime.clock.now()
+    page = await live_keys_page(
+        runtime.keys,
+        principal,
+        now=now,
+        include_disabled=True,
+        include_revoked=include_revoked,
+        offset=offset,
+        size=limit,
+        project_id=check_query_text("project_id", project_id),
+    )
+    views = await runtime.keys.views(principal, page.records)
+    names = await project_names(runtime.store, principal.org_id)
+    keys = [
+        mapping.service_key(view, principal.org_id, names.get(view.record.project_id), now)
+        for view in views
+    ]
+    return {"service_keys": keys, "has_more": page.has_more}
+
+
+@router.post("/updateServiceKey")
+async def update_service_key(
+    body: ServiceKeyUpdate, principal: PrincipalDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Change a service key's name, limits, models, expiry, metadata or tags by its hash."""
+    _check_org(principal, body.org_id)
+    record = await _live(runtime, principal, body.api_key_id_hash)
+    given = body.model_fields_set
+    changes: dict[str, Any] = {}
+    if body.api_key_name is not None:
+        changes["name"] = body.api_key_name
+    if "expire_key" in given:
+        expire = body.expire_key
+        changes["expires_at"] = None if expire is None else mapping.parse_expire_key(expire)
+    if body.tags is not None:
+        changes["tags"] = tuple(body.tags)
+    metadata = body.given_metadata()
+    if metadata is not None:
+        changes["metadata"] = mapping.with_metadata(record.metadata, metadata)
+    policy_changes = body.policy_changes()
+    if policy_changes:
+        changes["policy"] = mapping.policy_with(record.policy, policy_changes)
+    if changes:
+        record = await runtime.keys.update(principal, record.id, changes)
+    return await _object(runtime, principal, record)
+
+
+@router.post("/deleteServiceKey")
+async def delete_service_key(
+    body: ServiceKeyDelete, principal: PrincipalDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Revoke a service key for good by its hash; the record stays for audit."""
+    _check_org(principal, body.org_id)
+    record = await _live(runtime, principal, body.api_key_id_hash)
+    await runtime.keys.revoke(principal, record.id, "deleted through /prod/deleteServiceKey")
+    return {"deleted": True, "api_key_id_hash": record.hash}
+
+
+add_fallback(router, render)

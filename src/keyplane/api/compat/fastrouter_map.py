@@ -1,0 +1,156 @@
+"""FastRouter service keys <-> Keyplane keys and policies (pure functions).
+
+- ``credit_limit`` (credits) and ``reset_budget_interval`` -> ``policy.budget``
+- ``models`` -> ``policy.models.allow``
+- ``rpm_limit`` -> a rate window named ``rpm``: that many requests per 60 s, burst = limit
+- ``tpm_limit`` -> ``policy.token_limits.total_per_minute`` (input plus output tokens)
+- ``expire_key`` -> ``expires_at``; ``api_key_name`` -> ``name``; ``tags``, ``metadata``
+  (or ``meta_data``) -> the key's own; ``api_key_id_hash`` is the key's ``hash``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from keyplane.domain import money
+from keyplane.domain.keys import effective_status
+from keyplane.domain.periods import Reset
+from keyplane.domain.usage import BUCKET_OF_RESET
+from keyplane.services.keys import KeyView
+
+RPM_WINDOW = "rpm"
+MINUTE = 60
+#: Reserved metadata key of the OpenRouter surface; not shown as FastRouter metadata.
+HIDDEN_METADATA = ("_compat",)
+
+# FastRouter's own form ("2025-03-28 17:30:00.000", UTC), ISO 8601 ("2025-03-28T17:30:00Z",
+# any offset) and a bare date (midnight UTC). ASCII digits only, and bounded, before
+# datetime parses it.
+_EXPIRY = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[ T][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})?",
+    re.ASCII,
+)
+
+
+def parse_expire_key(text: str) -> datetime:
+    """The UTC instant an ``expire_key`` value names; ValueError when it names none.
+
+    Without an offset the time is UTC, as FastRouter's ``YYYY-MM-DD HH:MM:SS.fff`` is.
+    """
+    if len(text) > 40 or not _EXPIRY.fullmatch(text):
+        raise ValueError(
+            'expire_key is "YYYY-MM-DD HH:MM:SS.fff" (UTC) or ISO 8601, e.g. 2030-01-31T00:00:00Z'
+        )
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expire_key is not a real date and time") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def format_expire_key(moment: datetime | None) -> str | None:
+    """``expires_at`` in FastRouter's form: ``YYYY-MM-DD HH:MM:SS.fff``, UTC."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def policy_with(policy: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The key's policy overrides with the given FastRouter fields applied.
+
+    ``changes`` holds only fields the request gave, by their FastRouter names, with
+    ``credit_limit`` already in micro-credits. ``None`` removes a rule.
+    """
+    result = dict(policy)
+    if "models" in changes:
+        models = dict(result.get("models") or {})
+        if changes["models"]:
+            models["allow"] = list(changes["models"])
+        else:
+            models.pop("allow", None)
+        _put(result, "models", models)
+    if "rpm_limit" in changes:
+        windows = [w for w in result.get("rate_limits") or () if w.get("name") != RPM_WINDOW]
+        limit = changes["rpm_limit"]
+        if limit is not None:
+            windows.append({"name": RPM_WINDOW, "limit": limit, "period": MINUTE})
+        _put(result, "rate_limits", windows)
+    if "tpm_limit" in changes:
+        tokens = dict(result.get("token_limits") or {})
+        tokens["total_per_minute"] = changes["tpm_limit"]
+        _put(result, "token_limits", {k: v for k, v in tokens.items() if v is not None})
+    if "credit_limit" in changes or "reset_budget_interval" in changes:
+        budget = dict(result.get("budget") or {})
+        if "credit_limit" in changes:
+            budget["credit_limit_micros"] = changes["credit_limit"]
+        if "reset_budget_interval" in changes:
+            interval = changes["reset_budget_interval"]
+            budget["reset"] = Reset(interval or Reset.NEVER).value
+        _put(result, "budget", budget)
+    return result
+
+
+def _put(document: dict[str, Any], name: str, value: Any) -> None:
+    if value:
+        document[name] = value
+    else:
+        document.pop(name, None)
+
+
+def visible_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if k not in HIDDEN_METADATA}
+
+
+def with_metadata(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` replaces the visible metadata; reserved entries of other surfaces stay."""
+    kept = {k: v for k, v in current.items() if k in HIDDEN_METADATA}
+    return {**visible_metadata(new), **kept}
+
+
+def _rpm(document: dict[str, Any]) -> int | None:
+    for window in document.get("rate_limits") or ():
+        if window.get("name") == RPM_WINDOW:
+            limit: int = window["limit"]
+            return limit
+    return None
+
+
+def service_key(
+    view: KeyView, org_id: str, project_name: str | None, now: datetime
+) -> dict[str, Any]:
+    """A key as the FastRouter surface shows it, from its effective (plan + own) policy."""
+    record = view.record
+    document = view.effective_policy
+    reset = view.budget_reset or Reset.NEVER
+    used = view.usage[BUCKET_OF_RESET[reset]]
+    limit = view.budget_limit
+    return {
+        "api_key_id_hash": record.hash,
+        "api_key_name": record.name,
+        "api_key_preview": f"{record.start}...{record.end}",
+        "org_id": org_id,
+        "project_id": record.project_id,
+        "project_name": project_name,
+        "status": effective_status(record, now).value,
+        "credit_limit": None if limit is None else money.to_credits(limit),
+        "credit_used": money.to_credits(used),
+        "credit_remaining": (
+            None if view.budget_remaining is None else money.to_credits(view.budget_remaining)
+        ),
+        "reset_budget_interval": None if limit is None or reset is Reset.NEVER else reset.value,
+        "expire_key": format_expire_key(record.expires_at),
+        "models": list((document.get("models") or {}).get("allow") or []),
+        "tpm_limit": (document.get("token_limits") or {}).get("total_per_minute"),
+        "rpm_limit": _rpm(document),
+        "metadata": visible_metadata(record.metadata),
+        "tags": list(record.tags),
+        "created_at": format_expire_key(record.created_at),
+        "updated_at": format_expire_key(record.updated_at),
+        "last_used_at": format_expire_key(record.last_used_at),
+    }
