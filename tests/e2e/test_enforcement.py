@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -155,6 +156,7 @@ def test_a_concurrency_limit_of_3_is_never_exceeded(live_server: Server) -> None
     in_flight = 0
     peak = 0
     served = 0
+    full = asyncio.Event()  # set once three hold a slot together
 
     async def worker(client: httpx.AsyncClient, number: int) -> None:
         nonlocal in_flight, peak, served
@@ -171,6 +173,12 @@ def test_a_concurrency_limit_of_3_is_never_exceeded(live_server: Server) -> None
             in_flight += 1
             peak = max(peak, in_flight)
             assert in_flight <= 3
+            if peak == 3:
+                full.set()
+            # Hold the slot until the limit has been reached once (however slow the machine),
+            # so the test shows the limit both reached and never passed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(full.wait(), timeout=0.5)
             await asyncio.sleep(random.uniform(0, 0.01))
             served += 1
             # Leave before reporting: once reported, the slot may go to someone else.
