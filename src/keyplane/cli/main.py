@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keyplane import __version__
+from keyplane.cli import vault
 from keyplane.errors import KeyplaneError
 from keyplane.settings import Settings, resolve_server_secret, to_async_url
 
@@ -172,6 +173,9 @@ def _migrate_or_exit(settings: Settings, exit_code: int) -> None:
 def version() -> None:
     """Print the Keyplane version."""
     typer.echo(__version__)
+
+
+app.add_typer(vault.app, name="vault")
 
 
 def main() -> None:
