@@ -1,0 +1,311 @@
+"""Benchmark of vault leases (acquire + release). Prints figures; asserts nothing about timings.
+
+The same workload on Keyplane (in process, on SQLite and on PostgreSQL) and on the
+``api-service-handler`` package (seed 002, from PyPI, its ``use_key`` on its SQLite backend):
+``--credentials`` credentials of one provider with no limits; then, for each number of
+concurrent clients in ``--clients``, that many asyncio tasks lease a credential, check the
+secret, and give it back, in a loop, for ``--duration`` seconds. It prints leases per second
+for each and the ratio Keyplane / api-service-handler.
+
+The other package runs in a virtualenv of its own (``--ash-venv``, created on first use with
+``pip install api-service-handler[sqlite]==<--ash-version>``), as a subprocess running
+bench/_ash_vault.py, so that its dependencies cannot clash with Keyplane's.
+
+Run::
+
+    .venv/bin/python bench/vault.py                                    # SQLite, PostgreSQL, ASH
+    .venv/bin/python bench/vault.py --duration 3 --clients 1,16 --backends sqlite
+    .venv/bin/python bench/vault.py --database-url postgresql://user@host:5432/db
+
+What a Keyplane lease does, on every backend: one transaction that locks the matching
+credentials, counts their live leases, picks one by strategy, opens its sealed secret
+(AES-256-GCM, twice: the data key, then the secret), inserts the lease and counts one use;
+the release is another transaction that deletes the lease. Both are durable when they return
+(SQLite ``synchronous=FULL``). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# bench/verify.py: this script's directory is the first entry of sys.path.
+from verify import cpu_model, is_postgresql, progress
+
+from keyplane.domain.envelope import MasterKey
+from keyplane.services.runtime import Runtime
+from keyplane.services.vault import LeaseRequest, NewCredential
+from keyplane.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+ASH_SCRIPT = HERE / "_ash_vault.py"
+DEFAULT_ASH_VENV = Path(tempfile.gettempdir()) / "keyplane-bench-ash-venv"
+PROVIDER = "openai"
+ENVIRONMENT = "production"
+SECRET_PREFIX = "sk-bench-"  # noqa: S105 - a fake, for the check
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark vault leases (acquire + release).")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run (5)")
+    parser.add_argument(
+        "--clients",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[1, 16],
+        help="comma-separated numbers of concurrent clients, one run each (1,16)",
+    )
+    parser.add_argument("--credentials", type=int, default=10, help="credentials stored (10)")
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgresql,ash",
+        help="which sides, in order: sqlite, postgresql, ash (all three)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="PostgreSQL server; the run uses a fresh schema it creates and drops",
+    )
+    parser.add_argument("--ash-venv", type=Path, default=DEFAULT_ASH_VENV)
+    parser.add_argument("--ash-version", default="0.1.10")
+    args = parser.parse_args()
+    if not is_postgresql(args.database_url):
+        parser.error("--database-url must be a PostgreSQL URL")
+    args.backends = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = set(args.backends) - {"sqlite", "postgresql", "ash"}
+    if unknown:
+        parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
+    return args
+
+
+@dataclass
+class Run:
+    clients: int
+    leases: int
+    seconds: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.leases / self.seconds if self.seconds else 0.0
+
+
+# -- Keyplane ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def keyplane_runtime(backend: str, args: argparse.Namespace) -> AsyncIterator[Runtime]:
+    root_key = "kp-bench-root-" + secrets.token_urlsafe(32)
+    with tempfile.TemporaryDirectory(prefix="kp-vault-bench-") as tmp:
+        schema = None
+        url = f"sqlite:///{Path(tmp) / 'keyplane.db'}"
+        if backend == "postgresql":
+            url, schema = args.database_url, f"kp_bench_{secrets.token_hex(6)}"
+            await _postgres(url, f"CREATE SCHEMA {schema}")
+        settings = Settings(
+            database_url=url,
+            database_schema=schema,
+            secret=secrets.token_urlsafe(48),
+            root_key=root_key,  # type: ignore[arg-type]
+            vault_key=MasterKey.generate().to_base64(),  # type: ignore[arg-type]
+            log_level="warning",
+        )
+        try:
+            runtime = await Runtime.start(settings)
+            try:
+                runtime.bench_root_key = root_key  # type: ignore[attr-defined]
+                yield runtime
+            finally:
+                await runtime.stop()
+        finally:
+            if schema is not None:
+                await _postgres(url, f"DROP SCHEMA {schema} CASCADE")
+
+
+async def _postgres(url: str, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def measure_keyplane(backend: str, args: argparse.Namespace) -> tuple[str, list[Run]]:
+    async with keyplane_runtime(backend, args) as runtime:
+        principal = await runtime.management.authenticate(runtime.bench_root_key)  # type: ignore[attr-defined]
+        for index in range(args.credentials):
+            await runtime.vault.add(
+                principal,
+                NewCredential(
+                    provider=PROVIDER,
+                    alias=f"bench-{index}",
+                    secret=f"{SECRET_PREFIX}{index:04d}-" + "x" * 40,
+                    environment=ENVIRONMENT,
+                ),
+            )
+        request = LeaseRequest(provider=PROVIDER, environment=ENVIRONMENT)
+
+        async def one() -> None:
+            lease = await runtime.vault.lease(principal, request)
+            if not lease.secret.startswith(SECRET_PREFIX):
+                raise AssertionError("a lease returned the wrong secret")
+            await runtime.vault.release(principal, lease.id)
+
+        for _ in range(20):  # warm-up: pool connections, statement caches
+            await one()
+        runs = []
+        for clients in args.clients:
+            progress(f"keyplane {backend}: {clients} clients for {args.duration}s")
+            runs.append(await timed(one, clients, args.duration))
+        return await database_version(runtime), runs
+
+
+async def database_version(runtime: Runtime) -> str:
+    from sqlalchemy import text
+
+    engine = runtime.store.engine
+    query = "select sqlite_version()" if engine.dialect.name == "sqlite" else "show server_version"
+    async with engine.connect() as conn:
+        version = (await conn.execute(text(query))).scalar_one()
+    return f"{engine.dialect.name} {version}"
+
+
+async def timed(one: Callable[[], Awaitable[None]], clients: int, duration: float) -> Run:
+    done = 0
+    errors: Counter[str] = Counter()
+    deadline = time.perf_counter() + duration
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            try:
+                await one()
+                done += 1
+            except Exception as exc:  # counted and printed: the figure is void if any
+                errors[type(exc).__name__] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return Run(clients, done, time.perf_counter() - started, dict(errors))
+
+
+# -- api-service-handler ----------------------------------------------------------------------
+
+
+def ash_python(args: argparse.Namespace) -> Path:
+    python = args.ash_venv / "bin" / "python"
+    wanted = f"api-service-handler[sqlite]=={args.ash_version}"
+    if not python.exists():
+        progress(f"creating {args.ash_venv} with {wanted}")
+        subprocess.run([sys.executable, "-m", "venv", str(args.ash_venv)], check=True)
+    probe = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m; print(m.version('api-service-handler'))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if probe.stdout.strip() != args.ash_version:
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", wanted], check=True)
+    return python
+
+
+def measure_ash(args: argparse.Namespace) -> list[Run]:
+    python = ash_python(args)
+    progress(f"api-service-handler {args.ash_version} sqlite: {args.clients} clients")
+    result = subprocess.run(
+        [
+            str(python),
+            str(ASH_SCRIPT),
+            "--credentials",
+            str(args.credentials),
+            "--clients",
+            ",".join(str(c) for c in args.clients),
+            "--duration",
+            str(args.duration),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr)
+        raise SystemExit("api-service-handler side failed")
+    runs = []
+    for line in result.stdout.splitlines():
+        data = json.loads(line)
+        runs.append(Run(data["clients"], data["ops"], data["seconds"], data["errors"]))
+    return runs
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def print_summary(
+    args: argparse.Namespace, results: dict[str, list[Run]], notes: list[str]
+) -> None:
+    print()
+    print(
+        f"vault leases (acquire + release), {args.credentials} credentials, no limits, "
+        f"{args.duration:g}s per run"
+    )
+    print(f"cpu: {cpu_model()} x{os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+    for note in notes:
+        print(note)
+    names = list(results)
+    header = f"{'clients':>8}" + "".join(f"{name:>26}" for name in names)
+    if "ash" in results:
+        header += "".join(f"{name + '/ash':>20}" for name in names if name != "ash")
+    print(header)
+    for index, clients in enumerate(args.clients):
+        row = f"{clients:>8}"
+        for name in names:
+            run = results[name][index]
+            row += f"{run.rate:>17,.0f} lease/s"
+        if "ash" in results:
+            ash = results["ash"][index].rate
+            for name in names:
+                if name != "ash":
+                    row += f"{results[name][index].rate / ash:>19.2f}x" if ash else f"{'-':>20}"
+        print(row)
+    for name in names:
+        for run in results[name]:
+            if run.errors:
+                print(f"errors in {name}, {run.clients} clients: {run.errors} (figure void)")
+
+
+def main() -> None:
+    args = parse_args()
+    results: dict[str, list[Run]] = {}
+    notes: list[str] = []
+    for backend in args.backends:
+        if backend == "ash":
+            results["ash"] = measure_ash(args)
+            notes.append(
+                f"ash: api-service-handler {args.ash_version}, sqlite backend, "
+                "encrypt_keys=True, round_robin, use_key"
+            )
+        else:
+            version, runs = asyncio.run(measure_keyplane(backend, args))
+            results[f"keyplane-{backend}"] = runs
+            notes.append(f"keyplane-{backend}: {version}, in process, round_robin")
+    print_summary(args, results, notes)
+
+
+if __name__ == "__main__":
+    main()
