@@ -1,4 +1,5 @@
-"""``keyplane vault generate-key | key-id | rotate-master``: the vault's master key chores.
+"""``keyplane vault ...``: the vault's master key chores and (from ``vault_credentials``) its
+credential commands.
 
 These commands talk to the database directly (``KEYPLANE_DATABASE_URL``), like
 ``keyplane migrate``; they need no running server.
@@ -14,15 +15,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from keyplane.cli import vault_credentials
 from keyplane.domain.envelope import Keyring, MasterKey
 from keyplane.errors import KeyplaneError, VaultKeyError
 from keyplane.settings import Settings, read_master_key_file
 
 app = typer.Typer(
     name="vault",
-    help="Upstream credential vault: master keys and rotation.",
+    help="Upstream credential vault: credentials, master keys and rotation.",
     no_args_is_help=True,
 )
+vault_credentials.register(app)
 
 
 def _settings(**overrides: object) -> Settings:
