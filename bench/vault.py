@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -45,9 +46,8 @@ from pathlib import Path
 from verify import cpu_model, is_postgresql, progress
 
 from keyplane.domain.envelope import MasterKey
-from keyplane.services.runtime import Runtime
-from keyplane.services.vault import LeaseRequest, NewCredential
 from keyplane.settings import Settings
+from keyplane.vault import Vault, open_vault
 
 HERE = Path(__file__).resolve().parent
 ASH_SCRIPT = HERE / "_ash_vault.py"
@@ -105,8 +105,7 @@ class Run:
 
 
 @contextlib.asynccontextmanager
-async def keyplane_runtime(backend: str, args: argparse.Namespace) -> AsyncIterator[Runtime]:
-    root_key = "kp-bench-root-" + secrets.token_urlsafe(32)
+async def keyplane_vault(backend: str, args: argparse.Namespace) -> AsyncIterator[Vault]:
     with tempfile.TemporaryDirectory(prefix="kp-vault-bench-") as tmp:
         schema = None
         url = f"sqlite:///{Path(tmp) / 'keyplane.db'}"
@@ -116,18 +115,11 @@ async def keyplane_runtime(backend: str, args: argparse.Namespace) -> AsyncItera
         settings = Settings(
             database_url=url,
             database_schema=schema,
-            secret=secrets.token_urlsafe(48),
-            root_key=root_key,  # type: ignore[arg-type]
             vault_key=MasterKey.generate().to_base64(),  # type: ignore[arg-type]
-            log_level="warning",
         )
         try:
-            runtime = await Runtime.start(settings)
-            try:
-                runtime.bench_root_key = root_key  # type: ignore[attr-defined]
-                yield runtime
-            finally:
-                await runtime.stop()
+            async with open_vault(settings) as vault:
+                yield vault
         finally:
             if schema is not None:
                 await _postgres(url, f"DROP SCHEMA {schema} CASCADE")
@@ -144,43 +136,39 @@ async def _postgres(url: str, statement: str) -> None:
 
 
 async def measure_keyplane(backend: str, args: argparse.Namespace) -> tuple[str, list[Run]]:
-    async with keyplane_runtime(backend, args) as runtime:
-        principal = await runtime.management.authenticate(runtime.bench_root_key)  # type: ignore[attr-defined]
+    async with keyplane_vault(backend, args) as vault:
         for index in range(args.credentials):
-            await runtime.vault.add(
-                principal,
-                NewCredential(
-                    provider=PROVIDER,
-                    alias=f"bench-{index}",
-                    secret=f"{SECRET_PREFIX}{index:04d}-" + "x" * 40,
-                    environment=ENVIRONMENT,
-                ),
+            await vault.add(
+                PROVIDER,
+                f"bench-{index}",
+                f"{SECRET_PREFIX}{index:04d}-" + "x" * 40,
+                environment=ENVIRONMENT,
             )
-        request = LeaseRequest(provider=PROVIDER, environment=ENVIRONMENT)
 
         async def one() -> None:
-            lease = await runtime.vault.lease(principal, request)
-            if not lease.secret.startswith(SECRET_PREFIX):
-                raise AssertionError("a lease returned the wrong secret")
-            await runtime.vault.release(principal, lease.id)
+            async with vault.use_key(PROVIDER, environment=ENVIRONMENT) as credential:
+                if not credential.secret.startswith(SECRET_PREFIX):
+                    raise AssertionError("a lease returned the wrong secret")
 
         for _ in range(20):  # warm-up: pool connections, statement caches
             await one()
         runs = []
         for clients in args.clients:
-            progress(f"keyplane {backend}: {clients} clients for {args.duration}s")
+            progress(f"keyplane {backend}: {clients} clients for {args.duration:g}s")
             runs.append(await timed(one, clients, args.duration))
-        return await database_version(runtime), runs
+        return await database_version(backend, args), runs
 
 
-async def database_version(runtime: Runtime) -> str:
-    from sqlalchemy import text
+async def database_version(backend: str, args: argparse.Namespace) -> str:
+    if backend == "sqlite":
+        return f"sqlite {sqlite3.sqlite_version}"  # the library aiosqlite drives
+    import asyncpg
 
-    engine = runtime.store.engine
-    query = "select sqlite_version()" if engine.dialect.name == "sqlite" else "show server_version"
-    async with engine.connect() as conn:
-        version = (await conn.execute(text(query))).scalar_one()
-    return f"{engine.dialect.name} {version}"
+    conn = await asyncpg.connect(args.database_url)
+    try:
+        return f"postgresql {await conn.fetchval('show server_version')}"
+    finally:
+        await conn.close()
 
 
 async def timed(one: Callable[[], Awaitable[None]], clients: int, duration: float) -> Run:
@@ -268,20 +256,21 @@ def print_summary(
     for note in notes:
         print(note)
     names = list(results)
-    header = f"{'clients':>8}" + "".join(f"{name:>26}" for name in names)
-    if "ash" in results:
-        header += "".join(f"{name + '/ash':>20}" for name in names if name != "ash")
-    print(header)
+    ratios = [name for name in names if name != "ash"] if "ash" in results else []
+    width = max(len(name) for name in [*names, *(f"{n}/ash" for n in ratios)]) + 2
+    print(
+        f"{'clients':>8}"
+        + "".join(f"{name:>{width}}" for name in names)
+        + "".join(f"{name + '/ash':>{width}}" for name in ratios)
+    )
     for index, clients in enumerate(args.clients):
         row = f"{clients:>8}"
         for name in names:
-            run = results[name][index]
-            row += f"{run.rate:>17,.0f} lease/s"
-        if "ash" in results:
-            ash = results["ash"][index].rate
-            for name in names:
-                if name != "ash":
-                    row += f"{results[name][index].rate / ash:>19.2f}x" if ash else f"{'-':>20}"
+            row += f"{f'{results[name][index].rate:,.0f} lease/s':>{width}}"
+        ash = results["ash"][index].rate if ratios else 0.0
+        for name in ratios:
+            text = f"{results[name][index].rate / ash:.2f}x" if ash else "-"
+            row += f"{text:>{width}}"
         print(row)
     for name in names:
         for run in results[name]:
@@ -303,7 +292,9 @@ def main() -> None:
         else:
             version, runs = asyncio.run(measure_keyplane(backend, args))
             results[f"keyplane-{backend}"] = runs
-            notes.append(f"keyplane-{backend}: {version}, in process, round_robin")
+            notes.append(
+                f"keyplane-{backend}: {version}, in process (open_vault + use_key), round_robin"
+            )
     print_summary(args, results, notes)
 
 
