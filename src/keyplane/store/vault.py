@@ -2,6 +2,7 @@
 
 A lease is one transaction: lock the matching credentials, count each one's live leases,
 let :func:`keyplane.domain.vault.choose` pick, insert the lease and count one use, commit.
+An unlocked look comes first, so that refusals (all full, cooling or spent) cost no lock.
 
 - PostgreSQL: ``SELECT ... FOR UPDATE`` (in id order, so two leases never deadlock) makes
   concurrent leases of the same credentials take turns across every instance; under READ
@@ -10,7 +11,7 @@ let :func:`keyplane.domain.vault.choose` pick, insert the lease and count one us
   with no Redis involved.
 - SQLite: the store's writer lock serialises leases in this process, and the transaction
   starts with a write so that SQLite's own write lock is held from the first read, which
-  keeps other processes sharing the file exact too.
+  keeps other processes sharing the one file exact too.
 
 Live leases are rows whose ``expires_at`` is still ahead: an abandoned lease stops counting
 when it expires, with no sweeper. Lock order is always credential row, then lease rows, in
@@ -151,6 +152,7 @@ class SqlVaultStore:
     ) -> CredentialRecord:
         """Apply ``mutation`` to the locked record; NotFoundError when there is none."""
         async with self._store._write() as conn:
+            await self._claim_sqlite_writer(conn)
             row = (
                 await conn.execute(
                     select(vault_credentials)
@@ -206,27 +208,16 @@ class SqlVaultStore:
             metadata=filters.metadata,
             status=CredentialStatus.ACTIVE,
         )
+        # A look without locks first: when it already finds nothing to lease (every match
+        # full, cooling or spent: the common case under overload), refuse without queueing
+        # for the row locks. A refusal from a just-stale view is as good as one a moment later.
+        async with self._store._read() as conn:
+            choice = await self._choose(conn, org_id, only_active, strategy, now, rng, lock=False)
+        if choice.record is None:
+            return choice
         async with self._store._write() as conn:
-            if self._is_sqlite:
-                # Take SQLite's write lock before reading (BEGIN is deferred), so another
-                # process sharing the file cannot lease between our count and our insert.
-                await conn.execute(
-                    update(vault_credentials)
-                    .where(vault_credentials.c.id == "")
-                    .values(id=vault_credentials.c.id)
-                )
-            rows = (
-                await conn.execute(
-                    select(vault_credentials)
-                    .where(*self._conditions(org_id, only_active))
-                    .order_by(vault_credentials.c.id)
-                    .with_for_update()
-                )
-            ).all()
-            records = [_record(row) for row in rows]
-            live = await _live_leases(conn, [r.id for r in records], now)
-            candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records]
-            choice = choose(candidates, strategy, now, rng)
+            await self._claim_sqlite_writer(conn)
+            choice = await self._choose(conn, org_id, only_active, strategy, now, rng, lock=True)
             if choice.record is None:
                 return choice
             chosen = choice.record
@@ -263,6 +254,42 @@ class SqlVaultStore:
             )
         return Lease(lease_id, used, secret, now, expires_at)
 
+    async def _choose(
+        self,
+        conn: AsyncConnection,
+        org_id: str,
+        filters: CredentialFilter,
+        strategy: Strategy,
+        now: datetime,
+        rng: random.Random | None,
+        *,
+        lock: bool,
+    ) -> Choice:
+        query = (
+            select(vault_credentials)
+            .where(*self._conditions(org_id, filters))
+            .order_by(vault_credentials.c.id)
+        )
+        rows = (await conn.execute(query.with_for_update() if lock else query)).all()
+        records = [_record(row) for row in rows]
+        live = await _live_leases(conn, [r.id for r in records], now)
+        candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records]
+        return choose(candidates, strategy, now, rng)
+
+    async def _claim_sqlite_writer(self, conn: AsyncConnection) -> None:
+        """On SQLite, take the database's write lock before reading (BEGIN is deferred).
+
+        Another process sharing the file then cannot write between our read and our write,
+        and we never need to upgrade a read lock, which SQLite refuses at once (busy) when
+        the file changed since our read began.
+        """
+        if self._is_sqlite:
+            await conn.execute(
+                update(vault_credentials)
+                .where(vault_credentials.c.id == "")
+                .values(id=vault_credentials.c.id)
+            )
+
     async def release(
         self,
         org_id: str,
@@ -275,6 +302,7 @@ class SqlVaultStore:
             NotFoundError: no such lease (already released, or expired and cleared).
         """
         async with self._store._write() as conn:
+            await self._claim_sqlite_writer(conn)
             credential_id = (
                 await conn.execute(
                     select(vault_leases.c.credential_id).where(
