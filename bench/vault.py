@@ -45,8 +45,11 @@ from pathlib import Path
 # bench/verify.py: this script's directory is the first entry of sys.path.
 from verify import cpu_model, is_postgresql, progress
 
-from keyplane.domain.envelope import MasterKey
+from keyplane.domain.envelope import Keyring, MasterKey
+from keyplane.services.vault import MAX_BULK, NewCredential
+from keyplane.services.vault_rotation import rotate_master
 from keyplane.settings import Settings
+from keyplane.store.sql import create_engine
 from keyplane.vault import Vault, open_vault
 
 HERE = Path(__file__).resolve().parent
@@ -77,6 +80,13 @@ def parse_args() -> argparse.Namespace:
         default="postgresql://postgres@127.0.0.1:5432/test",
         help="PostgreSQL server; the run uses a fresh schema it creates and drops",
     )
+    parser.add_argument(
+        "--rotate",
+        type=int,
+        default=2000,
+        help="credentials sealed, then re-wrapped by a master key rotation, per Keyplane "
+        "backend (2000; 0 skips)",
+    )
     parser.add_argument("--ash-venv", type=Path, default=DEFAULT_ASH_VENV)
     parser.add_argument("--ash-version", default="0.1.10")
     args = parser.parse_args()
@@ -105,21 +115,24 @@ class Run:
 
 
 @contextlib.asynccontextmanager
-async def keyplane_vault(backend: str, args: argparse.Namespace) -> AsyncIterator[Vault]:
+async def keyplane_vault(
+    backend: str, args: argparse.Namespace
+) -> AsyncIterator[tuple[Vault, Settings, MasterKey]]:
     with tempfile.TemporaryDirectory(prefix="kp-vault-bench-") as tmp:
         schema = None
         url = f"sqlite:///{Path(tmp) / 'keyplane.db'}"
         if backend == "postgresql":
             url, schema = args.database_url, f"kp_bench_{secrets.token_hex(6)}"
             await _postgres(url, f"CREATE SCHEMA {schema}")
+        master = MasterKey.generate()
         settings = Settings(
             database_url=url,
             database_schema=schema,
-            vault_key=MasterKey.generate().to_base64(),  # type: ignore[arg-type]
+            vault_key=master.to_base64(),  # type: ignore[arg-type]
         )
         try:
             async with open_vault(settings) as vault:
-                yield vault
+                yield vault, settings, master
         finally:
             if schema is not None:
                 await _postgres(url, f"DROP SCHEMA {schema} CASCADE")
@@ -135,8 +148,18 @@ async def _postgres(url: str, statement: str) -> None:
         await conn.close()
 
 
-async def measure_keyplane(backend: str, args: argparse.Namespace) -> tuple[str, list[Run]]:
-    async with keyplane_vault(backend, args) as vault:
+@dataclass
+class Rotation:
+    credentials: int
+    added: int
+    add_seconds: float
+    rotate_seconds: float
+
+
+async def measure_keyplane(
+    backend: str, args: argparse.Namespace
+) -> tuple[str, list[Run], Rotation | None]:
+    async with keyplane_vault(backend, args) as (vault, settings, master):
         for index in range(args.credentials):
             await vault.add(
                 PROVIDER,
@@ -156,7 +179,33 @@ async def measure_keyplane(backend: str, args: argparse.Namespace) -> tuple[str,
         for clients in args.clients:
             progress(f"keyplane {backend}: {clients} clients for {args.duration:g}s")
             runs.append(await timed(one, clients, args.duration))
-        return await database_version(backend, args), runs
+        rotation = await measure_rotation(vault, settings, master, args) if args.rotate else None
+        return await database_version(backend, args), runs, rotation
+
+
+async def measure_rotation(
+    vault: Vault, settings: Settings, old: MasterKey, args: argparse.Namespace
+) -> Rotation:
+    """Seal ``--rotate`` more credentials (bulk adds of 500), then re-wrap them all."""
+    progress(f"adding {args.rotate:,} credentials, then rotating the master key")
+    started = time.perf_counter()
+    for start in range(0, args.rotate, MAX_BULK):
+        batch = [
+            NewCredential(provider="custom", alias=f"rot-{n}", secret=f"{SECRET_PREFIX}rot-{n}")
+            for n in range(start, min(args.rotate, start + MAX_BULK))
+        ]
+        await vault.service.add_many(vault.principal, batch)
+    added = time.perf_counter() - started
+    engine = create_engine(settings.async_database_url, settings.database_schema)
+    try:
+        started = time.perf_counter()
+        report = await rotate_master(engine, Keyring(MasterKey.generate(), [old]))
+        rotated = time.perf_counter() - started
+    finally:
+        await engine.dispose()
+    if not report.complete or report.failed:
+        raise SystemExit(f"rotation incomplete: {report}")
+    return Rotation(report.rewrapped, args.rotate, added, rotated)
 
 
 async def database_version(backend: str, args: argparse.Namespace) -> str:
@@ -282,6 +331,7 @@ def main() -> None:
     args = parse_args()
     results: dict[str, list[Run]] = {}
     notes: list[str] = []
+    rotations: dict[str, Rotation] = {}
     for backend in args.backends:
         if backend == "ash":
             results["ash"] = measure_ash(args)
@@ -290,12 +340,22 @@ def main() -> None:
                 "encrypt_keys=True, round_robin, use_key"
             )
         else:
-            version, runs = asyncio.run(measure_keyplane(backend, args))
+            version, runs, rotation = asyncio.run(measure_keyplane(backend, args))
             results[f"keyplane-{backend}"] = runs
             notes.append(
                 f"keyplane-{backend}: {version}, in process (open_vault + use_key), round_robin"
             )
+            if rotation is not None:
+                rotations[backend] = rotation
     print_summary(args, results, notes)
+    for backend, rotation in rotations.items():
+        print(
+            f"master key rotation, keyplane-{backend}: {rotation.credentials:,} credentials "
+            f"re-wrapped in {rotation.rotate_seconds:.2f}s "
+            f"({rotation.credentials / rotation.rotate_seconds:,.0f}/s, batches of 500); "
+            f"sealing and adding {rotation.added:,} of them took {rotation.add_seconds:.2f}s "
+            f"({rotation.added / rotation.add_seconds:,.0f}/s)"
+        )
 
 
 if __name__ == "__main__":
