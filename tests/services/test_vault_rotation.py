@@ -5,6 +5,7 @@ wrong keys are handled."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -316,3 +317,71 @@ def test_generate_key_and_key_id(tmp_path: Path) -> None:
     # Never overwrites an existing key file.
     refused = runner.invoke(cli, ["vault", "generate-key", "--output", str(target)])
     assert refused.exit_code == 1
+
+
+async def test_check_opens_every_secret_and_names_the_damaged_ones(engine: AsyncEngine) -> None:
+    ids = await _add(engine, 5)
+    tokens = await _tokens(engine)
+    # A flipped bit in the secret's own ciphertext: a rotation would not notice (it only
+    # re-wraps the data key), the check does.
+    prefix, key_id, wrapped, body = tokens[ids[1]][0].split(".")
+    raw = bytearray(base64.urlsafe_b64decode(body + "=="))
+    raw[-1] ^= 0x01
+    flipped = ".".join(
+        [prefix, key_id, wrapped, base64.urlsafe_b64encode(raw).rstrip(b"=").decode()]
+    )
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(vault_credentials)
+            .where(vault_credentials.c.id == ids[1])
+            .values(sealed_secret=flipped)
+        )
+    report = await vault_rotation.rotate_master(engine, Keyring(NEW, [OLD]))
+    assert report.complete and report.rewrapped == 5
+
+    checked = await vault_rotation.check_all(engine, Keyring(NEW), batch_size=2)
+
+    assert checked.opened == 4
+    assert checked.by_key == {NEW.key_id: 5}
+    assert [credential_id for credential_id, _ in checked.failed] == [ids[1]]
+    assert "integrity" in checked.failed[0][1]
+    # With only the old key nothing opens, and each failure names the missing key.
+    stale = await vault_rotation.check_all(engine, Keyring(OLD))
+    assert stale.opened == 0 and len(stale.failed) == 5
+    assert all(NEW.key_id in reason for _, reason in stale.failed)
+
+
+def test_check_command(
+    sqlite_database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def prepare() -> None:
+        engine = create_engine(to_async_url(sqlite_database.url))
+        try:
+            await migrate(engine)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(organizations).values(id=ORG, name="rotation", created_at=NOW)
+                )
+            await _add(engine, 3)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(prepare())
+    monkeypatch.setenv("KEYPLANE_DATABASE_URL", sqlite_database.url)
+    monkeypatch.setenv("KEYPLANE_VAULT_KEY", NEW.to_base64())
+    monkeypatch.delenv("KEYPLANE_VAULT_PREVIOUS_KEYS", raising=False)
+    runner = CliRunner()
+
+    missing = runner.invoke(cli, ["vault", "check"])
+    assert missing.exit_code == 1
+    assert f"{OLD.key_id}  3 credentials  (NOT CONFIGURED)" in missing.output
+    assert "0 opened, 3 failed" in missing.output
+
+    old_file = tmp_path / "old.key"
+    old_file.write_text(OLD.to_base64())
+    old_file.chmod(0o600)
+    fine = runner.invoke(cli, ["vault", "check", "--old-key-file", str(old_file)])
+    assert fine.exit_code == 0, fine.output
+    assert f"{OLD.key_id}  3 credentials  (previous)" in fine.output
+    assert "3 opened, 0 failed" in fine.output
+    assert "sk-proj-secret" not in fine.output + missing.output

@@ -1,5 +1,5 @@
-"""``keyplane vault ...``: the vault's master key chores and (from ``vault_credentials``) its
-credential commands.
+"""``keyplane vault ...``: the master key chores (generate-key, key-id, rotate-master, check)
+here, and the credential commands from ``keyplane.cli.vault_credentials``.
 
 These commands talk to the database directly (``KEYPLANE_DATABASE_URL``), like
 ``keyplane migrate``; they need no running server.
@@ -182,3 +182,58 @@ def rotate_master(
     if not outcome.complete:
         raise _fail("rotation incomplete: keep the old key configured, fix the failures, re-run", 1)
     _say("[green]every credential is on the current master key; the old key can be removed[/green]")
+
+
+@app.command("check")
+def check(
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="Overrides KEYPLANE_DATABASE_URL.", show_default=False),
+    ] = None,
+    old_key_file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--old-key-file", help="An extra old key to try (repeatable).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Open every stored secret with the configured keys (nothing is printed or kept) and
+    report the credentials that do not open."""
+    from keyplane.services import vault_rotation
+    from keyplane.store.sql import create_engine
+
+    settings = _settings(database_url=database_url)
+    try:
+        configured = settings.vault_keyring()
+        old_keys = [read_master_key_file(path) for path in old_key_file or []]
+    except KeyplaneError as exc:
+        raise _fail(exc.message, 2) from None
+    if configured is None:
+        raise _fail("no vault master key: set KEYPLANE_VAULT_KEY or KEYPLANE_VAULT_KEY_FILE", 2)
+    keyring = Keyring(configured.current, [*configured.previous, *old_keys])
+
+    async def run() -> vault_rotation.CheckReport:
+        engine = create_engine(settings.async_database_url, settings.database_schema)
+        try:
+            return await vault_rotation.check_all(engine, keyring)
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(run())
+    except KeyplaneError as exc:
+        raise _fail(exc.message, 1) from None
+    for key, n in sorted(report.by_key.items()):
+        role = (
+            "current"
+            if key == keyring.current.key_id
+            else "previous"
+            if key in keyring.key_ids
+            else "NOT CONFIGURED"
+        )
+        typer.echo(f"{key}  {n} credentials  ({role})")
+    typer.echo(f"{report.opened} opened, {len(report.failed)} failed")
+    for credential_id, reason in report.failed:
+        _say(f"[red]failed:[/red] {escape(credential_id)}: {escape(reason)}")
+    if report.failed:
+        raise typer.Exit(1)

@@ -21,7 +21,7 @@ from sqlalchemy import and_, column, func, select, table, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyplane.domain.envelope import Keyring, credential_aad, rewrap
+from keyplane.domain.envelope import Keyring, credential_aad, rewrap, unseal
 from keyplane.errors import StorageError, VaultError, VaultKeyError
 
 # Only the four columns agreed with the vault store; the rest of the row is not ours to read.
@@ -226,6 +226,70 @@ def _rewrapped(
         report.failed.append((credential_id, exc.message))
         return None
     return credential_id, token, old_key_id, new_token
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_all` found.
+
+    Attributes:
+        opened: credentials whose secret opened with the keyring.
+        by_key: credentials per master key id.
+        failed: ``(credential id, reason)`` for those that did not (missing key, or an
+            integrity failure: altered, or moved from another row).
+    """
+
+    opened: int = 0
+    by_key: dict[str, int] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def check_all(
+    engine: AsyncEngine, keyring: Keyring, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> CheckReport:
+    """Open every stored secret with ``keyring`` and throw the plaintext away.
+
+    A rotation re-wraps data keys without opening the secrets, so it cannot see a damaged
+    secret ciphertext; this can, before the old key is destroyed or after a restore.
+
+    Raises:
+        StorageError: the database cannot be read, or has no vault table yet.
+    """
+    report = CheckReport()
+    after_id = ""
+    try:
+        while True:
+            async with engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(
+                            _credentials.c.id,
+                            _credentials.c.org_id,
+                            _credentials.c.sealed_secret,
+                            _credentials.c.master_key_id,
+                        )
+                        .where(_credentials.c.id > after_id)
+                        .order_by(_credentials.c.id)
+                        .limit(batch_size)
+                    )
+                ).all()
+            if not rows:
+                return report
+            after_id = str(rows[-1].id)
+            for row in rows:
+                credential_id, key_id = str(row.id), str(row.master_key_id)
+                report.by_key[key_id] = report.by_key.get(key_id, 0) + 1
+                aad = credential_aad(str(row.org_id), credential_id)
+                try:
+                    unseal(keyring, str(row.sealed_secret), aad)
+                except VaultError as exc:
+                    report.failed.append((credential_id, exc.message))
+                else:
+                    report.opened += 1
+    except SQLAlchemyError as exc:
+        raise _storage_error(exc) from exc
+    except OSError as exc:
+        raise StorageError(f"cannot reach the database: {exc}") from exc
 
 
 def _storage_error(exc: SQLAlchemyError) -> StorageError:
