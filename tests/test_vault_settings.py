@@ -114,3 +114,18 @@ def test_a_key_file_others_can_write_is_refused(tmp_path: Path) -> None:
 def test_a_key_file_without_a_key_is_refused(tmp_path: Path, content: bytes) -> None:
     with pytest.raises(ConfigurationError, match="vault key file"):
         _settings(vault_key_file=_key_file(tmp_path, content)).vault_keyring()
+
+
+def test_serve_refuses_a_bad_key_file_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from keyplane.cli.main import app
+
+    monkeypatch.setenv("KEYPLANE_DATABASE_URL", f"sqlite:///{tmp_path / 'k.db'}")
+    monkeypatch.setenv("KEYPLANE_VAULT_KEY_FILE", str(_key_file(tmp_path, b"not a key")))
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "error: vault key file" in result.output
+    assert "Traceback" not in result.output

@@ -72,6 +72,7 @@ def serve(
         # Fail here, with one line, rather than as a traceback from the app's lifespan.
         to_async_url(settings.database_url)
         resolve_server_secret(settings)
+        settings.vault_keyring()  # reads and checks KEYPLANE_VAULT_KEY_FILE
         application = create_app(settings)
     except KeyplaneError as exc:
         err.print(f"[red]error:[/red] {escape(exc.message)}")
