@@ -52,7 +52,7 @@ from keyplane.store.vault import CredentialFilter, Lease, SqlVaultStore
 MAX_SECRET_LENGTH = 8192
 MAX_LIMIT = 2**53 - 1
 MAX_WEIGHT = 1_000_000
-MAX_BULK = 500
+MAX_BULK = 100  # and the request body limit (64 KiB by default) applies
 ENVIRONMENT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
 
 
