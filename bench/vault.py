@@ -306,7 +306,7 @@ def print_summary(
         print(note)
     names = list(results)
     ratios = [name for name in names if name != "ash"] if "ash" in results else []
-    width = max(len(name) for name in [*names, *(f"{n}/ash" for n in ratios)]) + 2
+    width = max(16, *(len(name) + 2 for name in [*names, *(f"{n}/ash" for n in ratios)]))
     print(
         f"{'clients':>8}"
         + "".join(f"{name:>{width}}" for name in names)
