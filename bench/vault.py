@@ -45,7 +45,7 @@ from pathlib import Path
 # bench/verify.py: this script's directory is the first entry of sys.path.
 from verify import cpu_model, is_postgresql, progress
 
-from keyplane.domain.envelope import Keyring, MasterKey
+from keyplane.domain.envelope import Keyring, MasterKey, credential_aad, rewrap, seal, unseal
 from keyplane.services.vault import MAX_BULK, NewCredential
 from keyplane.services.vault_rotation import rotate_master
 from keyplane.settings import Settings
@@ -327,6 +327,28 @@ def print_summary(
                 print(f"errors in {name}, {run.clients} clients: {run.errors} (figure void)")
 
 
+def envelope_rates(seconds: float = 0.5) -> dict[str, float]:
+    """Single-core rates of the pure envelope operations, to set the database figures against."""
+    old, new = MasterKey.generate(), MasterKey.generate()
+    keyring, rotating = Keyring(old), Keyring(new, [old])
+    aad = credential_aad("org_bench", "cred_bench")
+    token = seal(keyring, SECRET_PREFIX + "x" * 48, aad)
+    operations: dict[str, Callable[[], object]] = {
+        "seal": lambda: seal(keyring, SECRET_PREFIX + "x" * 48, aad),
+        "unseal": lambda: unseal(keyring, token, aad),
+        "rewrap": lambda: rewrap(rotating, token, aad),
+    }
+    rates = {}
+    for name, operation in operations.items():
+        done, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            for _ in range(100):
+                operation()
+            done += 100
+        rates[name] = done / elapsed
+    return rates
+
+
 def main() -> None:
     args = parse_args()
     results: dict[str, list[Run]] = {}
@@ -348,6 +370,11 @@ def main() -> None:
             if rotation is not None:
                 rotations[backend] = rotation
     print_summary(args, results, notes)
+    rates = envelope_rates()
+    print(
+        "envelope, one core: "
+        + ", ".join(f"{name} {rate:,.0f}/s ({1e6 / rate:.0f} µs)" for name, rate in rates.items())
+    )
     for backend, rotation in rotations.items():
         print(
             f"master key rotation, keyplane-{backend}: {rotation.credentials:,} credentials "
