@@ -186,7 +186,7 @@ async def measure_keyplane(
 async def measure_rotation(
     vault: Vault, settings: Settings, old: MasterKey, args: argparse.Namespace
 ) -> Rotation:
-    """Seal ``--rotate`` more credentials (bulk adds of 500), then re-wrap them all."""
+    """Seal ``--rotate`` more credentials (through the bulk add), then re-wrap them all."""
     progress(f"adding {args.rotate:,} credentials, then rotating the master key")
     started = time.perf_counter()
     for start in range(0, args.rotate, MAX_BULK):

@@ -412,7 +412,7 @@ def import_(
     ],
     database_url: DatabaseOption = None,
 ) -> None:
-    """Add many credentials from a file, in all-or-nothing batches of 500."""
+    """Add many credentials from a file, in all-or-nothing batches of 100."""
     items = [_new_from(index, item) for index, item in enumerate(_load(path))]
     if not items:
         raise _fail("the file holds no credentials", 2)
