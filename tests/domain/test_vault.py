@@ -149,3 +149,15 @@ def test_refusals_say_why_and_when() -> None:
     assert (rate_limited.refusal, rate_limited.retry_after) == (Refusal.ALL_RATE_LIMITED, 30)
     busy = choose([full, cooling, exhausted], Strategy.ROUND_ROBIN, NOW)
     assert (busy.refusal, busy.retry_after) == (Refusal.ALL_AT_MAX_CONCURRENCY, 12)
+
+
+def test_spent_allowance_says_when_it_returns() -> None:
+    daily = Candidate(record(1, daily_limit=1).used_once(NOW), 0)
+    refusal = choose([daily], Strategy.ROUND_ROBIN, NOW)
+    assert (refusal.refusal, refusal.retry_after) == (Refusal.NO_CREDENTIAL, 1)  # midnight
+    noon = datetime(2026, 3, 15, 12, tzinfo=UTC)
+    monthly = Candidate(record(2, monthly_limit=1).used_once(noon), 0)
+    expected = int((datetime(2026, 4, 1, tzinfo=UTC) - noon).total_seconds())
+    assert choose([monthly], Strategy.ROUND_ROBIN, noon).retry_after == expected
+    blocked = Candidate(record(3, daily_limit=0), 0)
+    assert choose([blocked], Strategy.ROUND_ROBIN, NOW).retry_after is None

@@ -233,6 +233,15 @@ class CredentialRecord:
         """No daily or monthly allowance left (a 0 limit is always exhausted)."""
         return self.daily_remaining(now) == 0 or self.monthly_remaining(now) == 0
 
+    def allowance_returns(self, now: datetime) -> datetime | None:
+        """When an exhausted credential may be leased again by its limits alone (the next
+        UTC day or month); ``None`` when it is not exhausted or a 0 limit blocks it for good."""
+        if not self.exhausted(now) or self.daily_limit == 0 or self.monthly_limit == 0:
+            return None
+        if self.monthly_remaining(now) == 0:
+            return next_month(now)
+        return next_day(now)
+
     def at_max_concurrency(self, live_leases: int) -> bool:
         return self.max_concurrent is not None and live_leases >= self.max_concurrent
 
@@ -288,7 +297,8 @@ def choose(
     Refusals: ``ALL_AT_MAX_CONCURRENCY`` when some usable credential only lacks a free slot
     (retry when the earliest lease expires); else ``ALL_RATE_LIMITED`` when some are cooling
     down (retry when the earliest cool-down ends); else ``NO_CREDENTIAL`` (none match, or all
-    are disabled, revoked or out of allowance).
+    are disabled, revoked or out of allowance; retry at the next UTC day or month when that
+    brings allowance back).
     """
     rng = rng or _RANDOM
     usable = [c for c in candidates if c.record.has_capacity(c.live_leases, now)]
@@ -315,7 +325,9 @@ def choose(
     ]
     if cooling:
         return Choice(None, Refusal.ALL_RATE_LIMITED, _seconds_until(min(cooling), now))
-    return Choice(None, Refusal.NO_CREDENTIAL)
+    refills = [when for c in candidates if (when := c.record.allowance_returns(now)) is not None]
+    retry = _seconds_until(min(refills), now) if refills else None
+    return Choice(None, Refusal.NO_CREDENTIAL, retry)
 
 
 def _pick(
