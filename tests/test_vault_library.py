@@ -125,11 +125,12 @@ async def test_in_process_holders_share_max_concurrency(database: Database) -> N
                     async with vault.use_key(provider="openai"):
                         holding += 1
                         most = max(most, holding)
-                        await asyncio.sleep(0.01)
+                        # Long enough for a second holder to get in even on a loaded machine.
+                        await asyncio.sleep(0.05)
                         holding -= 1
                     return
                 except AllAtMaxConcurrencyError:
                     await asyncio.sleep(0.01)
 
         await asyncio.gather(*(hold() for _ in range(10)))
-        assert most == 2
+        assert most == 2, most

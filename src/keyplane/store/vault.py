@@ -215,9 +215,34 @@ class SqlVaultStore:
             choice = await self._choose(conn, org_id, only_active, strategy, now, rng, lock=False)
         if choice.record is None:
             return choice
+        if not self._is_sqlite:
+            # PostgreSQL: first among the matches no other lease holds right now (SKIP
+            # LOCKED), so leases of different credentials proceed in parallel. When those
+            # give nothing, wait for all of them in a new transaction, for an exact answer.
+            taken = await self._lease_once(
+                org_id, only_active, strategy, now, expires_at, open_secret, rng, skip=True
+            )
+            if isinstance(taken, Lease):
+                return taken
+        return await self._lease_once(
+            org_id, only_active, strategy, now, expires_at, open_secret, rng, skip=False
+        )
+
+    async def _lease_once(
+        self,
+        org_id: str,
+        filters: CredentialFilter,
+        strategy: Strategy,
+        now: datetime,
+        expires_at: datetime,
+        open_secret: Callable[[CredentialRecord], str],
+        rng: random.Random | None,
+        *,
+        skip: bool,
+    ) -> Lease | Choice:
         async with self._store._write() as conn:
             await self._claim_sqlite_writer(conn)
-            choice = await self._choose(conn, org_id, only_active, strategy, now, rng, lock=True)
+            choice = await self._choose(conn, org_id, filters, strategy, now, rng, skip=skip)
             if choice.record is None:
                 return choice
             chosen = choice.record
@@ -263,14 +288,18 @@ class SqlVaultStore:
         now: datetime,
         rng: random.Random | None,
         *,
-        lock: bool,
+        lock: bool = True,
+        skip: bool = False,
     ) -> Choice:
         query = (
             select(vault_credentials)
             .where(*self._conditions(org_id, filters))
             .order_by(vault_credentials.c.id)
         )
-        rows = (await conn.execute(query.with_for_update() if lock else query)).all()
+        if lock:
+            # In id order: two transactions waiting for the same rows never deadlock.
+            query = query.with_for_update(skip_locked=skip)
+        rows = (await conn.execute(query)).all()
         records = [_record(row) for row in rows]
         live = await _live_leases(conn, [r.id for r in records], now)
         candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records]
@@ -303,6 +332,24 @@ class SqlVaultStore:
         """
         async with self._store._write() as conn:
             await self._claim_sqlite_writer(conn)
+            if mutation is None:
+                # An ``ok`` release touches only the lease row: no wait on the credential's
+                # lock, which leases of that credential hold while they commit.
+                credential_id = (
+                    await conn.execute(
+                        delete(vault_leases)
+                        .where(vault_leases.c.org_id == org_id, vault_leases.c.id == lease_id)
+                        .returning(vault_leases.c.credential_id)
+                    )
+                ).scalar_one_or_none()
+                if credential_id is None:
+                    raise NotFoundError("no such lease", code="LEASE_NOT_FOUND")
+                row = (
+                    await conn.execute(
+                        select(vault_credentials).where(vault_credentials.c.id == credential_id)
+                    )
+                ).one()
+                return _record(row)
             credential_id = (
                 await conn.execute(
                     select(vault_leases.c.credential_id).where(
@@ -320,10 +367,8 @@ class SqlVaultStore:
                     .with_for_update()
                 )
             ).one()
-            record = _record(row)
-            if mutation is not None:
-                record = mutation(record)
-                await _save(conn, record)
+            record = mutation(_record(row))
+            await _save(conn, record)
             result = await conn.execute(
                 delete(vault_leases).where(
                     vault_leases.c.org_id == org_id, vault_leases.c.id == lease_id
