@@ -45,6 +45,8 @@ from keyplane.errors import NotFoundError
 from keyplane.store.sql import SqlStore, metadata_text
 from keyplane.store.tables import vault_credentials, vault_leases
 
+#: Clear a credential's expired leases on every this many leases of it.
+_SWEEP_EVERY = 16
 #: A pure change of a locked credential; may raise a KeyplaneError to refuse.
 CredentialMutation = Callable[[CredentialRecord], CredentialRecord]
 
@@ -248,13 +250,16 @@ class SqlVaultStore:
             chosen = choice.record
             secret = open_secret(chosen)
             lease_id = ids.new_id("lease")
-            # Expired leases of this credential go now: they no longer count, and the
-            # credential row is already ours, which keeps the lock order credential->lease.
-            await conn.execute(
-                delete(vault_leases).where(
-                    vault_leases.c.credential_id == chosen.id, vault_leases.c.expires_at <= now
+            if chosen.total_count % _SWEEP_EVERY == 0:
+                # Housekeeping only (expired leases no longer count): every so many leases of
+                # a credential, clear its expired ones, while its row is ours, which keeps
+                # the lock order credential -> lease.
+                await conn.execute(
+                    delete(vault_leases).where(
+                        vault_leases.c.credential_id == chosen.id,
+                        vault_leases.c.expires_at <= now,
+                    )
                 )
-            )
             await conn.execute(
                 insert(vault_leases).values(
                     id=lease_id,
