@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from keyplane.domain.clock import ManualClock
-from keyplane.domain.vault import Outcome
+from keyplane.domain.vault import Outcome, Strategy
+from keyplane.services.vault import configured_strategy
 from keyplane.vault import (
     AllAtMaxConcurrencyError,
     AllRateLimitedError,
@@ -134,3 +136,23 @@ async def test_in_process_holders_share_max_concurrency(database: Database) -> N
 
         await asyncio.gather(*(hold() for _ in range(10)))
         assert most == 2, most
+
+
+def test_the_default_strategy_comes_from_the_settings_when_they_have_one() -> None:
+    assert configured_strategy(SimpleNamespace()) is Strategy.ROUND_ROBIN
+    assert configured_strategy(SimpleNamespace(vault_strategy="least_used")) is (
+        Strategy.LEAST_USED
+    )
+
+
+async def test_a_lease_without_a_strategy_uses_the_vault_default(database: Database) -> None:
+    async with open_vault(database.settings()) as vault:
+        vault.service.default_strategy = Strategy.LEAST_USED
+        await vault.add("openai", "old", "sk-old-000000000000")
+        for _ in range(3):
+            async with vault.use_key(provider="openai", strategy="round_robin"):
+                pass
+        await vault.add("openai", "new", "sk-new-000000000000")
+        for _ in range(3):
+            async with vault.use_key(provider="openai") as cred:
+                assert cred.alias == "new"

@@ -42,6 +42,7 @@ from keyplane.services.vault import (
     NewCredential,
     NoCredentialError,
     VaultService,
+    configured_strategy,
 )
 from keyplane.settings import Settings
 from keyplane.store.migrate import migrate
@@ -129,7 +130,7 @@ class _LeasingBase(ABC):
         tags: tuple[str, ...] = (),
         metadata_filter: Mapping[str, str | int | float | bool] | None = None,
         ttl_seconds: int = 60,
-        strategy: Strategy | str = Strategy.ROUND_ROBIN,
+        strategy: Strategy | str | None = None,
     ) -> LeasedCredential: ...
 
     @abstractmethod
@@ -146,7 +147,7 @@ class _LeasingBase(ABC):
         tags: tuple[str, ...] | list[str] = (),
         metadata_filter: Mapping[str, str | int | float | bool] | None = None,
         ttl_seconds: int = 60,
-        strategy: Strategy | str = Strategy.ROUND_ROBIN,
+        strategy: Strategy | str | None = None,
     ) -> AsyncIterator[LeasedCredential]:
         """Lease a credential for the block; release it after, reporting how it went.
 
@@ -198,7 +199,7 @@ class Vault(_LeasingBase):
         tags: tuple[str, ...] = (),
         metadata_filter: Mapping[str, str | int | float | bool] | None = None,
         ttl_seconds: int = 60,
-        strategy: Strategy | str = Strategy.ROUND_ROBIN,
+        strategy: Strategy | str | None = None,
     ) -> LeasedCredential:
         taken = await self.service.lease(
             self.principal,
@@ -208,7 +209,7 @@ class Vault(_LeasingBase):
                 tags=tags,
                 metadata_filter=dict(metadata_filter or {}),
                 ttl=timedelta(seconds=ttl_seconds),
-                strategy=Strategy(strategy),
+                strategy=None if strategy is None else Strategy(strategy),
             ),
         )
         record = taken.credential
@@ -248,7 +249,13 @@ async def open_vault(
         principal = Principal(
             key_id="library", org_id=org.id, project_id=None, scopes=("vault:*",), is_root=True
         )
-        yield Vault(VaultService(SqlVaultStore(store), keyring, clock), principal)
+        service = VaultService(
+            SqlVaultStore(store),
+            keyring,
+            clock,
+            default_strategy=configured_strategy(settings),
+        )
+        yield Vault(service, principal)
     finally:
         await store.close()
 
@@ -301,15 +308,16 @@ class RemoteVault(_LeasingBase):
         tags: tuple[str, ...] = (),
         metadata_filter: Mapping[str, str | int | float | bool] | None = None,
         ttl_seconds: int = 60,
-        strategy: Strategy | str = Strategy.ROUND_ROBIN,
+        strategy: Strategy | str | None = None,
     ) -> LeasedCredential:
         body: dict[str, Any] = {
             "provider": provider,
             "tags": list(tags),
             "metadata_filter": dict(metadata_filter or {}),
             "ttl_seconds": ttl_seconds,
-            "strategy": str(Strategy(strategy)),
         }
+        if strategy is not None:
+            body["strategy"] = str(Strategy(strategy))
         if environment is not None:
             body["environment"] = environment
         response = await self._client.post("/v1/vault/leases", json=body, headers=self._headers)

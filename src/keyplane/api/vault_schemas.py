@@ -240,7 +240,9 @@ class LeaseCreate(Input):
         default_factory=dict, description='dot paths to values, e.g. {"billing.tier": "enterprise"}'
     )
     ttl_seconds: Annotated[int, Strict(), Field(ge=1, le=3600)] = 60
-    strategy: Strategy = Strategy.ROUND_ROBIN
+    strategy: Strategy | None = Field(
+        default=None, description="how to pick; the server's default (round_robin) when absent"
+    )
 
 
 class LeaseOut(BaseModel):

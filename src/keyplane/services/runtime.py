@@ -25,7 +25,7 @@ from keyplane.services.projects import Projects
 from keyplane.services.redis_limiter import RedisLimiter
 from keyplane.services.resilient_limiter import ResilientLimiter
 from keyplane.services.usage import UsageService
-from keyplane.services.vault import VaultService
+from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
 from keyplane.settings import Settings, resolve_server_secret
 from keyplane.store.migrate import migrate
@@ -144,7 +144,12 @@ class Runtime:
             limiter=limiter,
             ledger=ledger,
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
-            vault=VaultService(SqlVaultStore(store), vault_keyring, clock),
+            vault=VaultService(
+                SqlVaultStore(store),
+                vault_keyring,
+                clock,
+                default_strategy=configured_strategy(settings),
+            ),
         )
         invalidation: RedisInvalidation | PostgresInvalidation | None = None
         if redis is not None:

@@ -131,7 +131,8 @@ class LeaseRequest:
     #: Dot paths to expected values: ``{"billing.tier": "enterprise"}``.
     metadata_filter: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     ttl: timedelta = DEFAULT_LEASE_TTL
-    strategy: Strategy = Strategy.ROUND_ROBIN
+    #: ``None``: the vault's configured default.
+    strategy: Strategy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +174,13 @@ class VaultService:
         keyring: Keyring | None,
         clock: Clock,
         rng: random.Random | None = None,
+        default_strategy: Strategy = Strategy.ROUND_ROBIN,
     ) -> None:
         self._store = store
         self._keyring = keyring
         self._clock = clock
         self._rng = rng
+        self.default_strategy = default_strategy
 
     @property
     def configured(self) -> bool:
@@ -389,7 +392,13 @@ class VaultService:
             )
 
         result = await self._store.lease(
-            org_id, filters, request.strategy, now, now + request.ttl, open_secret, self._rng
+            org_id,
+            filters,
+            request.strategy or self.default_strategy,
+            now,
+            now + request.ttl,
+            open_secret,
+            self._rng,
         )
         if isinstance(result, Choice):
             raise _refused(result)
@@ -458,6 +467,12 @@ class VaultService:
             monthly_used=record.monthly_used(now),
             monthly_remaining=record.monthly_remaining(now),
         )
+
+
+def configured_strategy(settings: object) -> Strategy:
+    """The default lease strategy: ``KEYPLANE_VAULT_STRATEGY`` once the settings carry a
+    ``vault_strategy``, round robin until then (a lease request may always name its own)."""
+    return Strategy(getattr(settings, "vault_strategy", None) or Strategy.ROUND_ROBIN)
 
 
 def _require_writer(principal: Principal) -> None:
