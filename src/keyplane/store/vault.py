@@ -8,14 +8,18 @@ An unlocked look comes first, so that refusals (all full, cooling or spent) cost
   concurrent leases of the same credentials take turns across every instance; under READ
   COMMITTED each statement after the lock sees the leases committed before it. The guarantees
   (never more than ``max_concurrent`` live leases, never more uses than the limits) are exact
-  with no Redis involved.
+  with no Redis involved. A lease first tries only the rows nobody holds (``SKIP LOCKED``), so
+  leases of different credentials run in parallel; only when those cannot serve does it wait
+  for all of them, in a fresh transaction (holding some while waiting for others could
+  deadlock). Counting happens after the lock, in its own statement: a count taken in the
+  locking statement would come from before the wait.
 - SQLite: the store's writer lock serialises leases in this process, and the transaction
   starts with a write so that SQLite's own write lock is held from the first read, which
   keeps other processes sharing the one file exact too.
 
 Live leases are rows whose ``expires_at`` is still ahead: an abandoned lease stops counting
-when it expires, with no sweeper. Lock order is always credential row, then lease rows, in
-both lease and release, so the two cannot deadlock.
+when it expires, with no sweeper. Lock order is always credential row, then lease rows; an
+``ok`` release locks its lease row only and waits for nothing else, so none can deadlock.
 """
 
 from __future__ import annotations
