@@ -287,3 +287,23 @@ async def test_scopes_guard_the_vault(api: Api) -> None:
     ).status_code == 403
     taken = await api.client.post("/v1/vault/leases", json={"provider": "openai"}, headers=leaser)
     assert taken.status_code == 201
+
+
+async def test_project_bound_keys_cannot_change_the_organizations_vault(api: Api) -> None:
+    project = await api.client.post("/v1/projects", json={"name": "team-a"})
+    assert project.status_code == 201, project.text
+    bound = api.as_key(await api.management_key("vault:*", project_id=project.json()["data"]["id"]))
+    body = {"provider": "openai", "alias": "x", "secret": "sk-xxxxxxxxxxxx"}
+    refused = await api.client.post("/v1/vault/credentials", json=body, headers=bound)
+    assert refused.status_code == 403
+
+
+async def test_a_full_credential_has_no_capacity_until_a_lease_ends(api: Api) -> None:
+    created = await add(api, max_concurrent=1)
+    held = (await lease(api)).json()
+    full = (await api.client.get("/v1/vault/credentials?has_capacity=false")).json()["data"]
+    assert [item["id"] for item in full] == [created["id"]]
+    assert full[0]["usage"]["live_leases"] == 1
+    await release(api, held["lease_id"])
+    free = (await api.client.get("/v1/vault/credentials?has_capacity=true")).json()["data"]
+    assert [item["id"] for item in free] == [created["id"]]
