@@ -2,7 +2,7 @@
 
 A lease is one transaction: lock the matching credentials, count each one's live leases,
 let :func:`keyplane.domain.vault.choose` pick, insert the lease and count one use, commit.
-An unlocked look comes first, so that refusals (all full, cooling or spent) cost no lock.
+On PostgreSQL an unlocked look comes first, so refusals (all full, cooling, spent) take no lock.
 
 - PostgreSQL: ``SELECT ... FOR UPDATE`` (in id order, so two leases never deadlock) makes
   concurrent leases of the same credentials take turns across every instance; under READ
@@ -214,13 +214,18 @@ class SqlVaultStore:
             metadata=filters.metadata,
             status=CredentialStatus.ACTIVE,
         )
-        # A look without locks first: when it already finds nothing to lease (every match
-        # full, cooling or spent: the common case under overload), refuse without queueing
-        # for the row locks. A refusal from a just-stale view is as good as one a moment later.
-        async with self._store._read() as conn:
-            choice = await self._choose(conn, org_id, only_active, strategy, now, rng, lock=False)
-        if choice.record is None:
-            return choice
+        # PostgreSQL: a look without locks first. When it already finds nothing to lease
+        # (every match full, cooling or spent: the common case under overload), refuse
+        # without queueing for the row locks; a refusal from a just-stale view is as good as
+        # one a moment later. Not on SQLite: its leases are serialised in this process anyway,
+        # and there the extra read made a crowd of waiting leases ~9x slower (measured).
+        if not self._is_sqlite:
+            async with self._store._read() as conn:
+                choice = await self._choose(
+                    conn, org_id, only_active, strategy, now, rng, lock=False
+                )
+            if choice.record is None:
+                return choice
         if not self._is_sqlite:
             # PostgreSQL: first among the matches no other lease holds right now (SKIP
             # LOCKED), so leases of different credentials proceed in parallel. When those
