@@ -8,6 +8,7 @@ mean the PostgreSQL path was exercised.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import os
@@ -32,6 +33,8 @@ from keyplane.settings import Settings
 
 ROOT_KEY = "root-key-for-tests-" + "x" * 24
 SERVER_SECRET = "server-secret-for-tests-" + "y" * 24
+#: A fixed vault master key (base64 of 32 bytes) so vault tests can seal and open secrets.
+VAULT_KEY = base64.b64encode(bytes(range(32))).decode("ascii")
 PG_URL = os.environ.get("KEYPLANE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -77,6 +80,7 @@ class Database:
             "database_schema": self.schema,
             "secret": SERVER_SECRET,
             "root_key": ROOT_KEY,
+            "vault_key": VAULT_KEY,
             # Tests flush explicitly, so nothing depends on a background timer's luck.
             "last_used_flush_seconds": 3600,
         }

@@ -9,7 +9,10 @@
     ├── NotFoundError             no such object (or not visible to the caller)
     ├── ConflictError             the object's state forbids the operation
     ├── ConfigurationError        settings that cannot work together
-    └── StorageError              the database failed; wraps the driver's exception
+    ├── StorageError              the database failed; wraps the driver's exception
+    └── VaultError                a sealed upstream credential cannot be opened
+        ├── VaultKeyError         sealed with a master key that is not configured
+        └── VaultIntegrityError   altered, moved to another row, or wrong key material
 
 HTTP statuses are attached in one place only: ``keyplane.api.problems``.
 """
@@ -56,3 +59,15 @@ class ConfigurationError(KeyplaneError):
 
 class StorageError(KeyplaneError):
     code = "STORAGE_ERROR"
+
+
+class VaultError(KeyplaneError):
+    code = "VAULT_ERROR"
+
+
+class VaultKeyError(VaultError):
+    code = "VAULT_KEY_MISSING"
+
+
+class VaultIntegrityError(VaultError):
+    code = "VAULT_INTEGRITY"

@@ -8,9 +8,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from keyplane.domain.envelope import KEY_BYTES, Keyring, MasterKey
 from keyplane.domain.forwarding import parse_trusted
 from keyplane.domain.network import IpNetwork
 from keyplane.errors import ConfigurationError
@@ -32,7 +33,10 @@ MAX_TRUSTED_PROXIES = 256
 class Settings(BaseSettings):
     """All of Keyplane's settings. See docs/configuration.md for each one."""
 
-    model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
+    # hide_input_in_errors: a mistyped secret or key must not be echoed into a traceback or log.
+    model_config = SettingsConfigDict(
+        env_prefix="KEYPLANE_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite:///./keyplane.db"
     database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
@@ -68,6 +72,13 @@ class Settings(BaseSettings):
     #: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` / ``X-Real-IP`` are
     #: believed. Empty: those headers are ignored and the TCP peer is the client.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+
+    #: Vault master key: standard or URL-safe base64 of exactly 32 random bytes. It seals
+    #: new upstream credentials. Alternatively ``vault_key_file`` names a file holding it.
+    vault_key: SecretStr | None = None
+    vault_key_file: Path | None = None
+    #: Comma-separated base64 master keys that still open secrets during a rotation window.
+    vault_previous_keys: SecretStr | None = None
 
     @field_validator("secret")
     @classmethod
@@ -111,6 +122,57 @@ class Settings(BaseSettings):
     def trusted_networks(self) -> tuple[IpNetwork, ...]:
         # Parsed once: every forward-auth request consults it.
         return parse_trusted(self.trusted_proxies)
+
+    @field_validator("vault_key")
+    @classmethod
+    def _vault_key_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _parse_master_key(value.get_secret_value(), "KEYPLANE_VAULT_KEY")
+        return value
+
+    @field_validator("vault_previous_keys")
+    @classmethod
+    def _previous_vault_keys_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _parse_previous_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _one_vault_key_source(self) -> Settings:
+        if self.vault_key is not None and self.vault_key_file is not None:
+            raise ValueError("set KEYPLANE_VAULT_KEY or KEYPLANE_VAULT_KEY_FILE, not both")
+        if self.vault_previous_keys is not None and not self.vault_key_configured:
+            raise ValueError(
+                "KEYPLANE_VAULT_PREVIOUS_KEYS needs a current key in KEYPLANE_VAULT_KEY "
+                "or KEYPLANE_VAULT_KEY_FILE"
+            )
+        return self
+
+    @property
+    def vault_key_configured(self) -> bool:
+        return self.vault_key is not None or self.vault_key_file is not None
+
+    def vault_keyring(self) -> Keyring | None:
+        """The vault's keyring, or ``None`` when no vault master key is configured.
+
+        Reads ``vault_key_file`` on each call; call once at start-up and keep the result.
+
+        Raises:
+            ConfigurationError: the key file is missing, unreadable, writable by others, or
+                does not hold a 32-byte key. Messages never contain key material.
+        """
+        if self.vault_key is not None:
+            current = _parse_master_key(self.vault_key.get_secret_value(), "KEYPLANE_VAULT_KEY")
+        elif self.vault_key_file is not None:
+            current = read_master_key_file(self.vault_key_file)
+        else:
+            return None
+        previous = (
+            _parse_previous_keys(self.vault_previous_keys.get_secret_value())
+            if self.vault_previous_keys is not None
+            else []
+        )
+        return Keyring(current, previous)
 
     @property
     def async_database_url(self) -> str:
@@ -171,3 +233,55 @@ def resolve_server_secret(settings: Settings) -> bytes:
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(value + "\n")
     return value.encode("ascii")
+
+
+def _parse_master_key(text: str, name: str) -> MasterKey:
+    # pydantic turns ValueError into a settings error; ConfigurationError is not a ValueError.
+    try:
+        return MasterKey.from_base64(text, name=name)
+    except ConfigurationError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _parse_previous_keys(text: str) -> list[MasterKey]:
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise ValueError("KEYPLANE_VAULT_PREVIOUS_KEYS is empty; unset it instead")
+    return [
+        _parse_master_key(item, f"KEYPLANE_VAULT_PREVIOUS_KEYS item {number}")
+        for number, item in enumerate(items, start=1)
+        if item
+    ]
+
+
+def read_master_key_file(path: Path) -> MasterKey:
+    """Read a vault master key from ``path``: base64 text (one line), or exactly 32 raw bytes.
+
+    Raises:
+        ConfigurationError: missing, unreadable, writable by group or others (someone else
+            could swap the key), or not a 32-byte key.
+    """
+    try:
+        mode = path.stat().st_mode
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the vault key file {path}: {exc.strerror or exc}"
+        ) from None
+    if mode & 0o022:
+        raise ConfigurationError(
+            f"the vault key file {path} is writable by group or others; chmod 600 (or 400) it"
+        )
+    if len(raw) == KEY_BYTES:
+        try:
+            return MasterKey.from_base64(raw.decode("ascii"), name=f"vault key file {path}")
+        except (UnicodeDecodeError, ConfigurationError):
+            # 32 raw bytes cannot be the base64 of 32 bytes (that is 44 characters).
+            return MasterKey(raw)
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            f"the vault key file {path} holds neither base64 text nor {KEY_BYTES} raw bytes"
+        ) from None
+    return MasterKey.from_base64(text, name=f"vault key file {path}")

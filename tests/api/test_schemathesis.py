@@ -79,6 +79,9 @@ def _create(schema: schemathesis.BaseSchema, path: str, body: dict[str, Any]) ->
     return data
 
 
+_CREDENTIAL = {"provider": "openai", "alias": "fuzz target", "secret": "sk-fuzz-0123456789"}
+
+
 def _existing_path_parameters(
     schema: schemathesis.BaseSchema, operation: schemathesis.APIOperation
 ) -> dict[str, str]:
@@ -94,6 +97,16 @@ def _existing_path_parameters(
     if "plan" in names:
         body = {"name": f"fuzz-{secrets.token_hex(4)}"}
         return {"plan": _create(schema, "/v1/plans", body)["id"]}
+    if "credential_id" in names:
+        return {"credential_id": _create(schema, "/v1/vault/credentials", _CREDENTIAL)["id"]}
+    if "lease_id" in names:
+        _create(schema, "/v1/vault/credentials", _CREDENTIAL)
+        case = schema["/v1/vault/leases"]["POST"].Case(
+            body={"provider": "openai"}, media_type="application/json"
+        )
+        response = case.call(headers=AUTH)
+        assert response.status_code == 201, response.text
+        return {"lease_id": response.json()["lease_id"]}
     assert not names, f"no existing object for path parameters {names}"
     return {}
 

@@ -11,7 +11,17 @@ from fastapi import FastAPI
 from keyplane import __version__
 from keyplane.api import compat, problems
 from keyplane.api.body_limit import BodySizeLimit
-from keyplane.api.routes import auth, health, keys, management_keys, plans, projects, usage, verify
+from keyplane.api.routes import (
+    auth,
+    health,
+    keys,
+    management_keys,
+    plans,
+    projects,
+    usage,
+    vault,
+    verify,
+)
 from keyplane.domain.clock import Clock
 from keyplane.services.runtime import Runtime
 from keyplane.settings import Settings
@@ -65,6 +75,7 @@ def create_app(
         plans.router,
         management_keys.router,
         projects.router,
+        vault.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     # Compatibility surfaces render their own errors; they are not in /openapi.json.

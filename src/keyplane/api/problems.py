@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyplane import errors
+from keyplane.services import vault
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 _STATUS_BY_ERROR: list[tuple[type[errors.KeyplaneError], int]] = [
+    # Vault first: some subclass the general errors below. NO_CREDENTIAL is a 404 (nothing
+    # can serve this request); the other refusals are 429s that pass when time does.
+    (vault.VaultNotConfiguredError, 503),
+    (vault.NoCredentialError, 404),
+    (vault.LeaseRefusedError, 429),
+    (errors.VaultKeyError, 503),
     (errors.ValidationError, 422),
     (errors.AuthenticationError, 401),
     (errors.PermissionDeniedError, 403),
@@ -109,6 +116,9 @@ async def _keyplane_error(_request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.error("request failed: %s", exc.message, exc_info=exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    retry_after = exc.extra.get("retry_after")
+    if isinstance(retry_after, int):
+        headers = {"Retry-After": str(retry_after)}
     return problem(status, exc.code, exc.message, headers, **exc.extra)
 
 

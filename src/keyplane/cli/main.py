@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keyplane import __version__
-from keyplane.cli import keys, management_keys, plans, projects, status
+from keyplane.cli import keys, management_keys, plans, projects, status, vault
 from keyplane.errors import KeyplaneError
 from keyplane.settings import Settings, resolve_server_secret, to_async_url
 
@@ -82,6 +82,7 @@ def serve(
         # Fail here, with one line, rather than as a traceback from the app's lifespan.
         to_async_url(settings.database_url)
         resolve_server_secret(settings)
+        settings.vault_keyring()  # reads and checks KEYPLANE_VAULT_KEY_FILE
         application = create_app(settings)
     except KeyplaneError as exc:
         err.print(f"[red]error:[/red] {escape(exc.message)}")
@@ -183,6 +184,9 @@ def _migrate_or_exit(settings: Settings, exit_code: int) -> None:
 def version() -> None:
     """Print the Keyplane version."""
     typer.echo(__version__)
+
+
+app.add_typer(vault.app, name="vault")
 
 
 def main() -> None:

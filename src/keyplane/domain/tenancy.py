@@ -17,6 +17,9 @@ MANAGEMENT_SCOPES = (
     "projects:write",
     "usage:read",
     "usage:write",
+    "vault:lease",
+    "vault:read",
+    "vault:write",
     "verify",
 )
 

@@ -25,10 +25,12 @@ from keyplane.services.projects import Projects
 from keyplane.services.redis_limiter import RedisLimiter
 from keyplane.services.resilient_limiter import ResilientLimiter
 from keyplane.services.usage import UsageService
+from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
 from keyplane.settings import Settings, resolve_server_secret
 from keyplane.store.migrate import migrate
 from keyplane.store.sql import SqlStore
+from keyplane.store.vault import SqlVaultStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Runtime:
     limiter: Limiter
     ledger: UsageLedger
     usage: UsageService
+    vault: VaultService
     redis: Redis | None = None
     invalidation: RedisInvalidation | PostgresInvalidation | None = None
     #: Set when this start generated the first management key; shown once, never stored.
@@ -63,6 +66,8 @@ class Runtime:
     async def start(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         clock = clock or SystemClock()
         server_secret = resolve_server_secret(settings)
+        # Read (and checked) before anything opens: a bad vault key stops the start.
+        vault_keyring = settings.vault_keyring()
         store = SqlStore.from_url(settings.async_database_url, settings.database_schema)
         try:
             if settings.migrate_on_start:
@@ -139,6 +144,12 @@ class Runtime:
             limiter=limiter,
             ledger=ledger,
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
+            vault=VaultService(
+                SqlVaultStore(store),
+                vault_keyring,
+                clock,
+                default_strategy=configured_strategy(settings),
+            ),
         )
         invalidation: RedisInvalidation | PostgresInvalidation | None = None
         if redis is not None:

@@ -329,23 +329,7 @@ class SqlStore:
             return [_key(row) for row in await conn.execute(query)]
 
     def _metadata_text(self, path: tuple[str, ...]) -> ColumnElement[str]:
-        """The text form of a metadata value, the same on every database.
-
-        Strings compare as themselves, numbers as their JSON text, booleans as ``true`` /
-        ``false`` (SQLite's ``json_extract`` alone would give 1 / 0).
-        """
-        if not all(validation.METADATA_PATH_SEGMENT.fullmatch(part) for part in path):
-            raise ValidationError("invalid metadata path", code="INVALID_FILTER")
-        if not self._is_sqlite:
-            text: ColumnElement[str] = api_keys.c.meta[path].as_string()
-            return text
-        json_path = "$" + "".join(f'."{part}"' for part in path)
-        kind = func.json_type(api_keys.c.meta, json_path)
-        return case(
-            (kind == "true", literal("true")),
-            (kind == "false", literal("false")),
-            else_=cast(func.json_extract(api_keys.c.meta, json_path), String),
-        )
+        return metadata_text(api_keys.c.meta, path, is_sqlite=self._is_sqlite)
 
     async def mutate_key(self, org_id: str, key_id: str, mutation: KeyMutation) -> KeyRecord:
         async with self._write() as conn:
@@ -830,6 +814,26 @@ class _UsageStatements:
 
 
 # -- row mapping ------------------------------------------------------------------------------
+
+
+def metadata_text(column: Any, path: tuple[str, ...], *, is_sqlite: bool) -> ColumnElement[str]:
+    """The text form of a metadata value at ``path``, the same on every database.
+
+    Strings compare as themselves, numbers as their JSON text, booleans as ``true`` /
+    ``false`` (SQLite's ``json_extract`` alone would give 1 / 0).
+    """
+    if not all(validation.METADATA_PATH_SEGMENT.fullmatch(part) for part in path):
+        raise ValidationError("invalid metadata path", code="INVALID_FILTER")
+    if not is_sqlite:
+        text: ColumnElement[str] = column[path].as_string()
+        return text
+    json_path = "$" + "".join(f'."{part}"' for part in path)
+    kind = func.json_type(column, json_path)
+    return case(
+        (kind == "true", literal("true")),
+        (kind == "false", literal("false")),
+        else_=cast(func.json_extract(column, json_path), String),
+    )
 
 
 def _status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:

@@ -206,3 +206,60 @@ idempotency_records = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("org_id", "principal_id", "idempotency_key"),
 )
+
+# The operator's upstream provider credentials. ``sealed_secret`` is an envelope token
+# (keyplane.domain.envelope) bound to (org_id, id); ``master_key_id`` names the master key
+# that wrapped it, so a master-key rotation finds the rows still to re-wrap by index. Usage
+# counters keep the start of the period they count: an older period reads as 0.
+vault_credentials = Table(
+    "vault_credentials",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("provider", String(40), nullable=False),
+    Column("alias", String(200), nullable=False),
+    Column("sealed_secret", Text, nullable=False),
+    Column("master_key_id", String(16), nullable=False),
+    Column("secret_hint", String(16), nullable=False),
+    Column("environment", String(32)),
+    Column("tags", JsonType, nullable=False),
+    Column("metadata", JsonType, nullable=False, key="meta"),
+    Column("weight", Integer, nullable=False),
+    Column("daily_limit", BigInteger),
+    Column("monthly_limit", BigInteger),
+    Column("max_concurrent", Integer),
+    Column("status", String(16), nullable=False),
+    Column("status_reason", String(500)),
+    Column("cooldown_until", UTCDateTime()),
+    Column("day_start", UTCDateTime()),
+    Column("day_count", BigInteger, nullable=False),
+    Column("month_start", UTCDateTime()),
+    Column("month_count", BigInteger, nullable=False),
+    Column("total_count", BigInteger, nullable=False),
+    Column("last_used_at", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+    Index("ix_vault_credentials_org_provider", "org_id", "provider"),
+    Index("ix_vault_credentials_org_alias", "org_id", "alias"),
+    Index("ix_vault_credentials_master_key_id", "master_key_id"),
+)
+
+# Live leases. A row is deleted when its lease is released; one whose ``expires_at`` has
+# passed no longer counts against the credential's concurrency, so an abandoned lease frees
+# its slot with no sweeper (the next lease of that credential deletes it).
+vault_leases = Table(
+    "vault_leases",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column(
+        "credential_id",
+        String(40),
+        ForeignKey("vault_credentials.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Index("ix_vault_leases_credential_expires", "credential_id", "expires_at"),
+)

@@ -1,0 +1,575 @@
+"""The upstream credential vault: store sealed provider keys and lease them out.
+
+Secrets are sealed with the operator's master key (:mod:`keyplane.domain.envelope`) bound to
+their row, before they reach the store; they are opened only to hand out a lease, inside the
+lease's transaction, and never logged, echoed or returned by list/get (a hint of the first and
+last characters is kept instead).
+
+Leasing rules (capacity, strategies, refusals) are in :mod:`keyplane.domain.vault`; their
+atomicity across instances is the store's (:mod:`keyplane.store.vault`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from keyplane.domain import envelope, ids, validation
+from keyplane.domain.clock import Clock
+from keyplane.domain.envelope import Keyring
+from keyplane.domain.tenancy import Principal
+from keyplane.domain.vault import (
+    DEFAULT_COOLDOWN,
+    DEFAULT_LEASE_TTL,
+    MAX_COOLDOWN,
+    MAX_LEASE_TTL,
+    Choice,
+    CredentialRecord,
+    CredentialStatus,
+    Outcome,
+    Refusal,
+    Strategy,
+    mask_secret,
+    normalize_provider,
+)
+from keyplane.errors import (
+    ConfigurationError,
+    ConflictError,
+    KeyplaneError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from keyplane.services.authz import require_scope
+from keyplane.store.vault import CredentialFilter, Lease, SqlVaultStore
+
+MAX_SECRET_LENGTH = 8192
+MAX_LIMIT = 2**53 - 1
+MAX_WEIGHT = 1_000_000
+MAX_BULK = 100  # and the request body limit (64 KiB by default) applies
+ENVIRONMENT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
+
+
+class VaultNotConfiguredError(ConfigurationError):
+    """No vault master key is configured, so nothing can be sealed or opened."""
+
+    code = "VAULT_NOT_CONFIGURED"
+
+
+class LeaseRefusedError(KeyplaneError):
+    """No credential can be leased; ``retry_after`` (seconds) says when to try again."""
+
+    code = "LEASE_REFUSED"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        extra: dict[str, Any] = {} if retry_after is None else {"retry_after": retry_after}
+        super().__init__(message, **extra)
+        self.retry_after = retry_after
+
+
+class NoCredentialError(LeaseRefusedError):
+    """None matches, or every match is disabled, revoked or out of its allowance."""
+
+    code = Refusal.NO_CREDENTIAL.value
+
+
+class AllRateLimitedError(LeaseRefusedError):
+    """Every usable match is cooling down after a rate-limited outcome."""
+
+    code = Refusal.ALL_RATE_LIMITED.value
+
+
+class AllAtMaxConcurrencyError(LeaseRefusedError):
+    """Every usable match already has ``max_concurrent`` live leases."""
+
+    code = Refusal.ALL_AT_MAX_CONCURRENCY.value
+
+
+_REFUSALS: dict[Refusal, tuple[type[LeaseRefusedError], str]] = {
+    Refusal.NO_CREDENTIAL: (
+        NoCredentialError,
+        "no active credential with allowance left matches",
+    ),
+    Refusal.ALL_RATE_LIMITED: (
+        AllRateLimitedError,
+        "every matching credential is cooling down after a rate limit",
+    ),
+    Refusal.ALL_AT_MAX_CONCURRENCY: (
+        AllAtMaxConcurrencyError,
+        "every matching credential is at its maximum of concurrent leases",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewCredential:
+    """What a caller gives to add a credential. ``None`` limits mean unlimited; 0 blocks."""
+
+    provider: str
+    alias: str
+    secret: str
+    environment: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    weight: int = 1
+    daily_limit: int | None = None
+    monthly_limit: int | None = None
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    provider: str
+    environment: str | None = None
+    tags: tuple[str, ...] = ()
+    #: Dot paths to expected values: ``{"billing.tier": "enterprise"}``.
+    metadata_filter: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    ttl: timedelta = DEFAULT_LEASE_TTL
+    #: ``None``: the vault's configured default.
+    strategy: Strategy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialStats:
+    """Use of one credential in the current UTC day and month."""
+
+    record: CredentialRecord
+    live_leases: int
+    status: CredentialStatus
+    has_capacity: bool
+    daily_used: int
+    daily_remaining: int | None
+    monthly_used: int
+    monthly_remaining: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStats:
+    """Totals over a provider's credentials that are not revoked."""
+
+    provider: str
+    credentials: int
+    with_capacity: int
+    live_leases: int
+    daily_used: int
+    #: ``None`` when any credential is unlimited.
+    daily_remaining: int | None
+    monthly_used: int
+    monthly_remaining: int | None
+    items: list[CredentialStats]
+
+
+class VaultService:
+    """Use cases of the vault, for the API, the CLI and in-process callers."""
+
+    def __init__(
+        self,
+        store: SqlVaultStore,
+        keyring: Keyring | None,
+        clock: Clock,
+        rng: random.Random | None = None,
+        default_strategy: Strategy = Strategy.ROUND_ROBIN,
+    ) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._clock = clock
+        self._rng = rng
+        self.default_strategy = default_strategy
+
+    @property
+    def configured(self) -> bool:
+        return self._keyring is not None
+
+    def _ring(self) -> Keyring:
+        if self._keyring is None:
+            raise VaultNotConfiguredError(
+                "the vault has no master key: set KEYPLANE_VAULT_KEY (base64 of 32 random "
+                "bytes) or KEYPLANE_VAULT_KEY_FILE and restart"
+            )
+        return self._keyring
+
+    # -- credentials ------------------------------------------------------------------------
+
+    async def add(self, principal: Principal, new: NewCredential) -> CredentialRecord:
+        """Seal and store one credential."""
+        [record] = await self.add_many(principal, [new])
+        return record
+
+    async def add_many(
+        self, principal: Principal, items: Sequence[NewCredential]
+    ) -> list[CredentialRecord]:
+        """Seal and store credentials in one transaction: all of them or none."""
+        _require_writer(principal)
+        if not 1 <= len(items) <= MAX_BULK:
+            raise ValidationError(f"add 1-{MAX_BULK} credentials at a time")
+        ring = self._ring()
+        now = self._clock.now()
+        records = []
+        for index, item in enumerate(items):
+            try:
+                records.append(self._new_record(ring, principal.org_id, item, now))
+            except ValidationError as exc:
+                if len(items) == 1:
+                    raise
+                raise ValidationError(f"credential {index}: {exc.message}", code=exc.code) from None
+        await self._store.create_credentials(records)
+        return records
+
+    def _new_record(
+        self, ring: Keyring, org_id: str, new: NewCredential, now: datetime
+    ) -> CredentialRecord:
+        provider = check_provider(new.provider)
+        secret = check_secret(new.secret)
+        _check_fields(new.alias, new.environment, new.tags, new.metadata)
+        _check_numbers(new.weight, new.daily_limit, new.monthly_limit, new.max_concurrent)
+        credential_id = ids.new_id("cred")
+        sealed = envelope.seal(ring, secret, envelope.credential_aad(org_id, credential_id))
+        return CredentialRecord(
+            id=credential_id,
+            org_id=org_id,
+            provider=provider,
+            alias=new.alias,
+            sealed_secret=sealed,
+            master_key_id=envelope.token_key_id(sealed),
+            secret_hint=mask_secret(secret),
+            environment=new.environment,
+            tags=tuple(validation.check_tags(list(new.tags))),
+            metadata=new.metadata,
+            weight=new.weight,
+            daily_limit=new.daily_limit,
+            monthly_limit=new.monthly_limit,
+            max_concurrent=new.max_concurrent,
+            status=CredentialStatus.ACTIVE,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def get(self, principal: Principal, credential_id: str) -> CredentialStats:
+        require_scope(principal, "vault:read")
+        record = await self._find(principal.org_id, credential_id)
+        live = await self._store.live_leases([record.id], self._clock.now())
+        return self.stats_of(record, live.get(record.id, 0))
+
+    async def list(
+        self, principal: Principal, filters: CredentialFilter, after: str | None, limit: int
+    ) -> list[CredentialStats]:
+        require_scope(principal, "vault:read")
+        now = self._clock.now()
+        rows = await self._store.list_credentials(principal.org_id, filters, now, after, limit)
+        return [self.stats_of(record, live, now) for record, live in rows]
+
+    async def update(
+        self, principal: Principal, credential_id: str, changes: Mapping[str, Any]
+    ) -> CredentialStats:
+        """Change fields; ``secret`` is sealed again, ``status`` may be active or disabled."""
+        _require_writer(principal)
+        now = self._clock.now()
+        changes = dict(changes)
+        sealed: dict[str, Any] = {}
+        if "secret" in changes:
+            secret = check_secret(changes.pop("secret"))
+            ring = self._ring()
+            token = envelope.seal(
+                ring, secret, envelope.credential_aad(principal.org_id, credential_id)
+            )
+            sealed = {
+                "sealed_secret": token,
+                "master_key_id": envelope.token_key_id(token),
+                "secret_hint": mask_secret(secret),
+            }
+        if "provider" in changes:
+            changes["provider"] = check_provider(changes["provider"])
+        if "tags" in changes:
+            changes["tags"] = tuple(validation.check_tags(list(changes["tags"])))
+        status = changes.pop("status", None)
+
+        def mutate(current: CredentialRecord) -> CredentialRecord:
+            if current.status is CredentialStatus.REVOKED:
+                raise ConflictError("the credential is revoked", code="CREDENTIAL_REVOKED")
+            updated = dataclasses.replace(current, **changes, **sealed, updated_at=now)
+            _check_fields(updated.alias, updated.environment, updated.tags, updated.metadata)
+            _check_numbers(
+                updated.weight, updated.daily_limit, updated.monthly_limit, updated.max_concurrent
+            )
+            if status == CredentialStatus.ACTIVE:
+                # Enabling by hand also ends a cool-down: the operator knows better.
+                updated = dataclasses.replace(
+                    updated, status=CredentialStatus.ACTIVE, status_reason=None, cooldown_until=None
+                )
+            elif status == CredentialStatus.DISABLED:
+                updated = dataclasses.replace(
+                    updated, status=CredentialStatus.DISABLED, status_reason="disabled by hand"
+                )
+            elif status is not None:
+                raise ValidationError(
+                    "status can be set to active or disabled (DELETE revokes)",
+                    code="INVALID_STATUS",
+                )
+            return updated
+
+        record = await self._store.mutate_credential(principal.org_id, credential_id, mutate)
+        live = await self._store.live_leases([record.id], now)
+        return self.stats_of(record, live.get(record.id, 0), now)
+
+    async def delete(
+        self, principal: Principal, credential_id: str, *, hard: bool = False
+    ) -> CredentialRecord:
+        """Revoke (soft delete: the record stays, it is never leased again) or erase."""
+        _require_writer(principal)
+        now = self._clock.now()
+        if hard:
+            record = await self._find(principal.org_id, credential_id)
+            await self._store.delete_credential(principal.org_id, credential_id)
+            return record
+
+        def revoke(current: CredentialRecord) -> CredentialRecord:
+            if current.status is CredentialStatus.REVOKED:
+                return current
+            return dataclasses.replace(
+                current, status=CredentialStatus.REVOKED, revoked_at=now, updated_at=now
+            )
+
+        return await self._store.mutate_credential(principal.org_id, credential_id, revoke)
+
+    async def provider_stats(self, principal: Principal, provider: str) -> ProviderStats:
+        require_scope(principal, "vault:read")
+        name = check_provider(provider)
+        now = self._clock.now()
+        items: list[CredentialStats] = []
+        after: str | None = None
+        while True:
+            rows = await self._store.list_credentials(
+                principal.org_id, CredentialFilter(provider=name), now, after, 500
+            )
+            items.extend(
+                self.stats_of(r, live, now)
+                for r, live in rows
+                if r.status is not CredentialStatus.REVOKED
+            )
+            if len(rows) < 500:
+                break
+            after = rows[-1][0].id
+        return ProviderStats(
+            provider=name,
+            credentials=len(items),
+            with_capacity=sum(1 for s in items if s.has_capacity),
+            live_leases=sum(s.live_leases for s in items),
+            daily_used=sum(s.daily_used for s in items),
+            daily_remaining=_total([s.daily_remaining for s in items]),
+            monthly_used=sum(s.monthly_used for s in items),
+            monthly_remaining=_total([s.monthly_remaining for s in items]),
+            items=items,
+        )
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def lease(self, principal: Principal, request: LeaseRequest) -> Lease:
+        """Lease a credential by strategy, or raise a LeaseRefusedError saying why none."""
+        require_scope(principal, "vault:lease")
+        ring = self._ring()
+        if not timedelta(seconds=1) <= request.ttl <= MAX_LEASE_TTL:
+            raise ValidationError(
+                f"ttl_seconds must be 1-{int(MAX_LEASE_TTL.total_seconds())}", code="INVALID_TTL"
+            )
+        filters = CredentialFilter(
+            provider=check_provider(request.provider),
+            environment=request.environment,
+            tags=tuple(validation.check_tags(list(request.tags))),
+            metadata=metadata_filter(request.metadata_filter),
+        )
+        now = self._clock.now()
+        org_id = principal.org_id
+
+        def open_secret(record: CredentialRecord) -> str:
+            return envelope.unseal(
+                ring, record.sealed_secret, envelope.credential_aad(org_id, record.id)
+            )
+
+        result = await self._store.lease(
+            org_id,
+            filters,
+            request.strategy or self.default_strategy,
+            now,
+            now + request.ttl,
+            open_secret,
+            self._rng,
+        )
+        if isinstance(result, Choice):
+            raise _refused(result)
+        return result
+
+    async def release(
+        self,
+        principal: Principal,
+        lease_id: str,
+        outcome: Outcome = Outcome.OK,
+        retry_after: int | None = None,
+    ) -> CredentialRecord:
+        """End a lease. ``unauthorized`` disables its credential; ``rate_limited`` cools it
+        down for ``retry_after`` seconds (60 by default), so the next lease picks another."""
+        require_scope(principal, "vault:lease")
+        if not ids.looks_like_id(lease_id, "lease"):
+            raise NotFoundError("no such lease", code="LEASE_NOT_FOUND")
+        cooldown = DEFAULT_COOLDOWN if retry_after is None else timedelta(seconds=retry_after)
+        if not timedelta(0) <= cooldown <= MAX_COOLDOWN:
+            raise ValidationError(
+                f"retry_after must be 0-{int(MAX_COOLDOWN.total_seconds())} seconds",
+                code="INVALID_RETRY_AFTER",
+            )
+        now = self._clock.now()
+
+        def apply(current: CredentialRecord) -> CredentialRecord:
+            if current.status is not CredentialStatus.ACTIVE:
+                return current
+            if outcome is Outcome.UNAUTHORIZED:
+                return dataclasses.replace(
+                    current,
+                    status=CredentialStatus.DISABLED,
+                    status_reason="the provider refused it (unauthorized outcome reported)",
+                    updated_at=now,
+                )
+            until = now + cooldown
+            if current.cooldown_until is not None and current.cooldown_until > until:
+                return current
+            return dataclasses.replace(current, cooldown_until=until, updated_at=now)
+
+        return await self._store.release(
+            principal.org_id, lease_id, None if outcome is Outcome.OK else apply
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _find(self, org_id: str, credential_id: str) -> CredentialRecord:
+        record = None
+        if ids.looks_like_id(credential_id, "cred"):
+            record = await self._store.get_credential(org_id, credential_id)
+        if record is None:
+            raise NotFoundError("no such credential", code="CREDENTIAL_NOT_FOUND")
+        return record
+
+    def stats_of(
+        self, record: CredentialRecord, live: int, now: datetime | None = None
+    ) -> CredentialStats:
+        now = now or self._clock.now()
+        return CredentialStats(
+            record=record,
+            live_leases=live,
+            status=record.effective_status(now),
+            has_capacity=record.has_capacity(live, now),
+            daily_used=record.daily_used(now),
+            daily_remaining=record.daily_remaining(now),
+            monthly_used=record.monthly_used(now),
+            monthly_remaining=record.monthly_remaining(now),
+        )
+
+
+def configured_strategy(settings: object) -> Strategy:
+    """The default lease strategy: ``KEYPLANE_VAULT_STRATEGY`` once the settings carry a
+    ``vault_strategy``, round robin until then (a lease request may always name its own)."""
+    return Strategy(getattr(settings, "vault_strategy", None) or Strategy.ROUND_ROBIN)
+
+
+def _require_writer(principal: Principal) -> None:
+    require_scope(principal, "vault:write")
+    if principal.project_id is not None:
+        # Upstream credentials belong to the organization, like plans.
+        raise PermissionDeniedError(
+            "only organization-wide management keys can change vault credentials"
+        )
+
+
+def _refused(choice: Choice) -> LeaseRefusedError:
+    error_type, message = _REFUSALS[choice.refusal or Refusal.NO_CREDENTIAL]
+    return error_type(message, retry_after=choice.retry_after)
+
+
+def _total(values: Sequence[int | None]) -> int | None:
+    if any(value is None for value in values):
+        return None
+    return sum(value for value in values if value is not None)
+
+
+def check_provider(text: str) -> str:
+    try:
+        return normalize_provider(text)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="UNKNOWN_PROVIDER") from None
+
+
+def check_secret(secret: str) -> str:
+    """A secret must be non-empty printable text without outer whitespace."""
+    if not secret or not secret.strip():
+        raise ValidationError("the secret must not be empty", code="INVALID_SECRET")
+    if len(secret) > MAX_SECRET_LENGTH:
+        raise ValidationError(
+            f"the secret is over {MAX_SECRET_LENGTH} characters", code="INVALID_SECRET"
+        )
+    if secret != secret.strip():
+        raise ValidationError(
+            "the secret has leading or trailing whitespace", code="INVALID_SECRET"
+        )
+    try:
+        validation.check_text(secret)
+    except ValueError as exc:
+        # The reason only, never the secret.
+        raise ValidationError(f"the secret: {exc}", code="INVALID_SECRET") from None
+    return secret
+
+
+def _check_fields(
+    alias: str, environment: str | None, tags: Sequence[str], metadata: dict[str, Any]
+) -> None:
+    try:
+        if not 1 <= len(alias) <= 200 or alias != alias.strip():
+            raise ValueError("alias must be 1-200 characters without outer spaces")
+        validation.check_text(alias)
+        if environment is not None and not re.fullmatch(ENVIRONMENT_PATTERN, environment):
+            raise ValueError("environment is 1-32 lower-case letters, digits, '_', '.', '-'")
+        validation.check_tags(list(tags))
+        validation.check_metadata(metadata)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _check_numbers(
+    weight: int, daily: int | None, monthly: int | None, concurrent: int | None
+) -> None:
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise ValidationError(f"weight must be 0-{MAX_WEIGHT}")
+    for name, value in (("daily_limit", daily), ("monthly_limit", monthly)):
+        if value is not None and not 0 <= value <= MAX_LIMIT:
+            raise ValidationError(f"{name} must be 0-{MAX_LIMIT} or null (unlimited)")
+    if concurrent is not None and not 0 <= concurrent <= 1_000_000:
+        raise ValidationError("max_concurrent must be 0-1000000 or null (unlimited)")
+
+
+def metadata_filter(
+    given: Mapping[str, str | int | float | bool],
+) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """``{"billing.tier": "enterprise"}`` as (path, text) pairs, compared like list filters."""
+    if len(given) > 10:
+        raise ValidationError("at most 10 metadata filters", code="INVALID_FILTER")
+    pairs = []
+    for dotted, value in given.items():
+        try:
+            path = validation.parse_metadata_path(dotted)
+        except ValueError as exc:
+            raise ValidationError(str(exc)[:200], code="INVALID_FILTER") from None
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = value
+        else:
+            text = json.dumps(value)
+        if len(text) > 200:
+            raise ValidationError(
+                "metadata filter values are at most 200 characters", code="INVALID_FILTER"
+            )
+        pairs.append((path, text))
+    return tuple(pairs)
