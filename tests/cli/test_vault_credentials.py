@@ -12,7 +12,7 @@ import pytest
 
 from tests.cli.conftest import Result, Run, invoke
 from tests.client.conftest import vault_server  # noqa: F401 - a fixture, used here
-from tests.conftest import ROOT_KEY
+from tests.conftest import ROOT_KEY, free_port
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.e2e
@@ -205,7 +205,7 @@ def test_import_reports_bad_rows_by_line_and_skips_existing_aliases(
 )
 def test_bad_arguments_exit_2_before_any_request(args: tuple[str, ...], message: str) -> None:
     # Nothing listens there: a request would be exit 3, not 2.
-    env = {"KEYPLANE_URL": "http://127.0.0.1:9", "KEYPLANE_MANAGEMENT_KEY": ROOT_KEY}
+    env = {"KEYPLANE_URL": f"http://127.0.0.1:{free_port()}", "KEYPLANE_MANAGEMENT_KEY": ROOT_KEY}
     result = invoke("vault", *args, env=env, input=SECRET + "\n")
     assert result.code == 2, (result.stdout, result.stderr)
     assert message in result.stderr and result.stdout == ""
@@ -226,9 +226,10 @@ def test_refusals_and_failures_have_their_exit_codes(vault: Run, tmp_path: Path)
 
 
 def test_a_server_that_is_down_is_exit_3(tmp_path: Path) -> None:
-    env = {"KEYPLANE_URL": "http://127.0.0.1:9", "KEYPLANE_MANAGEMENT_KEY": ROOT_KEY}
+    env = {"KEYPLANE_URL": f"http://127.0.0.1:{free_port()}", "KEYPLANE_MANAGEMENT_KEY": ROOT_KEY}
     down = invoke("vault", "add", "openai", "x", "--timeout", "2", env=env, input=SECRET + "\n")
     assert down.code == 3 and "is the server running?" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
     assert SECRET not in down.stderr
     assert invoke("vault", "list", "--timeout", "2", env=env).code == 3
 
