@@ -129,14 +129,16 @@ async def test_use_key_reports_what_the_block_raised(sdk: AsyncClient, api: Api)
 async def test_rate_limited_exception_cools_down_and_the_next_lease_picks_another(
     sdk: AsyncClient,
 ) -> None:
-    first, _second = await _two(sdk)
+    first, second = await _two(sdk)
     with pytest.raises(RateLimited):
         async with sdk.vault.use_key("openai") as lease:
-            assert lease.credential_id == first.id
+            cooled = lease.credential_id
             raise RateLimited(retry_after=120)
+    other = second.id if cooled == first.id else first.id
+    assert (await sdk.vault.get(cooled)).status == "cooling_down"
     for _ in range(3):
         async with sdk.vault.use_key("openai") as lease:
-            assert lease.alias == "second"
+            assert lease.credential_id == other
 
 
 async def test_releasing_twice_and_bad_input(sdk: AsyncClient) -> None:

@@ -71,31 +71,34 @@ def test_credentials_over_the_wire(client: Client) -> None:
 
 def test_sync_use_key_outcomes(client: Client) -> None:
     env = _env()
-    first = client.vault.create("anthropic", "first", "sk-ant-first-000000", environment=env)
-    second = client.vault.create(
-        "anthropic", "second", "sk-ant-second-00000", environment=env, max_concurrent=1
-    )
+    made = [
+        client.vault.create(
+            "anthropic", alias, f"sk-ant-{alias}-0000000000", environment=env, max_concurrent=1
+        )
+        for alias in ("first", "second")
+    ]
     with client.vault.use_key("anthropic", environment=env) as lease:
-        assert lease.secret == "sk-ant-first-000000"
+        assert lease.secret == f"sk-ant-{lease.alias}-0000000000"
     with pytest.raises(Unauthorized), client.vault.use_key("anthropic", environment=env) as lease:
-        assert lease.alias == "second"
+        refused = lease.credential_id
         raise Unauthorized
-    assert client.vault.get(second.id).status == "disabled"
-    client.vault.update(second.id, status="active")
-    # A 429 cools "first" down for 600 s: every lease now goes to "second".
-    cooling = client.vault.use_key("anthropic", environment=env, strategy="least_used")
+    assert client.vault.get(refused).status == "disabled"
+    client.vault.update(refused, status="active")
+    # A 429 cools one down for 600 s: every lease now goes to the other.
+    cooling = client.vault.use_key("anthropic", environment=env)
     with pytest.raises(httpx.HTTPStatusError), cooling as lease:
-        assert lease.alias == "first"
+        cooled = lease.credential_id
         raise _status_error(429, "600")
-    assert client.vault.get(first.id).status == "cooling_down"
+    assert client.vault.get(cooled).status == "cooling_down"
+    other = next(c.id for c in made if c.id != cooled)
     with client.vault.use_key("anthropic", environment=env) as lease:
-        assert lease.alias == "second"
+        assert lease.credential_id == other
         with pytest.raises(AllAtMaxConcurrencyError):
             client.vault.lease("anthropic", environment=env)
-    client.vault.update(second.id, status="disabled")
-    with pytest.raises(AllRateLimitedError) as refused:
+    client.vault.update(other, status="disabled")
+    with pytest.raises(AllRateLimitedError) as refused_all:
         client.vault.lease("anthropic", environment=env)
-    assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 600
+    assert refused_all.value.retry_after is not None and 0 < refused_all.value.retry_after <= 600
     with pytest.raises(NoCredentialError):
         client.vault.lease("anthropic", environment=_env())
 
