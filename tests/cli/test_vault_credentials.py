@@ -179,6 +179,10 @@ def test_import_reports_bad_rows_by_line_and_skips_existing_aliases(
     )
     done = _ok(vault("import", str(csv_file)))
     assert "created 2, already existed 1, rejected 0" in done.stderr
+    piped = json.dumps(
+        {"provider": "anthropic", "alias": "piped", "secret": SECRET, "environment": env}
+    )
+    assert "created 1," in _ok(vault("import", "-", input=piped + "\n")).stderr
     by_alias = {
         c["alias"]: c
         for c in _ok(

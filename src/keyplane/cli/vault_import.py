@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -200,8 +201,28 @@ def _send(client: Client, batch: list[Row], tally: Tally) -> None:
             _send(client, [row], tally)
 
 
+def _read(file: Path) -> str:
+    """The file's text; ``-`` is standard input (secrets piped from a password manager)."""
+    try:
+        if str(file) == "-":
+            raw = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with file.open("rb") as handle:
+                raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            usage_error(f"{file}: larger than {MAX_FILE_BYTES // 2**20} MiB; split it")
+        # utf-8-sig: a byte order mark (as spreadsheet programs write) is not part of a name.
+        return raw.decode("utf-8-sig")
+    except OSError as exc:
+        usage_error(f"cannot read {file}: {exc.strerror or exc}")
+    except UnicodeDecodeError:
+        usage_error(f"cannot read {file}: not UTF-8 text")
+
+
 def import_credentials(
-    file: Annotated[Path, typer.Argument(help="CSV (with a header) or JSON lines.")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV (with a header) or JSON lines; '-' reads stdin.")
+    ],
     fmt: Annotated[
         Format | None, typer.Option("--format", help="Default: from the file's extension.")
     ] = None,
@@ -210,12 +231,7 @@ def import_credentials(
     timeout: TimeoutOption = 10.0,
 ) -> None:
     """Add the credentials of a file, once: rows whose alias exists (per provider) are skipped."""
-    try:
-        if file.stat().st_size > MAX_FILE_BYTES:
-            usage_error(f"{file}: larger than {MAX_FILE_BYTES // 2**20} MiB; split it")
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        usage_error(f"cannot read {file}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
+    text = _read(file)
     chosen = fmt or (Format.csv if file.suffix.lower() == ".csv" else Format.jsonl)
     try:
         parsed = list(read_rows(io.StringIO(text, newline=""), chosen))
