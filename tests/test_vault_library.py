@@ -197,3 +197,14 @@ async def test_configure_sets_the_vault_module_level_use_key_uses(database: Data
         finally:
             await keyplane.vault.close()  # forgets it; the caller still owns it
         assert (await vault.list())[0].live_leases == 0
+
+
+async def test_remote_vault_uses_a_given_sdk_client_and_leaves_it_open(api: Api) -> None:
+    await add(api, alias="shared", secret="sk-shared-000000000")
+    leaser = await api.management_key("vault:lease")
+    transport = httpx.ASGITransport(app=api.app)  # type: ignore[arg-type]
+    async with sdk.AsyncClient("http://keyplane.test", leaser, transport=transport) as client:
+        async with RemoteVault(client=client) as vault, vault.use_key("openai") as cred:
+            assert cred.alias == "shared"
+        # Still usable: the vault did not close a client it was given.
+        assert (await client.health()).status == "ok"
