@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+import keyplane.vault
+from keyplane import client as sdk
 from keyplane.domain.clock import ManualClock
 from keyplane.domain.vault import Outcome, Strategy
 from keyplane.services.vault import configured_strategy
@@ -23,7 +25,7 @@ from keyplane.vault import (
     outcome_of,
 )
 from tests.api.test_vault import add
-from tests.conftest import Api, Database
+from tests.conftest import VAULT_KEY, Api, Database
 
 
 def _status_error(status: int, retry_after: str | None = None) -> httpx.HTTPStatusError:
@@ -156,3 +158,53 @@ async def test_a_lease_without_a_strategy_uses_the_vault_default(database: Datab
         for _ in range(3):
             async with vault.use_key(provider="openai") as cred:
                 assert cred.alias == "new"
+
+
+async def test_module_level_use_key_runs_in_process_without_keyplane_url(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = database.settings()
+    monkeypatch.delenv("KEYPLANE_URL", raising=False)
+    monkeypatch.setenv("KEYPLANE_DATABASE_URL", database.url)
+    if database.schema is not None:
+        monkeypatch.setenv("KEYPLANE_DATABASE_SCHEMA", database.schema)
+    monkeypatch.setenv("KEYPLANE_VAULT_KEY", VAULT_KEY)
+    async with open_vault(settings) as vault:
+        await vault.add("openai", "lib", "sk-lib-000000000000", environment="production")
+    try:
+        async with keyplane.vault.use_key(provider="openai", environment="production") as cred:
+            assert cred.secret == "sk-lib-000000000000"
+        with pytest.raises(RateLimited):
+            async with keyplane.vault.use_key(provider="openai", environment="production"):
+                raise RateLimited(retry_after=300)
+        # The same SDK exception as the remote mode raises.
+        with pytest.raises(AllRateLimitedError) as refused:
+            async with keyplane.vault.use_key(provider="openai", environment="production"):
+                pass
+        assert isinstance(refused.value, sdk.RateLimitedError)
+        assert refused.value.retry_after is not None and refused.value.retry_after > 200
+    finally:
+        await keyplane.vault.close()
+
+
+async def test_configure_sets_the_vault_module_level_use_key_uses(database: Database) -> None:
+    async with open_vault(database.settings()) as vault:
+        await vault.add("anthropic", "configured", "sk-ant-conf-000000000")
+        keyplane.vault.configure(vault)
+        try:
+            async with keyplane.vault.use_key(provider="anthropic") as cred:
+                assert cred.alias == "configured"
+        finally:
+            await keyplane.vault.close()  # forgets it; the caller still owns it
+        assert (await vault.list())[0].live_leases == 0
+
+
+async def test_remote_vault_uses_a_given_sdk_client_and_leaves_it_open(api: Api) -> None:
+    await add(api, alias="shared", secret="sk-shared-000000000")
+    leaser = await api.management_key("vault:lease")
+    transport = httpx.ASGITransport(app=api.app)  # type: ignore[arg-type]
+    async with sdk.AsyncClient("http://keyplane.test", leaser, transport=transport) as client:
+        async with RemoteVault(client=client) as vault, vault.use_key("openai") as cred:
+            assert cred.alias == "shared"
+        # Still usable: the vault did not close a client it was given.
+        assert (await client.health()).status == "ok"

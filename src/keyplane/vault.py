@@ -1,26 +1,38 @@
-"""Lease upstream credentials from Python, in-process (:class:`Vault`) or remote.
+"""Lease upstream credentials from Python: in-process (:class:`Vault`) or remote (the SDK).
 
-Both give the same context manager::
+The issue's one line works as it is::
 
-    async with open_vault(settings) as vault:           # or RemoteVault(url, management_key)
-        async with vault.use_key(provider="openai", environment="production") as cred:
-            reply = await call_openai(api_key=cred.secret)
+    import keyplane.vault
+
+    async with keyplane.vault.use_key(provider="openai", environment="production") as cred:
+        reply = await call_openai(api_key=cred.secret)
+
+It uses a process-wide vault opened on first use: the server's, through the SDK, when
+``KEYPLANE_URL`` is set (with ``KEYPLANE_MANAGEMENT_KEY`` holding ``vault:lease``), else the
+database's, in this process, from ``Settings()`` (``KEYPLANE_DATABASE_URL``,
+``KEYPLANE_VAULT_KEY``...). :func:`configure` sets it explicitly, :func:`close` closes it. An
+explicit vault works the same way::
+
+    async with open_vault(settings) as vault:            # or RemoteVault(url, management_key)
+        async with vault.use_key(provider="openai") as cred:
+            ...
 
 The lease is released when the block ends. When the block raises, the exception decides the
-outcome reported before it propagates: :class:`Unauthorized`, or any exception carrying an
-HTTP status 401/403 (``httpx.HTTPStatusError``, the OpenAI and Anthropic SDKs' status errors),
-disables the credential; :class:`RateLimited`, or a status 429 (honouring its ``Retry-After``),
-cools it down so the next lease picks another. Anything else is reported as ``ok``: it says
-nothing about the credential.
+outcome reported before it propagates (:func:`outcome_of`, the SDK's: one rule for both):
+:class:`Unauthorized`, or any exception carrying an HTTP status 401/403, disables the
+credential; :class:`RateLimited`, or a status 429 (honouring its ``Retry-After``), cools it
+down so the next lease picks another. Anything else is reported as ``ok``.
 
 When nothing can be leased, :class:`NoCredentialError`, :class:`AllRateLimitedError` or
-:class:`AllAtMaxConcurrencyError` is raised (all :class:`LeaseRefusedError`, with
-``retry_after`` in seconds where known).
+:class:`AllAtMaxConcurrencyError` is raised, in both modes (the SDK's classes, all
+:class:`LeaseRefusedError`, with ``retry_after`` in seconds where known).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -29,18 +41,26 @@ from typing import Any
 
 import httpx
 
+from keyplane import client as sdk
+from keyplane.client import (
+    AllAtMaxConcurrencyError,
+    AllRateLimitedError,
+    LeaseRefusedError,
+    NoCredentialError,
+    RateLimited,
+    Unauthorized,
+    outcome_of,
+)
+from keyplane.client.vault import hold_async
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import Principal
 from keyplane.domain.vault import Outcome, Strategy
-from keyplane.errors import KeyplaneError, NotFoundError
+from keyplane.errors import NotFoundError
+from keyplane.services import vault as service_errors
 from keyplane.services.vault import (
-    AllAtMaxConcurrencyError,
-    AllRateLimitedError,
     CredentialStats,
-    LeaseRefusedError,
     LeaseRequest,
     NewCredential,
-    NoCredentialError,
     VaultService,
     configured_strategy,
 )
@@ -59,25 +79,17 @@ __all__ = [
     "RemoteVault",
     "Unauthorized",
     "Vault",
+    "close",
+    "configure",
     "open_vault",
     "outcome_of",
+    "use_key",
 ]
 
+MetadataFilter = Mapping[str, str | int | float | bool]
 
-class Unauthorized(Exception):
-    """Raise inside ``use_key`` when the provider refused the credential."""
-
-
-class RateLimited(Exception):
-    """Raise inside ``use_key`` when the provider rate-limited the credential.
-
-    Args:
-        retry_after: seconds the provider asked to wait; 60 when unknown.
-    """
-
-    def __init__(self, message: str = "rate limited", retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+#: Release errors meaning the lease is gone already (expired meanwhile): nothing to free.
+_GONE = (NotFoundError, sdk.NotFoundError, sdk.ConflictError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,33 +105,6 @@ class LeasedCredential:
     expires_at: datetime
 
 
-def outcome_of(exc: BaseException | None) -> tuple[Outcome, int | None]:
-    """The outcome to report for an exception seen inside ``use_key`` (and a retry-after)."""
-    if exc is None:
-        return Outcome.OK, None
-    if isinstance(exc, Unauthorized):
-        return Outcome.UNAUTHORIZED, None
-    if isinstance(exc, RateLimited):
-        return Outcome.RATE_LIMITED, exc.retry_after
-    response = getattr(exc, "response", None)
-    status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
-    if status in (401, 403):
-        return Outcome.UNAUTHORIZED, None
-    if status == 429:
-        headers = getattr(response, "headers", None)
-        return Outcome.RATE_LIMITED, _retry_after(headers)
-    return Outcome.OK, None
-
-
-def _retry_after(headers: Any) -> int | None:
-    try:
-        value = headers.get("retry-after") if headers is not None else None
-        return None if value is None else max(0, min(86_400, int(float(value))))
-    except (TypeError, ValueError, AttributeError):
-        # An HTTP-date or garbage: fall back to the default cool-down.
-        return None
-
-
 class _LeasingBase(ABC):
     @abstractmethod
     async def lease(
@@ -128,49 +113,63 @@ class _LeasingBase(ABC):
         *,
         environment: str | None = None,
         tags: tuple[str, ...] = (),
-        metadata_filter: Mapping[str, str | int | float | bool] | None = None,
+        metadata_filter: MetadataFilter | None = None,
         ttl_seconds: int = 60,
         strategy: Strategy | str | None = None,
     ) -> LeasedCredential: ...
 
     @abstractmethod
     async def release(
-        self, lease_id: str, outcome: Outcome = Outcome.OK, retry_after: int | None = None
+        self, lease_id: str, outcome: Outcome | str = Outcome.OK, retry_after: int | None = None
     ) -> None: ...
 
-    @contextlib.asynccontextmanager
-    async def use_key(
+    def use_key(
         self,
         provider: str,
         *,
         environment: str | None = None,
         tags: tuple[str, ...] | list[str] = (),
-        metadata_filter: Mapping[str, str | int | float | bool] | None = None,
+        metadata_filter: MetadataFilter | None = None,
         ttl_seconds: int = 60,
         strategy: Strategy | str | None = None,
-    ) -> AsyncIterator[LeasedCredential]:
+    ) -> contextlib.AbstractAsyncContextManager[LeasedCredential]:
         """Lease a credential for the block; release it after, reporting how it went.
 
         Raises:
             LeaseRefusedError: nothing can be leased (a subclass says why).
         """
-        credential = await self.lease(
-            provider,
-            environment=environment,
-            tags=tuple(tags),
-            metadata_filter=metadata_filter,
-            ttl_seconds=ttl_seconds,
-            strategy=strategy,
+
+        async def give_back(lease: LeasedCredential, outcome: str, retry_after: int | None) -> None:
+            await self.release(lease.lease_id, outcome, retry_after)
+
+        return hold_async(
+            lambda: self.lease(
+                provider,
+                environment=environment,
+                tags=tuple(tags),
+                metadata_filter=metadata_filter,
+                ttl_seconds=ttl_seconds,
+                strategy=strategy,
+            ),
+            give_back,
+            _GONE,
         )
-        try:
-            yield credential
-        except BaseException as exc:
-            outcome, retry_after = outcome_of(exc)
-            with contextlib.suppress(NotFoundError):  # expired meanwhile: nothing to free
-                await self.release(credential.lease_id, outcome, retry_after)
-            raise
-        with contextlib.suppress(NotFoundError):
-            await self.release(credential.lease_id)
+
+
+_REFUSALS: dict[type[service_errors.LeaseRefusedError], tuple[type[sdk.APIError], int]] = {
+    service_errors.NoCredentialError: (NoCredentialError, 404),
+    service_errors.AllRateLimitedError: (AllRateLimitedError, 429),
+    service_errors.AllAtMaxConcurrencyError: (AllAtMaxConcurrencyError, 429),
+}
+
+
+def _refusal(exc: service_errors.LeaseRefusedError) -> sdk.APIError:
+    """The SDK's exception for a refusal, so both modes raise the same classes."""
+    kind, status = _REFUSALS.get(type(exc), (LeaseRefusedError, 409))
+    body = {"code": exc.code, "detail": exc.message, "retry_after": exc.retry_after}
+    error = kind(status, str(exc.code), exc.message, body)
+    error.retry_after = exc.retry_after  # type: ignore[attr-defined]
+    return error
 
 
 class Vault(_LeasingBase):
@@ -189,6 +188,7 @@ class Vault(_LeasingBase):
         return (await self.service.add(self.principal, new)).id
 
     async def list(self, filters: CredentialFilter | None = None) -> list[CredentialStats]:
+        """The first 100 credentials matching ``filters``, with their usage."""
         return await self.service.list(self.principal, filters or CredentialFilter(), None, 100)
 
     async def lease(
@@ -197,21 +197,23 @@ class Vault(_LeasingBase):
         *,
         environment: str | None = None,
         tags: tuple[str, ...] = (),
-        metadata_filter: Mapping[str, str | int | float | bool] | None = None,
+        metadata_filter: MetadataFilter | None = None,
         ttl_seconds: int = 60,
         strategy: Strategy | str | None = None,
     ) -> LeasedCredential:
-        taken = await self.service.lease(
-            self.principal,
-            LeaseRequest(
-                provider=provider,
-                environment=environment,
-                tags=tags,
-                metadata_filter=dict(metadata_filter or {}),
-                ttl=timedelta(seconds=ttl_seconds),
-                strategy=None if strategy is None else Strategy(strategy),
-            ),
+        """Lease a credential by strategy (release it, or use :meth:`use_key`)."""
+        request = LeaseRequest(
+            provider=provider,
+            environment=environment,
+            tags=tags,
+            metadata_filter=dict(metadata_filter or {}),
+            ttl=timedelta(seconds=ttl_seconds),
+            strategy=None if strategy is None else Strategy(strategy),
         )
+        try:
+            taken = await self.service.lease(self.principal, request)
+        except service_errors.LeaseRefusedError as exc:
+            raise _refusal(exc) from None
         record = taken.credential
         return LeasedCredential(
             taken.id,
@@ -224,9 +226,10 @@ class Vault(_LeasingBase):
         )
 
     async def release(
-        self, lease_id: str, outcome: Outcome = Outcome.OK, retry_after: int | None = None
+        self, lease_id: str, outcome: Outcome | str = Outcome.OK, retry_after: int | None = None
     ) -> None:
-        await self.service.release(self.principal, lease_id, outcome, retry_after)
+        """Give a lease back, reporting how the call went."""
+        await self.service.release(self.principal, lease_id, Outcome(outcome), retry_after)
 
 
 @contextlib.asynccontextmanager
@@ -260,21 +263,28 @@ async def open_vault(
         await store.close()
 
 
-_REFUSAL_TYPES: dict[str, type[LeaseRefusedError]] = {
-    "NO_CREDENTIAL": NoCredentialError,
-    "ALL_RATE_LIMITED": AllRateLimitedError,
-    "ALL_AT_MAX_CONCURRENCY": AllAtMaxConcurrencyError,
-}
+class _Through(httpx.AsyncBaseTransport):
+    """Sends the SDK's requests through a caller's own httpx client (its transport, pool)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._client.send(request)
 
 
 class RemoteVault(_LeasingBase):
-    """The vault of a Keyplane server, over its API, with a ``vault:lease`` management key.
+    """The vault of a Keyplane server, through the SDK, with a ``vault:lease`` management key.
 
     Args:
-        base_url: the server, e.g. ``https://keyplane.internal:8400``.
-        management_key: a management key holding ``vault:lease``.
-        client: an httpx client to use instead of a new one (its base URL and auth are used
-            as they are when ``base_url`` is empty).
+        base_url: the server, e.g. ``https://keyplane.internal:8400``; ``KEYPLANE_URL`` when
+            empty.
+        management_key: a management key holding ``vault:lease``; ``KEYPLANE_MANAGEMENT_KEY``
+            when None.
+        client: an SDK :class:`~keyplane.client.AsyncClient` to use as it is, or an httpx
+            client to send through (its base URL and ``Authorization`` header are used when
+            ``base_url`` / ``management_key`` are not given). Either stays open on close.
+        timeout: seconds for each attempt, for a client made here.
     """
 
     def __init__(
@@ -282,13 +292,23 @@ class RemoteVault(_LeasingBase):
         base_url: str = "",
         management_key: str | None = None,
         *,
-        client: httpx.AsyncClient | None = None,
+        client: sdk.AsyncClient | httpx.AsyncClient | None = None,
         timeout: float = 10.0,
     ) -> None:
-        headers = {} if management_key is None else {"Authorization": f"Bearer {management_key}"}
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(base_url=base_url, timeout=timeout)
-        self._headers = headers
+        self._owns_client = not isinstance(client, sdk.AsyncClient)
+        if isinstance(client, sdk.AsyncClient):
+            self.client = client
+        elif isinstance(client, httpx.AsyncClient):
+            auth = client.headers.get("Authorization", "")
+            key = management_key or auth.removeprefix("Bearer ").strip() or None
+            self.client = sdk.AsyncClient(
+                base_url or str(client.base_url),
+                key,
+                timeout=timeout,
+                transport=_Through(client),
+            )
+        else:
+            self.client = sdk.AsyncClient(base_url or None, management_key, timeout=timeout)
 
     async def __aenter__(self) -> RemoteVault:
         return self
@@ -297,8 +317,9 @@ class RemoteVault(_LeasingBase):
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the SDK client if this vault made it."""
         if self._owns_client:
-            await self._client.aclose()
+            await self.client.aclose()
 
     async def lease(
         self,
@@ -306,58 +327,103 @@ class RemoteVault(_LeasingBase):
         *,
         environment: str | None = None,
         tags: tuple[str, ...] = (),
-        metadata_filter: Mapping[str, str | int | float | bool] | None = None,
+        metadata_filter: MetadataFilter | None = None,
         ttl_seconds: int = 60,
         strategy: Strategy | str | None = None,
     ) -> LeasedCredential:
-        body: dict[str, Any] = {
-            "provider": provider,
-            "tags": list(tags),
-            "metadata_filter": dict(metadata_filter or {}),
-            "ttl_seconds": ttl_seconds,
-        }
-        if strategy is not None:
-            body["strategy"] = str(Strategy(strategy))
-        if environment is not None:
-            body["environment"] = environment
-        response = await self._client.post("/v1/vault/leases", json=body, headers=self._headers)
-        if response.status_code != 201:
-            raise _error(response)
-        data = response.json()
+        """Lease a credential by strategy (release it, or use :meth:`use_key`)."""
+        taken = await self.client.vault.lease(
+            provider,
+            environment=environment,
+            tags=tags,
+            metadata_filter=metadata_filter,
+            ttl_seconds=ttl_seconds,
+            strategy=None if strategy is None else str(Strategy(strategy)),
+        )
         return LeasedCredential(
-            data["lease_id"],
-            data["credential_id"],
-            data["provider"],
-            data["alias"],
-            data["secret"],
-            data["environment"],
-            datetime.fromisoformat(data["expires_at"]),
+            taken.lease_id,
+            taken.credential_id,
+            taken.provider,
+            taken.alias,
+            taken.secret,
+            taken.environment,
+            taken.expires_at,
         )
 
     async def release(
-        self, lease_id: str, outcome: Outcome = Outcome.OK, retry_after: int | None = None
+        self, lease_id: str, outcome: Outcome | str = Outcome.OK, retry_after: int | None = None
     ) -> None:
-        body: dict[str, Any] = {"outcome": str(outcome)}
-        if retry_after is not None:
-            body["retry_after"] = retry_after
-        response = await self._client.request(
-            "DELETE", f"/v1/vault/leases/{lease_id}", json=body, headers=self._headers
-        )
-        if response.status_code != 200:
-            raise _error(response)
+        """Give a lease back, reporting how the call went."""
+        await self.client.vault.release(lease_id, str(Outcome(outcome)), retry_after)
 
 
-def _error(response: httpx.Response) -> KeyplaneError:
-    try:
-        problem = response.json()
-        code, detail = str(problem["code"]), str(problem["detail"])
-    except (ValueError, KeyError, TypeError):
-        code, detail = "HTTP_ERROR", f"the server answered {response.status_code}"
-    if code in _REFUSAL_TYPES:
-        retry_after = problem.get("retry_after")
-        return _REFUSAL_TYPES[code](
-            detail, retry_after=retry_after if isinstance(retry_after, int) else None
-        )
-    if response.status_code == 404:
-        return NotFoundError(detail, code=code)
-    return KeyplaneError(detail, code=code)
+# -- the process-wide default vault -----------------------------------------------------------
+
+_default: _LeasingBase | None = None
+_default_exit: contextlib.AsyncExitStack | None = None
+_default_lock: asyncio.Lock | None = None
+
+
+def configure(vault: Vault | RemoteVault | None) -> None:
+    """Make ``vault`` the one :func:`use_key` uses (None: open one again on next use).
+
+    The caller keeps ownership of a vault given here: :func:`close` forgets it, never closes it.
+    """
+    global _default, _default_exit
+    _default, _default_exit = vault, None
+
+
+async def _opened() -> _LeasingBase:
+    global _default, _default_exit, _default_lock
+    if _default is not None:
+        return _default
+    # Two tasks using the vault for the first time at once must not open two.
+    _default_lock = _default_lock or asyncio.Lock()
+    async with _default_lock:
+        if _default is None:
+            stack = contextlib.AsyncExitStack()
+            vault: _LeasingBase
+            if os.environ.get("KEYPLANE_URL"):
+                vault = await stack.enter_async_context(RemoteVault())
+            else:
+                vault = await stack.enter_async_context(open_vault(Settings()))
+            _default, _default_exit = vault, stack
+        return _default
+
+
+async def close() -> None:
+    """Close the default vault if :func:`use_key` opened it, and forget it either way.
+
+    Call it before the event loop ends (an in-process vault's database pool belongs to it).
+    """
+    global _default, _default_exit, _default_lock
+    stack, _default, _default_exit, _default_lock = _default_exit, None, None, None
+    if stack is not None:
+        await stack.aclose()
+
+
+@contextlib.asynccontextmanager
+async def use_key(
+    provider: str,
+    *,
+    environment: str | None = None,
+    tags: tuple[str, ...] | list[str] = (),
+    metadata_filter: MetadataFilter | None = None,
+    ttl_seconds: int = 60,
+    strategy: Strategy | str | None = None,
+) -> AsyncIterator[LeasedCredential]:
+    """Lease a credential from the default vault for the block (see the module docstring).
+
+    Raises:
+        LeaseRefusedError: nothing can be leased (a subclass says why).
+    """
+    vault = await _opened()
+    async with vault.use_key(
+        provider,
+        environment=environment,
+        tags=tags,
+        metadata_filter=metadata_filter,
+        ttl_seconds=ttl_seconds,
+        strategy=strategy,
+    ) as credential:
+        yield credential

@@ -1,65 +1,66 @@
-"""``keyplane vault add | list | show | update | delete | stats | import`` against a real database:
-secrets go in through stdin or an environment variable and never come out; bad input is one
-line and a non-zero exit."""
+"""``keyplane vault add | list | show | update | delete | stats | import`` against a real server
+(with a vault key), through the SDK: secrets go in through stdin or an environment variable
+and never come out; bad input is one line and the documented exit code."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from keyplane.cli.main import app as cli
-from keyplane.domain.envelope import MasterKey
-from tests.conftest import Database
+from tests.cli.conftest import Result, Run, invoke
+from tests.client.conftest import vault_server  # noqa: F401 - a fixture, used here
+from tests.conftest import ROOT_KEY, free_port
+from tests.e2e.conftest import Server
+
+pytestmark = pytest.mark.e2e
 
 SECRET = "sk-proj-cli-0123456789abcdefghijklmnop"
 
 
 @pytest.fixture
-def run(database: Database, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``keyplane vault ...`` on each backend."""
-    return _runner(database, monkeypatch)
+def vault(vault_server: Server) -> Run:  # noqa: F811
+    """``keyplane vault <args>`` against the module's vault server."""
 
-
-@pytest.fixture
-def run_sqlite(sqlite_database: Database, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The same on SQLite only: for what the command line itself checks."""
-    return _runner(sqlite_database, monkeypatch)
-
-
-def _runner(database: Database, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("KEYPLANE_DATABASE_URL", database.url)
-    if database.schema is not None:
-        monkeypatch.setenv("KEYPLANE_DATABASE_SCHEMA", database.schema)
-    monkeypatch.setenv("KEYPLANE_VAULT_KEY", MasterKey(b"k" * 32).to_base64())
-    for name in ("KEYPLANE_VAULT_KEY_FILE", "KEYPLANE_VAULT_PREVIOUS_KEYS"):
-        monkeypatch.delenv(name, raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
-        result = runner.invoke(cli, ["vault", *args], input=stdin, env=env)
-        assert SECRET not in result.output
+    def run(
+        *args: str,
+        key: str = ROOT_KEY,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Result:
+        full = {
+            "KEYPLANE_URL": vault_server.base_url,
+            "KEYPLANE_MANAGEMENT_KEY": key,
+            **(env or {}),
+        }
+        result = invoke("vault", *args, env=full, input=input)
+        assert SECRET not in result.stdout + result.stderr
         return result
 
-    return invoke
+    return run
 
 
-def _json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+def _env() -> str:
+    # The server is shared by the module: each test works in an environment of its own.
+    return f"env-{secrets.token_hex(4)}"
 
 
-def test_credential_lifecycle_from_the_command_line(run: Any) -> None:
-    added = _json(
-        run(
+def _ok(result: Result) -> Result:
+    assert result.code == 0, (result.stdout, result.stderr)
+    return result
+
+
+def test_credential_lifecycle_from_the_command_line(vault: Run) -> None:
+    env = _env()
+    added = _ok(
+        vault(
             "add",
             "OpenAI",
             "prod-1",
             "--environment",
-            "production",
+            env,
             "--tag",
             "premium",
             "--metadata",
@@ -69,154 +70,175 @@ def test_credential_lifecycle_from_the_command_line(run: Any) -> None:
             "--max-concurrent",
             "2",
             "--json",
-            stdin=SECRET + "\n",
+            input=SECRET + "\n",
+        )
+    ).json()
+    assert (added["provider"], added["secret_hint"]) == ("openai", "sk-p...mnop")
+    assert (added["daily_limit"], added["monthly_limit"], added["max_concurrent"]) == (100, None, 2)
+    other = _ok(
+        vault(
+            "add",
+            "anthropic",
+            "backup",
+            "--secret-env",
+            "MY_SECRET",
+            "--environment",
+            env,
+            env={"MY_SECRET": SECRET},
         )
     )
-    assert added["provider"] == "openai"
-    assert added["secret_hint"] == "sk-p...mnop"
-    assert (added["daily_limit"], added["monthly_limit"], added["max_concurrent"]) == (100, None, 2)
-    other = run(
-        "add",
-        "anthropic",
-        "a-1",
-        "--secret-env",
-        "ANTHROPIC_KEY",
-        env={"ANTHROPIC_KEY": "sk-ant-" + "z" * 30},
-    )
-    assert other.exit_code == 0, other.output
     assert other.stdout.startswith("added cred_")
 
-    assert [c["alias"] for c in _json(run("list", "--json"))] == ["prod-1", "a-1"]
-    assert [
-        c["alias"] for c in _json(run("list", "--metadata", "billing.tier=enterprise", "--json"))
-    ] == ["prod-1"]
-    assert [c["alias"] for c in _json(run("list", "--provider", "ANTHROPIC", "--json"))] == ["a-1"]
-    table = run("list", "--tag", "premium")
-    assert table.exit_code == 0 and added["id"] in table.stdout and "sk-p...mnop" in table.stdout
+    listed = _ok(
+        vault("list", "--environment", env, "--metadata", "billing.tier=enterprise", "--json")
+    ).json()
+    assert [c["id"] for c in listed["data"]] == [added["id"]]
+    shown = _ok(vault("list", "--environment", env, "--provider", "openai"))
+    assert added["id"] in shown.stdout and "1 credential(s)" in shown.stdout
 
-    shown = _json(run("show", added["id"], "--json"))
-    assert shown["usage"]["daily_remaining"] == 100
-    updated = _json(run("update", added["id"], "--daily-limit", "none", "--disable", "--json"))
-    assert (updated["daily_limit"], updated["status"]) == (None, "disabled")
-    assert _json(run("list", "--has-capacity", "--json"))[0]["alias"] == "a-1"
-    renewed = run("update", added["id"], "--new-secret", stdin="sk-proj-renewed-" + "r" * 20)
-    assert renewed.exit_code == 0, renewed.output
-    assert _json(run("show", added["id"], "--json"))["secret_hint"] == "sk-p...rrrr"
+    details = _ok(vault("show", added["id"]))
+    assert "enterprise" in details.stdout and "sk-p...mnop" in details.stdout
 
-    totals = _json(run("stats", "openai", "--json"))
-    assert totals["credentials"] == 1
-    revoked = run("delete", added["id"])
-    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
-    assert _json(run("show", added["id"], "--json"))["status"] == "revoked"
-
-
-def test_import_adds_all_or_reports_the_bad_item(run: Any, tmp_path: Path) -> None:
-    good = tmp_path / "good.json"
-    good.write_text(
-        json.dumps(
-            {
-                "credentials": [
-                    {
-                        "provider": "openai",
-                        "alias": f"imp-{n}",
-                        "secret": f"{SECRET}-{n}",
-                        "weight": n + 1,
-                    }
-                    for n in range(3)
-                ]
-            }
+    updated = _ok(
+        vault(
+            "update",
+            added["id"],
+            "--daily-limit",
+            "none",
+            "--alias",
+            "prod-one",
+            "--disable",
+            "--json",
         )
+    ).json()
+    assert (updated["alias"], updated["daily_limit"], updated["status"]) == (
+        "prod-one",
+        None,
+        "disabled",
     )
-    imported = run("import", str(good))
-    assert imported.exit_code == 0, imported.output
-    assert "imported 3 credentials" in imported.stdout
+    rotated = _ok(
+        vault("update", added["id"], "--new-secret", "--enable", input="sk-new-000000000000\n")
+    )
+    assert rotated.stdout.startswith(f"updated {added['id']} (active)")
 
-    lines = tmp_path / "lines.jsonl"
-    lines.write_text(
-        json.dumps({"provider": "groq", "alias": "l1", "secret": SECRET + "-l1"})
-        + "\n\n"
-        + json.dumps({"provider": "custom", "alias": "l2", "secret": SECRET + "-l2"})
-        + "\n"
-    )
-    assert "imported 2" in run("import", str(lines)).stdout
+    one = _ok(vault("stats", "--credential", added["id"], "--json")).json()
+    assert one["id"] == added["id"] and one["usage"]["live_leases"] == 0
+    totals = _ok(vault("stats", "openai"))
+    assert "openai:" in totals.stdout and "credential(s)" in totals.stdout
+    assert _ok(vault("stats", "openai", "--json")).json()["provider"] == "openai"
 
-    bad = tmp_path / "bad.json"
-    bad.write_text(
-        json.dumps(
-            [
-                {"provider": "openai", "alias": "ok", "secret": SECRET + "-ok"},
-                {"provider": "openai", "alias": "empty", "secret": ""},
-            ]
-        )
+    assert _ok(vault("delete", added["id"])).stdout.startswith(f"revoked {added['id']}")
+    assert _ok(vault("show", added["id"], "--json")).json()["status"] == "revoked"
+    assert _ok(vault("delete", added["id"], "--hard", "--json")).json()["id"] == added["id"]
+    gone = vault("show", added["id"])
+    assert gone.code == 1 and "CREDENTIAL_NOT_FOUND" in gone.stderr
+
+
+def test_import_reports_bad_rows_by_line_and_skips_existing_aliases(
+    vault: Run, tmp_path: Path
+) -> None:
+    env = _env()
+    rows = [
+        {"provider": "openai", "alias": "imp-1", "secret": SECRET, "environment": env},
+        {
+            "provider": "openai",
+            "alias": "imp-2",
+            "secret": "sk-imp-2-00000000000",
+            "environment": env,
+            "daily_limit": 5,
+            "tags": ["bulk"],
+        },
+        {"provider": "no-such-provider", "alias": "bad", "secret": SECRET, "environment": env},
+        {"provider": "openai", "alias": "imp-3", "environment": env},
+    ]
+    lines = [json.dumps(row) for row in rows] + ["{not json " + SECRET]
+    jsonl = tmp_path / "creds.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    first = vault("import", str(jsonl))
+    assert first.code == 1, first.stderr
+    assert "created 2, already existed 0, rejected 3" in first.stderr
+    # Line numbers, with why; the server's reason for line 3, the file's for 4 and 5.
+    assert "UNKNOWN_PROVIDER" in first.stderr and "secret is required" in first.stderr
+    assert "not valid JSON" in first.stderr
+    for line in ("3", "4", "5"):
+        assert f"│ {line}" in first.stderr
+
+    again = vault("import", str(jsonl))
+    assert "created 0, already existed 2, rejected 3" in again.stderr
+    listed = _ok(vault("list", "--environment", env, "--json")).json()["data"]
+    assert sorted(c["alias"] for c in listed) == ["imp-1", "imp-2"]
+
+    csv_file = tmp_path / "creds.csv"
+    csv_file.write_text(
+        "provider,alias,secret,environment,tags,daily_limit\n"
+        f"anthropic,csv-1,{SECRET},{env},a;b,none\n"
+        f"anthropic,csv-2,{SECRET},{env},,7\n"
+        f"anthropic,csv-2,{SECRET},{env},,7\n",
+        encoding="utf-8",
     )
-    refused = run("import", str(bad))
-    assert refused.exit_code == 1
-    assert "credential 1: the secret must not be empty" in refused.output
-    assert len(_json(run("list", "--json"))) == 5  # nothing of the bad file was added
+    done = _ok(vault("import", str(csv_file)))
+    assert "created 2, already existed 1, rejected 0" in done.stderr
+    piped = json.dumps(
+        {"provider": "anthropic", "alias": "piped", "secret": SECRET, "environment": env}
+    )
+    assert "created 1," in _ok(vault("import", "-", input=piped + "\n")).stderr
+    by_alias = {
+        c["alias"]: c
+        for c in _ok(
+            vault("list", "--environment", env, "--provider", "anthropic", "--json")
+        ).json()["data"]
+    }
+    assert by_alias["csv-1"]["tags"] == ["a", "b"] and by_alias["csv-2"]["daily_limit"] == 7
 
 
 @pytest.mark.parametrize(
-    ("args", "stdin", "message"),
+    ("args", "message"),
     [
-        (("add", "opnai", "x"), SECRET, "did you mean 'openai'"),
-        (("add", "openai", "x"), "", "the secret must not be empty"),
-        (("add", "openai", "x", "--daily-limit", "lots"), SECRET, "--daily-limit must be"),
-        (("add", "openai", "x", "--metadata", "[1]"), SECRET, "must be a JSON object"),
-        (("add", "openai", "x", "--secret-env", "NOT_SET_ANYWHERE"), None, "is not set"),
-        (("list", "--metadata", "billing"), None, "path=value"),
-        (("list", "--metadata", "a..b=1"), None, ""),
-        (("show", "cred_nope"), None, ""),
-        (("update", "cred_nope"), None, "nothing to change"),
-        (("delete", "not-an-id"), None, ""),
-        (("stats", "custom-ish"), None, "unknown provider"),
-        (("import", "/nonexistent/file.json"), None, "cannot read"),
+        (("add", "openai", "x", "--secret-env", "KP_TEST_UNSET_VARIABLE"), "is not set"),
+        (("add", "openai", "x", "--daily-limit", "lots"), "--daily-limit must be a whole number"),
+        (("add", "openai", "x", "--max-concurrent", "-1"), "must not be negative"),
+        (("add", "openai", "x", "--metadata", "[1]"), "--metadata must be a JSON object"),
+        (("add", "openai", "x", "--metadata", "{nope"), "--metadata is not valid JSON"),
+        (("update", "cred_x"), "nothing to change"),
+        (("stats",), "give a provider, or --credential"),
+        (("list", "--status", "sleepy"), "--status must be one of"),
+        (("list", "--metadata", "no-equals-sign"), "path=value"),
+        (("import", "/no/such/file.jsonl"), "cannot read"),
     ],
 )
-def test_bad_input_is_one_line_and_a_non_zero_exit(
-    run_sqlite: Any, args: tuple[str, ...], stdin: str | None, message: str
-) -> None:
-    result = run_sqlite(*args, stdin=stdin)
-    assert result.exit_code in (1, 2), result.output
-    assert "error:" in result.output
-    assert message in result.output
-    assert "Traceback" not in result.output
+def test_bad_arguments_exit_2_before_any_request(args: tuple[str, ...], message: str) -> None:
+    # Nothing listens there: a request would be exit 3, not 2.
+    env = {"KEYPLANE_URL": f"http://127.0.0.1:{free_port()}", "KEYPLANE_MANAGEMENT_KEY": ROOT_KEY}
+    result = invoke("vault", *args, env=env, input=SECRET + "\n")
+    assert result.code == 2, (result.stdout, result.stderr)
+    assert message in result.stderr and result.stdout == ""
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        b"\xff\xfe",
-        b"{not json",
-        b'{"credentials": 3}',
-        b'[{"provider": "openai"}]',
-        b'[{"provider": "openai", "alias": "a", "secret": "s-123456789", "weight": true}]',
-        b'[{"provider": "openai", "alias": "a", "secret": "s-123456789", "colour": "red"}]',
-        b"[]",
-    ],
-    ids=[
-        "binary",
-        "not-json",
-        "not-a-list",
-        "missing-fields",
-        "bool-weight",
-        "unknown-field",
-        "empty",
-    ],
-)
-def test_a_malformed_import_file_is_refused(
-    run_sqlite: Any, tmp_path: Path, content: bytes
-) -> None:
-    path = tmp_path / "in.json"
-    path.write_bytes(content)
-    result = run_sqlite("import", str(path))
-    assert result.exit_code == 2, result.output
-    assert "error:" in result.output and "Traceback" not in result.output
+def test_refusals_and_failures_have_their_exit_codes(vault: Run, tmp_path: Path) -> None:
+    unknown = vault("show", "cred_doesnotexist0000000000")
+    assert unknown.code == 1 and "CREDENTIAL_NOT_FOUND" in unknown.stderr
+    invalid = vault("add", "no-such-provider", "x", input=SECRET + "\n")
+    assert invalid.code == 1 and "UNKNOWN_PROVIDER" in invalid.stderr
+    empty = vault("add", "openai", "x", input="\n")
+    assert empty.code == 2 and "the secret is empty" in empty.stderr
+    wrong_key = vault("list", key="kp_mgmt_" + "z" * 40)
+    assert wrong_key.code == 4 and "KEYPLANE_MANAGEMENT_KEY" in wrong_key.stderr
+    header = tmp_path / "bad.csv"
+    header.write_text("name,secret\nx,y\n", encoding="utf-8")
+    assert "provider, alias, secret" in vault("import", str(header)).stderr
 
 
-def test_adding_without_a_master_key_says_how_to_configure_one(
-    run_sqlite: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("KEYPLANE_VAULT_KEY")
-    result = run_sqlite("add", "openai", "x", stdin=SECRET)
-    assert result.exit_code == 2
-    assert "KEYPLANE_VAULT_KEY" in result.output
+def test_a_server_that_is_down_is_exit_3(tmp_path: Path) -> None:
+    env = {"KEYPLANE_URL": f"http://127.0.0.1:{free_port()}", "KEYPLANE_MANAGEMENT_KEY": ROOT_KEY}
+    down = invoke("vault", "add", "openai", "x", "--timeout", "2", env=env, input=SECRET + "\n")
+    assert down.code == 3 and "is the server running?" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+    assert SECRET not in down.stderr
+    assert invoke("vault", "list", "--timeout", "2", env=env).code == 3
+
+
+def test_a_server_without_a_vault_key_says_so(cli: Run) -> None:
+    refused = cli("vault", "add", "openai", "x", input=SECRET + "\n")
+    assert refused.code == 3 and "VAULT_NOT_CONFIGURED" in refused.stderr
+    assert SECRET not in refused.stderr + refused.stdout

@@ -2,8 +2,9 @@
 
 ``sdk`` is an :class:`~keyplane.client.AsyncClient` over the in-process app (``api``) on each
 backend; ``live_server`` (one real ``keyplane serve`` per module and backend) serves the sync
-client and the CLI; ``scripted`` is a small real HTTP server that answers from a script, to see
-what the client sends on retries and how it reads errors.
+client and the CLI, ``vault_server`` the same with a vault master key; ``scripted`` is a small
+real HTTP server that answers from a script, to see what the client sends on retries and how
+it reads errors.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ import httpx
 import pytest
 
 from keyplane.client import AsyncClient
-from tests.conftest import ROOT_KEY, Api
-from tests.e2e.conftest import live_server  # noqa: F401 - a fixture, used by the modules here
+from tests.conftest import ROOT_KEY, VAULT_KEY, Api
+from tests.e2e.conftest import (
+    BACKENDS,
+    Server,
+    ServerFactory,
+    live_server,  # noqa: F401 - a fixture, used by the modules here
+    make_backend,
+)
 
 
 @pytest.fixture
@@ -31,6 +38,20 @@ async def sdk(api: Api) -> AsyncIterator[AsyncClient]:
         max_retries=0,
     ) as client:
         yield client
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def vault_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Like ``live_server``, with a vault master key: one server per module and backend."""
+    workdir = tmp_path_factory.mktemp(f"vault-{request.param}")
+    with make_backend(request.param, workdir) as db:
+        factory = ServerFactory(workdir)
+        try:
+            yield factory({**db.env, "KEYPLANE_VAULT_KEY": VAULT_KEY})
+        finally:
+            factory.stop_all()
 
 
 @dataclass

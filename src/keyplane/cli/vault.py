@@ -1,8 +1,9 @@
 """``keyplane vault ...``: the master key chores (generate-key, key-id, rotate-master, check)
 here, and the credential commands from ``keyplane.cli.vault_credentials``.
 
-These commands talk to the database directly (``KEYPLANE_DATABASE_URL``), like
-``keyplane migrate``; they need no running server.
+The chores work offline: they need the master key and talk to the database directly
+(``KEYPLANE_DATABASE_URL``), like ``keyplane migrate``, with no running server. The credential
+commands talk to a server through the SDK, like ``keyplane keys``.
 """
 
 from __future__ import annotations

@@ -73,6 +73,48 @@ class PlanChanges(TypedDict, total=False):
     policy: Policy
 
 
+class CredentialFields(TypedDict, total=False):
+    """Optional fields of a new vault credential (limits: ``None`` is unlimited, 0 blocks)."""
+
+    environment: str
+    tags: Sequence[str]
+    metadata: Mapping[str, Any]
+    weight: int
+    daily_limit: int | None
+    monthly_limit: int | None
+    max_concurrent: int | None
+
+
+class CredentialChanges(TypedDict, total=False):
+    """Fields of a credential update: absent fields stay, a ``None`` limit means unlimited.
+
+    ``status`` is ``"active"`` (also ends a cool-down) or ``"disabled"``.
+    """
+
+    provider: str
+    alias: str
+    secret: str
+    environment: str | None
+    tags: Sequence[str]
+    metadata: Mapping[str, Any]
+    weight: int
+    daily_limit: int | None
+    monthly_limit: int | None
+    max_concurrent: int | None
+    status: str
+
+
+class CredentialFilters(TypedDict, total=False):
+    """Filters of the credential list; ``metadata`` matches ``metadata.<dot.path>=value``."""
+
+    provider: str
+    environment: str
+    tags: Sequence[str]
+    status: str
+    has_capacity: bool
+    metadata: Mapping[str, str]
+
+
 def _model(model: type[M]) -> Any:
     def parse(response: httpx.Response) -> M:
         return model.model_validate_json(response.content)
@@ -345,3 +387,111 @@ def list_projects() -> Call[list[models.Project]]:
 
 def get_project(project_id: str) -> Call[models.Project]:
     return Call("GET", f"/v1/projects/{_segment(project_id)}", _data(models.Project))
+
+
+# -- vault ------------------------------------------------------------------------------------
+
+
+def _credential_body(provider: str, alias: str, secret: str, fields: CredentialFields) -> Any:
+    return {"provider": provider, "alias": alias, "secret": secret, **fields}
+
+
+def create_credential(
+    provider: str, alias: str, secret: str, fields: CredentialFields, idempotency_key: str | None
+) -> Call[models.Credential]:
+    body = _credential_body(provider, alias, secret, fields)
+    parse = _data(models.Credential)
+    return Call("POST", "/v1/vault/credentials", parse, (), body, idempotency_key)
+
+
+def create_credentials(
+    credentials: Sequence[Mapping[str, Any]], idempotency_key: str | None
+) -> Call[list[models.Credential]]:
+    body = {"credentials": [dict(item) for item in credentials]}
+    parse = _items(models.Credential)
+    return Call("POST", "/v1/vault/credentials/bulk", parse, (), body, idempotency_key)
+
+
+def list_credentials(
+    filters: CredentialFilters, cursor: str | None, limit: int | None
+) -> Call[models.Page[models.Credential]]:
+    params: list[tuple[str, str]] = []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):  # metadata: {"billing.tier": "enterprise"}
+            params.extend((f"metadata.{path}", str(v)) for path, v in value.items())
+        elif isinstance(value, list | tuple):  # tags: all must match
+            params.extend((name, str(item)) for item in value)
+        elif isinstance(value, bool):
+            params.append((name, "true" if value else "false"))
+        else:
+            params.append((name, str(value)))
+    params.extend(_paging(cursor, limit))
+    return Call("GET", "/v1/vault/credentials", _page(models.Credential), params)
+
+
+def get_credential(credential_id: str) -> Call[models.Credential]:
+    path = f"/v1/vault/credentials/{_segment(credential_id)}"
+    return Call("GET", path, _data(models.Credential))
+
+
+def update_credential(credential_id: str, changes: CredentialChanges) -> Call[models.Credential]:
+    path = f"/v1/vault/credentials/{_segment(credential_id)}"
+    return Call("PATCH", path, _data(models.Credential), (), dict(changes))
+
+
+def delete_credential(credential_id: str, hard: bool) -> Call[models.Credential]:
+    path = f"/v1/vault/credentials/{_segment(credential_id)}"
+    params = [("hard", "true")] if hard else []
+    return Call("DELETE", path, _data(models.Credential), params)
+
+
+def credential_stats(credential_id: str) -> Call[models.CredentialStats]:
+    path = f"/v1/vault/credentials/{_segment(credential_id)}/stats"
+    return Call("GET", path, _model(models.CredentialStats))
+
+
+def provider_stats(provider: str) -> Call[models.ProviderStats]:
+    params = [("provider", provider)]
+    return Call("GET", "/v1/vault/stats", _model(models.ProviderStats), params)
+
+
+def lease(
+    provider: str,
+    *,
+    environment: str | None,
+    tags: Sequence[str],
+    metadata_filter: Mapping[str, str | int | float | bool] | None,
+    ttl_seconds: int | None,
+    strategy: str | None,
+) -> Call[models.Lease]:
+    body: dict[str, Any] = {"provider": provider, "tags": list(tags)}
+    if environment is not None:
+        body["environment"] = environment
+    if metadata_filter:
+        body["metadata_filter"] = dict(metadata_filter)
+    if ttl_seconds is not None:
+        body["ttl_seconds"] = ttl_seconds
+    if strategy is not None:
+        body["strategy"] = str(strategy)
+    # The server does not deduplicate leases by Idempotency-Key: a blind retry could take a
+    # second lease (and a concurrency slot) that nobody releases until it expires.
+    return Call("POST", "/v1/vault/leases", _model(models.Lease), (), body, retry_after_send=False)
+
+
+def release(
+    lease_id: str, outcome: str | None, retry_after: int | None
+) -> Call[models.LeaseReleased]:
+    body: dict[str, Any] = {}
+    if outcome is not None:
+        body["outcome"] = str(outcome)
+    if retry_after is not None:
+        body["retry_after"] = retry_after
+    reported = str(outcome or "ok")
+
+    def gone() -> models.LeaseReleased:
+        return models.LeaseReleased(lease_id=lease_id, outcome=reported, already_released=True)
+
+    path = f"/v1/vault/leases/{_segment(lease_id)}"
+    return Call("DELETE", path, _model(models.LeaseReleased), (), body, gone=gone)

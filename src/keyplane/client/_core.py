@@ -42,6 +42,13 @@ class Call(Generic[T]):
     params: Params = ()
     body: Any = None
     idempotency_key: str | None = None
+    #: False for calls the server does not deduplicate (a vault lease): they are retried only
+    #: when the request provably never left (no connection could be made), never after a
+    #: timeout, a dropped connection or a 5xx, any of which may hide a lease taken.
+    retry_after_send: bool = True
+    #: When set, a 404 or 409 answering a *retry* means the first attempt did the work (a
+    #: release whose answer was lost): the call returns ``gone()`` instead of raising.
+    gone: Callable[[], T] | None = None
 
 
 @dataclass(frozen=True)
@@ -205,12 +212,30 @@ def transport_error(exc: httpx.RequestError, url: str) -> errors.ConnectionError
     return errors.ConnectionError(f"cannot reach {url}: {type(exc).__name__}: {exc}")
 
 
-def next_delay(config: Config, attempt: int, failure: errors.KeyplaneError) -> float | None:
+#: Transport failures that happen before a byte of the request is sent.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether a transport failure provably happened before the request left."""
+    return isinstance(exc, _NOT_SENT)
+
+
+def next_delay(
+    config: Config,
+    attempt: int,
+    failure: errors.KeyplaneError,
+    call: Call[Any] | None = None,
+    cause: BaseException | None = None,
+) -> float | None:
     """Seconds to wait before another attempt, or None to give up and raise ``failure``.
 
-    Every method is retried: POSTs carry an Idempotency-Key for exactly this.
+    Every method is retried: POSTs carry an Idempotency-Key for exactly this. A call marked
+    ``retry_after_send=False`` is retried only when ``cause`` shows the request never left.
     """
     if attempt >= config.retry.max_retries:
+        return None
+    if call is not None and not call.retry_after_send and not never_sent(cause or failure):
         return None
     if isinstance(failure, errors.ConnectionError):
         return config.retry.backoff(attempt, config.draw)
@@ -220,6 +245,16 @@ def next_delay(config: Config, attempt: int, failure: errors.KeyplaneError) -> f
             return wait if wait <= config.retry.max_retry_after else None
         return config.retry.backoff(attempt, config.draw)
     return None
+
+
+def settled_by_earlier_attempt(call: Call[T], attempt: int, failure: BaseException) -> bool:
+    """Whether ``failure`` on a retry only says that an earlier attempt already did the work."""
+    return (
+        call.gone is not None
+        and attempt > 0
+        and isinstance(failure, errors.APIError)
+        and failure.status in (404, 409)
+    )
 
 
 def outcome(call: Call[T], response: httpx.Response) -> T:

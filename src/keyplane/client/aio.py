@@ -13,6 +13,7 @@ import httpx
 
 from keyplane.client import _calls, _core, errors, models
 from keyplane.client._calls import KeyChanges, KeyFields, KeyFilters, PlanChanges, Policy
+from keyplane.client.vault import AsyncVault
 
 T = TypeVar("T")
 
@@ -60,6 +61,7 @@ class AsyncClient:
         self.plans = AsyncPlans(self)
         self.management_keys = AsyncManagementKeys(self)
         self.projects = AsyncProjects(self)
+        self.vault = AsyncVault(self)
         self.usage = AsyncUsageReports(self)
 
     @property
@@ -100,8 +102,10 @@ class AsyncClient:
                 failure: errors.KeyplaneError = _core.transport_error(exc, self.url)
                 cause: BaseException = exc
             except errors.APIError as exc:
+                if call.gone is not None and _core.settled_by_earlier_attempt(call, attempt, exc):
+                    return call.gone()
                 failure = cause = exc
-            delay = _core.next_delay(self._config, attempt, failure)
+            delay = _core.next_delay(self._config, attempt, failure, call, cause)
             if delay is None:
                 if failure is cause:
                     raise failure

@@ -8,8 +8,11 @@
     │   ├── AuthenticationError     401: no, or an unknown, management key
     │   ├── PermissionDeniedError   403: the management key lacks a scope or project
     │   ├── NotFoundError           404: no such object (or not visible to this key)
+    │   │   └── NoCredentialError           vault lease: nothing matches or has allowance left
     │   ├── ConflictError           409: the object's state forbids the operation
     │   ├── RateLimitedError        429: slow down; ``retry_after`` seconds when the server said
+    │   │   ├── AllRateLimitedError         vault lease: every match is cooling down
+    │   │   └── AllAtMaxConcurrencyError    vault lease: every match is at max concurrency
     │   └── ServerError             5xx: the server failed
     └── ConnectionError             the server could not be reached (refused, reset, DNS, ...)
         └── TimeoutError            no answer within the configured timeout
@@ -18,6 +21,9 @@ These are the SDK's own classes, distinct from the server's ``keyplane.errors`` 
 never imports). ``ConnectionError`` and ``TimeoutError`` shadow the builtins of the same name
 inside this module only; import them qualified (``keyplane.client.errors.ConnectionError``) or
 through ``keyplane.client``.
+
+The three lease refusals also derive from :class:`LeaseRefusedError`, so one ``except`` catches
+them all; each has ``retry_after`` (seconds, or None when waiting will not help).
 """
 
 from __future__ import annotations
@@ -88,6 +94,28 @@ class RateLimitedError(APIError):
         self.retry_after = retry_after
 
 
+class LeaseRefusedError(APIError):
+    """A vault lease was refused: no credential can be leased now.
+
+    Attributes:
+        retry_after: Seconds until one may be free again, or None when unknown.
+    """
+
+    retry_after: float | None = None
+
+
+class NoCredentialError(NotFoundError, LeaseRefusedError):
+    """404 ``NO_CREDENTIAL``: no credential matches the lease, or none has allowance left."""
+
+
+class AllRateLimitedError(RateLimitedError, LeaseRefusedError):
+    """429 ``ALL_RATE_LIMITED``: every matching credential is cooling down."""
+
+
+class AllAtMaxConcurrencyError(RateLimitedError, LeaseRefusedError):
+    """429 ``ALL_AT_MAX_CONCURRENCY``: every matching credential has all its leases out."""
+
+
 class ServerError(APIError):
     """5xx: the server (or its database) failed; usually worth retrying later."""
 
@@ -111,10 +139,22 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 
+_REFUSALS: dict[str, type[RateLimitedError]] = {
+    "ALL_RATE_LIMITED": AllRateLimitedError,
+    "ALL_AT_MAX_CONCURRENCY": AllAtMaxConcurrencyError,
+}
+
+
 def error_for(
     status: int, code: str, detail: str, body: Any, retry_after: float | None
 ) -> APIError:
-    """The exception for an error response of ``status``."""
+    """The exception for an error response of ``status`` (and, for vault refusals, ``code``)."""
+    if status == 404 and code == "NO_CREDENTIAL":
+        refused = NoCredentialError(status, code, detail, body)
+        refused.retry_after = retry_after
+        return refused
+    if status == 429 and code in _REFUSALS:
+        return _REFUSALS[code](status, code, detail, body, retry_after)
     if status == 429:
         return RateLimitedError(status, code, detail, body, retry_after)
     if status >= 500:

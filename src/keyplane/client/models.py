@@ -194,3 +194,105 @@ class Health(Model):
     """``/healthz`` or ``/readyz``."""
 
     status: str
+
+
+# -- vault ------------------------------------------------------------------------------------
+
+
+class CredentialUsage(Model):
+    """Leases of a credential today and this month (UTC), and live leases now.
+
+    A ``None`` limit or remainder means unlimited.
+    """
+
+    daily_used: int
+    daily_limit: int | None = None
+    daily_remaining: int | None = None
+    monthly_used: int
+    monthly_limit: int | None = None
+    monthly_remaining: int | None = None
+    total: int
+    live_leases: int
+    max_concurrent: int | None = None
+
+
+class Credential(Model):
+    """An upstream provider credential's record. Never holds the secret, only a hint of it."""
+
+    id: str
+    provider: str
+    alias: str
+    secret_hint: str
+    environment: str | None = None
+    tags: list[str] = []
+    metadata: dict[str, Any] = {}
+    weight: int
+    daily_limit: int | None = None
+    monthly_limit: int | None = None
+    max_concurrent: int | None = None
+    status: str
+    status_reason: str | None = None
+    cooldown_until: datetime | None = None
+    has_capacity: bool
+    usage: CredentialUsage
+    master_key_id: str
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class CredentialStats(Model):
+    """One credential's use and what remains of its allowance."""
+
+    id: str
+    alias: str
+    provider: str
+    status: str
+    has_capacity: bool
+    usage: CredentialUsage
+    last_used_at: datetime | None = None
+
+
+class ProviderStats(Model):
+    """A provider's credentials in total and each; a ``None`` remainder means unlimited."""
+
+    provider: str
+    credentials: int
+    with_capacity: int
+    live_leases: int
+    daily_used: int
+    daily_remaining: int | None = None
+    monthly_used: int
+    monthly_remaining: int | None = None
+    items: list[CredentialStats] = []
+
+
+class Lease(Model):
+    """A leased credential: ``secret`` is the provider key, valid until ``expires_at``.
+
+    ``repr`` never shows the secret, so logging the lease does not leak it.
+    """
+
+    lease_id: str
+    credential_id: str
+    provider: str
+    alias: str
+    secret: str = Field(repr=False)
+    environment: str | None = None
+    expires_at: datetime
+
+
+class LeaseReleased(Model):
+    """A given-back lease and the credential's status after the reported outcome.
+
+    ``already_released`` is true when a retried release found the lease gone: the first
+    attempt had reached the server, so there is nothing left to do (and nothing known of the
+    credential).
+    """
+
+    lease_id: str
+    credential_id: str | None = None
+    outcome: str
+    credential_status: str | None = None
+    already_released: bool = False
