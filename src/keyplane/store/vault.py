@@ -24,10 +24,11 @@ when it expires, with no sweeper. Lock order is always credential row, then leas
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert, select, update
@@ -51,6 +52,19 @@ from keyplane.store.tables import vault_credentials, vault_leases
 
 #: Clear a credential's expired leases on every this many leases of it.
 _SWEEP_EVERY = 16
+#: Count uses of a leased credential; run as one executemany per batch.
+_COUNT_USE = (
+    update(vault_credentials)
+    .where(vault_credentials.c.id == bindparam("key"))
+    .values(
+        day_start=bindparam("day_start"),
+        day_count=bindparam("day_count"),
+        month_start=bindparam("month_start"),
+        month_count=bindparam("month_count"),
+        total_count=bindparam("total_count"),
+        last_used_at=bindparam("last_used_at"),
+    )
+)
 #: A pure change of a locked credential; may raise a KeyplaneError to refuse.
 CredentialMutation = Callable[[CredentialRecord], CredentialRecord]
 
@@ -68,6 +82,19 @@ class CredentialFilter:
     status: CredentialStatus | None = None
     #: ``True``: only those a lease could take now; ``False``: only those it could not.
     has_capacity: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseAsk:
+    """One lease request of a batch (see :meth:`SqlVaultStore.lease_batch`)."""
+
+    org_id: str
+    filters: CredentialFilter
+    strategy: Strategy
+    #: The lease lasts this long from the batch's ``now``.
+    ttl: timedelta
+    #: Opens the chosen credential's secret; runs inside the transaction.
+    open_secret: Callable[[CredentialRecord], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,132 +219,126 @@ class SqlVaultStore:
 
     # -- leases -----------------------------------------------------------------------------
 
-    async def lease(
+    async def lease_batch(
         self,
-        org_id: str,
-        filters: CredentialFilter,
-        strategy: Strategy,
+        asks: Sequence[LeaseAsk],
+        releases: Mapping[str, Sequence[str]],
         now: datetime,
-        expires_at: datetime,
-        open_secret: Callable[[CredentialRecord], str],
         rng: random.Random | None = None,
-    ) -> Lease | Choice:
-        """Take a lease on a matching credential, or answer why none (a refusing Choice).
+    ) -> tuple[list[Lease | Choice | Exception], dict[str, CredentialRecord]]:
+        """Grant leases and end ``ok`` leases in ONE transaction (group commit).
 
-        ``open_secret`` runs inside the transaction: when the secret cannot be opened (wrong
-        master key, tampered row) it raises, and no slot or use is taken.
+        Every ask must have the same ``org_id`` and ``filters``: the transaction locks those
+        credentials once (in id order, like a single lease), counts their live leases once,
+        then decides each ask in turn in memory, each seeing the slots and uses the earlier
+        ones took, so the limits hold exactly as if the asks had come one by one. The leases
+        are inserted and the counters written with one statement each. Then the releases
+        (lease ids per organization) delete their lease rows: after the credential locks, so
+        the lock order stays credential -> lease. One commit (one fsync on SQLite)
+        acknowledges everything.
+
+        An ask whose secret does not open gets that exception as its answer, and takes no
+        slot or use; the others are unaffected. A database failure fails the whole batch
+        (nothing is committed); the caller may retry the requests one by one.
+
+        Returns:
+            Per ask, in order: its Lease, the refusing Choice, or the exception its
+            ``open_secret`` raised; and the credential of each released lease id (an id
+            missing from it was not live: already released, or expired and cleared).
         """
-        only_active = CredentialFilter(
-            provider=filters.provider,
-            environment=filters.environment,
-            tags=filters.tags,
-            metadata=filters.metadata,
-            status=CredentialStatus.ACTIVE,
-        )
-        # PostgreSQL: a look without locks first. When it already finds nothing to lease
-        # (every match full, cooling or spent: the common case under overload), refuse
-        # without queueing for the row locks; a refusal from a just-stale view is as good as
-        # one a moment later. Not on SQLite: its leases are serialised in this process anyway,
-        # and there the extra read made a crowd of waiting leases ~9x slower (measured).
-        if not self._is_sqlite:
-            async with self._store._read() as conn:
-                choice = await self._choose(
-                    conn, org_id, only_active, strategy, now, rng, lock=False
-                )
-            if choice.record is None:
-                return choice
-        if not self._is_sqlite:
-            # PostgreSQL: first among the matches no other lease holds right now (SKIP
-            # LOCKED), so leases of different credentials proceed in parallel. When those
-            # give nothing, wait for all of them in a new transaction, for an exact answer.
-            taken = await self._lease_once(
-                org_id, only_active, strategy, now, expires_at, open_secret, rng, skip=True
-            )
-            if isinstance(taken, Lease):
-                return taken
-        return await self._lease_once(
-            org_id, only_active, strategy, now, expires_at, open_secret, rng, skip=False
-        )
-
-    async def _lease_once(
-        self,
-        org_id: str,
-        filters: CredentialFilter,
-        strategy: Strategy,
-        now: datetime,
-        expires_at: datetime,
-        open_secret: Callable[[CredentialRecord], str],
-        rng: random.Random | None,
-        *,
-        skip: bool,
-    ) -> Lease | Choice:
         async with self._store._write() as conn:
             await self._claim_sqlite_writer(conn)
-            choice = await self._choose(conn, org_id, filters, strategy, now, rng, skip=skip)
-            if choice.record is None:
-                return choice
-            chosen = choice.record
-            secret = open_secret(chosen)
-            lease_id = ids.new_id("lease")
-            if chosen.total_count % _SWEEP_EVERY == 0:
-                # Housekeeping only (expired leases no longer count): every so many leases of
-                # a credential, clear its expired ones, while its row is ours, which keeps
-                # the lock order credential -> lease.
-                await conn.execute(
-                    delete(vault_leases).where(
-                        vault_leases.c.credential_id == chosen.id,
-                        vault_leases.c.expires_at <= now,
-                    )
-                )
-            await conn.execute(
-                insert(vault_leases).values(
-                    id=lease_id,
-                    org_id=org_id,
-                    credential_id=chosen.id,
-                    created_at=now,
-                    expires_at=expires_at,
-                )
-            )
-            used = chosen.used_once(now)
-            await conn.execute(
-                update(vault_credentials)
-                .where(vault_credentials.c.id == chosen.id)
-                .values(
-                    day_start=used.day_start,
-                    day_count=used.day_count,
-                    month_start=used.month_start,
-                    month_count=used.month_count,
-                    total_count=used.total_count,
-                    last_used_at=used.last_used_at,
-                )
-            )
-        return Lease(lease_id, used, secret, now, expires_at)
+            answers = await self._lease_many(conn, asks, now, rng)
+            released: dict[str, CredentialRecord] = {}
+            for org_id, lease_ids in releases.items():
+                released.update(await _release_many(conn, org_id, lease_ids))
+        return answers, released
 
-    async def _choose(
+    async def _lease_many(
         self,
         conn: AsyncConnection,
-        org_id: str,
-        filters: CredentialFilter,
-        strategy: Strategy,
+        asks: Sequence[LeaseAsk],
         now: datetime,
         rng: random.Random | None,
-        *,
-        lock: bool = True,
-        skip: bool = False,
-    ) -> Choice:
+    ) -> list[Lease | Choice | Exception]:
+        if not asks:
+            return []
+        org_id, filters = asks[0].org_id, asks[0].filters
+        if any(a.org_id != org_id or a.filters != filters for a in asks):
+            raise ValueError("a lease batch is for one organization and one filter")
+        only_active = dataclasses.replace(filters, status=CredentialStatus.ACTIVE)
+        answers: list[Lease | Choice | Exception] = []
         query = (
             select(vault_credentials)
-            .where(*self._conditions(org_id, filters))
+            .where(*self._conditions(org_id, only_active))
             .order_by(vault_credentials.c.id)
+            .with_for_update()
         )
-        if lock:
-            # In id order: two transactions waiting for the same rows never deadlock.
-            query = query.with_for_update(skip_locked=skip)
-        rows = (await conn.execute(query)).all()
-        records = [_record(row) for row in rows]
-        live = await _live_leases(conn, [r.id for r in records], now)
-        candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records]
-        return choose(candidates, strategy, now, rng)
+        records = {r.id: r for r in map(_record, (await conn.execute(query)).all())}
+        live = await _live_leases(conn, list(records), now)
+        new_leases: list[dict[str, Any]] = []
+        used: dict[str, CredentialRecord] = {}
+        sweep: set[str] = set()
+        for ask in asks:
+            candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records.values()]
+            choice = choose(candidates, ask.strategy, now, rng)
+            if choice.record is None:
+                answers.append(choice)
+                continue
+            chosen = choice.record
+            try:
+                secret = ask.open_secret(chosen)
+            except Exception as exc:  # its own answer; no slot or use taken
+                answers.append(exc)
+                continue
+            if chosen.total_count % _SWEEP_EVERY == 0:
+                sweep.add(chosen.id)
+            after = chosen.used_once(now)
+            records[chosen.id] = used[chosen.id] = after
+            count, earliest = live.get(chosen.id, (0, None))
+            expires_at = now + ask.ttl
+            live[chosen.id] = (
+                count + 1,
+                expires_at if earliest is None else min(earliest, expires_at),
+            )
+            lease_id = ids.new_id("lease")
+            new_leases.append(
+                {
+                    "id": lease_id,
+                    "org_id": org_id,
+                    "credential_id": chosen.id,
+                    "created_at": now,
+                    "expires_at": expires_at,
+                }
+            )
+            answers.append(Lease(lease_id, after, secret, now, expires_at))
+        if sweep:
+            # Housekeeping only (expired leases no longer count), while the credential
+            # rows are ours: the lock order stays credential -> lease.
+            await conn.execute(
+                delete(vault_leases).where(
+                    vault_leases.c.credential_id.in_(sorted(sweep)),
+                    vault_leases.c.expires_at <= now,
+                )
+            )
+        if new_leases:
+            await conn.execute(insert(vault_leases), new_leases)
+            await conn.execute(
+                _COUNT_USE,
+                [
+                    {
+                        "key": r.id,
+                        "day_start": r.day_start,
+                        "day_count": r.day_count,
+                        "month_start": r.month_start,
+                        "month_count": r.month_count,
+                        "total_count": r.total_count,
+                        "last_used_at": r.last_used_at,
+                    }
+                    for r in used.values()
+                ],
+            )
+        return answers
 
     async def _claim_sqlite_writer(self, conn: AsyncConnection) -> None:
         """On SQLite, take the database's write lock before reading (BEGIN is deferred).
@@ -337,33 +358,17 @@ class SqlVaultStore:
         self,
         org_id: str,
         lease_id: str,
-        mutation: CredentialMutation | None = None,
+        mutation: CredentialMutation,
     ) -> CredentialRecord:
-        """End a lease; apply ``mutation`` (an outcome) to its credential first.
+        """End a lease with an outcome: apply ``mutation`` to its credential first.
+
+        (``ok`` releases go through :meth:`lease_batch`.)
 
         Raises:
             NotFoundError: no such lease (already released, or expired and cleared).
         """
         async with self._store._write() as conn:
             await self._claim_sqlite_writer(conn)
-            if mutation is None:
-                # An ``ok`` release touches only the lease row: no wait on the credential's
-                # lock, which leases of that credential hold while they commit.
-                credential_id = (
-                    await conn.execute(
-                        delete(vault_leases)
-                        .where(vault_leases.c.org_id == org_id, vault_leases.c.id == lease_id)
-                        .returning(vault_leases.c.credential_id)
-                    )
-                ).scalar_one_or_none()
-                if credential_id is None:
-                    raise NotFoundError("no such lease", code="LEASE_NOT_FOUND")
-                row = (
-                    await conn.execute(
-                        select(vault_credentials).where(vault_credentials.c.id == credential_id)
-                    )
-                ).one()
-                return _record(row)
             credential_id = (
                 await conn.execute(
                     select(vault_leases.c.credential_id).where(
@@ -451,6 +456,33 @@ async def _live_leases(
     for credential_id, count, earliest in rows:
         result[credential_id] = (int(count), earliest)
     return result
+
+
+async def _release_many(
+    conn: AsyncConnection, org_id: str, lease_ids: Sequence[str]
+) -> dict[str, CredentialRecord]:
+    """End ``ok`` leases: one ``DELETE ... RETURNING`` on the lease rows (no credential lock
+    is taken or waited for), then one read of their credentials."""
+    if not lease_ids:
+        return {}
+    ended = (
+        await conn.execute(
+            delete(vault_leases)
+            .where(vault_leases.c.org_id == org_id, vault_leases.c.id.in_(sorted(set(lease_ids))))
+            .returning(vault_leases.c.id, vault_leases.c.credential_id)
+        )
+    ).all()
+    if not ended:
+        return {}
+    rows = (
+        await conn.execute(
+            select(vault_credentials).where(
+                vault_credentials.c.id.in_(sorted({credential_id for _, credential_id in ended}))
+            )
+        )
+    ).all()
+    records = {record.id: record for record in map(_record, rows)}
+    return {lease_id: records[credential_id] for lease_id, credential_id in ended}
 
 
 async def _save(conn: AsyncConnection, record: CredentialRecord) -> None:
