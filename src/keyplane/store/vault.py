@@ -31,7 +31,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -247,11 +259,12 @@ class SqlVaultStore:
             missing from it was not live: already released, or expired and cleared).
         """
         async with self._store._write() as conn:
-            await self._claim_sqlite_writer(conn)
+            # No separate claim of SQLite's write lock here: the first statement is always a
+            # write (the locking UPDATE of _lock_and_count, or a release's DELETE).
             answers = await self._lease_many(conn, asks, now, rng)
             released: dict[str, CredentialRecord] = {}
             for org_id, lease_ids in releases.items():
-                released.update(await _release_many(conn, org_id, lease_ids))
+                released.update(await self._release_many(conn, org_id, lease_ids))
         return answers, released
 
     async def _lease_many(
@@ -268,14 +281,7 @@ class SqlVaultStore:
             raise ValueError("a lease batch is for one organization and one filter")
         only_active = dataclasses.replace(filters, status=CredentialStatus.ACTIVE)
         answers: list[Lease | Choice | Exception] = []
-        query = (
-            select(vault_credentials)
-            .where(*self._conditions(org_id, only_active))
-            .order_by(vault_credentials.c.id)
-            .with_for_update()
-        )
-        records = {r.id: r for r in map(_record, (await conn.execute(query)).all())}
-        live = await _live_leases(conn, list(records), now)
+        records, live = await self._lock_and_count(conn, org_id, only_active, now)
         new_leases: list[dict[str, Any]] = []
         used: dict[str, CredentialRecord] = {}
         sweep: set[str] = set()
@@ -339,6 +345,87 @@ class SqlVaultStore:
                 ],
             )
         return answers
+
+    async def _lock_and_count(
+        self, conn: AsyncConnection, org_id: str, filters: CredentialFilter, now: datetime
+    ) -> tuple[dict[str, CredentialRecord], dict[str, tuple[int, datetime | None]]]:
+        """Lock the matching credentials; read them (in id order) and their live leases.
+
+        SQLite: one statement, a no-op ``UPDATE ... RETURNING`` whose write takes the
+        database's write lock before it reads, with the live lease count and earliest expiry
+        as correlated subqueries: they read under that lock, so they are current. PostgreSQL:
+        ``SELECT ... FOR UPDATE`` in id order, then the count in a statement of its own (a
+        count inside the locking statement would come from its snapshot, taken before any
+        wait for the locks).
+        """
+        table = vault_credentials
+        conditions = self._conditions(org_id, filters)
+        if self._is_sqlite:
+            # Qualified by hand: RETURNING renders column names bare, and a bare ``id`` in
+            # the subquery would be the lease's own.
+            live_leases = (
+                vault_leases.c.credential_id == literal_column("vault_credentials.id"),
+                vault_leases.c.expires_at > now,
+            )
+            count = select(func.count()).where(*live_leases).scalar_subquery()
+            earliest = (
+                select(func.min(vault_leases.c.expires_at)).where(*live_leases).scalar_subquery()
+            )
+            returned = (
+                await conn.execute(
+                    update(table)
+                    .where(*conditions)
+                    .values(weight=table.c.weight)
+                    .returning(*table.c, count.label("live_count"), earliest.label("earliest"))
+                )
+            ).all()
+            # RETURNING has no order: sort by id, like the PostgreSQL path.
+            rows = sorted(returned, key=lambda row: str(row._mapping["id"]))
+            records = {r.id: r for r in map(_record, rows)}
+            live = {
+                row._mapping["id"]: (int(row._mapping["live_count"]), row._mapping["earliest"])
+                for row in rows
+                if row._mapping["live_count"]
+            }
+            return records, live
+        query = select(table).where(*conditions).order_by(table.c.id).with_for_update()
+        records = {r.id: r for r in map(_record, (await conn.execute(query)).all())}
+        return records, await _live_leases(conn, list(records), now)
+
+    async def _release_many(
+        self, conn: AsyncConnection, org_id: str, lease_ids: Sequence[str]
+    ) -> dict[str, CredentialRecord]:
+        """End ``ok`` leases: delete the lease rows (no credential lock is taken or waited
+        for) and read their credentials; one statement on PostgreSQL (a CTE), two on SQLite."""
+        if not lease_ids:
+            return {}
+        deleting = (
+            delete(vault_leases)
+            .where(vault_leases.c.org_id == org_id, vault_leases.c.id.in_(sorted(set(lease_ids))))
+            .returning(vault_leases.c.id.label("lease_id"), vault_leases.c.credential_id)
+        )
+        if not self._is_sqlite:
+            ended = deleting.cte("ended")
+            rows = (
+                await conn.execute(
+                    select(ended.c.lease_id, vault_credentials).join_from(
+                        ended, vault_credentials, vault_credentials.c.id == ended.c.credential_id
+                    )
+                )
+            ).all()
+            return {row._mapping["lease_id"]: _record(row) for row in rows}
+        gone = (await conn.execute(deleting)).all()
+        if not gone:
+            return {}
+        rows = (
+            await conn.execute(
+                select(vault_credentials).where(
+                    vault_credentials.c.id.in_(sorted({credential_id for _, credential_id in gone}))
+                )
+            )
+        ).all()
+        records = {record.id: record for record in map(_record, rows)}
+        return {lease_id: records[credential_id] for lease_id, credential_id in gone}
 
     async def _claim_sqlite_writer(self, conn: AsyncConnection) -> None:
         """On SQLite, take the database's write lock before reading (BEGIN is deferred).
@@ -456,33 +543,6 @@ async def _live_leases(
     for credential_id, count, earliest in rows:
         result[credential_id] = (int(count), earliest)
     return result
-
-
-async def _release_many(
-    conn: AsyncConnection, org_id: str, lease_ids: Sequence[str]
-) -> dict[str, CredentialRecord]:
-    """End ``ok`` leases: one ``DELETE ... RETURNING`` on the lease rows (no credential lock
-    is taken or waited for), then one read of their credentials."""
-    if not lease_ids:
-        return {}
-    ended = (
-        await conn.execute(
-            delete(vault_leases)
-            .where(vault_leases.c.org_id == org_id, vault_leases.c.id.in_(sorted(set(lease_ids))))
-            .returning(vault_leases.c.id, vault_leases.c.credential_id)
-        )
-    ).all()
-    if not ended:
-        return {}
-    rows = (
-        await conn.execute(
-            select(vault_credentials).where(
-                vault_credentials.c.id.in_(sorted({credential_id for _, credential_id in ended}))
-            )
-        )
-    ).all()
-    records = {record.id: record for record in map(_record, rows)}
-    return {lease_id: records[credential_id] for lease_id, credential_id in ended}
 
 
 async def _save(conn: AsyncConnection, record: CredentialRecord) -> None:
