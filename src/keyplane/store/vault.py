@@ -1,25 +1,26 @@
 """``SqlVaultStore``: upstream credentials and their leases on SQLite and PostgreSQL.
 
-A lease is one transaction: lock the matching credentials, count each one's live leases,
-let :func:`keyplane.domain.vault.choose` pick, insert the lease and count one use, commit.
-On PostgreSQL an unlocked look comes first, so refusals (all full, cooling, spent) take no lock.
+Leases and ``ok`` releases are written in batches (:meth:`SqlVaultStore.lease_batch`; the
+service queues concurrent requests into them): one transaction locks the matching
+credentials, reads them with their live lease counts, lets :func:`keyplane.domain.vault.choose`
+pick for each lease in turn (each seeing the slots and uses the earlier ones took), inserts
+the leases and counts the uses with one statement each, deletes the released leases, commits.
 
-- PostgreSQL: ``SELECT ... FOR UPDATE`` (in id order, so two leases never deadlock) makes
-  concurrent leases of the same credentials take turns across every instance; under READ
-  COMMITTED each statement after the lock sees the leases committed before it. The guarantees
-  (never more than ``max_concurrent`` live leases, never more uses than the limits) are exact
-  with no Redis involved. A lease first tries only the rows nobody holds (``SKIP LOCKED``), so
-  leases of different credentials run in parallel; only when those cannot serve does it wait
-  for all of them, in a fresh transaction (holding some while waiting for others could
-  deadlock). Counting happens after the lock, in its own statement: a count taken in the
-  locking statement would come from before the wait.
-- SQLite: the store's writer lock serialises leases in this process, and the transaction
-  starts with a write so that SQLite's own write lock is held from the first read, which
+- PostgreSQL: ``SELECT ... FOR UPDATE`` (in id order, so two batches never deadlock) makes
+  concurrent batches of the same credentials take turns across every instance; under READ
+  COMMITTED each statement after the lock sees the leases committed before it. Counting
+  happens after the lock, in its own statement: a count taken in the locking statement would
+  come from before the wait. The guarantees (never more than ``max_concurrent`` live leases,
+  never more uses than the limits) are exact with no Redis involved. A batch of releases only
+  is one autocommitted statement.
+- SQLite: the store's writer lock serialises writers in this process, and the transaction
+  starts with a write (a no-op ``UPDATE ... RETURNING`` that also reads the candidates and
+  their live leases) so that SQLite's own write lock is held from the first read, which
   keeps other processes sharing the one file exact too.
 
 Live leases are rows whose ``expires_at`` is still ahead: an abandoned lease stops counting
-when it expires, with no sweeper. Lock order is always credential row, then lease rows; an
-``ok`` release locks its lease row only and waits for nothing else, so none can deadlock.
+when it expires, with no sweeper. Lock order is always credential rows, then lease rows; an
+``ok`` release locks lease rows only and waits for nothing else, so none can deadlock.
 """
 
 from __future__ import annotations
