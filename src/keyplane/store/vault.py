@@ -347,23 +347,37 @@ class SqlVaultStore:
                     vault_leases.c.expires_at <= now,
                 )
             )
-        if new_leases:
+        if not new_leases:
+            return answers
+        uses = [
+            {
+                "key": r.id,
+                "day_start": r.day_start,
+                "day_count": r.day_count,
+                "month_start": r.month_start,
+                "month_count": r.month_count,
+                "total_count": r.total_count,
+                "last_used_at": r.last_used_at,
+            }
+            for r in used.values()
+        ]
+        if self._is_sqlite:
             await conn.execute(insert(vault_leases), new_leases)
-            await conn.execute(
-                _COUNT_USE,
-                [
-                    {
-                        "key": r.id,
-                        "day_start": r.day_start,
-                        "day_count": r.day_count,
-                        "month_start": r.month_start,
-                        "month_count": r.month_count,
-                        "total_count": r.total_count,
-                        "last_used_at": r.last_used_at,
-                    }
-                    for r in used.values()
-                ],
-            )
+            await conn.execute(_COUNT_USE, uses)
+            return answers
+        # PostgreSQL: one round trip for the common case of one credential used. The
+        # leases' INSERT rides as a CTE of that credential's counter UPDATE (a data-modifying
+        # CTE runs whether or not the main statement reads it).
+        first, *rest = uses
+        key = first.pop("key")
+        await conn.execute(
+            update(vault_credentials)
+            .where(vault_credentials.c.id == key)
+            .values(**first)
+            .add_cte(insert(vault_leases).values(new_leases).cte("new_leases"))
+        )
+        if rest:
+            await conn.execute(_COUNT_USE, rest)
         return answers
 
     async def _lock_and_count(
