@@ -300,44 +300,14 @@ class SqlVaultStore:
         if any(a.org_id != org_id or a.filters != filters for a in asks):
             raise ValueError("a lease batch is for one organization and one filter")
         only_active = dataclasses.replace(filters, status=CredentialStatus.ACTIVE)
-        answers: list[Lease | Choice | Exception] = []
         records, live = await self._lock_and_count(conn, org_id, only_active, now)
-        new_leases: list[dict[str, Any]] = []
-        used: dict[str, CredentialRecord] = {}
-        sweep: set[str] = set()
-        for ask in asks:
-            candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records.values()]
-            choice = choose(candidates, ask.strategy, now, rng)
-            if choice.record is None:
-                answers.append(choice)
-                continue
-            chosen = choice.record
-            try:
-                secret = ask.open_secret(chosen)
-            except Exception as exc:  # its own answer; no slot or use taken
-                answers.append(exc)
-                continue
-            if chosen.total_count % _SWEEP_EVERY == 0:
-                sweep.add(chosen.id)
-            after = chosen.used_once(now)
-            records[chosen.id] = used[chosen.id] = after
-            count, earliest = live.get(chosen.id, (0, None))
-            expires_at = now + ask.ttl
-            live[chosen.id] = (
-                count + 1,
-                expires_at if earliest is None else min(earliest, expires_at),
-            )
-            lease_id = ids.new_id("lease")
-            new_leases.append(
-                {
-                    "id": lease_id,
-                    "org_id": org_id,
-                    "credential_id": chosen.id,
-                    "created_at": now,
-                    "expires_at": expires_at,
-                }
-            )
-            answers.append(Lease(lease_id, after, secret, now, expires_at))
+        decided = _decide(asks, org_id, records, live, now, rng)
+        answers, new_leases, used, sweep = (
+            decided.answers,
+            decided.new_leases,
+            decided.used,
+            decided.sweep,
+        )
         if sweep:
             # Housekeeping only (expired leases no longer count), while the credential
             # rows are ours: the lock order stays credential -> lease.
@@ -388,9 +358,7 @@ class SqlVaultStore:
         SQLite: one statement, a no-op ``UPDATE ... RETURNING`` whose write takes the
         database's write lock before it reads, with the live lease count and earliest expiry
         as correlated subqueries: they read under that lock, so they are current. PostgreSQL:
-        ``SELECT ... FOR UPDATE`` in id order, then the count in a statement of its own (a
-        count inside the locking statement would come from its snapshot, taken before any
-        wait for the locks).
+        ``SELECT ... FOR UPDATE`` in id order, then the count when a limit needs it.
         """
         table = vault_credentials
         conditions = self._conditions(org_id, filters)
@@ -414,16 +382,22 @@ class SqlVaultStore:
                 )
             ).all()
             # RETURNING has no order: sort by id, like the PostgreSQL path.
-            rows = sorted(returned, key=lambda row: str(row._mapping["id"]))
-            records = {r.id: r for r in map(_record, rows)}
+            ordered = sorted(returned, key=lambda row: str(row._mapping["id"]))
+            records = {r.id: r for r in map(_record, ordered)}
             live = {
                 row._mapping["id"]: (int(row._mapping["live_count"]), row._mapping["earliest"])
-                for row in rows
+                for row in ordered
                 if row._mapping["live_count"]
             }
             return records, live
         query = select(table).where(*conditions).order_by(table.c.id).with_for_update()
         records = {r.id: r for r in map(_record, (await conn.execute(query)).all())}
+        if all(record.max_concurrent is None for record in records.values()):
+            # Live leases only matter against a concurrency limit (capacity, and the retry
+            # hint of ALL_AT_MAX_CONCURRENCY): with none, skip the count and its round trip.
+            return records, {}
+        # Counted after the lock, in a statement of its own: a count inside the locking
+        # statement would come from its snapshot, taken before any wait for the locks.
         return records, await _live_leases(conn, list(records), now)
 
     async def _release_many(
@@ -551,6 +525,66 @@ def _stored_status(status: CredentialStatus) -> str:
     if status is CredentialStatus.COOLING_DOWN:
         return CredentialStatus.ACTIVE.value
     return status.value
+
+
+@dataclass(slots=True)
+class _Decided:
+    answers: list[Lease | Choice | Exception] = field(default_factory=list)
+    new_leases: list[dict[str, Any]] = field(default_factory=list)
+    used: dict[str, CredentialRecord] = field(default_factory=dict)
+    sweep: set[str] = field(default_factory=set)
+
+
+def _decide(
+    asks: Sequence[LeaseAsk],
+    org_id: str,
+    locked: Mapping[str, CredentialRecord],
+    counted: Mapping[str, tuple[int, datetime | None]],
+    now: datetime,
+    rng: random.Random | None,
+) -> _Decided:
+    """Decide the asks of a batch in turn, in memory, each seeing what the earlier took."""
+    records, live, decided = dict(locked), dict(counted), _Decided()
+    answers, new_leases, used, sweep = (
+        decided.answers,
+        decided.new_leases,
+        decided.used,
+        decided.sweep,
+    )
+    for ask in asks:
+        candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records.values()]
+        choice = choose(candidates, ask.strategy, now, rng)
+        if choice.record is None:
+            answers.append(choice)
+            continue
+        chosen = choice.record
+        try:
+            secret = ask.open_secret(chosen)
+        except Exception as exc:  # its own answer; no slot or use taken
+            answers.append(exc)
+            continue
+        if chosen.total_count % _SWEEP_EVERY == 0:
+            sweep.add(chosen.id)
+        after = chosen.used_once(now)
+        records[chosen.id] = used[chosen.id] = after
+        count, earliest = live.get(chosen.id, (0, None))
+        expires_at = now + ask.ttl
+        live[chosen.id] = (
+            count + 1,
+            expires_at if earliest is None else min(earliest, expires_at),
+        )
+        lease_id = ids.new_id("lease")
+        new_leases.append(
+            {
+                "id": lease_id,
+                "org_id": org_id,
+                "credential_id": chosen.id,
+                "created_at": now,
+                "expires_at": expires_at,
+            }
+        )
+        answers.append(Lease(lease_id, after, secret, now, expires_at))
+    return decided
 
 
 async def _live_leases(
