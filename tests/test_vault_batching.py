@@ -187,3 +187,37 @@ def now() -> datetime:
 
 def released_ids(leases: Sequence[Lease]) -> set[str]:
     return {lease.credential.id for lease in leases}
+
+
+async def test_an_unknown_release_in_a_batch_fails_alone(database: Database) -> None:
+    async with open_vault(database.settings()) as vault:
+        service, principal = vault.service, vault.principal
+        await _add(vault, 2)
+        leases = await asyncio.gather(*(service.lease(principal, OPENAI) for _ in range(3)))
+        results = await asyncio.gather(
+            *(service.release(principal, lease.id) for lease in leases),
+            service.release(principal, "lease_" + "1" * 26),
+            service.release(principal, leases[0].id),  # the same lease twice in one batch
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results[:3]] == ["CredentialRecord"] * 3
+        assert isinstance(results[3], NotFoundError)
+        # Released once: whichever of the two came second is refused, never both served.
+        assert sum(isinstance(r, NotFoundError) for r in (results[0], results[4])) == 1
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_the_shared_transaction(
+    database: Database,
+) -> None:
+    async with open_vault(database.settings()) as vault:
+        service, principal = vault.service, vault.principal
+        await _add(vault, 1)
+        tasks = [asyncio.create_task(service.lease(principal, OPENAI)) for _ in range(4)]
+        await asyncio.sleep(0)  # all four are queued
+        tasks[0].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(done[0], asyncio.CancelledError)
+        assert all(isinstance(lease, Lease) for lease in done[1:])
+        # The cancelled caller's lease was written with the others; it expires by itself.
+        [item] = await vault.list()
+        assert (item.live_leases, item.record.total_count) == (4, 4)

@@ -282,6 +282,7 @@ class _LeaseBatcher:
         self.transactions += 1
         self.requests += len(items)
         answer_of = iter(answers)
+        ended: set[str] = set()
         for item in items:
             if item.ask is not None:
                 answer = next(answer_of)
@@ -295,7 +296,9 @@ class _LeaseBatcher:
                     item.done.set_exception(answer)
             elif item.done.done():
                 continue
-            elif item.lease_id in released:
+            elif item.lease_id in released and item.lease_id not in ended:
+                # Once: a second release of the same lease in the batch finds it gone.
+                ended.add(item.lease_id)
                 item.done.set_result(released[item.lease_id])
             else:
                 item.done.set_exception(NotFoundError("no such lease", code="LEASE_NOT_FOUND"))
