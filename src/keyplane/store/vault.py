@@ -11,12 +11,13 @@ the leases and counts the uses with one statement each, deletes the released lea
   COMMITTED each statement after the lock sees the leases committed before it. Counting
   happens after the lock, in its own statement: a count taken in the locking statement would
   come from before the wait. The guarantees (never more than ``max_concurrent`` live leases,
-  never more uses than the limits) are exact with no Redis involved. A batch of releases only
-  is one autocommitted statement.
+  never more uses than the limits) are exact with no Redis involved. Live leases are counted
+  only when a candidate has a concurrency limit (nothing else depends on them). A batch of
+  releases only is one autocommitted statement.
 - SQLite: the store's writer lock serialises writers in this process, and the transaction
-  starts with a write (a no-op ``UPDATE ... RETURNING`` that also reads the candidates and
-  their live leases) so that SQLite's own write lock is held from the first read, which
-  keeps other processes sharing the one file exact too.
+  starts with a write (matching no row) so that SQLite's own write lock is held from the
+  first read, which keeps other processes sharing the one file exact too; the candidates and
+  their live lease counts are then read in one statement.
 
 Live leases are rows whose ``expires_at`` is still ahead: an abandoned lease stops counting
 when it expires, with no sweeper. Lock order is always credential rows, then lease rows; an
@@ -41,7 +42,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal_column,
     select,
     update,
 )
@@ -263,8 +263,7 @@ class SqlVaultStore:
         if not asks and not self._is_sqlite:
             return [], await self._release_autocommit(releases)
         async with self._store._write() as conn:
-            # No separate claim of SQLite's write lock here: the first statement is always a
-            # write (the locking UPDATE of _lock_and_count, or a release's DELETE).
+            # SQLite's write lock: _lock_and_count claims it; a release's DELETE is a write.
             answers = await self._lease_many(conn, asks, now, rng)
             released: dict[str, CredentialRecord] = {}
             for org_id, lease_ids in releases.items():
@@ -355,38 +354,37 @@ class SqlVaultStore:
     ) -> tuple[dict[str, CredentialRecord], dict[str, tuple[int, datetime | None]]]:
         """Lock the matching credentials; read them (in id order) and their live leases.
 
-        SQLite: one statement, a no-op ``UPDATE ... RETURNING`` whose write takes the
-        database's write lock before it reads, with the live lease count and earliest expiry
-        as correlated subqueries: they read under that lock, so they are current. PostgreSQL:
-        ``SELECT ... FOR UPDATE`` in id order, then the count when a limit needs it.
+        SQLite: the write lock, then one statement reading the candidates with their live
+        lease count and earliest expiry as correlated subqueries, current under that lock.
+        PostgreSQL: ``SELECT ... FOR UPDATE`` in id order, then the count when a limit needs
+        it.
         """
         table = vault_credentials
         conditions = self._conditions(org_id, filters)
         if self._is_sqlite:
-            # Qualified by hand: RETURNING renders column names bare, and a bare ``id`` in
-            # the subquery would be the lease's own.
+            # Take the write lock first (a write matching no row: it writes no page), then
+            # read the candidates with their live leases in one statement; under that lock
+            # the count is current.
+            await self._claim_sqlite_writer(conn)
             live_leases = (
-                vault_leases.c.credential_id == literal_column("vault_credentials.id"),
+                vault_leases.c.credential_id == table.c.id,
                 vault_leases.c.expires_at > now,
             )
             count = select(func.count()).where(*live_leases).scalar_subquery()
             earliest = (
                 select(func.min(vault_leases.c.expires_at)).where(*live_leases).scalar_subquery()
             )
-            returned = (
+            rows = (
                 await conn.execute(
-                    update(table)
+                    select(table, count.label("live_count"), earliest.label("earliest"))
                     .where(*conditions)
-                    .values(weight=table.c.weight)
-                    .returning(*table.c, count.label("live_count"), earliest.label("earliest"))
+                    .order_by(table.c.id)
                 )
             ).all()
-            # RETURNING has no order: sort by id, like the PostgreSQL path.
-            ordered = sorted(returned, key=lambda row: str(row._mapping["id"]))
-            records = {r.id: r for r in map(_record, ordered)}
+            records = {r.id: r for r in map(_record, rows)}
             live = {
                 row._mapping["id"]: (int(row._mapping["live_count"]), row._mapping["earliest"])
-                for row in ordered
+                for row in rows
                 if row._mapping["live_count"]
             }
             return records, live
