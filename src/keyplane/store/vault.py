@@ -49,7 +49,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 
 from keyplane.domain import ids
 from keyplane.domain.vault import (
@@ -66,6 +66,8 @@ from keyplane.store.tables import vault_credentials, vault_leases
 
 #: Clear a credential's expired leases on every this many leases of it.
 _SWEEP_EVERY = 16
+#: Lock statements kept (one per organization and lease filter in use).
+_STATEMENT_CACHE_SIZE = 256
 #: Count uses of a leased credential; run as one executemany per batch.
 _COUNT_USE = (
     update(vault_credentials)
@@ -78,6 +80,10 @@ _COUNT_USE = (
         total_count=bindparam("total_count"),
         last_used_at=bindparam("last_used_at"),
     )
+)
+#: A write matching no row: takes SQLite's write lock, writes nothing.
+_CLAIM = (
+    update(vault_credentials).where(vault_credentials.c.id == "").values(id=vault_credentials.c.id)
 )
 #: A pure change of a locked credential; may raise a KeyplaneError to refuse.
 CredentialMutation = Callable[[CredentialRecord], CredentialRecord]
@@ -126,6 +132,7 @@ class SqlVaultStore:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self._is_sqlite = store.engine.dialect.name == "sqlite"
+        self._lock_statements: dict[tuple[str, CredentialFilter], Select[Any]] = {}
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -359,28 +366,10 @@ class SqlVaultStore:
         PostgreSQL: ``SELECT ... FOR UPDATE`` in id order, then the count when a limit needs
         it.
         """
-        table = vault_credentials
-        conditions = self._conditions(org_id, filters)
+        query = self._lock_statement(org_id, filters)
         if self._is_sqlite:
-            # Take the write lock first (a write matching no row: it writes no page), then
-            # read the candidates with their live leases in one statement; under that lock
-            # the count is current.
             await self._claim_sqlite_writer(conn)
-            live_leases = (
-                vault_leases.c.credential_id == table.c.id,
-                vault_leases.c.expires_at > now,
-            )
-            count = select(func.count()).where(*live_leases).scalar_subquery()
-            earliest = (
-                select(func.min(vault_leases.c.expires_at)).where(*live_leases).scalar_subquery()
-            )
-            rows = (
-                await conn.execute(
-                    select(table, count.label("live_count"), earliest.label("earliest"))
-                    .where(*conditions)
-                    .order_by(table.c.id)
-                )
-            ).all()
+            rows = (await conn.execute(query, {"now": now})).all()
             records = {r.id: r for r in map(_record, rows)}
             live = {
                 row._mapping["id"]: (int(row._mapping["live_count"]), row._mapping["earliest"])
@@ -388,7 +377,6 @@ class SqlVaultStore:
                 if row._mapping["live_count"]
             }
             return records, live
-        query = select(table).where(*conditions).order_by(table.c.id).with_for_update()
         records = {r.id: r for r in map(_record, (await conn.execute(query)).all())}
         if all(record.max_concurrent is None for record in records.values()):
             # Live leases only matter against a concurrency limit (capacity, and the retry
@@ -397,6 +385,47 @@ class SqlVaultStore:
         # Counted after the lock, in a statement of its own: a count inside the locking
         # statement would come from its snapshot, taken before any wait for the locks.
         return records, await _live_leases(conn, list(records), now)
+
+    def _lock_statement(self, org_id: str, filters: CredentialFilter) -> Select[Any]:
+        """The statement that reads (and on PostgreSQL locks) a filter's candidates.
+
+        Built once per (organization, filter) and reused: building and keying a statement
+        costs more Python time than a lease's other work. On SQLite it also reads the live
+        lease count and earliest expiry (correlated subqueries, bound ``now``), after the
+        write lock has been claimed, so they are current.
+        """
+        key: tuple[str, CredentialFilter] | None = None
+        try:
+            cached = self._lock_statements.get((org_id, filters))
+            key = (org_id, filters)
+        except TypeError:  # a filter holding lists: not hashable, build it every time
+            key, cached = None, None
+        if cached is not None:
+            return cached
+        table = vault_credentials
+        conditions = self._conditions(org_id, filters)
+        query: Select[Any]
+        if self._is_sqlite:
+            live_leases = (
+                vault_leases.c.credential_id == table.c.id,
+                vault_leases.c.expires_at > bindparam("now", type_=vault_leases.c.expires_at.type),
+            )
+            count = select(func.count()).where(*live_leases).scalar_subquery()
+            earliest = (
+                select(func.min(vault_leases.c.expires_at)).where(*live_leases).scalar_subquery()
+            )
+            query = (
+                select(table, count.label("live_count"), earliest.label("earliest"))
+                .where(*conditions)
+                .order_by(table.c.id)
+            )
+        else:
+            query = select(table).where(*conditions).order_by(table.c.id).with_for_update()
+        if key is not None:
+            if len(self._lock_statements) >= _STATEMENT_CACHE_SIZE:
+                self._lock_statements.clear()
+            self._lock_statements[key] = query
+        return query
 
     async def _release_many(
         self, conn: AsyncConnection, org_id: str, lease_ids: Sequence[str]
@@ -441,11 +470,7 @@ class SqlVaultStore:
         the file changed since our read began.
         """
         if self._is_sqlite:
-            await conn.execute(
-                update(vault_credentials)
-                .where(vault_credentials.c.id == "")
-                .values(id=vault_credentials.c.id)
-            )
+            await conn.execute(_CLAIM)
 
     async def release(
         self,
