@@ -227,8 +227,14 @@ class _LeaseBatcher:
         self._queue.append(item)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
-        # shield: a caller that goes away must not cancel a transaction others share.
-        return await asyncio.shield(item.done)
+        try:
+            # shield: a caller that goes away must not cancel a transaction others share.
+            return await asyncio.shield(item.done)
+        except asyncio.CancelledError:
+            # Nobody will read its answer now; read a failure here so none is reported as
+            # "never retrieved".
+            item.done.add_done_callback(_retrieve)
+            raise
 
     async def _drain(self) -> None:
         try:
@@ -302,6 +308,11 @@ class _LeaseBatcher:
                 item.done.set_result(released[item.lease_id])
             else:
                 item.done.set_exception(NotFoundError("no such lease", code="LEASE_NOT_FOUND"))
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def _fail(items: Sequence[_Pending], exc: BaseException) -> None:
