@@ -17,10 +17,11 @@ Run::
     .venv/bin/python bench/vault.py --duration 3 --clients 1,16 --backends sqlite
     .venv/bin/python bench/vault.py --database-url postgresql://user@host:5432/db
 
-What a Keyplane lease does, on every backend: one transaction that locks the matching
-credentials, counts their live leases, picks one by strategy, opens its sealed secret
-(AES-256-GCM, twice: the data key, then the secret), inserts the lease and counts one use;
-the release is another transaction that deletes the lease. Both are durable when they return
+What a Keyplane lease does, on every backend: it joins the vault's group commit, so the
+leases and releases of concurrent clients share a transaction that locks the matching
+credentials, counts their live leases, picks for each lease by strategy, opens its sealed
+secret (AES-256-GCM, twice: the data key, then the secret), inserts the leases, counts the
+uses and deletes the released leases. Every lease and release is durable when it returns
 (SQLite ``synchronous=FULL``). See bench/README.md.
 """
 

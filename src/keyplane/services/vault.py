@@ -11,8 +11,10 @@ atomicity across instances is the store's (:mod:`keyplane.store.vault`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import logging
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -44,16 +46,21 @@ from keyplane.errors import (
     KeyplaneError,
     NotFoundError,
     PermissionDeniedError,
+    StorageError,
     ValidationError,
 )
 from keyplane.services.authz import require_scope
-from keyplane.store.vault import CredentialFilter, Lease, SqlVaultStore
+from keyplane.store.vault import CredentialFilter, Lease, LeaseAsk, SqlVaultStore
 
 MAX_SECRET_LENGTH = 8192
 MAX_LIMIT = 2**53 - 1
 MAX_WEIGHT = 1_000_000
 MAX_BULK = 100  # and the request body limit (64 KiB by default) applies
 ENVIRONMENT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
+#: Most lease and release requests one transaction takes (keeps its IN lists small).
+MAX_LEASE_BATCH = 128
+
+log = logging.getLogger(__name__)
 
 
 class VaultNotConfiguredError(ConfigurationError):
@@ -165,6 +172,155 @@ class ProviderStats:
     items: list[CredentialStats]
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A queued lease (``ask``) or ``ok`` release (``lease_id``), and its caller's future."""
+
+    org_id: str
+    ask: LeaseAsk | None
+    lease_id: str | None
+    done: asyncio.Future[Any]
+
+
+class _LeaseBatcher:
+    """Group commit of leases and ``ok`` releases.
+
+    Requests queue while a transaction is being written; the next transaction takes all of
+    them (up to :data:`MAX_LEASE_BATCH`): the leases of the first (organization, filter) in
+    the queue, then every queued release, in one transaction (so one commit, one fsync on
+    SQLite, for the lot); leases with other filters follow in transactions of their own (one
+    lock set per transaction, in id order, so instances never deadlock). Each caller is
+    answered only once its transaction has committed, so an acknowledged lease or release is
+    durable, and the store decides the leases of a batch in turn under the credential locks,
+    so every limit holds exactly as with one transaction per lease.
+
+    When a batch's transaction fails, each of its requests is tried again alone: a failure
+    fails only the requests it belongs to. The draining task is started on demand and ends
+    when the queue is empty, so there is nothing to start or stop with the service.
+    """
+
+    def __init__(self, store: SqlVaultStore, clock: Clock, rng: random.Random | None) -> None:
+        self._store = store
+        self._clock = clock
+        self._rng = rng
+        self._queue: list[_Pending] = []
+        self._task: asyncio.Task[None] | None = None
+        #: Transactions written and requests they carried (for tests and benchmarks).
+        self.transactions = 0
+        self.requests = 0
+
+    async def lease(self, ask: LeaseAsk) -> Lease:
+        result: Lease = await self._submit(_Pending(ask.org_id, ask, None, self._future()))
+        return result
+
+    async def release(self, org_id: str, lease_id: str) -> CredentialRecord:
+        result: CredentialRecord = await self._submit(
+            _Pending(org_id, None, lease_id, self._future())
+        )
+        return result
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, item: _Pending) -> Any:
+        self._queue.append(item)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        try:
+            # shield: a caller that goes away must not cancel a transaction others share.
+            return await asyncio.shield(item.done)
+        except asyncio.CancelledError:
+            # Nobody will read its answer now; read a failure here so none is reported as
+            # "never retrieved".
+            item.done.add_done_callback(_retrieve)
+            raise
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[:MAX_LEASE_BATCH]
+                del self._queue[:MAX_LEASE_BATCH]
+                try:
+                    await self._run(batch)
+                finally:
+                    _fail(batch, StorageError("the lease was not processed"))
+        finally:
+            self._task = None
+            _fail(self._queue, StorageError("the lease was not processed"))
+            self._queue.clear()
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        groups: dict[tuple[str, CredentialFilter], list[_Pending]] = {}
+        releases: list[_Pending] = []
+        for item in batch:
+            if item.ask is None:
+                releases.append(item)
+            else:
+                groups.setdefault((item.org_id, item.ask.filters), []).append(item)
+        transactions = list(groups.values()) or [[]]
+        transactions[0] = transactions[0] + releases
+        for items in transactions:
+            await self._write(items)
+
+    async def _write(self, items: list[_Pending]) -> None:
+        asks = [item.ask for item in items if item.ask is not None]
+        releases: dict[str, list[str]] = {}
+        for item in items:
+            if item.lease_id is not None:
+                releases.setdefault(item.org_id, []).append(item.lease_id)
+        try:
+            answers, released = await self._store.lease_batch(
+                asks, releases, self._clock.now(), self._rng
+            )
+        except Exception as exc:
+            if len(items) > 1:
+                log.warning(
+                    "lease batch of %d failed (%s): retrying one by one",
+                    len(items),
+                    type(exc).__name__,
+                )
+                for item in items:
+                    await self._write([item])
+            else:
+                _fail(items, exc)
+            return
+        self.transactions += 1
+        self.requests += len(items)
+        answer_of = iter(answers)
+        ended: set[str] = set()
+        for item in items:
+            if item.ask is not None:
+                answer = next(answer_of)
+                if item.done.done():
+                    continue
+                if isinstance(answer, Lease):
+                    item.done.set_result(answer)
+                elif isinstance(answer, Choice):
+                    item.done.set_exception(_refused(answer))
+                else:
+                    item.done.set_exception(answer)
+            elif item.done.done():
+                continue
+            elif item.lease_id in released and item.lease_id not in ended:
+                # Once: a second release of the same lease in the batch finds it gone.
+                ended.add(item.lease_id)
+                item.done.set_result(released[item.lease_id])
+            else:
+                item.done.set_exception(NotFoundError("no such lease", code="LEASE_NOT_FOUND"))
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
+def _fail(items: Sequence[_Pending], exc: BaseException) -> None:
+    for item in items:
+        if not item.done.done():
+            item.done.set_exception(exc)
+
+
 class VaultService:
     """Use cases of the vault, for the API, the CLI and in-process callers."""
 
@@ -181,6 +337,7 @@ class VaultService:
         self._clock = clock
         self._rng = rng
         self.default_strategy = default_strategy
+        self._batcher = _LeaseBatcher(store, clock, rng)
 
     @property
     def configured(self) -> bool:
@@ -370,7 +527,11 @@ class VaultService:
     # -- leases -----------------------------------------------------------------------------
 
     async def lease(self, principal: Principal, request: LeaseRequest) -> Lease:
-        """Lease a credential by strategy, or raise a LeaseRefusedError saying why none."""
+        """Lease a credential by strategy, or raise a LeaseRefusedError saying why none.
+
+        Returns once the lease is committed (see :class:`_LeaseBatcher`: concurrent leases
+        and releases share a transaction).
+        """
         require_scope(principal, "vault:lease")
         ring = self._ring()
         if not timedelta(seconds=1) <= request.ttl <= MAX_LEASE_TTL:
@@ -383,7 +544,6 @@ class VaultService:
             tags=tuple(validation.check_tags(list(request.tags))),
             metadata=metadata_filter(request.metadata_filter),
         )
-        now = self._clock.now()
         org_id = principal.org_id
 
         def open_secret(record: CredentialRecord) -> str:
@@ -391,18 +551,10 @@ class VaultService:
                 ring, record.sealed_secret, envelope.credential_aad(org_id, record.id)
             )
 
-        result = await self._store.lease(
-            org_id,
-            filters,
-            request.strategy or self.default_strategy,
-            now,
-            now + request.ttl,
-            open_secret,
-            self._rng,
+        ask = LeaseAsk(
+            org_id, filters, request.strategy or self.default_strategy, request.ttl, open_secret
         )
-        if isinstance(result, Choice):
-            raise _refused(result)
-        return result
+        return await self._batcher.lease(ask)
 
     async def release(
         self,
@@ -439,9 +591,10 @@ class VaultService:
                 return current
             return dataclasses.replace(current, cooldown_until=until, updated_at=now)
 
-        return await self._store.release(
-            principal.org_id, lease_id, None if outcome is Outcome.OK else apply
-        )
+        if outcome is Outcome.OK:
+            # The common case: batched with concurrent leases and releases.
+            return await self._batcher.release(principal.org_id, lease_id)
+        return await self._store.release(principal.org_id, lease_id, apply)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -1,40 +1,55 @@
 """``SqlVaultStore``: upstream credentials and their leases on SQLite and PostgreSQL.
 
-A lease is one transaction: lock the matching credentials, count each one's live leases,
-let :func:`keyplane.domain.vault.choose` pick, insert the lease and count one use, commit.
-On PostgreSQL an unlocked look comes first, so refusals (all full, cooling, spent) take no lock.
+Leases and ``ok`` releases are written in batches (:meth:`SqlVaultStore.lease_batch`; the
+service queues concurrent requests into them): one transaction locks the matching
+credentials, reads them with their live lease counts, lets :func:`keyplane.domain.vault.choose`
+pick for each lease in turn (each seeing the slots and uses the earlier ones took), inserts
+the leases and counts the uses with one statement each, deletes the released leases, commits.
 
-- PostgreSQL: ``SELECT ... FOR UPDATE`` (in id order, so two leases never deadlock) makes
-  concurrent leases of the same credentials take turns across every instance; under READ
-  COMMITTED each statement after the lock sees the leases committed before it. The guarantees
-  (never more than ``max_concurrent`` live leases, never more uses than the limits) are exact
-  with no Redis involved. A lease first tries only the rows nobody holds (``SKIP LOCKED``), so
-  leases of different credentials run in parallel; only when those cannot serve does it wait
-  for all of them, in a fresh transaction (holding some while waiting for others could
-  deadlock). Counting happens after the lock, in its own statement: a count taken in the
-  locking statement would come from before the wait.
-- SQLite: the store's writer lock serialises leases in this process, and the transaction
-  starts with a write so that SQLite's own write lock is held from the first read, which
-  keeps other processes sharing the one file exact too.
+- PostgreSQL: ``SELECT ... FOR UPDATE`` (in id order, so two batches never deadlock) makes
+  concurrent batches of the same credentials take turns across every instance; under READ
+  COMMITTED each statement after the lock sees the leases committed before it. Counting
+  happens after the lock, in its own statement: a count taken in the locking statement would
+  come from before the wait. The guarantees (never more than ``max_concurrent`` live leases,
+  never more uses than the limits) are exact with no Redis involved. Live leases are counted
+  only when a candidate has a concurrency limit (nothing else depends on them). A batch of
+  releases only is one autocommitted statement.
+- SQLite: the store's writer lock serialises writers in this process, and the transaction
+  starts with a write (matching no row) so that SQLite's own write lock is held from the
+  first read, which keeps other processes sharing the one file exact too; the candidates and
+  their live lease counts are then read in one statement.
 
 Live leases are rows whose ``expires_at`` is still ahead: an abandoned lease stops counting
-when it expires, with no sweeper. Lock order is always credential row, then lease rows; an
-``ok`` release locks its lease row only and waits for nothing else, so none can deadlock.
+when it expires, with no sweeper. Lock order is always credential rows, then lease rows; an
+``ok`` release locks lease rows only and waits for nothing else, so none can deadlock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 
 from keyplane.domain import ids
 from keyplane.domain.vault import (
@@ -45,12 +60,31 @@ from keyplane.domain.vault import (
     Strategy,
     choose,
 )
-from keyplane.errors import NotFoundError
+from keyplane.errors import NotFoundError, StorageError
 from keyplane.store.sql import SqlStore, metadata_text
 from keyplane.store.tables import vault_credentials, vault_leases
 
 #: Clear a credential's expired leases on every this many leases of it.
 _SWEEP_EVERY = 16
+#: Lock statements kept (one per organization and lease filter in use).
+_STATEMENT_CACHE_SIZE = 256
+#: Count uses of a leased credential; run as one executemany per batch.
+_COUNT_USE = (
+    update(vault_credentials)
+    .where(vault_credentials.c.id == bindparam("key"))
+    .values(
+        day_start=bindparam("day_start"),
+        day_count=bindparam("day_count"),
+        month_start=bindparam("month_start"),
+        month_count=bindparam("month_count"),
+        total_count=bindparam("total_count"),
+        last_used_at=bindparam("last_used_at"),
+    )
+)
+#: A write matching no row: takes SQLite's write lock, writes nothing.
+_CLAIM = (
+    update(vault_credentials).where(vault_credentials.c.id == "").values(id=vault_credentials.c.id)
+)
 #: A pure change of a locked credential; may raise a KeyplaneError to refuse.
 CredentialMutation = Callable[[CredentialRecord], CredentialRecord]
 
@@ -71,6 +105,19 @@ class CredentialFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseAsk:
+    """One lease request of a batch (see :meth:`SqlVaultStore.lease_batch`)."""
+
+    org_id: str
+    filters: CredentialFilter
+    strategy: Strategy
+    #: The lease lasts this long from the batch's ``now``.
+    ttl: timedelta
+    #: Opens the chosen credential's secret; runs inside the transaction.
+    open_secret: Callable[[CredentialRecord], str]
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     id: str
     credential: CredentialRecord
@@ -85,6 +132,7 @@ class SqlVaultStore:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self._is_sqlite = store.engine.dialect.name == "sqlite"
+        self._lock_statements: dict[tuple[str, CredentialFilter], Select[Any]] = {}
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -192,132 +240,227 @@ class SqlVaultStore:
 
     # -- leases -----------------------------------------------------------------------------
 
-    async def lease(
+    async def lease_batch(
         self,
-        org_id: str,
-        filters: CredentialFilter,
-        strategy: Strategy,
+        asks: Sequence[LeaseAsk],
+        releases: Mapping[str, Sequence[str]],
         now: datetime,
-        expires_at: datetime,
-        open_secret: Callable[[CredentialRecord], str],
         rng: random.Random | None = None,
-    ) -> Lease | Choice:
-        """Take a lease on a matching credential, or answer why none (a refusing Choice).
+    ) -> tuple[list[Lease | Choice | Exception], dict[str, CredentialRecord]]:
+        """Grant leases and end ``ok`` leases in ONE transaction (group commit).
 
-        ``open_secret`` runs inside the transaction: when the secret cannot be opened (wrong
-        master key, tampered row) it raises, and no slot or use is taken.
+        Every ask must have the same ``org_id`` and ``filters``: the transaction locks those
+        credentials once (in id order, like a single lease), counts their live leases once,
+        then decides each ask in turn in memory, each seeing the slots and uses the earlier
+        ones took, so the limits hold exactly as if the asks had come one by one. The leases
+        are inserted and the counters written with one statement each. Then the releases
+        (lease ids per organization) delete their lease rows: after the credential locks, so
+        the lock order stays credential -> lease. One commit (one fsync on SQLite)
+        acknowledges everything.
+
+        An ask whose secret does not open gets that exception as its answer, and takes no
+        slot or use; the others are unaffected. A database failure fails the whole batch
+        (nothing is committed); the caller may retry the requests one by one.
+
+        Returns:
+            Per ask, in order: its Lease, the refusing Choice, or the exception its
+            ``open_secret`` raised; and the credential of each released lease id (an id
+            missing from it was not live: already released, or expired and cleared).
         """
-        only_active = CredentialFilter(
-            provider=filters.provider,
-            environment=filters.environment,
-            tags=filters.tags,
-            metadata=filters.metadata,
-            status=CredentialStatus.ACTIVE,
-        )
-        # PostgreSQL: a look without locks first. When it already finds nothing to lease
-        # (every match full, cooling or spent: the common case under overload), refuse
-        # without queueing for the row locks; a refusal from a just-stale view is as good as
-        # one a moment later. Not on SQLite: its leases are serialised in this process anyway,
-        # and there the extra read made a crowd of waiting leases ~9x slower (measured).
-        if not self._is_sqlite:
-            async with self._store._read() as conn:
-                choice = await self._choose(
-                    conn, org_id, only_active, strategy, now, rng, lock=False
-                )
-            if choice.record is None:
-                return choice
-        if not self._is_sqlite:
-            # PostgreSQL: first among the matches no other lease holds right now (SKIP
-            # LOCKED), so leases of different credentials proceed in parallel. When those
-            # give nothing, wait for all of them in a new transaction, for an exact answer.
-            taken = await self._lease_once(
-                org_id, only_active, strategy, now, expires_at, open_secret, rng, skip=True
-            )
-            if isinstance(taken, Lease):
-                return taken
-        return await self._lease_once(
-            org_id, only_active, strategy, now, expires_at, open_secret, rng, skip=False
-        )
-
-    async def _lease_once(
-        self,
-        org_id: str,
-        filters: CredentialFilter,
-        strategy: Strategy,
-        now: datetime,
-        expires_at: datetime,
-        open_secret: Callable[[CredentialRecord], str],
-        rng: random.Random | None,
-        *,
-        skip: bool,
-    ) -> Lease | Choice:
+        if not asks and not self._is_sqlite:
+            return [], await self._release_autocommit(releases)
         async with self._store._write() as conn:
-            await self._claim_sqlite_writer(conn)
-            choice = await self._choose(conn, org_id, filters, strategy, now, rng, skip=skip)
-            if choice.record is None:
-                return choice
-            chosen = choice.record
-            secret = open_secret(chosen)
-            lease_id = ids.new_id("lease")
-            if chosen.total_count % _SWEEP_EVERY == 0:
-                # Housekeeping only (expired leases no longer count): every so many leases of
-                # a credential, clear its expired ones, while its row is ours, which keeps
-                # the lock order credential -> lease.
-                await conn.execute(
-                    delete(vault_leases).where(
-                        vault_leases.c.credential_id == chosen.id,
-                        vault_leases.c.expires_at <= now,
-                    )
-                )
-            await conn.execute(
-                insert(vault_leases).values(
-                    id=lease_id,
-                    org_id=org_id,
-                    credential_id=chosen.id,
-                    created_at=now,
-                    expires_at=expires_at,
-                )
-            )
-            used = chosen.used_once(now)
-            await conn.execute(
-                update(vault_credentials)
-                .where(vault_credentials.c.id == chosen.id)
-                .values(
-                    day_start=used.day_start,
-                    day_count=used.day_count,
-                    month_start=used.month_start,
-                    month_count=used.month_count,
-                    total_count=used.total_count,
-                    last_used_at=used.last_used_at,
-                )
-            )
-        return Lease(lease_id, used, secret, now, expires_at)
+            # SQLite's write lock: _lock_and_count claims it; a release's DELETE is a write.
+            answers = await self._lease_many(conn, asks, now, rng)
+            released: dict[str, CredentialRecord] = {}
+            for org_id, lease_ids in releases.items():
+                released.update(await self._release_many(conn, org_id, lease_ids))
+        return answers, released
 
-    async def _choose(
+    async def _release_autocommit(
+        self, releases: Mapping[str, Sequence[str]]
+    ) -> dict[str, CredentialRecord]:
+        """PostgreSQL, releases only: each organization's releases are one statement (a CTE)
+        committed on its own (autocommit), which saves the BEGIN and COMMIT round trips. It
+        is as durable: the server commits (and flushes its log) before it answers."""
+        released: dict[str, CredentialRecord] = {}
+        try:
+            async with self._store.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                for org_id, lease_ids in releases.items():
+                    released.update(await self._release_many(conn, org_id, lease_ids))
+        except SQLAlchemyError as exc:
+            raise StorageError("database write failed") from exc
+        return released
+
+    async def _lease_many(
         self,
         conn: AsyncConnection,
-        org_id: str,
-        filters: CredentialFilter,
-        strategy: Strategy,
+        asks: Sequence[LeaseAsk],
         now: datetime,
         rng: random.Random | None,
-        *,
-        lock: bool = True,
-        skip: bool = False,
-    ) -> Choice:
-        query = (
-            select(vault_credentials)
-            .where(*self._conditions(org_id, filters))
-            .order_by(vault_credentials.c.id)
+    ) -> list[Lease | Choice | Exception]:
+        if not asks:
+            return []
+        org_id, filters = asks[0].org_id, asks[0].filters
+        if any(a.org_id != org_id or a.filters != filters for a in asks):
+            raise ValueError("a lease batch is for one organization and one filter")
+        only_active = dataclasses.replace(filters, status=CredentialStatus.ACTIVE)
+        records, live = await self._lock_and_count(conn, org_id, only_active, now)
+        decided = _decide(asks, org_id, records, live, now, rng)
+        answers, new_leases, used, sweep = (
+            decided.answers,
+            decided.new_leases,
+            decided.used,
+            decided.sweep,
         )
-        if lock:
-            # In id order: two transactions waiting for the same rows never deadlock.
-            query = query.with_for_update(skip_locked=skip)
-        rows = (await conn.execute(query)).all()
-        records = [_record(row) for row in rows]
-        live = await _live_leases(conn, [r.id for r in records], now)
-        candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records]
-        return choose(candidates, strategy, now, rng)
+        if sweep:
+            # Housekeeping only (expired leases no longer count), while the credential
+            # rows are ours: the lock order stays credential -> lease.
+            await conn.execute(
+                delete(vault_leases).where(
+                    vault_leases.c.credential_id.in_(sorted(sweep)),
+                    vault_leases.c.expires_at <= now,
+                )
+            )
+        if not new_leases:
+            return answers
+        uses = [
+            {
+                "key": r.id,
+                "day_start": r.day_start,
+                "day_count": r.day_count,
+                "month_start": r.month_start,
+                "month_count": r.month_count,
+                "total_count": r.total_count,
+                "last_used_at": r.last_used_at,
+            }
+            for r in used.values()
+        ]
+        if self._is_sqlite:
+            await conn.execute(insert(vault_leases), new_leases)
+            await conn.execute(_COUNT_USE, uses)
+            return answers
+        # PostgreSQL: one round trip for the common case of one credential used. The
+        # leases' INSERT rides as a CTE of that credential's counter UPDATE (a data-modifying
+        # CTE runs whether or not the main statement reads it).
+        first, *rest = uses
+        key = first.pop("key")
+        await conn.execute(
+            update(vault_credentials)
+            .where(vault_credentials.c.id == key)
+            .values(**first)
+            .add_cte(insert(vault_leases).values(new_leases).cte("new_leases"))
+        )
+        if rest:
+            await conn.execute(_COUNT_USE, rest)
+        return answers
+
+    async def _lock_and_count(
+        self, conn: AsyncConnection, org_id: str, filters: CredentialFilter, now: datetime
+    ) -> tuple[dict[str, CredentialRecord], dict[str, tuple[int, datetime | None]]]:
+        """Lock the matching credentials; read them (in id order) and their live leases.
+
+        SQLite: the write lock, then one statement reading the candidates with their live
+        lease count and earliest expiry as correlated subqueries, current under that lock.
+        PostgreSQL: ``SELECT ... FOR UPDATE`` in id order, then the count when a limit needs
+        it.
+        """
+        query = self._lock_statement(org_id, filters)
+        if self._is_sqlite:
+            await self._claim_sqlite_writer(conn)
+            rows = (await conn.execute(query, {"now": now})).all()
+            records = {r.id: r for r in map(_record, rows)}
+            live = {
+                row._mapping["id"]: (int(row._mapping["live_count"]), row._mapping["earliest"])
+                for row in rows
+                if row._mapping["live_count"]
+            }
+            return records, live
+        records = {r.id: r for r in map(_record, (await conn.execute(query)).all())}
+        if all(record.max_concurrent is None for record in records.values()):
+            # Live leases only matter against a concurrency limit (capacity, and the retry
+            # hint of ALL_AT_MAX_CONCURRENCY): with none, skip the count and its round trip.
+            return records, {}
+        # Counted after the lock, in a statement of its own: a count inside the locking
+        # statement would come from its snapshot, taken before any wait for the locks.
+        return records, await _live_leases(conn, list(records), now)
+
+    def _lock_statement(self, org_id: str, filters: CredentialFilter) -> Select[Any]:
+        """The statement that reads (and on PostgreSQL locks) a filter's candidates.
+
+        Built once per (organization, filter) and reused: building and keying a statement
+        costs more Python time than a lease's other work. On SQLite it also reads the live
+        lease count and earliest expiry (correlated subqueries, bound ``now``), after the
+        write lock has been claimed, so they are current.
+        """
+        key: tuple[str, CredentialFilter] | None = None
+        try:
+            cached = self._lock_statements.get((org_id, filters))
+            key = (org_id, filters)
+        except TypeError:  # a filter holding lists: not hashable, build it every time
+            key, cached = None, None
+        if cached is not None:
+            return cached
+        table = vault_credentials
+        conditions = self._conditions(org_id, filters)
+        query: Select[Any]
+        if self._is_sqlite:
+            live_leases = (
+                vault_leases.c.credential_id == table.c.id,
+                vault_leases.c.expires_at > bindparam("now", type_=vault_leases.c.expires_at.type),
+            )
+            count = select(func.count()).where(*live_leases).scalar_subquery()
+            earliest = (
+                select(func.min(vault_leases.c.expires_at)).where(*live_leases).scalar_subquery()
+            )
+            query = (
+                select(table, count.label("live_count"), earliest.label("earliest"))
+                .where(*conditions)
+                .order_by(table.c.id)
+            )
+        else:
+            query = select(table).where(*conditions).order_by(table.c.id).with_for_update()
+        if key is not None:
+            if len(self._lock_statements) >= _STATEMENT_CACHE_SIZE:
+                self._lock_statements.clear()
+            self._lock_statements[key] = query
+        return query
+
+    async def _release_many(
+        self, conn: AsyncConnection, org_id: str, lease_ids: Sequence[str]
+    ) -> dict[str, CredentialRecord]:
+        """End ``ok`` leases: delete the lease rows (no credential lock is taken or waited
+        for) and read their credentials; one statement on PostgreSQL (a CTE), two on SQLite."""
+        if not lease_ids:
+            return {}
+        deleting = (
+            delete(vault_leases)
+            .where(vault_leases.c.org_id == org_id, vault_leases.c.id.in_(sorted(set(lease_ids))))
+            .returning(vault_leases.c.id.label("lease_id"), vault_leases.c.credential_id)
+        )
+        if not self._is_sqlite:
+            ended = deleting.cte("ended")
+            rows = (
+                await conn.execute(
+                    select(ended.c.lease_id, vault_credentials).join_from(
+                        ended, vault_credentials, vault_credentials.c.id == ended.c.credential_id
+                    )
+                )
+            ).all()
+            return {row._mapping["lease_id"]: _record(row) for row in rows}
+        gone = (await conn.execute(deleting)).all()
+        if not gone:
+            return {}
+        rows = (
+            await conn.execute(
+                select(vault_credentials).where(
+                    vault_credentials.c.id.in_(sorted({credential_id for _, credential_id in gone}))
+                )
+            )
+        ).all()
+        records = {record.id: record for record in map(_record, rows)}
+        return {lease_id: records[credential_id] for lease_id, credential_id in gone}
 
     async def _claim_sqlite_writer(self, conn: AsyncConnection) -> None:
         """On SQLite, take the database's write lock before reading (BEGIN is deferred).
@@ -327,43 +470,23 @@ class SqlVaultStore:
         the file changed since our read began.
         """
         if self._is_sqlite:
-            await conn.execute(
-                update(vault_credentials)
-                .where(vault_credentials.c.id == "")
-                .values(id=vault_credentials.c.id)
-            )
+            await conn.execute(_CLAIM)
 
     async def release(
         self,
         org_id: str,
         lease_id: str,
-        mutation: CredentialMutation | None = None,
+        mutation: CredentialMutation,
     ) -> CredentialRecord:
-        """End a lease; apply ``mutation`` (an outcome) to its credential first.
+        """End a lease with an outcome: apply ``mutation`` to its credential first.
+
+        (``ok`` releases go through :meth:`lease_batch`.)
 
         Raises:
             NotFoundError: no such lease (already released, or expired and cleared).
         """
         async with self._store._write() as conn:
             await self._claim_sqlite_writer(conn)
-            if mutation is None:
-                # An ``ok`` release touches only the lease row: no wait on the credential's
-                # lock, which leases of that credential hold while they commit.
-                credential_id = (
-                    await conn.execute(
-                        delete(vault_leases)
-                        .where(vault_leases.c.org_id == org_id, vault_leases.c.id == lease_id)
-                        .returning(vault_leases.c.credential_id)
-                    )
-                ).scalar_one_or_none()
-                if credential_id is None:
-                    raise NotFoundError("no such lease", code="LEASE_NOT_FOUND")
-                row = (
-                    await conn.execute(
-                        select(vault_credentials).where(vault_credentials.c.id == credential_id)
-                    )
-                ).one()
-                return _record(row)
             credential_id = (
                 await conn.execute(
                     select(vault_leases.c.credential_id).where(
@@ -425,6 +548,66 @@ def _stored_status(status: CredentialStatus) -> str:
     if status is CredentialStatus.COOLING_DOWN:
         return CredentialStatus.ACTIVE.value
     return status.value
+
+
+@dataclass(slots=True)
+class _Decided:
+    answers: list[Lease | Choice | Exception] = field(default_factory=list)
+    new_leases: list[dict[str, Any]] = field(default_factory=list)
+    used: dict[str, CredentialRecord] = field(default_factory=dict)
+    sweep: set[str] = field(default_factory=set)
+
+
+def _decide(
+    asks: Sequence[LeaseAsk],
+    org_id: str,
+    locked: Mapping[str, CredentialRecord],
+    counted: Mapping[str, tuple[int, datetime | None]],
+    now: datetime,
+    rng: random.Random | None,
+) -> _Decided:
+    """Decide the asks of a batch in turn, in memory, each seeing what the earlier took."""
+    records, live, decided = dict(locked), dict(counted), _Decided()
+    answers, new_leases, used, sweep = (
+        decided.answers,
+        decided.new_leases,
+        decided.used,
+        decided.sweep,
+    )
+    for ask in asks:
+        candidates = [Candidate(r, *live.get(r.id, (0, None))) for r in records.values()]
+        choice = choose(candidates, ask.strategy, now, rng)
+        if choice.record is None:
+            answers.append(choice)
+            continue
+        chosen = choice.record
+        try:
+            secret = ask.open_secret(chosen)
+        except Exception as exc:  # its own answer; no slot or use taken
+            answers.append(exc)
+            continue
+        if chosen.total_count % _SWEEP_EVERY == 0:
+            sweep.add(chosen.id)
+        after = chosen.used_once(now)
+        records[chosen.id] = used[chosen.id] = after
+        count, earliest = live.get(chosen.id, (0, None))
+        expires_at = now + ask.ttl
+        live[chosen.id] = (
+            count + 1,
+            expires_at if earliest is None else min(earliest, expires_at),
+        )
+        lease_id = ids.new_id("lease")
+        new_leases.append(
+            {
+                "id": lease_id,
+                "org_id": org_id,
+                "credential_id": chosen.id,
+                "created_at": now,
+                "expires_at": expires_at,
+            }
+        )
+        answers.append(Lease(lease_id, after, secret, now, expires_at))
+    return decided
 
 
 async def _live_leases(
