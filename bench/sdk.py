@@ -21,15 +21,13 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+from _server import start_server
 
 from keyplane.client import AsyncClient, Client
 
@@ -40,40 +38,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
     return parser.parse_args()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_server(workdir: Path, root_key: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
-    env.update(
-        KEYPLANE_PORT=str(port),
-        KEYPLANE_DATABASE_URL=f"sqlite:///{workdir / 'keyplane.db'}",
-        KEYPLANE_SECRET=secrets.token_urlsafe(32),
-        KEYPLANE_ROOT_KEY=root_key,
-        KEYPLANE_LOG_LEVEL="warning",
-    )
-    script = Path(sys.executable).with_name("keyplane")
-    process = subprocess.Popen(
-        [str(script), "serve"], env=env, cwd=workdir, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("keyplane serve did not start")
 
 
 def timed_sequential(call: Callable[[str], object], keys: list[str], seconds: float) -> list[float]:

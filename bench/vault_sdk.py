@@ -23,15 +23,13 @@ import asyncio
 import base64
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from _server import start_server
 
 from keyplane.client import AsyncClient, Client
 
@@ -44,13 +42,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def report(name: str, latencies: list[float]) -> float:
     ordered = sorted(latencies)
     p50 = ordered[len(ordered) // 2] * 1e6
@@ -58,34 +49,6 @@ def report(name: str, latencies: list[float]) -> float:
     rate = len(ordered) / sum(ordered)
     print(f"  {name:<6} sequential: {rate:8.0f} blocks/s  p50 {p50:7.0f} µs   p99 {p99:7.0f} µs")
     return p50
-
-
-def start_server(workdir: Path, root_key: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
-    env.update(
-        KEYPLANE_PORT=str(port),
-        KEYPLANE_DATABASE_URL=f"sqlite:///{workdir / 'keyplane.db'}",
-        KEYPLANE_SECRET=secrets.token_urlsafe(32),
-        KEYPLANE_ROOT_KEY=root_key,
-        KEYPLANE_VAULT_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
-        KEYPLANE_LOG_LEVEL="warning",
-    )
-    script = Path(sys.executable).with_name("keyplane")
-    process = subprocess.Popen(
-        [str(script), "serve"], env=env, cwd=workdir, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("keyplane serve did not start")
 
 
 def timed(call: Callable[[], object], seconds: float) -> list[float]:
@@ -103,7 +66,8 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     root_key = "bench-root-" + secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="keyplane-bench-vault-sdk-") as tmp:
-        process, url = start_server(Path(tmp), root_key)
+        vault_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        process, url = start_server(Path(tmp), root_key, KEYPLANE_VAULT_KEY=vault_key)
         try:
             with Client(url, root_key) as sdk:
                 sdk.vault.create_many(
