@@ -26,6 +26,7 @@ import aiosqlite
 import asyncpg
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from keyplane.api.app import create_app
 from keyplane.domain.clock import ManualClock
@@ -37,6 +38,12 @@ SERVER_SECRET = "server-secret-for-tests-" + "y" * 24
 VAULT_KEY = base64.b64encode(bytes(range(32))).decode("ascii")
 PG_URL = os.environ.get("KEYPLANE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Hypothesis's per-example deadline (200 ms) and its too-slow health check are timing
+# assertions under a second: on two cores shared with a second copy of the suite they fail
+# for reasons that have nothing to do with the code. Example counts still bound each test.
+settings.register_profile("keyplane", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("keyplane")
 
 
 def _reachable(host: str, port: int) -> bool:
