@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiosqlite
 import asyncpg
@@ -66,10 +67,17 @@ def require_redis() -> None:
     pytest.skip(message)
 
 
+def _postgres_address() -> tuple[str, int]:
+    """Host and port of ``PG_URL``: the guard probes the server the tests will connect to."""
+    parts = urlsplit(PG_URL)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
 def require_postgres() -> None:
-    if _reachable("127.0.0.1", 5432):
+    host, port = _postgres_address()
+    if _reachable(host, port):
         return
-    message = "PostgreSQL is not reachable on 127.0.0.1:5432"
+    message = f"PostgreSQL is not reachable on {host}:{port}"
     if IN_CI:
         pytest.fail(message + " (CI=true: failing instead of skipping)")
     pytest.skip(message)
@@ -115,7 +123,7 @@ def postgres_schema() -> Iterator[str]:
         asyncio.run(pg_execute(f"DROP SCHEMA {schema} CASCADE"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A fresh, empty database on each backend."""
     if request.param == "sqlite":
