@@ -145,7 +145,11 @@ async def create_service_key(
     """Create a service key; ``api_key`` is its plaintext, shown only in this response."""
     _check_org(principal, body.org_id)
     project = await find_project(
-        runtime.store, principal, runtime.default_project, body.project_id, body.project_name
+        runtime.store,
+        principal,
+        await runtime.keys.default_project(principal.org_id),
+        body.project_id,
+        body.project_name,
     )
     expires_at = None if body.expire_key is None else mapping.parse_expire_key(body.expire_key)
     issued = await runtime.keys.create(
