@@ -237,3 +237,23 @@ def test_an_import_stops_at_an_auth_failure_and_keeps_what_it_made(
     assert "stopped early: created 1" in result.stderr
     assert len(scripted.received) == 2  # row c was never sent
     assert json.loads(out.read_text())["line"] == 2
+
+
+def test_a_write_only_management_key_imports_and_gets_every_secret(
+    cli: Run, tmp_path: Path, live_server: Server
+) -> None:
+    made = httpx.post(
+        f"{live_server.base_url}/v1/management-keys",
+        json={"name": "importer", "scopes": ["keys:write"]},
+        headers={"Authorization": f"Bearer {ROOT_KEY}"},
+    )
+    writer = made.json()["key"]
+    source = write(tmp_path / "keys.csv", "name,owner\nw1,o\nw2,o\n")
+    out = tmp_path / "secrets.jsonl"
+    result = cli("keys", "import", str(source), "-o", str(out), key=writer)
+    assert result.code == 0 and "created 2, already existed 0, rejected 0" in result.stderr
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [w["name"] for w in written] == ["w1", "w2"]
+    assert all(w["id"].startswith("key_") and w["key"].startswith("kp_live_") for w in written)
+    shown = cli("keys", "create", "w3", "--owner", "o", key=writer)
+    assert shown.code == 0 and "kp_live_" in shown.stdout and "status" in shown.stdout

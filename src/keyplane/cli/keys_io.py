@@ -297,7 +297,7 @@ def import_keys(
                         secret = {
                             "line": row.line,
                             "id": created.data.id,
-                            "name": created.data.name,
+                            "name": row.fields["name"],
                             "key": created.key,
                         }
                         # Written as each key is made: an interrupted import loses no secret.
