@@ -7,6 +7,7 @@ A second organization is made the one way the code supports, ``Store.create_orga
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import httpx
@@ -82,6 +83,14 @@ async def test_nothing_crosses_between_two_orgs(api: Api) -> None:
         ):
             response = await api.client.request(method, path, json={}, headers=headers)
             assert response.status_code == 404, (method, path, response.text)
+    # Usage and verify: org 2 cannot report against, nor verify, org 1's key.
+    secret, org1_key = await api.create_key(name="org1 metered")
+    report = {"key_id": org1_key["id"], "cost": 1, "request_id": "r-cross"}
+    crossed = await post(api, "/v1/usage", report, two.headers)
+    assert crossed.status_code == 404, crossed.text
+    verdict = (await post(api, "/v1/verify", {"key": secret}, two.headers)).json()
+    assert verdict["valid"] is False and verdict["code"] == "NOT_FOUND", verdict
+    assert "org1 metered" not in json.dumps(verdict)
     # Projects by id: org 1's project is unknown to org 2.
     org1_project = (
         await api.client.post("/v1/projects", json={"name": "Production", "key_prefix": "prod"})
