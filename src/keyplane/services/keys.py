@@ -216,8 +216,8 @@ class KeyService:
                     now - self._replay_window + _EPSILON, found.org_id, found.principal_id
                 )
             raise ConflictError(
-                "the key this Idempotency-Key created was made more than "
-                f"{int(self._replay_window.total_seconds())} s ago; its secret is not shown again",
+                "the key this Idempotency-Key created exists, but its secret is kept for "
+                f"{int(self._replay_window.total_seconds())} s only and is not shown again",
                 code="IDEMPOTENCY_KEY_EXPIRED",
             )
         record = await self._find(principal, found.object_id)
