@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     #: How long a verify's reservation (credits, tokens) and concurrency slot wait for the
     #: usage report that settles them before they are released anyway.
     reservation_timeout_seconds: int = Field(default=300, ge=1, le=86_400)
+    #: How long a retried create under the same ``Idempotency-Key`` may get the key's secret
+    #: again. After it the replay is refused (409 ``IDEMPOTENCY_KEY_EXPIRED``) and the sealed
+    #: copy of the secret is erased: "shown once" holds beyond a retry's short horizon.
+    idempotency_secret_window_seconds: int = Field(default=600, ge=1, le=86_400)
     #: Most usage reports written in one transaction (group commit).
     usage_batch_max: int = Field(default=500, ge=1, le=10_000)
     migrate_on_start: bool = True

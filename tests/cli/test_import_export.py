@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
 import secrets
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cli.conftest import Run, invoke
 from tests.client.conftest import Reply, ScriptedServer
 from tests.client.test_retries import KEY_BODY
+from tests.conftest import ROOT_KEY
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.e2e
@@ -115,52 +119,107 @@ def test_export_never_holds_secrets_and_imports_again(
     # An export is an import file: its read-only columns are ignored.
     back = cli("keys", "import", str(tmp_path / "export.jsonl"), "-o", str(tmp_path / "1.out"))
     assert back.code == 0 and "created 3, already existed 0, rejected 0" in back.stderr, back
-    # The CSV rows have the same content as the JSON lines, so the same idempotency keys: the
-    # server replays them.
+    # The CSV rows have the same content as the JSON lines, but idempotency keys are random per
+    # import (nothing derived from the rows): a second import is new keys, not replays.
     again = cli("keys", "import", str(tmp_path / "export.csv"), "-o", str(tmp_path / "2.out"))
-    assert again.code == 0 and "created 0, already existed 3, rejected 0" in again.stderr, again
+    assert again.code == 0 and "created 3, already existed 0, rejected 0" in again.stderr, again
     printed = cli("keys", "export", "--owner", owner)
-    assert len(printed.stdout.splitlines()) == 6
+    assert len(printed.stdout.splitlines()) == 9
 
 
-def test_re_running_an_import_creates_nothing_new(cli: Run, tmp_path: Path) -> None:
+def test_re_running_an_import_with_its_journal_creates_nothing_new(
+    cli: Run, tmp_path: Path
+) -> None:
     owner = f"rerun-{secrets.token_hex(4)}"
     source = write(
         tmp_path / "keys.csv", f"name,owner\nalpha,{owner}\nbeta,{owner}\ngamma,{owner}\n"
     )
-    first = cli("keys", "import", str(source), "-o", str(tmp_path / "first.jsonl"))
+    journal = str(tmp_path / "import.journal")
+    first = cli("keys", "import", str(source), "--journal", journal, "-o", str(tmp_path / "1"))
     assert first.code == 0 and "created 3, already existed 0, rejected 0" in first.stderr, first
-    second = cli("keys", "import", str(source))
+    assert stat.S_IMODE((tmp_path / "import.journal").stat().st_mode) == 0o600
+    second = cli("keys", "import", str(source), "--journal", journal)
     assert second.code == 0 and "created 0, already existed 3, rejected 0" in second.stderr
     assert "kp_live_" not in second.stdout + second.stderr  # shown once, by the first run
     listed = cli("keys", "list", "--owner", owner, "--json").json()["data"]
     assert sorted(k["name"] for k in listed) == ["alpha", "beta", "gamma"]
 
 
-def test_rows_carry_a_content_key_and_replays_count_as_existing(
+def test_a_leaked_management_key_cannot_replay_an_import(
+    cli: Run, tmp_path: Path, live_server: Server
+) -> None:
+    """Issue item 3: the import's idempotency keys were HMAC(management key, row), and the
+    rows are readable back from the key list, so the holder of the management key could
+    replay each create and read its plaintext. Now they are random, nothing to compute."""
+    owner = f"leak-{secrets.token_hex(4)}"
+    source = write(tmp_path / "keys.jsonl", "".join(
+        json.dumps({"name": f"n{n}", "owner": owner}) + "\n" for n in range(3)
+    ))  # fmt: skip
+    out = tmp_path / "secrets.jsonl"
+    assert cli("keys", "import", str(source), "-o", str(out)).code == 0
+    imported = [json.loads(line)["key"] for line in out.read_text().splitlines()]
+    # The attacker reads the rows back and computes the old derived idempotency keys.
+    listed = cli("keys", "list", "--owner", owner, "--json").json()["data"]
+    assert len(listed) == 3
+    for key in listed:
+        fields = {"name": key["name"], "owner": key["owner"]}
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        derived = hmac.new(ROOT_KEY.encode(), canonical.encode(), hashlib.sha256)
+        idempotency_key = "kp-import-" + derived.hexdigest()[:48]
+        replay = httpx.post(
+            f"{live_server.base_url}/v1/keys",
+            json=fields,
+            headers={"Authorization": f"Bearer {ROOT_KEY}", "Idempotency-Key": idempotency_key},
+        )
+        assert replay.status_code == 201 and "Idempotent-Replayed" not in replay.headers
+        assert not any(secret in replay.text for secret in imported)
+
+
+def test_two_imports_of_one_file_send_different_random_keys(
+    scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    source = write(
+        tmp_path / "keys.jsonl",
+        2 * (json.dumps({"name": "a", "tags": ["x"]}) + "\n"),
+    )
+    scripted.script(*(Reply(201, KEY_BODY) for _ in range(4)))
+    env = {"KEYPLANE_URL": scripted.url, "KEYPLANE_MANAGEMENT_KEY": "kp_mgmt_x"}
+    assert "created 2, already existed 0" in invoke("keys", "import", str(source), env=env).stderr
+    assert "created 2, already existed 0" in invoke("keys", "import", str(source), env=env).stderr
+    keys = [r.headers["idempotency-key"] for r in scripted.received]
+    assert len(set(keys)) == 4  # identical rows, the same file twice: four attempts, four keys
+    assert all(k.startswith("kp-import-") and len(k) == len("kp-import-") + 48 for k in keys)
+
+
+def test_a_journal_reuses_keys_and_counts_replays_and_expired_ones_as_existing(
     scripted: ScriptedServer, tmp_path: Path
 ) -> None:
     source = write(
         tmp_path / "keys.jsonl",
         json.dumps({"name": "a", "tags": ["x"]}) + "\n" + json.dumps({"name": "b"}) + "\n",
     )
-    replayed = {"Idempotent-Replayed": "true"}
+    journal = str(tmp_path / "journal")
+    expired = {"code": "IDEMPOTENCY_KEY_EXPIRED", "detail": "made more than 600 s ago"}
     scripted.script(
-        Reply(201, KEY_BODY), Reply(201, KEY_BODY), Reply(201, KEY_BODY, replayed),
-        Reply(201, KEY_BODY, replayed),
+        Reply(201, KEY_BODY), Reply(201, KEY_BODY),
+        Reply(201, KEY_BODY, {"Idempotent-Replayed": "true"}), Reply(409, expired),
     )  # fmt: skip
     env = {"KEYPLANE_URL": scripted.url, "KEYPLANE_MANAGEMENT_KEY": "kp_mgmt_x"}
-    first = invoke("keys", "import", str(source), env=env)
+    first = invoke("keys", "import", str(source), "--journal", journal, env=env)
     assert "created 2, already existed 0" in first.stderr
-    second = invoke("keys", "import", str(source), env=env)
-    assert second.code == 0 and "created 0, already existed 2" in second.stderr
+    second = invoke("keys", "import", str(source), "--journal", journal, env=env)
+    assert second.code == 0 and "created 0, already existed 2, rejected 0" in second.stderr
     assert second.stdout == ""  # replayed secrets were shown by the first run
     keys = [r.headers["idempotency-key"] for r in scripted.received]
     assert keys[0] == keys[2] and keys[1] == keys[3] and keys[0] != keys[1]
-    # Keyed with the management key: nobody can compute it from the row alone.
-    scripted.script(Reply(201, KEY_BODY), Reply(201, KEY_BODY))
-    invoke("keys", "import", str(source), env={**env, "KEYPLANE_MANAGEMENT_KEY": "kp_mgmt_y"})
-    assert scripted.received[4].headers["idempotency-key"] not in keys
+    # The journal holds random keys, never a secret.
+    assert "kp_live" not in (tmp_path / "journal").read_text()
+
+
+def test_a_file_that_is_not_a_journal_is_a_usage_error(cli: Run, tmp_path: Path) -> None:
+    source = write(tmp_path / "keys.csv", "name\na\n")
+    bogus = write(tmp_path / "bogus", "not json\n")
+    assert cli("keys", "import", str(source), "--journal", str(bogus)).code == 2
 
 
 def test_an_import_stops_at_an_auth_failure_and_keeps_what_it_made(
@@ -178,3 +237,23 @@ def test_an_import_stops_at_an_auth_failure_and_keeps_what_it_made(
     assert "stopped early: created 1" in result.stderr
     assert len(scripted.received) == 2  # row c was never sent
     assert json.loads(out.read_text())["line"] == 2
+
+
+def test_a_write_only_management_key_imports_and_gets_every_secret(
+    cli: Run, tmp_path: Path, live_server: Server
+) -> None:
+    made = httpx.post(
+        f"{live_server.base_url}/v1/management-keys",
+        json={"name": "importer", "scopes": ["keys:write"]},
+        headers={"Authorization": f"Bearer {ROOT_KEY}"},
+    )
+    writer = made.json()["key"]
+    source = write(tmp_path / "keys.csv", "name,owner\nw1,o\nw2,o\n")
+    out = tmp_path / "secrets.jsonl"
+    result = cli("keys", "import", str(source), "-o", str(out), key=writer)
+    assert result.code == 0 and "created 2, already existed 0, rejected 0" in result.stderr
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [w["name"] for w in written] == ["w1", "w2"]
+    assert all(w["id"].startswith("key_") and w["key"].startswith("kp_live_") for w in written)
+    shown = cli("keys", "create", "w3", "--owner", "o", key=writer)
+    assert shown.code == 0 and "kp_live_" in shown.stdout and "status" in shown.stdout

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
 from keyplane.store.sql import create_engine
-from keyplane.store.tables import metadata
+from keyplane.store.tables import metadata, organizations, projects
 from tests.conftest import Database
 
 
@@ -29,3 +31,30 @@ async def test_migrated_schema_matches_the_table_definitions(database: Database)
     finally:
         await engine.dispose()
     assert differences == []
+
+
+async def test_0005_gives_every_org_without_one_a_default_project(database: Database) -> None:
+    engine = create_engine(to_async_url(database.url), database.schema)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        await migrate(engine, revision="0004")
+        async with engine.begin() as conn:
+            for org in ("org_a", "org_b"):
+                await conn.execute(insert(organizations).values(id=org, name=org, created_at=now))
+            await conn.execute(
+                insert(projects).values(
+                    id="proj_a", org_id="org_a", name="default", key_prefix="kp", created_at=now
+                )
+            )
+        await migrate(engine)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(projects.c.org_id, projects.c.id).where(projects.c.name == "default")
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    by_org = dict(sorted((org, pid) for org, pid in rows))
+    assert set(by_org) == {"org_a", "org_b"} and len(rows) == 2
+    assert by_org["org_a"] == "proj_a"  # an existing default project is kept

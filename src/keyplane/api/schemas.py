@@ -417,3 +417,29 @@ class ProjectEnvelope(BaseModel):
 
 class ProjectList(BaseModel):
     data: list[ProjectOut]
+
+
+# -- answers to write-only callers ------------------------------------------------------------
+# Write does not imply read: a caller holding ``X:write`` but not ``X:read`` learns which object
+# its write touched and the state it left it in, never the record (owner, metadata, policy,
+# scopes, ...) that only ``X:read`` may see.
+
+
+class Ack(BaseModel):
+    """Which object a write touched, and its status after it (when it has one)."""
+
+    id: str
+    status: str | None = None
+
+
+class AckEnvelope(BaseModel):
+    data: Ack
+
+
+class AckList(BaseModel):
+    data: list[Ack]
+
+
+class AckCreated(BaseModel):
+    key: str = Field(description="the plaintext key; shown only in this response")
+    data: Ack

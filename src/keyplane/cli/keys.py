@@ -88,7 +88,10 @@ def _issued(created: KeyCreated, as_json: bool) -> None:
     if as_json:
         print_json(created)
         return
-    show_key(created.data)
+    if isinstance(created.data, Key):
+        show_key(created.data)
+    else:  # a write-only management key is not shown the record
+        fields([("id", created.data.id), ("status", created.data.status)])
     show_secret(created.key, "API key")
 
 

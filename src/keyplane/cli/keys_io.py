@@ -1,19 +1,24 @@
 """``keyplane keys import`` and ``keyplane keys export``: keys in bulk, as CSV or JSON lines.
 
-Import is idempotent on re-run: each row is sent with an ``Idempotency-Key`` derived from the
-row's content and the management key, so a server that already created it answers with that key
-again (header ``Idempotent-Replayed: true``) and the row counts as "already existed" instead of a
-duplicate. Identical rows in one file are therefore one key.
+Each row is sent with a random ``Idempotency-Key``, reused only by the SDK's retries of that
+one request, so a lost response never makes a key twice. It is random, not derived from the row
+or the management key: anyone holding the management key can read rows back from the key list,
+and a computable idempotency key would let them replay a create and read its secret.
+
+``--journal FILE`` keeps those random keys (mode 600) so that re-running an interrupted import
+with the same file and journal sends the same keys: rows already made answer as replays (within
+the server's replay window) or as ``IDEMPOTENCY_KEY_EXPIRED`` (after it), and both count as
+"already existed" instead of a duplicate. Without a journal every run creates every row.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import hmac
 import io
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -73,16 +78,49 @@ class Row:
     line: int
     fields: dict[str, Any]
 
-    def idempotency_key(self, management_key: str) -> str:
-        """The same for the same row and management key on every run, and unpredictable.
+    def digest(self) -> str:
+        """SHA-256 of the row's line and content: how a journal recognises the row."""
+        canonical = json.dumps([self.line, self.fields], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-        Keyed with the management key (which the server never stores): a key made under an
-        idempotency key has a derived secret, so the idempotency key must not be computable
-        from what the database holds, such as the row's name and owner.
-        """
-        canonical = json.dumps(self.fields, sort_keys=True, separators=(",", ":"))
-        digest = hmac.new(management_key.encode(), canonical.encode(), hashlib.sha256)
-        return "kp-import-" + digest.hexdigest()[:48]
+
+def new_idempotency_key() -> str:
+    """A fresh random ``Idempotency-Key`` (192 bits): nothing an attacker reads predicts it."""
+    return "kp-import-" + secrets.token_hex(24)
+
+
+class Journal:
+    """Each row's random ``Idempotency-Key``, kept so a re-run sends the same ones."""
+
+    def __init__(self, path: Path) -> None:
+        self._known: dict[str, str] = {}
+        try:
+            # Private: with the management key, an entry replays a create within the window.
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            usage_error(f"cannot open {path}: {exc.strerror}")
+        self._file = os.fdopen(descriptor, "r+", encoding="utf-8")
+        try:
+            for text in self._file:
+                entry = json.loads(text)
+                self._known[str(entry["row"])] = str(entry["idempotency_key"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            self._file.close()
+            usage_error(f"{path} is not an import journal")
+
+    def key_for(self, row: Row) -> str:
+        """The key this row was sent with before, or a new one, written down before use."""
+        digest = row.digest()
+        key = self._known.get(digest)
+        if key is None:
+            key = self._known[digest] = new_idempotency_key()
+            entry = {"line": row.line, "row": digest, "idempotency_key": key}
+            self._file.write(json.dumps(entry) + "\n")
+            self._file.flush()
+        return key
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @dataclass
@@ -199,6 +237,15 @@ def import_keys(
             "Default: print them on stdout.",
         ),
     ] = None,
+    journal_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            help="Keep each row's random Idempotency-Key in this file (mode 600) and reuse "
+            "it: re-running an interrupted import with the same journal does not create "
+            "its rows twice. Without it, every run creates every row.",
+        ),
+    ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
     timeout: TimeoutOption = 10.0,
@@ -220,6 +267,7 @@ def import_keys(
     outcome = Outcome(rejected=[r for r in parsed if isinstance(r, tuple)])
     rows = [r for r in parsed if isinstance(r, Row)]
     secrets = _open_secrets(secrets_out)
+    journal = None if journal_path is None else Journal(journal_path)
     finished = False
     try:
         with connect(url, key, timeout) as client, _progress() as progress:
@@ -227,13 +275,20 @@ def import_keys(
             for row in rows:
                 try:
                     created = client.keys.create(
-                        idempotency_key=row.idempotency_key(client.management_key or ""),
+                        idempotency_key=(
+                            new_idempotency_key() if journal is None else journal.key_for(row)
+                        ),
                         **row.fields,
                     )
                 except APIError as exc:
                     if exc.status in (401, 403) or exc.status >= 500:
                         raise  # the same for every row: stop here, connect() reports it
-                    outcome.rejected.append((row.line, f"{exc.code}: {exc.detail}"))
+                    if exc.code == "IDEMPOTENCY_KEY_EXPIRED":
+                        # Made by an earlier run, past the replay window: its secret was
+                        # written then and is not shown again.
+                        outcome.existed += 1
+                    else:
+                        outcome.rejected.append((row.line, f"{exc.code}: {exc.detail}"))
                 else:
                     if created.replayed:
                         outcome.existed += 1
@@ -242,7 +297,7 @@ def import_keys(
                         secret = {
                             "line": row.line,
                             "id": created.data.id,
-                            "name": created.data.name,
+                            "name": row.fields["name"],
                             "key": created.key,
                         }
                         # Written as each key is made: an interrupted import loses no secret.
@@ -256,11 +311,18 @@ def import_keys(
     finally:
         if secrets is not None:
             secrets.close()
+        if journal is not None:
+            journal.close()
         if not finished:
             # connect() has said why; say how far it got, so the operator knows what to do.
+            again = (
+                "running the same file with the same --journal again does not create those twice"
+                if journal is not None
+                else "running the file again creates them again (use --journal to resume)"
+            )
             err.print(
                 f"stopped early: created {outcome.created}, already existed {outcome.existed}"
-                " before the error; running the same file again does not create those twice",
+                f" before the error; {again}",
                 markup=False,
             )
     _summary(outcome, secrets_out)

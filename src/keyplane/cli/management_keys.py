@@ -58,7 +58,10 @@ def create(
     if as_json:
         print_json(created)
         return
-    _fields(created.data)
+    if isinstance(created.data, ManagementKey):
+        _fields(created.data)
+    else:  # a caller without management_keys:read is not shown the record
+        fields([("id", created.data.id), ("status", created.data.status)])
     show_secret(created.key, "management key")
 
 

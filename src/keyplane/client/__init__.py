@@ -42,6 +42,7 @@ from keyplane.client.errors import (
     ValidationError,
 )
 from keyplane.client.models import (
+    Ack,
     Credential,
     CredentialStats,
     CredentialUsage,
@@ -69,6 +70,7 @@ from keyplane.client.vault import AsyncVault, Vault
 __all__ = [
     "DEFAULT_URL",
     "APIError",
+    "Ack",
     "AllAtMaxConcurrencyError",
     "AllRateLimitedError",
     "AsyncClient",

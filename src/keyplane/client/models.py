@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -75,15 +75,27 @@ class Key(Model):
     _credits = field_validator("limit", "limit_remaining", mode="before")(_decimal)
 
 
+class Ack(Model):
+    """What a write answers a caller without the read scope: which object, and its status.
+
+    Write does not imply read: a management key with ``keys:write`` but not ``keys:read`` (and
+    likewise for the other objects) is never sent the record it changed.
+    """
+
+    id: str
+    status: str | None = None
+
+
 class KeyCreated(Model):
     """A created or rotated key: its plaintext ``key`` is shown only this once.
 
+    ``data`` is the key's record, or only an ``Ack`` when the management key cannot read keys.
     ``replayed`` is true when the server answered a repeated ``Idempotency-Key`` with the key
     it had created before (response header ``Idempotent-Replayed: true``).
     """
 
     key: str = Field(repr=False)
-    data: Key
+    data: Annotated[Key | Ack, Field(union_mode="left_to_right")]
     replayed: bool = False
 
 
@@ -176,7 +188,8 @@ class ManagementKeyCreated(Model):
     """A created management key: its plaintext ``key`` is shown only this once."""
 
     key: str = Field(repr=False)
-    data: ManagementKey
+    #: The record, or only an ``Ack`` when the caller cannot read management keys.
+    data: Annotated[ManagementKey | Ack, Field(union_mode="left_to_right")]
     replayed: bool = False
 
 

@@ -21,21 +21,6 @@ def digests_equal(left: str, right: str) -> bool:
     return hmac.compare_digest(left.encode("ascii"), right.encode("ascii"))
 
 
-def idempotent_key_seed(server_secret: bytes, scope: str, idempotency_key: str) -> bytes:
-    """The randomness of a key created under an ``Idempotency-Key``: 64 bytes, derived.
-
-    A retried create must answer the same secret, and storing the secret is not an option; so
-    the secret is derived from the server secret, the caller (``scope``: org and management
-    key) and the idempotency key, which is itself stored only as a SHA-256 digest. Without the
-    server secret and the caller's own idempotency key the result is as unpredictable as a
-    random key.
-    """
-    message = b"\0".join(
-        (b"keyplane idempotent key v1", scope.encode("utf-8"), idempotency_key.encode("utf-8"))
-    )
-    return hmac.new(server_secret, message, hashlib.sha512).digest()
-
-
 def idempotency_digest(idempotency_key: str) -> str:
     """What is stored of an ``Idempotency-Key``: its SHA-256, hex."""
     return hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()

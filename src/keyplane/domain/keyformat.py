@@ -84,18 +84,6 @@ def generate(kind: KeyKind, prefix: str = DEFAULT_PREFIX) -> ParsedKey:
     return compose(kind, prefix, base62.random_string(BODY_LENGTH))
 
 
-def derive(kind: KeyKind, prefix: str, seed: bytes) -> ParsedKey:
-    """The key of ``kind`` under ``prefix`` whose body is drawn from ``seed`` (>= 32 bytes).
-
-    The seed is read as one integer, reduced modulo 62^30: from 64 uniform bytes the bias is
-    below 2^-300, so a derived body is as good as a random one.
-    """
-    if len(seed) < 32:
-        raise ValueError("a key seed is at least 32 bytes")
-    value = int.from_bytes(seed, "big") % 62**BODY_LENGTH
-    return compose(kind, prefix, base62.encode(value, BODY_LENGTH))
-
-
 def compose(kind: KeyKind, prefix: str, body: str) -> ParsedKey:
     """The key with this prefix, kind and body, its checksum computed."""
     if not is_valid_prefix(prefix):

@@ -10,16 +10,12 @@ from typing import Any
 
 from keyplane.domain import ids, keyformat, scopes
 from keyplane.domain.clock import Clock
-from keyplane.domain.crypto import (
-    digests_equal,
-    idempotency_digest,
-    idempotent_key_seed,
-    key_digest,
-)
+from keyplane.domain.crypto import digests_equal, idempotency_digest, key_digest
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.periods import Reset
 from keyplane.domain.plans import PlanRecord
 from keyplane.domain.policy import merge_documents, parse_policy
+from keyplane.domain.sealing import replay_sealing_key, seal, unseal
 from keyplane.domain.tenancy import Principal, Project
 from keyplane.domain.usage import BUCKET_OF_RESET
 from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
@@ -98,6 +94,10 @@ class Idempotency:
 
 
 _CREATE_KEY = "keys.create"
+#: How long a retry may get a created key's secret again, unless the service is told otherwise.
+DEFAULT_REPLAY_WINDOW = timedelta(minutes=10)
+#: Turns "created at or before the window's start" into the store's strict "before".
+_EPSILON = timedelta(microseconds=1)
 
 
 class KeyService:
@@ -107,22 +107,26 @@ class KeyService:
         directory: KeyDirectory,
         clock: Clock,
         server_secret: bytes,
-        default_project: Project,
+        replay_window: timedelta = DEFAULT_REPLAY_WINDOW,
     ) -> None:
         self._store = store
         self._directory = directory
         self._clock = clock
         self._server_secret = server_secret
-        self._default_project = default_project
+        self._sealing_key = replay_sealing_key(server_secret)
+        self._replay_window = replay_window
+        #: Each organization's default project, by org id (projects are never deleted).
+        self._default_projects: dict[str, Project] = {}
 
     async def create(
         self, principal: Principal, new: NewKey, idempotency: Idempotency | None = None
     ) -> IssuedKey:
         """Issue a key. Under an ``Idempotency-Key`` a retry answers the key made first.
 
-        The secret of such a key is derived (``idempotent_key_seed``) rather than drawn, so a
-        retry can answer it again although nothing secret is stored; a concurrent retry loses
-        the insert of the idempotency record and answers the winner's key.
+        The secret is always drawn at random. Under an ``Idempotency-Key`` it is also kept,
+        sealed (``keyplane.domain.sealing``), for the replay window only, so a retry within
+        it answers the same secret and a later one is refused without it; a concurrent retry
+        loses the insert of the idempotency record and answers the winner's key.
         """
         require_scope(principal, "keys:write")
         if idempotency is not None:
@@ -137,13 +141,9 @@ class KeyService:
         _check_effective_policy(plan, new.policy)
         kind = keyformat.KeyKind(new.environment.value)
         key_id = ids.new_id("key")
+        parsed = keyformat.generate(kind, project.key_prefix)
         marker = None
-        if idempotency is None:
-            parsed = keyformat.generate(kind, project.key_prefix)
-        else:
-            parsed = keyformat.derive(
-                kind, project.key_prefix, self._idempotent_seed(principal, idempotency)
-            )
+        if idempotency is not None:
             marker = IdempotencyRecord(
                 org_id=principal.org_id,
                 principal_id=principal.key_id,
@@ -152,6 +152,9 @@ class KeyService:
                 fingerprint=idempotency.fingerprint,
                 object_id=key_id,
                 created_at=now,
+            )
+            marker = dataclasses.replace(
+                marker, sealed_secret=seal(self._sealing_key, parsed.text, _bound_to(marker))
             )
         secret_hash = key_digest(self._server_secret, parsed.text)
         record = KeyRecord(
@@ -185,12 +188,13 @@ class KeyService:
         self._directory.invalidate(record.id, (secret_hash,))
         return IssuedKey(parsed.text, record)
 
-    def _idempotent_seed(self, principal: Principal, idempotency: Idempotency) -> bytes:
-        caller = f"{principal.org_id}:{principal.key_id}"
-        return idempotent_key_seed(self._server_secret, caller, idempotency.key)
-
     async def _replay(self, principal: Principal, idempotency: Idempotency) -> IssuedKey | None:
-        """The key an earlier create with this Idempotency-Key made, secret included."""
+        """The key an earlier create with this Idempotency-Key made, secret included.
+
+        Only within the replay window: after it the secret is erased and the retry refused,
+        so a leaked management key plus a guessed or stolen idempotency key cannot bring a
+        plaintext back later. Records are looked up under the calling management key only.
+        """
         found = await self._store.get_idempotency(
             principal.org_id, principal.key_id, idempotency_digest(idempotency.key)
         )
@@ -201,14 +205,22 @@ class KeyService:
                 "this Idempotency-Key was already used with a different request",
                 code="IDEMPOTENCY_KEY_REUSED",
             )
+        now = self._clock.now()
+        secret = None
+        if now < found.created_at + self._replay_window and found.sealed_secret is not None:
+            secret = unseal(self._sealing_key, found.sealed_secret, _bound_to(found))
+        if secret is None:
+            if found.sealed_secret is not None:
+                # Erased on first sight, not only by the periodic purge.
+                await self._store.erase_idempotency_secrets(
+                    now - self._replay_window + _EPSILON, found.org_id, found.principal_id
+                )
+            raise ConflictError(
+                "the key this Idempotency-Key created exists, but its secret is kept for "
+                f"{int(self._replay_window.total_seconds())} s only and is not shown again",
+                code="IDEMPOTENCY_KEY_EXPIRED",
+            )
         record = await self._find(principal, found.object_id)
-        project = await self._store.get_project(record.org_id, record.project_id)
-        if project is None:  # pragma: no cover - projects are never deleted
-            raise NotFoundError("the key's project is gone", code="PROJECT_NOT_FOUND")
-        kind = keyformat.KeyKind(record.environment.value)
-        secret = keyformat.derive(
-            kind, project.key_prefix, self._idempotent_seed(principal, idempotency)
-        ).text
         if not digests_equal(key_digest(self._server_secret, secret), record.hash):
             raise ConflictError(
                 "the key this Idempotency-Key created has been rotated since, so its secret "
@@ -216,6 +228,20 @@ class KeyService:
                 code="IDEMPOTENT_KEY_ROTATED",
             )
         return IssuedKey(secret, record, replayed=True)
+
+    async def erase_expired_secrets(self) -> int:
+        """Erase every sealed secret whose replay window has passed; how many were."""
+        return await self._store.erase_idempotency_secrets(
+            self._clock.now() - self._replay_window + _EPSILON
+        )
+
+    async def default_project(self, org_id: str) -> Project:
+        """The organization's own default project: where keys without a project go."""
+        project = self._default_projects.get(org_id)
+        if project is None:
+            project = await self._store.default_project(org_id, self._clock.now())
+            self._default_projects[org_id] = project
+        return project
 
     async def get(self, principal: Principal, id_or_hash: str) -> KeyRecord:
         require_scope(principal, "keys:read")
@@ -411,15 +437,22 @@ class KeyService:
 
     async def _project_for(self, principal: Principal, project_id: str | None) -> Project:
         if project_id is None:
-            project_id = principal.project_id or self._default_project.id
+            project_id = principal.project_id or (await self.default_project(principal.org_id)).id
         if not principal.reaches_project(project_id):
             raise PermissionDeniedError("this management key cannot reach that project")
-        if project_id == self._default_project.id:
-            return self._default_project
+        default = self._default_projects.get(principal.org_id)
+        if default is not None and project_id == default.id:
+            return default
         project = await self._store.get_project(principal.org_id, project_id)
         if project is None:
             raise NotFoundError(f"no project {project_id!r}", code="PROJECT_NOT_FOUND")
         return project
+
+
+def _bound_to(record: IdempotencyRecord) -> bytes:
+    """The associated data of a sealed secret: the record (and object) it belongs to."""
+    parts = (record.org_id, record.principal_id, record.key_digest, record.object_id)
+    return "\0".join(parts).encode("utf-8")
 
 
 def _refuse_if_revoked(record: KeyRecord, action: str) -> None:

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
+from keyplane.errors import KeyplaneError
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
@@ -129,7 +130,13 @@ class Runtime:
             management_cache=management_cache,
             last_used=last_used,
             management_last_used=management_last_used,
-            keys=KeyService(store, directory, clock, server_secret, project),
+            keys=KeyService(
+                store,
+                directory,
+                clock,
+                server_secret,
+                timedelta(seconds=settings.idempotency_secret_window_seconds),
+            ),
             verifier=Verifier(
                 directory,
                 clock,
@@ -179,6 +186,7 @@ class Runtime:
             loop.create_task(last_used.run()),
             loop.create_task(management_last_used.run()),
             loop.create_task(runtime._expire_reservations()),
+            loop.create_task(runtime._erase_replay_secrets()),
         ]
         if runtime.invalidation is not None:
             runtime._background.append(loop.create_task(runtime.invalidation.run()))
@@ -206,6 +214,16 @@ class Runtime:
                 await self.limiter.expire(self.clock.now())
             except RedisError as exc:
                 log.warning("expiring reservations failed: %s", type(exc).__name__)
+
+    async def _erase_replay_secrets(self) -> None:
+        """Erase sealed replay secrets once their window has passed, even if never retried."""
+        period = min(60.0, self.settings.idempotency_secret_window_seconds / 2)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.keys.erase_expired_secrets()
+            except KeyplaneError as exc:
+                log.warning("erasing expired replay secrets failed: %s", type(exc).__name__)
 
     async def stop(self) -> None:
         """Stop background work, write what it still holds, then close the store."""

@@ -54,6 +54,8 @@ class IdempotencyRecord:
     fingerprint: str
     object_id: str
     created_at: datetime
+    #: The created object's secret, sealed (keyplane.domain.sealing); erased after the window.
+    sealed_secret: str | None = None
 
 
 class Store(Protocol):
@@ -61,6 +63,14 @@ class Store(Protocol):
 
     async def ensure_default_tenancy(self, now: datetime) -> tuple[Organization, Project]:
         """Create the default organization and project once; return them."""
+        ...
+
+    async def create_organization(self, name: str, now: datetime) -> tuple[Organization, Project]:
+        """A new organization with its own default project, in one transaction."""
+        ...
+
+    async def default_project(self, org_id: str, now: datetime) -> Project:
+        """The organization's default project (created if it has none yet)."""
         ...
 
     async def create_project(self, project: Project) -> Project: ...
@@ -82,6 +92,16 @@ class Store(Protocol):
         self, org_id: str, principal_id: str, key_digest: str
     ) -> IdempotencyRecord | None:
         """What an earlier request with this Idempotency-Key made, if any."""
+        ...
+
+    async def erase_idempotency_secrets(
+        self, created_before: datetime, org_id: str | None = None, principal_id: str | None = None
+    ) -> int:
+        """Erase the sealed secrets of records made before ``created_before``; count them.
+
+        Narrowed to one caller's records when ``org_id`` and ``principal_id`` are given. The
+        records stay: a late retry must still be recognised, and refused.
+        """
         ...
 
     async def get_key(self, org_id: str, id_or_hash: str) -> KeyRecord | None:

@@ -170,21 +170,35 @@ class SqlStore:
                 )
             else:
                 org = Organization(org_row.id, org_row.name, org_row.created_at)
-            proj_row = (
+            project = await _ensure_default_project(conn, org.id, now)
+        return org, project
+
+    async def create_organization(self, name: str, now: datetime) -> tuple[Organization, Project]:
+        """A new organization and, in the same transaction, its own default project."""
+        org = Organization(ids.new_id("org"), name, now)
+        async with self._write() as conn:
+            await conn.execute(insert(organizations).values(id=org.id, name=name, created_at=now))
+            project = await _ensure_default_project(conn, org.id, now)
+        return org, project
+
+    async def default_project(self, org_id: str, now: datetime) -> Project:
+        """The organization's default project, made now if it has none (an org from before 0005)."""
+        async with self._read() as conn:
+            row = (
                 await conn.execute(
                     select(projects).where(
-                        projects.c.org_id == org.id, projects.c.name == DEFAULT_PROJECT_NAME
+                        projects.c.org_id == org_id, projects.c.name == DEFAULT_PROJECT_NAME
                     )
                 )
             ).first()
-            if proj_row is None:
-                project = Project(
-                    ids.new_id("proj"), org.id, DEFAULT_PROJECT_NAME, DEFAULT_PREFIX, now
-                )
-                await conn.execute(insert(projects).values(**_project_values(project)))
-            else:
-                project = _project(proj_row)
-        return org, project
+        if row is not None:
+            return _project(row)
+        try:
+            async with self._write() as conn:
+                return await _ensure_default_project(conn, org_id, now)
+        except ConflictError:
+            # Made meanwhile by a concurrent request (the name is unique per org): read it.
+            return await self.default_project(org_id, now)
 
     async def create_project(self, project: Project) -> Project:
         async with self._write() as conn:
@@ -224,6 +238,7 @@ class SqlStore:
                         fingerprint=idempotency.fingerprint,
                         object_id=idempotency.object_id,
                         created_at=idempotency.created_at,
+                        sealed_secret=idempotency.sealed_secret,
                     )
                 )
             await conn.execute(insert(api_keys).values(**_key_values(record)))
@@ -262,7 +277,21 @@ class SqlStore:
             fingerprint=row.fingerprint,
             object_id=row.object_id,
             created_at=row.created_at,
+            sealed_secret=row.sealed_secret,
         )
+
+    async def erase_idempotency_secrets(
+        self, created_before: datetime, org_id: str | None = None, principal_id: str | None = None
+    ) -> int:
+        table = idempotency_records.c
+        conditions = [table.created_at < created_before, table.sealed_secret.is_not(None)]
+        if org_id is not None and principal_id is not None:
+            conditions += [table.org_id == org_id, table.principal_id == principal_id]
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(idempotency_records).where(*conditions).values(sealed_secret=None)
+            )
+        return int(result.rowcount or 0)
 
     async def get_key(self, org_id: str, id_or_hash: str) -> KeyRecord | None:
         column = api_keys.c.id if ids.looks_like_id(id_or_hash, "key") else api_keys.c.hash
@@ -997,3 +1026,19 @@ def _management_key(row: Row[Any]) -> ManagementKeyRecord:
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
     )
+
+
+async def _ensure_default_project(conn: AsyncConnection, org_id: str, now: datetime) -> Project:
+    """The org's project named ``default`` (unique per org), inserted if missing."""
+    row = (
+        await conn.execute(
+            select(projects).where(
+                projects.c.org_id == org_id, projects.c.name == DEFAULT_PROJECT_NAME
+            )
+        )
+    ).first()
+    if row is not None:
+        return _project(row)
+    project = Project(ids.new_id("proj"), org_id, DEFAULT_PROJECT_NAME, DEFAULT_PREFIX, now)
+    await conn.execute(insert(projects).values(**_project_values(project)))
+    return project

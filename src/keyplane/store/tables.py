@@ -192,8 +192,9 @@ events = Table(
 
 # Idempotent POSTs: which object a (caller, Idempotency-Key) already made, and a fingerprint of
 # the request that made it, so a retry gets the same object back and a reused key with another
-# body is refused. Nothing secret is kept: a replayed key secret is derived again (see
-# services.idempotency).
+# body is refused. ``sealed_secret`` is the created key's plaintext sealed with AES-GCM
+# (keyplane.domain.sealing), kept only for the replay window and then erased (NULL); the row
+# itself stays, so a late retry is refused instead of making a second key.
 idempotency_records = Table(
     "idempotency_records",
     metadata,
@@ -204,7 +205,9 @@ idempotency_records = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("object_id", String(40), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("sealed_secret", Text),
     PrimaryKeyConstraint("org_id", "principal_id", "idempotency_key"),
+    Index("ix_idempotency_records_sealed_created", "created_at"),
 )
 
 # The operator's upstream provider credentials. ``sealed_secret`` is an envelope token

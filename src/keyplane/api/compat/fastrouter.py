@@ -24,6 +24,7 @@ from keyplane.domain import money
 from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError
+from keyplane.services.authz import may_read
 from keyplane.services.compat import MAX_OFFSET, find_project, live_keys_page, project_names
 from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
@@ -145,7 +146,11 @@ async def create_service_key(
     """Create a service key; ``api_key`` is its plaintext, shown only in this response."""
     _check_org(principal, body.org_id)
     project = await find_project(
-        runtime.store, principal, runtime.default_project, body.project_id, body.project_name
+        runtime.store,
+        principal,
+        await runtime.keys.default_project(principal.org_id),
+        body.project_id,
+        body.project_name,
     )
     expires_at = None if body.expire_key is None else mapping.parse_expire_key(body.expire_key)
     issued = await runtime.keys.create(
@@ -159,6 +164,9 @@ async def create_service_key(
             policy=mapping.policy_with({}, body.policy_changes()),
         ),
     )
+    if not may_read(principal, "keys:read"):
+        # Write does not imply read: a write-only caller learns the key and its hash only.
+        return {"api_key": issued.secret, "api_key_id_hash": issued.record.hash}
     data = await _object(runtime, principal, issued.record)
     return {"api_key": issued.secret, **data}
 

@@ -25,6 +25,7 @@ from keyplane.domain import money
 from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import AuthenticationError, NotFoundError
+from keyplane.services.authz import may_read
 from keyplane.services.compat import MAX_OFFSET, live_keys_page
 from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
@@ -136,6 +137,10 @@ async def create_key(
             policy=policy,
         ),
     )
+    if not may_read(principal, "keys:read"):
+        # Write does not imply read: a write-only caller learns the key and its hash only.
+        digest = issued.record.hash
+        return {"data": {"hash": digest}, "key": issued.secret, "hash": digest}
     data = await _object(runtime, principal, issued.record)
     # OpenRouter clients read data and key; AnyAPI's examples read key and hash.
     return {"data": data, "key": issued.secret, "hash": issued.record.hash}

@@ -20,6 +20,9 @@ from keyplane.api.params import (
 )
 from keyplane.api.policy import to_document
 from keyplane.api.schemas import (
+    Ack,
+    AckCreated,
+    AckEnvelope,
     KeyCreate,
     KeyCreated,
     KeyDisable,
@@ -31,9 +34,10 @@ from keyplane.api.schemas import (
     KeyUpdate,
     RequestId,
 )
-from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.domain.keys import Environment, KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal
-from keyplane.services.keys import Idempotency, NewKey
+from keyplane.services.authz import may_read
+from keyplane.services.keys import Idempotency, IssuedKey, NewKey
 from keyplane.services.runtime import Runtime
 from keyplane.store.base import KeyFilter
 
@@ -47,8 +51,25 @@ async def _out(runtime: Runtime, principal: Principal, record: KeyRecord) -> Key
     return KeyOut.of(view, runtime.clock.now())
 
 
-async def _envelope(runtime: Runtime, principal: Principal, record: KeyRecord) -> KeyEnvelope:
+async def _envelope(
+    runtime: Runtime, principal: Principal, record: KeyRecord
+) -> KeyEnvelope | AckEnvelope:
+    """The record for a caller with ``keys:read``; only its id and status for a write-only one."""
+    if not may_read(principal, "keys:read"):
+        return AckEnvelope(data=_ack(runtime, record))
     return KeyEnvelope(data=await _out(runtime, principal, record))
+
+
+async def _issued(
+    runtime: Runtime, principal: Principal, issued: IssuedKey
+) -> KeyCreated | AckCreated:
+    if not may_read(principal, "keys:read"):
+        return AckCreated(key=issued.secret, data=_ack(runtime, issued.record))
+    return KeyCreated(key=issued.secret, data=await _out(runtime, principal, issued.record))
+
+
+def _ack(runtime: Runtime, record: KeyRecord) -> Ack:
+    return Ack(id=record.id, status=effective_status(record, runtime.clock.now()).value)
 
 
 def _fingerprint(body: KeyCreate) -> str:
@@ -59,10 +80,10 @@ def _fingerprint(body: KeyCreate) -> str:
 @router.post(
     "",
     status_code=201,
-    response_model=KeyCreated,
+    response_model=KeyCreated | AckCreated,
     responses={
         200: {
-            "model": KeyCreated,
+            "model": KeyCreated | AckCreated,
             "description": "an idempotent retry: the key the first request made "
             "(header Idempotent-Replayed: true)",
         }
@@ -74,7 +95,7 @@ async def create_key(
     runtime: RuntimeDep,
     response: Response,
     idempotency_key: Annotated[RequestId | None, Header()] = None,
-) -> KeyCreated:
+) -> KeyCreated | AckCreated:
     """Create an API key; the response holds its plaintext, shown only this once.
 
     With ``Idempotency-Key``, a retry of the same request answers the same key (200,
@@ -105,7 +126,7 @@ async def create_key(
     if issued.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return KeyCreated(key=issued.secret, data=await _out(runtime, principal, issued.record))
+    return await _issued(runtime, principal, issued)
 
 
 @router.get("", response_model=KeyPage)
@@ -149,13 +170,13 @@ async def list_keys(
 async def get_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> KeyEnvelope:
     """Fetch one key by its id or its hash."""
     record = await runtime.keys.get(principal, check_key_ref(id_or_hash))
-    return await _envelope(runtime, principal, record)
+    return KeyEnvelope(data=await _out(runtime, principal, record))
 
 
-@router.patch("/{id_or_hash}", response_model=KeyEnvelope)
+@router.patch("/{id_or_hash}", response_model=KeyEnvelope | AckEnvelope)
 async def update_key(
     id_or_hash: str, body: KeyUpdate, principal: PrincipalDep, runtime: RuntimeDep
-) -> KeyEnvelope:
+) -> KeyEnvelope | AckEnvelope:
     """Change a key's descriptive fields, scopes or expiry; absent fields stay as they are."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     for field in ("tags", "scopes"):
@@ -170,14 +191,14 @@ async def update_key(
     return await _envelope(runtime, principal, record)
 
 
-@router.delete("/{id_or_hash}", response_model=KeyEnvelope)
+@router.delete("/{id_or_hash}", response_model=KeyEnvelope | AckEnvelope)
 async def revoke_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
     body: Annotated[KeyRevoke | None, Body()] = None,
     reason: Annotated[str | None, Query(max_length=500)] = None,
-) -> KeyEnvelope:
+) -> KeyEnvelope | AckEnvelope:
     """Revoke a key for good; the record stays for audit."""
     why = body.reason if body is not None and body.reason is not None else reason
     record = await runtime.keys.revoke(
@@ -186,26 +207,26 @@ async def revoke_key(
     return await _envelope(runtime, principal, record)
 
 
-@router.post("/{id_or_hash}/rotate", response_model=KeyCreated)
+@router.post("/{id_or_hash}/rotate", response_model=KeyCreated | AckCreated)
 async def rotate_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
     body: Annotated[KeyRotate | None, Body()] = None,
-) -> KeyCreated:
+) -> KeyCreated | AckCreated:
     """Issue a new secret for the key (same id and settings); shown only this once."""
     grace = timedelta(seconds=(body or KeyRotate()).grace_period_seconds)
     issued = await runtime.keys.rotate(principal, check_key_ref(id_or_hash), grace)
-    return KeyCreated(key=issued.secret, data=await _out(runtime, principal, issued.record))
+    return await _issued(runtime, principal, issued)
 
 
-@router.post("/{id_or_hash}/disable", response_model=KeyEnvelope)
+@router.post("/{id_or_hash}/disable", response_model=KeyEnvelope | AckEnvelope)
 async def disable_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
     body: Annotated[KeyDisable | None, Body()] = None,
-) -> KeyEnvelope:
+) -> KeyEnvelope | AckEnvelope:
     """Disable a key, optionally until ``auto_enable_after`` seconds have passed."""
     request = body or KeyDisable()
     after = (
@@ -215,8 +236,10 @@ async def disable_key(
     return await _envelope(runtime, principal, record)
 
 
-@router.post("/{id_or_hash}/enable", response_model=KeyEnvelope)
-async def enable_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> KeyEnvelope:
+@router.post("/{id_or_hash}/enable", response_model=KeyEnvelope | AckEnvelope)
+async def enable_key(
+    id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep
+) -> KeyEnvelope | AckEnvelope:
     """Enable a disabled key."""
     record = await runtime.keys.enable(principal, check_key_ref(id_or_hash))
     return await _envelope(runtime, principal, record)

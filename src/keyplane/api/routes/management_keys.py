@@ -12,24 +12,35 @@ from keyplane.api.params import (
     reject_unknown_params,
 )
 from keyplane.api.schemas import (
+    Ack,
+    AckCreated,
+    AckEnvelope,
     ManagementKeyCreate,
     ManagementKeyCreated,
     ManagementKeyEnvelope,
     ManagementKeyOut,
     ManagementKeyPage,
 )
+from keyplane.domain.tenancy import ManagementKeyRecord
+from keyplane.services.authz import may_read
 
 router = APIRouter(prefix="/v1/management-keys", tags=["management keys"])
 
 
-@router.post("", status_code=201, response_model=ManagementKeyCreated)
+def _ack(record: ManagementKeyRecord) -> Ack:
+    return Ack(id=record.id, status="active" if record.revoked_at is None else "revoked")
+
+
+@router.post("", status_code=201, response_model=ManagementKeyCreated | AckCreated)
 async def create_management_key(
     body: ManagementKeyCreate, principal: PrincipalDep, runtime: RuntimeDep
-) -> ManagementKeyCreated:
+) -> ManagementKeyCreated | AckCreated:
     """Create a management key with at most the caller's own scopes; shown only once."""
     issued = await runtime.management.create(
         principal, body.name, tuple(dict.fromkeys(body.scopes)), body.project_id
     )
+    if not may_read(principal, "management_keys:read"):
+        return AckCreated(key=issued.secret, data=_ack(issued.record))
     return ManagementKeyCreated(key=issued.secret, data=ManagementKeyOut.of(issued.record))
 
 
@@ -62,10 +73,12 @@ async def get_management_key(
     return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))
 
 
-@router.delete("/{key_id}", response_model=ManagementKeyEnvelope)
+@router.delete("/{key_id}", response_model=ManagementKeyEnvelope | AckEnvelope)
 async def revoke_management_key(
     key_id: str, principal: PrincipalDep, runtime: RuntimeDep
-) -> ManagementKeyEnvelope:
+) -> ManagementKeyEnvelope | AckEnvelope:
     """Revoke a management key; it stops working at once."""
     record = await runtime.management.revoke(principal, check_id(key_id, "mk", "management key"))
+    if not may_read(principal, "management_keys:read"):
+        return AckEnvelope(data=_ack(record))
     return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))

@@ -8,20 +8,39 @@ from fastapi import APIRouter
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.policy import to_document
-from keyplane.api.schemas import PlanCreate, PlanEnvelope, PlanList, PlanOut, PlanRef, PlanUpdate
+from keyplane.api.schemas import (
+    Ack,
+    AckEnvelope,
+    PlanCreate,
+    PlanEnvelope,
+    PlanList,
+    PlanOut,
+    PlanRef,
+    PlanUpdate,
+)
+from keyplane.domain.plans import PlanRecord
+from keyplane.domain.tenancy import Principal
+from keyplane.services.authz import may_read
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 
-@router.post("", status_code=201, response_model=PlanEnvelope)
+def _answer(principal: Principal, plan: PlanRecord) -> PlanEnvelope | AckEnvelope:
+    """The plan for a caller with ``plans:read``; only its id for a write-only one."""
+    if not may_read(principal, "plans:read"):
+        return AckEnvelope(data=Ack(id=plan.id))
+    return PlanEnvelope(data=PlanOut.of(plan))
+
+
+@router.post("", status_code=201, response_model=PlanEnvelope | AckEnvelope)
 async def create_plan(
     body: PlanCreate, principal: PrincipalDep, runtime: RuntimeDep
-) -> PlanEnvelope:
+) -> PlanEnvelope | AckEnvelope:
     """Create a plan; keys that name it get its policy, merged with their own overrides."""
     plan = await runtime.plans.create(
         principal, body.name, body.description, to_document(body.policy)
     )
-    return PlanEnvelope(data=PlanOut.of(plan))
+    return _answer(principal, plan)
 
 
 @router.get("", response_model=PlanList)
@@ -36,10 +55,10 @@ async def get_plan(plan: PlanRef, principal: PrincipalDep, runtime: RuntimeDep) 
     return PlanEnvelope(data=PlanOut.of(await runtime.plans.get(principal, plan)))
 
 
-@router.patch("/{plan}", response_model=PlanEnvelope)
+@router.patch("/{plan}", response_model=PlanEnvelope | AckEnvelope)
 async def update_plan(
     plan: PlanRef, body: PlanUpdate, principal: PrincipalDep, runtime: RuntimeDep
-) -> PlanEnvelope:
+) -> PlanEnvelope | AckEnvelope:
     """Change a plan; every key on it follows at once."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     for field in ("name", "policy"):
@@ -48,10 +67,12 @@ async def update_plan(
     if "policy" in changes:
         changes["policy"] = to_document(body.policy)
     updated = await runtime.plans.update(principal, plan, changes)
-    return PlanEnvelope(data=PlanOut.of(updated))
+    return _answer(principal, updated)
 
 
-@router.delete("/{plan}", response_model=PlanEnvelope)
-async def delete_plan(plan: PlanRef, principal: PrincipalDep, runtime: RuntimeDep) -> PlanEnvelope:
+@router.delete("/{plan}", response_model=PlanEnvelope | AckEnvelope)
+async def delete_plan(
+    plan: PlanRef, principal: PrincipalDep, runtime: RuntimeDep
+) -> PlanEnvelope | AckEnvelope:
     """Delete a plan no key uses (409 ``PLAN_IN_USE`` otherwise)."""
-    return PlanEnvelope(data=PlanOut.of(await runtime.plans.delete(principal, plan)))
+    return _answer(principal, await runtime.plans.delete(principal, plan))

@@ -6,17 +6,27 @@ from fastapi import APIRouter
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.params import check_id
-from keyplane.api.schemas import ProjectCreate, ProjectEnvelope, ProjectList, ProjectOut
+from keyplane.api.schemas import (
+    Ack,
+    AckEnvelope,
+    ProjectCreate,
+    ProjectEnvelope,
+    ProjectList,
+    ProjectOut,
+)
+from keyplane.services.authz import may_read
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
 
-@router.post("", status_code=201, response_model=ProjectEnvelope)
+@router.post("", status_code=201, response_model=ProjectEnvelope | AckEnvelope)
 async def create_project(
     body: ProjectCreate, principal: PrincipalDep, runtime: RuntimeDep
-) -> ProjectEnvelope:
+) -> ProjectEnvelope | AckEnvelope:
     """Create a project; its keys start with ``key_prefix``."""
     project = await runtime.projects.create(principal, body.name, body.key_prefix)
+    if not may_read(principal, "projects:read"):
+        return AckEnvelope(data=Ack(id=project.id))
     return ProjectEnvelope(data=ProjectOut.of(project))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -16,6 +16,7 @@ from keyplane.api.params import (
     reject_unknown_params,
 )
 from keyplane.api.problems import PROBLEM_RESPONSES
+from keyplane.api.schemas import Ack, AckEnvelope, AckList
 from keyplane.api.vault_schemas import (
     CredentialBulkCreate,
     CredentialCreate,
@@ -32,8 +33,10 @@ from keyplane.api.vault_schemas import (
     ProviderStatsOut,
 )
 from keyplane.domain import ids, validation
-from keyplane.domain.vault import CredentialStatus
+from keyplane.domain.tenancy import Principal
+from keyplane.domain.vault import CredentialRecord, CredentialStatus
 from keyplane.errors import NotFoundError, ValidationError
+from keyplane.services.authz import may_read
 from keyplane.services.vault import LeaseRequest, check_provider
 from keyplane.store.vault import CredentialFilter
 
@@ -67,22 +70,35 @@ def _tags(values: list[str] | None) -> tuple[str, ...]:
         raise ValidationError(f"tags: {exc}", code="INVALID_FILTER") from None
 
 
-@router.post("/credentials", status_code=201, response_model=CredentialEnvelope)
+def _write_only(principal: Principal) -> bool:
+    """Write does not imply read: without ``vault:read`` a write answers ids and statuses."""
+    return not may_read(principal, "vault:read")
+
+
+def _ack(record: CredentialRecord, now: datetime) -> Ack:
+    return Ack(id=record.id, status=record.effective_status(now).value)
+
+
+@router.post("/credentials", status_code=201, response_model=CredentialEnvelope | AckEnvelope)
 async def add_credential(
     body: CredentialCreate, principal: PrincipalDep, runtime: RuntimeDep
-) -> CredentialEnvelope:
+) -> CredentialEnvelope | AckEnvelope:
     """Seal and store an upstream credential; its secret is never shown again."""
     record = await runtime.vault.add(principal, body.to_new())
+    if _write_only(principal):
+        return AckEnvelope(data=_ack(record, runtime.clock.now()))
     return CredentialEnvelope(data=CredentialOut.of(await runtime.vault.get(principal, record.id)))
 
 
-@router.post("/credentials/bulk", status_code=201, response_model=CredentialList)
+@router.post("/credentials/bulk", status_code=201, response_model=CredentialList | AckList)
 async def add_credentials(
     body: CredentialBulkCreate, principal: PrincipalDep, runtime: RuntimeDep
-) -> CredentialList:
+) -> CredentialList | AckList:
     """Add many credentials in one transaction: all of them or, on any error, none."""
     records = await runtime.vault.add_many(principal, [item.to_new() for item in body.credentials])
     now = runtime.clock.now()
+    if _write_only(principal):
+        return AckList(data=[_ack(record, now) for record in records])
     return CredentialList(
         data=[
             CredentialOut.of(runtime.vault.stats_of(record, 0, now))  # new: no leases yet
@@ -144,28 +160,32 @@ async def credential_stats(
     return CredentialStatsOut.of(await runtime.vault.get(principal, _credential_id(credential_id)))
 
 
-@router.patch("/credentials/{credential_id}", response_model=CredentialEnvelope)
+@router.patch("/credentials/{credential_id}", response_model=CredentialEnvelope | AckEnvelope)
 async def update_credential(
     credential_id: str, body: CredentialUpdate, principal: PrincipalDep, runtime: RuntimeDep
-) -> CredentialEnvelope:
+) -> CredentialEnvelope | AckEnvelope:
     """Change fields; absent ones stay, a null limit means unlimited."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     for name in ("provider", "alias", "secret", "tags", "metadata", "weight", "status"):
         if name in changes and changes[name] is None:
             changes.pop(name)
     stats = await runtime.vault.update(principal, _credential_id(credential_id), changes)
+    if _write_only(principal):
+        return AckEnvelope(data=Ack(id=stats.record.id, status=stats.status.value))
     return CredentialEnvelope(data=CredentialOut.of(stats))
 
 
-@router.delete("/credentials/{credential_id}", response_model=CredentialEnvelope)
+@router.delete("/credentials/{credential_id}", response_model=CredentialEnvelope | AckEnvelope)
 async def delete_credential(
     credential_id: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
     hard: Annotated[bool, Query(description="erase the record instead of revoking it")] = False,
-) -> CredentialEnvelope:
+) -> CredentialEnvelope | AckEnvelope:
     """Revoke a credential (the record stays, masked), or erase it with ``hard=true``."""
     record = await runtime.vault.delete(principal, _credential_id(credential_id), hard=hard)
+    if _write_only(principal):
+        return AckEnvelope(data=_ack(record, runtime.clock.now()))
     return CredentialEnvelope(data=CredentialOut.of(runtime.vault.stats_of(record, 0)))
 
 
