@@ -138,7 +138,9 @@ plans = Table(
 )
 
 # The usage ledger: one row per accepted usage report, never updated. The idempotency key is
-# unique per organization, so a retried report can never be counted twice.
+# unique per API key: a retried report (it names the same key) can never be counted twice, and
+# tenants (projects) that happen to pick the same request ids never collide or learn of each
+# other's reports.
 usage_events = Table(
     "usage_events",
     metadata,
@@ -156,7 +158,7 @@ usage_events = Table(
     Column("latency_ms", Integer),
     Column("status", Integer),
     Column("recorded_at", UTCDateTime(), nullable=False),
-    Index("ix_usage_events_org_idempotency", "org_id", "idempotency_key", unique=True),
+    Index("ix_usage_events_key_idempotency", "key_id", "idempotency_key", unique=True),
     Index("ix_usage_events_key_recorded", "key_id", "recorded_at"),
 )
 
