@@ -3,6 +3,7 @@ credentials and the org-wide ones shared with projects, and nothing else, on eve
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -199,3 +200,38 @@ async def test_an_unknown_project_is_refused(api: Api) -> None:
         f"/v1/vault/credentials/{created['id']}", json={"project_id": unknown}
     )
     assert (patched.status_code, patched.json()["code"]) == (404, "PROJECT_NOT_FOUND")
+
+
+async def test_mixed_reaches_in_concurrent_batches_keep_the_limits_exact(api: Api) -> None:
+    a = await project(api, "team-a")
+    b = await project(api, "team-b")
+    reachable = {
+        (await add(api, "a-own", project_id=a, max_concurrent=1))["id"],
+        (await add(api, "org-shared", shared_with_projects=True, max_concurrent=1))["id"],
+    }
+    await add(api, "b-own", project_id=b, max_concurrent=1)
+    await add(api, "org-private", max_concurrent=1)
+    a_key = api.as_key(await api.management_key("vault:lease", project_id=a))
+
+    async def take(headers: dict[str, str]) -> httpx.Response:
+        return await api.client.post(
+            "/v1/vault/leases", json={"provider": "openai", "ttl_seconds": 600}, headers=headers
+        )
+
+    # Concurrent leases of the project key alone: only its reachable credentials, once each.
+    alone = await asyncio.gather(*(take(a_key) for _ in range(20)))
+    taken = [r.json() for r in alone if r.status_code == 201]
+    assert sorted(lease["credential_id"] for lease in taken) == sorted(reachable)
+    for lease in taken:
+        await api.client.delete(f"/v1/vault/leases/{lease['lease_id']}")
+    # Project and org-wide leases queue together: they go in batches of their own reach,
+    # and every batch locks the rows it chooses from, so each credential is leased once.
+    answers = await asyncio.gather(*(take(a_key if n % 2 else {}) for n in range(40)))
+    granted = [
+        (n % 2, r.json()["credential_id"]) for n, r in enumerate(answers) if r.status_code == 201
+    ]
+    assert len(granted) == 4
+    assert {credential for bound, credential in granted if bound} <= reachable
+    assert len({credential for _, credential in granted}) == 4
+    refused = {r.json()["code"] for r in answers if r.status_code != 201}
+    assert refused == {"ALL_AT_MAX_CONCURRENCY"}
