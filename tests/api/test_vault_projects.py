@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import Api
+from tests.domain.test_vault import record
 
 SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -235,3 +236,25 @@ async def test_mixed_reaches_in_concurrent_batches_keep_the_limits_exact(api: Ap
     assert len({credential for _, credential in granted}) == 4
     refused = {r.json()["code"] for r in answers if r.status_code != 201}
     assert refused == {"ALL_AT_MAX_CONCURRENCY"}
+
+
+async def test_the_stores_rule_is_the_domains_rule(api: Api) -> None:
+    projects = [await project(api, "team-a"), await project(api, "team-b")]
+    made = [
+        await add(api, f"c{n}", project_id=owner, shared_with_projects=shared)
+        for n, (owner, shared) in enumerate(
+            (owner, shared) for owner in (None, *projects) for shared in (False, True)
+        )
+    ]
+    for caller in projects:
+        headers = api.as_key(await api.management_key("vault:read", project_id=caller))
+        listed = await api.client.get("/v1/vault/credentials", headers=headers)
+        expected = {
+            item["id"]
+            for item in made
+            if record(
+                0, project_id=item["project_id"], shared_with_projects=item["shared_with_projects"]
+            ).reachable_from(caller)
+        }
+        assert {item["id"] for item in listed.json()["data"]} == expected
+        assert len(expected) == 3  # its own two (shared or not) and the shared org-wide one
