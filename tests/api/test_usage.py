@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
+
+import httpx
 
 from tests.conftest import Api
 
@@ -61,11 +64,121 @@ async def test_a_report_needs_an_idempotency_key_and_one_key_reference(api: Api)
     assert response.json()["key_id"] == data["id"]
 
 
+async def two_projects(api: Api, **key_fields: object) -> dict[str, dict[str, Any]]:
+    """Projects a and b, an API key in each and a management key bound to each."""
+    tenants: dict[str, dict[str, Any]] = {}
+    for name in ("a", "b"):
+        created = await api.client.post("/v1/projects", json={"name": f"team-{name}"})
+        assert created.status_code == 201, created.text
+        project_id = created.json()["data"]["id"]
+        key, data = await api.create_key(project_id=project_id, **key_fields)
+        manager = await api.management_key("usage:*", "keys:read", "verify", project_id=project_id)
+        tenants[name] = {"key": key, "id": data["id"], "as": api.as_key(manager)}
+    return tenants
+
+
+async def report_as(
+    api: Api, tenant: dict[str, Any], idempotency_key: str | None = None, **fields: object
+) -> httpx.Response:
+    headers = dict(tenant["as"])
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    body = {"key_id": tenant["id"], **fields}
+    return await api.client.post("/v1/usage", json=body, headers=headers)
+
+
+async def total_of(api: Api, tenant: dict[str, Any]) -> float:
+    shown = await api.client.get(f"/v1/keys/{tenant['id']}", headers=tenant["as"])
+    assert shown.status_code == 200, shown.text
+    total: float = shown.json()["data"]["usage"]["total"]
+    return total
+
+
 async def test_reports_for_keys_out_of_reach_are_not_found(api: Api) -> None:
-    response = await api.report(key_id="key_" + "0" * 26, request_id="x")
-    assert response.status_code == 404
-    response = await api.report(key="kp_live_" + "a" * 36, request_id="y")
-    assert response.status_code == 404
+    tenants = await two_projects(api)
+    a, b = tenants["a"], tenants["b"]
+    missing = await report_as(api, a, key_id="key_" + "0" * 26, request_id="x")
+    assert missing.status_code == 404
+    # Project b's real key, by id and by plaintext: the same answer as a missing one.
+    by_id = await report_as(api, a, key_id=b["id"], request_id="x")
+    by_secret = await api.client.post(
+        "/v1/usage", json={"key": b["key"], "request_id": "y", "cost": 1}, headers=a["as"]
+    )
+    for response in (by_id, by_secret):
+        assert response.status_code == 404
+        assert response.json()["code"] == missing.json()["code"] == "KEY_NOT_FOUND"
+        assert response.json()["detail"] == missing.json()["detail"]
+    assert await total_of(api, b) == 0
+
+
+async def test_two_projects_can_use_the_same_request_id(api: Api) -> None:
+    tenants = await two_projects(api)
+    a, b = tenants["a"], tenants["b"]
+    # B reports first with the gateway's request id; A's real report of its own request with
+    # the same id is recorded, not refused.
+    first = await report_as(api, b, request_id="req_gw_0001", cost=5)
+    assert first.status_code == 201, first.text
+    second = await report_as(api, a, request_id="req_gw_0001", cost=2)
+    assert second.status_code == 201, second.text
+    assert second.json()["duplicate"] is False
+    assert second.json()["id"] != first.json()["id"]
+    assert (await total_of(api, a), await total_of(api, b)) == (2.0, 5.0)
+    # Within one key, exactly once still holds, by request id and by Idempotency-Key.
+    again = await report_as(api, a, request_id="req_gw_0001", cost=2)
+    assert (again.status_code, again.json()["duplicate"]) == (200, True)
+    assert again.json()["id"] == second.json()["id"]
+    conflict = await report_as(api, a, request_id="req_gw_0001", cost=3)
+    assert (conflict.status_code, conflict.json()["code"]) == (409, "IDEMPOTENCY_KEY_REUSED")
+    for tenant in (a, b):
+        sent = await report_as(api, tenant, "idem-shared", request_id="r-own", cost=1)
+        assert sent.status_code == 201, sent.text
+    assert (await total_of(api, a), await total_of(api, b)) == (3.0, 6.0)
+
+
+async def test_another_projects_ids_reveal_nothing(api: Api) -> None:
+    tenants = await two_projects(api)
+    a, b = tenants["a"], tenants["b"]
+    mine = await report_as(api, a, "idem-a", request_id="req_a", cost=7)
+    assert mine.status_code == 201
+    # B replays A's ids, with another amount (a 409 would tell B that A used the id) and with
+    # A's very amount (a duplicate would hand B A's report id): each is a new report of B's,
+    # answered exactly as for ids nobody used.
+    replays = [
+        await report_as(api, b, "idem-a", request_id="req_b", cost=8),
+        await report_as(api, b, None, request_id="req_a", cost=7),
+    ]
+    for reply in replays:
+        assert reply.status_code == 201, reply.text
+        assert reply.json()["duplicate"] is False
+        assert reply.json()["key_id"] == b["id"]
+        assert reply.json()["id"] != mine.json()["id"]
+    assert (await total_of(api, a), await total_of(api, b)) == (7.0, 15.0)
+
+
+async def test_a_request_id_of_another_project_never_settles_a_reservation(api: Api) -> None:
+    tenants = await two_projects(api, policy={"concurrency": {"max_parallel": 1}})
+    a, b = tenants["a"], tenants["b"]
+
+    async def verify(tenant: dict[str, Any], request_id: str) -> str:
+        response = await api.client.post(
+            "/v1/verify",
+            json={"key": tenant["key"], "acquire_concurrency": True, "request_id": request_id},
+            headers=tenant["as"],
+        )
+        assert response.status_code == 200, response.text
+        code: str = response.json()["code"]
+        return code
+
+    # Both hold their one slot under the same gateway request id.
+    assert await verify(a, "req_gw_0001") == "VALID"
+    assert await verify(b, "req_gw_0001") == "VALID"
+    # B's report settles B's reservation only: A's slot stays held.
+    assert (await report_as(api, b, request_id="req_gw_0001", cost=1)).status_code == 201
+    assert await verify(a, "req_gw_0002") == "CONCURRENCY_EXCEEDED"
+    assert await verify(b, "req_gw_0002") == "VALID"
+    # A's own report (refused with 409 before, so its slot was never given back) settles it.
+    assert (await report_as(api, a, request_id="req_gw_0001", cost=1)).status_code == 201
+    assert await verify(a, "req_gw_0003") == "VALID"
 
 
 async def test_usage_buckets_reset_exactly_at_utc_boundaries(api: Api) -> None:

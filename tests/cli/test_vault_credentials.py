@@ -8,6 +8,7 @@ import json
 import secrets
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cli.conftest import Result, Run, invoke
@@ -242,3 +243,63 @@ def test_a_server_without_a_vault_key_says_so(cli: Run) -> None:
     refused = cli("vault", "add", "openai", "x", input=SECRET + "\n")
     assert refused.code == 3 and "VAULT_NOT_CONFIGURED" in refused.stderr
     assert SECRET not in refused.stderr + refused.stdout
+
+
+def test_project_and_sharing_options(vault: Run, vault_server: Server) -> None:  # noqa: F811
+    created = httpx.post(
+        f"{vault_server.base_url}/v1/projects",
+        json={"name": f"cli-{secrets.token_hex(4)}"},
+        headers={"Authorization": f"Bearer {ROOT_KEY}"},
+    )
+    assert created.status_code == 201, created.text
+    project_id = created.json()["data"]["id"]
+    env = _env()
+    added = _ok(
+        vault(
+            "add",
+            "openai",
+            "team",
+            "--environment",
+            env,
+            "--project",
+            project_id,
+            "--json",
+            input=SECRET + "\n",
+        )
+    ).json()
+    assert (added["project_id"], added["shared_with_projects"]) == (project_id, False)
+    moved = _ok(
+        vault("update", added["id"], "--project", "org", "--share-with-projects", "--json")
+    ).json()
+    assert (moved["project_id"], moved["shared_with_projects"]) == (None, True)
+    assert "shared with projects" in _ok(vault("show", added["id"])).stdout
+    unshared = _ok(vault("update", added["id"], "--unshare", "--json")).json()
+    assert unshared["shared_with_projects"] is False
+
+
+def test_import_sets_the_project_and_sharing(
+    vault: Run,
+    vault_server: Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    created = httpx.post(
+        f"{vault_server.base_url}/v1/projects",
+        json={"name": f"imp-{secrets.token_hex(4)}"},
+        headers={"Authorization": f"Bearer {ROOT_KEY}"},
+    )
+    project_id = created.json()["data"]["id"]
+    env = _env()
+    csv_file = tmp_path / "creds.csv"
+    csv_file.write_text(
+        "provider,alias,secret,environment,project_id,shared_with_projects\n"
+        f"openai,imp-team,{SECRET},{env},{project_id},false\n"
+        f"openai,imp-shared,{SECRET},{env},,true\n"
+        f"openai,imp-bad,{SECRET},{env},,maybe\n",
+        encoding="utf-8",
+    )
+    done = vault("import", str(csv_file))
+    assert "created 2, already existed 0, rejected 1" in done.stderr
+    assert "shared_with_projects must be true or false" in done.stderr
+    listed = _ok(vault("list", "--environment", env, "--json")).json()["data"]
+    by_alias = {c["alias"]: (c["project_id"], c["shared_with_projects"]) for c in listed}
+    assert by_alias == {"imp-team": (project_id, False), "imp-shared": (None, True)}

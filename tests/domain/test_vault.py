@@ -161,3 +161,22 @@ def test_spent_allowance_says_when_it_returns() -> None:
     assert choose([monthly], Strategy.ROUND_ROBIN, noon).retry_after == expected
     blocked = Candidate(record(3, daily_limit=0), 0)
     assert choose([blocked], Strategy.ROUND_ROBIN, NOW).retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("project_id", "shared", "caller", "reached"),
+    [
+        ("proj_a", False, None, True),  # org-wide callers reach everything
+        (None, False, None, True),
+        ("proj_a", False, "proj_a", True),  # its own project's
+        ("proj_a", True, "proj_b", False),  # sharing is for org-wide credentials only
+        ("proj_b", False, "proj_a", False),
+        (None, False, "proj_a", False),  # org-wide, not shared: the organization's own
+        (None, True, "proj_a", True),  # org-wide, shared with projects
+    ],
+)
+def test_who_reaches_a_credential(
+    project_id: str | None, shared: bool, caller: str | None, reached: bool
+) -> None:
+    credential = record(1, project_id=project_id, shared_with_projects=shared)
+    assert credential.reachable_from(caller) is reached

@@ -15,7 +15,7 @@ import re
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -235,6 +235,21 @@ async def test_settlement_releases_the_reservation_and_the_slot(make_limits: Mak
     [slot, money] = result.limits
     assert (slot.kind, slot.remaining) == ("concurrency", 0)
     assert (money.kind, money.remaining) == ("budget", 0)
+
+
+async def test_a_settlement_releases_only_its_own_keys_reservation(
+    make_limits: MakeLimits,
+) -> None:
+    # Request ids are the gateway's, so two tenants' keys can hold the same one.
+    limits = make_limits()
+    for key_id in ("key_1", "key_2"):
+        ask = replace(admission("req_gw_0001", max_parallel=1), key_id=key_id)
+        assert (await limits.admit(ask)).refusal is None
+    await limits.settle(Settlement("key_2", "req_gw_0001", 0, 0))
+    held = await limits.admit(admission("next", max_parallel=1))
+    assert held.refusal is Code.CONCURRENCY_EXCEEDED
+    await limits.settle(Settlement("key_1", "req_gw_0001", 0, 0))
+    assert (await limits.admit(admission("next", max_parallel=1))).refusal is None
 
 
 async def test_unsettled_reservations_expire(make_limits: MakeLimits) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, Strict, StringConstraints
 
 from keyplane.api.fields import Input
-from keyplane.api.schemas import Metadata, Name, Tags
+from keyplane.api.schemas import Metadata, Name, ProjectId, Tags
 from keyplane.domain.vault import CredentialStatus, Outcome, Strategy
 from keyplane.services.vault import (
     ENVIRONMENT_PATTERN,
@@ -55,6 +55,13 @@ class CredentialCreate(Input):
     daily_limit: Count | None = Field(default=None, description="leases per UTC day; 0 blocks")
     monthly_limit: Count | None = Field(default=None, description="leases per UTC month")
     max_concurrent: Concurrency | None = Field(default=None, description="live leases at once")
+    project_id: ProjectId | None = Field(
+        default=None, description="the project it belongs to; null: the whole organization"
+    )
+    shared_with_projects: Annotated[bool, Strict()] = Field(
+        default=False,
+        description="org-wide only: project-bound management keys may list and lease it too",
+    )
 
     def to_new(self) -> NewCredential:
         return NewCredential(
@@ -68,6 +75,8 @@ class CredentialCreate(Input):
             daily_limit=self.daily_limit,
             monthly_limit=self.monthly_limit,
             max_concurrent=self.max_concurrent,
+            project_id=self.project_id,
+            shared_with_projects=self.shared_with_projects,
         )
 
 
@@ -87,6 +96,10 @@ class CredentialUpdate(Input):
     monthly_limit: Count | None = None
     max_concurrent: Concurrency | None = None
     status: CredentialStatus | None = Field(default=None, description="active or disabled")
+    project_id: ProjectId | None = Field(
+        default=None, description="move it to a project; null: make it org-wide"
+    )
+    shared_with_projects: Annotated[bool, Strict()] | None = None
 
 
 class CredentialUsage(BaseModel):
@@ -113,6 +126,8 @@ class CredentialOut(BaseModel):
     daily_limit: int | None
     monthly_limit: int | None
     max_concurrent: int | None
+    project_id: str | None = Field(description="null: org-wide")
+    shared_with_projects: bool
     status: CredentialStatus
     status_reason: str | None
     cooldown_until: datetime | None
@@ -139,6 +154,8 @@ class CredentialOut(BaseModel):
             daily_limit=r.daily_limit,
             monthly_limit=r.monthly_limit,
             max_concurrent=r.max_concurrent,
+            project_id=r.project_id,
+            shared_with_projects=r.shared_with_projects,
             status=stats.status,
             status_reason=r.status_reason,
             cooldown_until=(

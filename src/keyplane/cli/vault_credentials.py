@@ -36,6 +36,8 @@ _UNLIMITED = {"none", "null", "unlimited"}
 STATUSES = ("active", "cooling_down", "disabled", "revoked")
 
 IdArgument = Annotated[str, typer.Argument(help="The credential's id (cred_...).")]
+#: ``org`` on update: make it org-wide again.
+ORG_WIDE = "org"
 Limit = Annotated[
     str | None,
     typer.Option(help="A whole number, 0 to block, or 'none' for unlimited.", show_default=False),
@@ -138,6 +140,8 @@ def _show(credential: Credential, as_json: bool) -> None:
             ("tags", c.tags),
             ("metadata", c.metadata),
             ("weight", c.weight),
+            ("project", c.project_id or "org-wide"),
+            ("shared with projects", c.shared_with_projects),
             ("status", c.status),
             ("status reason", c.status_reason),
             ("cooldown until", c.cooldown_until),
@@ -166,6 +170,17 @@ def add(
     daily_limit: Limit = None,
     monthly_limit: Limit = None,
     max_concurrent: Limit = None,
+    project: Annotated[
+        str | None,
+        typer.Option(help="The project it belongs to (default: the whole organization)."),
+    ] = None,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--share-with-projects",
+            help="Org-wide: let project-bound management keys list and lease it too.",
+        ),
+    ] = False,
     url: UrlOption = None,
     key: KeyOption = None,
     as_json: JsonOption = False,
@@ -173,6 +188,10 @@ def add(
 ) -> None:
     """Add one credential; the server seals its secret with the vault master key."""
     given: dict[str, Any] = {"weight": weight}
+    if project is not None:
+        given["project_id"] = project
+    if shared:
+        given["shared_with_projects"] = True
     given.update(
         _limits(daily_limit=daily_limit, monthly_limit=monthly_limit, max_concurrent=max_concurrent)
     )
@@ -287,6 +306,20 @@ def update(
             show_default=False,
         ),
     ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Move it to this project; '{ORG_WIDE}' makes it org-wide.", show_default=False
+        ),
+    ] = None,
+    shared: Annotated[
+        bool | None,
+        typer.Option(
+            "--share-with-projects/--unshare",
+            help="Org-wide ones: whether project-bound management keys may use it.",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
     as_json: JsonOption = False,
@@ -310,6 +343,10 @@ def update(
     )
     if enable is not None:
         changes["status"] = "active" if enable else "disabled"
+    if project is not None:
+        changes["project_id"] = None if project == ORG_WIDE else project
+    if shared is not None:
+        changes["shared_with_projects"] = shared
     if new_secret or secret_env is not None:
         changes["secret"] = read_secret(secret_env, "New secret")
     if not changes:

@@ -49,8 +49,10 @@ FIELDS = (
     "daily_limit",
     "monthly_limit",
     "max_concurrent",
+    "project_id",
+    "shared_with_projects",
 )
-TEXT_FIELDS = ("provider", "alias", "secret", "environment")
+TEXT_FIELDS = ("provider", "alias", "secret", "environment", "project_id")
 NUMBER_FIELDS = ("weight", "daily_limit", "monthly_limit", "max_concurrent")
 #: Columns a ``vault list --json`` item has besides the fields: ignored, never an error.
 IGNORED = ("id", "secret_hint", "status", "created_at", "updated_at")
@@ -126,6 +128,8 @@ def _normalise(raw: dict[str, Any], from_csv: bool) -> dict[str, Any]:
             value = _json(name, value) if from_csv else value
             if not isinstance(value, dict):
                 raise RowError("metadata must be a JSON object")
+        elif name == "shared_with_projects":
+            value = _flag(name, value, from_csv)
         else:
             value = _number(name, value, from_csv)
             if name == "weight" and value is None:
@@ -135,6 +139,14 @@ def _normalise(raw: dict[str, Any], from_csv: bool) -> dict[str, Any]:
         if not row.get(name):
             raise RowError(f"{name} is required")
     return row
+
+
+def _flag(name: str, value: Any, from_csv: bool) -> bool:
+    if from_csv and isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool) and not from_csv:
+        return value
+    raise RowError(f"{name} must be true or false")
 
 
 def _json(name: str, text: str) -> Any:

@@ -83,6 +83,10 @@ class CredentialFields(TypedDict, total=False):
     daily_limit: int | None
     monthly_limit: int | None
     max_concurrent: int | None
+    #: The project it belongs to; absent or ``None``: the whole organization.
+    project_id: str | None
+    #: Org-wide credentials only: project-bound management keys may use it too.
+    shared_with_projects: bool
 
 
 class CredentialChanges(TypedDict, total=False):
@@ -102,6 +106,9 @@ class CredentialChanges(TypedDict, total=False):
     monthly_limit: int | None
     max_concurrent: int | None
     status: str
+    #: ``None`` makes it org-wide.
+    project_id: str | None
+    shared_with_projects: bool
 
 
 class CredentialFilters(TypedDict, total=False):

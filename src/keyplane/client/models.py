@@ -243,6 +243,9 @@ class Credential(Model):
     daily_limit: int | None = None
     monthly_limit: int | None = None
     max_concurrent: int | None = None
+    #: ``None``: org-wide (project-bound management keys see it only when shared).
+    project_id: str | None = None
+    shared_with_projects: bool = False
     status: str
     status_reason: str | None = None
     cooldown_until: datetime | None = None

@@ -203,6 +203,20 @@ class CredentialRecord:
     total_count: int = 0
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    #: The project it belongs to; ``None``: the organization's (org-wide).
+    project_id: str | None = None
+    #: Org-wide only: project-bound keys may use it too (see :meth:`reachable_from`).
+    shared_with_projects: bool = False
+
+    def reachable_from(self, project_id: str | None) -> bool:
+        """Whether a caller bound to ``project_id`` (``None``: org-wide) may see and lease it.
+
+        The store applies the same rule in SQL, inside its selecting and locking statements
+        (``SqlVaultStore``); this is its reference, for tests and in-memory checks.
+        """
+        if project_id is None or self.project_id == project_id:
+            return True
+        return self.project_id is None and self.shared_with_projects
 
     def daily_used(self, now: datetime) -> int:
         return self.day_count if self.day_start == day_start(now) else 0

@@ -51,10 +51,14 @@ class UsageService:
     async def report(
         self, principal: Principal, report: UsageReport, idempotency_key: str | None
     ) -> tuple[Recorded, str]:
-        """Record a report exactly once per idempotency key; return it and the key's id.
+        """Record a report exactly once per (API key, idempotency key); return it and the
+        key's id.
 
         The report is durable when this returns. A retry with the same body answers as the
-        original; the same idempotency key with another body is a ConflictError.
+        original; the same idempotency key with another body is a ConflictError. The scope is
+        the API key the report names: another key's reports (another tenant's) never collide
+        with it, so no answer tells the caller which ids others used, and the settlement that
+        follows releases only this key's reservation of ``request_id``.
         """
         require_scope(principal, "usage:write")
         idempotency_key = idempotency_key or report.request_id

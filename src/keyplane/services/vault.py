@@ -7,6 +7,13 @@ last characters is kept instead).
 
 Leasing rules (capacity, strategies, refusals) are in :mod:`keyplane.domain.vault`; their
 atomicity across instances is the store's (:mod:`keyplane.store.vault`).
+
+Project binding: a credential belongs to a project or (``project_id`` None) to the whole
+organization. A project-bound management key reaches its project's credentials and the
+org-wide ones the operator shared with projects (``shared_with_projects``), nothing else:
+every read, lease and release passes the caller's project to the store, which makes it a
+condition of the statements themselves (``CredentialFilter.seen_from_project``), and what is
+out of reach answers exactly as what does not exist.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ from keyplane.errors import (
     ValidationError,
 )
 from keyplane.services.authz import require_scope
-from keyplane.store.vault import CredentialFilter, Lease, LeaseAsk, SqlVaultStore
+from keyplane.store.vault import CredentialFilter, Lease, LeaseAsk, ReleaseScope, SqlVaultStore
 
 MAX_SECRET_LENGTH = 8192
 MAX_LIMIT = 2**53 - 1
@@ -128,6 +135,9 @@ class NewCredential:
     daily_limit: int | None = None
     monthly_limit: int | None = None
     max_concurrent: int | None = None
+    #: ``None``: org-wide. Project-bound keys reach it only when ``shared_with_projects``.
+    project_id: str | None = None
+    shared_with_projects: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +186,8 @@ class ProviderStats:
 class _Pending:
     """A queued lease (``ask``) or ``ok`` release (``lease_id``), and its caller's future."""
 
-    org_id: str
+    #: Organization and the caller's project: a release ends only leases within its reach.
+    scope: ReleaseScope
     ask: LeaseAsk | None
     lease_id: str | None
     done: asyncio.Future[Any]
@@ -210,12 +221,13 @@ class _LeaseBatcher:
         self.requests = 0
 
     async def lease(self, ask: LeaseAsk) -> Lease:
-        result: Lease = await self._submit(_Pending(ask.org_id, ask, None, self._future()))
+        scope = (ask.org_id, ask.filters.seen_from_project)
+        result: Lease = await self._submit(_Pending(scope, ask, None, self._future()))
         return result
 
-    async def release(self, org_id: str, lease_id: str) -> CredentialRecord:
+    async def release(self, scope: ReleaseScope, lease_id: str) -> CredentialRecord:
         result: CredentialRecord = await self._submit(
-            _Pending(org_id, None, lease_id, self._future())
+            _Pending(scope, None, lease_id, self._future())
         )
         return result
 
@@ -257,7 +269,8 @@ class _LeaseBatcher:
             if item.ask is None:
                 releases.append(item)
             else:
-                groups.setdefault((item.org_id, item.ask.filters), []).append(item)
+                # The filters carry the caller's project: one lock set per reach.
+                groups.setdefault((item.ask.org_id, item.ask.filters), []).append(item)
         transactions = list(groups.values()) or [[]]
         transactions[0] = transactions[0] + releases
         for items in transactions:
@@ -265,10 +278,10 @@ class _LeaseBatcher:
 
     async def _write(self, items: list[_Pending]) -> None:
         asks = [item.ask for item in items if item.ask is not None]
-        releases: dict[str, list[str]] = {}
+        releases: dict[ReleaseScope, list[str]] = {}
         for item in items:
             if item.lease_id is not None:
-                releases.setdefault(item.org_id, []).append(item.lease_id)
+                releases.setdefault(item.scope, []).append(item.lease_id)
         try:
             answers, released = await self._store.lease_batch(
                 asks, releases, self._clock.now(), self._rng
@@ -367,6 +380,8 @@ class VaultService:
             raise ValidationError(f"add 1-{MAX_BULK} credentials at a time")
         ring = self._ring()
         now = self._clock.now()
+        for project_id in sorted({item.project_id for item in items if item.project_id}):
+            await self._check_project(principal.org_id, project_id)
         records = []
         for index, item in enumerate(items):
             try:
@@ -402,6 +417,8 @@ class VaultService:
             daily_limit=new.daily_limit,
             monthly_limit=new.monthly_limit,
             max_concurrent=new.max_concurrent,
+            project_id=new.project_id,
+            shared_with_projects=new.shared_with_projects,
             status=CredentialStatus.ACTIVE,
             created_at=now,
             updated_at=now,
@@ -409,7 +426,7 @@ class VaultService:
 
     async def get(self, principal: Principal, credential_id: str) -> CredentialStats:
         require_scope(principal, "vault:read")
-        record = await self._find(principal.org_id, credential_id)
+        record = await self._find(principal, credential_id)
         live = await self._store.live_leases([record.id], self._clock.now())
         return self.stats_of(record, live.get(record.id, 0))
 
@@ -418,6 +435,7 @@ class VaultService:
     ) -> list[CredentialStats]:
         require_scope(principal, "vault:read")
         now = self._clock.now()
+        filters = _reach(principal, filters)
         rows = await self._store.list_credentials(principal.org_id, filters, now, after, limit)
         return [self.stats_of(record, live, now) for record, live in rows]
 
@@ -444,6 +462,8 @@ class VaultService:
             changes["provider"] = check_provider(changes["provider"])
         if "tags" in changes:
             changes["tags"] = tuple(validation.check_tags(list(changes["tags"])))
+        if changes.get("project_id") is not None:
+            await self._check_project(principal.org_id, changes["project_id"])
         status = changes.pop("status", None)
 
         def mutate(current: CredentialRecord) -> CredentialRecord:
@@ -481,7 +501,7 @@ class VaultService:
         _require_writer(principal)
         now = self._clock.now()
         if hard:
-            record = await self._find(principal.org_id, credential_id)
+            record = await self._find(principal, credential_id)
             await self._store.delete_credential(principal.org_id, credential_id)
             return record
 
@@ -502,7 +522,11 @@ class VaultService:
         after: str | None = None
         while True:
             rows = await self._store.list_credentials(
-                principal.org_id, CredentialFilter(provider=name), now, after, 500
+                principal.org_id,
+                _reach(principal, CredentialFilter(provider=name)),
+                now,
+                after,
+                500,
             )
             items.extend(
                 self.stats_of(r, live, now)
@@ -543,6 +567,8 @@ class VaultService:
             environment=request.environment,
             tags=tuple(validation.check_tags(list(request.tags))),
             metadata=metadata_filter(request.metadata_filter),
+            # Part of the locking statement: the strategy picks among reachable ones only.
+            seen_from_project=principal.project_id,
         )
         org_id = principal.org_id
 
@@ -591,20 +617,30 @@ class VaultService:
                 return current
             return dataclasses.replace(current, cooldown_until=until, updated_at=now)
 
+        # A lease of a credential out of the caller's reach is "no such lease": its outcome
+        # never touches that credential.
+        scope = (principal.org_id, principal.project_id)
         if outcome is Outcome.OK:
             # The common case: batched with concurrent leases and releases.
-            return await self._batcher.release(principal.org_id, lease_id)
-        return await self._store.release(principal.org_id, lease_id, apply)
+            return await self._batcher.release(scope, lease_id)
+        return await self._store.release(scope, lease_id, apply)
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _find(self, org_id: str, credential_id: str) -> CredentialRecord:
+    async def _find(self, principal: Principal, credential_id: str) -> CredentialRecord:
         record = None
         if ids.looks_like_id(credential_id, "cred"):
-            record = await self._store.get_credential(org_id, credential_id)
+            record = await self._store.get_credential(
+                principal.org_id, credential_id, principal.project_id
+            )
         if record is None:
+            # Also when it exists out of the caller's reach: the same answer, nothing leaks.
             raise NotFoundError("no such credential", code="CREDENTIAL_NOT_FOUND")
         return record
+
+    async def _check_project(self, org_id: str, project_id: str) -> None:
+        if not await self._store.has_project(org_id, project_id):
+            raise NotFoundError("no such project", code="PROJECT_NOT_FOUND")
 
     def stats_of(
         self, record: CredentialRecord, live: int, now: datetime | None = None
@@ -635,6 +671,11 @@ def _require_writer(principal: Principal) -> None:
         raise PermissionDeniedError(
             "only organization-wide management keys can change vault credentials"
         )
+
+
+def _reach(principal: Principal, filters: CredentialFilter) -> CredentialFilter:
+    """``filters`` limited to what the caller reaches (whatever they said before)."""
+    return dataclasses.replace(filters, seen_from_project=principal.project_id)
 
 
 def _refused(choice: Choice) -> LeaseRefusedError:

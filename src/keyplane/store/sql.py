@@ -508,38 +508,39 @@ class SqlStore:
     ) -> list[Recorded]:
         """Append reports to the ledger and their rollups, in one transaction (group commit).
 
-        A report whose idempotency key is already in the ledger is not counted again: it
-        answers as the original (same body) or as a conflict (another body). Each step is one
-        statement for the whole batch, whatever its size. ``before_commit`` is given the new
-        reports while their rollup rows are still locked (see :meth:`seed_spent`).
+        A report whose idempotency key is already in the ledger for its API key is not counted
+        again: it answers as the original (same body) or as a conflict (another body). The
+        scope is the API key, so another key's report (another tenant's) never matches. Each
+        step is one statement for the whole batch, whatever its size. ``before_commit`` is
+        given the new reports while their rollup rows are still locked (see
+        :meth:`seed_spent`).
         """
         if not entries:
             return []
         statements = self._usage_statements()
         async with self._write() as conn:
             await conn.execute(statements.append, [_usage_values(e) for e in entries])
-            # Which row holds each idempotency key now: ours (new) or an earlier one.
-            by_key: dict[tuple[str, str], Any] = {}
-            for org_id in {e.org_id for e in entries}:
-                keys = list({e.idempotency_key for e in entries if e.org_id == org_id})
-                rows = await conn.execute(
-                    select(
-                        usage_events.c.org_id,
-                        usage_events.c.idempotency_key,
-                        usage_events.c.id,
-                        usage_events.c.fingerprint,
-                        usage_events.c.recorded_at,
-                    ).where(
-                        usage_events.c.org_id == org_id,
-                        usage_events.c.idempotency_key.in_(keys),
-                    )
+            # Which row holds each (API key, idempotency key) now: ours (new) or an earlier
+            # one. One statement; the IN lists may pair more than asked, the dict picks.
+            rows = await conn.execute(
+                select(
+                    usage_events.c.key_id,
+                    usage_events.c.idempotency_key,
+                    usage_events.c.id,
+                    usage_events.c.fingerprint,
+                    usage_events.c.recorded_at,
+                ).where(
+                    usage_events.c.key_id.in_(sorted({e.key_id for e in entries})),
+                    usage_events.c.idempotency_key.in_(
+                        sorted({e.idempotency_key for e in entries})
+                    ),
                 )
-                for row in rows:
-                    by_key[(row.org_id, row.idempotency_key)] = row
+            )
+            by_key = {(row.key_id, row.idempotency_key): row for row in rows}
             outcomes: list[Recorded] = []
             added: list[UsageEntry] = []
             for entry in entries:
-                row = by_key[(entry.org_id, entry.idempotency_key)]
+                row = by_key[(entry.key_id, entry.idempotency_key)]
                 if row.id == entry.id:
                     added.append(entry)
                     outcomes.append(Recorded(entry.id, entry.recorded_at, new=True))

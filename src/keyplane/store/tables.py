@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from keyplane.store.types import JsonType, UTCDateTime
@@ -136,7 +138,9 @@ plans = Table(
 )
 
 # The usage ledger: one row per accepted usage report, never updated. The idempotency key is
-# unique per organization, so a retried report can never be counted twice.
+# unique per API key: a retried report (it names the same key) can never be counted twice, and
+# tenants (projects) that happen to pick the same request ids never collide or learn of each
+# other's reports.
 usage_events = Table(
     "usage_events",
     metadata,
@@ -154,7 +158,7 @@ usage_events = Table(
     Column("latency_ms", Integer),
     Column("status", Integer),
     Column("recorded_at", UTCDateTime(), nullable=False),
-    Index("ix_usage_events_org_idempotency", "org_id", "idempotency_key", unique=True),
+    Index("ix_usage_events_key_idempotency", "key_id", "idempotency_key", unique=True),
     Index("ix_usage_events_key_recorded", "key_id", "recorded_at"),
 )
 
@@ -221,6 +225,11 @@ vault_credentials = Table(
     Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
     Column("provider", String(40), nullable=False),
     Column("alias", String(200), nullable=False),
+    # The project the credential belongs to; NULL: the organization's (org-wide). A
+    # project-bound management key reaches its project's credentials, and org-wide ones only
+    # when ``shared_with_projects`` is true (docs/vault.md).
+    Column("project_id", String(40), ForeignKey("projects.id")),
+    Column("shared_with_projects", Boolean, nullable=False, server_default=false()),
     Column("sealed_secret", Text, nullable=False),
     Column("master_key_id", String(16), nullable=False),
     Column("secret_hint", String(16), nullable=False),
@@ -245,6 +254,7 @@ vault_credentials = Table(
     Column("revoked_at", UTCDateTime()),
     Index("ix_vault_credentials_org_provider", "org_id", "provider"),
     Index("ix_vault_credentials_org_alias", "org_id", "alias"),
+    Index("ix_vault_credentials_org_project", "org_id", "project_id"),
     Index("ix_vault_credentials_master_key_id", "master_key_id"),
 )
 

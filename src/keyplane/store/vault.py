@@ -42,7 +42,9 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -87,6 +89,8 @@ _CLAIM = (
 )
 #: A pure change of a locked credential; may raise a KeyplaneError to refuse.
 CredentialMutation = Callable[[CredentialRecord], CredentialRecord]
+#: Whose ``ok`` releases: (organization id, project the caller is bound to or ``None``).
+ReleaseScope = tuple[str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,11 @@ class CredentialFilter:
     status: CredentialStatus | None = None
     #: ``True``: only those a lease could take now; ``False``: only those it could not.
     has_capacity: bool | None = None
+    #: The project the caller is bound to (``None``: an org-wide caller): only credentials
+    #: of that project and org-wide ones shared with projects match. Set by the service from
+    #: the principal, never from request input; a condition of every selecting and locking
+    #: statement, so a lease chooses among reachable credentials only.
+    seen_from_project: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +152,20 @@ class SqlVaultStore:
         async with self._store._write() as conn:
             await conn.execute(insert(vault_credentials), [_values(r) for r in records])
 
-    async def get_credential(self, org_id: str, credential_id: str) -> CredentialRecord | None:
+    async def has_project(self, org_id: str, project_id: str) -> bool:
+        return await self._store.get_project(org_id, project_id) is not None
+
+    async def get_credential(
+        self, org_id: str, credential_id: str, seen_from_project: str | None = None
+    ) -> CredentialRecord | None:
+        """The credential, if it exists and a caller bound to ``seen_from_project`` reaches it
+        (``None`` either way: the caller cannot tell the two apart)."""
+        conditions = self._conditions(org_id, CredentialFilter(seen_from_project=seen_from_project))
         async with self._store._read() as conn:
             row = (
                 await conn.execute(
                     select(vault_credentials).where(
-                        vault_credentials.c.org_id == org_id,
-                        vault_credentials.c.id == credential_id,
+                        *conditions, vault_credentials.c.id == credential_id
                     )
                 )
             ).first()
@@ -243,7 +259,7 @@ class SqlVaultStore:
     async def lease_batch(
         self,
         asks: Sequence[LeaseAsk],
-        releases: Mapping[str, Sequence[str]],
+        releases: Mapping[ReleaseScope, Sequence[str]],
         now: datetime,
         rng: random.Random | None = None,
     ) -> tuple[list[Lease | Choice | Exception], dict[str, CredentialRecord]]:
@@ -254,9 +270,9 @@ class SqlVaultStore:
         then decides each ask in turn in memory, each seeing the slots and uses the earlier
         ones took, so the limits hold exactly as if the asks had come one by one. The leases
         are inserted and the counters written with one statement each. Then the releases
-        (lease ids per organization) delete their lease rows: after the credential locks, so
-        the lock order stays credential -> lease. One commit (one fsync on SQLite)
-        acknowledges everything.
+        (lease ids per organization and caller's project) delete their lease rows: after the
+        credential locks, so the lock order stays credential -> lease. One commit (one fsync
+        on SQLite) acknowledges everything.
 
         An ask whose secret does not open gets that exception as its answer, and takes no
         slot or use; the others are unaffected. A database failure fails the whole batch
@@ -273,12 +289,12 @@ class SqlVaultStore:
             # SQLite's write lock: _lock_and_count claims it; a release's DELETE is a write.
             answers = await self._lease_many(conn, asks, now, rng)
             released: dict[str, CredentialRecord] = {}
-            for org_id, lease_ids in releases.items():
-                released.update(await self._release_many(conn, org_id, lease_ids))
+            for scope, lease_ids in releases.items():
+                released.update(await self._release_many(conn, scope, lease_ids))
         return answers, released
 
     async def _release_autocommit(
-        self, releases: Mapping[str, Sequence[str]]
+        self, releases: Mapping[ReleaseScope, Sequence[str]]
     ) -> dict[str, CredentialRecord]:
         """PostgreSQL, releases only: each organization's releases are one statement (a CTE)
         committed on its own (autocommit), which saves the BEGIN and COMMIT round trips. It
@@ -287,8 +303,8 @@ class SqlVaultStore:
         try:
             async with self._store.engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                for org_id, lease_ids in releases.items():
-                    released.update(await self._release_many(conn, org_id, lease_ids))
+                for scope, lease_ids in releases.items():
+                    released.update(await self._release_many(conn, scope, lease_ids))
         except SQLAlchemyError as exc:
             raise StorageError("database write failed") from exc
         return released
@@ -428,15 +444,23 @@ class SqlVaultStore:
         return query
 
     async def _release_many(
-        self, conn: AsyncConnection, org_id: str, lease_ids: Sequence[str]
+        self, conn: AsyncConnection, scope: ReleaseScope, lease_ids: Sequence[str]
     ) -> dict[str, CredentialRecord]:
         """End ``ok`` leases: delete the lease rows (no credential lock is taken or waited
-        for) and read their credentials; one statement on PostgreSQL (a CTE), two on SQLite."""
+        for) and read their credentials; one statement on PostgreSQL (a CTE), two on SQLite.
+
+        Only leases of credentials the caller reaches are ended: another's lease id ends
+        nothing and reads as unknown."""
         if not lease_ids:
             return {}
+        org_id, seen_from_project = scope
         deleting = (
             delete(vault_leases)
-            .where(vault_leases.c.org_id == org_id, vault_leases.c.id.in_(sorted(set(lease_ids))))
+            .where(
+                vault_leases.c.org_id == org_id,
+                vault_leases.c.id.in_(sorted(set(lease_ids))),
+                *self._leases_reached(org_id, seen_from_project),
+            )
             .returning(vault_leases.c.id.label("lease_id"), vault_leases.c.credential_id)
         )
         if not self._is_sqlite:
@@ -474,7 +498,7 @@ class SqlVaultStore:
 
     async def release(
         self,
-        org_id: str,
+        scope: ReleaseScope,
         lease_id: str,
         mutation: CredentialMutation,
     ) -> CredentialRecord:
@@ -483,14 +507,18 @@ class SqlVaultStore:
         (``ok`` releases go through :meth:`lease_batch`.)
 
         Raises:
-            NotFoundError: no such lease (already released, or expired and cleared).
+            NotFoundError: no such lease (already released, or expired and cleared), or its
+                credential is out of the caller's reach (the same answer: nothing leaks).
         """
+        org_id, seen_from_project = scope
         async with self._store._write() as conn:
             await self._claim_sqlite_writer(conn)
             credential_id = (
                 await conn.execute(
                     select(vault_leases.c.credential_id).where(
-                        vault_leases.c.org_id == org_id, vault_leases.c.id == lease_id
+                        vault_leases.c.org_id == org_id,
+                        vault_leases.c.id == lease_id,
+                        *self._leases_reached(org_id, seen_from_project),
                     )
                 )
             ).scalar_one_or_none()
@@ -521,6 +549,8 @@ class SqlVaultStore:
     def _conditions(self, org_id: str, filters: CredentialFilter) -> list[ColumnElement[bool]]:
         table = vault_credentials
         conditions: list[ColumnElement[bool]] = [table.c.org_id == org_id]
+        if filters.seen_from_project is not None:
+            conditions.append(_reached_from(filters.seen_from_project))
         if filters.provider is not None:
             conditions.append(table.c.provider == filters.provider)
         if filters.environment is not None:
@@ -533,6 +563,17 @@ class SqlVaultStore:
             conditions.append(metadata_text(table.c.meta, path, is_sqlite=self._is_sqlite) == value)
         return conditions
 
+    def _leases_reached(
+        self, org_id: str, seen_from_project: str | None
+    ) -> list[ColumnElement[bool]]:
+        """Conditions on lease rows: their credential is within the caller's reach."""
+        if seen_from_project is None:
+            return []
+        reached = select(vault_credentials.c.id).where(
+            vault_credentials.c.org_id == org_id, _reached_from(seen_from_project)
+        )
+        return [vault_leases.c.credential_id.in_(reached)]
+
     def _has_tag(self, tag: str) -> ColumnElement[bool]:
         if not self._is_sqlite:
             contains: ColumnElement[bool] = cast(vault_credentials.c.tags, JSONB).contains(
@@ -541,6 +582,16 @@ class SqlVaultStore:
             return contains
         elements = func.json_each(vault_credentials.c.tags).table_valued("value")
         return exists(select(1).select_from(elements).where(elements.c.value == tag))
+
+
+def _reached_from(project_id: str) -> ColumnElement[bool]:
+    """SQL of ``CredentialRecord.reachable_from`` for a project-bound caller: the project's
+    own credentials, and org-wide ones the operator shared with projects."""
+    table = vault_credentials
+    return or_(
+        table.c.project_id == project_id,
+        and_(table.c.project_id.is_(None), table.c.shared_with_projects.is_(true())),
+    )
 
 
 def _stored_status(status: CredentialStatus) -> str:
@@ -651,6 +702,8 @@ def _values(record: CredentialRecord) -> dict[str, Any]:
         "org_id": record.org_id,
         "provider": record.provider,
         "alias": record.alias,
+        "project_id": record.project_id,
+        "shared_with_projects": record.shared_with_projects,
         "sealed_secret": record.sealed_secret,
         "master_key_id": record.master_key_id,
         "secret_hint": record.secret_hint,
@@ -683,6 +736,8 @@ def _record(row: Row[Any]) -> CredentialRecord:
         org_id=m["org_id"],
         provider=m["provider"],
         alias=m["alias"],
+        project_id=m["project_id"],
+        shared_with_projects=bool(m["shared_with_projects"]),
         sealed_secret=m["sealed_secret"],
         master_key_id=m["master_key_id"],
         secret_hint=m["secret_hint"],

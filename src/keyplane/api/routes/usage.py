@@ -28,7 +28,8 @@ async def report_usage(
 
     ``Idempotency-Key`` (or, without it, ``request_id``) makes retries safe: a repeat with the
     same body answers 200 with ``duplicate: true`` and counts nothing; the same key with a
-    different body is 409 ``IDEMPOTENCY_KEY_REUSED``.
+    different body is 409 ``IDEMPOTENCY_KEY_REUSED``. The scope is the API key reported for:
+    other keys' reports never collide with it.
     """
     recorded, key_id = await runtime.usage.report(
         principal,

@@ -166,7 +166,16 @@ async def update_credential(
 ) -> CredentialEnvelope | AckEnvelope:
     """Change fields; absent ones stay, a null limit means unlimited."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
-    for name in ("provider", "alias", "secret", "tags", "metadata", "weight", "status"):
+    for name in (
+        "provider",
+        "alias",
+        "secret",
+        "tags",
+        "metadata",
+        "weight",
+        "status",
+        "shared_with_projects",
+    ):
         if name in changes and changes[name] is None:
             changes.pop(name)
     stats = await runtime.vault.update(principal, _credential_id(credential_id), changes)
