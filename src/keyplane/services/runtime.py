@@ -93,6 +93,8 @@ class Runtime:
             shared = RedisLimiter(
                 redis,
                 lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, shared),
+                guard=store.guard_limit_state,
+                after_loss=settings.limits_after_redis_loss,
             )
             local = MemoryLimiter(
                 lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, local)

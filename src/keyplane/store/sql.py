@@ -47,6 +47,7 @@ from keyplane.store.tables import (
     api_keys,
     events,
     idempotency_records,
+    limit_windows,
     management_keys,
     organizations,
     plans,
@@ -568,6 +569,34 @@ class SqlStore:
                 select(usage_rollups.c.model, usage_rollups.c.cost_micros).where(*in_bucket)
             )
             await install({row.model: row.cost_micros for row in rows})
+
+    async def guard_limit_state(
+        self, key_id: str, install: Callable[[int | None], Awaitable[int]]
+    ) -> None:
+        """Renew a key's limit marker in Redis under a lock, and remember how long it lasts.
+
+        ``install`` gets what the last renewal promised (None if there was none), puts the
+        marker in Redis and returns until when Redis keeps it. The row stays locked while it
+        runs, so instances renewing the same key at once take turns: the second sees the
+        first one's promise and its marker, never a promise without its marker (which it would
+        take for a lost Redis). Written in the same transaction, so a promise is never older
+        than the marker it describes unless this commit fails after ``install`` succeeded.
+        """
+        marker = (limit_windows.c.key_id == key_id, limit_windows.c.window == "")
+        async with self._write() as conn:
+            await conn.execute(
+                self._insert(limit_windows)
+                .values(key_id=key_id, window="", until_us=-1)
+                .on_conflict_do_nothing()
+            )
+            old = (
+                await conn.execute(
+                    select(limit_windows.c.until_us).where(*marker).with_for_update()
+                )
+            ).scalar_one()
+            until = await install(None if old < 0 else old)
+            if until > old:
+                await conn.execute(update(limit_windows).where(*marker).values(until_us=until))
 
     async def _add_to_rollups(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
         sums: dict[tuple[str, str, datetime, str], list[int]] = {}

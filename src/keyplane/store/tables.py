@@ -263,3 +263,17 @@ vault_leases = Table(
     Column("expires_at", UTCDateTime(), nullable=False),
     Index("ix_vault_leases_credential_expires", "credential_id", "expires_at"),
 )
+
+# What Redis must still hold of a key's limits, so that a Redis that lost its data is told
+# apart from one that never had any (services.redis_limiter). ``window`` "" is the key's
+# marker: Redis keeps it until ``until_us`` (on the limiter script's clock, microseconds), and
+# every long window and concurrency slot of the key fits inside it. No foreign key: the rows
+# are written from verify's path and outlive nothing that matters when a key is deleted.
+limit_windows = Table(
+    "limit_windows",
+    metadata,
+    Column("key_id", String(40), nullable=False),
+    Column("window", String(200), nullable=False),
+    Column("until_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("key_id", "window"),
+)
