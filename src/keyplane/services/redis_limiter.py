@@ -281,6 +281,7 @@ class RedisLimiter:
         self._after_loss = after_loss
         # One marker renewal per key at a time, however many verifies wait for it.
         self._renewing: dict[str, asyncio.Task[None]] = {}
+        self._renewals = 0  # renewals ended, of any key
         #: Keys whose long windows and slots Redis was found to have lost, for monitoring.
         self.losses = 0
 
@@ -364,10 +365,14 @@ class RedisLimiter:
         keys += [f"{base}:mark", f"{base}:lost"]
         args += [need_us, 2 * need_us]
         for _ in range(_SEED_ROUNDS):
+            renewals = self._renewals
             reply = await self._scripts.admit(self._redis, keys, args)
             status = int(reply[0])
             if status == _NEEDS_STATE:
-                await self._renew(key_id, long_windows, hold_us, need_us, now)
+                # A renewal that ended while this reply was on its way may well have been
+                # this key's: look again rather than start another (single flight).
+                if self._renewals == renewals:
+                    await self._renew(key_id, long_windows, hold_us, need_us, now)
                 continue
             if status != _NEEDS_SEED:
                 result = self._result(admission, reply)
@@ -472,6 +477,7 @@ class RedisLimiter:
         return task
 
     def _forget_renewal(self, key_id: str, task: asyncio.Task[None]) -> None:
+        self._renewals += 1
         if self._renewing.get(key_id) is task:
             del self._renewing[key_id]
 
