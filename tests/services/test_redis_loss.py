@@ -26,8 +26,16 @@ from keyplane.domain import gcra
 from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
-from keyplane.services.limits import Admission, AdmissionResult, WindowAsk
-from keyplane.services.redis_limiter import AfterLoss, Guard, MemoryGuard, RedisLimiter
+from keyplane.errors import StorageError
+from keyplane.services.limits import Admission, AdmissionResult, MemoryLimiter, WindowAsk
+from keyplane.services.redis_limiter import (
+    AfterLoss,
+    CountersUnsettled,
+    Guard,
+    MemoryGuard,
+    RedisLimiter,
+)
+from keyplane.services.resilient_limiter import ResilientLimiter
 from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
 from keyplane.store.sql import SqlStore
@@ -279,3 +287,42 @@ async def test_the_marker_costs_no_round_trip_of_its_own(
         clock.advance(10)
         await limits.admit(ask(f"r{i}", clock.now(), **fields), clock.now())
     assert sent == ["EVALSHA"] * 10  # the marker is checked inside the admission script
+
+
+async def test_a_busy_key_has_its_marker_renewed_off_the_request_path(
+    server: Restartable, clock: ManualClock
+) -> None:
+    guard = CountingGuard()
+    guard.release.set()
+    limits = limiter(server, guard)
+    start = clock.now()
+    # Slots only: the marker must outlast one hold (5 min); it is promised for three.
+    assert passed(await admitted(limits, start, 1, "first", max_parallel=20)) == 1
+    assert guard.calls == 1
+    clock.set(start + 2 * HOLD)  # a third of its life left: renewed after this verify
+    assert passed(await admitted(limits, clock.now(), 1, "second", max_parallel=20)) == 1
+    while guard.calls < 2 or limits._renewing:
+        await asyncio.sleep(0.001)
+    # The end of the first promise; the renewed one has two holds left, so not even a
+    # renewal in the background is due.
+    clock.set(start + 3 * HOLD)
+    assert passed(await admitted(limits, clock.now(), 1, "third", max_parallel=20)) == 1
+    assert guard.calls == 2  # no renewal on this verify's path
+    await server.restart()
+    assert passed(await admitted(limits, clock.now(), 1, "lost", max_parallel=20)) == 0
+    assert limits.losses == 1
+
+
+async def test_a_database_that_cannot_renew_the_marker_leaves_it_to_the_fallback(
+    server: Restartable, clock: ManualClock
+) -> None:
+    async def broken(key_id: str, install: Callable[[int | None], Awaitable[int]]) -> None:
+        raise StorageError("database write failed")
+
+    shared = limiter(server, broken)
+    resilient = ResilientLimiter(shared, MemoryLimiter(_no_budget), mode="closed")
+    now = clock.now()
+    with pytest.raises(CountersUnsettled):
+        await shared.admit(ask("direct", now, windows=(MONTH,)), now)
+    result = await resilient.admit(ask("r1", now, windows=(MONTH,)), now)
+    assert result.refusal is Code.RATE_LIMITED and resilient.fallbacks == 1
