@@ -6,6 +6,8 @@ Redis on 6379 is never restarted. Time is the callers' (``use_caller_clock``), m
 
 * ``fail_closed``: a window of an hour or more admits nothing more over its limit, slots are
   refused until every slot taken before the loss is over;
+* ``reseed``: such a window admits at most what it admitted in the last flush interval before
+  the loss (not yet in the database); slots as with ``fail_closed``;
 * ``forget``: such a window admits at most one more burst, concurrency at most one more
   ``max_parallel`` until the hold is over;
 * windows shorter than an hour start empty in both modes: at most one more burst.
@@ -14,7 +16,7 @@ Redis on 6379 is never restarted. Time is the callers' (``use_caller_clock``), m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,14 +29,9 @@ from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
 from keyplane.errors import StorageError
+from keyplane.services.limit_state import Guard, Install, MemoryGuard, WindowKeeper
 from keyplane.services.limits import Admission, AdmissionResult, MemoryLimiter, WindowAsk
-from keyplane.services.redis_limiter import (
-    AfterLoss,
-    CountersUnsettled,
-    Guard,
-    MemoryGuard,
-    RedisLimiter,
-)
+from keyplane.services.redis_limiter import AfterLoss, CountersUnsettled, RedisLimiter
 from keyplane.services.resilient_limiter import ResilientLimiter
 from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
@@ -89,10 +86,18 @@ async def server(redis_server: tuple[int, Callable[[], None]]) -> AsyncIterator[
 
 
 def limiter(
-    server: Restartable, guard: Guard, after_loss: AfterLoss = "fail_closed"
+    server: Restartable,
+    guard: Guard,
+    after_loss: AfterLoss = "fail_closed",
+    keeper: WindowKeeper | None = None,
 ) -> RedisLimiter:
     return RedisLimiter(
-        server.client(), _no_budget, use_caller_clock=True, guard=guard, after_loss=after_loss
+        server.client(),
+        _no_budget,
+        use_caller_clock=True,
+        guard=guard,
+        after_loss=after_loss,
+        keeper=keeper,
     )
 
 
@@ -238,7 +243,7 @@ class CountingGuard:
         self.calls = 0
         self.release = asyncio.Event()
 
-    async def __call__(self, key_id: str, install: Callable[[int | None], Awaitable[int]]) -> None:
+    async def __call__(self, key_id: str, install: Install) -> None:
         self.calls += 1
         await self.release.wait()
         await self.inner(key_id, install)
@@ -316,7 +321,7 @@ async def test_a_busy_key_has_its_marker_renewed_off_the_request_path(
 async def test_a_database_that_cannot_renew_the_marker_leaves_it_to_the_fallback(
     server: Restartable, clock: ManualClock
 ) -> None:
-    async def broken(key_id: str, install: Callable[[int | None], Awaitable[int]]) -> None:
+    async def broken(key_id: str, install: Install) -> None:
         raise StorageError("database write failed")
 
     shared = limiter(server, broken)
@@ -326,3 +331,50 @@ async def test_a_database_that_cannot_renew_the_marker_leaves_it_to_the_fallback
         await shared.admit(ask("direct", now, windows=(MONTH,)), now)
     result = await resilient.admit(ask("r1", now, windows=(MONTH,)), now)
     assert result.refusal is Code.RATE_LIMITED and resilient.fallbacks == 1
+
+
+async def test_reseed_rebuilds_a_long_window_from_what_the_database_kept(
+    server: Restartable, clock: ManualClock
+) -> None:
+    guard = MemoryGuard()
+    keeper = WindowKeeper(guard.keep, interval=3600)  # flushed by hand below
+    limits = limiter(server, guard, "reseed", keeper)
+    assert passed(await admitted(limits, clock.now(), 60, "kept", windows=(MONTH,))) == 60
+    await keeper.flush()
+    assert passed(await admitted(limits, clock.now(), 40, "unflushed", windows=(MONTH,))) == 40
+    await server.restart()
+    clock.advance(1)
+    # The 60 in the database count; the 40 of the last interval are what a loss can forget.
+    assert passed(await admitted(limits, clock.now(), 100, "after", windows=(MONTH,))) == 40
+    assert limits.losses == 1
+
+
+async def test_reseed_from_the_database_on_an_instance_that_never_saw_the_key(
+    server: Restartable, clock: ManualClock, store: SqlStore
+) -> None:
+    keepers = [WindowKeeper(store.keep_limit_windows, interval=3600) for _ in range(2)]
+    first, second = (limiter(server, store.guard_limit_state, "reseed", k) for k in keepers)
+    assert passed(await admitted(first, clock.now(), 100, "first", windows=(MONTH,))) == 100
+    await keepers[0].flush()
+    await server.restart()
+    clock.set(clock.now() + HOLD)
+    after = await admitted(second, clock.now(), 10, "second", windows=(MONTH,))
+    assert passed(after) == 0
+    assert after[0].refusal is Code.RATE_LIMITED
+    assert after[0].retry_after == pytest.approx(30 * 86_400 / 100 - HOLD.total_seconds(), abs=1)
+    assert (first.losses, second.losses) == (0, 1)
+
+
+async def test_the_database_keeps_the_latest_end_of_each_window(store: SqlStore) -> None:
+    await store.keep_limit_windows({("key_1", "rate:a"): 500, ("key_1", "rate:b"): 7})
+    await store.keep_limit_windows({("key_1", "rate:a"): 300, ("key_2", "rate:a"): 1})
+    await store.keep_limit_windows({("key_1", "rate:a"): 900})
+    seen: list[tuple[int | None, dict[str, int]]] = []
+
+    async def install(promised: int | None, kept: Mapping[str, int]) -> int:
+        seen.append((promised, dict(kept)))
+        return 42
+
+    await store.guard_limit_state("key_1", install)
+    await store.guard_limit_state("key_1", install)
+    assert seen == [(None, {"rate:a": 900, "rate:b": 7}), (42, {"rate:a": 900, "rate:b": 7})]

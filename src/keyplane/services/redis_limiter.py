@@ -39,7 +39,9 @@ state; a missing marker with no running promise means nothing was lost (a new ke
 past its marker, whose windows and slots have run out anyway). On a loss, ``lua/restore.lua``
 rebuilds what the operator chose (``after_loss``) before anything is admitted: ``fail_closed``
 counts each long window as used up at that instant and refuses slots until every slot taken
-before the loss is over (``min(now + hold, promise)``); ``forget`` starts them empty. Renewal
+before the loss is over (``min(now + hold, promise)``); ``reseed`` does the same for slots and
+rebuilds each long window from when the database last knew it full again (written in batches
+by ``keeper``, so at most one flush interval behind); ``forget`` starts them empty. Renewal
 takes one database write per key per third of the marker's lifetime (three times the longest
 of the hold and the long windows' full-burst times), run once per key however many verifies
 wait for it, and off the request path until the marker has less than one such time left.
@@ -67,7 +69,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -81,6 +83,7 @@ from keyplane.domain import gcra, globs
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset, next_reset
 from keyplane.errors import StorageError
+from keyplane.services.limit_state import Guard, MemoryGuard, WindowKeeper
 from keyplane.services.limits import (
     Admission,
     AdmissionResult,
@@ -111,30 +114,7 @@ _SCAN_COUNT = 1000
 
 
 #: What a lost Redis costs the long windows and slots: see the module docstring.
-AfterLoss = Literal["fail_closed", "forget"]
-
-#: Puts a key's marker in Redis through ``install`` (which gets the running promise, None if
-#: there is none, and returns the marker's new end) and durably records the new promise; one
-#: at a time per key across every instance (``SqlStore.guard_limit_state``).
-Guard = Callable[[str, Callable[[int | None], Awaitable[int]]], Awaitable[None]]
-
-
-class MemoryGuard:
-    """Marker promises kept in this process: for tests, and one instance whose Redis restarts.
-
-    Instances that share a Redis must share the promises too (the database), or one that never
-    promised a key would take its lost marker for a new key.
-    """
-
-    def __init__(self) -> None:
-        self._promised: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def __call__(self, key_id: str, install: Callable[[int | None], Awaitable[int]]) -> None:
-        async with self._locks.setdefault(key_id, asyncio.Lock()):
-            promised = self._promised.get(key_id)
-            until = await install(promised)
-            self._promised[key_id] = until if promised is None else max(until, promised)
+AfterLoss = Literal["fail_closed", "reseed", "forget"]
 
 
 class CountersUnsettled(StorageError):
@@ -209,6 +189,15 @@ def _window_args(window: gcra.Window) -> list[int]:
     return [limit // period, limit % period, period, period // limit, period % limit, limit]
 
 
+def _window_id(ask: WindowAsk) -> str:
+    """A long window's name in the database (``limit_windows.window``), at most 200 long."""
+    window = ask.window
+    name = f"{ask.kind}:{ask.name}:{window.limit}:{window.period_us}"
+    if len(name) > 200:
+        name = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    return name
+
+
 def _full_burst_us(window: gcra.Window) -> int:
     """How long a window with its whole burst used takes to be full again (us, rounded up)."""
     return -(-window.burst * window.period_us // window.limit)
@@ -253,6 +242,8 @@ class RedisLimiter:
         guard: keeps the durable promise of each key's marker (see the module docstring); the
             default keeps it in this process only.
         after_loss: what long windows and slots do once Redis is found to have lost them.
+        keeper: where admitted requests leave when each long window is full again, for
+            ``reseed`` (which needs it).
     """
 
     def __init__(
@@ -266,6 +257,7 @@ class RedisLimiter:
         sweep_batches: int = 10,
         guard: Guard | None = None,
         after_loss: AfterLoss = "fail_closed",
+        keeper: WindowKeeper | None = None,
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError("the key prefix must be non-empty and hold no braces")
@@ -278,7 +270,10 @@ class RedisLimiter:
         self._sweep_cursor = 0
         self._scripts = _scripts()
         self._guard: Guard = guard or MemoryGuard()
+        if after_loss == "reseed" and keeper is None:
+            raise ValueError("reseed needs a keeper of the long windows")
         self._after_loss = after_loss
+        self._keeper = keeper
         # One marker renewal per key at a time, however many verifies wait for it.
         self._renewing: dict[str, asyncio.Task[None]] = {}
         self._renewals = 0  # renewals ended, of any key
@@ -410,6 +405,10 @@ class RedisLimiter:
         result = judge(admission, now, free, window_states, lefts)
         if (int(reply[0]) == _ADMITTED) != (result.refusal is None):
             raise StorageError("the limiter script and the limit rules disagree")
+        if self._keeper is not None and result.refusal is None:
+            for ask, state in zip(admission.windows, window_states, strict=True):
+                if ask.window.period_us >= LONG_WINDOW_US:
+                    self._keeper.record(admission.key_id, _window_id(ask), state.reset_at_us)
         lost_until = int(reply[position + 1])
         if result.refusal is Code.CONCURRENCY_EXCEEDED and lost_until > now_us:
             # Refused for slots Redis lost: they are all over by then.
@@ -442,7 +441,7 @@ class RedisLimiter:
         base = self._key(key_id)
         keys = [f"{base}:mark", f"{base}:lost", *(self._window_key(key_id, a) for a in windows)]
 
-        async def install(promised: int | None) -> int:
+        async def install(promised: int | None, kept: Mapping[str, int]) -> int:
             args: list[str | int] = [
                 self._clock(now),
                 -1 if promised is None else promised,
@@ -451,7 +450,8 @@ class RedisLimiter:
                 hold_us,
             ]
             for ask in windows:
-                args += [ask.window.burst, *_window_args(ask.window)]
+                full_at = kept.get(_window_id(ask), -1)
+                args += [ask.window.burst, *_window_args(ask.window), full_at]
             reply = await self._scripts.restore(self._redis, keys, args)
             if int(reply[0]):
                 self.losses += 1

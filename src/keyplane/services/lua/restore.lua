@@ -3,8 +3,10 @@
 --
 -- KEYS: the marker, the lost-slots deadline, then one per long window.
 -- ARGV: now (-1: Redis TIME), until when the marker was promised to last (-1: never
--- promised), the marker's new lifetime (us), mode ('fail_closed' or 'forget'), hold (us);
--- per long window: burst, L // P, L % P, P, P // L, P % L, L.
+-- promised), the marker's new lifetime (us), mode ('fail_closed', 'reseed' or 'forget'),
+-- hold (us);
+-- per long window: burst, L // P, L % P, P, P // L, P % L, L, when the database last knew it
+-- to be full again (us; -1: never).
 -- Returns {lost (1/0), until when the marker now lasts, now}.
 local now, on_redis_time = clock(ARGV[1])
 local promised, lifetime = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -25,18 +27,30 @@ end
 local lost = 0
 if mark <= now and promised > now then
   lost = 1
-  if mode == 'fail_closed' then
+  if mode ~= 'forget' then
     -- Every slot was taken while the marker had at least a hold to live, so each one is
     -- over by the promise, and by now + hold (the loss came before now): refuse until then.
     keep(KEYS[2], math.min(now + hold, promised), math.min(now + hold, promised))
-    -- Each long window counts as used up at this instant: at least what it held before.
     for i = 3, #KEYS do
-      local a = 5 + 7 * (i - 3)
-      local burst = tonumber(ARGV[a + 1])
-      local u, v = window_debt(KEYS[i], now, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-        tonumber(ARGV[a + 4]))
-      if u < burst then
-        window_store(KEYS[i], now, on_redis_time, burst, 0, tonumber(ARGV[a + 5]),
+      local a = 5 + 8 * (i - 3)
+      local burst, lq, lr, p = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+        tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+      local u, v = window_debt(KEYS[i], now, lq, lr, p)
+      local want_u, want_v = burst, 0 -- fail_closed: used up at this instant
+      if mode == 'reseed' then
+        -- The debt the database last knew of: (full again - now) * L, split by P.
+        local full_at = tonumber(ARGV[a + 8])
+        want_u, want_v = 0, 0
+        if full_at > now then
+          want_u, want_v = muldiv(full_at - now, lq, lr, p, MAX_UNITS)
+          if want_u == nil then
+            want_u, want_v = MAX_UNITS, 0
+          end
+        end
+      end
+      -- Never less than what the window holds already.
+      if want_u > u or (want_u == u and want_v > v) then
+        window_store(KEYS[i], now, on_redis_time, want_u, want_v, tonumber(ARGV[a + 5]),
           tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]))
       end
     end
