@@ -118,7 +118,8 @@ AfterLoss = Literal["fail_closed", "reseed", "forget"]
 
 
 class CountersUnsettled(StorageError):
-    """A budget counter went missing again each time it was seeded.
+    """A budget counter went missing again each time it was seeded, or a key's limit marker
+    could not be renewed (the database failed).
 
     Another instance dropping the counters while recovering from a Redis outage
     (:meth:`RedisLimiter.forget_spent`) can do this; it is transient, so callers that can
@@ -420,10 +421,8 @@ class RedisLimiter:
     def _renew_soon(
         self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
     ) -> None:
-        if key_id in self._renewing:
-            return
-        task = self._start_renewal(key_id, windows, hold_us, need_us, now)
-        task.add_done_callback(_log_failed_renewal)
+        if key_id not in self._renewing:
+            self._start_renewal(key_id, windows, hold_us, need_us, now)
 
     async def _renew(
         self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
@@ -474,6 +473,9 @@ class RedisLimiter:
         task = asyncio.get_running_loop().create_task(renew())
         self._renewing[key_id] = task
         task.add_done_callback(lambda done: self._forget_renewal(key_id, done))
+        # Also when nobody waits for it any more (a renewal in the background, or its
+        # verifies went away): a failure is noted, never left unretrieved.
+        task.add_done_callback(_log_failed_renewal)
         return task
 
     def _forget_renewal(self, key_id: str, task: asyncio.Task[None]) -> None:
