@@ -1,4 +1,4 @@
-"""Durable limit state: how long Redis must still hold each key's limit marker.
+"""Durable limit state: each key's limit marker promise and its long windows' state.
 
 Revision ID: 0008
 Revises: 0004
