@@ -232,7 +232,8 @@ def free_port() -> int:
 def private_redis(port: int, workdir: Path) -> Iterator[Callable[[], None]]:
     """A redis-server of this test's own (the shared one must stay up), and a way to restart it.
 
-    Yields ``restart``; the server is stopped at the end.
+    Yields ``restart``, which kills the server (its data goes with it) and starts a new one on
+    the same port; the server is stopped at the end.
     """
     processes: list[subprocess.Popen[bytes]] = []
 
@@ -268,8 +269,13 @@ def private_redis(port: int, workdir: Path) -> Iterator[Callable[[], None]]:
                 process.kill()
                 process.wait(10)
 
+    def restart() -> None:
+        # Killed, not shut down: like a crash, nothing is saved (and --save "" keeps no file).
+        stop()
+        start()
+
     start()
     try:
-        yield start
+        yield restart
     finally:
         stop()

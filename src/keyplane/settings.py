@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     #: What limits do while Redis is unreachable: ``fallback`` to in-process limits at
     #: limit / ``expected_instances``, ``open`` (no limits) or ``closed`` (refuse).
     limits_on_redis_failure: Literal["fallback", "open", "closed"] = "fallback"
+    #: What windows of an hour and longer and concurrency slots do once Redis is found to have
+    #: lost them (a restart or failover without the data): ``fail_closed`` counts each such
+    #: window as used up; ``reseed`` rebuilds it from the database, where each instance
+    #: writes the windows' state every ``limit_windows_flush_seconds``; both refuse slots
+    #: until every slot taken before is over. ``forget`` starts them all empty. See
+    #: docs/deployment.md.
+    limits_after_redis_loss: Literal["fail_closed", "reseed", "forget"] = "fail_closed"
+    limit_windows_flush_seconds: float = Field(default=1.0, gt=0, le=3600)
     expected_instances: int = Field(default=1, ge=1, le=10_000)
     #: How long a verify's reservation (credits, tokens) and concurrency slot wait for the
     #: usage report that settles them before they are released anyway.

@@ -342,3 +342,89 @@ def test_a_redis_flush_loses_no_spending(tmp_path: Path, start_server: ServerFac
         assert asyncio.run(burst_verify([first], [{"key": key, "cost": 0.6}]))[0]["code"] == (
             "VALID"
         )
+
+
+@pytest.mark.parametrize("after_loss", ["fail_closed", "reseed"])
+def test_a_redis_restart_forgets_no_month_window_and_no_slot(
+    tmp_path: Path, start_server: ServerFactory, after_loss: str
+) -> None:
+    """Two instances, a used-up 100-per-30-days window and full concurrency, Redis killed and
+    started again empty: neither instance admits anything more (fail_closed, the default; or
+    reseed, once the window's state is in the database)."""
+    require_postgres()
+    port = free_port()
+    with make_backend("postgres", tmp_path) as backend, private_redis(port, tmp_path) as restart:
+        env = {
+            **backend.env,
+            "KEYPLANE_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "KEYPLANE_LIMITS_AFTER_REDIS_LOSS": after_loss,
+            "KEYPLANE_LIMIT_WINDOWS_FLUSH_SECONDS": "0.2",
+            # While the instances reconnect, refuse rather than fall back (a separate bound).
+            "KEYPLANE_LIMITS_ON_REDIS_FAILURE": "closed",
+            "KEYPLANE_REDIS_MAX_CONNECTIONS": "4",
+        }
+        servers = [start_server(env), start_server(env)]
+        month, _ = _create_key(
+            servers[0], {"rate_limits": [{"name": "month", "limit": 100, "period": "30d"}]}
+        )
+        slots, _ = _create_key(servers[0], {"concurrency": {"max_parallel": 5}})
+        warm, _ = _create_key(
+            servers[0], {"rate_limits": [{"name": "warm", "limit": 10**6, "period": "1m"}]}
+        )
+        targets = [servers[n % 2] for n in range(120)]
+        burst_start = time.time()
+        codes = [v["code"] for v in asyncio.run(burst_verify(targets, [{"key": month}] * 120))]
+        assert codes.count("VALID") == 100
+        held = {"key": slots, "acquire_concurrency": True}
+        codes = [v["code"] for v in asyncio.run(burst_verify(targets[:8], [held] * 8))]
+        assert codes.count("VALID") == 5
+        if after_loss == "reseed":
+            # Wait for the instance that admitted the 100th request to write the window: it is
+            # full again 30 days after the burst (the 99th: 7.2 hours less).
+            table = f'"{backend.schema}".limit_windows'
+            query = f"SELECT until_us FROM {table} WHERE \"window\" <> ''"  # noqa: S608
+            full_at = int((burst_start + 30 * 86_400 - 3600) * 1_000_000)
+            deadline = time.monotonic() + 10
+            while not [u for u in asyncio.run(pg_fetch_column(query)) if int(str(u)) >= full_at]:
+                assert time.monotonic() < deadline, "the window never reached the database"
+                time.sleep(0.1)
+
+        restart()
+        for server in servers:
+            _wait_until_back_on_redis(server, warm)
+        verdicts = asyncio.run(burst_verify(targets, [{"key": month}] * 120))
+        verdicts += asyncio.run(burst_verify(targets[:8], [held] * 8))
+        assert [v["code"] for v in verdicts].count("VALID") == 0  # 100 + 5 before the fix
+        assert {v["code"] for v in verdicts[:120]} == {"RATE_LIMITED"}
+        logs = servers[0].stderr + servers[1].stderr
+        assert {v["code"] for v in verdicts[120:]} == {"CONCURRENCY_EXCEEDED"}, logs
+        lost = 0
+        for server in servers:
+            with server.client(key=None) as http:
+                text = http.get("/metrics").text
+            sample = re.search(r"^keyplane_limits_state_lost_total (\d+)$", text, re.MULTILINE)
+            assert sample is not None, text
+            lost += int(sample.group(1))
+        assert lost == 2  # two keys, each found lost once (by one instance or the other)
+
+
+def _wait_until_back_on_redis(server: Server, key: str) -> None:
+    """Verify ``key`` (on Redis: no loss to find) until a round of them needs no fallback:
+    every pooled connection that died with the old Redis has then been replaced."""
+
+    def fallbacks() -> tuple[bool, int]:
+        with server.client(key=None) as http:
+            text = http.get("/metrics").text
+        sample = re.search(r"^keyplane_limits_fallback_total (\d+)$", text, re.MULTILINE)
+        assert sample is not None, text
+        return "keyplane_limits_degraded 0" in text, int(sample.group(1))
+
+    deadline = time.monotonic() + 10
+    while True:
+        before = fallbacks()[1]
+        asyncio.run(burst_verify([server] * 8, [{"key": key}] * 8))
+        back, after = fallbacks()
+        if back and after == before:
+            return
+        assert time.monotonic() < deadline, "still falling back 10 s after the restart"
+        time.sleep(0.2)

@@ -592,7 +592,7 @@ async def test_every_key_carries_the_hash_tag_of_its_api_key(
         assert match is not None, name
         assert key_slot(name.encode()) == key_slot(match.group(1).encode())
         kinds.add(match.group(2))
-    assert kinds == {"tat", "res", "exp", "late", "slots", "reserved", "spent", "scopes"}
+    assert kinds == {"tat", "res", "exp", "late", "slots", "reserved", "spent", "scopes", "mark"}
 
 
 async def test_idle_state_expires(prefix: str, clients: Callable[..., Redis]) -> None:

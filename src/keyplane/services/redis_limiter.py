@@ -22,8 +22,29 @@ Cluster slot and every script names all the keys it touches in ``KEYS``::
                                                                from the ledger; a day past
                                                                the period's end it expires
     <prefix>:{<key id>}:scopes     set of the spent counters above ("<scope>:<reset>:<start>")
+    <prefix>:{<key id>}:mark       until when (us) this Redis holds the key's long windows and
+                                   slots; see "Losing Redis's data" below
+    <prefix>:{<key id>}:lost       until when (us) slots lost with Redis's data may be in use
 
 The reservation keys expire together once every hold and remembered estimate is over.
+
+Losing Redis's data. Budgets come back from the ledger, but windows and slots live only here,
+so a restart or failover that loses them would admit a used-up 30-day window again. Every
+admission that touches a long window (a period of an hour or more) or takes a slot first
+checks, in the same script, the key's *marker*: a Redis key promised to last until a stated
+instant, and made to outlast every long window's debt and every slot hold it covers. The promise
+is durable (``guard``: a database row, renewed under a row lock, ``SqlStore.guard_limit_state``),
+the marker is not. A missing marker whose promise is still running means Redis lost the key's
+state; a missing marker with no running promise means nothing was lost (a new key, or one idle
+past its marker, whose windows and slots have run out anyway). On a loss, ``lua/restore.lua``
+rebuilds what the operator chose (``after_loss``) before anything is admitted: ``fail_closed``
+counts each long window as used up at that instant and refuses slots until every slot taken
+before the loss is over (``min(now + hold, promise)``); ``reseed`` does the same for slots and
+rebuilds each long window from when the database last knew it full again (written in batches
+by ``keeper``, so at most one flush interval behind); ``forget`` starts them empty. Renewal
+takes one database write per key per third of the marker's lifetime (three times the longest
+of the hold and the long windows' full-burst times), run once per key however many verifies
+wait for it, and off the request path until the marker has less than one such time left.
 
 Integer exactness. Lua numbers are doubles, exact up to 2^53. gcra.py scales times by the
 limit L (us * L), which for L up to 10^12 is far past 2^53. The scripts instead keep a window's
@@ -44,21 +65,25 @@ added with Redis's 64-bit ``INCRBY``/``HINCRBY`` and compared in the script in t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from keyplane.domain import gcra, globs
+from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset, next_reset
 from keyplane.errors import StorageError
+from keyplane.services.limit_state import Guard, MemoryGuard, WindowKeeper
 from keyplane.services.limits import (
     Admission,
     AdmissionResult,
@@ -68,8 +93,16 @@ from keyplane.services.limits import (
     judge,
 )
 
+log = logging.getLogger(__name__)
+
 #: Window parameters and costs the scripts handle exactly (see the module docstring).
 MAX_WINDOW_VALUE = 2**50
+#: Windows of this period and longer survive Redis losing its data (see the module docstring);
+#: shorter ones may start empty again, which admits at most one more burst.
+LONG_WINDOW_US = 3_600_000_000
+# A marker's lifetime is three times this at most, which stays exact in Lua (below 2^53).
+_MAX_NEED_US = 2**51
+_NEEDS_STATE = 3
 # A few rounds: another instance recovering from an outage may drop a counter just seeded.
 _SEED_ROUNDS = 5
 _NEEDS_SEED = 2
@@ -80,8 +113,13 @@ _LUA_SPACE = re.compile(r"[ \t\n\v\f\r]")
 _SCAN_COUNT = 1000
 
 
+#: What a lost Redis costs the long windows and slots: see the module docstring.
+AfterLoss = Literal["fail_closed", "reseed", "forget"]
+
+
 class CountersUnsettled(StorageError):
-    """A budget counter went missing again each time it was seeded.
+    """A budget counter went missing again each time it was seeded, or a key's limit marker
+    could not be renewed (the database failed).
 
     Another instance dropping the counters while recovering from a Redis outage
     (:meth:`RedisLimiter.forget_spent`) can do this; it is transient, so callers that can
@@ -126,6 +164,7 @@ class _Scripts:
     sweep: _Script
     install: _Script
     add_spent: _Script
+    restore: _Script
 
 
 @cache
@@ -136,6 +175,7 @@ def _scripts() -> _Scripts:
         sweep=_Script("arith.lua", "holds.lua", "sweep.lua"),
         install=_Script("arith.lua", "install_spent.lua"),
         add_spent=_Script("add_spent.lua"),
+        restore=_Script("arith.lua", "restore.lua"),
     )
 
 
@@ -148,6 +188,26 @@ def _window_args(window: gcra.Window) -> list[int]:
         raise ValueError(f"window bursts must lie in 0..{MAX_WINDOW_VALUE}")
     limit, period = window.limit, window.period_us
     return [limit // period, limit % period, period, period // limit, period % limit, limit]
+
+
+def _window_id(ask: WindowAsk) -> str:
+    """A long window's name in the database (``limit_windows.window``), at most 200 long."""
+    window = ask.window
+    name = f"{ask.kind}:{ask.name}:{window.limit}:{window.period_us}"
+    if len(name) > 200:
+        name = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    return name
+
+
+def _full_burst_us(window: gcra.Window) -> int:
+    """How long a window with its whole burst used takes to be full again (us, rounded up)."""
+    return -(-window.burst * window.period_us // window.limit)
+
+
+def _log_failed_renewal(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        # The next admission that needs the marker renews it on its own path and sees why.
+        log.info("renewing a limit marker failed: %s", type(exc).__name__)
 
 
 def _token_delta(counts: str | None, tokens_in: int, tokens_out: int) -> int:
@@ -180,6 +240,11 @@ class RedisLimiter:
             a window is full again).
         sweep_batches: how many ``SCAN`` steps of :meth:`expire` one call may take; the next
             call goes on where it stopped.
+        guard: keeps the durable promise of each key's marker (see the module docstring); the
+            default keeps it in this process only.
+        after_loss: what long windows and slots do once Redis is found to have lost them.
+        keeper: where admitted requests leave when each long window is full again, for
+            ``reseed`` (which needs it).
     """
 
     def __init__(
@@ -191,6 +256,9 @@ class RedisLimiter:
         remember_expired: timedelta = timedelta(hours=1),
         use_caller_clock: bool = False,
         sweep_batches: int = 10,
+        guard: Guard | None = None,
+        after_loss: AfterLoss = "fail_closed",
+        keeper: WindowKeeper | None = None,
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError("the key prefix must be non-empty and hold no braces")
@@ -202,6 +270,16 @@ class RedisLimiter:
         self._sweep_batches = sweep_batches
         self._sweep_cursor = 0
         self._scripts = _scripts()
+        self._guard: Guard = guard or MemoryGuard()
+        if after_loss == "reseed" and keeper is None:
+            raise ValueError("reseed needs a keeper of the long windows")
+        self._after_loss = after_loss
+        self._keeper = keeper
+        # One marker renewal per key at a time, however many verifies wait for it.
+        self._renewing: dict[str, asyncio.Task[None]] = {}
+        self._renewals = 0  # renewals ended, of any key
+        #: Keys whose long windows and slots Redis was found to have lost, for monitoring.
+        self.losses = 0
 
     # -- key names ------------------------------------------------------------------------
 
@@ -270,10 +348,34 @@ class RedisLimiter:
                 raise ValueError("a budget cost cannot be negative")
             limit = "" if budget.limit is None else str(budget.limit)
             args += [limit, budget.cost, budget.scope]
+        long_windows = [a for a in admission.windows if a.window.period_us >= LONG_WINDOW_US]
+        hold_us = max(0, _micros(admission.hold_until) - _micros(now))
+        need_us = -1
+        if long_windows or admission.max_parallel is not None:
+            # The marker must outlast every slot this admission may take and every long
+            # window's debt (at most its burst), so that the marker's end bounds them all.
+            need_us = min(
+                max([hold_us, *(_full_burst_us(ask.window) for ask in long_windows)]),
+                _MAX_NEED_US // 3,
+            )
+        keys += [f"{base}:mark", f"{base}:lost"]
+        args += [need_us, 2 * need_us]
         for _ in range(_SEED_ROUNDS):
+            renewals = self._renewals
             reply = await self._scripts.admit(self._redis, keys, args)
-            if int(reply[0]) != _NEEDS_SEED:
-                return self._result(admission, reply)
+            status = int(reply[0])
+            if status == _NEEDS_STATE:
+                # A renewal that ended while this reply was on its way may well have been
+                # this key's: look again rather than start another (single flight).
+                if self._renewals == renewals:
+                    await self._renew(key_id, long_windows, hold_us, need_us, now)
+                continue
+            if status != _NEEDS_SEED:
+                result = self._result(admission, reply)
+                if int(reply[-2]):
+                    # A third of the marker's life is gone: renew it off this request's path.
+                    self._renew_soon(key_id, long_windows, hold_us, need_us, now)
+                return result
             missing = dict.fromkeys(
                 (budgets[int(i)].scope, budgets[int(i)].reset, budgets[int(i)].period_start)
                 for i in reply[1:]
@@ -304,7 +406,82 @@ class RedisLimiter:
         result = judge(admission, now, free, window_states, lefts)
         if (int(reply[0]) == _ADMITTED) != (result.refusal is None):
             raise StorageError("the limiter script and the limit rules disagree")
+        if self._keeper is not None and result.refusal is None:
+            for ask, state in zip(admission.windows, window_states, strict=True):
+                if ask.window.period_us >= LONG_WINDOW_US:
+                    self._keeper.record(admission.key_id, _window_id(ask), state.reset_at_us)
+        lost_until = int(reply[position + 1])
+        if result.refusal is Code.CONCURRENCY_EXCEEDED and lost_until > now_us:
+            # Refused for slots Redis lost: they are all over by then.
+            result = replace(result, retry_after=-(-(lost_until - now_us) // 1000) / 1000)
         return result
+
+    # -- the marker (see the module docstring) ----------------------------------------------
+
+    def _renew_soon(
+        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
+    ) -> None:
+        if key_id not in self._renewing:
+            self._start_renewal(key_id, windows, hold_us, need_us, now)
+
+    async def _renew(
+        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
+    ) -> None:
+        """Renew the key's marker (rebuilding what a lost Redis lost), once for all waiters."""
+        task = self._renewing.get(key_id) or self._start_renewal(
+            key_id, windows, hold_us, need_us, now
+        )
+        # shield: a verify that goes away must not cancel a renewal others wait for.
+        await asyncio.shield(task)
+
+    def _start_renewal(
+        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
+    ) -> asyncio.Task[None]:
+        base = self._key(key_id)
+        keys = [f"{base}:mark", f"{base}:lost", *(self._window_key(key_id, a) for a in windows)]
+
+        async def install(promised: int | None, kept: Mapping[str, int]) -> int:
+            args: list[str | int] = [
+                self._clock(now),
+                -1 if promised is None else promised,
+                3 * need_us,
+                self._after_loss,
+                hold_us,
+            ]
+            for ask in windows:
+                full_at = kept.get(_window_id(ask), -1)
+                args += [ask.window.burst, *_window_args(ask.window), full_at]
+            reply = await self._scripts.restore(self._redis, keys, args)
+            if int(reply[0]):
+                self.losses += 1
+                if self.losses & (self.losses - 1) == 0:  # 1, 2, 4, 8...: one line per burst
+                    log.warning(
+                        "Redis lost the limit state of %d key(s) so far (latest %s): "
+                        "long windows and slots rebuilt as %s",
+                        self.losses,
+                        key_id,
+                        self._after_loss,
+                    )
+            return int(reply[1])
+
+        async def renew() -> None:
+            try:
+                await self._guard(key_id, install)
+            except StorageError as exc:
+                raise CountersUnsettled("the limit marker could not be renewed") from exc
+
+        task = asyncio.get_running_loop().create_task(renew())
+        self._renewing[key_id] = task
+        task.add_done_callback(lambda done: self._forget_renewal(key_id, done))
+        # Also when nobody waits for it any more (a renewal in the background, or its
+        # verifies went away): a failure is noted, never left unretrieved.
+        task.add_done_callback(_log_failed_renewal)
+        return task
+
+    def _forget_renewal(self, key_id: str, task: asyncio.Task[None]) -> None:
+        self._renewals += 1
+        if self._renewing.get(key_id) is task:
+            del self._renewing[key_id]
 
     async def settle(self, settlement: Settlement, now: datetime) -> None:
         """Release the request's reservation and slot; correct token estimates (one call)."""

@@ -70,6 +70,11 @@ class ResilientLimiter:
     def degraded(self) -> bool:
         return self._down
 
+    @property
+    def state_losses(self) -> int:
+        """API keys whose long windows and slots Redis was found to have lost."""
+        return self._primary.losses
+
     def _failed(self, exc: RedisError) -> None:
         if not self._down:
             log.warning(

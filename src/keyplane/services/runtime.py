@@ -19,6 +19,7 @@ from keyplane.services.invalidation import Eviction, PostgresInvalidation, Redis
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.ledger import UsageLedger
+from keyplane.services.limit_state import WindowKeeper
 from keyplane.services.limits import Limiter, MemoryLimiter
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
@@ -58,6 +59,8 @@ class Runtime:
     vault: VaultService
     redis: Redis | None = None
     invalidation: RedisInvalidation | PostgresInvalidation | None = None
+    #: Writes long windows' state for KEYPLANE_LIMITS_AFTER_REDIS_LOSS=reseed.
+    window_keeper: WindowKeeper | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -87,6 +90,9 @@ class Runtime:
             redis = Redis(connection_pool=pool)
         # The limiter seeds budget counters through the ledger (see services.ledger).
         limiter: Limiter
+        keeper = None
+        if redis is not None and settings.limits_after_redis_loss == "reseed":
+            keeper = WindowKeeper(store.keep_limit_windows, settings.limit_windows_flush_seconds)
         if redis is None:
             limiter = MemoryLimiter(lambda *args: ledger.seed(*args))
         else:
@@ -94,6 +100,9 @@ class Runtime:
             shared = RedisLimiter(
                 redis,
                 lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, shared),
+                guard=store.guard_limit_state,
+                after_loss=settings.limits_after_redis_loss,
+                keeper=keeper,
             )
             local = MemoryLimiter(
                 lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, local)
@@ -177,6 +186,7 @@ class Runtime:
             )
             runtime.invalidation = invalidation
         runtime.redis = redis
+        runtime.window_keeper = keeper
         if root_key is None and await store.count_management_keys() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
@@ -188,6 +198,8 @@ class Runtime:
             loop.create_task(runtime._expire_reservations()),
             loop.create_task(runtime._erase_replay_secrets()),
         ]
+        if keeper is not None:
+            runtime._background.append(loop.create_task(keeper.run()))
         if runtime.invalidation is not None:
             runtime._background.append(loop.create_task(runtime.invalidation.run()))
             # Serve once evictions from other instances are being heard, or go on without
@@ -238,6 +250,8 @@ class Runtime:
             await asyncio.wait(self._background)
         await self.last_used.flush()
         await self.management_last_used.flush()
+        if self.window_keeper is not None:
+            await self.window_keeper.flush()
         if self.invalidation is not None:
             await self.invalidation.flush()
         if self.redis is not None:

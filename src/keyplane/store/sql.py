@@ -47,6 +47,7 @@ from keyplane.store.tables import (
     api_keys,
     events,
     idempotency_records,
+    limit_windows,
     management_keys,
     organizations,
     plans,
@@ -598,6 +599,61 @@ class SqlStore:
                 select(usage_rollups.c.model, usage_rollups.c.cost_micros).where(*in_bucket)
             )
             await install({row.model: row.cost_micros for row in rows})
+
+    async def guard_limit_state(
+        self, key_id: str, install: Callable[[int | None, Mapping[str, int]], Awaitable[int]]
+    ) -> None:
+        """Renew a key's limit marker in Redis under a lock, and remember how long it lasts.
+
+        ``install`` gets what the last renewal promised (None if there was none) and the
+        key's kept long windows (``keep_limit_windows``), puts the marker in Redis and returns
+        until when Redis keeps it. The row stays locked while it
+        runs, so instances renewing the same key at once take turns: the second sees the
+        first one's promise and its marker, never a promise without its marker (which it would
+        take for a lost Redis). Written in the same transaction, so a promise is never older
+        than the marker it describes unless this commit fails after ``install`` succeeded.
+        """
+        marker = (limit_windows.c.key_id == key_id, limit_windows.c.window == "")
+        async with self._write() as conn:
+            await conn.execute(
+                self._insert(limit_windows)
+                .values(key_id=key_id, window="", until_us=-1)
+                .on_conflict_do_nothing()
+            )
+            old = (
+                await conn.execute(
+                    select(limit_windows.c.until_us).where(*marker).with_for_update()
+                )
+            ).scalar_one()
+            kept = await conn.execute(
+                select(limit_windows.c.window, limit_windows.c.until_us).where(
+                    limit_windows.c.key_id == key_id, limit_windows.c.window != ""
+                )
+            )
+            until = await install(None if old < 0 else old, {r.window: r.until_us for r in kept})
+            if until > old:
+                await conn.execute(update(limit_windows).where(*marker).values(until_us=until))
+
+    async def keep_limit_windows(self, rows: Mapping[tuple[str, str], int]) -> None:
+        """Keep, per (key id, window id), the latest instant each long window is full again.
+
+        Several instances write the same rows: the greater value wins, in the statement.
+        """
+        if not rows:
+            return
+        insert = self._insert(limit_windows)
+        greatest = func.max if self._is_sqlite else func.greatest
+        statement = insert.on_conflict_do_update(
+            index_elements=[limit_windows.c.key_id, limit_windows.c.window],
+            set_={"until_us": greatest(limit_windows.c.until_us, insert.excluded.until_us)},
+        )
+        values = [
+            {"key_id": key_id, "window": window, "until_us": until}
+            # Sorted, so concurrent transactions (several instances) lock rows in one order.
+            for (key_id, window), until in sorted(rows.items())
+        ]
+        async with self._write() as conn:
+            await conn.execute(statement, values)
 
     async def _add_to_rollups(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
         sums: dict[tuple[str, str, datetime, str], list[int]] = {}

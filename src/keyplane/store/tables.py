@@ -276,3 +276,19 @@ vault_leases = Table(
     Column("expires_at", UTCDateTime(), nullable=False),
     Index("ix_vault_leases_credential_expires", "credential_id", "expires_at"),
 )
+
+# What must outlive Redis of a key's limits (services.redis_limiter, "Losing Redis's data").
+# ``window`` "" is the key's marker: Redis keeps it until ``until_us`` (on the limiter script's
+# clock, microseconds), and every long window and concurrency slot of the key fits inside it,
+# so a Redis that lost its data is told apart from one that never had any. Any other
+# ``window`` names a long window ("<kind>:<name>:<limit>:<period us>") and ``until_us`` when it
+# is full again, written in batches for KEYPLANE_LIMITS_AFTER_REDIS_LOSS=reseed. No foreign
+# key: the rows are written from verify's path; a deleted key's rows are inert.
+limit_windows = Table(
+    "limit_windows",
+    metadata,
+    Column("key_id", String(40), nullable=False),
+    Column("window", String(200), nullable=False),
+    Column("until_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("key_id", "window"),
+)

@@ -78,6 +78,12 @@ def render_metrics(runtime: Runtime) -> str:
             "Admissions decided without Redis.",
             [("", limiter.fallbacks)],
         )
+        metric(
+            "keyplane_limits_state_lost_total",
+            "counter",
+            "API keys whose long windows and slots Redis was found to have lost.",
+            [("", limiter.state_losses)],
+        )
     if runtime.invalidation is not None:
         metric(
             "keyplane_cache_evictions_received_total",

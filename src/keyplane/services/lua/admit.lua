@@ -2,19 +2,43 @@
 -- them all only if all of them allow it.
 --
 -- KEYS: the five reservation keys (holds.lua), then one per window, then one spent counter
--- per budget.
+-- per budget, then the key's marker and its lost-slots deadline.
 -- ARGV: now (-1: Redis TIME), hold (us), request id, max parallel (-1: none), remember (us),
 -- window count, budget count, tokens in, tokens out; per window: cost, burst, L // P, L % P,
--- P, P // L, P % L, L; per budget: limit ('' for none), cost, scope.
--- Returns {2, index...}: those budgets' spent counters are missing (nothing was consumed), or
--- {1 admitted | 0 refused, now, free slots (-1: none asked), per window u, v (the debt before
--- this request), per budget spent, reserved}.
+-- P, P // L, P % L, L; per budget: limit ('' for none), cost, scope; then how long the marker
+-- must still last (us; -1: the request needs no marker) and below what it is renewed.
+-- Returns {3, now}: the marker is missing or too short (nothing was consumed), {2, index...}:
+-- those budgets' spent counters are missing (nothing was consumed), or {1 admitted | 0
+-- refused, now, free slots (-1: none asked), per window u, v (the debt before this request),
+-- per budget spent, reserved, renew the marker (1/0), lost slots held until (0: none)}.
 local now, on_redis_time = clock(ARGV[1])
 local hold_us, rid, max_parallel = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local remember = tonumber(ARGV[5])
 local nw, nb = tonumber(ARGV[6]), tonumber(ARGV[7])
 local tokens_in, tokens_out = tonumber(ARGV[8]), tonumber(ARGV[9])
 local W, B = 9, 9 + 8 * nw -- where the window and budget arguments start
+
+-- The marker says this Redis holds the key's long windows and slots: a restart or a failover
+-- that lost them loses it too, and nothing of the request is looked at until the caller
+-- has rebuilt what it can (restore.lua). Checked here, in the admission itself, so no
+-- request slips in between a check and the admission.
+local M = B + 3 * nb
+local need_us, renew_us = tonumber(ARGV[M + 1]), tonumber(ARGV[M + 2])
+local K_MARK, K_LOST = KEYS[5 + nw + nb + 1], KEYS[5 + nw + nb + 2]
+local renew, lost_until = 0, 0
+if need_us >= 0 then
+  local mark = tonumber(redis.call('GET', K_MARK) or '0')
+  if mark - now < need_us then
+    return { 3, now }
+  end
+  if mark - now < renew_us then
+    renew = 1
+  end
+  lost_until = tonumber(redis.call('GET', K_LOST) or '0')
+  if lost_until <= now then
+    lost_until = 0
+  end
+end
 
 -- Budget counters come from the durable ledger, never from here: ask for the missing ones.
 local spent, missing = {}, {}
@@ -41,6 +65,9 @@ if max_parallel >= 0 then
     in_use = in_use - 1
   end
   local free = math.max(0, max_parallel - in_use)
+  if lost_until > 0 then
+    free = 0 -- slots taken before Redis lost them may still be in use
+  end
   ok = ok and free >= 1
   reply[3] = free
 end
@@ -74,6 +101,8 @@ for j = 1, nb do
   reply[#reply + 1] = reserved[j]
 end
 
+reply[#reply + 1] = renew
+reply[#reply + 1] = lost_until
 if not ok then
   return reply
 end
