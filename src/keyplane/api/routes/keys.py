@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.params import (
+    ConfirmWait,
     CursorParam,
     LimitParam,
     check_key_ref,
@@ -20,8 +21,11 @@ from keyplane.api.params import (
 )
 from keyplane.api.policy import to_document
 from keyplane.api.schemas import (
+    ConfirmationOut,
+    KeyConfirmedEnvelope,
     KeyCreate,
     KeyCreated,
+    KeyCreatedConfirmed,
     KeyDisable,
     KeyEnvelope,
     KeyOut,
@@ -49,6 +53,23 @@ async def _out(runtime: Runtime, principal: Principal, record: KeyRecord) -> Key
 
 async def _envelope(runtime: Runtime, principal: Principal, record: KeyRecord) -> KeyEnvelope:
     return KeyEnvelope(data=await _out(runtime, principal, record))
+
+
+async def _confirmation(runtime: Runtime, record: KeyRecord, timeout: float) -> ConfirmationOut:
+    """Wait (``?wait=confirmed``) until every live instance dropped the written key."""
+    confirmation = await runtime.confirm_eviction("keys", record.id, (record.hash,), timeout)
+    return ConfirmationOut.of(confirmation, timeout)
+
+
+async def _answer(
+    runtime: Runtime, principal: Principal, record: KeyRecord, wait: float | None
+) -> KeyEnvelope:
+    envelope = await _envelope(runtime, principal, record)
+    if wait is None:
+        return envelope
+    return KeyConfirmedEnvelope(
+        data=envelope.data, confirmation=await _confirmation(runtime, record, wait)
+    )
 
 
 def _fingerprint(body: KeyCreate) -> str:
@@ -170,11 +191,12 @@ async def update_key(
     return await _envelope(runtime, principal, record)
 
 
-@router.delete("/{id_or_hash}", response_model=KeyEnvelope)
+@router.delete("/{id_or_hash}", response_model=KeyConfirmedEnvelope | KeyEnvelope)
 async def revoke_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
+    wait: ConfirmWait,
     body: Annotated[KeyRevoke | None, Body()] = None,
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> KeyEnvelope:
@@ -183,27 +205,35 @@ async def revoke_key(
     record = await runtime.keys.revoke(
         principal, check_key_ref(id_or_hash), check_query_text("reason", why)
     )
-    return await _envelope(runtime, principal, record)
+    return await _answer(runtime, principal, record, wait)
 
 
-@router.post("/{id_or_hash}/rotate", response_model=KeyCreated)
+@router.post("/{id_or_hash}/rotate", response_model=KeyCreatedConfirmed | KeyCreated)
 async def rotate_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
+    wait: ConfirmWait,
     body: Annotated[KeyRotate | None, Body()] = None,
 ) -> KeyCreated:
     """Issue a new secret for the key (same id and settings); shown only this once."""
     grace = timedelta(seconds=(body or KeyRotate()).grace_period_seconds)
     issued = await runtime.keys.rotate(principal, check_key_ref(id_or_hash), grace)
-    return KeyCreated(key=issued.secret, data=await _out(runtime, principal, issued.record))
+    data = await _out(runtime, principal, issued.record)
+    if wait is None:
+        return KeyCreated(key=issued.secret, data=data)
+    # Every cached hash of the key goes, the rotated-out one included: each instance reloads
+    # it and sees its grace period (none: refused at once).
+    confirmation = await _confirmation(runtime, issued.record, wait)
+    return KeyCreatedConfirmed(key=issued.secret, data=data, confirmation=confirmation)
 
 
-@router.post("/{id_or_hash}/disable", response_model=KeyEnvelope)
+@router.post("/{id_or_hash}/disable", response_model=KeyConfirmedEnvelope | KeyEnvelope)
 async def disable_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
+    wait: ConfirmWait,
     body: Annotated[KeyDisable | None, Body()] = None,
 ) -> KeyEnvelope:
     """Disable a key, optionally until ``auto_enable_after`` seconds have passed."""
@@ -212,7 +242,7 @@ async def disable_key(
         None if request.auto_enable_after is None else timedelta(seconds=request.auto_enable_after)
     )
     record = await runtime.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
-    return await _envelope(runtime, principal, record)
+    return await _answer(runtime, principal, record, wait)
 
 
 @router.post("/{id_or_hash}/enable", response_model=KeyEnvelope)

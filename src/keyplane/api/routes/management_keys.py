@@ -6,12 +6,15 @@ from fastapi import APIRouter, Request
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.params import (
+    ConfirmWait,
     CursorParam,
     LimitParam,
     check_id,
     reject_unknown_params,
 )
 from keyplane.api.schemas import (
+    ConfirmationOut,
+    ManagementKeyConfirmedEnvelope,
     ManagementKeyCreate,
     ManagementKeyCreated,
     ManagementKeyEnvelope,
@@ -62,10 +65,16 @@ async def get_management_key(
     return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))
 
 
-@router.delete("/{key_id}", response_model=ManagementKeyEnvelope)
+@router.delete("/{key_id}", response_model=ManagementKeyConfirmedEnvelope | ManagementKeyEnvelope)
 async def revoke_management_key(
-    key_id: str, principal: PrincipalDep, runtime: RuntimeDep
+    key_id: str, principal: PrincipalDep, runtime: RuntimeDep, wait: ConfirmWait
 ) -> ManagementKeyEnvelope:
     """Revoke a management key; it stops working at once."""
     record = await runtime.management.revoke(principal, check_id(key_id, "mk", "management key"))
-    return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))
+    data = ManagementKeyOut.of(record)
+    if wait is None:
+        return ManagementKeyEnvelope(data=data)
+    confirmation = await runtime.confirm_eviction("management", record.id, (record.hash,), wait)
+    return ManagementKeyConfirmedEnvelope(
+        data=data, confirmation=ConfirmationOut.of(confirmation, wait)
+    )
