@@ -14,6 +14,8 @@ starts with an empty cache, so it cannot serve the old record either.
 With Redis the registry is a sorted set scored by Redis's own clock (``lua/instance_beat.lua``)
 and each eviction's acknowledgements a set that expires; both are namespaced by the
 deployment's organization id, so deployments sharing one Redis never wait for each other.
+Without Redis, on PostgreSQL, it is two tables (``store.instances``). Registry failures are
+``RedisError`` or ``StorageError`` (:data:`REGISTRY_ERRORS`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyplane.domain import ids
+from keyplane.errors import StorageError
 from keyplane.services.redis_limiter import _Script
 
 log = logging.getLogger(__name__)
 
+#: What a registry raises when its backend is unreachable.
+REGISTRY_ERRORS = (RedisError, StorageError)
 #: Acknowledgements outlive any wait for them (timeouts are capped far below this).
 ACK_RETENTION_MS = 10 * 60 * 1000
 #: A silent instance is forgotten by the registry after this long (live is much shorter).
@@ -139,11 +144,11 @@ async def await_confirmations(
             # Poll, backing off to 100 ms: a handful of small reads for the usual wait.
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.1)
-    except RedisError as exc:
+    except REGISTRY_ERRORS as exc:
         log.warning("revocation confirmations unavailable: %s", type(exc).__name__)
         return Confirmation(
             tuple(sorted(acked)),
             tuple(sorted(live - acked)),
-            error="the instance registry (Redis) is unreachable",
+            error="the instance registry is unreachable",
         )
     return Confirmation(tuple(sorted(acked)), tuple(sorted(live - acked)))

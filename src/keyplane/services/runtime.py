@@ -19,6 +19,7 @@ from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.instances import (
+    REGISTRY_ERRORS,
     Confirmation,
     InstanceRegistry,
     RedisInstanceRegistry,
@@ -38,6 +39,7 @@ from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
 from keyplane.settings import Settings, resolve_server_secret
+from keyplane.store.instances import SqlInstanceRegistry
 from keyplane.store.migrate import migrate
 from keyplane.store.sql import SqlStore
 from keyplane.store.vault import SqlVaultStore
@@ -195,6 +197,11 @@ class Runtime:
             runtime.instances = RedisInstanceRegistry(
                 redis, org.id, settings.instance_liveness_seconds
             )
+        elif invalidation is not None:
+            # PostgreSQL without Redis: the registry lives in the shared database.
+            runtime.instances = SqlInstanceRegistry(
+                store.engine, settings.instance_liveness_seconds
+            )
         runtime.redis = redis
         if root_key is None and await store.count_management_keys() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
@@ -239,10 +246,8 @@ class Runtime:
         if self.invalidation is None:
             # One process: nothing else caches, and this one evicted when it wrote.
             return Confirmation((self.instance_id,), ())
-        if self.instances is None:
-            return Confirmation(
-                (), (), error="confirmations need Redis (KEYPLANE_REDIS_URL) for heartbeats"
-            )
+        if self.instances is None:  # pragma: no cover - set whenever invalidation is
+            raise AssertionError("an invalidation channel without an instance registry")
         channel = self.invalidation
 
         async def publish(eviction_id: str) -> None:
@@ -261,7 +266,7 @@ class Runtime:
     async def _send_ack(self, registry: InstanceRegistry, eviction_id: str) -> None:
         try:
             await registry.acknowledge(eviction_id, self.instance_id)
-        except RedisError as exc:
+        except REGISTRY_ERRORS as exc:
             log.warning("eviction not acknowledged: %s", type(exc).__name__)
 
     async def _beat(self) -> None:
@@ -269,7 +274,7 @@ class Runtime:
             return
         try:
             await self.instances.beat(self.instance_id)
-        except RedisError as exc:
+        except REGISTRY_ERRORS as exc:
             log.warning("instance heartbeat failed: %s", type(exc).__name__)
 
     async def _heartbeats(self) -> None:
@@ -303,7 +308,7 @@ class Runtime:
             # Stopping cleanly: nobody should wait for this instance's confirmations.
             try:
                 await self.instances.leave(self.instance_id)
-            except RedisError as exc:
+            except REGISTRY_ERRORS as exc:
                 log.warning("instance not removed from the registry: %s", type(exc).__name__)
         if self._acks:
             await asyncio.wait(list(self._acks))
