@@ -121,8 +121,8 @@ def test_revocation_on_one_instance_is_refused_on_the_other_within_a_second(
 
 
 #: Revoke-then-use trials per key kind. On the code before the fix a revoked management key
-#: was accepted once more by the other instance in about 1 trial in 7 (2 of 15 in the
-#: security review), so 60 trials miss it with odds below 1 in 10^4; 60 trials take ~5 s.
+#: was accepted once more by the other instance in 2 of 15 trials in the security review and
+#: in 18 of 60 here; at the review's rate 60 trials all miss it with odds below 1 in 5,000.
 REVOKE_TRIALS = 60
 
 
