@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     limits_after_redis_loss: Literal["fail_closed", "reseed", "forget"] = "fail_closed"
     limit_windows_flush_seconds: float = Field(default=1.0, gt=0, le=3600)
     expected_instances: int = Field(default=1, ge=1, le=10_000)
+    #: This instance's name in the instance registry (``?wait=confirmed`` answers name the
+    #: instances that did or did not confirm). Default: host name, process id and a random
+    #: suffix, made at start.
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    #: How often an instance records that it is alive, and how long after its last heartbeat
+    #: it still counts as live (a revoke with ``?wait=confirmed`` waits for every live one).
+    instance_heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    instance_liveness_seconds: float = Field(default=15.0, gt=0, le=3600)
+    #: How long ``?wait=confirmed`` waits when the request gives no ``timeout``.
+    confirm_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     #: How long a verify's reservation (credits, tokens) and concurrency slot wait for the
     #: usage report that settles them before they are released anyway.
     reservation_timeout_seconds: int = Field(default=300, ge=1, le=86_400)
@@ -148,6 +158,17 @@ class Settings(BaseSettings):
         if value is not None:
             _parse_previous_keys(value.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _liveness_spans_heartbeats(self) -> Settings:
+        # A live instance must beat at least twice per liveness period, or one late heartbeat
+        # would drop it from the registry and a confirmed revoke would stop waiting for it.
+        if self.instance_liveness_seconds < 2 * self.instance_heartbeat_seconds:
+            raise ValueError(
+                "KEYPLANE_INSTANCE_LIVENESS_SECONDS must be at least twice "
+                "KEYPLANE_INSTANCE_HEARTBEAT_SECONDS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_vault_key_source(self) -> Settings:

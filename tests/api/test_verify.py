@@ -74,7 +74,7 @@ async def test_malformed_and_bad_checksum_never_touch_storage(api: Api) -> None:
         raise AssertionError("storage was queried")
 
     runtime.directory.hashes._loader = explode  # type: ignore[assignment]
-    runtime.directory.hashes.clear()
+    await runtime.directory.hashes.clear()
     typo = key[:-1] + ("a" if key[-1] != "a" else "b")
     assert (await api.verify(typo))["code"] == "MALFORMED"
     assert (await api.verify("garbage"))["code"] == "MALFORMED"
@@ -168,7 +168,7 @@ async def test_last_used_is_written_in_batches_not_per_verify(api: Api) -> None:
 async def test_concurrent_verifies_of_a_cold_key_load_it_once(api: Api) -> None:
     key, _ = await api.create_key()
     runtime = runtime_of(api)
-    runtime.directory.hashes.clear()
+    await runtime.directory.hashes.clear()
     before = runtime.directory.hashes.misses
     calls = 0
     loader = runtime.directory.hashes._loader

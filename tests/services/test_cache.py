@@ -95,7 +95,7 @@ async def test_invalidate_evicts_every_hash_of_a_record() -> None:
     await cache.get("old")
     await cache.get("new")
     loader.data = {"old": ("id1", "revoked"), "new": ("id1", "revoked")}
-    cache.invalidate("id1")
+    await cache.invalidate("id1")
     assert await cache.get("old") == ("id1", "revoked")
     assert await cache.get("new") == ("id1", "revoked")
 
@@ -105,7 +105,7 @@ async def test_invalidate_with_extra_hash_clears_a_negative_entry() -> None:
     cache = make(loader, clock)
     assert await cache.get("fresh") is None
     loader.data["fresh"] = ("id9", "v")
-    cache.invalidate("id9", ("fresh",))
+    await cache.invalidate("id9", ("fresh",))
     assert await cache.get("fresh") == ("id9", "v")
 
 
@@ -117,10 +117,31 @@ async def test_a_load_racing_an_invalidation_is_not_cached() -> None:
     while not loader.calls:
         await asyncio.sleep(0)
     loader.data["h1"] = ("id1", "after")
-    cache.invalidate("id1")  # the write lands while the old value is being loaded
+    await cache.invalidate("id1")  # the write lands while the old value is being loaded
     loader.gate.set()
     assert await pending == ("id1", "before")
     assert await cache.get("h1") == ("id1", "after")
+
+
+async def test_a_lookup_after_an_eviction_never_joins_a_load_from_before_it() -> None:
+    """A request arriving after a revoke's eviction must not share the pre-revoke read."""
+    loader, clock = Loader({"h1": ("id1", "before")}), FakeTime()
+    loader.gate = asyncio.Event()
+    cache = make(loader, clock)
+    early = asyncio.create_task(cache.get("h1"))
+    while not loader.calls:
+        await asyncio.sleep(0)
+    loader.data["h1"] = ("id1", "revoked")
+    await cache.invalidate("id1")
+    late = asyncio.create_task(cache.get("h1"))
+    for _ in range(100):  # let the late lookup start its own load (bounded: it may join)
+        if len(loader.calls) == 2:
+            break
+        await asyncio.sleep(0)
+    loader.gate.set()
+    assert await early == ("id1", "before")  # it asked before the write: either answer is fair
+    assert await late == ("id1", "revoked")
+    assert await cache.get("h1") == ("id1", "revoked")  # and the newer load is the one cached
 
 
 async def test_load_errors_reach_every_waiter_and_are_not_cached() -> None:

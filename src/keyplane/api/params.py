@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
+from keyplane.api.deps import get_runtime
 from keyplane.domain import ids, validation
 from keyplane.errors import NotFoundError, ValidationError
+from keyplane.services.runtime import Runtime
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 MAX_METADATA_FILTERS = 10
@@ -24,6 +26,35 @@ def _cursor(
 
 
 CursorParam = Annotated[str | None, Depends(_cursor)]
+
+#: The longest a write may wait for every instance to confirm (``?timeout=``).
+MAX_CONFIRM_TIMEOUT = 60.0
+
+
+def _confirm_wait(
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    wait: Annotated[
+        Literal["confirmed"] | None,
+        Query(description="`confirmed`: answer once every live instance dropped the key"),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=MAX_CONFIRM_TIMEOUT,
+            description="seconds to wait for confirmations (with wait=confirmed)",
+        ),
+    ] = None,
+) -> float | None:
+    """How long to wait for confirmations, or None not to wait."""
+    if wait is None:
+        if timeout is not None:
+            raise ValidationError("timeout: only allowed with wait=confirmed")
+        return None
+    return runtime.settings.confirm_timeout_seconds if timeout is None else timeout
+
+
+ConfirmWait = Annotated[float | None, Depends(_confirm_wait)]
 LimitParam = Annotated[int, Query(ge=1, le=100)]
 
 

@@ -23,6 +23,7 @@ from keyplane.domain.keys import Environment, KeyStatus, effective_status
 from keyplane.domain.periods import Reset
 from keyplane.domain.plans import PlanRecord
 from keyplane.domain.tenancy import ManagementKeyRecord, Project
+from keyplane.services.instances import Confirmation
 from keyplane.services.keys import KeyView
 
 
@@ -217,13 +218,43 @@ _RECORD_FIELDS = [
 ]
 
 
+class ConfirmationOut(BaseModel):
+    """Which live instances confirmed dropping the key (``?wait=confirmed``). The write has
+    happened either way; ``complete`` false means some instance may still serve the old
+    record until it applies the eviction or its cache entry expires."""
+
+    confirmed: list[str] = Field(description="instances that confirmed, by instance id")
+    unconfirmed: list[str] = Field(description="live instances that did not confirm in time")
+    complete: bool = Field(description="every live instance confirmed")
+    timeout_seconds: float
+    error: str | None = Field(default=None, description="why instances could not be asked")
+
+    @classmethod
+    def of(cls, confirmation: Confirmation, timeout: float) -> ConfirmationOut:
+        return cls(
+            confirmed=list(confirmation.confirmed),
+            unconfirmed=list(confirmation.unconfirmed),
+            complete=confirmation.complete,
+            timeout_seconds=timeout,
+            error=confirmation.error,
+        )
+
+
 class KeyEnvelope(BaseModel):
     data: KeyOut
+
+
+class KeyConfirmedEnvelope(KeyEnvelope):
+    confirmation: ConfirmationOut
 
 
 class KeyCreated(BaseModel):
     key: str = Field(description="the plaintext key; shown only in this response")
     data: KeyOut
+
+
+class KeyCreatedConfirmed(KeyCreated):
+    confirmation: ConfirmationOut
 
 
 class KeyPage(BaseModel):
@@ -380,6 +411,10 @@ class ManagementKeyEnvelope(BaseModel):
     data: ManagementKeyOut
 
 
+class ManagementKeyConfirmedEnvelope(ManagementKeyEnvelope):
+    confirmation: ConfirmationOut
+
+
 class ManagementKeyCreated(BaseModel):
     key: str = Field(description="the plaintext management key; shown only in this response")
     data: ManagementKeyOut
@@ -436,6 +471,10 @@ class AckEnvelope(BaseModel):
     data: Ack
 
 
+class AckConfirmedEnvelope(AckEnvelope):
+    confirmation: ConfirmationOut
+
+
 class AckList(BaseModel):
     data: list[Ack]
 
@@ -443,3 +482,7 @@ class AckList(BaseModel):
 class AckCreated(BaseModel):
     key: str = Field(description="the plaintext key; shown only in this response")
     data: Ack
+
+
+class AckCreatedConfirmed(AckCreated):
+    confirmation: ConfirmationOut

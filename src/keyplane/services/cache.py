@@ -4,7 +4,10 @@
 * Unknown hashes are cached for ``negative_ttl`` seconds, so a flood of bad keys costs one
   database query per distinct key per period, not one per request.
 * Concurrent misses for the same hash share one load (single flight).
-* ``invalidate(record_id)`` evicts every hash of a record at once (current and rotated-out).
+* ``invalidate(record_id)`` evicts every hash of a record at once (current and rotated-out),
+  and returns only once the eviction has been handed to the other instances (``on_change``).
+* An eviction also detaches loads in flight: a lookup that starts after a write has been
+  evicted never joins a load that read the database before the write.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ class TtlCache(Generic[T]):
         self._epoch = 0
         self.hits = 0
         self.misses = 0
-        #: Told of every invalidation, to pass it on to other instances.
-        self.on_change: Callable[[str | None, tuple[str, ...]], None] | None = None
+        #: Told of every invalidation, to pass it on to other instances; awaited, so a write
+        #: does not return before its eviction is on its way to them.
+        self.on_change: Callable[[str | None, tuple[str, ...]], Awaitable[None]] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -64,10 +68,13 @@ class TtlCache(Generic[T]):
 
     async def _load(self, secret_hash: str) -> T | None:
         epoch = self._epoch
+        me = asyncio.current_task()
         try:
             value = await self._loader(secret_hash)
         finally:
-            self._inflight.pop(secret_hash, None)
+            # Only this load's own slot: after an eviction a newer load may hold it.
+            if self._inflight.get(secret_hash) is me:
+                del self._inflight[secret_hash]
         if epoch == self._epoch:
             self._put(secret_hash, value)
         return value
@@ -93,22 +100,25 @@ class TtlCache(Generic[T]):
                 if not hashes:
                     del self._hashes_of[self._record_id(value)]
 
-    def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
+    async def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget every cached hash of ``record_id``, plus ``extra_hashes`` (e.g. a new one),
         here and, through ``on_change``, on every other instance."""
         self.evict(record_id, extra_hashes)
         if self.on_change is not None:
-            self.on_change(record_id, extra_hashes)
+            await self.on_change(record_id, extra_hashes)
 
-    def clear(self) -> None:
+    async def clear(self) -> None:
         """Forget everything, here and on every other instance."""
         self.evict(None)
         if self.on_change is not None:
-            self.on_change(None, ())
+            await self.on_change(None, ())
 
     def evict(self, record_id: str | None, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget ``record_id`` (everything when None) in this process only."""
         self._epoch += 1
+        # A load in flight may have read the record before the write: later lookups start
+        # their own (its current waiters still get its answer; it is not cached, see _load).
+        self._inflight.clear()
         if record_id is None:
             self._entries.clear()
             self._hashes_of.clear()

@@ -79,8 +79,9 @@ class KeyDirectory:
 
         self.hashes = cache(by_hash)
         self.ids = cache(by_id)
-        #: Told of every invalidation, to pass it on to other instances.
-        self.on_change: Callable[[str | None, tuple[str, ...]], None] | None = None
+        #: Told of every invalidation, to pass it on to other instances; awaited, so a write
+        #: does not return before its eviction is on its way to them.
+        self.on_change: Callable[[str | None, tuple[str, ...]], Awaitable[None]] | None = None
 
     async def by_hash(self, secret_hash: str) -> KeyEntry | None:
         return await self.hashes.get(secret_hash)
@@ -88,17 +89,17 @@ class KeyDirectory:
     async def by_id(self, key_id: str) -> KeyEntry | None:
         return await self.ids.get(key_id)
 
-    def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
+    async def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget a changed key, here and (through ``on_change``) on every other instance."""
         self.evict(record_id, extra_hashes)
         if self.on_change is not None:
-            self.on_change(record_id, extra_hashes)
+            await self.on_change(record_id, extra_hashes)
 
-    def clear(self) -> None:
+    async def clear(self) -> None:
         """Forget everything: a plan changed, so every key on it has a new effective policy."""
         self.evict(None)
         if self.on_change is not None:
-            self.on_change(None, ())
+            await self.on_change(None, ())
 
     def evict(self, record_id: str | None, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget ``record_id`` (everything when None) in this process only."""

@@ -2,9 +2,16 @@
 
 Every instance caches keys by secret hash for the verify hot path. A write on one instance
 evicts its own cache at once and publishes the eviction; every instance (itself included)
-applies what it receives. A message lost to a dropped connection is covered twice over: the
-subscriber clears its caches whenever it reconnects, and cache entries expire after
-``KEYPLANE_CACHE_TTL_SECONDS`` anyway.
+applies what it receives. The write's response waits until the eviction has been published
+(at most ``PUBLISH_WAIT`` seconds): when it was sent from a background task instead, a client
+could ask another instance before the eviction even left, and be served the old record.
+
+A message lost to a dropped connection is covered twice over: the subscriber clears its
+caches whenever it reconnects, and cache entries expire after ``KEYPLANE_CACHE_TTL_SECONDS``
+anyway.
+
+An eviction may carry an id; an instance that applied one tells ``on_applied`` (which
+acknowledges it, see ``services.instances``), so a writer can wait for every instance.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from redis.asyncio import Redis
@@ -24,25 +31,43 @@ log = logging.getLogger(__name__)
 CHANNEL = "keyplane:invalidate"
 #: (cache name, record id or None for "everything", secret hashes)
 Eviction = tuple[str, str | None, tuple[str, ...]]
+#: The longest a write waits for its eviction to be published. Past it (the channel is down
+#: or slow) the write returns anyway and the cache TTL bounds how stale other instances are.
+PUBLISH_WAIT = 2.0
+
+
+def _encode(eviction: Eviction, eviction_id: str | None) -> str:
+    cache, record_id, hashes = eviction
+    payload: dict[str, Any] = {"cache": cache, "record": record_id, "hashes": list(hashes)}
+    if eviction_id is not None:
+        payload["id"] = eviction_id
+    return json.dumps(payload)
+
+
+async def _published(pending: set[asyncio.Task[None]], send: Coroutine[Any, Any, None]) -> None:
+    """Run ``send`` to completion in a task of its own (a client that hangs up must not cancel
+    it), waiting for it at most PUBLISH_WAIT seconds."""
+    task = asyncio.get_running_loop().create_task(send)
+    pending.add(task)
+    task.add_done_callback(pending.discard)
+    await asyncio.wait({task}, timeout=PUBLISH_WAIT)
 
 
 class RedisInvalidation:
     def __init__(self, redis: Redis, apply: Callable[[Eviction], None]) -> None:
         self._redis = redis
         self.apply = apply
+        #: Told the id of every eviction applied here that carried one.
+        self.on_applied: Callable[[str], None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self.received = 0
         self.subscribed = asyncio.Event()
 
-    def publish(self, eviction: Eviction) -> None:
-        """Send an eviction to every instance; never blocks the write that caused it."""
-        task = asyncio.get_running_loop().create_task(self._send(eviction))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    async def publish(self, eviction: Eviction, eviction_id: str | None = None) -> None:
+        """Send an eviction to every instance; returns once it is sent (or PUBLISH_WAIT)."""
+        await _published(self._pending, self._send(_encode(eviction, eviction_id)))
 
-    async def _send(self, eviction: Eviction) -> None:
-        cache, record_id, hashes = eviction
-        message = json.dumps({"cache": cache, "record": record_id, "hashes": list(hashes)})
+    async def _send(self, message: str) -> None:
         try:
             await self._redis.publish(CHANNEL, message)
         except RedisError as exc:
@@ -92,6 +117,9 @@ def _receive_into(channel: RedisInvalidation | PostgresInvalidation, data: Any) 
         return
     channel.received += 1
     channel.apply(eviction)
+    eviction_id = payload.get("id")
+    if isinstance(eviction_id, str) and channel.on_applied is not None:
+        channel.on_applied(eviction_id)
 
 
 PG_CHANNEL = "keyplane_invalidate"
@@ -120,6 +148,7 @@ class PostgresInvalidation:
     def __init__(self, dsn: str, schema_note: str | None, apply: Callable[[Eviction], None]):
         self._dsn = dsn
         self.apply = apply
+        self.on_applied: Callable[[str], None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._sender: Any = None
         self._sender_lock = asyncio.Lock()
@@ -128,16 +157,12 @@ class PostgresInvalidation:
         # Instances in different schemas of one database are different deployments.
         self._channel = PG_CHANNEL if schema_note is None else f"{PG_CHANNEL}_{schema_note}"
 
-    def publish(self, eviction: Eviction) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(eviction))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    async def publish(self, eviction: Eviction, eviction_id: str | None = None) -> None:
+        await _published(self._pending, self._send(_encode(eviction, eviction_id)))
 
-    async def _send(self, eviction: Eviction) -> None:
+    async def _send(self, message: str) -> None:
         import asyncpg
 
-        cache, record_id, hashes = eviction
-        message = json.dumps({"cache": cache, "record": record_id, "hashes": list(hashes)})
         try:
             # One sending connection, opened once even when several evictions race to it.
             async with self._sender_lock:

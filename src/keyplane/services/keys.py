@@ -185,7 +185,7 @@ class KeyService:
             if replayed is None:
                 raise
             return replayed
-        self._directory.invalidate(record.id, (secret_hash,))
+        await self._directory.invalidate(record.id, (secret_hash,))
         return IssuedKey(parsed.text, record)
 
     async def _replay(self, principal: Principal, idempotency: Idempotency) -> IssuedKey | None:
@@ -390,13 +390,13 @@ class KeyService:
         record, changed = await self._store.rotate_key(
             principal.org_id, current.id, apply, now + grace_period
         )
-        self._directory.invalidate(record.id, (secret_hash, *changed))
+        await self._directory.invalidate(record.id, (secret_hash, *changed))
         return IssuedKey(parsed.text, record)
 
     async def _mutate(self, principal: Principal, id_or_hash: str, apply: Any) -> KeyRecord:
         current = await self._find(principal, id_or_hash)
         record = await self._store.mutate_key(principal.org_id, current.id, apply)
-        self._directory.invalidate(record.id)
+        await self._directory.invalidate(record.id)
         return record
 
     async def views(self, principal: Principal, records: Sequence[KeyRecord]) -> Sequence[KeyView]:

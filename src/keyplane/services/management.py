@@ -123,7 +123,7 @@ class ManagementKeys:
             created_by=created_by,
         )
         await self._store.create_management_key(record)
-        self._cache.invalidate(record.id, (digest,))
+        await self._cache.invalidate(record.id, (digest,))
         return IssuedManagementKey(parsed.text, record)
 
     async def list(
@@ -158,7 +158,7 @@ class ManagementKeys:
         record = await self._store.revoke_management_key(
             principal.org_id, target.id, self._clock.now()
         )
-        self._cache.invalidate(record.id, (record.hash,))
+        await self._cache.invalidate(record.id, (record.hash,))
         return dataclasses.replace(record)
 
 

@@ -73,14 +73,14 @@ class Plans:
         plan = dataclasses.replace(current, **changes, updated_at=self._clock.now())
         await self._store.update_plan(plan)
         # Every key on the plan has a new effective policy from now on.
-        self._directory.clear()
+        await self._directory.clear()
         return plan
 
     async def delete(self, principal: Principal, id_or_name: str) -> PlanRecord:
         _require_plan_writer(principal)
         plan = await self.find(principal.org_id, id_or_name)
         await self._store.delete_plan(principal.org_id, plan.id)
-        self._directory.clear()
+        await self._directory.clear()
         return plan
 
 

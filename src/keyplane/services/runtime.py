@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
+import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -15,6 +19,13 @@ from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
 from keyplane.errors import KeyplaneError
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
+from keyplane.services.instances import (
+    REGISTRY_ERRORS,
+    Confirmation,
+    InstanceRegistry,
+    RedisInstanceRegistry,
+    await_confirmations,
+)
 from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
@@ -30,6 +41,7 @@ from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
 from keyplane.settings import Settings, resolve_server_secret
+from keyplane.store.instances import SqlInstanceRegistry
 from keyplane.store.migrate import migrate
 from keyplane.store.sql import SqlStore
 from keyplane.store.vault import SqlVaultStore
@@ -61,10 +73,14 @@ class Runtime:
     invalidation: RedisInvalidation | PostgresInvalidation | None = None
     #: Writes long windows' state for KEYPLANE_LIMITS_AFTER_REDIS_LOSS=reseed.
     window_keeper: WindowKeeper | None = None
+    instance_id: str = ""
+    #: Heartbeats and acknowledgements of the deployment's instances (None: one process).
+    instances: InstanceRegistry | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _ledger_task: asyncio.Task[None] | None = None
+    _acks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -177,14 +193,31 @@ class Runtime:
                 settings.database_schema,
                 runtime._apply_eviction,
             )
+        runtime.instance_id = settings.instance_id or _default_instance_id()
         if invalidation is not None:
-            directory.on_change = lambda record_id, hashes: invalidation.publish(
-                ("keys", record_id, hashes)
-            )
-            management_cache.on_change = lambda record_id, hashes: invalidation.publish(
-                ("management", record_id, hashes)
-            )
+            channel = invalidation
+
+            async def publish_keys(record_id: str | None, hashes: tuple[str, ...]) -> None:
+                await channel.publish(("keys", record_id, hashes))
+
+            async def publish_management(record_id: str | None, hashes: tuple[str, ...]) -> None:
+                await channel.publish(("management", record_id, hashes))
+
+            directory.on_change = publish_keys
+            management_cache.on_change = publish_management
+            invalidation.on_applied = runtime._acknowledge
             runtime.invalidation = invalidation
+        if redis is not None:
+            # Namespaced by the organization id, which only instances of this deployment
+            # (sharing its database) share.
+            runtime.instances = RedisInstanceRegistry(
+                redis, org.id, settings.instance_liveness_seconds
+            )
+        elif invalidation is not None:
+            # PostgreSQL without Redis: the registry lives in the shared database.
+            runtime.instances = SqlInstanceRegistry(
+                store.engine, settings.instance_liveness_seconds
+            )
         runtime.redis = redis
         runtime.window_keeper = keeper
         if root_key is None and await store.count_management_keys() == 0:
@@ -200,6 +233,9 @@ class Runtime:
         ]
         if keeper is not None:
             runtime._background.append(loop.create_task(keeper.run()))
+        if runtime.instances is not None:
+            await runtime._beat()  # live before serving: a confirmed revoke waits for it
+            runtime._background.append(loop.create_task(runtime._heartbeats()))
         if runtime.invalidation is not None:
             runtime._background.append(loop.create_task(runtime.invalidation.run()))
             # Serve once evictions from other instances are being heard, or go on without
@@ -217,6 +253,54 @@ class Runtime:
             self.directory.evict(record_id, hashes)
         if cache in ("management", "*"):
             self.management_cache.evict(record_id, hashes)
+
+    async def confirm_eviction(
+        self, cache: str, record_id: str, hashes: tuple[str, ...], timeout: float
+    ) -> Confirmation:
+        """Evict a record that was just written on every live instance, and say which ones
+        confirmed having dropped it within ``timeout`` seconds (``?wait=confirmed``).
+
+        The write has committed: an instance that applied this eviction reloads the record
+        from the database on its next use, and so sees the write.
+        """
+        if self.invalidation is None:
+            # One process: nothing else caches, and this one evicted when it wrote.
+            return Confirmation((self.instance_id,), ())
+        if self.instances is None:  # pragma: no cover - set whenever invalidation is
+            raise AssertionError("an invalidation channel without an instance registry")
+        channel = self.invalidation
+
+        async def publish(eviction_id: str) -> None:
+            await channel.publish((cache, record_id, hashes), eviction_id)
+
+        return await await_confirmations(self.instances, self.instance_id, publish, timeout)
+
+    def _acknowledge(self, eviction_id: str) -> None:
+        """Tell the registry this instance applied ``eviction_id`` (called on receipt)."""
+        if self.instances is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_ack(self.instances, eviction_id))
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    async def _send_ack(self, registry: InstanceRegistry, eviction_id: str) -> None:
+        try:
+            await registry.acknowledge(eviction_id, self.instance_id)
+        except REGISTRY_ERRORS as exc:
+            log.warning("eviction not acknowledged: %s", type(exc).__name__)
+
+    async def _beat(self) -> None:
+        if self.instances is None:
+            return
+        try:
+            await self.instances.beat(self.instance_id)
+        except REGISTRY_ERRORS as exc:
+            log.warning("instance heartbeat failed: %s", type(exc).__name__)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.instance_heartbeat_seconds)
+            await self._beat()
 
     async def _expire_reservations(self) -> None:
         """Free reservations and slots whose usage report never came."""
@@ -252,8 +336,22 @@ class Runtime:
         await self.management_last_used.flush()
         if self.window_keeper is not None:
             await self.window_keeper.flush()
+        if self.instances is not None:
+            # Stopping cleanly: nobody should wait for this instance's confirmations.
+            try:
+                await self.instances.leave(self.instance_id)
+            except REGISTRY_ERRORS as exc:
+                log.warning("instance not removed from the registry: %s", type(exc).__name__)
+        if self._acks:
+            await asyncio.wait(list(self._acks))
         if self.invalidation is not None:
             await self.invalidation.flush()
         if self.redis is not None:
             await self.redis.aclose()
         await self.store.close()
+
+
+def _default_instance_id() -> str:
+    """Host name, process id and a random suffix (a restarted process is a new instance)."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"

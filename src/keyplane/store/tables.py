@@ -292,3 +292,23 @@ limit_windows = Table(
     Column("until_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("key_id", "window"),
 )
+
+# The instance registry when there is no Redis (PostgreSQL only; see services.instances):
+# each instance's last heartbeat, by the database's clock, and which instances acknowledged
+# applying an eviction a confirmed revoke waits on. Both are pruned by the heartbeats.
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("last_seen", UTCDateTime(), nullable=False),
+)
+
+eviction_acks = Table(
+    "eviction_acks",
+    metadata,
+    Column("eviction_id", String(40), nullable=False),
+    Column("instance_id", String(64), nullable=False),
+    Column("acked_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("eviction_id", "instance_id"),
+    Index("ix_eviction_acks_acked_at", "acked_at"),
+)

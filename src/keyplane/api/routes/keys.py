@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.params import (
+    ConfirmWait,
     CursorParam,
     LimitParam,
     check_key_ref,
@@ -21,10 +22,15 @@ from keyplane.api.params import (
 from keyplane.api.policy import to_document
 from keyplane.api.schemas import (
     Ack,
+    AckConfirmedEnvelope,
     AckCreated,
+    AckCreatedConfirmed,
     AckEnvelope,
+    ConfirmationOut,
+    KeyConfirmedEnvelope,
     KeyCreate,
     KeyCreated,
+    KeyCreatedConfirmed,
     KeyDisable,
     KeyEnvelope,
     KeyOut,
@@ -70,6 +76,24 @@ async def _issued(
 
 def _ack(runtime: Runtime, record: KeyRecord) -> Ack:
     return Ack(id=record.id, status=effective_status(record, runtime.clock.now()).value)
+
+
+async def _confirmation(runtime: Runtime, record: KeyRecord, timeout: float) -> ConfirmationOut:
+    """Wait (``?wait=confirmed``) until every live instance dropped the written key."""
+    confirmation = await runtime.confirm_eviction("keys", record.id, (record.hash,), timeout)
+    return ConfirmationOut.of(confirmation, timeout)
+
+
+async def _answer(
+    runtime: Runtime, principal: Principal, record: KeyRecord, wait: float | None
+) -> KeyEnvelope | AckEnvelope:
+    envelope = await _envelope(runtime, principal, record)
+    if wait is None:
+        return envelope
+    confirmation = await _confirmation(runtime, record, wait)
+    if isinstance(envelope, AckEnvelope):
+        return AckConfirmedEnvelope(data=envelope.data, confirmation=confirmation)
+    return KeyConfirmedEnvelope(data=envelope.data, confirmation=confirmation)
 
 
 def _fingerprint(body: KeyCreate) -> str:
@@ -191,11 +215,15 @@ async def update_key(
     return await _envelope(runtime, principal, record)
 
 
-@router.delete("/{id_or_hash}", response_model=KeyEnvelope | AckEnvelope)
+@router.delete(
+    "/{id_or_hash}",
+    response_model=KeyConfirmedEnvelope | KeyEnvelope | AckConfirmedEnvelope | AckEnvelope,
+)
 async def revoke_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
+    wait: ConfirmWait,
     body: Annotated[KeyRevoke | None, Body()] = None,
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> KeyEnvelope | AckEnvelope:
@@ -204,27 +232,43 @@ async def revoke_key(
     record = await runtime.keys.revoke(
         principal, check_key_ref(id_or_hash), check_query_text("reason", why)
     )
-    return await _envelope(runtime, principal, record)
+    return await _answer(runtime, principal, record, wait)
 
 
-@router.post("/{id_or_hash}/rotate", response_model=KeyCreated | AckCreated)
+@router.post(
+    "/{id_or_hash}/rotate",
+    response_model=KeyCreatedConfirmed | KeyCreated | AckCreatedConfirmed | AckCreated,
+)
 async def rotate_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
+    wait: ConfirmWait,
     body: Annotated[KeyRotate | None, Body()] = None,
 ) -> KeyCreated | AckCreated:
     """Issue a new secret for the key (same id and settings); shown only this once."""
     grace = timedelta(seconds=(body or KeyRotate()).grace_period_seconds)
     issued = await runtime.keys.rotate(principal, check_key_ref(id_or_hash), grace)
-    return await _issued(runtime, principal, issued)
+    answer = await _issued(runtime, principal, issued)
+    if wait is None:
+        return answer
+    # Every cached hash of the key goes, the rotated-out one included: each instance reloads
+    # it and sees its grace period (none: refused at once).
+    confirmation = await _confirmation(runtime, issued.record, wait)
+    if isinstance(answer, AckCreated):
+        return AckCreatedConfirmed(key=answer.key, data=answer.data, confirmation=confirmation)
+    return KeyCreatedConfirmed(key=answer.key, data=answer.data, confirmation=confirmation)
 
 
-@router.post("/{id_or_hash}/disable", response_model=KeyEnvelope | AckEnvelope)
+@router.post(
+    "/{id_or_hash}/disable",
+    response_model=KeyConfirmedEnvelope | KeyEnvelope | AckConfirmedEnvelope | AckEnvelope,
+)
 async def disable_key(
     id_or_hash: str,
     principal: PrincipalDep,
     runtime: RuntimeDep,
+    wait: ConfirmWait,
     body: Annotated[KeyDisable | None, Body()] = None,
 ) -> KeyEnvelope | AckEnvelope:
     """Disable a key, optionally until ``auto_enable_after`` seconds have passed."""
@@ -233,7 +277,7 @@ async def disable_key(
         None if request.auto_enable_after is None else timedelta(seconds=request.auto_enable_after)
     )
     record = await runtime.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
-    return await _envelope(runtime, principal, record)
+    return await _answer(runtime, principal, record, wait)
 
 
 @router.post("/{id_or_hash}/enable", response_model=KeyEnvelope | AckEnvelope)

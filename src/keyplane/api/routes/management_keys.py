@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.params import (
+    ConfirmWait,
     CursorParam,
     LimitParam,
     check_id,
@@ -13,8 +14,11 @@ from keyplane.api.params import (
 )
 from keyplane.api.schemas import (
     Ack,
+    AckConfirmedEnvelope,
     AckCreated,
     AckEnvelope,
+    ConfirmationOut,
+    ManagementKeyConfirmedEnvelope,
     ManagementKeyCreate,
     ManagementKeyCreated,
     ManagementKeyEnvelope,
@@ -73,12 +77,28 @@ async def get_management_key(
     return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))
 
 
-@router.delete("/{key_id}", response_model=ManagementKeyEnvelope | AckEnvelope)
+@router.delete(
+    "/{key_id}",
+    response_model=ManagementKeyConfirmedEnvelope
+    | ManagementKeyEnvelope
+    | AckConfirmedEnvelope
+    | AckEnvelope,
+)
 async def revoke_management_key(
-    key_id: str, principal: PrincipalDep, runtime: RuntimeDep
+    key_id: str, principal: PrincipalDep, runtime: RuntimeDep, wait: ConfirmWait
 ) -> ManagementKeyEnvelope | AckEnvelope:
     """Revoke a management key; it stops working at once."""
     record = await runtime.management.revoke(principal, check_id(key_id, "mk", "management key"))
-    if not may_read(principal, "management_keys:read"):
-        return AckEnvelope(data=_ack(record))
-    return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))
+    readable = may_read(principal, "management_keys:read")
+    if wait is None:
+        if not readable:
+            return AckEnvelope(data=_ack(record))
+        return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))
+    confirmation = ConfirmationOut.of(
+        await runtime.confirm_eviction("management", record.id, (record.hash,), wait), wait
+    )
+    if not readable:
+        return AckConfirmedEnvelope(data=_ack(record), confirmation=confirmation)
+    return ManagementKeyConfirmedEnvelope(
+        data=ManagementKeyOut.of(record), confirmation=confirmation
+    )
