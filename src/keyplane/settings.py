@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     root_key: SecretStr | None = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Most header fields in one request, and most bytes in its request line and headers
+    #: together; past either, 431 (api/header_limit.py).
+    max_header_count: int = Field(default=100, ge=16, le=10_000)
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
     negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
     cache_max_entries: int = Field(default=500_000, ge=100)

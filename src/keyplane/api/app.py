@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 
 from keyplane import __version__
 from keyplane.api import compat, problems
 from keyplane.api.body_limit import BodySizeLimit
+from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.routes import (
     auth,
     health,
@@ -46,16 +48,19 @@ def create_app(
 ) -> FastAPI:
     """Build the Keyplane API. Storage is opened in the lifespan, not at import or here."""
     settings = settings or Settings()
+    header_limits = HeaderLimits(settings.max_header_count, settings.max_header_bytes)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         runtime = await Runtime.start(settings, clock)
         app.state.runtime = runtime
         if runtime.generated_root_key is not None:
             on_root_key(runtime.generated_root_key)
             runtime.generated_root_key = None
         try:
-            yield
+            # The lifespan state reaches every connection's protocol: the header caps are
+            # enforced there, before a header is buffered (api/header_limit.py).
+            yield {LIFESPAN_KEY: header_limits}
         finally:
             await runtime.stop()
 
@@ -82,4 +87,6 @@ def create_app(
     for router in compat.ROUTERS:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
+    # Added last, so it runs first.
+    app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
     return app

@@ -94,7 +94,13 @@ def serve(
         # Reach the database and migrate it before serving: an unreachable database is one
         # clear line and exit status 2, not a traceback from the application's lifespan.
         _migrate_or_exit(settings, exit_code=2)
+    from keyplane.api.header_limit import LimitedHttpToolsProtocol
+
     options: dict[str, Any] = {
+        # Caps request headers before they are buffered (uvicorn's own httptools protocol
+        # has no limit); h11 is told the same size should anyone switch to it.
+        "http": LimitedHttpToolsProtocol,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
         "host": settings.host,
         "port": settings.port,
         "log_config": logging_config(settings.log_level),
