@@ -143,14 +143,21 @@ def _check_can_share(settings: Settings) -> None:
 def _first_start(settings: Settings) -> None:
     """Start once in this process, so the default tenancy and a generated root key are made
     once, not by each worker at the same time."""
+    import logging.config
+
     from keyplane.api.app import announce_root_key
+    from keyplane.logging_config import logging_config
     from keyplane.services.runtime import Runtime
+
+    # uvicorn configures logging only when it runs: the path of a generated key's file is
+    # logged before that, in the same format.
+    logging.config.dictConfig(logging_config(settings.log_level))
 
     async def run() -> None:
         runtime = await Runtime.start(settings)
         try:
             if runtime.generated_root_key is not None:
-                announce_root_key(runtime.generated_root_key)
+                announce_root_key(runtime.generated_root_key, settings)
         finally:
             await runtime.stop()
 
