@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from keyplane import __version__
-from keyplane.api import compat, problems
+from keyplane.api import compat, docs_ui, problems
 from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.routes import (
@@ -26,6 +26,7 @@ from keyplane.api.routes import (
     vault,
     verify,
 )
+from keyplane.api.security_headers import SecurityHeaders
 from keyplane.domain.clock import Clock
 from keyplane.services.runtime import Runtime
 from keyplane.settings import Settings, generated_root_key_path, write_private_file
@@ -101,8 +102,12 @@ def create_app(
         version=__version__,
         summary="Self-hosted API key management",
         lifespan=lifespan,
+        # /docs is served from packaged assets (docs_ui), never from a CDN; ReDoc is not.
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
+    docs_ui.install(app)
     app.include_router(health.router)
     for router in (
         keys.router,
@@ -119,6 +124,7 @@ def create_app(
     for router in compat.ROUTERS:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
-    # Added last, so it runs first.
     app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
+    # Added last, so it runs first and its headers are on every answer, 413 and 431 included.
+    app.add_middleware(SecurityHeaders, cacheable_prefixes=(docs_ui.ASSETS_PATH + "/",))
     return app

@@ -59,6 +59,7 @@ def raw_431(limits: HeaderLimits) -> bytes:
         "HTTP/1.1 431 Request Header Fields Too Large\r\n"
         "content-type: application/problem+json\r\n"
         "x-content-type-options: nosniff\r\n"
+        "cache-control: no-store\r\n"
         f"content-length: {len(payload)}\r\n"
         "connection: close\r\n\r\n"
     )
