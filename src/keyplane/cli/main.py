@@ -94,7 +94,7 @@ def serve(
         # Reach the database and migrate it before serving: an unreachable database is one
         # clear line and exit status 2, not a traceback from the application's lifespan.
         _migrate_or_exit(settings, exit_code=2)
-    from keyplane.api.header_limit import LimitedHttpToolsProtocol
+    from keyplane.api.limited_protocol import LimitedHttpToolsProtocol
 
     options: dict[str, Any] = {
         # Caps request headers before they are buffered (uvicorn's own httptools protocol
