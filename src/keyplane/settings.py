@@ -44,8 +44,16 @@ class Settings(BaseSettings):
     port: int = Field(default=8400, ge=1, le=65535)
     secret: SecretStr | None = None
     root_key: SecretStr | None = None
+    #: Where a generated root key is written when stderr is not a terminal. Default: beside
+    #: the SQLite database (``<file>.root-key``), else ``keyplane.root-key`` in the working
+    #: directory. It is only ever written, never read.
+    generated_root_key_file: Path | None = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Most header fields in one request, and most bytes in its request line and headers
+    #: together; past either, 431 (api/header_limit.py).
+    max_header_count: int = Field(default=100, ge=16, le=10_000)
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
     negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
     cache_max_entries: int = Field(default=500_000, ge=100)
@@ -266,6 +274,37 @@ def resolve_server_secret(settings: Settings) -> bytes:
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(value + "\n")
     return value.encode("ascii")
+
+
+def generated_root_key_path(settings: Settings) -> Path:
+    """Where a generated root key is written when there is no terminal to show it on."""
+    if settings.generated_root_key_file is not None:
+        return settings.generated_root_key_file
+    path = sqlite_path(settings.async_database_url) if settings.is_sqlite else None
+    if path is None:
+        return Path("keyplane.root-key")
+    return path.with_name(path.name + ".root-key")
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the first byte, replacing the file.
+
+    A fresh temporary file (``O_EXCL``, never following a link) is renamed over ``path``, so
+    the text is never readable by others, not even for a moment, and a link planted at
+    ``path`` is replaced rather than written through.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _parse_master_key(text: str, name: str) -> MasterKey:

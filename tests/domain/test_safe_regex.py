@@ -8,7 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyplane.domain import safe_regex
-from keyplane.domain.safe_regex import MAX_SUBJECT_LENGTH, compile_safe, ua_matches
+from keyplane.domain.safe_regex import (
+    MAX_SUBJECT_LENGTH,
+    NEVER,
+    compile_safe,
+    compile_stored,
+    ua_matches,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,53 +31,69 @@ from keyplane.domain.safe_regex import MAX_SUBJECT_LENGTH, compile_safe, ua_matc
         (r"^(MyApp|OtherApp)/\d+", "OtherApp/3", "ThirdApp/3"),
         (r"Chrome/\d+", "Mozilla/5.0 Chrome/126", "Mozilla/5.0 Firefox/127"),
         (r"^(a|b)*c", "ababc", "abab"),
+        (r"^(?P<app>MyApp)/", "MyApp/1", "myapp/1"),
     ],
 )
 def test_realistic_patterns_are_accepted_and_match(pattern: str, matching: str, other: str) -> None:
-    compiled = compile_safe(pattern)
-    assert ua_matches(compiled, matching)
-    assert not ua_matches(compiled, other)
+    rule = compile_safe(pattern)
+    assert ua_matches(rule, matching)
+    assert not ua_matches(rule, other)
 
 
 @pytest.mark.parametrize(
     ("pattern", "reason"),
     [
-        ("(a+)+", "nested repeats"),
-        ("(a*)*", "nested repeats"),
-        ("(?:a{1,9}){1,9}", "nested repeats"),
-        (r"(\w+\s?)*", "nested repeats"),
-        ("(a?a?)*", "nested repeats"),
-        ("^(?:x(?:a+))+$", "nested repeats"),
-        ("(a|a)*", "alternation inside a repeat"),
-        ("(a|ab)+", "alternation inside a repeat"),
-        ("(?:foo|bar){2,5}", "alternation inside a repeat"),
-        (r"(a)\1", "backreferences"),
-        (r"(?P<x>a)(?P=x)", "backreferences"),
-        ("foo(?=bar)", "lookahead and lookbehind"),
-        ("foo(?!bar)", "lookahead and lookbehind"),
-        ("(?<=foo)bar", "lookahead and lookbehind"),
-        ("(?<!foo)bar", "lookahead and lookbehind"),
-        ("(a)?(?(1)b|c)", "conditional groups"),
-        ("^a*b*c*d*", "at most 3 unbounded repeats"),
-        ("^(?:a.*|b.*|c.*|d.*)", "at most 3 unbounded repeats"),
-        (r"\d*\d*\d*x", "backtrack too much"),
-        (".*.*x", "backtrack too much"),
-        ("(?m)^.*.*x", "backtrack too much"),
-        (r"\d{0,99}\d{0,99}\d{0,99}x", "backtrack too much"),
+        (r"(a)\1", "not supported"),
+        (r"(?P<x>a)(?P=x)", "not supported"),
+        ("foo(?=bar)", "not supported"),
+        ("foo(?!bar)", "not supported"),
+        ("(?<=foo)bar", "not supported"),
+        ("(?<!foo)bar", "not supported"),
+        ("(a)?(?(1)b|c)", "not supported"),
+        ("(?>a+)b", "not supported"),
+        ("a++b", "not supported"),
+        ("a{1000}{1000}", "not supported"),
+        ("(a{999}){999}", "not supported"),
+        ("a{1001}", "not supported"),
+        ("(", "not supported"),
+        ("\ud800", "not valid Unicode"),
+        ("a\x00", "NUL"),
+        # Accepted by RE2, but the program is large enough for its NFA fallback to cost
+        # 10-100 ms per 1 KiB user agent.
+        (r"^\d*\d*(\d){1000}x", "too complex"),
+        (r"(.*){1,1000}(.*){1,1000}x", "too complex"),
+        (r"\w{1,1000}", "too complex"),
         ("a" * 257, "longer than 256"),
-        ("(", "does not compile"),
-        ("a{99999999999}", "does not compile"),
         ("", "empty"),
     ],
 )
-def test_hostile_or_broken_patterns_are_refused(pattern: str, reason: str) -> None:
+def test_unsupported_or_too_costly_patterns_are_refused(pattern: str, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         compile_safe(pattern)
 
 
-def test_single_character_alternatives_in_a_repeat_are_a_class_and_allowed() -> None:
-    # The parser rewrites (a|b) as [ab]: one way to match each character, nothing to explode.
-    assert ua_matches(compile_safe("^(?:a|b)+$"), "abba")
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(a+)+$",
+        "(a|a)*$",
+        "(a|ab)*c",
+        r"(\w+\s?)*$",
+        "(.*a){20}",
+        r"\d*\d*\d*\d*\d*x",
+        "((((a*)*)*)*)*$",
+        "(?:a?){30}a{30}",
+    ],
+)
+def test_classic_backtracking_shapes_are_accepted_and_stay_linear(pattern: str) -> None:
+    # The old guard refused some of these by shape and missed others; with RE2 none is
+    # dangerous, so they are allowed. Not a speed assertion: backtracking took seconds to
+    # minutes on these subjects, RE2 takes microseconds; 5 s leaves a margin for loaded CI.
+    rule = compile_safe(pattern)
+    started = time.perf_counter()
+    for subject in ADVERSARIAL_SUBJECTS:
+        ua_matches(rule, subject)
+    assert time.perf_counter() - started < 5.0
 
 
 def test_the_pattern_length_limit_is_inclusive() -> None:
@@ -82,23 +104,38 @@ def test_compiled_patterns_are_cached() -> None:
     assert compile_safe(r"^MyApp/\d+") is compile_safe(r"^MyApp/\d+")
 
 
-def test_missing_or_overlong_user_agents_never_match() -> None:
-    compiled = compile_safe("a")
-    assert not ua_matches(compiled, None)
-    assert ua_matches(compiled, "a" * MAX_SUBJECT_LENGTH)
-    assert not ua_matches(compiled, "a" * (MAX_SUBJECT_LENGTH + 1))
+def test_missing_overlong_or_unencodable_user_agents_never_match() -> None:
+    rule = compile_safe("a")
+    assert not ua_matches(rule, None)
+    assert ua_matches(rule, "a" * MAX_SUBJECT_LENGTH)
+    assert not ua_matches(rule, "a" * (MAX_SUBJECT_LENGTH + 1))
+    assert not ua_matches(rule, "a\ud800")
 
 
-# Token soup: everything that makes backtracking interesting, in units that always form
-# complete constructs (no stray "[", so re never warns about nested sets).
+def test_a_stored_pattern_refused_today_matches_nothing() -> None:
+    # Written by a version that used Python's re (atomic groups were allowed then).
+    rule = compile_stored("^(?>MyApp)/")
+    assert rule is NEVER
+    assert not ua_matches(rule, "MyApp/1")
+    assert compile_stored("^MyApp/").matches("MyApp/1")
+
+
+def test_errors_are_not_written_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError):
+        compile_safe("(?=secret-pattern)")
+    assert "secret-pattern" not in capfd.readouterr().err
+
+
+# Token soup: everything that makes backtracking interesting.
 ATOMS = ["a", "b", "x", ".", r"\d", r"\w", r"\s", "[ab]", "[^x]", "^", "$", r"\b"]
 GROUPING = ["(", "(?:", "(?>", ")", "|", "(?i)"]
-QUANTIFIERS = ["*", "+", "?", "{0,9}", "{2}", "{1,}", "*?", "+?", "++"]
+QUANTIFIERS = ["*", "+", "?", "{0,9}", "{2}", "{1,}", "*?", "+?", "++", "{50}", "{1,99}"]
 TOKENS = st.sampled_from([*ATOMS, *GROUPING, *QUANTIFIERS])
 PATTERNS = st.lists(TOKENS, min_size=1, max_size=14).map("".join)
 ADVERSARIAL_SUBJECTS = [c * MAX_SUBJECT_LENGTH for c in "ab1 x"] + [
     "ab" * (MAX_SUBJECT_LENGTH // 2),
     "a " * (MAX_SUBJECT_LENGTH // 2),
+    "1" * (MAX_SUBJECT_LENGTH - 1) + "!",
 ]
 
 
@@ -106,31 +143,22 @@ ADVERSARIAL_SUBJECTS = [c * MAX_SUBJECT_LENGTH for c in "ab1 x"] + [
 @given(PATTERNS)
 def test_every_accepted_pattern_stays_fast_on_adversarial_subjects(pattern: str) -> None:
     try:
-        compiled = compile_safe(pattern)
+        rule = compile_safe(pattern)
     except ValueError:
         return
     started = time.perf_counter()
     for subject in ADVERSARIAL_SUBJECTS:
-        ua_matches(compiled, subject)
-    # Not a speed assertion: it tells catastrophic backtracking (refused patterns like
-    # \d*\d*\d*x take minutes) from normal matching (milliseconds at worst), with a margin
-    # of a thousand times for slow CI machines.
+        ua_matches(rule, subject)
+    # Not a speed assertion: it tells catastrophic backtracking (seconds to minutes) from
+    # linear matching (milliseconds at worst), with a wide margin for slow CI machines.
     assert time.perf_counter() - started < 5.0
 
 
-# re itself warns (FutureWarning) about "[[" and friends inside a set; that is re's business
-# and outside what this test checks.
-@pytest.mark.filterwarnings("ignore::FutureWarning")
 @given(st.text(max_size=40))
 def test_arbitrary_text_is_either_compiled_or_refused_with_value_error(pattern: str) -> None:
     try:
-        compiled = compile_safe(pattern)
+        rule = compile_safe(pattern)
     except ValueError as exc:
         assert str(exc)
     else:
-        assert compiled.pattern == pattern
-
-
-def test_patterns_python_warns_about_are_refused_not_raised_as_warnings() -> None:
-    with pytest.raises(ValueError, match="ambiguous"):
-        safe_regex.compile_safe("[[a]")
+        assert rule.pattern == pattern

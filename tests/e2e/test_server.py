@@ -228,15 +228,24 @@ def test_a_management_key_does_not_pass_verify(live_server: Server) -> None:
 # -- first start, restarts and the server secret ----------------------------------------------
 
 
-def test_first_start_prints_a_root_key_once(backend: Backend, start_server: ServerFactory) -> None:
+def test_first_start_writes_the_root_key_to_a_private_file_not_the_logs(
+    backend: Backend, start_server: ServerFactory, tmp_path: Path
+) -> None:
     env = {**backend.env, "KEYPLANE_ROOT_KEY": None}
     first = start_server(env)
-    shown = generated_root_keys(first.stdout + first.stderr)
-    assert len(shown) == 1, first.output
+    # stderr is a file here, as under systemd or Docker: the log stream, so no key in it.
+    assert generated_root_keys(first.stdout + first.stderr) == [], first.output
+    key_file = (
+        backend.sqlite_file.with_name(backend.sqlite_file.name + ".root-key")
+        if backend.sqlite_file is not None
+        else tmp_path / "keyplane.root-key"  # the server's working directory
+    )
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert str(key_file) in first.stderr, first.output
+    shown = generated_root_keys(key_file.read_text())
+    assert len(shown) == 1
     root_key = shown[0]
     assert keyformat.parse(root_key) is not None
-    # Shown on the console, never inside a structured log line.
-    assert all(root_key not in line for line in first.stderr.splitlines() if line.startswith("{"))
 
     with first.client(root_key) as client:
         api_key, _ = create_key(client)

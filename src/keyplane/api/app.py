@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 
 from keyplane import __version__
-from keyplane.api import compat, problems
+from keyplane.api import compat, docs_ui, problems
 from keyplane.api.body_limit import BodySizeLimit
+from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.routes import (
     auth,
     health,
@@ -22,40 +26,74 @@ from keyplane.api.routes import (
     vault,
     verify,
 )
+from keyplane.api.security_headers import SecurityHeaders
 from keyplane.domain.clock import Clock
 from keyplane.services.runtime import Runtime
-from keyplane.settings import Settings
+from keyplane.settings import Settings, generated_root_key_path, write_private_file
+
+log = logging.getLogger(__name__)
 
 
-def announce_root_key(secret: str) -> None:
-    """Show a freshly generated root management key once, on the console (never in logs)."""
-    print(
-        "\n  Keyplane generated a root management key. It is shown only this once;"
-        " store it now.\n\n"
-        f"    {secret}\n\n"
-        "  Use it as 'Authorization: Bearer <key>'. Set KEYPLANE_ROOT_KEY to use your own.\n",
-        file=sys.stderr,
-        flush=True,
+def announce_root_key(secret: str, settings: Settings) -> None:
+    """Hand a freshly generated root management key to the operator, once, never in a log.
+
+    On a terminal it is shown on stderr. Otherwise stderr is a log stream (systemd, Docker,
+    a file), where a key would be kept and shipped around: it goes to a 0600 file instead, and
+    only that file's path is logged.
+    """
+    if sys.stderr.isatty():
+        print(
+            "\n  Keyplane generated a root management key. It is shown only this once;"
+            " store it now.\n\n"
+            f"    {secret}\n\n"
+            "  Use it as 'Authorization: Bearer <key>'. Set KEYPLANE_ROOT_KEY to use your own.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    path = generated_root_key_path(settings)
+    try:
+        write_private_file(path, secret + "\n")
+    except OSError as exc:
+        log.error(
+            "generated a root management key but could not write it to %s (%s); "
+            "set KEYPLANE_ROOT_KEY to manage this server",
+            path,
+            exc.strerror or type(exc).__name__,
+        )
+        return
+    log.warning(
+        "generated a root management key and wrote it to %s (mode 0600): "
+        "store it elsewhere and delete the file",
+        path.resolve(),
     )
 
 
 def create_app(
     settings: Settings | None = None,
     clock: Clock | None = None,
-    on_root_key: Callable[[str], None] = announce_root_key,
+    on_root_key: Callable[[str], None] | None = None,
 ) -> FastAPI:
-    """Build the Keyplane API. Storage is opened in the lifespan, not at import or here."""
+    """Build the Keyplane API. Storage is opened in the lifespan, not at import or here.
+
+    ``on_root_key`` receives a root key generated on the first start; by default
+    :func:`announce_root_key`.
+    """
     settings = settings or Settings()
+    announce = on_root_key or functools.partial(announce_root_key, settings=settings)
+    header_limits = HeaderLimits(settings.max_header_count, settings.max_header_bytes)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         runtime = await Runtime.start(settings, clock)
         app.state.runtime = runtime
         if runtime.generated_root_key is not None:
-            on_root_key(runtime.generated_root_key)
+            announce(runtime.generated_root_key)
             runtime.generated_root_key = None
         try:
-            yield
+            # The lifespan state reaches every connection's protocol: the header caps are
+            # enforced there, before a header is buffered (api/header_limit.py).
+            yield {LIFESPAN_KEY: header_limits}
         finally:
             await runtime.stop()
 
@@ -64,8 +102,12 @@ def create_app(
         version=__version__,
         summary="Self-hosted API key management",
         lifespan=lifespan,
+        # /docs is served from packaged assets (docs_ui), never from a CDN; ReDoc is not.
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
+    docs_ui.install(app)
     app.include_router(health.router)
     for router in (
         keys.router,
@@ -82,4 +124,7 @@ def create_app(
     for router in compat.ROUTERS:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
+    app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
+    # Added last, so it runs first and its headers are on every answer, 413 and 431 included.
+    app.add_middleware(SecurityHeaders, cacheable_prefixes=(docs_ui.ASSETS_PATH + "/",))
     return app

@@ -94,7 +94,13 @@ def serve(
         # Reach the database and migrate it before serving: an unreachable database is one
         # clear line and exit status 2, not a traceback from the application's lifespan.
         _migrate_or_exit(settings, exit_code=2)
+    from keyplane.api.limited_protocol import LimitedHttpToolsProtocol
+
     options: dict[str, Any] = {
+        # Caps request headers before they are buffered (uvicorn's own httptools protocol
+        # has no limit); h11 is told the same size should anyone switch to it.
+        "http": LimitedHttpToolsProtocol,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
         "host": settings.host,
         "port": settings.port,
         "log_config": logging_config(settings.log_level),
@@ -137,14 +143,21 @@ def _check_can_share(settings: Settings) -> None:
 def _first_start(settings: Settings) -> None:
     """Start once in this process, so the default tenancy and a generated root key are made
     once, not by each worker at the same time."""
+    import logging.config
+
     from keyplane.api.app import announce_root_key
+    from keyplane.logging_config import logging_config
     from keyplane.services.runtime import Runtime
+
+    # uvicorn configures logging only when it runs: the path of a generated key's file is
+    # logged before that, in the same format.
+    logging.config.dictConfig(logging_config(settings.log_level))
 
     async def run() -> None:
         runtime = await Runtime.start(settings)
         try:
             if runtime.generated_root_key is not None:
-                announce_root_key(runtime.generated_root_key)
+                announce_root_key(runtime.generated_root_key, settings)
         finally:
             await runtime.stop()
 

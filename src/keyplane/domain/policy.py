@@ -8,7 +8,6 @@ values replace), parsed into the frozen :class:`Policy` that verify evaluates.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +62,7 @@ class NetworkRules:
     ip: IpRules = field(default_factory=IpRules)
     origins: tuple[str, ...] = ()
     referrers: tuple[str, ...] = ()
-    user_agent: re.Pattern[str] | None = None
+    user_agent: safe_regex.UserAgentRule | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +140,7 @@ def parse_policy(document: Mapping[str, Any]) -> Policy:
             origins=tuple(network.get("origins") or ()),
             referrers=tuple(network.get("referrers") or ()),
             user_agent=(
-                safe_regex.compile_safe(network["user_agent"])
+                safe_regex.compile_stored(network["user_agent"])
                 if network.get("user_agent")
                 else None
             ),

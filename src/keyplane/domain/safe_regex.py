@@ -1,178 +1,117 @@
 """User-agent rules as regular expressions that cannot stall the verify path.
 
-Python's ``re`` backtracks, and a rule is written by a tenant while the subject is written by
-whoever sends the request: one careless or hostile pattern such as ``(a+)+$`` would let any
-client burn seconds of CPU per request. So a pattern is accepted only when its parsed tree
-shows that backtracking stays small:
+A rule is written by a tenant while the subject is written by whoever sends the request, so
+the matching engine must bound the work whatever both hold. Python's ``re`` backtracks:
+``(a+)+$`` or ``^\\d*\\d*(\\d){1000}x`` against a thousand characters takes seconds to
+minutes, and no list of "dangerous shapes" catches them all (an earlier guard of that kind
+was bypassed). So rules are matched with RE2 (Google's ``google-re2`` binding), which runs in
+time linear in the subject for every pattern it accepts; three bounds keep the constant small:
 
-* no backreferences, lookaround or conditional groups (``re`` gives them no bound at all);
-* no repeat inside a looping repeat and no alternation inside one: the body of ``*``, ``+`` or
-  ``{m,n}`` then matches one fixed-width way, so the loop only chooses how many times to run;
-* at most three unbounded repeats;
-* a budget on the ways the remaining repeats and alternatives can split a subject of
-  ``MAX_SUBJECT_LENGTH`` characters. Counting repeats alone is not enough: ``\\d*\\d*\\d*x``
-  has three and takes minutes on 1024 digits.
+* ``MAX_PATTERN_LENGTH`` characters of pattern;
+* ``MAX_PROGRAM_SIZE`` instructions in the compiled program. RE2 falls back from its DFA to
+  an NFA when the DFA's memory runs out, and the NFA costs subject length x program size:
+  ``(.*){1,1000}(.*){1,1000}x`` compiles to 22,000 instructions and took 100+ ms per match.
+  At 500 the worst case measured was a few milliseconds on a 1,024-character subject;
+* ``MAX_SUBJECT_LENGTH`` characters of user agent; a longer one never matches (fail closed:
+  a rule only ever grants access, and real user agents are a few hundred characters).
 
-Subjects longer than ``MAX_SUBJECT_LENGTH`` never match, which bounds the work per request.
+RE2 has no backreferences, lookaround, atomic groups or possessive quantifiers (they are what
+makes a linear-time guarantee impossible): such a pattern is refused with a clear message.
+Its ``\\d``, ``\\w`` and ``\\s`` are ASCII-only and ``$`` is the end of the text.
 """
 
 from __future__ import annotations
 
-import re
-import warnings
+from dataclasses import dataclass, field
 from functools import lru_cache
-
-# The checks walk the tree the regex engine itself will run, so they cannot disagree with it
-# about what a pattern means; re-implementing regex syntax here would invite such mismatches.
-# re._parser is private (Python 3.11+): this is the only place that touches it. Its public
-# alias sre_parse is avoided because importing it emits a DeprecationWarning.
-from re import _parser  # type: ignore[attr-defined]
 from typing import Any
+
+import re2  # google-re2: no type information, so it is wrapped in UserAgentRule below
 
 MAX_PATTERN_LENGTH = 256
 MAX_SUBJECT_LENGTH = 1024
-MAX_UNBOUNDED_REPEATS = 3
-# Distinct ways the engine may assign subject positions to repeats and branches, counting the
-# start positions an unanchored search tries. At N**2 (about a million) the worst accepted
-# patterns measured took up to ~20 ms on a 1024-character subject; at N**3 a second or more,
-# which is a denial of service on a hot path.
-BACKTRACKING_BUDGET = MAX_SUBJECT_LENGTH**2
-
-_LEAVES = frozenset(
-    {_parser.LITERAL, _parser.NOT_LITERAL, _parser.ANY, _parser.IN, _parser.AT, _parser.CATEGORY}
-)
-_REPEATS = frozenset({_parser.MAX_REPEAT, _parser.MIN_REPEAT, _parser.POSSESSIVE_REPEAT})
-_ANCHORS = frozenset({_parser.AT_BEGINNING, _parser.AT_BEGINNING_STRING})
-_UNBOUNDED: int = _parser.MAXREPEAT
+MAX_PROGRAM_SIZE = 500
+# RE2's memory budget per compiled pattern (program plus DFA state cache). Each cached rule
+# may grow its DFA cache up to this, so it also bounds the memory a tenant's rules can take:
+# at most _CACHE_SIZE x _MAX_MEM.
+_MAX_MEM = 1 << 20
+_CACHE_SIZE = 512
 
 
-def _check(items: Any, *, in_loop: bool) -> int:
-    """Refuse the constructs that backtrack without bound; return the unbounded repeats seen.
-
-    ``in_loop`` is true inside the body of a repeat that may run more than once.
-    """
-    unbounded = 0
-    for op, av in items:
-        if op in _LEAVES:
-            continue
-        if op is _parser.GROUPREF:
-            raise ValueError("backreferences (\\1, (?P=name)) are not allowed")
-        if op is _parser.GROUPREF_EXISTS:
-            raise ValueError("conditional groups (?(1)...) are not allowed")
-        if op is _parser.ASSERT or op is _parser.ASSERT_NOT:
-            raise ValueError("lookahead and lookbehind assertions are not allowed")
-        if op is _parser.BRANCH:
-            # The parser turns single-character alternatives such as (a|b) into a character
-            # class, which is harmless; what reaches here can match one text in several ways.
-            if in_loop:
-                raise ValueError(
-                    "alternation inside a repeat, like (a|ab)*, is not allowed: "
-                    "it can backtrack catastrophically"
-                )
-            unbounded += sum(_check(branch, in_loop=False) for branch in av[1])
-        elif op is _parser.SUBPATTERN:
-            unbounded += _check(av[3], in_loop=in_loop)
-        elif op is _parser.ATOMIC_GROUP:
-            unbounded += _check(av, in_loop=in_loop)
-        elif op in _REPEATS:
-            low, high, body = av
-            # Even an optional item splits a loop's text in several ways: (a?a?)* is
-            # exponential although no quantifier in it goes above one.
-            if in_loop and (high > 1 or low != high):
-                raise ValueError(
-                    "nested repeats, like (a+)+ or (\\w+\\s?)*, are not allowed: "
-                    "they can backtrack catastrophically"
-                )
-            unbounded += int(high == _UNBOUNDED)
-            unbounded += _check(body, in_loop=in_loop or high > 1)
-        else:
-            raise ValueError("the pattern uses a construct that is not supported")
-    return unbounded
+def _options() -> Any:
+    options = re2.Options()
+    options.max_mem = _MAX_MEM
+    # RE2 would otherwise write every refused pattern to stderr, the log stream.
+    options.log_errors = False
+    return options
 
 
-def _ways(items: Any, *, tail: bool) -> int:
-    """An upper bound on the ways a sequence can match from one start position.
+@dataclass(frozen=True, slots=True)
+class UserAgentRule:
+    """A compiled user-agent pattern. Equal when the pattern text is."""
 
-    ``tail`` is true when nothing follows the sequence: a repeat there never gives back
-    characters, since the first time it is satisfied the whole search has succeeded.
-    """
-    ways = 1
-    last = len(items) - 1
-    for index, (op, av) in enumerate(items):
-        ways *= _item_ways(op, av, tail=tail and index == last)
-    return ways
+    pattern: str
+    _compiled: Any = field(compare=False, repr=False)
 
+    def matches(self, user_agent: str | None) -> bool:
+        """True when the pattern is found anywhere in ``user_agent`` (a search, not a match).
 
-def _item_ways(op: Any, av: Any, *, tail: bool) -> int:
-    if op is _parser.BRANCH:
-        return sum(_ways(branch, tail=tail) for branch in av[1])
-    if op is _parser.SUBPATTERN:
-        return _ways(av[3], tail=tail)
-    if op is _parser.ATOMIC_GROUP:
-        return _ways(av, tail=tail)
-    if op in _REPEATS:
-        low, high, body = av
-        if high <= 1:
-            inner = _ways(body, tail=tail)
-            return inner + 1 if low == 0 and high == 1 else inner
-        # _check guarantees a looping body matches one way, so only the count varies.
-        if tail:
-            return int(min(max(low, 1), MAX_SUBJECT_LENGTH))
-        return int(min(high - low + 1, MAX_SUBJECT_LENGTH))
-    return 1
+        A missing or overlong user agent never matches.
+        """
+        if self._compiled is None or user_agent is None or len(user_agent) > MAX_SUBJECT_LENGTH:
+            return False
+        try:
+            return self._compiled.search(user_agent) is not None
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON allows "\ud800") has no UTF-8 form for RE2 to read.
+            return False
 
 
-def _anchored(compiled: re.Pattern[str], tree: Any) -> bool:
-    # The engine tries a ^-anchored pattern at position 0 only; under MULTILINE ^ matches
-    # after every newline, so such a pattern counts as unanchored.
-    if compiled.flags & re.MULTILINE or not len(tree):
-        return False
-    op, av = tree[0]
-    return bool(op is _parser.AT and av in _ANCHORS)
+#: A rule that matches nothing: what a stored pattern RE2 refuses turns into (fail closed).
+NEVER = UserAgentRule("", None)
 
 
-@lru_cache(maxsize=1024)
-def compile_safe(pattern: str) -> re.Pattern[str]:
-    """Compile a user-agent pattern, or raise ValueError saying why it is unsafe or invalid.
+@lru_cache(maxsize=_CACHE_SIZE)
+def compile_safe(pattern: str) -> UserAgentRule:
+    """Compile a user-agent pattern, or raise ValueError saying why it is refused.
 
-    Cached, so verifying a key does not re-validate its rule on every request.
+    Cached, so a rule is compiled once, not on every verify.
     """
     if not pattern:
         raise ValueError("the pattern is empty")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise ValueError(f"the pattern is longer than {MAX_PATTERN_LENGTH} characters")
+    if "\x00" in pattern:
+        raise ValueError("the pattern holds a NUL character")
     try:
-        with warnings.catch_warnings():
-            # Python warns about syntax whose meaning will change (``[[`` in a set); such a
-            # pattern is ambiguous, so refuse it rather than guess which meaning was meant.
-            warnings.simplefilter("error")
-            compiled = re.compile(pattern)
-            tree = _parser.parse(pattern)
-    except (FutureWarning, DeprecationWarning) as exc:
-        raise ValueError(f"the pattern is ambiguous: {exc}") from None
-    except re.error as exc:
-        raise ValueError(f"the pattern does not compile: {exc.msg}") from None
-    except (OverflowError, RecursionError):
-        raise ValueError("the pattern does not compile: it is too large or too deep") from None
-    if _check(tree, in_loop=False) > MAX_UNBOUNDED_REPEATS:
+        compiled = re2.compile(pattern, _options())
+    except UnicodeEncodeError:
+        raise ValueError("the pattern is not valid Unicode text") from None
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
         raise ValueError(
-            f"at most {MAX_UNBOUNDED_REPEATS} unbounded repeats (*, +, {{n,}}) are allowed"
-        )
-    starts = 1 if _anchored(compiled, tree) else MAX_SUBJECT_LENGTH
-    if starts * _ways(tree, tail=True) > BACKTRACKING_BUDGET:
+            f"the pattern is not supported: {reason} (RE2 syntax: no backreferences, "
+            "lookaround, atomic groups or possessive quantifiers)"
+        ) from None
+    if compiled.programsize > MAX_PROGRAM_SIZE:
         raise ValueError(
-            "the pattern could backtrack too much: use fewer repeats (*, +, {m,n}) "
-            "one after another, or anchor it with ^"
+            f"the pattern is too complex ({compiled.programsize} instructions, at most "
+            f"{MAX_PROGRAM_SIZE}): use smaller counted repeats like {{n}} or {{m,n}}"
         )
-    return compiled
+    return UserAgentRule(pattern, compiled)
 
 
-def ua_matches(compiled: re.Pattern[str], user_agent: str | None) -> bool:
-    """True when the pattern is found anywhere in ``user_agent`` (``re.search``).
+def compile_stored(pattern: str) -> UserAgentRule:
+    """A stored pattern's rule; one that is refused today (stored by an older version with
+    another engine) matches nothing rather than failing every verify of the key."""
+    try:
+        return compile_safe(pattern)
+    except ValueError:
+        return NEVER
 
-    A missing or overlong user agent never matches; the length cap is what keeps even an
-    accepted pattern's worst case small.
-    """
-    if user_agent is None or len(user_agent) > MAX_SUBJECT_LENGTH:
-        return False
-    return compiled.search(user_agent) is not None
+
+def ua_matches(rule: UserAgentRule, user_agent: str | None) -> bool:
+    """True when ``rule`` is found in ``user_agent``; see :meth:`UserAgentRule.matches`."""
+    return rule.matches(user_agent)
