@@ -82,7 +82,16 @@ Tags = Annotated[
     Field(max_length=validation.MAX_TAGS),
     AfterValidator(validation.check_tags),
 ]
-Metadata = Annotated[dict[str, Any], AfterValidator(validation.check_metadata)]
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(validation.check_metadata),
+    Field(
+        description="JSON without control characters in keys or text (newlines and tabs "
+        "allowed in values), at most 8 levels deep and 8 KiB serialized; integers within "
+        "+/-(2^53 - 1), finite numbers",
+        json_schema_extra={"propertyNames": {"pattern": TEXT_PATTERN}},
+    ),
+]
 
 
 def _iso_text(value: object) -> object:
@@ -91,7 +100,13 @@ def _iso_text(value: object) -> object:
     return value
 
 
-UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
+UtcDatetime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_text),
+    AfterValidator(_utc),
+    # _utc: the offset is zero (unanchored at the start: it constrains the end only).
+    documented(pattern=r"(?:[Zz]|[+-]00:?00)$"),
+]
 ProjectId = Annotated[str, StringConstraints(pattern=r"^proj_[0-9a-z]{26}$")]
 PlanName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 PlanRef = Annotated[

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import Field
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
@@ -78,6 +79,18 @@ def _credential_id(value: str) -> str:
     raise NotFoundError("no such credential", code="CREDENTIAL_NOT_FOUND")
 
 
+def _tags_query_pattern() -> str:
+    """``_tags`` as a pattern: comma-separated tags, each trimmed, empty parts dropped."""
+    control = r"\u0000-\u001f\u007f-\u009f"
+    longest = validation.MAX_TAG_LENGTH
+    part = rf"\s*(?:[^,\s{control}](?:[^,{control}]{{0,{longest - 2}}}[^,\s{control}])?)?\s*"
+    return f"^{part}(?:,{part})*$"
+
+
+TAGS_QUERY = _tags_query_pattern()
+TagsQuery = Annotated[str, Field(json_schema_extra={"pattern": TAGS_QUERY})]
+
+
 def _tags(values: list[str] | None) -> tuple[str, ...]:
     """``tags=a,b`` and ``tags=a&tags=b`` both mean: has a and b."""
     tags = [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
@@ -120,7 +133,7 @@ async def list_credentials(
         str | None, Query(max_length=64, json_schema_extra={"pattern": PROVIDER_PATTERN})
     ] = None,
     environment: Annotated[str | None, Query(max_length=32, json_schema_extra=CLEAN_TEXT)] = None,
-    tags: Annotated[list[str] | None, Query(max_length=50)] = None,
+    tags: Annotated[list[TagsQuery] | None, Query(max_length=50)] = None,
     status: CredentialStatus | None = None,
     has_capacity: bool | None = None,
     cursor: CursorParam = None,
