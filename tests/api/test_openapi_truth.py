@@ -241,3 +241,16 @@ async def test_get_and_delete_on_the_bulk_path_are_not_a_credential_lookup(api: 
         response = await api.client.request(method, "/v1/vault/credentials/bulk")
         assert response.status_code == 405, (method, response.text)
         assert response.headers["allow"] == "POST"
+
+
+async def test_a_credential_update_documents_the_only_statuses_it_takes(api: Api) -> None:
+    schema = vault_schemas.CredentialUpdate.model_json_schema()["properties"]["status"]
+    assert schema["enum"] == ["active", "disabled", None]
+    body = {"provider": "openai", "alias": "a", "secret": "sk-0123456789abcdef"}
+    created = (await api.client.post("/v1/vault/credentials", json=body)).json()["data"]
+    for status in ("revoked", "cooling_down"):
+        response = await api.client.patch(
+            f"/v1/vault/credentials/{created['id']}", json={"status": status}
+        )
+        assert response.status_code == 422
+        assert response.json()["code"] == "INVALID_STATUS"

@@ -126,7 +126,14 @@ class CredentialUpdate(Input):
     daily_limit: Count | None = None
     monthly_limit: Count | None = None
     max_concurrent: Concurrency | None = None
-    status: CredentialStatus | None = Field(default=None, description="active or disabled")
+    status: CredentialStatus | None = Field(
+        default=None,
+        description="active or disabled",
+        # The service refuses the other statuses (INVALID_STATUS): DELETE revokes.
+        json_schema_extra={
+            "enum": [CredentialStatus.ACTIVE.value, CredentialStatus.DISABLED.value, None]
+        },
+    )
 
 
 class CredentialUsage(BaseModel):
