@@ -16,13 +16,20 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
-from keyplane.api.fields import Input, Scopes
+from keyplane.api.fields import Input, Integral, Scopes, documented
 from keyplane.domain import globs, money, safe_regex
 from keyplane.domain.network import parse_network
-from keyplane.domain.periods import Reset, format_duration, parse_duration
+from keyplane.domain.periods import (
+    MAX_DURATION_SECONDS,
+    MIN_DURATION_SECONDS,
+    Reset,
+    format_duration,
+    parse_duration,
+)
 
 MAX_COUNT = 10**12
 
@@ -51,18 +58,72 @@ def _user_agent(value: str) -> str:
     return value
 
 
+def _up_to(limit: int, max_digits: int) -> str:
+    """A regex for the decimal numbers 1..``limit``, with leading zeros up to ``max_digits``."""
+    top = str(limit)
+    # (length without leading zeros, regex): every shorter length whole, then the numbers of
+    # the top's length that stay under it digit by digit, then the top itself.
+    shapes = [(length, f"[1-9][0-9]{{{length - 1}}}") for length in range(1, len(top))]
+    for index, digit in enumerate(top):
+        low = 1 if index == 0 else 0
+        if int(digit) > low:
+            rest = len(top) - index - 1
+            shapes.append((len(top), f"{top[:index]}[{low}-{int(digit) - 1}][0-9]{{{rest}}}"))
+    shapes.append((len(top), top))
+    return "|".join(f"0{{0,{max_digits - length}}}{regex}" for length, regex in shapes)
+
+
+#: ``parse_duration``'s text form within its range, e.g. "30s", "15m", "1h", "7d", "60".
+DURATION_PATTERN = (
+    f"^(?:(?:{_up_to(MAX_DURATION_SECONDS, 12)})s?"
+    + "".join(
+        f"|(?:{_up_to(MAX_DURATION_SECONDS // seconds, 12)}){unit}"
+        for unit, seconds in (("m", 60), ("h", 3600), ("d", 86400))
+    )
+    + ")$"
+)
+
+
 def _duration(value: object) -> int:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        value = int(value)  # 60.0 is 60, as for every integer field (fields.Integral)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError('period is "30s", "1m", "1h", "1d", "7d" or a number of seconds')
     return parse_duration(value)
 
 
 Credits = Annotated[Decimal, BeforeValidator(_credits), Field(ge=0), AfterValidator(_micros)]
-Count = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)]
-ModelPattern = Annotated[str, AfterValidator(globs.check_model_pattern)]
-UrlPattern = Annotated[str, AfterValidator(globs.check_url_pattern)]
+Count = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT), Integral]
+ModelPattern = Annotated[
+    str,
+    AfterValidator(globs.check_model_pattern),
+    # Printable ASCII without spaces: what check_model_pattern accepts.
+    documented(
+        minLength=1, maxLength=globs.MAX_MODEL_PATTERN_LENGTH, pattern=r"^[\u0021-\u007e]*$"
+    ),
+]
+UrlPattern = Annotated[
+    str,
+    AfterValidator(globs.check_url_pattern),
+    documented(minLength=1, maxLength=globs.MAX_URL_PATTERN_LENGTH),
+]
 Network = Annotated[str, StringConstraints(max_length=64), AfterValidator(_network)]
-Period = Annotated[int, BeforeValidator(_duration)]
+Period = Annotated[
+    int,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "integer",
+                    "minimum": MIN_DURATION_SECONDS,
+                    "maximum": MAX_DURATION_SECONDS,
+                },
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
+]
 Threshold = Annotated[float, Field(gt=0, le=10)]
 
 
@@ -86,7 +147,7 @@ class TokenLimits(Input):
 
 
 class Concurrency(Input):
-    max_parallel: Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
+    max_parallel: Annotated[int, Strict(), Field(ge=1, le=1_000_000), Integral]
 
 
 class Budget(Input):
@@ -108,7 +169,7 @@ class NetworkRules(Input):
     user_agent: (
         Annotated[
             str,
-            StringConstraints(max_length=safe_regex.MAX_PATTERN_LENGTH),
+            StringConstraints(min_length=1, max_length=safe_regex.MAX_PATTERN_LENGTH),
             AfterValidator(_user_agent),
         ]
         | None

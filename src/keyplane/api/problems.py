@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from keyplane import errors
 from keyplane.services import vault
@@ -135,11 +136,35 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem(422, "VALIDATION_FAILED", f"invalid request: {summary}", errors=details)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, exc)
     code = _CODES_BY_STATUS.get(exc.status_code, "HTTP_ERROR")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, code, detail, dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem(exc.status_code, code, detail, headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path (RFC 9110 section 15.5.6).
+
+    Starlette raises the 405 from the first route whose path matched, so its ``Allow`` named
+    that route's methods only: with ``GET /v1/keys`` and ``POST /v1/keys`` as two routes, a
+    DELETE was told ``Allow: POST``. Here the router is asked, method by method, whether a
+    request like this one would reach a route, through the public ``matches`` of each.
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:

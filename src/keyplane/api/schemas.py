@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -11,18 +12,28 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     Strict,
     StringConstraints,
 )
 
-from keyplane.api.fields import Input, Scope, Scopes
+from keyplane.api.fields import (
+    MULTILINE_PATTERN,
+    TEXT_PATTERN,
+    TRIMMED_PATTERN,
+    Input,
+    Integral,
+    Scope,
+    Scopes,
+    documented,
+)
 from keyplane.api.policy import Credits, PolicyIn, to_api
-from keyplane.domain import money, validation
+from keyplane.domain import money, scopes, validation
 from keyplane.domain.keys import Environment, KeyStatus, effective_status
 from keyplane.domain.periods import Reset
 from keyplane.domain.plans import PlanRecord
-from keyplane.domain.tenancy import ManagementKeyRecord, Project
+from keyplane.domain.tenancy import MANAGEMENT_SCOPES, ManagementKeyRecord, Project
 from keyplane.services.instances import Confirmation
 from keyplane.services.keys import KeyView
 
@@ -39,17 +50,49 @@ def _multiline(value: str) -> str:
 
 
 Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=200), AfterValidator(validation.check_text)
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(validation.check_text),
+    documented(pattern=TEXT_PATTERN),
 ]
-ShortText = Annotated[str, StringConstraints(max_length=200), AfterValidator(validation.check_text)]
-LongText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_multiline)]
-Reason = Annotated[str, StringConstraints(max_length=500), AfterValidator(validation.check_text)]
+ShortText = Annotated[
+    str,
+    StringConstraints(max_length=200),
+    AfterValidator(validation.check_text),
+    documented(pattern=TEXT_PATTERN),
+]
+LongText = Annotated[
+    str,
+    StringConstraints(max_length=2000),
+    AfterValidator(_multiline),
+    documented(pattern=MULTILINE_PATTERN),
+]
+Reason = Annotated[
+    str,
+    StringConstraints(max_length=500),
+    AfterValidator(validation.check_text),
+    documented(pattern=TEXT_PATTERN),
+]
+Tag = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=validation.MAX_TAG_LENGTH),
+    documented(pattern=TRIMMED_PATTERN),
+]
 Tags = Annotated[
-    list[Annotated[str, StringConstraints(max_length=validation.MAX_TAG_LENGTH)]],
+    list[Tag],
     Field(max_length=validation.MAX_TAGS),
     AfterValidator(validation.check_tags),
 ]
-Metadata = Annotated[dict[str, Any], AfterValidator(validation.check_metadata)]
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(validation.check_metadata),
+    Field(
+        description="JSON without control characters in keys or text (newlines and tabs "
+        "allowed in values), at most 8 levels deep and 8 KiB serialized; integers within "
+        "+/-(2^53 - 1), finite numbers",
+        json_schema_extra={"propertyNames": {"pattern": TEXT_PATTERN}},
+    ),
+]
 
 
 def _iso_text(value: object) -> object:
@@ -58,9 +101,13 @@ def _iso_text(value: object) -> object:
     return value
 
 
-UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
-# 10 means 10: not "10", true or 10.0.
-Seconds = Annotated[int, Strict()]
+UtcDatetime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_text),
+    AfterValidator(_utc),
+    # _utc: the offset is zero (unanchored at the start: it constrains the end only).
+    documented(pattern=r"(?:[Zz]|[+-]00:?00)$"),
+]
 ProjectId = Annotated[str, StringConstraints(pattern=r"^proj_[0-9a-z]{26}$")]
 PlanName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 PlanRef = Annotated[
@@ -109,20 +156,14 @@ class KeyRevoke(Input):
 
 class KeyDisable(Input):
     reason: Reason | None = None
-    auto_enable_after: Seconds | None = Field(
-        default=None,
-        ge=1,
-        le=365 * 24 * 3600,
-        description="seconds after which the key enables itself again",
-    )
+    auto_enable_after: (
+        Annotated[int, Strict(), Field(ge=1, le=365 * 24 * 3600), Integral] | None
+    ) = Field(default=None, description="seconds after which the key enables itself again")
 
 
 class KeyRotate(Input):
-    grace_period_seconds: Seconds = Field(
-        default=0,
-        ge=0,
-        le=30 * 24 * 3600,
-        description="how long the previous secret keeps verifying",
+    grace_period_seconds: Annotated[int, Strict(), Field(ge=0, le=30 * 24 * 3600), Integral] = (
+        Field(default=0, description="how long the previous secret keeps verifying")
     )
 
 
@@ -267,8 +308,8 @@ class KeyPage(BaseModel):
 
 
 class Tokens(Input):
-    input: Annotated[int, Strict(), Field(ge=0, le=10**9)] = 0
-    output: Annotated[int, Strict(), Field(ge=0, le=10**9)] = 0
+    input: Annotated[int, Strict(), Field(ge=0, le=10**9), Integral] = 0
+    output: Annotated[int, Strict(), Field(ge=0, le=10**9), Integral] = 0
 
 
 Context = Annotated[str, StringConstraints(max_length=2048)]
@@ -319,15 +360,26 @@ class VerifyResponse(BaseModel):
 
 
 class UsageReportIn(Input):
+    # Exactly one of key_id and key (the service refuses others with KEY_REQUIRED).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["key_id"], "properties": {"key_id": {"type": "string"}}},
+                {"required": ["key"], "properties": {"key": {"type": "string"}}},
+            ]
+        },
+    )
+
     key_id: Annotated[str, StringConstraints(pattern=r"^key_[0-9a-z]{26}$")] | None = None
     key: Annotated[str, StringConstraints(max_length=4096)] | None = None
     request_id: RequestId | None = None
     cost: Credits = Decimal(0)
-    input_tokens: Annotated[int, Strict(), Field(ge=0, le=10**12)] = 0
-    output_tokens: Annotated[int, Strict(), Field(ge=0, le=10**12)] = 0
+    input_tokens: Annotated[int, Strict(), Field(ge=0, le=10**12), Integral] = 0
+    output_tokens: Annotated[int, Strict(), Field(ge=0, le=10**12), Integral] = 0
     model: Annotated[str, StringConstraints(max_length=128)] | None = None
-    latency_ms: Annotated[int, Strict(), Field(ge=0, le=86_400_000)] | None = None
-    status: Annotated[int, Strict(), Field(ge=100, le=599)] | None = None
+    latency_ms: Annotated[int, Strict(), Field(ge=0, le=86_400_000), Integral] | None = None
+    status: Annotated[int, Strict(), Field(ge=100, le=599), Integral] | None = None
 
 
 class UsageRecorded(BaseModel):
@@ -383,9 +435,32 @@ class PlanList(BaseModel):
 # -- management keys --------------------------------------------------------------------------
 
 
+def _management_scope_patterns() -> list[str]:
+    """Every scope a management key may hold: a known scope, or a pattern covering one.
+
+    A pattern keeps some leading segments of a known scope, each as written or ``*``, and
+    ends in ``*`` when it keeps fewer than all (``*``, ``keys:*``, ``*:read``, ``keys:read``).
+    """
+    found: set[str] = set()
+    for known in MANAGEMENT_SCOPES:
+        parts = known.split(":")
+        for kept in range(1, len(parts) + 1):
+            for choice in itertools.product(*[(part, "*") for part in parts[:kept]]):
+                if kept < len(parts) and choice[-1] != "*":
+                    continue
+                candidate = ":".join(choice)
+                if any(scopes.covers(candidate, scope) for scope in MANAGEMENT_SCOPES):
+                    found.add(candidate)
+    return sorted(found)
+
+
+# The service checks these (422 INVALID_SCOPE); the document lists them.
+ManagementScope = Annotated[Scope, documented(enum=_management_scope_patterns())]
+
+
 class ManagementKeyCreate(Input):
     name: Name
-    scopes: Annotated[list[Scope], Field(min_length=1, max_length=20)]
+    scopes: Annotated[list[ManagementScope], Field(min_length=1, max_length=20)]
     project_id: ProjectId | None = None
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, Strict, StringConstraints
 
-from keyplane.api.fields import Input
+from keyplane.api.fields import (
+    METADATA_PATH_PATTERN,
+    TRIMMED_PATTERN,
+    Input,
+    Integral,
+    documented,
+)
 from keyplane.api.schemas import Metadata, Name, ProjectId, Tags
-from keyplane.domain.vault import CredentialStatus, Outcome, Strategy
+from keyplane.domain.vault import PROVIDERS, CredentialStatus, Outcome, Strategy
 from keyplane.services.vault import (
     ENVIRONMENT_PATTERN,
     MAX_BULK,
@@ -22,20 +29,53 @@ from keyplane.services.vault import (
 )
 from keyplane.store.vault import Lease
 
+
+def _spellings(names: frozenset[str]) -> dict[str, str]:
+    """For each character of ``names``, a regex class of all that lower-case to it.
+
+    Not only the two cases: the Kelvin sign lower-cases to "k" as well.
+    """
+    wanted = set("".join(names))
+    found: dict[str, set[str]] = {char: {char} for char in wanted}
+    for other in map(chr, range(0x10000)):
+        if other.lower() in found:
+            found[other.lower()].add(other)
+    classes = {char: "[" + "".join(map(re.escape, sorted(found[char]))) + "]" for char in wanted}
+    classes["_"] = r"[_\- ]"  # "-" and a space are read as "_"
+    return classes
+
+
+#: ``normalize_provider`` as a pattern: a known name in any case, ``-`` or a space for ``_``,
+#: outer whitespace ignored.
+_CLASSES = _spellings(PROVIDERS)
+PROVIDER_PATTERN = (
+    r"^\s*(?:"
+    + "|".join("".join(_CLASSES[char] for char in name) for name in sorted(PROVIDERS))
+    + r")\s*$"
+)
+
 Provider = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64),
-    Field(description="a known provider (case-insensitive), or 'custom'"),
+    Field(
+        description="a known provider (case-insensitive), or 'custom'",
+        json_schema_extra={"pattern": PROVIDER_PATTERN},
+    ),
 ]
 Secret = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_SECRET_LENGTH),
-    Field(description="the provider key; write-only, never returned by list or get"),
+    Field(
+        description="the provider key; write-only, never returned by list or get",
+        json_schema_extra={"pattern": TRIMMED_PATTERN},
+    ),
 ]
+#: An alias: a ``Name`` without outer whitespace (the vault service's rule).
+Alias = Annotated[Name, documented(pattern=TRIMMED_PATTERN)]
 EnvironmentName = Annotated[str, StringConstraints(pattern=ENVIRONMENT_PATTERN)]
-Count = Annotated[int, Strict(), Field(ge=0, le=MAX_LIMIT)]
-Weight = Annotated[int, Strict(), Field(ge=0, le=MAX_WEIGHT)]
-Concurrency = Annotated[int, Strict(), Field(ge=0, le=1_000_000)]
+Count = Annotated[int, Strict(), Field(ge=0, le=MAX_LIMIT), Integral]
+Weight = Annotated[int, Strict(), Field(ge=0, le=MAX_WEIGHT), Integral]
+Concurrency = Annotated[int, Strict(), Field(ge=0, le=1_000_000), Integral]
 FilterValue = (
     Annotated[str, StringConstraints(max_length=200)]
     | Annotated[bool, Strict()]
@@ -46,7 +86,7 @@ FilterValue = (
 
 class CredentialCreate(Input):
     provider: Provider
-    alias: Name
+    alias: Alias
     secret: Secret
     environment: EnvironmentName | None = None
     tags: Tags = Field(default_factory=list)
@@ -86,7 +126,7 @@ class CredentialBulkCreate(Input):
 
 class CredentialUpdate(Input):
     provider: Provider | None = None
-    alias: Name | None = None
+    alias: Alias | None = None
     secret: Secret | None = None
     environment: EnvironmentName | None = None
     tags: Tags | None = None
@@ -95,7 +135,14 @@ class CredentialUpdate(Input):
     daily_limit: Count | None = None
     monthly_limit: Count | None = None
     max_concurrent: Concurrency | None = None
-    status: CredentialStatus | None = Field(default=None, description="active or disabled")
+    status: CredentialStatus | None = Field(
+        default=None,
+        description="active or disabled",
+        # The service refuses the other statuses (INVALID_STATUS): DELETE revokes.
+        json_schema_extra={
+            "enum": [CredentialStatus.ACTIVE.value, CredentialStatus.DISABLED.value, None]
+        },
+    )
     project_id: ProjectId | None = Field(
         default=None, description="move it to a project; null: make it org-wide"
     )
@@ -253,10 +300,14 @@ class LeaseCreate(Input):
     provider: Provider
     environment: EnvironmentName | None = None
     tags: Tags = Field(default_factory=list)
-    metadata_filter: Annotated[dict[str, FilterValue], Field(max_length=10)] = Field(
+    metadata_filter: Annotated[
+        dict[str, FilterValue],
+        Field(max_length=10),
+        documented(propertyNames={"pattern": METADATA_PATH_PATTERN}),
+    ] = Field(
         default_factory=dict, description='dot paths to values, e.g. {"billing.tier": "enterprise"}'
     )
-    ttl_seconds: Annotated[int, Strict(), Field(ge=1, le=3600)] = 60
+    ttl_seconds: Annotated[int, Strict(), Field(ge=1, le=3600), Integral] = 60
     strategy: Strategy | None = Field(
         default=None, description="how to pick; the server's default (round_robin) when absent"
     )
@@ -286,7 +337,7 @@ class LeaseOut(BaseModel):
 
 class LeaseRelease(Input):
     outcome: Outcome = Outcome.OK
-    retry_after: Annotated[int, Strict(), Field(ge=0, le=86_400)] | None = Field(
+    retry_after: Annotated[int, Strict(), Field(ge=0, le=86_400), Integral] | None = Field(
         default=None, description="seconds to cool down after rate_limited (default 60)"
     )
 

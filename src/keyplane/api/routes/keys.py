@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.params import (
+    CLEAN_TEXT,
     ConfirmWait,
     CursorParam,
     LimitParam,
@@ -158,12 +159,14 @@ async def list_keys(
     request: Request,
     principal: PrincipalDep,
     runtime: RuntimeDep,
-    owner: Annotated[str | None, Query(max_length=200)] = None,
-    tag: Annotated[str | None, Query(max_length=100)] = None,
+    owner: Annotated[str | None, Query(max_length=200, json_schema_extra=CLEAN_TEXT)] = None,
+    tag: Annotated[str | None, Query(max_length=100, json_schema_extra=CLEAN_TEXT)] = None,
     environment: Environment | None = None,
     status: KeyStatus | None = None,
-    project: Annotated[str | None, Query(max_length=40)] = None,
-    name: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+    project: Annotated[str | None, Query(max_length=40, json_schema_extra=CLEAN_TEXT)] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, json_schema_extra=CLEAN_TEXT, description="name contains")
+    ] = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> KeyPage:
@@ -225,7 +228,7 @@ async def revoke_key(
     runtime: RuntimeDep,
     wait: ConfirmWait,
     body: Annotated[KeyRevoke | None, Body()] = None,
-    reason: Annotated[str | None, Query(max_length=500)] = None,
+    reason: Annotated[str | None, Query(max_length=500, json_schema_extra=CLEAN_TEXT)] = None,
 ) -> KeyEnvelope | AckEnvelope:
     """Revoke a key for good; the record stays for audit."""
     why = body.reason if body is not None and body.reason is not None else reason

@@ -16,7 +16,18 @@ from keyplane.services.usage import UsageReport
 router = APIRouter(prefix="/v1", tags=["usage"])
 
 
-@router.post("/usage", status_code=201, response_model=UsageRecorded)
+@router.post(
+    "/usage",
+    status_code=201,
+    response_model=UsageRecorded,
+    responses={
+        200: {
+            "model": UsageRecorded,
+            "description": "a repeated report (same idempotency key and body): "
+            "the first one's entry, with duplicate: true",
+        }
+    },
+)
 async def report_usage(
     body: UsageReportIn,
     principal: PrincipalDep,

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import Field
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep
 from keyplane.api.params import (
+    CLEAN_TEXT,
     CursorParam,
     LimitParam,
     check_query_text,
@@ -18,6 +21,7 @@ from keyplane.api.params import (
 from keyplane.api.problems import PROBLEM_RESPONSES
 from keyplane.api.schemas import Ack, AckEnvelope, AckList
 from keyplane.api.vault_schemas import (
+    PROVIDER_PATTERN,
     CredentialBulkCreate,
     CredentialCreate,
     CredentialEnvelope,
@@ -40,6 +44,23 @@ from keyplane.services.authz import may_read
 from keyplane.services.vault import LeaseRequest, check_provider
 from keyplane.store.vault import CredentialFilter
 
+
+class _CredentialIdConvertor(StringConvertor):
+    """A path segment other than ``bulk``.
+
+    OpenAPI matches concrete paths before templated ones, so ``/credentials/bulk`` is the bulk
+    route only; without this, GET or DELETE there reached ``/credentials/{credential_id}`` and
+    a 405 on it listed that route's methods as well.
+    """
+
+    regex = r"(?!bulk(?:/|$))[^/]+"
+
+
+register_url_convertor("credential_id", _CredentialIdConvertor())
+#: ``ids.looks_like_id(value, "cred")``; any other value is a 404 (CREDENTIAL_NOT_FOUND).
+CREDENTIAL_ID_PATTERN = r"^cred_[0-9a-hjkmnp-tv-z]{26}$"
+CredentialIdPath = Annotated[str, Path(json_schema_extra={"pattern": CREDENTIAL_ID_PATTERN})]
+
 router = APIRouter(prefix="/v1/vault", tags=["vault"])
 
 #: Lease refusals, on top of the common problem responses.
@@ -59,6 +80,18 @@ def _credential_id(value: str) -> str:
     if ids.looks_like_id(value, "cred"):
         return value
     raise NotFoundError("no such credential", code="CREDENTIAL_NOT_FOUND")
+
+
+def _tags_query_pattern() -> str:
+    """``_tags`` as a pattern: comma-separated tags, each trimmed, empty parts dropped."""
+    control = r"\u0000-\u001f\u007f-\u009f"
+    longest = validation.MAX_TAG_LENGTH
+    part = rf"\s*(?:[^,\s{control}](?:[^,{control}]{{0,{longest - 2}}}[^,\s{control}])?)?\s*"
+    return f"^{part}(?:,{part})*$"
+
+
+TAGS_QUERY = _tags_query_pattern()
+TagsQuery = Annotated[str, Field(json_schema_extra={"pattern": TAGS_QUERY})]
 
 
 def _tags(values: list[str] | None) -> tuple[str, ...]:
@@ -112,9 +145,11 @@ async def list_credentials(
     request: Request,
     principal: PrincipalDep,
     runtime: RuntimeDep,
-    provider: Annotated[str | None, Query(max_length=64)] = None,
-    environment: Annotated[str | None, Query(max_length=32)] = None,
-    tags: Annotated[list[str] | None, Query(max_length=50)] = None,
+    provider: Annotated[
+        str | None, Query(max_length=64, json_schema_extra={"pattern": PROVIDER_PATTERN})
+    ] = None,
+    environment: Annotated[str | None, Query(max_length=32, json_schema_extra=CLEAN_TEXT)] = None,
+    tags: Annotated[list[TagsQuery] | None, Query(max_length=50)] = None,
     status: CredentialStatus | None = None,
     has_capacity: bool | None = None,
     cursor: CursorParam = None,
@@ -143,26 +178,31 @@ async def list_credentials(
     )
 
 
-@router.get("/credentials/{credential_id}", response_model=CredentialEnvelope)
+@router.get("/credentials/{credential_id:credential_id}", response_model=CredentialEnvelope)
 async def get_credential(
-    credential_id: str, principal: PrincipalDep, runtime: RuntimeDep
+    credential_id: CredentialIdPath, principal: PrincipalDep, runtime: RuntimeDep
 ) -> CredentialEnvelope:
     """One credential, its secret masked."""
     stats = await runtime.vault.get(principal, _credential_id(credential_id))
     return CredentialEnvelope(data=CredentialOut.of(stats))
 
 
-@router.get("/credentials/{credential_id}/stats", response_model=CredentialStatsOut)
+@router.get("/credentials/{credential_id:credential_id}/stats", response_model=CredentialStatsOut)
 async def credential_stats(
-    credential_id: str, principal: PrincipalDep, runtime: RuntimeDep
+    credential_id: CredentialIdPath, principal: PrincipalDep, runtime: RuntimeDep
 ) -> CredentialStatsOut:
     """Daily and monthly use and what remains, live leases."""
     return CredentialStatsOut.of(await runtime.vault.get(principal, _credential_id(credential_id)))
 
 
-@router.patch("/credentials/{credential_id}", response_model=CredentialEnvelope | AckEnvelope)
+@router.patch(
+    "/credentials/{credential_id:credential_id}", response_model=CredentialEnvelope | AckEnvelope
+)
 async def update_credential(
-    credential_id: str, body: CredentialUpdate, principal: PrincipalDep, runtime: RuntimeDep
+    credential_id: CredentialIdPath,
+    body: CredentialUpdate,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
 ) -> CredentialEnvelope | AckEnvelope:
     """Change fields; absent ones stay, a null limit means unlimited."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -184,9 +224,11 @@ async def update_credential(
     return CredentialEnvelope(data=CredentialOut.of(stats))
 
 
-@router.delete("/credentials/{credential_id}", response_model=CredentialEnvelope | AckEnvelope)
+@router.delete(
+    "/credentials/{credential_id:credential_id}", response_model=CredentialEnvelope | AckEnvelope
+)
 async def delete_credential(
-    credential_id: str,
+    credential_id: CredentialIdPath,
     principal: PrincipalDep,
     runtime: RuntimeDep,
     hard: Annotated[bool, Query(description="erase the record instead of revoking it")] = False,
@@ -203,7 +245,7 @@ async def provider_stats(
     request: Request,
     principal: PrincipalDep,
     runtime: RuntimeDep,
-    provider: Annotated[str, Query(max_length=64)],
+    provider: Annotated[str, Query(max_length=64, json_schema_extra={"pattern": PROVIDER_PATTERN})],
 ) -> ProviderStatsOut:
     """Use and remaining allowance of a provider's credentials, in total and each."""
     reject_unknown_params(request, {"provider"})
