@@ -58,7 +58,8 @@ BEYOND_THE_SCHEMA = {
 #: The same for fields whose validator parses a little language or compares fields: their
 #: rules are in the field's description and docs/api.md or docs/policy.md.
 BEYOND_THE_SCHEMA_FIELDS = re.compile(
-    r"body\.(?:credentials\.\d+\.)?(?:"
+    r"query\.timeout"  # only with wait=confirmed: a rule across two parameters
+    r"|body\.(?:credentials\.\d+\.)?(?:"
     r"policy\.network\.(?:origins|referrers)\.\d+"  # a URL pattern's grammar
     r"|policy\.network\.user_agent"  # a regular expression, and safe to run
     r"|policy\.network\.ip_(?:allow|deny)\.\d+"  # an IP address or CIDR network

@@ -58,7 +58,11 @@ def _confirm_wait(
     """How long to wait for confirmations, or None not to wait."""
     if wait is None:
         if timeout is not None:
-            raise ValidationError("timeout: only allowed with wait=confirmed")
+            # A rule across two parameters, which the OpenAPI document cannot state.
+            raise ValidationError(
+                "timeout: only allowed with wait=confirmed",
+                errors=[{"loc": "query.timeout", "msg": "only allowed with wait=confirmed"}],
+            )
         return None
     return runtime.settings.confirm_timeout_seconds if timeout is None else timeout
 
