@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import KeysWriter, PrincipalDep, RuntimeDep
 from keyplane.api.params import (
     CursorParam,
     LimitParam,
@@ -70,7 +70,7 @@ def _fingerprint(body: KeyCreate) -> str:
 )
 async def create_key(
     body: KeyCreate,
-    principal: PrincipalDep,
+    principal: KeysWriter,
     runtime: RuntimeDep,
     response: Response,
     idempotency_key: Annotated[RequestId | None, Header()] = None,
@@ -154,7 +154,7 @@ async def get_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep)
 
 @router.patch("/{id_or_hash}", response_model=KeyEnvelope)
 async def update_key(
-    id_or_hash: str, body: KeyUpdate, principal: PrincipalDep, runtime: RuntimeDep
+    id_or_hash: str, body: KeyUpdate, principal: KeysWriter, runtime: RuntimeDep
 ) -> KeyEnvelope:
     """Change a key's descriptive fields, scopes or expiry; absent fields stay as they are."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -173,7 +173,7 @@ async def update_key(
 @router.delete("/{id_or_hash}", response_model=KeyEnvelope)
 async def revoke_key(
     id_or_hash: str,
-    principal: PrincipalDep,
+    principal: KeysWriter,
     runtime: RuntimeDep,
     body: Annotated[KeyRevoke | None, Body()] = None,
     reason: Annotated[str | None, Query(max_length=500)] = None,
@@ -189,7 +189,7 @@ async def revoke_key(
 @router.post("/{id_or_hash}/rotate", response_model=KeyCreated)
 async def rotate_key(
     id_or_hash: str,
-    principal: PrincipalDep,
+    principal: KeysWriter,
     runtime: RuntimeDep,
     body: Annotated[KeyRotate | None, Body()] = None,
 ) -> KeyCreated:
@@ -202,7 +202,7 @@ async def rotate_key(
 @router.post("/{id_or_hash}/disable", response_model=KeyEnvelope)
 async def disable_key(
     id_or_hash: str,
-    principal: PrincipalDep,
+    principal: KeysWriter,
     runtime: RuntimeDep,
     body: Annotated[KeyDisable | None, Body()] = None,
 ) -> KeyEnvelope:

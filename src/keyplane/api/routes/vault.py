@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import PrincipalDep, RuntimeDep, VaultLeaser, VaultWriter
 from keyplane.api.params import (
     CursorParam,
     LimitParam,
@@ -69,7 +69,7 @@ def _tags(values: list[str] | None) -> tuple[str, ...]:
 
 @router.post("/credentials", status_code=201, response_model=CredentialEnvelope)
 async def add_credential(
-    body: CredentialCreate, principal: PrincipalDep, runtime: RuntimeDep
+    body: CredentialCreate, principal: VaultWriter, runtime: RuntimeDep
 ) -> CredentialEnvelope:
     """Seal and store an upstream credential; its secret is never shown again."""
     record = await runtime.vault.add(principal, body.to_new())
@@ -78,7 +78,7 @@ async def add_credential(
 
 @router.post("/credentials/bulk", status_code=201, response_model=CredentialList)
 async def add_credentials(
-    body: CredentialBulkCreate, principal: PrincipalDep, runtime: RuntimeDep
+    body: CredentialBulkCreate, principal: VaultWriter, runtime: RuntimeDep
 ) -> CredentialList:
     """Add many credentials in one transaction: all of them or, on any error, none."""
     records = await runtime.vault.add_many(principal, [item.to_new() for item in body.credentials])
@@ -146,7 +146,7 @@ async def credential_stats(
 
 @router.patch("/credentials/{credential_id}", response_model=CredentialEnvelope)
 async def update_credential(
-    credential_id: str, body: CredentialUpdate, principal: PrincipalDep, runtime: RuntimeDep
+    credential_id: str, body: CredentialUpdate, principal: VaultWriter, runtime: RuntimeDep
 ) -> CredentialEnvelope:
     """Change fields; absent ones stay, a null limit means unlimited."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -182,7 +182,7 @@ async def provider_stats(
 
 
 @router.post("/leases", status_code=201, response_model=LeaseOut, responses=LEASE_RESPONSES)
-async def lease(body: LeaseCreate, principal: PrincipalDep, runtime: RuntimeDep) -> LeaseOut:
+async def lease(body: LeaseCreate, principal: VaultLeaser, runtime: RuntimeDep) -> LeaseOut:
     """Lease a credential by strategy; the answer holds its secret until ``expires_at``."""
     taken = await runtime.vault.lease(
         principal,
@@ -201,7 +201,7 @@ async def lease(body: LeaseCreate, principal: PrincipalDep, runtime: RuntimeDep)
 @router.delete("/leases/{lease_id}", response_model=LeaseReleased)
 async def release(
     lease_id: str,
-    principal: PrincipalDep,
+    principal: VaultLeaser,
     runtime: RuntimeDep,
     body: Annotated[LeaseRelease | None, Body()] = None,
 ) -> LeaseReleased:
