@@ -7,7 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import insert, text
 
+from keyplane.domain import money
+from keyplane.domain.periods import EPOCH
+from keyplane.store.tables import usage_rollups
 from tests.conftest import Api
 
 
@@ -290,3 +294,62 @@ async def test_hostile_reports_and_verify_contexts_are_refused_and_count_nothing
     shown = (await api.client.get(f"/v1/keys/{key_id}")).json()["data"]
     assert shown["usage"]["total"] == 0
     assert (await api.verify(key, cost=1))["code"] == "VALID"  # nothing was reserved either
+
+
+async def test_a_key_s_totals_stop_at_what_the_ledger_holds(api: Api) -> None:
+    """Ten reports of a trillion credits once overflowed PostgreSQL's BIGINT (503 on the tenth
+    and every later one) and turned SQLite's sums into floats."""
+    _, data = await api.create_key()
+    trillion = 10**12
+    for n in range(9):
+        response = await api.report(f"big-{n}", key_id=data["id"], cost=trillion)
+        assert response.status_code == 201, response.text
+    for n in range(9, 12):
+        response = await api.report(f"big-{n}", key_id=data["id"], cost=trillion)
+        assert response.status_code == 409, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "USAGE_TOTAL_EXCEEDED"
+    # Refused means not recorded: a retry is refused again, not answered as a duplicate.
+    again = await api.report("big-9", key_id=data["id"], cost=trillion)
+    assert again.status_code == 409, again.text
+    # Whatever still fits is counted; one micro-credit more is not.
+    assert (await api.report("tiny", key_id=data["id"], cost=0)).status_code == 201
+    shown = (await api.client.get(f"/v1/keys/{data['id']}")).json()["data"]
+    assert shown["usage"]["total"] == 9 * trillion
+    async with api.app.state.runtime.store.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT bucket, cost_micros FROM usage_rollups"
+                    " WHERE key_id = :key_id AND model = ''"
+                ),
+                {"key_id": data["id"]},
+            )
+        ).all()
+    assert {bucket for bucket, _ in rows} == {"total", "day", "week", "month"}
+    for _, cost in rows:
+        assert type(cost) is int and cost == 9 * 10**18  # never a float, never wrapped
+
+
+async def test_token_totals_are_bounded_like_costs(api: Api) -> None:
+    _, data = await api.create_key()
+    store = api.app.state.runtime.store
+    key_id = str(data["id"])
+    async with store.engine.begin() as conn:
+        # As if 8.9 million reports of the largest token count had been recorded.
+        await conn.execute(
+            insert(usage_rollups).values(
+                key_id=key_id,
+                bucket="total",
+                bucket_start=EPOCH,
+                model="",
+                requests=0,
+                cost_micros=0,
+                input_tokens=money.LEDGER_MAX - 10**12 + 1,
+                output_tokens=0,
+            )
+        )
+    response = await api.report("tokens", key_id=key_id, input_tokens=10**12)
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "USAGE_TOTAL_EXCEEDED"
+    assert (await api.report("fits", key_id=key_id, input_tokens=10**12 - 1)).status_code == 201

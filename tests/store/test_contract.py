@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import secrets
+import traceback
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from keyplane.domain import ids
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.tenancy import ManagementKeyRecord, Project
-from keyplane.errors import ConflictError, NotFoundError
+from keyplane.errors import ConflictError, NotFoundError, StorageError
 from keyplane.settings import to_async_url
 from keyplane.store.base import KeyFilter
 from keyplane.store.migrate import migrate
@@ -276,3 +279,18 @@ async def test_projects(store: SqlStore) -> None:
     assert {p.id for p in await store.list_projects(org)} == {default, project.id}
     with pytest.raises(ConflictError):
         await store.create_project(dataclasses.replace(project, id=ids.new_id("proj")))
+
+
+async def test_a_database_error_carries_no_sql_parameter(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed statement's parameters (key digests, metadata, amounts) once reached the logs
+    in the driver error's text (``[parameters: ...]``)."""
+    marker = f"secret-{secrets.token_hex(8)}"
+    with pytest.raises(StorageError) as caught:
+        async with store._write() as conn:
+            await conn.execute(text("INSERT INTO no_such_table (x) VALUES (:x)"), {"x": marker})
+    logging.getLogger("keyplane.test").error("request failed", exc_info=caught.value)
+    told = "".join(traceback.format_exception(caught.value)) + caplog.text
+    assert "no_such_table" in told  # the error itself is there
+    assert marker not in told

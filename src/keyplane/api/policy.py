@@ -34,19 +34,19 @@ from keyplane.domain.periods import (
 MAX_COUNT = 10**12
 
 
-def _credits(value: object) -> object:
+def _credits(value: object) -> Decimal:
     """Credits arrive as JSON numbers (0.10) or decimal strings ("0.10"), never as booleans.
 
-    A float is read through its shortest text, so 0.1 means exactly one tenth.
+    Parsed here, by the bounded domain parser, before pydantic's own Decimal handling sees the
+    value: a string such as "1e200000" is cheap to hold but costly to convert, so nothing else
+    may touch it first. A float is read through its shortest text, so 0.1 means one tenth.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise ValueError("credits are a number, e.g. 12.5")
-    return Decimal(repr(value)) if isinstance(value, float) else value
-
-
-def _micros(value: Decimal) -> Decimal:
-    money.to_micros(value)  # at most 6 decimal places, not absurdly large
-    return value
+    micros = money.to_micros(value)
+    if micros < 0:
+        raise ValueError("credits are not negative")
+    return money.to_decimal(micros)
 
 
 def _network(value: str) -> str:
@@ -92,7 +92,7 @@ def _duration(value: object) -> int:
     return parse_duration(value)
 
 
-Credits = Annotated[Decimal, BeforeValidator(_credits), Field(ge=0), AfterValidator(_micros)]
+Credits = Annotated[Decimal, BeforeValidator(_credits), Field(ge=0)]
 Count = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT), Integral]
 ModelPattern = Annotated[
     str,

@@ -65,6 +65,9 @@ class Recorded:
     new: bool
     #: True when the idempotency key had been seen with a *different* body.
     conflict: bool = False
+    #: True when the report would push the key's totals past ``money.LEDGER_MAX``; it was
+    #: not recorded.
+    overflow: bool = False
 
 
 def crossed_thresholds(

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 
@@ -211,17 +211,14 @@ def _cost(value: str | None) -> Decimal | None:
     if value is None or not value.strip():
         return None
     message = f"{COST_HEADER} must be a non-negative number of credits (at most 6 decimals)"
-    text = value.strip()
-    if len(text) > 32:
-        raise BadGatewayHeader(message)
     try:
-        amount = Decimal(text)
-        micros = money.to_micros(amount)
-    except (InvalidOperation, ValueError):
+        # The bounded parser: "9e999992" here once held the event loop for 37 s.
+        micros = money.to_micros(value.strip())
+    except ValueError:
         raise BadGatewayHeader(message) from None
     if micros < 0:
         raise BadGatewayHeader(message)
-    return amount
+    return money.to_decimal(micros)
 
 
 def header_value(text: str) -> str:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from keyplane.domain import ids, keyformat
+from keyplane.domain import ids, keyformat, money
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.periods import period_start
@@ -106,6 +106,12 @@ class UsageService:
             raise ConflictError(
                 "this idempotency key was used for a different report",
                 code="IDEMPOTENCY_KEY_REUSED",
+            )
+        if recorded.overflow:
+            raise ConflictError(
+                "this report would take the key's all-time totals past "
+                f"{money.LEDGER_MAX} micro-credits (or tokens), more than the ledger holds",
+                code="USAGE_TOTAL_EXCEEDED",
             )
         if recorded.new:
             await self._limiter.settle(

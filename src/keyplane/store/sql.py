@@ -16,6 +16,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    delete,
     event,
     func,
     insert,
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import ColumnElement
 
-from keyplane.domain import ids, validation
+from keyplane.domain import ids, money, validation
 from keyplane.domain.keyformat import DEFAULT_PREFIX
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.plans import PlanRecord
@@ -72,7 +73,13 @@ def create_engine(async_url: str, schema: str | None = None) -> AsyncEngine:
         return _sqlite_engine(async_url)
     connect_args = {} if schema is None else {"server_settings": {"search_path": schema}}
     return create_async_engine(
-        async_url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+        async_url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        # SQL parameters are key digests, metadata, amounts: never in a log line or an error.
+        hide_parameters=True,
     )
 
 
@@ -80,11 +87,14 @@ def _sqlite_engine(async_url: str) -> AsyncEngine:
     path = sqlite_path(async_url)
     if path is None:
         engine = create_async_engine(
-            async_url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            async_url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+            hide_parameters=True,
         )
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(async_url, connect_args={"timeout": 30})
+        engine = create_async_engine(async_url, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -549,10 +559,85 @@ class SqlStore:
                     conflict = row.fingerprint != entry.fingerprint
                     outcomes.append(Recorded(row.id, row.recorded_at, new=False, conflict=conflict))
             if added:
+                overflowing = await self._overflowing(conn, added)
+                if overflowing:
+                    # Not recorded at all: out of the ledger, so a retry is judged afresh.
+                    await conn.execute(
+                        delete(usage_events).where(usage_events.c.id.in_(sorted(overflowing)))
+                    )
+                    added = [entry for entry in added if entry.id not in overflowing]
+                    outcomes = [
+                        Recorded(o.event_id, o.recorded_at, new=False, overflow=True)
+                        if o.event_id in overflowing
+                        else o
+                        for o in outcomes
+                    ]
+            if added:
                 await self._add_to_rollups(conn, added)
                 if before_commit is not None:
                     await before_commit(added)
         return outcomes
+
+    async def _overflowing(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> set[str]:
+        """Ids of the reports that would push a key's all-time totals past ``LEDGER_MAX``.
+
+        Why: the rollups are 64-bit integers. Past 2**63 PostgreSQL fails the whole batch
+        (``bigint out of range``, every later report of the key included) and SQLite silently
+        turns the sum into a float. The all-time, all-models row of a key bounds every other
+        rollup row of it, so checking that one row bounds them all. It is locked first (in
+        key order, created empty if need be, as ``seed_spent`` does), so concurrent batches on
+        other instances cannot both pass the check on the same total.
+        """
+        epoch = bucket_starts(added[0].recorded_at)["total"]
+        key_ids = sorted({entry.key_id for entry in added})
+        await conn.execute(
+            self._insert(usage_rollups).on_conflict_do_nothing(),
+            [
+                {
+                    "key_id": key_id,
+                    "bucket": "total",
+                    "bucket_start": epoch,
+                    "model": "",
+                    "requests": 0,
+                    "cost_micros": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                }
+                for key_id in key_ids
+            ],
+        )
+        rows = await conn.execute(
+            select(
+                usage_rollups.c.key_id,
+                usage_rollups.c.cost_micros,
+                usage_rollups.c.input_tokens,
+                usage_rollups.c.output_tokens,
+            )
+            .where(
+                usage_rollups.c.key_id.in_(key_ids),
+                usage_rollups.c.bucket == "total",
+                usage_rollups.c.bucket_start == epoch,
+                usage_rollups.c.model == "",
+            )
+            .order_by(usage_rollups.c.key_id)
+            .with_for_update()
+        )
+        running = {
+            row.key_id: [row.cost_micros, row.input_tokens, row.output_tokens] for row in rows
+        }
+        overflowing: set[str] = set()
+        for entry in added:
+            totals = running[entry.key_id]
+            amounts = (entry.cost_micros, entry.input_tokens, entry.output_tokens)
+            if any(
+                total + amount > money.LEDGER_MAX
+                for total, amount in zip(totals, amounts, strict=True)
+            ):
+                overflowing.add(entry.id)
+                continue
+            for index, amount in enumerate(amounts):
+                totals[index] += amount
+        return overflowing
 
     async def seed_spent(
         self,

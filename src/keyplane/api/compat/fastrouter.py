@@ -15,7 +15,7 @@ from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from keyplane.api.compat import fastrouter_map as mapping
 from keyplane.api.compat.errors import Failure, add_fallback, error_route
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import KeysWriter, PrincipalDep, RuntimeDep
 from keyplane.api.fields import Input
 from keyplane.api.params import check_key_ref, check_query_text, reject_unknown_params
 from keyplane.api.policy import Count, Credits, ModelPattern
@@ -141,7 +141,7 @@ async def _live(runtime: Runtime, principal: Principal, key_hash: str) -> KeyRec
 
 @router.post("/createServiceKey", status_code=201)
 async def create_service_key(
-    body: ServiceKeyCreate, principal: PrincipalDep, runtime: RuntimeDep
+    body: ServiceKeyCreate, principal: KeysWriter, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Create a service key; ``api_key`` is its plaintext, shown only in this response."""
     _check_org(principal, body.org_id)
@@ -207,7 +207,7 @@ async def get_service_keys(
 
 @router.post("/updateServiceKey")
 async def update_service_key(
-    body: ServiceKeyUpdate, principal: PrincipalDep, runtime: RuntimeDep
+    body: ServiceKeyUpdate, principal: KeysWriter, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Change a service key's name, limits, models, expiry, metadata or tags by its hash."""
     _check_org(principal, body.org_id)
@@ -234,7 +234,7 @@ async def update_service_key(
 
 @router.post("/deleteServiceKey")
 async def delete_service_key(
-    body: ServiceKeyDelete, principal: PrincipalDep, runtime: RuntimeDep
+    body: ServiceKeyDelete, principal: KeysWriter, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Revoke a service key for good by its hash; the record stays for audit."""
     _check_org(principal, body.org_id)

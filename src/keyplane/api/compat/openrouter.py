@@ -16,7 +16,7 @@ from pydantic import StrictBool
 
 from keyplane.api.compat import openrouter_map as mapping
 from keyplane.api.compat.errors import Failure, add_fallback, error_route
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import KeysWriter, PrincipalDep, RuntimeDep
 from keyplane.api.fields import Input
 from keyplane.api.params import check_key_ref, reject_unknown_params
 from keyplane.api.policy import Credits
@@ -117,7 +117,7 @@ async def list_keys(
 
 @route("POST", "/keys", status_code=201)
 async def create_key(
-    body: KeyCreateIn, principal: PrincipalDep, runtime: RuntimeDep
+    body: KeyCreateIn, principal: KeysWriter, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Create a key; ``key`` is its plaintext, shown only in this response."""
     policy = mapping.with_budget(
@@ -156,7 +156,7 @@ async def get_key(key_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -
 
 @route("PATCH", "/keys/{key_hash}")
 async def update_key(
-    key_hash: str, body: KeyPatchIn, principal: PrincipalDep, runtime: RuntimeDep
+    key_hash: str, body: KeyPatchIn, principal: KeysWriter, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Change a key's name, disabled state, limit, limit reset or BYOK flag."""
     record = await _live(runtime, principal, key_hash)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import KeysWriter, PrincipalDep, RuntimeDep
 from keyplane.api.params import (
     CLEAN_TEXT,
     ConfirmWait,
@@ -116,7 +116,7 @@ def _fingerprint(body: KeyCreate) -> str:
 )
 async def create_key(
     body: KeyCreate,
-    principal: PrincipalDep,
+    principal: KeysWriter,
     runtime: RuntimeDep,
     response: Response,
     idempotency_key: Annotated[RequestId | None, Header()] = None,
@@ -202,7 +202,7 @@ async def get_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep)
 
 @router.patch("/{id_or_hash}", response_model=KeyEnvelope | AckEnvelope)
 async def update_key(
-    id_or_hash: str, body: KeyUpdate, principal: PrincipalDep, runtime: RuntimeDep
+    id_or_hash: str, body: KeyUpdate, principal: KeysWriter, runtime: RuntimeDep
 ) -> KeyEnvelope | AckEnvelope:
     """Change a key's descriptive fields, scopes or expiry; absent fields stay as they are."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -224,7 +224,7 @@ async def update_key(
 )
 async def revoke_key(
     id_or_hash: str,
-    principal: PrincipalDep,
+    principal: KeysWriter,
     runtime: RuntimeDep,
     wait: ConfirmWait,
     body: Annotated[KeyRevoke | None, Body()] = None,
@@ -244,7 +244,7 @@ async def revoke_key(
 )
 async def rotate_key(
     id_or_hash: str,
-    principal: PrincipalDep,
+    principal: KeysWriter,
     runtime: RuntimeDep,
     wait: ConfirmWait,
     body: Annotated[KeyRotate | None, Body()] = None,
@@ -269,7 +269,7 @@ async def rotate_key(
 )
 async def disable_key(
     id_or_hash: str,
-    principal: PrincipalDep,
+    principal: KeysWriter,
     runtime: RuntimeDep,
     wait: ConfirmWait,
     body: Annotated[KeyDisable | None, Body()] = None,

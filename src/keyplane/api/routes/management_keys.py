@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import ManagementKeysWriter, PrincipalDep, RuntimeDep
 from keyplane.api.params import (
     ConfirmWait,
     CursorParam,
@@ -37,7 +37,7 @@ def _ack(record: ManagementKeyRecord) -> Ack:
 
 @router.post("", status_code=201, response_model=ManagementKeyCreated | AckCreated)
 async def create_management_key(
-    body: ManagementKeyCreate, principal: PrincipalDep, runtime: RuntimeDep
+    body: ManagementKeyCreate, principal: ManagementKeysWriter, runtime: RuntimeDep
 ) -> ManagementKeyCreated | AckCreated:
     """Create a management key with at most the caller's own scopes; shown only once."""
     issued = await runtime.management.create(

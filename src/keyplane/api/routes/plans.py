@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import PlansWriter, PrincipalDep, RuntimeDep
 from keyplane.api.policy import to_document
 from keyplane.api.schemas import (
     Ack,
@@ -34,7 +34,7 @@ def _answer(principal: Principal, plan: PlanRecord) -> PlanEnvelope | AckEnvelop
 
 @router.post("", status_code=201, response_model=PlanEnvelope | AckEnvelope)
 async def create_plan(
-    body: PlanCreate, principal: PrincipalDep, runtime: RuntimeDep
+    body: PlanCreate, principal: PlansWriter, runtime: RuntimeDep
 ) -> PlanEnvelope | AckEnvelope:
     """Create a plan; keys that name it get its policy, merged with their own overrides."""
     plan = await runtime.plans.create(
@@ -57,7 +57,7 @@ async def get_plan(plan: PlanRef, principal: PrincipalDep, runtime: RuntimeDep) 
 
 @router.patch("/{plan}", response_model=PlanEnvelope | AckEnvelope)
 async def update_plan(
-    plan: PlanRef, body: PlanUpdate, principal: PrincipalDep, runtime: RuntimeDep
+    plan: PlanRef, body: PlanUpdate, principal: PlansWriter, runtime: RuntimeDep
 ) -> PlanEnvelope | AckEnvelope:
     """Change a plan; every key on it follows at once."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)

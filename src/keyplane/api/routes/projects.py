@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import PrincipalDep, ProjectsWriter, RuntimeDep
 from keyplane.api.params import check_id
 from keyplane.api.schemas import (
     Ack,
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
 @router.post("", status_code=201, response_model=ProjectEnvelope | AckEnvelope)
 async def create_project(
-    body: ProjectCreate, principal: PrincipalDep, runtime: RuntimeDep
+    body: ProjectCreate, principal: ProjectsWriter, runtime: RuntimeDep
 ) -> ProjectEnvelope | AckEnvelope:
     """Create a project; its keys start with ``key_prefix``."""
     project = await runtime.projects.create(principal, body.name, body.key_prefix)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import PrincipalDep, RuntimeDep, UsageWriter
 from keyplane.api.params import CursorParam, LimitParam, reject_unknown_params
 from keyplane.api.schemas import RequestId, UsageRecorded, UsageReportIn
 from keyplane.domain import money
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 )
 async def report_usage(
     body: UsageReportIn,
-    principal: PrincipalDep,
+    principal: UsageWriter,
     runtime: RuntimeDep,
     response: Response,
     idempotency_key: Annotated[RequestId | None, Header()] = None,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import Field
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import PrincipalDep, RuntimeDep, VaultLeaser, VaultWriter
 from keyplane.api.params import (
     CLEAN_TEXT,
     CursorParam,
@@ -114,7 +114,7 @@ def _ack(record: CredentialRecord, now: datetime) -> Ack:
 
 @router.post("/credentials", status_code=201, response_model=CredentialEnvelope | AckEnvelope)
 async def add_credential(
-    body: CredentialCreate, principal: PrincipalDep, runtime: RuntimeDep
+    body: CredentialCreate, principal: VaultWriter, runtime: RuntimeDep
 ) -> CredentialEnvelope | AckEnvelope:
     """Seal and store an upstream credential; its secret is never shown again."""
     record = await runtime.vault.add(principal, body.to_new())
@@ -125,7 +125,7 @@ async def add_credential(
 
 @router.post("/credentials/bulk", status_code=201, response_model=CredentialList | AckList)
 async def add_credentials(
-    body: CredentialBulkCreate, principal: PrincipalDep, runtime: RuntimeDep
+    body: CredentialBulkCreate, principal: VaultWriter, runtime: RuntimeDep
 ) -> CredentialList | AckList:
     """Add many credentials in one transaction: all of them or, on any error, none."""
     records = await runtime.vault.add_many(principal, [item.to_new() for item in body.credentials])
@@ -201,7 +201,7 @@ async def credential_stats(
 async def update_credential(
     credential_id: CredentialIdPath,
     body: CredentialUpdate,
-    principal: PrincipalDep,
+    principal: VaultWriter,
     runtime: RuntimeDep,
 ) -> CredentialEnvelope | AckEnvelope:
     """Change fields; absent ones stay, a null limit means unlimited."""
@@ -253,7 +253,7 @@ async def provider_stats(
 
 
 @router.post("/leases", status_code=201, response_model=LeaseOut, responses=LEASE_RESPONSES)
-async def lease(body: LeaseCreate, principal: PrincipalDep, runtime: RuntimeDep) -> LeaseOut:
+async def lease(body: LeaseCreate, principal: VaultLeaser, runtime: RuntimeDep) -> LeaseOut:
     """Lease a credential by strategy; the answer holds its secret until ``expires_at``."""
     taken = await runtime.vault.lease(
         principal,
@@ -272,7 +272,7 @@ async def lease(body: LeaseCreate, principal: PrincipalDep, runtime: RuntimeDep)
 @router.delete("/leases/{lease_id}", response_model=LeaseReleased)
 async def release(
     lease_id: str,
-    principal: PrincipalDep,
+    principal: VaultLeaser,
     runtime: RuntimeDep,
     body: Annotated[LeaseRelease | None, Body()] = None,
 ) -> LeaseReleased:

@@ -7,26 +7,24 @@ from datetime import datetime
 
 from fastapi import APIRouter, Response
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep
+from keyplane.api.deps import RuntimeDep, Verifier
 from keyplane.api.schemas import VerifyRequest, VerifyResponse
 from keyplane.domain import money
 from keyplane.domain.policy import RequestContext
 from keyplane.services import verify as service
-from keyplane.services.authz import require_scope
 from keyplane.services.verify import Verdict
 
 router = APIRouter(prefix="/v1", tags=["verify"])
 
 
 @router.post("/verify", response_model=VerifyResponse)
-async def verify(body: VerifyRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+async def verify(body: VerifyRequest, principal: Verifier, runtime: RuntimeDep) -> Response:
     """Decide whether an API key may serve this request now; always 200 with a ``code``.
 
     Limits and budget are consumed only when the verdict is VALID. A reservation (``cost``,
     ``tokens``) and a concurrency slot are held until the usage report with the same
     ``request_id`` settles them, or until they time out.
     """
-    require_scope(principal, "verify")
     tokens = body.tokens
     verdict = await runtime.verifier.verify(
         principal,
