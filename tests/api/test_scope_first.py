@@ -7,6 +7,7 @@ dependency, which FastAPI resolves before it validates the body.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,7 +79,8 @@ async def test_a_key_without_the_scope_is_refused_before_its_body_is_read(
     for route in _body_routes(sqlite_database):
         if _required_scopes(route.dependant) == ["verify"]:
             continue
-        path = route.path.format(
+        # Drop path convertors ({credential_id:credential_id}) before filling the template.
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path).format(
             id_or_hash="key_00000000000000000000000000",
             plan="base",
             credential_id="cred_00000000000000000000000000",
