@@ -225,7 +225,7 @@ async def test_hostile_client_headers_never_break_the_answer(api: Api) -> None:
         api,
         key,
         **{
-            # 1,000 hops: long, yet inside the 32 KiB head cap (past it: 431, headers.py).
+            # 1,000 hops: long, yet inside the 32 KiB head cap (past it: 431, hostile/test_headers).
             "X-Forwarded-For": "1.2.3.4, " * 1000,
             "X-Real-IP": "not an ip",
             "Origin": "o" * 10_000,

@@ -9,9 +9,7 @@ while the shapes that once froze it are in flight.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +17,7 @@ import pytest
 from keyplane.domain import money
 from keyplane.services.vault import MAX_LIMIT
 from tests.conftest import ROOT_KEY, Api
-from tests.e2e.conftest import Server, ServerFactory, make_backend
+from tests.e2e.conftest import Server
 from tests.hostile import decimals
 from tests.hostile.responsive import assert_stays_responsive
 
@@ -232,16 +230,6 @@ def test_the_domain_parser_refuses_every_text_shape() -> None:
 
 
 # -- a real server stays responsive -----------------------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with make_backend("sqlite", tmp_path) as backend:
-        factory = ServerFactory(tmp_path)
-        try:
-            yield factory(backend.env)
-        finally:
-            factory.stop_all()
 
 
 @pytest.mark.e2e

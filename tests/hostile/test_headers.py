@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 
 from keyplane.api.header_limit import HeaderLimits
 from tests.conftest import Api
-from tests.e2e.conftest import Server, ServerFactory, make_backend
+from tests.e2e.conftest import Server
 from tests.hostile.responsive import assert_stays_responsive
 
 LIMITS = HeaderLimits()  # the defaults: what an operator without a proxy in front gets
@@ -115,17 +114,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("hostile-headers")
-    with make_backend("sqlite", workdir) as db:
-        factory = ServerFactory(workdir)
-        try:
-            yield factory(db.env)
-        finally:
-            factory.stop_all()
 
 
 @pytest.mark.e2e

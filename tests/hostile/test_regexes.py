@@ -12,8 +12,6 @@ verified quickly against ``hostile_user_agents`` while ``/healthz`` keeps answer
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +19,7 @@ import pytest
 
 from keyplane.domain.safe_regex import MAX_PATTERN_LENGTH, MAX_SUBJECT_LENGTH
 from tests.conftest import ROOT_KEY, Api
-from tests.e2e.conftest import Backend, Server, ServerFactory, make_backend
+from tests.e2e.conftest import Server
 from tests.hostile.responsive import assert_stays_responsive
 
 #: (pattern, what the refusal says): refused when a policy is written.
@@ -131,22 +129,10 @@ async def test_accepted_shapes_are_stored_and_verified_against_hostile_agents(
 # -- a real server stays responsive ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def regex_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Backend]]:
-    workdir: Path = tmp_path_factory.mktemp("hostile-regex")
-    with make_backend("sqlite", workdir) as db:
-        factory = ServerFactory(workdir)
-        try:
-            yield factory(db.env), db
-        finally:
-            factory.stop_all()
-
-
 @pytest.mark.e2e
 def test_the_server_stays_responsive_while_hostile_agents_are_verified(
-    regex_server: tuple[Server, Backend],
+    server: Server,
 ) -> None:
-    server, _db = regex_server
     with server.client() as client:
         for pattern, _reason in REFUSED[:2]:
             response = client.post("/v1/keys", json=_key_body(pattern))
