@@ -25,7 +25,7 @@ lint: install-test
 	$(BIN)/mypy
 
 test: install-test services lint
-	$(BIN)/pytest -n 2 --cov --cov-report=term:skip-covered
+	$(BIN)/pytest -n 2 --durations=25 --cov --cov-report=term:skip-covered
 
 services:
 	@bash .ci/services

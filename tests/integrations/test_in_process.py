@@ -150,7 +150,7 @@ async def test_a_database_that_cannot_answer_fails_closed(api: Api) -> None:
     # A key no cache has seen needs the database; take the table it reads away.
     unseen, _ = await api.create_key()
     runtime = runtime_of(api)
-    runtime.directory.hashes.clear()
+    await runtime.directory.hashes.clear()
     async with runtime.store.engine.begin() as conn:
         await conn.execute(text("DROP TABLE api_key_secrets"))
     app = dependency_service(guard)
