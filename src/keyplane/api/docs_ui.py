@@ -24,12 +24,16 @@ def install(app: FastAPI) -> None:
     """Serve ``/docs`` and its assets; the app must be built with ``docs_url=None``."""
     app.mount(ASSETS_PATH, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
+    # The handler reads the app from the request: FastAPI keeps every endpoint in a cache that
+    # is never emptied, so a handler closing over ``app`` would keep each app (and its whole
+    # runtime) alive for the life of the process.
     @app.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
+        served: FastAPI = request.app
         return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - API docs",
+            openapi_url=f"{root}{served.openapi_url}",
+            title=f"{served.title} - API docs",
             swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
             swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon-32x32.png",
