@@ -10,6 +10,7 @@
     ├── ConflictError             the object's state forbids the operation
     ├── ConfigurationError        settings that cannot work together
     ├── StorageError              the database failed; wraps the driver's exception
+    │   └── LimiterUnavailableError   the shared limiter (Redis) failed; wraps redis' exception
     └── VaultError                a sealed upstream credential cannot be opened
         ├── VaultKeyError         sealed with a master key that is not configured
         └── VaultIntegrityError   altered, moved to another row, or wrong key material
@@ -59,6 +60,10 @@ class ConfigurationError(KeyplaneError):
 
 class StorageError(KeyplaneError):
     code = "STORAGE_ERROR"
+
+
+class LimiterUnavailableError(StorageError):
+    code = "LIMITER_UNAVAILABLE"
 
 
 class VaultError(KeyplaneError):
