@@ -74,7 +74,7 @@ from verify import (
 
 from keyplane import __version__
 from keyplane.settings import to_async_url
-from keyplane.store.sql import create_engine
+from keyplane.store.unit import create_engine
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -50,7 +50,7 @@ from keyplane.domain.envelope import Keyring, MasterKey, credential_aad, rewrap,
 from keyplane.services.vault import MAX_BULK, NewCredential
 from keyplane.services.vault_rotation import rotate_master
 from keyplane.settings import Settings
-from keyplane.store.sql import create_engine
+from keyplane.store.database import Database
 from keyplane.vault import Vault, open_vault
 
 HERE = Path(__file__).resolve().parent
@@ -197,13 +197,13 @@ async def measure_rotation(
         ]
         await vault.service.add_many(vault.principal, batch)
     added = time.perf_counter() - started
-    engine = create_engine(settings.async_database_url, settings.database_schema)
+    db = Database.from_settings(settings)
     try:
         started = time.perf_counter()
-        report = await rotate_master(engine, Keyring(MasterKey.generate(), [old]))
+        report = await rotate_master(db.sealed_secrets, Keyring(MasterKey.generate(), [old]))
         rotated = time.perf_counter() - started
     finally:
-        await engine.dispose()
+        await db.close()
     if not report.complete or report.failed:
         raise SystemExit(f"rotation incomplete: {report}")
     return Rotation(report.rewrapped, args.rotate, added, rotated)

@@ -71,8 +71,8 @@ from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
 from keyplane.services.verify import VerifyRequest
 from keyplane.settings import Settings, to_async_url
-from keyplane.store.sql import create_engine
 from keyplane.store.tables import api_key_secrets, api_keys
+from keyplane.store.unit import create_engine
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPT = BENCH_DIR / "wrk_verify.lua"

@@ -146,7 +146,8 @@ async def test_a_failed_batch_is_retried_one_by_one_so_only_its_culprit_fails(
 ) -> None:
     async with open_vault(database.settings()) as vault:
         await _add(vault, 2)
-        flaky = _FailsOnPoison(vault.service._store._store)
+        real = vault.service._store
+        flaky = _FailsOnPoison(real._unit, real._tenancy)
         flaky.calls = []
         service = VaultService(flaky, vault.service._ring(), SystemClock())
         results = await asyncio.gather(

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./keyplane.db"
     database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    #: PostgreSQL's connection pool per process: connections kept open, and how many more
+    #: may be opened under a burst (SQLite keeps its own pool).
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_max_overflow: int = Field(default=20, ge=0, le=1000)
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=1, le=65535)
     secret: SecretStr | None = None

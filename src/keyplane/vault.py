@@ -65,9 +65,9 @@ from keyplane.services.vault import (
     configured_strategy,
 )
 from keyplane.settings import Settings
+from keyplane.store.database import Database
 from keyplane.store.migrate import migrate
-from keyplane.store.sql import SqlStore
-from keyplane.store.vault import CredentialFilter, SqlVaultStore
+from keyplane.store.vault import CredentialFilter
 
 __all__ = [
     "AllAtMaxConcurrencyError",
@@ -244,16 +244,16 @@ async def open_vault(
     settings = settings or Settings()
     keyring = settings.vault_keyring()
     clock = clock or SystemClock()
-    store = SqlStore.from_url(settings.async_database_url, settings.database_schema)
+    store = Database.from_settings(settings)
     try:
         if settings.migrate_on_start:
             await migrate(store.engine, settings.database_schema)
-        org, _project = await store.ensure_default_tenancy(clock.now())
+        org, _project = await store.tenancy.ensure_default_tenancy(clock.now())
         principal = Principal(
             key_id="library", org_id=org.id, project_id=None, scopes=("vault:*",), is_root=True
         )
         service = VaultService(
-            SqlVaultStore(store),
+            store.vault,
             keyring,
             clock,
             default_strategy=configured_strategy(settings),

@@ -26,7 +26,7 @@ class SecondOrg:
 
 async def second_org(api: Api) -> SecondOrg:
     runtime = runtime_of(api)
-    org, default = await runtime.store.create_organization("second", api.clock.now())
+    org, default = await runtime.store.tenancy.create_organization("second", api.clock.now())
     issued = await runtime.management.issue(org.id, "org2 root", ("*",), None, created_by=None)
     return SecondOrg(org.id, default, api.as_key(issued.secret))
 
@@ -135,5 +135,5 @@ async def test_an_org_without_a_default_project_gets_one_on_first_use(api: Api) 
     made = await post(api, "/v1/keys", {"name": "k"}, api.as_key(issued.secret))
     assert made.status_code == 201, made.text
     assert made.json()["data"]["project_id"] != runtime.default_project.id  # not org 1's
-    project = await runtime.store.default_project("org_bare", api.clock.now())
+    project = await runtime.store.tenancy.default_project("org_bare", api.clock.now())
     assert made.json()["data"]["project_id"] == project.id

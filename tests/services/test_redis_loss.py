@@ -35,7 +35,7 @@ from keyplane.services.redis_limiter import AfterLoss, CountersUnsettled, RedisL
 from keyplane.services.resilient_limiter import ResilientLimiter
 from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
-from keyplane.store.sql import SqlStore
+from keyplane.store.database import Database as Db
 from tests.conftest import Database, free_port, private_redis
 
 SECOND_US = gcra.MICROS
@@ -185,19 +185,19 @@ async def test_short_windows_admit_at_most_one_more_burst(
 
 
 @pytest.fixture
-async def store(database: Database) -> AsyncIterator[SqlStore]:
-    store = SqlStore.from_url(to_async_url(database.url), database.schema)
+async def store(database: Database) -> AsyncIterator[Db]:
+    store = Db.from_url(to_async_url(database.url), database.schema)
     await migrate(store.engine)
     yield store
     await store.close()
 
 
 async def test_an_instance_that_never_saw_the_key_still_finds_the_loss(
-    server: Restartable, clock: ManualClock, store: SqlStore
+    server: Restartable, clock: ManualClock, store: Db
 ) -> None:
     """Two instances share Redis and the database: the promise is durable, not per process."""
-    first = limiter(server, store.guard_limit_state)
-    second = limiter(server, store.guard_limit_state)
+    first = limiter(server, store.usage.guard_limit_state)
+    second = limiter(server, store.usage.guard_limit_state)
     fields: dict[str, Any] = {"windows": (MONTH,), "max_parallel": 20}
     assert passed(await admitted(first, clock.now(), 30, "first", **fields)) == 20
     await server.restart()
@@ -208,10 +208,10 @@ async def test_an_instance_that_never_saw_the_key_still_finds_the_loss(
 
 
 async def test_new_keys_racing_on_two_instances_are_not_taken_for_lost_ones(
-    server: Restartable, clock: ManualClock, store: SqlStore
+    server: Restartable, clock: ManualClock, store: Db
 ) -> None:
-    first = limiter(server, store.guard_limit_state)
-    second = limiter(server, store.guard_limit_state)
+    first = limiter(server, store.usage.guard_limit_state)
+    second = limiter(server, store.usage.guard_limit_state)
     now = clock.now()
     fields: dict[str, Any] = {"windows": (MONTH,), "max_parallel": 20}
     results = await asyncio.gather(
@@ -350,10 +350,10 @@ async def test_reseed_rebuilds_a_long_window_from_what_the_database_kept(
 
 
 async def test_reseed_from_the_database_on_an_instance_that_never_saw_the_key(
-    server: Restartable, clock: ManualClock, store: SqlStore
+    server: Restartable, clock: ManualClock, store: Db
 ) -> None:
-    keepers = [WindowKeeper(store.keep_limit_windows, interval=3600) for _ in range(2)]
-    first, second = (limiter(server, store.guard_limit_state, "reseed", k) for k in keepers)
+    keepers = [WindowKeeper(store.usage.keep_limit_windows, interval=3600) for _ in range(2)]
+    first, second = (limiter(server, store.usage.guard_limit_state, "reseed", k) for k in keepers)
     assert passed(await admitted(first, clock.now(), 100, "first", windows=(MONTH,))) == 100
     await keepers[0].flush()
     await server.restart()
@@ -365,16 +365,16 @@ async def test_reseed_from_the_database_on_an_instance_that_never_saw_the_key(
     assert (first.losses, second.losses) == (0, 1)
 
 
-async def test_the_database_keeps_the_latest_end_of_each_window(store: SqlStore) -> None:
-    await store.keep_limit_windows({("key_1", "rate:a"): 500, ("key_1", "rate:b"): 7})
-    await store.keep_limit_windows({("key_1", "rate:a"): 300, ("key_2", "rate:a"): 1})
-    await store.keep_limit_windows({("key_1", "rate:a"): 900})
+async def test_the_database_keeps_the_latest_end_of_each_window(store: Db) -> None:
+    await store.usage.keep_limit_windows({("key_1", "rate:a"): 500, ("key_1", "rate:b"): 7})
+    await store.usage.keep_limit_windows({("key_1", "rate:a"): 300, ("key_2", "rate:a"): 1})
+    await store.usage.keep_limit_windows({("key_1", "rate:a"): 900})
     seen: list[tuple[int | None, dict[str, int]]] = []
 
     async def install(promised: int | None, kept: Mapping[str, int]) -> int:
         seen.append((promised, dict(kept)))
         return 42
 
-    await store.guard_limit_state("key_1", install)
-    await store.guard_limit_state("key_1", install)
+    await store.usage.guard_limit_state("key_1", install)
+    await store.usage.guard_limit_state("key_1", install)
     assert seen == [(None, {"rate:a": 900, "rate:b": 7}), (42, {"rate:a": 900, "rate:b": 7})]

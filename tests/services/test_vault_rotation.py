@@ -30,7 +30,8 @@ from keyplane.errors import StorageError, VaultIntegrityError, VaultKeyError
 from keyplane.services import vault_rotation
 from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
-from keyplane.store.sql import create_engine
+from keyplane.store.unit import UnitOfWork, create_engine
+from keyplane.store.vault_sealed import SqlSealedSecretStore
 from keyplane.store.tables import organizations, vault_credentials
 from tests.conftest import Database
 
@@ -53,6 +54,10 @@ async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
 
 def _secret(index: int) -> str:
     return f"sk-proj-secret-number-{index:03d}-" + "z" * 20
+
+
+def _sealed(engine: AsyncEngine) -> SqlSealedSecretStore:
+    return SqlSealedSecretStore(UnitOfWork(engine))
 
 
 async def _add(engine: AsyncEngine, count: int, key: MasterKey = OLD) -> list[str]:
@@ -102,8 +107,7 @@ async def test_rotation_moves_every_secret_to_the_new_key(engine: AsyncEngine) -
     before = await _tokens(engine)
     seen: list[int] = []
 
-    report = await vault_rotation.rotate_master(
-        engine, Keyring(NEW, [OLD]), batch_size=3, progress=lambda r: seen.append(r.rewrapped)
+    report = await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]), batch_size=3, progress=lambda r: seen.append(r.rewrapped)
     )
 
     assert (report.rewrapped, report.already_current, report.remaining) == (7, 0, 0)
@@ -119,15 +123,15 @@ async def test_rotation_moves_every_secret_to_the_new_key(engine: AsyncEngine) -
         assert unseal(Keyring(NEW), token, aad) == _secret(index)
         with pytest.raises(VaultKeyError):
             unseal(Keyring(OLD), token, aad)
-    assert await vault_rotation.count_by_key(engine) == {NEW.key_id: 7}
+    assert await vault_rotation.count_by_key(_sealed(engine)) == {NEW.key_id: 7}
 
 
 async def test_a_rerun_changes_nothing(engine: AsyncEngine) -> None:
     await _add(engine, 4)
-    await vault_rotation.rotate_master(engine, Keyring(NEW, [OLD]))
+    await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]))
     after_first = await _tokens(engine)
 
-    again = await vault_rotation.rotate_master(engine, Keyring(NEW, [OLD]))
+    again = await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]))
 
     assert (again.rewrapped, again.already_current, again.remaining) == (0, 4, 0)
     assert await _tokens(engine) == after_first
@@ -143,7 +147,7 @@ async def test_rotation_finishes_a_mixed_table(engine: AsyncEngine) -> None:
             .where(vault_credentials.c.id == "cred_001")
             .values(sealed_secret=token, master_key_id=NEW.key_id)
         )
-    report = await vault_rotation.rotate_master(engine, Keyring(NEW, [OLD]))
+    report = await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]))
     # cred_001 now holds a token bound to another row: it was already "current", so left alone.
     assert (report.rewrapped, report.already_current, report.remaining) == (2, 1, 0)
 
@@ -153,7 +157,7 @@ async def test_a_wrong_old_key_is_refused_before_anything_changes(engine: AsyncE
     before = await _tokens(engine)
 
     with pytest.raises(VaultKeyError, match=rf"master key {OLD.key_id} \(3 credentials\)"):
-        await vault_rotation.rotate_master(engine, Keyring(NEW, [STRANGER]))
+        await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [STRANGER]))
 
     assert await _tokens(engine) == before
 
@@ -169,7 +173,7 @@ async def test_a_damaged_row_is_reported_and_the_others_rotate(engine: AsyncEngi
             .values(sealed_secret=tokens[ids[0]][0])
         )
 
-    report = await vault_rotation.rotate_master(engine, Keyring(NEW, [OLD]), batch_size=2)
+    report = await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]), batch_size=2)
 
     assert report.rewrapped == 3
     assert [credential_id for credential_id, _ in report.failed] == [ids[2]]
@@ -219,7 +223,7 @@ async def test_a_secret_updated_during_the_rotation_is_not_overwritten(
 
     monkeypatch.setattr(vault_rotation, "rewrap", rewrap_with_a_race)
 
-    report = await vault_rotation.rotate_master(engine, Keyring(NEW, [OLD]))
+    report = await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]))
 
     assert raced
     # The first attempt missed its compare-and-set; the next pass re-wrapped the new secret.
@@ -233,7 +237,7 @@ async def test_the_database_without_the_vault_table_gives_a_clear_error(tmp_path
     engine = create_engine(to_async_url(f"sqlite:///{tmp_path / 'empty.db'}"))
     try:
         with pytest.raises(StorageError, match="run `keyplane migrate` first"):
-            await vault_rotation.rotate_master(engine, Keyring(NEW, [OLD]))
+            await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]))
     finally:
         await engine.dispose()
 
@@ -336,17 +340,17 @@ async def test_check_opens_every_secret_and_names_the_damaged_ones(engine: Async
             .where(vault_credentials.c.id == ids[1])
             .values(sealed_secret=flipped)
         )
-    report = await vault_rotation.rotate_master(engine, Keyring(NEW, [OLD]))
+    report = await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]))
     assert report.complete and report.rewrapped == 5
 
-    checked = await vault_rotation.check_all(engine, Keyring(NEW), batch_size=2)
+    checked = await vault_rotation.check_all(_sealed(engine), Keyring(NEW), batch_size=2)
 
     assert checked.opened == 4
     assert checked.by_key == {NEW.key_id: 5}
     assert [credential_id for credential_id, _ in checked.failed] == [ids[1]]
     assert "integrity" in checked.failed[0][1]
     # With only the old key nothing opens, and each failure names the missing key.
-    stale = await vault_rotation.check_all(engine, Keyring(OLD))
+    stale = await vault_rotation.check_all(_sealed(engine), Keyring(OLD))
     assert stale.opened == 0 and len(stale.failed) == 5
     assert all(NEW.key_id in reason for _, reason in stale.failed)
 

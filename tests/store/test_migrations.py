@@ -12,8 +12,8 @@ from sqlalchemy.engine import Connection
 
 from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
-from keyplane.store.sql import create_engine
 from keyplane.store.tables import metadata, organizations, projects
+from keyplane.store.unit import create_engine
 from tests.conftest import Database
 
 

@@ -174,7 +174,7 @@ def migrate(database_url: DatabaseOption = None) -> None:
 
 def _migrate_or_exit(settings: Settings, exit_code: int) -> None:
     from keyplane.store.migrate import migrate as run_migrations
-    from keyplane.store.sql import create_engine
+    from keyplane.store.unit import create_engine
 
     async def run() -> None:
         engine = create_engine(settings.async_database_url, settings.database_schema)

@@ -126,7 +126,7 @@ def rotate_master(
     KEYPLANE_VAULT_PREVIOUS_KEYS. Idempotent: re-run it after an interruption.
     """
     from keyplane.services import vault_rotation
-    from keyplane.store.sql import create_engine
+    from keyplane.store.database import Database
 
     settings = _settings(database_url=database_url)
     try:
@@ -147,17 +147,17 @@ def rotate_master(
         _say(f"  re-wrapped {report.rewrapped} so far")
 
     async def run() -> vault_rotation.RotationReport | dict[str, int]:
-        engine = create_engine(settings.async_database_url, settings.database_schema)
+        db = Database.from_settings(settings)
         try:
-            counts = await vault_rotation.count_by_key(engine)
+            counts = await vault_rotation.count_by_key(db.sealed_secrets)
             vault_rotation.check_keys(keyring, counts)
             if dry_run:
                 return counts
             return await vault_rotation.rotate_master(
-                engine, keyring, batch_size=batch_size, progress=progress
+                db.sealed_secrets, keyring, batch_size=batch_size, progress=progress
             )
         finally:
-            await engine.dispose()
+            await db.close()
 
     try:
         outcome = asyncio.run(run())
@@ -201,7 +201,7 @@ def check(
     """Open every stored secret with the configured keys (nothing is printed or kept) and
     report the credentials that do not open."""
     from keyplane.services import vault_rotation
-    from keyplane.store.sql import create_engine
+    from keyplane.store.database import Database
 
     settings = _settings(database_url=database_url)
     try:
@@ -214,11 +214,11 @@ def check(
     keyring = Keyring(configured.current, [*configured.previous, *old_keys])
 
     async def run() -> vault_rotation.CheckReport:
-        engine = create_engine(settings.async_database_url, settings.database_schema)
+        db = Database.from_settings(settings)
         try:
-            return await vault_rotation.check_all(engine, keyring)
+            return await vault_rotation.check_all(db.sealed_secrets, keyring)
         finally:
-            await engine.dispose()
+            await db.close()
 
     try:
         report = asyncio.run(run())

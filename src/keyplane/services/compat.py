@@ -10,7 +10,7 @@ from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal, Project
 from keyplane.errors import NotFoundError, PermissionDeniedError
 from keyplane.services.keys import KeyService
-from keyplane.store.base import KeyFilter, Store
+from keyplane.store.base import KeyFilter, TenancyStore
 
 #: Rows fetched per store query while skipping to an offset.
 _BATCH = 500
@@ -67,7 +67,7 @@ async def live_keys_page(
 
 
 async def find_project(
-    store: Store,
+    store: TenancyStore,
     principal: Principal,
     default: Project,
     project_id: str | None,
@@ -94,13 +94,13 @@ async def find_project(
     return found
 
 
-async def _by_id(store: Store, principal: Principal, project_id: str) -> Project:
+async def _by_id(store: TenancyStore, principal: Principal, project_id: str) -> Project:
     project = await store.get_project(principal.org_id, project_id)
     if project is None:
         raise NotFoundError("no such project", code="PROJECT_NOT_FOUND")
     return project
 
 
-async def project_names(store: Store, org_id: str) -> dict[str, str]:
+async def project_names(store: TenancyStore, org_id: str) -> dict[str, str]:
     """Project names by id, to show next to keys."""
     return {project.id: project.name for project in await store.list_projects(org_id)}

@@ -14,7 +14,7 @@ from keyplane.domain.keys import KeyRecord
 from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_windows
 from keyplane.services.cache import TtlCache
 from keyplane.settings import Settings
-from keyplane.store.base import SecretMatch, Store
+from keyplane.store.base import KeyStore, SecretMatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ def build_entry(match: SecretMatch) -> KeyEntry:
 
 
 class KeyDirectory:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: KeyStore, settings: Settings) -> None:
         self._store = store
 
         async def by_hash(secret_hash: str) -> KeyEntry | None:

@@ -22,7 +22,8 @@ from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError,
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.plans import check_policy
-from keyplane.store.base import IdempotencyRecord, KeyFilter, Store
+from keyplane.store.base import IdempotencyRecord, KeyFilter
+from keyplane.store.database import Database
 
 #: Fields ``update`` may change; status changes go through their own verbs.
 UPDATABLE_FIELDS = frozenset(
@@ -103,7 +104,7 @@ _EPSILON = timedelta(microseconds=1)
 class KeyService:
     def __init__(
         self,
-        store: Store,
+        store: Database,
         directory: KeyDirectory,
         clock: Clock,
         server_secret: bytes,
@@ -179,7 +180,7 @@ class KeyService:
             policy=new.policy,
         )
         try:
-            await self._store.create_key(record, marker)
+            await self._store.keys.create(record, marker)
         except ConflictError:
             replayed = None if idempotency is None else await self._replay(principal, idempotency)
             if replayed is None:
@@ -195,7 +196,7 @@ class KeyService:
         so a leaked management key plus a guessed or stolen idempotency key cannot bring a
         plaintext back later. Records are looked up under the calling management key only.
         """
-        found = await self._store.get_idempotency(
+        found = await self._store.idempotency.get(
             principal.org_id, principal.key_id, idempotency_digest(idempotency.key)
         )
         if found is None:
@@ -212,7 +213,7 @@ class KeyService:
         if secret is None:
             if found.sealed_secret is not None:
                 # Erased on first sight, not only by the periodic purge.
-                await self._store.erase_idempotency_secrets(
+                await self._store.idempotency.erase_secrets(
                     now - self._replay_window + _EPSILON, found.org_id, found.principal_id
                 )
             raise ConflictError(
@@ -231,7 +232,7 @@ class KeyService:
 
     async def erase_expired_secrets(self) -> int:
         """Erase every sealed secret whose replay window has passed; how many were."""
-        return await self._store.erase_idempotency_secrets(
+        return await self._store.idempotency.erase_secrets(
             self._clock.now() - self._replay_window + _EPSILON
         )
 
@@ -239,7 +240,7 @@ class KeyService:
         """The organization's own default project: where keys without a project go."""
         project = self._default_projects.get(org_id)
         if project is None:
-            project = await self._store.default_project(org_id, self._clock.now())
+            project = await self._store.tenancy.default_project(org_id, self._clock.now())
             self._default_projects[org_id] = project
         return project
 
@@ -249,7 +250,7 @@ class KeyService:
 
     async def _find(self, principal: Principal, id_or_hash: str) -> KeyRecord:
         """The key if the principal reaches it; no scope check (callers have made theirs)."""
-        record = await self._store.get_key(principal.org_id, id_or_hash)
+        record = await self._store.keys.get(principal.org_id, id_or_hash)
         if record is None or not principal.reaches_project(record.project_id):
             raise NotFoundError(f"no key {id_or_hash!r}", code="KEY_NOT_FOUND")
         return record
@@ -279,7 +280,7 @@ class KeyService:
             if filters.project_id not in (None, principal.project_id):
                 return []
             filters = dataclasses.replace(filters, project_id=principal.project_id)
-        return await self._store.list_keys(
+        return await self._store.keys.list_page(
             principal.org_id, filters, self._clock.now(), after, limit
         )
 
@@ -387,7 +388,7 @@ class KeyService:
                 locked, hash=secret_hash, start=parsed.start, end=parsed.end, updated_at=now
             )
 
-        record, changed = await self._store.rotate_key(
+        record, changed = await self._store.keys.rotate(
             principal.org_id, current.id, apply, now + grace_period
         )
         await self._directory.invalidate(record.id, (secret_hash, *changed))
@@ -395,15 +396,15 @@ class KeyService:
 
     async def _mutate(self, principal: Principal, id_or_hash: str, apply: Any) -> KeyRecord:
         current = await self._find(principal, id_or_hash)
-        record = await self._store.mutate_key(principal.org_id, current.id, apply)
+        record = await self._store.keys.mutate(principal.org_id, current.id, apply)
         await self._directory.invalidate(record.id)
         return record
 
     async def views(self, principal: Principal, records: Sequence[KeyRecord]) -> Sequence[KeyView]:
         """The management view of keys: plan, effective policy, spending from the ledger."""
         now = self._clock.now()
-        plans = {plan.id: plan for plan in await self._store.list_plans(principal.org_id)}
-        usage = await self._store.usage_totals([r.id for r in records], now)
+        plans = {plan.id: plan for plan in await self._store.plans.list_all(principal.org_id)}
+        usage = await self._store.usage.totals([r.id for r in records], now)
         views = []
         for record in records:
             plan = plans.get(record.plan_id) if record.plan_id else None
@@ -430,7 +431,7 @@ class KeyService:
     async def _plan(self, principal: Principal, id_or_name: str | None) -> PlanRecord | None:
         if id_or_name is None:
             return None
-        plan = await self._store.get_plan(principal.org_id, id_or_name)
+        plan = await self._store.plans.get(principal.org_id, id_or_name)
         if plan is None:
             raise ValidationError(f"no plan {id_or_name!r}", code="PLAN_NOT_FOUND")
         return plan
@@ -443,7 +444,7 @@ class KeyService:
         default = self._default_projects.get(principal.org_id)
         if default is not None and project_id == default.id:
             return default
-        project = await self._store.get_project(principal.org_id, project_id)
+        project = await self._store.tenancy.get_project(principal.org_id, project_id)
         if project is None:
             raise NotFoundError(f"no project {project_id!r}", code="PROJECT_NOT_FOUND")
         return project

@@ -7,7 +7,7 @@ only once that commit is done.
 Live budget counters (in memory or in Redis) are derived from the ledger. A counter is seeded
 by reading the ledger under the lock every report of that key must take to commit, and each
 report adds itself to the counters that exist while still holding that lock: so every report
-is counted exactly once, by the seed or by the increment (``SqlStore.seed_spent``).
+is counted exactly once, by the seed or by the increment (``SqlUsageStore.seed_spent``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from keyplane.domain.periods import Reset
 from keyplane.domain.usage import BUCKET_OF_RESET, Recorded, UsageEntry
 from keyplane.errors import StorageError
 from keyplane.services.limits import Limiter
-from keyplane.store.base import Store
+from keyplane.store.base import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ _STOP = object()
 
 
 class UsageLedger:
-    def __init__(self, store: Store, limiter: Limiter, max_batch: int) -> None:
+    def __init__(self, store: UsageStore, limiter: Limiter, max_batch: int) -> None:
         self._store = store
         self._limiter = limiter
         self._max_batch = max_batch
@@ -105,7 +105,7 @@ class UsageLedger:
         if not reports:
             return
         try:
-            outcomes = await self._store.record_usage(
+            outcomes = await self._store.record(
                 [r.entry for r in reports], self._count_in_live_counters
             )
         except Exception as exc:  # every waiter gets the failure; the writer carries on

@@ -23,7 +23,7 @@ from keyplane.errors import (
 from keyplane.services.authz import require_scope
 from keyplane.services.cache import TtlCache
 from keyplane.services.last_used import LastUsedRecorder
-from keyplane.store.base import Store
+from keyplane.store.database import Database
 
 ROOT_KEY_ID = "root"
 MAX_TOKEN_LENGTH = 512
@@ -38,7 +38,7 @@ class IssuedManagementKey:
 class ManagementKeys:
     def __init__(
         self,
-        store: Store,
+        store: Database,
         cache: TtlCache[ManagementKeyRecord],
         clock: Clock,
         server_secret: bytes,
@@ -92,7 +92,7 @@ class ManagementKeys:
             project_id = principal.project_id
         if (
             project_id is not None
-            and await self._store.get_project(principal.org_id, project_id) is None
+            and await self._store.tenancy.get_project(principal.org_id, project_id) is None
         ):
             raise NotFoundError(f"no project {project_id!r}", code="PROJECT_NOT_FOUND")
         return await self.issue(
@@ -122,7 +122,7 @@ class ManagementKeys:
             created_at=self._clock.now(),
             created_by=created_by,
         )
-        await self._store.create_management_key(record)
+        await self._store.management_keys.create(record)
         await self._cache.invalidate(record.id, (digest,))
         return IssuedManagementKey(parsed.text, record)
 
@@ -130,7 +130,7 @@ class ManagementKeys:
         self, principal: Principal, after: str | None, limit: int
     ) -> list[ManagementKeyRecord]:
         require_scope(principal, "management_keys:read")
-        return await self._store.list_management_keys(
+        return await self._store.management_keys.list_page(
             principal.org_id, after, limit, project_id=principal.project_id
         )
 
@@ -139,7 +139,7 @@ class ManagementKeys:
         return await self._find(principal, key_id)
 
     async def _find(self, principal: Principal, key_id: str) -> ManagementKeyRecord:
-        record = await self._store.get_management_key(principal.org_id, key_id)
+        record = await self._store.management_keys.get(principal.org_id, key_id)
         if record is None or (
             principal.project_id is not None and record.project_id != principal.project_id
         ):
@@ -155,7 +155,7 @@ class ManagementKeys:
             raise PermissionDeniedError(
                 "cannot revoke a key with scopes this key does not hold", code="SCOPE_ESCALATION"
             )
-        record = await self._store.revoke_management_key(
+        record = await self._store.management_keys.revoke(
             principal.org_id, target.id, self._clock.now()
         )
         await self._cache.invalidate(record.id, (record.hash,))

@@ -14,11 +14,11 @@ from keyplane.domain.tenancy import Principal
 from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory
-from keyplane.store.base import Store
+from keyplane.store.base import PlanStore
 
 
 class Plans:
-    def __init__(self, store: Store, directory: KeyDirectory, clock: Clock) -> None:
+    def __init__(self, store: PlanStore, directory: KeyDirectory, clock: Clock) -> None:
         self._store = store
         self._directory = directory
         self._clock = clock
@@ -38,23 +38,23 @@ class Plans:
             created_at=now,
             updated_at=now,
         )
-        if await self._store.get_plan(principal.org_id, name) is not None:
+        if await self._store.get(principal.org_id, name) is not None:
             raise ConflictError(f"a plan named {name!r} exists", code="PLAN_EXISTS")
-        return await self._store.create_plan(plan)
+        return await self._store.create(plan)
 
     async def get(self, principal: Principal, id_or_name: str) -> PlanRecord:
         require_scope(principal, "plans:read")
         return await self.find(principal.org_id, id_or_name)
 
     async def find(self, org_id: str, id_or_name: str) -> PlanRecord:
-        plan = await self._store.get_plan(org_id, id_or_name)
+        plan = await self._store.get(org_id, id_or_name)
         if plan is None:
             raise NotFoundError(f"no plan {id_or_name!r}", code="PLAN_NOT_FOUND")
         return plan
 
     async def list(self, principal: Principal) -> list[PlanRecord]:
         require_scope(principal, "plans:read")
-        return await self._store.list_plans(principal.org_id)
+        return await self._store.list_all(principal.org_id)
 
     async def update(
         self, principal: Principal, id_or_name: str, changes: Mapping[str, Any]
@@ -67,11 +67,11 @@ class Plans:
         if (
             new_name is not None
             and new_name != current.name
-            and await self._store.get_plan(principal.org_id, new_name) is not None
+            and await self._store.get(principal.org_id, new_name) is not None
         ):
             raise ConflictError(f"a plan named {new_name!r} exists", code="PLAN_EXISTS")
         plan = dataclasses.replace(current, **changes, updated_at=self._clock.now())
-        await self._store.update_plan(plan)
+        await self._store.update(plan)
         # Every key on the plan has a new effective policy from now on.
         await self._directory.clear()
         return plan
@@ -79,7 +79,7 @@ class Plans:
     async def delete(self, principal: Principal, id_or_name: str) -> PlanRecord:
         _require_plan_writer(principal)
         plan = await self.find(principal.org_id, id_or_name)
-        await self._store.delete_plan(principal.org_id, plan.id)
+        await self._store.delete(principal.org_id, plan.id)
         await self._directory.clear()
         return plan
 

@@ -7,11 +7,11 @@ from keyplane.domain.clock import Clock
 from keyplane.domain.tenancy import Principal, Project
 from keyplane.errors import NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.authz import require_scope
-from keyplane.store.base import Store
+from keyplane.store.base import TenancyStore
 
 
 class Projects:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: TenancyStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 

@@ -41,10 +41,8 @@ from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
 from keyplane.settings import Settings, resolve_server_secret
-from keyplane.store.instances import SqlInstanceRegistry
+from keyplane.store.database import Database
 from keyplane.store.migrate import migrate
-from keyplane.store.sql import SqlStore
-from keyplane.store.vault import SqlVaultStore
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     settings: Settings
-    store: SqlStore
+    store: Database
     clock: Clock
     org: Organization
     default_project: Project
@@ -88,15 +86,15 @@ class Runtime:
         server_secret = resolve_server_secret(settings)
         # Read (and checked) before anything opens: a bad vault key stops the start.
         vault_keyring = settings.vault_keyring()
-        store = SqlStore.from_url(settings.async_database_url, settings.database_schema)
+        store = Database.from_settings(settings)
         try:
             if settings.migrate_on_start:
                 await migrate(store.engine, settings.database_schema)
-            org, project = await store.ensure_default_tenancy(clock.now())
+            org, project = await store.tenancy.ensure_default_tenancy(clock.now())
         except BaseException:
             await store.close()
             raise
-        directory = KeyDirectory(store, settings)
+        directory = KeyDirectory(store.keys, settings)
         redis = None
         if settings.redis_url is not None:
             # Blocking pool: under a burst, requests queue for a connection instead of failing.
@@ -108,7 +106,9 @@ class Runtime:
         limiter: Limiter
         keeper = None
         if redis is not None and settings.limits_after_redis_loss == "reseed":
-            keeper = WindowKeeper(store.keep_limit_windows, settings.limit_windows_flush_seconds)
+            keeper = WindowKeeper(
+                store.usage.keep_limit_windows, settings.limit_windows_flush_seconds
+            )
         if redis is None:
             limiter = MemoryLimiter(lambda *args: ledger.seed(*args))
         else:
@@ -116,7 +116,7 @@ class Runtime:
             shared = RedisLimiter(
                 redis,
                 lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, shared),
-                guard=store.guard_limit_state,
+                guard=store.usage.guard_limit_state,
                 after_loss=settings.limits_after_redis_loss,
                 keeper=keeper,
             )
@@ -129,17 +129,17 @@ class Runtime:
                 mode=settings.limits_on_redis_failure,
                 instances=settings.expected_instances,
             )
-        ledger = UsageLedger(store, limiter, settings.usage_batch_max)
+        ledger = UsageLedger(store.usage, limiter, settings.usage_batch_max)
         management_cache: TtlCache[ManagementKeyRecord] = TtlCache(
-            store.find_management_key,
+            store.management_keys.find_by_secret,
             lambda record: record.id,
             ttl=settings.cache_ttl_seconds,
             negative_ttl=settings.negative_cache_ttl_seconds,
             max_entries=10_000,
         )
-        last_used = LastUsedRecorder(store.touch_keys, settings.last_used_flush_seconds)
+        last_used = LastUsedRecorder(store.keys.touch, settings.last_used_flush_seconds)
         management_last_used = LastUsedRecorder(
-            store.touch_management_keys, settings.last_used_flush_seconds
+            store.management_keys.touch, settings.last_used_flush_seconds
         )
         root_key = None if settings.root_key is None else settings.root_key.get_secret_value()
         management = ManagementKeys(
@@ -171,13 +171,13 @@ class Runtime:
                 timedelta(seconds=settings.reservation_timeout_seconds),
             ),
             management=management,
-            projects=Projects(store, clock),
-            plans=Plans(store, directory, clock),
+            projects=Projects(store.tenancy, clock),
+            plans=Plans(store.plans, directory, clock),
             limiter=limiter,
             ledger=ledger,
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
             vault=VaultService(
-                SqlVaultStore(store),
+                store.vault,
                 vault_keyring,
                 clock,
                 default_strategy=configured_strategy(settings),
@@ -215,12 +215,10 @@ class Runtime:
             )
         elif invalidation is not None:
             # PostgreSQL without Redis: the registry lives in the shared database.
-            runtime.instances = SqlInstanceRegistry(
-                store.engine, settings.instance_liveness_seconds
-            )
+            runtime.instances = store.instances
         runtime.redis = redis
         runtime.window_keeper = keeper
-        if root_key is None and await store.count_management_keys() == 0:
+        if root_key is None and await store.management_keys.count() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
         loop = asyncio.get_running_loop()

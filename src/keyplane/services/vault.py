@@ -57,7 +57,7 @@ from keyplane.errors import (
     ValidationError,
 )
 from keyplane.services.authz import require_scope
-from keyplane.store.vault import CredentialFilter, Lease, LeaseAsk, ReleaseScope, SqlVaultStore
+from keyplane.store.vault_base import CredentialFilter, Lease, LeaseAsk, ReleaseScope, VaultStore
 
 MAX_SECRET_LENGTH = 8192
 MAX_LIMIT = 2**53 - 1
@@ -210,7 +210,7 @@ class _LeaseBatcher:
     when the queue is empty, so there is nothing to start or stop with the service.
     """
 
-    def __init__(self, store: SqlVaultStore, clock: Clock, rng: random.Random | None) -> None:
+    def __init__(self, store: VaultStore, clock: Clock, rng: random.Random | None) -> None:
         self._store = store
         self._clock = clock
         self._rng = rng
@@ -339,7 +339,7 @@ class VaultService:
 
     def __init__(
         self,
-        store: SqlVaultStore,
+        store: VaultStore,
         keyring: Keyring | None,
         clock: Clock,
         rng: random.Random | None = None,

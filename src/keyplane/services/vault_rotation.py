@@ -17,21 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, column, func, select, table, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from keyplane.domain.envelope import Keyring, credential_aad, rewrap, unseal
-from keyplane.errors import StorageError, VaultError, VaultKeyError
+from keyplane.errors import VaultError, VaultKeyError
+from keyplane.store.vault_sealed import Rewrap, SealedSecretStore
 
-# Only the four columns agreed with the vault store; the rest of the row is not ours to read.
-_credentials = table(
-    "vault_credentials",
-    column("id"),
-    column("org_id"),
-    column("sealed_secret"),
-    column("master_key_id"),
-)
 DEFAULT_BATCH_SIZE = 500
 # A row changed under us is retried in the next pass; a few passes settle any real workload.
 MAX_PASSES = 5
@@ -64,23 +53,13 @@ class RotationReport:
         return self.remaining == 0
 
 
-async def count_by_key(engine: AsyncEngine) -> dict[str, int]:
+async def count_by_key(store: SealedSecretStore) -> dict[str, int]:
     """How many credentials each master key id seals (revoked ones included).
 
     Raises:
         StorageError: the database cannot be read, or has no vault table yet.
     """
-    statement = select(_credentials.c.master_key_id, func.count()).group_by(
-        _credentials.c.master_key_id
-    )
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
-    except SQLAlchemyError as exc:
-        raise _storage_error(exc) from exc
-    except OSError as exc:
-        raise StorageError(f"cannot reach the database: {exc}") from exc
-    return {str(key_id): int(count) for key_id, count in rows}
+    return await store.count_by_key()
 
 
 def check_keys(keyring: Keyring, counts: dict[str, int]) -> None:
@@ -101,7 +80,7 @@ def check_keys(keyring: Keyring, counts: dict[str, int]) -> None:
 
 
 async def rotate_master(
-    engine: AsyncEngine,
+    store: SealedSecretStore,
     keyring: Keyring,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -112,7 +91,7 @@ async def rotate_master(
     Idempotent: a re-run finds nothing to do, or finishes what an interrupted run left.
 
     Args:
-        engine: the Keyplane database.
+        store: the sealed secrets of the Keyplane database.
         keyring: the new key as current, every key still sealing rows as previous.
         batch_size: rows read and written per transaction.
         progress: called after each batch with the running totals.
@@ -123,28 +102,23 @@ async def rotate_master(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    counts = await count_by_key(engine)
+    counts = await count_by_key(store)
     check_keys(keyring, counts)
     current = keyring.current.key_id
     report = RotationReport(current_key_id=current, already_current=counts.get(current, 0))
     failed_ids: set[str] = set()
-    try:
-        for _ in range(MAX_PASSES):
-            changed_before = report.changed
-            await _one_pass(engine, keyring, batch_size, report, failed_ids, progress)
-            if report.changed == changed_before:
-                break
-        after = await count_by_key(engine)
-    except SQLAlchemyError as exc:
-        raise _storage_error(exc) from exc
-    except OSError as exc:
-        raise StorageError(f"cannot reach the database: {exc}") from exc
+    for _ in range(MAX_PASSES):
+        changed_before = report.changed
+        await _one_pass(store, keyring, batch_size, report, failed_ids, progress)
+        if report.changed == changed_before:
+            break
+    after = await count_by_key(store)
     report.remaining = sum(n for key_id, n in after.items() if key_id != current)
     return report
 
 
 async def _one_pass(
-    engine: AsyncEngine,
+    store: SealedSecretStore,
     keyring: Keyring,
     batch_size: int,
     report: RotationReport,
@@ -157,31 +131,18 @@ async def _one_pass(
         # Read, then write in a transaction of its own: the compare-and-set makes the gap
         # safe, and a write-only transaction never has to upgrade a read snapshot (which
         # SQLite refuses outright when another writer committed in between).
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        _credentials.c.id,
-                        _credentials.c.org_id,
-                        _credentials.c.sealed_secret,
-                        _credentials.c.master_key_id,
-                    )
-                    .where(_credentials.c.master_key_id != current, _credentials.c.id > after_id)
-                    .order_by(_credentials.c.id)
-                    .limit(batch_size)
-                )
-            ).all()
+        rows = await store.page(after_id, batch_size, not_key=current)
         if not rows:
             return
-        after_id = str(rows[-1].id)
+        after_id = rows[-1].credential_id
         updates = [
             change
             for row in rows
-            if str(row.id) not in failed_ids
+            if row.credential_id not in failed_ids
             and (
                 change := _rewrapped(
                     keyring,
-                    (str(row.id), str(row.org_id), str(row.sealed_secret), str(row.master_key_id)),
+                    (row.credential_id, row.org_id, row.sealed_secret, row.master_key_id),
                     report,
                     failed_ids,
                 )
@@ -189,23 +150,9 @@ async def _one_pass(
             is not None
         ]
         if updates:
-            async with engine.begin() as conn:
-                for credential_id, old_token, old_key_id, new_token in updates:
-                    result = await conn.execute(
-                        update(_credentials)
-                        .where(
-                            and_(
-                                _credentials.c.id == credential_id,
-                                _credentials.c.sealed_secret == old_token,
-                                _credentials.c.master_key_id == old_key_id,
-                            )
-                        )
-                        .values(sealed_secret=new_token, master_key_id=current)
-                    )
-                    if result.rowcount == 1:
-                        report.rewrapped += 1
-                    else:
-                        report.changed += 1
+            matched = await store.rewrap(updates, current)
+            report.rewrapped += matched
+            report.changed += len(updates) - matched
         if progress is not None:
             progress(report)
 
@@ -215,7 +162,7 @@ def _rewrapped(
     row: tuple[str, str, str, str],
     report: RotationReport,
     failed_ids: set[str],
-) -> tuple[str, str, str, str] | None:
+) -> Rewrap | None:
     credential_id, org_id, token, old_key_id = row
     try:
         new_token = rewrap(keyring, token, credential_aad(org_id, credential_id))
@@ -225,7 +172,7 @@ def _rewrapped(
         failed_ids.add(credential_id)
         report.failed.append((credential_id, exc.message))
         return None
-    return credential_id, token, old_key_id, new_token
+    return Rewrap(credential_id, token, old_key_id, new_token)
 
 
 @dataclass
@@ -245,7 +192,7 @@ class CheckReport:
 
 
 async def check_all(
-    engine: AsyncEngine, keyring: Keyring, *, batch_size: int = DEFAULT_BATCH_SIZE
+    store: SealedSecretStore, keyring: Keyring, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> CheckReport:
     """Open every stored secret with ``keyring`` and throw the plaintext away.
 
@@ -257,43 +204,18 @@ async def check_all(
     """
     report = CheckReport()
     after_id = ""
-    try:
-        while True:
-            async with engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(
-                            _credentials.c.id,
-                            _credentials.c.org_id,
-                            _credentials.c.sealed_secret,
-                            _credentials.c.master_key_id,
-                        )
-                        .where(_credentials.c.id > after_id)
-                        .order_by(_credentials.c.id)
-                        .limit(batch_size)
-                    )
-                ).all()
-            if not rows:
-                return report
-            after_id = str(rows[-1].id)
-            for row in rows:
-                credential_id, key_id = str(row.id), str(row.master_key_id)
-                report.by_key[key_id] = report.by_key.get(key_id, 0) + 1
-                aad = credential_aad(str(row.org_id), credential_id)
-                try:
-                    unseal(keyring, str(row.sealed_secret), aad)
-                except VaultError as exc:
-                    report.failed.append((credential_id, exc.message))
-                else:
-                    report.opened += 1
-    except SQLAlchemyError as exc:
-        raise _storage_error(exc) from exc
-    except OSError as exc:
-        raise StorageError(f"cannot reach the database: {exc}") from exc
-
-
-def _storage_error(exc: SQLAlchemyError) -> StorageError:
-    text = str(exc).lower()
-    if "vault_credentials" in text and ("no such table" in text or "does not exist" in text):
-        return StorageError("the database has no vault table yet; run `keyplane migrate` first")
-    return StorageError(f"database failed: {exc.__class__.__name__}")
+    while True:
+        rows = await store.page(after_id, batch_size)
+        if not rows:
+            return report
+        after_id = rows[-1].credential_id
+        for row in rows:
+            credential_id, key_id = row.credential_id, row.master_key_id
+            report.by_key[key_id] = report.by_key.get(key_id, 0) + 1
+            aad = credential_aad(row.org_id, credential_id)
+            try:
+                unseal(keyring, row.sealed_secret, aad)
+            except VaultError as exc:
+                report.failed.append((credential_id, exc.message))
+            else:
+                report.opened += 1

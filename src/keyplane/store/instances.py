@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.errors import StorageError
 from keyplane.store.tables import eviction_acks, instances
+from keyplane.store.unit import UnitOfWork
 
 #: Acknowledgements outlive any wait for them (timeouts are capped far below this).
 ACK_RETENTION_SECONDS = 600
@@ -29,16 +29,20 @@ def _ago(seconds: float) -> object:
 
 
 class SqlInstanceRegistry:
-    def __init__(self, engine: AsyncEngine, liveness_seconds: float) -> None:
-        self._engine = engine
+    """The registry over the shared unit of work (PostgreSQL only: it relies on ``now()``
+    and ``make_interval``). Every method is one transaction; StorageError when the database
+    fails."""
+
+    def __init__(self, unit: UnitOfWork, liveness_seconds: float) -> None:
+        self._unit = unit
         self._liveness = liveness_seconds
 
     @contextlib.asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self._engine.begin() as conn:
+            async with self._unit.write() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
+        except StorageError as exc:
             raise StorageError("instance registry unavailable") from exc
 
     async def beat(self, instance_id: str) -> None:

@@ -125,7 +125,7 @@ def _check_org(principal: Principal, org_id: str | None) -> None:
 
 async def _object(runtime: Runtime, principal: Principal, record: KeyRecord) -> dict[str, Any]:
     [view] = await runtime.keys.views(principal, [record])
-    names = await project_names(runtime.store, principal.org_id)
+    names = await project_names(runtime.store.tenancy, principal.org_id)
     return mapping.service_key(
         view, principal.org_id, names.get(record.project_id), runtime.clock.now()
     )
@@ -146,7 +146,7 @@ async def create_service_key(
     """Create a service key; ``api_key`` is its plaintext, shown only in this response."""
     _check_org(principal, body.org_id)
     project = await find_project(
-        runtime.store,
+        runtime.store.tenancy,
         principal,
         await runtime.keys.default_project(principal.org_id),
         body.project_id,
@@ -197,7 +197,7 @@ async def get_service_keys(
         project_id=check_query_text("project_id", project_id),
     )
     views = await runtime.keys.views(principal, page.records)
-    names = await project_names(runtime.store, principal.org_id)
+    names = await project_names(runtime.store.tenancy, principal.org_id)
     keys = [
         mapping.service_key(view, principal.org_id, names.get(view.record.project_id), now)
         for view in views

@@ -79,7 +79,7 @@ async def list_events(
     """Events in the order they happened (``budget.threshold_crossed``, ...)."""
     reject_unknown_params(request, {"key_id", "cursor", "limit"})
     require_scope(principal, "usage:read")
-    rows = await runtime.store.list_events(
+    rows = await runtime.store.events.list_page(
         principal.org_id, cursor, limit + 1, key_id, principal.project_id
     )
     page = rows[:limit]

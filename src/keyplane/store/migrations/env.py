@@ -35,7 +35,7 @@ def _run_online() -> None:
         return
     # Invoked from the alembic command line: build an engine from the settings.
     from keyplane.settings import Settings
-    from keyplane.store.sql import create_engine
+    from keyplane.store.unit import create_engine
 
     async def run_async() -> None:
         settings = Settings()

@@ -1,0 +1,159 @@
+"""Organizations and their projects: :class:`TenancyStore` and its SQL implementation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyplane.domain import ids
+from keyplane.domain.keyformat import DEFAULT_PREFIX
+from keyplane.domain.tenancy import Organization, Project
+from keyplane.errors import ConflictError
+from keyplane.store.tables import organizations, projects
+from keyplane.store.unit import UnitOfWork
+
+DEFAULT_ORG_NAME = "default"
+DEFAULT_PROJECT_NAME = "default"
+
+
+class TenancyStore(Protocol):
+    """Organizations and projects. Every object of Keyplane lives in one organization; a
+    project is found only within its own organization."""
+
+    async def ensure_default_tenancy(self, now: datetime) -> tuple[Organization, Project]:
+        """The first organization and its default project, created if missing.
+
+        Idempotent and safe to race: instances starting together on PostgreSQL take turns
+        (an advisory lock), so exactly one default organization is ever made.
+        """
+        ...
+
+    async def create_organization(self, name: str, now: datetime) -> tuple[Organization, Project]:
+        """A new organization with its own default project, in one transaction."""
+        ...
+
+    async def default_project(self, org_id: str, now: datetime) -> Project:
+        """The organization's default project, created if it has none yet.
+
+        Concurrent callers get the same project (the name is unique per organization).
+        """
+        ...
+
+    async def create_project(self, project: Project) -> Project:
+        """Insert a project; ConflictError when its name is taken in its organization."""
+        ...
+
+    async def get_project(self, org_id: str, project_id: str) -> Project | None:
+        """The project, if it exists in ``org_id`` (another org's project is ``None``)."""
+        ...
+
+    async def list_projects(self, org_id: str) -> list[Project]:
+        """The organization's projects in id (creation) order."""
+        ...
+
+
+class SqlTenancyStore:
+    """:class:`TenancyStore` over the shared unit of work."""
+
+    def __init__(self, unit: UnitOfWork) -> None:
+        self._unit = unit
+
+    async def ensure_default_tenancy(self, now: datetime) -> tuple[Organization, Project]:
+        async with self._unit.write() as conn:
+            if not self._unit.is_sqlite:
+                # Instances starting together take turns, so only one default org is made.
+                await conn.execute(select(func.pg_advisory_xact_lock(4242002)))
+            org_row = (
+                await conn.execute(select(organizations).order_by(organizations.c.id).limit(1))
+            ).first()
+            if org_row is None:
+                org = Organization(ids.new_id("org"), DEFAULT_ORG_NAME, now)
+                await conn.execute(
+                    insert(organizations).values(id=org.id, name=org.name, created_at=now)
+                )
+            else:
+                org = Organization(org_row.id, org_row.name, org_row.created_at)
+            project = await _ensure_default_project(conn, org.id, now)
+        return org, project
+
+    async def create_organization(self, name: str, now: datetime) -> tuple[Organization, Project]:
+        org = Organization(ids.new_id("org"), name, now)
+        async with self._unit.write() as conn:
+            await conn.execute(insert(organizations).values(id=org.id, name=name, created_at=now))
+            project = await _ensure_default_project(conn, org.id, now)
+        return org, project
+
+    async def default_project(self, org_id: str, now: datetime) -> Project:
+        # An org from before migration 0005 has no default project until asked for one.
+        async with self._unit.read() as conn:
+            row = (
+                await conn.execute(
+                    select(projects).where(
+                        projects.c.org_id == org_id, projects.c.name == DEFAULT_PROJECT_NAME
+                    )
+                )
+            ).first()
+        if row is not None:
+            return project_from_row(row)
+        try:
+            async with self._unit.write() as conn:
+                return await _ensure_default_project(conn, org_id, now)
+        except ConflictError:
+            # Made meanwhile by a concurrent request (the name is unique per org): read it.
+            return await self.default_project(org_id, now)
+
+    async def create_project(self, project: Project) -> Project:
+        async with self._unit.write() as conn:
+            await conn.execute(insert(projects).values(**_project_values(project)))
+        return project
+
+    async def get_project(self, org_id: str, project_id: str) -> Project | None:
+        async with self._unit.read() as conn:
+            row = (
+                await conn.execute(
+                    select(projects).where(projects.c.org_id == org_id, projects.c.id == project_id)
+                )
+            ).first()
+        return None if row is None else project_from_row(row)
+
+    async def list_projects(self, org_id: str) -> list[Project]:
+        async with self._unit.read() as conn:
+            rows = await conn.execute(
+                select(projects).where(projects.c.org_id == org_id).order_by(projects.c.id)
+            )
+            return [project_from_row(row) for row in rows]
+
+
+def _project_values(project: Project) -> dict[str, Any]:
+    return {
+        "id": project.id,
+        "org_id": project.org_id,
+        "name": project.name,
+        "key_prefix": project.key_prefix,
+        "created_at": project.created_at,
+    }
+
+
+def project_from_row(row: Row[Any]) -> Project:
+    """A :class:`Project` from a row of ``projects``."""
+    return Project(row.id, row.org_id, row.name, row.key_prefix, row.created_at)
+
+
+async def _ensure_default_project(conn: AsyncConnection, org_id: str, now: datetime) -> Project:
+    """The org's project named ``default`` (unique per org), inserted if missing."""
+    row = (
+        await conn.execute(
+            select(projects).where(
+                projects.c.org_id == org_id, projects.c.name == DEFAULT_PROJECT_NAME
+            )
+        )
+    ).first()
+    if row is not None:
+        return project_from_row(row)
+    project = Project(ids.new_id("proj"), org_id, DEFAULT_PROJECT_NAME, DEFAULT_PREFIX, now)
+    await conn.execute(insert(projects).values(**_project_values(project)))
+    return project

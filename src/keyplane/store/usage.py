@@ -1,0 +1,467 @@
+"""The usage ledger and the limiter's durable state: :class:`UsageStore` and its SQL
+implementation.
+
+The ledger is ``usage_events`` (one row per report, unique per API key and idempotency key),
+its rollups ``usage_rollups`` (per key, bucket, bucket start and model, ``""`` for all
+models) and the budget alerts it writes to ``events``. ``limit_windows`` keeps what the
+Redis limiter needs to survive the loss of Redis (see ``services/redis_limiter.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Table, and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyplane.domain import ids, money
+from keyplane.domain.usage import Recorded, UsageEntry, bucket_starts, crossed_thresholds
+from keyplane.store.tables import events, limit_windows, usage_events, usage_rollups
+from keyplane.store.unit import UnitOfWork
+
+#: Called inside a usage transaction with its new reports, before it commits.
+BeforeCommit = Callable[[Sequence[UsageEntry]], Awaitable[None]]
+
+
+class UsageStore(Protocol):
+    """The usage ledger, its rollups and the limiter's durable windows."""
+
+    async def record(
+        self, entries: Sequence[UsageEntry], before_commit: BeforeCommit | None = None
+    ) -> list[Recorded]:
+        """Append reports to the ledger and its rollups in one transaction (group commit);
+        answer each, in order, with what happened to it.
+
+        A report is counted once per (API key, idempotency key), however many times and by
+        however many concurrent callers it is sent: a repeat answers as the original
+        (``new=False``), or as a conflict when its body differs. A report that would push a
+        key's all-time totals past ``money.LEDGER_MAX`` is not recorded (``overflow``).
+        Budget thresholds crossed are written as ``budget.threshold_crossed`` events, once
+        each. ``before_commit`` sees the new reports inside the transaction, while their
+        rollup rows are locked (see :meth:`seed_spent`).
+        """
+        ...
+
+    async def seed_spent(
+        self,
+        key_id: str,
+        bucket: str,
+        bucket_start: datetime,
+        install: Callable[[dict[str, int]], Awaitable[None]],
+    ) -> None:
+        """Read a key's spending in one bucket by model (``""`` for all) and ``install`` it
+        while no report of that key and bucket can commit (a row lock held until
+        ``install`` returns), so each report is counted once: by the seed, or by the
+        ``before_commit`` of :meth:`record`."""
+        ...
+
+    async def totals(self, key_ids: Sequence[str], now: datetime) -> dict[str, dict[str, int]]:
+        """Micro-credits spent per key in the buckets ``now`` falls in (total, day, week,
+        month); every asked key is in the answer, 0 where it spent nothing."""
+        ...
+
+    async def guard_limit_state(
+        self, key_id: str, install: Callable[[int | None, Mapping[str, int]], Awaitable[int]]
+    ) -> None:
+        """Renew a key's limit marker under a row lock: ``install`` gets the last promise
+        (``None`` if none) and the kept long windows, and returns the new promise, stored in
+        the same transaction if it is later. Concurrent renewals of a key take turns."""
+        ...
+
+    async def keep_limit_windows(self, rows: Mapping[tuple[str, str], int]) -> None:
+        """Keep, per (key id, window id), the latest instant each long window is full again;
+        the greater value wins, also between concurrent writers."""
+        ...
+
+
+class SqlUsageStore:
+    """:class:`UsageStore` over the shared unit of work."""
+
+    def __init__(self, unit: UnitOfWork) -> None:
+        self._unit = unit
+        self._statements: _UsageStatements | None = None
+
+    async def record(
+        self, entries: Sequence[UsageEntry], before_commit: BeforeCommit | None = None
+    ) -> list[Recorded]:
+        """Append reports to the ledger and their rollups, in one transaction (group commit).
+
+        A report whose idempotency key is already in the ledger for its API key is not counted
+        again: it answers as the original (same body) or as a conflict (another body). The
+        scope is the API key, so another key's report (another tenant's) never matches. Each
+        step is one statement for the whole batch, whatever its size. ``before_commit`` is
+        given the new reports while their rollup rows are still locked (see
+        :meth:`seed_spent`).
+        """
+        if not entries:
+            return []
+        statements = self._usage_statements()
+        async with self._unit.write() as conn:
+            await conn.execute(statements.append, [_usage_values(e) for e in entries])
+            # Which row holds each (API key, idempotency key) now: ours (new) or an earlier
+            # one. One statement; the IN lists may pair more than asked, the dict picks.
+            rows = await conn.execute(
+                select(
+                    usage_events.c.key_id,
+                    usage_events.c.idempotency_key,
+                    usage_events.c.id,
+                    usage_events.c.fingerprint,
+                    usage_events.c.recorded_at,
+                ).where(
+                    usage_events.c.key_id.in_(sorted({e.key_id for e in entries})),
+                    usage_events.c.idempotency_key.in_(
+                        sorted({e.idempotency_key for e in entries})
+                    ),
+                )
+            )
+            by_key = {(row.key_id, row.idempotency_key): row for row in rows}
+            outcomes: list[Recorded] = []
+            added: list[UsageEntry] = []
+            for entry in entries:
+                row = by_key[(entry.key_id, entry.idempotency_key)]
+                if row.id == entry.id:
+                    added.append(entry)
+                    outcomes.append(Recorded(entry.id, entry.recorded_at, new=True))
+                else:
+                    conflict = row.fingerprint != entry.fingerprint
+                    outcomes.append(Recorded(row.id, row.recorded_at, new=False, conflict=conflict))
+            if added:
+                overflowing = await self._overflowing(conn, added)
+                if overflowing:
+                    # Not recorded at all: out of the ledger, so a retry is judged afresh.
+                    await conn.execute(
+                        delete(usage_events).where(usage_events.c.id.in_(sorted(overflowing)))
+                    )
+                    added = [entry for entry in added if entry.id not in overflowing]
+                    outcomes = [
+                        Recorded(o.event_id, o.recorded_at, new=False, overflow=True)
+                        if o.event_id in overflowing
+                        else o
+                        for o in outcomes
+                    ]
+            if added:
+                await self._add_to_rollups(conn, added)
+                if before_commit is not None:
+                    await before_commit(added)
+        return outcomes
+
+    async def _overflowing(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> set[str]:
+        """Ids of the reports that would push a key's all-time totals past ``LEDGER_MAX``.
+
+        Why: the rollups are 64-bit integers. Past 2**63 PostgreSQL fails the whole batch
+        (``bigint out of range``, every later report of the key included) and SQLite silently
+        turns the sum into a float. The all-time, all-models row of a key bounds every other
+        rollup row of it, so checking that one row bounds them all. It is locked first (in
+        key order, created empty if need be, as ``seed_spent`` does), so concurrent batches on
+        other instances cannot both pass the check on the same total.
+        """
+        epoch = bucket_starts(added[0].recorded_at)["total"]
+        key_ids = sorted({entry.key_id for entry in added})
+        await conn.execute(
+            self._unit.insert(usage_rollups).on_conflict_do_nothing(),
+            [
+                {
+                    "key_id": key_id,
+                    "bucket": "total",
+                    "bucket_start": epoch,
+                    "model": "",
+                    "requests": 0,
+                    "cost_micros": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                }
+                for key_id in key_ids
+            ],
+        )
+        rows = await conn.execute(
+            select(
+                usage_rollups.c.key_id,
+                usage_rollups.c.cost_micros,
+                usage_rollups.c.input_tokens,
+                usage_rollups.c.output_tokens,
+            )
+            .where(
+                usage_rollups.c.key_id.in_(key_ids),
+                usage_rollups.c.bucket == "total",
+                usage_rollups.c.bucket_start == epoch,
+                usage_rollups.c.model == "",
+            )
+            .order_by(usage_rollups.c.key_id)
+            .with_for_update()
+        )
+        running = {
+            row.key_id: [row.cost_micros, row.input_tokens, row.output_tokens] for row in rows
+        }
+        overflowing: set[str] = set()
+        for entry in added:
+            totals = running[entry.key_id]
+            amounts = (entry.cost_micros, entry.input_tokens, entry.output_tokens)
+            if any(
+                total + amount > money.LEDGER_MAX
+                for total, amount in zip(totals, amounts, strict=True)
+            ):
+                overflowing.add(entry.id)
+                continue
+            for index, amount in enumerate(amounts):
+                totals[index] += amount
+        return overflowing
+
+    async def seed_spent(
+        self,
+        key_id: str,
+        bucket: str,
+        bucket_start: datetime,
+        install: Callable[[dict[str, int]], Awaitable[None]],
+    ) -> None:
+        """Read a key's spending in one bucket, by model, and ``install`` it, under a lock.
+
+        The lock is the key's all-models rollup row (created empty if need be), which every
+        report of that key and bucket updates: while a seed holds it no report can commit,
+        and a report that committed first is in what the seed reads. A report passes its
+        amount to the live counters before it commits (``before_commit``), so each report is
+        counted exactly once, by the seed or by the increment, whatever the interleaving and
+        however many instances run.
+        """
+        async with self._unit.write() as conn:
+            await conn.execute(
+                self._unit.insert(usage_rollups)
+                .values(
+                    key_id=key_id,
+                    bucket=bucket,
+                    bucket_start=bucket_start,
+                    model="",
+                    requests=0,
+                    cost_micros=0,
+                    input_tokens=0,
+                    output_tokens=0,
+                )
+                .on_conflict_do_nothing()
+            )
+            in_bucket = (
+                usage_rollups.c.key_id == key_id,
+                usage_rollups.c.bucket == bucket,
+                usage_rollups.c.bucket_start == bucket_start,
+            )
+            await conn.execute(
+                select(usage_rollups.c.model)
+                .where(*in_bucket, usage_rollups.c.model == "")
+                .with_for_update()
+            )
+            rows = await conn.execute(
+                select(usage_rollups.c.model, usage_rollups.c.cost_micros).where(*in_bucket)
+            )
+            await install({row.model: row.cost_micros for row in rows})
+
+    async def guard_limit_state(
+        self, key_id: str, install: Callable[[int | None, Mapping[str, int]], Awaitable[int]]
+    ) -> None:
+        """Renew a key's limit marker in Redis under a lock, and remember how long it lasts.
+
+        ``install`` gets what the last renewal promised (None if there was none) and the
+        key's kept long windows (``keep_limit_windows``), puts the marker in Redis and returns
+        until when Redis keeps it. The row stays locked while it
+        runs, so instances renewing the same key at once take turns: the second sees the
+        first one's promise and its marker, never a promise without its marker (which it would
+        take for a lost Redis). Written in the same transaction, so a promise is never older
+        than the marker it describes unless this commit fails after ``install`` succeeded.
+        """
+        marker = (limit_windows.c.key_id == key_id, limit_windows.c.window == "")
+        async with self._unit.write() as conn:
+            await conn.execute(
+                self._unit.insert(limit_windows)
+                .values(key_id=key_id, window="", until_us=-1)
+                .on_conflict_do_nothing()
+            )
+            old = (
+                await conn.execute(
+                    select(limit_windows.c.until_us).where(*marker).with_for_update()
+                )
+            ).scalar_one()
+            kept = await conn.execute(
+                select(limit_windows.c.window, limit_windows.c.until_us).where(
+                    limit_windows.c.key_id == key_id, limit_windows.c.window != ""
+                )
+            )
+            until = await install(None if old < 0 else old, {r.window: r.until_us for r in kept})
+            if until > old:
+                await conn.execute(update(limit_windows).where(*marker).values(until_us=until))
+
+    async def keep_limit_windows(self, rows: Mapping[tuple[str, str], int]) -> None:
+        """Keep, per (key id, window id), the latest instant each long window is full again.
+
+        Several instances write the same rows: the greater value wins, in the statement.
+        """
+        if not rows:
+            return
+        insert = self._unit.insert(limit_windows)
+        greatest = self._unit.greatest
+        statement = insert.on_conflict_do_update(
+            index_elements=[limit_windows.c.key_id, limit_windows.c.window],
+            set_={"until_us": greatest(limit_windows.c.until_us, insert.excluded.until_us)},
+        )
+        values = [
+            {"key_id": key_id, "window": window, "until_us": until}
+            # Sorted, so concurrent transactions (several instances) lock rows in one order.
+            for (key_id, window), until in sorted(rows.items())
+        ]
+        async with self._unit.write() as conn:
+            await conn.execute(statement, values)
+
+    async def _add_to_rollups(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
+        sums: dict[tuple[str, str, datetime, str], list[int]] = {}
+        for entry in added:
+            for bucket, start in bucket_starts(entry.recorded_at).items():
+                for model in {"", entry.model or ""}:
+                    total = sums.setdefault((entry.key_id, bucket, start, model), [0, 0, 0, 0])
+                    total[0] += 1
+                    total[1] += entry.cost_micros
+                    total[2] += entry.input_tokens
+                    total[3] += entry.output_tokens
+        # Sorted, so concurrent transactions (several instances) lock rows in one order.
+        rows = [
+            {
+                "key_id": key_id,
+                "bucket": bucket,
+                "bucket_start": start,
+                "model": model,
+                "requests": requests,
+                "cost_micros": cost,
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+            }
+            for (key_id, bucket, start, model), (requests, cost, tokens_in, tokens_out) in sorted(
+                sums.items()
+            )
+        ]
+        await conn.execute(self._usage_statements().add_to_rollup, rows)
+        alerting = [entry for entry in added if entry.alert is not None]
+        if alerting:
+            await self._record_alerts(conn, alerting)
+
+    async def _record_alerts(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
+        # The totals now committed in this transaction, for each budget a report may alert on.
+        slots = {
+            (e.key_id, e.alert.bucket, e.alert.bucket_start) for e in added if e.alert is not None
+        }
+        running: dict[tuple[str, str, datetime], int] = {}
+        for key_id, bucket, start in slots:
+            running[(key_id, bucket, start)] = (
+                await conn.execute(
+                    select(usage_rollups.c.cost_micros).where(
+                        usage_rollups.c.key_id == key_id,
+                        usage_rollups.c.bucket == bucket,
+                        usage_rollups.c.bucket_start == start,
+                        usage_rollups.c.model == "",
+                    )
+                )
+            ).scalar_one()
+        # Walk the batch backwards from the committed totals, so each report is checked
+        # against the spending just before and just after it.
+        crossings: list[list[dict[str, Any]]] = []
+        for entry in reversed(added):
+            alert = entry.alert
+            if alert is None:
+                continue
+            slot = (entry.key_id, alert.bucket, alert.bucket_start)
+            after = running[slot]
+            before = after - entry.cost_micros
+            running[slot] = before
+            crossings.append([])
+            for bp in crossed_thresholds(before, after, alert.limit_micros, alert.thresholds_bp):
+                crossings[-1].append(
+                    {
+                        "org_id": entry.org_id,
+                        "type": "budget.threshold_crossed",
+                        "subject_id": entry.key_id,
+                        "dedupe_key": (
+                            f"budget:{entry.key_id}:{alert.bucket}:"
+                            f"{alert.bucket_start.isoformat()}:{bp}"
+                        ),
+                        "payload": {
+                            "key_id": entry.key_id,
+                            "threshold": bp / 10_000,
+                            "reset": alert.reset,
+                            "period_start": alert.bucket_start.isoformat().replace("+00:00", "Z"),
+                            # Integers in storage; the API shows them as credits.
+                            "credit_limit_micros": alert.limit_micros,
+                            "spent_micros": after,
+                        },
+                        "created_at": entry.recorded_at,
+                    }
+                )
+        # Event ids sort by time: give them out in the order the crossings happened.
+        ordered = [crossing for group in reversed(crossings) for crossing in group]
+        if ordered:
+            for crossing, event_id in zip(ordered, ids.new_ids("evt", len(ordered)), strict=True):
+                crossing["id"] = event_id
+            await conn.execute(self._usage_statements().record_event, ordered)
+
+    def _usage_statements(self) -> _UsageStatements:
+        """The ledger's statements, built once: building an upsert costs more than running it."""
+        if self._statements is None:
+            self._statements = _UsageStatements.build(self._unit.insert)
+        return self._statements
+
+    async def totals(self, key_ids: Sequence[str], now: datetime) -> dict[str, dict[str, int]]:
+        """Micro-credits spent per key in the buckets ``now`` falls in (total/day/week/month)."""
+        if not key_ids:
+            return {}
+        starts = bucket_starts(now)
+        current = or_(
+            *(
+                and_(usage_rollups.c.bucket == bucket, usage_rollups.c.bucket_start == start)
+                for bucket, start in starts.items()
+            )
+        )
+        query = select(
+            usage_rollups.c.key_id, usage_rollups.c.bucket, usage_rollups.c.cost_micros
+        ).where(usage_rollups.c.key_id.in_(list(key_ids)), usage_rollups.c.model == "", current)
+        totals: dict[str, dict[str, int]] = {key_id: dict.fromkeys(starts, 0) for key_id in key_ids}
+        async with self._unit.read() as conn:
+            for row in await conn.execute(query):
+                totals[row.key_id][row.bucket] = row.cost_micros
+        return totals
+
+
+@dataclass(frozen=True, slots=True)
+class _UsageStatements:
+    append: Any
+    add_to_rollup: Any
+    record_event: Any
+
+    @classmethod
+    def build(cls, insert_for: Callable[[Table], Any]) -> _UsageStatements:
+        upsert = insert_for(usage_rollups)
+        excluded = upsert.excluded
+        return cls(
+            append=insert_for(usage_events).on_conflict_do_nothing(),
+            add_to_rollup=upsert.on_conflict_do_update(
+                index_elements=["key_id", "bucket", "bucket_start", "model"],
+                set_={
+                    name: usage_rollups.c[name] + excluded[name]
+                    for name in ("requests", "cost_micros", "input_tokens", "output_tokens")
+                },
+            ),
+            record_event=insert_for(events).on_conflict_do_nothing(),
+        )
+
+
+def _usage_values(entry: UsageEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "org_id": entry.org_id,
+        "key_id": entry.key_id,
+        "idempotency_key": entry.idempotency_key,
+        "fingerprint": entry.fingerprint,
+        "request_id": entry.request_id,
+        "model": entry.model,
+        "cost_micros": entry.cost_micros,
+        "input_tokens": entry.input_tokens,
+        "output_tokens": entry.output_tokens,
+        "latency_ms": entry.latency_ms,
+        "status": entry.status,
+        "recorded_at": entry.recorded_at,
+    }
