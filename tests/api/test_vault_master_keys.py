@@ -14,8 +14,8 @@ from keyplane.api.app import create_app
 from keyplane.domain.clock import ManualClock
 from keyplane.domain.envelope import MasterKey
 from keyplane.settings import to_async_url
-from keyplane.store.unit import create_engine
 from keyplane.store.tables import vault_credentials
+from keyplane.store.unit import create_engine
 from tests.conftest import ROOT_KEY, VAULT_KEY, Database
 
 OLD = MasterKey.from_base64(VAULT_KEY)

@@ -34,8 +34,8 @@ from keyplane.services.limits import Admission, AdmissionResult, MemoryLimiter, 
 from keyplane.services.redis_limiter import AfterLoss, CountersUnsettled, RedisLimiter
 from keyplane.services.resilient_limiter import ResilientLimiter
 from keyplane.settings import to_async_url
-from keyplane.store.migrate import migrate
 from keyplane.store.database import Database as Db
+from keyplane.store.migrate import migrate
 from tests.conftest import Database, free_port, private_redis
 
 SECOND_US = gcra.MICROS

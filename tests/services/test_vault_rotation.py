@@ -30,9 +30,9 @@ from keyplane.errors import StorageError, VaultIntegrityError, VaultKeyError
 from keyplane.services import vault_rotation
 from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
+from keyplane.store.tables import organizations, vault_credentials
 from keyplane.store.unit import UnitOfWork, create_engine
 from keyplane.store.vault_sealed import SqlSealedSecretStore
-from keyplane.store.tables import organizations, vault_credentials
 from tests.conftest import Database
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -107,7 +107,11 @@ async def test_rotation_moves_every_secret_to_the_new_key(engine: AsyncEngine) -
     before = await _tokens(engine)
     seen: list[int] = []
 
-    report = await vault_rotation.rotate_master(_sealed(engine), Keyring(NEW, [OLD]), batch_size=3, progress=lambda r: seen.append(r.rewrapped)
+    report = await vault_rotation.rotate_master(
+        _sealed(engine),
+        Keyring(NEW, [OLD]),
+        batch_size=3,
+        progress=lambda r: seen.append(r.rewrapped),
     )
 
     assert (report.rewrapped, report.already_current, report.remaining) == (7, 0, 0)
