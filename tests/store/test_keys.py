@@ -10,10 +10,11 @@ import pytest
 
 from keyplane.domain import ids
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.domain.plans import PlanRecord
 from keyplane.errors import ConflictError, NotFoundError
 from keyplane.store.base import KeyFilter
 from keyplane.store.database import Database as Db
-from tests.store.conftest import NOW, key_record, tenancy
+from tests.store.conftest import NOW, key_record, other_tenancy, tenancy
 
 
 async def test_key_round_trips_every_field(db: Db) -> None:
@@ -191,3 +192,36 @@ async def test_touch_keys_only_moves_last_used_forward(db: Db) -> None:
     await db.keys.touch({})
     reloaded = await db.keys.get(org, record.id)
     assert reloaded is not None and reloaded.last_used_at == later
+
+
+async def test_find_by_id_carries_the_plan_in_any_organization(db: Db) -> None:
+    org, _ = await other_tenancy(db)
+    project = (await db.tenancy.list_projects(org))[0].id
+    plan = PlanRecord(ids.new_id("plan"), org, "pro", NOW, NOW, policy={"scopes": ["a"]})
+    await db.plans.create(plan)
+    record = await db.keys.create(key_record(org, project, plan_id=plan.id))
+    match = await db.keys.find_by_id(record.id)
+    assert match is not None
+    assert (match.record, match.valid_until) == (record, None)
+    assert (match.plan_name, match.plan_policy) == ("pro", {"scopes": ["a"]})
+    by_secret = await db.keys.find_by_secret(record.hash)
+    assert by_secret is not None and by_secret.plan_name == "pro"
+    plain = await db.keys.create(key_record(org, project))
+    bare = await db.keys.find_by_id(plain.id)
+    assert bare is not None and (bare.plan_name, bare.plan_policy) == (None, None)
+    assert await db.keys.find_by_id(ids.new_id("key")) is None
+
+
+async def test_another_organizations_keys_are_invisible(db: Db) -> None:
+    org, project = await tenancy(db)
+    other, other_project = await other_tenancy(db)
+    theirs = await db.keys.create(key_record(other, other_project, owner="o"))
+    mine = await db.keys.create(key_record(org, project, owner="o"))
+    assert await db.keys.get(org, theirs.id) is None
+    assert await db.keys.get(org, theirs.hash) is None
+    assert await db.keys.list_page(org, KeyFilter(owner="o"), NOW, None, 10) == [mine]
+    with pytest.raises(NotFoundError):
+        await db.keys.mutate(org, theirs.id, lambda r: r)
+    with pytest.raises(NotFoundError):
+        await db.keys.rotate(org, theirs.id, lambda r: r, NOW)
+    assert await db.keys.get(other, theirs.id) == theirs

@@ -5,13 +5,19 @@ from __future__ import annotations
 import logging
 import secrets
 import traceback
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.pool import QueuePool, StaticPool
 
 from keyplane.errors import StorageError
+from keyplane.settings import Settings
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
+from keyplane.store.tables import organizations
+from tests.conftest import free_port
+from tests.store.conftest import NOW
 
 
 async def test_migrating_twice_is_harmless(db: Db) -> None:
@@ -32,3 +38,87 @@ async def test_a_database_error_carries_no_sql_parameter(
     told = "".join(traceback.format_exception(caught.value)) + caplog.text
     assert "no_such_table" in told  # the error itself is there
     assert marker not in told
+
+
+def _unreachable() -> Db:
+    # Nothing listens on a port just released (the PostgreSQL server is not asked).
+    return Db.from_url(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test")
+
+
+async def test_an_unreachable_database_is_a_storage_error() -> None:
+    """asyncpg raises a refused connection as a bare ConnectionRefusedError (an OSError),
+    which escaped every store method (a 500 instead of /readyz's 503) before the unit of
+    work wrapped it."""
+    db = _unreachable()
+    try:
+        with pytest.raises(StorageError) as pinged:
+            await db.ping()
+        assert isinstance(pinged.value.__cause__, OSError)
+        with pytest.raises(StorageError) as read:
+            await db.keys.get("org_x", "key_x")
+        assert isinstance(read.value.__cause__, OSError)
+        with pytest.raises(StorageError) as written:
+            await db.keys.touch({"key_x": NOW})
+        assert isinstance(written.value.__cause__, OSError)
+        with pytest.raises(StorageError):
+            await db.vault.lease_batch([], {("org_x", None): ["lease_x"]}, NOW)
+    finally:
+        await db.close()
+
+
+async def test_a_failing_body_rolls_back_and_keeps_its_own_error(db: Db) -> None:
+    org, _project = await db.tenancy.ensure_default_tenancy(NOW)
+
+    class Refused(Exception):
+        pass
+
+    with pytest.raises(Refused):
+        async with db.unit.write() as conn:
+            await conn.execute(
+                organizations.insert().values(id="org_" + "r" * 26, name="r", created_at=NOW)
+            )
+            raise Refused
+    assert [p.org_id for p in await db.tenancy.list_projects("org_" + "r" * 26)] == []
+    async with db.unit.read() as conn:
+        ids_now = {row.id for row in await conn.execute(organizations.select())}
+    assert ids_now == {org.id}
+
+
+async def test_autocommit_statements_commit_on_their_own(db: Db) -> None:
+    async with db.unit.autocommit() as conn:
+        await conn.execute(
+            organizations.insert().values(id="org_" + "a" * 26, name="a", created_at=NOW)
+        )
+    async with db.unit.read() as conn:
+        names = {row.name for row in await conn.execute(organizations.select())}
+    assert "a" in names
+
+
+def test_the_pool_settings_reach_the_postgresql_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    pg_url = "postgresql://postgres@127.0.0.1:5432/test"
+    defaults = Db.from_settings(Settings(database_url=pg_url))  # no connection is opened
+    assert isinstance(defaults.engine.pool, QueuePool)
+    assert (defaults.engine.pool.size(), defaults.engine.pool._max_overflow) == (10, 20)
+    monkeypatch.setenv("KEYPLANE_DATABASE_POOL_SIZE", "3")
+    monkeypatch.setenv("KEYPLANE_DATABASE_MAX_OVERFLOW", "7")
+    settings = Settings(database_url=pg_url)
+    assert (settings.database_pool_size, settings.database_max_overflow) == (3, 7)
+    pool = Db.from_settings(settings).engine.pool
+    assert isinstance(pool, QueuePool)
+    assert (pool.size(), pool._max_overflow) == (3, 7)
+
+
+def test_sqlite_keeps_its_own_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    default_pool = type(Db.from_settings(Settings(database_url=url)).engine.pool)
+    monkeypatch.setenv("KEYPLANE_DATABASE_POOL_SIZE", "3")
+    assert type(Db.from_settings(Settings(database_url=url)).engine.pool) is default_pool
+    memory = Db.from_settings(Settings(database_url="sqlite://"))
+    assert isinstance(memory.engine.pool, StaticPool)
+
+
+def test_pool_settings_are_bounded() -> None:
+    with pytest.raises(ValueError, match="database_pool_size"):
+        Settings(database_pool_size=0)
+    with pytest.raises(ValueError, match="database_max_overflow"):
+        Settings(database_max_overflow=-1)

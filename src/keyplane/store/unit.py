@@ -103,7 +103,9 @@ def _sqlite_engine(async_url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # Not on an autocommit connection: nothing would ever COMMIT that BEGIN.
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN")
 
     return engine
 
