@@ -111,6 +111,7 @@ _NEEDS_STATE = 3
 # A few rounds: another instance recovering from an outage may drop a counter just seeded.
 _SEED_ROUNDS = 5
 _NEEDS_SEED = 2
+_SEEDED_REMEMBERED = 10_000
 _ADMITTED = 1
 # Lua's %s: a reservation record is split on these, so scopes cannot hold them.
 _LUA_SPACE = re.compile(r"[ \t\n\v\f\r]")
@@ -209,6 +210,9 @@ class RedisLimiter:
         self._redis = redis
         self._seeder = seeder
         self._seeding = SingleFlight()
+        self._seeds_ended = 0  # seeds ended, of any counter
+        #: counter -> the value of ``_seeds_ended`` when its last seed here ended.
+        self._seeded: dict[tuple[str, str, Reset, datetime], int] = {}
         self._prefix = prefix
         self._remember_us = remember_expired // timedelta(microseconds=1)
         self._use_caller_clock = use_caller_clock
@@ -306,11 +310,13 @@ class RedisLimiter:
             )
         keys += [f"{base}:mark", f"{base}:lost"]
         args += [need_us, 2 * need_us]
-        for _ in range(_SEED_ROUNDS):
-            renewals = self._renewals
+        rounds = skipped = 0
+        while rounds < _SEED_ROUNDS:
+            renewals, seeds = self._renewals, self._seeds_ended
             reply = await self._scripts.admit(self._redis, keys, args)
             status = int(reply[0])
             if status == _NEEDS_STATE:
+                rounds += 1
                 # A renewal that ended while this reply was on its way may well have been
                 # this key's: look again rather than start another (single flight).
                 if self._renewals == renewals:
@@ -322,20 +328,35 @@ class RedisLimiter:
                     # A third of the marker's life is gone: renew it off this request's path.
                     self._renew_soon(key_id, long_windows, hold_us, need_us, now)
                 return result
-            missing = dict.fromkeys(
-                (budgets[int(i)].scope, budgets[int(i)].reset, budgets[int(i)].period_start)
+            missing = [
+                (key_id, budgets[int(i)].scope, budgets[int(i)].reset, budgets[int(i)].period_start)
                 for i in reply[1:]
-            )
-            for scope, reset, start in missing:
-                await self._seed(key_id, scope, reset, start)
+            ]
+            # A counter seeded while this reply was on its way needs no other seed: look
+            # again (a thousand cold admissions would otherwise seed it a few times over).
+            unseeded = [c for c in dict.fromkeys(missing) if self._seeded.get(c, -1) <= seeds]
+            if not unseeded and skipped < _SEED_ROUNDS:
+                skipped += 1
+                continue
+            rounds += 1
+            for counter in unseeded or dict.fromkeys(missing):
+                await self._seed(*counter)
         raise CountersUnsettled("budget counters could not be seeded from the ledger")
 
     async def _seed(self, key_id: str, scope: str, reset: Reset, start: datetime) -> None:
         """Seed one counter from the ledger, once for every admission waiting for it."""
-        await self._seeding.run(
-            (key_id, scope, reset, start),
-            lambda: self._seeder.seed(key_id, scope, reset, start, self),
-        )
+        counter = (key_id, scope, reset, start)
+
+        async def seed() -> None:
+            try:
+                await self._seeder.seed(key_id, scope, reset, start, self)
+            finally:
+                self._seeds_ended += 1
+                if len(self._seeded) >= _SEEDED_REMEMBERED:
+                    self._seeded.clear()  # forgetting costs at most one more seed
+                self._seeded[counter] = self._seeds_ended
+
+        await self._seeding.run(counter, seed)
 
     def _result(self, admission: Admission, reply: Sequence[Any]) -> AdmissionResult:
         """The verdict from the script's raw state, worked out exactly as MemoryLimiter does."""
