@@ -62,12 +62,23 @@ async def test_open_and_closed(mode: FailureMode, expected: Code | None) -> None
 
 
 async def test_spending_reports_still_count_locally_while_redis_is_down() -> None:
-    limiter, redis = _limiter("fallback")
+    ledger = _Ledger(spent=100_000)
+    # Nothing listens on this port: every Redis call fails at once with a connection error.
+    limiter, _, redis = _recovering(free_port(), ledger)
+    month = budget(1_000_000, 0)
     try:
         await limiter.add_spent("key_1", None, 5, NOW)  # must not raise
+        assert limiter.degraded
+        # The fallback seeds its own counter from the ledger (100_000 spent)...
+        first = await limiter.admit(admission("r1", budgets=(month,)), NOW)
+        assert first.refusal is None and first.limits[0].remaining == 900_000
+        # ...and a report committed while Redis is down counts in it.
+        await limiter.add_spent("key_1", None, 300_000, NOW)
+        second = await limiter.admit(admission("r2", budgets=(month,)), NOW)
     finally:
         await redis.aclose()
-    assert limiter.degraded
+    assert limiter.degraded and limiter.fallbacks == 2
+    assert second.refusal is None and second.limits[0].remaining == 600_000
 
 
 # -- recovery: against a redis-server of the test's own, started after the limiter gave up --
