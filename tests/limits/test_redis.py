@@ -36,7 +36,8 @@ from keyplane.domain.admission import (
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset, next_reset, period_start
 from keyplane.errors import LimiterUnavailableError
-from keyplane.limits.redis import CountersUnsettled, RedisLimiter
+from keyplane.limits.markers import CountersUnsettled
+from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.scripts import Script
 from tests.limits.harness import (
     MINUTE_US,

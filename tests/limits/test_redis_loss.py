@@ -30,8 +30,9 @@ from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
 from keyplane.errors import StorageError
 from keyplane.limits.keeper import Guard, Install, MemoryGuard, WindowKeeper
+from keyplane.limits.markers import AfterLoss, CountersUnsettled
 from keyplane.limits.memory import MemoryLimiter
-from keyplane.limits.redis import AfterLoss, CountersUnsettled, RedisLimiter
+from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
 from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
@@ -303,7 +304,7 @@ async def test_a_busy_key_has_its_marker_renewed_off_the_request_path(
     assert guard.calls == 1
     clock.set(start + 2 * HOLD)  # a third of its life left: renewed after this verify
     assert passed(await admitted(limits, clock.now(), 1, "second", max_parallel=20)) == 1
-    while guard.calls < 2 or limits._renewing:
+    while guard.calls < 2 or limits._markers.renewing:
         await asyncio.sleep(0.001)
     # The end of the first promise; the renewed one has two holds left, so not even a
     # renewal in the background is due.

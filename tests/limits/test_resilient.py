@@ -17,8 +17,9 @@ from keyplane.domain.admission import WindowAsk
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
 from keyplane.limits.base import CounterInstaller
+from keyplane.limits.markers import CountersUnsettled
 from keyplane.limits.memory import MemoryLimiter
-from keyplane.limits.redis import CountersUnsettled, RedisLimiter
+from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import FailureMode, ResilientLimiter
 from tests.conftest import free_port, private_redis
 from tests.limits.harness import MINUTE_US, NOW, NoSeeder, admission, budget

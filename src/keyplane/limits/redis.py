@@ -23,56 +23,25 @@ Cluster slot and every script names all the keys it touches in ``KEYS``::
                                                                the period's end it expires
     <prefix>:{<key id>}:scopes     set of the spent counters above ("<scope>:<reset>:<start>")
     <prefix>:{<key id>}:mark       until when (us) this Redis holds the key's long windows and
-                                   slots; see "Losing Redis's data" below
+                                   slots; see keyplane.limits.markers
     <prefix>:{<key id>}:lost       until when (us) slots lost with Redis's data may be in use
 
 The reservation keys expire together once every hold and remembered estimate is over.
 
-Losing Redis's data. Budgets come back from the ledger, but windows and slots live only here,
-so a restart or failover that loses them would admit a used-up 30-day window again. Every
-admission that touches a long window (a period of an hour or more) or takes a slot first
-checks, in the same script, the key's *marker*: a Redis key promised to last until a stated
-instant, and made to outlast every long window's debt and every slot hold it covers. The promise
-is durable (``guard``: a database row, renewed under a row lock, ``SqlStore.guard_limit_state``),
-the marker is not. A missing marker whose promise is still running means Redis lost the key's
-state; a missing marker with no running promise means nothing was lost (a new key, or one idle
-past its marker, whose windows and slots have run out anyway). On a loss, ``lua/restore.lua``
-rebuilds what the operator chose (``after_loss``) before anything is admitted: ``fail_closed``
-counts each long window as used up at that instant and refuses slots until every slot taken
-before the loss is over (``min(now + hold, promise)``); ``reseed`` does the same for slots and
-rebuilds each long window from when the database last knew it full again (written in batches
-by ``keeper``, so at most one flush interval behind); ``forget`` starts them empty. Renewal
-takes one database write per key per third of the marker's lifetime (three times the longest
-of the hold and the long windows' full-burst times), run once per key however many verifies
-wait for it, and off the request path until the marker has less than one such time left.
-
-Integer exactness. Lua numbers are doubles, exact up to 2^53. gcra.py scales times by the
-limit L (us * L), which for L up to 10^12 is far past 2^53. The scripts instead keep a window's
-*debt* at an instant t0: the scaled TAT minus ``t0 * L``, written as ``u * P + v`` with P the
-period in microseconds and ``0 <= v < P``. Then ``u`` counts whole emission intervals (at most
-the burst, 10^12 < 2^40, plus settled overruns; capped at 2^50) and ``v < P <= 2592 * 10^9 <
-2^42``. A request of cost c fits when ``(u + c) * P + v <= burst * P``, that is when ``u + c +
-(v > 0) <= burst``: no product at all. Time enters only as the scaled elapsed time
-``(now - t0) * L``, which is split into ``(q, r)`` by P with a long multiplication over the bits
-of the elapsed microseconds (``muldiv`` in ``lua/arith.lua``): its remainder stays below 2P and
-its quotient is compared with ``u`` as it grows, so it stops before passing 2^51. Python then
-rebuilds the exact scaled TAT (``now * L + u * P + v``, arbitrary-precision) and reads
-remaining, reset and retry-after from :func:`gcra.check` itself, so they match
-MemoryLimiter's to the microsecond. Budgets (up to 10^18 micro-credits) stay decimal strings,
-added with Redis's 64-bit ``INCRBY``/``HINCRBY`` and compared in the script in two limbs of base
-10^9.
+Losing Redis's data (long windows and slots: the key's *marker*) is handled in
+:mod:`keyplane.limits.markers`; how the scripts stay exact with Lua's doubles is told in
+:mod:`keyplane.limits.scripts`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
@@ -92,6 +61,7 @@ from keyplane.domain.periods import Reset, next_reset
 from keyplane.errors import LimiterUnavailableError, StorageError
 from keyplane.limits.base import CounterSeeder, SingleFlight
 from keyplane.limits.keeper import Guard, MemoryGuard, WindowKeeper
+from keyplane.limits.markers import LONG_WINDOW_US, AfterLoss, CountersUnsettled, Markers
 from keyplane.limits.scripts import (
     MAX_WINDOW_VALUE,
     full_burst_us,
@@ -102,9 +72,6 @@ from keyplane.limits.scripts import (
 
 log = logging.getLogger(__name__)
 
-#: Windows of this period and longer survive Redis losing its data (see the module docstring);
-#: shorter ones may start empty again, which admits at most one more burst.
-LONG_WINDOW_US = 3_600_000_000
 # A marker's lifetime is three times this at most, which stays exact in Lua (below 2^53).
 _MAX_NEED_US = 2**51
 _NEEDS_STATE = 3
@@ -116,20 +83,6 @@ _ADMITTED = 1
 # Lua's %s: a reservation record is split on these, so scopes cannot hold them.
 _LUA_SPACE = re.compile(r"[ \t\n\v\f\r]")
 _SCAN_COUNT = 1000
-
-
-#: What a lost Redis costs the long windows and slots: see the module docstring.
-AfterLoss = Literal["fail_closed", "reseed", "forget"]
-
-
-class CountersUnsettled(StorageError):
-    """A budget counter went missing again each time it was seeded, or a key's limit marker
-    could not be renewed (the database failed).
-
-    Another instance dropping the counters while recovering from a Redis outage
-    (:meth:`RedisLimiter.forget_spent`) can do this; it is transient, so callers that can
-    answer another way (:class:`~keyplane.limits.resilient.ResilientLimiter`) do.
-    """
 
 
 _P = ParamSpec("_P")
@@ -156,12 +109,6 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _log_failed_renewal(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        # The next admission that needs the marker renews it on its own path and sees why.
-        log.info("renewing a limit marker failed: %s", type(exc).__name__)
-
-
 class RedisLimiter:
     """Limits shared by many instances through one Redis.
 
@@ -185,7 +132,7 @@ class RedisLimiter:
             a window is full again).
         sweep_batches: how many ``SCAN`` steps of :meth:`expire` one call may take; the next
             call goes on where it stopped.
-        guard: keeps the durable promise of each key's marker (see the module docstring); the
+        guard: keeps the durable promise of each key's marker (:mod:`.markers`); the
             default keeps it in this process only.
         after_loss: what long windows and slots do once Redis is found to have lost them.
         keeper: where admitted requests leave when each long window is full again, for
@@ -224,11 +171,14 @@ class RedisLimiter:
             raise ValueError("reseed needs a keeper of the long windows")
         self._after_loss = after_loss
         self._keeper = keeper
-        # One marker renewal per key at a time, however many verifies wait for it.
-        self._renewing: dict[str, asyncio.Task[None]] = {}
-        self._renewals = 0  # renewals ended, of any key
-        #: Keys whose long windows and slots Redis was found to have lost, for monitoring.
-        self.losses = 0
+        self._markers = Markers(
+            redis, self._guard, after_loss, self._key, self._window_key, self._clock
+        )
+
+    @property
+    def losses(self) -> int:
+        """Keys whose long windows and slots Redis was found to have lost, for monitoring."""
+        return self._markers.losses
 
     # -- key names ------------------------------------------------------------------------
 
@@ -312,21 +262,21 @@ class RedisLimiter:
         args += [need_us, 2 * need_us]
         rounds = skipped = 0
         while rounds < _SEED_ROUNDS:
-            renewals, seeds = self._renewals, self._seeds_ended
+            renewals, seeds = self._markers.renewals, self._seeds_ended
             reply = await self._scripts.admit(self._redis, keys, args)
             status = int(reply[0])
             if status == _NEEDS_STATE:
                 rounds += 1
                 # A renewal that ended while this reply was on its way may well have been
                 # this key's: look again rather than start another (single flight).
-                if self._renewals == renewals:
-                    await self._renew(key_id, long_windows, hold_us, need_us, now)
+                if self._markers.renewals == renewals:
+                    await self._markers.renew(key_id, long_windows, hold_us, need_us, now)
                 continue
             if status != _NEEDS_SEED:
                 result = self._result(admission, reply)
                 if int(reply[-2]):
                     # A third of the marker's life is gone: renew it off this request's path.
-                    self._renew_soon(key_id, long_windows, hold_us, need_us, now)
+                    self._markers.renew_soon(key_id, long_windows, hold_us, need_us, now)
                 return result
             missing = [
                 (key_id, budgets[int(i)].scope, budgets[int(i)].reset, budgets[int(i)].period_start)
@@ -389,73 +339,6 @@ class RedisLimiter:
             # Refused for slots Redis lost: they are all over by then.
             result = replace(result, retry_after=-(-(lost_until - now_us) // 1000) / 1000)
         return result
-
-    # -- the marker (see the module docstring) ----------------------------------------------
-
-    def _renew_soon(
-        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
-    ) -> None:
-        if key_id not in self._renewing:
-            self._start_renewal(key_id, windows, hold_us, need_us, now)
-
-    async def _renew(
-        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
-    ) -> None:
-        """Renew the key's marker (rebuilding what a lost Redis lost), once for all waiters."""
-        task = self._renewing.get(key_id) or self._start_renewal(
-            key_id, windows, hold_us, need_us, now
-        )
-        # shield: a verify that goes away must not cancel a renewal others wait for.
-        await asyncio.shield(task)
-
-    def _start_renewal(
-        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
-    ) -> asyncio.Task[None]:
-        base = self._key(key_id)
-        keys = [f"{base}:mark", f"{base}:lost", *(self._window_key(key_id, a) for a in windows)]
-
-        async def install(promised: int | None, kept: Mapping[str, int]) -> int:
-            args: list[str | int] = [
-                self._clock(now),
-                -1 if promised is None else promised,
-                3 * need_us,
-                self._after_loss,
-                hold_us,
-            ]
-            for ask in windows:
-                full_at = kept.get(window_id(ask), -1)
-                args += [ask.window.burst, *window_args(ask.window), full_at]
-            reply = await self._scripts.restore(self._redis, keys, args)
-            if int(reply[0]):
-                self.losses += 1
-                if self.losses & (self.losses - 1) == 0:  # 1, 2, 4, 8...: one line per burst
-                    log.warning(
-                        "Redis lost the limit state of %d key(s) so far (latest %s): "
-                        "long windows and slots rebuilt as %s",
-                        self.losses,
-                        key_id,
-                        self._after_loss,
-                    )
-            return int(reply[1])
-
-        async def renew() -> None:
-            try:
-                await self._guard(key_id, install)
-            except StorageError as exc:
-                raise CountersUnsettled("the limit marker could not be renewed") from exc
-
-        task = asyncio.get_running_loop().create_task(renew())
-        self._renewing[key_id] = task
-        task.add_done_callback(lambda done: self._forget_renewal(key_id, done))
-        # Also when nobody waits for it any more (a renewal in the background, or its
-        # verifies went away): a failure is noted, never left unretrieved.
-        task.add_done_callback(_log_failed_renewal)
-        return task
-
-    def _forget_renewal(self, key_id: str, task: asyncio.Task[None]) -> None:
-        self._renewals += 1
-        if self._renewing.get(key_id) is task:
-            del self._renewing[key_id]
 
     @_wrapping_redis_errors
     async def settle(self, settlement: Settlement, now: datetime) -> None:

@@ -32,8 +32,9 @@ from keyplane.domain.admission import Admission, AdmissionResult, Settlement
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
 from keyplane.errors import LimiterUnavailableError
+from keyplane.limits.markers import CountersUnsettled
 from keyplane.limits.memory import MemoryLimiter
-from keyplane.limits.redis import CountersUnsettled, RedisLimiter
+from keyplane.limits.redis import RedisLimiter
 
 log = logging.getLogger(__name__)
 

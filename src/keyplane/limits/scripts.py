@@ -1,7 +1,22 @@
 """The Lua scripts of :mod:`keyplane.limits.redis` and the exact constants they are given.
 
-The scripts are package data (``keyplane/limits/lua/*.lua``); see the Redis limiter's module
-docstring for the integer arithmetic they do.
+The scripts are package data (``keyplane/limits/lua/*.lua``).
+
+Integer exactness. Lua numbers are doubles, exact up to 2^53. gcra.py scales times by the
+limit L (us * L), which for L up to 10^12 is far past 2^53. The scripts instead keep a window's
+*debt* at an instant t0: the scaled TAT minus ``t0 * L``, written as ``u * P + v`` with P the
+period in microseconds and ``0 <= v < P``. Then ``u`` counts whole emission intervals (at most
+the burst, 10^12 < 2^40, plus settled overruns; capped at 2^50) and ``v < P <= 2592 * 10^9 <
+2^42``. A request of cost c fits when ``(u + c) * P + v <= burst * P``, that is when ``u + c +
+(v > 0) <= burst``: no product at all. Time enters only as the scaled elapsed time
+``(now - t0) * L``, which is split into ``(q, r)`` by P with a long multiplication over the bits
+of the elapsed microseconds (``muldiv`` in ``lua/arith.lua``): its remainder stays below 2P and
+its quotient is compared with ``u`` as it grows, so it stops before passing 2^51. Python then
+rebuilds the exact scaled TAT (``now * L + u * P + v``, arbitrary-precision) and reads
+remaining, reset and retry-after from :func:`gcra.check` itself, so they match
+MemoryLimiter's to the microsecond. Budgets (up to 10^18 micro-credits) stay decimal strings,
+added with Redis's 64-bit ``INCRBY``/``HINCRBY`` and compared in the script in two limbs of base
+10^9.
 """
 
 from __future__ import annotations
