@@ -34,7 +34,7 @@ from redis.exceptions import NoScriptError
 from keyplane.domain import gcra
 from keyplane.domain.admission import WindowAsk
 
-#: Window parameters and costs the scripts handle exactly (see keyplane.limits.redis).
+#: Window parameters and costs the scripts handle exactly (see the module docstring).
 MAX_WINDOW_VALUE = 2**50
 
 
