@@ -78,7 +78,7 @@ from keyplane.store.unit import create_engine
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# What the limiter names its Redis keys: "<prefix>:{<key id>}:..." (services/redis_limiter.py).
+# What the limiter names its Redis keys: "<prefix>:{<key id>}:..." (limits/redis.py).
 REDIS_KEY_PREFIX = "kp"
 CREATE_WORKERS = 8
 WARMUP_SECONDS = 2
@@ -347,9 +347,9 @@ def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 def script_names() -> dict[str, str]:
     """SHA1 -> name of the limiter's Lua scripts, to tell admit from sweep in MONITOR."""
     try:
-        from keyplane.services.redis_limiter import _scripts
+        from keyplane.limits.scripts import scripts as limiter_scripts
 
-        scripts = _scripts()
+        scripts = limiter_scripts()
         return {
             getattr(scripts, field.name).sha: field.name for field in dataclasses.fields(scripts)
         }

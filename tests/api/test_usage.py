@@ -243,9 +243,10 @@ async def test_restart_keeps_the_ledger(api: Api) -> None:
     assert (await api.report(key_id=data["id"], request_id="a", cost=0.7)).status_code == 201
     runtime = api.app.state.runtime  # type: ignore[attr-defined]
     # A new limiter knows nothing: the counter must come back from the ledger.
-    from keyplane.services.limits import MemoryLimiter
+    from keyplane.limits.memory import MemoryLimiter
+    from keyplane.services.ledger import LedgerSeeder
 
-    fresh = MemoryLimiter(lambda *args: runtime.ledger.seed(*args))
+    fresh = MemoryLimiter(LedgerSeeder(runtime.store))
     runtime.ledger._limiter = fresh
     runtime.verifier._limiter = fresh
     runtime.usage._limiter = fresh

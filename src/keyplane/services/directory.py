@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from keyplane.domain import gcra
+from keyplane.domain.admission import TokenCount, WindowKind
 from keyplane.domain.keys import KeyRecord
 from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_windows
 from keyplane.services.cache import TtlCache
@@ -20,10 +21,10 @@ from keyplane.store.base import KeyStore, SecretMatch
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
     name: str
-    kind: str  # "rate" or "tokens"
+    kind: WindowKind
     window: gcra.Window
     #: For token windows: which tokens they count.
-    counts: str | None = None
+    counts: TokenCount | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +44,19 @@ def build_entry(match: SecretMatch) -> KeyEntry:
     windows = [
         WindowSpec(
             rate.name,
-            "rate",
+            WindowKind.RATE,
             gcra.Window(rate.limit, rate.period_seconds * gcra.MICROS, rate.burst),
         )
         for rate in policy.rate_limits
     ]
     if policy.token_limits is not None:
         windows.extend(
-            WindowSpec(name, "tokens", gcra.Window(limit, seconds * gcra.MICROS, limit), counts)
+            WindowSpec(
+                name,
+                WindowKind.TOKENS,
+                gcra.Window(limit, seconds * gcra.MICROS, limit),
+                TokenCount(counts),
+            )
             for name, limit, seconds, counts in token_windows(policy.token_limits)
         )
     return KeyEntry(match, policy, tuple(windows))

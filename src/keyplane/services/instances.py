@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from keyplane.domain import ids
 from keyplane.errors import StorageError
-from keyplane.services.redis_limiter import _Script
+from keyplane.limits.scripts import Script
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ class RedisInstanceRegistry:
         self._prefix = f"keyplane:{{{namespace}}}"
         self._registry = f"{self._prefix}:instances"
         self._liveness_ms = max(1, round(liveness_seconds * 1000))
-        self._beat = _Script("instance_beat.lua")
-        self._live = _Script("instances_live.lua")
+        self._beat = Script("instance_beat.lua", package="keyplane.services")
+        self._live = Script("instances_live.lua", package="keyplane.services")
 
     def _acks(self, eviction_id: str) -> str:
         return f"{self._prefix}:acks:{eviction_id}"

@@ -8,6 +8,9 @@ Live budget counters (in memory or in Redis) are derived from the ledger. A coun
 by reading the ledger under the lock every report of that key must take to commit, and each
 report adds itself to the counters that exist while still holding that lock: so every report
 is counted exactly once, by the seed or by the increment (``SqlUsageStore.seed_spent``).
+:class:`LedgerSeeder` is that seeding step, handed to the limiters as their
+:class:`~keyplane.limits.base.CounterSeeder`; it needs only the store, so limiters and the
+ledger writer (which advances the limiter's counters) are built one after the other.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from keyplane.domain import globs
 from keyplane.domain.periods import Reset
 from keyplane.domain.usage import BUCKET_OF_RESET, Recorded, UsageEntry
 from keyplane.errors import StorageError
-from keyplane.services.limits import Limiter
+from keyplane.limits.base import CounterInstaller, Limiter
 from keyplane.store.base import UsageStore
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,40 @@ class _Report:
 
 
 _STOP = object()
+
+
+class LedgerSeeder:
+    """Seeds live budget counters from the usage ledger (a :class:`CounterSeeder`)."""
+
+    def __init__(self, store: UsageStore) -> None:
+        self._store = store
+        #: Seeding transactions started, for monitoring.
+        self.seeds = 0
+
+    async def seed(
+        self,
+        key_id: str,
+        scope: str,
+        reset: Reset,
+        period_start: datetime,
+        into: CounterInstaller,
+    ) -> None:
+        """Install the live budget counter of (key, scope) for a period, read from the ledger,
+        into the limiter that asked."""
+
+        async def install(costs: dict[str, int]) -> None:
+            if scope:
+                spent = sum(
+                    cost
+                    for model, cost in costs.items()
+                    if model and globs.model_matches(scope, model)
+                )
+            else:
+                spent = costs.get("", 0)
+            await into.install_spent(key_id, scope, reset, period_start, spent)
+
+        self.seeds += 1
+        await self._store.seed_spent(key_id, BUCKET_OF_RESET[reset], period_start, install)
 
 
 class UsageLedger:
@@ -55,31 +92,6 @@ class UsageLedger:
         self._queue.put_nowait(_Report(entry, done))
         # shield: a client that goes away must not cancel a write others share.
         return await asyncio.shield(done)
-
-    async def seed(
-        self,
-        key_id: str,
-        scope: str,
-        reset: Reset,
-        period_start: datetime,
-        into: Limiter | None = None,
-    ) -> None:
-        """Install the live budget counter of (key, scope) for a period, read from the ledger,
-        into the limiter that asked (``into``; the ledger's own limiter by default)."""
-        target = into or self._limiter
-
-        async def install(costs: dict[str, int]) -> None:
-            if scope:
-                spent = sum(
-                    cost
-                    for model, cost in costs.items()
-                    if model and globs.model_matches(scope, model)
-                )
-            else:
-                spent = costs.get("", 0)
-            await target.install_spent(key_id, scope, reset, period_start, spent)
-
-        await self._store.seed_spent(key_id, BUCKET_OF_RESET[reset], period_start, install)
 
     async def run(self) -> None:
         while True:

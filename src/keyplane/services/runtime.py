@@ -17,6 +17,11 @@ from redis.exceptions import RedisError
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
 from keyplane.errors import KeyplaneError
+from keyplane.limits.base import Limiter
+from keyplane.limits.keeper import WindowKeeper
+from keyplane.limits.memory import MemoryLimiter
+from keyplane.limits.redis import RedisLimiter
+from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.instances import (
@@ -29,14 +34,10 @@ from keyplane.services.instances import (
 from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
-from keyplane.services.ledger import UsageLedger
-from keyplane.services.limit_state import WindowKeeper
-from keyplane.services.limits import Limiter, MemoryLimiter
+from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
-from keyplane.services.redis_limiter import RedisLimiter
-from keyplane.services.resilient_limiter import ResilientLimiter
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
@@ -102,7 +103,9 @@ class Runtime:
                 settings.redis_url, max_connections=settings.redis_max_connections, timeout=5
             )
             redis = Redis(connection_pool=pool)
-        # The limiter seeds budget counters through the ledger (see services.ledger).
+        # The limiters seed budget counters from the ledger (see services.ledger), each into
+        # itself: a counter Redis asked for must land in Redis.
+        seeder = LedgerSeeder(store.usage)
         limiter: Limiter
         keeper = None
         if redis is not None and settings.limits_after_redis_loss == "reseed":
@@ -110,19 +113,16 @@ class Runtime:
                 store.usage.keep_limit_windows, settings.limit_windows_flush_seconds
             )
         if redis is None:
-            limiter = MemoryLimiter(lambda *args: ledger.seed(*args))
+            limiter = MemoryLimiter(seeder, clock=clock)
         else:
-            # Each seeds its own counters: a counter Redis asked for must land in Redis.
             shared = RedisLimiter(
                 redis,
-                lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, shared),
+                seeder,
                 guard=store.usage.guard_limit_state,
                 after_loss=settings.limits_after_redis_loss,
                 keeper=keeper,
             )
-            local = MemoryLimiter(
-                lambda key, scope, reset, start: ledger.seed(key, scope, reset, start, local)
-            )
+            local = MemoryLimiter(seeder, clock=clock)
             limiter = ResilientLimiter(
                 shared,
                 local,

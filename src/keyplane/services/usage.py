@@ -7,16 +7,17 @@ import json
 from dataclasses import asdict, dataclass
 
 from keyplane.domain import ids, keyformat, money
+from keyplane.domain.admission import Settlement, WindowAsk
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.periods import period_start
 from keyplane.domain.tenancy import Principal
 from keyplane.domain.usage import BUCKET_OF_RESET, AlertSpec, Recorded, UsageEntry
 from keyplane.errors import ConflictError, NotFoundError, ValidationError
+from keyplane.limits.base import Limiter
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.ledger import UsageLedger
-from keyplane.services.limits import Limiter, Settlement, WindowAsk
 
 
 @dataclass(frozen=True, slots=True)

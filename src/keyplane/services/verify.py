@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keyplane.domain import ids, keyformat
+from keyplane.domain.admission import Admission, BudgetAsk, LimitState, WindowAsk
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.decisions import Code, decide
@@ -21,9 +22,9 @@ from keyplane.domain.keys import KeyRecord
 from keyplane.domain.periods import next_reset, period_start
 from keyplane.domain.policy import RequestContext, check_request, effective_scopes
 from keyplane.domain.tenancy import Principal
+from keyplane.limits.base import Limiter
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.last_used import LastUsedRecorder
-from keyplane.services.limits import Admission, BudgetAsk, Limiter, LimitState, WindowAsk
 
 
 @dataclass(frozen=True, slots=True)

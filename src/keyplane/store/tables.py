@@ -277,7 +277,7 @@ vault_leases = Table(
     Index("ix_vault_leases_credential_expires", "credential_id", "expires_at"),
 )
 
-# What must outlive Redis of a key's limits (services.redis_limiter, "Losing Redis's data").
+# What must outlive Redis of a key's limits (keyplane.limits.markers).
 # ``window`` "" is the key's marker: Redis keeps it until ``until_us`` (on the limiter script's
 # clock, microseconds), and every long window and concurrency slot of the key fits inside it,
 # so a Redis that lost its data is told apart from one that never had any. Any other

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from keyplane.api.deps import RuntimeDep
-from keyplane.services.resilient_limiter import ResilientLimiter
+from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.runtime import Runtime
 
 router = APIRouter(tags=["operations"])

@@ -1,6 +1,6 @@
 """Limits shared by every instance through Redis: one script call per admission.
 
-:class:`RedisLimiter` has the semantics of :class:`~keyplane.services.limits.MemoryLimiter`
+:class:`RedisLimiter` has the semantics of :class:`~keyplane.limits.memory.MemoryLimiter`
 (all-or-nothing admission, reservations, slots, budgets seeded from the ledger), with its state
 in Redis so that any number of instances enforce one set of limits. Each admission is one
 ``EVALSHA`` of ``lua/admit.lua``: Redis runs a script alone, so the check-and-consume is atomic
@@ -23,214 +23,106 @@ Cluster slot and every script names all the keys it touches in ``KEYS``::
                                                                the period's end it expires
     <prefix>:{<key id>}:scopes     set of the spent counters above ("<scope>:<reset>:<start>")
     <prefix>:{<key id>}:mark       until when (us) this Redis holds the key's long windows and
-                                   slots; see "Losing Redis's data" below
+                                   slots; see keyplane.limits.markers
     <prefix>:{<key id>}:lost       until when (us) slots lost with Redis's data may be in use
 
 The reservation keys expire together once every hold and remembered estimate is over.
 
-Losing Redis's data. Budgets come back from the ledger, but windows and slots live only here,
-so a restart or failover that loses them would admit a used-up 30-day window again. Every
-admission that touches a long window (a period of an hour or more) or takes a slot first
-checks, in the same script, the key's *marker*: a Redis key promised to last until a stated
-instant, and made to outlast every long window's debt and every slot hold it covers. The promise
-is durable (``guard``: a database row, renewed under a row lock, ``SqlStore.guard_limit_state``),
-the marker is not. A missing marker whose promise is still running means Redis lost the key's
-state; a missing marker with no running promise means nothing was lost (a new key, or one idle
-past its marker, whose windows and slots have run out anyway). On a loss, ``lua/restore.lua``
-rebuilds what the operator chose (``after_loss``) before anything is admitted: ``fail_closed``
-counts each long window as used up at that instant and refuses slots until every slot taken
-before the loss is over (``min(now + hold, promise)``); ``reseed`` does the same for slots and
-rebuilds each long window from when the database last knew it full again (written in batches
-by ``keeper``, so at most one flush interval behind); ``forget`` starts them empty. Renewal
-takes one database write per key per third of the marker's lifetime (three times the longest
-of the hold and the long windows' full-burst times), run once per key however many verifies
-wait for it, and off the request path until the marker has less than one such time left.
-
-Integer exactness. Lua numbers are doubles, exact up to 2^53. gcra.py scales times by the
-limit L (us * L), which for L up to 10^12 is far past 2^53. The scripts instead keep a window's
-*debt* at an instant t0: the scaled TAT minus ``t0 * L``, written as ``u * P + v`` with P the
-period in microseconds and ``0 <= v < P``. Then ``u`` counts whole emission intervals (at most
-the burst, 10^12 < 2^40, plus settled overruns; capped at 2^50) and ``v < P <= 2592 * 10^9 <
-2^42``. A request of cost c fits when ``(u + c) * P + v <= burst * P``, that is when ``u + c +
-(v > 0) <= burst``: no product at all. Time enters only as the scaled elapsed time
-``(now - t0) * L``, which is split into ``(q, r)`` by P with a long multiplication over the bits
-of the elapsed microseconds (``muldiv`` in ``lua/arith.lua``): its remainder stays below 2P and
-its quotient is compared with ``u`` as it grows, so it stops before passing 2^51. Python then
-rebuilds the exact scaled TAT (``now * L + u * P + v``, arbitrary-precision) and reads
-remaining, reset and retry-after from :func:`gcra.check` itself, so they match
-MemoryLimiter's to the microsecond. Budgets (up to 10^18 micro-credits) stay decimal strings,
-added with Redis's 64-bit ``INCRBY``/``HINCRBY`` and compared in the script in two limbs of base
-10^9.
+Losing Redis's data (long windows and slots: the key's *marker*) is handled in
+:mod:`keyplane.limits.markers`; how the scripts stay exact with Lua's doubles is told in
+:mod:`keyplane.limits.scripts`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
+import functools
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from functools import cache
-from importlib import resources
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from keyplane.domain import gcra, globs
-from keyplane.domain.decisions import Code
-from keyplane.domain.periods import Reset, next_reset
-from keyplane.errors import StorageError
-from keyplane.services.limit_state import Guard, MemoryGuard, WindowKeeper
-from keyplane.services.limits import (
+from keyplane.domain.admission import (
     Admission,
     AdmissionResult,
-    Seeder,
     Settlement,
     WindowAsk,
+    from_micros,
     judge,
+    micros,
+)
+from keyplane.domain.decisions import Code
+from keyplane.domain.periods import Reset, next_reset
+from keyplane.errors import LimiterUnavailableError, StorageError
+from keyplane.limits.base import CounterSeeder, SingleFlight
+from keyplane.limits.keeper import Guard, MemoryGuard, WindowKeeper
+from keyplane.limits.markers import LONG_WINDOW_US, AfterLoss, CountersUnsettled, Markers
+from keyplane.limits.scripts import (
+    MAX_WINDOW_VALUE,
+    full_burst_us,
+    scripts,
+    window_args,
+    window_id,
 )
 
 log = logging.getLogger(__name__)
 
-#: Window parameters and costs the scripts handle exactly (see the module docstring).
-MAX_WINDOW_VALUE = 2**50
-#: Windows of this period and longer survive Redis losing its data (see the module docstring);
-#: shorter ones may start empty again, which admits at most one more burst.
-LONG_WINDOW_US = 3_600_000_000
 # A marker's lifetime is three times this at most, which stays exact in Lua (below 2^53).
 _MAX_NEED_US = 2**51
 _NEEDS_STATE = 3
 # A few rounds: another instance recovering from an outage may drop a counter just seeded.
 _SEED_ROUNDS = 5
 _NEEDS_SEED = 2
+_SEEDED_REMEMBERED = 10_000
 _ADMITTED = 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Lua's %s: a reservation record is split on these, so scopes cannot hold them.
 _LUA_SPACE = re.compile(r"[ \t\n\v\f\r]")
 _SCAN_COUNT = 1000
 
 
-#: What a lost Redis costs the long windows and slots: see the module docstring.
-AfterLoss = Literal["fail_closed", "reseed", "forget"]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
-class CountersUnsettled(StorageError):
-    """A budget counter went missing again each time it was seeded, or a key's limit marker
-    could not be renewed (the database failed).
+def _wrapping_redis_errors(
+    method: Callable[_P, Awaitable[_T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Redis's own errors leave the limiter as LimiterUnavailableError (the driver's as cause)."""
 
-    Another instance dropping the counters while recovering from a Redis outage
-    (:meth:`RedisLimiter.forget_spent`) can do this; it is transient, so callers that can
-    answer another way (:class:`~keyplane.services.resilient_limiter.ResilientLimiter`) do.
-    """
+    @functools.wraps(method)
+    async def wrapped(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except RedisError as exc:
+            # The type only: a driver's message may carry the server's address or a password.
+            raise LimiterUnavailableError(f"Redis failed: {type(exc).__name__}") from exc
 
-
-def _micros(when: datetime) -> int:
-    delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+    return wrapped
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class _Script:
-    """A Lua script run by its SHA1; sent in full only when the server does not know it."""
-
-    def __init__(self, *files: str) -> None:
-        lua = resources.files("keyplane.services") / "lua"
-        self.text = "\n".join((lua / name).read_text(encoding="utf-8") for name in files)
-        self.sha = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
-
-    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # First use on this server (or its script cache was flushed): EVAL runs the script
-            # and caches it, so the next call is one EVALSHA again.
-            return await redis.eval(self.text, len(keys), *keys, *args)
-
-
-@dataclass(frozen=True)
-class _Scripts:
-    admit: _Script
-    settle: _Script
-    sweep: _Script
-    install: _Script
-    add_spent: _Script
-    restore: _Script
-
-
-@cache
-def _scripts() -> _Scripts:
-    return _Scripts(
-        admit=_Script("arith.lua", "holds.lua", "admit.lua"),
-        settle=_Script("arith.lua", "holds.lua", "settle.lua"),
-        sweep=_Script("arith.lua", "holds.lua", "sweep.lua"),
-        install=_Script("arith.lua", "install_spent.lua"),
-        add_spent=_Script("add_spent.lua"),
-        restore=_Script("arith.lua", "restore.lua"),
-    )
-
-
-def _window_args(window: gcra.Window) -> list[int]:
-    """L // P, L % P, P, P // L, P % L, L: the constants the scripts need, computed exactly."""
-    for value in (window.limit, window.period_us):
-        if not 1 <= value <= MAX_WINDOW_VALUE:
-            raise ValueError(f"window limits and periods must lie in 1..{MAX_WINDOW_VALUE}")
-    if not 0 <= window.burst <= MAX_WINDOW_VALUE:
-        raise ValueError(f"window bursts must lie in 0..{MAX_WINDOW_VALUE}")
-    limit, period = window.limit, window.period_us
-    return [limit // period, limit % period, period, period // limit, period % limit, limit]
-
-
-def _window_id(ask: WindowAsk) -> str:
-    """A long window's name in the database (``limit_windows.window``), at most 200 long."""
-    window = ask.window
-    name = f"{ask.kind}:{ask.name}:{window.limit}:{window.period_us}"
-    if len(name) > 200:
-        name = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
-    return name
-
-
-def _full_burst_us(window: gcra.Window) -> int:
-    """How long a window with its whole burst used takes to be full again (us, rounded up)."""
-    return -(-window.burst * window.period_us // window.limit)
-
-
-def _log_failed_renewal(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        # The next admission that needs the marker renews it on its own path and sees why.
-        log.info("renewing a limit marker failed: %s", type(exc).__name__)
-
-
-def _token_delta(counts: str | None, tokens_in: int, tokens_out: int) -> int:
-    if counts == "input":
-        return tokens_in
-    if counts == "output":
-        return tokens_out
-    return tokens_in + tokens_out
-
-
 class RedisLimiter:
     """Limits shared by many instances through one Redis.
 
-    Implements :class:`~keyplane.services.limits.Limiter`. The keys are laid out for Redis
+    Implements :class:`~keyplane.limits.base.Limiter`. The keys are laid out for Redis
     Cluster (one slot per API key), but the sweeps (:meth:`expire`, :meth:`forget_spent`) use a
-    standalone client's ``SCAN``. Redis connection errors and timeouts
-    (``redis.exceptions.ConnectionError``, ``TimeoutError``) propagate unchanged, so the caller
-    decides whether to fail open or closed.
+    standalone client's ``SCAN``. Redis errors (connection errors, timeouts, ...) leave every
+    method as :class:`~keyplane.errors.LimiterUnavailableError`, the driver's exception as its
+    cause, so the caller decides whether to fail open or closed.
 
     Args:
         redis: the client; responses may be decoded or not.
-        seed: installs a missing budget counter from the ledger, by awaiting
-            :meth:`install_spent` (see :data:`~keyplane.services.limits.Seeder`).
+        seeder: installs a missing budget counter from the ledger, by awaiting
+            :meth:`install_spent` (:class:`~keyplane.limits.base.CounterSeeder`); one seeding
+            per counter at a time in this process, however many admissions wait for it.
         prefix: the first part of every key name; no braces.
         remember_expired: how long the token estimate of a reservation that expired unsettled
             is kept, so a late report corrects it instead of charging the tokens twice.
@@ -240,7 +132,7 @@ class RedisLimiter:
             a window is full again).
         sweep_batches: how many ``SCAN`` steps of :meth:`expire` one call may take; the next
             call goes on where it stopped.
-        guard: keeps the durable promise of each key's marker (see the module docstring); the
+        guard: keeps the durable promise of each key's marker (:mod:`.markers`); the
             default keeps it in this process only.
         after_loss: what long windows and slots do once Redis is found to have lost them.
         keeper: where admitted requests leave when each long window is full again, for
@@ -250,7 +142,7 @@ class RedisLimiter:
     def __init__(
         self,
         redis: Redis,
-        seed: Seeder,
+        seeder: CounterSeeder,
         *,
         prefix: str = "kp",
         remember_expired: timedelta = timedelta(hours=1),
@@ -263,23 +155,30 @@ class RedisLimiter:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError("the key prefix must be non-empty and hold no braces")
         self._redis = redis
-        self._seed = seed
+        self._seeder = seeder
+        self._seeding = SingleFlight()
+        self._seeds_ended = 0  # seeds ended, of any counter
+        #: counter -> the value of ``_seeds_ended`` when its last seed here ended.
+        self._seeded: dict[tuple[str, str, Reset, datetime], int] = {}
         self._prefix = prefix
         self._remember_us = remember_expired // timedelta(microseconds=1)
         self._use_caller_clock = use_caller_clock
         self._sweep_batches = sweep_batches
         self._sweep_cursor = 0
-        self._scripts = _scripts()
+        self._scripts = scripts()
         self._guard: Guard = guard or MemoryGuard()
         if after_loss == "reseed" and keeper is None:
             raise ValueError("reseed needs a keeper of the long windows")
         self._after_loss = after_loss
         self._keeper = keeper
-        # One marker renewal per key at a time, however many verifies wait for it.
-        self._renewing: dict[str, asyncio.Task[None]] = {}
-        self._renewals = 0  # renewals ended, of any key
-        #: Keys whose long windows and slots Redis was found to have lost, for monitoring.
-        self.losses = 0
+        self._markers = Markers(
+            redis, self._guard, after_loss, self._key, self._window_key, self._clock
+        )
+
+    @property
+    def losses(self) -> int:
+        """Keys whose long windows and slots Redis was found to have lost, for monitoring."""
+        return self._markers.losses
 
     # -- key names ------------------------------------------------------------------------
 
@@ -301,17 +200,18 @@ class RedisLimiter:
     def _member(scope: str, reset: Reset, period_start: datetime) -> str:
         if _LUA_SPACE.search(scope):
             raise ValueError("a budget scope cannot hold whitespace")
-        return f"{scope}:{reset.value}:{_micros(period_start)}"
+        return f"{scope}:{reset.value}:{micros(period_start)}"
 
     def _pattern(self, suffix: str) -> str:
         """The ``SCAN`` pattern of one kind of key, of every API key under this prefix."""
         return re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + ":{*}:" + suffix
 
     def _clock(self, now: datetime) -> int:
-        return _micros(now) if self._use_caller_clock else -1
+        return micros(now) if self._use_caller_clock else -1
 
     # -- admission ------------------------------------------------------------------------
 
+    @_wrapping_redis_errors
     async def admit(self, admission: Admission, now: datetime) -> AdmissionResult:
         """Check and (only if everything allows it) consume, in one script call.
 
@@ -328,7 +228,7 @@ class RedisLimiter:
         ]
         args: list[str | int] = [
             self._clock(now),
-            _micros(admission.hold_until) - _micros(now),
+            micros(admission.hold_until) - micros(now),
             admission.request_id,
             -1 if admission.max_parallel is None else admission.max_parallel,
             self._remember_us,
@@ -342,52 +242,76 @@ class RedisLimiter:
                 raise ValueError("a window cost cannot be negative")
             # Anything past the burst is refused; the script needs no bigger number.
             cost = min(ask.cost, MAX_WINDOW_VALUE + 1)
-            args += [cost, ask.window.burst, *_window_args(ask.window)]
+            args += [cost, ask.window.burst, *window_args(ask.window)]
         for budget in budgets:
             if budget.cost < 0:
                 raise ValueError("a budget cost cannot be negative")
             limit = "" if budget.limit is None else str(budget.limit)
             args += [limit, budget.cost, budget.scope]
         long_windows = [a for a in admission.windows if a.window.period_us >= LONG_WINDOW_US]
-        hold_us = max(0, _micros(admission.hold_until) - _micros(now))
+        hold_us = max(0, micros(admission.hold_until) - micros(now))
         need_us = -1
         if long_windows or admission.max_parallel is not None:
             # The marker must outlast every slot this admission may take and every long
             # window's debt (at most its burst), so that the marker's end bounds them all.
             need_us = min(
-                max([hold_us, *(_full_burst_us(ask.window) for ask in long_windows)]),
+                max([hold_us, *(full_burst_us(ask.window) for ask in long_windows)]),
                 _MAX_NEED_US // 3,
             )
         keys += [f"{base}:mark", f"{base}:lost"]
         args += [need_us, 2 * need_us]
-        for _ in range(_SEED_ROUNDS):
-            renewals = self._renewals
+        rounds = skipped = 0
+        while rounds < _SEED_ROUNDS:
+            renewals, seeds = self._markers.renewals, self._seeds_ended
             reply = await self._scripts.admit(self._redis, keys, args)
             status = int(reply[0])
             if status == _NEEDS_STATE:
+                rounds += 1
                 # A renewal that ended while this reply was on its way may well have been
                 # this key's: look again rather than start another (single flight).
-                if self._renewals == renewals:
-                    await self._renew(key_id, long_windows, hold_us, need_us, now)
+                if self._markers.renewals == renewals:
+                    await self._markers.renew(key_id, long_windows, hold_us, need_us, now)
                 continue
             if status != _NEEDS_SEED:
                 result = self._result(admission, reply)
                 if int(reply[-2]):
                     # A third of the marker's life is gone: renew it off this request's path.
-                    self._renew_soon(key_id, long_windows, hold_us, need_us, now)
+                    self._markers.renew_soon(key_id, long_windows, hold_us, need_us, now)
                 return result
-            missing = dict.fromkeys(
-                (budgets[int(i)].scope, budgets[int(i)].reset, budgets[int(i)].period_start)
+            missing = [
+                (key_id, budgets[int(i)].scope, budgets[int(i)].reset, budgets[int(i)].period_start)
                 for i in reply[1:]
-            )
-            for scope, reset, start in missing:
-                await self._seed(key_id, scope, reset, start)
+            ]
+            # A counter seeded while this reply was on its way needs no other seed: look
+            # again (a thousand cold admissions would otherwise seed it a few times over).
+            unseeded = [c for c in dict.fromkeys(missing) if self._seeded.get(c, -1) <= seeds]
+            if not unseeded and skipped < _SEED_ROUNDS:
+                skipped += 1
+                continue
+            rounds += 1
+            for counter in unseeded or dict.fromkeys(missing):
+                await self._seed(*counter)
         raise CountersUnsettled("budget counters could not be seeded from the ledger")
+
+    async def _seed(self, key_id: str, scope: str, reset: Reset, start: datetime) -> None:
+        """Seed one counter from the ledger, once for every admission waiting for it."""
+        counter = (key_id, scope, reset, start)
+
+        async def seed() -> None:
+            try:
+                await self._seeder.seed(key_id, scope, reset, start, self)
+            finally:
+                self._seeds_ended += 1
+                if len(self._seeded) >= _SEEDED_REMEMBERED:
+                    self._seeded.clear()  # forgetting costs at most one more seed
+                self._seeded[counter] = self._seeds_ended
+
+        await self._seeding.run(counter, seed)
 
     def _result(self, admission: Admission, reply: Sequence[Any]) -> AdmissionResult:
         """The verdict from the script's raw state, worked out exactly as MemoryLimiter does."""
         now_us = int(reply[1])
-        now = _from_micros(now_us)
+        now = from_micros(now_us)
         free = int(reply[2]) if admission.max_parallel is not None else None
         position = 3
         window_states: list[gcra.WindowState] = []
@@ -409,80 +333,14 @@ class RedisLimiter:
         if self._keeper is not None and result.refusal is None:
             for ask, state in zip(admission.windows, window_states, strict=True):
                 if ask.window.period_us >= LONG_WINDOW_US:
-                    self._keeper.record(admission.key_id, _window_id(ask), state.reset_at_us)
+                    self._keeper.record(admission.key_id, window_id(ask), state.reset_at_us)
         lost_until = int(reply[position + 1])
         if result.refusal is Code.CONCURRENCY_EXCEEDED and lost_until > now_us:
             # Refused for slots Redis lost: they are all over by then.
             result = replace(result, retry_after=-(-(lost_until - now_us) // 1000) / 1000)
         return result
 
-    # -- the marker (see the module docstring) ----------------------------------------------
-
-    def _renew_soon(
-        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
-    ) -> None:
-        if key_id not in self._renewing:
-            self._start_renewal(key_id, windows, hold_us, need_us, now)
-
-    async def _renew(
-        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
-    ) -> None:
-        """Renew the key's marker (rebuilding what a lost Redis lost), once for all waiters."""
-        task = self._renewing.get(key_id) or self._start_renewal(
-            key_id, windows, hold_us, need_us, now
-        )
-        # shield: a verify that goes away must not cancel a renewal others wait for.
-        await asyncio.shield(task)
-
-    def _start_renewal(
-        self, key_id: str, windows: list[WindowAsk], hold_us: int, need_us: int, now: datetime
-    ) -> asyncio.Task[None]:
-        base = self._key(key_id)
-        keys = [f"{base}:mark", f"{base}:lost", *(self._window_key(key_id, a) for a in windows)]
-
-        async def install(promised: int | None, kept: Mapping[str, int]) -> int:
-            args: list[str | int] = [
-                self._clock(now),
-                -1 if promised is None else promised,
-                3 * need_us,
-                self._after_loss,
-                hold_us,
-            ]
-            for ask in windows:
-                full_at = kept.get(_window_id(ask), -1)
-                args += [ask.window.burst, *_window_args(ask.window), full_at]
-            reply = await self._scripts.restore(self._redis, keys, args)
-            if int(reply[0]):
-                self.losses += 1
-                if self.losses & (self.losses - 1) == 0:  # 1, 2, 4, 8...: one line per burst
-                    log.warning(
-                        "Redis lost the limit state of %d key(s) so far (latest %s): "
-                        "long windows and slots rebuilt as %s",
-                        self.losses,
-                        key_id,
-                        self._after_loss,
-                    )
-            return int(reply[1])
-
-        async def renew() -> None:
-            try:
-                await self._guard(key_id, install)
-            except StorageError as exc:
-                raise CountersUnsettled("the limit marker could not be renewed") from exc
-
-        task = asyncio.get_running_loop().create_task(renew())
-        self._renewing[key_id] = task
-        task.add_done_callback(lambda done: self._forget_renewal(key_id, done))
-        # Also when nobody waits for it any more (a renewal in the background, or its
-        # verifies went away): a failure is noted, never left unretrieved.
-        task.add_done_callback(_log_failed_renewal)
-        return task
-
-    def _forget_renewal(self, key_id: str, task: asyncio.Task[None]) -> None:
-        self._renewals += 1
-        if self._renewing.get(key_id) is task:
-            del self._renewing[key_id]
-
+    @_wrapping_redis_errors
     async def settle(self, settlement: Settlement, now: datetime) -> None:
         """Release the request's reservation and slot; correct token estimates (one call)."""
         if settlement.request_id is None and not settlement.token_windows:
@@ -503,9 +361,10 @@ class RedisLimiter:
         ]
         for ask in settlement.token_windows:
             counts = ask.counts if ask.counts in ("input", "output") else "total"
-            args += [counts, *_window_args(ask.window)]
+            args += [counts, *window_args(ask.window)]
         await self._scripts.settle(self._redis, keys, args)
 
+    @_wrapping_redis_errors
     async def expire(self, now: datetime) -> int:
         """Release reservations past their hold time; forget old estimates; return how many.
 
@@ -549,6 +408,7 @@ class RedisLimiter:
 
     # -- budget counters ------------------------------------------------------------------
 
+    @_wrapping_redis_errors
     async def install_spent(
         self, key_id: str, scope: str, reset: Reset, period_start: datetime, spent: int
     ) -> bool:
@@ -561,12 +421,13 @@ class RedisLimiter:
         member = self._member(scope, reset, period_start)
         base = self._key(key_id)
         end = next_reset(reset, period_start)
-        until = "" if end is None else _micros(end + timedelta(days=1)) // 1000
+        until = "" if end is None else micros(end + timedelta(days=1)) // 1000
         installed = await self._scripts.install(
             self._redis, [f"{base}:spent:{member}", f"{base}:scopes"], [spent, member, until]
         )
         return bool(installed)
 
+    @_wrapping_redis_errors
     async def add_spent(
         self, key_id: str, model: str | None, cost: int, recorded_at: datetime
     ) -> None:
@@ -586,7 +447,7 @@ class RedisLimiter:
         for raw in await self._redis.smembers(scopes_key):
             member = _text(raw)
             scope, reset_text, start_text = member.rsplit(":", 2)
-            start = _from_micros(int(start_text))
+            start = from_micros(int(start_text))
             end = next_reset(Reset(reset_text), start)
             counts = scope == "" or (model is not None and globs.model_matches(scope, model))
             current = start <= recorded_at and (end is None or recorded_at < end)
@@ -595,10 +456,12 @@ class RedisLimiter:
         if len(keys) > 1:
             await self._scripts.add_spent(self._redis, keys, args)
 
+    @_wrapping_redis_errors
     async def ping(self) -> None:
         """Raise a Redis error unless Redis answers."""
         await self._redis.ping()
 
+    @_wrapping_redis_errors
     async def forget_spent(self) -> int:
         """Drop every live budget counter under this prefix; return how many were dropped.
 

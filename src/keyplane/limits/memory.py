@@ -1,130 +1,28 @@
-"""Rate, token, concurrency and budget limits: one atomic admission step per verify.
+"""Limits for one process: :class:`MemoryLimiter`.
 
-:class:`Limiter` is the interface. One call to :meth:`Limiter.admit` checks every window,
-the concurrency slot and every budget of a request and, only if all of them allow it, consumes
-them all: all or nothing. That is one atomic step in memory (:class:`MemoryLimiter`: plain
-synchronous code between two awaits) and, for the scale-out issue, one Redis script.
-
-Budgets count micro-credits: *spent* comes from the durable ledger (seeded once per key and
-period, then advanced by each committed report), *reserved* is what admitted requests may still
-spend. A request is admitted when ``spent + reserved + cost <= limit``, so concurrent verifies
-can never take a budget below zero.
+Each method's critical section is plain synchronous code between two awaits, so one admission
+is one atomic step (see :class:`keyplane.limits.base.Limiter`).
 """
 
 from __future__ import annotations
 
 import heapq
-import math
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
 
 from keyplane.domain import gcra, globs
-from keyplane.domain.decisions import Code
+from keyplane.domain.admission import (
+    Admission,
+    AdmissionResult,
+    BudgetAsk,
+    Settlement,
+    judge,
+    micros,
+    token_delta,
+)
+from keyplane.domain.clock import Clock
 from keyplane.domain.periods import Reset
-
-#: Seeds a budget counter from the ledger: reads what (key id, scope ("" or a model pattern))
-#: spent in the period (reset, period start) and calls ``install_spent`` under the lock that
-#: reports take to commit, so no report is missed or counted twice (``UsageLedger.seed``).
-Seeder = Callable[[str, str, Reset, datetime], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class WindowAsk:
-    """A rate or token window and what this request costs in it."""
-
-    name: str
-    kind: str  # "rate" or "tokens"
-    window: gcra.Window
-    cost: int
-    #: Which tokens a token window counts ("input", "output", "total"); None for rate windows.
-    counts: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetAsk:
-    #: "" for the key's budget, else the model pattern of a per-model budget.
-    scope: str
-    limit: int | None
-    reset: Reset
-    period_start: datetime
-    reset_at: datetime | None
-    cost: int
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """Everything one verify asks of the limits."""
-
-    key_id: str
-    request_id: str
-    hold_until: datetime
-    windows: tuple[WindowAsk, ...] = ()
-    #: The concurrency limit, when the request takes a slot.
-    max_parallel: int | None = None
-    budgets: tuple[BudgetAsk, ...] = ()
-    tokens_in: int = 0
-    tokens_out: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LimitState:
-    name: str
-    kind: str  # "rate", "tokens", "concurrency" or "budget" (budget amounts in micros)
-    limit: int
-    remaining: int
-    reset_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class AdmissionResult:
-    refusal: Code | None
-    limits: tuple[LimitState, ...]
-    #: Seconds until the request could pass, when refused and known.
-    retry_after: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """A committed usage report, as the limits see it."""
-
-    key_id: str
-    request_id: str | None
-    input_tokens: int
-    output_tokens: int
-    #: The key's token windows now, so an estimate can be corrected.
-    token_windows: tuple[WindowAsk, ...] = ()
-
-
-class Limiter(Protocol):
-    async def admit(self, admission: Admission, now: datetime) -> AdmissionResult:
-        """Check and (only if everything allows it) consume, in one atomic step."""
-        ...
-
-    async def settle(self, settlement: Settlement, now: datetime) -> None:
-        """Release the request's reservation and slot; correct token estimates."""
-        ...
-
-    async def add_spent(
-        self, key_id: str, model: str | None, cost: int, recorded_at: datetime
-    ) -> None:
-        """Advance the live budget counters that exist by a report the ledger is committing.
-
-        Never creates a counter: a missing one is seeded from the ledger, report included.
-        """
-        ...
-
-    async def install_spent(
-        self, key_id: str, scope: str, reset: Reset, period_start: datetime, spent: int
-    ) -> bool:
-        """Install a budget counter read from the ledger, unless one for that period exists;
-        True when this call installed it."""
-        ...
-
-    async def expire(self, now: datetime) -> int:
-        """Release reservations and slots past their hold time; return how many."""
-        ...
+from keyplane.limits.base import CounterSeeder, SingleFlight
 
 
 @dataclass
@@ -144,102 +42,30 @@ class _Reservation:
     tokens_out: int = 0
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _micros(when: datetime) -> int:
-    delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_LATEST_US = (datetime(9999, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_micros(micros: int) -> datetime:
-    # An absurd overrun (10^12 tokens reported against 1 per minute) can push a window's
-    # reset past the last representable datetime; "the year 9999" says the same.
-    return _EPOCH + timedelta(microseconds=min(micros, _LATEST_US))
-
-
-def _token_delta(counts: str | None, tokens_in: int, tokens_out: int) -> int:
-    if counts == "input":
-        return tokens_in
-    if counts == "output":
-        return tokens_out
-    return tokens_in + tokens_out
-
-
-def judge(
-    admission: Admission,
-    now: datetime,
-    free_slots: int | None,
-    window_states: Sequence[gcra.WindowState],
-    budget_left: Sequence[int],
-) -> AdmissionResult:
-    """The verdict on an admission from the state of its limits, the same for every limiter.
-
-    ``free_slots``: slots free before this request (None when it takes none);
-    ``window_states``: one per window, as :func:`gcra.check` gave it; ``budget_left``: what
-    each budget with a limit has left before this request, in order. Refusal codes come in the
-    documented order; a refused request reports what is left before it, an admitted one what
-    is left after.
-    """
-    # (name, kind, limit, remaining if refused, remaining if admitted, reset time)
-    reports: list[tuple[str, str, int, int, int, datetime | None]] = []
-    refusals: list[tuple[Code, float | None]] = []
-    if admission.max_parallel is not None and free_slots is not None:
-        if free_slots < 1:
-            refusals.append((Code.CONCURRENCY_EXCEEDED, None))
-        reports.append(
-            ("concurrency", "concurrency", admission.max_parallel, free_slots, free_slots - 1, None)
-        )
-    for ask, state in zip(admission.windows, window_states, strict=True):
-        before = state.remaining + ask.cost if state.allowed else state.remaining
-        reports.append(
-            (
-                ask.name,
-                ask.kind,
-                ask.window.limit,
-                before,
-                state.remaining,
-                _from_micros(state.reset_at_us),
-            )
-        )
-    for kind, code in (("rate", Code.RATE_LIMITED), ("tokens", Code.TOKEN_LIMITED)):
-        waits = [
-            state.retry_after_us
-            for ask, state in zip(admission.windows, window_states, strict=True)
-            if ask.kind == kind and not state.allowed
-        ]
-        if waits:
-            retry = None if None in waits else max(w or 0 for w in waits) / 1_000_000
-            refusals.append((code, retry))
-    limited = [(b, b.limit) for b in admission.budgets if b.limit is not None]
-    for (budget, limit), left in zip(limited, budget_left, strict=True):
-        # With no estimate, a request still needs something left to spend.
-        fits = budget.cost <= left and (budget.cost > 0 or left > 0)
-        name = "budget" if budget.scope == "" else f"budget:{budget.scope}"
-        reports.append((name, "budget", limit, left, left - budget.cost, budget.reset_at))
-        if not fits:
-            retry = None if budget.reset_at is None else (budget.reset_at - now).total_seconds()
-            refusals.append((Code.BUDGET_EXCEEDED, retry))
-    states = tuple(
-        LimitState(name, kind, limit, before if refusals else after, reset_at)
-        for name, kind, limit, before, after, reset_at in reports
-    )
-    if not refusals:
-        return AdmissionResult(None, states)
-    code, retry = refusals[0]
-    if retry is not None:
-        retry = math.ceil(retry * 1000) / 1000
-    return AdmissionResult(code, states, retry)
-
-
 class MemoryLimiter:
-    """Limits for one process. Each method's critical section has no await inside it."""
+    """Limits for one process. Each method's critical section has no await inside it.
 
-    def __init__(self, seed: Seeder, remember_expired: timedelta = timedelta(hours=1)) -> None:
-        self._seed = seed
+    Args:
+        seeder: installs a missing budget counter from the ledger (once per counter at a time,
+            however many admissions wait for it).
+        remember_expired: how long the token estimate of a reservation that expired unsettled
+            is kept, so a late report corrects it instead of charging the tokens twice.
+        clock: read again when an admission had to wait for a seed, so the decision is made at
+            the time it is made: a request that waited over a window's burst time with its
+            caller's ``now`` looked stale and was refused. None: always the caller's ``now``.
+    """
+
+    def __init__(
+        self,
+        seeder: CounterSeeder,
+        remember_expired: timedelta = timedelta(hours=1),
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self._seeder = seeder
+        self._clock = clock
+        # One seeding per counter at a time, however many admissions wait for it.
+        self._seeding = SingleFlight()
         self._remember_expired = remember_expired
         # Token estimates of reservations that expired unsettled, by key and request id, so a
         # late usage report corrects its estimate instead of charging the tokens twice.
@@ -254,8 +80,12 @@ class MemoryLimiter:
         self._expiry: list[tuple[datetime, str, str]] = []
 
     async def admit(self, admission: Admission, now: datetime) -> AdmissionResult:
+        waited = False
         for budget in admission.budgets:
-            await self._ensure_counter(admission.key_id, budget)
+            waited = await self._ensure_counter(admission.key_id, budget) or waited
+        if waited and self._clock is not None:
+            # Seeding reads the database: it may take long enough for ``now`` to be stale.
+            now = max(now, self._clock.now())
         # From here to the return there is no await: the check-and-consume is atomic.
         return self._admit(admission, now)
 
@@ -265,9 +95,16 @@ class MemoryLimiter:
             counter is not None and counter.reset is reset and counter.period_start == period_start
         )
 
-    async def _ensure_counter(self, key_id: str, budget: BudgetAsk) -> None:
-        if not self._has_counter(key_id, budget.scope, budget.reset, budget.period_start):
-            await self._seed(key_id, budget.scope, budget.reset, budget.period_start)
+    async def _ensure_counter(self, key_id: str, budget: BudgetAsk) -> bool:
+        """Seed the budget's counter unless it is live; True when this had to wait for it."""
+        scope, reset, start = budget.scope, budget.reset, budget.period_start
+        if self._has_counter(key_id, scope, reset, start):
+            return False
+        await self._seeding.run(
+            (key_id, scope, reset, start),
+            lambda: self._seeder.seed(key_id, scope, reset, start, self),
+        )
+        return True
 
     async def install_spent(
         self, key_id: str, scope: str, reset: Reset, period_start: datetime, spent: int
@@ -284,7 +121,7 @@ class MemoryLimiter:
 
     def _admit(self, admission: Admission, now: datetime) -> AdmissionResult:
         key_id = admission.key_id
-        now_us = _micros(now)
+        now_us = micros(now)
         self._expire_due(now)
         held = self._reservations.get(key_id, {})
         free: int | None = None
@@ -391,11 +228,11 @@ class MemoryLimiter:
                 expired = self._expired.pop((key_id, settlement.request_id), None)
                 if expired is not None:
                     estimated_in, estimated_out, _ = expired
-        now_us = _micros(now)
+        now_us = micros(now)
         for ask in settlement.token_windows:
-            delta = _token_delta(
+            delta = token_delta(
                 ask.counts, settlement.input_tokens, settlement.output_tokens
-            ) - _token_delta(ask.counts, estimated_in, estimated_out)
+            ) - token_delta(ask.counts, estimated_in, estimated_out)
             if delta:
                 window_key = (key_id, ask.kind, ask.name, ask.window.limit, ask.window.period_us)
                 adjusted = gcra.adjust(ask.window, self._tats.get(window_key), now_us, delta)
@@ -417,7 +254,7 @@ class MemoryLimiter:
         released = self._expire_due(now)
         for forgotten in [k for k, (_, _, until) in self._expired.items() if until <= now]:
             del self._expired[forgotten]
-        now_us = _micros(now)
+        now_us = micros(now)
         for window_key in [k for k, tat in self._tats.items() if tat <= now_us * k[3]]:
             del self._tats[window_key]  # a window back to full needs no state
         return released

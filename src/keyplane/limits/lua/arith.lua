@@ -2,7 +2,7 @@
 --
 -- Lua numbers are doubles: integers are exact up to 2^53 and sums, differences, doubling and
 -- exact divisions of such integers stay exact as long as every result stays below 2^53. The
--- helpers below never form a product of two large numbers; see keyplane.services.redis_limiter
+-- helpers below never form a product of two large numbers; see keyplane.limits.redis
 -- for the argument that every intermediate of the rate-window maths stays below 2^53.
 
 -- 2^50: a bound on whole units of window debt and on microseconds of window TTL.

@@ -25,18 +25,20 @@ import pytest
 from redis.asyncio import Redis
 
 from keyplane.domain import gcra
+from keyplane.domain.admission import Admission, AdmissionResult, WindowAsk
 from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
-from keyplane.domain.periods import Reset
 from keyplane.errors import StorageError
-from keyplane.services.limit_state import Guard, Install, MemoryGuard, WindowKeeper
-from keyplane.services.limits import Admission, AdmissionResult, MemoryLimiter, WindowAsk
-from keyplane.services.redis_limiter import AfterLoss, CountersUnsettled, RedisLimiter
-from keyplane.services.resilient_limiter import ResilientLimiter
+from keyplane.limits.keeper import Guard, Install, MemoryGuard, WindowKeeper
+from keyplane.limits.markers import AfterLoss, CountersUnsettled
+from keyplane.limits.memory import MemoryLimiter
+from keyplane.limits.redis import RedisLimiter
+from keyplane.limits.resilient import ResilientLimiter
 from keyplane.settings import to_async_url
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
 from tests.conftest import Database, free_port, private_redis
+from tests.limits.harness import NoSeeder
 
 SECOND_US = gcra.MICROS
 HOUR_US = 3600 * SECOND_US
@@ -45,10 +47,6 @@ HOLD = timedelta(minutes=5)
 
 MONTH = WindowAsk("month", "rate", gcra.Window(100, 30 * DAY_US, 100), 1)
 MINUTE = WindowAsk("minute", "rate", gcra.Window(10, 60 * SECOND_US, 10), 1)
-
-
-async def _no_budget(key_id: str, scope: str, reset: Reset, start: datetime) -> None:
-    raise AssertionError("no budget here")
 
 
 class Restartable:
@@ -93,7 +91,7 @@ def limiter(
 ) -> RedisLimiter:
     return RedisLimiter(
         server.client(),
-        _no_budget,
+        NoSeeder(),
         use_caller_clock=True,
         guard=guard,
         after_loss=after_loss,
@@ -306,7 +304,7 @@ async def test_a_busy_key_has_its_marker_renewed_off_the_request_path(
     assert guard.calls == 1
     clock.set(start + 2 * HOLD)  # a third of its life left: renewed after this verify
     assert passed(await admitted(limits, clock.now(), 1, "second", max_parallel=20)) == 1
-    while guard.calls < 2 or limits._renewing:
+    while guard.calls < 2 or limits._markers.renewing:
         await asyncio.sleep(0.001)
     # The end of the first promise; the renewed one has two holds left, so not even a
     # renewal in the background is due.
@@ -325,7 +323,7 @@ async def test_a_database_that_cannot_renew_the_marker_leaves_it_to_the_fallback
         raise StorageError("database write failed")
 
     shared = limiter(server, broken)
-    resilient = ResilientLimiter(shared, MemoryLimiter(_no_budget), mode="closed")
+    resilient = ResilientLimiter(shared, MemoryLimiter(NoSeeder()), mode="closed")
     now = clock.now()
     with pytest.raises(CountersUnsettled):
         await shared.admit(ask("direct", now, windows=(MONTH,)), now)

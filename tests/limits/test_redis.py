@@ -1,420 +1,61 @@
-"""The Redis limiter: MemoryLimiter's semantics, shared by many instances through one Redis.
+"""The Redis limiter: what only it does (many instances, key layout, scripts, exactness).
 
-Runs against ``redis://127.0.0.1:6379/0`` (override with ``KEYPLANE_TEST_REDIS_URL``), each
-test under its own random key prefix, deleted afterwards. Skipped when Redis is unreachable,
-except with ``CI=true``, where the tests fail instead.
+The scenarios it shares with MemoryLimiter are in ``test_contract.py``; Redis connection
+details are in ``harness.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
-import os
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis.asyncio import BlockingConnectionPool, Connection, ConnectionPool, Redis
+from redis.asyncio import Connection, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from keyplane.domain import gcra
-from keyplane.domain.decisions import Code
-from keyplane.domain.periods import Reset, next_reset, period_start
-from keyplane.services import redis_limiter
-from keyplane.services.limits import (
+from keyplane.domain.admission import (
     Admission,
     AdmissionResult,
     BudgetAsk,
-    MemoryLimiter,
     Settlement,
     WindowAsk,
+    micros,
 )
-from keyplane.services.redis_limiter import CountersUnsettled, RedisLimiter
-from tests.conftest import IN_CI
-from tests.services.test_limits import MINUTE_US, NOW, admission, budget
+from keyplane.domain.decisions import Code
+from keyplane.domain.periods import Reset, next_reset, period_start
+from keyplane.errors import LimiterUnavailableError
+from keyplane.limits.markers import CountersUnsettled
+from keyplane.limits.redis import RedisLimiter
+from keyplane.limits.scripts import Script
+from tests.limits.harness import (
+    MINUTE_US,
+    NOW,
+    Limits,
+    NoSeeder,
+    admission,
+    budget,
+    delete_prefix,
+    memory_limits,
+    new_client,
+    redis_limits,
+    redis_url,
+    require_redis,
+)
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SECOND_US = gcra.MICROS
 DAY_US = 86_400 * SECOND_US
-
-
-def _redis_url() -> str:
-    return os.environ.get("KEYPLANE_TEST_REDIS_URL", REDIS_URL)
-
-
-def require_redis() -> None:
-    """Skip without Redis; with CI=true fail instead, as PostgreSQL does in conftest."""
-    parts = urlsplit(_redis_url())
-    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return
-    except OSError:
-        pass
-    message = f"Redis is not reachable on {host}:{port}"
-    if IN_CI:
-        pytest.fail(message + " (CI=true: failing instead of skipping)")
-    pytest.skip(message)
-
-
-def new_client(**pool: Any) -> Redis:
-    """A client with its own connections, as a separate server instance would have."""
-    return Redis.from_pool(
-        BlockingConnectionPool.from_url(_redis_url(), max_connections=32, **pool)
-    )
-
-
-async def delete_prefix(prefix: str) -> None:
-    client = new_client()
-    try:
-        names = [name async for name in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if names:
-            await client.unlink(*names)
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    require_redis()
-    name = f"kpt{secrets.token_hex(6)}"
-    yield name
-    await delete_prefix(name)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[..., Redis]]:
-    """Makes clients (closed afterwards)."""
-    made: list[Redis] = []
-
-    def make(**pool: Any) -> Redis:
-        made.append(new_client(**pool))
-        return made[-1]
-
-    yield make
-    for client in made:
-        await client.aclose()
-
-
-# -- one harness over both limiters ------------------------------------------------------------
-
-
-@dataclass
-class Ledger:
-    """Stands in for the ledger: what each (key, scope, period) has spent, seeded on demand."""
-
-    spent: int = 0
-    periods: dict[tuple[str, str, Reset, datetime], int] = field(default_factory=dict)
-    seeds: int = 0
-    install: Callable[[str, str, Reset, datetime, int], object] | None = None
-
-    async def seed(self, key_id: str, scope: str, reset: Reset, start: datetime) -> None:
-        self.seeds += 1
-        await asyncio.sleep(0)
-        assert self.install is not None
-        done = self.install(
-            key_id, scope, reset, start, self.periods.get((key_id, scope, reset, start), self.spent)
-        )
-        if inspect.isawaitable(done):
-            await done
-
-
-@dataclass
-class Limits:
-    """MemoryLimiter or RedisLimiter behind one async interface."""
-
-    limiter: MemoryLimiter | RedisLimiter
-    ledger: Ledger
-
-    async def admit(self, ask: Admission, now: datetime = NOW) -> AdmissionResult:
-        return await self.limiter.admit(ask, now)
-
-    async def settle(self, settlement: Settlement, now: datetime = NOW) -> None:
-        await self.limiter.settle(settlement, now)
-
-    async def add_spent(self, key_id: str, model: str | None, cost: int, at: datetime) -> None:
-        done = self.limiter.add_spent(key_id, model, cost, at)
-        if inspect.isawaitable(done):
-            await done
-
-    async def expire(self, now: datetime) -> int:
-        return await self.limiter.expire(now)
-
-
-def memory_limits(spent: int = 0) -> Limits:
-    ledger = Ledger(spent)
-    limiter = MemoryLimiter(ledger.seed)
-    ledger.install = limiter.install_spent
-    return Limits(limiter, ledger)
-
-
-def redis_limits(
-    client: Redis, prefix: str, spent: int = 0, *, caller_clock: bool = True, **options: Any
-) -> Limits:
-    ledger = Ledger(spent)
-    limiter = RedisLimiter(
-        client, ledger.seed, prefix=prefix, use_caller_clock=caller_clock, **options
-    )
-    ledger.install = limiter.install_spent
-    return Limits(limiter, ledger)
-
-
-MakeLimits = Callable[..., Limits]
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def make_limits(
-    request: pytest.FixtureRequest, clients: Callable[..., Redis]
-) -> AsyncIterator[MakeLimits]:
-    """Both limiters; the Redis one on the callers' clock, so scenarios can move time."""
-    if request.param == "memory":
-        yield memory_limits
-        return
-    require_redis()
-    name = f"kpt{secrets.token_hex(6)}"
-    client = clients()
-    yield lambda spent=0: redis_limits(client, name, spent)
-    await delete_prefix(name)
-
-
-# -- MemoryLimiter's scenarios (tests/services/test_limits.py), on both -----------------------
-
-
-async def test_concurrent_reservations_never_overspend(make_limits: MakeLimits) -> None:
-    limits = make_limits()
-    results = await asyncio.gather(
-        *(
-            limits.admit(admission(f"r{i}", budgets=(budget(5_000_000, 100_000),)))
-            for i in range(1000)
-        )
-    )
-    assert sum(r.refusal is None for r in results) == 50
-    assert {r.refusal for r in results} == {None, Code.BUDGET_EXCEEDED}
-    assert limits.ledger.seeds >= 1
-
-
-async def test_refusal_in_one_limit_consumes_nothing_in_the_others(
-    make_limits: MakeLimits,
-) -> None:
-    limits = make_limits(spent=4_950_000)
-    rate = WindowAsk("per_minute", "rate", gcra.Window(10, MINUTE_US, 10), 1)
-    for i in range(20):
-        result = await limits.admit(
-            admission(f"r{i}", windows=(rate,), budgets=(budget(5_000_000, 100_000),))
-        )
-        assert result.refusal is Code.BUDGET_EXCEEDED
-    result = await limits.admit(admission("ok", windows=(rate,)))
-    assert result.refusal is None
-    assert result.limits[0].remaining == 9
-
-
-async def test_settlement_releases_the_reservation_and_the_slot(make_limits: MakeLimits) -> None:
-    limits = make_limits()
-    ask = admission("a", max_parallel=1, budgets=(budget(1_000_000, 1_000_000),))
-    assert (await limits.admit(ask)).refusal is None
-    second = await limits.admit(admission("b", max_parallel=1))
-    assert second.refusal is Code.CONCURRENCY_EXCEEDED
-    await limits.settle(Settlement("key_1", "a", 0, 0))
-    await limits.add_spent("key_1", None, 250_000, NOW)
-    result = await limits.admit(
-        admission("c", max_parallel=1, budgets=(budget(1_000_000, 750_000),))
-    )
-    assert result.refusal is None
-    [slot, money] = result.limits
-    assert (slot.kind, slot.remaining) == ("concurrency", 0)
-    assert (money.kind, money.remaining) == ("budget", 0)
-
-
-async def test_a_settlement_releases_only_its_own_keys_reservation(
-    make_limits: MakeLimits,
-) -> None:
-    # Request ids are the gateway's, so two tenants' keys can hold the same one.
-    limits = make_limits()
-    for key_id in ("key_1", "key_2"):
-        ask = replace(admission("req_gw_0001", max_parallel=1), key_id=key_id)
-        assert (await limits.admit(ask)).refusal is None
-    await limits.settle(Settlement("key_2", "req_gw_0001", 0, 0))
-    held = await limits.admit(admission("next", max_parallel=1))
-    assert held.refusal is Code.CONCURRENCY_EXCEEDED
-    await limits.settle(Settlement("key_1", "req_gw_0001", 0, 0))
-    assert (await limits.admit(admission("next", max_parallel=1))).refusal is None
-
-
-async def test_unsettled_reservations_expire(make_limits: MakeLimits) -> None:
-    limits = make_limits()
-    assert (await limits.admit(admission("a", max_parallel=1))).refusal is None
-    assert (await limits.admit(admission("b", max_parallel=1))).refusal is not None
-    assert await limits.expire(NOW + timedelta(minutes=5)) == 1
-    later = NOW + timedelta(minutes=5)
-    result = await limits.admit(
-        Admission("key_1", "c", hold_until=later + timedelta(minutes=5), max_parallel=1), later
-    )
-    assert result.refusal is None
-
-
-async def test_expired_reservations_are_released_by_the_next_admit_too(
-    make_limits: MakeLimits,
-) -> None:
-    limits = make_limits()
-    assert (await limits.admit(admission("a", max_parallel=1))).refusal is None
-    later = NOW + timedelta(minutes=5)
-    result = await limits.admit(
-        Admission("key_1", "b", hold_until=later + timedelta(minutes=5), max_parallel=1), later
-    )
-    assert result.refusal is None
-    assert await limits.expire(later) == 0
-
-
-async def test_a_new_budget_period_starts_from_the_ledger(make_limits: MakeLimits) -> None:
-    limits = make_limits(spent=5_000_000)
-    result = await limits.admit(admission("a", budgets=(budget(5_000_000, 1),)))
-    assert result.refusal is Code.BUDGET_EXCEEDED
-    assert result.retry_after == 60.0
-    april = NOW + timedelta(minutes=1)
-    limits.ledger.spent = 0
-    result = await limits.admit(
-        Admission(
-            "key_1",
-            "b",
-            hold_until=april + timedelta(minutes=5),
-            budgets=(budget(5_000_000, 1, now=april),),
-        ),
-        april,
-    )
-    assert result.refusal is None
-
-
-async def test_token_estimates_are_corrected_on_settlement(make_limits: MakeLimits) -> None:
-    limits = make_limits()
-    window = gcra.Window(1000, MINUTE_US, 1000)
-    tokens = WindowAsk("input_per_minute", "tokens", window, 800, "input")
-    result = await limits.admit(admission("a", windows=(tokens,), tokens_in=800))
-    assert result.refusal is None and result.limits[0].remaining == 200
-    await limits.settle(Settlement("key_1", "a", 100, 0, (tokens,)))
-    probe = WindowAsk("input_per_minute", "tokens", window, 900, "input")
-    result = await limits.admit(admission("b", windows=(probe,), tokens_in=900))
-    assert result.refusal is None and result.limits[0].remaining == 0
-    result = await limits.admit(admission("c", windows=(probe,), tokens_in=900))
-    assert result.refusal is Code.TOKEN_LIMITED
-
-
-async def test_a_late_report_corrects_the_estimate_instead_of_charging_twice(
-    make_limits: MakeLimits,
-) -> None:
-    limits = make_limits()
-    window = gcra.Window(1000, MINUTE_US, 1000)
-    ask = WindowAsk("input_per_minute", "tokens", window, 600, "input")
-    assert (await limits.admit(admission("a", windows=(ask,), tokens_in=600))).refusal is None
-    later = NOW + timedelta(minutes=5)
-    await limits.expire(later)
-    await limits.settle(Settlement("key_1", "a", 600, 0, (ask,)), later)
-    probe = WindowAsk("input_per_minute", "tokens", window, 1000, "input")
-    result = await limits.admit(
-        Admission("key_1", "b", hold_until=later, windows=(probe,), tokens_in=1000), later
-    )
-    assert result.refusal is None
-
-
-async def test_an_estimate_is_forgotten_after_an_hour(make_limits: MakeLimits) -> None:
-    limits = make_limits()
-    window = gcra.Window(1000, MINUTE_US, 1000)
-    ask = WindowAsk("input_per_minute", "tokens", window, 600, "input")
-    assert (await limits.admit(admission("a", windows=(ask,), tokens_in=600))).refusal is None
-    later = NOW + timedelta(minutes=5)
-    await limits.expire(later)
-    much_later = later + timedelta(hours=1)
-    await limits.expire(much_later)
-    # Forgotten: the report is charged in full.
-    await limits.settle(Settlement("key_1", "a", 600, 0, (ask,)), much_later)
-    probe = WindowAsk("input_per_minute", "tokens", window, 1000, "input")
-    result = await limits.admit(
-        Admission("key_1", "b", hold_until=much_later, windows=(probe,), tokens_in=1000),
-        much_later,
-    )
-    assert result.refusal is Code.TOKEN_LIMITED
-    assert result.limits[0].remaining == 400
-
-
-async def test_a_retried_verify_reuses_its_own_slot(make_limits: MakeLimits) -> None:
-    limits = make_limits()
-    assert (await limits.admit(admission("same", max_parallel=1))).refusal is None
-    assert (await limits.admit(admission("same", max_parallel=1))).refusal is None
-    assert (await limits.admit(admission("other", max_parallel=1))).refusal is not None
-
-
-async def test_a_retried_verify_keeps_the_longer_hold(make_limits: MakeLimits) -> None:
-    limits = make_limits()
-    assert (await limits.admit(admission("same", max_parallel=1))).refusal is None
-    retry = Admission("key_1", "same", NOW + timedelta(seconds=1), max_parallel=1)
-    assert (await limits.admit(retry)).refusal is None
-    later = NOW + timedelta(minutes=1)
-    other = Admission("key_1", "other", later + timedelta(minutes=5), max_parallel=1)
-    assert (await limits.admit(other, later)).refusal is Code.CONCURRENCY_EXCEEDED
-    assert (await limits.admit(other, NOW + timedelta(minutes=5))).refusal is None
-
-
-async def test_a_refused_request_reports_what_is_left_before_it(make_limits: MakeLimits) -> None:
-    limits = make_limits(spent=900_000)
-    rate = WindowAsk("m", "rate", gcra.Window(10, MINUTE_US, 10), 1)
-    result = await limits.admit(
-        admission("a", windows=(rate,), budgets=(budget(1_000_000, 200_000),))
-    )
-    assert result.refusal is Code.BUDGET_EXCEEDED
-    assert [(s.name, s.remaining) for s in result.limits] == [("m", 10), ("budget", 100_000)]
-
-
-async def test_refusal_codes_come_in_the_documented_order(make_limits: MakeLimits) -> None:
-    limits = make_limits(spent=1_000_000)
-    rate = WindowAsk("r", "rate", gcra.Window(1, MINUTE_US, 1), 1)
-    tokens = WindowAsk("t", "tokens", gcra.Window(10, MINUTE_US, 10), 10, "input")
-    everything = {
-        "windows": (rate, tokens),
-        "budgets": (budget(1_000_000, 1),),
-        "max_parallel": 1,
-        "tokens_in": 10,
-    }
-    assert (await limits.admit(admission("hold", max_parallel=1))).refusal is None
-    assert (await limits.admit(admission("w", windows=(rate, tokens)))).refusal is None
-    result = await limits.admit(admission("x", **everything))
-    assert result.refusal is Code.CONCURRENCY_EXCEEDED
-    await limits.settle(Settlement("key_1", "hold", 0, 0))
-    result = await limits.admit(admission("x", **everything))
-    assert result.refusal is Code.RATE_LIMITED
-    assert result.retry_after == 60.0
-    only_tokens = {**everything, "windows": (tokens,)}
-    result = await limits.admit(admission("x", **only_tokens))
-    assert result.refusal is Code.TOKEN_LIMITED
-    result = await limits.admit(admission("x", **{**only_tokens, "windows": ()}))
-    assert result.refusal is Code.BUDGET_EXCEEDED
-
-
-async def test_a_per_model_budget_counts_only_matching_reports(make_limits: MakeLimits) -> None:
-    limits = make_limits()
-    start, reset_at = period_start(Reset.MONTHLY, NOW), next_reset(Reset.MONTHLY, NOW)
-    gpt4 = BudgetAsk("gpt-4*", 1_000_000, Reset.MONTHLY, start, reset_at, 0)
-    key = BudgetAsk("", 5_000_000, Reset.MONTHLY, start, reset_at, 0)
-    result = await limits.admit(admission("a", budgets=(key, gpt4)))
-    assert [s.remaining for s in result.limits] == [5_000_000, 1_000_000]
-    await limits.add_spent("key_1", "gpt-4o", 300_000, NOW)
-    await limits.add_spent("key_1", "claude-3", 200_000, NOW)
-    await limits.add_spent("key_1", None, 100_000, NOW)
-    result = await limits.admit(admission("b", budgets=(key, gpt4)))
-    assert [s.remaining for s in result.limits] == [4_400_000, 700_000]
-
-
-# -- Redis only ------------------------------------------------------------------------------
 
 
 async def test_two_instances_never_overspend_one_budget(
@@ -506,10 +147,11 @@ async def test_admission_fails_when_the_ledger_never_seeds(
 ) -> None:
     calls = []
 
-    async def seed_nothing(*args: object) -> None:
-        calls.append(args)
+    class SeedNothing:
+        async def seed(self, *args: object) -> None:
+            calls.append(args)
 
-    limiter = RedisLimiter(clients(), seed_nothing, prefix=prefix, use_caller_clock=True)
+    limiter = RedisLimiter(clients(), SeedNothing(), prefix=prefix, use_caller_clock=True)
     rate = WindowAsk("m", "rate", gcra.Window(1, MINUTE_US, 1), 1)
     with pytest.raises(CountersUnsettled):
         await limiter.admit(admission("a", windows=(rate,), budgets=(budget(10, 1),)), NOW)
@@ -654,7 +296,7 @@ async def test_a_warm_admission_is_one_round_trip(
             sent.append(data.encode() if isinstance(data, str) else data)
             await super().send_packed_command(command, check_health)
 
-    client = Redis.from_pool(ConnectionPool.from_url(_redis_url(), connection_class=Counting))
+    client = Redis.from_pool(ConnectionPool.from_url(redis_url(), connection_class=Counting))
     try:
         limits = redis_limits(client, prefix, spent=0)
         rate = WindowAsk("m", "rate", gcra.Window(1000, MINUTE_US, 1000), 1)
@@ -688,7 +330,7 @@ async def test_an_unknown_script_is_sent_once_then_run_by_sha(
     prefix: str, clients: Callable[..., Redis]
 ) -> None:
     client = clients()
-    script = redis_limiter._Script("arith.lua", "holds.lua", "sweep.lua")
+    script = Script("arith.lua", "holds.lua", "sweep.lua")
     script.text += f"\n-- {secrets.token_hex(8)}"  # a script this server has never seen
     script.sha = hashlib.sha1(script.text.encode(), usedforsecurity=False).hexdigest()
     keys = [f"{prefix}:{{k}}:{name}" for name in ("res", "exp", "late", "slots", "reserved")]
@@ -698,16 +340,18 @@ async def test_an_unknown_script_is_sent_once_then_run_by_sha(
     assert await script(client, keys, [-1, 0]) == 0
 
 
-async def test_connection_errors_reach_the_caller() -> None:
+async def test_connection_errors_reach_the_caller_wrapped() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client = Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
     try:
-        limiter = RedisLimiter(client, Ledger().seed)
+        limiter = RedisLimiter(client, NoSeeder())
         rate = WindowAsk("m", "rate", gcra.Window(1, MINUTE_US, 1), 1)
-        with pytest.raises(RedisConnectionError):
+        with pytest.raises(LimiterUnavailableError) as raised:
             await limiter.admit(admission("a", windows=(rate,)), NOW)
+        assert isinstance(raised.value.__cause__, RedisConnectionError)
+        assert str(port) not in str(raised.value)  # the driver's message stays out
     finally:
         await client.aclose()
 
@@ -727,7 +371,7 @@ def test_key_ids_and_prefixes_cannot_break_the_hash_tag() -> None:
 
 
 def _us(when: datetime) -> int:
-    return redis_limiter._micros(when)
+    return micros(when)
 
 
 async def _both(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -14,17 +13,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from keyplane.domain import gcra
+from keyplane.domain.admission import WindowAsk
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
-from keyplane.services.limits import MemoryLimiter, WindowAsk
-from keyplane.services.redis_limiter import CountersUnsettled, RedisLimiter
-from keyplane.services.resilient_limiter import FailureMode, ResilientLimiter
+from keyplane.limits.base import CounterInstaller
+from keyplane.limits.markers import CountersUnsettled
+from keyplane.limits.memory import MemoryLimiter
+from keyplane.limits.redis import RedisLimiter
+from keyplane.limits.resilient import FailureMode, ResilientLimiter
 from tests.conftest import free_port, private_redis
-from tests.services.test_limits import MINUTE_US, NOW, admission, budget
-
-
-async def _no_seed(key_id: str, scope: str, reset: Reset, start: datetime) -> None:
-    raise AssertionError("no budget here")
+from tests.limits.harness import MINUTE_US, NOW, NoSeeder, admission, budget
 
 
 def _limiter(mode: FailureMode, instances: int = 1) -> tuple[ResilientLimiter, Redis]:
@@ -33,8 +31,8 @@ def _limiter(mode: FailureMode, instances: int = 1) -> tuple[ResilientLimiter, R
         host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
     )
     limiter = ResilientLimiter(
-        RedisLimiter(redis, _no_seed),
-        MemoryLimiter(_no_seed),
+        RedisLimiter(redis, NoSeeder()),
+        MemoryLimiter(NoSeeder()),
         mode=mode,
         instances=instances,
     )
@@ -65,12 +63,23 @@ async def test_open_and_closed(mode: FailureMode, expected: Code | None) -> None
 
 
 async def test_spending_reports_still_count_locally_while_redis_is_down() -> None:
-    limiter, redis = _limiter("fallback")
+    ledger = _Ledger(spent=100_000)
+    # Nothing listens on this port: every Redis call fails at once with a connection error.
+    limiter, _, redis = _recovering(free_port(), ledger)
+    month = budget(1_000_000, 0)
     try:
         await limiter.add_spent("key_1", None, 5, NOW)  # must not raise
+        assert limiter.degraded
+        # The fallback seeds its own counter from the ledger (100_000 spent)...
+        first = await limiter.admit(admission("r1", budgets=(month,)), NOW)
+        assert first.refusal is None and first.limits[0].remaining == 900_000
+        # ...and a report committed while Redis is down counts in it.
+        await limiter.add_spent("key_1", None, 300_000, NOW)
+        second = await limiter.admit(admission("r2", budgets=(month,)), NOW)
     finally:
         await redis.aclose()
-    assert limiter.degraded
+    assert limiter.degraded and limiter.fallbacks == 2
+    assert second.refusal is None and second.limits[0].remaining == 600_000
 
 
 # -- recovery: against a redis-server of the test's own, started after the limiter gave up --
@@ -81,13 +90,11 @@ class _Ledger:
 
     def __init__(self, spent: int) -> None:
         self.spent = spent
-        self.into: list[RedisLimiter | MemoryLimiter] = []
 
-    def seeder(self, index: int) -> Callable[[str, str, Reset, datetime], Awaitable[None]]:
-        async def seed(key_id: str, scope: str, reset: Reset, start: datetime) -> None:
-            await self.into[index].install_spent(key_id, scope, reset, start, self.spent)
-
-        return seed
+    async def seed(
+        self, key_id: str, scope: str, reset: Reset, start: datetime, into: CounterInstaller
+    ) -> None:
+        await into.install_spent(key_id, scope, reset, start, self.spent)
 
 
 class _HeldForget(RedisLimiter):
@@ -110,9 +117,8 @@ def _recovering(
     redis = Redis(
         host="127.0.0.1", port=port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
     )
-    shared = shared_type(redis, ledger.seeder(0), use_caller_clock=True)
-    local = MemoryLimiter(ledger.seeder(1))
-    ledger.into = [shared, local]
+    shared = shared_type(redis, ledger, use_caller_clock=True)
+    local = MemoryLimiter(ledger)
     # retry_interval 0: every call may probe, so the test needs no sleeping.
     return ResilientLimiter(shared, local, retry_interval=0), shared, redis
 
@@ -168,11 +174,14 @@ async def test_a_counter_that_keeps_vanishing_is_answered_by_the_fallback(tmp_pa
     ledger = _Ledger(spent=0)
     limiter, shared, redis = _recovering(port, ledger)
 
-    async def seed_then_lose(key_id: str, scope: str, reset: Reset, start: datetime) -> None:
-        await shared.install_spent(key_id, scope, reset, start, 0)
-        await shared.forget_spent()
+    class SeedThenLose:
+        async def seed(
+            self, key_id: str, scope: str, reset: Reset, start: datetime, into: CounterInstaller
+        ) -> None:
+            await into.install_spent(key_id, scope, reset, start, 0)
+            await shared.forget_spent()
 
-    shared._seed = seed_then_lose
+    shared._seeder = SeedThenLose()
     try:
         with private_redis(port, tmp_path):
             month = budget(100_000_000, 10_000_000)

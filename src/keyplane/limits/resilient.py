@@ -1,6 +1,7 @@
 """Shared limits that survive a Redis outage.
 
-Verify must keep answering when Redis is down. :class:`ResilientLimiter` sends everything to
+Verify must keep answering when Redis is down (the Redis limiter raises
+:class:`~keyplane.errors.LimiterUnavailableError`). :class:`ResilientLimiter` sends everything to
 the shared :class:`RedisLimiter` and, when Redis fails, falls back for a while to what the
 operator chose (``KEYPLANE_LIMITS_ON_REDIS_FAILURE``):
 
@@ -26,13 +27,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Literal
 
-from redis.exceptions import RedisError
-
 from keyplane.domain import gcra
+from keyplane.domain.admission import Admission, AdmissionResult, Settlement
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
-from keyplane.services.limits import Admission, AdmissionResult, MemoryLimiter, Settlement
-from keyplane.services.redis_limiter import CountersUnsettled, RedisLimiter
+from keyplane.errors import LimiterUnavailableError
+from keyplane.limits.markers import CountersUnsettled
+from keyplane.limits.memory import MemoryLimiter
+from keyplane.limits.redis import RedisLimiter
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,11 @@ class ResilientLimiter:
         """API keys whose long windows and slots Redis was found to have lost."""
         return self._primary.losses
 
-    def _failed(self, exc: RedisError) -> None:
+    def _failed(self, exc: LimiterUnavailableError) -> None:
         if not self._down:
+            cause = exc.__cause__ or exc
             log.warning(
-                "Redis unreachable (%s): limits fall back to %s", type(exc).__name__, self._mode
+                "Redis unreachable (%s): limits fall back to %s", type(cause).__name__, self._mode
             )
         self._down = True
         self._retry_at = self._monotonic() + self._retry_interval
@@ -95,7 +98,7 @@ class ResilientLimiter:
                     self._missed_spending = False
                 else:
                     await self._primary.ping()
-            except RedisError as exc:
+            except LimiterUnavailableError as exc:
                 self._failed(exc)
                 return False
             self._down = False
@@ -107,7 +110,7 @@ class ResilientLimiter:
             return False
         try:
             await call()
-        except RedisError as exc:
+        except LimiterUnavailableError as exc:
             self._failed(exc)
             return False
         return True

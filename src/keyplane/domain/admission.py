@@ -1,0 +1,220 @@
+"""What one verify asks of the limits, and the verdict on it: pure admission types.
+
+An :class:`Admission` names every rate and token window, the concurrency slot and every budget
+of one request; a limiter (:mod:`keyplane.limits`) checks them all and consumes them all or
+none. :func:`judge` turns the state of those limits into the verdict, the same for every
+limiter, so the in-memory and the Redis implementation answer alike to the microsecond.
+
+Kinds are enums (``StrEnum``: they compare equal to, and render as, the strings the API and
+the Redis key names have always used).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from keyplane.domain import gcra
+from keyplane.domain.decisions import Code
+from keyplane.domain.periods import Reset
+
+#: A budget's reset period (daily, weekly, monthly at UTC boundaries, or never).
+BudgetReset = Reset
+
+
+class WindowKind(StrEnum):
+    """What a window counts: requests, or tokens."""
+
+    RATE = "rate"
+    TOKENS = "tokens"
+
+
+class TokenCount(StrEnum):
+    """Which tokens a token window counts."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    TOTAL = "total"
+
+
+class Dimension(StrEnum):
+    """The kind of a limit reported back (``LimitState.kind``); budget amounts are micros."""
+
+    RATE = "rate"
+    TOKENS = "tokens"
+    CONCURRENCY = "concurrency"
+    BUDGET = "budget"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAsk:
+    """A rate or token window and what this request costs in it."""
+
+    name: str
+    kind: WindowKind
+    window: gcra.Window
+    cost: int
+    #: Which tokens a token window counts; None for rate windows.
+    counts: TokenCount | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAsk:
+    #: "" for the key's budget, else the model pattern of a per-model budget.
+    scope: str
+    limit: int | None
+    reset: Reset
+    period_start: datetime
+    reset_at: datetime | None
+    cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Everything one verify asks of the limits."""
+
+    key_id: str
+    request_id: str
+    hold_until: datetime
+    windows: tuple[WindowAsk, ...] = ()
+    #: The concurrency limit, when the request takes a slot.
+    max_parallel: int | None = None
+    budgets: tuple[BudgetAsk, ...] = ()
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    name: str
+    kind: Dimension
+    limit: int
+    remaining: int
+    reset_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionResult:
+    refusal: Code | None
+    limits: tuple[LimitState, ...]
+    #: Seconds until the request could pass, when refused and known.
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A committed usage report, as the limits see it."""
+
+    key_id: str
+    request_id: str | None
+    input_tokens: int
+    output_tokens: int
+    #: The key's token windows now, so an estimate can be corrected.
+    token_windows: tuple[WindowAsk, ...] = ()
+
+
+_DIMENSION_OF = {WindowKind.RATE: Dimension.RATE, WindowKind.TOKENS: Dimension.TOKENS}
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST_US = (datetime(9999, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
+
+
+def micros(when: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (no float on the way)."""
+    delta = when - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    """The instant ``value`` microseconds after the epoch, at most the year 9999."""
+    # An absurd overrun (10^12 tokens reported against 1 per minute) can push a window's
+    # reset past the last representable datetime; "the year 9999" says the same.
+    return EPOCH + timedelta(microseconds=min(value, _LATEST_US))
+
+
+def token_delta(counts: TokenCount | str | None, tokens_in: int, tokens_out: int) -> int:
+    """What a request's tokens cost in a window counting ``counts`` (rate windows: total)."""
+    if counts == TokenCount.INPUT:
+        return tokens_in
+    if counts == TokenCount.OUTPUT:
+        return tokens_out
+    return tokens_in + tokens_out
+
+
+def judge(
+    admission: Admission,
+    now: datetime,
+    free_slots: int | None,
+    window_states: Sequence[gcra.WindowState],
+    budget_left: Sequence[int],
+) -> AdmissionResult:
+    """The verdict on an admission from the state of its limits, the same for every limiter.
+
+    ``free_slots``: slots free before this request (None when it takes none);
+    ``window_states``: one per window, as :func:`gcra.check` gave it; ``budget_left``: what
+    each budget with a limit has left before this request, in order. Refusal codes come in the
+    documented order; a refused request reports what is left before it, an admitted one what
+    is left after.
+    """
+    # (name, kind, limit, remaining if refused, remaining if admitted, reset time)
+    reports: list[tuple[str, Dimension, int, int, int, datetime | None]] = []
+    refusals: list[tuple[Code, float | None]] = []
+    if admission.max_parallel is not None and free_slots is not None:
+        if free_slots < 1:
+            refusals.append((Code.CONCURRENCY_EXCEEDED, None))
+        reports.append(
+            (
+                "concurrency",
+                Dimension.CONCURRENCY,
+                admission.max_parallel,
+                free_slots,
+                free_slots - 1,
+                None,
+            )
+        )
+    for ask, state in zip(admission.windows, window_states, strict=True):
+        before = state.remaining + ask.cost if state.allowed else state.remaining
+        reports.append(
+            (
+                ask.name,
+                _DIMENSION_OF[ask.kind],
+                ask.window.limit,
+                before,
+                state.remaining,
+                from_micros(state.reset_at_us),
+            )
+        )
+    for kind, code in (
+        (WindowKind.RATE, Code.RATE_LIMITED),
+        (WindowKind.TOKENS, Code.TOKEN_LIMITED),
+    ):
+        waits = [
+            state.retry_after_us
+            for ask, state in zip(admission.windows, window_states, strict=True)
+            if ask.kind == kind and not state.allowed
+        ]
+        if waits:
+            retry = None if None in waits else max(w or 0 for w in waits) / 1_000_000
+            refusals.append((code, retry))
+    limited = [(b, b.limit) for b in admission.budgets if b.limit is not None]
+    for (budget, limit), left in zip(limited, budget_left, strict=True):
+        # With no estimate, a request still needs something left to spend.
+        fits = budget.cost <= left and (budget.cost > 0 or left > 0)
+        name = "budget" if budget.scope == "" else f"budget:{budget.scope}"
+        reports.append((name, Dimension.BUDGET, limit, left, left - budget.cost, budget.reset_at))
+        if not fits:
+            retry = None if budget.reset_at is None else (budget.reset_at - now).total_seconds()
+            refusals.append((Code.BUDGET_EXCEEDED, retry))
+    states = tuple(
+        LimitState(name, kind, limit, before if refusals else after, reset_at)
+        for name, kind, limit, before, after, reset_at in reports
+    )
+    if not refusals:
+        return AdmissionResult(None, states)
+    code, retry = refusals[0]
+    if retry is not None:
+        retry = math.ceil(retry * 1000) / 1000
+    return AdmissionResult(code, states, retry)
