@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from keyplane.errors import StorageError
+from keyplane.errors import RegistryUnavailableError
 from keyplane.store.tables import eviction_acks, instances
 
 #: Acknowledgements outlive any wait for them (timeouts are capped far below this).
@@ -39,7 +39,9 @@ class SqlInstanceRegistry:
             async with self._engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StorageError("instance registry unavailable") from exc
+            raise RegistryUnavailableError(
+                f"instance registry unavailable ({type(exc).__name__})"
+            ) from exc
 
     async def beat(self, instance_id: str) -> None:
         upsert = insert(instances).values(id=instance_id, last_seen=func.now())
