@@ -833,7 +833,9 @@ _WINDOWS = st.lists(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(windows=_WINDOWS, ops=_OPS, limit=st.sampled_from([None, 0, 10**6, 10**18]))
 def test_redis_and_memory_agree_on_any_sequence(
