@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keyplane.settings import Settings
 from tests.conftest import REDIS_URL, free_port, private_redis, require_postgres, require_redis
 from tests.e2e.conftest import (
     Backend,
@@ -100,7 +101,14 @@ def test_a_budget_is_exact_across_two_instances(pair: tuple[Server, Server]) -> 
     assert verdict["code"] == "BUDGET_EXCEEDED"
 
 
-def test_revocation_on_one_instance_is_refused_on_the_other_within_a_second(
+#: The cache TTL the pair runs with (the default): an eviction seen well before it came over
+#: the channel. The bound below is that, not a latency target: "under 1 s" failed when two
+#: suites shared two cores, for reasons that have nothing to do with the channel.
+DEFAULT_CACHE_TTL: float = Settings.model_fields["cache_ttl_seconds"].default
+CHANNEL_BOUND = 5.0
+
+
+def test_revocation_on_one_instance_is_refused_on_the_other_long_before_the_cache_ttl(
     pair: tuple[Server, Server],
 ) -> None:
     first, second = pair
@@ -117,7 +125,7 @@ def test_revocation_on_one_instance_is_refused_on_the_other_within_a_second(
                 expected = "DISABLED"
             assert response.status_code == 200
             delays.append(_seconds_until(reader, key, expected))
-    assert max(delays) < 1.0, sorted(delays)[-5:]
+    assert max(delays) < CHANNEL_BOUND < DEFAULT_CACHE_TTL, sorted(delays)[-5:]
 
 
 #: Revoke-then-use trials per key kind. On the code before the fix a revoked management key
@@ -175,7 +183,7 @@ def test_without_redis_postgres_notify_carries_evictions_between_instances(
                 assert reader.post("/v1/verify", json={"key": key}).json()["code"] == "VALID"
                 assert writer.delete(f"/v1/keys/{key_id}").status_code == 200
                 delays.append(_seconds_until(reader, key, "REVOKED"))
-        assert max(delays) < 1.0, sorted(delays)
+        assert max(delays) < CHANNEL_BOUND < DEFAULT_CACHE_TTL, sorted(delays)
 
 
 def test_several_workers_are_refused_on_sqlite(tmp_path: Path, backend_sqlite: Backend) -> None:
