@@ -185,3 +185,24 @@ async def test_an_unpublished_eviction_is_logged_not_raised(
     finally:
         await redis.aclose()
     assert "cache invalidation not published: ConnectionError" in caplog.text
+
+
+def test_the_library_s_refusals_take_the_api_s_status_and_the_sdk_s_class() -> None:
+    from keyplane import client as sdk
+    from keyplane.vault import _refusal
+
+    expected = {
+        errors.NoCredentialError: sdk.NoCredentialError,
+        errors.AllRateLimitedError: sdk.AllRateLimitedError,
+        errors.AllAtMaxConcurrencyError: sdk.AllAtMaxConcurrencyError,
+        errors.LeaseRefusedError: sdk.LeaseRefusedError,
+    }
+    for served, raised in expected.items():
+        refusal = served("none", retry_after=7)
+        error = _refusal(refusal)
+        assert type(error) is raised
+        assert (error.status, error.code, error.retry_after) == (
+            status_for(refusal),
+            served.code,
+            7,
+        )
