@@ -3,6 +3,7 @@
 ::
 
     KeyplaneError                 root; ``code`` is a stable string clients can switch on
+                                  (a class without a code of its own has its parent's)
     ├── ValidationError           input that breaks a rule the schema cannot express
     ├── AuthenticationError       no, malformed or unknown management credential
     ├── PermissionDeniedError     a valid credential without the needed scope or reach
@@ -80,15 +81,17 @@ class LimiterUnavailableError(StorageError):
 
 class CountersUnsettledError(StorageError):
     """A budget counter went missing again each time it was seeded, or a key's limit marker
-    could not be renewed (the database failed). Transient: callers that can may retry."""
+    could not be renewed (the database failed). Transient: callers that can may retry.
 
-    code = "COUNTERS_UNSETTLED"
+    Its code stays ``STORAGE_ERROR``, what clients were told before it had a class here.
+    """
 
 
 class RegistryUnavailableError(StorageError):
-    """The cache invalidation channel or the instance registry could not be reached."""
+    """The cache invalidation channel or the instance registry could not be reached.
 
-    code = "REGISTRY_UNAVAILABLE"
+    Its code stays ``STORAGE_ERROR``, what the SQL registry raised before it had a class.
+    """
 
 
 class VaultNotConfiguredError(ConfigurationError):
