@@ -14,14 +14,13 @@ from keyplane.domain import envelope
 from keyplane.domain.clock import SystemClock
 from keyplane.domain.tenancy import Principal
 from keyplane.domain.vault import Choice, CredentialRecord, Strategy
-from keyplane.errors import NotFoundError, StorageError
-from keyplane.services.vault import (
+from keyplane.errors import (
     AllAtMaxConcurrencyError,
-    LeaseRequest,
-    NewCredential,
     NoCredentialError,
-    VaultService,
+    NotFoundError,
+    StorageError,
 )
+from keyplane.services.vault import LeaseRequest, NewCredential, VaultService
 from keyplane.store.vault import CredentialFilter, Lease, LeaseAsk, SqlVaultStore
 from keyplane.vault import Vault, open_vault
 from tests.conftest import Database

@@ -121,6 +121,7 @@ async def test_in_process_holders_share_max_concurrency(database: Database) -> N
     async with open_vault(database.settings()) as vault:
         await vault.add("openai", "only", "sk-only-00000000000", max_concurrent=2)
         holding = most = 0
+        full = asyncio.Event()  # set once two hold a lease together
 
         async def hold() -> None:
             nonlocal holding, most
@@ -129,8 +130,12 @@ async def test_in_process_holders_share_max_concurrency(database: Database) -> N
                     async with vault.use_key(provider="openai"):
                         holding += 1
                         most = max(most, holding)
-                        # Long enough for a second holder to get in even on a loaded machine.
-                        await asyncio.sleep(0.05)
+                        if holding == 2:
+                            full.set()
+                        # Until a second holder got in, however slow the machine: a fixed
+                        # hold time assumed one would.
+                        await asyncio.wait_for(full.wait(), timeout=30)  # bounds a hang
+                        await asyncio.sleep(0.01)
                         holding -= 1
                     return
                 except AllAtMaxConcurrencyError:

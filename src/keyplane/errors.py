@@ -3,19 +3,32 @@
 ::
 
     KeyplaneError                 root; ``code`` is a stable string clients can switch on
+                                  (a class without a code of its own has its parent's)
     ├── ValidationError           input that breaks a rule the schema cannot express
     ├── AuthenticationError       no, malformed or unknown management credential
     ├── PermissionDeniedError     a valid credential without the needed scope or reach
     ├── NotFoundError             no such object (or not visible to the caller)
     ├── ConflictError             the object's state forbids the operation
     ├── ConfigurationError        settings that cannot work together
-    ├── StorageError              the database failed; wraps the driver's exception
-    │   └── LimiterUnavailableError   the shared limiter (Redis) failed; wraps redis' exception
-    └── VaultError                a sealed upstream credential cannot be opened
-        ├── VaultKeyError         sealed with a master key that is not configured
-        └── VaultIntegrityError   altered, moved to another row, or wrong key material
+    │   └── VaultNotConfiguredError   no vault master key: nothing can be sealed or opened
+    ├── StorageError              a backend failed; wraps the driver's exception
+    │   ├── LimiterUnavailableError   the shared limiter (Redis) failed; wraps redis' exception
+    │   ├── CountersUnsettledError    a budget counter could not be seeded or its marker renewed
+    │   └── RegistryUnavailableError  cache invalidation or the instance registry failed
+    ├── VaultError                a sealed upstream credential cannot be opened
+    │   ├── VaultKeyError         sealed with a master key that is not configured
+    │   └── VaultIntegrityError   altered, moved to another row, or wrong key material
+    └── LeaseRefusedError         no upstream credential can be leased now (``retry_after``)
+        ├── NoCredentialError             none matches, or none has allowance left
+        ├── AllRateLimitedError           every usable match is cooling down
+        └── AllAtMaxConcurrencyError      every usable match has all its leases out
 
-HTTP statuses are attached in one place only: ``keyplane.api.problems``.
+Every class Keyplane raises for a domain or service reason is defined here (a test walks the
+package and holds this drawing to it). Driver exceptions (SQLAlchemy, asyncpg, redis) do not
+leave the adapter that met them: it raises a :class:`StorageError` ``from`` them.
+
+HTTP statuses are attached in one place only: ``keyplane.api.problems``. The library's
+``keyplane.vault`` raises the SDK's own classes (``keyplane.client.errors``), a separate tree.
 """
 
 from __future__ import annotations
@@ -66,6 +79,27 @@ class LimiterUnavailableError(StorageError):
     code = "LIMITER_UNAVAILABLE"
 
 
+class CountersUnsettledError(StorageError):
+    """A budget counter went missing again each time it was seeded, or a key's limit marker
+    could not be renewed (the database failed). Transient: callers that can may retry.
+
+    Its code stays ``STORAGE_ERROR``, what clients were told before it had a class here.
+    """
+
+
+class RegistryUnavailableError(StorageError):
+    """The cache invalidation channel or the instance registry could not be reached.
+
+    Its code stays ``STORAGE_ERROR``, what the SQL registry raised before it had a class.
+    """
+
+
+class VaultNotConfiguredError(ConfigurationError):
+    """No vault master key is configured, so nothing can be sealed or opened."""
+
+    code = "VAULT_NOT_CONFIGURED"
+
+
 class VaultError(KeyplaneError):
     code = "VAULT_ERROR"
 
@@ -76,3 +110,32 @@ class VaultKeyError(VaultError):
 
 class VaultIntegrityError(VaultError):
     code = "VAULT_INTEGRITY"
+
+
+class LeaseRefusedError(KeyplaneError):
+    """No credential can be leased; ``retry_after`` (seconds) says when to try again."""
+
+    code = "LEASE_REFUSED"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        extra: dict[str, Any] = {} if retry_after is None else {"retry_after": retry_after}
+        super().__init__(message, **extra)
+        self.retry_after = retry_after
+
+
+class NoCredentialError(LeaseRefusedError):
+    """None matches, or every match is disabled, revoked or out of its allowance."""
+
+    code = "NO_CREDENTIAL"
+
+
+class AllRateLimitedError(LeaseRefusedError):
+    """Every usable match is cooling down after a rate-limited outcome."""
+
+    code = "ALL_RATE_LIMITED"
+
+
+class AllAtMaxConcurrencyError(LeaseRefusedError):
+    """Every usable match already has ``max_concurrent`` live leases."""
+
+    code = "ALL_AT_MAX_CONCURRENCY"

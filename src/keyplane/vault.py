@@ -42,6 +42,8 @@ from typing import Any
 import httpx
 
 from keyplane import client as sdk
+from keyplane import errors
+from keyplane.api.problems import status_for
 from keyplane.client import (
     AllAtMaxConcurrencyError,
     AllRateLimitedError,
@@ -51,12 +53,12 @@ from keyplane.client import (
     Unauthorized,
     outcome_of,
 )
+from keyplane.client.errors import error_for
 from keyplane.client.vault import hold_async
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import Principal
 from keyplane.domain.vault import Outcome, Strategy
 from keyplane.errors import NotFoundError
-from keyplane.services import vault as service_errors
 from keyplane.services.vault import (
     CredentialStats,
     LeaseRequest,
@@ -156,19 +158,18 @@ class _LeasingBase(ABC):
         )
 
 
-_REFUSALS: dict[type[service_errors.LeaseRefusedError], tuple[type[sdk.APIError], int]] = {
-    service_errors.NoCredentialError: (NoCredentialError, 404),
-    service_errors.AllRateLimitedError: (AllRateLimitedError, 429),
-    service_errors.AllAtMaxConcurrencyError: (AllAtMaxConcurrencyError, 429),
-}
+def _refusal(exc: errors.LeaseRefusedError) -> sdk.APIError:
+    """The SDK's exception for a refusal, so both modes raise the same classes.
 
-
-def _refusal(exc: service_errors.LeaseRefusedError) -> sdk.APIError:
-    """The SDK's exception for a refusal, so both modes raise the same classes."""
-    kind, status = _REFUSALS.get(type(exc), (LeaseRefusedError, 409))
+    It is the one the SDK makes of the server's answer to the same refusal: the status comes
+    from the API's one table (``keyplane.api.problems``), the class from the SDK's rule.
+    """
+    status = status_for(exc)
     body = {"code": exc.code, "detail": exc.message, "retry_after": exc.retry_after}
-    error = kind(status, str(exc.code), exc.message, body)
-    error.retry_after = exc.retry_after  # type: ignore[attr-defined]
+    error = error_for(status, exc.code, exc.message, body, exc.retry_after)
+    if not isinstance(error, LeaseRefusedError):
+        error = LeaseRefusedError(status, exc.code, exc.message, body)
+    error.retry_after = exc.retry_after
     return error
 
 
@@ -212,7 +213,7 @@ class Vault(_LeasingBase):
         )
         try:
             taken = await self.service.lease(self.principal, request)
-        except service_errors.LeaseRefusedError as exc:
+        except errors.LeaseRefusedError as exc:
             raise _refusal(exc) from None
         record = taken.credential
         return LeasedCredential(

@@ -12,6 +12,7 @@ from sqlalchemy import insert, text
 from keyplane.domain import money
 from keyplane.domain.periods import EPOCH
 from keyplane.store.tables import usage_rollups
+from tests.api.test_organizations import second_org
 from tests.conftest import Api
 
 
@@ -99,20 +100,40 @@ async def total_of(api: Api, tenant: dict[str, Any]) -> float:
 
 
 async def test_reports_for_keys_out_of_reach_are_not_found(api: Api) -> None:
+    """Real keys of another project and of another organization, by id and by plaintext,
+    are refused exactly as an id nobody issued, and nothing is recorded against them."""
     tenants = await two_projects(api)
     a, b = tenants["a"], tenants["b"]
+    other_org = await second_org(api)
+    made = await api.client.post("/v1/keys", json={"name": "org2 key"}, headers=other_org.headers)
+    assert made.status_code == 201, made.text
+    c = {"key": made.json()["key"], "id": made.json()["data"]["id"], "as": other_org.headers}
     missing = await report_as(api, a, key_id="key_" + "0" * 26, request_id="x")
     assert missing.status_code == 404
-    # Project b's real key, by id and by plaintext: the same answer as a missing one.
-    by_id = await report_as(api, a, key_id=b["id"], request_id="x")
-    by_secret = await api.client.post(
-        "/v1/usage", json={"key": b["key"], "request_id": "y", "cost": 1}, headers=a["as"]
-    )
-    for response in (by_id, by_secret):
-        assert response.status_code == 404
+    refused = []
+    for target in (b, c):
+        # The other tenant's real key, by id and by plaintext, with and without an
+        # Idempotency-Key: the same answer as a missing one.
+        refused += [
+            await report_as(api, a, key_id=target["id"], request_id="x", cost=1),
+            await report_as(api, a, "idem-x", key_id=target["id"], request_id="x2", cost=1),
+            await api.client.post(
+                "/v1/usage",
+                json={"key": target["key"], "request_id": "y", "cost": 1},
+                headers=a["as"],
+            ),
+        ]
+    for response in refused:
+        assert response.status_code == 404, response.text
         assert response.json()["code"] == missing.json()["code"] == "KEY_NOT_FOUND"
         assert response.json()["detail"] == missing.json()["detail"]
     assert await total_of(api, b) == 0
+    assert await total_of(api, c) == 0
+    # Their owners can still report those very ids: nothing was reserved or recorded before.
+    for target in (b, c):
+        own = await report_as(api, target, "idem-x", request_id="x", cost=1)
+        assert (own.status_code, own.json()["duplicate"]) == (201, False), own.text
+        assert await total_of(api, target) == 1
 
 
 async def test_two_projects_can_use_the_same_request_id(api: Api) -> None:

@@ -57,6 +57,7 @@ def test_max_concurrent_holds_across_two_instances(vault_pair: tuple[Server, Ser
     async def run() -> int:
         holding = most = 0
         clients = [first.async_client(), second.async_client()]
+        full = asyncio.Event()  # set once two hold a lease together
 
         async def holder(n: int) -> None:
             nonlocal holding, most
@@ -72,9 +73,12 @@ def test_max_concurrent_holds_across_two_instances(vault_pair: tuple[Server, Ser
                 await asyncio.sleep(0.01)
             holding += 1
             most = max(most, holding)
-            # Long enough for a second holder to get in even when SQLite's busy handler
-            # makes a lease wait tens of milliseconds for the other process.
-            await asyncio.sleep(0.1)
+            if holding == 2:
+                full.set()
+            # Hold until a second holder got in, however slow the machine (a fixed 100 ms
+            # assumed SQLite's busy handler would let one in by then); 30 s bounds a hang.
+            await asyncio.wait_for(full.wait(), timeout=30)
+            await asyncio.sleep(0.01)
             holding -= 1
             # Released on the other instance than the one that leased it.
             other = clients[(n + 1) % 2]

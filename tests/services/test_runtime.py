@@ -25,9 +25,15 @@ async def test_stop_writes_every_pending_use_before_closing_the_store(
         store_closed = True
         await real_close()
 
+    writing = asyncio.Event()
+    finish = asyncio.Event()
+
     def slow(touch):  # type: ignore[no-untyped-def]
         async def write(batch: Mapping[str, datetime]) -> None:
-            await asyncio.sleep(0.05)  # a write still running when stop() begins
+            # A write still running while stop() goes on: it ends only when the test says
+            # (a fixed sleep here assumed how long stop() takes to reach the close).
+            writing.set()
+            await finish.wait()
             closed_while_writing.append(store_closed)
             await touch(batch)
 
@@ -40,7 +46,13 @@ async def test_stop_writes_every_pending_use_before_closing_the_store(
     )
     runtime.last_used.record("key_x", clock.now())
     runtime.management_last_used.record("mk_x", clock.now())
-    await runtime.stop()
+    stopping = asyncio.create_task(runtime.stop())
+    await writing.wait()
+    for _ in range(10):  # let stop() run as far as it can without the write
+        await asyncio.sleep(0)
+    assert not store_closed and not stopping.done()
+    finish.set()
+    await stopping
     assert closed_while_writing == [False, False]
     assert runtime.last_used.pending == runtime.management_last_used.pending == 0
 
@@ -48,10 +60,12 @@ async def test_stop_writes_every_pending_use_before_closing_the_store(
 async def test_a_flush_in_flight_is_awaited_by_the_next_one() -> None:
     written: list[str] = []
     started = asyncio.Event()
+    finish = asyncio.Event()
 
     async def touch(batch: Mapping[str, datetime]) -> None:
         started.set()
-        await asyncio.sleep(0.05)
+        # "a" is in flight until the test lets it end (a fixed sleep assumed it still was).
+        await finish.wait()
         written.extend(batch)
 
     recorder = LastUsedRecorder(touch, interval=0.001)
@@ -60,5 +74,10 @@ async def test_a_flush_in_flight_is_awaited_by_the_next_one() -> None:
     await started.wait()
     runner.cancel()  # cancelled mid-write: the shielded write goes on
     recorder.record("b", datetime.now().astimezone())
-    await recorder.flush()  # waits for "a" to be written, then writes "b"
+    flushing = asyncio.create_task(recorder.flush())  # waits for "a", then writes "b"
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert written == [] and not flushing.done()
+    finish.set()
+    await flushing
     assert written == ["a", "b"]

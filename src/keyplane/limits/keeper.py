@@ -1,7 +1,7 @@
 """What must outlive Redis of the limits kept there: marker promises and long windows' state.
 
 See :mod:`keyplane.limits.markers` for how they are used. The
-durable versions live in the database (``SqlStore.guard_limit_state`` and
+durable versions live in the database (``SqlUsageStore.guard_limit_state`` and
 ``SqlStore.keep_limit_windows``); :class:`MemoryGuard` keeps them in this process, for tests
 and for one instance whose Redis restarts.
 """

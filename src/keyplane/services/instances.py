@@ -15,12 +15,15 @@ With Redis the registry is a sorted set scored by Redis's own clock (``lua/insta
 and each eviction's acknowledgements a set that expires; both are namespaced by the
 deployment's organization id, so deployments sharing one Redis never wait for each other.
 Without Redis, on PostgreSQL, it is two tables (``store.instances``). Registry failures are
-``RedisError`` or ``StorageError`` (:data:`REGISTRY_ERRORS`).
+``StorageError``s (:data:`REGISTRY_ERRORS`): the Redis registry raises
+``RegistryUnavailableError`` from redis' exception, the SQL one ``StorageError`` from
+SQLAlchemy's; no driver exception leaves either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,11 +35,12 @@ from redis.exceptions import RedisError
 from keyplane.domain import ids
 from keyplane.errors import StorageError
 from keyplane.limits.scripts import Script
+from keyplane.services.invalidation import driver_name, wrapped
 
 log = logging.getLogger(__name__)
 
 #: What a registry raises when its backend is unreachable.
-REGISTRY_ERRORS = (RedisError, StorageError)
+REGISTRY_ERRORS = (StorageError,)
 #: Acknowledgements outlive any wait for them (timeouts are capped far below this).
 ACK_RETENTION_MS = 10 * 60 * 1000
 #: A silent instance is forgotten by the registry after this long (live is much shorter).
@@ -89,25 +93,35 @@ class RedisInstanceRegistry:
         return f"{self._prefix}:acks:{eviction_id}"
 
     async def beat(self, instance_id: str) -> None:
-        await self._beat(self._redis, [self._registry], [instance_id, REGISTRY_RETENTION_MS])
+        with _wrapped():
+            await self._beat(self._redis, [self._registry], [instance_id, REGISTRY_RETENTION_MS])
 
     async def leave(self, instance_id: str) -> None:
-        await self._redis.zrem(self._registry, instance_id)
+        with _wrapped():
+            await self._redis.zrem(self._registry, instance_id)
 
     async def live(self) -> set[str]:
-        members = await self._live(self._redis, [self._registry], [self._liveness_ms])
+        with _wrapped():
+            members = await self._live(self._redis, [self._registry], [self._liveness_ms])
         return {_text(member) for member in members}
 
     async def acknowledge(self, eviction_id: str, instance_id: str) -> None:
         key = self._acks(eviction_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(key, instance_id)
-            pipe.pexpire(key, ACK_RETENTION_MS)
-            await pipe.execute()
+        with _wrapped():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.sadd(key, instance_id)
+                pipe.pexpire(key, ACK_RETENTION_MS)
+                await pipe.execute()
 
     async def acknowledged(self, eviction_id: str) -> set[str]:
-        members = await self._redis.smembers(self._acks(eviction_id))
+        with _wrapped():
+            members = await self._redis.smembers(self._acks(eviction_id))
         return {_text(member) for member in members}
+
+
+def _wrapped() -> contextlib.AbstractContextManager[None]:
+    """Redis' exceptions become ``RegistryUnavailableError`` at this adapter's boundary."""
+    return wrapped((RedisError,), "instance registry")
 
 
 def _text(value: bytes | str) -> str:
@@ -145,7 +159,7 @@ async def await_confirmations(
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.1)
     except REGISTRY_ERRORS as exc:
-        log.warning("revocation confirmations unavailable: %s", type(exc).__name__)
+        log.warning("revocation confirmations unavailable: %s", driver_name(exc))
         return Confirmation(
             tuple(sorted(acked)),
             tuple(sorted(live - acked)),

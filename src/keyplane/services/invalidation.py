@@ -10,6 +10,10 @@ A message lost to a dropped connection is covered twice over: the subscriber cle
 caches whenever it reconnects, and cache entries expire after ``KEYPLANE_CACHE_TTL_SECONDS``
 anyway.
 
+Driver exceptions (redis', asyncpg's, socket errors) are turned into
+``RegistryUnavailableError`` where they are met (:func:`wrapped`); the channel logs those and
+carries on, as it always did: a lost eviction is bounded by the cache TTL.
+
 An eviction may carry an id; an instance that applied one tells ``on_applied`` (which
 acknowledges it, see ``services.instances``), so a writer can wait for every instance.
 """
@@ -20,11 +24,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from keyplane.errors import RegistryUnavailableError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,24 @@ Eviction = tuple[str, str | None, tuple[str, ...]]
 #: The longest a write waits for its eviction to be published. Past it (the channel is down
 #: or slow) the write returns anyway and the cache TTL bounds how stale other instances are.
 PUBLISH_WAIT = 2.0
+
+
+@contextlib.contextmanager
+def wrapped(drivers: tuple[type[BaseException], ...], what: str) -> Iterator[None]:
+    """Raise ``RegistryUnavailableError`` from any of ``drivers``' exceptions met inside.
+
+    The message names ``what`` failed and the driver's exception type, never its text (which
+    may quote a URL with a password).
+    """
+    try:
+        yield
+    except drivers as exc:
+        raise RegistryUnavailableError(f"{what} unavailable ({type(exc).__name__})") from exc
+
+
+def driver_name(exc: BaseException) -> str:
+    """The type name of the driver exception behind ``exc`` (what the warnings name)."""
+    return type(exc.__cause__ or exc).__name__
 
 
 def _encode(eviction: Eviction, eviction_id: str | None) -> str:
@@ -69,10 +93,11 @@ class RedisInvalidation:
 
     async def _send(self, message: str) -> None:
         try:
-            await self._redis.publish(CHANNEL, message)
-        except RedisError as exc:
+            with wrapped((RedisError,), "cache invalidation channel"):
+                await self._redis.publish(CHANNEL, message)
+        except StorageError as exc:
             # The other instances catch up when their cache entries expire.
-            log.warning("cache invalidation not published: %s", type(exc).__name__)
+            log.warning("cache invalidation not published: %s", driver_name(exc))
 
     async def flush(self) -> None:
         """Wait for evictions still being published (at shutdown)."""
@@ -84,16 +109,17 @@ class RedisInvalidation:
         while True:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
-                # Anything published while we were not listening is unknown: start clean.
-                self.apply(("*", None, ()))
-                self.subscribed.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._receive(message["data"])
-            except RedisError as exc:
+                with wrapped((RedisError,), "cache invalidation channel"):
+                    await pubsub.subscribe(CHANNEL)
+                    # Anything published while we were not listening is unknown: start clean.
+                    self.apply(("*", None, ()))
+                    self.subscribed.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._receive(message["data"])
+            except StorageError as exc:
                 self.subscribed.clear()
-                log.warning("cache invalidation channel lost (%s); retrying", type(exc).__name__)
+                log.warning("cache invalidation channel lost (%s); retrying", driver_name(exc))
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError):
@@ -164,13 +190,14 @@ class PostgresInvalidation:
         import asyncpg
 
         try:
-            # One sending connection, opened once even when several evictions race to it.
-            async with self._sender_lock:
-                if self._sender is None or self._sender.is_closed():
-                    self._sender = await _connect(self._dsn)
-                await self._sender.execute("SELECT pg_notify($1, $2)", self._channel, message)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cache invalidation not published: %s", type(exc).__name__)
+            with wrapped((OSError, asyncpg.PostgresError), "cache invalidation channel"):
+                # One sending connection, opened once even when several evictions race to it.
+                async with self._sender_lock:
+                    if self._sender is None or self._sender.is_closed():
+                        self._sender = await _connect(self._dsn)
+                    await self._sender.execute("SELECT pg_notify($1, $2)", self._channel, message)
+        except StorageError as exc:
+            log.warning("cache invalidation not published: %s", driver_name(exc))
 
     async def flush(self) -> None:
         if self._pending:
@@ -184,17 +211,19 @@ class PostgresInvalidation:
         while True:
             connection = None
             try:
-                connection = await _connect(self._dsn)
-                lost = asyncio.Event()
-                connection.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await connection.add_listener(
-                    self._channel, lambda _conn, _pid, _channel, payload: self._receive(payload)
-                )
-                self.apply(("*", None, ()))  # missed messages are unknown: start clean
-                self.subscribed.set()
-                await lost.wait()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("cache invalidation channel lost (%s); retrying", type(exc).__name__)
+                with wrapped((OSError, asyncpg.PostgresError), "cache invalidation channel"):
+                    connection = await _connect(self._dsn)
+                    lost = asyncio.Event()
+                    connection.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                    await connection.add_listener(
+                        self._channel,
+                        lambda _conn, _pid, _channel, payload: self._receive(payload),
+                    )
+                    self.apply(("*", None, ()))  # missed messages are unknown: start clean
+                    self.subscribed.set()
+                    await lost.wait()
+            except StorageError as exc:
+                log.warning("cache invalidation channel lost (%s); retrying", driver_name(exc))
             finally:
                 self.subscribed.clear()
                 if connection is not None:

@@ -48,13 +48,16 @@ from keyplane.domain.vault import (
     normalize_provider,
 )
 from keyplane.errors import (
-    ConfigurationError,
+    AllAtMaxConcurrencyError,
+    AllRateLimitedError,
     ConflictError,
-    KeyplaneError,
+    LeaseRefusedError,
+    NoCredentialError,
     NotFoundError,
     PermissionDeniedError,
     StorageError,
     ValidationError,
+    VaultNotConfiguredError,
 )
 from keyplane.services.authz import require_scope
 from keyplane.store.vault_base import CredentialFilter, Lease, LeaseAsk, ReleaseScope, VaultStore
@@ -68,41 +71,6 @@ ENVIRONMENT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
 MAX_LEASE_BATCH = 128
 
 log = logging.getLogger(__name__)
-
-
-class VaultNotConfiguredError(ConfigurationError):
-    """No vault master key is configured, so nothing can be sealed or opened."""
-
-    code = "VAULT_NOT_CONFIGURED"
-
-
-class LeaseRefusedError(KeyplaneError):
-    """No credential can be leased; ``retry_after`` (seconds) says when to try again."""
-
-    code = "LEASE_REFUSED"
-
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
-        extra: dict[str, Any] = {} if retry_after is None else {"retry_after": retry_after}
-        super().__init__(message, **extra)
-        self.retry_after = retry_after
-
-
-class NoCredentialError(LeaseRefusedError):
-    """None matches, or every match is disabled, revoked or out of its allowance."""
-
-    code = Refusal.NO_CREDENTIAL.value
-
-
-class AllRateLimitedError(LeaseRefusedError):
-    """Every usable match is cooling down after a rate-limited outcome."""
-
-    code = Refusal.ALL_RATE_LIMITED.value
-
-
-class AllAtMaxConcurrencyError(LeaseRefusedError):
-    """Every usable match already has ``max_concurrent`` live leases."""
-
-    code = Refusal.ALL_AT_MAX_CONCURRENCY.value
 
 
 _REFUSALS: dict[Refusal, tuple[type[LeaseRefusedError], str]] = {

@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyplane.errors import StorageError
+from keyplane.errors import RegistryUnavailableError, StorageError
 from keyplane.store.tables import eviction_acks, instances
 from keyplane.store.unit import UnitOfWork
 
@@ -43,7 +43,10 @@ class SqlInstanceRegistry:
             async with self._unit.write() as conn:
                 yield conn
         except StorageError as exc:
-            raise StorageError("instance registry unavailable") from exc
+            cause = exc.__cause__ or exc
+            raise RegistryUnavailableError(
+                f"instance registry unavailable ({type(cause).__name__})"
+            ) from exc
 
     async def beat(self, instance_id: str) -> None:
         upsert = insert(instances).values(id=instance_id, last_seen=func.now())

@@ -4,7 +4,7 @@ implementation.
 The ledger is ``usage_events`` (one row per report, unique per API key and idempotency key),
 its rollups ``usage_rollups`` (per key, bucket, bucket start and model, ``""`` for all
 models) and the budget alerts it writes to ``events``. ``limit_windows`` keeps what the
-Redis limiter needs to survive the loss of Redis (see ``services/redis_limiter.py``).
+Redis limiter needs to survive the loss of Redis (see ``keyplane/limits/markers.py``).
 """
 
 from __future__ import annotations

@@ -44,9 +44,7 @@ Renderer = Callable[[Failure], Response]
 def failure_of(exc: Exception) -> Failure:
     """The status, stable code and client-safe message for any exception."""
     if isinstance(exc, errors.KeyplaneError):
-        # The vendors' APIs answer every bad request with 400, where /v1 says 422.
-        status = 400 if isinstance(exc, errors.ValidationError) else status_for(exc)
-        return Failure(status, exc.code, exc.message)
+        return Failure(status_for(exc, compat=True), exc.code, exc.message)
     if isinstance(exc, RequestValidationError):
         return _validation_failure(exc)
     if isinstance(exc, StarletteHTTPException):
