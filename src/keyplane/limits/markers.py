@@ -7,8 +7,8 @@ checks, in the same script, the key's *marker*: a Redis key promised to last unt
 instant, and made to outlast every long window's debt and every slot hold it covers. The promise
 is durable (``guard``: a database row, renewed under a row lock,
 ``SqlUsageStore.guard_limit_state``), the marker is not. A missing marker whose promise is
-still running means Redis lost the key's state; a missing marker with no running promise means nothing was lost (a new key, or one idle
-past its marker, whose windows and slots have run out anyway). On a loss, ``lua/restore.lua``
+still running means Redis lost the key's state; a missing marker with no running promise
+means nothing was lost (a new key, or one idle past its marker, whose windows and slots have run out anyway). On a loss, ``lua/restore.lua``
 rebuilds what the operator chose (``after_loss``) before anything is admitted: ``fail_closed``
 counts each long window as used up at that instant and refuses slots until every slot taken
 before the loss is over (``min(now + hold, promise)``); ``reseed`` does the same for slots and
