@@ -1,23 +1,22 @@
 """Long windows and slots that survive Redis losing its data: each key's *marker*.
 
-Budgets come back from the ledger, but windows and slots live only in Redis,
-so a restart or failover that loses them would admit a used-up 30-day window again. Every
-admission that touches a long window (a period of an hour or more) or takes a slot first
-checks, in the same script, the key's *marker*: a Redis key promised to last until a stated
-instant, and made to outlast every long window's debt and every slot hold it covers. The promise
-is durable (``guard``: a database row, renewed under a row lock,
-``SqlUsageStore.guard_limit_state``), the marker is not. A missing marker whose promise is
-still running means Redis lost the key's state; a missing marker with no running promise
-means nothing was lost (a new key, or one idle past its marker, whose windows and slots have run out anyway). On a loss, ``lua/restore.lua``
-rebuilds what the operator chose (``after_loss``) before anything is admitted: ``fail_closed``
-counts each long window as used up at that instant and refuses slots until every slot taken
-before the loss is over (``min(now + hold, promise)``); ``reseed`` does the same for slots and
-rebuilds each long window from when the database last knew it full again (written in batches
-by ``keeper``, so at most one flush interval behind); ``forget`` starts them empty. Renewal
-takes one database write per key per third of the marker's lifetime (three times the longest
-of the hold and the long windows' full-burst times), run once per key however many verifies
-wait for it, and off the request path until the marker has less than one such time left.
-"""
+Budgets come back from the ledger, but windows and slots live only in Redis, so a restart or
+failover that loses them would admit a used-up 30-day window again. Every admission that touches
+a long window (a period of an hour or more) or takes a slot first checks, in the same script,
+the key's *marker*: a Redis key promised to last until a stated instant, and made to outlast
+every long window's debt and every slot hold it covers. The promise is durable (``guard``: a
+database row, renewed under a row lock, ``SqlUsageStore.guard_limit_state``), the marker is not.
+A missing marker whose promise is still running means Redis lost the key's state; a missing
+marker with no running promise means nothing was lost (a new key, or one idle past its marker,
+whose windows and slots have run out anyway). On a loss, ``lua/restore.lua`` rebuilds what the
+operator chose (``after_loss``) before anything is admitted: ``fail_closed`` counts each long
+window as used up at that instant and refuses slots until every slot taken before the loss is
+over (``min(now + hold, promise)``); ``reseed`` does the same for slots and rebuilds each long
+window from when the database last knew it full again (written in batches by ``keeper``, so at
+most one flush interval behind); ``forget`` starts them empty. Renewal takes one database write
+per key per third of the marker's lifetime (three times the longest of the hold and the long
+windows' full-burst times), run once per key however many verifies wait for it, and off the
+request path until the marker has less than one such time left. """
 
 from __future__ import annotations
 
