@@ -16,7 +16,8 @@ window from when the database last knew it full again (written in batches by ``k
 most one flush interval behind); ``forget`` starts them empty. Renewal takes one database write
 per key per third of the marker's lifetime (three times the longest of the hold and the long
 windows' full-burst times), run once per key however many verifies wait for it, and off the
-request path until the marker has less than one such time left. """
+request path until the marker has less than one such time left.
+"""
 
 from __future__ import annotations
 
