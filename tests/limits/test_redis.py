@@ -35,8 +35,7 @@ from keyplane.domain.admission import (
 )
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset, next_reset, period_start
-from keyplane.errors import LimiterUnavailableError
-from keyplane.limits.markers import CountersUnsettled
+from keyplane.errors import CountersUnsettledError, LimiterUnavailableError
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.scripts import Script
 from tests.limits.harness import (
@@ -153,7 +152,7 @@ async def test_admission_fails_when_the_ledger_never_seeds(
 
     limiter = RedisLimiter(clients(), SeedNothing(), prefix=prefix, use_caller_clock=True)
     rate = WindowAsk("m", "rate", gcra.Window(1, MINUTE_US, 1), 1)
-    with pytest.raises(CountersUnsettled):
+    with pytest.raises(CountersUnsettledError):
         await limiter.admit(admission("a", windows=(rate,), budgets=(budget(10, 1),)), NOW)
     assert len(calls) == 5  # one seed, and one more per instance that might drop the counter
     # Nothing was consumed: the window still has its one request.

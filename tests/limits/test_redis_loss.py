@@ -28,9 +28,9 @@ from keyplane.domain import gcra
 from keyplane.domain.admission import Admission, AdmissionResult, WindowAsk
 from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
-from keyplane.errors import StorageError
+from keyplane.errors import CountersUnsettledError, StorageError
 from keyplane.limits.keeper import Guard, Install, MemoryGuard, WindowKeeper
-from keyplane.limits.markers import AfterLoss, CountersUnsettled
+from keyplane.limits.markers import AfterLoss
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
@@ -325,7 +325,7 @@ async def test_a_database_that_cannot_renew_the_marker_leaves_it_to_the_fallback
     shared = limiter(server, broken)
     resilient = ResilientLimiter(shared, MemoryLimiter(NoSeeder()), mode="closed")
     now = clock.now()
-    with pytest.raises(CountersUnsettled):
+    with pytest.raises(CountersUnsettledError):
         await shared.admit(ask("direct", now, windows=(MONTH,)), now)
     result = await resilient.admit(ask("r1", now, windows=(MONTH,)), now)
     assert result.refusal is Code.RATE_LIMITED and resilient.fallbacks == 1

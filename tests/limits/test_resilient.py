@@ -16,8 +16,8 @@ from keyplane.domain import gcra
 from keyplane.domain.admission import WindowAsk
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
+from keyplane.errors import CountersUnsettledError
 from keyplane.limits.base import CounterInstaller
-from keyplane.limits.markers import CountersUnsettled
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import FailureMode, ResilientLimiter
@@ -185,7 +185,7 @@ async def test_a_counter_that_keeps_vanishing_is_answered_by_the_fallback(tmp_pa
     try:
         with private_redis(port, tmp_path):
             month = budget(100_000_000, 10_000_000)
-            with pytest.raises(CountersUnsettled):
+            with pytest.raises(CountersUnsettledError):
                 await shared.admit(admission("direct", budgets=(month,)), NOW)
             result = await limiter.admit(admission("r1", budgets=(month,)), NOW)
             assert result.refusal is None

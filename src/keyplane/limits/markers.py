@@ -30,7 +30,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from keyplane.domain.admission import WindowAsk
-from keyplane.errors import StorageError
+from keyplane.errors import CountersUnsettledError, StorageError
 from keyplane.limits.keeper import Guard
 from keyplane.limits.scripts import scripts, window_args, window_id
 
@@ -42,17 +42,6 @@ LONG_WINDOW_US = 3_600_000_000
 
 #: What a lost Redis costs the long windows and slots: see the module docstring.
 AfterLoss = Literal["fail_closed", "reseed", "forget"]
-
-
-class CountersUnsettled(StorageError):
-    """A budget counter went missing again each time it was seeded, or a key's limit marker
-    could not be renewed (the database failed).
-
-    Another instance dropping the counters while recovering from a Redis outage
-    (:meth:`~keyplane.limits.redis.RedisLimiter.forget_spent`) can do this; it is transient,
-    so callers that can answer another way (:class:`~keyplane.limits.resilient.ResilientLimiter`)
-    do.
-    """
 
 
 def _log_failed_renewal(task: asyncio.Task[None]) -> None:
@@ -144,7 +133,7 @@ class Markers:
             try:
                 await self._guard(key_id, install)
             except StorageError as exc:
-                raise CountersUnsettled("the limit marker could not be renewed") from exc
+                raise CountersUnsettledError("the limit marker could not be renewed") from exc
 
         task = asyncio.get_running_loop().create_task(renew())
         self.renewing[key_id] = task

@@ -58,10 +58,10 @@ from keyplane.domain.admission import (
 )
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset, next_reset
-from keyplane.errors import LimiterUnavailableError, StorageError
+from keyplane.errors import CountersUnsettledError, LimiterUnavailableError, StorageError
 from keyplane.limits.base import CounterSeeder, SingleFlight
 from keyplane.limits.keeper import Guard, MemoryGuard, WindowKeeper
-from keyplane.limits.markers import LONG_WINDOW_US, AfterLoss, CountersUnsettled, Markers
+from keyplane.limits.markers import LONG_WINDOW_US, AfterLoss, Markers
 from keyplane.limits.scripts import (
     MAX_WINDOW_VALUE,
     full_burst_us,
@@ -291,7 +291,7 @@ class RedisLimiter:
             rounds += 1
             for counter in unseeded or dict.fromkeys(missing):
                 await self._seed(*counter)
-        raise CountersUnsettled("budget counters could not be seeded from the ledger")
+        raise CountersUnsettledError("budget counters could not be seeded from the ledger")
 
     async def _seed(self, key_id: str, scope: str, reset: Reset, start: datetime) -> None:
         """Seed one counter from the ledger, once for every admission waiting for it."""

@@ -31,8 +31,7 @@ from keyplane.domain import gcra
 from keyplane.domain.admission import Admission, AdmissionResult, Settlement
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
-from keyplane.errors import LimiterUnavailableError
-from keyplane.limits.markers import CountersUnsettled
+from keyplane.errors import CountersUnsettledError, LimiterUnavailableError
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.redis import RedisLimiter
 
@@ -124,7 +123,7 @@ class ResilientLimiter:
         try:
             if await self._try(shared):
                 return result[0]
-        except CountersUnsettled:
+        except CountersUnsettledError:
             log.info("budget counters in flux on Redis: this verify uses the fallback")
         self.fallbacks += 1
         if self._mode == "open":
