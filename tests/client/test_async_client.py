@@ -214,3 +214,19 @@ async def test_errors_carry_status_code_detail_and_body(sdk: AsyncClient) -> Non
     # A hostile reference cannot escape its path segment.
     with pytest.raises(NotFoundError):
         await sdk.keys.get("../../healthz")
+
+
+async def test_credits_keep_every_digit(sdk: AsyncClient) -> None:
+    # 18 significant digits: a float (the SDK parsed JSON numbers as floats) made it 1e12.
+    most = Decimal("999999999999.999999")
+    created = await sdk.keys.create("big", policy={"budget": {"credit_limit": str(most)}})
+    assert isinstance(created, KeyCreated)
+    key = await sdk.keys.get(created.data.id)
+    assert (key.limit, key.limit_remaining) == (most, most)
+    assert key.usage.total == Decimal(0)
+    [listed] = (await sdk.keys.list()).data
+    assert listed.limit == most
+    verdict = await sdk.verify(created.key, cost=Decimal("0.000001"))
+    [budget] = [limit for limit in verdict.limits if limit.kind == "budget"]
+    assert budget.remaining == most - Decimal("0.000001")
+    assert isinstance(key.metadata, dict) and isinstance(key.effective_policy, dict)

@@ -9,15 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyplane.domain import money
+from keyplane.domain import policy_spec as spec
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
 from keyplane.domain.policy import (
     EMPTY,
     RequestContext,
+    TokenLimits,
     check_request,
     effective_scopes,
     merge_documents,
     parse_policy,
+    token_windows,
 )
 from keyplane.domain.usage import crossed_thresholds
 
@@ -176,3 +179,71 @@ def test_thresholds_are_crossed_once_at_the_mark() -> None:
     assert crossed_thresholds(8_000_000, 9_000_000, limit, (8000, 10000)) == []
     assert crossed_thresholds(0, 12_000_000, limit, (8000, 10000)) == [8000, 10000]
     assert crossed_thresholds(3, 4, 7, (5000,)) == [5000]  # 3.5 rounds up to the mark 4
+
+
+# -- the typed document (policy_spec) ---------------------------------------------------------
+
+
+def test_absent_null_and_set_stay_apart_through_storage() -> None:
+    stored = {
+        "budget": {"credit_limit_micros": None, "reset": "weekly"},
+        "models": None,
+        "rate_limits": [{"name": "m", "limit": 5, "period": 60, "burst": None}],
+    }
+    policy = spec.PolicySpec.from_document(stored)
+    assert policy.models is None and policy.scopes is spec.UNSET
+    assert policy.budget == spec.Budget(credit_limit_micros=None, reset=Reset.WEEKLY)
+    assert policy.rate_limits == (spec.RateWindow("m", 5, 60, burst=None),)
+    assert policy.to_document() == stored
+
+
+def test_a_null_section_removes_the_plans_and_an_absent_one_keeps_it() -> None:
+    plan = spec.PolicySpec.from_document(PLAN)
+    assert spec.PolicySpec(budget=None).merged_over(plan).budget is None
+    kept = spec.PolicySpec(scopes=("own",)).merged_over(plan)
+    assert kept.budget == plan.budget and kept.scopes == ("own",)
+    limit_only = spec.PolicySpec(budget=spec.Budget(credit_limit_micros=None)).merged_over(plan)
+    assert limit_only.budget == spec.Budget(
+        credit_limit_micros=None, reset=Reset.MONTHLY, alert_thresholds=(0.8,)
+    )
+
+
+def test_kinds_are_enums() -> None:
+    policy = spec.PolicySpec.from_document(PLAN)
+    assert isinstance(policy.budget, spec.Budget) and policy.budget.reset is Reset.MONTHLY
+    assert spec.WindowUnit.MINUTE.seconds == 60
+    assert [kind for *_, kind in token_windows(TokenLimits(1, 2, 3, 4))] == [
+        spec.TokenKind.INPUT,
+        spec.TokenKind.OUTPUT,
+        spec.TokenKind.TOTAL,
+        spec.TokenKind.TOTAL,
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        {"models": ["gpt-4"]},
+        {"scopes": "chat"},
+        {"rate_limits": [{"name": "m", "limit": "5", "period": 60}]},
+        {"rate_limits": [{"name": "m", "limit": 5}]},
+        {"budget": {"credit_limit_micros": 1.5}},
+        {"budget": {"credit_limit_micros": True}},
+        {"budget": {"reset": "hourly"}},
+        {"budget": {"per_model": [{"model": "x"}]}},
+        {"concurrency": {"max_parallel": "3"}},
+    ],
+)
+def test_documents_that_are_not_policies_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        spec.PolicySpec.from_document(bad)  # type: ignore[arg-type]
+
+
+def test_money_text_is_exact_and_keeps_a_decimal_point() -> None:
+    assert money.to_text(0) == "0.0"
+    assert money.to_text(100_000) == "0.1"
+    assert money.to_text(50_000_000) == "50.0"
+    assert money.to_text(1) == "0.000001"
+    assert money.to_text(money.MAX_MICROS - 1) == "999999999999.999999"
+    assert money.to_text(-1_500_000) == "-1.5"

@@ -1,12 +1,15 @@
-"""The policy as the API speaks it, and its translation to the storage form.
+"""The policy as the API speaks it, and its translation to and from the domain spec.
 
-The API takes credits as decimals and periods as ``"1m"`` or seconds; the stored document
-(``domain.policy``) holds micro-credits and seconds. Every rule is checked here, field by
+The API takes credits as decimals and periods as ``"1m"`` or seconds; the domain's
+:class:`~keyplane.domain.policy_spec.PolicySpec` holds micro-credits and seconds, and is the
+only thing that reads or writes the stored document. Every rule is checked here, field by
 field, so a bad policy is a 422 that names the field, and nothing is stored.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -20,8 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from keyplane.api import exact
 from keyplane.api.fields import Input, Integral, Scopes, documented
 from keyplane.domain import globs, money, safe_regex
+from keyplane.domain import policy_spec as spec
 from keyplane.domain.network import parse_network
 from keyplane.domain.periods import (
     MAX_DURATION_SECONDS,
@@ -39,11 +44,13 @@ def _credits(value: object) -> Decimal:
 
     Parsed here, by the bounded domain parser, before pydantic's own Decimal handling sees the
     value: a string such as "1e200000" is cheap to hold but costly to convert, so nothing else
-    may touch it first. A float is read through its shortest text, so 0.1 means one tenth.
+    may touch it first. A number from a request body is read from its own text; another float
+    through its shortest text, so 0.1 means one tenth.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise ValueError("credits are a number, e.g. 12.5")
-    micros = money.to_micros(value)
+    # A number parsed by the API (exact.JsonNumber) is read from its text, digit for digit.
+    micros = money.to_micros(exact.exact_text(value))  # type: ignore[arg-type]
     if micros < 0:
         raise ValueError("credits are not negative")
     return money.to_decimal(micros)
@@ -203,48 +210,133 @@ class PolicyIn(Input):
         return self
 
 
+def spec_of(policy: PolicyIn | None) -> spec.PolicySpec:
+    """The domain spec of an API policy: the fields given (``UNSET`` for the others),
+    credits as micro-credits, periods in seconds."""
+    if policy is None:
+        return spec.PolicySpec()
+    return spec.PolicySpec(
+        models=_given(
+            policy,
+            "models",
+            lambda m: spec.ModelRules(
+                allow=_given(m, "allow", tuple), deny=_given(m, "deny", tuple)
+            ),
+        ),
+        scopes=_given(policy, "scopes", tuple),
+        rate_limits=_given(
+            policy,
+            "rate_limits",
+            lambda windows: tuple(
+                spec.RateWindow(w.name, w.limit, w.period, _given(w, "burst")) for w in windows
+            ),
+        ),
+        token_limits=_given(
+            policy,
+            "token_limits",
+            lambda t: spec.TokenLimits(**{n: _given(t, n) for n in TokenLimits.model_fields}),
+        ),
+        concurrency=_given(
+            policy, "concurrency", lambda c: spec.Concurrency(max_parallel=c.max_parallel)
+        ),
+        budget=_given(policy, "budget", _budget_spec),
+        network=_given(
+            policy,
+            "network",
+            lambda n: spec.NetworkRules(
+                **{
+                    name: _given(n, name, None if name == "user_agent" else tuple)
+                    for name in NetworkRules.model_fields
+                }
+            ),
+        ),
+    )
+
+
+def _given(model: Input, name: str, convert: Callable[[Any], Any] | None = None) -> Any:
+    """A field of an API model as a spec field: ``UNSET`` unless the request gave it."""
+    if name not in model.model_fields_set:
+        return spec.UNSET
+    value = getattr(model, name)
+    if value is None or convert is None:
+        return value
+    return convert(value)
+
+
+def _budget_spec(budget: Budget) -> spec.Budget:
+    return spec.Budget(
+        credit_limit_micros=_given(budget, "credit_limit", money.to_micros),
+        reset=_given(budget, "reset", Reset),
+        alert_thresholds=_given(budget, "alert_thresholds", tuple),
+        per_model=_given(
+            budget,
+            "per_model",
+            lambda limits: tuple(
+                spec.ModelBudget(pattern, money.to_micros(amount))
+                for pattern, amount in limits.items()
+            ),
+        ),
+    )
+
+
 def to_document(policy: PolicyIn | None) -> dict[str, Any]:
     """The storage form of an API policy: only the fields given, micro-credits, seconds."""
-    if policy is None:
-        return {}
-    document: dict[str, Any] = policy.model_dump(exclude_unset=True, mode="python")
-    budget = document.get("budget")
-    if budget is not None:
-        limit = budget.pop("credit_limit", None)
-        if limit is not None:
-            budget["credit_limit_micros"] = money.to_micros(limit)
-        elif "credit_limit" in (policy.budget.model_fields_set if policy.budget else ()):
-            budget["credit_limit_micros"] = None
-        if "per_model" in budget:
-            # A list, not an object: the first matching pattern wins, and PostgreSQL's JSONB
-            # does not keep the order of an object's keys.
-            budget["per_model"] = [
-                {"model": pattern, "credit_limit_micros": money.to_micros(amount)}
-                for pattern, amount in budget["per_model"].items()
-            ]
-        if "reset" in budget:
-            budget["reset"] = Reset(budget["reset"]).value
-    return document
+    return spec_of(policy).to_document()
 
 
 def to_api(document: dict[str, Any]) -> dict[str, Any]:
     """The API form of a stored policy document."""
-    result = dict(document)
-    if result.get("rate_limits"):
-        result["rate_limits"] = [
-            {**window, "period": format_duration(window["period"])}
-            for window in result["rate_limits"]
-        ]
-    budget = result.get("budget")
-    if budget:
-        budget = dict(budget)
-        if "credit_limit_micros" in budget:
-            micros = budget.pop("credit_limit_micros")
-            budget["credit_limit"] = None if micros is None else money.to_credits(micros)
-        if "per_model" in budget:
-            budget["per_model"] = {
-                item["model"]: money.to_credits(item["credit_limit_micros"])
-                for item in budget["per_model"]
-            }
-        result["budget"] = budget
-    return result
+    return api_form(spec.PolicySpec.from_document(document))
+
+
+def api_form(policy: spec.PolicySpec) -> dict[str, Any]:
+    """A spec as the API shows it: the fields set, credits exact, periods as ``"1m"``."""
+    form: dict[str, Any] = {}
+    _show(form, "models", policy.models, _section_form)
+    _show(form, "scopes", policy.scopes, list)
+    _show(form, "rate_limits", policy.rate_limits, lambda ws: [_window_form(w) for w in ws])
+    _show(form, "token_limits", policy.token_limits, _section_form)
+    _show(form, "concurrency", policy.concurrency, _section_form)
+    _show(form, "budget", policy.budget, _budget_form)
+    _show(form, "network", policy.network, _section_form)
+    return form
+
+
+def _show(form: dict[str, Any], name: str, value: Any, render: Callable[[Any], Any]) -> None:
+    if value is not spec.UNSET:
+        form[name] = None if value is None else render(value)
+
+
+def _section_form(section: Any) -> dict[str, Any]:
+    form: dict[str, Any] = {}
+    for item in dataclasses.fields(section):
+        _show(form, item.name, getattr(section, item.name), _plain)
+    return form
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _window_form(window: spec.RateWindow) -> dict[str, Any]:
+    form: dict[str, Any] = {
+        "name": window.name,
+        "limit": window.limit,
+        "period": format_duration(window.period_seconds),
+    }
+    _show(form, "burst", window.burst, _plain)
+    return form
+
+
+def _budget_form(budget: spec.Budget) -> dict[str, Any]:
+    form: dict[str, Any] = {}
+    _show(form, "credit_limit", budget.credit_limit_micros, exact.credits)
+    _show(form, "reset", budget.reset, lambda reset: reset.value)
+    _show(form, "alert_thresholds", budget.alert_thresholds, list)
+    _show(
+        form,
+        "per_model",
+        budget.per_model,
+        lambda items: {item.model: exact.credits(item.credit_limit_micros) for item in items},
+    )
+    return form

@@ -18,6 +18,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from keyplane.api.exact import CreditsOut, credits, optional_credits
 from keyplane.api.fields import (
     MULTILINE_PATTERN,
     TEXT_PATTERN,
@@ -29,7 +30,7 @@ from keyplane.api.fields import (
     documented,
 )
 from keyplane.api.policy import Credits, PolicyIn, to_api
-from keyplane.domain import money, scopes, validation
+from keyplane.domain import scopes, validation
 from keyplane.domain.keys import Environment, KeyStatus, effective_status
 from keyplane.domain.periods import Reset
 from keyplane.domain.plans import PlanRecord
@@ -170,10 +171,10 @@ class KeyRotate(Input):
 class Usage(BaseModel):
     """Credits spent in the current periods (UTC; weeks start on Monday)."""
 
-    total: float
-    daily: float
-    weekly: float
-    monthly: float
+    total: CreditsOut
+    daily: CreditsOut
+    weekly: CreditsOut
+    monthly: CreditsOut
 
 
 class KeyOut(BaseModel):
@@ -204,8 +205,8 @@ class KeyOut(BaseModel):
     policy: dict[str, Any] = Field(description="the key's own overrides")
     effective_policy: dict[str, Any] = Field(description="plan and overrides merged")
     usage: Usage
-    limit: float | None = Field(description="the budget's credit limit per period")
-    limit_remaining: float | None = Field(description="credits left this period")
+    limit: CreditsOut | None = Field(description="the budget's credit limit per period")
+    limit_remaining: CreditsOut | None = Field(description="credits left this period")
     limit_reset: Reset | None
 
     @classmethod
@@ -220,15 +221,13 @@ class KeyOut(BaseModel):
             policy=to_api(record.policy),
             effective_policy=to_api(view.effective_policy),
             usage=Usage(
-                total=money.to_credits(view.usage["total"]),
-                daily=money.to_credits(view.usage["day"]),
-                weekly=money.to_credits(view.usage["week"]),
-                monthly=money.to_credits(view.usage["month"]),
+                total=credits(view.usage["total"]),
+                daily=credits(view.usage["day"]),
+                weekly=credits(view.usage["week"]),
+                monthly=credits(view.usage["month"]),
             ),
-            limit=None if view.budget_limit is None else money.to_credits(view.budget_limit),
-            limit_remaining=(
-                None if view.budget_remaining is None else money.to_credits(view.budget_remaining)
-            ),
+            limit=optional_credits(view.budget_limit),
+            limit_remaining=optional_credits(view.budget_remaining),
             limit_reset=view.budget_reset,
         )
 

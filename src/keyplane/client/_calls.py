@@ -124,7 +124,7 @@ class CredentialFilters(TypedDict, total=False):
 
 def _model(model: type[M]) -> Any:
     def parse(response: httpx.Response) -> M:
-        return model.model_validate_json(response.content)
+        return model.model_validate(models.parse_json(response.content))
 
     return parse
 
@@ -133,14 +133,15 @@ def _data(model: type[M]) -> Any:
     """Parse ``{"data": {...}}`` into ``model``."""
 
     def parse(response: httpx.Response) -> M:
-        return model.model_validate(response.json()["data"])
+        return model.model_validate(models.parse_json(response.content)["data"])
 
     return parse
 
 
 def _page(model: type[M]) -> Any:
     def parse(response: httpx.Response) -> models.Page[M]:
-        return models.Page[model].model_validate_json(response.content)  # type: ignore[valid-type]
+        page = models.parse_json(response.content)
+        return models.Page[model].model_validate(page)  # type: ignore[valid-type]
 
     return parse
 
@@ -149,7 +150,7 @@ def _items(model: type[M]) -> Any:
     """Parse an unpaginated ``{"data": [...]}`` list."""
 
     def parse(response: httpx.Response) -> list[M]:
-        return [model.model_validate(item) for item in response.json()["data"]]
+        return [model.model_validate(item) for item in models.parse_json(response.content)["data"]]
 
     return parse
 
@@ -159,7 +160,7 @@ def _created(model: type[M]) -> Any:
 
     def parse(response: httpx.Response) -> M:
         replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
-        return model.model_validate({**response.json(), "replayed": replayed})
+        return model.model_validate({**models.parse_json(response.content), "replayed": replayed})
 
     return parse
 

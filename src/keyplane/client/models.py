@@ -7,6 +7,7 @@ not break an older SDK. Credits are :class:`~decimal.Decimal`, never floats.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
@@ -22,8 +23,34 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class JsonNumber(float):
+    """A JSON number from a response that keeps the text it was written as.
+
+    The server writes credits with every digit of the micro-credits (``999999999999.999999``),
+    more than a float holds; credit fields read this text, everything else sees a float.
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __reduce__(self) -> tuple[type[float], tuple[float]]:
+        return float, (float(self),)
+
+
+def parse_json(content: bytes | str) -> Any:
+    """A response body, with numbers that keep their exact text (see :class:`JsonNumber`)."""
+    return json.loads(content, parse_float=JsonNumber)
+
+
 def _decimal(value: object) -> object:
-    # JSON numbers arrive as floats; read them through their shortest text so 0.1 stays 0.1.
+    if isinstance(value, JsonNumber):
+        return Decimal(value.text)
+    # Another float: read through its shortest text, so 0.1 stays 0.1.
     return Decimal(repr(value)) if isinstance(value, float) else value
 
 

@@ -117,6 +117,18 @@ def to_decimal(micros: int) -> Decimal:
     return Decimal(micros).scaleb(-PLACES)
 
 
+def to_text(micros: int) -> str:
+    """The exact decimal text of an amount of micro-credits, always with a decimal point and
+    no trailing zeros past the first: ``"0.1"``, ``"50.0"``, ``"999999999999.999999"``.
+
+    This is how the API writes credits, as JSON numbers: every digit of the integer kept, where
+    a float would round 999999999999.999999 to 1000000000000.0.
+    """
+    whole, fraction = divmod(abs(micros), MICROS_PER_CREDIT)
+    digits = f"{fraction:0{PLACES}d}".rstrip("0") or "0"
+    return f"{'-' if micros < 0 else ''}{whole}.{digits}"
+
+
 def to_credits(micros: int) -> float:
     """The amount for display in JSON; the shortest float text of an integer of micros / 1e6
     round-trips, so 100000 shows as 0.1."""

@@ -18,5 +18,5 @@ class PlanRecord:
     created_at: datetime
     updated_at: datetime
     description: str | None = None
-    #: A complete policy document (storage form, see ``domain.policy``).
+    #: A complete policy document (storage form, read and written by ``domain.policy_spec``).
     policy: dict[str, Any] = field(default_factory=dict)

@@ -1,9 +1,8 @@
-"""Key policies: what a key may do, as data, and the pure checks that read it.
+"""Key policies evaluated: the frozen :class:`Policy` verify reads, and the pure checks.
 
-A policy is stored as a JSON document (the *storage form*: amounts in micro-credits, periods
-in seconds). A plan holds a complete document; a key holds overrides. The effective policy is
-the plan's document with the key's merged over it (objects merge field by field, lists and
-values replace), parsed into the frozen :class:`Policy` that verify evaluates.
+The stored document is read and written only by ``domain.policy_spec`` (:class:`PolicySpec`),
+which also merges a key's overrides over its plan's policy; :func:`compile_policy` turns the
+merged spec into the :class:`Policy` that verify evaluates.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keyplane.domain import globs, safe_regex
+from keyplane.domain import policy_spec as spec
 from keyplane.domain.decisions import Code
 from keyplane.domain.network import IpRules, parse_ip, parse_network
 from keyplane.domain.periods import Reset
@@ -92,85 +92,79 @@ class RequestContext:
 
 
 def merge_documents(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` over ``base``: nested objects merge, everything else replaces.
-
-    A key that sets ``{"budget": {"credit_limit_micros": 10}}`` on a plan with a monthly
-    budget keeps the plan's reset and thresholds; a key that sets ``rate_limits`` replaces the
-    plan's list of windows.
-    """
-    merged = dict(base)
-    for name, value in override.items():
-        current = merged.get(name)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            merged[name] = merge_documents(current, value)
-        else:
-            merged[name] = value
-    return merged
+    """``override`` over ``base`` as stored documents (see :meth:`PolicySpec.merged_over`)."""
+    return spec.effective(base, override).to_document()
 
 
 def parse_policy(document: Mapping[str, Any]) -> Policy:
-    """The policy a storage-form document describes. Raises ValueError on a bad document.
+    """The policy a stored document describes. Raises ValueError on a bad document."""
+    return compile_policy(spec.PolicySpec.from_document(document))
+
+
+def compile_policy(policy: spec.PolicySpec) -> Policy:
+    """What verify evaluates for a (merged) spec; ValueError when a rule does not compile.
 
     Fields that are absent or ``null`` mean "no rule".
     """
-    models = document.get("models") or {}
-    network = document.get("network") or {}
-    concurrency = document.get("concurrency") or {}
+    models = spec.value_or(policy.models, spec.ModelRules())
+    network = spec.value_or(policy.network, spec.NetworkRules())
+    concurrency = spec.value_or(policy.concurrency, spec.Concurrency())
+    user_agent = network.user_agent
     return Policy(
-        models_allow=tuple(models.get("allow") or ()),
-        models_deny=tuple(models.get("deny") or ()),
-        scopes=tuple(document.get("scopes") or ()),
+        models_allow=spec.value_or(models.allow, ()),
+        models_deny=spec.value_or(models.deny, ()),
+        scopes=spec.value_or(policy.scopes, ()),
         rate_limits=tuple(
             RateLimit(
-                name=window["name"],
-                limit=window["limit"],
-                period_seconds=window["period"],
-                burst=window.get("burst") or window["limit"],
+                name=window.name,
+                limit=window.limit,
+                period_seconds=window.period_seconds,
+                burst=spec.value_or(window.burst, 0) or window.limit,
             )
-            for window in document.get("rate_limits") or ()
+            for window in spec.value_or(policy.rate_limits, ())
         ),
-        token_limits=_token_limits(document.get("token_limits")),
-        max_parallel=concurrency.get("max_parallel"),
-        budget=_budget(document.get("budget")),
+        token_limits=_token_limits(policy.token_limits),
+        max_parallel=spec.value_or(concurrency.max_parallel, None),
+        budget=_budget(policy.budget),
         network=NetworkRules(
             ip=IpRules(
-                allow=tuple(parse_network(n) for n in network.get("ip_allow") or ()),
-                deny=tuple(parse_network(n) for n in network.get("ip_deny") or ()),
+                allow=tuple(parse_network(n) for n in spec.value_or(network.ip_allow, ())),
+                deny=tuple(parse_network(n) for n in spec.value_or(network.ip_deny, ())),
             ),
-            origins=tuple(network.get("origins") or ()),
-            referrers=tuple(network.get("referrers") or ()),
+            origins=spec.value_or(network.origins, ()),
+            referrers=spec.value_or(network.referrers, ()),
             user_agent=(
-                safe_regex.compile_stored(network["user_agent"])
-                if network.get("user_agent")
+                safe_regex.compile_stored(user_agent)
+                if isinstance(user_agent, str) and user_agent
                 else None
             ),
         ),
     )
 
 
-def _token_limits(document: Mapping[str, Any] | None) -> TokenLimits | None:
-    if not document:
+def _token_limits(section: spec.Field[spec.TokenLimits]) -> TokenLimits | None:
+    if not isinstance(section, spec.TokenLimits):
         return None
     limits = TokenLimits(
-        input_per_minute=document.get("input_per_minute"),
-        output_per_minute=document.get("output_per_minute"),
-        total_per_minute=document.get("total_per_minute"),
-        total_per_day=document.get("total_per_day"),
+        input_per_minute=spec.value_or(section.input_per_minute, None),
+        output_per_minute=spec.value_or(section.output_per_minute, None),
+        total_per_minute=spec.value_or(section.total_per_minute, None),
+        total_per_day=spec.value_or(section.total_per_day, None),
     )
     return None if limits == TokenLimits() else limits
 
 
-def _budget(document: Mapping[str, Any] | None) -> Budget | None:
-    if not document:
+def _budget(section: spec.Field[spec.Budget]) -> Budget | None:
+    if not isinstance(section, spec.Budget) or section == spec.Budget():
         return None
     return Budget(
-        credit_limit=document.get("credit_limit_micros"),
-        reset=Reset(document.get("reset") or Reset.NEVER),
+        credit_limit=spec.value_or(section.credit_limit_micros, None),
+        reset=spec.value_or(section.reset, Reset.NEVER),
         alert_thresholds_bp=tuple(
-            sorted({round(t * 10_000) for t in document.get("alert_thresholds") or ()})
+            sorted({round(t * 10_000) for t in spec.value_or(section.alert_thresholds, ())})
         ),
         per_model=tuple(
-            (item["model"], item["credit_limit_micros"]) for item in document.get("per_model") or ()
+            (item.model, item.credit_limit_micros) for item in spec.value_or(section.per_model, ())
         ),
     )
 
@@ -213,15 +207,16 @@ def effective_scopes(key_scopes: tuple[str, ...], policy: Policy) -> tuple[str, 
     return key_scopes or policy.scopes
 
 
-def token_windows(limits: TokenLimits) -> list[tuple[str, int, int, str]]:
+def token_windows(limits: TokenLimits) -> list[tuple[str, int, int, spec.TokenKind]]:
     """(name, limit, period seconds, which tokens it counts) for each token limit set."""
+    kind = spec.TokenKind
     windows = []
     if limits.input_per_minute is not None:
-        windows.append(("input_per_minute", limits.input_per_minute, MINUTE, "input"))
+        windows.append(("input_per_minute", limits.input_per_minute, MINUTE, kind.INPUT))
     if limits.output_per_minute is not None:
-        windows.append(("output_per_minute", limits.output_per_minute, MINUTE, "output"))
+        windows.append(("output_per_minute", limits.output_per_minute, MINUTE, kind.OUTPUT))
     if limits.total_per_minute is not None:
-        windows.append(("total_per_minute", limits.total_per_minute, MINUTE, "total"))
+        windows.append(("total_per_minute", limits.total_per_minute, MINUTE, kind.TOTAL))
     if limits.total_per_day is not None:
-        windows.append(("total_per_day", limits.total_per_day, DAY, "total"))
+        windows.append(("total_per_day", limits.total_per_day, DAY, kind.TOTAL))
     return windows

@@ -9,7 +9,8 @@ from typing import Any
 from keyplane.domain import ids
 from keyplane.domain.clock import Clock
 from keyplane.domain.plans import PlanRecord
-from keyplane.domain.policy import parse_policy
+from keyplane.domain.policy import compile_policy
+from keyplane.domain.policy_spec import PolicySpec
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.authz import require_scope
@@ -94,6 +95,6 @@ def _require_plan_writer(principal: Principal) -> None:
 def check_policy(document: Mapping[str, Any]) -> None:
     """Refuse a policy document that does not parse (the API has checked each field)."""
     try:
-        parse_policy(document)
+        compile_policy(PolicySpec.from_document(document))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValidationError(f"invalid policy: {exc}", code="INVALID_POLICY") from None

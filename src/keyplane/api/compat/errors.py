@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyplane import errors
+from keyplane.api.exact import ExactJsonRoute
 from keyplane.api.problems import status_for
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _shown(part: object) -> str:
 def error_route(render: Renderer) -> type[APIRoute]:
     """An APIRoute class whose every failure is rendered by ``render``."""
 
-    class CompatRoute(APIRoute):
+    class CompatRoute(ExactJsonRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 

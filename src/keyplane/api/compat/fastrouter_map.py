@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from keyplane.domain import money
+from keyplane.api import exact
+from keyplane.domain import policy_spec as spec
 from keyplane.domain.keys import effective_status
 from keyplane.domain.periods import Reset
 from keyplane.domain.usage import BUCKET_OF_RESET
@@ -62,45 +64,46 @@ def format_expire_key(moment: datetime | None) -> str | None:
 
 
 def policy_with(policy: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """The key's policy overrides with the given FastRouter fields applied.
+    """The key's policy overrides (stored form) with the given FastRouter fields applied.
 
     ``changes`` holds only fields the request gave, by their FastRouter names, with
     ``credit_limit`` already in micro-credits. ``None`` removes a rule.
     """
-    result = dict(policy)
+    current = spec.PolicySpec.from_document(policy)
+    updates: dict[str, Any] = {}
     if "models" in changes:
-        models = dict(result.get("models") or {})
-        if changes["models"]:
-            models["allow"] = list(changes["models"])
-        else:
-            models.pop("allow", None)
-        _put(result, "models", models)
+        allow = tuple(changes["models"] or ()) or spec.UNSET
+        models = replace(spec.value_or(current.models, spec.ModelRules()), allow=allow)
+        updates["models"] = _unless_empty(models, spec.ModelRules())
     if "rpm_limit" in changes:
-        windows = [w for w in result.get("rate_limits") or () if w.get("name") != RPM_WINDOW]
+        windows = tuple(w for w in spec.value_or(current.rate_limits, ()) if w.name != RPM_WINDOW)
         limit = changes["rpm_limit"]
         if limit is not None:
-            windows.append({"name": RPM_WINDOW, "limit": limit, "period": MINUTE})
-        _put(result, "rate_limits", windows)
+            windows += (spec.RateWindow(RPM_WINDOW, limit, MINUTE),)
+        updates["rate_limits"] = windows or spec.UNSET
     if "tpm_limit" in changes:
-        tokens = dict(result.get("token_limits") or {})
-        tokens["total_per_minute"] = changes["tpm_limit"]
-        _put(result, "token_limits", {k: v for k, v in tokens.items() if v is not None})
+        tokens = replace(
+            spec.value_or(current.token_limits, spec.TokenLimits()),
+            total_per_minute=changes["tpm_limit"],
+        )
+        # Nulls are dropped: FastRouter has no way to say "unlimited over the plan".
+        tokens = replace(
+            tokens,
+            **{f.name: spec.UNSET for f in fields(tokens) if getattr(tokens, f.name) is None},
+        )
+        updates["token_limits"] = _unless_empty(tokens, spec.TokenLimits())
     if "credit_limit" in changes or "reset_budget_interval" in changes:
-        budget = dict(result.get("budget") or {})
+        budget = spec.value_or(current.budget, spec.Budget())
         if "credit_limit" in changes:
-            budget["credit_limit_micros"] = changes["credit_limit"]
+            budget = replace(budget, credit_limit_micros=changes["credit_limit"])
         if "reset_budget_interval" in changes:
-            interval = changes["reset_budget_interval"]
-            budget["reset"] = Reset(interval or Reset.NEVER).value
-        _put(result, "budget", budget)
-    return result
+            budget = replace(budget, reset=Reset(changes["reset_budget_interval"] or Reset.NEVER))
+        updates["budget"] = _unless_empty(budget, spec.Budget())
+    return replace(current, **updates).to_document()
 
 
-def _put(document: dict[str, Any], name: str, value: Any) -> None:
-    if value:
-        document[name] = value
-    else:
-        document.pop(name, None)
+def _unless_empty(section: Any, empty: Any) -> Any:
+    return spec.UNSET if section == empty else section
 
 
 def visible_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -113,11 +116,10 @@ def with_metadata(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any
     return {**visible_metadata(new), **kept}
 
 
-def _rpm(document: dict[str, Any]) -> int | None:
-    for window in document.get("rate_limits") or ():
-        if window.get("name") == RPM_WINDOW:
-            limit: int = window["limit"]
-            return limit
+def _rpm(policy: spec.PolicySpec) -> int | None:
+    for window in spec.value_or(policy.rate_limits, ()):
+        if window.name == RPM_WINDOW:
+            return window.limit
     return None
 
 
@@ -126,7 +128,9 @@ def service_key(
 ) -> dict[str, Any]:
     """A key as the FastRouter surface shows it, from its effective (plan + own) policy."""
     record = view.record
-    document = view.effective_policy
+    policy = spec.PolicySpec.from_document(view.effective_policy)
+    models = spec.value_or(policy.models, spec.ModelRules())
+    tokens = spec.value_or(policy.token_limits, spec.TokenLimits())
     reset = view.budget_reset or Reset.NEVER
     used = view.usage[BUCKET_OF_RESET[reset]]
     limit = view.budget_limit
@@ -138,16 +142,14 @@ def service_key(
         "project_id": record.project_id,
         "project_name": project_name,
         "status": effective_status(record, now).value,
-        "credit_limit": None if limit is None else money.to_credits(limit),
-        "credit_used": money.to_credits(used),
-        "credit_remaining": (
-            None if view.budget_remaining is None else money.to_credits(view.budget_remaining)
-        ),
+        "credit_limit": exact.optional_credits(limit),
+        "credit_used": exact.credits(used),
+        "credit_remaining": exact.optional_credits(view.budget_remaining),
         "reset_budget_interval": None if limit is None or reset is Reset.NEVER else reset.value,
         "expire_key": format_expire_key(record.expires_at),
-        "models": list((document.get("models") or {}).get("allow") or []),
-        "tpm_limit": (document.get("token_limits") or {}).get("total_per_minute"),
-        "rpm_limit": _rpm(document),
+        "models": list(spec.value_or(models.allow, ())),
+        "tpm_limit": spec.value_or(tokens.total_per_minute, None),
+        "rpm_limit": _rpm(policy),
         "metadata": visible_metadata(record.metadata),
         "tags": list(record.tags),
         "created_at": format_expire_key(record.created_at),

@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from keyplane.domain import money
+from keyplane.api import exact
+from keyplane.domain import policy_spec as spec
 from keyplane.domain.keys import KeyStatus, effective_status
 from keyplane.domain.periods import Reset
 from keyplane.services.keys import KeyView
@@ -50,12 +52,15 @@ def with_budget(
     ``set_limit`` says whether ``limit_micros`` was given (``None`` then removes the limit,
     also over a plan's); ``reset`` ``None`` leaves the reset as it is.
     """
-    budget = dict(policy.get("budget") or {})
+    current = spec.PolicySpec.from_document(policy)
+    budget = spec.value_or(current.budget, spec.Budget())
     if set_limit:
-        budget["credit_limit_micros"] = limit_micros
+        budget = replace(budget, credit_limit_micros=limit_micros)
     if reset is not None:
-        budget["reset"] = reset.value
-    return {**policy, "budget": budget} if budget else dict(policy)
+        budget = replace(budget, reset=reset)
+    if budget == spec.Budget():
+        return current.to_document()
+    return replace(current, budget=budget).to_document()
 
 
 def include_byok(metadata: dict[str, Any]) -> bool:
@@ -84,8 +89,8 @@ def timestamp(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _credits(micros: int | None) -> float | None:
-    return None if micros is None else money.to_credits(micros)
+def _credits(micros: int | None) -> Any:
+    return exact.optional_credits(micros)
 
 
 def masked(view: KeyView) -> str:
@@ -108,10 +113,10 @@ def key_object(view: KeyView, now: datetime) -> dict[str, Any]:
         "limit_remaining": _credits(view.budget_remaining),
         "limit_reset": limit_reset_of(view.budget_reset) if view.budget_limit is not None else None,
         "include_byok_in_limit": include_byok(record.metadata),
-        "usage": money.to_credits(usage["total"]),
-        "usage_daily": money.to_credits(usage["day"]),
-        "usage_weekly": money.to_credits(usage["week"]),
-        "usage_monthly": money.to_credits(usage["month"]),
+        "usage": exact.credits(usage["total"]),
+        "usage_daily": exact.credits(usage["day"]),
+        "usage_weekly": exact.credits(usage["week"]),
+        "usage_monthly": exact.credits(usage["month"]),
         "byok_usage": 0,
         "byok_usage_daily": 0,
         "byok_usage_weekly": 0,

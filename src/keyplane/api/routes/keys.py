@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from keyplane.api.deps import KeysWriter, PrincipalDep, RuntimeDep
+from keyplane.api.exact import ExactJsonRoute
 from keyplane.api.params import (
     CLEAN_TEXT,
     ConfirmWait,
@@ -48,7 +49,7 @@ from keyplane.services.keys import Idempotency, IssuedKey, NewKey
 from keyplane.services.runtime import Runtime
 from keyplane.store.base import KeyFilter
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=ExactJsonRoute)
 
 _LIST_PARAMS = {"owner", "tag", "environment", "status", "project", "name", "cursor", "limit"}
 

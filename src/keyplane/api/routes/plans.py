@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from keyplane.api.deps import PlansWriter, PrincipalDep, RuntimeDep
+from keyplane.api.exact import ExactJsonRoute
 from keyplane.api.policy import to_document
 from keyplane.api.schemas import (
     Ack,
@@ -22,7 +23,7 @@ from keyplane.domain.plans import PlanRecord
 from keyplane.domain.tenancy import Principal
 from keyplane.services.authz import may_read
 
-router = APIRouter(prefix="/v1/plans", tags=["plans"])
+router = APIRouter(prefix="/v1/plans", tags=["plans"], route_class=ExactJsonRoute)
 
 
 def _answer(principal: Principal, plan: PlanRecord) -> PlanEnvelope | AckEnvelope:

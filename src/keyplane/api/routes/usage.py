@@ -7,13 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from keyplane.api.deps import PrincipalDep, RuntimeDep, UsageWriter
+from keyplane.api.exact import ExactJsonRoute, credits
 from keyplane.api.params import CursorParam, LimitParam, reject_unknown_params
 from keyplane.api.schemas import RequestId, UsageRecorded, UsageReportIn
 from keyplane.domain import money
 from keyplane.services.authz import require_scope
 from keyplane.services.usage import UsageReport
 
-router = APIRouter(prefix="/v1", tags=["usage"])
+router = APIRouter(prefix="/v1", tags=["usage"], route_class=ExactJsonRoute)
 
 
 @router.post(
@@ -104,7 +105,7 @@ def _payload(payload: dict[str, Any]) -> dict[str, Any]:
     shown = {}
     for name, value in payload.items():
         if name.endswith("_micros") and isinstance(value, int):
-            shown[name.removesuffix("_micros")] = money.to_credits(value)
+            shown[name.removesuffix("_micros")] = credits(value)
         else:
             shown[name] = value
     return shown

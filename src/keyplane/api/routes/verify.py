@@ -8,13 +8,14 @@ from datetime import datetime
 from fastapi import APIRouter, Response
 
 from keyplane.api.deps import RuntimeDep, Verifier
+from keyplane.api.exact import ExactJsonRoute, credits
 from keyplane.api.schemas import VerifyRequest, VerifyResponse
 from keyplane.domain import money
 from keyplane.domain.policy import RequestContext
 from keyplane.services import verify as service
 from keyplane.services.verify import Verdict
 
-router = APIRouter(prefix="/v1", tags=["verify"])
+router = APIRouter(prefix="/v1", tags=["verify"], route_class=ExactJsonRoute)
 
 
 @router.post("/verify", response_model=VerifyResponse)
@@ -85,10 +86,10 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
             {
                 "name": limit.name,
                 "kind": limit.kind,
-                "limit": money.to_credits(limit.limit) if limit.kind == "budget" else limit.limit,
-                "remaining": (
-                    money.to_credits(limit.remaining) if limit.kind == "budget" else limit.remaining
-                ),
+                "limit": credits(limit.limit) if limit.kind == "budget" else limit.limit,
+                "remaining": credits(limit.remaining)
+                if limit.kind == "budget"
+                else limit.remaining,
                 "reset_at": _utc_text(limit.reset_at),
             }
             for limit in verdict.limits

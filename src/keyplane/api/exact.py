@@ -1,0 +1,111 @@
+"""Credits as exact JSON numbers, in and out.
+
+Python's ``json`` turns every JSON number with a fraction into a float before pydantic sees
+it, and a float holds about 16 significant digits: ``999999999999.999999`` credits arrived
+and left as ``1000000000000.0``. So money crosses the API without ever being a float:
+
+- In: :class:`ExactJsonRoute` parses request bodies with numbers that keep their text
+  (:class:`JsonNumber`, a float for every other field); the credits validator reads that text
+  with the bounded ``money.to_micros``.
+- Out: :func:`credits` renders micro-credits. Inside a request served by an
+  :class:`ExactJsonRoute` it gives a marker string, ``"kp-exact-<nonce>:12.5"``, that goes
+  through pydantic and FastAPI as any string does; the route then swaps each marker, quotes
+  included, for the bare number ``12.5``. The nonce is fresh for every request and unknown to
+  clients, so no text a client stored can pass for a marker. Outside such a request (tests,
+  the CLI) it gives a :class:`JsonNumber`: a float that still knows its exact text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from typing import Annotated, Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import WithJsonSchema
+
+from keyplane.domain import money
+
+
+class JsonNumber(float):
+    """A JSON number that remembers how it was written (``text``), so nothing is rounded."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __reduce__(self) -> tuple[type[float], tuple[float]]:
+        # Pickled and copied as the plain float it is to everything but the credits parser.
+        return float, (float(self),)
+
+
+def exact_text(value: object) -> object:
+    """The value to read an amount from: a parsed JSON number's own text, else the value."""
+    return value.text if isinstance(value, JsonNumber) else value
+
+
+_MARK: ContextVar[str | None] = ContextVar("keyplane_exact_mark", default=None)
+_MARKED = re.compile(rb'"(kp-exact-[0-9a-f]{32}:)(-?[0-9]+\.[0-9]+)"')
+
+
+def credits(micros: int) -> Any:
+    """Micro-credits as the API shows credits: an exact JSON number (see the module doc)."""
+    text = money.to_text(micros)
+    mark = _MARK.get()
+    return JsonNumber(text) if mark is None else mark + text
+
+
+def optional_credits(micros: int | None) -> Any:
+    return None if micros is None else credits(micros)
+
+
+#: A response field holding :func:`credits`; documented as the JSON number it becomes.
+CreditsOut = Annotated[float | str, WithJsonSchema({"type": "number"})]
+
+
+class ExactJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), parse_float=JsonNumber)
+        return self._json
+
+
+class ExactJsonRoute(APIRoute):
+    """A route whose body numbers keep their text and whose credits render exactly."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            mark = f"kp-exact-{secrets.token_hex(16)}:"
+            token = _MARK.set(mark)
+            try:
+                response = await handler(ExactJsonRequest(request.scope, request.receive))
+            finally:
+                _MARK.reset(token)
+            return unmark(response, mark)
+
+        return handle
+
+
+def unmark(response: Response, mark: str) -> Response:
+    """``response`` with this request's credit markers replaced by bare JSON numbers."""
+    body = getattr(response, "body", None)
+    wanted = mark.encode("ascii")
+    if not isinstance(body, bytes) or wanted not in body:
+        return response
+
+    def swap(found: re.Match[bytes]) -> bytes:
+        return found[2] if found[1] == wanted else found[0]
+
+    response.body = _MARKED.sub(swap, body)
+    response.headers["content-length"] = str(len(response.body))
+    return response

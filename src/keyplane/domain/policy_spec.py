@@ -1,0 +1,415 @@
+"""The policy document, typed: the one reader and writer of the JSON stored for a policy.
+
+A plan stores a complete :class:`PolicySpec`; a key stores overrides, a spec in which most
+fields are :data:`UNSET`. Every field has three states, kept apart because the merge needs
+them: ``UNSET`` (absent: take the plan's), ``None`` (stored ``null``: no rule, also over the
+plan's) and a value. :meth:`PolicySpec.merged_over` is the effective-policy merge: sections
+(objects) merge field by field, lists and values replace.
+
+The stored form (the JSON in the ``keys.policy`` and ``plans.policy`` columns) is fixed:
+amounts in micro-credits (``credit_limit_micros``), periods in seconds, per-model budgets as an
+ordered list. :meth:`PolicySpec.from_document` reads every document stored so far and
+:meth:`PolicySpec.to_document` writes the same shape back, so no migration is needed.
+
+Adding a policy field: a field here (with its ``_read``/``to_document`` lines), its
+evaluation in ``domain.policy``, its API schema and docs in ``api.policy``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any, TypeVar, Union
+
+from keyplane.domain.periods import Reset
+
+T = TypeVar("T")
+
+
+class Unset(Enum):
+    """The state of a field a document does not mention."""
+
+    UNSET = "unset"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset.UNSET
+#: A field as stored: absent (``UNSET``), ``null`` (``None``) or a value.
+Field = Union[T, None, Unset]  # noqa: UP007 (a generic alias: ``|`` cannot take a TypeVar here)
+
+
+class TokenKind(StrEnum):
+    """Which tokens a token window counts."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    TOTAL = "total"
+
+
+class WindowUnit(StrEnum):
+    """The units a rate window's period is written in by the API ("30s", "1m", "1h", "7d")."""
+
+    SECOND = "s"
+    MINUTE = "m"
+    HOUR = "h"
+    DAY = "d"
+
+    @property
+    def seconds(self) -> int:
+        return _UNIT_SECONDS[self]
+
+
+_UNIT_SECONDS = {
+    WindowUnit.SECOND: 1,
+    WindowUnit.MINUTE: 60,
+    WindowUnit.HOUR: 3600,
+    WindowUnit.DAY: 86_400,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRules:
+    allow: Field[tuple[str, ...]] = UNSET
+    deny: Field[tuple[str, ...]] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    name: str
+    limit: int
+    period_seconds: int
+    #: ``UNSET`` or ``None``: the limit.
+    burst: Field[int] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLimits:
+    input_per_minute: Field[int] = UNSET
+    output_per_minute: Field[int] = UNSET
+    total_per_minute: Field[int] = UNSET
+    total_per_day: Field[int] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    max_parallel: Field[int] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBudget:
+    """A separate limit for models matching ``model`` (a glob); the first match applies."""
+
+    model: str
+    credit_limit_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    #: Micro-credits per period; ``None`` meters spending without a limit.
+    credit_limit_micros: Field[int] = UNSET
+    reset: Field[Reset] = UNSET
+    #: Fractions of the limit (0.8 is 80 %).
+    alert_thresholds: Field[tuple[float, ...]] = UNSET
+    per_model: Field[tuple[ModelBudget, ...]] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRules:
+    ip_allow: Field[tuple[str, ...]] = UNSET
+    ip_deny: Field[tuple[str, ...]] = UNSET
+    origins: Field[tuple[str, ...]] = UNSET
+    referrers: Field[tuple[str, ...]] = UNSET
+    user_agent: Field[str] = UNSET
+
+
+Section = ModelRules | TokenLimits | Concurrency | Budget | NetworkRules
+S = TypeVar("S", ModelRules, TokenLimits, Concurrency, Budget, NetworkRules)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """A policy as written: a plan's whole policy, or a key's overrides over its plan."""
+
+    models: Field[ModelRules] = UNSET
+    scopes: Field[tuple[str, ...]] = UNSET
+    rate_limits: Field[tuple[RateWindow, ...]] = UNSET
+    token_limits: Field[TokenLimits] = UNSET
+    concurrency: Field[Concurrency] = UNSET
+    budget: Field[Budget] = UNSET
+    network: Field[NetworkRules] = UNSET
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any] | None) -> PolicySpec:
+        """The spec a stored document describes; ValueError when it is not one."""
+        if document is None:
+            return cls()
+        doc = _object(document, "policy")
+        return cls(
+            models=_section(doc, "models", _models),
+            scopes=_read(doc, "scopes", _strings),
+            rate_limits=_read(doc, "rate_limits", _windows),
+            token_limits=_section(doc, "token_limits", _token_limits),
+            concurrency=_section(doc, "concurrency", _concurrency),
+            budget=_section(doc, "budget", _budget),
+            network=_section(doc, "network", _network),
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        """The stored form: only the fields that are set, in a fixed order."""
+        document: dict[str, Any] = {}
+        _put(document, "models", self.models, _fields_document)
+        _put(document, "scopes", self.scopes, list)
+        _put(document, "rate_limits", self.rate_limits, _windows_document)
+        _put(document, "token_limits", self.token_limits, _fields_document)
+        _put(document, "concurrency", self.concurrency, _fields_document)
+        _put(document, "budget", self.budget, _budget_document)
+        _put(document, "network", self.network, _fields_document)
+        return document
+
+    def merged_over(self, base: PolicySpec) -> PolicySpec:
+        """These overrides over ``base`` (a plan's policy): the effective policy.
+
+        A key that sets ``budget.credit_limit_micros`` on a plan with a monthly budget keeps
+        the plan's reset and thresholds; a key that sets ``rate_limits`` replaces the plan's
+        list of windows; ``None`` removes the plan's rule.
+        """
+        return PolicySpec(
+            models=_merge_section(base.models, self.models),
+            scopes=_merge_value(base.scopes, self.scopes),
+            rate_limits=_merge_value(base.rate_limits, self.rate_limits),
+            token_limits=_merge_section(base.token_limits, self.token_limits),
+            concurrency=_merge_section(base.concurrency, self.concurrency),
+            budget=_merge_section(base.budget, self.budget),
+            network=_merge_section(base.network, self.network),
+        )
+
+
+EMPTY_SPEC = PolicySpec()
+
+
+def effective(plan: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> PolicySpec:
+    """A key's effective policy from its plan's stored document and its own."""
+    return PolicySpec.from_document(overrides).merged_over(PolicySpec.from_document(plan))
+
+
+def is_set(value: Field[T]) -> bool:
+    """Whether a field holds a value (neither absent nor ``null``)."""
+    return value is not None and value is not UNSET
+
+
+def value_or(value: Field[T], default: T) -> T:
+    """The field's value, or ``default`` when it is absent or ``null``."""
+    if value is None or isinstance(value, Unset):
+        return default
+    return value
+
+
+# -- merge ------------------------------------------------------------------------------------
+
+
+def _merge_value(base: Field[T], override: Field[T]) -> Field[T]:
+    return base if override is UNSET else override
+
+
+def _merge_section(base: Field[S], override: Field[S]) -> Field[S]:
+    if override is UNSET:
+        return base
+    if override is None or base is None or isinstance(base, Unset):
+        return override
+    given = {
+        f.name: getattr(override, f.name)
+        for f in dataclasses.fields(override)
+        if getattr(override, f.name) is not UNSET
+    }
+    return dataclasses.replace(base, **given)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _object(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} is not an object")
+    return value
+
+
+def _read(doc: Mapping[str, Any], name: str, parse: Callable[[Any, str], T]) -> Field[T]:
+    if name not in doc:
+        return UNSET
+    value = doc[name]
+    return None if value is None else parse(value, name)
+
+
+def _section(
+    doc: Mapping[str, Any], name: str, parse: Callable[[Mapping[str, Any]], T]
+) -> Field[T]:
+    return _read(doc, name, lambda value, where: parse(_object(value, where)))
+
+
+def _integer(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where} is not an integer")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where} is not a number")
+    return float(value)
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where} is not a string")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where} is not a list")
+    return tuple(_string(item, where) for item in value)
+
+
+def _models(doc: Mapping[str, Any]) -> ModelRules:
+    return ModelRules(allow=_read(doc, "allow", _strings), deny=_read(doc, "deny", _strings))
+
+
+def _windows(value: Any, where: str) -> tuple[RateWindow, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where} is not a list")
+    windows = []
+    for item in value:
+        window = _object(item, where)
+        for required in ("name", "limit", "period"):
+            if required not in window:
+                raise ValueError(f"a rate limit needs {required!r}")
+        windows.append(
+            RateWindow(
+                name=_string(window["name"], "rate limit name"),
+                limit=_integer(window["limit"], "rate limit"),
+                period_seconds=_integer(window["period"], "rate limit period"),
+                burst=_read(window, "burst", _integer),
+            )
+        )
+    return tuple(windows)
+
+
+def _token_limits(doc: Mapping[str, Any]) -> TokenLimits:
+    return TokenLimits(
+        input_per_minute=_read(doc, "input_per_minute", _integer),
+        output_per_minute=_read(doc, "output_per_minute", _integer),
+        total_per_minute=_read(doc, "total_per_minute", _integer),
+        total_per_day=_read(doc, "total_per_day", _integer),
+    )
+
+
+def _concurrency(doc: Mapping[str, Any]) -> Concurrency:
+    return Concurrency(max_parallel=_read(doc, "max_parallel", _integer))
+
+
+def _reset(value: Any, where: str) -> Reset:
+    return Reset(_string(value, where))
+
+
+def _thresholds(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where} is not a list")
+    return tuple(_number(item, where) for item in value)
+
+
+def _per_model(value: Any, where: str) -> tuple[ModelBudget, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where} is not a list")
+    items = []
+    for item in value:
+        entry = _object(item, where)
+        if "model" not in entry or "credit_limit_micros" not in entry:
+            raise ValueError("a per-model budget needs 'model' and 'credit_limit_micros'")
+        items.append(
+            ModelBudget(
+                model=_string(entry["model"], "per_model model"),
+                credit_limit_micros=_integer(entry["credit_limit_micros"], "per_model limit"),
+            )
+        )
+    return tuple(items)
+
+
+def _budget(doc: Mapping[str, Any]) -> Budget:
+    return Budget(
+        credit_limit_micros=_read(doc, "credit_limit_micros", _integer),
+        reset=_read(doc, "reset", _reset),
+        alert_thresholds=_read(doc, "alert_thresholds", _thresholds),
+        per_model=_read(doc, "per_model", _per_model),
+    )
+
+
+def _network(doc: Mapping[str, Any]) -> NetworkRules:
+    return NetworkRules(
+        ip_allow=_read(doc, "ip_allow", _strings),
+        ip_deny=_read(doc, "ip_deny", _strings),
+        origins=_read(doc, "origins", _strings),
+        referrers=_read(doc, "referrers", _strings),
+        user_agent=_read(doc, "user_agent", _string),
+    )
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _put(document: dict[str, Any], name: str, value: Field[T], write: Callable[[T], Any]) -> None:
+    if value is UNSET:
+        return
+    document[name] = None if value is None else write(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _fields_document(section: Section) -> dict[str, Any]:
+    return {
+        f.name: _plain(getattr(section, f.name))
+        for f in dataclasses.fields(section)
+        if getattr(section, f.name) is not UNSET
+    }
+
+
+def _windows_document(windows: tuple[RateWindow, ...]) -> list[dict[str, Any]]:
+    result = []
+    for window in windows:
+        item: dict[str, Any] = {
+            "name": window.name,
+            "limit": window.limit,
+            "period": window.period_seconds,
+        }
+        if window.burst is not UNSET:
+            item["burst"] = window.burst
+        result.append(item)
+    return result
+
+
+def _budget_document(budget: Budget) -> dict[str, Any]:
+    document = _fields_document(dataclasses.replace(budget, per_model=UNSET))
+    if budget.per_model is not UNSET:
+        # A list, not an object: the first matching pattern wins, and PostgreSQL's JSONB does
+        # not keep the order of an object's keys.
+        document["per_model"] = (
+            None
+            if budget.per_model is None
+            else [
+                {"model": item.model, "credit_limit_micros": item.credit_limit_micros}
+                for item in budget.per_model
+            ]
+        )
+    return document
