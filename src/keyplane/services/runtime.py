@@ -98,6 +98,8 @@ class Runtime:
     ledger: UsageLedger
     supervisor: Supervisor
     redis: Redis | None = None
+    #: The limiter when it is Redis with a local fallback (its degradation is monitored).
+    resilient_limiter: ResilientLimiter | None = None
     invalidation: RedisInvalidation | PostgresInvalidation | None = None
     #: Writes long windows' state for KEYPLANE_LIMITS_AFTER_REDIS_LOSS=reseed.
     window_keeper: WindowKeeper | None = None
@@ -252,6 +254,8 @@ class Runtime:
                 store.engine, settings.instance_liveness_seconds
             )
         runtime.redis = redis
+        if isinstance(limiter, ResilientLimiter):
+            runtime.resilient_limiter = limiter
         runtime.window_keeper = keeper
         if root_key is None and await store.count_management_keys() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)

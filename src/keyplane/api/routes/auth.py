@@ -7,12 +7,10 @@ every sub-path is accepted and means the same thing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from keyplane.api.deps import ClockDep, ManagementDep, SettingsDep, VerifierDep
+from keyplane.api.deps import Gateway, GatewayDep
 from keyplane.api.problems import PROBLEM_MEDIA_TYPE, problem
 from keyplane.domain.clock import Clock
 from keyplane.domain.tenancy import Principal
@@ -22,8 +20,6 @@ from keyplane.integrations.decision import Decision
 from keyplane.integrations.verifiers import InProcessVerifier
 from keyplane.services.authz import require_scope
 from keyplane.services.management import ManagementKeys
-from keyplane.services.verify import Verifier
-from keyplane.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
 
@@ -36,40 +32,18 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Kept out of the OpenAPI document: it answers every method on every sub-path, which OpenAPI
 # cannot say without one operation per method; docs/gateway.md is its reference.
 @router.api_route("/auth", methods=_METHODS, include_in_schema=False)
-async def forward_auth(
-    request: Request,
-    management: ManagementDep,
-    verifier: VerifierDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-) -> Response:
+async def forward_auth(request: Request, gateway: GatewayDep) -> Response:
     """Forward auth: 200 when the request's API key may be used now, else 401/402/403/429."""
-    return await _decide(request, _Gateway(management, verifier, settings, clock))
+    return await _decide(request, gateway)
 
 
 @router.api_route("/auth/{path:path}", methods=_METHODS, include_in_schema=False)
-async def forward_auth_any_path(
-    request: Request,
-    management: ManagementDep,
-    verifier: VerifierDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-) -> Response:
+async def forward_auth_any_path(request: Request, gateway: GatewayDep) -> Response:
     """Forward auth under a prefix (Envoy appends the original path)."""
-    return await _decide(request, _Gateway(management, verifier, settings, clock))
+    return await _decide(request, gateway)
 
 
-@dataclass(frozen=True, slots=True)
-class _Gateway:
-    """What forward auth uses: the gateway's authentication, the verifier, two settings."""
-
-    management: ManagementKeys
-    verifier: Verifier
-    settings: Settings
-    clock: Clock
-
-
-async def _decide(request: Request, gateway: _Gateway) -> Response:
+async def _decide(request: Request, gateway: Gateway) -> Response:
     principal = await _gateway(request, gateway.management)
     if isinstance(principal, Response):
         return principal

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
 from keyplane.api.deps import RuntimeDep
-from keyplane.services.resilient_limiter import ResilientLimiter
 from keyplane.services.runtime import Runtime
 from keyplane.services.supervisor import LoopStatus
 
@@ -87,8 +86,8 @@ def render_metrics(runtime: Runtime) -> str:
         "Ledger transactions (group commits).",
         [("", runtime.ledger.batches)],
     )
-    limiter = runtime.limiter
-    if isinstance(limiter, ResilientLimiter):
+    limiter = runtime.resilient_limiter
+    if limiter is not None:
         metric(
             "keyplane_limits_degraded",
             "gauge",
