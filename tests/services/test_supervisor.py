@@ -129,7 +129,7 @@ async def test_a_loop_that_returns_is_finished_not_restarted() -> None:
         return
 
     supervisor.start("once", done, critical=True)
-    await supervisor.wait("once")
+    await supervisor.finish("once")
     assert state(supervisor, "once") == LoopState("once", True, LoopStatus.STOPPED, 0, None)
     assert gate.delays == []
     await supervisor.stop()
@@ -165,4 +165,27 @@ async def test_names_are_unique_and_delays_are_sane() -> None:
         Supervisor(base_delay=0)
     with pytest.raises(ValueError):
         Supervisor(base_delay=2, max_delay=1)
+    await supervisor.stop()
+
+
+async def test_finish_runs_a_loop_in_backoff_at_once_and_never_restarts_it_again() -> None:
+    """Runtime.stop finishes the ledger writer so it drains its queue: a writer that keeps
+    crashing must neither hold the stop for a whole backoff nor forever."""
+    gate = Gate()
+    supervisor = Supervisor(base_delay=30.0, max_delay=30.0, sleep=gate.sleep)
+    runs = 0
+
+    async def always_crashing() -> None:
+        nonlocal runs
+        runs += 1
+        raise RuntimeError("still broken")
+
+    supervisor.start("writer", always_crashing, critical=True)
+    await gate.backoffs(1)  # waiting out 30 s, which the gate never lets pass
+    await supervisor.finish("writer")
+    assert runs == 2  # ran once more, straight away, and was not restarted after that
+    assert state(supervisor, "writer") == LoopState(
+        "writer", True, LoopStatus.STOPPED, 1, "RuntimeError"
+    )
+    assert gate.delays == [30.0]
     await supervisor.stop()

@@ -380,7 +380,7 @@ class Runtime:
         """Stop background work, write what it still holds, then close the store."""
         # Queued usage reports are written, not dropped: their senders are waiting.
         await self.ledger.close()
-        await self.supervisor.wait("ledger")
+        await self.supervisor.finish("ledger")
         await self.supervisor.stop()
         await self.last_used.flush()
         await self.management_last_used.flush()

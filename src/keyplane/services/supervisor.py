@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ class _Loop:
     status: LoopStatus = LoopStatus.RUNNING
     restarts: int = 0
     last_error: str | None = None
+    #: Set by :meth:`Supervisor.finish`: run once more at most, never restart again.
+    finishing: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Supervisor:
@@ -110,9 +112,19 @@ class Supervisor:
                 loop.status = LoopStatus.STOPPED
                 raise
             except Exception as exc:
+                loop.last_error = type(exc).__name__
+                if loop.finishing.is_set():
+                    # Told to finish (a stop is under way): no restart, or a loop that keeps
+                    # crashing would hold the stop forever.
+                    log.error(
+                        "background loop %s crashed (%s) while finishing",
+                        loop.name,
+                        loop.last_error,
+                    )
+                    loop.status = LoopStatus.STOPPED
+                    return
                 in_a_row = 1 if self._monotonic() - started >= self._max_delay else in_a_row + 1
                 loop.restarts += 1
-                loop.last_error = type(exc).__name__
                 loop.status = LoopStatus.RESTARTING
                 wait = self.delay(in_a_row)
                 # The type only: a driver's message may hold a URL with a password, or a key.
@@ -124,13 +136,27 @@ class Supervisor:
                     loop.restarts,
                 )
                 try:
-                    await self._sleep(wait)
+                    await self._backoff(loop, wait)
                 except asyncio.CancelledError:
                     loop.status = LoopStatus.STOPPED
                     raise
                 continue
             loop.status = LoopStatus.STOPPED
             return
+
+    async def _backoff(self, loop: _Loop, seconds: float) -> None:
+        """Wait out the backoff, or less when the loop is told to finish meanwhile: its owner
+        is waiting for it to do its last work (the ledger writer drains its queue)."""
+        if loop.finishing.is_set():
+            return
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        finishing = asyncio.ensure_future(loop.finishing.wait())
+        try:
+            await asyncio.wait({sleeping, finishing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (sleeping, finishing):
+                waiter.cancel()
+            await asyncio.wait({sleeping, finishing})
 
     def states(self) -> list[LoopState]:
         """Every supervised loop's state, by name."""
@@ -146,10 +172,15 @@ class Supervisor:
             loop.critical and loop.status is LoopStatus.RESTARTING for loop in self._loops.values()
         )
 
-    async def wait(self, name: str) -> None:
-        """Wait for the loop ``name`` to finish on its own (after its owner told it to)."""
+    async def finish(self, name: str) -> None:
+        """Wait for the loop ``name`` to return on its own (its owner told it to).
+
+        From now on the loop is not restarted after a crash, and one waiting out a backoff
+        runs at once: its last run is the one that counts.
+        """
         loop = self._loops.get(name)
         if loop is not None and loop.task is not None:
+            loop.finishing.set()
             await asyncio.wait([loop.task])
 
     async def stop(self) -> None:
