@@ -288,7 +288,7 @@ def key_rows(
         key_id = ids.new_id("key")
         key_row: dict[str, object] = {
             "id": key_id,
-            "org_id": runtime.org.id,
+            "org_id": project.org_id,
             "project_id": project.id,
             "hash": digest,
             "start": parsed.start,
@@ -367,7 +367,7 @@ async def verify_passes(
     Every verdict must be valid. The requests are built inside the timed loop, as the API
     route builds one per call.
     """
-    verifier, cache = runtime.verifier, runtime.directory.hashes
+    verifier, cache = runtime.services.verifier, runtime.directory.hashes
     hits, misses = cache.hits, cache.misses
     calls = 0
     started = time.perf_counter()
@@ -405,7 +405,11 @@ async def measure_policy(
     progress(f"creating {args.policy_keys} keys with the fully loaded policy")
     started = time.perf_counter()
     keys = [
-        (await runtime.keys.create(principal, NewKey(f"loaded {n}", policy=LOADED_POLICY))).secret
+        (
+            await runtime.services.keys.create(
+                principal, NewKey(f"loaded {n}", policy=LOADED_POLICY)
+            )
+        ).secret
         for n in range(args.policy_keys)
     ]
     create_seconds = time.perf_counter() - started
@@ -439,7 +443,7 @@ async def fill_and_measure(
         keys = await bulk_insert(runtime, args.keys, server_secret)
         insert_seconds = time.perf_counter() - started
         sample = random.sample(keys, args.sample)
-        principal = await runtime.management.authenticate(target.root_key)
+        principal = await runtime.services.management.authenticate(target.root_key)
         progress(
             f"verifying {len(sample):,} keys in process (cold, then warm for {args.duration}s)"
         )

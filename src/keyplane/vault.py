@@ -59,16 +59,14 @@ from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import Principal
 from keyplane.domain.vault import Outcome, Strategy
 from keyplane.errors import NotFoundError
+from keyplane.services.runtime import open_vault_service
 from keyplane.services.vault import (
     CredentialStats,
     LeaseRequest,
     NewCredential,
     VaultService,
-    configured_strategy,
 )
 from keyplane.settings import Settings
-from keyplane.store.database import Database
-from keyplane.store.migrate import migrate
 from keyplane.store.vault import CredentialFilter
 
 __all__ = [
@@ -243,25 +241,12 @@ async def open_vault(
     schema first when ``migrate_on_start`` is set, like the server.
     """
     settings = settings or Settings()
-    keyring = settings.vault_keyring()
-    clock = clock or SystemClock()
-    store = Database.from_settings(settings)
-    try:
-        if settings.migrate_on_start:
-            await migrate(store.engine, settings.database_schema)
-        org, _project = await store.tenancy.ensure_default_tenancy(clock.now())
+    # Built by the composition root, like the server's vault (same store, keyring, strategy).
+    async with open_vault_service(settings, clock or SystemClock()) as (service, org):
         principal = Principal(
             key_id="library", org_id=org.id, project_id=None, scopes=("vault:*",), is_root=True
         )
-        service = VaultService(
-            store.vault,
-            keyring,
-            clock,
-            default_strategy=configured_strategy(settings),
-        )
         yield Vault(service, principal)
-    finally:
-        await store.close()
 
 
 class _Through(httpx.AsyncBaseTransport):

@@ -152,7 +152,7 @@ async def test_expired_secrets_are_erased_without_any_retry(api: Api) -> None:
         assert response.status_code == 201
         api.clock.advance(300)
     # Made at 0, 300 and 600 s; now is 900 s: the first two are past the 600 s window.
-    keys = runtime_of(api).keys
+    keys = runtime_of(api).services.keys
     assert await keys.erase_expired_secrets() == 2
     assert sorted(await _sealed_secrets(api), key=lambda v: v is None) == [mock.ANY, None, None]
     assert await keys.erase_expired_secrets() == 0

@@ -27,7 +27,9 @@ class SecondOrg:
 async def second_org(api: Api) -> SecondOrg:
     runtime = runtime_of(api)
     org, default = await runtime.store.tenancy.create_organization("second", api.clock.now())
-    issued = await runtime.management.issue(org.id, "org2 root", ("*",), None, created_by=None)
+    issued = await runtime.services.management.issue(
+        org.id, "org2 root", ("*",), None, created_by=None
+    )
     return SecondOrg(org.id, default, api.as_key(issued.secret))
 
 
@@ -131,7 +133,9 @@ async def test_an_org_without_a_default_project_gets_one_on_first_use(api: Api) 
         await conn.execute(
             insert(organizations).values(id="org_bare", name="bare", created_at=api.clock.now())
         )
-    issued = await runtime.management.issue("org_bare", "bare", ("*",), None, created_by=None)
+    issued = await runtime.services.management.issue(
+        "org_bare", "bare", ("*",), None, created_by=None
+    )
     made = await post(api, "/v1/keys", {"name": "k"}, api.as_key(issued.secret))
     assert made.status_code == 201, made.text
     assert made.json()["data"]["project_id"] != runtime.default_project.id  # not org 1's

@@ -269,8 +269,8 @@ async def test_restart_keeps_the_ledger(api: Api) -> None:
 
     fresh = MemoryLimiter(LedgerSeeder(runtime.store))
     runtime.ledger._limiter = fresh
-    runtime.verifier._limiter = fresh
-    runtime.usage._limiter = fresh
+    runtime.services.verifier._limiter = fresh
+    runtime.services.usage._limiter = fresh
     assert (await api.verify(key, cost=0.3))["code"] == "VALID"
     assert (await api.verify(key, cost=0.01))["code"] == "BUDGET_EXCEEDED"
 

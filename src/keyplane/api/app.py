@@ -29,6 +29,7 @@ from keyplane.api.routes import (
 from keyplane.api.security_headers import SecurityHeaders
 from keyplane.domain.clock import Clock
 from keyplane.services.runtime import Runtime
+from keyplane.services.supervisor import Supervisor
 from keyplane.settings import Settings, generated_root_key_path, write_private_file
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,13 @@ def create_app(
     settings: Settings | None = None,
     clock: Clock | None = None,
     on_root_key: Callable[[str], None] | None = None,
+    supervisor: Supervisor | None = None,
 ) -> FastAPI:
     """Build the Keyplane API. Storage is opened in the lifespan, not at import or here.
 
     ``on_root_key`` receives a root key generated on the first start; by default
-    :func:`announce_root_key`.
+    :func:`announce_root_key`. ``supervisor`` runs the background loops (tests inject one
+    whose restart backoff does not really wait).
     """
     settings = settings or Settings()
     announce = on_root_key or functools.partial(announce_root_key, settings=settings)
@@ -85,7 +88,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        runtime = await Runtime.start(settings, clock)
+        runtime = await Runtime.start(settings, clock, supervisor)
         app.state.runtime = runtime
         if runtime.generated_root_key is not None:
             announce(runtime.generated_root_key)

@@ -1,32 +1,119 @@
-"""FastAPI dependencies: the runtime and the authenticated management principal."""
+"""FastAPI dependencies: one narrow service each, and the authenticated management principal.
+
+Routes take the use case they call (``KeyServiceDep``, ``VerifierDep``, ...), never the whole
+runtime; each service checks its caller's scope and tenancy itself.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from keyplane.domain.clock import Clock
 from keyplane.domain.tenancy import Principal
+from keyplane.services import verify
 from keyplane.services.authz import require_scope
-from keyplane.services.runtime import Runtime
+from keyplane.services.events import Events
+from keyplane.services.instances import Confirmation
+from keyplane.services.keys import KeyService
+from keyplane.services.management import ManagementKeys
+from keyplane.services.plans import Plans
+from keyplane.services.projects import Projects
+from keyplane.services.runtime import Runtime, Services
+from keyplane.services.usage import UsageService
+from keyplane.services.vault import VaultService
+from keyplane.settings import Settings
+
+#: Evict a just-written record on every live instance and say which confirmed
+#: (``Runtime.confirm_eviction``): cache, record id, hashes, timeout in seconds.
+ConfirmEviction = Callable[[str, str, tuple[str, ...], float], Awaitable[Confirmation]]
 
 
+# async on purpose, all of them: a sync dependency is run in a thread pool on every request.
 async def get_runtime(request: Request) -> Runtime:
-    # async on purpose: a sync dependency is run in a thread pool on every request.
+    """The whole runtime: for the operations routes (readiness, metrics) only."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-async def get_principal(
-    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
-) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    presented = token.strip() if scheme.lower() == "bearer" else None
-    return await runtime.management.authenticate(presented)
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.runtime.services
+    return services
+
+
+async def get_keys(request: Request) -> KeyService:
+    return _services(request).keys
+
+
+async def get_verifier(request: Request) -> verify.Verifier:
+    return _services(request).verifier
+
+
+async def get_management(request: Request) -> ManagementKeys:
+    return _services(request).management
+
+
+async def get_projects(request: Request) -> Projects:
+    return _services(request).projects
+
+
+async def get_plans(request: Request) -> Plans:
+    return _services(request).plans
+
+
+async def get_usage(request: Request) -> UsageService:
+    return _services(request).usage
+
+
+async def get_events(request: Request) -> Events:
+    return _services(request).events
+
+
+async def get_vault(request: Request) -> VaultService:
+    return _services(request).vault
+
+
+async def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.runtime.clock
+    return clock
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.runtime.settings
+    return settings
+
+
+async def get_confirm_eviction(request: Request) -> ConfirmEviction:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.confirm_eviction
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+KeyServiceDep = Annotated[KeyService, Depends(get_keys)]
+VerifierDep = Annotated[verify.Verifier, Depends(get_verifier)]
+ManagementDep = Annotated[ManagementKeys, Depends(get_management)]
+ProjectsDep = Annotated[Projects, Depends(get_projects)]
+PlansDep = Annotated[Plans, Depends(get_plans)]
+UsageDep = Annotated[UsageService, Depends(get_usage)]
+EventsDep = Annotated[Events, Depends(get_events)]
+VaultDep = Annotated[VaultService, Depends(get_vault)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
+
+
+async def get_principal(request: Request) -> Principal:
+    # The management service read here, not through a dependency: every management route
+    # resolves this one, and each dependency costs tens of microseconds.
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    presented = token.strip() if scheme.lower() == "bearer" else None
+    return await _services(request).management.authenticate(presented)
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
@@ -38,8 +125,9 @@ def scoped(scope: str) -> Any:
     away before any field of the body is parsed. Parsing is bounded anyway (``domain.money``),
     but a key that may only ``verify`` has no business making the server read a policy or an
     amount. Every route with a body takes its principal from here
-    (``tests/api/test_scope_first.py`` walks the routes to keep it so); the services still
-    check, for callers that do not come through HTTP.
+    (``tests/api/test_scope_first.py`` walks the routes to keep it so). This is an early
+    refusal with the same function the services use (``services.authz.require_scope``); the
+    service's own check stays the authoritative one.
     """
 
     async def principal_with_scope(principal: PrincipalDep) -> Principal:
@@ -59,3 +147,42 @@ UsageWriter = Annotated[Principal, scoped("usage:write")]
 Verifier = Annotated[Principal, scoped("verify")]
 VaultWriter = Annotated[Principal, scoped("vault:write")]
 VaultLeaser = Annotated[Principal, scoped("vault:lease")]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRoutes:
+    """What the key routes (native and compatible) use: the key service, the clock for
+    rendering statuses, and confirmed eviction for ``?wait=confirmed``."""
+
+    keys: KeyService
+    clock: Clock
+    confirm_eviction: ConfirmEviction
+
+
+async def get_key_routes(keys: KeyServiceDep, clock: ClockDep, confirm: ConfirmDep) -> KeyRoutes:
+    return KeyRoutes(keys, clock, confirm)
+
+
+KeyRoutesDep = Annotated[KeyRoutes, Depends(get_key_routes)]
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """What forward auth (``/v1/auth``) uses: the gateway key's authentication, the verifier,
+    the settings naming the key header and trusted proxies, and the clock for headers."""
+
+    management: ManagementKeys
+    verifier: verify.Verifier
+    settings: Settings
+    clock: Clock
+
+
+async def get_gateway(request: Request) -> Gateway:
+    # One dependency, not four: forward auth is on the hot path, and each dependency FastAPI
+    # resolves costs tens of microseconds.
+    runtime: Runtime = request.app.state.runtime
+    services = runtime.services
+    return Gateway(services.management, services.verifier, runtime.settings, runtime.clock)
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]

@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
-from keyplane.api.deps import get_runtime
+from keyplane.api.deps import get_settings
 from keyplane.api.fields import TEXT_PATTERN
 from keyplane.domain import ids, validation
 from keyplane.errors import NotFoundError, ValidationError
-from keyplane.services.runtime import Runtime
+from keyplane.settings import Settings
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 MAX_METADATA_FILTERS = 10
@@ -41,7 +41,7 @@ MAX_CONFIRM_TIMEOUT = 60.0
 
 
 def _confirm_wait(
-    runtime: Annotated[Runtime, Depends(get_runtime)],
+    settings: Annotated[Settings, Depends(get_settings)],
     wait: Annotated[
         Literal["confirmed"] | None,
         Query(description="`confirmed`: answer once every live instance dropped the key"),
@@ -64,7 +64,7 @@ def _confirm_wait(
                 errors=[{"loc": "query.timeout", "msg": "only allowed with wait=confirmed"}],
             )
         return None
-    return runtime.settings.confirm_timeout_seconds if timeout is None else timeout
+    return settings.confirm_timeout_seconds if timeout is None else timeout
 
 
 ConfirmWait = Annotated[float | None, Depends(_confirm_wait)]

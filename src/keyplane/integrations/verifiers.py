@@ -28,9 +28,13 @@ class InProcessVerifier:
         >>> decision = await verifier.verify(api_key, AuthRequest(model="gpt-4o"))
     """
 
-    def __init__(self, runtime: Runtime, principal: Principal) -> None:
+    def __init__(self, runtime: Runtime | service.Verifier, principal: Principal) -> None:
+        # Refused here already, at construction; the verifier checks again on each call.
         require_scope(principal, "verify")
-        self._verifier = runtime.verifier
+        if isinstance(runtime, service.Verifier):
+            self._verifier = runtime
+        else:
+            self._verifier = runtime.services.verifier
         self._principal = principal
 
     @classmethod
@@ -41,7 +45,7 @@ class InProcessVerifier:
             AuthenticationError: the management key is not valid.
             PermissionDeniedError: it lacks the ``verify`` scope.
         """
-        return cls(runtime, await runtime.management.authenticate(management_key))
+        return cls(runtime, await runtime.services.management.authenticate(management_key))
 
     async def verify(self, key: str, request: AuthRequest) -> Decision:
         try:

@@ -7,6 +7,7 @@ from keyplane.domain.clock import Clock
 from keyplane.domain.tenancy import Principal, Project
 from keyplane.errors import NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.authz import require_scope
+from keyplane.services.compat import find_project, project_names
 from keyplane.store.base import TenancyStore
 
 
@@ -40,3 +41,22 @@ class Projects:
             for p in await self._store.list_projects(principal.org_id)
             if principal.reaches_project(p.id)
         ]
+
+    async def names(self, principal: Principal) -> dict[str, str]:
+        """Names by id of the caller's organization's projects, to show next to its keys.
+
+        Part of answering a key read (the compatibility surfaces show a key's project name),
+        so it needs no scope beyond the read it accompanies; it never leaves the caller's org.
+        """
+        return await project_names(self._store, principal.org_id)
+
+    async def named_in_request(
+        self,
+        principal: Principal,
+        default: Project,
+        project_id: str | None,
+        project_name: str | None,
+    ) -> Project:
+        """The project a key-creating request names, within the caller's reach (see
+        :func:`keyplane.services.compat.find_project`)."""
+        return await find_project(self._store, principal, default, project_id, project_name)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import secrets
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
 
 from keyplane.domain.clock import Clock, SystemClock
+from keyplane.domain.envelope import Keyring
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
-from keyplane.errors import KeyplaneError
+from keyplane.errors import KeyplaneError, StorageError
 from keyplane.limits.base import Limiter
 from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
@@ -24,6 +26,7 @@ from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
+from keyplane.services.events import Events
 from keyplane.services.instances import (
     REGISTRY_ERRORS,
     Confirmation,
@@ -38,6 +41,7 @@ from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
@@ -48,27 +52,52 @@ from keyplane.store.migrate import migrate
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Runtime:
-    settings: Settings
-    store: Database
-    clock: Clock
-    org: Organization
-    default_project: Project
-    directory: KeyDirectory
-    management_cache: TtlCache[ManagementKeyRecord]
-    last_used: LastUsedRecorder
-    management_last_used: LastUsedRecorder
+#: How long a crashed background loop waits before its first restart, and at most.
+RESTART_BASE_DELAY = 0.5
+RESTART_MAX_DELAY = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The use cases, one object each: what routes, the CLI and integrations depend on.
+
+    Each checks its caller's scope and tenancy itself (``services.authz``): holding one of
+    these is not a permission.
+    """
+
     keys: KeyService
     verifier: Verifier
     management: ManagementKeys
     projects: Projects
     plans: Plans
+    usage: UsageService
+    events: Events
+    vault: VaultService
+
+
+@dataclass
+class Runtime:
+    """The running object graph: the services, and what their lifecycle needs to stop cleanly.
+
+    :meth:`start` is the composition root, the only place services are built from settings
+    (``keyplane.vault`` builds its vault through :func:`open_vault_service`).
+    """
+
+    settings: Settings
+    store: Database
+    clock: Clock
+    default_project: Project
+    services: Services
+    directory: KeyDirectory
+    management_cache: TtlCache[ManagementKeyRecord]
+    last_used: LastUsedRecorder
+    management_last_used: LastUsedRecorder
     limiter: Limiter
     ledger: UsageLedger
-    usage: UsageService
-    vault: VaultService
+    supervisor: Supervisor
     redis: Redis | None = None
+    #: The limiter when it is Redis with a local fallback (its degradation is monitored).
+    resilient_limiter: ResilientLimiter | None = None
     invalidation: RedisInvalidation | PostgresInvalidation | None = None
     #: Writes long windows' state for KEYPLANE_LIMITS_AFTER_REDIS_LOSS=reseed.
     window_keeper: WindowKeeper | None = None
@@ -77,12 +106,16 @@ class Runtime:
     instances: InstanceRegistry | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
-    _background: list[asyncio.Task[None]] = field(default_factory=list)
-    _ledger_task: asyncio.Task[None] | None = None
     _acks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
-    async def start(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+    async def start(
+        cls, settings: Settings, clock: Clock | None = None, supervisor: Supervisor | None = None
+    ) -> Runtime:
+        """Open the store, build every service, and start the background loops.
+
+        ``supervisor`` runs the loops (tests pass one whose backoff does not really wait).
+        """
         clock = clock or SystemClock()
         server_secret = resolve_server_secret(settings)
         # Read (and checked) before anything opens: a bad vault key stops the start.
@@ -145,23 +178,15 @@ class Runtime:
         management = ManagementKeys(
             store, management_cache, clock, server_secret, org, root_key, management_last_used
         )
-        runtime = cls(
-            settings=settings,
-            store=store,
-            clock=clock,
-            org=org,
-            default_project=project,
-            directory=directory,
-            management_cache=management_cache,
-            last_used=last_used,
-            management_last_used=management_last_used,
-            keys=KeyService(
-                store,
-                directory,
-                clock,
-                server_secret,
-                timedelta(seconds=settings.idempotency_secret_window_seconds),
-            ),
+        keys = KeyService(
+            store,
+            directory,
+            clock,
+            server_secret,
+            timedelta(seconds=settings.idempotency_secret_window_seconds),
+        )
+        services = Services(
+            keys=keys,
             verifier=Verifier(
                 directory,
                 clock,
@@ -173,15 +198,24 @@ class Runtime:
             management=management,
             projects=Projects(store.tenancy, clock),
             plans=Plans(store.plans, directory, clock),
+            usage=UsageService(directory, ledger, limiter, clock, server_secret),
+            events=Events(store.events),
+            vault=_vault_service(store, vault_keyring, clock, settings),
+        )
+        runtime = cls(
+            settings=settings,
+            store=store,
+            clock=clock,
+            default_project=project,
+            services=services,
+            directory=directory,
+            management_cache=management_cache,
+            last_used=last_used,
+            management_last_used=management_last_used,
             limiter=limiter,
             ledger=ledger,
-            usage=UsageService(directory, ledger, limiter, clock, server_secret),
-            vault=VaultService(
-                store.vault,
-                vault_keyring,
-                clock,
-                default_strategy=configured_strategy(settings),
-            ),
+            supervisor=supervisor
+            or Supervisor(base_delay=RESTART_BASE_DELAY, max_delay=RESTART_MAX_DELAY),
         )
         invalidation: RedisInvalidation | PostgresInvalidation | None = None
         if redis is not None:
@@ -217,25 +251,18 @@ class Runtime:
             # PostgreSQL without Redis: the registry lives in the shared database.
             runtime.instances = store.instances
         runtime.redis = redis
+        if isinstance(limiter, ResilientLimiter):
+            runtime.resilient_limiter = limiter
         runtime.window_keeper = keeper
         if root_key is None and await store.management_keys.count() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
-        loop = asyncio.get_running_loop()
-        runtime._ledger_task = loop.create_task(ledger.run())
-        runtime._background = [
-            loop.create_task(last_used.run()),
-            loop.create_task(management_last_used.run()),
-            loop.create_task(runtime._expire_reservations()),
-            loop.create_task(runtime._erase_replay_secrets()),
-        ]
-        if keeper is not None:
-            runtime._background.append(loop.create_task(keeper.run()))
+        runtime._start_loops(keeper)
         if runtime.instances is not None:
             await runtime._beat()  # live before serving: a confirmed revoke waits for it
-            runtime._background.append(loop.create_task(runtime._heartbeats()))
+            runtime.supervisor.start("heartbeats", runtime._heartbeats, critical=False)
         if runtime.invalidation is not None:
-            runtime._background.append(loop.create_task(runtime.invalidation.run()))
+            runtime.supervisor.start("invalidation", runtime.invalidation.run, critical=True)
             # Serve once evictions from other instances are being heard, or go on without
             # them (bounded by the cache TTL) if Redis does not answer in time.
             try:
@@ -243,6 +270,33 @@ class Runtime:
             except TimeoutError:
                 log.warning("cache invalidation channel not ready; serving anyway")
         return runtime
+
+    def _start_loops(self, keeper: WindowKeeper | None) -> None:
+        """The background loops, under the supervisor.
+
+        Critical (readiness degrades while one is restarting), because the server answers
+        wrongly without them: the ledger writer (usage reports are acknowledged only once
+        written: without it they hang), reservation expiry (held budget and concurrency
+        slots are never freed: verifies are refused that should pass) and the invalidation
+        listener (another instance's revoke is not heard: a revoked key stays valid here
+        until the cache TTL). Not critical, because they only delay work a later run or
+        the stop does anyway: last-used flushes, replay-secret erasure (a secret past its
+        window is refused on replay already), heartbeats (other instances stop waiting
+        for this one's confirmations) and the window keeper (its state is rewritten on
+        its next run).
+        """
+        supervise = self.supervisor.start
+        supervise("ledger", self.ledger.run, critical=True)
+        supervise("last_used", self.last_used.run, critical=False)
+        supervise("management_last_used", self.management_last_used.run, critical=False)
+        supervise("reservation_expiry", self._expire_reservations, critical=True)
+        supervise("replay_secret_erasure", self._erase_replay_secrets, critical=False)
+        if keeper is not None:
+            supervise("window_keeper", keeper.run, critical=False)
+
+    async def ping(self) -> None:
+        """Raise StorageError unless the database answers (readiness)."""
+        await self.store.ping()
 
     def _apply_eviction(self, eviction: Eviction) -> None:
         """An eviction published by some instance (this one included): apply it here only."""
@@ -306,7 +360,7 @@ class Runtime:
             await asyncio.sleep(1.0)
             try:
                 await self.limiter.expire(self.clock.now())
-            except RedisError as exc:
+            except StorageError as exc:  # the limiter wraps Redis's errors (LimiterUnavailable)
                 log.warning("expiring reservations failed: %s", type(exc).__name__)
 
     async def _erase_replay_secrets(self) -> None:
@@ -315,21 +369,16 @@ class Runtime:
         while True:
             await asyncio.sleep(period)
             try:
-                await self.keys.erase_expired_secrets()
+                await self.services.keys.erase_expired_secrets()
             except KeyplaneError as exc:
                 log.warning("erasing expired replay secrets failed: %s", type(exc).__name__)
 
     async def stop(self) -> None:
         """Stop background work, write what it still holds, then close the store."""
-        if self._ledger_task is not None:
-            # Queued usage reports are written, not dropped: their senders are waiting.
-            await self.ledger.close()
-            await asyncio.wait([self._ledger_task])
-        for task in self._background:
-            task.cancel()
-        if self._background:
-            # asyncio.wait, not gather: gather would return at the first cancelled task.
-            await asyncio.wait(self._background)
+        # Queued usage reports are written, not dropped: their senders are waiting.
+        await self.ledger.close()
+        await self.supervisor.finish("ledger")
+        await self.supervisor.stop()
         await self.last_used.flush()
         await self.management_last_used.flush()
         if self.window_keeper is not None:
@@ -345,8 +394,35 @@ class Runtime:
         if self.invalidation is not None:
             await self.invalidation.flush()
         if self.redis is not None:
-            await self.redis.aclose()
+            # The pool was built here too: close its connections, not only the client.
+            await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
+
+
+def _vault_service(
+    store: Database, keyring: Keyring | None, clock: Clock, settings: Settings
+) -> VaultService:
+    return VaultService(store.vault, keyring, clock, default_strategy=configured_strategy(settings))
+
+
+@contextlib.asynccontextmanager
+async def open_vault_service(
+    settings: Settings, clock: Clock
+) -> AsyncIterator[tuple[VaultService, Organization]]:
+    """The vault alone, for ``keyplane.vault``'s in-process mode: no limiter, no loops.
+
+    Built like the server's (same store, keyring and strategy), migrating first when
+    ``migrate_on_start`` is set. Yields the service and the default organization.
+    """
+    keyring = settings.vault_keyring()
+    store = Database.from_settings(settings)
+    try:
+        if settings.migrate_on_start:
+            await migrate(store.engine, settings.database_schema)
+        org, _project = await store.tenancy.ensure_default_tenancy(clock.now())
+        yield _vault_service(store, keyring, clock, settings), org
+    finally:
+        await store.close()
 
 
 def _default_instance_id() -> str:

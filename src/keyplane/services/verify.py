@@ -23,6 +23,7 @@ from keyplane.domain.periods import next_reset, period_start
 from keyplane.domain.policy import RequestContext, check_request, effective_scopes
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
+from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.last_used import LastUsedRecorder
 
@@ -84,6 +85,15 @@ class Verifier:
         self.verdicts: Counter[str] = Counter()
 
     async def verify(self, principal: Principal, request: VerifyRequest) -> Verdict:
+        """Decide on ``request`` for ``principal``, which must hold the ``verify`` scope.
+
+        Raises:
+            PermissionDeniedError: the caller lacks ``verify`` (nothing is looked up then).
+        """
+        # The authoritative check: the route and the forward-auth gateway refuse earlier with
+        # the same function, but a caller in this process (integrations, the library) may not
+        # come through them.
+        require_scope(principal, "verify")
         verdict = await self._verify(principal, request)
         self.verdicts[verdict.code.value] += 1
         return verdict

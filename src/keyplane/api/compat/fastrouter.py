@@ -7,15 +7,16 @@ Mapping: docs/compatibility.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from keyplane.api.compat import fastrouter_map as mapping
 from keyplane.api.compat.errors import Failure, add_fallback, error_route
-from keyplane.api.deps import KeysWriter, PrincipalDep, RuntimeDep
+from keyplane.api.deps import KeyRoutes, KeyRoutesDep, KeysWriter, PrincipalDep, ProjectsDep
 from keyplane.api.fields import Input
 from keyplane.api.params import check_key_ref, check_query_text, reject_unknown_params
 from keyplane.api.policy import Count, Credits, ModelPattern
@@ -25,9 +26,9 @@ from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError
 from keyplane.services.authz import may_read
-from keyplane.services.compat import MAX_OFFSET, find_project, live_keys_page, project_names
+from keyplane.services.compat import MAX_OFFSET, live_keys_page
 from keyplane.services.keys import NewKey
-from keyplane.services.runtime import Runtime
+from keyplane.services.projects import Projects
 
 MAX_PAGE = 1000
 _ERROR_TYPES = {
@@ -123,37 +124,51 @@ def _check_org(principal: Principal, org_id: str | None) -> None:
         )
 
 
-async def _object(runtime: Runtime, principal: Principal, record: KeyRecord) -> dict[str, Any]:
-    [view] = await runtime.keys.views(principal, [record])
-    names = await project_names(runtime.store.tenancy, principal.org_id)
+@dataclass(frozen=True, slots=True)
+class _Deps:
+    """What the service-key routes use: the key routes' services and the projects."""
+
+    routes: KeyRoutes
+    projects: Projects
+
+
+async def _deps(routes: KeyRoutesDep, projects: ProjectsDep) -> _Deps:
+    return _Deps(routes, projects)
+
+
+_DepsDep = Annotated[_Deps, Depends(_deps)]
+
+
+async def _object(ctx: _Deps, principal: Principal, record: KeyRecord) -> dict[str, Any]:
+    [view] = await ctx.routes.keys.views(principal, [record])
+    names = await ctx.projects.names(principal)
     return mapping.service_key(
-        view, principal.org_id, names.get(record.project_id), runtime.clock.now()
+        view, principal.org_id, names.get(record.project_id), ctx.routes.clock.now()
     )
 
 
-async def _live(runtime: Runtime, principal: Principal, key_hash: str) -> KeyRecord:
+async def _live(ctx: _Deps, principal: Principal, key_hash: str) -> KeyRecord:
     """The key by hash (or id); a revoked (deleted) one is a 404."""
-    record = await runtime.keys.get(principal, check_key_ref(key_hash))
-    if effective_status(record, runtime.clock.now()) is KeyStatus.REVOKED:
+    record = await ctx.routes.keys.get(principal, check_key_ref(key_hash))
+    if effective_status(record, ctx.routes.clock.now()) is KeyStatus.REVOKED:
         raise NotFoundError("no such service key", code="KEY_NOT_FOUND")
     return record
 
 
 @router.post("/createServiceKey", status_code=201)
 async def create_service_key(
-    body: ServiceKeyCreate, principal: KeysWriter, runtime: RuntimeDep
+    body: ServiceKeyCreate, principal: KeysWriter, ctx: _DepsDep
 ) -> dict[str, Any]:
     """Create a service key; ``api_key`` is its plaintext, shown only in this response."""
     _check_org(principal, body.org_id)
-    project = await find_project(
-        runtime.store.tenancy,
+    project = await ctx.projects.named_in_request(
         principal,
-        await runtime.keys.default_project(principal.org_id),
+        await ctx.routes.keys.default_project(principal.org_id),
         body.project_id,
         body.project_name,
     )
     expires_at = None if body.expire_key is None else mapping.parse_expire_key(body.expire_key)
-    issued = await runtime.keys.create(
+    issued = await ctx.routes.keys.create(
         principal,
         NewKey(
             name=body.api_key_name,
@@ -167,7 +182,7 @@ async def create_service_key(
     if not may_read(principal, "keys:read"):
         # Write does not imply read: a write-only caller learns the key and its hash only.
         return {"api_key": issued.secret, "api_key_id_hash": issued.record.hash}
-    data = await _object(runtime, principal, issued.record)
+    data = await _object(ctx, principal, issued.record)
     return {"api_key": issued.secret, **data}
 
 
@@ -175,7 +190,7 @@ async def create_service_key(
 async def get_service_keys(
     request: Request,
     principal: PrincipalDep,
-    runtime: RuntimeDep,
+    ctx: _DepsDep,
     org_id: Annotated[str | None, Query(max_length=200)] = None,
     project_id: Annotated[str | None, Query(max_length=200)] = None,
     include_revoked: bool = True,
@@ -185,9 +200,9 @@ async def get_service_keys(
     """List service keys, oldest first; revoked ones show with status ``revoked``."""
     reject_unknown_params(request, {"org_id", "project_id", "include_revoked", "offset", "limit"})
     _check_org(principal, check_query_text("org_id", org_id))
-    now = runtime.clock.now()
+    now = ctx.routes.clock.now()
     page = await live_keys_page(
-        runtime.keys,
+        ctx.routes.keys,
         principal,
         now=now,
         include_disabled=True,
@@ -196,8 +211,8 @@ async def get_service_keys(
         size=limit,
         project_id=check_query_text("project_id", project_id),
     )
-    views = await runtime.keys.views(principal, page.records)
-    names = await project_names(runtime.store.tenancy, principal.org_id)
+    views = await ctx.routes.keys.views(principal, page.records)
+    names = await ctx.projects.names(principal)
     keys = [
         mapping.service_key(view, principal.org_id, names.get(view.record.project_id), now)
         for view in views
@@ -207,11 +222,11 @@ async def get_service_keys(
 
 @router.post("/updateServiceKey")
 async def update_service_key(
-    body: ServiceKeyUpdate, principal: KeysWriter, runtime: RuntimeDep
+    body: ServiceKeyUpdate, principal: KeysWriter, ctx: _DepsDep
 ) -> dict[str, Any]:
     """Change a service key's name, limits, models, expiry, metadata or tags by its hash."""
     _check_org(principal, body.org_id)
-    record = await _live(runtime, principal, body.api_key_id_hash)
+    record = await _live(ctx, principal, body.api_key_id_hash)
     given = body.model_fields_set
     changes: dict[str, Any] = {}
     if body.api_key_name is not None:
@@ -228,18 +243,18 @@ async def update_service_key(
     if policy_changes:
         changes["policy"] = mapping.policy_with(record.policy, policy_changes)
     if changes:
-        record = await runtime.keys.update(principal, record.id, changes)
-    return await _object(runtime, principal, record)
+        record = await ctx.routes.keys.update(principal, record.id, changes)
+    return await _object(ctx, principal, record)
 
 
 @router.post("/deleteServiceKey")
 async def delete_service_key(
-    body: ServiceKeyDelete, principal: KeysWriter, runtime: RuntimeDep
+    body: ServiceKeyDelete, principal: KeysWriter, ctx: _DepsDep
 ) -> dict[str, Any]:
     """Revoke a service key for good by its hash; the record stays for audit."""
     _check_org(principal, body.org_id)
-    record = await _live(runtime, principal, body.api_key_id_hash)
-    await runtime.keys.revoke(principal, record.id, "deleted through /prod/deleteServiceKey")
+    record = await _live(ctx, principal, body.api_key_id_hash)
+    await ctx.routes.keys.revoke(principal, record.id, "deleted through /prod/deleteServiceKey")
     return {"deleted": True, "api_key_id_hash": record.hash}
 
 

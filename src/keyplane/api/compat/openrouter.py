@@ -16,7 +16,7 @@ from pydantic import StrictBool
 
 from keyplane.api.compat import openrouter_map as mapping
 from keyplane.api.compat.errors import Failure, add_fallback, error_route
-from keyplane.api.deps import KeysWriter, PrincipalDep, RuntimeDep
+from keyplane.api.deps import KeyRoutes, KeyRoutesDep, KeysWriter, ManagementDep, PrincipalDep
 from keyplane.api.fields import Input
 from keyplane.api.params import check_key_ref, reject_unknown_params
 from keyplane.api.policy import Credits
@@ -28,7 +28,6 @@ from keyplane.errors import AuthenticationError, NotFoundError
 from keyplane.services.authz import may_read
 from keyplane.services.compat import MAX_OFFSET, live_keys_page
 from keyplane.services.keys import NewKey
-from keyplane.services.runtime import Runtime
 
 PAGE_SIZE = 100
 LimitReset = Literal["daily", "weekly", "monthly"]
@@ -79,15 +78,15 @@ class KeyPatchIn(Input):
     include_byok_in_limit: StrictBool | None = None
 
 
-async def _object(runtime: Runtime, principal: Principal, record: KeyRecord) -> dict[str, Any]:
-    [view] = await runtime.keys.views(principal, [record])
-    return mapping.key_object(view, runtime.clock.now())
+async def _object(ctx: KeyRoutes, principal: Principal, record: KeyRecord) -> dict[str, Any]:
+    [view] = await ctx.keys.views(principal, [record])
+    return mapping.key_object(view, ctx.clock.now())
 
 
-async def _live(runtime: Runtime, principal: Principal, key_hash: str) -> KeyRecord:
+async def _live(ctx: KeyRoutes, principal: Principal, key_hash: str) -> KeyRecord:
     """The key by hash (or id); a revoked key is "deleted" to this API, so a 404."""
-    record = await runtime.keys.get(principal, check_key_ref(key_hash))
-    if effective_status(record, runtime.clock.now()) is KeyStatus.REVOKED:
+    record = await ctx.keys.get(principal, check_key_ref(key_hash))
+    if effective_status(record, ctx.clock.now()) is KeyStatus.REVOKED:
         raise NotFoundError("no such key", code="KEY_NOT_FOUND")
     return record
 
@@ -96,29 +95,27 @@ async def _live(runtime: Runtime, principal: Principal, key_hash: str) -> KeyRec
 async def list_keys(
     request: Request,
     principal: PrincipalDep,
-    runtime: RuntimeDep,
+    ctx: KeyRoutesDep,
     include_disabled: bool = False,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """List keys, 100 per page, oldest first."""
     reject_unknown_params(request, {"include_disabled", "offset"})
-    now = runtime.clock.now()
+    now = ctx.clock.now()
     page = await live_keys_page(
-        runtime.keys,
+        ctx.keys,
         principal,
         now=now,
         include_disabled=include_disabled,
         offset=offset,
         size=PAGE_SIZE,
     )
-    views = await runtime.keys.views(principal, page.records)
+    views = await ctx.keys.views(principal, page.records)
     return {"data": [mapping.key_object(view, now) for view in views]}
 
 
 @route("POST", "/keys", status_code=201)
-async def create_key(
-    body: KeyCreateIn, principal: KeysWriter, runtime: RuntimeDep
-) -> dict[str, Any]:
+async def create_key(body: KeyCreateIn, principal: KeysWriter, ctx: KeyRoutesDep) -> dict[str, Any]:
     """Create a key; ``key`` is its plaintext, shown only in this response."""
     policy = mapping.with_budget(
         {},
@@ -126,7 +123,7 @@ async def create_key(
         set_limit=body.limit is not None,
         reset=None if body.limit_reset is None else mapping.reset_of(body.limit_reset),
     )
-    issued = await runtime.keys.create(
+    issued = await ctx.keys.create(
         principal,
         NewKey(
             name=body.name,
@@ -141,25 +138,25 @@ async def create_key(
         # Write does not imply read: a write-only caller learns the key and its hash only.
         digest = issued.record.hash
         return {"data": {"hash": digest}, "key": issued.secret, "hash": digest}
-    data = await _object(runtime, principal, issued.record)
+    data = await _object(ctx, principal, issued.record)
     # OpenRouter clients read data and key; AnyAPI's examples read key and hash.
     return {"data": data, "key": issued.secret, "hash": issued.record.hash}
 
 
 @route("GET", "/keys/{key_hash}")
-async def get_key(key_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def get_key(key_hash: str, principal: PrincipalDep, ctx: KeyRoutesDep) -> dict[str, Any]:
     """One key by its hash."""
-    data = await _object(runtime, principal, await _live(runtime, principal, key_hash))
+    data = await _object(ctx, principal, await _live(ctx, principal, key_hash))
     # OpenRouter clients read data; AnyAPI's examples read usage, limit, last_used at the top.
     return {**data, "data": data}
 
 
 @route("PATCH", "/keys/{key_hash}")
 async def update_key(
-    key_hash: str, body: KeyPatchIn, principal: KeysWriter, runtime: RuntimeDep
+    key_hash: str, body: KeyPatchIn, principal: KeysWriter, ctx: KeyRoutesDep
 ) -> dict[str, Any]:
     """Change a key's name, disabled state, limit, limit reset or BYOK flag."""
-    record = await _live(runtime, principal, key_hash)
+    record = await _live(ctx, principal, key_hash)
     given = body.model_fields_set
     changes: dict[str, Any] = {}
     if body.name is not None:
@@ -174,35 +171,37 @@ async def update_key(
     if body.include_byok_in_limit is not None:
         changes["metadata"] = mapping.with_include_byok(record.metadata, body.include_byok_in_limit)
     if changes:
-        record = await runtime.keys.update(principal, record.id, changes)
+        record = await ctx.keys.update(principal, record.id, changes)
     if body.disabled is True:
-        record = await runtime.keys.disable(principal, record.id, None, None)
+        record = await ctx.keys.disable(principal, record.id, None, None)
     elif body.disabled is False:
-        record = await runtime.keys.enable(principal, record.id)
-    return {"data": await _object(runtime, principal, record)}
+        record = await ctx.keys.enable(principal, record.id)
+    return {"data": await _object(ctx, principal, record)}
 
 
 @route("DELETE", "/keys/{key_hash}")
-async def delete_key(key_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def delete_key(key_hash: str, principal: PrincipalDep, ctx: KeyRoutesDep) -> dict[str, Any]:
     """Delete a key: Keyplane revokes it for good and keeps the record for audit."""
-    record = await _live(runtime, principal, key_hash)
-    await runtime.keys.revoke(principal, record.id, "deleted through /api/v1/keys")
+    record = await _live(ctx, principal, key_hash)
+    await ctx.keys.revoke(principal, record.id, "deleted through /api/v1/keys")
     return {"deleted": True}
 
 
 @route("GET", "/key")
-async def current_key(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+async def current_key(
+    request: Request, ctx: KeyRoutesDep, management: ManagementDep
+) -> dict[str, Any]:
     """The presented key's own information: an API key's, or a management key's."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else ""
-    record = await runtime.keys.presented(token) if token else None
+    record = await ctx.keys.presented(token) if token else None
     if record is not None:
         owner = Principal(record.id, record.org_id, record.project_id, ())
-        [view] = await runtime.keys.views(owner, [record])
-        return {"data": mapping.current_key_info(view, runtime.clock.now())}
+        [view] = await ctx.keys.views(owner, [record])
+        return {"data": mapping.current_key_info(view, ctx.clock.now())}
     try:
-        principal = await runtime.management.authenticate(token or None)
+        principal = await management.authenticate(token or None)
     except AuthenticationError:
         raise AuthenticationError("invalid or missing key (Authorization: Bearer ...)") from None
     return {"data": mapping.management_key_info(principal.key_id)}

@@ -10,15 +10,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from keyplane.api.deps import RuntimeDep
+from keyplane.api.deps import Gateway, GatewayDep
 from keyplane.api.problems import PROBLEM_MEDIA_TYPE, problem
+from keyplane.domain.clock import Clock
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import AuthenticationError, PermissionDeniedError
 from keyplane.integrations import http
 from keyplane.integrations.decision import Decision
 from keyplane.integrations.verifiers import InProcessVerifier
 from keyplane.services.authz import require_scope
-from keyplane.services.runtime import Runtime
+from keyplane.services.management import ManagementKeys
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
 
@@ -31,40 +32,40 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Kept out of the OpenAPI document: it answers every method on every sub-path, which OpenAPI
 # cannot say without one operation per method; docs/gateway.md is its reference.
 @router.api_route("/auth", methods=_METHODS, include_in_schema=False)
-async def forward_auth(request: Request, runtime: RuntimeDep) -> Response:
+async def forward_auth(request: Request, gateway: GatewayDep) -> Response:
     """Forward auth: 200 when the request's API key may be used now, else 401/402/403/429."""
-    return await _decide(request, runtime)
+    return await _decide(request, gateway)
 
 
 @router.api_route("/auth/{path:path}", methods=_METHODS, include_in_schema=False)
-async def forward_auth_any_path(request: Request, runtime: RuntimeDep) -> Response:
+async def forward_auth_any_path(request: Request, gateway: GatewayDep) -> Response:
     """Forward auth under a prefix (Envoy appends the original path)."""
-    return await _decide(request, runtime)
+    return await _decide(request, gateway)
 
 
-async def _decide(request: Request, runtime: Runtime) -> Response:
-    principal = await _gateway(request, runtime)
+async def _decide(request: Request, gateway: Gateway) -> Response:
+    principal = await _gateway(request, gateway.management)
     if isinstance(principal, Response):
         return principal
-    settings = runtime.settings
+    settings = gateway.settings
     key = http.read_key(request.headers, settings.auth_key_header)
     if key is None:
-        return _answer(http.MISSING_KEY, runtime)
+        return _answer(http.MISSING_KEY, gateway.clock)
     if len(key) > http.MAX_KEY_LENGTH:
-        return _answer(Decision("MALFORMED"), runtime)
+        return _answer(Decision("MALFORMED"), gateway.clock)
     peer = request.client.host if request.client else None
     try:
         wanted = http.read_request(request.headers, peer, settings.trusted_networks)
     except http.BadGatewayHeader as exc:
         return problem(400, "INVALID_HEADER", str(exc), {"X-Keyplane-Code": "INVALID_HEADER"})
-    decision = await InProcessVerifier(runtime, principal).verify(key, wanted)
-    return _answer(decision, runtime)
+    decision = await InProcessVerifier(gateway.verifier, principal).verify(key, wanted)
+    return _answer(decision, gateway.clock)
 
 
-async def _gateway(request: Request, runtime: Runtime) -> Principal | Response:
+async def _gateway(request: Request, management: ManagementKeys) -> Principal | Response:
     """The gateway's principal, or the problem response that refuses the gateway itself."""
     try:
-        principal = await runtime.management.authenticate(request.headers.get(GATEWAY_KEY_HEADER))
+        principal = await management.authenticate(request.headers.get(GATEWAY_KEY_HEADER))
     except AuthenticationError:
         return problem(
             401,
@@ -93,8 +94,8 @@ def _may_verify(principal: Principal) -> bool:
     return True
 
 
-def _answer(decision: Decision, runtime: Runtime) -> Response:
-    headers = http.response_headers(decision, runtime.clock.now())
+def _answer(decision: Decision, clock: Clock) -> Response:
+    headers = http.response_headers(decision, clock.now())
     if decision.valid:
         return Response(status_code=200, headers=headers)
     return JSONResponse(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
 from keyplane.api.deps import RuntimeDep
-from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.runtime import Runtime
+from keyplane.services.supervisor import LoopStatus
 
 router = APIRouter(tags=["operations"])
 
@@ -21,9 +21,28 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "the database is unreachable"}})
-async def readyz(runtime: RuntimeDep) -> dict[str, Any]:
+async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """Readiness: the database answers."""
-    await runtime.store.ping()
+    await runtime.ping()
+    supervisor = runtime.supervisor
+    # Loops that crashed at least once, or are not running, are listed; a healthy process
+    # answers exactly {"status": "ready"}.
+    loops = {
+        state.name: {
+            "status": state.status.value,
+            "critical": state.critical,
+            "restarts": state.restarts,
+            "last_error": state.last_error,
+        }
+        for state in supervisor.states()
+        if state.restarts or state.status is not LoopStatus.RUNNING
+    }
+    if not supervisor.healthy:
+        # A critical loop is down (see Runtime._start_loops): this instance answers wrongly.
+        response.status_code = 503
+        return {"status": "degraded", "loops": loops}
+    if loops:
+        return {"status": "ready", "loops": loops}
     return {"status": "ready"}
 
 
@@ -47,7 +66,10 @@ def render_metrics(runtime: Runtime) -> str:
         "keyplane_verify_total",
         "counter",
         "Verdicts given, by code.",
-        [(f'{{code="{code}"}}', n) for code, n in sorted(runtime.verifier.verdicts.items())],
+        [
+            (f'{{code="{code}"}}', n)
+            for code, n in sorted(runtime.services.verifier.verdicts.items())
+        ],
     )
     cache = runtime.directory.hashes
     metric("keyplane_key_cache_hits_total", "counter", "Key cache hits.", [("", cache.hits)])
@@ -64,8 +86,8 @@ def render_metrics(runtime: Runtime) -> str:
         "Ledger transactions (group commits).",
         [("", runtime.ledger.batches)],
     )
-    limiter = runtime.limiter
-    if isinstance(limiter, ResilientLimiter):
+    limiter = runtime.resilient_limiter
+    if limiter is not None:
         metric(
             "keyplane_limits_degraded",
             "gauge",
@@ -91,4 +113,17 @@ def render_metrics(runtime: Runtime) -> str:
             "Cache evictions received from the invalidation channel.",
             [("", runtime.invalidation.received)],
         )
+    states = runtime.supervisor.states()
+    metric(
+        "keyplane_background_loop_up",
+        "gauge",
+        "1 while a background loop runs, 0 while it waits to be restarted or has stopped.",
+        [(f'{{loop="{s.name}"}}', 1 if s.status is LoopStatus.RUNNING else 0) for s in states],
+    )
+    metric(
+        "keyplane_background_loop_restarts_total",
+        "counter",
+        "Times a background loop crashed and was restarted.",
+        [(f'{{loop="{s.name}"}}', s.restarts) for s in states],
+    )
     return "\n".join(lines) + "\n"

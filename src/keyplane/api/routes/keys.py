@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
-from keyplane.api.deps import KeysWriter, PrincipalDep, RuntimeDep
+from keyplane.api.deps import KeyRoutes, KeyRoutesDep, KeysWriter, PrincipalDep
 from keyplane.api.exact import ExactJsonRoute
 from keyplane.api.params import (
     CLEAN_TEXT,
@@ -46,7 +46,6 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus, effective_st
 from keyplane.domain.tenancy import Principal
 from keyplane.services.authz import may_read
 from keyplane.services.keys import Idempotency, IssuedKey, NewKey
-from keyplane.services.runtime import Runtime
 from keyplane.store.base import KeyFilter
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=ExactJsonRoute)
@@ -54,45 +53,45 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=ExactJsonRoute)
 _LIST_PARAMS = {"owner", "tag", "environment", "status", "project", "name", "cursor", "limit"}
 
 
-async def _out(runtime: Runtime, principal: Principal, record: KeyRecord) -> KeyOut:
-    [view] = await runtime.keys.views(principal, [record])
-    return KeyOut.of(view, runtime.clock.now())
+async def _out(ctx: KeyRoutes, principal: Principal, record: KeyRecord) -> KeyOut:
+    [view] = await ctx.keys.views(principal, [record])
+    return KeyOut.of(view, ctx.clock.now())
 
 
 async def _envelope(
-    runtime: Runtime, principal: Principal, record: KeyRecord
+    ctx: KeyRoutes, principal: Principal, record: KeyRecord
 ) -> KeyEnvelope | AckEnvelope:
     """The record for a caller with ``keys:read``; only its id and status for a write-only one."""
     if not may_read(principal, "keys:read"):
-        return AckEnvelope(data=_ack(runtime, record))
-    return KeyEnvelope(data=await _out(runtime, principal, record))
+        return AckEnvelope(data=_ack(ctx, record))
+    return KeyEnvelope(data=await _out(ctx, principal, record))
 
 
 async def _issued(
-    runtime: Runtime, principal: Principal, issued: IssuedKey
+    ctx: KeyRoutes, principal: Principal, issued: IssuedKey
 ) -> KeyCreated | AckCreated:
     if not may_read(principal, "keys:read"):
-        return AckCreated(key=issued.secret, data=_ack(runtime, issued.record))
-    return KeyCreated(key=issued.secret, data=await _out(runtime, principal, issued.record))
+        return AckCreated(key=issued.secret, data=_ack(ctx, issued.record))
+    return KeyCreated(key=issued.secret, data=await _out(ctx, principal, issued.record))
 
 
-def _ack(runtime: Runtime, record: KeyRecord) -> Ack:
-    return Ack(id=record.id, status=effective_status(record, runtime.clock.now()).value)
+def _ack(ctx: KeyRoutes, record: KeyRecord) -> Ack:
+    return Ack(id=record.id, status=effective_status(record, ctx.clock.now()).value)
 
 
-async def _confirmation(runtime: Runtime, record: KeyRecord, timeout: float) -> ConfirmationOut:
+async def _confirmation(ctx: KeyRoutes, record: KeyRecord, timeout: float) -> ConfirmationOut:
     """Wait (``?wait=confirmed``) until every live instance dropped the written key."""
-    confirmation = await runtime.confirm_eviction("keys", record.id, (record.hash,), timeout)
+    confirmation = await ctx.confirm_eviction("keys", record.id, (record.hash,), timeout)
     return ConfirmationOut.of(confirmation, timeout)
 
 
 async def _answer(
-    runtime: Runtime, principal: Principal, record: KeyRecord, wait: float | None
+    ctx: KeyRoutes, principal: Principal, record: KeyRecord, wait: float | None
 ) -> KeyEnvelope | AckEnvelope:
-    envelope = await _envelope(runtime, principal, record)
+    envelope = await _envelope(ctx, principal, record)
     if wait is None:
         return envelope
-    confirmation = await _confirmation(runtime, record, wait)
+    confirmation = await _confirmation(ctx, record, wait)
     if isinstance(envelope, AckEnvelope):
         return AckConfirmedEnvelope(data=envelope.data, confirmation=confirmation)
     return KeyConfirmedEnvelope(data=envelope.data, confirmation=confirmation)
@@ -118,7 +117,7 @@ def _fingerprint(body: KeyCreate) -> str:
 async def create_key(
     body: KeyCreate,
     principal: KeysWriter,
-    runtime: RuntimeDep,
+    ctx: KeyRoutesDep,
     response: Response,
     idempotency_key: Annotated[RequestId | None, Header()] = None,
 ) -> KeyCreated | AckCreated:
@@ -131,7 +130,7 @@ async def create_key(
     idempotency = (
         None if idempotency_key is None else Idempotency(idempotency_key, _fingerprint(body))
     )
-    issued = await runtime.keys.create(
+    issued = await ctx.keys.create(
         principal,
         NewKey(
             name=body.name,
@@ -152,14 +151,14 @@ async def create_key(
     if issued.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return await _issued(runtime, principal, issued)
+    return await _issued(ctx, principal, issued)
 
 
 @router.get("", response_model=KeyPage)
 async def list_keys(
     request: Request,
     principal: PrincipalDep,
-    runtime: RuntimeDep,
+    ctx: KeyRoutesDep,
     owner: Annotated[str | None, Query(max_length=200, json_schema_extra=CLEAN_TEXT)] = None,
     tag: Annotated[str | None, Query(max_length=100, json_schema_extra=CLEAN_TEXT)] = None,
     environment: Environment | None = None,
@@ -182,11 +181,11 @@ async def list_keys(
         name_contains=check_query_text("name", name),
         metadata=metadata_filters(request),
     )
-    records = await runtime.keys.list(principal, filters, cursor, limit + 1)
+    records = await ctx.keys.list(principal, filters, cursor, limit + 1)
     page = records[:limit]
     has_more = len(records) > limit
-    now = runtime.clock.now()
-    views = await runtime.keys.views(principal, page)
+    now = ctx.clock.now()
+    views = await ctx.keys.views(principal, page)
     return KeyPage(
         data=[KeyOut.of(view, now) for view in views],
         next_cursor=page[-1].id if has_more and page else None,
@@ -195,15 +194,15 @@ async def list_keys(
 
 
 @router.get("/{id_or_hash}", response_model=KeyEnvelope)
-async def get_key(id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep) -> KeyEnvelope:
+async def get_key(id_or_hash: str, principal: PrincipalDep, ctx: KeyRoutesDep) -> KeyEnvelope:
     """Fetch one key by its id or its hash."""
-    record = await runtime.keys.get(principal, check_key_ref(id_or_hash))
-    return KeyEnvelope(data=await _out(runtime, principal, record))
+    record = await ctx.keys.get(principal, check_key_ref(id_or_hash))
+    return KeyEnvelope(data=await _out(ctx, principal, record))
 
 
 @router.patch("/{id_or_hash}", response_model=KeyEnvelope | AckEnvelope)
 async def update_key(
-    id_or_hash: str, body: KeyUpdate, principal: KeysWriter, runtime: RuntimeDep
+    id_or_hash: str, body: KeyUpdate, principal: KeysWriter, ctx: KeyRoutesDep
 ) -> KeyEnvelope | AckEnvelope:
     """Change a key's descriptive fields, scopes or expiry; absent fields stay as they are."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -215,8 +214,8 @@ async def update_key(
             changes.pop(field)
     if "policy" in changes:
         changes["policy"] = to_document(body.policy)
-    record = await runtime.keys.update(principal, check_key_ref(id_or_hash), changes)
-    return await _envelope(runtime, principal, record)
+    record = await ctx.keys.update(principal, check_key_ref(id_or_hash), changes)
+    return await _envelope(ctx, principal, record)
 
 
 @router.delete(
@@ -226,17 +225,17 @@ async def update_key(
 async def revoke_key(
     id_or_hash: str,
     principal: KeysWriter,
-    runtime: RuntimeDep,
+    ctx: KeyRoutesDep,
     wait: ConfirmWait,
     body: Annotated[KeyRevoke | None, Body()] = None,
     reason: Annotated[str | None, Query(max_length=500, json_schema_extra=CLEAN_TEXT)] = None,
 ) -> KeyEnvelope | AckEnvelope:
     """Revoke a key for good; the record stays for audit."""
     why = body.reason if body is not None and body.reason is not None else reason
-    record = await runtime.keys.revoke(
+    record = await ctx.keys.revoke(
         principal, check_key_ref(id_or_hash), check_query_text("reason", why)
     )
-    return await _answer(runtime, principal, record, wait)
+    return await _answer(ctx, principal, record, wait)
 
 
 @router.post(
@@ -246,19 +245,19 @@ async def revoke_key(
 async def rotate_key(
     id_or_hash: str,
     principal: KeysWriter,
-    runtime: RuntimeDep,
+    ctx: KeyRoutesDep,
     wait: ConfirmWait,
     body: Annotated[KeyRotate | None, Body()] = None,
 ) -> KeyCreated | AckCreated:
     """Issue a new secret for the key (same id and settings); shown only this once."""
     grace = timedelta(seconds=(body or KeyRotate()).grace_period_seconds)
-    issued = await runtime.keys.rotate(principal, check_key_ref(id_or_hash), grace)
-    answer = await _issued(runtime, principal, issued)
+    issued = await ctx.keys.rotate(principal, check_key_ref(id_or_hash), grace)
+    answer = await _issued(ctx, principal, issued)
     if wait is None:
         return answer
     # Every cached hash of the key goes, the rotated-out one included: each instance reloads
     # it and sees its grace period (none: refused at once).
-    confirmation = await _confirmation(runtime, issued.record, wait)
+    confirmation = await _confirmation(ctx, issued.record, wait)
     if isinstance(answer, AckCreated):
         return AckCreatedConfirmed(key=answer.key, data=answer.data, confirmation=confirmation)
     return KeyCreatedConfirmed(key=answer.key, data=answer.data, confirmation=confirmation)
@@ -271,7 +270,7 @@ async def rotate_key(
 async def disable_key(
     id_or_hash: str,
     principal: KeysWriter,
-    runtime: RuntimeDep,
+    ctx: KeyRoutesDep,
     wait: ConfirmWait,
     body: Annotated[KeyDisable | None, Body()] = None,
 ) -> KeyEnvelope | AckEnvelope:
@@ -280,14 +279,14 @@ async def disable_key(
     after = (
         None if request.auto_enable_after is None else timedelta(seconds=request.auto_enable_after)
     )
-    record = await runtime.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
-    return await _answer(runtime, principal, record, wait)
+    record = await ctx.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
+    return await _answer(ctx, principal, record, wait)
 
 
 @router.post("/{id_or_hash}/enable", response_model=KeyEnvelope | AckEnvelope)
 async def enable_key(
-    id_or_hash: str, principal: PrincipalDep, runtime: RuntimeDep
+    id_or_hash: str, principal: PrincipalDep, ctx: KeyRoutesDep
 ) -> KeyEnvelope | AckEnvelope:
     """Enable a disabled key."""
-    record = await runtime.keys.enable(principal, check_key_ref(id_or_hash))
-    return await _envelope(runtime, principal, record)
+    record = await ctx.keys.enable(principal, check_key_ref(id_or_hash))
+    return await _envelope(ctx, principal, record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from keyplane.api.deps import ManagementKeysWriter, PrincipalDep, RuntimeDep
+from keyplane.api.deps import ConfirmDep, ManagementDep, ManagementKeysWriter, PrincipalDep
 from keyplane.api.params import (
     ConfirmWait,
     CursorParam,
@@ -37,10 +37,10 @@ def _ack(record: ManagementKeyRecord) -> Ack:
 
 @router.post("", status_code=201, response_model=ManagementKeyCreated | AckCreated)
 async def create_management_key(
-    body: ManagementKeyCreate, principal: ManagementKeysWriter, runtime: RuntimeDep
+    body: ManagementKeyCreate, principal: ManagementKeysWriter, management: ManagementDep
 ) -> ManagementKeyCreated | AckCreated:
     """Create a management key with at most the caller's own scopes; shown only once."""
-    issued = await runtime.management.create(
+    issued = await management.create(
         principal, body.name, tuple(dict.fromkeys(body.scopes)), body.project_id
     )
     if not may_read(principal, "management_keys:read"):
@@ -52,13 +52,13 @@ async def create_management_key(
 async def list_management_keys(
     request: Request,
     principal: PrincipalDep,
-    runtime: RuntimeDep,
+    management: ManagementDep,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> ManagementKeyPage:
     """List management keys in creation order."""
     reject_unknown_params(request, {"cursor", "limit"})
-    records = await runtime.management.list(principal, cursor, limit + 1)
+    records = await management.list(principal, cursor, limit + 1)
     page = records[:limit]
     has_more = len(records) > limit
     return ManagementKeyPage(
@@ -70,10 +70,10 @@ async def list_management_keys(
 
 @router.get("/{key_id}", response_model=ManagementKeyEnvelope)
 async def get_management_key(
-    key_id: str, principal: PrincipalDep, runtime: RuntimeDep
+    key_id: str, principal: PrincipalDep, management: ManagementDep
 ) -> ManagementKeyEnvelope:
     """Fetch one management key."""
-    record = await runtime.management.get(principal, check_id(key_id, "mk", "management key"))
+    record = await management.get(principal, check_id(key_id, "mk", "management key"))
     return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))
 
 
@@ -85,17 +85,21 @@ async def get_management_key(
     | AckEnvelope,
 )
 async def revoke_management_key(
-    key_id: str, principal: PrincipalDep, runtime: RuntimeDep, wait: ConfirmWait
+    key_id: str,
+    principal: PrincipalDep,
+    management: ManagementDep,
+    confirm: ConfirmDep,
+    wait: ConfirmWait,
 ) -> ManagementKeyEnvelope | AckEnvelope:
     """Revoke a management key; it stops working at once."""
-    record = await runtime.management.revoke(principal, check_id(key_id, "mk", "management key"))
+    record = await management.revoke(principal, check_id(key_id, "mk", "management key"))
     readable = may_read(principal, "management_keys:read")
     if wait is None:
         if not readable:
             return AckEnvelope(data=_ack(record))
         return ManagementKeyEnvelope(data=ManagementKeyOut.of(record))
     confirmation = ConfirmationOut.of(
-        await runtime.confirm_eviction("management", record.id, (record.hash,), wait), wait
+        await confirm("management", record.id, (record.hash,), wait), wait
     )
     if not readable:
         return AckConfirmedEnvelope(data=_ack(record), confirmation=confirmation)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from keyplane.api.deps import PlansWriter, PrincipalDep, RuntimeDep
+from keyplane.api.deps import PlansDep, PlansWriter, PrincipalDep
 from keyplane.api.exact import ExactJsonRoute
 from keyplane.api.policy import to_document
 from keyplane.api.schemas import (
@@ -35,30 +35,28 @@ def _answer(principal: Principal, plan: PlanRecord) -> PlanEnvelope | AckEnvelop
 
 @router.post("", status_code=201, response_model=PlanEnvelope | AckEnvelope)
 async def create_plan(
-    body: PlanCreate, principal: PlansWriter, runtime: RuntimeDep
+    body: PlanCreate, principal: PlansWriter, plans: PlansDep
 ) -> PlanEnvelope | AckEnvelope:
     """Create a plan; keys that name it get its policy, merged with their own overrides."""
-    plan = await runtime.plans.create(
-        principal, body.name, body.description, to_document(body.policy)
-    )
+    plan = await plans.create(principal, body.name, body.description, to_document(body.policy))
     return _answer(principal, plan)
 
 
 @router.get("", response_model=PlanList)
-async def list_plans(principal: PrincipalDep, runtime: RuntimeDep) -> PlanList:
+async def list_plans(principal: PrincipalDep, plans: PlansDep) -> PlanList:
     """Every plan of the organization, by name."""
-    return PlanList(data=[PlanOut.of(plan) for plan in await runtime.plans.list(principal)])
+    return PlanList(data=[PlanOut.of(plan) for plan in await plans.list(principal)])
 
 
 @router.get("/{plan}", response_model=PlanEnvelope)
-async def get_plan(plan: PlanRef, principal: PrincipalDep, runtime: RuntimeDep) -> PlanEnvelope:
+async def get_plan(plan: PlanRef, principal: PrincipalDep, plans: PlansDep) -> PlanEnvelope:
     """One plan by name or id."""
-    return PlanEnvelope(data=PlanOut.of(await runtime.plans.get(principal, plan)))
+    return PlanEnvelope(data=PlanOut.of(await plans.get(principal, plan)))
 
 
 @router.patch("/{plan}", response_model=PlanEnvelope | AckEnvelope)
 async def update_plan(
-    plan: PlanRef, body: PlanUpdate, principal: PlansWriter, runtime: RuntimeDep
+    plan: PlanRef, body: PlanUpdate, principal: PlansWriter, plans: PlansDep
 ) -> PlanEnvelope | AckEnvelope:
     """Change a plan; every key on it follows at once."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -67,13 +65,13 @@ async def update_plan(
             changes.pop(field)
     if "policy" in changes:
         changes["policy"] = to_document(body.policy)
-    updated = await runtime.plans.update(principal, plan, changes)
+    updated = await plans.update(principal, plan, changes)
     return _answer(principal, updated)
 
 
 @router.delete("/{plan}", response_model=PlanEnvelope | AckEnvelope)
 async def delete_plan(
-    plan: PlanRef, principal: PrincipalDep, runtime: RuntimeDep
+    plan: PlanRef, principal: PrincipalDep, plans: PlansDep
 ) -> PlanEnvelope | AckEnvelope:
     """Delete a plan no key uses (409 ``PLAN_IN_USE`` otherwise)."""
-    return _answer(principal, await runtime.plans.delete(principal, plan))
+    return _answer(principal, await plans.delete(principal, plan))

@@ -6,12 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep, UsageWriter
+from keyplane.api.deps import EventsDep, PrincipalDep, UsageDep, UsageWriter
 from keyplane.api.exact import ExactJsonRoute, credits
 from keyplane.api.params import CursorParam, LimitParam, reject_unknown_params
 from keyplane.api.schemas import RequestId, UsageRecorded, UsageReportIn
 from keyplane.domain import money
-from keyplane.services.authz import require_scope
 from keyplane.services.usage import UsageReport
 
 router = APIRouter(prefix="/v1", tags=["usage"], route_class=ExactJsonRoute)
@@ -32,7 +31,7 @@ router = APIRouter(prefix="/v1", tags=["usage"], route_class=ExactJsonRoute)
 async def report_usage(
     body: UsageReportIn,
     principal: UsageWriter,
-    runtime: RuntimeDep,
+    usage: UsageDep,
     response: Response,
     idempotency_key: Annotated[RequestId | None, Header()] = None,
 ) -> UsageRecorded:
@@ -43,7 +42,7 @@ async def report_usage(
     different body is 409 ``IDEMPOTENCY_KEY_REUSED``. The scope is the API key reported for:
     other keys' reports never collide with it.
     """
-    recorded, key_id = await runtime.usage.report(
+    recorded, key_id = await usage.report(
         principal,
         UsageReport(
             key_id=body.key_id,
@@ -72,17 +71,14 @@ async def report_usage(
 async def list_events(
     request: Request,
     principal: PrincipalDep,
-    runtime: RuntimeDep,
+    events: EventsDep,
     key_id: Annotated[str | None, Query(pattern=r"^key_[0-9a-z]{26}$")] = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> dict[str, Any]:
     """Events in the order they happened (``budget.threshold_crossed``, ...)."""
     reject_unknown_params(request, {"key_id", "cursor", "limit"})
-    require_scope(principal, "usage:read")
-    rows = await runtime.store.events.list_page(
-        principal.org_id, cursor, limit + 1, key_id, principal.project_id
-    )
+    rows = await events.list(principal, key_id, cursor, limit + 1)
     page = rows[:limit]
     return {
         "data": [

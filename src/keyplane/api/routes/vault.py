@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import Field
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from keyplane.api.deps import PrincipalDep, RuntimeDep, VaultLeaser, VaultWriter
+from keyplane.api.deps import ClockDep, PrincipalDep, VaultDep, VaultLeaser, VaultWriter
 from keyplane.api.params import (
     CLEAN_TEXT,
     CursorParam,
@@ -114,27 +114,27 @@ def _ack(record: CredentialRecord, now: datetime) -> Ack:
 
 @router.post("/credentials", status_code=201, response_model=CredentialEnvelope | AckEnvelope)
 async def add_credential(
-    body: CredentialCreate, principal: VaultWriter, runtime: RuntimeDep
+    body: CredentialCreate, principal: VaultWriter, vault: VaultDep, clock: ClockDep
 ) -> CredentialEnvelope | AckEnvelope:
     """Seal and store an upstream credential; its secret is never shown again."""
-    record = await runtime.vault.add(principal, body.to_new())
+    record = await vault.add(principal, body.to_new())
     if _write_only(principal):
-        return AckEnvelope(data=_ack(record, runtime.clock.now()))
-    return CredentialEnvelope(data=CredentialOut.of(await runtime.vault.get(principal, record.id)))
+        return AckEnvelope(data=_ack(record, clock.now()))
+    return CredentialEnvelope(data=CredentialOut.of(await vault.get(principal, record.id)))
 
 
 @router.post("/credentials/bulk", status_code=201, response_model=CredentialList | AckList)
 async def add_credentials(
-    body: CredentialBulkCreate, principal: VaultWriter, runtime: RuntimeDep
+    body: CredentialBulkCreate, principal: VaultWriter, vault: VaultDep, clock: ClockDep
 ) -> CredentialList | AckList:
     """Add many credentials in one transaction: all of them or, on any error, none."""
-    records = await runtime.vault.add_many(principal, [item.to_new() for item in body.credentials])
-    now = runtime.clock.now()
+    records = await vault.add_many(principal, [item.to_new() for item in body.credentials])
+    now = clock.now()
     if _write_only(principal):
         return AckList(data=[_ack(record, now) for record in records])
     return CredentialList(
         data=[
-            CredentialOut.of(runtime.vault.stats_of(record, 0, now))  # new: no leases yet
+            CredentialOut.of(vault.stats_of(record, 0, now))  # new: no leases yet
             for record in records
         ]
     )
@@ -144,7 +144,7 @@ async def add_credentials(
 async def list_credentials(
     request: Request,
     principal: PrincipalDep,
-    runtime: RuntimeDep,
+    vault: VaultDep,
     provider: Annotated[
         str | None, Query(max_length=64, json_schema_extra={"pattern": PROVIDER_PATTERN})
     ] = None,
@@ -165,7 +165,7 @@ async def list_credentials(
         status=status,
         has_capacity=has_capacity,
     )
-    items = await runtime.vault.list(principal, filters, cursor, limit + 1)
+    items = await vault.list(principal, filters, cursor, limit + 1)
     if status is not None:
         # cooling_down and active share a stored status; tell them apart by the time.
         items = [item for item in items if item.status is status]
@@ -180,19 +180,19 @@ async def list_credentials(
 
 @router.get("/credentials/{credential_id:credential_id}", response_model=CredentialEnvelope)
 async def get_credential(
-    credential_id: CredentialIdPath, principal: PrincipalDep, runtime: RuntimeDep
+    credential_id: CredentialIdPath, principal: PrincipalDep, vault: VaultDep
 ) -> CredentialEnvelope:
     """One credential, its secret masked."""
-    stats = await runtime.vault.get(principal, _credential_id(credential_id))
+    stats = await vault.get(principal, _credential_id(credential_id))
     return CredentialEnvelope(data=CredentialOut.of(stats))
 
 
 @router.get("/credentials/{credential_id:credential_id}/stats", response_model=CredentialStatsOut)
 async def credential_stats(
-    credential_id: CredentialIdPath, principal: PrincipalDep, runtime: RuntimeDep
+    credential_id: CredentialIdPath, principal: PrincipalDep, vault: VaultDep
 ) -> CredentialStatsOut:
     """Daily and monthly use and what remains, live leases."""
-    return CredentialStatsOut.of(await runtime.vault.get(principal, _credential_id(credential_id)))
+    return CredentialStatsOut.of(await vault.get(principal, _credential_id(credential_id)))
 
 
 @router.patch(
@@ -202,7 +202,7 @@ async def update_credential(
     credential_id: CredentialIdPath,
     body: CredentialUpdate,
     principal: VaultWriter,
-    runtime: RuntimeDep,
+    vault: VaultDep,
 ) -> CredentialEnvelope | AckEnvelope:
     """Change fields; absent ones stay, a null limit means unlimited."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -218,7 +218,7 @@ async def update_credential(
     ):
         if name in changes and changes[name] is None:
             changes.pop(name)
-    stats = await runtime.vault.update(principal, _credential_id(credential_id), changes)
+    stats = await vault.update(principal, _credential_id(credential_id), changes)
     if _write_only(principal):
         return AckEnvelope(data=Ack(id=stats.record.id, status=stats.status.value))
     return CredentialEnvelope(data=CredentialOut.of(stats))
@@ -230,32 +230,33 @@ async def update_credential(
 async def delete_credential(
     credential_id: CredentialIdPath,
     principal: PrincipalDep,
-    runtime: RuntimeDep,
+    vault: VaultDep,
+    clock: ClockDep,
     hard: Annotated[bool, Query(description="erase the record instead of revoking it")] = False,
 ) -> CredentialEnvelope | AckEnvelope:
     """Revoke a credential (the record stays, masked), or erase it with ``hard=true``."""
-    record = await runtime.vault.delete(principal, _credential_id(credential_id), hard=hard)
+    record = await vault.delete(principal, _credential_id(credential_id), hard=hard)
     if _write_only(principal):
-        return AckEnvelope(data=_ack(record, runtime.clock.now()))
-    return CredentialEnvelope(data=CredentialOut.of(runtime.vault.stats_of(record, 0)))
+        return AckEnvelope(data=_ack(record, clock.now()))
+    return CredentialEnvelope(data=CredentialOut.of(vault.stats_of(record, 0)))
 
 
 @router.get("/stats", response_model=ProviderStatsOut)
 async def provider_stats(
     request: Request,
     principal: PrincipalDep,
-    runtime: RuntimeDep,
+    vault: VaultDep,
     provider: Annotated[str, Query(max_length=64, json_schema_extra={"pattern": PROVIDER_PATTERN})],
 ) -> ProviderStatsOut:
     """Use and remaining allowance of a provider's credentials, in total and each."""
     reject_unknown_params(request, {"provider"})
-    return ProviderStatsOut.of(await runtime.vault.provider_stats(principal, provider))
+    return ProviderStatsOut.of(await vault.provider_stats(principal, provider))
 
 
 @router.post("/leases", status_code=201, response_model=LeaseOut, responses=LEASE_RESPONSES)
-async def lease(body: LeaseCreate, principal: VaultLeaser, runtime: RuntimeDep) -> LeaseOut:
+async def lease(body: LeaseCreate, principal: VaultLeaser, vault: VaultDep) -> LeaseOut:
     """Lease a credential by strategy; the answer holds its secret until ``expires_at``."""
-    taken = await runtime.vault.lease(
+    taken = await vault.lease(
         principal,
         LeaseRequest(
             provider=body.provider,
@@ -273,16 +274,17 @@ async def lease(body: LeaseCreate, principal: VaultLeaser, runtime: RuntimeDep) 
 async def release(
     lease_id: str,
     principal: VaultLeaser,
-    runtime: RuntimeDep,
+    vault: VaultDep,
+    clock: ClockDep,
     body: Annotated[LeaseRelease | None, Body()] = None,
 ) -> LeaseReleased:
     """Give a lease back, reporting how the call went (``unauthorized`` disables the
     credential, ``rate_limited`` cools it down)."""
     report = body or LeaseRelease()
-    record = await runtime.vault.release(principal, lease_id, report.outcome, report.retry_after)
+    record = await vault.release(principal, lease_id, report.outcome, report.retry_after)
     return LeaseReleased(
         lease_id=lease_id,
         credential_id=record.id,
         outcome=report.outcome,
-        credential_status=record.effective_status(runtime.clock.now()),
+        credential_status=record.effective_status(clock.now()),
     )

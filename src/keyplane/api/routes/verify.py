@@ -7,7 +7,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, Response
 
-from keyplane.api.deps import RuntimeDep, Verifier
+from keyplane.api.deps import Verifier, VerifierDep
 from keyplane.api.exact import ExactJsonRoute, credits
 from keyplane.api.schemas import VerifyRequest, VerifyResponse
 from keyplane.domain import money
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["verify"], route_class=ExactJsonRoute)
 
 
 @router.post("/verify", response_model=VerifyResponse)
-async def verify(body: VerifyRequest, principal: Verifier, runtime: RuntimeDep) -> Response:
+async def verify(body: VerifyRequest, principal: Verifier, verifier: VerifierDep) -> Response:
     """Decide whether an API key may serve this request now; always 200 with a ``code``.
 
     Limits and budget are consumed only when the verdict is VALID. A reservation (``cost``,
@@ -27,7 +27,7 @@ async def verify(body: VerifyRequest, principal: Verifier, runtime: RuntimeDep) 
     ``request_id`` settles them, or until they time out.
     """
     tokens = body.tokens
-    verdict = await runtime.verifier.verify(
+    verdict = await verifier.verify(
         principal,
         service.VerifyRequest(
             key=body.key,

@@ -1,0 +1,191 @@
+"""Authorization lives in the services: every use case refuses a caller without its scope, and
+never reaches across tenants, whoever calls it (no HTTP here: the routes' early refusals are
+not what these tests lean on)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from keyplane.domain.clock import ManualClock
+from keyplane.domain.decisions import Code
+from keyplane.domain.tenancy import MANAGEMENT_SCOPES, Principal
+from keyplane.errors import NotFoundError, PermissionDeniedError
+from keyplane.services.keys import NewKey
+from keyplane.services.runtime import Runtime, Services
+from keyplane.services.usage import UsageReport
+from keyplane.services.vault import LeaseRequest, NewCredential
+from keyplane.services.verify import VerifyRequest
+from keyplane.store.base import KeyFilter
+from keyplane.store.vault import CredentialFilter
+from tests.conftest import Database
+
+KEY_ID = "key_00000000000000000000000000"
+UseCase = Callable[[Services, Principal], Awaitable[Any]]
+
+#: Every use case a management caller can invoke, with the scope it needs.
+USE_CASES: list[tuple[str, str, UseCase]] = [
+    ("keys.create", "keys:write", lambda s, p: s.keys.create(p, NewKey(name="k"))),
+    ("keys.get", "keys:read", lambda s, p: s.keys.get(p, KEY_ID)),
+    ("keys.list", "keys:read", lambda s, p: s.keys.list(p, KeyFilter(), None, 10)),
+    ("keys.update", "keys:write", lambda s, p: s.keys.update(p, KEY_ID, {"name": "n"})),
+    ("keys.revoke", "keys:write", lambda s, p: s.keys.revoke(p, KEY_ID, None)),
+    ("keys.disable", "keys:write", lambda s, p: s.keys.disable(p, KEY_ID, None, None)),
+    ("keys.enable", "keys:write", lambda s, p: s.keys.enable(p, KEY_ID)),
+    ("keys.rotate", "keys:write", lambda s, p: s.keys.rotate(p, KEY_ID, timedelta(0))),
+    (
+        "management.create",
+        "management_keys:write",
+        lambda s, p: s.management.create(p, "m", ("keys:read",), None),
+    ),
+    ("management.list", "management_keys:read", lambda s, p: s.management.list(p, None, 10)),
+    ("management.get", "management_keys:read", lambda s, p: s.management.get(p, "mk_x")),
+    ("management.revoke", "management_keys:write", lambda s, p: s.management.revoke(p, "mk_x")),
+    ("projects.create", "projects:write", lambda s, p: s.projects.create(p, "p", "pp")),
+    ("projects.get", "projects:read", lambda s, p: s.projects.get(p, "proj_x")),
+    ("projects.list", "projects:read", lambda s, p: s.projects.list(p)),
+    ("plans.create", "plans:write", lambda s, p: s.plans.create(p, "plan", None, {})),
+    ("plans.get", "plans:read", lambda s, p: s.plans.get(p, "plan")),
+    ("plans.list", "plans:read", lambda s, p: s.plans.list(p)),
+    ("plans.update", "plans:write", lambda s, p: s.plans.update(p, "plan", {})),
+    ("plans.delete", "plans:write", lambda s, p: s.plans.delete(p, "plan")),
+    (
+        "usage.report",
+        "usage:write",
+        lambda s, p: s.usage.report(p, UsageReport(key_id=KEY_ID, request_id="r"), None),
+    ),
+    ("events.list", "usage:read", lambda s, p: s.events.list(p, None, None, 10)),
+    (
+        "verify",
+        "verify",
+        lambda s, p: s.verifier.verify(p, VerifyRequest(key="kp_live_" + "x" * 40)),
+    ),
+    (
+        "vault.add",
+        "vault:write",
+        lambda s, p: s.vault.add(p, NewCredential(provider="openai", alias="a", secret="sk-1")),
+    ),
+    (
+        "vault.add_many",
+        "vault:write",
+        lambda s, p: s.vault.add_many(p, [NewCredential(provider="openai", alias="a", secret="x")]),
+    ),
+    ("vault.get", "vault:read", lambda s, p: s.vault.get(p, "cred_x")),
+    ("vault.list", "vault:read", lambda s, p: s.vault.list(p, CredentialFilter(), None, 10)),
+    ("vault.update", "vault:write", lambda s, p: s.vault.update(p, "cred_x", {"weight": 2})),
+    ("vault.delete", "vault:write", lambda s, p: s.vault.delete(p, "cred_x")),
+    ("vault.provider_stats", "vault:read", lambda s, p: s.vault.provider_stats(p, "openai")),
+    ("vault.lease", "vault:lease", lambda s, p: s.vault.lease(p, LeaseRequest("openai"))),
+    ("vault.release", "vault:lease", lambda s, p: s.vault.release(p, "lease_x")),
+]
+
+
+@pytest.fixture
+async def runtime(sqlite_database: Database, clock: ManualClock) -> AsyncIterator[Runtime]:
+    runtime = await Runtime.start(sqlite_database.settings(), clock)
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+def caller(org_id: str, *scopes: str, project_id: str | None = None) -> Principal:
+    return Principal("mk_caller", org_id, project_id, tuple(scopes))
+
+
+@pytest.mark.parametrize(("name", "scope", "call"), USE_CASES, ids=[u[0] for u in USE_CASES])
+async def test_a_use_case_refuses_a_caller_holding_every_scope_but_its_own(
+    runtime: Runtime, name: str, scope: str, call: UseCase
+) -> None:
+    others = [s for s in MANAGEMENT_SCOPES if s != scope]
+    with pytest.raises(PermissionDeniedError) as refused:
+        await call(runtime.services, caller(runtime.default_project.org_id, *others))
+    assert refused.value.code == "MISSING_SCOPE"
+
+
+async def test_every_use_case_of_the_services_is_in_the_table() -> None:
+    """A new use case must say which scope it needs (add it to USE_CASES)."""
+    covered = {name for name, _scope, _call in USE_CASES}
+    public = {
+        f"{attr}.{method}" if attr != "verifier" else method
+        for attr, service in (
+            ("keys", "KeyService"),
+            ("management", "ManagementKeys"),
+            ("projects", "Projects"),
+            ("plans", "Plans"),
+            ("usage", "UsageService"),
+            ("events", "Events"),
+            ("verifier", "Verifier"),
+            ("vault", "VaultService"),
+        )
+        for method in _principal_methods(service)
+    }
+    # Helpers that take a principal but are parts of a read the caller was allowed already.
+    helpers = {"keys.views", "projects.names", "projects.named_in_request"}
+    assert public - helpers <= covered, sorted(public - helpers - covered)
+
+
+def _principal_methods(class_name: str) -> list[str]:
+    import inspect
+
+    from keyplane.services import events, keys, management, plans, projects, usage, vault, verify
+
+    for module in (keys, management, projects, plans, usage, events, verify, vault):
+        cls = getattr(module, class_name, None)
+        if cls is not None:
+            return [
+                name
+                for name, member in inspect.getmembers(cls, inspect.iscoroutinefunction)
+                if not name.startswith("_") and "principal" in inspect.signature(member).parameters
+            ]
+    raise AssertionError(class_name)
+
+
+async def test_verify_refuses_a_caller_without_the_verify_scope_before_any_lookup(
+    runtime: Runtime,
+) -> None:
+    """The verifier checks the scope itself: the route, the forward-auth gateway and
+    InProcessVerifier are not the only callers (issue 11)."""
+    root = caller(runtime.default_project.org_id, "*")
+    issued = await runtime.services.keys.create(root, NewKey(name="k"))
+    writer = caller(runtime.default_project.org_id, "keys:*", "usage:*")
+    before = dict(runtime.services.verifier.verdicts)
+    with pytest.raises(PermissionDeniedError):
+        await runtime.services.verifier.verify(writer, VerifyRequest(key=issued.secret))
+    assert runtime.services.verifier.verdicts == before  # refused, not decided
+    verifier = caller(runtime.default_project.org_id, "verify")
+    verdict = await runtime.services.verifier.verify(verifier, VerifyRequest(key=issued.secret))
+    assert verdict.code is Code.VALID
+
+
+async def test_use_cases_never_reach_another_organization(runtime: Runtime) -> None:
+    org_id = runtime.default_project.org_id
+    root = caller(org_id, "*")
+    issued = await runtime.services.keys.create(root, NewKey(name="k"))
+    stranger = caller("org_someone_else", "*")
+    with pytest.raises(NotFoundError):
+        await runtime.services.keys.get(stranger, issued.record.id)
+    with pytest.raises(NotFoundError):
+        await runtime.services.keys.revoke(stranger, issued.record.id, None)
+    assert await runtime.services.keys.list(stranger, KeyFilter(), None, 10) == []
+    verdict = await runtime.services.verifier.verify(stranger, VerifyRequest(key=issued.secret))
+    assert verdict.code is Code.NOT_FOUND
+    assert await runtime.services.events.list(stranger, None, None, 10) == []
+    # The key is still there and valid for its own organization.
+    assert (await runtime.services.keys.get(root, issued.record.id)).id == issued.record.id
+
+
+async def test_a_project_bound_caller_does_not_reach_other_projects(runtime: Runtime) -> None:
+    org_id = runtime.default_project.org_id
+    root = caller(org_id, "*")
+    other = await runtime.services.projects.create(root, "other", "oth")
+    issued = await runtime.services.keys.create(root, NewKey(name="k"))  # default project
+    bound = caller(org_id, "*", project_id=other.id)
+    with pytest.raises(NotFoundError):
+        await runtime.services.keys.get(bound, issued.record.id)
+    verdict = await runtime.services.verifier.verify(bound, VerifyRequest(key=issued.secret))
+    assert verdict.code is Code.NOT_FOUND
+    assert [p.id for p in await runtime.services.projects.list(bound)] == [other.id]
