@@ -267,7 +267,7 @@ async def test_restart_keeps_the_ledger(api: Api) -> None:
     from keyplane.limits.memory import MemoryLimiter
     from keyplane.services.ledger import LedgerSeeder
 
-    fresh = MemoryLimiter(LedgerSeeder(runtime.store))
+    fresh = MemoryLimiter(LedgerSeeder(runtime.store.usage))
     runtime.ledger._limiter = fresh
     runtime.services.verifier._limiter = fresh
     runtime.services.usage._limiter = fresh
