@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     #: together; past either, 431 (api/header_limit.py).
     max_header_count: int = Field(default=100, ge=16, le=10_000)
     max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
+    #: Seconds an idle keep-alive connection stays open between requests. Must outlast the
+    #: idle expiry of whoever pools connections to Keyplane (httpx and so Keyplane's own client:
+    #: 5 s; nginx's upstream keepalive_timeout: 60 s): at uvicorn's 5 s a client reused a
+    #: connection just as the server closed it, and the request died in a reset (ReadError).
+    keep_alive_timeout: int = Field(default=75, ge=1, le=3600)
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
     negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
     cache_max_entries: int = Field(default=500_000, ge=100)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from keyplane import __version__
 from keyplane.domain import keyformat
@@ -97,6 +100,57 @@ def assert_one_clean_line(result: Any, *fragments: str) -> None:
     assert len(lines) == 1, output
     for fragment in fragments:
         assert fragment in lines[0], output
+
+
+# -- keep-alive ------------------------------------------------------------------------------
+
+#: What httpx (and so Keyplane's own client) and nginx keep an idle pooled connection for.
+HTTPX_KEEPALIVE_EXPIRY = httpx.Limits().keepalive_expiry or 0.0
+NGINX_UPSTREAM_KEEPALIVE_TIMEOUT = 60.0
+
+
+def _get_healthz(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: keyplane.test\r\n\r\n")
+    reply = b""
+    while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def test_an_idle_connection_outlives_a_pooling_clients_keepalive_expiry(
+    live_server: Server,
+) -> None:
+    # A pooling client reuses an idle connection until its own expiry (httpx: 5 s). At
+    # uvicorn's default keep-alive of 5 s the server closed such connections at the very
+    # moment the client sent its next request on one: the request was lost in a reset
+    # (httpx.ReadError, as test_500_duplicate_usage_reports_count_once saw under load).
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=30.0) as sock:
+        assert _get_healthz(sock).startswith(b"HTTP/1.1 200 ")
+        time.sleep(HTTPX_KEEPALIVE_EXPIRY + 2.0)  # idle past the client's expiry, not racing it
+        assert _get_healthz(sock).startswith(b"HTTP/1.1 200 "), "server closed an idle connection"
+
+
+def test_serve_keeps_idle_connections_longer_than_pooling_clients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from keyplane.cli.main import app
+
+    options: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda _app, **kwargs: options.update(kwargs))
+    env = {
+        "KEYPLANE_DATABASE_URL": f"sqlite:///{tmp_path / 'keyplane.db'}",
+        "KEYPLANE_SECRET": SERVER_SECRET,
+        "KEYPLANE_ROOT_KEY": ROOT_KEY,
+    }
+    result = CliRunner().invoke(app, ["serve"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert options["timeout_keep_alive"] > HTTPX_KEEPALIVE_EXPIRY
+    assert options["timeout_keep_alive"] > NGINX_UPSTREAM_KEEPALIVE_TIMEOUT
 
 
 # -- probes and documents ---------------------------------------------------------------------

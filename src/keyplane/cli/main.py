@@ -101,6 +101,9 @@ def serve(
         # has no limit); h11 is told the same size should anyone switch to it.
         "http": LimitedHttpToolsProtocol,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
+        # Longer than any pooling client's idle expiry, so the client gives up an idle
+        # connection before the server closes it (see Settings.keep_alive_timeout).
+        "timeout_keep_alive": settings.keep_alive_timeout,
         "host": settings.host,
         "port": settings.port,
         "log_config": logging_config(settings.log_level),
