@@ -2,7 +2,7 @@
 
 See :mod:`keyplane.limits.markers` for how they are used. The
 durable versions live in the database (``SqlUsageStore.guard_limit_state`` and
-``SqlStore.keep_limit_windows``); :class:`MemoryGuard` keeps them in this process, for tests
+``SqlUsageStore.keep_limit_windows``); :class:`MemoryGuard` keeps them in this process, for tests
 and for one instance whose Redis restarts.
 """
 
