@@ -147,13 +147,13 @@ async def test_last_used_is_written_in_batches_not_per_verify(api: Api) -> None:
     other, _ = await api.create_key()
     runtime = runtime_of(api)
     batches: list[int] = []
-    touch = runtime.last_used._touch
+    touch = runtime.last_used._write
 
     async def counting(batch):  # type: ignore[no-untyped-def]
         batches.append(len(batch))
         await touch(batch)
 
-    runtime.last_used._touch = counting  # type: ignore[method-assign]
+    runtime.last_used._write = counting  # type: ignore[method-assign]
     for _ in range(20):
         await api.verify(key)
         await api.verify(other)

@@ -40,9 +40,9 @@ async def test_stop_writes_every_pending_use_before_closing_the_store(
         return write
 
     runtime.store.close = close  # type: ignore[method-assign]
-    runtime.last_used._touch = slow(runtime.last_used._touch)  # type: ignore[method-assign]
-    runtime.management_last_used._touch = slow(  # type: ignore[method-assign]
-        runtime.management_last_used._touch
+    runtime.last_used._write = slow(runtime.last_used._write)  # type: ignore[method-assign]
+    runtime.management_last_used._write = slow(  # type: ignore[method-assign]
+        runtime.management_last_used._write
     )
     runtime.last_used.record("key_x", clock.now())
     runtime.management_last_used.record("mk_x", clock.now())

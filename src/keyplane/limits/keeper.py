@@ -9,12 +9,9 @@ and for one instance whose Redis restarts.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from keyplane.errors import KeyplaneError
-
-log = logging.getLogger(__name__)
+from keyplane.services.batching import LatestBatcher
 
 #: Puts a key's marker in Redis, given the running promise (None if there is none) and the
 #: long windows kept for the key (window id -> when it is full again, us); returns the
@@ -59,31 +56,16 @@ class WindowKeeper:
     """
 
     def __init__(self, keep: Keep, interval: float) -> None:
-        self._keep = keep
-        self._interval = interval
-        self._pending: dict[tuple[str, str], int] = {}
-        self._lock = asyncio.Lock()
+        self._batch: LatestBatcher[tuple[str, str], int] = LatestBatcher(
+            keep, interval, "limit windows"
+        )
 
     def record(self, key_id: str, window: str, full_at_us: int) -> None:
-        slot = (key_id, window)
-        if full_at_us > self._pending.get(slot, -1):
-            self._pending[slot] = full_at_us
+        self._batch.record((key_id, window), full_at_us)
 
     async def flush(self) -> None:
-        async with self._lock:
-            if not self._pending:
-                return
-            batch, self._pending = self._pending, {}
-            try:
-                await self._keep(batch)
-            except KeyplaneError:
-                log.warning("limit windows flush failed; will retry", extra={"rows": len(batch)})
-                for (key_id, window), full_at in batch.items():
-                    self.record(key_id, window, full_at)
+        await self._batch.flush()
 
     async def run(self) -> None:
         """Flush every ``interval`` seconds until cancelled (the owner flushes once more)."""
-        while True:
-            await asyncio.sleep(self._interval)
-            # Shielded: cancelling mid-write would abandon a database connection.
-            await asyncio.shield(self.flush())
+        await self._batch.run()

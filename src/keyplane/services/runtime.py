@@ -145,6 +145,7 @@ class Runtime:
             keeper = WindowKeeper(
                 store.usage.keep_limit_windows, settings.limit_windows_flush_seconds
             )
+        resilient: ResilientLimiter | None = None  # what /metrics reports degradation of
         if redis is None:
             limiter = MemoryLimiter(seeder, clock=clock)
         else:
@@ -156,7 +157,7 @@ class Runtime:
                 keeper=keeper,
             )
             local = MemoryLimiter(seeder, clock=clock)
-            limiter = ResilientLimiter(
+            limiter = resilient = ResilientLimiter(
                 shared,
                 local,
                 mode=settings.limits_on_redis_failure,
@@ -251,8 +252,7 @@ class Runtime:
             # PostgreSQL without Redis: the registry lives in the shared database.
             runtime.instances = store.instances
         runtime.redis = redis
-        if isinstance(limiter, ResilientLimiter):
-            runtime.resilient_limiter = limiter
+        runtime.resilient_limiter = resilient
         runtime.window_keeper = keeper
         if root_key is None and await store.management_keys.count() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
