@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from keyplane.domain.changes import Origin
 from keyplane.domain.clock import Clock
+from keyplane.domain.forwarding import client_address
 from keyplane.domain.tenancy import Principal
 from keyplane.services import verify
 from keyplane.services.authz import require_scope
@@ -111,7 +113,22 @@ async def get_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
-    return await _services(request).management.authenticate(presented)
+    return await _services(request).management.authenticate(presented, origin_of(request))
+
+
+def origin_of(request: Request) -> Origin:
+    """Where a management request came from: the client address (through trusted proxies
+    only), its user agent and request id, bounded; for the audit log."""
+    headers = request.headers
+    settings: Settings = request.app.state.runtime.settings
+    ip = client_address(
+        request.client.host if request.client else None,
+        headers.get("x-forwarded-for"),
+        headers.get("x-real-ip"),
+        settings.trusted_networks,
+    )
+    request_id = getattr(request.state, "request_id", None) or headers.get("x-request-id")
+    return Origin.of(ip, headers.get("user-agent"), request_id)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

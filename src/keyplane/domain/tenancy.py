@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from keyplane.domain.changes import NOWHERE, Actor, Origin
+
 #: Scopes a management key can hold. ``*`` (or ``keys:*`` and so on) covers them by pattern.
 MANAGEMENT_SCOPES = (
     "keys:read",
@@ -70,6 +72,15 @@ class Principal:
     project_id: str | None
     scopes: tuple[str, ...]
     is_root: bool = False
+    #: The management key's name, for the audit log.
+    name: str | None = None
+    #: Where this request came from (the API sets it; None in embedded use).
+    origin: Origin = NOWHERE
 
     def reaches_project(self, project_id: str) -> bool:
         return self.project_id is None or self.project_id == project_id
+
+    @property
+    def actor(self) -> Actor:
+        """This caller as the actor of the changes it makes."""
+        return Actor("management_key", self.key_id, self.name, self.origin)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from keyplane.domain import ids, keyformat, scopes
+from keyplane.domain.changes import Journal, diff
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import digests_equal, idempotency_digest, key_digest
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
@@ -179,8 +180,17 @@ class KeyService:
             plan_id=None if plan is None else plan.id,
             policy=new.policy,
         )
+        journal = Journal(principal.actor, now)
+        journal.record(
+            "key.created",
+            org_id=record.org_id,
+            target_type="key",
+            target_id=record.id,
+            project_id=record.project_id,
+            details=_described(record),
+        )
         try:
-            await self._store.keys.create(record, marker)
+            await self._store.keys.create(record, marker, journal)
         except ConflictError:
             replayed = None if idempotency is None else await self._replay(principal, idempotency)
             if replayed is None:
@@ -305,9 +315,13 @@ class KeyService:
             plan = await self._plan(principal, current.plan_id)
         _check_effective_policy(plan, changes.get("policy", current.policy))
 
-        def apply(locked: KeyRecord) -> KeyRecord:
+        def apply(locked: KeyRecord, journal: Journal) -> KeyRecord:
             _refuse_if_revoked(locked, "update")
-            return dataclasses.replace(locked, **changes, updated_at=now)
+            updated = dataclasses.replace(locked, **changes, updated_at=now)
+            changed = diff(_updatable(locked), _updatable(updated))
+            if changed:
+                _record(journal, "key.updated", updated, {"changes": changed})
+            return updated
 
         return await self._mutate(principal, current.id, apply)
 
@@ -315,9 +329,10 @@ class KeyService:
         require_scope(principal, "keys:write")
         now = self._clock.now()
 
-        def apply(current: KeyRecord) -> KeyRecord:
+        def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
             if current.status is KeyStatus.REVOKED:
                 return current  # revoking twice is a no-op, not an error
+            _record(journal, "key.revoked", current, {"reason": reason})
             return dataclasses.replace(
                 current,
                 status=KeyStatus.REVOKED,
@@ -339,8 +354,10 @@ class KeyService:
         now = self._clock.now()
         auto_enable_at = None if auto_enable_after is None else now + auto_enable_after
 
-        def apply(current: KeyRecord) -> KeyRecord:
+        def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
             _refuse_if_revoked(current, "disable")
+            details = {"reason": reason, "auto_enable_at": auto_enable_at}
+            _record(journal, "key.disabled", current, details)
             return dataclasses.replace(
                 current,
                 status=KeyStatus.DISABLED,
@@ -355,8 +372,10 @@ class KeyService:
         require_scope(principal, "keys:write")
         now = self._clock.now()
 
-        def apply(current: KeyRecord) -> KeyRecord:
+        def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
             _refuse_if_revoked(current, "enable")
+            if current.status is KeyStatus.DISABLED:
+                _record(journal, "key.enabled", current, {})
             return dataclasses.replace(
                 current,
                 status=KeyStatus.ACTIVE,
@@ -382,21 +401,40 @@ class KeyService:
         )
         secret_hash = key_digest(self._server_secret, parsed.text)
 
+        journal = Journal(principal.actor, now)
+
         def apply(locked: KeyRecord) -> KeyRecord:
             _refuse_if_revoked(locked, "rotate")
-            return dataclasses.replace(
+            rotated = dataclasses.replace(
                 locked, hash=secret_hash, start=parsed.start, end=parsed.end, updated_at=now
             )
+            details = {
+                "grace_period_seconds": int(grace_period.total_seconds()),
+                "old_key_expires_at": now + grace_period,
+                "old": {"start": locked.start, "end": locked.end},
+                "new": {"start": rotated.start, "end": rotated.end},
+            }
+            _record(journal, "key.rotated", rotated, details)
+            return rotated
 
         record, changed = await self._store.keys.rotate(
-            principal.org_id, current.id, apply, now + grace_period
+            principal.org_id, current.id, apply, now + grace_period, journal
         )
         await self._directory.invalidate(record.id, (secret_hash, *changed))
         return IssuedKey(parsed.text, record)
 
-    async def _mutate(self, principal: Principal, id_or_hash: str, apply: Any) -> KeyRecord:
+    async def _mutate(
+        self,
+        principal: Principal,
+        id_or_hash: str,
+        apply: Callable[[KeyRecord, Journal], KeyRecord],
+    ) -> KeyRecord:
+        """Apply ``apply`` to the locked key; what it records in the journal commits with it."""
         current = await self._find(principal, id_or_hash)
-        record = await self._store.keys.mutate(principal.org_id, current.id, apply)
+        journal = Journal(principal.actor, self._clock.now())
+        record = await self._store.keys.mutate(
+            principal.org_id, current.id, lambda locked: apply(locked, journal), journal
+        )
         await self._directory.invalidate(record.id)
         return record
 
@@ -454,6 +492,37 @@ def _bound_to(record: IdempotencyRecord) -> bytes:
     """The associated data of a sealed secret: the record (and object) it belongs to."""
     parts = (record.org_id, record.principal_id, record.key_digest, record.object_id)
     return "\0".join(parts).encode("utf-8")
+
+
+def _record(journal: Journal, action: str, key: KeyRecord, details: dict[str, Any]) -> None:
+    journal.record(
+        action,
+        org_id=key.org_id,
+        target_type="key",
+        target_id=key.id,
+        project_id=key.project_id,
+        details={"name": key.name, **details},
+    )
+
+
+def _updatable(record: KeyRecord) -> dict[str, Any]:
+    """The fields ``update`` may change, for the audit diff (``plan`` as its id)."""
+    fields = UPDATABLE_FIELDS - {"plan"} | {"plan_id"}
+    return {name: getattr(record, name) for name in fields}
+
+
+def _described(record: KeyRecord) -> dict[str, Any]:
+    """What an audit entry says of a new key: never its secret nor its hash."""
+    return {
+        "name": record.name,
+        "environment": record.environment,
+        "owner": record.owner,
+        "scopes": record.scopes,
+        "plan_id": record.plan_id,
+        "expires_at": record.expires_at,
+        "start": record.start,
+        "end": record.end,
+    }
 
 
 def _refuse_if_revoked(record: KeyRecord, action: str) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from keyplane.domain import ids, keyformat, scopes
+from keyplane.domain.changes import NOWHERE, Origin
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import digests_equal, key_digest
 from keyplane.domain.tenancy import (
@@ -54,19 +55,31 @@ class ManagementKeys:
         self._org = org
         self._root_digest = None if root_key is None else key_digest(server_secret, root_key)
 
-    async def authenticate(self, token: str | None) -> Principal:
-        """The principal behind a bearer token; AuthenticationError (401) for anything else."""
+    async def authenticate(self, token: str | None, origin: Origin = NOWHERE) -> Principal:
+        """The principal behind a bearer token; AuthenticationError (401) for anything else.
+
+        ``origin`` (where the request came from) rides on the principal into the audit log.
+        """
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationError("a management key is required (Authorization: Bearer ...)")
         digest = key_digest(self._server_secret, token)
         if self._root_digest is not None and digests_equal(digest, self._root_digest):
-            return Principal(ROOT_KEY_ID, self._org.id, None, ("*",), is_root=True)
+            return Principal(
+                ROOT_KEY_ID, self._org.id, None, ("*",), is_root=True, name="root", origin=origin
+            )
         parsed = keyformat.parse(token)
         if parsed is not None and parsed.kind is keyformat.KeyKind.MANAGEMENT:
             record = await self._cache.get(digest)
             if record is not None and record.revoked_at is None:
                 self._last_used.record(record.id, self._clock.now())
-                return Principal(record.id, record.org_id, record.project_id, record.scopes)
+                return Principal(
+                    record.id,
+                    record.org_id,
+                    record.project_id,
+                    record.scopes,
+                    name=record.name,
+                    origin=origin,
+                )
         raise AuthenticationError("invalid management key")
 
     async def create(

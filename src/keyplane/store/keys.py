@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
 from keyplane.domain import ids
+from keyplane.domain.changes import Journal
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
@@ -54,10 +55,13 @@ class KeyStore(Protocol):
     """API keys. Writes are one transaction each, committed before the method returns."""
 
     async def create(
-        self, record: KeyRecord, idempotency: IdempotencyRecord | None = None
+        self,
+        record: KeyRecord,
+        idempotency: IdempotencyRecord | None = None,
+        journal: Journal | None = None,
     ) -> KeyRecord:
         """Insert a key, its current secret hash and tags, and its idempotency record if any,
-        in one transaction.
+        in one transaction (with what ``journal`` recorded).
 
         Raises ConflictError when the hash is taken, or when that idempotency record exists
         already (a concurrent retry: it fails before anything of it is inserted).
@@ -84,8 +88,11 @@ class KeyStore(Protocol):
         after the cursor ``after``; the status filter is the effective status at ``now``."""
         ...
 
-    async def mutate(self, org_id: str, key_id: str, mutation: KeyMutation) -> KeyRecord:
-        """Apply ``mutation`` to the current record, locked, and save it atomically.
+    async def mutate(
+        self, org_id: str, key_id: str, mutation: KeyMutation, journal: Journal | None = None
+    ) -> KeyRecord:
+        """Apply ``mutation`` to the current record, locked, and save it atomically, with
+        what ``journal`` recorded (``mutation`` may record into it).
 
         Concurrent mutations of one key take turns (each sees the previous one's result);
         NotFoundError when the key is not in ``org_id``; an error ``mutation`` raises
@@ -94,7 +101,12 @@ class KeyStore(Protocol):
         ...
 
     async def rotate(
-        self, org_id: str, key_id: str, mutation: KeyMutation, grace_until: datetime
+        self,
+        org_id: str,
+        key_id: str,
+        mutation: KeyMutation,
+        grace_until: datetime,
+        journal: Journal | None = None,
     ) -> tuple[KeyRecord, builtins.list[str]]:
         """Install the new secret hash that ``mutation`` sets; end the old ones at
         ``grace_until`` (never extending an earlier, shorter grace). One transaction.
@@ -115,9 +127,12 @@ class SqlKeyStore:
         self._unit = unit
 
     async def create(
-        self, record: KeyRecord, idempotency: IdempotencyRecord | None = None
+        self,
+        record: KeyRecord,
+        idempotency: IdempotencyRecord | None = None,
+        journal: Journal | None = None,
     ) -> KeyRecord:
-        async with self._unit.write() as conn:
+        async with self._unit.write(journal) as conn:
             if idempotency is not None:
                 # First, so a concurrent retry fails here, before it has inserted anything.
                 await insert_idempotency(conn, idempotency)
@@ -195,17 +210,24 @@ class SqlKeyStore:
         async with self._unit.read() as conn:
             return [key_from_row(row) for row in await conn.execute(query)]
 
-    async def mutate(self, org_id: str, key_id: str, mutation: KeyMutation) -> KeyRecord:
-        async with self._unit.write() as conn:
+    async def mutate(
+        self, org_id: str, key_id: str, mutation: KeyMutation, journal: Journal | None = None
+    ) -> KeyRecord:
+        async with self._unit.write(journal) as conn:
             current = await _locked_key(conn, org_id, key_id)
             updated = mutation(current)
             await _save_key(conn, current, updated)
         return updated
 
     async def rotate(
-        self, org_id: str, key_id: str, mutation: KeyMutation, grace_until: datetime
+        self,
+        org_id: str,
+        key_id: str,
+        mutation: KeyMutation,
+        grace_until: datetime,
+        journal: Journal | None = None,
     ) -> tuple[KeyRecord, builtins.list[str]]:
-        async with self._unit.write() as conn:
+        async with self._unit.write(journal) as conn:
             current = await _locked_key(conn, org_id, key_id)
             updated = mutation(current)
             # Shorten, never extend, the grace of secrets rotated out earlier.

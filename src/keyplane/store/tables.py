@@ -312,3 +312,59 @@ eviction_acks = Table(
     PrimaryKeyConstraint("eviction_id", "instance_id"),
     Index("ix_eviction_acks_acked_at", "acked_at"),
 )
+
+# The audit log: one hash chain per organization. ``seq`` is the entry's place in its org's
+# chain (1, 2, ...), ``hash`` covers the entry's content and ``prev_hash`` (the hash of entry
+# ``seq - 1``, or of the last pruned entry's checkpoint). Entries are written in the
+# transaction of the change they record (``store/unit.py`` journal writers) and never updated.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("org_id", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("project_id", String(40)),
+    Column("actor_type", String(20), nullable=False),
+    Column("actor_id", String(64)),
+    Column("actor_name", String(200)),
+    Column("actor_ip", String(64)),
+    Column("actor_user_agent", String(512)),
+    Column("request_id", String(128)),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(32), nullable=False),
+    Column("target_id", String(64)),
+    Column("outcome", String(16), nullable=False),
+    Column("details", JsonType, nullable=False),
+    Column("count", Integer, nullable=False, server_default="1"),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    PrimaryKeyConstraint("org_id", "seq", name="pk_audit_log"),
+    Index("ix_audit_log_org_id_occurred_at", "org_id", "occurred_at"),
+    Index("ix_audit_log_org_id_target_id_seq", "org_id", "target_id", "seq"),
+    Index("ix_audit_log_org_id_action_seq", "org_id", "action", "seq"),
+    Index("ix_audit_log_org_id_actor_id_seq", "org_id", "actor_id", "seq"),
+)
+
+# The head of each organization's chain: locked by every writer of that org, so concurrent
+# writers on any number of instances append one after another and never fork the chain.
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("org_id", String(40), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# What retention pruned: the last pruned entry of an org and its hash, so the chain that
+# remains still verifies from there.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("org_id", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("pruned_at", UTCDateTime(), nullable=False),
+    Column("entries_pruned", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "seq", name="pk_audit_checkpoints"),
+)

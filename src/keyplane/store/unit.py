@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import String, Table, case, cast, event, func, literal, select
@@ -39,6 +39,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import ColumnElement
 
 from keyplane.domain import validation
+from keyplane.domain.changes import Journal
 from keyplane.errors import ConflictError, StorageError, ValidationError
 from keyplane.settings import sqlite_path
 
@@ -110,6 +111,11 @@ def _sqlite_engine(async_url: str) -> AsyncEngine:
     return engine
 
 
+#: Writes what a journal recorded (the audit log, the webhook outbox), inside the transaction
+#: of the change; an error it raises rolls the change back.
+JournalWriter = Callable[[AsyncConnection, Journal], Awaitable[None]]
+
+
 class UnitOfWork:
     """One engine and its transactions, shared by every concept store of a database."""
 
@@ -118,6 +124,8 @@ class UnitOfWork:
         #: SQLite (one writer at a time, no row locks) rather than PostgreSQL.
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
+        #: Called in order with every non-empty journal a write commits (see ``write``).
+        self.journal_writers: list[JournalWriter] = []
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -131,8 +139,12 @@ class UnitOfWork:
             await _close(conn)
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self, journal: Journal | None = None) -> AsyncIterator[AsyncConnection]:
         """A transaction, committed when the body returns, rolled back when it raises.
+
+        When the body has recorded changes in ``journal``, the journal writers write them in
+        this transaction after the body and before the commit: the change and its records
+        commit together or not at all.
 
         On SQLite, writers of this process take turns (an asyncio lock, held until the
         commit). ConflictError on a constraint violation, StorageError on any other
@@ -144,6 +156,9 @@ class UnitOfWork:
             try:
                 async with conn.begin():
                     yield conn
+                    if journal is not None and journal.changes:
+                        for writer in self.journal_writers:
+                            await writer(conn, journal)
             except IntegrityError as exc:
                 raise ConflictError("the change conflicts with existing data") from exc
             except SQLAlchemyError as exc:
