@@ -88,6 +88,9 @@ class Change:
     details: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: How many occurrences this entry stands for (aggregated security events); 1 otherwise.
     count: int = 1
+    #: False for notifications that are not actions (``budget.threshold_crossed``): the
+    #: webhook outbox sends them, the audit log leaves them out.
+    audited: bool = True
 
 
 @dataclass(slots=True)
@@ -113,6 +116,7 @@ class Journal:
         details: Mapping[str, Any] | None = None,
         outcome: str = SUCCESS,
         count: int = 1,
+        audited: bool = True,
     ) -> Change:
         change = Change(
             action,
@@ -123,6 +127,7 @@ class Journal:
             outcome,
             _frozen(details),
             count,
+            audited,
         )
         self.changes.append(change)
         return change
