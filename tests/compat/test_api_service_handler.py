@@ -23,6 +23,9 @@ from keyplane.compat.api_service_handler import (
     provider_name,
 )
 from keyplane.domain.clock import ManualClock
+from keyplane.domain.tenancy import Principal
+from keyplane.services.runtime import open_vault_service
+from keyplane.services.vault import NewCredential
 from tests.conftest import Database
 
 SHARED = "a-shared-secret-for-the-tests-0001"
@@ -226,3 +229,52 @@ async def test_unknown_ids_and_unsupported_fields_are_clear_errors(
         )
     with pytest.raises(errors.ValidationError):
         await handler.update_key("cred_missing", status="revoked")
+
+
+async def test_wrong_types_are_validation_errors_not_crashes(handler: APIServiceHandler) -> None:
+    key = await handler.add_key(provider="openai", key_value="sk-typed-0000000000000")
+    result = await handler.bulk_add_keys(
+        [
+            {"provider": "openai", "key_value": "sk-ok-00000000000000"},
+            {"provider": "openai", "key_value": 12345},
+            {"provider": "openai", "key_value": "sk-x-00000000000000", "daily_limit": "10"},
+            {"provider": "openai", "key_value": "sk-y-00000000000000", "tags": "ci"},
+            {"provider": "openai", "key_value": "sk-z-00000000000000", "tags": [1]},
+            {"provider": "openai", "key_value": "sk-w-00000000000000", "metadata": "team"},
+            {"provider": "openai", "key_value": "sk-v-00000000000000", "weight": True},
+            {"provider": "openai", "key_value": "sk-u-00000000000000", "colour": "red"},
+            "not a dict",  # type: ignore[list-item]
+        ]
+    )
+    assert (result.successful, result.failed) == (1, 8)
+    assert sorted(int(e.split(":")[0].split()[1]) for e in result.errors) == list(range(1, 9))
+    bad_calls = [
+        handler.get_all_keys(status="bogus"),
+        handler.get_all_keys(tags="premium"),  # type: ignore[arg-type]
+        handler.get_all_keys(metadata_filter=["team"]),  # type: ignore[arg-type]
+        handler.update_key(key.id, tags=[None]),  # type: ignore[list-item]
+        handler.update_key(key.id, daily_limit=-1),
+        handler.update_key(key.id, weight="heavy"),  # type: ignore[arg-type]
+        handler.get_next_key(provider="openai", tags=[""]),
+    ]
+    for call in bad_calls:
+        with pytest.raises(errors.ValidationError):
+            await call
+    with pytest.raises(errors.ValidationError):
+        async with handler.use_key(provider="openai", hold_seconds=10**9):
+            pass
+
+
+async def test_revealing_a_secret_outside_a_lease_needs_its_own_scope(
+    schema_env: Database, clock: ManualClock
+) -> None:
+    settings = schema_env.settings()
+    async with open_vault_service(settings, clock) as (service, org):
+        owner = Principal("k1", org.id, None, ("vault:*",), is_root=True)
+        record = await service.add(
+            owner, NewCredential(provider="openai", alias="a", secret="sk-reveal-000000000")
+        )
+        assert await service.reveal(owner, record.id) == "sk-reveal-000000000"
+        operator = Principal("k2", org.id, None, ("vault:read", "vault:write", "vault:lease"))
+        with pytest.raises(errors.PermissionDeniedError):
+            await service.reveal(operator, record.id)

@@ -44,6 +44,7 @@ from keyplane.compat.api_service_handler.models import (
     LeasedKey,
     UsageStats,
 )
+from keyplane.domain import validation
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.tenancy import Principal
 from keyplane.domain.vault import CredentialStatus, Outcome, Strategy, normalize_provider
@@ -242,25 +243,25 @@ class APIServiceHandler:
         if not isinstance(value, str):
             raise ValidationError("key_value must be a string", code="INVALID_SECRET")
         alias = fields.get("alias") or f"{provider}-{secrets.token_hex(3)}"
+        if not isinstance(alias, str):
+            raise ValidationError("alias must be a string")
         environment = _environment(fields.get("environment", "production"))
-        tags = fields.get("tags") or ()
-        if isinstance(tags, str) or not isinstance(tags, Iterable):
-            raise ValidationError("tags must be a list of strings")
         config = self._config
 
         def limit(name: str, default: int | None) -> int | None:
             # None takes the configured default; 0 is kept (it blocks the key).
-            given = fields.get(name)
+            given = _whole(name, fields.get(name))
             return default if given is None else given
 
+        weight = _whole("weight", fields.get("weight", 1))
         return NewCredential(
             provider=provider,
             alias=alias,
             secret=value,
             environment=environment,
-            tags=tuple(tags),
-            metadata=dict(fields.get("metadata") or {}),
-            weight=fields.get("weight", 1),
+            tags=_tags(fields.get("tags")),
+            metadata=_mapping("metadata", fields.get("metadata")),
+            weight=1 if weight is None else weight,
             daily_limit=limit("daily_limit", config.default_daily_limit),
             monthly_limit=limit("monthly_limit", config.default_monthly_limit),
             max_concurrent=limit("max_concurrent", config.default_max_concurrent),
@@ -379,10 +380,13 @@ class APIServiceHandler:
         """Keys matching every filter given (``tags``: any one of them; ``metadata_filter``:
         dot paths to values, all of them). At most :data:`MAX_KEYS`."""
         service, principal = self._ready()
-        wanted_status = None if status is None else KeyStatus(str(status).lower())
-        wanted_tags = set(tags or ())
-        if len(wanted_tags) > 50:
-            raise ValidationError("at most 50 tags", code="INVALID_FILTER")
+        try:
+            wanted_status = None if status is None else KeyStatus(str(status).lower()[:20])
+        except ValueError:
+            raise ValidationError(
+                f"status is one of {', '.join(KeyStatus)}", code="INVALID_FILTER"
+            ) from None
+        wanted_tags = set(_tags(tags))
         if alias_contains is not None and len(alias_contains) > 200:
             raise ValidationError("alias_contains is at most 200 characters")
         filters = CredentialFilter(
@@ -441,21 +445,26 @@ class APIServiceHandler:
         changes: dict[str, Any] = {
             name: value
             for name, value in (
-                ("alias", alias),
-                ("daily_limit", daily_limit),
-                ("monthly_limit", monthly_limit),
-                ("max_concurrent", max_concurrent),
-                ("weight", weight),
-                ("secret", key_value),
+                ("daily_limit", _whole("daily_limit", daily_limit)),
+                ("monthly_limit", _whole("monthly_limit", monthly_limit)),
+                ("max_concurrent", _whole("max_concurrent", max_concurrent)),
+                ("weight", _whole("weight", weight)),
             )
             if value is not None
         }
+        for name, text in (("alias", alias), ("secret", key_value)):
+            if text is not None:
+                if not isinstance(text, str):
+                    raise ValidationError(
+                        f"{'key_value' if name == 'secret' else name} must be a string"
+                    )
+                changes[name] = text
         if environment is not None:
             changes["environment"] = _environment(environment)
         if metadata is not None:
-            changes["metadata"] = dict(metadata)
+            changes["metadata"] = _mapping("metadata", metadata)
         if tags is not None:
-            changes["tags"] = tuple(tags)
+            changes["tags"] = _tags(tags)
         if status is not None:
             changes["status"] = _status_change(status)
         try:
@@ -492,8 +501,8 @@ class APIServiceHandler:
         request = LeaseRequest(
             provider=name,
             environment=_environment(environment),
-            tags=tuple(tags or ()),
-            metadata_filter=dict(metadata_filter or {}),
+            tags=_tags(tags),
+            metadata_filter=_mapping("metadata_filter", metadata_filter),
             ttl=timedelta(seconds=hold_seconds),
             strategy=self._strategy,
         )
@@ -623,12 +632,44 @@ _ADD_FIELDS = frozenset(
 )
 
 
+def _tags(value: object) -> tuple[str, ...]:
+    """Tags as given by a caller, checked before any work (any iterable of strings)."""
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValidationError("tags must be a list of strings")
+    tags = list(value)
+    if len(tags) > 100 or not all(isinstance(tag, str) for tag in tags):
+        raise ValidationError("tags must be a list of at most 100 strings")
+    try:
+        return tuple(validation.check_tags(tags))
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _mapping(name: str, value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{name} must be a dict")
+    return dict(value)
+
+
+def _whole(name: str, value: object) -> int | None:
+    """A count as given: a whole number (not a bool) or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{name} must be a whole number")
+    return value
+
+
 def _random_master_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 def _metadata(given: MetadataFilter | None) -> tuple[tuple[tuple[str, ...], str], ...]:
-    return metadata_filter(dict(given or {}))
+    return metadata_filter(_mapping("metadata_filter", given))
 
 
 def _status_change(status: object) -> CredentialStatus:
