@@ -1,29 +1,34 @@
 """The ``api-service-handler`` side of bench/vault.py (seed 002's package, from PyPI).
 
 Runs inside that package's own virtualenv (made by bench/vault.py), so it imports nothing
-from Keyplane. Same workload as the Keyplane side: ``--credentials`` keys of one provider,
-no limits, then for each ``--clients`` value that many tasks doing ``use_key`` (acquire,
-decrypt, release, record usage) in a loop for ``--duration`` seconds, on its SQLite backend
-with encryption on. Prints one JSON object per run on stdout.
+from Keyplane. With ``--module keyplane.compat.api_service_handler.client`` the same script
+runs Keyplane's drop-in instead (in Keyplane's virtualenv): the seed's user code with one
+import changed, which is what a migrating user runs.
+
+Same workload as the Keyplane side: ``--credentials`` keys of one provider, no limits,
+then for each ``--clients`` value that many tasks doing ``use_key`` (acquire, decrypt,
+release, record usage) in a loop for ``--duration`` seconds, on its SQLite backend with
+encryption on. Prints one JSON object per run on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-from api_service_handler.client import APIServiceHandler
+from typing import Any
 
 
 async def run(args: argparse.Namespace) -> None:
+    handler_class = importlib.import_module(args.module).APIServiceHandler
     with tempfile.TemporaryDirectory(prefix="ash-bench-") as tmp:
-        handler = APIServiceHandler(
+        handler = handler_class(
             storage_backend="sqlite",
             connection_string=f"sqlite:///{Path(tmp) / 'ash.db'}",
             encrypt_keys=True,
@@ -49,7 +54,7 @@ async def run(args: argparse.Namespace) -> None:
             await handler.close()
 
 
-async def _timed(handler: APIServiceHandler, clients: int, duration: float) -> dict[str, object]:
+async def _timed(handler: Any, clients: int, duration: float) -> dict[str, object]:
     done = 0
     errors: dict[str, int] = {}
     deadline = time.perf_counter() + duration
@@ -77,6 +82,11 @@ def main() -> None:
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--strategy", default="round_robin")
+    parser.add_argument(
+        "--module",
+        default="api_service_handler.client",
+        help="where APIServiceHandler comes from (keyplane.compat.api_service_handler.client)",
+    )
     args = parser.parse_args()
     asyncio.run(run(args))
 

@@ -9,11 +9,15 @@ for each and the ratio Keyplane / api-service-handler.
 
 The other package runs in a virtualenv of its own (``--ash-venv``, created on first use with
 ``pip install api-service-handler[sqlite]==<--ash-version>``), as a subprocess running
-bench/_ash_vault.py, so that its dependencies cannot clash with Keyplane's.
+bench/_ash_vault.py, so that its dependencies cannot clash with Keyplane's. The ``compat``
+side runs the very same script in Keyplane's virtualenv with its one import changed to
+Keyplane's drop-in (``keyplane.compat.api_service_handler``, on SQLite): what a user who
+migrates by changing that import gets.
 
 Run::
 
-    .venv/bin/python bench/vault.py                                    # SQLite, PostgreSQL, ASH
+    .venv/bin/python bench/vault.py                            # SQLite, PostgreSQL, compat, ASH
+    .venv/bin/python bench/vault.py --duration 2 --backends compat,ash --rotate 0
     .venv/bin/python bench/vault.py --duration 3 --clients 1,16 --backends sqlite
     .venv/bin/python bench/vault.py --database-url postgresql://user@host:5432/db
 
@@ -55,6 +59,7 @@ from keyplane.vault import Vault, open_vault
 
 HERE = Path(__file__).resolve().parent
 ASH_SCRIPT = HERE / "_ash_vault.py"
+COMPAT_MODULE = "keyplane.compat.api_service_handler.client"
 DEFAULT_ASH_VENV = Path(tempfile.gettempdir()) / "keyplane-bench-ash-venv"
 PROVIDER = "openai"
 ENVIRONMENT = "production"
@@ -73,8 +78,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--credentials", type=int, default=10, help="credentials stored (10)")
     parser.add_argument(
         "--backends",
-        default="sqlite,postgresql,ash",
-        help="which sides, in order: sqlite, postgresql, ash (all three)",
+        default="sqlite,postgresql,compat,ash",
+        help="which sides, in order: sqlite, postgresql, compat, ash (all four)",
     )
     parser.add_argument(
         "--database-url",
@@ -94,7 +99,7 @@ def parse_args() -> argparse.Namespace:
     if not is_postgresql(args.database_url):
         parser.error("--database-url must be a PostgreSQL URL")
     args.backends = [name.strip() for name in args.backends.split(",") if name.strip()]
-    unknown = set(args.backends) - {"sqlite", "postgresql", "ash"}
+    unknown = set(args.backends) - {"sqlite", "postgresql", "compat", "ash"}
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
     return args
@@ -263,13 +268,17 @@ def ash_python(args: argparse.Namespace) -> Path:
     return python
 
 
-def measure_ash(args: argparse.Namespace) -> list[Run]:
-    python = ash_python(args)
-    progress(f"api-service-handler {args.ash_version} sqlite: {args.clients} clients")
+def measure_ash(args: argparse.Namespace, drop_in: bool = False) -> list[Run]:
+    """The seed's package in its venv, or (``drop_in``) the same script on Keyplane's."""
+    python = Path(sys.executable) if drop_in else ash_python(args)
+    module = COMPAT_MODULE if drop_in else "api_service_handler.client"
+    progress(f"{module} sqlite: {args.clients} clients")
     result = subprocess.run(
         [
             str(python),
             str(ASH_SCRIPT),
+            "--module",
+            module,
             "--credentials",
             str(args.credentials),
             "--clients",
@@ -361,6 +370,12 @@ def main() -> None:
             notes.append(
                 f"ash: api-service-handler {args.ash_version}, sqlite backend, "
                 "encrypt_keys=True, round_robin, use_key"
+            )
+        elif backend == "compat":
+            results["compat"] = measure_ash(args, drop_in=True)
+            notes.append(
+                "compat: bench/_ash_vault.py with its import changed to "
+                f"{COMPAT_MODULE} (sqlite, same settings)"
             )
         else:
             version, runs, rotation = asyncio.run(measure_keyplane(backend, args))

@@ -8,7 +8,9 @@
     ├── AuthenticationError       no, malformed or unknown management credential
     ├── PermissionDeniedError     a valid credential without the needed scope or reach
     ├── NotFoundError             no such object (or not visible to the caller)
+    │   └── KeyNotFoundError      seed 002's name: no such upstream key (compat handler)
     ├── ConflictError             the object's state forbids the operation
+    │   └── StorageNotInitializedError  seed 002's: the handler is used before initialize()
     ├── ConfigurationError        settings that cannot work together
     │   └── VaultNotConfiguredError   no vault master key: nothing can be sealed or opened
     ├── StorageError              a backend failed; wraps the driver's exception
@@ -17,15 +19,23 @@
     │   └── RegistryUnavailableError  cache invalidation or the instance registry failed
     ├── VaultError                a sealed upstream credential cannot be opened
     │   ├── VaultKeyError         sealed with a master key that is not configured
-    │   └── VaultIntegrityError   altered, moved to another row, or wrong key material
+    │   ├── VaultIntegrityError   altered, moved to another row, or wrong key material
+    │   └── EncryptionError       seed 002's name: a stored key does not open with this secret
     └── LeaseRefusedError         no upstream credential can be leased now (``retry_after``)
         ├── NoCredentialError             none matches, or none has allowance left
+        │   └── NoAvailableKeyError       seed 002's name: none matches, none usable
         ├── AllRateLimitedError           every usable match is cooling down
+        ├── RateLimitExceededError        seed 002's: every match is cooling down or out of
+        │                                 its daily/monthly allowance
         └── AllAtMaxConcurrencyError      every usable match has all its leases out
+            └── MaxConcurrentExceededError    seed 002's name for the same refusal
 
 Every class Keyplane raises for a domain or service reason is defined here (a test walks the
 package and holds this drawing to it). Driver exceptions (SQLAlchemy, asyncpg, redis) do not
 leave the adapter that met them: it raises a :class:`StorageError` ``from`` them.
+
+The classes named after seed 002's (``api-service-handler``) are what its drop-in,
+``keyplane.compat.api_service_handler``, raises: its users keep their ``except`` clauses.
 
 HTTP statuses are attached in one place only: ``keyplane.api.problems``. The library's
 ``keyplane.vault`` raises the SDK's own classes (``keyplane.client.errors``), a separate tree.
@@ -65,6 +75,16 @@ class NotFoundError(KeyplaneError):
 
 class ConflictError(KeyplaneError):
     code = "CONFLICT"
+
+
+class KeyNotFoundError(NotFoundError):
+    """Seed 002's name: no upstream key (credential) with this id."""
+
+
+class StorageNotInitializedError(ConflictError):
+    """Seed 002's name: the handler is used before ``initialize()`` (or after ``close()``)."""
+
+    code = "NOT_INITIALIZED"
 
 
 class ConfigurationError(KeyplaneError):
@@ -112,6 +132,12 @@ class VaultIntegrityError(VaultError):
     code = "VAULT_INTEGRITY"
 
 
+class EncryptionError(VaultError):
+    """Seed 002's name: a stored key cannot be opened (another shared secret, or altered)."""
+
+    code = "ENCRYPTION_FAILED"
+
+
 class LeaseRefusedError(KeyplaneError):
     """No credential can be leased; ``retry_after`` (seconds) says when to try again."""
 
@@ -139,3 +165,17 @@ class AllAtMaxConcurrencyError(LeaseRefusedError):
     """Every usable match already has ``max_concurrent`` live leases."""
 
     code = "ALL_AT_MAX_CONCURRENCY"
+
+
+class NoAvailableKeyError(NoCredentialError):
+    """Seed 002's name: no key matches, or none is usable (disabled, revoked, limit 0)."""
+
+
+class RateLimitExceededError(LeaseRefusedError):
+    """Seed 002's name: every match is cooling down or out of its daily/monthly allowance."""
+
+    code = "RATE_LIMIT_EXCEEDED"
+
+
+class MaxConcurrentExceededError(AllAtMaxConcurrencyError):
+    """Seed 002's name: every usable match already has ``max_concurrent`` keys in use."""

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     #: Most usage reports written in one transaction (group commit).
     usage_batch_max: int = Field(default=500, ge=1, le=10_000)
     migrate_on_start: bool = True
+    #: ``/prod/createServiceKey`` (FastRouter) creates a project it names that does not exist
+    #: yet, for callers that may create projects; off, such a request is a 404.
+    compat_create_projects: bool = False
     #: The header ``/v1/auth`` reads the API key from: ``Authorization`` (as ``Bearer <key>``)
     #: or any other header, which then holds the bare key (``X-API-Key``).
     auth_key_header: str = Field(

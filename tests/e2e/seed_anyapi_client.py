@@ -8,9 +8,10 @@ the functions the seed leaves to the operator (its database, e-mail and schedule
 in-memory fakes that record their calls. Sections taken from the seed: the quick start's
 ``create_customer_key``, ``AnyAPIKeyManager``, the lifecycle functions
 (``complete_customer_onboarding``, ``monitor_customer_usage``), ``MultiTenantKeyManager`` and
-``generate_usage_insights``. Left out: the examples that need ``python-dateutil`` or
-``tenacity`` (key rotation, security audit, ``RobustKeyManager``), which Keyplane does not
-install, and the seed's top-level example calls, which the test makes itself.
+``generate_usage_insights``, the key rotation (``rotate_customer_keys``,
+``schedule_key_transition``) and ``security_audit`` with ``python-dateutil``, and
+``RobustKeyManager`` with ``tenacity`` (both in the test extra). Left out: the seed's
+top-level example calls, which the test makes itself.
 """
 
 import requests
@@ -242,6 +243,124 @@ def generate_usage_insights():
     
     return insights
 
+
+# -- the seed's key rotation and security audit (python-dateutil) --
+
+import datetime
+from dateutil.relativedelta import relativedelta
+
+def rotate_customer_keys():
+    """Rotate keys older than 90 days"""
+    cutoff_date = datetime.datetime.now() - relativedelta(days=90)
+    old_keys = get_keys_older_than(cutoff_date)
+    
+    for key_info in old_keys:
+        try:
+            # Create replacement key
+            new_key = key_manager.onboard_customer(
+                key_info["customer_id"], 
+                key_info["plan"]
+            )
+            
+            # Gradual transition (run both keys for 24 hours)
+            schedule_key_transition(key_info, new_key, hours=24)
+            
+            # Notify customer
+            send_key_rotation_notification(
+                key_info["customer_email"],
+                new_key["api_key"],
+                transition_deadline=datetime.datetime.now() + relativedelta(hours=24)
+            )
+            
+        except Exception as e:
+            alert_security_team(f"Key rotation failed: {key_info['customer_id']}: {e}")
+
+def schedule_key_transition(old_key, new_key, hours=24):
+    """Gradual key transition to prevent service disruption"""
+    # Keep old key active for transition period
+    transition_time = datetime.datetime.now() + relativedelta(hours=hours)
+    
+    # Schedule old key deactivation
+    schedule_task("deactivate_old_key", {
+        "key_hash": old_key["key_hash"],
+        "execute_at": transition_time.isoformat()
+    })
+
+def security_audit():
+    """Run security checks on all keys"""
+    all_keys = key_manager.list_all_keys()
+    
+    security_issues = []
+    
+    for key in all_keys:
+        # Check for dormant keys
+        if not key.get("last_used"):
+            security_issues.append({
+                "type": "dormant_key",
+                "key_hash": key["hash"],
+                "created": key["created_at"]
+            })
+        
+        # Check for keys without limits
+        if not key.get("limit") or key["limit"] == 0:
+            security_issues.append({
+                "type": "unlimited_key", 
+                "key_hash": key["hash"]
+            })
+        
+        # Check for old keys
+        created = datetime.datetime.fromisoformat(key["created_at"].replace('Z', '+00:00'))
+        if created < datetime.datetime.now() - relativedelta(days=180):
+            security_issues.append({
+                "type": "stale_key",
+                "key_hash": key["hash"],
+                "age_days": (datetime.datetime.now() - created).days
+            })
+    
+    if security_issues:
+        send_security_report(security_issues)
+    
+    return security_issues
+
+# -- the seed's error handling (tenacity) --
+
+from tenacity import retry, stop_after_attempt, wait_exponential
+
+class RobustKeyManager(AnyAPIKeyManager):
+    @retry(
+        stop=stop_after_attempt(3),
+        wait=wait_exponential(multiplier=1, min=4, max=10)
+    )
+    def create_key_with_retry(self, customer_id, plan):
+        """Create key with automatic retries"""
+        try:
+            return self.onboard_customer(customer_id, plan)
+        except requests.exceptions.HTTPError as e:
+            if e.response.status_code == 429:  # Rate limited
+                raise Exception("Rate limited - will retry")
+            elif e.response.status_code >= 500:  # Server error
+                raise Exception("Server error - will retry")
+            else:
+                raise  # Don't retry client errors
+    
+    def safe_key_operation(self, operation, *args, **kwargs):
+        """Wrapper for safe key operations"""
+        try:
+            return operation(*args, **kwargs)
+        except requests.exceptions.ConnectionError:
+            return {"error": "Connection failed", "retry": True}
+        except requests.exceptions.Timeout:
+            return {"error": "Request timed out", "retry": True}
+        except requests.exceptions.HTTPError as e:
+            if e.response.status_code == 401:
+                return {"error": "Invalid provisioning key", "retry": False}
+            elif e.response.status_code == 403:
+                return {"error": "Insufficient permissions", "retry": False}
+            else:
+                return {"error": f"HTTP {e.response.status_code}", "retry": True}
+        except Exception as e:
+            return {"error": f"Unexpected error: {e}", "retry": False}
+
 # fmt: on
 # -- not from the seed: configuration and the operator's side, faked in memory ----------------
 
@@ -310,3 +429,45 @@ def get_org_keys_from_db(org_id: str) -> list[dict[str, Any]]:
 
 def get_customer_usage_data() -> list[dict[str, Any]]:
     return list(CUSTOMERS)
+
+
+def get_keys_older_than(cutoff: Any) -> list[dict[str, Any]]:
+    _record("get_keys_older_than", cutoff)
+    return [
+        {
+            "customer_id": c["id"],
+            "plan": c["plan"],
+            "key_hash": c["key_hash"],
+            "customer_email": c["email"],
+        }
+        for c in CUSTOMERS
+        if c["created"] < cutoff
+    ]
+
+
+def schedule_task(name: str, payload: dict[str, Any]) -> None:
+    _record("schedule_task", name, payload)
+
+
+def send_key_rotation_notification(email: str, api_key: str, transition_deadline: Any) -> None:
+    _record("send_key_rotation_notification", email, api_key, transition_deadline)
+
+
+def alert_security_team(message: str) -> None:
+    _record("alert_security_team", message)
+
+
+def send_security_report(issues: list[dict[str, Any]]) -> None:
+    _record("send_security_report", issues)
+
+
+def _list_all_keys(self: AnyAPIKeyManager) -> list[dict[str, Any]]:
+    """The operator's listing: ``security_audit`` calls ``key_manager.list_all_keys()``,
+    which the seed's ``AnyAPIKeyManager`` does not define. One page of AnyAPI's list."""
+    response = requests.get(f"{self.base_url}/", headers=self.headers)
+    response.raise_for_status()
+    keys: list[dict[str, Any]] = response.json()["data"]
+    return keys
+
+
+AnyAPIKeyManager.list_all_keys = _list_all_keys  # type: ignore[attr-defined]

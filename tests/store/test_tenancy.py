@@ -65,3 +65,22 @@ async def test_another_organizations_projects_are_invisible(db: Db) -> None:
     assert await db.tenancy.get_project(other.id, theirs.id) == theirs
     # Project names are unique per organization only.
     await db.tenancy.create_project(Project(ids.new_id("proj"), org, "x", "kp", NOW))
+
+
+async def test_organization_aliases_name_one_organization_each(db: Db) -> None:
+    org, _ = await tenancy(db)
+    other, _ = await db.tenancy.create_organization("other", NOW)
+    assert await db.tenancy.org_of_alias("fr-org-1") is None
+    await db.tenancy.add_org_alias(org, "fr-org-1", NOW)
+    await db.tenancy.add_org_alias(org, "fr-org-1", NOW)  # idempotent
+    await db.tenancy.add_org_alias(org, "acme", NOW)
+    assert await db.tenancy.org_aliases(org) == ["acme", "fr-org-1"]
+    assert await db.tenancy.org_of_alias("fr-org-1") == org
+    with pytest.raises(ConflictError):
+        await db.tenancy.add_org_alias(other.id, "fr-org-1", NOW)
+    assert await db.tenancy.remove_org_alias(other.id, "acme") is False  # not its alias
+    assert await db.tenancy.remove_org_alias(org, "acme") is True
+    assert await db.tenancy.org_aliases(org) == ["fr-org-1"]
+    assert await db.tenancy.org_aliases(other.id) == []
+    await db.tenancy.add_org_alias(other.id, "acme", NOW)  # free again
+    assert await db.tenancy.org_of_alias("acme") == other.id

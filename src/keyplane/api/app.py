@@ -20,6 +20,7 @@ from keyplane.api.routes import (
     health,
     keys,
     management_keys,
+    organization,
     plans,
     projects,
     usage,
@@ -120,6 +121,7 @@ def create_app(
         plans.router,
         management_keys.router,
         projects.router,
+        organization.router,
         vault.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)

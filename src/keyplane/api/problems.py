@@ -81,6 +81,13 @@ STATUS_BY_ERROR: dict[type[errors.KeyplaneError], int] = {
     errors.NoCredentialError: 404,
     errors.AllRateLimitedError: 429,
     errors.AllAtMaxConcurrencyError: 429,
+    # Seed 002's names (keyplane.compat.api_service_handler), as their Keyplane counterparts.
+    errors.KeyNotFoundError: 404,
+    errors.StorageNotInitializedError: 409,
+    errors.EncryptionError: 500,
+    errors.NoAvailableKeyError: 404,
+    errors.RateLimitExceededError: 429,
+    errors.MaxConcurrentExceededError: 429,
 }
 
 #: Where the compatibility surfaces (``api.compat``) answer differently: the vendors' APIs

@@ -34,9 +34,11 @@ async def live_keys_page(
     offset: int,
     size: int,
     project_id: str | None = None,
+    tags: tuple[str, ...] = (),
 ) -> LivePage:
     """Keys in creation order from ``offset``, without revoked ("deleted" to these APIs)
-    keys unless ``include_revoked``, nor disabled ones unless ``include_disabled``.
+    keys unless ``include_revoked``, nor disabled ones unless ``include_disabled``; with
+    ``tags``, only keys carrying every one of them.
 
     The store pages by cursor; an offset is reached by walking batches, which costs
     O(offset) rows read.
@@ -54,6 +56,8 @@ async def live_keys_page(
             if (status is KeyStatus.REVOKED and not include_revoked) or (
                 status is KeyStatus.DISABLED and not include_disabled
             ):
+                continue
+            if tags and not set(tags) <= set(record.tags):
                 continue
             if skipped < offset:
                 skipped += 1

@@ -197,7 +197,7 @@ class Runtime:
                 timedelta(seconds=settings.reservation_timeout_seconds),
             ),
             management=management,
-            projects=Projects(store.tenancy, clock),
+            projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),
             plans=Plans(store.plans, directory, clock),
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
             events=Events(store.events),

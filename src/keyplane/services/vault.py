@@ -398,6 +398,20 @@ class VaultService:
         live = await self._store.live_leases([record.id], self._clock.now())
         return self.stats_of(record, live.get(record.id, 0))
 
+    async def reveal(self, principal: Principal, credential_id: str) -> str:
+        """The plaintext secret of a credential, outside a lease.
+
+        For in-process callers only (seed 002's ``get_key(decrypt=True)``): it needs the
+        ``vault:reveal`` scope, which no management key is given and no route asks for, so
+        the server never hands a secret out except in a lease.
+        """
+        require_scope(principal, "vault:reveal")
+        ring = self._ring()
+        record = await self._find(principal, credential_id)
+        return envelope.unseal(
+            ring, record.sealed_secret, envelope.credential_aad(record.org_id, record.id)
+        )
+
     async def list(
         self, principal: Principal, filters: CredentialFilter, after: str | None, limit: int
     ) -> list[CredentialStats]:

@@ -36,6 +36,17 @@ organizations = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
+#: External ids of an organization (a FastRouter org id, say) that requests may name it by
+#: (``org_id`` on ``/prod``). One alias names one organization in the whole deployment.
+organization_aliases = Table(
+    "organization_aliases",
+    metadata,
+    Column("alias", String(200), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_organization_aliases_org_id", "org_id"),
+)
+
 projects = Table(
     "projects",
     metadata,

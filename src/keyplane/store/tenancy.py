@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,7 +13,7 @@ from keyplane.domain import ids
 from keyplane.domain.keyformat import DEFAULT_PREFIX
 from keyplane.domain.tenancy import Organization, Project
 from keyplane.errors import ConflictError
-from keyplane.store.tables import organizations, projects
+from keyplane.store.tables import organization_aliases, organizations, projects
 from keyplane.store.unit import UnitOfWork
 
 DEFAULT_ORG_NAME = "default"
@@ -53,6 +53,23 @@ class TenancyStore(Protocol):
 
     async def list_projects(self, org_id: str) -> list[Project]:
         """The organization's projects in id (creation) order."""
+        ...
+
+    async def add_org_alias(self, org_id: str, alias: str, now: datetime) -> None:
+        """Let ``alias`` name the organization. Idempotent for the same organization;
+        ConflictError when it names another one (an alias names one org per deployment)."""
+        ...
+
+    async def remove_org_alias(self, org_id: str, alias: str) -> bool:
+        """Forget the alias if it names ``org_id``; whether it did."""
+        ...
+
+    async def org_aliases(self, org_id: str) -> list[str]:
+        """The organization's aliases, sorted."""
+        ...
+
+    async def org_of_alias(self, alias: str) -> str | None:
+        """The id of the organization ``alias`` names, if any."""
         ...
 
 
@@ -126,6 +143,47 @@ class SqlTenancyStore:
                 select(projects).where(projects.c.org_id == org_id).order_by(projects.c.id)
             )
             return [project_from_row(row) for row in rows]
+
+    async def add_org_alias(self, org_id: str, alias: str, now: datetime) -> None:
+        owner = await self.org_of_alias(alias)
+        if owner == org_id:
+            return
+        if owner is not None:
+            raise ConflictError("the alias names another organization", code="ALIAS_TAKEN")
+        # A concurrent insert of the same alias fails on the primary key: ConflictError too.
+        async with self._unit.write() as conn:
+            await conn.execute(
+                insert(organization_aliases).values(alias=alias, org_id=org_id, created_at=now)
+            )
+
+    async def remove_org_alias(self, org_id: str, alias: str) -> bool:
+        async with self._unit.write() as conn:
+            result = await conn.execute(
+                delete(organization_aliases).where(
+                    organization_aliases.c.alias == alias, organization_aliases.c.org_id == org_id
+                )
+            )
+        return bool(result.rowcount)
+
+    async def org_aliases(self, org_id: str) -> list[str]:
+        async with self._unit.read() as conn:
+            rows = await conn.execute(
+                select(organization_aliases.c.alias)
+                .where(organization_aliases.c.org_id == org_id)
+                .order_by(organization_aliases.c.alias)
+            )
+            return [row.alias for row in rows]
+
+    async def org_of_alias(self, alias: str) -> str | None:
+        async with self._unit.read() as conn:
+            org_id = (
+                await conn.execute(
+                    select(organization_aliases.c.org_id).where(
+                        organization_aliases.c.alias == alias
+                    )
+                )
+            ).scalar_one_or_none()
+        return None if org_id is None else str(org_id)
 
 
 def _project_values(project: Project) -> dict[str, Any]:

@@ -24,13 +24,14 @@ from keyplane.api.schemas import Metadata, Name, ShortText, Tags
 from keyplane.domain import money
 from keyplane.domain.keys import KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal
-from keyplane.errors import NotFoundError, PermissionDeniedError
+from keyplane.errors import NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.authz import may_read
 from keyplane.services.compat import MAX_OFFSET, live_keys_page
 from keyplane.services.keys import NewKey
 from keyplane.services.projects import Projects
 
 MAX_PAGE = 1000
+MAX_TAG_FILTERS = 20
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -116,11 +117,15 @@ class ServiceKeyDelete(Input):
     org_id: ShortText | None = None
 
 
-def _check_org(principal: Principal, org_id: str | None) -> None:
-    # Another org's id is refused, not ignored: the caller meant to act somewhere else.
-    if org_id is not None and org_id != principal.org_id:
+async def _check_org(projects: Projects, principal: Principal, org_id: str | None) -> None:
+    """``org_id`` may be the organization's id or one of its aliases (FastRouter's org id).
+
+    Another organization's is refused, not ignored: the caller meant to act somewhere else.
+    """
+    if org_id is not None and not await projects.names_own_org(principal, org_id):
         raise PermissionDeniedError(
-            "org_id is not this provisioning key's organization", code="ORG_MISMATCH"
+            "org_id is neither this provisioning key's organization nor one of its aliases",
+            code="ORG_MISMATCH",
         )
 
 
@@ -147,6 +152,21 @@ async def _object(ctx: _Deps, principal: Principal, record: KeyRecord) -> dict[s
     )
 
 
+def _tag_filter(given: list[str] | None) -> tuple[str, ...]:
+    """``?tags=a&tags=b`` or ``?tags=a,b``: the tags a listed key must all carry."""
+    found: list[str] = []
+    for value in given or ():
+        if len(value) > 200 * MAX_TAG_FILTERS:
+            raise ValidationError("tags: too long", code="INVALID_FILTER")
+        for part in (check_query_text("tags", value) or "").split(","):
+            tag = part.strip()
+            if tag and tag not in found:
+                found.append(tag)
+    if len(found) > MAX_TAG_FILTERS:
+        raise ValidationError(f"filter by at most {MAX_TAG_FILTERS} tags", code="INVALID_FILTER")
+    return tuple(found)
+
+
 async def _live(ctx: _Deps, principal: Principal, key_hash: str) -> KeyRecord:
     """The key by hash (or id); a revoked (deleted) one is a 404."""
     record = await ctx.routes.keys.get(principal, check_key_ref(key_hash))
@@ -160,7 +180,7 @@ async def create_service_key(
     body: ServiceKeyCreate, principal: KeysWriter, ctx: _DepsDep
 ) -> dict[str, Any]:
     """Create a service key; ``api_key`` is its plaintext, shown only in this response."""
-    _check_org(principal, body.org_id)
+    await _check_org(ctx.projects, principal, body.org_id)
     project = await ctx.projects.named_in_request(
         principal,
         await ctx.routes.keys.default_project(principal.org_id),
@@ -196,10 +216,16 @@ async def get_service_keys(
     include_revoked: bool = True,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+    tags: Annotated[list[str] | None, Query(max_length=MAX_TAG_FILTERS)] = None,
 ) -> dict[str, Any]:
-    """List service keys, oldest first; revoked ones show with status ``revoked``."""
-    reject_unknown_params(request, {"org_id", "project_id", "include_revoked", "offset", "limit"})
-    _check_org(principal, check_query_text("org_id", org_id))
+    """List service keys, oldest first; revoked ones show with status ``revoked``.
+
+    ``tags`` (repeated, or comma-separated) keeps the keys carrying every tag given.
+    """
+    reject_unknown_params(
+        request, {"org_id", "project_id", "include_revoked", "offset", "limit", "tags"}
+    )
+    await _check_org(ctx.projects, principal, check_query_text("org_id", org_id))
     now = ctx.routes.clock.now()
     page = await live_keys_page(
         ctx.routes.keys,
@@ -210,6 +236,7 @@ async def get_service_keys(
         offset=offset,
         size=limit,
         project_id=check_query_text("project_id", project_id),
+        tags=_tag_filter(tags),
     )
     views = await ctx.routes.keys.views(principal, page.records)
     names = await ctx.projects.names(principal)
@@ -225,7 +252,7 @@ async def update_service_key(
     body: ServiceKeyUpdate, principal: KeysWriter, ctx: _DepsDep
 ) -> dict[str, Any]:
     """Change a service key's name, limits, models, expiry, metadata or tags by its hash."""
-    _check_org(principal, body.org_id)
+    await _check_org(ctx.projects, principal, body.org_id)
     record = await _live(ctx, principal, body.api_key_id_hash)
     given = body.model_fields_set
     changes: dict[str, Any] = {}
@@ -252,7 +279,7 @@ async def delete_service_key(
     body: ServiceKeyDelete, principal: KeysWriter, ctx: _DepsDep
 ) -> dict[str, Any]:
     """Revoke a service key for good by its hash; the record stays for audit."""
-    _check_org(principal, body.org_id)
+    await _check_org(ctx.projects, principal, body.org_id)
     record = await _live(ctx, principal, body.api_key_id_hash)
     await ctx.routes.keys.revoke(principal, record.id, "deleted through /prod/deleteServiceKey")
     return {"deleted": True, "api_key_id_hash": record.hash}
