@@ -106,6 +106,22 @@ class Settings(BaseSettings):
     #: ``/prod/createServiceKey`` (FastRouter) creates a project it names that does not exist
     #: yet, for callers that may create projects; off, such a request is a 404.
     compat_create_projects: bool = False
+    #: Analytics rollups (docs/analytics.md): kept unless turned off (a benchmark compares).
+    rollups_enabled: bool = True
+    #: How long minute and hour rollups are kept; day rollups are kept as long as the key.
+    rollup_minute_retention_hours: int = Field(default=48, ge=1, le=24 * 30)
+    rollup_hour_retention_days: int = Field(default=90, ge=1, le=3660)
+    #: Seconds between flushes of the verify outcome counts kept in memory: a crash loses
+    #: at most this much of them (usage reports are never lost: they roll up with the ledger).
+    rollup_flush_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: Most distinct models (and features) a key gets its own rows for per day; the rest
+    #: count as "(other)", so no client can grow the rollups without bound.
+    rollup_max_values_per_key: int = Field(default=100, ge=1, le=10_000)
+    #: Seconds between pruning passes (rollups past retention, raw events past theirs).
+    rollup_prune_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    #: Days raw usage events are kept (None: forever). Rollups outlive them. A report retried
+    #: after its event is pruned counts again, so keep this well past any retry horizon.
+    usage_event_retention_days: int | None = Field(default=None, ge=1, le=36_600)
     #: The header ``/v1/auth`` reads the API key from: ``Authorization`` (as ``Bearer <key>``)
     #: or any other header, which then holds the bare key (``X-API-Key``).
     auth_key_header: str = Field(

@@ -71,6 +71,12 @@ def test_key_lifecycle(cli: Run) -> None:
     usage = cli("usage", key_id, "--json").json()
     assert Decimal(usage["usage"]["total"]) == 0 and Decimal(usage["limit_remaining"]) == 5
     assert "budget limit" in cli("usage", key_id).stdout
+    analytics = cli("usage", key_id, "--period", "24h", "--json").json()["analytics"]
+    assert analytics["period"] == "24h" and len(analytics["series"]) == 24
+    shown = cli("usage", key_id, "--period", "6h")
+    assert shown.code == 0 and "analytics" in shown.stdout and "▁▁▁▁▁▁" in shown.stdout
+    bad = cli("usage", key_id, "--period", "soon")
+    assert bad.code == 1 and "period" in bad.stderr
 
     assert cli("keys", "revoke", key_id, "--reason", "done", "--json").json()["status"] == "revoked"
 
@@ -139,3 +145,11 @@ def test_projects(cli: Run) -> None:
     assert cli("projects", "show", "proj_nope").code == 1
     made_key = cli("keys", "create", "in-eu", "--project", project["id"], "--json").json()
     assert made_key["key"].startswith("eu_live_")
+
+
+def test_sparkline_scales_to_the_largest_value() -> None:
+    from keyplane.cli.status import sparkline
+
+    assert sparkline([]) == ""
+    assert sparkline([0, 0]) == "▁▁"
+    assert sparkline([0, 1, 2, 4, 8]) == "▁▁▂▄█"

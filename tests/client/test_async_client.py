@@ -230,3 +230,19 @@ async def test_credits_keep_every_digit(sdk: AsyncClient) -> None:
     [budget] = [limit for limit in verdict.limits if limit.kind == "budget"]
     assert budget.remaining == most - Decimal("0.000001")
     assert isinstance(key.metadata, dict) and isinstance(key.effective_policy, dict)
+
+
+async def test_analytics_methods(sdk: AsyncClient) -> None:
+    created = await sdk.keys.create("analytics", owner="o-1")
+    await sdk.usage.report(
+        key_id=created.data.id, request_id="a1", cost="0.1", model="gpt-4", feature="chat"
+    )
+    report = await sdk.usage.key_analytics(created.data.id, period="24h")
+    assert report["total_requests"] == 1 and report["total_cost"] == Decimal("0.1")
+    assert report["features"][0]["name"] == "chat"
+    top = await sdk.usage.analytics("owner", order_by="cost", owners=["o-1"])
+    assert [row["owner"] for row in top["data"]] == ["o-1"]
+    exported = await sdk.usage.export("ndjson", period="1d")
+    assert created.data.id in exported.decode()
+    with pytest.raises(ValidationError):
+        await sdk.usage.analytics("nonsense")

@@ -16,6 +16,7 @@ from keyplane.api import compat, docs_ui, problems
 from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.routes import (
+    analytics,
     auth,
     health,
     keys,
@@ -118,6 +119,7 @@ def create_app(
         verify.router,
         auth.router,
         usage.router,
+        analytics.router,
         plans.router,
         management_keys.router,
         projects.router,

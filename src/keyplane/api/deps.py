@@ -17,6 +17,7 @@ from keyplane.domain.clock import Clock
 from keyplane.domain.forwarding import client_address
 from keyplane.domain.tenancy import Principal
 from keyplane.services import verify
+from keyplane.services.analytics import Analytics
 from keyplane.services.authz import require_scope
 from keyplane.services.events import Events
 from keyplane.services.instances import Confirmation
@@ -70,6 +71,10 @@ async def get_usage(request: Request) -> UsageService:
     return _services(request).usage
 
 
+async def get_analytics(request: Request) -> Analytics:
+    return _services(request).analytics
+
+
 async def get_events(request: Request) -> Events:
     return _services(request).events
 
@@ -101,6 +106,7 @@ ProjectsDep = Annotated[Projects, Depends(get_projects)]
 PlansDep = Annotated[Plans, Depends(get_plans)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]
 EventsDep = Annotated[Events, Depends(get_events)]
+AnalyticsDep = Annotated[Analytics, Depends(get_analytics)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -169,15 +175,19 @@ VaultLeaser = Annotated[Principal, scoped("vault:lease")]
 @dataclass(frozen=True, slots=True)
 class KeyRoutes:
     """What the key routes (native and compatible) use: the key service, the clock for
-    rendering statuses, and confirmed eviction for ``?wait=confirmed``."""
+    rendering statuses, confirmed eviction for ``?wait=confirmed``, and the analytics for
+    ``?include=usage``."""
 
     keys: KeyService
     clock: Clock
     confirm_eviction: ConfirmEviction
+    analytics: Analytics
 
 
-async def get_key_routes(keys: KeyServiceDep, clock: ClockDep, confirm: ConfirmDep) -> KeyRoutes:
-    return KeyRoutes(keys, clock, confirm)
+async def get_key_routes(
+    keys: KeyServiceDep, clock: ClockDep, confirm: ConfirmDep, analytics: AnalyticsDep
+) -> KeyRoutes:
+    return KeyRoutes(keys, clock, confirm, analytics)
 
 
 KeyRoutesDep = Annotated[KeyRoutes, Depends(get_key_routes)]

@@ -177,6 +177,16 @@ class Usage(BaseModel):
     monthly: CreditsOut
 
 
+class PeriodUsage(BaseModel):
+    """A key's usage over a recent period, from the analytics rollups (``include=usage``)."""
+
+    period: str
+    start: datetime
+    requests: int
+    errors: int
+    cost: CreditsOut
+
+
 class KeyOut(BaseModel):
     id: str
     hash: str
@@ -208,6 +218,9 @@ class KeyOut(BaseModel):
     limit: CreditsOut | None = Field(description="the budget's credit limit per period")
     limit_remaining: CreditsOut | None = Field(description="credits left this period")
     limit_reset: Reset | None
+    period_usage: PeriodUsage | None = Field(
+        default=None, description="with include=usage on a list: the period's usage"
+    )
 
     @classmethod
     def of(cls, view: KeyView, now: datetime) -> KeyOut:
@@ -379,6 +392,13 @@ class UsageReportIn(Input):
     model: Annotated[str, StringConstraints(max_length=128)] | None = None
     latency_ms: Annotated[int, Strict(), Field(ge=0, le=86_400_000), Integral] | None = None
     status: Annotated[int, Strict(), Field(ge=100, le=599), Integral] | None = None
+    feature: (
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$"),
+        ]
+        | None
+    ) = Field(default=None, description="the feature used (chat_completion, embeddings, ...)")
 
 
 class UsageRecorded(BaseModel):

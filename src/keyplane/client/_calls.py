@@ -293,6 +293,7 @@ def report_usage(
     latency_ms: int | None,
     status: int | None,
     idempotency_key: str | None,
+    feature: str | None = None,
 ) -> Call[models.UsageRecorded]:
     optional: dict[str, Any] = {
         "key_id": key_id,
@@ -304,6 +305,7 @@ def report_usage(
         "model": model,
         "latency_ms": latency_ms,
         "status": status,
+        "feature": feature,
     }
     body = {name: value for name, value in optional.items() if value is not None}
     # A request_id already identifies the report; reuse it so a retry is counted once even
@@ -318,6 +320,65 @@ def list_events(
     params = [] if key_id is None else [("key_id", key_id)]
     params.extend(_paging(cursor, limit))
     return Call("GET", "/v1/events", _page(models.Event), params)
+
+
+# -- analytics --------------------------------------------------------------------------------
+
+
+def _exact(value: Any) -> Any:
+    """Numbers with a fraction as Decimal (credits stay exact), recursively."""
+    if isinstance(value, float):
+        return models.exact_decimal(value)
+    if isinstance(value, list):
+        return [_exact(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _exact(item) for name, item in value.items()}
+    return value
+
+
+def _document(response: httpx.Response) -> dict[str, Any]:
+    document: dict[str, Any] = _exact(models.parse_json(response.content))
+    return document
+
+
+def key_analytics(key_id: str, period: str, granularity: str) -> Call[dict[str, Any]]:
+    params = [("period", period), ("granularity", granularity)]
+    return Call("GET", f"/v1/keys/{_segment(key_id)}/analytics", _document, params)
+
+
+def analytics(
+    group_by: str,
+    period: str,
+    granularity: str,
+    order_by: str,
+    limit: int,
+    filters: Mapping[str, Sequence[str]],
+    project: str | None,
+) -> Call[dict[str, Any]]:
+    params = [
+        ("group_by", group_by),
+        ("period", period),
+        ("granularity", granularity),
+        ("order_by", order_by),
+        ("limit", str(limit)),
+    ]
+    if project is not None:
+        params.append(("project", project))
+    for name, values in filters.items():
+        params.extend((name, value) for value in values)
+    return Call("GET", "/v1/analytics", _document, params)
+
+
+def export_usage(
+    format: str,
+    period: str,
+    granularity: str,
+    project: str | None,
+) -> Call[bytes]:
+    params = [("format", format), ("period", period), ("granularity", granularity)]
+    if project is not None:
+        params.append(("project", project))
+    return Call("GET", "/v1/usage/export", lambda response: response.content, params)
 
 
 # -- plans ------------------------------------------------------------------------------------

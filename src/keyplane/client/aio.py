@@ -7,7 +7,7 @@ import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import TypeVar, Unpack
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
@@ -264,6 +264,7 @@ class AsyncUsageReports(_Resource):
         latency_ms: int | None = None,
         status: int | None = None,
         idempotency_key: str | None = None,
+        feature: str | None = None,
     ) -> models.UsageRecorded:
         """Record what a request spent (exactly one of ``key_id`` and ``key``).
 
@@ -281,8 +282,47 @@ class AsyncUsageReports(_Resource):
                 latency_ms=latency_ms,
                 status=status,
                 idempotency_key=idempotency_key,
+                feature=feature,
             )
         )
+
+    async def key_analytics(
+        self, key_id: str, *, period: str = "7d", granularity: str = "hour"
+    ) -> dict[str, Any]:
+        """One key's analytics (``GET /v1/keys/{id}/analytics``): totals, series,
+        percentiles, models and features; credits as Decimal. See docs/analytics.md."""
+        return await self._client.send(_calls.key_analytics(key_id, period, granularity))
+
+    async def analytics(
+        self,
+        group_by: str,
+        *,
+        period: str = "24h",
+        granularity: str = "hour",
+        order_by: str = "requests",
+        limit: int = 10,
+        project: str | None = None,
+        key_ids: Sequence[str] = (),
+        owners: Sequence[str] = (),
+        model_names: Sequence[str] = (),
+        codes: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Top groups (``GET /v1/analytics``): by key, owner, model, project or code."""
+        filters = {"key_id": key_ids, "owner": owners, "model": model_names, "code": codes}
+        return await self._client.send(
+            _calls.analytics(group_by, period, granularity, order_by, limit, filters, project)
+        )
+
+    async def export(
+        self,
+        format: str = "csv",
+        *,
+        period: str = "7d",
+        granularity: str = "day",
+        project: str | None = None,
+    ) -> bytes:
+        """The usage rollups per key and bucket as csv, ndjson or parquet bytes."""
+        return await self._client.send(_calls.export_usage(format, period, granularity, project))
 
     async def events(
         self, *, key_id: str | None = None, cursor: str | None = None, limit: int | None = None

@@ -47,6 +47,11 @@ def parse_json(content: bytes | str) -> Any:
     return json.loads(content, parse_float=JsonNumber)
 
 
+def exact_decimal(value: float) -> Decimal:
+    """A parsed JSON number as the Decimal its text says (a plain float: its shortest text)."""
+    return Decimal(value.text) if isinstance(value, JsonNumber) else Decimal(repr(value))
+
+
 def _decimal(value: object) -> object:
     if isinstance(value, JsonNumber):
         return Decimal(value.text)

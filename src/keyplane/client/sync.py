@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import TypeVar, Unpack
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
@@ -263,6 +263,7 @@ class UsageReports(_Resource):
         latency_ms: int | None = None,
         status: int | None = None,
         idempotency_key: str | None = None,
+        feature: str | None = None,
     ) -> models.UsageRecorded:
         """Record what a request spent (exactly one of ``key_id`` and ``key``).
 
@@ -280,8 +281,47 @@ class UsageReports(_Resource):
                 latency_ms=latency_ms,
                 status=status,
                 idempotency_key=idempotency_key,
+                feature=feature,
             )
         )
+
+    def key_analytics(
+        self, key_id: str, *, period: str = "7d", granularity: str = "hour"
+    ) -> dict[str, Any]:
+        """One key's analytics (``GET /v1/keys/{id}/analytics``): totals, series,
+        percentiles, models and features; credits as Decimal. See docs/analytics.md."""
+        return self._client.send(_calls.key_analytics(key_id, period, granularity))
+
+    def analytics(
+        self,
+        group_by: str,
+        *,
+        period: str = "24h",
+        granularity: str = "hour",
+        order_by: str = "requests",
+        limit: int = 10,
+        project: str | None = None,
+        key_ids: Sequence[str] = (),
+        owners: Sequence[str] = (),
+        model_names: Sequence[str] = (),
+        codes: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Top groups (``GET /v1/analytics``): by key, owner, model, project or code."""
+        filters = {"key_id": key_ids, "owner": owners, "model": model_names, "code": codes}
+        return self._client.send(
+            _calls.analytics(group_by, period, granularity, order_by, limit, filters, project)
+        )
+
+    def export(
+        self,
+        format: str = "csv",
+        *,
+        period: str = "7d",
+        granularity: str = "day",
+        project: str | None = None,
+    ) -> bytes:
+        """The usage rollups per key and bucket as csv, ndjson or parquet bytes."""
+        return self._client.send(_calls.export_usage(format, period, granularity, project))
 
     def events(
         self, *, key_id: str | None = None, cursor: str | None = None, limit: int | None = None

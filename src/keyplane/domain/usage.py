@@ -52,6 +52,8 @@ class UsageEntry:
     status: int | None
     recorded_at: datetime
     alert: AlertSpec | None = None
+    #: The feature the request used (a free string, bounded by the API), if reported.
+    feature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

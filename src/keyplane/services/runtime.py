@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from keyplane.domain.analytics import Retention
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.envelope import Keyring
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
@@ -24,6 +25,7 @@ from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
+from keyplane.services.analytics import Analytics, RollupPruner, VerdictRecorder
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.events import Events
@@ -73,6 +75,7 @@ class Services:
     usage: UsageService
     events: Events
     vault: VaultService
+    analytics: Analytics
 
 
 @dataclass
@@ -95,6 +98,9 @@ class Runtime:
     limiter: Limiter
     ledger: UsageLedger
     supervisor: Supervisor
+    #: Verify outcome counts, flushed to the analytics rollups (None: rollups off).
+    verdict_recorder: VerdictRecorder | None = None
+    rollup_pruner: RollupPruner | None = None
     redis: Redis | None = None
     #: The limiter when it is Redis with a local fallback (its degradation is monitored).
     resilient_limiter: ResilientLimiter | None = None
@@ -129,6 +135,18 @@ class Runtime:
             await store.close()
             raise
         directory = KeyDirectory(store.keys, settings)
+        store.analytics.max_values = settings.rollup_max_values_per_key
+        if not settings.rollups_enabled:
+            store.usage.analytics = None
+        retention = Retention(
+            minute=timedelta(hours=settings.rollup_minute_retention_hours),
+            hour=timedelta(days=settings.rollup_hour_retention_days),
+        )
+        verdict_recorder = (
+            VerdictRecorder(store.analytics, settings.rollup_flush_seconds)
+            if settings.rollups_enabled
+            else None
+        )
         redis = None
         if settings.redis_url is not None:
             # Blocking pool: under a burst, requests queue for a connection instead of failing.
@@ -195,6 +213,7 @@ class Runtime:
                 last_used,
                 limiter,
                 timedelta(seconds=settings.reservation_timeout_seconds),
+                verdict_recorder,
             ),
             management=management,
             projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),
@@ -202,6 +221,7 @@ class Runtime:
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),
+            analytics=Analytics(store.analytics, directory, clock, retention),
         )
         runtime = cls(
             settings=settings,
@@ -217,6 +237,16 @@ class Runtime:
             ledger=ledger,
             supervisor=supervisor
             or Supervisor(base_delay=RESTART_BASE_DELAY, max_delay=RESTART_MAX_DELAY),
+            verdict_recorder=verdict_recorder,
+            rollup_pruner=RollupPruner(
+                store.analytics,
+                clock,
+                retention,
+                None
+                if settings.usage_event_retention_days is None
+                else timedelta(days=settings.usage_event_retention_days),
+                settings.rollup_prune_seconds,
+            ),
         )
         invalidation: RedisInvalidation | PostgresInvalidation | None = None
         if redis is not None:
@@ -282,8 +312,9 @@ class Runtime:
         until the cache TTL). Not critical, because they only delay work a later run or
         the stop does anyway: last-used flushes, replay-secret erasure (a secret past its
         window is refused on replay already), heartbeats (other instances stop waiting
-        for this one's confirmations) and the window keeper (its state is rewritten on
-        its next run).
+        for this one's confirmations), the window keeper (its state is rewritten on
+        its next run), verify outcome flushes (counts wait in memory) and rollup pruning
+        (old rows wait for the next pass).
         """
         supervise = self.supervisor.start
         supervise("ledger", self.ledger.run, critical=True)
@@ -293,6 +324,10 @@ class Runtime:
         supervise("replay_secret_erasure", self._erase_replay_secrets, critical=False)
         if keeper is not None:
             supervise("window_keeper", keeper.run, critical=False)
+        if self.verdict_recorder is not None:
+            supervise("verify_outcomes", self.verdict_recorder.run, critical=False)
+        if self.rollup_pruner is not None:
+            supervise("rollup_pruning", self.rollup_pruner.run, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -381,6 +416,8 @@ class Runtime:
         await self.supervisor.stop()
         await self.last_used.flush()
         await self.management_last_used.flush()
+        if self.verdict_recorder is not None:
+            await self.verdict_recorder.flush()
         if self.window_keeper is not None:
             await self.window_keeper.flush()
         if self.instances is not None:

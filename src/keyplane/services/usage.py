@@ -32,6 +32,8 @@ class UsageReport:
     model: str | None = None
     latency_ms: int | None = None
     status: int | None = None
+    #: The feature the request used (analytics only; bounded by the API).
+    feature: str | None = None
 
 
 class UsageService:
@@ -72,6 +74,9 @@ class UsageService:
         record = entry.record
         now = self._clock.now()
         body = {**asdict(report), "key": None, "key_id": record.id}
+        if body["feature"] is None:
+            # Absent as before features existed: a retry of an older report still matches.
+            del body["feature"]
         fingerprint = hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
@@ -101,6 +106,7 @@ class UsageService:
                 status=report.status,
                 recorded_at=now,
                 alert=alert,
+                feature=report.feature,
             )
         )
         if recorded.conflict:

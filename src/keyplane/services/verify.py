@@ -23,6 +23,7 @@ from keyplane.domain.periods import next_reset, period_start
 from keyplane.domain.policy import RequestContext, check_request, effective_scopes
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
+from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.last_used import LastUsedRecorder
@@ -74,6 +75,7 @@ class Verifier:
         last_used: LastUsedRecorder,
         limiter: Limiter,
         hold_for: timedelta,
+        outcomes: VerdictRecorder | None = None,
     ) -> None:
         self._directory = directory
         self._clock = clock
@@ -81,6 +83,7 @@ class Verifier:
         self._last_used = last_used
         self._limiter = limiter
         self._hold_for = hold_for
+        self._outcomes = outcomes
         #: Verdicts given, by code, for monitoring.
         self.verdicts: Counter[str] = Counter()
 
@@ -96,6 +99,9 @@ class Verifier:
         require_scope(principal, "verify")
         verdict = await self._verify(principal, request)
         self.verdicts[verdict.code.value] += 1
+        if self._outcomes is not None and verdict.record is not None:
+            # Counted in memory, flushed in batches: the hot path writes nothing.
+            self._outcomes.record(verdict.record.id, verdict.code.value, self._clock.now())
         return verdict
 
     async def _verify(self, principal: Principal, request: VerifyRequest) -> Verdict:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keyplane.store.analytics import SqlAnalyticsStore
 from keyplane.store.events import SqlEventStore
 from keyplane.store.idempotency import SqlIdempotencyStore
 from keyplane.store.instances import SqlInstanceRegistry
@@ -35,8 +36,8 @@ class Database:
 
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
-        keys, management_keys, tenancy, plans, usage, events, idempotency, vault,
-        sealed_secrets: the concept stores (see each module's protocol).
+        keys, management_keys, tenancy, plans, usage, analytics, events, idempotency,
+        vault, sealed_secrets: the concept stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -51,7 +52,8 @@ class Database:
         self.management_keys = SqlManagementKeyStore(unit)
         self.tenancy = SqlTenancyStore(unit)
         self.plans = SqlPlanStore(unit)
-        self.usage = SqlUsageStore(unit)
+        self.analytics = SqlAnalyticsStore(unit)
+        self.usage = SqlUsageStore(unit, self.analytics)
         self.events = SqlEventStore(unit)
         self.idempotency = SqlIdempotencyStore(unit)
         self.vault = SqlVaultStore(unit, self.tenancy)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     false,
 )
 
+from keyplane.domain import analytics
 from keyplane.store.types import JsonType, UTCDateTime
 
 metadata = MetaData(
@@ -169,8 +170,12 @@ usage_events = Table(
     Column("latency_ms", Integer),
     Column("status", Integer),
     Column("recorded_at", UTCDateTime(), nullable=False),
+    # The feature a request used (seed 004's free strings), for the analytics breakdown.
+    Column("feature", String(64)),
     Index("ix_usage_events_key_idempotency", "key_id", "idempotency_key", unique=True),
     Index("ix_usage_events_key_recorded", "key_id", "recorded_at"),
+    # For the retention pruning (KEYPLANE_USAGE_EVENT_RETENTION_DAYS), across all keys.
+    Index("ix_usage_events_recorded_at", "recorded_at"),
 )
 
 # Per-key totals by calendar bucket, updated in the same transaction as the ledger rows they
@@ -188,6 +193,38 @@ usage_rollups = Table(
     Column("input_tokens", BigInteger, nullable=False),
     Column("output_tokens", BigInteger, nullable=False),
     PrimaryKeyConstraint("key_id", "bucket", "bucket_start", "model"),
+)
+
+# Analytics rollups (keyplane.domain.analytics): per key, grain (minute, hour, day), bucket
+# start, dimension ("" for the totals, "model", "feature") and value, the sums of the usage
+# reports in the bucket. Written in the ledger's transaction (store/analytics.py) with upserts
+# that add, so batches and instances add up. Every column is a sum.
+usage_analytics = Table(
+    "usage_analytics",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False),
+    Column("grain", String(8), nullable=False),
+    Column("bucket_start", UTCDateTime(), nullable=False),
+    Column("dimension", String(8), nullable=False),
+    Column("value", String(128), nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in analytics.MEASURES),
+    PrimaryKeyConstraint("key_id", "grain", "bucket_start", "dimension", "value"),
+    # Pruning by age, and org-wide queries over a window.
+    Index("ix_usage_analytics_grain_bucket", "grain", "bucket_start"),
+)
+
+# Verify outcomes per key, grain, bucket start and verdict code, flushed from memory every few
+# seconds (services/analytics.py): the verify path itself writes nothing.
+verify_analytics = Table(
+    "verify_analytics",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False),
+    Column("grain", String(8), nullable=False),
+    Column("bucket_start", UTCDateTime(), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("key_id", "grain", "bucket_start", "code"),
+    Index("ix_verify_analytics_grain_bucket", "grain", "bucket_start"),
 )
 
 # Things that happened and that webhooks will deliver (an outbox). ``dedupe_key`` makes

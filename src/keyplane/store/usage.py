@@ -18,7 +18,9 @@ from sqlalchemy import Table, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, money
+from keyplane.domain.analytics import Counted
 from keyplane.domain.usage import Recorded, UsageEntry, bucket_starts, crossed_thresholds
+from keyplane.store.analytics import SqlAnalyticsStore
 from keyplane.store.tables import events, limit_windows, usage_events, usage_rollups
 from keyplane.store.unit import UnitOfWork
 
@@ -80,9 +82,11 @@ class UsageStore(Protocol):
 class SqlUsageStore:
     """:class:`UsageStore` over the shared unit of work."""
 
-    def __init__(self, unit: UnitOfWork) -> None:
+    def __init__(self, unit: UnitOfWork, analytics: SqlAnalyticsStore | None = None) -> None:
         self._unit = unit
         self._statements: _UsageStatements | None = None
+        #: The analytics rollups written in the ledger's transaction (``None``: not kept).
+        self.analytics = analytics
 
     async def record(
         self, entries: Sequence[UsageEntry], before_commit: BeforeCommit | None = None
@@ -144,6 +148,10 @@ class SqlUsageStore:
                     ]
             if added:
                 await self._add_to_rollups(conn, added)
+                if self.analytics is not None:
+                    # Same transaction: a report is in the analytics exactly when it is in
+                    # the ledger, whatever crashes when.
+                    await self.analytics.add_usage(conn, [_counted(e) for e in added])
                 if before_commit is not None:
                     await before_commit(added)
         return outcomes
@@ -464,4 +472,19 @@ def _usage_values(entry: UsageEntry) -> dict[str, Any]:
         "latency_ms": entry.latency_ms,
         "status": entry.status,
         "recorded_at": entry.recorded_at,
+        "feature": entry.feature,
     }
+
+
+def _counted(entry: UsageEntry) -> Counted:
+    return Counted(
+        key_id=entry.key_id,
+        recorded_at=entry.recorded_at,
+        model=entry.model,
+        feature=entry.feature,
+        cost_micros=entry.cost_micros,
+        input_tokens=entry.input_tokens,
+        output_tokens=entry.output_tokens,
+        latency_ms=entry.latency_ms,
+        status=entry.status,
+    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from keyplane.api.deps import KeyRoutes, KeyRoutesDep, KeysWriter, PrincipalDep
-from keyplane.api.exact import ExactJsonRoute
+from keyplane.api.exact import ExactJsonRoute, credits
 from keyplane.api.params import (
     CLEAN_TEXT,
     ConfirmWait,
@@ -40,17 +40,30 @@ from keyplane.api.schemas import (
     KeyRevoke,
     KeyRotate,
     KeyUpdate,
+    PeriodUsage,
     RequestId,
 )
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus, effective_status
 from keyplane.domain.tenancy import Principal
+from keyplane.errors import ValidationError
 from keyplane.services.authz import may_read
 from keyplane.services.keys import Idempotency, IssuedKey, NewKey
 from keyplane.store.base import KeyFilter
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=ExactJsonRoute)
 
-_LIST_PARAMS = {"owner", "tag", "environment", "status", "project", "name", "cursor", "limit"}
+_LIST_PARAMS = {
+    "owner",
+    "tag",
+    "environment",
+    "status",
+    "project",
+    "name",
+    "cursor",
+    "limit",
+    "include",
+    "period",
+}
 
 
 async def _out(ctx: KeyRoutes, principal: Principal, record: KeyRecord) -> KeyOut:
@@ -169,6 +182,13 @@ async def list_keys(
     ] = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
+    include: Annotated[
+        Literal["usage"] | None,
+        Query(description="`usage`: each key's requests and cost in `period` (usage:read)"),
+    ] = None,
+    period: Annotated[
+        str | None, Query(max_length=8, description="with include=usage: 30m, 24h, 30d")
+    ] = None,
 ) -> KeyPage:
     """List keys in creation order. Filter by ``metadata.<dot.path>=value`` as well."""
     reject_unknown_params(request, _LIST_PARAMS, metadata_filters=True)
@@ -186,8 +206,28 @@ async def list_keys(
     has_more = len(records) > limit
     now = ctx.clock.now()
     views = await ctx.keys.views(principal, page)
+    data = [KeyOut.of(view, now) for view in views]
+    if include == "usage":
+        shown = period or "30d"
+        window, totals = await ctx.analytics.usage_of_keys(
+            principal, [record.id for record in page], shown
+        )
+        for out in data:
+            sums = totals[out.id]
+            out.period_usage = PeriodUsage(
+                period=shown,
+                start=window.start,
+                requests=sums.requests,
+                errors=sums.errors,
+                cost=credits(sums.cost_micros),
+            )
+    elif period is not None:
+        raise ValidationError(
+            "period: only allowed with include=usage",
+            errors=[{"loc": "query.period", "msg": "only allowed with include=usage"}],
+        )
     return KeyPage(
-        data=[KeyOut.of(view, now) for view in views],
+        data=data,
         next_cursor=page[-1].id if has_more and page else None,
         has_more=has_more,
     )

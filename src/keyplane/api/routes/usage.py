@@ -54,6 +54,7 @@ async def report_usage(
             model=body.model,
             latency_ms=body.latency_ms,
             status=body.status,
+            feature=body.feature,
         ),
         idempotency_key,
     )

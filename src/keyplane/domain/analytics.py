@@ -1,0 +1,335 @@
+"""Usage analytics: rollup grains, the fixed latency histogram, and the query windows.
+
+Rollups are sums per key and UTC time bucket (a *grain*: minute, hour or day), kept so that
+analytics read a few rows per bucket instead of scanning the ledger. Every column is a sum,
+so rows written by several instances, or by several batches, add up with an upsert.
+
+Latency is summed and counted, and also counted into a fixed histogram (``LATENCY_BOUNDS_MS``):
+the percentiles read from it (:func:`percentile`) are estimates within one histogram bucket,
+the price of rows that add.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class Grain(StrEnum):
+    """A rollup bucket size; the values are stored, so they never change."""
+
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+
+
+GRAIN_SECONDS = {Grain.MINUTE: 60, Grain.HOUR: 3600, Grain.DAY: 86400}
+
+#: Breakdowns kept beside the totals (dimension ``""``). The minute grain keeps totals only:
+#: per-model and per-feature rows at one-minute resolution would multiply the table for a
+#: view nobody reads at that resolution.
+DIMENSIONS = ("model", "feature")
+#: What a value past a key's cardinality cap is counted as.
+OTHER = "(other)"
+
+#: Upper bounds (inclusive, milliseconds) of the latency histogram's buckets; the last bucket
+#: takes everything above the last bound.
+LATENCY_BOUNDS_MS: tuple[int, ...] = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+HISTOGRAM_SIZE = len(LATENCY_BOUNDS_MS) + 1
+HISTOGRAM_COLUMNS = tuple(f"latency_h{index}" for index in range(HISTOGRAM_SIZE))
+
+#: The summed measures of a usage rollup row, in storage order.
+MEASURES = (
+    "requests",
+    "errors",
+    "cost_micros",
+    "input_tokens",
+    "output_tokens",
+    "latency_count",
+    "latency_sum_ms",
+    *HISTOGRAM_COLUMNS,
+)
+
+#: Most points one series may have: bounds the rows a query reads and the response size.
+MAX_POINTS = 2000
+#: The longest period a query may ask about.
+MAX_PERIOD = timedelta(days=3660)
+
+_PERIOD = re.compile(r"([0-9]{1,5})([mhd])", re.ASCII)
+_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def floor(grain: Grain, when: datetime) -> datetime:
+    """The start of the ``grain`` bucket that contains ``when`` (UTC)."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("rollups need a timezone-aware datetime")
+    utc = when.astimezone(UTC)
+    if grain is Grain.MINUTE:
+        return utc.replace(second=0, microsecond=0)
+    if grain is Grain.HOUR:
+        return utc.replace(minute=0, second=0, microsecond=0)
+    return utc.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def latency_bucket(latency_ms: int) -> int:
+    """The histogram bucket ``latency_ms`` is counted in."""
+    for index, bound in enumerate(LATENCY_BOUNDS_MS):
+        if latency_ms <= bound:
+            return index
+    return len(LATENCY_BOUNDS_MS)
+
+
+def percentile(histogram: Sequence[int], quantile: float) -> float | None:
+    """Estimate a latency quantile (0 < q <= 1) from histogram counts, in milliseconds.
+
+    Linear within the bucket the rank falls in (from its lower to its upper bound); the open
+    last bucket answers its lower bound. ``None`` when nothing was counted.
+    """
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = quantile * total
+    seen = 0
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            lower = 0 if index == 0 else LATENCY_BOUNDS_MS[index - 1]
+            if index >= len(LATENCY_BOUNDS_MS):
+                return float(lower)
+            upper = LATENCY_BOUNDS_MS[index]
+            return lower + (upper - lower) * max(rank - seen, 0) / count
+        seen += count
+    return float(LATENCY_BOUNDS_MS[-1])  # pragma: no cover - the loop always answers
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long each grain's rows are kept; ``None``: as long as the key exists."""
+
+    minute: timedelta = timedelta(hours=48)
+    hour: timedelta = timedelta(days=90)
+    day: timedelta | None = None
+
+    def of(self, grain: Grain) -> timedelta | None:
+        return {Grain.MINUTE: self.minute, Grain.HOUR: self.hour, Grain.DAY: self.day}[grain]
+
+
+def parse_period(text: str) -> timedelta | None:
+    """``"30m"``, ``"24h"``, ``"7d"``; ``None`` when it is not one (or is zero)."""
+    match = _PERIOD.fullmatch(text)
+    if match is None:
+        return None
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds == 0:
+        return None
+    return timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The buckets a query covers: ``count`` buckets of ``grain`` from ``start``; the last is
+    the one ``now`` falls in (so it is still filling)."""
+
+    grain: Grain
+    start: datetime
+    count: int
+
+    @property
+    def end(self) -> datetime:
+        """The end of the last bucket (exclusive)."""
+        return self.start + timedelta(seconds=GRAIN_SECONDS[self.grain] * self.count)
+
+    def starts(self) -> list[datetime]:
+        step = timedelta(seconds=GRAIN_SECONDS[self.grain])
+        return [self.start + step * index for index in range(self.count)]
+
+
+def window(period: timedelta, grain: Grain, now: datetime, retention: Retention) -> Window | str:
+    """The window of ``period`` ending with the bucket ``now`` is in, or why there is none.
+
+    The period must be a whole number of buckets, at most ``MAX_POINTS`` of them, and within
+    the grain's retention (older buckets are pruned, so they would read as zero).
+    """
+    step = GRAIN_SECONDS[grain]
+    seconds = int(period.total_seconds())
+    if period > MAX_PERIOD:
+        return f"period: at most {MAX_PERIOD.days}d"
+    if seconds % step:
+        return f"period: must be a whole number of {grain.value}s"
+    count = seconds // step
+    if count > MAX_POINTS:
+        return f"period: at most {MAX_POINTS} {grain.value}s; use a coarser granularity"
+    kept = retention.of(grain)
+    if kept is not None and period > kept:
+        return f"period: {grain.value} rollups are kept {_shown(kept)}; use a coarser granularity"
+    last = floor(grain, now)
+    return Window(grain, last - timedelta(seconds=step * (count - 1)), count)
+
+
+def _shown(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m"
+
+
+@dataclass(slots=True)
+class Sums:
+    """One rollup row's measures (or the sum of several)."""
+
+    requests: int = 0
+    errors: int = 0
+    cost_micros: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_count: int = 0
+    latency_sum_ms: int = 0
+    histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_SIZE)
+
+    def count(
+        self,
+        cost_micros: int,
+        input_tokens: int,
+        output_tokens: int,
+        latency_ms: int | None,
+        status: int | None,
+    ) -> None:
+        """Count one usage report in."""
+        self.requests += 1
+        if status is not None and status >= 400:
+            self.errors += 1
+        self.cost_micros += cost_micros
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        if latency_ms is not None:
+            self.latency_count += 1
+            self.latency_sum_ms += latency_ms
+            self.histogram[latency_bucket(latency_ms)] += 1
+
+    def add(self, other: Sums) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.cost_micros += other.cost_micros
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.latency_count += other.latency_count
+        self.latency_sum_ms += other.latency_sum_ms
+        for index, count in enumerate(other.histogram):
+            self.histogram[index] += count
+
+    def values(self) -> dict[str, int]:
+        """The measures by column name (``MEASURES``)."""
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "cost_micros": self.cost_micros,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_count": self.latency_count,
+            "latency_sum_ms": self.latency_sum_ms,
+            **dict(zip(HISTOGRAM_COLUMNS, self.histogram, strict=True)),
+        }
+
+    @classmethod
+    def of(cls, values: Mapping[Any, Any]) -> Sums:
+        """From a row (PostgreSQL sums bigints as numeric: every value is made an int)."""
+        measures = {name: int(values[name] or 0) for name in MEASURES}
+        return cls(
+            requests=measures["requests"],
+            errors=measures["errors"],
+            cost_micros=measures["cost_micros"],
+            input_tokens=measures["input_tokens"],
+            output_tokens=measures["output_tokens"],
+            latency_count=measures["latency_count"],
+            latency_sum_ms=measures["latency_sum_ms"],
+            histogram=[measures[name] for name in HISTOGRAM_COLUMNS],
+        )
+
+    @property
+    def avg_latency_ms(self) -> float | None:
+        return None if self.latency_count == 0 else self.latency_sum_ms / self.latency_count
+
+    @property
+    def error_rate(self) -> float:
+        """Errors as a percentage of requests (0 when there were none)."""
+        return 0.0 if self.requests == 0 else 100.0 * self.errors / self.requests
+
+    def percentiles(self) -> dict[str, float | None]:
+        return {
+            "p50": percentile(self.histogram, 0.50),
+            "p95": percentile(self.histogram, 0.95),
+            "p99": percentile(self.histogram, 0.99),
+        }
+
+
+#: A rollup row's identity: key id, grain, bucket start, dimension, value.
+RowKey = tuple[str, str, datetime, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """The part of a usage report the rollups count."""
+
+    key_id: str
+    recorded_at: datetime
+    model: str | None
+    feature: str | None
+    cost_micros: int
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int | None
+    status: int | None
+
+
+def rollup_rows(
+    reports: Iterable[Counted],
+    value_of: Mapping[tuple[str, datetime, str, str], str] | None = None,
+) -> dict[RowKey, Sums]:
+    """The rollup rows a batch of reports adds to, with what it adds to each.
+
+    ``value_of`` maps (key id, day start, dimension, value) to the value stored (``OTHER``
+    once the key's cap for that day is reached); absent entries are stored as they are.
+    """
+    rows: dict[RowKey, Sums] = {}
+    chosen = value_of or {}
+    for report in reports:
+        amounts = (
+            report.cost_micros,
+            report.input_tokens,
+            report.output_tokens,
+            report.latency_ms,
+            report.status,
+        )
+        day = floor(Grain.DAY, report.recorded_at)
+        for grain in Grain:
+            start = floor(grain, report.recorded_at)
+            slots = [(report.key_id, grain.value, start, "", "")]
+            if grain is not Grain.MINUTE:
+                for dimension, value in (("model", report.model), ("feature", report.feature)):
+                    if value:
+                        stored = chosen.get((report.key_id, day, dimension, value), value)
+                        slots.append((report.key_id, grain.value, start, dimension, stored))
+            for slot in slots:
+                sums = rows.get(slot)
+                if sums is None:
+                    sums = rows[slot] = Sums()
+                sums.count(*amounts)
+    return rows
+
+
+def verdict_rows(
+    counts: Mapping[tuple[str, datetime, str], int],
+) -> dict[tuple[str, str, datetime, str], int]:
+    """Verify outcome counts per (key id, minute, code) spread over every grain:
+    (key id, grain, bucket start, code) -> count."""
+    rows: dict[tuple[str, str, datetime, str], int] = {}
+    for (key_id, minute, code), count in counts.items():
+        for grain in Grain:
+            slot = (key_id, grain.value, floor(grain, minute), code)
+            rows[slot] = rows.get(slot, 0) + count
+    return rows

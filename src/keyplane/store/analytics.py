@@ -1,0 +1,505 @@
+"""Analytics rollups: :class:`AnalyticsStore` and its SQL implementation.
+
+``usage_analytics`` sums usage reports per key, grain, bucket and dimension value; it is written
+inside the ledger's transaction (:meth:`SqlAnalyticsStore.add_usage`, called by
+``SqlUsageStore.record``), so a report is in the rollups exactly when it is in the ledger.
+``verify_analytics`` counts verify outcomes, flushed from memory in batches
+(``services/analytics.py``). Both are written by upserts that add, in key order, so batches and
+instances add up and concurrent writers lock rows in one order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import Select, and_, case, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyplane.domain import analytics
+from keyplane.domain.analytics import Counted, Grain, Retention, Sums, Window
+from keyplane.store.tables import api_keys, usage_analytics, usage_events, verify_analytics
+from keyplane.store.unit import UnitOfWork
+
+#: Rows a pruning statement deletes at most, so one pass never holds a long transaction.
+PRUNE_CHUNK = 5000
+#: Rows an export reads per query.
+EXPORT_CHUNK = 1000
+#: (key id, day start, dimension, value) the cardinality cap admitted, remembered up to this
+#: many (admission never changes afterwards: day rows outlive the day).
+_ADMITTED_MEMORY = 100_000
+
+GroupBy = Literal["key", "owner", "project", "model", "code"]
+#: What a group can be ordered by: usage measures, or verify outcomes.
+USAGE_ORDERS = ("requests", "errors", "cost", "input_tokens", "output_tokens")
+VERIFY_ORDERS = ("verifications", "refused")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose rollups a query reads: an organization, optionally narrowed to projects, keys,
+    owners, models and verdict codes."""
+
+    org_id: str
+    project_ids: tuple[str, ...] | None = None
+    key_ids: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAnalytics:
+    """What a key's analytics read: the series of totals, the breakdowns, verify outcomes."""
+
+    series: dict[datetime, Sums]
+    models: dict[str, Sums]
+    features: dict[str, Sums]
+    verdicts: dict[datetime, dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One row of a grouped query."""
+
+    name: str | None
+    usage: Sums
+    verdicts: dict[str, int]
+
+
+class AnalyticsStore(Protocol):
+    """Analytics rollups: written with the ledger and from the verify outcome buffer."""
+
+    async def add_verdicts(self, counts: Mapping[tuple[str, datetime, str], int]) -> None:
+        """Add verify outcome counts per (key id, minute, code) to every grain, in one
+        transaction; concurrent writers add up."""
+        ...
+
+    async def key_analytics(self, key_id: str, window: Window) -> KeyAnalytics:
+        """One key's rollups over ``window`` (the caller checked the key's tenancy)."""
+        ...
+
+    async def grouped(
+        self, scope: Scope, group_by: GroupBy, window: Window, order_by: str, limit: int
+    ) -> list[Group]:
+        """The top ``limit`` groups of ``scope``'s rollups over ``window`` by ``order_by``
+        (descending, then by name); only the organization's keys are ever read."""
+        ...
+
+    async def usage_of_keys(self, key_ids: Sequence[str], window: Window) -> dict[str, Sums]:
+        """Totals per key over ``window``; every asked key is in the answer."""
+        ...
+
+    def export(self, scope: Scope, window: Window) -> AsyncIterator[list[dict[str, Any]]]:
+        """The scope's total rows over ``window``, per key and bucket, in chunks (bucket, key
+        order): bounded memory whatever the size."""
+        ...
+
+    async def prune(
+        self, now: datetime, retention: Retention, events_kept: timedelta | None
+    ) -> dict[str, int]:
+        """Delete rollup rows past their grain's retention and, when ``events_kept`` is set,
+        raw usage events older than that; idempotent. Answers the rows deleted per table."""
+        ...
+
+
+class SqlAnalyticsStore:
+    """:class:`AnalyticsStore` over the shared unit of work."""
+
+    def __init__(self, unit: UnitOfWork, max_values: int = 100) -> None:
+        self._unit = unit
+        #: Most distinct models (and features) one key gets rows for per day; the rest are
+        #: counted as ``analytics.OTHER``. Instances check it on their own, so concurrent
+        #: batches may pass it by a few values, never by more than they write at once.
+        self.max_values = max_values
+        self._admitted: set[tuple[str, datetime, str, str]] = set()
+        self._usage_upsert: Any = None
+        self._verdict_upsert: Any = None
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def add_usage(self, conn: AsyncConnection, reports: Sequence[Counted]) -> None:
+        """Add reports to the rollups inside the caller's (the ledger's) transaction."""
+        if not reports:
+            return
+        value_of = await self._capped_values(conn, reports)
+        rows = analytics.rollup_rows(reports, value_of)
+        values = [
+            {
+                "key_id": key_id,
+                "grain": grain,
+                "bucket_start": start,
+                "dimension": dimension,
+                "value": value,
+                **sums.values(),
+            }
+            # Sorted: concurrent transactions (several instances) lock rows in one order.
+            for (key_id, grain, start, dimension, value), sums in sorted(rows.items())
+        ]
+        await conn.execute(self._usage_statement(), values)
+
+    async def _capped_values(
+        self, conn: AsyncConnection, reports: Sequence[Counted]
+    ) -> dict[tuple[str, datetime, str, str], str]:
+        """Which model and feature values each key may have rows for, per day."""
+        wanted: list[tuple[str, datetime, str, str]] = []
+        for report in reports:
+            day = analytics.floor(Grain.DAY, report.recorded_at)
+            for dimension, value in (("model", report.model), ("feature", report.feature)):
+                if value and (report.key_id, day, dimension, value) not in self._admitted:
+                    wanted.append((report.key_id, day, dimension, value))
+        if not wanted:
+            return {}
+        rows = await conn.execute(
+            select(
+                usage_analytics.c.key_id,
+                usage_analytics.c.bucket_start,
+                usage_analytics.c.dimension,
+                usage_analytics.c.value,
+            ).where(
+                usage_analytics.c.key_id.in_(sorted({slot[0] for slot in wanted})),
+                usage_analytics.c.grain == Grain.DAY.value,
+                usage_analytics.c.bucket_start.in_(sorted({slot[1] for slot in wanted})),
+                usage_analytics.c.dimension.in_(analytics.DIMENSIONS),
+            )
+        )
+        existing: dict[tuple[str, datetime, str], set[str]] = {}
+        for row in rows:
+            existing.setdefault((row.key_id, row.bucket_start, row.dimension), set()).add(row.value)
+        if len(self._admitted) > _ADMITTED_MEMORY:
+            self._admitted.clear()
+        chosen: dict[tuple[str, datetime, str, str], str] = {}
+        for key_id, day, dimension, value in wanted:
+            values = existing.setdefault((key_id, day, dimension), set())
+            if value in values or len(values) < self.max_values:
+                values.add(value)
+                self._admitted.add((key_id, day, dimension, value))
+            else:
+                values.add(analytics.OTHER)
+                chosen[(key_id, day, dimension, value)] = analytics.OTHER
+        return chosen
+
+    async def add_verdicts(self, counts: Mapping[tuple[str, datetime, str], int]) -> None:
+        """Add verify outcome counts to every grain in one transaction."""
+        if not counts:
+            return
+        rows = [
+            {"key_id": key_id, "grain": grain, "bucket_start": start, "code": code, "count": n}
+            for (key_id, grain, start, code), n in sorted(analytics.verdict_rows(counts).items())
+        ]
+        async with self._unit.write() as conn:
+            await conn.execute(self._verdict_statement(), rows)
+
+    def _usage_statement(self) -> Any:
+        # Built once: building an upsert costs more than running it.
+        if self._usage_upsert is None:
+            upsert = self._unit.insert(usage_analytics)
+            self._usage_upsert = upsert.on_conflict_do_update(
+                index_elements=["key_id", "grain", "bucket_start", "dimension", "value"],
+                set_={
+                    name: usage_analytics.c[name] + upsert.excluded[name]
+                    for name in analytics.MEASURES
+                },
+            )
+        return self._usage_upsert
+
+    def _verdict_statement(self) -> Any:
+        if self._verdict_upsert is None:
+            upsert = self._unit.insert(verify_analytics)
+            self._verdict_upsert = upsert.on_conflict_do_update(
+                index_elements=["key_id", "grain", "bucket_start", "code"],
+                set_={"count": verify_analytics.c["count"] + upsert.excluded["count"]},
+            )
+        return self._verdict_upsert
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def key_analytics(self, key_id: str, window: Window) -> KeyAnalytics:
+        """One key's series, model and feature breakdowns and verify outcomes."""
+        usage = usage_analytics.c
+        in_window = and_(
+            usage.key_id == key_id,
+            usage.grain == window.grain.value,
+            usage.bucket_start >= window.start,
+            usage.bucket_start < window.end,
+        )
+        series_query = select(usage.bucket_start, *_measures()).where(
+            in_window, usage.dimension == ""
+        )
+        breakdown_query = (
+            select(usage.dimension, usage.value, *_summed())
+            .where(in_window, usage.dimension.in_(analytics.DIMENSIONS))
+            .group_by(usage.dimension, usage.value)
+        )
+        verify = verify_analytics.c
+        verdict_query = select(verify.bucket_start, verify.code, verify["count"]).where(
+            verify.key_id == key_id,
+            verify.grain == window.grain.value,
+            verify.bucket_start >= window.start,
+            verify.bucket_start < window.end,
+        )
+        result = KeyAnalytics({}, {}, {}, {})
+        async with self._unit.read() as conn:
+            for row in await conn.execute(series_query):
+                result.series[row.bucket_start] = Sums.of(row._mapping)
+            for row in await conn.execute(breakdown_query):
+                target = result.models if row.dimension == "model" else result.features
+                target[row.value] = Sums.of(row._mapping)
+            for row in await conn.execute(verdict_query):
+                result.verdicts.setdefault(row.bucket_start, {})[row.code] = row._mapping["count"]
+        return result
+
+    async def grouped(
+        self, scope: Scope, group_by: GroupBy, window: Window, order_by: str, limit: int
+    ) -> list[Group]:
+        """Top groups by ``order_by``: the ordering table is queried with the limit, the
+        other one only for the groups that made it."""
+        by_verdicts = order_by in VERIFY_ORDERS or group_by == "code"
+        if by_verdicts:
+            ranked = await self._verdict_groups(scope, group_by, window, order_by, limit, None)
+            names = [name for name, _ in ranked]
+            usage = {}
+            if group_by != "code":
+                usage = dict(
+                    await self._usage_groups(scope, group_by, window, "requests", None, names)
+                )
+            return [Group(name, usage.get(name, Sums()), verdicts) for name, verdicts in ranked]
+        ranked_usage = await self._usage_groups(scope, group_by, window, order_by, limit, None)
+        names = [name for name, _ in ranked_usage]
+        verdicts = {}
+        if group_by != "model":
+            verdicts = dict(
+                await self._verdict_groups(scope, group_by, window, "verifications", None, names)
+            )
+        return [Group(name, sums, verdicts.get(name, {})) for name, sums in ranked_usage]
+
+    async def _usage_groups(
+        self,
+        scope: Scope,
+        group_by: GroupBy,
+        window: Window,
+        order_by: str,
+        limit: int | None,
+        names: Sequence[str | None] | None,
+    ) -> list[tuple[str | None, Sums]]:
+        usage = usage_analytics.c
+        dimension = "model" if group_by == "model" or scope.models else ""
+        column: Any = usage.value if group_by == "model" else _key_column(group_by)
+        query = (
+            select(column.label("name"), *_summed())
+            .select_from(usage_analytics.join(api_keys, api_keys.c.id == usage.key_id))
+            .where(
+                *_scope_filters(scope),
+                usage.grain == window.grain.value,
+                usage.bucket_start >= window.start,
+                usage.bucket_start < window.end,
+                usage.dimension == dimension,
+            )
+            .group_by(column)
+        )
+        if scope.models:
+            query = query.where(usage.value.in_(scope.models))
+        query = _only_names(query, column, names)
+        if limit is not None:
+            measure = "cost_micros" if order_by == "cost" else order_by
+            query = query.order_by(func.sum(usage[measure]).desc(), column).limit(limit)
+        async with self._unit.read() as conn:
+            return [(row.name, Sums.of(row._mapping)) for row in await conn.execute(query)]
+
+    async def _verdict_groups(
+        self,
+        scope: Scope,
+        group_by: GroupBy,
+        window: Window,
+        order_by: str,
+        limit: int | None,
+        names: Sequence[str | None] | None,
+    ) -> list[tuple[str | None, dict[str, int]]]:
+        verify = verify_analytics.c
+        column: Any = verify.code if group_by == "code" else _key_column(group_by)
+        filters = [
+            *_scope_filters(scope),
+            verify.grain == window.grain.value,
+            verify.bucket_start >= window.start,
+            verify.bucket_start < window.end,
+        ]
+        if scope.codes:
+            filters.append(verify.code.in_(scope.codes))
+        joined = verify_analytics.join(api_keys, api_keys.c.id == verify.key_id)
+        if limit is not None:
+            # Rank first (one row per group), then read the codes of the winners only.
+            measure = func.sum(verify["count"])
+            if order_by == "refused":
+                measure = func.sum(case((verify.code != "VALID", verify["count"]), else_=0))
+            ranked = (
+                select(column.label("name"))
+                .select_from(joined)
+                .where(*filters)
+                .group_by(column)
+                .order_by(measure.desc(), column)
+                .limit(limit)
+            )
+            async with self._unit.read() as conn:
+                names = [row.name for row in await conn.execute(ranked)]
+            if not names:
+                return []
+        query = (
+            select(column.label("name"), verify.code, func.sum(verify["count"]).label("count"))
+            .select_from(joined)
+            .where(*filters)
+            .group_by(column, verify.code)
+        )
+        query = _only_names(query, column, names)
+        found: dict[str | None, dict[str, int]] = {}
+        async with self._unit.read() as conn:
+            for row in await conn.execute(query):
+                found.setdefault(row.name, {})[row.code] = int(row._mapping["count"])
+        if names is None:
+            return list(found.items())
+        return [(name, found.get(name, {})) for name in names]
+
+    async def usage_of_keys(self, key_ids: Sequence[str], window: Window) -> dict[str, Sums]:
+        """Totals per key over ``window``."""
+        totals = {key_id: Sums() for key_id in key_ids}
+        if not key_ids:
+            return totals
+        usage = usage_analytics.c
+        query = (
+            select(usage.key_id, *_summed())
+            .where(
+                usage.key_id.in_(list(key_ids)),
+                usage.grain == window.grain.value,
+                usage.bucket_start >= window.start,
+                usage.bucket_start < window.end,
+                usage.dimension == "",
+            )
+            .group_by(usage.key_id)
+        )
+        async with self._unit.read() as conn:
+            for row in await conn.execute(query):
+                totals[row.key_id] = Sums.of(row._mapping)
+        return totals
+
+    async def export(self, scope: Scope, window: Window) -> AsyncIterator[list[dict[str, Any]]]:
+        """Chunks of total rows, keyset-paginated on (bucket start, key id)."""
+        usage = usage_analytics.c
+        after: tuple[datetime, str] | None = None
+        while True:
+            query = (
+                select(
+                    usage.bucket_start,
+                    usage.key_id,
+                    api_keys.c.project_id,
+                    api_keys.c.owner,
+                    *_measures(),
+                )
+                .select_from(usage_analytics.join(api_keys, api_keys.c.id == usage.key_id))
+                .where(
+                    *_scope_filters(scope),
+                    usage.grain == window.grain.value,
+                    usage.bucket_start >= window.start,
+                    usage.bucket_start < window.end,
+                    usage.dimension == "",
+                )
+                .order_by(usage.bucket_start, usage.key_id)
+                .limit(EXPORT_CHUNK)
+            )
+            if after is not None:
+                query = query.where(
+                    or_(
+                        usage.bucket_start > after[0],
+                        and_(usage.bucket_start == after[0], usage.key_id > after[1]),
+                    )
+                )
+            async with self._unit.read() as conn:
+                rows = [dict(row._mapping) for row in await conn.execute(query)]
+            if not rows:
+                return
+            yield rows
+            if len(rows) < EXPORT_CHUNK:
+                return
+            after = (rows[-1]["bucket_start"], rows[-1]["key_id"])
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def prune(
+        self, now: datetime, retention: Retention, events_kept: timedelta | None
+    ) -> dict[str, int]:
+        """Delete what is past retention, a chunk per transaction."""
+        deleted = {"usage_analytics": 0, "verify_analytics": 0, "usage_events": 0}
+        for grain in Grain:
+            kept = retention.of(grain)
+            if kept is None:
+                continue
+            cutoff = analytics.floor(grain, now - kept)
+            for table, name in (
+                (usage_analytics, "usage_analytics"),
+                (verify_analytics, "verify_analytics"),
+            ):
+                # One statement: the (grain, bucket start) index finds the rows, and pruning
+                # every few minutes keeps each pass to a few minutes' rows.
+                async with self._unit.write() as conn:
+                    result = await conn.execute(
+                        delete(table).where(
+                            table.c.grain == grain.value, table.c.bucket_start < cutoff
+                        )
+                    )
+                deleted[name] += result.rowcount or 0
+        if events_kept is not None:
+            cutoff = now - events_kept
+            while True:
+                async with self._unit.write() as conn:
+                    ids = (
+                        (
+                            await conn.execute(
+                                select(usage_events.c.id)
+                                .where(usage_events.c.recorded_at < cutoff)
+                                .limit(PRUNE_CHUNK)
+                            )
+                        )
+                        .scalars()
+                        .all()
+                    )
+                    if ids:
+                        await conn.execute(delete(usage_events).where(usage_events.c.id.in_(ids)))
+                deleted["usage_events"] += len(ids)
+                if len(ids) < PRUNE_CHUNK:
+                    break
+        return deleted
+
+
+def _measures() -> list[Any]:
+    return [usage_analytics.c[name] for name in analytics.MEASURES]
+
+
+def _summed() -> list[Any]:
+    return [func.sum(usage_analytics.c[name]).label(name) for name in analytics.MEASURES]
+
+
+def _key_column(group_by: GroupBy) -> Any:
+    return {"key": api_keys.c.id, "owner": api_keys.c.owner, "project": api_keys.c.project_id}[
+        group_by
+    ]
+
+
+def _scope_filters(scope: Scope) -> list[Any]:
+    filters: list[Any] = [api_keys.c.org_id == scope.org_id]
+    if scope.project_ids is not None:
+        filters.append(api_keys.c.project_id.in_(scope.project_ids))
+    if scope.key_ids:
+        filters.append(api_keys.c.id.in_(scope.key_ids))
+    if scope.owners:
+        filters.append(api_keys.c.owner.in_(scope.owners))
+    return filters
+
+
+def _only_names(query: Select[Any], column: Any, names: Sequence[str | None] | None) -> Select[Any]:
+    if names is None:
+        return query
+    present = [name for name in names if name is not None]
+    condition = column.in_(present)
+    if None in names:
+        condition = or_(condition, column.is_(None))
+    return query.where(condition)

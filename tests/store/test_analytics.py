@@ -1,0 +1,272 @@
+"""The ``AnalyticsStore`` contract (``db.analytics``) on SQLite and PostgreSQL: the rollups equal
+a brute-force recomputation from the raw ledger, caps, verdict flushes and pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from keyplane.domain import analytics, ids
+from keyplane.domain.analytics import Grain, Retention
+from keyplane.domain.usage import UsageEntry
+from keyplane.settings import to_async_url
+from keyplane.store.database import Database as Db
+from keyplane.store.migrate import migrate
+from keyplane.store.tables import usage_analytics, usage_events, verify_analytics
+from tests.conftest import Database
+from tests.store.conftest import NOW, key_record, tenancy
+
+# 23:00 the day before NOW: workloads cross hour and day boundaries.
+START = datetime(2026, 2, 28, 23, 0, tzinfo=UTC)
+BOUNDS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+_REPORT = st.tuples(
+    st.integers(0, 1),  # which key
+    st.integers(0, 4 * 3600),  # seconds after START
+    st.sampled_from([None, "gpt-4", "claude", "m" * 128]),
+    st.sampled_from([None, "chat", "embeddings"]),
+    st.integers(0, 10**9),  # cost
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.one_of(st.none(), st.integers(0, 86_400_000)),  # latency
+    st.sampled_from([None, 200, 399, 400, 429, 500]),
+    st.integers(0, 30),  # idempotency key: repeats are not counted twice
+)
+
+
+async def _open(database: Database) -> Db:
+    db = Db.from_url(to_async_url(database.url), database.schema)
+    await migrate(db.engine)
+    return db
+
+
+def _entries(keys: list[str], org_id: str, reports: list[tuple[Any, ...]]) -> list[UsageEntry]:
+    entries = []
+    for key, offset, model, feature, cost, tin, tout, latency, status, idem in reports:
+        entries.append(
+            UsageEntry(
+                id=ids.new_id("use"),
+                org_id=org_id,
+                key_id=keys[key],
+                idempotency_key=f"idem-{idem}",
+                fingerprint="f" * 64,
+                request_id=None,
+                model=model,
+                cost_micros=cost,
+                input_tokens=tin,
+                output_tokens=tout,
+                latency_ms=latency,
+                status=status,
+                recorded_at=START + timedelta(seconds=offset),
+                feature=feature,
+            )
+        )
+    return entries
+
+
+def _bucket(grain: str, when: datetime) -> datetime:
+    # Written apart from the code under test: seconds since the epoch, cut to the grain.
+    size = {"minute": 60, "hour": 3600, "day": 86400}[grain]
+    epoch = int(when.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % size, UTC)
+
+
+def _brute_force(rows: list[Any]) -> dict[tuple[Any, ...], dict[str, int]]:
+    """The rollup rows recomputed from the raw ledger, one report at a time."""
+    expected: dict[tuple[Any, ...], dict[str, int]] = {}
+    for row in rows:
+        for grain in ("minute", "hour", "day"):
+            slots = [("", "")]
+            if grain != "minute":
+                slots += [(d, v) for d, v in (("model", row.model), ("feature", row.feature)) if v]
+            for dimension, value in slots:
+                slot = (row.key_id, grain, _bucket(grain, row.recorded_at), dimension, value)
+                sums = expected.setdefault(slot, Counter())
+                sums["requests"] += 1
+                sums["errors"] += row.status is not None and row.status >= 400
+                sums["cost_micros"] += row.cost_micros
+                sums["input_tokens"] += row.input_tokens
+                sums["output_tokens"] += row.output_tokens
+                if row.latency_ms is not None:
+                    sums["latency_count"] += 1
+                    sums["latency_sum_ms"] += row.latency_ms
+                    index = next(
+                        (i for i, bound in enumerate(BOUNDS) if row.latency_ms <= bound),
+                        len(BOUNDS),
+                    )
+                    sums[f"latency_h{index}"] += 1
+    return {slot: {m: sums[m] for m in analytics.MEASURES} for slot, sums in expected.items()}
+
+
+async def _stored(db: Db, keys: list[str]) -> dict[tuple[Any, ...], dict[str, int]]:
+    async with db.unit.read() as conn:
+        rows = await conn.execute(select(usage_analytics).where(usage_analytics.c.key_id.in_(keys)))
+        return {
+            (r.key_id, r.grain, r.bucket_start, r.dimension, r.value): {
+                m: r._mapping[m] for m in analytics.MEASURES
+            }
+            for r in rows
+        }
+
+
+async def _ledger(db: Db, keys: list[str]) -> list[Any]:
+    async with db.unit.read() as conn:
+        return list(await conn.execute(select(usage_events).where(usage_events.c.key_id.in_(keys))))
+
+
+async def _workload(dbs: list[Db], reports: list[tuple[Any, ...]], batches: int) -> None:
+    """Record ``reports`` in ``batches`` concurrent batches spread over ``dbs`` (instances)."""
+    org_id, project_id = await tenancy(dbs[0])
+    keys = [(await dbs[0].keys.create(key_record(org_id, project_id))).id for _ in range(2)]
+    entries = _entries(keys, org_id, reports)
+    chunks = [entries[i::batches] for i in range(batches)]
+    await asyncio.gather(
+        *(dbs[i % len(dbs)].usage.record(chunk) for i, chunk in enumerate(chunks) if chunk)
+    )
+    assert await _stored(dbs[0], keys) == _brute_force(await _ledger(dbs[0], keys))
+
+
+_PROPERTY = settings(
+    max_examples=15,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@_PROPERTY
+@given(reports=st.lists(_REPORT, min_size=1, max_size=40), batches=st.integers(1, 4))
+def test_rollups_equal_a_recomputation_from_the_ledger(
+    database: Database, reports: list[tuple[Any, ...]], batches: int
+) -> None:
+    async def run() -> None:
+        db = await _open(database)
+        try:
+            await _workload([db], reports, batches)
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
+@_PROPERTY
+@given(reports=st.lists(_REPORT, min_size=1, max_size=40), batches=st.integers(2, 4))
+def test_two_instances_on_one_database_add_up(
+    database: Database, reports: list[tuple[Any, ...]], batches: int
+) -> None:
+    async def run() -> None:
+        first, second = await _open(database), await _open(database)
+        try:
+            await _workload([first, second], reports, batches)
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(run())
+
+
+async def _key(db: Db) -> tuple[str, str]:
+    org_id, project_id = await tenancy(db)
+    return org_id, (await db.keys.create(key_record(org_id, project_id))).id
+
+
+def _report(key_id: str, org_id: str, at: datetime, **fields: Any) -> UsageEntry:
+    values: dict[str, Any] = {
+        "model": None,
+        "cost_micros": 1,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "latency_ms": None,
+        "status": 200,
+        **fields,
+    }
+    return UsageEntry(
+        id=ids.new_id("use"),
+        org_id=org_id,
+        key_id=key_id,
+        idempotency_key=secrets.token_hex(8),
+        fingerprint="f" * 64,
+        request_id=None,
+        recorded_at=at,
+        **values,
+    )
+
+
+async def test_models_past_the_cap_count_as_other(db: Db) -> None:
+    db.analytics.max_values = 3
+    org_id, key = await _key(db)
+    reports = [_report(key, org_id, NOW, model=f"model-{i}") for i in range(6)]
+    await db.usage.record(reports[:2])
+    await db.usage.record(reports[2:])
+    window = analytics.Window(Grain.DAY, analytics.floor(Grain.DAY, NOW), 1)
+    found = await db.analytics.key_analytics(key, window)
+    assert sorted(found.models) == ["(other)", "model-0", "model-1", "model-2"]
+    assert found.models["(other)"].requests == 3
+    assert sum(s.requests for s in found.models.values()) == 6
+    # An admitted model keeps its own row later the same day; a new one still folds.
+    await db.usage.record(
+        [_report(key, org_id, NOW, model="model-1"), _report(key, org_id, NOW, model="new")]
+    )
+    found = await db.analytics.key_analytics(key, window)
+    assert (found.models["model-1"].requests, found.models["(other)"].requests) == (2, 4)
+    # The next day starts afresh.
+    tomorrow = NOW + timedelta(days=1)
+    await db.usage.record([_report(key, org_id, tomorrow, model="model-5")])
+    next_day = analytics.Window(Grain.DAY, analytics.floor(Grain.DAY, tomorrow), 1)
+    assert sorted((await db.analytics.key_analytics(key, next_day)).models) == ["model-5"]
+
+
+async def test_verdict_counts_add_up_across_writers_and_grains(db: Db) -> None:
+    _, key = await _key(db)
+    minute = analytics.floor(Grain.MINUTE, NOW)
+    await asyncio.gather(
+        db.analytics.add_verdicts({(key, minute, "VALID"): 3, (key, minute, "RATE_LIMITED"): 2}),
+        db.analytics.add_verdicts({(key, minute, "VALID"): 4}),
+    )
+    later = minute + timedelta(minutes=61)
+    await db.analytics.add_verdicts({(key, later, "REVOKED"): 1})
+    async with db.unit.read() as conn:
+        rows = {
+            (r.grain, r.bucket_start, r.code): r._mapping["count"]
+            for r in await conn.execute(select(verify_analytics))
+        }
+    hour = analytics.floor(Grain.HOUR, minute)
+    day = analytics.floor(Grain.DAY, minute)
+    assert rows == {
+        ("minute", minute, "VALID"): 7,
+        ("minute", minute, "RATE_LIMITED"): 2,
+        ("minute", later, "REVOKED"): 1,
+        ("hour", hour, "VALID"): 7,
+        ("hour", hour, "RATE_LIMITED"): 2,
+        ("hour", hour + timedelta(hours=1), "REVOKED"): 1,
+        ("day", day, "VALID"): 7,
+        ("day", day, "RATE_LIMITED"): 2,
+        ("day", day, "REVOKED"): 1,
+    }
+
+
+async def test_pruning_drops_old_grains_and_raw_events_but_keeps_days(db: Db) -> None:
+    org_id, key = await _key(db)
+    old = NOW - timedelta(days=100)
+    await db.usage.record([_report(key, org_id, old), _report(key, org_id, NOW)])
+    await db.analytics.add_verdicts({(key, analytics.floor(Grain.MINUTE, old), "VALID"): 1})
+    retention = Retention(minute=timedelta(hours=48), hour=timedelta(days=90))
+    first = await db.analytics.prune(NOW, retention, timedelta(days=30))
+    again = await db.analytics.prune(NOW, retention, timedelta(days=30))
+    assert first == {"usage_analytics": 2, "verify_analytics": 2, "usage_events": 1}
+    assert again == {"usage_analytics": 0, "verify_analytics": 0, "usage_events": 0}
+    async with db.unit.read() as conn:
+        kept = {
+            (r.grain, r.bucket_start)
+            for r in await conn.execute(
+                select(usage_analytics).where(usage_analytics.c.key_id == key)
+            )
+        }
+    assert (Grain.DAY.value, analytics.floor(Grain.DAY, old)) in kept
+    assert (Grain.HOUR.value, analytics.floor(Grain.HOUR, old)) not in kept
+    assert len(await _ledger(db, [key])) == 1
