@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     #: directory. It is only ever written, never read.
     generated_root_key_file: Path | None = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    #: One JSON line per request on the ``keyplane.access`` logger (api/observe.py), in place
+    #: of uvicorn's access log: request id, route template, status, latency, principal id.
+    access_log: bool = True
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     #: Most header fields in one request, and most bytes in its request line and headers
     #: together; past either, 431 (api/header_limit.py).

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from keyplane.api.observe import note_principal
 from keyplane.domain.clock import Clock
 from keyplane.domain.tenancy import Principal
 from keyplane.services import verify
@@ -111,7 +112,9 @@ async def get_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
-    return await _services(request).management.authenticate(presented)
+    principal = await _services(request).management.authenticate(presented)
+    note_principal(request.scope, principal.key_id)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

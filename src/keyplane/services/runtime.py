@@ -41,6 +41,7 @@ from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.sampling import RuntimeSampler
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
@@ -106,6 +107,8 @@ class Runtime:
     instances: InstanceRegistry | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
+    #: Samples the counts kept by the objects above into the Prometheus metrics.
+    sampler: RuntimeSampler | None = None
     _acks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
@@ -257,6 +260,9 @@ class Runtime:
         if root_key is None and await store.management_keys.count() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
+        runtime.sampler = RuntimeSampler(
+            directory.hashes, runtime.supervisor, resilient, runtime.invalidation
+        )
         runtime._start_loops(keeper)
         if runtime.instances is not None:
             await runtime._beat()  # live before serving: a confirmed revoke waits for it
@@ -293,6 +299,8 @@ class Runtime:
         supervise("replay_secret_erasure", self._erase_replay_secrets, critical=False)
         if keeper is not None:
             supervise("window_keeper", keeper.run, critical=False)
+        if self.sampler is not None:
+            supervise("metrics_sampler", self.sampler.run, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -379,6 +387,8 @@ class Runtime:
         await self.ledger.close()
         await self.supervisor.finish("ledger")
         await self.supervisor.stop()
+        if self.sampler is not None:
+            self.sampler.sample()  # the final counts, for a scrape of the remaining workers
         await self.last_used.flush()
         await self.management_last_used.flush()
         if self.window_keeper is not None:
