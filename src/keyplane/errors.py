@@ -18,6 +18,7 @@
     ├── VaultError                a sealed upstream credential cannot be opened
     │   ├── VaultKeyError         sealed with a master key that is not configured
     │   └── VaultIntegrityError   altered, moved to another row, or wrong key material
+    ├── CapacityError             this instance is at a configured capacity (usage streams)
     └── LeaseRefusedError         no upstream credential can be leased now (``retry_after``)
         ├── NoCredentialError             none matches, or none has allowance left
         ├── AllRateLimitedError           every usable match is cooling down
@@ -110,6 +111,12 @@ class VaultKeyError(VaultError):
 
 class VaultIntegrityError(VaultError):
     code = "VAULT_INTEGRITY"
+
+
+class CapacityError(KeyplaneError):
+    """This instance already serves as much of something as it is configured to."""
+
+    code = "CAPACITY_EXCEEDED"
 
 
 class LeaseRefusedError(KeyplaneError):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.requests import HTTPConnection
 
 from keyplane.api.observe import note_principal
 from keyplane.domain.clock import Clock
@@ -25,6 +26,7 @@ from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.runtime import Runtime, Services
 from keyplane.services.usage import UsageService
+from keyplane.services.usage_stream import UsageStreams
 from keyplane.services.vault import VaultService
 from keyplane.settings import Settings
 
@@ -40,7 +42,7 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _services(request: Request) -> Services:
+def _services(request: HTTPConnection) -> Services:
     services: Services = request.app.state.runtime.services
     return services
 
@@ -77,6 +79,12 @@ async def get_vault(request: Request) -> VaultService:
     return _services(request).vault
 
 
+async def get_streams(request: HTTPConnection) -> UsageStreams:
+    # HTTPConnection: the usage stream is served over WebSocket too.
+    streams: UsageStreams = request.app.state.runtime.services.streams
+    return streams
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -101,12 +109,13 @@ PlansDep = Annotated[Plans, Depends(get_plans)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]
 EventsDep = Annotated[Events, Depends(get_events)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
+StreamsDep = Annotated[UsageStreams, Depends(get_streams)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
 
 
-async def get_principal(request: Request) -> Principal:
+async def get_principal(request: HTTPConnection) -> Principal:
     # The management service read here, not through a dependency: every management route
     # resolves this one, and each dependency costs tens of microseconds.
     header = request.headers.get("authorization", "")
