@@ -21,6 +21,7 @@
     │   ├── VaultKeyError         sealed with a master key that is not configured
     │   ├── VaultIntegrityError   altered, moved to another row, or wrong key material
     │   └── EncryptionError       seed 002's name: a stored key does not open with this secret
+    ├── CapacityError             this instance is at a configured capacity (usage streams)
     └── LeaseRefusedError         no upstream credential can be leased now (``retry_after``)
         ├── NoCredentialError             none matches, or none has allowance left
         │   └── NoAvailableKeyError       seed 002's name: none matches, none usable
@@ -136,6 +137,12 @@ class EncryptionError(VaultError):
     """Seed 002's name: a stored key cannot be opened (another shared secret, or altered)."""
 
     code = "ENCRYPTION_FAILED"
+
+
+class CapacityError(KeyplaneError):
+    """This instance already serves as much of something as it is configured to."""
+
+    code = "CAPACITY_EXCEEDED"
 
 
 class LeaseRefusedError(KeyplaneError):

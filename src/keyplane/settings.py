@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     #: directory. It is only ever written, never read.
     generated_root_key_file: Path | None = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    #: One JSON line per request on the ``keyplane.access`` logger (api/observe.py), in place
+    #: of uvicorn's access log: request id, route template, status, latency, principal id.
+    access_log: bool = True
+    #: Live usage streams (services/usage_stream.py): events one subscriber may have waiting
+    #: before it is dropped as too slow, streams one instance serves, and the seconds between
+    #: two keep-alive messages on an idle stream.
+    usage_stream_queue: int = Field(default=256, ge=1, le=100_000)
+    usage_stream_max_subscribers: int = Field(default=1000, ge=1, le=100_000)
+    usage_stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     #: Most header fields in one request, and most bytes in its request line and headers
     #: together; past either, 431 (api/header_limit.py).

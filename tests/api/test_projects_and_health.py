@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from tests import scrape
 from tests.conftest import Api
 
 
@@ -39,14 +40,40 @@ async def test_openapi_is_3_1_and_lists_the_management_api(api: Api) -> None:
 
 
 async def test_metrics_count_verdicts_and_usage_without_secrets(api: Api) -> None:
+    # The counters are the process's: other tests' counts are in them too, so compare.
+    before = scrape.parse((await api.client.get("/metrics", headers={"Authorization": ""})).text)
     key, data = await api.create_key()
     await api.verify(key)
     await api.verify("garbage")
     response = await api.report(key_id=data["id"], request_id="m1", cost=1)
     assert response.status_code == 201
-    text = (await api.client.get("/metrics", headers={"Authorization": ""})).text
-    assert 'keyplane_verify_total{code="VALID"} 1' in text
-    assert 'keyplane_verify_total{code="MALFORMED"} 1' in text
-    assert "keyplane_usage_reports_total 1" in text
-    assert "# TYPE keyplane_key_cache_hits_total counter" in text
+    metrics = await api.client.get("/metrics", headers={"Authorization": ""})
+    assert metrics.headers["content-type"].startswith("text/plain; version=")
+    text = metrics.text
+    after = scrape.parse(text)
+
+    def grew(name: str, **labels: str) -> float:
+        return scrape.value(after, name, **labels) - scrape.value(before, name, **labels)
+
+    assert grew("keyplane_verify_total", code="VALID") == 1
+    assert grew("keyplane_verify_total", code="MALFORMED") == 1
+    assert grew("keyplane_usage_reports_total") == 1
+    assert grew("keyplane_usage_transactions_total") == 1
+    assert grew("keyplane_usage_batch_size_count") == 1
+    assert grew("keyplane_key_cache_hits_total") + grew("keyplane_key_cache_misses_total") >= 1
+    assert grew("keyplane_store_duration_seconds_count", kind="write") >= 1
+    assert (
+        grew(
+            "keyplane_http_request_duration_seconds_count",
+            method="POST",
+            route="/v1/verify",
+            status="200",
+        )
+        == 2
+    )
+    families = scrape.types(text)
+    assert families["keyplane_key_cache_hits"] == "counter"
+    assert families["keyplane_http_request_duration_seconds"] == "histogram"
+    assert families["keyplane_limiter_duration_seconds"] == "histogram"
+    assert "process_cpu_seconds" in families  # process metrics, in single-process mode
     assert key not in text and data["hash"] not in text

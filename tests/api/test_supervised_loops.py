@@ -14,6 +14,7 @@ from keyplane.api.app import create_app
 from keyplane.domain.clock import ManualClock
 from keyplane.services.runtime import Runtime
 from keyplane.services.supervisor import LoopStatus, Supervisor
+from tests import scrape
 from tests.conftest import ROOT_KEY, Database
 from tests.services.test_supervisor import Gate
 
@@ -50,11 +51,15 @@ async def server(sqlite_database: Database, clock: ManualClock) -> AsyncIterator
         yield Server(client, app.state.runtime, gate)
 
 
-def metric_lines(text: str, name: str) -> dict[str, str]:
+async def loop_metrics(server: Server, *names: str) -> dict[str, tuple[float, float]]:
+    """(up, restarts) of each loop named, from a scrape of /metrics."""
+    samples = scrape.parse((await server.client.get("/metrics")).text)
     return {
-        line.split(" ")[0]: line.split(" ")[1]
-        for line in text.splitlines()
-        if line.startswith(name + "{")
+        name: (
+            scrape.value(samples, "keyplane_background_loop_up", loop=name),
+            scrape.value(samples, "keyplane_background_loop_restarts_total", loop=name),
+        )
+        for name in names
     }
 
 
@@ -67,11 +72,9 @@ async def test_every_background_loop_is_supervised_and_shown_in_metrics(server: 
         "reservation_expiry",
         "replay_secret_erasure",
     } <= names
-    metrics = (await server.client.get("/metrics")).text
-    up = metric_lines(metrics, "keyplane_background_loop_up")
-    assert up == {f'keyplane_background_loop_up{{loop="{name}"}}': "1" for name in names}
-    restarts = metric_lines(metrics, "keyplane_background_loop_restarts_total")
-    assert set(restarts.values()) == {"0"}
+    # Restart counters are the process's (earlier tests' crashes are in them): up only here.
+    loops = await loop_metrics(server, *names)
+    assert {name: up for name, (up, _restarts) in loops.items()} == dict.fromkeys(names, 1.0)
     # A healthy process answers readiness exactly as before.
     assert (await server.client.get("/readyz")).json() == {"status": "ready"}
 
@@ -86,6 +89,7 @@ async def test_a_crashed_critical_loop_degrades_readiness_until_it_runs_again(
         crashed.set()
         raise RuntimeError("a defect in the expiry code")
 
+    restarts_before = (await loop_metrics(server, "reservation_expiry"))["reservation_expiry"][1]
     limiter.expire = broken_expire  # type: ignore[method-assign]
     await crashed.wait()  # the expiry loop's own one-second period, once
     await server.gate.backoffs(1)
@@ -103,9 +107,8 @@ async def test_a_crashed_critical_loop_degrades_readiness_until_it_runs_again(
             }
         },
     }
-    metrics = (await server.client.get("/metrics")).text
-    assert 'keyplane_background_loop_up{loop="reservation_expiry"} 0' in metrics
-    assert 'keyplane_background_loop_restarts_total{loop="reservation_expiry"} 1' in metrics
+    up, restarts = (await loop_metrics(server, "reservation_expiry"))["reservation_expiry"]
+    assert (up, restarts - restarts_before) == (0, 1)
 
     del limiter.expire  # the instance attribute: the real method again
     server.gate.release()
@@ -123,10 +126,7 @@ async def test_a_crashed_critical_loop_degrades_readiness_until_it_runs_again(
             }
         },
     }
-    assert (
-        'keyplane_background_loop_up{loop="reservation_expiry"} 1'
-        in (await server.client.get("/metrics")).text
-    )
+    assert (await loop_metrics(server, "reservation_expiry"))["reservation_expiry"][0] == 1
 
 
 async def test_a_crashed_loop_that_is_not_critical_leaves_the_instance_ready(

@@ -157,9 +157,10 @@ class ServerFactory:
         self.workdir = workdir
         self.servers: list[Server] = []
 
-    def __call__(self, env: Env, *, attempts: int = 3) -> Server:
+    def __call__(self, env: Env, *, attempts: int = 3, args: tuple[str, ...] = ()) -> Server:
+        """Start ``keyplane serve <args>`` with ``env`` and wait until it answers."""
         for attempt in range(1, attempts + 1):
-            server = self._spawn(env)
+            server = self._spawn(env, args)
             if self._wait_until_up(server):
                 return server
             server.stop()
@@ -171,7 +172,7 @@ class ServerFactory:
                 )
         raise AssertionError("unreachable")
 
-    def _spawn(self, env: Env) -> Server:
+    def _spawn(self, env: Env, args: tuple[str, ...] = ()) -> Server:
         port = free_port()
         name = f"server-{len(self.servers) + 1}"
         stdout_path = self.workdir / f"{name}.stdout.log"
@@ -180,7 +181,7 @@ class ServerFactory:
         stderr = stderr_path.open("wb")
         full_env = {"KEYPLANE_HOST": "127.0.0.1", **env, "KEYPLANE_PORT": str(port)}
         process = subprocess.Popen(
-            keyplane_command("serve"),
+            keyplane_command("serve", *args),
             env=process_env(full_env),
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,

@@ -106,6 +106,9 @@ def test_a_budget_is_exact_across_two_instances(pair: tuple[Server, Server]) -> 
 #: suites shared two cores, for reasons that have nothing to do with the channel.
 DEFAULT_CACHE_TTL: float = Settings.model_fields["cache_ttl_seconds"].default
 CHANNEL_BOUND = 5.0
+# prometheus_client writes counters as floats ("3.0").
+FALLBACKS = r"^keyplane_limits_fallback_total (\d+)(?:\.0)?$"
+STATE_LOST = r"^keyplane_limits_state_lost_total (\d+)(?:\.0)?$"
 
 
 def test_revocation_on_one_instance_is_refused_on_the_other_long_before_the_cache_ttl(
@@ -265,7 +268,9 @@ def test_a_redis_outage_causes_no_5xx_and_counters_come_back_from_the_ledger(
             time.sleep(0.2)
         fallbacks = 0
         for text in texts:
-            sample = re.search(r"^keyplane_limits_fallback_total (\d+)$", text, re.MULTILINE)
+            sample = re.search(
+                r"^keyplane_limits_fallback_total (\d+)(?:\.0)?$", text, re.MULTILINE
+            )
             assert sample is not None, text
             fallbacks += int(sample.group(1))
         assert fallbacks > 0
@@ -473,7 +478,9 @@ def test_a_redis_restart_forgets_no_month_window_and_no_slot(
         for server in servers:
             with server.client(key=None) as http:
                 text = http.get("/metrics").text
-            sample = re.search(r"^keyplane_limits_state_lost_total (\d+)$", text, re.MULTILINE)
+            sample = re.search(
+                r"^keyplane_limits_state_lost_total (\d+)(?:\.0)?$", text, re.MULTILINE
+            )
             assert sample is not None, text
             lost += int(sample.group(1))
         assert lost == 2  # two keys, each found lost once (by one instance or the other)
@@ -486,7 +493,7 @@ def _wait_until_back_on_redis(server: Server, key: str) -> None:
     def fallbacks() -> tuple[bool, int]:
         with server.client(key=None) as http:
             text = http.get("/metrics").text
-        sample = re.search(r"^keyplane_limits_fallback_total (\d+)$", text, re.MULTILINE)
+        sample = re.search(FALLBACKS, text, re.MULTILINE)
         assert sample is not None, text
         return "keyplane_limits_degraded 0" in text, int(sample.group(1))
 

@@ -11,10 +11,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from keyplane import __version__
+from keyplane import __version__, metrics
 from keyplane.api import compat, docs_ui, problems
 from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
+from keyplane.api.observe import RequestObserver
 from keyplane.api.routes import (
     analytics,
     auth,
@@ -24,6 +25,7 @@ from keyplane.api.routes import (
     organization,
     plans,
     projects,
+    streams,
     usage,
     vault,
     verify,
@@ -101,6 +103,8 @@ def create_app(
             yield {LIFESPAN_KEY: header_limits}
         finally:
             await runtime.stop()
+            # A worker stopping cleanly: its live gauges leave the shared metrics.
+            metrics.process_exiting()
 
     app = FastAPI(
         title="Keyplane",
@@ -120,6 +124,7 @@ def create_app(
         auth.router,
         usage.router,
         analytics.router,
+        streams.router,
         plans.router,
         management_keys.router,
         projects.router,
@@ -132,6 +137,8 @@ def create_app(
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
-    # Added last, so it runs first and its headers are on every answer, 413 and 431 included.
     app.add_middleware(SecurityHeaders, cacheable_prefixes=(docs_ui.ASSETS_PATH + "/",))
+    # Added last, so it runs first: every answer, 413 and 431 included, is counted, logged
+    # and carries X-Request-Id.
+    app.add_middleware(RequestObserver, access_log=settings.access_log)
     return app

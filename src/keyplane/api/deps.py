@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.requests import HTTPConnection
 
+from keyplane.api.observe import note_principal, request_id_of
 from keyplane.domain.changes import Origin
 from keyplane.domain.clock import Clock
 from keyplane.domain.forwarding import client_address
@@ -27,6 +29,7 @@ from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.runtime import Runtime, Services
 from keyplane.services.usage import UsageService
+from keyplane.services.usage_stream import UsageStreams
 from keyplane.services.vault import VaultService
 from keyplane.settings import Settings
 
@@ -42,7 +45,7 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _services(request: Request) -> Services:
+def _services(request: HTTPConnection) -> Services:
     services: Services = request.app.state.runtime.services
     return services
 
@@ -83,6 +86,12 @@ async def get_vault(request: Request) -> VaultService:
     return _services(request).vault
 
 
+async def get_streams(request: HTTPConnection) -> UsageStreams:
+    # HTTPConnection: the usage stream is served over WebSocket too.
+    streams: UsageStreams = request.app.state.runtime.services.streams
+    return streams
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -108,21 +117,24 @@ UsageDep = Annotated[UsageService, Depends(get_usage)]
 EventsDep = Annotated[Events, Depends(get_events)]
 AnalyticsDep = Annotated[Analytics, Depends(get_analytics)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
+StreamsDep = Annotated[UsageStreams, Depends(get_streams)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
 
 
-async def get_principal(request: Request) -> Principal:
+async def get_principal(request: HTTPConnection) -> Principal:
     # The management service read here, not through a dependency: every management route
     # resolves this one, and each dependency costs tens of microseconds.
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
-    return await _services(request).management.authenticate(presented, origin_of(request))
+    principal = await _services(request).management.authenticate(presented, origin_of(request))
+    note_principal(request.scope, principal.key_id)
+    return principal
 
 
-def origin_of(request: Request) -> Origin:
+def origin_of(request: HTTPConnection) -> Origin:
     """Where a management request came from: the client address (through trusted proxies
     only), its user agent and request id, bounded; for the audit log."""
     headers = request.headers
@@ -133,8 +145,7 @@ def origin_of(request: Request) -> Origin:
         headers.get("x-real-ip"),
         settings.trusted_networks,
     )
-    request_id = getattr(request.state, "request_id", None) or headers.get("x-request-id")
-    return Origin.of(ip, headers.get("user-agent"), request_id)
+    return Origin.of(ip, headers.get("user-agent"), request_id_of(request.scope))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

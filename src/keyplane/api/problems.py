@@ -75,6 +75,8 @@ STATUS_BY_ERROR: dict[type[errors.KeyplaneError], int] = {
     errors.VaultError: 500,
     errors.VaultKeyError: 503,
     errors.VaultIntegrityError: 500,
+    # Another instance, or this one later, can serve it.
+    errors.CapacityError: 503,
     # NO_CREDENTIAL is a 404 (nothing can serve this request); the other refusals are 429s
     # that pass when time does.
     errors.LeaseRefusedError: 429,

@@ -6,7 +6,10 @@ status).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +20,7 @@ from rich.markup import escape
 from keyplane import __version__
 from keyplane.cli import keys, management_keys, plans, projects, status, vault
 from keyplane.errors import KeyplaneError
+from keyplane.metrics import MULTIPROC_ENV, clear_multiprocess_dir
 from keyplane.settings import Settings, resolve_server_secret, to_async_url
 
 app = typer.Typer(
@@ -108,6 +112,9 @@ def serve(
         "port": settings.port,
         "log_config": logging_config(settings.log_level),
         "proxy_headers": False,
+        # Keyplane writes its own access log (api/observe.py): uvicorn's would log the path,
+        # where a key can travel, and twice the lines.
+        "access_log": False,
         "server_header": False,
     }
     if workers == 1:
@@ -123,7 +130,32 @@ def serve(
         if value is not None:
             os.environ[name] = str(value)
     _first_start(settings)
-    uvicorn.run("keyplane.api.app:create_app", factory=True, workers=workers, **options)
+    with _shared_metrics_dir():
+        uvicorn.run("keyplane.api.app:create_app", factory=True, workers=workers, **options)
+
+
+@contextlib.contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """Workers add their metrics up in one directory (prometheus_client's multi-process mode).
+
+    An operator's ``PROMETHEUS_MULTIPROC_DIR`` is used (emptied first: counters start at zero
+    with the server); otherwise a private temporary directory, removed when serving ends. Set
+    before the workers start: each imports prometheus_client afresh and reads it then.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        if not os.path.isdir(given):
+            err.print(f"[red]error:[/red] {MULTIPROC_ENV} is not a directory: {escape(given)}")
+            raise typer.Exit(2)
+        clear_multiprocess_dir(given)
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="keyplane-metrics-") as path:
+        os.environ[MULTIPROC_ENV] = path
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
 
 
 def _check_can_share(settings: Settings) -> None:

@@ -69,6 +69,7 @@ from keyplane.limits.scripts import (
     window_args,
     window_id,
 )
+from keyplane.metrics import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def _wrapping_redis_errors(
         try:
             return await method(*args, **kwargs)
         except RedisError as exc:
+            REDIS_ERRORS.labels("limiter").inc()
             # The type only: a driver's message may carry the server's address or a password.
             raise LimiterUnavailableError(f"Redis failed: {type(exc).__name__}") from exc
 

@@ -26,6 +26,7 @@ from keyplane.domain.periods import Reset
 from keyplane.domain.usage import BUCKET_OF_RESET, Recorded, UsageEntry
 from keyplane.errors import StorageError
 from keyplane.limits.base import CounterInstaller, Limiter
+from keyplane.metrics import USAGE_BATCH_SIZE, USAGE_REPORTS, USAGE_TRANSACTIONS
 from keyplane.store.base import UsageStore
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,9 @@ class UsageLedger:
             return
         self.batches += 1
         self.reports += len(reports)
+        USAGE_TRANSACTIONS.inc()
+        USAGE_REPORTS.inc(len(reports))
+        USAGE_BATCH_SIZE.observe(len(reports))
         for report, outcome in zip(reports, outcomes, strict=True):
             if not report.done.done():
                 report.done.set_result(outcome)

@@ -43,8 +43,17 @@ from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.sampling import RuntimeSampler
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
+from keyplane.services.usage_stream import (
+    Broadcast,
+    LocalBroadcast,
+    PostgresBroadcast,
+    RedisBroadcast,
+    StreamHub,
+    UsageStreams,
+)
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
 from keyplane.settings import Settings, resolve_server_secret
@@ -76,6 +85,7 @@ class Services:
     events: Events
     vault: VaultService
     analytics: Analytics
+    streams: UsageStreams
 
 
 @dataclass
@@ -112,6 +122,8 @@ class Runtime:
     instances: InstanceRegistry | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
+    #: Samples the counts kept by the objects above into the Prometheus metrics.
+    sampler: RuntimeSampler | None = None
     _acks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
@@ -204,6 +216,25 @@ class Runtime:
             server_secret,
             timedelta(seconds=settings.idempotency_secret_window_seconds),
         )
+        hub = StreamHub(settings.usage_stream_queue, settings.usage_stream_max_subscribers)
+        broadcast: Broadcast
+        if redis is not None:
+            # Named after the organization, which only instances of this deployment share.
+            broadcast = RedisBroadcast(redis, f"keyplane:usage:{org.id}", hub)
+        elif settings.async_database_url.startswith("postgresql"):
+            broadcast = PostgresBroadcast(
+                settings.async_database_url.replace("postgresql+asyncpg://", "postgresql://", 1),
+                f"keyplane_usage_{org.id}".lower(),
+                hub,
+            )
+        else:
+            broadcast = LocalBroadcast(hub)
+        tenancy = store.tenancy
+
+        async def project_exists(org_id: str, project_id: str) -> bool:
+            return await tenancy.get_project(org_id, project_id) is not None
+
+        streams = UsageStreams(hub, broadcast, directory, project_exists)
         services = Services(
             keys=keys,
             verifier=Verifier(
@@ -218,10 +249,11 @@ class Runtime:
             management=management,
             projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),
             plans=Plans(store.plans, directory, clock),
-            usage=UsageService(directory, ledger, limiter, clock, server_secret),
+            usage=UsageService(directory, ledger, limiter, clock, server_secret, streams.publish),
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),
             analytics=Analytics(store.analytics, directory, clock, retention),
+            streams=streams,
         )
         runtime = cls(
             settings=settings,
@@ -287,10 +319,17 @@ class Runtime:
         if root_key is None and await store.management_keys.count() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
+        runtime.sampler = RuntimeSampler(
+            directory.hashes, runtime.supervisor, resilient, runtime.invalidation
+        )
         runtime._start_loops(keeper)
         if runtime.instances is not None:
             await runtime._beat()  # live before serving: a confirmed revoke waits for it
             runtime.supervisor.start("heartbeats", runtime._heartbeats, critical=False)
+        try:
+            await asyncio.wait_for(streams.broadcast.subscribed.wait(), timeout=5)
+        except TimeoutError:
+            log.warning("usage stream channel not ready; serving anyway")
         if runtime.invalidation is not None:
             runtime.supervisor.start("invalidation", runtime.invalidation.run, critical=True)
             # Serve once evictions from other instances are being heard, or go on without
@@ -328,6 +367,11 @@ class Runtime:
             supervise("verify_outcomes", self.verdict_recorder.run, critical=False)
         if self.rollup_pruner is not None:
             supervise("rollup_pruning", self.rollup_pruner.run, critical=False)
+        if self.sampler is not None:
+            supervise("metrics_sampler", self.sampler.run, critical=False)
+        # Not critical: a live view; reports are durable without it.
+        supervise("usage_stream", self.services.streams.run, critical=False)
+        supervise("usage_stream_listener", self.services.streams.broadcast.run, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -414,6 +458,11 @@ class Runtime:
         await self.ledger.close()
         await self.supervisor.finish("ledger")
         await self.supervisor.stop()
+        with contextlib.suppress(KeyplaneError):
+            await self.services.streams.flush()  # events of reports written while stopping
+        await self.services.streams.broadcast.close()
+        if self.sampler is not None:
+            self.sampler.sample()  # the final counts, for a scrape of the remaining workers
         await self.last_used.flush()
         await self.management_last_used.flush()
         if self.verdict_recorder is not None:

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from keyplane.metrics import LOOP_RESTARTS
+
 log = logging.getLogger(__name__)
 
 #: How the supervisor waits out a backoff; injected in tests so nothing really waits.
@@ -125,6 +127,7 @@ class Supervisor:
                     return
                 in_a_row = 1 if self._monotonic() - started >= self._max_delay else in_a_row + 1
                 loop.restarts += 1
+                LOOP_RESTARTS.labels(loop.name).inc()
                 loop.status = LoopStatus.RESTARTING
                 wait = self.delay(in_a_row)
                 # The type only: a driver's message may hold a URL with a password, or a key.

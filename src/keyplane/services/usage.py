@@ -18,6 +18,7 @@ from keyplane.limits.base import Limiter
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.ledger import UsageLedger
+from keyplane.services.usage_stream import Publisher, event_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +45,15 @@ class UsageService:
         limiter: Limiter,
         clock: Clock,
         server_secret: bytes,
+        publish: Publisher | None = None,
     ) -> None:
         self._directory = directory
         self._ledger = ledger
         self._limiter = limiter
         self._clock = clock
         self._server_secret = server_secret
+        #: Hands each durable, new report to the live usage stream.
+        self._publish = publish
 
     async def report(
         self, principal: Principal, report: UsageReport, idempotency_key: str | None
@@ -120,6 +124,9 @@ class UsageService:
                 f"{money.LEDGER_MAX} micro-credits (or tokens), more than the ledger holds",
                 code="USAGE_TOTAL_EXCEEDED",
             )
+        if recorded.new and self._publish is not None:
+            # Durable by now; a retry that counted nothing is not streamed again.
+            self._publish(event_of(recorded.event_id, record, report, recorded.recorded_at))
         if recorded.new:
             await self._limiter.settle(
                 Settlement(

@@ -59,6 +59,7 @@ from keyplane.errors import (
     ValidationError,
     VaultNotConfiguredError,
 )
+from keyplane.metrics import VAULT_LEASES, VAULT_RELEASES
 from keyplane.services.authz import require_scope
 from keyplane.store.vault_base import CredentialFilter, Lease, LeaseAsk, ReleaseScope, VaultStore
 
@@ -562,7 +563,13 @@ class VaultService:
         ask = LeaseAsk(
             org_id, filters, request.strategy or self.default_strategy, request.ttl, open_secret
         )
-        return await self._batcher.lease(ask)
+        try:
+            lease = await self._batcher.lease(ask)
+        except LeaseRefusedError as exc:
+            VAULT_LEASES.labels(exc.code).inc()
+            raise
+        VAULT_LEASES.labels("granted").inc()
+        return lease
 
     async def release(
         self,
@@ -604,8 +611,11 @@ class VaultService:
         scope = (principal.org_id, principal.project_id)
         if outcome is Outcome.OK:
             # The common case: batched with concurrent leases and releases.
-            return await self._batcher.release(scope, lease_id)
-        return await self._store.release(scope, lease_id, apply)
+            released = await self._batcher.release(scope, lease_id)
+        else:
+            released = await self._store.release(scope, lease_id, apply)
+        VAULT_RELEASES.labels(outcome.value).inc()
+        return released
 
     # -- helpers ----------------------------------------------------------------------------
 

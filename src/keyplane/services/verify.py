@@ -8,6 +8,7 @@ consumes them all or none.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from keyplane.domain.periods import next_reset, period_start
 from keyplane.domain.policy import RequestContext, check_request, effective_scopes
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
+from keyplane.metrics import LIMITER_ADMIT, VERDICTS
 from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
@@ -99,6 +101,7 @@ class Verifier:
         require_scope(principal, "verify")
         verdict = await self._verify(principal, request)
         self.verdicts[verdict.code.value] += 1
+        VERDICTS[verdict.code.value].inc()
         if self._outcomes is not None and verdict.record is not None:
             # Counted in memory, flushed in batches: the hot path writes nothing.
             self._outcomes.record(verdict.record.id, verdict.code.value, self._clock.now())
@@ -134,7 +137,9 @@ class Verifier:
         if admission is None:
             self._last_used.record(record.id, now)
             return Verdict(Code.VALID, record, plan, request_id, scopes=granted)
+        started = time.perf_counter()
         result = await self._limiter.admit(admission, now)
+        LIMITER_ADMIT.observe(time.perf_counter() - started)
         if result.refusal is not None:
             return Verdict(
                 result.refusal,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ from sqlalchemy.sql import ColumnElement
 from keyplane.domain import validation
 from keyplane.domain.changes import Journal
 from keyplane.errors import ConflictError, StorageError, ValidationError
+from keyplane.metrics import DATABASE_ERRORS, STORE_READ, STORE_WRITE
 from keyplane.settings import sqlite_path
 
 #: PostgreSQL's pool when no setting says otherwise (KEYPLANE_DATABASE_POOL_SIZE / _MAX_OVERFLOW).
@@ -130,13 +132,16 @@ class UnitOfWork:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads; StorageError when the database fails."""
+        started = time.perf_counter()
         conn = await self._connect()
         try:
             yield conn
         except SQLAlchemyError as exc:
+            DATABASE_ERRORS.labels("read").inc()
             raise StorageError("database read failed") from exc
         finally:
             await _close(conn)
+            STORE_READ.observe(time.perf_counter() - started)
 
     @contextlib.asynccontextmanager
     async def write(self, journal: Journal | None = None) -> AsyncIterator[AsyncConnection]:
@@ -152,6 +157,7 @@ class UnitOfWork:
         """
         lock = self._write_lock if self.is_sqlite else contextlib.nullcontext()
         async with lock:
+            started = time.perf_counter()
             conn = await self._connect()
             try:
                 async with conn.begin():
@@ -162,9 +168,11 @@ class UnitOfWork:
             except IntegrityError as exc:
                 raise ConflictError("the change conflicts with existing data") from exc
             except SQLAlchemyError as exc:
+                DATABASE_ERRORS.labels("write").inc()
                 raise StorageError("database write failed") from exc
             finally:
                 await _close(conn)
+                STORE_WRITE.observe(time.perf_counter() - started)
 
     @contextlib.asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
@@ -174,6 +182,7 @@ class UnitOfWork:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
         except SQLAlchemyError as exc:
+            DATABASE_ERRORS.labels("write").inc()
             raise StorageError("database write failed") from exc
         finally:
             await _close(conn)
@@ -184,6 +193,7 @@ class UnitOfWork:
             await conn.start()
         except (SQLAlchemyError, OSError) as exc:
             # asyncpg raises a refused or timed-out connection as a bare OSError.
+            DATABASE_ERRORS.labels("connect").inc()
             raise StorageError(f"cannot reach the database: {exc.__class__.__name__}") from exc
         return conn
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import PlainTextResponse
 
 from keyplane.api.deps import RuntimeDep
-from keyplane.services.runtime import Runtime
+from keyplane.metrics import render as render_metrics
 from keyplane.services.supervisor import LoopStatus
 
 router = APIRouter(tags=["operations"])
@@ -46,84 +45,10 @@ async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(runtime: RuntimeDep) -> PlainTextResponse:
-    """Prometheus metrics (text format 0.0.4): counts only, nothing secret."""
-    return PlainTextResponse(
-        render_metrics(runtime), media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
-
-
-def render_metrics(runtime: Runtime) -> str:
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
-
-    metric(
-        "keyplane_verify_total",
-        "counter",
-        "Verdicts given, by code.",
-        [
-            (f'{{code="{code}"}}', n)
-            for code, n in sorted(runtime.services.verifier.verdicts.items())
-        ],
-    )
-    cache = runtime.directory.hashes
-    metric("keyplane_key_cache_hits_total", "counter", "Key cache hits.", [("", cache.hits)])
-    metric("keyplane_key_cache_misses_total", "counter", "Key cache misses.", [("", cache.misses)])
-    metric(
-        "keyplane_usage_reports_total",
-        "counter",
-        "Usage reports written to the ledger.",
-        [("", runtime.ledger.reports)],
-    )
-    metric(
-        "keyplane_usage_transactions_total",
-        "counter",
-        "Ledger transactions (group commits).",
-        [("", runtime.ledger.batches)],
-    )
-    limiter = runtime.resilient_limiter
-    if limiter is not None:
-        metric(
-            "keyplane_limits_degraded",
-            "gauge",
-            "1 while Redis is unreachable and limits run on the fallback.",
-            [("", 1 if limiter.degraded else 0)],
-        )
-        metric(
-            "keyplane_limits_fallback_total",
-            "counter",
-            "Admissions decided without Redis.",
-            [("", limiter.fallbacks)],
-        )
-        metric(
-            "keyplane_limits_state_lost_total",
-            "counter",
-            "API keys whose long windows and slots Redis was found to have lost.",
-            [("", limiter.state_losses)],
-        )
-    if runtime.invalidation is not None:
-        metric(
-            "keyplane_cache_evictions_received_total",
-            "counter",
-            "Cache evictions received from the invalidation channel.",
-            [("", runtime.invalidation.received)],
-        )
-    states = runtime.supervisor.states()
-    metric(
-        "keyplane_background_loop_up",
-        "gauge",
-        "1 while a background loop runs, 0 while it waits to be restarted or has stopped.",
-        [(f'{{loop="{s.name}"}}', 1 if s.status is LoopStatus.RUNNING else 0) for s in states],
-    )
-    metric(
-        "keyplane_background_loop_restarts_total",
-        "counter",
-        "Times a background loop crashed and was restarted.",
-        [(f'{{loop="{s.name}"}}', s.restarts) for s in states],
-    )
-    return "\n".join(lines) + "\n"
+@router.get("/metrics", response_class=Response)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus metrics (text exposition format): counts and durations, nothing secret."""
+    if runtime.sampler is not None:
+        runtime.sampler.sample()
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,139 @@
+"""Every request observed once: its id, its metrics, and its access log line.
+
+A pure ASGI middleware, outermost, so that answers given by inner layers (413, 431, problem
+documents) are counted and carry ``X-Request-Id`` too.
+
+* **Request id**: a sane inbound ``X-Request-Id`` (1-64 characters of ``[A-Za-z0-9._:-]``,
+  what gateways and tracers send) is kept, so a request can be followed across a proxy; any
+  other value is ignored and an id is generated. It is returned as ``X-Request-Id``.
+* **Metrics**: ``keyplane_http_request_duration_seconds`` by method, *route template*
+  (``/v1/keys/{id_or_hash}``, never the path itself: a path can hold a key, and its values
+  would make the label set unbounded) and status. A request no route matched is counted as
+  ``<unmatched>``.
+* **Access log** (``KEYPLANE_ACCESS_LOG``, on by default, replacing uvicorn's): one JSON line
+  per request on the ``keyplane.access`` logger with the request id, method, route template,
+  status, latency and the authenticated principal's id. Never the path, query, headers or
+  body: those are where keys and secrets travel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from keyplane.metrics import HTTP_REQUESTS
+
+log = logging.getLogger("keyplane.access")
+
+HEADER = b"x-request-id"
+#: The scope entry routes and dependencies fill in (:class:`Access`).
+SCOPE_KEY = "keyplane.access"
+UNMATCHED = "<unmatched>"
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,64}")
+
+Scope = MutableMapping[str, Any]
+Message = dict[str, Any]
+
+
+class Access:
+    """What is known about one request by the time it is answered."""
+
+    __slots__ = ("principal_id", "request_id")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        #: The management key that authenticated (``api.deps.get_principal`` sets it).
+        self.principal_id: str | None = None
+
+
+def note_principal(scope: Scope, principal_id: str) -> None:
+    """Record who made the request, for its access log line."""
+    access = scope.get(SCOPE_KEY)
+    if access is not None:
+        access.principal_id = principal_id
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The request's id, once this middleware has seen it."""
+    access = scope.get(SCOPE_KEY)
+    return None if access is None else str(access.request_id)
+
+
+def _inbound_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == HEADER:
+            return value.decode("ascii") if _SANE_ID.fullmatch(value) else None
+    return None
+
+
+def _new_id() -> str:
+    return os.urandom(12).hex()
+
+
+class RequestObserver:
+    """Request ids, HTTP metrics and the access log (see the module docstring)."""
+
+    def __init__(self, app: Any, *, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+        # (method, route, status) -> the histogram's child: binding labels takes a lock.
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _inbound_id(scope["headers"]) or _new_id()
+        access = Access(request_id)
+        scope[SCOPE_KEY] = access
+        # A WebSocket is counted 101 once accepted, 403 when closed before (refused).
+        status = 500
+        encoded = request_id.encode("ascii")
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), (HEADER, encoded)]}
+            elif kind == "websocket.accept":
+                status = 101
+                message = {**message, "headers": [*message.get("headers", ()), (HEADER, encoded)]}
+            elif kind == "websocket.close" and status == 500:
+                status = 403
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            method = scope.get("method", "WEBSOCKET")
+            child_key = (method, route, status)
+            child = self._children.get(child_key)
+            if child is None:
+                child = HTTP_REQUESTS.labels(method, route, str(status))
+                if len(self._children) < 10_000:
+                    self._children[child_key] = child
+            child.observe(elapsed)
+            if self.access_log and log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s %s %d",
+                    method,
+                    route,
+                    status,
+                    extra={
+                        "request_id": request_id,
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "latency_ms": round(elapsed * 1000, 3),
+                        "principal_id": access.principal_id,
+                    },
+                )
