@@ -1,7 +1,7 @@
 """Organization aliases: external ids (FastRouter's ``org_id``) that name an organization.
 
 Revision ID: 0013_org_aliases
-Revises: 0009
+Revises: 0012_rollups
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from keyplane.store.types import UTCDateTime
 
 revision = "0013_org_aliases"
-down_revision = "0009"
+down_revision = "0012_rollups"
 branch_labels = None
 depends_on = None
 
