@@ -171,6 +171,13 @@ def _existing_path_parameters(
         response = case.call(headers=AUTH)
         assert response.status_code == 201, response.text
         return {"lease_id": response.json()["lease_id"]}
+    if "alias" in names:
+        case = schema["/v1/organization/aliases/{alias}"]["PUT"].Case(
+            path_parameters={"alias": "fuzz-target"}
+        )
+        response = case.call(headers=AUTH)
+        assert response.status_code == 200, response.text
+        return {"alias": "fuzz-target"}
     assert not names, f"no existing object for path parameters {names}"
     return {}
 

@@ -12,10 +12,19 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel
 
 from keyplane.api.deps import PrincipalDep, ProjectsDep
+from keyplane.services.projects import ALIAS_PATTERN
 
 router = APIRouter(prefix="/v1/organization", tags=["organization"])
 
-AliasPath = Annotated[str, Path(min_length=1, max_length=200, description="An external id.")]
+AliasPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=f"^{ALIAS_PATTERN.pattern}$",
+        description="An external id: letters, digits and . _ : @ -",
+    ),
+]
 
 
 class Aliases(BaseModel):
