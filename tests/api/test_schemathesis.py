@@ -59,6 +59,9 @@ BEYOND_THE_SCHEMA = {
 #: rules are in the field's description and docs/api.md or docs/policy.md.
 BEYOND_THE_SCHEMA_FIELDS = re.compile(
     r"query\.timeout"  # only with wait=confirmed: a rule across two parameters
+    # Analytics: a period fits its granularity (whole buckets, at most 2000, within the
+    # retention), and only with include=usage on /v1/keys; an order fits its group_by.
+    r"|query\.(?:period|order_by)"
     r"|body\.(?:credentials\.\d+\.)?(?:"
     r"policy\.network\.(?:origins|referrers)\.\d+"  # a URL pattern's grammar
     r"|policy\.network\.user_agent"  # a regular expression, and safe to run

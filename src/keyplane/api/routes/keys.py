@@ -187,7 +187,11 @@ async def list_keys(
         Query(description="`usage`: each key's requests and cost in `period` (usage:read)"),
     ] = None,
     period: Annotated[
-        str | None, Query(max_length=8, description="with include=usage: 30m, 24h, 30d")
+        str | None,
+        Query(
+            pattern=r"^[0-9]{1,5}[mhd]$",
+            description="with include=usage only: the period, 30m, 24h, 30d (default 30d)",
+        ),
     ] = None,
 ) -> KeyPage:
     """List keys in creation order. Filter by ``metadata.<dot.path>=value`` as well."""

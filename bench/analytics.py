@@ -1,0 +1,276 @@
+"""Benchmark of the analytics rollups. Prints figures; asserts nothing about timings.
+
+Two measurements per backend (SQLite in a temp dir, PostgreSQL in a fresh schema), in process:
+
+1. **Usage-report throughput with rollups on vs off.** A runtime with
+   ``KEYPLANE_ROLLUPS_ENABLED=false`` and one with it true take turns (off, on, off, on, ...)
+   on the same database, each round ``--clients`` concurrent reporters calling
+   ``services.usage.report`` for ``--duration`` seconds (the ledger's group commit, as
+   ``POST /v1/usage`` drives it, without HTTP). It prints reports per second for each, and
+   the ratio on/off: the floor is the "off" figure measured in the same run, alternated so
+   that drift in the machine's load hits both. The goal of issue 14 is a ratio >= 0.90.
+
+2. **Analytics query latency on a key with many usage events.** The key's events are written
+   through the real ledger path (``db.usage.record`` in batches of ``--batch``, which also
+   writes the rollups), spread over 30 days, 20 models and 5 features, until ``--events`` are
+   written or ``--fill-seconds`` have passed (it says how many were written). Then
+   ``GET /v1/keys/{id}/analytics?period=30d&granularity=hour`` is called ``--queries`` times
+   over in-process HTTP (httpx's ASGI transport, the whole app) and p50/p99 are printed, next
+   to ``GET /v1/keys/{id}`` in the same run as the floor (the app's own cost for one read).
+
+Run::
+
+    .venv/bin/python bench/analytics.py                         # both backends
+    .venv/bin/python bench/analytics.py --backends sqlite --events 200000 --duration 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from keyplane.api.app import create_app
+from keyplane.domain import ids
+from keyplane.domain.clock import ManualClock
+from keyplane.domain.tenancy import Principal
+from keyplane.domain.usage import UsageEntry
+from keyplane.services.keys import NewKey
+from keyplane.services.runtime import Runtime
+from keyplane.services.usage import UsageReport
+from keyplane.settings import Settings
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+ROOT_KEY = "kp-bench-root-" + "r" * 32
+SECRET = "kp-bench-secret-" + "s" * 32
+NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark Keyplane's analytics rollups.")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--database-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent reporters (32)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per round (3)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of off+on (2)")
+    parser.add_argument("--events", type=int, default=10_000_000, help="events to write (10M)")
+    parser.add_argument(
+        "--fill-seconds", type=float, default=120.0, help="stop writing events after (120)"
+    )
+    parser.add_argument("--batch", type=int, default=5000, help="events per transaction (5000)")
+    parser.add_argument("--queries", type=int, default=200, help="analytics queries timed (200)")
+    return parser.parse_args()
+
+
+@contextlib.asynccontextmanager
+async def database(backend: str, url: str) -> AsyncIterator[dict[str, object]]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as workdir:
+            yield {"database_url": f"sqlite:///{Path(workdir) / 'analytics-bench.db'}"}
+        return
+    schema = f"kp_bench_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield {"database_url": url, "database_schema": schema}
+        finally:
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await conn.close()
+
+
+def settings(db: dict[str, object], **overrides: object) -> Settings:
+    values = {
+        **db,
+        "secret": SECRET,
+        "root_key": ROOT_KEY,
+        "rollup_flush_seconds": 3600,
+        "rollup_prune_seconds": 86_400,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+async def report_round(
+    db: dict[str, object], enabled: bool, clients: int, duration: float
+) -> float:
+    """Reports per second through the ledger, rollups ``enabled`` or not."""
+    runtime = await Runtime.start(settings(db, rollups_enabled=enabled))
+    try:
+        org_id = runtime.default_project.org_id
+        principal = Principal("mk_bench", org_id, None, ("*",))
+        issued = await runtime.services.keys.create(
+            principal, NewKey(name="bench", project_id=runtime.default_project.id)
+        )
+        key_id = issued.record.id
+        numbers = itertools.count()
+        done = 0
+        deadline = time.perf_counter() + duration
+
+        async def reporter() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                n = next(numbers)
+                await runtime.services.usage.report(
+                    principal,
+                    UsageReport(
+                        key_id=key_id,
+                        request_id=f"r{enabled}-{n}-{secrets.token_hex(4)}",
+                        cost=1000 + n % 97,
+                        input_tokens=n % 500,
+                        output_tokens=n % 300,
+                        model=f"model-{n % 20}",
+                        latency_ms=(n * 37) % 3000,
+                        status=500 if n % 50 == 0 else 200,
+                        feature=f"feature-{n % 5}",
+                    ),
+                    None,
+                )
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(reporter() for _ in range(clients)))
+        return done / (time.perf_counter() - started)
+    finally:
+        await runtime.stop()
+
+
+async def fill(
+    runtime: Runtime, key_id: str, org_id: str, events: int, batch: int, budget: float
+) -> int:
+    """Write up to ``events`` through the ledger, spread over the 30 days before NOW."""
+    # The 30d/hour window is the 720 hours ending with NOW's: its first starts 719 h before.
+    start = NOW - timedelta(hours=719)
+    step = timedelta(hours=719) / events
+    written = 0
+    began = time.perf_counter()
+    while written < events and time.perf_counter() - began < budget:
+        entries = []
+        for n in range(written, min(events, written + batch)):
+            entries.append(
+                UsageEntry(
+                    id=ids.new_id("use"),
+                    org_id=org_id,
+                    key_id=key_id,
+                    idempotency_key=f"fill-{n}",
+                    fingerprint="f" * 64,
+                    request_id=None,
+                    model=f"model-{n % 20}",
+                    cost_micros=1000 + n % 97,
+                    input_tokens=n % 500,
+                    output_tokens=n % 300,
+                    latency_ms=(n * 37) % 3000,
+                    status=500 if n % 50 == 0 else 200,
+                    recorded_at=start + step * n,
+                    feature=f"feature-{n % 5}",
+                )
+            )
+        await runtime.store.usage.record(entries)
+        written += len(entries)
+        if written % (batch * 20) == 0:
+            progress(f"{written} events written ({time.perf_counter() - began:.0f} s)")
+    return written
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def query_latency(
+    db: dict[str, object], events: int, batch: int, budget: float, queries: int
+) -> None:
+    clock = ManualClock(NOW)
+    app = create_app(settings(db), clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://keyplane.bench",
+            headers={"Authorization": f"Bearer {ROOT_KEY}"},
+        ) as client,
+    ):
+        runtime: Runtime = app.state.runtime
+        created = (await client.post("/v1/keys", json={"name": "analytics bench"})).json()
+        key_id = created["data"]["id"]
+        org_id = created["data"]["org_id"]
+        began = time.perf_counter()
+        written = await fill(runtime, key_id, org_id, events, batch, budget)
+        filled = time.perf_counter() - began
+        print(
+            f"  key with {written:,} usage events over 30 days "
+            f"(written through the ledger in {filled:.0f} s, {written / filled:,.0f}/s)"
+        )
+        path = f"/v1/keys/{key_id}/analytics?period=30d&granularity=hour"
+        floor_path = f"/v1/keys/{key_id}"
+        timings: dict[str, list[float]] = {path: [], floor_path: []}
+        for _ in range(5):  # warm up
+            await client.get(path)
+            await client.get(floor_path)
+        for _ in range(queries):
+            for target in (path, floor_path):
+                started = time.perf_counter()
+                response = await client.get(target)
+                timings[target].append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, response.text
+        body = (await client.get(path)).json()
+        assert body["total_requests"] == written, (body["total_requests"], written)
+        for label, target in (
+            ("analytics 30d/hour", path),
+            ("GET /v1/keys/{id} (floor)", floor_path),
+        ):
+            samples = timings[target]
+            print(
+                f"  {label:28} p50 {statistics.median(samples):7.2f} ms"
+                f"  p99 {percentile(samples, 0.99):7.2f} ms"
+            )
+        ratio = percentile(timings[path], 0.99) / percentile(timings[floor_path], 0.99)
+        print(f"  analytics p99 / floor p99: {ratio:.2f}x")
+
+
+async def main() -> None:
+    args = parse_args()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    for backend in [name.strip() for name in args.backends.split(",") if name.strip()]:
+        print(f"\n== {backend}")
+        async with database(backend, args.database_url) as db:
+            # Migrate once before the rounds.
+            await (await Runtime.start(settings(db))).stop()
+            off: list[float] = []
+            on: list[float] = []
+            for round_number in range(args.rounds):
+                progress(f"{backend}: round {round_number + 1} of {args.rounds}")
+                off.append(await report_round(db, False, args.clients, args.duration))
+                on.append(await report_round(db, True, args.clients, args.duration))
+            mean_off, mean_on = statistics.mean(off), statistics.mean(on)
+            print(
+                f"  usage reports/s, {args.clients} clients: rollups off {mean_off:,.0f} "
+                f"(rounds {', '.join(f'{v:,.0f}' for v in off)}), on {mean_on:,.0f} "
+                f"(rounds {', '.join(f'{v:,.0f}' for v in on)})"
+            )
+            print(f"  on / off: {mean_on / mean_off:.3f} (goal >= 0.90)")
+        async with database(backend, args.database_url) as db:
+            await query_latency(db, args.events, args.batch, args.fill_seconds, args.queries)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
