@@ -110,3 +110,48 @@ async def test_a_report_on_instance_a_reaches_a_subscriber_on_instance_b(
         assert first["key_id"] == key_id and first["owner"] == "acme"
         assert expensive_one["request_id"] == "r1"  # the 0.5 credit report was filtered out
         assert created["key"] not in json.dumps([first, second, expensive_one])
+
+
+async def test_both_sdk_clients_read_the_stream_with_exact_credits(sqlite_database: Db) -> None:
+    from decimal import Decimal
+
+    from keyplane.client import AsyncClient, Client
+
+    async with serving(sqlite_database) as url, AsyncClient(url, ROOT_KEY) as keyplane:
+        created = await keyplane.keys.create("streamed", owner="acme")
+        key_id = created.data.id
+        stream = keyplane.usage.stream(key_id=key_id)
+        reader = asyncio.ensure_future(anext(stream))
+        # The subscription is made when the stream's first line is read: report until the
+        # event arrives (each report has its own request id; the first one seen is enough).
+        seen = None
+        async with asyncio.timeout(DEADLINE):
+            n = 0
+            while seen is None:
+                await keyplane.usage.report(
+                    key_id=key_id, request_id=f"r{n}", cost="0.000001", model="m"
+                )
+                n += 1
+                done, _ = await asyncio.wait({reader}, timeout=0.2)
+                if done:
+                    seen = reader.result()
+        await stream.aclose()
+        assert seen.key_id == key_id and seen.owner == "acme"
+        assert seen.cost == Decimal("0.000001")
+
+        def read_one() -> tuple[str, Decimal]:
+            with Client(url, ROOT_KEY) as sync:
+                for event in sync.usage.stream(owner="acme", min_cost="2.5"):
+                    return event.request_id or "", event.cost
+            raise AssertionError("the stream ended")
+
+        sync_reader = asyncio.ensure_future(asyncio.to_thread(read_one))
+        async with asyncio.timeout(DEADLINE):
+            n = 0
+            while not sync_reader.done():
+                await keyplane.usage.report(key_id=key_id, request_id=f"cheap{n}", cost=1)
+                await keyplane.usage.report(key_id=key_id, request_id=f"big{n}", cost="2.5")
+                n += 1
+                await asyncio.wait({sync_reader}, timeout=0.2)
+        request_id, cost = sync_reader.result()
+        assert request_id.startswith("big") and cost == Decimal("2.5")

@@ -34,8 +34,9 @@ def test_every_method_exists_on_both_clients_with_the_same_parameters() -> None:
             assert left.keys() == right.keys(), type(one)
             for name, signature in left.items():
                 assert _parameters(signature) == _parameters(right[name]), name
-                # iterate* are (async) generators, use_key a (async) context manager.
-                if not name.startswith(("iterate", "use_key")):
+                # iterate* and stream are (async) generators, use_key a (async) context
+                # manager.
+                if not name.startswith(("iterate", "use_key", "stream")):
                     assert inspect.iscoroutinefunction(getattr(other, name)), name
     finally:
         sync.close()

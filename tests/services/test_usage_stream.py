@@ -103,3 +103,29 @@ def test_events_round_trip_and_notify_payloads_fit_postgres() -> None:
     assert all(len(p.encode()) < NOTIFY_BYTES for p in payloads)
     decoded = [UsageEvent.decode(item) for p in payloads for item in json.loads(p)]
     assert decoded == many
+
+
+def test_the_sdk_parser_raises_at_a_drop_notice_and_skips_comments() -> None:
+    from keyplane.client import StreamDroppedError
+    from keyplane.client._stream import Parser
+
+    lines = [
+        ": keyplane usage stream",
+        "",
+        "event: usage",
+        "id: use_1",
+        'data: {"type": "usage", "id": "use_1", "key_id": "key_a", "project_id": "proj_a",'
+        ' "recorded_at": "2026-03-01T12:00:00Z", "cost": 0.1}',
+        "",
+        ": keep-alive",
+        "",
+        "event: dropped",
+        'data: {"type": "dropped", "reason": "slow_consumer", "missed": 7}',
+        "",
+    ]
+    events = Parser().feed(lines)
+    first = next(events)
+    assert (first.id, str(first.cost)) == ("use_1", "0.1")
+    with pytest.raises(StreamDroppedError) as dropped:
+        next(events)
+    assert dropped.value.missed == 7

@@ -38,6 +38,7 @@ from keyplane.client.errors import (
     PermissionDeniedError,
     RateLimitedError,
     ServerError,
+    StreamDroppedError,
     TimeoutError,
     ValidationError,
 )
@@ -61,6 +62,7 @@ from keyplane.client.models import (
     ProviderStats,
     Usage,
     UsageRecorded,
+    UsageStreamEvent,
     Verdict,
 )
 from keyplane.client.outcomes import Outcome, RateLimited, Unauthorized, outcome_of
@@ -113,10 +115,12 @@ __all__ = [
     "RateLimitedError",
     "RetryPolicy",
     "ServerError",
+    "StreamDroppedError",
     "TimeoutError",
     "Unauthorized",
     "Usage",
     "UsageRecorded",
+    "UsageStreamEvent",
     "ValidationError",
     "Vault",
     "Verdict",

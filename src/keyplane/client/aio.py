@@ -11,7 +11,7 @@ from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from keyplane.client import _calls, _core, errors, models
+from keyplane.client import _calls, _core, _stream, errors, models
 from keyplane.client._calls import KeyChanges, KeyFields, KeyFilters, PlanChanges, Policy
 from keyplane.client.vault import AsyncVault
 
@@ -335,6 +335,43 @@ class AsyncUsageReports(_Resource):
     ) -> AsyncIterator[models.Event]:
         """Every event (of one key, if given), fetching pages as the iteration goes."""
         return _pages(lambda cursor: self.events(key_id=key_id, cursor=cursor, limit=page_size))
+
+    async def stream(
+        self,
+        *,
+        key_id: str | None = None,
+        project_id: str | None = None,
+        owner: str | None = None,
+        min_cost: Decimal | int | float | str | None = None,
+    ) -> AsyncIterator[models.UsageStreamEvent]:
+        """Usage reports live, as they become durable (Server-Sent Events), until closed.
+
+        One key's (``key_id``), or the organization's filtered by project, owner and minimum
+        cost in credits. Needs ``usage:read``. Not retried: a stream is a live view, and one
+        that ends (StreamDroppedError when it was read too slowly) is subscribed to again by
+        calling this once more.
+
+        Example::
+
+            async for event in keyplane.usage.stream(min_cost=1):
+                print(event.key_id, event.cost)
+        """
+        path, params = _stream.request(key_id, project_id, owner, min_cost)
+        client = self._client
+        try:
+            async with client._http.stream(
+                "GET", path, params=params, timeout=_stream.timeout(client._config)
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _core.api_error(response)
+                parser = _stream.Parser()
+                async for line in response.aiter_lines():
+                    event = parser.line(line)
+                    if event is not None:
+                        yield event
+        except httpx.RequestError as exc:
+            raise _core.transport_error(exc, client.url) from exc
 
 
 class AsyncPlans(_Resource):

@@ -14,8 +14,9 @@
     │   │   ├── AllRateLimitedError         vault lease: every match is cooling down
     │   │   └── AllAtMaxConcurrencyError    vault lease: every match is at max concurrency
     │   └── ServerError             5xx: the server failed
-    └── ConnectionError             the server could not be reached (refused, reset, DNS, ...)
-        └── TimeoutError            no answer within the configured timeout
+    ├── ConnectionError             the server could not be reached (refused, reset, DNS, ...)
+    │   └── TimeoutError            no answer within the configured timeout
+    └── StreamDroppedError          a live usage stream was read too slowly and ended
 
 These are the SDK's own classes, distinct from the server's ``keyplane.errors`` (which the SDK
 never imports). ``ConnectionError`` and ``TimeoutError`` shadow the builtins of the same name
@@ -160,3 +161,15 @@ def error_for(
     if status >= 500:
         return ServerError(status, code, detail, body)
     return _BY_STATUS.get(status, APIError)(status, code, detail, body)
+
+
+class StreamDroppedError(KeyplaneError):
+    """The server dropped a live usage stream this client read too slowly.
+
+    ``missed`` is how many events it did not receive. Subscribe again to go on (what was
+    missed is in the ledger, not in the stream).
+    """
+
+    def __init__(self, missed: int) -> None:
+        super().__init__(f"the usage stream was dropped (slow consumer); {missed} events missed")
+        self.missed = missed

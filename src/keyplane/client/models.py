@@ -179,6 +179,25 @@ class UsageRecorded(Model):
     recorded_at: datetime
 
 
+class UsageStreamEvent(Model):
+    """One usage report from a live stream, once durable (``usage.stream``)."""
+
+    id: str
+    key_id: str
+    project_id: str
+    owner: str | None = None
+    request_id: str | None = None
+    model: str | None = None
+    cost: Decimal
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: int | None = None
+    status: int | None = None
+    recorded_at: datetime
+
+    _credits = field_validator("cost", mode="before")(_decimal)
+
+
 class Event(Model):
     """Something that happened to a key (``budget.threshold_crossed``, ...)."""
 
