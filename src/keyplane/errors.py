@@ -5,6 +5,7 @@
     KeyplaneError                 root; ``code`` is a stable string clients can switch on
                                   (a class without a code of its own has its parent's)
     ├── ValidationError           input that breaks a rule the schema cannot express
+    │   └── WebhookVerificationError  a webhook's signature, id or timestamp does not hold
     ├── AuthenticationError       no, malformed or unknown management credential
     ├── PermissionDeniedError     a valid credential without the needed scope or reach
     ├── NotFoundError             no such object (or not visible to the caller)
@@ -49,6 +50,13 @@ class KeyplaneError(Exception):
 
 class ValidationError(KeyplaneError):
     code = "VALIDATION_FAILED"
+
+
+class WebhookVerificationError(ValidationError):
+    """A received webhook does not verify: headers missing or malformed, its timestamp outside
+    the tolerance, or no signature made with the secret (``keyplane.webhooks.verify``)."""
+
+    code = "WEBHOOK_VERIFICATION_FAILED"
 
 
 class AuthenticationError(KeyplaneError):

@@ -62,6 +62,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 STATUS_BY_ERROR: dict[type[errors.KeyplaneError], int] = {
     errors.KeyplaneError: 500,
     errors.ValidationError: 422,
+    errors.WebhookVerificationError: 400,
     errors.AuthenticationError: 401,
     errors.PermissionDeniedError: 403,
     errors.NotFoundError: 404,
