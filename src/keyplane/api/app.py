@@ -22,6 +22,7 @@ from keyplane.api.routes import (
     management_keys,
     plans,
     projects,
+    signing_secrets,
     usage,
     vault,
     verify,
@@ -121,6 +122,7 @@ def create_app(
         management_keys.router,
         projects.router,
         vault.router,
+        signing_secrets.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     # Compatibility surfaces render their own errors; they are not in /openapi.json.

@@ -25,6 +25,7 @@ from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.runtime import Runtime, Services
+from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService
 from keyplane.settings import Settings
@@ -78,6 +79,10 @@ async def get_vault(request: Request) -> VaultService:
     return _services(request).vault
 
 
+async def get_signing_secrets(request: Request) -> SigningSecrets:
+    return _services(request).signing_secrets
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -102,6 +107,7 @@ PlansDep = Annotated[Plans, Depends(get_plans)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]
 EventsDep = Annotated[Events, Depends(get_events)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
+SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
@@ -164,6 +170,7 @@ UsageWriter = Annotated[Principal, scoped("usage:write")]
 Verifier = Annotated[Principal, scoped("verify")]
 VaultWriter = Annotated[Principal, scoped("vault:write")]
 VaultLeaser = Annotated[Principal, scoped("vault:lease")]
+SigningSecretsWriter = Annotated[Principal, scoped("signing_secrets:write")]
 
 
 @dataclass(frozen=True, slots=True)

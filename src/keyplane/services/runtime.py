@@ -41,6 +41,7 @@ from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
@@ -73,6 +74,7 @@ class Services:
     usage: UsageService
     events: Events
     vault: VaultService
+    signing_secrets: SigningSecrets
 
 
 @dataclass
@@ -202,6 +204,7 @@ class Runtime:
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),
+            signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
         )
         runtime = cls(
             settings=settings,
