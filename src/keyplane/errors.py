@@ -5,6 +5,7 @@
     KeyplaneError                 root; ``code`` is a stable string clients can switch on
                                   (a class without a code of its own has its parent's)
     ├── ValidationError           input that breaks a rule the schema cannot express
+    │   └── WebhookVerificationError  a webhook's signature, id or timestamp does not hold
     ├── AuthenticationError       no, malformed or unknown management credential
     ├── PermissionDeniedError     a valid credential without the needed scope or reach
     ├── NotFoundError             no such object (or not visible to the caller)
@@ -22,6 +23,7 @@
     │   ├── VaultIntegrityError   altered, moved to another row, or wrong key material
     │   └── EncryptionError       seed 002's name: a stored key does not open with this secret
     ├── CapacityError             this instance is at a configured capacity (usage streams)
+    ├── EmailDeliveryError        the SMTP server could not be reached or refused a message
     └── LeaseRefusedError         no upstream credential can be leased now (``retry_after``)
         ├── NoCredentialError             none matches, or none has allowance left
         │   └── NoAvailableKeyError       seed 002's name: none matches, none usable
@@ -60,6 +62,13 @@ class KeyplaneError(Exception):
 
 class ValidationError(KeyplaneError):
     code = "VALIDATION_FAILED"
+
+
+class WebhookVerificationError(ValidationError):
+    """A received webhook does not verify: headers missing or malformed, its timestamp outside
+    the tolerance, or no signature made with the secret (``keyplane.webhooks.verify``)."""
+
+    code = "WEBHOOK_VERIFICATION_FAILED"
 
 
 class AuthenticationError(KeyplaneError):
@@ -143,6 +152,12 @@ class CapacityError(KeyplaneError):
     """This instance already serves as much of something as it is configured to."""
 
     code = "CAPACITY_EXCEEDED"
+
+
+class EmailDeliveryError(KeyplaneError):
+    """An email notification could not be handed to the SMTP server (services/email.py)."""
+
+    code = "EMAIL_DELIVERY_FAILED"
 
 
 class LeaseRefusedError(KeyplaneError):

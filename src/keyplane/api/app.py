@@ -25,6 +25,7 @@ from keyplane.api.routes import (
     organization,
     plans,
     projects,
+    signing_secrets,
     streams,
     usage,
     vault,
@@ -130,6 +131,7 @@ def create_app(
         projects.router,
         organization.router,
         vault.router,
+        signing_secrets.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     # Compatibility surfaces render their own errors; they are not in /openapi.json.

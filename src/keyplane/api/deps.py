@@ -28,6 +28,7 @@ from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.runtime import Runtime, Services
+from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.usage import UsageService
 from keyplane.services.usage_stream import UsageStreams
 from keyplane.services.vault import VaultService
@@ -92,6 +93,10 @@ async def get_streams(request: HTTPConnection) -> UsageStreams:
     return streams
 
 
+async def get_signing_secrets(request: Request) -> SigningSecrets:
+    return _services(request).signing_secrets
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -118,6 +123,7 @@ EventsDep = Annotated[Events, Depends(get_events)]
 AnalyticsDep = Annotated[Analytics, Depends(get_analytics)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
 StreamsDep = Annotated[UsageStreams, Depends(get_streams)]
+SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
@@ -181,6 +187,7 @@ UsageWriter = Annotated[Principal, scoped("usage:write")]
 Verifier = Annotated[Principal, scoped("verify")]
 VaultWriter = Annotated[Principal, scoped("vault:write")]
 VaultLeaser = Annotated[Principal, scoped("vault:lease")]
+SigningSecretsWriter = Annotated[Principal, scoped("signing_secrets:write")]
 
 
 @dataclass(frozen=True, slots=True)

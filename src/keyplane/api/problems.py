@@ -62,6 +62,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 STATUS_BY_ERROR: dict[type[errors.KeyplaneError], int] = {
     errors.KeyplaneError: 500,
     errors.ValidationError: 422,
+    errors.WebhookVerificationError: 400,
     errors.AuthenticationError: 401,
     errors.PermissionDeniedError: 403,
     errors.NotFoundError: 404,
@@ -77,6 +78,7 @@ STATUS_BY_ERROR: dict[type[errors.KeyplaneError], int] = {
     errors.VaultIntegrityError: 500,
     # Another instance, or this one later, can serve it.
     errors.CapacityError: 503,
+    errors.EmailDeliveryError: 502,
     # NO_CREDENTIAL is a 404 (nothing can serve this request); the other refusals are 429s
     # that pass when time does.
     errors.LeaseRefusedError: 429,

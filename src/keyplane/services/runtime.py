@@ -44,6 +44,7 @@ from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.sampling import RuntimeSampler
+from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.usage_stream import (
@@ -86,6 +87,7 @@ class Services:
     vault: VaultService
     analytics: Analytics
     streams: UsageStreams
+    signing_secrets: SigningSecrets
 
 
 @dataclass
@@ -254,6 +256,7 @@ class Runtime:
             vault=_vault_service(store, vault_keyring, clock, settings),
             analytics=Analytics(store.analytics, directory, clock, retention),
             streams=streams,
+            signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
         )
         runtime = cls(
             settings=settings,
