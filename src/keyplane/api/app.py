@@ -25,6 +25,7 @@ from keyplane.api.routes import (
     usage,
     vault,
     verify,
+    webhooks,
 )
 from keyplane.api.security_headers import SecurityHeaders
 from keyplane.domain.clock import Clock
@@ -121,6 +122,7 @@ def create_app(
         management_keys.router,
         projects.router,
         vault.router,
+        webhooks.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     # Compatibility surfaces render their own errors; they are not in /openapi.json.

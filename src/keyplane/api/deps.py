@@ -27,6 +27,7 @@ from keyplane.services.projects import Projects
 from keyplane.services.runtime import Runtime, Services
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService
+from keyplane.services.webhooks import WebhookService
 from keyplane.settings import Settings
 
 #: Evict a just-written record on every live instance and say which confirmed
@@ -78,6 +79,10 @@ async def get_vault(request: Request) -> VaultService:
     return _services(request).vault
 
 
+async def get_webhooks(request: Request) -> WebhookService:
+    return _services(request).webhooks
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -102,6 +107,7 @@ PlansDep = Annotated[Plans, Depends(get_plans)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]
 EventsDep = Annotated[Events, Depends(get_events)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
+WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
@@ -164,6 +170,7 @@ UsageWriter = Annotated[Principal, scoped("usage:write")]
 Verifier = Annotated[Principal, scoped("verify")]
 VaultWriter = Annotated[Principal, scoped("vault:write")]
 VaultLeaser = Annotated[Principal, scoped("vault:lease")]
+WebhooksWriter = Annotated[Principal, scoped("webhooks:write")]
 
 
 @dataclass(frozen=True, slots=True)

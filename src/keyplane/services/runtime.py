@@ -45,9 +45,11 @@ from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
+from keyplane.services.webhooks import Poster, WebhookDispatcher, WebhookService
 from keyplane.settings import Settings, resolve_server_secret
 from keyplane.store.database import Database
 from keyplane.store.migrate import migrate
+from keyplane.webhooks import signature_headers
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Services:
     usage: UsageService
     events: Events
     vault: VaultService
+    webhooks: WebhookService
 
 
 @dataclass
@@ -104,6 +107,8 @@ class Runtime:
     instance_id: str = ""
     #: Heartbeats and acknowledgements of the deployment's instances (None: one process).
     instances: InstanceRegistry | None = None
+    #: Delivers the webhook outbox (None when KEYPLANE_WEBHOOK_WORKERS is 0).
+    webhook_dispatcher: WebhookDispatcher | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
     _acks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -164,6 +169,9 @@ class Runtime:
                 instances=settings.expected_instances,
             )
         ledger = UsageLedger(store.usage, limiter, settings.usage_batch_max)
+        # The webhook outbox: every journalled change's events, in the change's transaction.
+        store.unit.journal_writers.append(store.webhooks.write_outbox)
+        poster = _outbound(settings)
         management_cache: TtlCache[ManagementKeyRecord] = TtlCache(
             store.management_keys.find_by_secret,
             lambda record: record.id,
@@ -202,6 +210,14 @@ class Runtime:
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),
+            webhooks=WebhookService(
+                store.webhooks,
+                store.tenancy,
+                poster,
+                clock,
+                server_secret,
+                timedelta(hours=settings.webhook_secret_overlap_hours),
+            ),
         )
         runtime = cls(
             settings=settings,
@@ -257,6 +273,19 @@ class Runtime:
         if root_key is None and await store.management_keys.count() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
+        if poster is not None and settings.webhook_workers > 0:
+            runtime.webhook_dispatcher = WebhookDispatcher(
+                store.webhooks,
+                poster,
+                signature_headers,
+                clock,
+                server_secret,
+                timeout=settings.webhook_timeout_seconds,
+                lease=timedelta(seconds=settings.webhook_claim_lease_seconds),
+                poll=settings.webhook_poll_seconds,
+                batch=settings.webhook_batch,
+                disable_after=timedelta(hours=settings.webhook_disable_after_hours),
+            )
         runtime._start_loops(keeper)
         if runtime.instances is not None:
             await runtime._beat()  # live before serving: a confirmed revoke waits for it
@@ -293,6 +322,12 @@ class Runtime:
         supervise("replay_secret_erasure", self._erase_replay_secrets, critical=False)
         if keeper is not None:
             supervise("window_keeper", keeper.run, critical=False)
+        dispatcher = self.webhook_dispatcher
+        if dispatcher is not None:
+            # SQLite has one writer: one worker. PostgreSQL's workers skip each other's rows.
+            workers = 1 if self.store.unit.is_sqlite else self.settings.webhook_workers
+            for number in range(workers):
+                supervise(f"webhooks_{number}", dispatcher.run, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -397,6 +432,11 @@ class Runtime:
             # The pool was built here too: close its connections, not only the client.
             await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
+
+
+def _outbound(settings: Settings) -> Poster | None:
+    """The SSRF-guarded HTTP client webhooks are sent with."""
+    return None
 
 
 def _vault_service(

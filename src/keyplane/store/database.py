@@ -22,6 +22,7 @@ from keyplane.store.unit import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, UnitOfW
 from keyplane.store.usage import SqlUsageStore
 from keyplane.store.vault import SqlVaultStore
 from keyplane.store.vault_sealed import SqlSealedSecretStore
+from keyplane.store.webhooks import SqlWebhookStore
 
 if TYPE_CHECKING:
     from keyplane.settings import Settings
@@ -36,7 +37,7 @@ class Database:
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, events, idempotency, vault,
-        sealed_secrets: the concept stores (see each module's protocol).
+        sealed_secrets, webhooks: the concept stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -57,6 +58,7 @@ class Database:
         self.vault = SqlVaultStore(unit, self.tenancy)
         self.sealed_secrets = SqlSealedSecretStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
+        self.webhooks = SqlWebhookStore(unit)
 
     @classmethod
     def from_url(
