@@ -19,6 +19,7 @@
     ├── VaultError                a sealed upstream credential cannot be opened
     │   ├── VaultKeyError         sealed with a master key that is not configured
     │   └── VaultIntegrityError   altered, moved to another row, or wrong key material
+    ├── EmailDeliveryError        the SMTP server could not be reached or refused a message
     └── LeaseRefusedError         no upstream credential can be leased now (``retry_after``)
         ├── NoCredentialError             none matches, or none has allowance left
         ├── AllRateLimitedError           every usable match is cooling down
@@ -118,6 +119,12 @@ class VaultKeyError(VaultError):
 
 class VaultIntegrityError(VaultError):
     code = "VAULT_INTEGRITY"
+
+
+class EmailDeliveryError(KeyplaneError):
+    """An email notification could not be handed to the SMTP server (services/email.py)."""
+
+    code = "EMAIL_DELIVERY_FAILED"
 
 
 class LeaseRefusedError(KeyplaneError):

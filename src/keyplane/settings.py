@@ -112,6 +112,26 @@ class Settings(BaseSettings):
     #: believed. Empty: those headers are ignored and the TCP peer is the client.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
+    #: Webhook deliveries (services/outbound.py): networks they may reach although private,
+    #: loopback, link-local and so on (CIDRs, commas or spaces; default none), whether plain
+    #: http:// endpoints are accepted, the time one delivery may take, and the most response
+    #: bytes read.
+    webhook_allow_networks: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_allow_http: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_max_response_bytes: int = Field(default=4096, ge=0, le=1024 * 1024)
+
+    #: Email notifications (services/email.py): the SMTP server, its credentials, the sender
+    #: address, and whether to upgrade the connection with STARTTLS (port 465 uses TLS from
+    #: the first byte instead). No host: email is off.
+    smtp_host: str | None = Field(default=None, min_length=1, max_length=253)
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = Field(default=None, max_length=256)
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = Field(default=None, max_length=254)
+    smtp_starttls: bool = True
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
     #: Vault master key: standard or URL-safe base64 of exactly 32 random bytes. It seals
     #: new upstream credentials. Alternatively ``vault_key_file`` names a file holding it.
     vault_key: SecretStr | None = None
@@ -193,6 +213,25 @@ class Settings(BaseSettings):
             raise ValueError(f"at most {MAX_TRUSTED_PROXIES} trusted proxies")
         parse_trusted(value)  # ValueError names the bad entry
         return value
+
+    @field_validator("webhook_allow_networks", mode="before")
+    @classmethod
+    def _split_webhook_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _webhook_networks_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > MAX_TRUSTED_PROXIES:
+            raise ValueError(f"at most {MAX_TRUSTED_PROXIES} webhook networks")
+        parse_trusted(value)  # ValueError names the bad entry
+        return value
+
+    @cached_property
+    def webhook_allow_network_list(self) -> tuple[IpNetwork, ...]:
+        return parse_trusted(self.webhook_allow_networks)
 
     @cached_property
     def trusted_networks(self) -> tuple[IpNetwork, ...]:

@@ -76,6 +76,7 @@ STATUS_BY_ERROR: dict[type[errors.KeyplaneError], int] = {
     errors.VaultError: 500,
     errors.VaultKeyError: 503,
     errors.VaultIntegrityError: 500,
+    errors.EmailDeliveryError: 502,
     # NO_CREDENTIAL is a 404 (nothing can serve this request); the other refusals are 429s
     # that pass when time does.
     errors.LeaseRefusedError: 429,
