@@ -140,13 +140,12 @@ class Settings(BaseSettings):
     vault_previous_keys: SecretStr | None = None
 
     #: Webhooks: workers per instance (SQLite: always one), deliveries claimed at a time,
-    #: how long a receiver may take, how long a claim hides a delivery from other workers
+    #: how long a claim hides a delivery from other workers
     #: (longer than the timeout: a delivery whose worker died is sent again after it), how
     #: often idle workers look for due deliveries, how long an endpoint may fail before it is
     #: disabled, and how long a rotated-out signing secret keeps signing.
     webhook_workers: int = Field(default=2, ge=0, le=64)
     webhook_batch: int = Field(default=20, ge=1, le=1000)
-    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     webhook_claim_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
     webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     webhook_disable_after_hours: float = Field(default=48.0, gt=0, le=24 * 30)

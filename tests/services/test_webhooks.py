@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
 import pytest
 
 from keyplane.domain import webhook_events
@@ -19,35 +17,12 @@ from keyplane.domain.clock import ManualClock
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.keys import NewKey
+from keyplane.services.outbound import OutboundGuard
 from keyplane.services.runtime import Runtime
 from keyplane.services.webhooks import NewEndpoint, WebhookDispatcher, WebhookService
 from keyplane.webhooks import signature_headers, verify
 from tests.conftest import SERVER_SECRET, Database
 from tests.webhook_receiver import Receiver, running_receiver
-
-
-@dataclass(frozen=True)
-class Sent:
-    status: int | None
-    latency_ms: int
-    error: str | None
-
-
-class LocalPoster:
-    """Plain HTTP to the local receiver (the outbound guard's allowlisted path)."""
-
-    def check_url(self, url: str) -> None:
-        if not url.startswith("http://127.0.0.1:"):
-            raise ValidationError("not the local receiver", code="INVALID_WEBHOOK_URL")
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Sent:
-        started = time.perf_counter()
-        try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
-                response = await client.post(url, content=body, headers=dict(headers))
-        except httpx.HTTPError as exc:
-            return Sent(None, int((time.perf_counter() - started) * 1000), type(exc).__name__)
-        return Sent(response.status_code, int((time.perf_counter() - started) * 1000), None)
 
 
 @dataclass
@@ -71,8 +46,12 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 async def hooks(database: Database, clock: ManualClock, receiver: Receiver) -> AsyncIterator[Hooks]:
-    runtime = await Runtime.start(database.settings(webhook_workers=0), clock)
-    poster = LocalPoster()
+    settings = database.settings(
+        webhook_workers=0, webhook_allow_http=True, webhook_allow_networks="127.0.0.1/32"
+    )
+    runtime = await Runtime.start(settings, clock)
+    # The real outbound guard, its network allowlisted for the local receiver.
+    poster = OutboundGuard.from_settings(settings)
     service = WebhookService(
         runtime.store.webhooks,
         runtime.store.tenancy,
@@ -93,6 +72,7 @@ async def hooks(database: Database, clock: ManualClock, receiver: Receiver) -> A
     try:
         yield Hooks(runtime, service, dispatcher, clock, receiver)
     finally:
+        await poster.aclose()
         await runtime.stop()
 
 
@@ -267,7 +247,13 @@ async def test_replay_sends_the_same_event_again(hooks: Hooks) -> None:
 async def test_bad_endpoints_are_refused(hooks: Hooks) -> None:
     caller = admin(hooks.runtime)
     service = hooks.service
-    for url in ("ftp://x", "http://10.0.0.1/", "https://" + "a" * 3000):
+    for url in (
+        "ftp://x",
+        "http://10.0.0.1/",
+        "https://169.254.169.254/",
+        "https://[::1]/",
+        "https://" + "a" * 3000,
+    ):
         with pytest.raises(ValidationError):
             await service.create(caller, NewEndpoint(url=url, events=("ping",)))
     for events in ((), ("key.nope",), ("nope.*",), ("KEY.*",), tuple(["ping"] * 65)):

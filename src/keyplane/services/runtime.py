@@ -26,6 +26,7 @@ from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
+from keyplane.services.email import EmailSender
 from keyplane.services.events import Events
 from keyplane.services.instances import (
     REGISTRY_ERRORS,
@@ -39,13 +40,14 @@ from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
+from keyplane.services.outbound import OutboundGuard
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
-from keyplane.services.webhooks import Poster, WebhookDispatcher, WebhookService
+from keyplane.services.webhooks import WebhookDispatcher, WebhookService
 from keyplane.settings import Settings, resolve_server_secret
 from keyplane.store.database import Database
 from keyplane.store.migrate import migrate
@@ -109,6 +111,8 @@ class Runtime:
     instances: InstanceRegistry | None = None
     #: Delivers the webhook outbox (None when KEYPLANE_WEBHOOK_WORKERS is 0).
     webhook_dispatcher: WebhookDispatcher | None = None
+    #: The SSRF-guarded HTTP client webhooks go out through (its pool is closed at stop).
+    outbound: OutboundGuard | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
     _acks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -171,7 +175,7 @@ class Runtime:
         ledger = UsageLedger(store.usage, limiter, settings.usage_batch_max)
         # The webhook outbox: every journalled change's events, in the change's transaction.
         store.unit.journal_writers.append(store.webhooks.write_outbox)
-        poster = _outbound(settings)
+        poster = OutboundGuard.from_settings(settings)
         management_cache: TtlCache[ManagementKeyRecord] = TtlCache(
             store.management_keys.find_by_secret,
             lambda record: record.id,
@@ -273,7 +277,8 @@ class Runtime:
         if root_key is None and await store.management_keys.count() == 0:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
-        if poster is not None and settings.webhook_workers > 0:
+        runtime.outbound = poster
+        if settings.webhook_workers > 0:
             runtime.webhook_dispatcher = WebhookDispatcher(
                 store.webhooks,
                 poster,
@@ -285,6 +290,7 @@ class Runtime:
                 poll=settings.webhook_poll_seconds,
                 batch=settings.webhook_batch,
                 disable_after=timedelta(hours=settings.webhook_disable_after_hours),
+                mailer=EmailSender.from_settings(settings),
             )
         runtime._start_loops(keeper)
         if runtime.instances is not None:
@@ -414,6 +420,8 @@ class Runtime:
         await self.ledger.close()
         await self.supervisor.finish("ledger")
         await self.supervisor.stop()
+        if self.outbound is not None:
+            await self.outbound.aclose()
         await self.last_used.flush()
         await self.management_last_used.flush()
         if self.window_keeper is not None:
@@ -432,11 +440,6 @@ class Runtime:
             # The pool was built here too: close its connections, not only the client.
             await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
-
-
-def _outbound(settings: Settings) -> Poster | None:
-    """The SSRF-guarded HTTP client webhooks are sent with."""
-    return None
 
 
 def _vault_service(

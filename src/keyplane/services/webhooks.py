@@ -68,7 +68,7 @@ class SendResult(Protocol):
 class Poster(Protocol):
     """The SSRF-guarded outbound HTTP client (``services/outbound.OutboundGuard``)."""
 
-    def check_url(self, url: str) -> None: ...
+    def check_url(self, url: str) -> str: ...
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
@@ -317,8 +317,8 @@ class WebhookService:
         if len(url) > MAX_URL_LENGTH:
             raise ValidationError("the URL is too long", code="INVALID_WEBHOOK_URL")
         if self._poster is not None:
-            self._poster.check_url(url)  # ValidationError: scheme, host, refused networks
-        elif not url.startswith("https://"):
+            return self._poster.check_url(url)  # ValidationError: scheme, host, networks
+        if not url.startswith("https://"):
             raise ValidationError("the URL must be https://", code="INVALID_WEBHOOK_URL")
         return url
 
