@@ -4,6 +4,7 @@ events through a real local SMTP server."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -204,3 +205,25 @@ async def test_an_email_endpoint_gets_its_events_by_mail(
     assert message["To"] == "security@example.com"
     assert "key.revoked" in message["Subject"]
     assert key["key"] not in mails.envelopes[0].content.decode()
+
+
+async def test_budget_alerts_reach_the_endpoints(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    created = await client.post("/v1/webhooks", json={"url": receiver.url, "events": ["budget.*"]})
+    secret = created.json()["data"]["secret"]
+    policy = {"budget": {"credit_limit": 10, "reset": "monthly", "alert_thresholds": [0.5]}}
+    key = await client.post("/v1/keys", json={"name": "b", "owner": "c1", "policy": policy})
+    key_id = key.json()["data"]["id"]
+    for number, cost in enumerate([4, 2, 5]):
+        report = {"key_id": key_id, "request_id": f"r{number}", "cost": cost}
+        assert (await client.post("/v1/usage", json=report)).status_code == 201
+    await drain(client)
+    got = receiver.verified(secret)
+    bodies = sorted((json.loads(one.body) for one in got), key=lambda body: body["type"])
+    assert [body["type"] for body in bodies] == ["budget.exhausted", "budget.threshold_crossed"]
+    crossed = bodies[1]["data"]
+    assert crossed["id"] == key_id and crossed["owner"] == "c1"
+    assert crossed["threshold"] == 0.5 and crossed["credit_limit"] == "10.0"
+    assert bodies[0]["data"]["spent"] == "11.0"
+    assert key.json()["key"] not in b"".join(one.body for one in got).decode()

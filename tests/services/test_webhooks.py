@@ -14,6 +14,7 @@ import pytest
 
 from keyplane.domain import webhook_events
 from keyplane.domain.clock import ManualClock
+from keyplane.domain.decisions import Code
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.keys import NewKey
@@ -302,3 +303,51 @@ def test_every_catalogued_event_has_an_example_and_filters_accept_prefixes() -> 
     assert webhook_events.matches(["key.*"], "key.expiring")
     assert not webhook_events.matches(["key.*"], "keyx.created")
     assert not webhook_events.matches(["*"], "ping")
+
+
+async def test_refusals_are_sent_once_per_key_and_minute(hooks: Hooks) -> None:
+    caller = admin(hooks.runtime)
+    issued = await hooks.service.create(
+        caller, NewEndpoint(url=hooks.receiver.url, events=("rate_limit.exceeded",))
+    )
+    key = await hooks.runtime.services.keys.create(caller, NewKey(name="busy", owner="c1"))
+    tally = hooks.runtime.refusals
+    assert tally is not None
+    for _ in range(500):
+        tally.refused(key.record, Code.RATE_LIMITED, hooks.clock.now())
+    tally.refused(key.record, Code.TOKEN_LIMITED, hooks.clock.now())
+    tally.refused(key.record, Code.REVOKED, hooks.clock.now())  # not a limit: not counted
+    assert await tally.flush() == 0  # the minute is not over
+    hooks.clock.advance(60)
+    assert await tally.flush() == 1
+    await hooks.drain()
+    [got] = hooks.receiver.verified(issued.secret)
+    data = json.loads(got.body)["data"]
+    assert data["id"] == key.record.id and data["refused"] == 501
+    assert data["by_code"] == {"RATE_LIMITED": 500, "TOKEN_LIMITED": 1}
+    assert key.secret not in got.body.decode()
+
+
+async def test_key_expiring_is_sent_once_per_key_and_band(hooks: Hooks) -> None:
+    caller = admin(hooks.runtime)
+    issued = await hooks.service.create(
+        caller, NewEndpoint(url=hooks.receiver.url, events=("key.expiring",))
+    )
+    keys = hooks.runtime.services.keys
+    soon = await keys.create(
+        caller, NewKey(name="soon", expires_at=hooks.clock.now() + timedelta(days=2))
+    )
+    await keys.create(
+        caller, NewKey(name="later", expires_at=hooks.clock.now() + timedelta(days=60))
+    )
+    notices = hooks.runtime.expiry_notices
+    assert notices is not None
+    assert await notices.run_once() == 1
+    assert await notices.run_once() == 0  # once
+    hooks.clock.advance(36 * 3600)  # 12 hours left: the 1-day notice
+    assert await notices.run_once() == 1
+    await hooks.drain()
+    got = hooks.receiver.verified(issued.secret)
+    days = sorted(json.loads(one.body)["data"]["days"] for one in got)
+    assert days == [1, 7]
+    assert {json.loads(one.body)["data"]["id"] for one in got} == {soon.record.id}

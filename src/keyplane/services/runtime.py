@@ -40,6 +40,7 @@ from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
+from keyplane.services.notifications import ExpiryNotices, RefusalTally
 from keyplane.services.outbound import OutboundGuard
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
@@ -111,6 +112,10 @@ class Runtime:
     instances: InstanceRegistry | None = None
     #: Delivers the webhook outbox (None when KEYPLANE_WEBHOOK_WORKERS is 0).
     webhook_dispatcher: WebhookDispatcher | None = None
+    #: Refused requests per key and minute, flushed as rate_limit.exceeded.
+    refusals: RefusalTally | None = None
+    #: key.expiring, N days ahead.
+    expiry_notices: ExpiryNotices | None = None
     #: The SSRF-guarded HTTP client webhooks go out through (its pool is closed at stop).
     outbound: OutboundGuard | None = None
     #: Set when this start generated the first management key; shown once, never stored.
@@ -278,6 +283,9 @@ class Runtime:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
         runtime.outbound = poster
+        runtime.refusals = RefusalTally(store.webhooks, clock)
+        services.verifier.on_refused = runtime.refusals.refused
+        runtime.expiry_notices = ExpiryNotices(store.webhooks, clock, settings.key_expiring_days)
         if settings.webhook_workers > 0:
             runtime.webhook_dispatcher = WebhookDispatcher(
                 store.webhooks,
@@ -328,6 +336,10 @@ class Runtime:
         supervise("replay_secret_erasure", self._erase_replay_secrets, critical=False)
         if keeper is not None:
             supervise("window_keeper", keeper.run, critical=False)
+        if self.refusals is not None:
+            supervise("rate_limit_notices", self.refusals.run, critical=False)
+        if self.expiry_notices is not None:
+            supervise("key_expiry_notices", self.expiry_notices.run, critical=False)
         dispatcher = self.webhook_dispatcher
         if dispatcher is not None:
             # SQLite has one writer: one worker. PostgreSQL's workers skip each other's rows.
@@ -422,6 +434,11 @@ class Runtime:
         await self.supervisor.stop()
         if self.outbound is not None:
             await self.outbound.aclose()
+        if self.refusals is not None:
+            try:
+                await self.refusals.flush(everything=True)
+            except KeyplaneError as exc:
+                log.warning("refusal tallies not sent: %s", type(exc).__name__)
         await self.last_used.flush()
         await self.management_last_used.flush()
         if self.window_keeper is not None:

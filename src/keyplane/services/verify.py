@@ -9,7 +9,7 @@ consumes them all or none.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -83,6 +83,8 @@ class Verifier:
         self._hold_for = hold_for
         #: Verdicts given, by code, for monitoring.
         self.verdicts: Counter[str] = Counter()
+        #: Told of every refusal of a known key (the runtime's ``RefusalTally``: memory only).
+        self.on_refused: Callable[[KeyRecord, Code, datetime], None] | None = None
 
     async def verify(self, principal: Principal, request: VerifyRequest) -> Verdict:
         """Decide on ``request`` for ``principal``, which must hold the ``verify`` scope.
@@ -96,6 +98,8 @@ class Verifier:
         require_scope(principal, "verify")
         verdict = await self._verify(principal, request)
         self.verdicts[verdict.code.value] += 1
+        if self.on_refused is not None and verdict.record is not None and not verdict.valid:
+            self.on_refused(verdict.record, verdict.code, self._clock.now())
         return verdict
 
     async def _verify(self, principal: Principal, request: VerifyRequest) -> Verdict:

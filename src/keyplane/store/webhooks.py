@@ -17,12 +17,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, webhook_events
 from keyplane.domain.changes import Journal
+from keyplane.domain.keys import KeyRecord, KeyStatus
 from keyplane.domain.webhooks import (
     DELIVERED,
     FAILED,
@@ -33,7 +34,9 @@ from keyplane.domain.webhooks import (
     Endpoint,
 )
 from keyplane.errors import NotFoundError
+from keyplane.store.keys import key_from_row
 from keyplane.store.tables import (
+    api_keys,
     webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,
@@ -107,6 +110,22 @@ class WebhookStore(Protocol):
 
     async def replay(self, org_id: str, endpoint_id: str, delivery_id: str, now: datetime) -> None:
         """Make a delivery due again at ``now`` (same event id); NotFoundError otherwise."""
+        ...
+
+    async def notify(self, journal: Journal) -> None:
+        """Commit a journal of notifications alone (no other change): its events reach the
+        outbox through the journal writers."""
+        ...
+
+    async def expiring_keys(
+        self,
+        after: datetime,
+        until: datetime,
+        cursor: tuple[datetime, str] | None,
+        limit: int,
+    ) -> builtins.list[KeyRecord]:
+        """Active keys (any organization) expiring in ``(after, until]``, by expiry time then
+        id, from past ``cursor`` (the last key's expiry time and id)."""
         ...
 
     async def notice_once(self, subject: str, journal: Journal, at: datetime) -> bool:
@@ -391,6 +410,33 @@ class SqlWebhookStore:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"no delivery {delivery_id!r}", code="DELIVERY_NOT_FOUND")
+
+    async def notify(self, journal: Journal) -> None:
+        if journal.changes:
+            async with self._unit.write(journal):
+                pass
+
+    async def expiring_keys(
+        self,
+        after: datetime,
+        until: datetime,
+        cursor: tuple[datetime, str] | None,
+        limit: int,
+    ) -> builtins.list[KeyRecord]:
+        k = api_keys
+        query = select(k).where(
+            k.c.status == KeyStatus.ACTIVE.value, k.c.expires_at > after, k.c.expires_at <= until
+        )
+        if cursor is not None:
+            query = query.where(
+                or_(
+                    k.c.expires_at > cursor[0],
+                    and_(k.c.expires_at == cursor[0], k.c.id > cursor[1]),
+                )
+            )
+        async with self._unit.read() as conn:
+            rows = await conn.execute(query.order_by(k.c.expires_at, k.c.id).limit(limit))
+            return [key_from_row(row) for row in rows]
 
     async def notice_once(self, subject: str, journal: Journal, at: datetime) -> bool:
         async with self._unit.write(journal) as conn:
