@@ -167,6 +167,42 @@ class Settings(BaseSettings):
     #: Comma-separated base64 master keys that still open secrets during a rotation window.
     vault_previous_keys: SecretStr | None = None
 
+    #: Webhooks: workers per instance (SQLite: always one), deliveries claimed at a time,
+    #: how long a claim hides a delivery from other workers
+    #: (longer than the timeout: a delivery whose worker died is sent again after it), how
+    #: often idle workers look for due deliveries, how long an endpoint may fail before it is
+    #: disabled, and how long a rotated-out signing secret keeps signing.
+    webhook_workers: int = Field(default=2, ge=0, le=64)
+    webhook_batch: int = Field(default=20, ge=1, le=1000)
+    webhook_claim_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_disable_after_hours: float = Field(default=48.0, gt=0, le=24 * 30)
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    #: ``key.expiring`` is sent this many days before a key expires, once per key and value.
+    key_expiring_days: Annotated[tuple[int, ...], NoDecode] = (30, 7, 1)
+
+    @field_validator("key_expiring_days", mode="before")
+    @classmethod
+    def _split_days(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("key_expiring_days")
+    @classmethod
+    def _days_bounded(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) > 16 or any(not 1 <= day <= 366 for day in value):
+            raise ValueError("KEYPLANE_KEY_EXPIRING_DAYS: at most 16 values, each 1-366")
+        return tuple(sorted(set(value), reverse=True))
+
+    @model_validator(mode="after")
+    def _webhook_lease_past_timeout(self) -> Settings:
+        if self.webhook_claim_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError(
+                "KEYPLANE_WEBHOOK_CLAIM_LEASE_SECONDS must exceed KEYPLANE_WEBHOOK_TIMEOUT_SECONDS"
+            )
+        return self
+
     @field_validator("secret")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:

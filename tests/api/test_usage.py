@@ -241,6 +241,8 @@ async def test_crossing_an_alert_threshold_records_one_event(api: Api) -> None:
         ("budget.threshold_crossed", 0.5),
         ("budget.threshold_crossed", 0.8),
         ("budget.threshold_crossed", 1.0),
+        # The budget is used up as well (webhooks tell it as its own event).
+        ("budget.exhausted", 1.0),
     ]
     assert events[0]["payload"] == {
         "key_id": key_id,

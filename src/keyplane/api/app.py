@@ -30,6 +30,7 @@ from keyplane.api.routes import (
     usage,
     vault,
     verify,
+    webhooks,
 )
 from keyplane.api.security_headers import SecurityHeaders
 from keyplane.domain.clock import Clock
@@ -132,6 +133,7 @@ def create_app(
         organization.router,
         vault.router,
         signing_secrets.router,
+        webhooks.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     # Compatibility surfaces render their own errors; they are not in /openapi.json.

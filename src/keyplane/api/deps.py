@@ -32,6 +32,7 @@ from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.usage import UsageService
 from keyplane.services.usage_stream import UsageStreams
 from keyplane.services.vault import VaultService
+from keyplane.services.webhooks import WebhookService
 from keyplane.settings import Settings
 
 #: Evict a just-written record on every live instance and say which confirmed
@@ -97,6 +98,10 @@ async def get_signing_secrets(request: Request) -> SigningSecrets:
     return _services(request).signing_secrets
 
 
+async def get_webhooks(request: Request) -> WebhookService:
+    return _services(request).webhooks
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -124,6 +129,7 @@ AnalyticsDep = Annotated[Analytics, Depends(get_analytics)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
 StreamsDep = Annotated[UsageStreams, Depends(get_streams)]
 SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
+WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
@@ -188,6 +194,7 @@ Verifier = Annotated[Principal, scoped("verify")]
 VaultWriter = Annotated[Principal, scoped("vault:write")]
 VaultLeaser = Annotated[Principal, scoped("vault:lease")]
 SigningSecretsWriter = Annotated[Principal, scoped("signing_secrets:write")]
+WebhooksWriter = Annotated[Principal, scoped("webhooks:write")]
 
 
 @dataclass(frozen=True, slots=True)

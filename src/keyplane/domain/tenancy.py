@@ -25,6 +25,8 @@ MANAGEMENT_SCOPES = (
     "vault:read",
     "vault:write",
     "verify",
+    "webhooks:read",
+    "webhooks:write",
 )
 
 

@@ -28,6 +28,7 @@ from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.analytics import Analytics, RollupPruner, VerdictRecorder
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
+from keyplane.services.email import EmailSender
 from keyplane.services.events import Events
 from keyplane.services.instances import (
     REGISTRY_ERRORS,
@@ -41,6 +42,8 @@ from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
+from keyplane.services.notifications import ExpiryNotices, RefusalTally
+from keyplane.services.outbound import OutboundGuard
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.sampling import RuntimeSampler
@@ -57,9 +60,11 @@ from keyplane.services.usage_stream import (
 )
 from keyplane.services.vault import VaultService, configured_strategy
 from keyplane.services.verify import Verifier
+from keyplane.services.webhooks import WebhookDispatcher, WebhookService
 from keyplane.settings import Settings, resolve_server_secret
 from keyplane.store.database import Database
 from keyplane.store.migrate import migrate
+from keyplane.webhooks import signature_headers
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,7 @@ class Services:
     analytics: Analytics
     streams: UsageStreams
     signing_secrets: SigningSecrets
+    webhooks: WebhookService
 
 
 @dataclass
@@ -122,6 +128,14 @@ class Runtime:
     instance_id: str = ""
     #: Heartbeats and acknowledgements of the deployment's instances (None: one process).
     instances: InstanceRegistry | None = None
+    #: Delivers the webhook outbox (None when KEYPLANE_WEBHOOK_WORKERS is 0).
+    webhook_dispatcher: WebhookDispatcher | None = None
+    #: Refused requests per key and minute, flushed as rate_limit.exceeded.
+    refusals: RefusalTally | None = None
+    #: key.expiring, N days ahead.
+    expiry_notices: ExpiryNotices | None = None
+    #: The SSRF-guarded HTTP client webhooks go out through (its pool is closed at stop).
+    outbound: OutboundGuard | None = None
     #: Set when this start generated the first management key; shown once, never stored.
     generated_root_key: str | None = None
     #: Samples the counts kept by the objects above into the Prometheus metrics.
@@ -196,6 +210,9 @@ class Runtime:
                 instances=settings.expected_instances,
             )
         ledger = UsageLedger(store.usage, limiter, settings.usage_batch_max)
+        # The webhook outbox: every journalled change's events, in the change's transaction.
+        store.unit.journal_writers.append(store.webhooks.write_outbox)
+        poster = OutboundGuard.from_settings(settings)
         management_cache: TtlCache[ManagementKeyRecord] = TtlCache(
             store.management_keys.find_by_secret,
             lambda record: record.id,
@@ -257,6 +274,14 @@ class Runtime:
             analytics=Analytics(store.analytics, directory, clock, retention),
             streams=streams,
             signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
+            webhooks=WebhookService(
+                store.webhooks,
+                store.tenancy,
+                poster,
+                clock,
+                server_secret,
+                timedelta(hours=settings.webhook_secret_overlap_hours),
+            ),
         )
         runtime = cls(
             settings=settings,
@@ -325,6 +350,24 @@ class Runtime:
         runtime.sampler = RuntimeSampler(
             directory.hashes, runtime.supervisor, resilient, runtime.invalidation
         )
+        runtime.outbound = poster
+        runtime.refusals = RefusalTally(store.webhooks, clock)
+        services.verifier.on_refused = runtime.refusals.refused
+        runtime.expiry_notices = ExpiryNotices(store.webhooks, clock, settings.key_expiring_days)
+        if settings.webhook_workers > 0:
+            runtime.webhook_dispatcher = WebhookDispatcher(
+                store.webhooks,
+                poster,
+                signature_headers,
+                clock,
+                server_secret,
+                timeout=settings.webhook_timeout_seconds,
+                lease=timedelta(seconds=settings.webhook_claim_lease_seconds),
+                poll=settings.webhook_poll_seconds,
+                batch=settings.webhook_batch,
+                disable_after=timedelta(hours=settings.webhook_disable_after_hours),
+                mailer=EmailSender.from_settings(settings),
+            )
         runtime._start_loops(keeper)
         if runtime.instances is not None:
             await runtime._beat()  # live before serving: a confirmed revoke waits for it
@@ -375,6 +418,16 @@ class Runtime:
         # Not critical: a live view; reports are durable without it.
         supervise("usage_stream", self.services.streams.run, critical=False)
         supervise("usage_stream_listener", self.services.streams.broadcast.run, critical=False)
+        if self.refusals is not None:
+            supervise("rate_limit_notices", self.refusals.run, critical=False)
+        if self.expiry_notices is not None:
+            supervise("key_expiry_notices", self.expiry_notices.run, critical=False)
+        dispatcher = self.webhook_dispatcher
+        if dispatcher is not None:
+            # SQLite has one writer: one worker. PostgreSQL's workers skip each other's rows.
+            workers = 1 if self.store.unit.is_sqlite else self.settings.webhook_workers
+            for number in range(workers):
+                supervise(f"webhooks_{number}", dispatcher.run, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -466,6 +519,13 @@ class Runtime:
         await self.services.streams.broadcast.close()
         if self.sampler is not None:
             self.sampler.sample()  # the final counts, for a scrape of the remaining workers
+        if self.outbound is not None:
+            await self.outbound.aclose()
+        if self.refusals is not None:
+            try:
+                await self.refusals.flush(everything=True)
+            except KeyplaneError as exc:
+                log.warning("refusal tallies not sent: %s", type(exc).__name__)
         await self.last_used.flush()
         await self.management_last_used.flush()
         if self.verdict_recorder is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -88,6 +88,8 @@ class Verifier:
         self._outcomes = outcomes
         #: Verdicts given, by code, for monitoring.
         self.verdicts: Counter[str] = Counter()
+        #: Told of every refusal of a known key (the runtime's ``RefusalTally``: memory only).
+        self.on_refused: Callable[[KeyRecord, Code, datetime], None] | None = None
 
     async def verify(self, principal: Principal, request: VerifyRequest) -> Verdict:
         """Decide on ``request`` for ``principal``, which must hold the ``verify`` scope.
@@ -105,6 +107,8 @@ class Verifier:
         if self._outcomes is not None and verdict.record is not None:
             # Counted in memory, flushed in batches: the hot path writes nothing.
             self._outcomes.record(verdict.record.id, verdict.code.value, self._clock.now())
+        if self.on_refused is not None and verdict.record is not None and not verdict.valid:
+            self.on_refused(verdict.record, verdict.code, self._clock.now())
         return verdict
 
     async def _verify(self, principal: Principal, request: VerifyRequest) -> Verdict:

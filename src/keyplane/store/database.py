@@ -24,6 +24,7 @@ from keyplane.store.unit import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, UnitOfW
 from keyplane.store.usage import SqlUsageStore
 from keyplane.store.vault import SqlVaultStore
 from keyplane.store.vault_sealed import SqlSealedSecretStore
+from keyplane.store.webhooks import SqlWebhookStore
 
 if TYPE_CHECKING:
     from keyplane.settings import Settings
@@ -40,6 +41,8 @@ class Database:
         keys, management_keys, tenancy, plans, usage, analytics, events, idempotency,
         vault, sealed_secrets, signing_secrets: the concept stores (see each module's
         protocol).
+        keys, management_keys, tenancy, plans, usage, events, idempotency, vault,
+        sealed_secrets, webhooks: the concept stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -62,6 +65,7 @@ class Database:
         self.sealed_secrets = SqlSealedSecretStore(unit)
         self.signing_secrets = SqlSigningSecretStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
+        self.webhooks = SqlWebhookStore(unit)
 
     @classmethod
     def from_url(

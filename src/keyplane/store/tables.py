@@ -434,3 +434,85 @@ signing_secrets = Table(
     Column("rotated_at", UTCDateTime()),
     Index("ix_signing_secrets_org_id_owner", "org_id", "owner"),
 )
+
+# Webhook endpoints (and email channels): where events of an organization (or one of its
+# projects) are sent. The signing secret is stored sealed (domain/webhook_secrets.py); during a
+# rotation's overlap the previous one signs too, until previous_until.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("project_id", String(40), ForeignKey("projects.id")),
+    Column("kind", String(16), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("description", String(500)),
+    Column("events", JsonType, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("sealed_secret", Text, nullable=False),
+    Column("previous_sealed_secret", Text),
+    Column("previous_until", UTCDateTime()),
+    # When the endpoint started failing without a success since (None: healthy).
+    Column("failing_since", UTCDateTime()),
+    Column("disabled_reason", String(200)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    # The outbox reads the enabled endpoints of an organization in every journalled write.
+    Index("ix_webhook_endpoints_org_id_enabled", "org_id", "enabled"),
+)
+
+# The outbox: one row per event and endpoint, written in the transaction of the change. Workers
+# claim due rows (next_attempt_at <= now) by pushing next_attempt_at past a lease, so a
+# delivery whose worker died is claimed again once the lease runs out.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column(
+        "endpoint_id",
+        String(40),
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("org_id", String(40), nullable=False),
+    # The webhook-id header: the same on every attempt and replay of this event.
+    Column("event_id", String(40), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("delivered_at", UTCDateTime()),
+    Column("last_status_code", Integer),
+    Column("last_error", String(200)),
+    Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint_id_created_at", "endpoint_id", "created_at"),
+)
+
+# Every attempt of a delivery, for the delivery log.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "delivery_id",
+        String(40),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("number", Integer, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", String(200)),
+    Column("next_attempt_at", UTCDateTime()),
+    PrimaryKeyConstraint("delivery_id", "number", name="pk_webhook_attempts"),
+)
+
+# Notices sent once per subject (key.expiring once per key and N days).
+webhook_notices = Table(
+    "webhook_notices",
+    metadata,
+    Column("subject", String(120), primary_key=True),
+    Column("sent_at", UTCDateTime(), nullable=False),
+)

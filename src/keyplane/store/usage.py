@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, money
 from keyplane.domain.analytics import Counted
+from keyplane.domain.changes import SYSTEM, Journal
 from keyplane.domain.usage import Recorded, UsageEntry, bucket_starts, crossed_thresholds
 from keyplane.store.analytics import SqlAnalyticsStore
-from keyplane.store.tables import events, limit_windows, usage_events, usage_rollups
+from keyplane.store.tables import api_keys, events, limit_windows, usage_events, usage_rollups
 from keyplane.store.unit import UnitOfWork
 
 #: Called inside a usage transaction with its new reports, before it commits.
@@ -42,8 +43,10 @@ class UsageStore(Protocol):
         (``new=False``), or as a conflict when its body differs. A report that would push a
         key's all-time totals past ``money.LEDGER_MAX`` is not recorded (``overflow``).
         Budget thresholds crossed are written as ``budget.threshold_crossed`` events, once
-        each. ``before_commit`` sees the new reports inside the transaction, while their
-        rollup rows are locked (see :meth:`seed_spent`).
+        each, and a budget used up as ``budget.exhausted``; both also go to the journal
+        writers (the webhook outbox) in the same transaction. ``before_commit`` sees the new
+        reports inside the transaction, while their rollup rows are locked (see
+        :meth:`seed_spent`).
         """
         ...
 
@@ -378,15 +381,22 @@ class SqlUsageStore:
             before = after - entry.cost_micros
             running[slot] = before
             crossings.append([])
-            for bp in crossed_thresholds(before, after, alert.limit_micros, alert.thresholds_bp):
+            marks = [
+                ("budget.threshold_crossed", bp)
+                for bp in crossed_thresholds(before, after, alert.limit_micros, alert.thresholds_bp)
+            ]
+            if before < alert.limit_micros <= after:
+                marks.append(("budget.exhausted", 10_000))
+            for kind, bp in marks:
                 crossings[-1].append(
                     {
                         "org_id": entry.org_id,
-                        "type": "budget.threshold_crossed",
+                        "type": kind,
                         "subject_id": entry.key_id,
                         "dedupe_key": (
                             f"budget:{entry.key_id}:{alert.bucket}:"
                             f"{alert.bucket_start.isoformat()}:{bp}"
+                            + (":exhausted" if kind == "budget.exhausted" else "")
                         ),
                         "payload": {
                             "key_id": entry.key_id,
@@ -405,7 +415,56 @@ class SqlUsageStore:
         if ordered:
             for crossing, event_id in zip(ordered, ids.new_ids("evt", len(ordered)), strict=True):
                 crossing["id"] = event_id
-            await conn.execute(self._usage_statements().record_event, ordered)
+            inserted = {
+                row.id
+                for row in await conn.execute(
+                    self._usage_statements().record_event.returning(events.c.id), ordered
+                )
+            }
+            fresh = [crossing for crossing in ordered if crossing["id"] in inserted]
+            if fresh and self._unit.journal_writers:
+                await self._notify(conn, fresh)
+
+    async def _notify(self, conn: AsyncConnection, crossings: Sequence[dict[str, Any]]) -> None:
+        """Hand new budget alerts to the journal writers (the webhook outbox), in this
+        transaction: notifications only (``audited=False``), sent once like the events."""
+        keys = {
+            row.id: row
+            for row in await conn.execute(
+                select(
+                    api_keys.c.id,
+                    api_keys.c.project_id,
+                    api_keys.c.name,
+                    api_keys.c.owner,
+                    api_keys.c.start,
+                    api_keys.c.end,
+                ).where(api_keys.c.id.in_(sorted({c["subject_id"] for c in crossings})))
+            )
+        }
+        journal = Journal(SYSTEM, crossings[-1]["created_at"])
+        for crossing in crossings:
+            key = keys.get(crossing["subject_id"])
+            payload = dict(crossing["payload"])
+            details: dict[str, Any] = {
+                "threshold": payload["threshold"],
+                "reset": payload["reset"],
+                "period_start": payload["period_start"],
+                "credit_limit": money.to_text(payload["credit_limit_micros"]),
+                "spent": money.to_text(payload["spent_micros"]),
+            }
+            if key is not None:
+                details.update(name=key.name, owner=key.owner, start=key.start, end=key.end)
+            journal.record(
+                crossing["type"],
+                org_id=crossing["org_id"],
+                target_type="key",
+                target_id=crossing["subject_id"],
+                project_id=None if key is None else key.project_id,
+                details=details,
+                audited=False,
+            )
+        for writer in self._unit.journal_writers:
+            await writer(conn, journal)
 
     def _usage_statements(self) -> _UsageStatements:
         """The ledger's statements, built once: building an upsert costs more than running it."""

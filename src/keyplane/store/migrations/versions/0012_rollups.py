@@ -1,7 +1,7 @@
 """Analytics rollups (usage and verify outcomes) and the usage report's feature.
 
 Revision ID: 0012_rollups
-Revises: 0010
+Revises: 0011_webhooks
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from keyplane.store.types import UTCDateTime
 
 revision = "0012_rollups"
-down_revision = "0010"
+down_revision = "0011_webhooks"
 branch_labels = None
 depends_on = None
 
