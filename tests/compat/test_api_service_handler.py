@@ -18,6 +18,7 @@ from keyplane.compat.api_service_handler import (
     KeyStatus,
     MaxConcurrentExceededError,
     NoAvailableKeyError,
+    Provider,
     RateLimitExceededError,
     StorageNotInitializedError,
     provider_name,
@@ -63,6 +64,10 @@ def test_unknown_providers_fall_back_to_custom_known_ones_in_any_case() -> None:
     assert provider_name("Google-Gemini") == "google_gemini"
     assert provider_name("my-internal-api") == "custom"
     assert provider_name(Environment.PRODUCTION) == "custom"  # an enum is read by value
+    assert provider_name(Provider.GOOGLE_GEMINI) == "google_gemini"
+    assert Provider.from_string("ANTHROPIC") is Provider.ANTHROPIC
+    assert Provider.from_string("Eleven-Labs") is Provider.ELEVEN_LABS
+    assert Provider.from_string("unknown_service") is Provider.CUSTOM
     with pytest.raises(errors.ValidationError):
         provider_name("x" * 101)
 

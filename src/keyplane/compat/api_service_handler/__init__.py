@@ -13,6 +13,7 @@ from keyplane.compat.api_service_handler.config import HandlerConfig
 from keyplane.compat.api_service_handler.enums import (
     Environment,
     KeyStatus,
+    Provider,
     RotationStrategy,
     StorageBackend,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "LeasedKey",
     "MaxConcurrentExceededError",
     "NoAvailableKeyError",
+    "Provider",
     "RateLimitExceededError",
     "RotationStrategy",
     "StorageBackend",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from keyplane.compat.api_service_handler.enums import Environment, KeyStatus
+from keyplane.compat.api_service_handler.enums import Environment, KeyStatus, Provider
 from keyplane.domain.vault import CredentialStatus
 from keyplane.services.vault import CredentialStats
 
@@ -165,5 +165,6 @@ __all__ = [
     "Environment",
     "KeyStatus",
     "LeasedKey",
+    "Provider",
     "UsageStats",
 ]
