@@ -47,6 +47,9 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
     ("projects.create", "projects:write", lambda s, p: s.projects.create(p, "p", "pp")),
     ("projects.get", "projects:read", lambda s, p: s.projects.get(p, "proj_x")),
     ("projects.list", "projects:read", lambda s, p: s.projects.list(p)),
+    ("projects.aliases", "projects:read", lambda s, p: s.projects.aliases(p)),
+    ("projects.add_alias", "projects:write", lambda s, p: s.projects.add_alias(p, "fr-org")),
+    ("projects.remove_alias", "projects:write", lambda s, p: s.projects.remove_alias(p, "fr-org")),
     ("plans.create", "plans:write", lambda s, p: s.plans.create(p, "plan", None, {})),
     ("plans.get", "plans:read", lambda s, p: s.plans.get(p, "plan")),
     ("plans.list", "plans:read", lambda s, p: s.plans.list(p)),
@@ -74,6 +77,7 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
         lambda s, p: s.vault.add_many(p, [NewCredential(provider="openai", alias="a", secret="x")]),
     ),
     ("vault.get", "vault:read", lambda s, p: s.vault.get(p, "cred_x")),
+    ("vault.reveal", "vault:reveal", lambda s, p: s.vault.reveal(p, "cred_x")),
     ("vault.list", "vault:read", lambda s, p: s.vault.list(p, CredentialFilter(), None, 10)),
     ("vault.update", "vault:write", lambda s, p: s.vault.update(p, "cred_x", {"weight": 2})),
     ("vault.delete", "vault:write", lambda s, p: s.vault.delete(p, "cred_x")),
@@ -124,7 +128,13 @@ async def test_every_use_case_of_the_services_is_in_the_table() -> None:
         for method in _principal_methods(service)
     }
     # Helpers that take a principal but are parts of a read the caller was allowed already.
-    helpers = {"keys.views", "projects.names", "projects.named_in_request"}
+    helpers = {
+        "keys.views",
+        "projects.names",
+        "projects.named_in_request",
+        # Checks the request's own org reference (FastRouter's org_id) against the caller.
+        "projects.names_own_org",
+    }
     assert public - helpers <= covered, sorted(public - helpers - covered)
 
 
