@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from keyplane import __version__
-from keyplane.api import compat, docs_ui, problems
+from keyplane.api import compat, docs_ui, openapi, problems
 from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.routes import (
@@ -105,7 +105,7 @@ def create_app(
         version=__version__,
         summary="Self-hosted API key management",
         lifespan=lifespan,
-        # /docs is served from packaged assets (docs_ui), never from a CDN; ReDoc is not.
+        # /docs and /redoc are served from packaged assets (docs_ui), never from a CDN.
         docs_url=None,
         redoc_url=None,
     )
@@ -122,12 +122,17 @@ def create_app(
         projects.router,
         vault.router,
     ):
-        app.include_router(router, responses=problems.PROBLEM_RESPONSES)
-    # Compatibility surfaces render their own errors; they are not in /openapi.json.
+        app.include_router(router)
+    # Compatibility surfaces render their own errors; api/openapi.py documents them apart.
     for router in compat.ROUTERS:
         app.include_router(router)
+    openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
     # Added last, so it runs first and its headers are on every answer, 413 and 431 included.
-    app.add_middleware(SecurityHeaders, cacheable_prefixes=(docs_ui.ASSETS_PATH + "/",))
+    app.add_middleware(
+        SecurityHeaders,
+        cacheable_prefixes=(docs_ui.ASSETS_PATH + "/", docs_ui.REDOC_ASSETS_PATH + "/"),
+        version=__version__,
+    )
     return app

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
+from keyplane import __version__
 from keyplane.api.deps import RuntimeDep
 from keyplane.services.runtime import Runtime
 from keyplane.services.supervisor import LoopStatus
@@ -16,8 +17,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    """Liveness: the process is up and serving."""
-    return {"status": "ok"}
+    """Liveness: the process is up and serving; ``version`` is Keyplane's."""
+    return {"status": "ok", "version": __version__}
 
 
 @router.get("/readyz", responses={503: {"description": "the database is unreachable"}})
