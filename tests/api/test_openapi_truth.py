@@ -57,6 +57,8 @@ async def test_every_405_lists_exactly_the_documented_methods_of_its_path(api: A
     paths = _openapi(api)["paths"]
     checked = 0
     for template, item in paths.items():
+        if template.startswith(("/api/v1/", "/prod/")) or template == "/v1/auth":
+            continue  # vendor error formats, and forward auth answers every method
         documented = {method.upper() for method in item if method.upper() in HTTP_METHODS}
         path = re.sub(r"\{[^}]+\}", "x", template)
         for method in sorted(set(HTTP_METHODS) - documented):

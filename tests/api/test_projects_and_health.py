@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import keyplane
 from tests import scrape
 from tests.conftest import Api
 
@@ -20,7 +21,9 @@ async def test_projects_create_list_get(api: Api) -> None:
 
 
 async def test_health_and_readiness(api: Api) -> None:
-    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    response = await api.client.get("/healthz")
+    assert response.json() == {"status": "ok", "version": keyplane.__version__}
+    assert response.headers["keyplane-version"] == keyplane.__version__
     assert (await api.client.get("/readyz")).json() == {"status": "ready"}
 
 

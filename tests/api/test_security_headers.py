@@ -100,5 +100,18 @@ async def test_the_docs_page_loads_nothing_from_another_host(api: Api) -> None:
     assert "/openapi.json" in html
 
 
-async def test_redoc_from_a_cdn_is_gone(api: Api) -> None:
-    assert (await api.client.get("/redoc")).status_code == 404
+async def test_redoc_is_served_from_the_package_too(api: Api) -> None:
+    page = await api.client.get("/redoc")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    # No absolute URL (ReDoc's default page loads its bundle and Google Fonts from CDNs).
+    assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]", html), html
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+    assert "/redoc/assets/redoc.standalone.js" in assets
+    for asset in assets:
+        assert asset.startswith(("/redoc/assets/", "/docs/assets/")), asset
+        response = await api.client.get(asset)
+        assert response.status_code == 200, asset
+        assert "no-store" not in response.headers.get("cache-control", "")
+    assert "/openapi.json" in html

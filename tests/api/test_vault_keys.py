@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from keyplane.api.app import create_app
@@ -35,8 +37,9 @@ async def server(
 
 
 async def test_without_a_master_key_the_vault_says_so_and_the_rest_works(
-    database: Database, clock: ManualClock
+    database: Database, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     async with server(database, clock, vault_key=None) as client:
         body = {"provider": "openai", "alias": "a", "secret": "sk-0123456789abcdef"}
         refused = await client.post("/v1/vault/credentials", json=body)
@@ -46,6 +49,10 @@ async def test_without_a_master_key_the_vault_says_so_and_the_rest_works(
         leased = await client.post("/v1/vault/leases", json={"provider": "openai"})
         assert (leased.status_code, leased.json()["code"]) == (503, "VAULT_NOT_CONFIGURED")
         assert (await client.post("/v1/keys", json={"name": "still fine"})).status_code == 201
+    # An expected state: one warning at startup, no error (nor traceback) per request.
+    warnings = [r for r in caplog.records if "VAULT_NOT_CONFIGURED" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 async def test_a_wrong_master_key_is_a_clear_error_that_costs_no_use(

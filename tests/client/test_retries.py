@@ -278,3 +278,13 @@ def test_a_garbled_response_is_a_connection_error_not_an_httpx_one(
     scripted.script(Reply(200, "not gzip at all", {"Content-Encoding": "gzip"}))
     with sync_client(scripted, [], max_retries=0) as client, pytest.raises(ConnectionError):
         client.health()
+
+
+def test_a_vault_without_a_master_key_is_not_retried(scripted: ScriptedServer) -> None:
+    """503 VAULT_NOT_CONFIGURED lasts until the server restarts with a key: no use waiting."""
+    scripted.script(Reply(503, problem(503, "VAULT_NOT_CONFIGURED")), Reply(503, problem(503, "X")))
+    waits: list[float] = []
+    with sync_client(scripted, waits) as client, pytest.raises(ServerError) as caught:
+        client.vault.lease("openai")
+    assert caught.value.code == "VAULT_NOT_CONFIGURED"
+    assert len(scripted.received) == 1 and waits == []

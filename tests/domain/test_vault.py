@@ -180,3 +180,26 @@ def test_who_reaches_a_credential(
 ) -> None:
     credential = record(1, project_id=project_id, shared_with_projects=shared)
     assert credential.reachable_from(caller) is reached
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("Gemini", "google_gemini"), ("vertex-ai", "google_vertex"), ("Claude", "anthropic")],
+)
+def test_common_aliases_name_their_provider(given: str, expected: str) -> None:
+    assert normalize_provider(given) == expected
+
+
+def test_every_alias_names_a_known_provider() -> None:
+    from keyplane.domain.vault import AMBIGUOUS_PROVIDERS, PROVIDER_ALIASES, PROVIDERS
+
+    assert set(PROVIDER_ALIASES.values()) <= PROVIDERS
+    assert not PROVIDER_ALIASES.keys() & PROVIDERS
+    for choices in AMBIGUOUS_PROVIDERS.values():
+        assert set(choices) <= PROVIDERS
+
+
+def test_an_ambiguous_provider_asks_which() -> None:
+    choices = "'google_gemini' or 'google_vertex' or 'gcp'"
+    with pytest.raises(ValueError, match=f"'Google' is ambiguous: use {choices}"):
+        normalize_provider("Google")

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from keyplane import __version__, metrics
-from keyplane.api import compat, docs_ui, problems
+from keyplane.api import compat, docs_ui, openapi, problems
 from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.observe import RequestObserver
@@ -113,7 +113,7 @@ def create_app(
         version=__version__,
         summary="Self-hosted API key management",
         lifespan=lifespan,
-        # /docs is served from packaged assets (docs_ui), never from a CDN; ReDoc is not.
+        # /docs and /redoc are served from packaged assets (docs_ui), never from a CDN.
         docs_url=None,
         redoc_url=None,
     )
@@ -135,14 +135,19 @@ def create_app(
         signing_secrets.router,
         webhooks.router,
     ):
-        app.include_router(router, responses=problems.PROBLEM_RESPONSES)
-    # Compatibility surfaces render their own errors; they are not in /openapi.json.
+        app.include_router(router)
+    # Compatibility surfaces render their own errors; api/openapi.py documents them apart.
     for router in compat.ROUTERS:
         app.include_router(router)
+    openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
-    app.add_middleware(SecurityHeaders, cacheable_prefixes=(docs_ui.ASSETS_PATH + "/",))
+    app.add_middleware(
+        SecurityHeaders,
+        cacheable_prefixes=(docs_ui.ASSETS_PATH + "/", docs_ui.REDOC_ASSETS_PATH + "/"),
+        version=__version__,
+    )
     # Added last, so it runs first: every answer, 413 and 431 included, is counted, logged
-    # and carries X-Request-Id.
+    # and carries X-Request-Id (and the security headers, added just inside it).
     app.add_middleware(RequestObserver, access_log=settings.access_log)
     return app

@@ -144,7 +144,9 @@ def status_for(exc: errors.KeyplaneError, *, compat: bool = False) -> int:
 async def _keyplane_error(_request: Request, exc: Exception) -> JSONResponse:
     exc = cast(errors.KeyplaneError, exc)
     status = status_for(exc)
-    if status >= 500:
+    # A vault without a master key is a configuration the operator chose, warned about once
+    # at startup (services/runtime.py): no traceback for each request it refuses.
+    if status >= 500 and not isinstance(exc, errors.VaultNotConfiguredError):
         log.error("request failed: %s", exc.message, exc_info=exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     retry_after = exc.extra.get("retry_after")

@@ -16,7 +16,7 @@ from keyplane.api.fields import (
     documented,
 )
 from keyplane.api.schemas import Metadata, Name, ProjectId, Tags
-from keyplane.domain.vault import PROVIDERS, CredentialStatus, Outcome, Strategy
+from keyplane.domain.vault import ACCEPTED_PROVIDER_NAMES, CredentialStatus, Outcome, Strategy
 from keyplane.services.vault import (
     ENVIRONMENT_PATTERN,
     MAX_BULK,
@@ -47,10 +47,10 @@ def _spellings(names: frozenset[str]) -> dict[str, str]:
 
 #: ``normalize_provider`` as a pattern: a known name in any case, ``-`` or a space for ``_``,
 #: outer whitespace ignored.
-_CLASSES = _spellings(PROVIDERS)
+_CLASSES = _spellings(ACCEPTED_PROVIDER_NAMES)
 PROVIDER_PATTERN = (
     r"^\s*(?:"
-    + "|".join("".join(_CLASSES[char] for char in name) for name in sorted(PROVIDERS))
+    + "|".join("".join(_CLASSES[char] for char in name) for name in sorted(ACCEPTED_PROVIDER_NAMES))
     + r")\s*$"
 )
 

@@ -331,12 +331,14 @@ def import_keys(
 
 
 def _progress() -> Progress:
+    # Drawn only on a terminal: in a pipe or a CI log it would be noise between the lines.
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,
     )
 
 
@@ -389,8 +391,10 @@ def export_keys(
         )
         if writer is not None:
             writer.writeheader()
-        with connect(url, key, timeout) as client:
+        with connect(url, key, timeout) as client, _progress() as progress:
+            task = progress.add_task("exporting", total=None)
             for found in client.keys.iterate(page_size=100, **filters):
+                progress.advance(task)
                 row = export_row(found)
                 if writer is not None:
                     writer.writerow(

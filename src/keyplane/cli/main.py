@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from keyplane import __version__
 from keyplane.cli import keys, management_keys, plans, projects, signing_secrets, status, vault
+from keyplane.cli.remote import Exit, JsonOption, KeyOption, UrlOption
 from keyplane.errors import KeyplaneError
 from keyplane.metrics import MULTIPROC_ENV, clear_multiprocess_dir
 from keyplane.settings import Settings, resolve_server_secret, to_async_url
@@ -28,7 +29,10 @@ app = typer.Typer(
     help="Self-hosted API key management.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # Typer's --install-completion / --show-completion (bash, zsh, fish, PowerShell).
+    add_completion=True,
+    # -h everywhere: child contexts inherit the help option names.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 # soft_wrap: one message is one line, however narrow the (non-)terminal is.
 err = Console(stderr=True, soft_wrap=True)
@@ -40,6 +44,90 @@ app.add_typer(projects.app, name="projects")
 app.add_typer(signing_secrets.app, name="signing-secrets")
 app.command()(status.health)
 app.command()(status.usage)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+#: The client options every server command takes, which may also come before the command.
+_GLOBAL_ENV = {"url": "KEYPLANE_URL", "key": "KEYPLANE_MANAGEMENT_KEY"}
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            max=600,
+            help="Seconds to wait for each answer. Default: 10 (5 for health).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Self-hosted API key management.
+
+    --url, --key, --json and --timeout may come before the command (keyplane --json keys
+    list) or after it (keyplane keys list --json); after it wins.
+    """
+    given = {
+        name: value
+        for name, value in {"url": url, "key": key}.items()
+        if value is not None and _from_command_line(ctx, name)
+    }
+    if given:
+        # An option before the command must beat the environment, as one after it does:
+        # Click ranks a command's environment variable above any default handed down, so the
+        # value goes into the environment, for this invocation only.
+        saved = {name: os.environ.get(_GLOBAL_ENV[name]) for name in given}
+        for name, value in given.items():
+            os.environ[_GLOBAL_ENV[name]] = value
+        ctx.call_on_close(lambda: _restore(saved))
+    defaults: dict[str, Any] = {}
+    if as_json:
+        defaults["as_json"] = True
+    if timeout is not None:
+        defaults["timeout"] = timeout
+    if defaults:
+        ctx.default_map = _defaults_for(ctx.command, defaults)
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    # By name: Typer vendors its own Click, whose ParameterSource is not click's.
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(_GLOBAL_ENV[name], None)
+        else:
+            os.environ[_GLOBAL_ENV[name]] = value
+
+
+def _defaults_for(command: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A Click ``default_map`` giving ``values`` to every command below that has the option."""
+    names = {param.name for param in command.params}
+    found: dict[str, Any] = {name: v for name, v in values.items() if name in names}
+    for name, sub in getattr(command, "commands", {}).items():
+        found[name] = _defaults_for(sub, values)
+    return found
+
 
 DatabaseOption = Annotated[
     str | None,
@@ -56,7 +144,7 @@ def _settings(**overrides: object) -> Settings:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         err.print(f"[red]invalid configuration:[/red] {escape(problems)}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(Exit.USAGE) from None
 
 
 @app.command()
@@ -91,14 +179,14 @@ def serve(
         application = create_app(settings)
     except KeyplaneError as exc:
         err.print(f"[red]error:[/red] {escape(exc.message)}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(Exit.USAGE) from None
     except OSError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(Exit.USAGE) from None
     if settings.migrate_on_start:
         # Reach the database and migrate it before serving: an unreachable database is one
-        # clear line and exit status 2, not a traceback from the application's lifespan.
-        _migrate_or_exit(settings, exit_code=2)
+        # clear line and exit status 3 (as uvicorn's own failed startup), not a traceback.
+        _migrate_or_exit(settings, exit_code=Exit.UNREACHABLE)
     from keyplane.api.limited_protocol import LimitedHttpToolsProtocol
 
     options: dict[str, Any] = {
@@ -204,7 +292,12 @@ def _first_start(settings: Settings) -> None:
 def migrate(database_url: DatabaseOption = None) -> None:
     """Apply pending database migrations and exit."""
     settings = _settings(database_url=database_url)
-    _migrate_or_exit(settings, exit_code=1)
+    try:
+        to_async_url(settings.database_url)  # an unsupported scheme is a usage error
+    except KeyplaneError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(Exit.USAGE) from None
+    _migrate_or_exit(settings, exit_code=Exit.REFUSED)
     err.print("[green]database is up to date[/green]")
 
 

@@ -18,6 +18,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -38,6 +39,7 @@ from keyplane.client import (
     PermissionDeniedError,
     ServerError,
 )
+from keyplane.client.models import JsonNumber
 
 
 class Exit(IntEnum):
@@ -57,7 +59,7 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         envvar="KEYPLANE_URL",
-        help="The Keyplane server [default: http://127.0.0.1:8400].",
+        help="The Keyplane server. Default: http://127.0.0.1:8400.",
         show_default=False,
     ),
 ]
@@ -122,8 +124,46 @@ def connect(url: str | None, key: str | None, timeout: float = 10.0) -> Iterator
 
 
 def plain(value: Any) -> Any:
-    """JSON-ready form of models, Decimals (as exact text), datetimes and containers."""
-    return to_jsonable_python(value)
+    """JSON-ready form of models, Decimals (as exact text), datetimes and containers.
+
+    Credits are exact decimal strings everywhere, those inside a policy too: a policy is free
+    JSON in the SDK's models, where ``budget.credit_limit`` and ``budget.per_model`` came back
+    as numbers (:func:`_budget_credits_as_text`).
+    """
+    return to_jsonable_python(_budget_credits_as_text(value))
+
+
+def _budget_credits_as_text(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        value = value.model_dump()  # python mode: the SDK's JsonNumbers keep their text
+    if isinstance(value, dict):
+        shown = {name: _budget_credits_as_text(item) for name, item in value.items()}
+        budget = shown.get("budget")
+        if isinstance(budget, dict):
+            shown["budget"] = _budget_as_text(budget)
+        return shown
+    if isinstance(value, list | tuple):
+        return [_budget_credits_as_text(item) for item in value]
+    return value
+
+
+def _budget_as_text(budget: dict[str, Any]) -> dict[str, Any]:
+    shown = dict(budget)
+    if "credit_limit" in shown:
+        shown["credit_limit"] = _credit_text(shown["credit_limit"])
+    per_model = shown.get("per_model")
+    if isinstance(per_model, dict):
+        shown["per_model"] = {model: _credit_text(v) for model, v in per_model.items()}
+    return shown
+
+
+def _credit_text(value: Any) -> Any:
+    """An amount of credits as exact decimal text; anything else (null) as it is."""
+    if isinstance(value, JsonNumber):
+        return value.text
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return value
+    return str(value) if not isinstance(value, float) else repr(value)
 
 
 def print_json(value: Any) -> None:

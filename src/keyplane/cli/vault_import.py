@@ -290,12 +290,14 @@ def import_credentials(
 
 
 def _progress() -> Progress:
+    # Drawn only on a terminal: in a pipe or a CI log it would be noise between the lines.
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,
     )
 
 

@@ -27,6 +27,8 @@ DEFAULT_URL = "http://127.0.0.1:8400"
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 #: Statuses worth another attempt: the same request may well succeed a moment later.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: 503s that a retry cannot cure: the server is configured that way until restarted.
+PERMANENT_CODES = frozenset({"VAULT_NOT_CONFIGURED"})
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 Params = Sequence[tuple[str, str]]
@@ -239,6 +241,8 @@ def next_delay(
         return None
     if isinstance(failure, errors.ConnectionError):
         return config.retry.backoff(attempt, config.draw)
+    if isinstance(failure, errors.APIError) and failure.code in PERMANENT_CODES:
+        return None
     if isinstance(failure, errors.APIError) and failure.status in RETRY_STATUSES:
         wait = failure.retry_after if isinstance(failure, errors.RateLimitedError) else None
         if wait is not None:

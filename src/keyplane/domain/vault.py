@@ -121,20 +121,54 @@ class Refusal(enum.StrEnum):
     ALL_AT_MAX_CONCURRENCY = "ALL_AT_MAX_CONCURRENCY"
 
 
+#: Common other names of known providers, each standing for one of them.
+PROVIDER_ALIASES = {
+    "gemini": "google_gemini",
+    "google_ai": "google_gemini",
+    "vertex": "google_vertex",
+    "vertex_ai": "google_vertex",
+    "claude": "anthropic",
+    "hf": "huggingface",
+    "hugging_face": "huggingface",
+    "together": "together_ai",
+    "togetherai": "together_ai",
+    "fireworks_ai": "fireworks",
+    "grok": "xai",
+    "x_ai": "xai",
+    "elevenlabs": "eleven_labs",
+    "assemblyai": "assembly_ai",
+    "google_cloud": "gcp",
+    "serpapi": "serp_api",
+}
+#: Names that could mean several providers: refused, with the choices in the message.
+AMBIGUOUS_PROVIDERS = {
+    "google": ("google_gemini", "google_vertex", "gcp"),
+}
+#: Every name :func:`normalize_provider` accepts (after case folding and ``-``/space to ``_``).
+ACCEPTED_PROVIDER_NAMES = PROVIDERS | PROVIDER_ALIASES.keys()
+
+
 def normalize_provider(text: str) -> str:
     """The canonical provider name for ``text``.
 
     Known names match case-insensitively, with ``-`` and spaces read as ``_``
-    (``Google-Gemini`` is ``google_gemini``).
+    (``Google-Gemini`` is ``google_gemini``); common aliases map to theirs (``gemini`` is
+    ``google_gemini``, ``claude`` is ``anthropic``).
 
     Raises:
-        ValueError: not a known provider; the message suggests the closest one, or ``custom``.
+        ValueError: not a known provider, or an ambiguous one (``google``); the message
+            suggests the closest one or the choices, or ``custom``.
     """
     canonical = text.strip().lower().replace("-", "_").replace(" ", "_")
     if canonical in PROVIDERS:
         return canonical
+    if canonical in PROVIDER_ALIASES:
+        return PROVIDER_ALIASES[canonical]
     shown = ascii(text[:MAX_PROVIDER_LENGTH])
-    close = difflib.get_close_matches(canonical, sorted(PROVIDERS), n=1, cutoff=0.75)
+    if canonical in AMBIGUOUS_PROVIDERS:
+        choices = " or ".join(repr(name) for name in AMBIGUOUS_PROVIDERS[canonical])
+        raise ValueError(f"provider {shown} is ambiguous: use {choices}")
+    close = difflib.get_close_matches(canonical, sorted(ACCEPTED_PROVIDER_NAMES), n=1, cutoff=0.75)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"unknown provider {shown}: {hint}use 'custom' for a provider not listed")
 

@@ -154,6 +154,13 @@ class Runtime:
         server_secret = resolve_server_secret(settings)
         # Read (and checked) before anything opens: a bad vault key stops the start.
         vault_keyring = settings.vault_keyring()
+        if vault_keyring is None:
+            # An expected state, said once here; its requests answer 503 VAULT_NOT_CONFIGURED
+            # without a log line each (api/problems.py).
+            log.warning(
+                "the vault has no master key (KEYPLANE_VAULT_KEY or KEYPLANE_VAULT_KEY_FILE): "
+                "its endpoints answer 503 VAULT_NOT_CONFIGURED"
+            )
         store = Database.from_settings(settings)
         try:
             if settings.migrate_on_start:

@@ -49,7 +49,7 @@ def render(failure: Failure) -> JSONResponse:
     return JSONResponse(body, status_code=failure.status, headers=headers)
 
 
-router = APIRouter(prefix="/prod", include_in_schema=False, route_class=error_route(render))
+router = APIRouter(prefix="/prod", tags=["compat: FastRouter"], route_class=error_route(render))
 
 Interval = Literal["daily", "weekly", "monthly", "never"]
 KeyHash = Annotated[str, StringConstraints(min_length=1, max_length=100)]

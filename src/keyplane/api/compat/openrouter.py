@@ -45,7 +45,9 @@ def render(failure: Failure) -> JSONResponse:
     return JSONResponse(body, status_code=failure.status, headers=headers)
 
 
-router = APIRouter(prefix="/api/v1", include_in_schema=False, route_class=error_route(render))
+router = APIRouter(
+    prefix="/api/v1", tags=["compat: OpenRouter / AnyAPI"], route_class=error_route(render)
+)
 
 
 def route(method: str, path: str, status_code: int = 200) -> Callable[[Any], Any]:
@@ -54,7 +56,14 @@ def route(method: str, path: str, status_code: int = 200) -> Callable[[Any], Any
 
     def register(handler: Any) -> Any:
         for variant in (path, path + "/"):
-            router.add_api_route(variant, handler, methods=[method], status_code=status_code)
+            # The twin with a slash is the same operation: documented once.
+            router.add_api_route(
+                variant,
+                handler,
+                methods=[method],
+                status_code=status_code,
+                include_in_schema=variant == path,
+            )
         return handler
 
     return register

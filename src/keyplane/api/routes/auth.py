@@ -21,7 +21,7 @@ from keyplane.integrations.verifiers import InProcessVerifier
 from keyplane.services.authz import require_scope
 from keyplane.services.management import ManagementKeys
 
-router = APIRouter(prefix="/v1", tags=["gateway"])
+router = APIRouter(prefix="/v1", tags=["gateway (forward auth)"])
 
 #: The header carrying the gateway's own management key (scope ``verify``), which decides the
 #: organization and projects whose API keys it may check. The gateway sets it, never the client.
@@ -29,11 +29,17 @@ GATEWAY_KEY_HEADER = "x-keyplane-gateway-key"
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-# Kept out of the OpenAPI document: it answers every method on every sub-path, which OpenAPI
-# cannot say without one operation per method; docs/gateway.md is its reference.
-@router.api_route("/auth", methods=_METHODS, include_in_schema=False)
+# Documented once, as GET /v1/auth (api/openapi.py says that every method and sub-path means
+# the same): one operation per method would only repeat it; docs/gateway.md is its reference.
+@router.get("/auth")
 async def forward_auth(request: Request, gateway: GatewayDep) -> Response:
     """Forward auth: 200 when the request's API key may be used now, else 401/402/403/429."""
+    return await _decide(request, gateway)
+
+
+@router.api_route("/auth", methods=[m for m in _METHODS if m != "GET"], include_in_schema=False)
+async def forward_auth_other_methods(request: Request, gateway: GatewayDep) -> Response:
+    """Forward auth for the other methods (nginx and Traefik keep the client's)."""
     return await _decide(request, gateway)
 
 

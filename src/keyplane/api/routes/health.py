@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from keyplane import __version__
 from keyplane.api.deps import RuntimeDep
 from keyplane.metrics import render as render_metrics
 from keyplane.services.supervisor import LoopStatus
@@ -15,8 +16,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    """Liveness: the process is up and serving."""
-    return {"status": "ok"}
+    """Liveness: the process is up and serving; ``version`` is Keyplane's."""
+    return {"status": "ok", "version": __version__}
 
 
 @router.get("/readyz", responses={503: {"description": "the database is unreachable"}})
