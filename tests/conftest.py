@@ -134,6 +134,13 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 
 
 @pytest.fixture
+def postgres_database() -> Iterator[Database]:
+    """A fresh PostgreSQL schema only (tests of several instances on one database server)."""
+    with postgres_schema() as schema:
+        yield Database("postgres", PG_URL, schema)
+
+
+@pytest.fixture
 def sqlite_database(tmp_path: Path) -> Database:
     return Database("sqlite", f"sqlite:///{tmp_path / 'keyplane.db'}")
 

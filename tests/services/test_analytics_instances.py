@@ -22,10 +22,9 @@ from tests.store.test_analytics import _brute_force, _ledger, _stored
 pytestmark = pytest.mark.postgres
 
 
-async def test_two_runtimes_add_up(database: Database, clock: ManualClock) -> None:
-    if database.name != "postgres":
-        pytest.skip("two processes share a database on PostgreSQL")
-    settings = database.settings(rollup_flush_seconds=3600)
+async def test_two_runtimes_add_up(postgres_database: Database, clock: ManualClock) -> None:
+    # Two instances share a database on PostgreSQL (SQLite is one process).
+    settings = postgres_database.settings(rollup_flush_seconds=3600)
     first = await Runtime.start(settings, clock)
     second = await Runtime.start(settings, clock)
     try:
