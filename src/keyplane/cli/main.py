@@ -40,6 +40,9 @@ app.add_typer(projects.app, name="projects")
 app.command()(status.health)
 app.command()(status.usage)
 
+#: Seconds requests (and live streams) get to finish once a stop is asked for.
+STREAMS_GRACE_SECONDS = 10
+
 DatabaseOption = Annotated[
     str | None,
     typer.Option("--database-url", help="Overrides KEYPLANE_DATABASE_URL.", show_default=False),
@@ -115,6 +118,10 @@ def serve(
         # Keyplane writes its own access log (api/observe.py): uvicorn's would log the path,
         # where a key can travel, and twice the lines.
         "access_log": False,
+        # Live usage streams never finish on their own: on SIGTERM, requests get this long to
+        # complete, then open streams are cancelled and the shutdown (which writes queued
+        # usage reports) goes on, instead of waiting for every subscriber to hang up.
+        "timeout_graceful_shutdown": STREAMS_GRACE_SECONDS,
         "server_header": False,
     }
     if workers == 1:
