@@ -74,3 +74,16 @@ async def test_errors_and_unmatched_paths_are_logged_and_carry_an_id(
         ("/v1/keys", 401),
     ]
     assert lines[1]["principal_id"] is None
+
+
+async def test_a_key_sent_as_request_id_is_neither_kept_nor_logged(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, _data = await api.create_key()
+    caplog.set_level(logging.INFO, logger="keyplane.access")
+    response = await api.client.get("/healthz", headers={"X-Request-Id": key})
+    assert response.headers["x-request-id"] != key
+    assert key not in json.dumps(access_lines(caplog))
+    odd = await api.client.request("BREW", "/healthz")
+    assert odd.status_code == 405
+    assert access_lines(caplog)[-1]["method"] == "OTHER"

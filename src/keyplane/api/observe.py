@@ -25,6 +25,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+from keyplane.logging_config import redact
 from keyplane.metrics import HTTP_REQUESTS
 
 log = logging.getLogger("keyplane.access")
@@ -34,6 +35,9 @@ HEADER = b"x-request-id"
 SCOPE_KEY = "keyplane.access"
 UNMATCHED = "<unmatched>"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,64}")
+_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "WEBSOCKET")
+)
 
 Scope = MutableMapping[str, Any]
 Message = dict[str, Any]
@@ -66,7 +70,12 @@ def request_id_of(scope: Scope) -> str | None:
 def _inbound_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         if name == HEADER:
-            return value.decode("ascii") if _SANE_ID.fullmatch(value) else None
+            if not _SANE_ID.fullmatch(value):
+                return None
+            text = value.decode("ascii")
+            # A key pasted as a request id would be logged and echoed: refuse anything that
+            # redaction would change.
+            return text if redact(text) == text else None
     return None
 
 
@@ -114,7 +123,10 @@ class RequestObserver:
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            # The client writes the method: any other than these is one label, not many.
             method = scope.get("method", "WEBSOCKET")
+            if method not in _METHODS:
+                method = "OTHER"
             child_key = (method, route, status)
             child = self._children.get(child_key)
             if child is None:
@@ -129,11 +141,13 @@ class RequestObserver:
                     route,
                     status,
                     extra={
-                        "request_id": request_id,
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "latency_ms": round(elapsed * 1000, 3),
-                        "principal_id": access.principal_id,
+                        "checked_fields": {
+                            "request_id": request_id,
+                            "method": method,
+                            "route": route,
+                            "status": status,
+                            "latency_ms": round(elapsed * 1000, 3),
+                            "principal_id": access.principal_id,
+                        }
                     },
                 )

@@ -129,6 +129,9 @@ def _defaults_for(command: Any, values: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+#: Seconds requests (and live streams) get to finish once a stop is asked for.
+STREAMS_GRACE_SECONDS = 10
+
 DatabaseOption = Annotated[
     str | None,
     typer.Option("--database-url", help="Overrides KEYPLANE_DATABASE_URL.", show_default=False),
@@ -204,6 +207,10 @@ def serve(
         # Keyplane writes its own access log (api/observe.py): uvicorn's would log the path,
         # where a key can travel, and twice the lines.
         "access_log": False,
+        # Live usage streams never finish on their own: on SIGTERM, requests get this long to
+        # complete, then open streams are cancelled and the shutdown (which writes queued
+        # usage reports) goes on, instead of waiting for every subscriber to hang up.
+        "timeout_graceful_shutdown": STREAMS_GRACE_SECONDS,
         "server_header": False,
     }
     if workers == 1:
