@@ -192,6 +192,8 @@ def _existing_path_parameters(
         return {"plan": _create(schema, "/v1/plans", body)["id"]}
     if "credential_id" in names:
         return {"credential_id": _create(schema, "/v1/vault/credentials", _CREDENTIAL)["id"]}
+    if "secret_id" in names:
+        return {"secret_id": _create(schema, "/v1/signing-secrets", {"owner": "fuzz target"})["id"]}
     if "lease_id" in names:
         _create(schema, "/v1/vault/credentials", _CREDENTIAL)
         case = schema["/v1/vault/leases"]["POST"].Case(

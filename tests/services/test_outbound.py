@@ -351,3 +351,17 @@ async def test_https_connects_to_the_checked_address_with_sni_and_certificate_of
     assert f"Host: hooks.example.test:{port}".encode() in state.requests[0]
     assert wrong.status is None and wrong.error is not None
     assert len(state.requests) == 1
+
+
+def test_url_refusals_carry_their_own_code() -> None:
+    with pytest.raises(ValidationError) as caught:
+        OutboundGuard().check_url("https://127.0.0.1/")
+    assert caught.value.code == "INVALID_WEBHOOK_URL"
+    with pytest.raises(ValidationError, match="https or http"):
+        OutboundGuard(allow_http=True).check_url("ftp://example.com/")
+
+
+def test_an_idn_host_is_checked_and_sent_in_its_ascii_form() -> None:
+    assert OutboundGuard().check_url("https://bücher.example/hook") == (
+        "https://xn--bcher-kva.example/hook"
+    )

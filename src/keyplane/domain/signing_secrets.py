@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 MAX_OVERLAP = timedelta(days=30)
 DEFAULT_OVERLAP = timedelta(hours=24)
 MAX_OWNER_LENGTH = 200
-MAX_DESCRIPTION_LENGTH = 1000
+MAX_DESCRIPTION_LENGTH = 2000  # the API's LongText
 #: Largest payload ``sign`` accepts, in UTF-8 bytes.
 MAX_PAYLOAD_BYTES = 48 * 1024
 

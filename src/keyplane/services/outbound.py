@@ -86,6 +86,10 @@ async def system_resolver(host: str, port: int) -> Sequence[IpAddress]:
     return found
 
 
+def _invalid(message: str) -> ValidationError:
+    return ValidationError(message, code="INVALID_WEBHOOK_URL")
+
+
 class _AddressRefused(httpcore.ConnectError):
     """A delivery's host resolved to an address the guard refuses (internal signal)."""
 
@@ -186,39 +190,40 @@ class OutboundGuard:
 
     def _parse(self, url: str) -> _Target:
         if len(url) > MAX_URL_LENGTH:
-            raise ValidationError(f"a webhook URL is at most {MAX_URL_LENGTH} characters")
+            raise _invalid(f"a webhook URL is at most {MAX_URL_LENGTH} characters")
         if any(ord(char) <= 32 or ord(char) == 127 for char in url):
-            raise ValidationError("a webhook URL has no spaces or control characters")
+            raise _invalid("a webhook URL has no spaces or control characters")
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, ValueError):
-            raise ValidationError("not a valid URL") from None
+            raise _invalid("not a valid URL") from None
         schemes = ("https", "http") if self.allow_http else ("https",)
         if parsed.scheme not in schemes:
-            raise ValidationError(
-                "a webhook URL must use https"
-                + ("" if self.allow_http else " (KEYPLANE_WEBHOOK_ALLOW_HTTP permits http)")
+            raise _invalid(
+                "a webhook URL must use https or http"
+                if self.allow_http
+                else "a webhook URL must use https (KEYPLANE_WEBHOOK_ALLOW_HTTP permits http)"
             )
         if parsed.userinfo:
-            raise ValidationError("a webhook URL carries no user name or password")
+            raise _invalid("a webhook URL carries no user name or password")
         if parsed.fragment:
-            raise ValidationError("a webhook URL has no #fragment")
+            raise _invalid("a webhook URL has no #fragment")
         # The ASCII (IDNA) form: what DNS, the Host header and SNI see.
         host = parsed.raw_host.decode("ascii")
         if not host:
-            raise ValidationError("a webhook URL needs a host")
+            raise _invalid("a webhook URL needs a host")
         if "%" in host:
-            raise ValidationError("a webhook URL's host has no IPv6 zone id")
+            raise _invalid("a webhook URL's host has no IPv6 zone id")
         literal = host_address(host)
         if literal is not None:
             if ":" not in host and str(literal) != host:
                 # 2130706433, 0177.0.0.1, 127.1: resolvers read them, people misread them.
-                raise ValidationError(f"write the address {host} as {literal}")
+                raise _invalid(f"write the address {host} as {literal}")
             refused = verdict(literal, self.allow_networks)
             if refused is not None:
-                raise ValidationError(f"webhooks cannot be sent there: {refused}")
+                raise _invalid(f"webhooks cannot be sent there: {refused}")
         elif legacy_ipv4(host) is None and host.rstrip(".").rsplit(".", 1)[-1].isdigit():
-            raise ValidationError(f"{host} is neither a host name nor an IP address")
+            raise _invalid(f"{host} is neither a host name nor an IP address")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         return _Target(parsed.scheme, host, port, parsed.raw_path)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from keyplane import webhooks
-from keyplane.domain import ids
+from keyplane.domain import ids, validation
 from keyplane.domain.changes import Journal
 from keyplane.domain.clock import Clock
 from keyplane.domain.sealing import seal, signing_secret_sealing_key, unseal
@@ -99,6 +99,8 @@ class SigningSecrets:
     ) -> list[SigningSecretRecord]:
         """The caller's records in creation order, ``owner``'s only when given."""
         require_scope(principal, READ)
+        if owner == "":
+            return []  # no secret has an empty owner
         if owner is not None:
             _check_owner(owner)
         if not 1 <= limit <= MAX_PAGE:
@@ -197,8 +199,13 @@ class SigningSecrets:
 
 
 def _check_owner(owner: str) -> None:
-    if not owner or len(owner) > MAX_OWNER_LENGTH or not owner.isprintable():
-        raise ValidationError(f"an owner is 1-{MAX_OWNER_LENGTH} printable characters")
+    # The same rule as the API's text fields (no control characters, valid Unicode).
+    if not owner or len(owner) > MAX_OWNER_LENGTH:
+        raise ValidationError(f"an owner is 1-{MAX_OWNER_LENGTH} characters")
+    try:
+        validation.check_text(owner)
+    except ValueError as exc:
+        raise ValidationError(f"owner: {exc}") from None
 
 
 def _bound_to(secret_id: str) -> bytes:

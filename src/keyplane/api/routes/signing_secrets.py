@@ -35,9 +35,7 @@ from keyplane.services.signing_secrets import READ, IssuedSigningSecret
 
 router = APIRouter(prefix="/v1/signing-secrets", tags=["signing secrets"])
 
-OwnerQuery = Annotated[
-    str | None, Query(min_length=1, max_length=200, json_schema_extra=CLEAN_TEXT)
-]
+OwnerQuery = Annotated[str | None, Query(max_length=200, json_schema_extra=CLEAN_TEXT)]
 
 
 def _secret_id(secret_id: str) -> str:
@@ -71,9 +69,9 @@ async def list_signing_secrets(
     principal: PrincipalDep,
     secrets: SigningSecretsDep,
     clock: ClockDep,
-    owner: OwnerQuery = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
+    owner: OwnerQuery = None,
 ) -> SigningSecretPage:
     """List signing secrets in creation order, one owner's with ?owner=."""
     reject_unknown_params(request, {"owner", "cursor", "limit"})
