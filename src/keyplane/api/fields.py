@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    model_validator,
 )
 
 from keyplane.domain import scopes, validation
@@ -82,3 +83,13 @@ Scopes = Annotated[list[Scope], Field(max_length=validation.MAX_SCOPES)]
 class Input(BaseModel):
     # Unknown fields are refused so that typos do not pass silently.
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: Any) -> Any:
+        # FastAPI validates bodies with from_attributes, which reads fields off any object: a
+        # bare JSON number parsed as the exact-money JsonNumber (a float subclass) would pass
+        # as a model whose fields all default. An input is a JSON object, or already a model.
+        if isinstance(data, dict | BaseModel):
+            return data
+        raise ValueError("must be a JSON object")
