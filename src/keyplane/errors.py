@@ -10,7 +10,8 @@
     ├── NotFoundError             no such object (or not visible to the caller)
     ├── ConflictError             the object's state forbids the operation
     ├── ConfigurationError        settings that cannot work together
-    │   └── VaultNotConfiguredError   no vault master key: nothing can be sealed or opened
+    │   ├── VaultNotConfiguredError   no vault master key: nothing can be sealed or opened
+    │   └── ExportUnavailableError    an export format whose library is not installed
     ├── StorageError              a backend failed; wraps the driver's exception
     │   ├── LimiterUnavailableError   the shared limiter (Redis) failed; wraps redis' exception
     │   ├── CountersUnsettledError    a budget counter could not be seeded or its marker renewed
@@ -98,6 +99,12 @@ class VaultNotConfiguredError(ConfigurationError):
     """No vault master key is configured, so nothing can be sealed or opened."""
 
     code = "VAULT_NOT_CONFIGURED"
+
+
+class ExportUnavailableError(ConfigurationError):
+    """An audit export format whose library the server lacks (Parquet without pyarrow)."""
+
+    code = "EXPORT_FORMAT_UNAVAILABLE"
 
 
 class VaultError(KeyplaneError):

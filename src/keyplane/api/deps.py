@@ -17,6 +17,7 @@ from keyplane.domain.clock import Clock
 from keyplane.domain.forwarding import client_address
 from keyplane.domain.tenancy import Principal
 from keyplane.services import verify
+from keyplane.services.audit_read import AuditReader
 from keyplane.services.authz import require_scope
 from keyplane.services.events import Events
 from keyplane.services.instances import Confirmation
@@ -78,6 +79,10 @@ async def get_vault(request: Request) -> VaultService:
     return _services(request).vault
 
 
+async def get_audit_read(request: Request) -> AuditReader:
+    return _services(request).audit_read
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -102,6 +107,7 @@ PlansDep = Annotated[Plans, Depends(get_plans)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]
 EventsDep = Annotated[Events, Depends(get_events)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
+AuditReadDep = Annotated[AuditReader, Depends(get_audit_read)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
@@ -164,6 +170,7 @@ UsageWriter = Annotated[Principal, scoped("usage:write")]
 Verifier = Annotated[Principal, scoped("verify")]
 VaultWriter = Annotated[Principal, scoped("vault:write")]
 VaultLeaser = Annotated[Principal, scoped("vault:lease")]
+AuditExporter = Annotated[Principal, scoped("audit:read")]
 
 
 @dataclass(frozen=True, slots=True)

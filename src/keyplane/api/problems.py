@@ -68,6 +68,8 @@ STATUS_BY_ERROR: dict[type[errors.KeyplaneError], int] = {
     errors.ConflictError: 409,
     errors.ConfigurationError: 500,
     errors.VaultNotConfiguredError: 503,
+    # The server can be fixed by installing an extra; the request itself is fine.
+    errors.ExportUnavailableError: 501,
     errors.StorageError: 503,
     errors.LimiterUnavailableError: 503,
     errors.CountersUnsettledError: 503,

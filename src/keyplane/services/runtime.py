@@ -24,6 +24,7 @@ from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
+from keyplane.services.audit_read import AuditReader
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.events import Events
@@ -73,6 +74,7 @@ class Services:
     usage: UsageService
     events: Events
     vault: VaultService
+    audit_read: AuditReader
 
 
 @dataclass
@@ -202,6 +204,7 @@ class Runtime:
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),
+            audit_read=AuditReader(store.audit_query, store.keys, clock),
         )
         runtime = cls(
             settings=settings,
