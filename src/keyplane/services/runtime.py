@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from keyplane.domain.audit import chain_key
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.envelope import Keyring
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
@@ -128,6 +129,7 @@ class Runtime:
         except BaseException:
             await store.close()
             raise
+        _write_audit(store, server_secret)
         directory = KeyDirectory(store.keys, settings)
         redis = None
         if settings.redis_url is not None:
@@ -399,6 +401,12 @@ class Runtime:
         await self.store.close()
 
 
+def _write_audit(store: Database, server_secret: bytes) -> None:
+    """Every journaled change appends to the audit log, in the change's own transaction."""
+    store.audit.key = chain_key(server_secret)
+    store.unit.journal_writers.append(store.audit.append)
+
+
 def _vault_service(
     store: Database, keyring: Keyring | None, clock: Clock, settings: Settings
 ) -> VaultService:
@@ -420,6 +428,7 @@ async def open_vault_service(
         if settings.migrate_on_start:
             await migrate(store.engine, settings.database_schema)
         org, _project = await store.tenancy.ensure_default_tenancy(clock.now())
+        _write_audit(store, resolve_server_secret(settings))
         yield _vault_service(store, keyring, clock, settings), org
     finally:
         await store.close()

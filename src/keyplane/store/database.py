@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keyplane.store.audit import SqlAuditStore
 from keyplane.store.events import SqlEventStore
 from keyplane.store.idempotency import SqlIdempotencyStore
 from keyplane.store.instances import SqlInstanceRegistry
@@ -36,7 +37,7 @@ class Database:
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, events, idempotency, vault,
-        sealed_secrets: the concept stores (see each module's protocol).
+        sealed_secrets, audit: the concept stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -56,6 +57,7 @@ class Database:
         self.idempotency = SqlIdempotencyStore(unit)
         self.vault = SqlVaultStore(unit, self.tenancy)
         self.sealed_secrets = SqlSealedSecretStore(unit)
+        self.audit = SqlAuditStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
 
     @classmethod
