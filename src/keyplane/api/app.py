@@ -16,6 +16,7 @@ from keyplane.api import compat, docs_ui, problems
 from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.routes import (
+    audit_verify,
     auth,
     health,
     keys,
@@ -121,6 +122,7 @@ def create_app(
         management_keys.router,
         projects.router,
         vault.router,
+        audit_verify.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     # Compatibility surfaces render their own errors; they are not in /openapi.json.

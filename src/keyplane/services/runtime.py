@@ -25,6 +25,7 @@ from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
+from keyplane.services.audit import AuditService, retention_of
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.events import Events
@@ -42,6 +43,7 @@ from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.security_events import SecurityEvents
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
@@ -74,6 +76,7 @@ class Services:
     usage: UsageService
     events: Events
     vault: VaultService
+    audit: AuditService
 
 
 @dataclass
@@ -96,6 +99,8 @@ class Runtime:
     limiter: Limiter
     ledger: UsageLedger
     supervisor: Supervisor
+    #: Failed authentications, denials and verify refusals, counted and flushed to the audit log.
+    security: SecurityEvents
     redis: Redis | None = None
     #: The limiter when it is Redis with a local fallback (its degradation is monitored).
     resilient_limiter: ResilientLimiter | None = None
@@ -178,8 +183,16 @@ class Runtime:
             store.management_keys.touch, settings.last_used_flush_seconds
         )
         root_key = None if settings.root_key is None else settings.root_key.get_secret_value()
+        security = SecurityEvents(store.audit.record, clock, interval=settings.audit_flush_seconds)
         management = ManagementKeys(
-            store, management_cache, clock, server_secret, org, root_key, management_last_used
+            store,
+            management_cache,
+            clock,
+            server_secret,
+            org,
+            root_key,
+            management_last_used,
+            security,
         )
         keys = KeyService(
             store,
@@ -197,6 +210,7 @@ class Runtime:
                 last_used,
                 limiter,
                 timedelta(seconds=settings.reservation_timeout_seconds),
+                security,
             ),
             management=management,
             projects=Projects(store.tenancy, clock),
@@ -204,6 +218,12 @@ class Runtime:
             usage=UsageService(directory, ledger, limiter, clock, server_secret),
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),
+            audit=AuditService(
+                store.audit,
+                chain_key(server_secret),
+                clock,
+                retention_of(settings.audit_retention_days),
+            ),
         )
         runtime = cls(
             settings=settings,
@@ -219,6 +239,7 @@ class Runtime:
             ledger=ledger,
             supervisor=supervisor
             or Supervisor(base_delay=RESTART_BASE_DELAY, max_delay=RESTART_MAX_DELAY),
+            security=security,
         )
         invalidation: RedisInvalidation | PostgresInvalidation | None = None
         if redis is not None:
@@ -295,6 +316,11 @@ class Runtime:
         supervise("replay_secret_erasure", self._erase_replay_secrets, critical=False)
         if keeper is not None:
             supervise("window_keeper", keeper.run, critical=False)
+        # Not critical: a late flush or pass loses nothing (counts wait in memory, due
+        # events and pruning are picked up by the next pass).
+        supervise("audit_security_events", self.security.run, critical=False)
+        supervise("audit_due_events", self.services.audit.run_due, critical=False)
+        supervise("audit_retention", self.services.audit.run_retention, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -383,6 +409,10 @@ class Runtime:
         await self.supervisor.stop()
         await self.last_used.flush()
         await self.management_last_used.flush()
+        try:
+            await self.security.flush()
+        except KeyplaneError as exc:
+            log.warning("security events not written: %s", type(exc).__name__)
         if self.window_keeper is not None:
             await self.window_keeper.flush()
         if self.instances is not None:
