@@ -1,7 +1,9 @@
 """Audit log rows written straight into the table, for the read side's tests and bench.
 
-The chain's hashes here are placeholders: these tests read entries, they do not verify the
-chain (``store/audit.py``'s tests do).
+:func:`insert_entries` writes rows as given (placeholder hashes; for the store's contract
+tests and the bench, on an organization no writer appends to); :func:`journal_of` turns a row
+into the journal the real writer (``store/audit.py``) appends, for tests that also make
+changes through the API.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyplane.domain import ids
+from keyplane.domain.changes import Actor, Journal, Origin
 from keyplane.store.tables import audit_log
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -49,3 +52,21 @@ def entry(org_id: str, seq: int, **fields: Any) -> dict[str, Any]:
 async def insert_entries(engine: AsyncEngine, rows: Sequence[dict[str, Any]]) -> None:
     async with engine.begin() as conn:
         await conn.execute(insert(audit_log), list(rows))
+
+
+def journal_of(row: dict[str, Any]) -> Journal:
+    """The journal that makes ``row``'s entry when given to the audit writer."""
+    origin = Origin(row["actor_ip"], row["actor_user_agent"], row["request_id"])
+    actor = Actor(row["actor_type"], row["actor_id"], row["actor_name"], origin)
+    journal = Journal(actor, row["occurred_at"])
+    journal.record(
+        row["action"],
+        org_id=row["org_id"],
+        target_type=row["target_type"],
+        target_id=row["target_id"],
+        project_id=row["project_id"],
+        details=row["details"],
+        outcome=row["outcome"],
+        count=row["count"],
+    )
+    return journal

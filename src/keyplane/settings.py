@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     #: Most usage reports written in one transaction (group commit).
     usage_batch_max: int = Field(default=500, ge=1, le=10_000)
     migrate_on_start: bool = True
+    #: Audit entries older than this many days are pruned (a checkpoint keeps the rest
+    #: verifiable); unset keeps them forever. See docs/audit.md.
+    audit_retention_days: int | None = Field(default=None, ge=1, le=36_500)
+    #: How often counted security events (failed authentication, denials, verify refusals)
+    #: are written to the audit log; a crash loses at most this long of them.
+    audit_flush_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: The header ``/v1/auth`` reads the API key from: ``Authorization`` (as ``Bearer <key>``)
     #: or any other header, which then holds the bare key (``X-API-Key``).
     auth_key_header: str = Field(

@@ -15,10 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from keyplane.services.runtime import Runtime
-from tests.audit_rows import T0, entry, insert_entries
+from tests.audit_rows import T0, entry, journal_of
 from tests.conftest import Api
 
 MK = "mk_" + "0" * 26
+#: The seeded entries start an hour after the test clock's now (T0), where the entries of the
+#: changes tests make through the API are: ``start=S0`` reads the seeded ones only.
+S0 = T0 + timedelta(hours=1)
 
 
 def _runtime(api: Api) -> Runtime:
@@ -27,12 +30,8 @@ def _runtime(api: Api) -> Runtime:
 
 
 async def _rows(api: Api, rows: list[dict[str, Any]]) -> None:
-    runtime = _runtime(api)
-    # Entries A's writer made already (if any) keep their place: these go after them.
-    head = await runtime.store.audit_query.head_seq(runtime.default_project.org_id)
-    for offset, row in enumerate(rows, start=1):
-        row["seq"] = head + offset
-    await insert_entries(runtime.store.engine, rows)
+    """Entries appended through the audit writer, after those the API's changes made."""
+    await _runtime(api).store.audit.record([journal_of(row) for row in rows])
 
 
 async def _seeded(api: Api, key_id: str, project_id: str | None = None) -> str:
@@ -42,17 +41,18 @@ async def _seeded(api: Api, key_id: str, project_id: str | None = None) -> str:
     await _rows(
         api,
         [
-            entry(org, 0, action="key.created", target_id=key_id, project_id=project_id),
+            entry(org, 0, action="key.created", target_id=key_id, project_id=project_id,
+                  occurred_at=S0),
             entry(org, 0, action="key.revoked", target_id=other_key, actor_id="system",
-                  occurred_at=T0 + timedelta(days=1)),
+                  occurred_at=S0 + timedelta(days=1)),
             entry(org, 0, action="management_key.created", target_type="management_key",
-                  target_id="mk_" + "d" * 26, occurred_at=T0 + timedelta(days=2)),
+                  target_id="mk_" + "d" * 26, occurred_at=S0 + timedelta(days=2)),
             entry(org, 0, action="auth.failed", outcome="failure", target_id=None, count=9,
-                  occurred_at=T0 + timedelta(days=3)),
+                  occurred_at=S0 + timedelta(days=3)),
             entry(org, 0, action="key.rotated", target_id=key_id, project_id=project_id,
-                  occurred_at=T0 + timedelta(days=4)),
+                  occurred_at=S0 + timedelta(days=4)),
             entry(org, 0, action="plan.updated", target_type="plan", target_id="plan_" + "e" * 26,
-                  details={"keys_affected": 3}, occurred_at=T0 + timedelta(days=5)),
+                  details={"keys_affected": 3}, occurred_at=S0 + timedelta(days=5)),
         ],
     )  # fmt: skip
     return org
@@ -70,8 +70,8 @@ async def _list(api: Api, params: Any = None, **kwargs: Any) -> dict[str, Any]:
 
 
 async def _mine(api: Api, params: list[tuple[str, str]]) -> list[str]:
-    """Actions of the seeded entries only (T0 onwards: A's writer records at the test clock)."""
-    body = await _list(api, [*params, ("start", T0.isoformat()), ("limit", "200")])
+    """Actions of the seeded entries only (from S0)."""
+    body = await _list(api, [*params, ("start", S0.isoformat()), ("limit", "200")])
     return _actions(body)
 
 
@@ -81,7 +81,7 @@ async def test_entries_page_newest_first_with_an_opaque_cursor(api: Api) -> None
     cursor = None
     pages = 0
     while True:
-        params = [("limit", "4"), ("start", T0.isoformat())]
+        params = [("limit", "4"), ("start", S0.isoformat())]
         if cursor is not None:
             params.append(("cursor", cursor))
         body = await _list(api, params)
@@ -100,7 +100,7 @@ async def test_entries_page_newest_first_with_an_opaque_cursor(api: Api) -> None
         "key.revoked",
         "key.created",
     ]
-    first = (await _list(api, {"limit": 1, "start": T0.isoformat()}))["data"][0]
+    first = (await _list(api, {"limit": 1, "start": S0.isoformat()}))["data"][0]
     assert first["actor"] == {
         "type": "management_key",
         "id": MK,
@@ -137,12 +137,12 @@ async def test_every_filter(api: Api) -> None:
     ]
     assert await _mine(api, [("outcome", "failure")]) == ["auth.failed"]
     # end as a date includes that whole day; as a time, it is exclusive.
-    day = (T0 + timedelta(days=1)).date().isoformat()
+    day = (S0 + timedelta(days=1)).date().isoformat()
     assert await _mine(api, [("end", day)]) == ["key.revoked", "key.created"]
-    end = (T0 + timedelta(days=1)).isoformat()
+    end = (S0 + timedelta(days=1)).isoformat()
     assert await _mine(api, [("end", end)]) == ["key.created"]
-    window = [("start", (T0 + timedelta(days=2)).isoformat().replace("+00:00", "Z"))]
-    body = await _list(api, [*window, ("end", (T0 + timedelta(days=4)).isoformat())])
+    window = [("start", (S0 + timedelta(days=2)).isoformat().replace("+00:00", "Z"))]
+    body = await _list(api, [*window, ("end", (S0 + timedelta(days=4)).isoformat())])
     assert _actions(body) == ["auth.failed", "management_key.created"]
 
 
@@ -165,7 +165,7 @@ async def test_a_project_bound_key_sees_its_project_only(api: Api) -> None:
     key_id = "key_" + "a" * 26
     await _seeded(api, key_id, project["id"])
     bound = await api.management_key("audit:read", project_id=project["id"])
-    body = await _list(api, {"start": T0.isoformat()}, headers=api.as_key(bound))
+    body = await _list(api, {"start": S0.isoformat()}, headers=api.as_key(bound))
     assert _actions(body) == ["key.rotated", "key.created"]
     assert {item["project_id"] for item in body["data"]} == {project["id"]}
     entry_id = (await _list(api, {"actor": "system"}))["data"][0]["id"]
@@ -176,7 +176,7 @@ async def test_a_project_bound_key_sees_its_project_only(api: Api) -> None:
     assert shown.json()["data"]["action"] == "key.revoked"
     export = await api.client.post(
         "/v1/audit/export",
-        json={"format": "json", "start": T0.isoformat()},
+        json={"format": "json", "start": S0.isoformat()},
         headers=api.as_key(bound),
     )
     lines = [json.loads(line) for line in export.text.splitlines()]
@@ -194,7 +194,9 @@ async def test_per_key_audit_in_seed_004_shape(api: Api) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["key_id"] == key_id
-    assert _actions(body, "events") == ["key.rotated", "key.created"]
+    # The seeded entries, then the key's real creation (at T0, by the root key).
+    assert _actions(body, "events") == ["key.rotated", "key.created", "key.created"]
+    assert body["events"][-1]["user_id"] == "root"
     event = body["events"][0]
     for name in ("timestamp", "event_type", "user_id", "ip_address", "details"):
         assert name in event
@@ -202,7 +204,7 @@ async def test_per_key_audit_in_seed_004_shape(api: Api) -> None:
     assert event["ip_address"] == "203.0.113.7"
     narrowed = await api.client.get(
         f"/v1/keys/{key_id}/audit",
-        params=[("event_types", "key.created"), ("start", T0.isoformat())],
+        params=[("event_types", "key.created"), ("start", S0.isoformat())],
     )
     assert _actions(narrowed.json(), "events") == ["key.created"]
     unknown = await api.client.get(f"/v1/keys/key_{'9' * 26}/audit")
@@ -262,7 +264,7 @@ async def test_exports_read_back_with_their_standard_readers(api: Api, fmt: str)
     await _seeded(api, key_id)
     response = await api.client.post(
         "/v1/audit/export",
-        json={"format": fmt, "start": T0.isoformat(), "include_pii": True},
+        json={"format": fmt, "start": S0.isoformat(), "include_pii": True},
     )
     assert response.status_code == 200, response.text
     assert "attachment" in response.headers["content-disposition"]
@@ -282,7 +284,7 @@ async def test_exports_read_back_with_their_standard_readers(api: Api, fmt: str)
     assert int(rows[3]["count"]) == 9
     filtered = await api.client.post(
         "/v1/audit/export",
-        json={"format": fmt, "start": T0.isoformat(), "key_id": [key_id], "outcome": ["success"]},
+        json={"format": fmt, "start": S0.isoformat(), "key_id": [key_id], "outcome": ["success"]},
     )
     assert [r["action"] for r in _exported(api, fmt, filtered.content)] == [
         "key.created",
@@ -363,7 +365,7 @@ async def test_per_key_export(api: Api) -> None:
     await _seeded(api, key_id)
     response = await api.client.post(
         f"/v1/keys/{key_id}/audit/export",
-        json={"format": "csv", "start": T0.isoformat(), "include_pii": False},
+        json={"format": "csv", "start": S0.isoformat(), "include_pii": False},
     )
     assert response.status_code == 200, response.text
     rows = _exported(api, "csv", response.content)

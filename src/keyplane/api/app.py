@@ -17,6 +17,7 @@ from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.routes import (
     audit,
+    audit_verify,
     auth,
     health,
     keys,
@@ -123,6 +124,7 @@ def create_app(
         projects.router,
         vault.router,
         audit.router,
+        audit_verify.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     # Compatibility surfaces render their own errors; they are not in /openapi.json.

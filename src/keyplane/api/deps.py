@@ -17,6 +17,7 @@ from keyplane.domain.clock import Clock
 from keyplane.domain.forwarding import client_address
 from keyplane.domain.tenancy import Principal
 from keyplane.services import verify
+from keyplane.services.audit import AuditService
 from keyplane.services.audit_read import AuditReader
 from keyplane.services.authz import require_scope
 from keyplane.services.events import Events
@@ -75,6 +76,10 @@ async def get_events(request: Request) -> Events:
     return _services(request).events
 
 
+async def get_audit(request: Request) -> AuditService:
+    return _services(request).audit
+
+
 async def get_vault(request: Request) -> VaultService:
     return _services(request).vault
 
@@ -108,6 +113,7 @@ UsageDep = Annotated[UsageService, Depends(get_usage)]
 EventsDep = Annotated[Events, Depends(get_events)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
 AuditReadDep = Annotated[AuditReader, Depends(get_audit_read)]
+AuditDep = Annotated[AuditService, Depends(get_audit)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
@@ -119,7 +125,10 @@ async def get_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
-    return await _services(request).management.authenticate(presented, origin_of(request))
+    principal = await _services(request).management.authenticate(presented, origin_of(request))
+    # For the error handler: a 403 this request ends in is counted against this caller.
+    request.state.principal = principal
+    return principal
 
 
 def origin_of(request: Request) -> Origin:

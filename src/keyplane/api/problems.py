@@ -132,9 +132,11 @@ def status_for(exc: errors.KeyplaneError, *, compat: bool = False) -> int:
     return 500
 
 
-async def _keyplane_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _keyplane_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(errors.KeyplaneError, exc)
     status = status_for(exc)
+    if isinstance(exc, errors.PermissionDeniedError):
+        _count_denial(request, exc)
     if status >= 500:
         log.error("request failed: %s", exc.message, exc_info=exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -142,6 +144,14 @@ async def _keyplane_error(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(retry_after, int):
         headers = {"Retry-After": str(retry_after)}
     return problem(status, exc.code, exc.message, headers, **exc.extra)
+
+
+def _count_denial(request: Request, exc: errors.PermissionDeniedError) -> None:
+    """A 403 goes to the audit log, counted (``permission.denied``, aggregated per key)."""
+    principal = getattr(request.state, "principal", None)
+    runtime = getattr(request.app.state, "runtime", None)
+    if principal is not None and runtime is not None:
+        runtime.security.permission_denied(principal.org_id, principal.actor, exc.code)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -43,6 +43,7 @@ from keyplane.client.errors import (
 )
 from keyplane.client.models import (
     Ack,
+    AuditVerification,
     Credential,
     CredentialStats,
     CredentialUsage,
@@ -75,6 +76,7 @@ __all__ = [
     "AllRateLimitedError",
     "AsyncClient",
     "AsyncVault",
+    "AuditVerification",
     "AuthenticationError",
     "Call",
     "Client",

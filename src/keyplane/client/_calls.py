@@ -377,6 +377,13 @@ def revoke_management_key(key_id: str) -> Call[models.ManagementKey]:
     return Call("DELETE", f"/v1/management-keys/{_segment(key_id)}", _data(models.ManagementKey))
 
 
+# -- audit ------------------------------------------------------------------------------------
+
+
+def verify_audit() -> Call[models.AuditVerification]:
+    return Call("GET", "/v1/audit/verify", _model(models.AuditVerification))
+
+
 # -- projects ---------------------------------------------------------------------------------
 
 

@@ -230,6 +230,31 @@ class Project(Model):
     created_at: datetime
 
 
+class AuditBrokenLink(Model):
+    """Where an audit chain stops holding: the entry's seq, its id (None when it is missing),
+    and why (``altered``, ``removed``, ``inserted``, ``reordered``)."""
+
+    seq: int
+    id: str | None
+    reason: str
+
+
+class AuditCheckpoint(Model):
+    """Where the chain starts after retention pruned its beginning."""
+
+    seq: int
+    hash: str
+
+
+class AuditVerification(Model):
+    """``GET /v1/audit/verify``: whether the organization's audit chain is whole."""
+
+    ok: bool
+    checked: int
+    first_broken: AuditBrokenLink | None
+    checkpoint: AuditCheckpoint | None
+
+
 class Health(Model):
     """``/healthz`` or ``/readyz``."""
 

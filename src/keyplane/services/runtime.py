@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from keyplane.domain.audit import chain_key
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.envelope import Keyring
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
@@ -24,6 +25,7 @@ from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
+from keyplane.services.audit import AuditService, retention_of
 from keyplane.services.audit_read import AuditReader
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
@@ -42,6 +44,7 @@ from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.security_events import SecurityEvents
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
@@ -75,6 +78,7 @@ class Services:
     events: Events
     vault: VaultService
     audit_read: AuditReader
+    audit: AuditService
 
 
 @dataclass
@@ -97,6 +101,8 @@ class Runtime:
     limiter: Limiter
     ledger: UsageLedger
     supervisor: Supervisor
+    #: Failed authentications, denials and verify refusals, counted and flushed to the audit log.
+    security: SecurityEvents
     redis: Redis | None = None
     #: The limiter when it is Redis with a local fallback (its degradation is monitored).
     resilient_limiter: ResilientLimiter | None = None
@@ -130,6 +136,7 @@ class Runtime:
         except BaseException:
             await store.close()
             raise
+        _write_audit(store, server_secret)
         directory = KeyDirectory(store.keys, settings)
         redis = None
         if settings.redis_url is not None:
@@ -178,8 +185,16 @@ class Runtime:
             store.management_keys.touch, settings.last_used_flush_seconds
         )
         root_key = None if settings.root_key is None else settings.root_key.get_secret_value()
+        security = SecurityEvents(store.audit.record, clock, interval=settings.audit_flush_seconds)
         management = ManagementKeys(
-            store, management_cache, clock, server_secret, org, root_key, management_last_used
+            store,
+            management_cache,
+            clock,
+            server_secret,
+            org,
+            root_key,
+            management_last_used,
+            security,
         )
         keys = KeyService(
             store,
@@ -197,6 +212,7 @@ class Runtime:
                 last_used,
                 limiter,
                 timedelta(seconds=settings.reservation_timeout_seconds),
+                security,
             ),
             management=management,
             projects=Projects(store.tenancy, clock),
@@ -205,6 +221,12 @@ class Runtime:
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),
             audit_read=AuditReader(store.audit_query, store.keys, clock),
+            audit=AuditService(
+                store.audit,
+                chain_key(server_secret),
+                clock,
+                retention_of(settings.audit_retention_days),
+            ),
         )
         runtime = cls(
             settings=settings,
@@ -220,6 +242,7 @@ class Runtime:
             ledger=ledger,
             supervisor=supervisor
             or Supervisor(base_delay=RESTART_BASE_DELAY, max_delay=RESTART_MAX_DELAY),
+            security=security,
         )
         invalidation: RedisInvalidation | PostgresInvalidation | None = None
         if redis is not None:
@@ -296,6 +319,11 @@ class Runtime:
         supervise("replay_secret_erasure", self._erase_replay_secrets, critical=False)
         if keeper is not None:
             supervise("window_keeper", keeper.run, critical=False)
+        # Not critical: a late flush or pass loses nothing (counts wait in memory, due
+        # events and pruning are picked up by the next pass).
+        supervise("audit_security_events", self.security.run, critical=False)
+        supervise("audit_due_events", self.services.audit.run_due, critical=False)
+        supervise("audit_retention", self.services.audit.run_retention, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -384,6 +412,10 @@ class Runtime:
         await self.supervisor.stop()
         await self.last_used.flush()
         await self.management_last_used.flush()
+        try:
+            await self.security.flush()
+        except KeyplaneError as exc:
+            log.warning("security events not written: %s", type(exc).__name__)
         if self.window_keeper is not None:
             await self.window_keeper.flush()
         if self.instances is not None:
@@ -400,6 +432,12 @@ class Runtime:
             # The pool was built here too: close its connections, not only the client.
             await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
+
+
+def _write_audit(store: Database, server_secret: bytes) -> None:
+    """Every journaled change appends to the audit log, in the change's own transaction."""
+    store.audit.key = chain_key(server_secret)
+    store.unit.journal_writers.append(store.audit.append)
 
 
 def _vault_service(
@@ -423,6 +461,7 @@ async def open_vault_service(
         if settings.migrate_on_start:
             await migrate(store.engine, settings.database_schema)
         org, _project = await store.tenancy.ensure_default_tenancy(clock.now())
+        _write_audit(store, resolve_server_secret(settings))
         yield _vault_service(store, keyring, clock, settings), org
     finally:
         await store.close()

@@ -26,6 +26,7 @@ from keyplane.limits.base import Limiter
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.last_used import LastUsedRecorder
+from keyplane.services.security_events import SECURITY_VERIFY_CODES, SecurityEvents
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +75,10 @@ class Verifier:
         last_used: LastUsedRecorder,
         limiter: Limiter,
         hold_for: timedelta,
+        security: SecurityEvents | None = None,
     ) -> None:
         self._directory = directory
+        self._security = security
         self._clock = clock
         self._server_secret = server_secret
         self._last_used = last_used
@@ -95,7 +98,14 @@ class Verifier:
         # come through them.
         require_scope(principal, "verify")
         verdict = await self._verify(principal, request)
-        self.verdicts[verdict.code.value] += 1
+        code = verdict.code.value
+        self.verdicts[code] += 1
+        record = verdict.record
+        if self._security is not None and record is not None and code in SECURITY_VERIFY_CODES:
+            # A counter increment only: the audit entry is written later, aggregated.
+            self._security.verify_refused(
+                record.org_id, record.project_id, record.id, code, principal.actor
+            )
         return verdict
 
     async def _verify(self, principal: Principal, request: VerifyRequest) -> Verdict:

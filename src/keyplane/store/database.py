@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keyplane.store.audit import SqlAuditStore
 from keyplane.store.audit_query import SqlAuditQueryStore
 from keyplane.store.events import SqlEventStore
 from keyplane.store.idempotency import SqlIdempotencyStore
@@ -37,7 +38,7 @@ class Database:
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, events, idempotency, vault,
-        sealed_secrets, audit_query: the concept stores (see each module's protocol).
+        sealed_secrets, audit, audit_query: the concept stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -57,6 +58,7 @@ class Database:
         self.idempotency = SqlIdempotencyStore(unit)
         self.vault = SqlVaultStore(unit, self.tenancy)
         self.sealed_secrets = SqlSealedSecretStore(unit)
+        self.audit = SqlAuditStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
         self.audit_query = SqlAuditQueryStore(unit)
 
