@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keyplane import __version__
-from keyplane.cli import audit, keys, management_keys, plans, projects, status, vault
+from keyplane.cli import audit, audit_read, keys, management_keys, plans, projects, status, vault
 from keyplane.errors import KeyplaneError
 from keyplane.settings import Settings, resolve_server_secret, to_async_url
 
@@ -33,6 +33,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(plans.app, name="plans")
 app.add_typer(management_keys.app, name="management-keys")
 app.add_typer(projects.app, name="projects")
+audit_read.register(audit.app)  # list, show, export beside verify
 app.add_typer(audit.app, name="audit")
 app.command()(status.health)
 app.command()(status.usage)

@@ -14,6 +14,7 @@ Example::
 """
 
 from keyplane.client._calls import (
+    AuditFilters,
     CredentialChanges,
     CredentialFields,
     CredentialFilters,
@@ -43,6 +44,9 @@ from keyplane.client.errors import (
 )
 from keyplane.client.models import (
     Ack,
+    AuditActor,
+    AuditEntry,
+    AuditTarget,
     AuditVerification,
     Credential,
     CredentialStats,
@@ -50,6 +54,8 @@ from keyplane.client.models import (
     Event,
     Health,
     Key,
+    KeyAudit,
+    KeyAuditEvent,
     KeyCreated,
     Lease,
     LeaseReleased,
@@ -76,6 +82,10 @@ __all__ = [
     "AllRateLimitedError",
     "AsyncClient",
     "AsyncVault",
+    "AuditActor",
+    "AuditEntry",
+    "AuditFilters",
+    "AuditTarget",
     "AuditVerification",
     "AuthenticationError",
     "Call",
@@ -91,6 +101,8 @@ __all__ = [
     "Event",
     "Health",
     "Key",
+    "KeyAudit",
+    "KeyAuditEvent",
     "KeyChanges",
     "KeyCreated",
     "KeyFields",
