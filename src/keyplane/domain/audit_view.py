@@ -59,14 +59,16 @@ class ActionFilter:
     prefixes: tuple[str, ...] = ()
 
 
-def action_filter(values: tuple[str, ...] | list[str]) -> ActionFilter:
+def action_filter(
+    values: tuple[str, ...] | list[str], limit: int = MAX_FILTER_VALUES
+) -> ActionFilter:
     """Parse event-type filters (``key.revoked``, ``key.*``, ``*``); ValueError on a bad one.
 
     ``*`` alone matches everything. A prefix keeps its dot (``key.*`` -> ``key.``) so that
     ``key.*`` does not match ``keyring.x``.
     """
-    if len(values) > MAX_FILTER_VALUES:
-        raise ValueError(f"at most {MAX_FILTER_VALUES} event types")
+    if len(values) > limit:
+        raise ValueError(f"at most {limit} event types")
     names: list[str] = []
     prefixes: list[str] = []
     for value in values:

@@ -9,7 +9,7 @@ CLI and in-process callers get the same refusals (``ValidationError``, code
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -39,6 +39,8 @@ class AuditQuery:
     key_ids: tuple[str, ...] = ()
     actors: tuple[str, ...] = ()
     event_types: tuple[str, ...] = ()
+    #: More event types (the API's ``action`` parameter), bounded on their own.
+    actions: tuple[str, ...] = ()
     outcomes: tuple[str, ...] = ()
     start: date | None = None
     end: date | None = None
@@ -133,15 +135,13 @@ class AuditReader:
         if period is not None:
             if query.start is not None or query.end is not None:
                 raise ValidationError(
-                    "give either a period or start/end, not both", code="INVALID_FILTER"
+                    "give either a period or start/end, not both", code="INVALID_PERIOD"
                 )
             try:
                 start, end = audit_view.period(period, self._clock.now())
             except ValueError as exc:
                 raise ValidationError(str(exc), code="INVALID_FILTER") from None
-            query = AuditQuery(
-                query.key_ids, query.actors, query.event_types, query.outcomes, start, end
-            )
+            query = replace(query, start=start, end=end)
         where = _filter(principal, query)
         writer = writer_for(fmt)  # raises ExportUnavailableError before anything streams
         head = await self._store.head_seq(principal.org_id)
@@ -166,9 +166,7 @@ class AuditReader:
 
 
 def _with_key(query: AuditQuery, key_id: str) -> AuditQuery:
-    return AuditQuery(
-        (key_id,), query.actors, query.event_types, query.outcomes, query.start, query.end
-    )
+    return replace(query, key_ids=(key_id,))
 
 
 def _cursor(cursor: str | None) -> int | None:
@@ -188,13 +186,19 @@ def _filter(principal: Principal, query: AuditQuery) -> AuditFilter:
         audit_view.check_outcomes(query.outcomes)
         if len(query.outcomes) > len(audit_view.OUTCOMES):
             raise ValueError("too many outcomes")
-        actions = audit_view.action_filter(query.event_types)
+        if len(query.actions) > audit_view.MAX_FILTER_VALUES:
+            raise ValueError(f"at most {audit_view.MAX_FILTER_VALUES} actions")
+        actions = audit_view.action_filter(
+            query.event_types + query.actions, limit=2 * audit_view.MAX_FILTER_VALUES
+        )
+        if len(query.event_types) > audit_view.MAX_FILTER_VALUES:
+            raise ValueError(f"at most {audit_view.MAX_FILTER_VALUES} event types")
     except ValueError as exc:
         raise ValidationError(str(exc), code="INVALID_FILTER") from None
     start = None if query.start is None else audit_view.start_of(query.start)
     end = None if query.end is None else audit_view.end_of(query.end)
     if start is not None and end is not None and start >= end:
-        raise ValidationError("start must be before end", code="INVALID_FILTER")
+        raise ValidationError("start must be before end", code="INVALID_PERIOD")
     return AuditFilter(
         org_id=principal.org_id,
         project_id=principal.project_id,

@@ -19,16 +19,43 @@ from keyplane.services.audit_read import AuditPage, AuditQuery, AuditReader
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
-#: One repeatable filter: at most MAX_FILTER_VALUES values of at most 64 characters each
-#: (the service checks their shape).
-Values = Annotated[
-    list[Annotated[str, StringConstraints(max_length=64)]] | None,
-    Query(max_length=audit_view.MAX_FILTER_VALUES),
+#: What the service accepts, stated in the OpenAPI document too (the service stays the enforcer).
+ID_PATTERN = r"^[a-z]{2,8}_[0-9a-hjkmnp-tv-z]{26}$"
+ACTOR_PATTERN = r"^(?:system|root|[a-z]{2,8}_[0-9a-hjkmnp-tv-z]{26})$"
+_NAME = r"[a-z][a-z0-9_]{0,31}"
+EVENT_TYPE_PATTERN = rf"^(?:\*|{_NAME}(?:\.{_NAME}){{0,3}}(?:\.\*)?)$"
+#: A date, or a time with an optional offset (UTC without one). The calendar itself (a 30th of
+#: February) is beyond a pattern: such a value is a 422 INVALID_TIME.
+TIME_PATTERN = (
+    r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+    r"(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)?)?$"
+)
+Outcome = Literal["success", "failure", "denied"]
+
+
+IdText = Annotated[str, StringConstraints(max_length=40, pattern=ID_PATTERN)]
+ActorText = Annotated[str, StringConstraints(max_length=40, pattern=ACTOR_PATTERN)]
+EventTypeText = Annotated[str, StringConstraints(max_length=100, pattern=EVENT_TYPE_PATTERN)]
+_MAX = audit_view.MAX_FILTER_VALUES
+KeyIds = Annotated[
+    list[IdText] | None,
+    Query(max_length=_MAX, description="the entry's target: any object id (repeatable)"),
 ]
+Actors = Annotated[
+    list[ActorText] | None,
+    Query(max_length=_MAX, description="a management key id, root or system (repeatable)"),
+]
+EventTypes = Annotated[
+    list[EventTypeText] | None,
+    Query(max_length=_MAX, description="an action, or a prefix such as key.* (repeatable)"),
+]
+Outcomes = Annotated[list[Outcome] | None, Query(max_length=3)]
 Bound = Annotated[
     str | None,
     Query(
         max_length=40,
+        pattern=TIME_PATTERN,
         description="ISO 8601 time (UTC when no offset is given) or a date; "
         "a date as `end` includes that whole day",
     ),
@@ -48,7 +75,7 @@ def _bound(name: str, value: str | None) -> date | None:
     except ValueError:
         raise ValidationError(
             f"{name}: an ISO 8601 time such as 2026-01-31T00:00:00Z, or a date such as 2026-01-31",
-            code="INVALID_FILTER",
+            code="INVALID_TIME",
         ) from None
 
 
@@ -90,11 +117,11 @@ async def list_audit(
     request: Request,
     principal: PrincipalDep,
     audit: AuditReadDep,
-    key_id: Values = None,
-    actor: Values = None,
-    action: Values = None,
-    event_types: Values = None,
-    outcome: Values = None,
+    key_id: KeyIds = None,
+    actor: Actors = None,
+    action: EventTypes = None,
+    event_types: EventTypes = None,
+    outcome: Outcomes = None,
     start: Bound = None,
     end: Bound = None,
     cursor: CursorParam = None,
@@ -105,7 +132,8 @@ async def list_audit(
     query = AuditQuery(
         key_ids=tuple(key_id or ()),
         actors=tuple(actor or ()),
-        event_types=(*(action or ()), *(event_types or ())),
+        actions=tuple(action or ()),
+        event_types=tuple(event_types or ()),
         outcomes=tuple(outcome or ()),
         start=_bound("start", start),
         end=_bound("end", end),
@@ -127,7 +155,7 @@ async def key_audit(
     request: Request,
     principal: PrincipalDep,
     audit: AuditReadDep,
-    event_types: Values = None,
+    event_types: EventTypes = None,
     start: Bound = None,
     end: Bound = None,
     start_date: Bound = None,
@@ -170,13 +198,15 @@ async def key_audit(
 
 def _either(name: str, value: str | None, seed_alias: str | None) -> str | None:
     if value is not None and seed_alias is not None:
-        raise ValidationError(f"give {name} or {name}_date, not both", code="INVALID_FILTER")
+        raise ValidationError(f"give {name} or {name}_date, not both", code="INVALID_PERIOD")
     return value if value is not None else seed_alias
 
 
-FilterValue = Annotated[str, StringConstraints(max_length=64)]
-FilterValues = Annotated[tuple[FilterValue, ...], Field(max_length=audit_view.MAX_FILTER_VALUES)]
-BoundText = Annotated[str, StringConstraints(max_length=40)]
+BodyKeyIds = Annotated[tuple[IdText, ...], Field(max_length=_MAX)]
+BodyActors = Annotated[tuple[ActorText, ...], Field(max_length=_MAX)]
+BodyEventTypes = Annotated[tuple[EventTypeText, ...], Field(max_length=_MAX)]
+BodyOutcomes = Annotated[tuple[Outcome, ...], Field(max_length=3)]
+BoundText = Annotated[str, StringConstraints(max_length=40, pattern=TIME_PATTERN)]
 
 
 class AuditExportIn(Input):
@@ -191,10 +221,10 @@ class AuditExportIn(Input):
     )
     start: BoundText | None = None
     end: BoundText | None = None
-    key_id: FilterValues = ()
-    actor: FilterValues = ()
-    event_types: FilterValues = ()
-    outcome: FilterValues = ()
+    key_id: BodyKeyIds = ()
+    actor: BodyActors = ()
+    event_types: BodyEventTypes = ()
+    outcome: BodyOutcomes = ()
     include_pii: bool = Field(
         default=False,
         description="false (the default) masks IP addresses to their network and drops user agents",
@@ -208,7 +238,7 @@ class KeyAuditExportIn(Input):
     period: Literal[audit_view.PERIODS] | None = None  # type: ignore[valid-type]
     start: BoundText | None = None
     end: BoundText | None = None
-    event_types: FilterValues = ()
+    event_types: BodyEventTypes = ()
     include_pii: bool = False
 
 
