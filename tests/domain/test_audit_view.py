@@ -93,6 +93,14 @@ def test_garbage_cursors_are_refused_not_crashed_on(text: str) -> None:
     assert audit_view.encode_cursor(seq) == text
 
 
+def test_only_the_canonical_spelling_of_a_cursor_is_accepted() -> None:
+    cursor = audit_view.encode_cursor(5)
+    assert cursor == "YTE6NQ"
+    for other in ("YTE6NR", "YTE6NQ==", "YTE6MDU"):  # spare bits, padding, "a1:05"
+        with pytest.raises(ValueError):
+            audit_view.decode_cursor(other)
+
+
 def test_masking_keeps_the_network_only() -> None:
     assert audit_view.mask_ip("203.0.113.7") == "203.0.113.0/24"
     assert audit_view.mask_ip("2001:db8:abcd:12::1") == "2001:db8:abcd::/48"

@@ -176,9 +176,12 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, UnicodeDecodeError):
         raise ValueError("not a cursor of this listing") from None
     digits = raw.removeprefix(_CURSOR_TAG)
-    if digits == raw or not digits.isdigit() or len(digits) > 18:
+    if digits == raw or not digits.isascii() or not digits.isdigit() or len(digits) > 18:
         raise ValueError("not a cursor of this listing")
-    return int(digits)
+    seq = int(digits)
+    if encode_cursor(seq) != cursor:  # one spelling per cursor (no leading zeros, spare bits)
+        raise ValueError("not a cursor of this listing")
+    return seq
 
 
 def mask_ip(address: str | None) -> str | None:
