@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, date, datetime
 
 import pytest
@@ -103,6 +104,17 @@ def test_only_the_canonical_spelling_of_a_cursor_is_accepted() -> None:
 
 def test_masking_keeps_the_network_only() -> None:
     assert audit_view.mask_ip("203.0.113.7") == "203.0.113.0/24"
+    assert audit_view.mask_ip("10.0.0.255") == "10.0.0.0/24"
+    assert audit_view.mask_ip("256.1.1.1") is None
+    assert audit_view.mask_ip("01.2.3.4") is None
+    assert "203.0.113.7" not in str(audit_view.mask_ip("::ffff:203.0.113.7"))
     assert audit_view.mask_ip("2001:db8:abcd:12::1") == "2001:db8:abcd::/48"
     assert audit_view.mask_ip("not an address") is None
     assert audit_view.mask_ip(None) is None
+
+
+@given(st.ip_addresses(v=4))
+def test_the_fast_ipv4_path_agrees_with_ipaddress(address: object) -> None:
+    assert audit_view.mask_ip(str(address)) == str(
+        ipaddress.ip_network(f"{address}/24", strict=False)
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ OUTCOMES = ("success", "failure", "denied")
 _ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){0,3}")
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{4,32}")
 _CURSOR_TAG = "a1:"
+_OCTET = re.compile(r"25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d")
 
 #: The presets a period may be given as. Calendar presets are whole UTC calendar units.
 PERIODS = (
@@ -184,6 +186,7 @@ def decode_cursor(cursor: str) -> int:
     return seq
 
 
+@functools.lru_cache(maxsize=4096)  # an export meets the same few addresses again and again
 def mask_ip(address: str | None) -> str | None:
     """The network an address belongs to (IPv4 /24, IPv6 /48), never the address itself.
 
@@ -192,6 +195,9 @@ def mask_ip(address: str | None) -> str | None:
     """
     if address is None:
         return None
+    octets = address.split(".")
+    if len(octets) == 4 and all(_OCTET.fullmatch(octet) for octet in octets):
+        return f"{octets[0]}.{octets[1]}.{octets[2]}.0/24"  # the common case, without parsing
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -92,6 +92,9 @@ class CsvWriter:
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
+    if type(value) is str:
+        # An actor name or user agent comes from callers; a spreadsheet must not run it.
+        return "'" + value if value.startswith(_FORMULA_START) else value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Mapping):
