@@ -104,6 +104,12 @@ class SqlAuditStore:
             for journal in journals:
                 await self.append(conn, journal)
 
+    async def record_alone(self, journal: Journal) -> None:
+        """Write ``journal`` in a transaction that changes nothing else (an action that only
+        reads, such as an idempotent replay); every journal writer sees it."""
+        async with self._unit.write(journal):
+            pass
+
     async def record_once(self, journal: Journal, entry_id: str) -> bool:
         """Append ``journal`` (one change) as entry ``entry_id`` unless an entry of that id
         exists: an event that several instances may notice is recorded once. True if written."""
