@@ -19,7 +19,7 @@ from keyplane.domain.audit import chain_key
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.envelope import Keyring
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
-from keyplane.errors import KeyplaneError, StorageError
+from keyplane.errors import ConfigurationError, KeyplaneError, StorageError
 from keyplane.limits.base import Limiter
 from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
@@ -129,6 +129,7 @@ class Runtime:
         # Read (and checked) before anything opens: a bad vault key stops the start.
         vault_keyring = settings.vault_keyring()
         store = Database.from_settings(settings)
+        enable_audit(store, server_secret)
         try:
             if settings.migrate_on_start:
                 await migrate(store.engine, settings.database_schema)
@@ -136,7 +137,6 @@ class Runtime:
         except BaseException:
             await store.close()
             raise
-        _write_audit(store, server_secret)
         directory = KeyDirectory(store.keys, settings)
         redis = None
         if settings.redis_url is not None:
@@ -434,8 +434,9 @@ class Runtime:
         await self.store.close()
 
 
-def _write_audit(store: Database, server_secret: bytes) -> None:
-    """Every journaled change appends to the audit log, in the change's own transaction."""
+def enable_audit(store: Database, server_secret: bytes) -> None:
+    """Every journaled change appends to the audit log, in the change's own transaction
+    (the runtime, the vault library and the CLI's embedded commands call this)."""
     store.audit.key = chain_key(server_secret)
     store.unit.journal_writers.append(store.audit.append)
 
@@ -458,10 +459,15 @@ async def open_vault_service(
     keyring = settings.vault_keyring()
     store = Database.from_settings(settings)
     try:
+        enable_audit(store, resolve_server_secret(settings))
+    except ConfigurationError:
+        # The library on PostgreSQL without KEYPLANE_SECRET (it hashes no keys): its vault
+        # changes cannot be chained, so they go unaudited; say so once.
+        log.warning("KEYPLANE_SECRET is unset: vault changes made here are not audited")
+    try:
         if settings.migrate_on_start:
             await migrate(store.engine, settings.database_schema)
         org, _project = await store.tenancy.ensure_default_tenancy(clock.now())
-        _write_audit(store, resolve_server_secret(settings))
         yield _vault_service(store, keyring, clock, settings), org
     finally:
         await store.close()

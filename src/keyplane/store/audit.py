@@ -5,10 +5,10 @@ the transaction of the change it records, after the change, before the commit. I
 organization's row in ``audit_heads`` and appends after it, so writers on any number of
 instances take turns per organization and never fork the chain:
 
-- PostgreSQL: ``INSERT .. ON CONFLICT DO NOTHING`` (the first entry of an org creates its head;
-  a concurrent first writer waits on the unique index, then finds it) and ``SELECT .. FOR
-  UPDATE``, held until the commit.
-- SQLite: that same ``INSERT`` is a write, so the transaction holds the database's write lock
+- PostgreSQL: ``INSERT .. ON CONFLICT DO UPDATE .. RETURNING`` (the first entry of an org
+  creates its head; otherwise the no-op update locks the row, like ``SELECT .. FOR UPDATE``,
+  until the commit; a concurrent writer waits, then reads the head as committed).
+- SQLite: that same statement is a write, so the transaction holds the database's write lock
   from then on (it may already hold it from the change); another process sharing the file
   cannot write between our read of the head and our commit.
 
@@ -104,6 +104,12 @@ class SqlAuditStore:
             for journal in journals:
                 await self.append(conn, journal)
 
+    async def record_alone(self, journal: Journal) -> None:
+        """Write ``journal`` in a transaction that changes nothing else (an action that only
+        reads, such as an idempotent replay); every journal writer sees it."""
+        async with self._unit.write(journal):
+            pass
+
     async def record_once(self, journal: Journal, entry_id: str) -> bool:
         """Append ``journal`` (one change) as entry ``entry_id`` unless an entry of that id
         exists: an event that several instances may notice is recorded once. True if written."""
@@ -126,16 +132,14 @@ class SqlAuditStore:
         )
 
     async def _lock_head(self, conn: AsyncConnection, org_id: str) -> tuple[int, str]:
-        # On SQLite this INSERT is a write: the write lock is ours before we read the head.
-        await conn.execute(
-            self._unit.insert(audit_heads)
-            .values(org_id=org_id, seq=0, hash=audit.GENESIS)
-            .on_conflict_do_nothing(index_elements=["org_id"])
-        )
-        query = select(audit_heads.c.seq, audit_heads.c.hash).where(audit_heads.c.org_id == org_id)
-        if not self._unit.is_sqlite:
-            query = query.with_for_update()
-        row = (await conn.execute(query)).one()
+        # One statement: the first entry of an org creates its head; otherwise the no-op
+        # update locks the existing row (PostgreSQL: a row lock held to the commit; SQLite:
+        # a write, so the database's write lock is ours before the head is read).
+        statement = self._unit.insert(audit_heads).values(org_id=org_id, seq=0, hash=audit.GENESIS)
+        statement = statement.on_conflict_do_update(
+            index_elements=["org_id"], set_={"seq": audit_heads.c.seq}
+        ).returning(audit_heads.c.seq, audit_heads.c.hash)
+        row = (await conn.execute(statement)).one()
         return int(row.seq), str(row.hash)
 
     async def _insert(
