@@ -13,7 +13,8 @@
     ├── ConflictError             the object's state forbids the operation
     │   └── StorageNotInitializedError  seed 002's: the handler is used before initialize()
     ├── ConfigurationError        settings that cannot work together
-    │   └── VaultNotConfiguredError   no vault master key: nothing can be sealed or opened
+    │   ├── VaultNotConfiguredError   no vault master key: nothing can be sealed or opened
+    │   └── ExportUnavailableError    an export format whose library is not installed
     ├── StorageError              a backend failed; wraps the driver's exception
     │   ├── LimiterUnavailableError   the shared limiter (Redis) failed; wraps redis' exception
     │   ├── CountersUnsettledError    a budget counter could not be seeded or its marker renewed
@@ -128,6 +129,12 @@ class VaultNotConfiguredError(ConfigurationError):
     """No vault master key is configured, so nothing can be sealed or opened."""
 
     code = "VAULT_NOT_CONFIGURED"
+
+
+class ExportUnavailableError(ConfigurationError):
+    """An audit export format whose library the server lacks (Parquet without pyarrow)."""
+
+    code = "EXPORT_FORMAT_UNAVAILABLE"
 
 
 class VaultError(KeyplaneError):

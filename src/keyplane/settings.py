@@ -131,6 +131,12 @@ class Settings(BaseSettings):
     #: Days raw usage events are kept (None: forever). Rollups outlive them. A report retried
     #: after its event is pruned counts again, so keep this well past any retry horizon.
     usage_event_retention_days: int | None = Field(default=None, ge=1, le=36_600)
+    #: Audit entries older than this many days are pruned (a checkpoint keeps the rest
+    #: verifiable); unset keeps them forever. See docs/audit.md.
+    audit_retention_days: int | None = Field(default=None, ge=1, le=36_500)
+    #: How often counted security events (failed authentication, denials, verify refusals)
+    #: are written to the audit log; a crash loses at most this long of them.
+    audit_flush_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: The header ``/v1/auth`` reads the API key from: ``Authorization`` (as ``Bearer <key>``)
     #: or any other header, which then holds the bare key (``X-API-Key``).
     auth_key_header: str = Field(

@@ -56,6 +56,9 @@ BEYOND_THE_SCHEMA = {
     "IDEMPOTENCY_KEY_REQUIRED",  # an Idempotency-Key header or a request_id: across locations
     "PLAN_NOT_FOUND",  # the plan a key names exists: data, not shape (like a 404 for an id)
     "INVALID_FILTER",  # tags=a,b,...: at most 50 tags once each value is split on commas
+    "INVALID_CURSOR",  # an audit cursor is a token the server made: data, not shape
+    "INVALID_PERIOD",  # audit start before end, a period or start/end: across fields
+    "INVALID_TIME",  # a date the calendar lacks (a 30th of February): the pattern has the shape
 }
 #: The same for fields whose validator parses a little language or compares fields: their
 #: rules are in the field's description and docs/api.md or docs/policy.md.
@@ -209,6 +212,11 @@ def _existing_path_parameters(
         response = case.call(headers=AUTH)
         assert response.status_code == 200, response.text
         return {"alias": "fuzz-target"}
+    if "entry_id" in names:
+        _create(schema, "/v1/keys", {"name": "fuzz target"})  # records key.created
+        response = schema["/v1/audit"]["GET"].Case(query={"limit": 1}).call(headers=AUTH)
+        assert response.status_code == 200, response.text
+        return {"entry_id": response.json()["data"][0]["id"]}
     assert not names, f"no existing object for path parameters {names}"
     return {}
 

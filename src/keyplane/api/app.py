@@ -18,6 +18,8 @@ from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, Heade
 from keyplane.api.observe import RequestObserver
 from keyplane.api.routes import (
     analytics,
+    audit,
+    audit_verify,
     auth,
     health,
     keys,
@@ -134,6 +136,8 @@ def create_app(
         vault.router,
         signing_secrets.router,
         webhooks.router,
+        audit.router,
+        audit_verify.router,
     ):
         app.include_router(router)
     # Compatibility surfaces render their own errors; api/openapi.py documents them apart.

@@ -20,6 +20,8 @@ from keyplane.domain.forwarding import client_address
 from keyplane.domain.tenancy import Principal
 from keyplane.services import verify
 from keyplane.services.analytics import Analytics
+from keyplane.services.audit import AuditService
+from keyplane.services.audit_read import AuditReader
 from keyplane.services.authz import require_scope
 from keyplane.services.events import Events
 from keyplane.services.instances import Confirmation
@@ -84,6 +86,10 @@ async def get_events(request: Request) -> Events:
     return _services(request).events
 
 
+async def get_audit(request: Request) -> AuditService:
+    return _services(request).audit
+
+
 async def get_vault(request: Request) -> VaultService:
     return _services(request).vault
 
@@ -100,6 +106,10 @@ async def get_signing_secrets(request: Request) -> SigningSecrets:
 
 async def get_webhooks(request: Request) -> WebhookService:
     return _services(request).webhooks
+
+
+async def get_audit_read(request: Request) -> AuditReader:
+    return _services(request).audit_read
 
 
 async def get_clock(request: Request) -> Clock:
@@ -130,6 +140,8 @@ VaultDep = Annotated[VaultService, Depends(get_vault)]
 StreamsDep = Annotated[UsageStreams, Depends(get_streams)]
 SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
+AuditReadDep = Annotated[AuditReader, Depends(get_audit_read)]
+AuditDep = Annotated[AuditService, Depends(get_audit)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
@@ -143,6 +155,8 @@ async def get_principal(request: HTTPConnection) -> Principal:
     presented = token.strip() if scheme.lower() == "bearer" else None
     principal = await _services(request).management.authenticate(presented, origin_of(request))
     note_principal(request.scope, principal.key_id)
+    # For the error handler: a 403 this request ends in is counted against this caller.
+    request.state.principal = principal
     return principal
 
 
@@ -195,6 +209,7 @@ VaultWriter = Annotated[Principal, scoped("vault:write")]
 VaultLeaser = Annotated[Principal, scoped("vault:lease")]
 SigningSecretsWriter = Annotated[Principal, scoped("signing_secrets:write")]
 WebhooksWriter = Annotated[Principal, scoped("webhooks:write")]
+AuditExporter = Annotated[Principal, scoped("audit:read")]
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,8 @@ STATUS_BY_ERROR: dict[type[errors.KeyplaneError], int] = {
     errors.ConflictError: 409,
     errors.ConfigurationError: 500,
     errors.VaultNotConfiguredError: 503,
+    # The server can be fixed by installing an extra; the request itself is fine.
+    errors.ExportUnavailableError: 501,
     errors.StorageError: 503,
     errors.LimiterUnavailableError: 503,
     errors.CountersUnsettledError: 503,
@@ -141,9 +143,11 @@ def status_for(exc: errors.KeyplaneError, *, compat: bool = False) -> int:
     return 500
 
 
-async def _keyplane_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _keyplane_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(errors.KeyplaneError, exc)
     status = status_for(exc)
+    if isinstance(exc, errors.PermissionDeniedError):
+        _count_denial(request, exc)
     # A vault without a master key is a configuration the operator chose, warned about once
     # at startup (services/runtime.py): no traceback for each request it refuses.
     if status >= 500 and not isinstance(exc, errors.VaultNotConfiguredError):
@@ -153,6 +157,14 @@ async def _keyplane_error(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(retry_after, int):
         headers = {"Retry-After": str(retry_after)}
     return problem(status, exc.code, exc.message, headers, **exc.extra)
+
+
+def _count_denial(request: Request, exc: errors.PermissionDeniedError) -> None:
+    """A 403 goes to the audit log, counted (``permission.denied``, aggregated per key)."""
+    principal = getattr(request.state, "principal", None)
+    runtime = getattr(request.app.state, "runtime", None)
+    if principal is not None and runtime is not None:
+        runtime.security.permission_denied(principal.org_id, principal.actor, exc.code)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -18,7 +18,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from keyplane import __version__
-from keyplane.cli import keys, management_keys, plans, projects, signing_secrets, status, vault
+from keyplane.cli import (
+    audit,
+    audit_read,
+    keys,
+    management_keys,
+    plans,
+    projects,
+    signing_secrets,
+    status,
+    vault,
+)
 from keyplane.cli.remote import Exit, JsonOption, KeyOption, UrlOption
 from keyplane.errors import KeyplaneError
 from keyplane.metrics import MULTIPROC_ENV, clear_multiprocess_dir
@@ -42,6 +52,8 @@ app.add_typer(plans.app, name="plans")
 app.add_typer(management_keys.app, name="management-keys")
 app.add_typer(projects.app, name="projects")
 app.add_typer(signing_secrets.app, name="signing-secrets")
+audit_read.register(audit.app)  # list, show, export beside verify
+app.add_typer(audit.app, name="audit")
 app.command()(status.health)
 app.command()(status.usage)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -153,9 +153,11 @@ def rotate_master(
             vault_rotation.check_keys(keyring, counts)
             if dry_run:
                 return counts
-            return await vault_rotation.rotate_master(
+            report = await vault_rotation.rotate_master(
                 db.sealed_secrets, keyring, batch_size=batch_size, progress=progress
             )
+            await _audit_rotation(db, settings, report)
+            return report
         finally:
             await db.close()
 
@@ -238,3 +240,29 @@ def check(
         _say(f"[red]failed:[/red] {escape(credential_id)}: {escape(reason)}")
     if report.failed:
         raise typer.Exit(1)
+
+
+async def _audit_rotation(db: Any, settings: Settings, report: Any) -> None:
+    """Record ``vault.master_key.rotated`` (as the system: the operator ran the command)."""
+    from keyplane.domain.changes import SYSTEM, Journal
+    from keyplane.domain.clock import SystemClock
+    from keyplane.services.runtime import enable_audit
+    from keyplane.settings import resolve_server_secret
+
+    enable_audit(db, resolve_server_secret(settings))
+    now = SystemClock().now()
+    org, _ = await db.tenancy.ensure_default_tenancy(now)
+    journal = Journal(SYSTEM, now)
+    journal.record(
+        "vault.master_key.rotated",
+        org_id=org.id,
+        target_type="master_key",
+        target_id=report.current_key_id,
+        details={
+            "rewrapped": report.rewrapped,
+            "already_current": report.already_current,
+            "failed": len(report.failed),
+            "remaining": report.remaining,
+        },
+    )
+    await db.audit.record_alone(journal)

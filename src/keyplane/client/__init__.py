@@ -14,6 +14,7 @@ Example::
 """
 
 from keyplane.client._calls import (
+    AuditFilters,
     CredentialChanges,
     CredentialFields,
     CredentialFilters,
@@ -44,12 +45,18 @@ from keyplane.client.errors import (
 )
 from keyplane.client.models import (
     Ack,
+    AuditActor,
+    AuditEntry,
+    AuditTarget,
+    AuditVerification,
     Credential,
     CredentialStats,
     CredentialUsage,
     Event,
     Health,
     Key,
+    KeyAudit,
+    KeyAuditEvent,
     KeyCreated,
     Lease,
     LeaseReleased,
@@ -80,6 +87,11 @@ __all__ = [
     "AllRateLimitedError",
     "AsyncClient",
     "AsyncVault",
+    "AuditActor",
+    "AuditEntry",
+    "AuditFilters",
+    "AuditTarget",
+    "AuditVerification",
     "AuthenticationError",
     "Call",
     "Client",
@@ -94,6 +106,8 @@ __all__ = [
     "Event",
     "Health",
     "Key",
+    "KeyAudit",
+    "KeyAuditEvent",
     "KeyChanges",
     "KeyCreated",
     "KeyFields",

@@ -6,7 +6,7 @@ The sync and async resources only forward their arguments here and send the resu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypedDict, TypeVar
 from urllib.parse import quote
@@ -15,7 +15,7 @@ import httpx
 from pydantic import BaseModel
 
 from keyplane.client import models
-from keyplane.client._core import REPLAYED_HEADER, Call, credits
+from keyplane.client._core import REPLAYED_HEADER, Call, credits, jsonable
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,6 +63,24 @@ class KeyFilters(TypedDict, total=False):
     project: str
     name: str
     metadata: Mapping[str, str]
+
+
+class AuditFilters(TypedDict, total=False):
+    """Filters of the audit log; each may be one value or several (any of them matches).
+
+    ``key_id`` is any target id, ``actor`` a management key id (or ``system``, ``root``),
+    ``action`` / ``event_types`` exact names or prefixes such as ``key.*``, ``outcome`` one of
+    ``success``, ``failure``, ``denied``; ``start <= occurred_at < end`` (a date as ``end``
+    includes that day).
+    """
+
+    key_id: str | Sequence[str]
+    actor: str | Sequence[str]
+    action: str | Sequence[str]
+    event_types: str | Sequence[str]
+    outcome: str | Sequence[str]
+    start: datetime | date | str
+    end: datetime | date | str
 
 
 class PlanChanges(TypedDict, total=False):
@@ -501,6 +519,80 @@ def sign_payload(
         body["timestamp"] = timestamp
     path = f"/v1/signing-secrets/{_segment(secret_id)}/sign"
     return Call("POST", path, _data(models.Signature), (), body)
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+
+def verify_audit() -> Call[models.AuditVerification]:
+    return Call("GET", "/v1/audit/verify", _model(models.AuditVerification))
+
+
+def _many(value: Any) -> list[Any]:
+    return [value] if isinstance(value, str | datetime | date) else list(value)
+
+
+def _bound_text(value: datetime | date | str) -> str:
+    if isinstance(value, datetime):
+        return str(jsonable(value))
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _audit_params(filters: Mapping[str, Any]) -> list[tuple[str, str]]:
+    params: list[tuple[str, str]] = []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name in ("start", "end"):
+            params.append((name, _bound_text(value)))
+        else:
+            params.extend((name, str(v)) for v in _many(value))
+    return params
+
+
+def list_audit(
+    filters: AuditFilters, cursor: str | None, limit: int | None
+) -> Call[models.Page[models.AuditEntry]]:
+    params = _audit_params(filters)
+    params.extend(_paging(cursor, limit))
+    return Call("GET", "/v1/audit", _page(models.AuditEntry), params)
+
+
+def get_audit_entry(entry_id: str) -> Call[models.AuditEntry]:
+    return Call("GET", f"/v1/audit/entries/{_segment(entry_id)}", _data(models.AuditEntry))
+
+
+def key_audit(
+    key_id: str,
+    event_types: str | Sequence[str] | None,
+    start: datetime | date | str | None,
+    end: datetime | date | str | None,
+    cursor: str | None,
+    limit: int | None,
+) -> Call[models.KeyAudit]:
+    filters = {"event_types": event_types, "start": start, "end": end}
+    params = _audit_params(filters)
+    params.extend(_paging(cursor, limit))
+    return Call("GET", f"/v1/keys/{_segment(key_id)}/audit", _model(models.KeyAudit), params)
+
+
+def export_audit(
+    format: str, period: str | None, include_pii: bool, filters: AuditFilters
+) -> Call[None]:
+    """The export request; its answer is streamed by the clients, not parsed."""
+    body: dict[str, Any] = {"format": format, "include_pii": include_pii}
+    if period is not None:
+        body["period"] = period
+    given: Mapping[str, Any] = filters
+    for name, value in given.items():
+        if value is None:
+            continue
+        body[name] = _bound_text(value) if name in ("start", "end") else _many(value)
+    if "action" in body:  # the export takes every event-type filter as event_types
+        body["event_types"] = [*body.pop("action"), *body.get("event_types", [])]
+    return Call("POST", "/v1/audit/export", lambda response: None, (), body)
 
 
 # -- projects ---------------------------------------------------------------------------------

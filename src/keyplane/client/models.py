@@ -282,6 +282,92 @@ class Project(Model):
     created_at: datetime
 
 
+class AuditBrokenLink(Model):
+    """Where an audit chain stops holding: the entry's seq, its id (None when it is missing),
+    and why (``altered``, ``removed``, ``inserted``, ``reordered``)."""
+
+    seq: int
+    id: str | None
+    reason: str
+
+
+class AuditCheckpoint(Model):
+    """Where the chain starts after retention pruned its beginning."""
+
+    seq: int
+    hash: str
+
+
+class AuditVerification(Model):
+    """``GET /v1/audit/verify``: whether the organization's audit chain is whole."""
+
+    ok: bool
+    checked: int
+    first_broken: AuditBrokenLink | None
+    checkpoint: AuditCheckpoint | None
+
+
+class AuditActor(Model):
+    """Who made an audited change: a management key (id, name), ``system``, or ``root``; the
+    address and user agent it came from."""
+
+    type: str
+    id: str | None = None
+    name: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class AuditTarget(Model):
+    """What an audited change was made to."""
+
+    type: str
+    id: str | None = None
+
+
+class AuditEntry(Model):
+    """One entry of the audit log (``GET /v1/audit``)."""
+
+    id: str
+    seq: int
+    occurred_at: datetime
+    org_id: str
+    project_id: str | None = None
+    actor: AuditActor
+    request_id: str | None = None
+    action: str
+    target: AuditTarget
+    outcome: str
+    count: int = 1
+    details: dict[str, Any] = {}
+    prev_hash: str
+    hash: str
+
+
+class KeyAuditEvent(Model):
+    """One audit event of a key, in seed 004's shape (``GET /v1/keys/{id}/audit``)."""
+
+    id: str
+    timestamp: datetime
+    event_type: str
+    user_id: str | None = None
+    user_name: str | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    outcome: str
+    count: int = 1
+    details: dict[str, Any] = {}
+
+
+class KeyAudit(Model):
+    """A page of one key's audit events, newest first."""
+
+    key_id: str
+    events: list[KeyAuditEvent]
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
 class Health(Model):
     """``/healthz`` or ``/readyz``."""
 

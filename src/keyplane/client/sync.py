@@ -5,14 +5,22 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from keyplane.client import _calls, _core, _stream, errors, models
-from keyplane.client._calls import KeyChanges, KeyFields, KeyFilters, PlanChanges, Policy
+from keyplane.client import _calls, _core, _export, _stream, errors, models
+from keyplane.client._calls import (
+    AuditFilters,
+    KeyChanges,
+    KeyFields,
+    KeyFilters,
+    PlanChanges,
+    Policy,
+)
 from keyplane.client.vault import Vault
 
 T = TypeVar("T")
@@ -63,6 +71,7 @@ class Client:
         self.management_keys = ManagementKeys(self)
         self.projects = Projects(self)
         self.vault = Vault(self)
+        self.audit = Audit(self)
         self.usage = UsageReports(self)
 
     @property
@@ -246,6 +255,20 @@ class Keys(_Resource):
     def revoke(self, id_or_hash: str, *, reason: str | None = None) -> models.Key:
         """Revoke a key for good."""
         return self._client.send(_calls.revoke_key(id_or_hash, reason))
+
+    def audit(
+        self,
+        key_id: str,
+        *,
+        event_types: str | Sequence[str] | None = None,
+        start: datetime | date | str | None = None,
+        end: datetime | date | str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> models.KeyAudit:
+        """One page of the key's audit events, newest first, in seed 004's shape (needs
+        ``audit:read``); ``end`` as a date includes that day."""
+        return self._client.send(_calls.key_audit(key_id, event_types, start, end, cursor, limit))
 
 
 class UsageReports(_Resource):
@@ -496,7 +519,79 @@ class Projects(_Resource):
         return self._client.send(_calls.get_project(project_id))
 
 
+class Audit(_Resource):
+    """``/v1/audit``: the organization's audit log."""
+
+    def verify(self) -> models.AuditVerification:
+        """Check the audit chain from its latest checkpoint (needs ``audit:read``): ``ok``, how
+        many entries were checked, and the first broken link if any."""
+        return self._client.send(_calls.verify_audit())
+
+    def list(
+        self,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+        **filters: Unpack[AuditFilters],
+    ) -> models.Page[models.AuditEntry]:
+        """One page of matching entries, newest first (needs ``audit:read``)."""
+        return self._client.send(_calls.list_audit(filters, cursor, limit))
+
+    def iterate(
+        self, *, page_size: int = 100, **filters: Unpack[AuditFilters]
+    ) -> Iterator[models.AuditEntry]:
+        """Every matching entry, newest first, fetching pages as the iteration goes."""
+        return _pages(lambda cursor: self.list(cursor=cursor, limit=page_size, **filters))
+
+    def get(self, entry_id: str) -> models.AuditEntry:
+        """One entry by its id."""
+        return self._client.send(_calls.get_audit_entry(entry_id))
+
+    def export(
+        self,
+        format: str,
+        *,
+        to: _export.Destination,
+        period: str | None = None,
+        include_pii: bool = False,
+        on_progress: Callable[[int], None] | None = None,
+        **filters: Unpack[AuditFilters],
+    ) -> int:
+        """Stream an export (``csv``, ``json`` for NDJSON, ``parquet``) into ``to``; the bytes
+        written.
+
+        ``to`` is a path (written as ``<path>.part`` and renamed into place once complete) or
+        a binary file open for writing. ``period`` is a preset (``last_quarter``,
+        ``last_7_days``, ...) instead of ``start``/``end``; ``include_pii=False`` masks
+        addresses and drops user agents. ``on_progress`` is called with the bytes written so
+        far after each chunk. The download is not retried: call again if it fails.
+        """
+        call = _calls.export_audit(format, period, include_pii, filters)
+        request = self._client._http.build_request(**_core.request_options(call, None))
+        try:
+            response = self._client._http.send(request, stream=True)
+        except httpx.RequestError as exc:
+            raise _core.transport_error(exc, self._client.url) from exc
+        written = 0
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise _core.api_error(response)
+            with _export.sink(to) as file:
+                for chunk in response.iter_bytes():
+                    file.write(chunk)
+                    written += len(chunk)
+                    if on_progress is not None:
+                        on_progress(written)
+        except httpx.RequestError as exc:
+            raise _core.transport_error(exc, self._client.url) from exc
+        finally:
+            response.close()
+        return written
+
+
 __all__ = [
+    "Audit",
     "Client",
     "Keys",
     "ManagementKeys",

@@ -8,6 +8,7 @@ letters, which makes the id alone a stable pagination cursor.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import secrets
 import time
@@ -29,6 +30,14 @@ def new_ids(kind: str, count: int, now_ms: int | None = None) -> list[str]:
     # Leave room below 2**80 so the run of consecutive values never carries into the time.
     first = (millis << 80) | secrets.randbits(79)
     return [_encode(kind, first + offset) for offset in range(count)]
+
+
+def derived_id(kind: str, now_ms: int, seed: bytes) -> str:
+    """The id of ``kind`` at ``now_ms`` whose random part is derived from ``seed``: the same
+    seed always gives the same id (for events that must be recorded once, by whoever first
+    notices them)."""
+    bits = int.from_bytes(hashlib.sha256(seed).digest()[:10], "big") >> 1
+    return _encode(kind, (now_ms << 80) | bits)
 
 
 def _encode(kind: str, value: int) -> str:

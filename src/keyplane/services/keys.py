@@ -238,6 +238,9 @@ class KeyService:
                 "cannot be shown again",
                 code="IDEMPOTENT_KEY_ROTATED",
             )
+        journal = Journal(principal.actor, now)
+        _record(journal, "key.replayed", record, {"idempotent_replay": True})
+        await self._store.audit.record_alone(journal)
         return IssuedKey(secret, record, replayed=True)
 
     async def erase_expired_secrets(self) -> int:

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from keyplane.domain import ids, keyformat, scopes
-from keyplane.domain.changes import NOWHERE, Origin
+from keyplane.domain.changes import NOWHERE, SYSTEM, Actor, Journal, Origin
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import digests_equal, key_digest
 from keyplane.domain.tenancy import (
@@ -24,6 +24,7 @@ from keyplane.errors import (
 from keyplane.services.authz import require_scope
 from keyplane.services.cache import TtlCache
 from keyplane.services.last_used import LastUsedRecorder
+from keyplane.services.security_events import SecurityEvents
 from keyplane.store.database import Database
 
 ROOT_KEY_ID = "root"
@@ -46,8 +47,10 @@ class ManagementKeys:
         org: Organization,
         root_key: str | None,
         last_used: LastUsedRecorder,
+        security: SecurityEvents | None = None,
     ) -> None:
         self._store = store
+        self._security = security
         self._last_used = last_used
         self._cache = cache
         self._clock = clock
@@ -61,6 +64,7 @@ class ManagementKeys:
         ``origin`` (where the request came from) rides on the principal into the audit log.
         """
         if not token or len(token) > MAX_TOKEN_LENGTH:
+            self._failed("missing" if not token else "malformed", origin)
             raise AuthenticationError("a management key is required (Authorization: Bearer ...)")
         digest = key_digest(self._server_secret, token)
         if self._root_digest is not None and digests_equal(digest, self._root_digest):
@@ -80,7 +84,20 @@ class ManagementKeys:
                     name=record.name,
                     origin=origin,
                 )
+            self._failed("unknown" if record is None else "revoked", origin, record)
+        else:
+            self._failed("malformed", origin)
         raise AuthenticationError("invalid management key")
+
+    def _failed(
+        self, reason: str, origin: Origin, record: ManagementKeyRecord | None = None
+    ) -> None:
+        """Count a failed authentication for the audit log (never the token: only why, and
+        which key when it is known)."""
+        if self._security is None:
+            return
+        org_id = self._org.id if record is None else record.org_id
+        self._security.auth_failed(org_id, reason, origin)
 
     async def create(
         self,
@@ -109,7 +126,12 @@ class ManagementKeys:
         ):
             raise NotFoundError(f"no project {project_id!r}", code="PROJECT_NOT_FOUND")
         return await self.issue(
-            principal.org_id, name, wanted_scopes, project_id, created_by=principal.key_id
+            principal.org_id,
+            name,
+            wanted_scopes,
+            project_id,
+            created_by=principal.key_id,
+            actor=principal.actor,
         )
 
     async def issue(
@@ -119,8 +141,10 @@ class ManagementKeys:
         granted: tuple[str, ...],
         project_id: str | None,
         created_by: str | None,
+        actor: Actor = SYSTEM,
     ) -> IssuedManagementKey:
-        """Create a management key without permission checks (bootstrap and ``create``)."""
+        """Create a management key without permission checks (bootstrap and ``create``);
+        ``actor`` is who the audit log names (the system for the bootstrap key)."""
         parsed = keyformat.generate(keyformat.KeyKind.MANAGEMENT)
         digest = key_digest(self._server_secret, parsed.text)
         record = ManagementKeyRecord(
@@ -135,7 +159,16 @@ class ManagementKeys:
             created_at=self._clock.now(),
             created_by=created_by,
         )
-        await self._store.management_keys.create(record)
+        journal = Journal(actor, record.created_at)
+        journal.record(
+            "management_key.created",
+            org_id=org_id,
+            target_type="management_key",
+            target_id=record.id,
+            project_id=project_id,
+            details={"name": name, "scopes": granted, "start": record.start, "end": record.end},
+        )
+        await self._store.management_keys.create(record, journal)
         await self._cache.invalidate(record.id, (digest,))
         return IssuedManagementKey(parsed.text, record)
 
@@ -168,9 +201,18 @@ class ManagementKeys:
             raise PermissionDeniedError(
                 "cannot revoke a key with scopes this key does not hold", code="SCOPE_ESCALATION"
             )
-        record = await self._store.management_keys.revoke(
-            principal.org_id, target.id, self._clock.now()
-        )
+        now = self._clock.now()
+        journal = Journal(principal.actor, now)
+        if target.revoked_at is None:  # revoking twice changes nothing: no second entry
+            journal.record(
+                "management_key.revoked",
+                org_id=target.org_id,
+                target_type="management_key",
+                target_id=target.id,
+                project_id=target.project_id,
+                details={"name": target.name},
+            )
+        record = await self._store.management_keys.revoke(principal.org_id, target.id, now, journal)
         await self._cache.invalidate(record.id, (record.hash,))
         return dataclasses.replace(record)
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from keyplane.domain import ids
+from keyplane.domain.changes import Journal, diff
 from keyplane.domain.clock import Clock
 from keyplane.domain.plans import PlanRecord
 from keyplane.domain.policy import compile_policy
@@ -41,7 +42,9 @@ class Plans:
         )
         if await self._store.get(principal.org_id, name) is not None:
             raise ConflictError(f"a plan named {name!r} exists", code="PLAN_EXISTS")
-        return await self._store.create(plan)
+        journal = Journal(principal.actor, now)
+        _record(journal, "plan.created", plan, {"name": name, "description": description})
+        return await self._store.create(plan, journal)
 
     async def get(self, principal: Principal, id_or_name: str) -> PlanRecord:
         require_scope(principal, "plans:read")
@@ -71,8 +74,17 @@ class Plans:
             and await self._store.get(principal.org_id, new_name) is not None
         ):
             raise ConflictError(f"a plan named {new_name!r} exists", code="PLAN_EXISTS")
-        plan = dataclasses.replace(current, **changes, updated_at=self._clock.now())
-        await self._store.update(plan)
+        now = self._clock.now()
+        plan = dataclasses.replace(current, **changes, updated_at=now)
+        journal = Journal(principal.actor, now)
+        changed = diff(_described(current), _described(plan))
+
+        def record(keys_affected: int) -> None:
+            if changed:
+                details = {"changes": changed, "keys_affected": keys_affected}
+                _record(journal, "plan.updated", plan, details)
+
+        await self._store.update(plan, journal, record)
         # Every key on the plan has a new effective policy from now on.
         await self._directory.clear()
         return plan
@@ -80,9 +92,22 @@ class Plans:
     async def delete(self, principal: Principal, id_or_name: str) -> PlanRecord:
         _require_plan_writer(principal)
         plan = await self.find(principal.org_id, id_or_name)
-        await self._store.delete(principal.org_id, plan.id)
+        journal = Journal(principal.actor, self._clock.now())
+        _record(journal, "plan.deleted", plan, {"name": plan.name})
+        await self._store.delete(principal.org_id, plan.id, journal)
         await self._directory.clear()
         return plan
+
+
+def _record(journal: Journal, action: str, plan: PlanRecord, details: dict[str, Any]) -> None:
+    journal.record(
+        action, org_id=plan.org_id, target_type="plan", target_id=plan.id, details=details
+    )
+
+
+def _described(plan: PlanRecord) -> dict[str, Any]:
+    """The fields of a plan an update may change, for the audit diff."""
+    return {"name": plan.name, "description": plan.description, "policy": plan.policy}
 
 
 def _require_plan_writer(principal: Principal) -> None:

@@ -7,12 +7,14 @@ import builtins
 import re
 
 from keyplane.domain import ids, keyformat
+from keyplane.domain.changes import Journal
 from keyplane.domain.clock import Clock
 from keyplane.domain.tenancy import Principal, Project
 from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from keyplane.services.authz import require_scope
 from keyplane.services.compat import find_project, project_names
 from keyplane.store.base import TenancyStore
+from keyplane.store.tenancy import record_project
 
 #: An alias: printable ASCII without spaces, as external ids are (``org_2f9c``, ``acme.io``).
 ALIAS_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}", re.ASCII)
@@ -41,8 +43,11 @@ class Projects:
             raise ValidationError(
                 "key_prefix must match [a-z][a-z0-9_-]{0,15}", code="INVALID_PREFIX"
             )
-        project = Project(ids.new_id("proj"), principal.org_id, name, key_prefix, self._clock.now())
-        return await self._store.create_project(project)
+        now = self._clock.now()
+        project = Project(ids.new_id("proj"), principal.org_id, name, key_prefix, now)
+        journal = Journal(principal.actor, now)
+        record_project(journal, project)
+        return await self._store.create_project(project, journal)
 
     async def get(self, principal: Principal, project_id: str) -> Project:
         require_scope(principal, "projects:read")

@@ -16,16 +16,19 @@ from datetime import timedelta
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from keyplane.domain.analytics import Retention
+from keyplane.domain.audit import chain_key
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.envelope import Keyring
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
-from keyplane.errors import KeyplaneError, StorageError
+from keyplane.errors import ConfigurationError, KeyplaneError, StorageError
 from keyplane.limits.base import Limiter
 from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.analytics import Analytics, RollupPruner, VerdictRecorder
+from keyplane.services.audit import AuditService, retention_of
+from keyplane.services.audit_read import AuditReader
 from keyplane.services.cache import TtlCache
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.email import EmailSender
@@ -47,6 +50,7 @@ from keyplane.services.outbound import OutboundGuard
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.sampling import RuntimeSampler
+from keyplane.services.security_events import SecurityEvents
 from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
@@ -94,6 +98,8 @@ class Services:
     streams: UsageStreams
     signing_secrets: SigningSecrets
     webhooks: WebhookService
+    audit_read: AuditReader
+    audit: AuditService
 
 
 @dataclass
@@ -116,6 +122,8 @@ class Runtime:
     limiter: Limiter
     ledger: UsageLedger
     supervisor: Supervisor
+    #: Failed authentications, denials and verify refusals, counted and flushed to the audit log.
+    security: SecurityEvents
     #: Verify outcome counts, flushed to the analytics rollups (None: rollups off).
     verdict_recorder: VerdictRecorder | None = None
     rollup_pruner: RollupPruner | None = None
@@ -162,6 +170,7 @@ class Runtime:
                 "its endpoints answer 503 VAULT_NOT_CONFIGURED"
             )
         store = Database.from_settings(settings)
+        enable_audit(store, server_secret)
         try:
             if settings.migrate_on_start:
                 await migrate(store.engine, settings.database_schema)
@@ -232,8 +241,16 @@ class Runtime:
             store.management_keys.touch, settings.last_used_flush_seconds
         )
         root_key = None if settings.root_key is None else settings.root_key.get_secret_value()
+        security = SecurityEvents(store.audit.record, clock, interval=settings.audit_flush_seconds)
         management = ManagementKeys(
-            store, management_cache, clock, server_secret, org, root_key, management_last_used
+            store,
+            management_cache,
+            clock,
+            server_secret,
+            org,
+            root_key,
+            management_last_used,
+            security,
         )
         keys = KeyService(
             store,
@@ -271,6 +288,7 @@ class Runtime:
                 limiter,
                 timedelta(seconds=settings.reservation_timeout_seconds),
                 verdict_recorder,
+                security,
             ),
             management=management,
             projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),
@@ -288,6 +306,13 @@ class Runtime:
                 clock,
                 server_secret,
                 timedelta(hours=settings.webhook_secret_overlap_hours),
+            ),
+            audit_read=AuditReader(store.audit_query, store.keys, clock),
+            audit=AuditService(
+                store.audit,
+                chain_key(server_secret),
+                clock,
+                retention_of(settings.audit_retention_days),
             ),
         )
         runtime = cls(
@@ -314,6 +339,7 @@ class Runtime:
                 else timedelta(days=settings.usage_event_retention_days),
                 settings.rollup_prune_seconds,
             ),
+            security=security,
         )
         invalidation: RedisInvalidation | PostgresInvalidation | None = None
         if redis is not None:
@@ -435,6 +461,11 @@ class Runtime:
             workers = 1 if self.store.unit.is_sqlite else self.settings.webhook_workers
             for number in range(workers):
                 supervise(f"webhooks_{number}", dispatcher.run, critical=False)
+        # Not critical: a late flush or pass loses nothing (counts wait in memory, due
+        # events and pruning are picked up by the next pass).
+        supervise("audit_security_events", self.security.run, critical=False)
+        supervise("audit_due_events", self.services.audit.run_due, critical=False)
+        supervise("audit_retention", self.services.audit.run_retention, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -537,6 +568,10 @@ class Runtime:
         await self.management_last_used.flush()
         if self.verdict_recorder is not None:
             await self.verdict_recorder.flush()
+        try:
+            await self.security.flush()
+        except KeyplaneError as exc:
+            log.warning("security events not written: %s", type(exc).__name__)
         if self.window_keeper is not None:
             await self.window_keeper.flush()
         if self.instances is not None:
@@ -553,6 +588,13 @@ class Runtime:
             # The pool was built here too: close its connections, not only the client.
             await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
+
+
+def enable_audit(store: Database, server_secret: bytes) -> None:
+    """Every journaled change appends to the audit log, in the change's own transaction
+    (the runtime, the vault library and the CLI's embedded commands call this)."""
+    store.audit.key = chain_key(server_secret)
+    store.unit.journal_writers.append(store.audit.append)
 
 
 def _vault_service(
@@ -572,6 +614,12 @@ async def open_vault_service(
     """
     keyring = settings.vault_keyring()
     store = Database.from_settings(settings)
+    try:
+        enable_audit(store, resolve_server_secret(settings))
+    except ConfigurationError:
+        # The library on PostgreSQL without KEYPLANE_SECRET (it hashes no keys): its vault
+        # changes cannot be chained, so they go unaudited; say so once.
+        log.warning("KEYPLANE_SECRET is unset: vault changes made here are not audited")
     try:
         if settings.migrate_on_start:
             await migrate(store.engine, settings.database_schema)

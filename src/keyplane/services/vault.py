@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from keyplane.domain import envelope, ids, validation
+from keyplane.domain.changes import Journal, diff
 from keyplane.domain.clock import Clock
 from keyplane.domain.envelope import Keyring
 from keyplane.domain.tenancy import Principal
@@ -359,7 +360,10 @@ class VaultService:
                 if len(items) == 1:
                     raise
                 raise ValidationError(f"credential {index}: {exc.message}", code=exc.code) from None
-        await self._store.create_credentials(records)
+        journal = Journal(principal.actor, now)
+        for record in records:  # one entry per credential, even in a bulk add
+            _record(journal, "vault.credential.created", record, _described(record))
+        await self._store.create_credentials(records, journal)
         return records
 
     def _new_record(
@@ -448,8 +452,26 @@ class VaultService:
         if changes.get("project_id") is not None:
             await self._check_project(principal.org_id, changes["project_id"])
         status = changes.pop("status", None)
+        journal = Journal(principal.actor, now)
 
         def mutate(current: CredentialRecord) -> CredentialRecord:
+            updated = _updated(current)
+            changed = diff(_described(current), _described(updated))
+            if sealed:
+                changed["secret"] = {"from": "(sealed)", "to": "(sealed, replaced)"}
+            changed.pop("status", None)
+            if changed:
+                _record(journal, "vault.credential.updated", updated, {"changes": changed})
+            if updated.status is not current.status:
+                action = (
+                    "vault.credential.enabled"
+                    if updated.status is CredentialStatus.ACTIVE
+                    else "vault.credential.disabled"
+                )
+                _record(journal, action, updated, {"reason": updated.status_reason})
+            return updated
+
+        def _updated(current: CredentialRecord) -> CredentialRecord:
             if current.status is CredentialStatus.REVOKED:
                 raise ConflictError("the credential is revoked", code="CREDENTIAL_REVOKED")
             updated = dataclasses.replace(current, **changes, **sealed, updated_at=now)
@@ -473,7 +495,9 @@ class VaultService:
                 )
             return updated
 
-        record = await self._store.mutate_credential(principal.org_id, credential_id, mutate)
+        record = await self._store.mutate_credential(
+            principal.org_id, credential_id, mutate, journal
+        )
         live = await self._store.live_leases([record.id], now)
         return self.stats_of(record, live.get(record.id, 0), now)
 
@@ -483,19 +507,22 @@ class VaultService:
         """Revoke (soft delete: the record stays, it is never leased again) or erase."""
         _require_writer(principal)
         now = self._clock.now()
+        journal = Journal(principal.actor, now)
         if hard:
             record = await self._find(principal, credential_id)
-            await self._store.delete_credential(principal.org_id, credential_id)
+            _record(journal, "vault.credential.revoked", record, {"erased": True})
+            await self._store.delete_credential(principal.org_id, credential_id, journal)
             return record
 
         def revoke(current: CredentialRecord) -> CredentialRecord:
             if current.status is CredentialStatus.REVOKED:
                 return current
+            _record(journal, "vault.credential.revoked", current, {"erased": False})
             return dataclasses.replace(
                 current, status=CredentialStatus.REVOKED, revoked_at=now, updated_at=now
             )
 
-        return await self._store.mutate_credential(principal.org_id, credential_id, revoke)
+        return await self._store.mutate_credential(principal.org_id, credential_id, revoke, journal)
 
     async def provider_stats(self, principal: Principal, provider: str) -> ProviderStats:
         require_scope(principal, "vault:read")
@@ -590,15 +617,19 @@ class VaultService:
                 code="INVALID_RETRY_AFTER",
             )
         now = self._clock.now()
+        journal = Journal(principal.actor, now)
 
         def apply(current: CredentialRecord) -> CredentialRecord:
             if current.status is not CredentialStatus.ACTIVE:
                 return current
             if outcome is Outcome.UNAUTHORIZED:
+                reason = "the provider refused it (unauthorized outcome reported)"
+                details = {"reason": reason, "outcome": outcome.value, "lease_id": lease_id}
+                _record(journal, "vault.credential.disabled", current, details)
                 return dataclasses.replace(
                     current,
                     status=CredentialStatus.DISABLED,
-                    status_reason="the provider refused it (unauthorized outcome reported)",
+                    status_reason=reason,
                     updated_at=now,
                 )
             until = now + cooldown
@@ -613,7 +644,7 @@ class VaultService:
             # The common case: batched with concurrent leases and releases.
             released = await self._batcher.release(scope, lease_id)
         else:
-            released = await self._store.release(scope, lease_id, apply)
+            released = await self._store.release(scope, lease_id, apply, journal)
         VAULT_RELEASES.labels(outcome.value).inc()
         return released
 
@@ -759,3 +790,35 @@ def metadata_filter(
             )
         pairs.append((path, text))
     return tuple(pairs)
+
+
+def _record(
+    journal: Journal, action: str, record: CredentialRecord, details: Mapping[str, Any]
+) -> None:
+    journal.record(
+        action,
+        org_id=record.org_id,
+        target_type="credential",
+        target_id=record.id,
+        project_id=record.project_id,
+        details={"provider": record.provider, "alias": record.alias, **details},
+    )
+
+
+def _described(record: CredentialRecord) -> dict[str, Any]:
+    """What the audit log says of a credential: never its secret, sealed or masked."""
+    return {
+        "provider": record.provider,
+        "alias": record.alias,
+        "environment": record.environment,
+        "tags": record.tags,
+        "metadata": record.metadata,
+        "weight": record.weight,
+        "daily_limit": record.daily_limit,
+        "monthly_limit": record.monthly_limit,
+        "max_concurrent": record.max_concurrent,
+        "project_id": record.project_id,
+        "shared_with_projects": record.shared_with_projects,
+        "status": record.status,
+        "master_key_id": record.master_key_id,
+    }

@@ -29,6 +29,7 @@ from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.last_used import LastUsedRecorder
+from keyplane.services.security_events import SECURITY_VERIFY_CODES, SecurityEvents
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,10 @@ class Verifier:
         limiter: Limiter,
         hold_for: timedelta,
         outcomes: VerdictRecorder | None = None,
+        security: SecurityEvents | None = None,
     ) -> None:
         self._directory = directory
+        self._security = security
         self._clock = clock
         self._server_secret = server_secret
         self._last_used = last_used
@@ -102,13 +105,21 @@ class Verifier:
         # come through them.
         require_scope(principal, "verify")
         verdict = await self._verify(principal, request)
-        self.verdicts[verdict.code.value] += 1
-        VERDICTS[verdict.code.value].inc()
-        if self._outcomes is not None and verdict.record is not None:
-            # Counted in memory, flushed in batches: the hot path writes nothing.
-            self._outcomes.record(verdict.record.id, verdict.code.value, self._clock.now())
-        if self.on_refused is not None and verdict.record is not None and not verdict.valid:
-            self.on_refused(verdict.record, verdict.code, self._clock.now())
+        code = verdict.code.value
+        self.verdicts[code] += 1
+        VERDICTS[code].inc()
+        record = verdict.record
+        if record is not None:
+            if self._outcomes is not None:
+                # Counted in memory, flushed in batches: the hot path writes nothing.
+                self._outcomes.record(record.id, code, self._clock.now())
+            if self.on_refused is not None and not verdict.valid:
+                self.on_refused(record, verdict.code, self._clock.now())
+            if self._security is not None and code in SECURITY_VERIFY_CODES:
+                # A counter increment only: the audit entry is written later, aggregated.
+                self._security.verify_refused(
+                    record.org_id, record.project_id, record.id, code, principal.actor
+                )
         return verdict
 
     async def _verify(self, principal: Principal, request: VerifyRequest) -> Verdict:

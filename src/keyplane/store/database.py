@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyplane.store.analytics import SqlAnalyticsStore
+from keyplane.store.audit import SqlAuditStore
+from keyplane.store.audit_query import SqlAuditQueryStore
 from keyplane.store.events import SqlEventStore
 from keyplane.store.idempotency import SqlIdempotencyStore
 from keyplane.store.instances import SqlInstanceRegistry
@@ -43,6 +45,7 @@ class Database:
         protocol).
         keys, management_keys, tenancy, plans, usage, events, idempotency, vault,
         sealed_secrets, webhooks: the concept stores (see each module's protocol).
+        sealed_secrets, audit, audit_query: the concept stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -66,6 +69,9 @@ class Database:
         self.signing_secrets = SqlSigningSecretStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
         self.webhooks = SqlWebhookStore(unit)
+        self.audit = SqlAuditStore(unit)
+        self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
+        self.audit_query = SqlAuditQueryStore(unit)
 
     @classmethod
     def from_url(

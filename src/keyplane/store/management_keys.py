@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 
+from keyplane.domain.changes import Journal
 from keyplane.domain.tenancy import ManagementKeyRecord
 from keyplane.errors import NotFoundError
 from keyplane.store.keys import touch_last_used
@@ -21,7 +22,9 @@ from keyplane.store.unit import UnitOfWork
 class ManagementKeyStore(Protocol):
     """Management keys. Writes are one transaction each."""
 
-    async def create(self, record: ManagementKeyRecord) -> ManagementKeyRecord:
+    async def create(
+        self, record: ManagementKeyRecord, journal: Journal | None = None
+    ) -> ManagementKeyRecord:
         """Insert a management key; ConflictError when its id or hash is taken."""
         ...
 
@@ -41,7 +44,9 @@ class ManagementKeyStore(Protocol):
         to ``project_id`` when it is given."""
         ...
 
-    async def revoke(self, org_id: str, key_id: str, now: datetime) -> ManagementKeyRecord:
+    async def revoke(
+        self, org_id: str, key_id: str, now: datetime, journal: Journal | None = None
+    ) -> ManagementKeyRecord:
         """Mark the key revoked at ``now``, atomically; revoking twice keeps the first time.
         NotFoundError when it is not in ``org_id``."""
         ...
@@ -61,8 +66,10 @@ class SqlManagementKeyStore:
     def __init__(self, unit: UnitOfWork) -> None:
         self._unit = unit
 
-    async def create(self, record: ManagementKeyRecord) -> ManagementKeyRecord:
-        async with self._unit.write() as conn:
+    async def create(
+        self, record: ManagementKeyRecord, journal: Journal | None = None
+    ) -> ManagementKeyRecord:
+        async with self._unit.write(journal) as conn:
             await conn.execute(
                 insert(management_keys).values(
                     id=record.id,
@@ -114,8 +121,10 @@ class SqlManagementKeyStore:
         async with self._unit.read() as conn:
             return [_management_key(row) for row in await conn.execute(query)]
 
-    async def revoke(self, org_id: str, key_id: str, now: datetime) -> ManagementKeyRecord:
-        async with self._unit.write() as conn:
+    async def revoke(
+        self, org_id: str, key_id: str, now: datetime, journal: Journal | None = None
+    ) -> ManagementKeyRecord:
+        async with self._unit.write(journal) as conn:
             row = (
                 await conn.execute(
                     update(management_keys)

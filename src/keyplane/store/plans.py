@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 
 from keyplane.domain import ids
+from keyplane.domain.changes import Journal
 from keyplane.domain.keys import KeyStatus
 from keyplane.domain.plans import PlanRecord
 from keyplane.errors import ConflictError, NotFoundError
@@ -19,8 +21,9 @@ from keyplane.store.unit import UnitOfWork
 class PlanStore(Protocol):
     """Plans, each in one organization; a plan's name is unique within it."""
 
-    async def create(self, plan: PlanRecord) -> PlanRecord:
-        """Insert a plan; ConflictError when its name is taken in its organization."""
+    async def create(self, plan: PlanRecord, journal: Journal | None = None) -> PlanRecord:
+        """Insert a plan (with what ``journal`` recorded); ConflictError when its name is
+        taken in its organization."""
         ...
 
     async def get(self, org_id: str, id_or_name: str) -> PlanRecord | None:
@@ -31,16 +34,24 @@ class PlanStore(Protocol):
         """Every plan of ``org_id``, in name order."""
         ...
 
-    async def update(self, plan: PlanRecord) -> PlanRecord:
+    async def update(
+        self,
+        plan: PlanRecord,
+        journal: Journal | None = None,
+        keys_affected: Callable[[int], None] | None = None,
+    ) -> PlanRecord:
         """Replace the plan's name, description, policy and ``updated_at`` (its id, org and
-        creation time stay); NotFoundError ``PLAN_NOT_FOUND`` when it is not in its org,
-        ConflictError when the new name is taken."""
+        creation time stay), with what ``journal`` recorded; ``keys_affected`` is called in
+        the transaction with how many keys (not revoked) are on the plan. NotFoundError
+        ``PLAN_NOT_FOUND`` when it is not in its org, ConflictError when the new name is
+        taken."""
         ...
 
-    async def delete(self, org_id: str, plan_id: str) -> None:
-        """Delete a plan; ConflictError ``PLAN_IN_USE`` while a key that is not revoked
-        refers to it (revoked keys let go of it), NotFoundError ``PLAN_NOT_FOUND`` when it is
-        not in ``org_id``. One transaction: a key cannot take the plan in between."""
+    async def delete(self, org_id: str, plan_id: str, journal: Journal | None = None) -> None:
+        """Delete a plan (with what ``journal`` recorded); ConflictError ``PLAN_IN_USE`` while
+        a key that is not revoked refers to it (revoked keys let go of it), NotFoundError
+        ``PLAN_NOT_FOUND`` when it is not in ``org_id``. One transaction: a key cannot take
+        the plan in between."""
         ...
 
 
@@ -50,8 +61,8 @@ class SqlPlanStore:
     def __init__(self, unit: UnitOfWork) -> None:
         self._unit = unit
 
-    async def create(self, plan: PlanRecord) -> PlanRecord:
-        async with self._unit.write() as conn:
+    async def create(self, plan: PlanRecord, journal: Journal | None = None) -> PlanRecord:
+        async with self._unit.write(journal) as conn:
             await conn.execute(insert(plans).values(**_plan_values(plan)))
         return plan
 
@@ -72,8 +83,13 @@ class SqlPlanStore:
             )
             return [_plan(row) for row in rows]
 
-    async def update(self, plan: PlanRecord) -> PlanRecord:
-        async with self._unit.write() as conn:
+    async def update(
+        self,
+        plan: PlanRecord,
+        journal: Journal | None = None,
+        keys_affected: Callable[[int], None] | None = None,
+    ) -> PlanRecord:
+        async with self._unit.write(journal) as conn:
             values = _plan_values(plan)
             for immutable in ("id", "org_id", "created_at"):
                 values.pop(immutable)
@@ -84,10 +100,20 @@ class SqlPlanStore:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"no plan {plan.id!r}", code="PLAN_NOT_FOUND")
+            if keys_affected is not None:
+                on_plan = await conn.scalar(
+                    select(func.count())
+                    .select_from(api_keys)
+                    .where(
+                        api_keys.c.plan_id == plan.id,
+                        api_keys.c.status != KeyStatus.REVOKED.value,
+                    )
+                )
+                keys_affected(int(on_plan or 0))
         return plan
 
-    async def delete(self, org_id: str, plan_id: str) -> None:
-        async with self._unit.write() as conn:
+    async def delete(self, org_id: str, plan_id: str, journal: Journal | None = None) -> None:
+        async with self._unit.write(journal) as conn:
             in_use = (
                 await conn.execute(
                     select(api_keys.c.id).where(

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids
+from keyplane.domain.changes import SYSTEM, Journal
 from keyplane.domain.keyformat import DEFAULT_PREFIX
 from keyplane.domain.tenancy import Organization, Project
 from keyplane.errors import ConflictError
@@ -43,7 +44,7 @@ class TenancyStore(Protocol):
         """
         ...
 
-    async def create_project(self, project: Project) -> Project:
+    async def create_project(self, project: Project, journal: Journal | None = None) -> Project:
         """Insert a project; ConflictError when its name is taken in its organization."""
         ...
 
@@ -80,7 +81,8 @@ class SqlTenancyStore:
         self._unit = unit
 
     async def ensure_default_tenancy(self, now: datetime) -> tuple[Organization, Project]:
-        async with self._unit.write() as conn:
+        journal = Journal(SYSTEM, now)
+        async with self._unit.write(journal) as conn:
             if not self._unit.is_sqlite:
                 # Instances starting together take turns, so only one default org is made.
                 await conn.execute(select(func.pg_advisory_xact_lock(4242002)))
@@ -92,16 +94,19 @@ class SqlTenancyStore:
                 await conn.execute(
                     insert(organizations).values(id=org.id, name=org.name, created_at=now)
                 )
+                _record_organization(journal, org)
             else:
                 org = Organization(org_row.id, org_row.name, org_row.created_at)
-            project = await _ensure_default_project(conn, org.id, now)
+            project = await _ensure_default_project(conn, org.id, now, journal)
         return org, project
 
     async def create_organization(self, name: str, now: datetime) -> tuple[Organization, Project]:
         org = Organization(ids.new_id("org"), name, now)
-        async with self._unit.write() as conn:
+        journal = Journal(SYSTEM, now)
+        _record_organization(journal, org)
+        async with self._unit.write(journal) as conn:
             await conn.execute(insert(organizations).values(id=org.id, name=name, created_at=now))
-            project = await _ensure_default_project(conn, org.id, now)
+            project = await _ensure_default_project(conn, org.id, now, journal)
         return org, project
 
     async def default_project(self, org_id: str, now: datetime) -> Project:
@@ -117,14 +122,15 @@ class SqlTenancyStore:
         if row is not None:
             return project_from_row(row)
         try:
-            async with self._unit.write() as conn:
-                return await _ensure_default_project(conn, org_id, now)
+            journal = Journal(SYSTEM, now)
+            async with self._unit.write(journal) as conn:
+                return await _ensure_default_project(conn, org_id, now, journal)
         except ConflictError:
             # Made meanwhile by a concurrent request (the name is unique per org): read it.
             return await self.default_project(org_id, now)
 
-    async def create_project(self, project: Project) -> Project:
-        async with self._unit.write() as conn:
+    async def create_project(self, project: Project, journal: Journal | None = None) -> Project:
+        async with self._unit.write(journal) as conn:
             await conn.execute(insert(projects).values(**_project_values(project)))
         return project
 
@@ -201,8 +207,33 @@ def project_from_row(row: Row[Any]) -> Project:
     return Project(row.id, row.org_id, row.name, row.key_prefix, row.created_at)
 
 
-async def _ensure_default_project(conn: AsyncConnection, org_id: str, now: datetime) -> Project:
-    """The org's project named ``default`` (unique per org), inserted if missing."""
+def _record_organization(journal: Journal, org: Organization) -> None:
+    journal.record(
+        "organization.created",
+        org_id=org.id,
+        target_type="organization",
+        target_id=org.id,
+        details={"name": org.name},
+    )
+
+
+def record_project(journal: Journal, project: Project) -> None:
+    """Record ``project.created`` for ``project`` in ``journal``."""
+    journal.record(
+        "project.created",
+        org_id=project.org_id,
+        target_type="project",
+        target_id=project.id,
+        project_id=project.id,
+        details={"name": project.name, "key_prefix": project.key_prefix},
+    )
+
+
+async def _ensure_default_project(
+    conn: AsyncConnection, org_id: str, now: datetime, journal: Journal
+) -> Project:
+    """The org's project named ``default`` (unique per org), inserted if missing (recorded
+    in ``journal``)."""
     row = (
         await conn.execute(
             select(projects).where(
@@ -214,4 +245,5 @@ async def _ensure_default_project(conn: AsyncConnection, org_id: str, now: datet
         return project_from_row(row)
     project = Project(ids.new_id("proj"), org_id, DEFAULT_PROJECT_NAME, DEFAULT_PREFIX, now)
     await conn.execute(insert(projects).values(**_project_values(project)))
+    record_project(journal, project)
     return project

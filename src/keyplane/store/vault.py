@@ -36,6 +36,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
+from keyplane.domain.changes import Journal
 from keyplane.domain.vault import Choice, CredentialRecord, CredentialStatus
 from keyplane.errors import NotFoundError
 from keyplane.store.tables import vault_credentials, vault_leases
@@ -84,11 +85,14 @@ class SqlVaultStore:
 
     # -- credentials ------------------------------------------------------------------------
 
-    async def create_credentials(self, records: Sequence[CredentialRecord]) -> None:
-        """Insert credentials in one transaction: all of them or none."""
+    async def create_credentials(
+        self, records: Sequence[CredentialRecord], journal: Journal | None = None
+    ) -> None:
+        """Insert credentials in one transaction: all of them or none (with what ``journal``
+        recorded)."""
         if not records:
             return
-        async with self._unit.write() as conn:
+        async with self._unit.write(journal) as conn:
             await conn.execute(insert(vault_credentials), [credential_values(r) for r in records])
 
     async def has_project(self, org_id: str, project_id: str) -> bool:
@@ -159,10 +163,15 @@ class SqlVaultStore:
         return {key: count for key, (count, _) in live.items()}
 
     async def mutate_credential(
-        self, org_id: str, credential_id: str, mutation: CredentialMutation
+        self,
+        org_id: str,
+        credential_id: str,
+        mutation: CredentialMutation,
+        journal: Journal | None = None,
     ) -> CredentialRecord:
-        """Apply ``mutation`` to the locked record; NotFoundError when there is none."""
-        async with self._unit.write() as conn:
+        """Apply ``mutation`` to the locked record (it may record into ``journal``, written
+        with it); NotFoundError when there is none."""
+        async with self._unit.write(journal) as conn:
             await self._claim_sqlite_writer(conn)
             row = (
                 await conn.execute(
@@ -180,9 +189,11 @@ class SqlVaultStore:
             await save_credential(conn, updated)
         return updated
 
-    async def delete_credential(self, org_id: str, credential_id: str) -> None:
+    async def delete_credential(
+        self, org_id: str, credential_id: str, journal: Journal | None = None
+    ) -> None:
         """Remove a credential and its leases for good (a hard delete)."""
-        async with self._unit.write() as conn:
+        async with self._unit.write(journal) as conn:
             await conn.execute(
                 delete(vault_leases).where(vault_leases.c.credential_id == credential_id)
             )
@@ -438,8 +449,10 @@ class SqlVaultStore:
         scope: ReleaseScope,
         lease_id: str,
         mutation: CredentialMutation,
+        journal: Journal | None = None,
     ) -> CredentialRecord:
-        """End a lease with an outcome: apply ``mutation`` to its credential first.
+        """End a lease with an outcome: apply ``mutation`` to its credential first (it may
+        record into ``journal``, written with it).
 
         (``ok`` releases go through :meth:`lease_batch`.)
 
@@ -448,7 +461,7 @@ class SqlVaultStore:
                 credential is out of the caller's reach (the same answer: nothing leaks).
         """
         org_id, seen_from_project = scope
-        async with self._unit.write() as conn:
+        async with self._unit.write(journal) as conn:
             await self._claim_sqlite_writer(conn)
             credential_id = (
                 await conn.execute(

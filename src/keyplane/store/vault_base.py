@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from keyplane.domain.changes import Journal
 from keyplane.domain.vault import Choice, CredentialRecord, CredentialStatus, Strategy
 
 #: A pure change of a locked credential; may raise a KeyplaneError to refuse.
@@ -64,7 +65,9 @@ class VaultStore(Protocol):
     before the method returns; the limits of a credential (``max_concurrent``, daily,
     monthly) hold exactly across concurrent callers and instances sharing the database."""
 
-    async def create_credentials(self, records: Sequence[CredentialRecord]) -> None:
+    async def create_credentials(
+        self, records: Sequence[CredentialRecord], journal: Journal | None = None
+    ) -> None:
         """Insert credentials in one transaction: all of them or none (ConflictError)."""
         ...
 
@@ -95,13 +98,19 @@ class VaultStore(Protocol):
         ...
 
     async def mutate_credential(
-        self, org_id: str, credential_id: str, mutation: CredentialMutation
+        self,
+        org_id: str,
+        credential_id: str,
+        mutation: CredentialMutation,
+        journal: Journal | None = None,
     ) -> CredentialRecord:
         """Apply ``mutation`` to the locked record atomically (concurrent mutations take
         turns); NotFoundError when there is none."""
         ...
 
-    async def delete_credential(self, org_id: str, credential_id: str) -> None:
+    async def delete_credential(
+        self, org_id: str, credential_id: str, journal: Journal | None = None
+    ) -> None:
         """Remove a credential and its leases for good; NotFoundError when there is none."""
         ...
 
@@ -116,7 +125,11 @@ class VaultStore(Protocol):
         ...
 
     async def release(
-        self, scope: ReleaseScope, lease_id: str, mutation: CredentialMutation
+        self,
+        scope: ReleaseScope,
+        lease_id: str,
+        mutation: CredentialMutation,
+        journal: Journal | None = None,
     ) -> CredentialRecord:
         """End a lease with an outcome, applying ``mutation`` to its credential first, in
         one transaction; NotFoundError when the lease is not live or not reachable."""
