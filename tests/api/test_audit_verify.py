@@ -81,3 +81,16 @@ async def test_the_async_sdk_verifies(api: Api) -> None:
     ) as sdk:
         result = await sdk.audit.verify()
     assert result.ok and result.checked == 2 and result.first_broken is None
+
+
+async def test_an_imported_row_is_audited_as_key_imported(api: Api) -> None:
+    response = await api.client.post("/v1/keys?source=import", json={"name": "row 1"})
+    assert response.status_code == 201
+    key_id = response.json()["data"]["id"]
+    assert (await api.client.post("/v1/keys?source=other", json={"name": "x"})).status_code == 422
+    runtime = runtime_of(api)
+    async with runtime.store.engine.connect() as conn:
+        actions = (
+            await conn.execute(select(audit_log.c.action).where(audit_log.c.target_id == key_id))
+        ).all()
+    assert [row.action for row in actions] == ["key.imported"]

@@ -247,7 +247,8 @@ async def test_no_secret_reaches_the_audit_table(runtime: Runtime) -> None:
     issued = await keys.create(caller, NewKey(name="s"), retry)
     replayed = await keys.create(caller, NewKey(name="s"), retry)
     rotated = await keys.rotate(caller, issued.record.id, timedelta(hours=1))
-    imported = [await keys.create(caller, NewKey(name=f"row{i}")) for i in range(3)]
+    imported = [await keys.create(caller, NewKey(name=f"row{i}", imported=True)) for i in range(3)]
+    assert len(await rows(runtime, "key.imported")) == 3
     management = await runtime.services.management.create(caller, "m", ("keys:read",), None)
     credential_secrets = ["sk-live-secret-one-111111", "sk-live-secret-two-222222"]
     credentials = await runtime.services.vault.add_many(

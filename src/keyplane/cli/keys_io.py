@@ -275,6 +275,7 @@ def import_keys(
             for row in rows:
                 try:
                     created = client.keys.create(
+                        imported=True,
                         idempotency_key=(
                             new_idempotency_key() if journal is None else journal.key_for(row)
                         ),

@@ -224,10 +224,11 @@ def ready() -> Call[models.Health]:
 
 
 def create_key(
-    name: str, fields: KeyFields, idempotency_key: str | None
+    name: str, fields: KeyFields, idempotency_key: str | None, imported: bool = False
 ) -> Call[models.KeyCreated]:
     body = {"name": name, **fields}
-    return Call("POST", "/v1/keys", _created(models.KeyCreated), (), body, idempotency_key)
+    params = (("source", "import"),) if imported else ()
+    return Call("POST", "/v1/keys", _created(models.KeyCreated), params, body, idempotency_key)
 
 
 def list_keys(

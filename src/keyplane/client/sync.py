@@ -201,14 +201,20 @@ class Keys(_Resource):
     """``/v1/keys``: the API key lifecycle."""
 
     def create(
-        self, name: str, *, idempotency_key: str | None = None, **fields: Unpack[KeyFields]
+        self,
+        name: str,
+        *,
+        idempotency_key: str | None = None,
+        imported: bool = False,
+        **fields: Unpack[KeyFields],
     ) -> models.KeyCreated:
         """Create a key; the answer's ``key`` is the plaintext, shown only this once.
 
         A generated ``Idempotency-Key`` is sent and reused by retries, so a retried create never
-        makes two keys; pass your own to make separate calls idempotent too.
+        makes two keys; pass your own to make separate calls idempotent too. ``imported``
+        marks a row of a bulk import (audited as ``key.imported``).
         """
-        return self._client.send(_calls.create_key(name, fields, idempotency_key))
+        return self._client.send(_calls.create_key(name, fields, idempotency_key, imported))
 
     def list(
         self, *, cursor: str | None = None, limit: int | None = None, **filters: Unpack[KeyFilters]

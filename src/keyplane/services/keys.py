@@ -60,6 +60,8 @@ class NewKey:
     plan: str | None = None
     #: Overrides over the plan (storage form).
     policy: dict[str, Any] = field(default_factory=dict)
+    #: A row of a bulk import (``keyplane keys import``): audited as ``key.imported``.
+    imported: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +184,7 @@ class KeyService:
         )
         journal = Journal(principal.actor, now)
         journal.record(
-            "key.created",
+            "key.imported" if new.imported else "key.created",
             org_id=record.org_id,
             target_type="key",
             target_id=record.id,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -295,7 +295,17 @@ class SqlAuditStore:
         self, since: datetime, now: datetime, limit: int
     ) -> builtins.list[DueEvent]:
         """Keys whose expiry, or the end of whose disable period, fell in ``[since, now]``
-        (revoked keys left out), oldest first, at most ``limit``."""
+        (revoked keys left out) and that have no such entry since, oldest first, at most
+        ``limit`` (so a pass never rereads a full batch of events already recorded)."""
+
+        def unrecorded(action: str, due: Any) -> Any:
+            return ~exists().where(
+                audit_log.c.org_id == api_keys.c.org_id,
+                audit_log.c.target_id == api_keys.c.id,
+                audit_log.c.action == action,
+                audit_log.c.occurred_at >= due,
+            )
+
         expired = (
             select(
                 api_keys.c.org_id,
@@ -308,6 +318,7 @@ class SqlAuditStore:
                 api_keys.c.status != "revoked",
                 api_keys.c.expires_at <= now,
                 api_keys.c.expires_at >= since,
+                unrecorded("key.expired", api_keys.c.expires_at),
             )
             .order_by(api_keys.c.expires_at)
             .limit(limit)
@@ -324,6 +335,7 @@ class SqlAuditStore:
                 api_keys.c.status == "disabled",
                 api_keys.c.auto_enable_at <= now,
                 api_keys.c.auto_enable_at >= since,
+                unrecorded("key.auto_enabled", api_keys.c.auto_enable_at),
             )
             .order_by(api_keys.c.auto_enable_at)
             .limit(limit)

@@ -133,6 +133,10 @@ async def create_key(
     ctx: KeyRoutesDep,
     response: Response,
     idempotency_key: Annotated[RequestId | None, Header()] = None,
+    source: Annotated[
+        Literal["import"] | None,
+        Query(description="`import`: a row of a bulk import, audited as `key.imported`."),
+    ] = None,
 ) -> KeyCreated | AckCreated:
     """Create an API key; the response holds its plaintext, shown only this once.
 
@@ -158,6 +162,7 @@ async def create_key(
             expires_at=body.expires_at,
             plan=body.plan,
             policy=to_document(body.policy),
+            imported=source == "import",
         ),
         idempotency,
     )
