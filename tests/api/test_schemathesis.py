@@ -54,6 +54,9 @@ BEYOND_THE_SCHEMA = {
     "INVALID_EXPIRY",  # expires_at lies in the future: relative to the clock
     "IDEMPOTENCY_KEY_REQUIRED",  # an Idempotency-Key header or a request_id: across locations
     "PLAN_NOT_FOUND",  # the plan a key names exists: data, not shape (like a 404 for an id)
+    # A webhook URL: https (or http when allowed) to an address the SSRF guard accepts under
+    # the operator's settings, or an email address for kind "email" (docs/webhooks.md).
+    "INVALID_WEBHOOK_URL",
 }
 #: The same for fields whose validator parses a little language or compares fields: their
 #: rules are in the field's description and docs/api.md or docs/policy.md.
