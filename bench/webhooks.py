@@ -77,7 +77,6 @@ def receiver() -> Iterator[tuple[str, list[int]]]:
     hits = [0]
 
     class Handler(BaseHTTPRequestHandler):
-
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
             hits[0] += 1

@@ -273,6 +273,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _smtp_complete(self) -> Settings:
+        if self.smtp_host is not None and self.smtp_from is None:
+            raise ValueError("KEYPLANE_SMTP_FROM is needed when KEYPLANE_SMTP_HOST is set")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("set KEYPLANE_SMTP_USERNAME and KEYPLANE_SMTP_PASSWORD together")
+        return self
+
     @property
     def vault_key_configured(self) -> bool:
         return self.vault_key is not None or self.vault_key_file is not None

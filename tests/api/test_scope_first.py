@@ -86,6 +86,7 @@ async def test_a_key_without_the_scope_is_refused_before_its_body_is_read(
             credential_id="cred_00000000000000000000000000",
             lease_id="lease_00000000000000000000000000",
             key_hash="0" * 64,
+            secret_id="sigsec_00000000000000000000000000",
             endpoint_id="whe_00000000000000000000000000",
         )
         for method in route.methods:

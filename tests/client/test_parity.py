@@ -25,7 +25,15 @@ def test_every_method_exists_on_both_clients_with_the_same_parameters() -> None:
     try:
         pairs = [(sync, aio)] + [
             (getattr(sync, name), getattr(aio, name))
-            for name in ("keys", "plans", "management_keys", "projects", "usage", "vault")
+            for name in (
+                "keys",
+                "plans",
+                "management_keys",
+                "projects",
+                "usage",
+                "vault",
+                "signing_secrets",
+            )
         ]
         for one, other in pairs:
             left, right = _public(one), _public(other)

@@ -99,6 +99,20 @@ def test_plans(client: Client) -> None:
         client.plans.get(name)
 
 
+def test_signing_secrets(client: Client) -> None:
+    from keyplane.webhooks import verify
+
+    created = client.signing_secrets.create(unique("owner"))
+    signature = client.signing_secrets.sign(created.data.id, "body")
+    verify("body", signature.headers, created.secret, now=signature.timestamp)
+    rotated = client.signing_secrets.rotate(created.data.id, overlap_seconds=0)
+    again = client.signing_secrets.sign(created.data.id, "body")
+    verify("body", again.headers, rotated.secret, now=again.timestamp)
+    assert created.data.id in [s.id for s in client.signing_secrets.list().data]
+    assert client.signing_secrets.get(created.data.id).rotated_at is not None
+    assert client.signing_secrets.delete(created.data.id).id == created.data.id
+
+
 def test_management_keys_projects_and_errors(client: Client, live_server: Server) -> None:
     project = client.projects.create(unique("proj"))
     assert client.projects.get(project.id).id == project.id

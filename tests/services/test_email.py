@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
+from pydantic import ValidationError as PydanticValidationError
 
 from keyplane.errors import EmailDeliveryError, ValidationError
 from keyplane.services.email import EmailSender
@@ -252,8 +253,10 @@ def test_bounds_on_recipients_and_bodies() -> None:
 
 def test_the_sender_comes_from_settings_or_is_absent() -> None:
     assert EmailSender.from_settings(Settings()) is None
-    with pytest.raises(ValidationError, match="SMTP_FROM"):
-        EmailSender.from_settings(Settings(smtp_host="mail.example.com"))
+    with pytest.raises(PydanticValidationError, match="SMTP_FROM"):
+        Settings(smtp_host="mail.example.com")
+    with pytest.raises(PydanticValidationError, match="together"):
+        Settings(smtp_host="h", smtp_from="k@ops.example.com", smtp_username="bot")
     sender = EmailSender.from_settings(
         Settings(
             smtp_host="mail.example.com",

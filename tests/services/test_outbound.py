@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from keyplane.domain.network import IpAddress
 from keyplane.errors import ValidationError
@@ -278,3 +285,69 @@ async def test_a_refused_url_is_reported_not_raised() -> None:
     result = await OutboundGuard().post("http://example.com/", b"{}", {})
     assert result.error is not None
     assert "must use https" in result.error
+
+
+# --- TLS: the name stays the name ------------------------------------------------------------
+
+
+def _tls_contexts(workdir: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for ``name``: the server's context and a client trusting it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = workdir / "cert.pem", workdir / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return server, ssl.create_default_context(cafile=str(cert_file))
+
+
+async def test_https_connects_to_the_checked_address_with_sni_and_certificate_of_the_name(
+    tmp_path: Path,
+) -> None:
+    server_context, client_context = _tls_contexts(tmp_path, "hooks.example.test")
+    state = Receiver()
+    names: list[str | None] = []
+
+    def remember_sni(sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        names.append(name)
+
+    server_context.sni_callback = remember_sni  # type: ignore[assignment]
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    guard = OutboundGuard(
+        allow_networks=LOOPBACK,
+        resolver=fixed_resolver("127.0.0.1"),
+        ssl_context=client_context,
+    )
+    try:
+        good = await guard.post(f"https://hooks.example.test:{port}/in", b"{}", {})
+        # Same address, another name: the certificate does not match it, so no delivery.
+        wrong = await guard.post(f"https://other.example.test:{port}/in", b"{}", {})
+    finally:
+        await guard.aclose()
+        server.close()
+    assert (good.status, good.error) == (204, None)
+    assert names[0] == "hooks.example.test"
+    assert f"Host: hooks.example.test:{port}".encode() in state.requests[0]
+    assert wrong.status is None and wrong.error is not None
+    assert len(state.requests) == 1

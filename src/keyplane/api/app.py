@@ -22,6 +22,7 @@ from keyplane.api.routes import (
     management_keys,
     plans,
     projects,
+    signing_secrets,
     usage,
     vault,
     verify,
@@ -122,6 +123,7 @@ def create_app(
         management_keys.router,
         projects.router,
         vault.router,
+        signing_secrets.router,
         webhooks.router,
     ):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)

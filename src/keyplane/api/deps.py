@@ -25,6 +25,7 @@ from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.runtime import Runtime, Services
+from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService
 from keyplane.services.webhooks import WebhookService
@@ -83,6 +84,10 @@ async def get_webhooks(request: Request) -> WebhookService:
     return _services(request).webhooks
 
 
+async def get_signing_secrets(request: Request) -> SigningSecrets:
+    return _services(request).signing_secrets
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -108,6 +113,7 @@ UsageDep = Annotated[UsageService, Depends(get_usage)]
 EventsDep = Annotated[Events, Depends(get_events)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
+SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
@@ -171,6 +177,7 @@ Verifier = Annotated[Principal, scoped("verify")]
 VaultWriter = Annotated[Principal, scoped("vault:write")]
 VaultLeaser = Annotated[Principal, scoped("vault:lease")]
 WebhooksWriter = Annotated[Principal, scoped("webhooks:write")]
+SigningSecretsWriter = Annotated[Principal, scoped("signing_secrets:write")]
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,6 +165,18 @@ def _created(model: type[M]) -> Any:
     return parse
 
 
+def _data_either(model: type[M]) -> Any:
+    """Parse ``{"data": {...}}`` into ``model``, or an ``Ack`` for a write-only caller."""
+
+    def parse(response: httpx.Response) -> M | models.Ack:
+        data = models.parse_json(response.content)["data"]
+        if set(data) <= {"id", "status"}:
+            return models.Ack.model_validate(data)
+        return model.model_validate(data)
+
+    return parse
+
+
 def _segment(value: str) -> str:
     # Ids and hashes are plain ASCII; quoting keeps a hostile value from changing the path.
     return quote(value, safe="")
@@ -375,6 +387,59 @@ def get_management_key(key_id: str) -> Call[models.ManagementKey]:
 
 def revoke_management_key(key_id: str) -> Call[models.ManagementKey]:
     return Call("DELETE", f"/v1/management-keys/{_segment(key_id)}", _data(models.ManagementKey))
+
+
+# -- signing secrets --------------------------------------------------------------------------
+
+
+def create_signing_secret(
+    owner: str, description: str | None, idempotency_key: str | None
+) -> Call[models.SigningSecretCreated]:
+    body: dict[str, Any] = {"owner": owner}
+    if description is not None:
+        body["description"] = description
+    parse = _model(models.SigningSecretCreated)
+    return Call("POST", "/v1/signing-secrets", parse, (), body, idempotency_key)
+
+
+def list_signing_secrets(
+    owner: str | None, cursor: str | None, limit: int | None
+) -> Call[models.Page[models.SigningSecret]]:
+    params = _paging(cursor, limit)
+    if owner is not None:
+        params.append(("owner", owner))
+    return Call("GET", "/v1/signing-secrets", _page(models.SigningSecret), params)
+
+
+def get_signing_secret(secret_id: str) -> Call[models.SigningSecret]:
+    return Call("GET", f"/v1/signing-secrets/{_segment(secret_id)}", _data(models.SigningSecret))
+
+
+def rotate_signing_secret(
+    secret_id: str, overlap_seconds: int | None
+) -> Call[models.SigningSecretCreated]:
+    body: dict[str, Any] = {}
+    if overlap_seconds is not None:
+        body["overlap_seconds"] = overlap_seconds
+    path = f"/v1/signing-secrets/{_segment(secret_id)}/rotate"
+    return Call("POST", path, _model(models.SigningSecretCreated), (), body)
+
+
+def delete_signing_secret(secret_id: str) -> Call[models.SigningSecret | models.Ack]:
+    path = f"/v1/signing-secrets/{_segment(secret_id)}"
+    return Call("DELETE", path, _data_either(models.SigningSecret))
+
+
+def sign_payload(
+    secret_id: str, payload: str, msg_id: str | None, timestamp: int | None
+) -> Call[models.Signature]:
+    body: dict[str, Any] = {"payload": payload}
+    if msg_id is not None:
+        body["msg_id"] = msg_id
+    if timestamp is not None:
+        body["timestamp"] = timestamp
+    path = f"/v1/signing-secrets/{_segment(secret_id)}/sign"
+    return Call("POST", path, _data(models.Signature), (), body)
 
 
 # -- projects ---------------------------------------------------------------------------------

@@ -220,6 +220,34 @@ class ManagementKeyCreated(Model):
     replayed: bool = False
 
 
+class SigningSecret(Model):
+    """An owner's webhook signing secret, as a record: never holds the secret."""
+
+    id: str
+    owner: str
+    description: str | None = None
+    project_id: str | None = None
+    created_at: datetime
+    rotated_at: datetime | None = None
+    #: Until when the previous secret still signs after a rotation (None: no overlap).
+    previous_expires_at: datetime | None = None
+
+
+class SigningSecretCreated(Model):
+    """A created or rotated signing secret: ``secret`` (``whsec_...``) is shown only once."""
+
+    secret: str = Field(repr=False)
+    data: Annotated[SigningSecret | Ack, Field(union_mode="left_to_right")]
+
+
+class Signature(Model):
+    """Standard Webhooks headers for one payload: send ``headers`` with the exact payload."""
+
+    msg_id: str
+    timestamp: int
+    headers: dict[str, str]
+
+
 class Project(Model):
     """A group of keys with its own key prefix."""
 

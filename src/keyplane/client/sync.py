@@ -59,6 +59,7 @@ class Client:
         self._sleep = sleep
         self.keys = Keys(self)
         self.plans = Plans(self)
+        self.signing_secrets = SigningSecrets(self)
         self.management_keys = ManagementKeys(self)
         self.projects = Projects(self)
         self.vault = Vault(self)
@@ -296,6 +297,53 @@ class UsageReports(_Resource):
         return _pages(lambda cursor: self.events(key_id=key_id, cursor=cursor, limit=page_size))
 
 
+class SigningSecrets(_Resource):
+    """``/v1/signing-secrets``: Standard Webhooks secrets Keyplane keeps sealed for your
+    customers (owners), and signs with on request."""
+
+    def create(
+        self,
+        owner: str,
+        *,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.SigningSecretCreated:
+        """Create a secret for ``owner``; ``.secret`` (``whsec_...``) is shown only this once."""
+        return self._client.send(_calls.create_signing_secret(owner, description, idempotency_key))
+
+    def list(
+        self, *, owner: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> models.Page[models.SigningSecret]:
+        """One page of secrets in creation order (one owner's when ``owner`` is given)."""
+        return self._client.send(_calls.list_signing_secrets(owner, cursor, limit))
+
+    def get(self, secret_id: str) -> models.SigningSecret:
+        """One secret's record (never the secret)."""
+        return self._client.send(_calls.get_signing_secret(secret_id))
+
+    def rotate(
+        self, secret_id: str, *, overlap_seconds: int | None = None
+    ) -> models.SigningSecretCreated:
+        """A new secret; the previous one keeps signing for ``overlap_seconds`` (default a
+        day, 0 to retire it at once)."""
+        return self._client.send(_calls.rotate_signing_secret(secret_id, overlap_seconds))
+
+    def delete(self, secret_id: str) -> models.SigningSecret | models.Ack:
+        """Delete a secret; nothing signs with it any more."""
+        return self._client.send(_calls.delete_signing_secret(secret_id))
+
+    def sign(
+        self,
+        secret_id: str,
+        payload: str,
+        *,
+        msg_id: str | None = None,
+        timestamp: int | None = None,
+    ) -> models.Signature:
+        """Standard Webhooks headers for ``payload``; send them with exactly this payload."""
+        return self._client.send(_calls.sign_payload(secret_id, payload, msg_id, timestamp))
+
+
 class Plans(_Resource):
     """``/v1/plans``: named policy templates."""
 
@@ -380,4 +428,12 @@ class Projects(_Resource):
         return self._client.send(_calls.get_project(project_id))
 
 
-__all__ = ["Client", "Keys", "ManagementKeys", "Plans", "Projects", "UsageReports"]
+__all__ = [
+    "Client",
+    "Keys",
+    "ManagementKeys",
+    "Plans",
+    "Projects",
+    "SigningSecrets",
+    "UsageReports",
+]

@@ -56,3 +56,18 @@ def unseal(key: bytes, token: str, associated: bytes) -> str | None:
         return plain.decode("utf-8")
     except (InvalidTag, binascii.Error, ValueError, UnicodeError):
         return None
+
+
+_SIGNING_SECRET_PURPOSE = b"keyplane owner signing secret v1"
+
+
+def signing_secret_sealing_key(server_secret: bytes) -> bytes:
+    """The AES-256 key that seals owners' webhook signing secrets (``/v1/signing-secrets``).
+
+    Its own HKDF label: a token sealed for idempotent replay never opens as a signing secret,
+    nor the reverse. Unlike replay secrets these stay sealed for the secret's whole life, so a
+    server secret change makes them unopenable (documented in docs/webhooks.md).
+    """
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=_SIGNING_SECRET_PURPOSE
+    ).derive(server_secret)

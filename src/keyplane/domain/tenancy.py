@@ -17,6 +17,8 @@ MANAGEMENT_SCOPES = (
     "plans:write",
     "projects:read",
     "projects:write",
+    "signing_secrets:read",
+    "signing_secrets:write",
     "usage:read",
     "usage:write",
     "vault:lease",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 from pydantic import SecretStr
 
-from keyplane.errors import EmailDeliveryError, ValidationError
+from keyplane.errors import ConfigurationError, EmailDeliveryError, ValidationError
 
 if TYPE_CHECKING:
     from keyplane.settings import Settings
@@ -109,8 +109,8 @@ class EmailSender:
         """The sender the settings describe, or ``None`` when no SMTP host is set."""
         if settings.smtp_host is None:
             return None
-        if settings.smtp_from is None:
-            raise ValidationError("KEYPLANE_SMTP_FROM is needed when KEYPLANE_SMTP_HOST is set")
+        if settings.smtp_from is None:  # the settings refuse this; kept for type narrowing
+            raise ConfigurationError("KEYPLANE_SMTP_FROM is needed with KEYPLANE_SMTP_HOST")
         return cls(
             host=settings.smtp_host,
             port=settings.smtp_port,

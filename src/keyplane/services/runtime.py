@@ -44,6 +44,7 @@ from keyplane.services.notifications import ExpiryNotices, RefusalTally
 from keyplane.services.outbound import OutboundGuard
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
 from keyplane.services.vault import VaultService, configured_strategy
@@ -79,6 +80,7 @@ class Services:
     events: Events
     vault: VaultService
     webhooks: WebhookService
+    signing_secrets: SigningSecrets
 
 
 @dataclass
@@ -227,6 +229,7 @@ class Runtime:
                 server_secret,
                 timedelta(hours=settings.webhook_secret_overlap_hours),
             ),
+            signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
         )
         runtime = cls(
             settings=settings,

@@ -13,6 +13,7 @@ from keyplane.store.idempotency import IdempotencyRecord, IdempotencyStore
 from keyplane.store.keys import KeyFilter, KeyMutation, KeyStore, SecretMatch
 from keyplane.store.management_keys import ManagementKeyStore
 from keyplane.store.plans import PlanStore
+from keyplane.store.signing_secrets import SigningSecretStore
 from keyplane.store.tenancy import TenancyStore
 from keyplane.store.usage import BeforeCommit, UsageStore
 from keyplane.store.vault_base import VaultStore
@@ -30,6 +31,7 @@ __all__ = [
     "PlanStore",
     "SealedSecretStore",
     "SecretMatch",
+    "SigningSecretStore",
     "TenancyStore",
     "UsageStore",
     "VaultStore",

@@ -17,6 +17,7 @@ from keyplane.store.instances import SqlInstanceRegistry
 from keyplane.store.keys import SqlKeyStore
 from keyplane.store.management_keys import SqlManagementKeyStore
 from keyplane.store.plans import SqlPlanStore
+from keyplane.store.signing_secrets import SqlSigningSecretStore
 from keyplane.store.tenancy import SqlTenancyStore
 from keyplane.store.unit import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, UnitOfWork, create_engine
 from keyplane.store.usage import SqlUsageStore
@@ -37,7 +38,8 @@ class Database:
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, events, idempotency, vault,
-        sealed_secrets, webhooks: the concept stores (see each module's protocol).
+        sealed_secrets, signing_secrets, webhooks: the concept stores (see each module's
+        protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -57,6 +59,7 @@ class Database:
         self.idempotency = SqlIdempotencyStore(unit)
         self.vault = SqlVaultStore(unit, self.tenancy)
         self.sealed_secrets = SqlSealedSecretStore(unit)
+        self.signing_secrets = SqlSigningSecretStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
         self.webhooks = SqlWebhookStore(unit)
 

@@ -369,6 +369,24 @@ audit_checkpoints = Table(
     PrimaryKeyConstraint("org_id", "seq", name="pk_audit_checkpoints"),
 )
 
+# Owners' webhook signing secrets (``/v1/signing-secrets``), sealed with a key derived from the
+# server secret; the previous one keeps signing until ``previous_expires_at`` after a rotation.
+signing_secrets = Table(
+    "signing_secrets",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("project_id", String(40), ForeignKey("projects.id")),
+    Column("owner", String(200), nullable=False),
+    Column("description", Text),
+    Column("sealed_secret", Text, nullable=False),
+    Column("previous_sealed_secret", Text),
+    Column("previous_expires_at", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("rotated_at", UTCDateTime()),
+    Index("ix_signing_secrets_org_id_owner", "org_id", "owner"),
+)
+
 # Webhook endpoints (and email channels): where events of an organization (or one of its
 # projects) are sent. The signing secret is stored sealed (domain/webhook_secrets.py); during a
 # rotation's overlap the previous one signs too, until previous_until.

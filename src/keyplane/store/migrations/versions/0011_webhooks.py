@@ -1,7 +1,7 @@
 """Webhooks: endpoints, the delivery outbox, attempts and once-only notices.
 
 Revision ID: 0011_webhooks
-Revises: 0010
+Revises: 0014_signing_secrets (chained after merging r-d)
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from keyplane.store.types import JsonType, UTCDateTime
 
 revision = "0011_webhooks"
-down_revision = "0010"
+down_revision = "0014_signing_secrets"
 branch_labels = None
 depends_on = None
 
