@@ -174,6 +174,18 @@ def _existing_path_parameters(
         response = case.call(headers=AUTH)
         assert response.status_code == 201, response.text
         return {"lease_id": response.json()["lease_id"]}
+    if "endpoint_id" in names:
+        body = {"url": "https://hooks.example.com/fuzz", "events": ["ping"]}
+        endpoint_id = _create(schema, "/v1/webhooks", body)["id"]
+        found = {"endpoint_id": endpoint_id}
+        if "delivery_id" in names:
+            case = schema["/v1/webhooks/{endpoint_id}/test"]["POST"].Case(path_parameters=found)
+            response = case.call(headers=AUTH)
+            assert response.status_code == 202, response.text
+            found["delivery_id"] = response.json()["data"]["id"]
+        return found
+    if "secret_id" in names:
+        return {"secret_id": _create(schema, "/v1/signing-secrets", {"owner": "fuzz"})["id"]}
     assert not names, f"no existing object for path parameters {names}"
     return {}
 
