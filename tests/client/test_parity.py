@@ -33,6 +33,7 @@ def test_every_method_exists_on_both_clients_with_the_same_parameters() -> None:
                 "usage",
                 "vault",
                 "signing_secrets",
+                "webhooks",
             )
         ]
         for one, other in pairs:
