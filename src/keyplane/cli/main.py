@@ -1,6 +1,6 @@
 """The ``keyplane`` command: ``serve``, ``migrate`` and ``version`` here; the commands that talk
 to a server through the SDK live in their own modules (keys, plans, management_keys, projects,
-signing_secrets, status).
+signing_secrets, status, webhooks).
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from keyplane import __version__
-from keyplane.cli import keys, management_keys, plans, projects, signing_secrets, status, vault
+from keyplane.cli import (
+    keys,
+    management_keys,
+    plans,
+    projects,
+    signing_secrets,
+    status,
+    vault,
+    webhooks,
+)
 from keyplane.errors import KeyplaneError
 from keyplane.settings import Settings, resolve_server_secret, to_async_url
 
@@ -34,6 +43,7 @@ app.add_typer(plans.app, name="plans")
 app.add_typer(management_keys.app, name="management-keys")
 app.add_typer(projects.app, name="projects")
 app.add_typer(signing_secrets.app, name="signing-secrets")
+app.add_typer(webhooks.app, name="webhooks")
 app.command()(status.health)
 app.command()(status.usage)
 

@@ -46,6 +46,9 @@ from keyplane.client.models import (
     Credential,
     CredentialStats,
     CredentialUsage,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryRef,
     Event,
     Health,
     Key,
@@ -65,6 +68,7 @@ from keyplane.client.models import (
     Usage,
     UsageRecorded,
     Verdict,
+    Webhook,
 )
 from keyplane.client.outcomes import Outcome, RateLimited, Unauthorized, outcome_of
 from keyplane.client.sync import Client
@@ -89,6 +93,9 @@ __all__ = [
     "CredentialFilters",
     "CredentialStats",
     "CredentialUsage",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryRef",
     "Event",
     "Health",
     "Key",
@@ -126,5 +133,6 @@ __all__ = [
     "ValidationError",
     "Vault",
     "Verdict",
+    "Webhook",
     "outcome_of",
 ]
