@@ -59,6 +59,9 @@ BEYOND_THE_SCHEMA = {
     "INVALID_CURSOR",  # an audit cursor is a token the server made: data, not shape
     "INVALID_PERIOD",  # audit start before end, a period or start/end: across fields
     "INVALID_TIME",  # a date the calendar lacks (a 30th of February): the pattern has the shape
+    # A webhook URL: https (or http when allowed) to an address the SSRF guard accepts under
+    # the operator's settings, or an email address for kind "email" (docs/webhooks.md).
+    "INVALID_WEBHOOK_URL",
 }
 #: The same for fields whose validator parses a little language or compares fields: their
 #: rules are in the field's description and docs/api.md or docs/policy.md.
@@ -217,6 +220,18 @@ def _existing_path_parameters(
         response = schema["/v1/audit"]["GET"].Case(query={"limit": 1}).call(headers=AUTH)
         assert response.status_code == 200, response.text
         return {"entry_id": response.json()["data"][0]["id"]}
+    if "endpoint_id" in names:
+        body = {"url": "https://hooks.example.com/fuzz", "events": ["ping"]}
+        endpoint_id = _create(schema, "/v1/webhooks", body)["id"]
+        found = {"endpoint_id": endpoint_id}
+        if "delivery_id" in names:
+            case = schema["/v1/webhooks/{endpoint_id}/test"]["POST"].Case(path_parameters=found)
+            response = case.call(headers=AUTH)
+            assert response.status_code == 202, response.text
+            found["delivery_id"] = response.json()["data"]["id"]
+        return found
+    if "secret_id" in names:
+        return {"secret_id": _create(schema, "/v1/signing-secrets", {"owner": "fuzz"})["id"]}
     assert not names, f"no existing object for path parameters {names}"
     return {}
 

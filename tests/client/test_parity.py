@@ -34,6 +34,7 @@ def test_every_method_exists_on_both_clients_with_the_same_parameters() -> None:
                 "vault",
                 "signing_secrets",
                 "audit",
+                "webhooks",
             )
         ]
         for one, other in pairs:

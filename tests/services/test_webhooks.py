@@ -303,6 +303,14 @@ def test_every_catalogued_event_has_an_example_and_filters_accept_prefixes() -> 
     assert webhook_events.matches(["key.*"], "key.expiring")
     assert not webhook_events.matches(["key.*"], "keyx.created")
     assert not webhook_events.matches(["*"], "ping")
+    # The outbox matches in SQL on filters_for: the same answer as matches, for every pair.
+    from keyplane.api.webhook_schemas import FILTERS
+
+    for event in webhook_events.EVENTS:
+        wanted = webhook_events.filters_for(event)
+        assert [f for f in FILTERS if webhook_events.matches([f], event)] == [
+            f for f in FILTERS if f in wanted
+        ], event
 
 
 async def test_refusals_are_sent_once_per_key_and_minute(hooks: Hooks) -> None:

@@ -100,16 +100,16 @@ async def get_streams(request: HTTPConnection) -> UsageStreams:
     return streams
 
 
-async def get_signing_secrets(request: Request) -> SigningSecrets:
-    return _services(request).signing_secrets
-
-
 async def get_webhooks(request: Request) -> WebhookService:
     return _services(request).webhooks
 
 
 async def get_audit_read(request: Request) -> AuditReader:
     return _services(request).audit_read
+
+
+async def get_signing_secrets(request: Request) -> SigningSecrets:
+    return _services(request).signing_secrets
 
 
 async def get_clock(request: Request) -> Clock:

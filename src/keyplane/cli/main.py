@@ -1,6 +1,6 @@
 """The ``keyplane`` command: ``serve``, ``migrate`` and ``version`` here; the commands that talk
 to a server through the SDK live in their own modules (keys, plans, management_keys, projects,
-signing_secrets, status).
+signing_secrets, status, webhooks).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from keyplane.cli import (
     signing_secrets,
     status,
     vault,
+    webhooks,
 )
 from keyplane.cli.remote import Exit, JsonOption, KeyOption, UrlOption
 from keyplane.errors import KeyplaneError
@@ -54,6 +55,7 @@ app.add_typer(projects.app, name="projects")
 app.add_typer(signing_secrets.app, name="signing-secrets")
 audit_read.register(audit.app)  # list, show, export beside verify
 app.add_typer(audit.app, name="audit")
+app.add_typer(webhooks.app, name="webhooks")
 app.command()(status.health)
 app.command()(status.usage)
 

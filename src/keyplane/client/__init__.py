@@ -52,6 +52,9 @@ from keyplane.client.models import (
     Credential,
     CredentialStats,
     CredentialUsage,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryRef,
     Event,
     Health,
     Key,
@@ -74,6 +77,7 @@ from keyplane.client.models import (
     UsageRecorded,
     UsageStreamEvent,
     Verdict,
+    Webhook,
 )
 from keyplane.client.outcomes import Outcome, RateLimited, Unauthorized, outcome_of
 from keyplane.client.sync import Client
@@ -103,6 +107,9 @@ __all__ = [
     "CredentialFilters",
     "CredentialStats",
     "CredentialUsage",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryRef",
     "Event",
     "Health",
     "Key",
@@ -144,5 +151,6 @@ __all__ = [
     "ValidationError",
     "Vault",
     "Verdict",
+    "Webhook",
     "outcome_of",
 ]

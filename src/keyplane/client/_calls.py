@@ -469,6 +469,71 @@ def revoke_management_key(key_id: str) -> Call[models.ManagementKey]:
     return Call("DELETE", f"/v1/management-keys/{_segment(key_id)}", _data(models.ManagementKey))
 
 
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+class WebhookChanges(TypedDict, total=False):
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+
+
+def create_webhook(
+    url: str,
+    events: list[str],
+    kind: str,
+    description: str | None,
+    enabled: bool,
+    project: str | None,
+) -> Call[models.Webhook]:
+    body: dict[str, Any] = {"url": url, "events": events, "kind": kind, "enabled": enabled}
+    if description is not None:
+        body["description"] = description
+    if project is not None:
+        body["project"] = project
+    return Call("POST", "/v1/webhooks", _data(models.Webhook), (), body)
+
+
+def list_webhooks() -> Call[models.Page[models.Webhook]]:
+    return Call("GET", "/v1/webhooks", _page(models.Webhook))
+
+
+def get_webhook(endpoint_id: str) -> Call[models.Webhook]:
+    return Call("GET", f"/v1/webhooks/{_segment(endpoint_id)}", _data(models.Webhook))
+
+
+def update_webhook(endpoint_id: str, changes: WebhookChanges) -> Call[models.Webhook]:
+    path = f"/v1/webhooks/{_segment(endpoint_id)}"
+    return Call("PATCH", path, _data(models.Webhook), (), dict(changes))
+
+
+def delete_webhook(endpoint_id: str) -> Call[models.Webhook]:
+    return Call("DELETE", f"/v1/webhooks/{_segment(endpoint_id)}", _data(models.Webhook))
+
+
+def rotate_webhook_secret(endpoint_id: str) -> Call[models.Webhook]:
+    path = f"/v1/webhooks/{_segment(endpoint_id)}/rotate-secret"
+    return Call("POST", path, _data(models.Webhook), (), {})
+
+
+def list_deliveries(
+    endpoint_id: str, cursor: str | None, limit: int | None
+) -> Call[models.Page[models.Delivery]]:
+    path = f"/v1/webhooks/{_segment(endpoint_id)}/deliveries"
+    return Call("GET", path, _page(models.Delivery), _paging(cursor, limit))
+
+
+def replay_delivery(endpoint_id: str, delivery_id: str) -> Call[models.DeliveryRef]:
+    path = f"/v1/webhooks/{_segment(endpoint_id)}/deliveries/{_segment(delivery_id)}/replay"
+    return Call("POST", path, _data(models.DeliveryRef), (), {})
+
+
+def test_webhook(endpoint_id: str) -> Call[models.DeliveryRef]:
+    path = f"/v1/webhooks/{_segment(endpoint_id)}/test"
+    return Call("POST", path, _data(models.DeliveryRef), (), {})
+
+
 # -- signing secrets --------------------------------------------------------------------------
 
 

@@ -68,6 +68,7 @@ class AsyncClient:
         self.keys = AsyncKeys(self)
         self.plans = AsyncPlans(self)
         self.signing_secrets = AsyncSigningSecrets(self)
+        self.webhooks = AsyncWebhooks(self)
         self.management_keys = AsyncManagementKeys(self)
         self.projects = AsyncProjects(self)
         self.vault = AsyncVault(self)
@@ -406,6 +407,61 @@ class AsyncUsageReports(_Resource):
             raise _core.transport_error(exc, client.url) from exc
 
 
+class AsyncWebhooks(_Resource):
+    """``/v1/webhooks``: endpoints told about events, and their delivery log."""
+
+    async def create(
+        self,
+        url: str,
+        events: list[str],
+        *,
+        kind: str = "webhook",
+        description: str | None = None,
+        enabled: bool = True,
+        project: str | None = None,
+    ) -> models.Webhook:
+        """Register an endpoint; ``.secret`` (``whsec_...``) is shown only this once."""
+        return await self._client.send(
+            _calls.create_webhook(url, events, kind, description, enabled, project)
+        )
+
+    async def list(self) -> models.Page[models.Webhook]:
+        """Every endpoint the management key reaches."""
+        return await self._client.send(_calls.list_webhooks())
+
+    async def get(self, endpoint_id: str) -> models.Webhook:
+        """One endpoint (never its secret)."""
+        return await self._client.send(_calls.get_webhook(endpoint_id))
+
+    async def update(
+        self, endpoint_id: str, **changes: Unpack[_calls.WebhookChanges]
+    ) -> models.Webhook:
+        """Change ``url``, ``events``, ``description`` or ``enabled``."""
+        return await self._client.send(_calls.update_webhook(endpoint_id, changes))
+
+    async def delete(self, endpoint_id: str) -> models.Webhook:
+        """Delete an endpoint and its delivery log."""
+        return await self._client.send(_calls.delete_webhook(endpoint_id))
+
+    async def rotate_secret(self, endpoint_id: str) -> models.Webhook:
+        """A new secret (``.secret``, shown once); the old one keeps signing for the overlap."""
+        return await self._client.send(_calls.rotate_webhook_secret(endpoint_id))
+
+    async def deliveries(
+        self, endpoint_id: str, *, cursor: str | None = None, limit: int | None = None
+    ) -> models.Page[models.Delivery]:
+        """One page of the endpoint's deliveries, newest first, with their attempts."""
+        return await self._client.send(_calls.list_deliveries(endpoint_id, cursor, limit))
+
+    async def replay(self, endpoint_id: str, delivery_id: str) -> models.DeliveryRef:
+        """Send a delivery again, with its original ``webhook-id``."""
+        return await self._client.send(_calls.replay_delivery(endpoint_id, delivery_id))
+
+    async def test(self, endpoint_id: str) -> models.DeliveryRef:
+        """Queue a ``ping`` to the endpoint."""
+        return await self._client.send(_calls.test_webhook(endpoint_id))
+
+
 class AsyncSigningSecrets(_Resource):
     """``/v1/signing-secrets``: Standard Webhooks secrets Keyplane keeps sealed for your
     customers (owners), and signs with on request."""
@@ -628,4 +684,5 @@ __all__ = [
     "AsyncProjects",
     "AsyncSigningSecrets",
     "AsyncUsageReports",
+    "AsyncWebhooks",
 ]

@@ -244,6 +244,54 @@ class ManagementKeyCreated(Model):
     replayed: bool = False
 
 
+class Webhook(Model):
+    """A webhook endpoint (or email channel); ``secret`` only in a create or rotate answer."""
+
+    id: str
+    kind: str
+    url: str
+    events: list[str]
+    description: str | None = None
+    enabled: bool
+    project: str | None = None
+    disabled_reason: str | None = None
+    failing_since: datetime | None = None
+    previous_secret_valid_until: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    #: The signing secret (``whsec_...``): in a create or rotate answer only, shown once.
+    secret: str | None = Field(default=None, repr=False)
+
+
+class DeliveryAttempt(Model):
+    number: int
+    at: datetime
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+class Delivery(Model):
+    """One event sent (or being sent) to one endpoint, with its attempts."""
+
+    id: str
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    history: list[DeliveryAttempt] = Field(default_factory=list)
+
+
+class DeliveryRef(Model):
+    id: str
+
+
 class SigningSecret(Model):
     """An owner's webhook signing secret, as a record: never holds the secret."""
 

@@ -68,6 +68,7 @@ class Client:
         self.keys = Keys(self)
         self.plans = Plans(self)
         self.signing_secrets = SigningSecrets(self)
+        self.webhooks = Webhooks(self)
         self.management_keys = ManagementKeys(self)
         self.projects = Projects(self)
         self.vault = Vault(self)
@@ -394,6 +395,59 @@ class UsageReports(_Resource):
             raise _core.transport_error(exc, client.url) from exc
 
 
+class Webhooks(_Resource):
+    """``/v1/webhooks``: endpoints told about events, and their delivery log."""
+
+    def create(
+        self,
+        url: str,
+        events: list[str],
+        *,
+        kind: str = "webhook",
+        description: str | None = None,
+        enabled: bool = True,
+        project: str | None = None,
+    ) -> models.Webhook:
+        """Register an endpoint; ``.secret`` (``whsec_...``) is shown only this once."""
+        return self._client.send(
+            _calls.create_webhook(url, events, kind, description, enabled, project)
+        )
+
+    def list(self) -> models.Page[models.Webhook]:
+        """Every endpoint the management key reaches."""
+        return self._client.send(_calls.list_webhooks())
+
+    def get(self, endpoint_id: str) -> models.Webhook:
+        """One endpoint (never its secret)."""
+        return self._client.send(_calls.get_webhook(endpoint_id))
+
+    def update(self, endpoint_id: str, **changes: Unpack[_calls.WebhookChanges]) -> models.Webhook:
+        """Change ``url``, ``events``, ``description`` or ``enabled``."""
+        return self._client.send(_calls.update_webhook(endpoint_id, changes))
+
+    def delete(self, endpoint_id: str) -> models.Webhook:
+        """Delete an endpoint and its delivery log."""
+        return self._client.send(_calls.delete_webhook(endpoint_id))
+
+    def rotate_secret(self, endpoint_id: str) -> models.Webhook:
+        """A new secret (``.secret``, shown once); the old one keeps signing for the overlap."""
+        return self._client.send(_calls.rotate_webhook_secret(endpoint_id))
+
+    def deliveries(
+        self, endpoint_id: str, *, cursor: str | None = None, limit: int | None = None
+    ) -> models.Page[models.Delivery]:
+        """One page of the endpoint's deliveries, newest first, with their attempts."""
+        return self._client.send(_calls.list_deliveries(endpoint_id, cursor, limit))
+
+    def replay(self, endpoint_id: str, delivery_id: str) -> models.DeliveryRef:
+        """Send a delivery again, with its original ``webhook-id``."""
+        return self._client.send(_calls.replay_delivery(endpoint_id, delivery_id))
+
+    def test(self, endpoint_id: str) -> models.DeliveryRef:
+        """Queue a ``ping`` to the endpoint."""
+        return self._client.send(_calls.test_webhook(endpoint_id))
+
+
 class SigningSecrets(_Resource):
     """``/v1/signing-secrets``: Standard Webhooks secrets Keyplane keeps sealed for your
     customers (owners), and signs with on request."""
@@ -605,4 +659,5 @@ __all__ = [
     "Projects",
     "SigningSecrets",
     "UsageReports",
+    "Webhooks",
 ]

@@ -210,6 +210,15 @@ def matches(filters: Iterable[str], event_type: str) -> bool:
     return False
 
 
+def filters_for(event_type: str) -> list[str]:
+    """Every filter that receives ``event_type``: its name, each prefix of it ending in
+    ``.*``, and ``*`` (but for ``ping``); the outbox matches endpoints on these in SQL."""
+    if event_type == "ping":
+        return ["ping"]
+    parts = event_type.split(".")
+    return [event_type, *(".".join(parts[:end]) + ".*" for end in range(1, len(parts))), "*"]
+
+
 def payload(change: Change, actor: Actor, at: datetime) -> dict[str, Any]:
     """The JSON body sent for a journal change."""
     data: dict[str, Any] = {

@@ -298,7 +298,6 @@ class Runtime:
             vault=_vault_service(store, vault_keyring, clock, settings),
             analytics=Analytics(store.analytics, directory, clock, retention),
             streams=streams,
-            signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
             webhooks=WebhookService(
                 store.webhooks,
                 store.tenancy,
@@ -314,6 +313,7 @@ class Runtime:
                 clock,
                 retention_of(settings.audit_retention_days),
             ),
+            signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
         )
         runtime = cls(
             settings=settings,

@@ -317,7 +317,12 @@ class WebhookService:
         if len(url) > MAX_URL_LENGTH:
             raise ValidationError("the URL is too long", code="INVALID_WEBHOOK_URL")
         if self._poster is not None:
-            return self._poster.check_url(url)  # ValidationError: scheme, host, networks
+            try:
+                return self._poster.check_url(url)  # scheme, host, refused networks
+            except ValidationError as exc:
+                # One code for every refused URL: what passes depends on the endpoint's kind
+                # and the operator's network settings, not on the request's shape alone.
+                raise ValidationError(exc.message, code="INVALID_WEBHOOK_URL") from None
         if not url.startswith("https://"):
             raise ValidationError("the URL must be https://", code="INVALID_WEBHOOK_URL")
         return url

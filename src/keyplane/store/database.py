@@ -41,11 +41,8 @@ class Database:
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, analytics, events, idempotency,
-        vault, sealed_secrets, signing_secrets: the concept stores (see each module's
-        protocol).
-        keys, management_keys, tenancy, plans, usage, events, idempotency, vault,
-        sealed_secrets, webhooks: the concept stores (see each module's protocol).
-        sealed_secrets, audit, audit_query: the concept stores (see each module's protocol).
+        vault, sealed_secrets, signing_secrets, webhooks, audit, audit_query: the concept
+        stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -67,7 +64,6 @@ class Database:
         self.vault = SqlVaultStore(unit, self.tenancy)
         self.sealed_secrets = SqlSealedSecretStore(unit)
         self.signing_secrets = SqlSigningSecretStore(unit)
-        self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
         self.webhooks = SqlWebhookStore(unit)
         self.audit = SqlAuditStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)

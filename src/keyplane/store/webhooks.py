@@ -17,9 +17,23 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
 
 from keyplane.domain import ids, webhook_events
 from keyplane.domain.changes import Journal
@@ -42,6 +56,7 @@ from keyplane.store.tables import (
     webhook_endpoints,
     webhook_notices,
 )
+from keyplane.store.types import UTCDateTime
 from keyplane.store.unit import UnitOfWork
 
 #: Most attempts kept per delivery in the log (the row's counters keep counting).
@@ -218,49 +233,57 @@ class SqlWebhookStore:
     async def write_outbox(self, conn: AsyncConnection, journal: Journal) -> None:
         """The journal writer: one delivery per change and subscribed enabled endpoint.
 
-        One indexed query for the organizations the journal touches; with no endpoint (the
-        common case) that is all it costs.
+        One ``INSERT ... SELECT`` per change, the endpoints' filters matched in SQL (indexed
+        on the organization): the same single statement whether or not an endpoint
+        subscribes, so the outbox costs a change about as much with endpoints as without.
+        A delivery's id is its event's time-ordered id with its endpoint's random part, so
+        deliveries sort by event time.
         """
-        sent = [c for c in journal.changes if c.action in webhook_events.EVENTS]
-        if not sent:
-            return
-        orgs = {change.org_id for change in sent}
-        rows = (
-            await conn.execute(
-                select(
-                    webhook_endpoints.c.id,
-                    webhook_endpoints.c.org_id,
-                    webhook_endpoints.c.project_id,
-                    webhook_endpoints.c.events,
-                ).where(
-                    webhook_endpoints.c.org_id.in_(orgs),
-                    webhook_endpoints.c.enabled.is_(True),
-                )
+        e, d = webhook_endpoints, webhook_deliveries
+        columns = [
+            d.c.id,
+            d.c.endpoint_id,
+            d.c.org_id,
+            d.c.event_id,
+            d.c.event_type,
+            d.c.payload,
+            d.c.status,
+            d.c.attempts,
+            d.c.created_at,
+            d.c.next_attempt_at,
+        ]
+        for change in journal.changes:
+            if change.action not in webhook_events.EVENTS:
+                continue
+            event_id = ids.new_id("msg")
+            body = webhook_events.encode(webhook_events.payload(change, journal.actor, journal.at))
+            event_part = event_id.removeprefix("msg_")[:16]
+            chosen = select(
+                (literal("whd_" + event_part) + func.substr(e.c.id, 21, 10)).label("id"),
+                e.c.id,
+                literal(change.org_id),
+                literal(event_id),
+                literal(change.action),
+                literal(body),
+                literal(PENDING),
+                literal(0),
+                literal(journal.at, UTCDateTime()),
+                literal(journal.at, UTCDateTime()),
+            ).where(
+                e.c.org_id == change.org_id,
+                e.c.enabled.is_(True),
+                or_(e.c.project_id.is_(None), e.c.project_id == change.project_id),
+                self._subscribed(webhook_events.filters_for(change.action)),
             )
-        ).all()
-        if not rows:
-            return
-        values: list[dict[str, Any]] = []
-        for change in sent:
-            event_id: str | None = None
-            body: str | None = None
-            for row in rows:
-                if row.org_id != change.org_id:
-                    continue
-                if row.project_id is not None and row.project_id != change.project_id:
-                    continue
-                if not webhook_events.matches(row.events, change.action):
-                    continue
-                if event_id is None or body is None:
-                    event_id = ids.new_id("msg")
-                    body = webhook_events.encode(
-                        webhook_events.payload(change, journal.actor, journal.at)
-                    )
-                values.append(
-                    _new_delivery(row.id, change.org_id, event_id, change.action, body, journal.at)
-                )
-        if values:
-            await conn.execute(insert(webhook_deliveries), values)
+            await conn.execute(insert(d).from_select(columns, chosen))
+
+    def _subscribed(self, filters: builtins.list[str]) -> ColumnElement[bool]:
+        """An endpoint's ``events`` holds one of ``filters``."""
+        events = webhook_endpoints.c.events
+        if not self._unit.is_sqlite:
+            return func.jsonb_exists_any(events, cast(filters, ARRAY(String))).is_(True)
+        each = func.json_each(events).table_valued("value").alias("subscribed")
+        return exists(select(literal(1)).select_from(each).where(each.c.value.in_(filters)))
 
     async def enqueue(self, endpoint: Endpoint, event_type: str, payload: str, at: datetime) -> str:
         row = _new_delivery(
@@ -343,17 +366,20 @@ class SqlWebhookStore:
                         next_attempt_at=attempt.next_attempt_at,
                     )
                 )
+            if status == DELIVERED:
+                # No row lock on the common path: concurrent successes to one endpoint would
+                # queue on it. A conditional update writes only when it was failing.
+                await conn.execute(
+                    update(e)
+                    .where(e.c.id == row.endpoint_id, e.c.failing_since.is_not(None))
+                    .values(failing_since=None)
+                )
+                return False
             endpoint = _endpoint(
                 (
                     await conn.execute(select(e).where(e.c.id == row.endpoint_id).with_for_update())
                 ).one()
             )
-            if status == DELIVERED:
-                if endpoint.failing_since is not None:
-                    await conn.execute(
-                        update(e).where(e.c.id == endpoint.id).values(failing_since=None)
-                    )
-                return False
             since = endpoint.failing_since or attempt.at
             if endpoint.failing_since is None:
                 await conn.execute(

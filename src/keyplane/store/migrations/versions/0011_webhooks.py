@@ -65,12 +65,6 @@ def upgrade() -> None:
         sa.Column("last_status_code", sa.Integer()),
         sa.Column("last_error", sa.String(200)),
         sa.PrimaryKeyConstraint("id", name="pk_webhook_deliveries"),
-        sa.ForeignKeyConstraint(
-            ["endpoint_id"],
-            ["webhook_endpoints.id"],
-            name="fk_webhook_deliveries_endpoint_id_webhook_endpoints",
-            ondelete="CASCADE",
-        ),
     )
     op.create_index(
         "ix_webhook_deliveries_status_next_attempt_at",
