@@ -135,3 +135,27 @@ async def test_management_key_authorization_is_the_rest_one(rpc: Grpc) -> None:
     issued = await rpc.keys.CreateKey(pb.CreateKeyRequest(name="w"), metadata=bearer(writer))
     assert issued.secret and issued.key.id and issued.key.status == "active"
     assert issued.key.name == ""
+
+
+async def test_an_idempotent_create_replays_over_grpc_and_rest_alike(rpc: Grpc) -> None:
+    auth = bearer()
+    request = pb.CreateKeyRequest(
+        name="once", expires_at="2030-01-31T00:00:00Z", idempotency_key="create-1"
+    )
+    first = await rpc.keys.CreateKey(request, metadata=auth)
+    again = await rpc.keys.CreateKey(request, metadata=auth)
+    assert (again.secret, again.key.id, again.replayed) == (first.secret, first.key.id, True)
+    assert first.key.expires_at == "2030-01-31T00:00:00Z"
+    rest = await rpc.api.client.post(
+        "/v1/keys",
+        json={"name": "once", "expires_at": "2030-01-31T00:00:00Z"},
+        headers={"Idempotency-Key": "create-1"},
+    )
+    assert rest.status_code == 200 and rest.json()["key"] == first.secret
+    reused = await failure(
+        rpc.keys.CreateKey(
+            pb.CreateKeyRequest(name="other", idempotency_key="create-1"), metadata=auth
+        )
+    )
+    assert reused.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert keyplane_code(reused) == "IDEMPOTENCY_KEY_REUSED"

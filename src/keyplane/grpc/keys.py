@@ -7,7 +7,6 @@ and calls the same services, which check the caller's scope and tenancy themselv
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from pydantic import TypeAdapter
 
 from keyplane.api.params import check_key_ref
 from keyplane.api.policy import to_document
+from keyplane.api.routes.keys import create_fingerprint
 from keyplane.api.schemas import (
     KeyCreate,
     KeyDisable,
@@ -151,10 +151,10 @@ class KeysApi:
         idempotency = None
         if request.HasField("idempotency_key"):
             token = _REQUEST_ID.validate_python(request.idempotency_key)
-            # The canonical form of the request itself: another body under the same key is
-            # refused as IDEMPOTENCY_KEY_REUSED, as over REST.
-            fingerprint = hashlib.sha256(body.model_dump_json().encode("utf-8")).hexdigest()
-            idempotency = Idempotency(token, "grpc:" + fingerprint)
+            # REST's fingerprint of the same request (api/routes/keys.py): a retry over either
+            # surface replays the key, another request under the same idempotency key is
+            # refused as IDEMPOTENCY_KEY_REUSED.
+            idempotency = Idempotency(token, create_fingerprint(body))
         issued = await self._services.keys.create(
             principal,
             NewKey(
