@@ -62,3 +62,12 @@ async def test_too_many_headers_in_a_check_are_denied(rpc_sqlite: Grpc) -> None:
 async def test_an_unknown_method_is_unimplemented(rpc_sqlite: Grpc) -> None:
     error = await failure(rpc_sqlite.channel.unary_unary("/keyplane.v1.Keys/Nope")(b""))
     assert error.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_calls_are_counted_by_method_and_code(rpc_sqlite: Grpc) -> None:
+    await failure(rpc_sqlite.keys.GetKey(pb.KeyRef(id_or_hash="key_nope"), metadata=bearer()))
+    metrics = (await rpc_sqlite.api.client.get("/metrics")).text
+    assert (
+        'keyplane_grpc_request_duration_seconds_count{code="NOT_FOUND",'
+        'method="/keyplane.v1.Keys/GetKey"}' in metrics
+    )

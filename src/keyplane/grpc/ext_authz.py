@@ -17,15 +17,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import grpc
 from google.protobuf.message import DecodeError
 
-import grpc
 from keyplane.domain.clock import Clock
 from keyplane.grpc.gen.envoy.config.core.v3 import base_pb2 as core
 from keyplane.grpc.gen.envoy.service.auth.v3 import external_auth_pb2 as authz
 from keyplane.grpc.gen.envoy.type.v3 import http_status_pb2 as http_status
 from keyplane.grpc.gen.google.rpc import status_pb2
 from keyplane.grpc.keys import bearer, origin_of
+from keyplane.grpc.observe import observed
 from keyplane.grpc.status import abort, abort_with
 from keyplane.integrations import http
 from keyplane.integrations.decision import Decision
@@ -49,6 +50,10 @@ class ExtAuthz:
 
     def handler(self) -> Any:
         async def call(raw: bytes, context: Any) -> bytes:
+            async with observed(CHECK, context, self._settings.access_log):
+                return await check_raw(raw, context)
+
+        async def check_raw(raw: bytes, context: Any) -> bytes:
             request = authz.CheckRequest()
             try:
                 request.ParseFromString(raw)

@@ -35,6 +35,7 @@ from keyplane.domain.tenancy import Principal
 from keyplane.errors import ValidationError
 from keyplane.grpc import convert
 from keyplane.grpc.gen.keyplane.v1 import keys_pb2 as pb
+from keyplane.grpc.observe import observed
 from keyplane.grpc.status import abort, abort_with
 from keyplane.services import verify as verify_service
 from keyplane.services.authz import may_read, require_scope
@@ -95,11 +96,15 @@ class KeysApi:
             "/keyplane.v1.Verifier/Verify": (pb.VerifyRequest, self.verify),
         }
 
-    def handler(self, request_type: type[Message], handle: Handler) -> Any:
+    def handler(self, path: str, request_type: type[Message], handle: Handler) -> Any:
         """A unary handler taking raw bytes, so that an undecodable message is a clean
         INVALID_ARGUMENT rather than grpc's INTERNAL "Exception deserializing request"."""
 
         async def call(raw: bytes, context: Any) -> bytes:
+            async with observed(path, context, self._runtime.settings.access_log):
+                return await handle_raw(raw, context)
+
+        async def handle_raw(raw: bytes, context: Any) -> bytes:
             request = request_type()
             try:
                 request.ParseFromString(raw)

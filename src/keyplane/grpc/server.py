@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+
 from keyplane.errors import ConfigurationError
 from keyplane.grpc.ext_authz import CHECK, ExtAuthz
 from keyplane.grpc.keys import KeysApi
@@ -60,7 +61,7 @@ class GrpcServer:
         )
         keys = KeysApi(runtime)
         handlers = {
-            path: keys.handler(request_type, handle)
+            path: keys.handler(path, request_type, handle)
             for path, (request_type, handle) in keys.methods().items()
         }
         handlers[CHECK] = ExtAuthz(runtime).handler()
