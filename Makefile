@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test lint services bench
+.PHONY: run test install install-test lint services bench proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,7 @@ services:
 bench: install-test
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/usage.py
+
+# Regenerate src/keyplane/grpc/gen from proto/ (tests/grpc/test_codegen.py checks it is current).
+proto: install-test
+	$(BIN)/python -m keyplane.grpc.codegen

@@ -74,6 +74,13 @@ HTTP_REQUESTS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+GRPC_REQUESTS = Histogram(
+    "keyplane_grpc_request_duration_seconds",
+    "gRPC calls by method and status code, and how long they took.",
+    ("method", "code"),
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 VERIFY = Counter(
     "keyplane_verify",
     "Verdicts given, by code.",

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=20, ge=0, le=1000)
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=1, le=65535)
+    #: The gRPC API and Envoy ext_authz (docs/grpc.md) on this port, beside HTTP on the same
+    #: host; off when unset. 0 takes any free port (tests).
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
     secret: SecretStr | None = None
     root_key: SecretStr | None = None
     #: Where a generated root key is written when stderr is not a terminal. Default: beside

@@ -98,6 +98,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         runtime = await Runtime.start(settings, clock, supervisor)
         app.state.runtime = runtime
+        grpc_server = None
+        if settings.grpc_port is not None:
+            # Imported here: grpc loads a native library, needless when gRPC is off.
+            from keyplane.grpc.server import GrpcServer
+
+            try:
+                grpc_server = await GrpcServer.start(runtime, settings.host, settings.grpc_port)
+            except BaseException:
+                await runtime.stop()
+                raise
+            app.state.grpc_port = grpc_server.port
         if runtime.generated_root_key is not None:
             announce(runtime.generated_root_key)
             runtime.generated_root_key = None
@@ -106,6 +117,8 @@ def create_app(
             # enforced there, before a header is buffered (api/header_limit.py).
             yield {LIFESPAN_KEY: header_limits}
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await runtime.stop()
             # A worker stopping cleanly: its live gauges leave the shared metrics.
             metrics.process_exiting()

@@ -170,6 +170,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Overrides KEYPLANE_PORT.")] = None,
     database_url: DatabaseOption = None,
     log_level: Annotated[str | None, typer.Option(help="Overrides KEYPLANE_LOG_LEVEL.")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve the gRPC API and Envoy ext_authz here; overrides "
+            "KEYPLANE_GRPC_PORT (default: off)."
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -185,9 +192,15 @@ def serve(
     from keyplane.api.app import create_app
     from keyplane.logging_config import logging_config
 
-    settings = _settings(host=host, port=port, database_url=database_url, log_level=log_level)
+    settings = _settings(
+        host=host, port=port, database_url=database_url, log_level=log_level, grpc_port=grpc_port
+    )
     if workers > 1:
         _check_can_share(settings)
+        if settings.grpc_port is not None:
+            # Each worker would bind the gRPC port; grpc is told not to share it.
+            err.print("[red]error:[/red] --grpc-port serves from one process: use --workers 1")
+            raise typer.Exit(Exit.USAGE)
     try:
         # Fail here, with one line, rather than as a traceback from the app's lifespan.
         to_async_url(settings.database_url)

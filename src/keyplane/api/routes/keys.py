@@ -110,7 +110,8 @@ async def _answer(
     return KeyConfirmedEnvelope(data=envelope.data, confirmation=confirmation)
 
 
-def _fingerprint(body: KeyCreate) -> str:
+def create_fingerprint(body: KeyCreate) -> str:
+    """What an idempotent create is bound to (the gRPC API uses it too: keyplane/grpc/keys.py)."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -145,7 +146,7 @@ async def create_key(
     ``IDEMPOTENCY_KEY_REUSED``.
     """
     idempotency = (
-        None if idempotency_key is None else Idempotency(idempotency_key, _fingerprint(body))
+        None if idempotency_key is None else Idempotency(idempotency_key, create_fingerprint(body))
     )
     issued = await ctx.keys.create(
         principal,
