@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any, NoReturn
 
+import grpc
 from pydantic import ValidationError as PydanticValidationError
 
-import grpc
 from keyplane import errors
 from keyplane.api.problems import status_for
 
