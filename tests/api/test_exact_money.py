@@ -185,7 +185,10 @@ async def test_budget_events_show_exact_credits(api: Api) -> None:
         api, "/v1/usage", {"key_id": created["id"], "request_id": "e1", "cost": "$c"}, c=MAX
     )
     assert reported.status_code == 201, reported.text
-    [event] = exact(await api.client.get("/v1/events"))["data"]
+    events = exact(await api.client.get("/v1/events"))["data"]
+    # Spending the whole budget crosses its thresholds and exhausts it.
+    assert {e["type"] for e in events} == {"budget.threshold_crossed", "budget.exhausted"}
+    [event] = [e for e in events if e["type"] == "budget.threshold_crossed"]
     assert event["payload"]["credit_limit"] == event["payload"]["spent"] == Decimal(MAX)
 
 

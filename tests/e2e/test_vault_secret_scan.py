@@ -198,7 +198,7 @@ def test_no_vault_secret_or_master_key_in_the_database_or_the_logs(
     # The scan looks at the right bytes: the tokens are in the database files, the requests
     # in the logs.
     assert all(token.encode() in database_bytes for _, token, _ in tokens.values())
-    assert logs.count(b"POST /v1/vault/credentials HTTP/1.1") >= SINGLE
+    assert logs.count(b'"msg": "POST /v1/vault/credentials ') >= SINGLE
     assert b"vault" in logs
 
     master_texts = [

@@ -23,7 +23,9 @@ router = APIRouter(prefix="/v1", tags=["audit"])
 ID_PATTERN = r"^[a-z]{2,8}_[0-9a-hjkmnp-tv-z]{26}$"
 ACTOR_PATTERN = r"^(?:system|root|[a-z]{2,8}_[0-9a-hjkmnp-tv-z]{26})$"
 _NAME = r"[a-z][a-z0-9_]{0,31}"
-EVENT_TYPE_PATTERN = rf"^(?:\*|{_NAME}(?:\.{_NAME}){{0,3}}(?:\.\*)?)$"
+#: Every action has a dot (``key.revoked``), so a bare word is no filter: ``false`` or ``key``
+#: is refused rather than matching nothing (a prefix is written ``key.*``).
+EVENT_TYPE_PATTERN = rf"^(?:\*|{_NAME}(?:\.{_NAME}){{1,3}}|{_NAME}(?:\.{_NAME}){{0,2}}\.\*)$"
 #: A date, or a time with an optional offset (UTC without one). The calendar itself (a 30th of
 #: February) is beyond a pattern: such a value is a 422 INVALID_TIME.
 TIME_PATTERN = (
