@@ -11,6 +11,8 @@ the price of rows that add.
 
 from __future__ import annotations
 
+import bisect
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,8 @@ MEASURES = (
     "latency_sum_ms",
     *HISTOGRAM_COLUMNS,
 )
+#: Where the histogram starts in a row's measures.
+_HISTOGRAM_AT = MEASURES.index(HISTOGRAM_COLUMNS[0])
 
 #: Most points one series may have: bounds the rows a query reads and the response size.
 MAX_POINTS = 2000
@@ -77,10 +81,8 @@ def floor(grain: Grain, when: datetime) -> datetime:
 
 def latency_bucket(latency_ms: int) -> int:
     """The histogram bucket ``latency_ms`` is counted in."""
-    for index, bound in enumerate(LATENCY_BOUNDS_MS):
-        if latency_ms <= bound:
-            return index
-    return len(LATENCY_BOUNDS_MS)
+    # The first bound at or above it; past the last bound, the open last bucket.
+    return bisect.bisect_left(LATENCY_BOUNDS_MS, latency_ms)
 
 
 def percentile(histogram: Sequence[int], quantile: float) -> float | None:
@@ -286,39 +288,67 @@ class Counted:
     status: int | None
 
 
+def measured(report: Counted) -> list[int]:
+    """What one report adds to each rollup row it is in, in ``MEASURES`` order."""
+    vector = [0] * len(MEASURES)
+    vector[0] = 1
+    if report.status is not None and report.status >= 400:
+        vector[1] = 1
+    vector[2] = report.cost_micros
+    vector[3] = report.input_tokens
+    vector[4] = report.output_tokens
+    if report.latency_ms is not None:
+        vector[5] = 1
+        vector[6] = report.latency_ms
+        vector[_HISTOGRAM_AT + latency_bucket(report.latency_ms)] = 1
+    return vector
+
+
 def rollup_rows(
     reports: Iterable[Counted],
     value_of: Mapping[tuple[str, datetime, str, str], str] | None = None,
-) -> dict[RowKey, Sums]:
-    """The rollup rows a batch of reports adds to, with what it adds to each.
+) -> dict[RowKey, list[int]]:
+    """The rollup rows a batch of reports adds to, each once, with what it adds to it (the
+    measures in ``MEASURES`` order).
 
     ``value_of`` maps (key id, day start, dimension, value) to the value stored (``OTHER``
     once the key's cap for that day is reached); absent entries are stored as they are.
     """
-    rows: dict[RowKey, Sums] = {}
-    chosen = value_of or {}
+    # Why two passes: a batch is the group commit of many reports that mostly share a key,
+    # minute, model and feature. Each report is counted once into its (key, minute, model,
+    # feature) cell; each cell then adds to its up to seven rows, so the work per batch
+    # follows the distinct cells, not the reports times the rows.
+    cells: dict[tuple[str, datetime, str, str], list[int]] = {}
     for report in reports:
-        amounts = (
-            report.cost_micros,
-            report.input_tokens,
-            report.output_tokens,
-            report.latency_ms,
-            report.status,
+        cell = (
+            report.key_id,
+            floor(Grain.MINUTE, report.recorded_at),
+            report.model or "",
+            report.feature or "",
         )
-        day = floor(Grain.DAY, report.recorded_at)
-        for grain in Grain:
-            start = floor(grain, report.recorded_at)
-            slots = [(report.key_id, grain.value, start, "", "")]
-            if grain is not Grain.MINUTE:
-                for dimension, value in (("model", report.model), ("feature", report.feature)):
-                    if value:
-                        stored = chosen.get((report.key_id, day, dimension, value), value)
-                        slots.append((report.key_id, grain.value, start, dimension, stored))
-            for slot in slots:
-                sums = rows.get(slot)
-                if sums is None:
-                    sums = rows[slot] = Sums()
-                sums.count(*amounts)
+        vector = measured(report)
+        summed = cells.get(cell)
+        cells[cell] = vector if summed is None else list(map(operator.add, summed, vector))
+    chosen = value_of or {}
+    rows: dict[RowKey, list[int]] = {}
+    for (key_id, minute, model, feature), vector in cells.items():
+        hour = minute.replace(minute=0)
+        day = hour.replace(hour=0)
+        slots = [
+            (key_id, Grain.MINUTE.value, minute, "", ""),
+            (key_id, Grain.HOUR.value, hour, "", ""),
+            (key_id, Grain.DAY.value, day, "", ""),
+        ]
+        # The minute grain has totals only: per-value rows start at the hour.
+        for dimension, value in (("model", model), ("feature", feature)):
+            if value:
+                stored = chosen.get((key_id, day, dimension, value), value)
+                slots.append((key_id, Grain.HOUR.value, hour, dimension, stored))
+                slots.append((key_id, Grain.DAY.value, day, dimension, stored))
+        for slot in slots:
+            # New lists only, never added in place: one cell's vector may start several rows.
+            summed = rows.get(slot)
+            rows[slot] = vector if summed is None else list(map(operator.add, summed, vector))
     return rows
 
 

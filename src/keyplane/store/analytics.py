@@ -31,6 +31,9 @@ EXPORT_CHUNK = 1000
 #: many (admission never changes afterwards: day rows outlive the day).
 _ADMITTED_MEMORY = 100_000
 
+#: A usage rollup row's columns: its identity (``analytics.RowKey``), then its measures.
+_USAGE_COLUMNS = ("key_id", "grain", "bucket_start", "dimension", "value", *analytics.MEASURES)
+
 GroupBy = Literal["key", "owner", "project", "model", "code"]
 #: What a group can be ordered by: usage measures, or verify outcomes.
 USAGE_ORDERS = ("requests", "errors", "cost", "input_tokens", "output_tokens")
@@ -127,16 +130,9 @@ class SqlAnalyticsStore:
         value_of = await self._capped_values(conn, reports)
         rows = analytics.rollup_rows(reports, value_of)
         values = [
-            {
-                "key_id": key_id,
-                "grain": grain,
-                "bucket_start": start,
-                "dimension": dimension,
-                "value": value,
-                **sums.values(),
-            }
+            dict(zip(_USAGE_COLUMNS, (*slot, *measures), strict=True))
             # Sorted: concurrent transactions (several instances) lock rows in one order.
-            for (key_id, grain, start, dimension, value), sums in sorted(rows.items())
+            for slot, measures in sorted(rows.items())
         ]
         await conn.execute(self._usage_statement(), values)
 
@@ -152,6 +148,8 @@ class SqlAnalyticsStore:
                     wanted.append((report.key_id, day, dimension, value))
         if not wanted:
             return {}
+        # Once each, in first-seen order (the order the cap admits values in).
+        wanted = list(dict.fromkeys(wanted))
         rows = await conn.execute(
             select(
                 usage_analytics.c.key_id,

@@ -1,0 +1,79 @@
+"""The rollup arithmetic of ``keyplane.domain.analytics``: the batch aggregation equals a
+report-by-report count, and latencies land in the documented histogram buckets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keyplane.domain import analytics
+from keyplane.domain.analytics import Counted, Grain, Sums
+
+START = datetime(2026, 2, 28, 23, 58, tzinfo=UTC)
+
+_REPORTS = st.lists(
+    st.builds(
+        Counted,
+        key_id=st.sampled_from(["key_a", "key_b"]),
+        # Crosses a minute, an hour and a day boundary.
+        recorded_at=st.integers(0, 300).map(lambda s: START + timedelta(seconds=s)),
+        model=st.sampled_from([None, "", "gpt-4", "claude"]),
+        feature=st.sampled_from([None, "chat", "embeddings"]),
+        cost_micros=st.integers(0, 10**9),
+        input_tokens=st.integers(0, 10**6),
+        output_tokens=st.integers(0, 10**6),
+        latency_ms=st.one_of(st.none(), st.integers(0, 40_000)),
+        status=st.sampled_from([None, 200, 399, 400, 500]),
+    ),
+    max_size=40,
+)
+
+
+def _recount(
+    reports: list[Counted], value_of: dict[tuple[str, datetime, str, str], str]
+) -> dict[analytics.RowKey, list[int]]:
+    """Each report counted into each of its rows, one at a time."""
+    rows: dict[analytics.RowKey, Sums] = {}
+    for report in reports:
+        day = analytics.floor(Grain.DAY, report.recorded_at)
+        for grain in Grain:
+            start = analytics.floor(grain, report.recorded_at)
+            slots = [(report.key_id, grain.value, start, "", "")]
+            if grain is not Grain.MINUTE:
+                for dimension, value in (("model", report.model), ("feature", report.feature)):
+                    if value:
+                        stored = value_of.get((report.key_id, day, dimension, value), value)
+                        slots.append((report.key_id, grain.value, start, dimension, stored))
+            for slot in slots:
+                rows.setdefault(slot, Sums()).count(
+                    report.cost_micros,
+                    report.input_tokens,
+                    report.output_tokens,
+                    report.latency_ms,
+                    report.status,
+                )
+    return {slot: list(sums.values().values()) for slot, sums in rows.items()}
+
+
+@given(_REPORTS, st.booleans())
+def test_batch_rollup_equals_counting_each_report_into_each_row(
+    reports: list[Counted], capped: bool
+) -> None:
+    value_of = {}
+    if capped:
+        value_of = {
+            (key_id, datetime(2026, 2, 28, tzinfo=UTC), "model", "claude"): analytics.OTHER
+            for key_id in ("key_a", "key_b")
+        }
+    assert analytics.rollup_rows(reports, value_of) == _recount(reports, value_of)
+
+
+def test_a_latency_on_a_bound_is_counted_in_the_bucket_it_closes() -> None:
+    bounds = analytics.LATENCY_BOUNDS_MS
+    assert analytics.latency_bucket(0) == 0
+    for index, bound in enumerate(bounds):
+        assert analytics.latency_bucket(bound) == index
+        assert analytics.latency_bucket(bound + 1) == index + 1
+    assert analytics.latency_bucket(10**9) == len(bounds)
