@@ -14,11 +14,14 @@ from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
 from keyplane.domain.tenancy import MANAGEMENT_SCOPES, Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError
+from keyplane.services.analytics import Query
+from keyplane.services.audit_read import AuditQuery
 from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime, Services
 from keyplane.services.usage import UsageReport
 from keyplane.services.vault import LeaseRequest, NewCredential
 from keyplane.services.verify import VerifyRequest
+from keyplane.services.webhooks import NewEndpoint
 from keyplane.store.base import KeyFilter
 from keyplane.store.vault import CredentialFilter
 from tests.conftest import Database
@@ -84,6 +87,73 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
     ("vault.provider_stats", "vault:read", lambda s, p: s.vault.provider_stats(p, "openai")),
     ("vault.lease", "vault:lease", lambda s, p: s.vault.lease(p, LeaseRequest("openai"))),
     ("vault.release", "vault:lease", lambda s, p: s.vault.release(p, "lease_x")),
+    (
+        "analytics.key_report",
+        "usage:read",
+        lambda s, p: s.analytics.key_report(p, KEY_ID, "24h", "hour"),
+    ),
+    ("analytics.grouped", "usage:read", lambda s, p: s.analytics.grouped(p, Query("key"))),
+    (
+        "analytics.usage_of_keys",
+        "usage:read",
+        lambda s, p: s.analytics.usage_of_keys(p, [KEY_ID], "24h"),
+    ),
+    ("analytics.export", "usage:read", lambda s, p: s.analytics.export(p, "24h", "hour", None)),
+    ("streams.subscribe", "usage:read", lambda s, p: s.streams.subscribe(p)),
+    (
+        "signing_secrets.create",
+        "signing_secrets:write",
+        lambda s, p: s.signing_secrets.create(p, "o"),
+    ),
+    ("signing_secrets.get", "signing_secrets:read", lambda s, p: s.signing_secrets.get(p, "ss_x")),
+    ("signing_secrets.list", "signing_secrets:read", lambda s, p: s.signing_secrets.list(p)),
+    (
+        "signing_secrets.rotate",
+        "signing_secrets:write",
+        lambda s, p: s.signing_secrets.rotate(p, "ss_x", timedelta(0)),
+    ),
+    (
+        "signing_secrets.delete",
+        "signing_secrets:write",
+        lambda s, p: s.signing_secrets.delete(p, "ss_x"),
+    ),
+    (
+        "signing_secrets.sign",
+        "signing_secrets:write",
+        lambda s, p: s.signing_secrets.sign(p, "ss_x", "{}"),
+    ),
+    (
+        "webhooks.create",
+        "webhooks:write",
+        lambda s, p: s.webhooks.create(
+            p, NewEndpoint(url="https://hooks.example.com/x", events=("key.*",))
+        ),
+    ),
+    ("webhooks.list", "webhooks:read", lambda s, p: s.webhooks.list(p)),
+    ("webhooks.get", "webhooks:read", lambda s, p: s.webhooks.get(p, "we_x")),
+    (
+        "webhooks.update",
+        "webhooks:write",
+        lambda s, p: s.webhooks.update(p, "we_x", {"enabled": False}),
+    ),
+    ("webhooks.delete", "webhooks:write", lambda s, p: s.webhooks.delete(p, "we_x")),
+    ("webhooks.rotate_secret", "webhooks:write", lambda s, p: s.webhooks.rotate_secret(p, "we_x")),
+    (
+        "webhooks.deliveries",
+        "webhooks:read",
+        lambda s, p: s.webhooks.deliveries(p, "we_x", None, 10),
+    ),
+    ("webhooks.replay", "webhooks:write", lambda s, p: s.webhooks.replay(p, "we_x", "del_x")),
+    ("webhooks.test", "webhooks:write", lambda s, p: s.webhooks.test(p, "we_x")),
+    ("audit_read.list", "audit:read", lambda s, p: s.audit_read.list(p, AuditQuery(), None, 10)),
+    ("audit_read.get", "audit:read", lambda s, p: s.audit_read.get(p, "aud_x")),
+    (
+        "audit_read.for_key",
+        "audit:read",
+        lambda s, p: s.audit_read.for_key(p, KEY_ID, AuditQuery(), None, 10),
+    ),
+    ("audit_read.export", "audit:read", lambda s, p: s.audit_read.export(p, AuditQuery(), "csv")),
+    ("audit.verify", "audit:read", lambda s, p: s.audit.verify(p)),
 ]
 
 
@@ -124,6 +194,12 @@ async def test_every_use_case_of_the_services_is_in_the_table() -> None:
             ("events", "Events"),
             ("verifier", "Verifier"),
             ("vault", "VaultService"),
+            ("analytics", "Analytics"),
+            ("streams", "UsageStreams"),
+            ("signing_secrets", "SigningSecrets"),
+            ("webhooks", "WebhookService"),
+            ("audit_read", "AuditReader"),
+            ("audit", "AuditService"),
         )
         for method in _principal_methods(service)
     }
@@ -141,9 +217,26 @@ async def test_every_use_case_of_the_services_is_in_the_table() -> None:
 def _principal_methods(class_name: str) -> list[str]:
     import inspect
 
-    from keyplane.services import events, keys, management, plans, projects, usage, vault, verify
+    from keyplane.services import (
+        analytics,
+        audit,
+        audit_read,
+        events,
+        keys,
+        management,
+        plans,
+        projects,
+        signing_secrets,
+        usage,
+        usage_stream,
+        vault,
+        verify,
+        webhooks,
+    )
 
-    for module in (keys, management, projects, plans, usage, events, verify, vault):
+    modules = (keys, management, projects, plans, usage, events, verify, vault)
+    modules += (analytics, usage_stream, signing_secrets, webhooks, audit_read, audit)
+    for module in modules:
         cls = getattr(module, class_name, None)
         if cls is not None:
             return [
