@@ -38,6 +38,11 @@ TAGS = [
     {"name": "management keys", "description": "Keys that call this API, with scopes."},
     {"name": "projects", "description": "Projects within the organization."},
     {"name": "vault", "description": "Upstream provider credentials: store, lease, release."},
+    {"name": "organization", "description": "The organization's settings and aliases."},
+    {"name": "audit", "description": "The tamper-evident audit log: read, verify, export."},
+    {"name": "webhooks", "description": "Webhook endpoints and their deliveries."},
+    {"name": "signing secrets", "description": "Secrets that sign webhook deliveries."},
+    {"name": "analytics", "description": "Usage and spend aggregated over time and keys."},
     {"name": "operations", "description": "Liveness, readiness and metrics; no key needed."},
     {
         "name": GATEWAY_TAG,
