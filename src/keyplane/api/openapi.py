@@ -229,11 +229,12 @@ def _add_examples(operation: dict[str, Any]) -> None:
     for status, answer in operation["responses"].items():
         if not status.startswith("2"):
             continue
+        others = openapi_examples.MEDIA_EXAMPLES.get(operation_id, {})
         for media_type, media in answer.get("content", {}).items():
-            if response is not None and "json" in media_type:
+            if response is not None and media_type == "application/json":
                 media["example"] = response
-            elif media_type.startswith("text/plain"):
-                media["example"] = openapi_examples.METRICS
+            elif media_type.split(";")[0] in others:
+                media["example"] = others[media_type.split(";")[0]]
 
 
 _TITLES = {
