@@ -203,7 +203,7 @@ _WEBHOOK = {
     "updated_at": _AT,
 }
 # From a throwaway server: an example of the format, valid nowhere.
-_WEBHOOK_SECRET = "whsec_Zm9yIGRvY3VtZW50YXRpb24gb25seSwgdmFsaWQgbm93aGVyZQ"  # noqa: S105
+_WEBHOOK_SECRET = "whsec_oY7pgJOAJXjpaA10cvy/DZOezxXJd6kVc5+vCg2CCnM="  # noqa: S105
 _DELIVERY = {
     "id": "whd_01m8yzya0c2m7w5s3k9n4p8r6q",
     "event_id": "evt_01m8yzy9kwf235y8p54nek2kv2",
@@ -595,7 +595,7 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
         None,
         {
             "key_id": _KEY_ID,
-            "period": "last_24_hours",
+            "period": "24h",
             "granularity": "hour",
             "start": "2026-02-28T12:00:00Z",
             "end": "2026-03-01T12:00:00Z",
@@ -624,7 +624,7 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
         {
             "group_by": "key",
             "order_by": "cost",
-            "period": "last_7_days",
+            "period": "7d",
             "granularity": "day",
             "start": "2026-02-22T12:00:00Z",
             "end": "2026-03-01T12:00:00Z",
@@ -650,15 +650,20 @@ keyplane_background_loop_up{loop="ledger_writer"} 1
 _AUDIT_CSV = (
     "id,seq,occurred_at,org_id,project_id,actor_type,actor_id,actor_name,actor_ip,"
     "actor_user_agent,request_id,action,target_type,target_id,outcome,count,details,"
-    "prev_hash,hash\n"
-    f"{_AUDIT_ENTRY['id']},42,{_AT},{_ORG},{_PROJECT},management_key,"
+    "prev_hash,hash\r\n"
+    f"{_AUDIT_ENTRY['id']},42,2026-03-01T12:00:00+00:00,{_ORG},{_PROJECT},management_key,"
     "mk_01m8yzy9tcdgej2ygfw5a9e4nb,billing,203.0.113.0,,req_01m8yzy9kh7wtthgt30ak5jrep,"
-    f'key.revoked,key,{_KEY_ID},success,1,"{{""reason"": ""leaked""}}",'
-    f"{_AUDIT_ENTRY['prev_hash']},{_AUDIT_ENTRY['hash']}\n"
+    f'key.revoked,key,{_KEY_ID},success,1,"{{""reason"":""leaked""}}",'
+    f"{_AUDIT_ENTRY['prev_hash']},{_AUDIT_ENTRY['hash']}\r\n"
 )
 _AUDIT_NDJSON = (
-    '{"id": "aud_01m8yzya2h3k5m7p9r1t3v5x7z", "seq": 42, "action": "key.revoked",'
-    ' "outcome": "success", "actor_ip": "203.0.113.0", "actor_user_agent": null, ...}\n'
+    '{"id":"aud_01m8yzya2h3k5m7p9r1t3v5x7z","seq":42,"occurred_at":"2026-03-01T12:00:00+00:00",'
+    f'"org_id":"{_ORG}","project_id":"{_PROJECT}","actor_type":"management_key",'
+    '"actor_id":"mk_01m8yzy9tcdgej2ygfw5a9e4nb","actor_name":"billing","actor_ip":"203.0.113.0",'
+    '"actor_user_agent":null,"request_id":"req_01m8yzy9kh7wtthgt30ak5jrep",'
+    f'"action":"key.revoked","target_type":"key","target_id":"{_KEY_ID}","outcome":"success",'
+    '"count":1,"details":{"reason":"leaked"},'
+    f'"prev_hash":"{_AUDIT_ENTRY["prev_hash"]}","hash":"{_AUDIT_ENTRY["hash"]}"}}\n'
 )
 _USAGE_CSV = (
     "bucket_start,key_id,project_id,owner,requests,errors,cost,input_tokens,output_tokens,"
