@@ -38,6 +38,11 @@ TAGS = [
     {"name": "management keys", "description": "Keys that call this API, with scopes."},
     {"name": "projects", "description": "Projects within the organization."},
     {"name": "vault", "description": "Upstream provider credentials: store, lease, release."},
+    {"name": "organization", "description": "The organization's settings and aliases."},
+    {"name": "audit", "description": "The tamper-evident audit log: read, verify, export."},
+    {"name": "webhooks", "description": "Webhook endpoints and their deliveries."},
+    {"name": "signing secrets", "description": "Secrets that sign webhook deliveries."},
+    {"name": "analytics", "description": "Usage and spend aggregated over time and keys."},
     {"name": "operations", "description": "Liveness, readiness and metrics; no key needed."},
     {
         "name": GATEWAY_TAG,
@@ -224,11 +229,12 @@ def _add_examples(operation: dict[str, Any]) -> None:
     for status, answer in operation["responses"].items():
         if not status.startswith("2"):
             continue
+        others = openapi_examples.MEDIA_EXAMPLES.get(operation_id, {})
         for media_type, media in answer.get("content", {}).items():
-            if response is not None and "json" in media_type:
+            if response is not None and media_type == "application/json":
                 media["example"] = response
-            elif media_type.startswith("text/plain"):
-                media["example"] = openapi_examples.METRICS
+            elif media_type.split(";")[0] in others:
+                media["example"] = others[media_type.split(";")[0]]
 
 
 _TITLES = {

@@ -188,6 +188,88 @@ _SERVICE_KEY = {
     "last_used_at": None,
 }
 
+_WEBHOOK = {
+    "id": "whe_01m8yzy9xq4hb3r2v0d9c6k7tz",
+    "kind": "webhook",
+    "url": "https://billing.example.com/keyplane",
+    "events": ["key.*", "budget.exhausted"],
+    "description": "billing sync",
+    "enabled": True,
+    "project": None,
+    "disabled_reason": None,
+    "failing_since": None,
+    "previous_secret_valid_until": None,
+    "created_at": _AT,
+    "updated_at": _AT,
+}
+# From a throwaway server: an example of the format, valid nowhere.
+_WEBHOOK_SECRET = "whsec_oY7pgJOAJXjpaA10cvy/DZOezxXJd6kVc5+vCg2CCnM="  # noqa: S105
+_DELIVERY = {
+    "id": "whd_01m8yzya0c2m7w5s3k9n4p8r6q",
+    "event_id": "evt_01m8yzy9kwf235y8p54nek2kv2",
+    "event_type": "budget.exhausted",
+    "status": "delivered",
+    "attempts": 1,
+    "created_at": _AT,
+    "next_attempt_at": None,
+    "delivered_at": "2026-03-01T12:00:01Z",
+    "last_status_code": 200,
+    "last_error": None,
+    "history": [
+        {
+            "number": 1,
+            "at": "2026-03-01T12:00:01Z",
+            "status_code": 200,
+            "latency_ms": 182,
+            "error": None,
+            "next_attempt_at": None,
+        }
+    ],
+}
+_SIGNING_SECRET = {
+    "id": "sigsec_01m8yzya1f6e2d9x4b7c3v5n8m",
+    "owner": "cus_123",
+    "description": "outbound webhooks of cus_123",
+    "project_id": _PROJECT,
+    "created_at": _AT,
+    "rotated_at": None,
+    "previous_expires_at": None,
+}
+_AUDIT_ENTRY = {
+    "id": "aud_01m8yzya2h3k5m7p9r1t3v5x7z",
+    "seq": 42,
+    "occurred_at": _AT,
+    "org_id": _ORG,
+    "project_id": _PROJECT,
+    "actor": {
+        "type": "management_key",
+        "id": "mk_01m8yzy9tcdgej2ygfw5a9e4nb",
+        "name": "billing",
+        "ip": "203.0.113.7",
+        "user_agent": "keyplane-cli/0.1.0",
+    },
+    "request_id": "req_01m8yzy9kh7wtthgt30ak5jrep",
+    "action": "key.revoked",
+    "target": {"type": "key", "id": _KEY_ID},
+    "outcome": "success",
+    "count": 1,
+    "details": {"reason": "leaked"},
+    "prev_hash": "9f1c0e7a2b4d6f8a1c3e5a7b9d1f3a5c7e9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f",
+    "hash": "0d2f4a6c8e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1d3f",
+}
+_AUDIT_PAGE = {"data": [_AUDIT_ENTRY], "next_cursor": None, "has_more": False}
+_LATENCY = {"p50": 412.0, "p95": 1210.0, "p99": 1980.0}
+_MEASURES = {
+    "requests": 120,
+    "errors": 3,
+    "error_rate": 0.025,
+    "cost": 4.5,
+    "input_tokens": 14400,
+    "output_tokens": 36000,
+    "avg_latency_ms": 530.25,
+    **_LATENCY,
+}
+
 #: (request body, response body) by operation id; ``None`` where the operation has no body.
 EXAMPLES: dict[str, tuple[Any, Any]] = {
     "healthz_healthz_get": (None, {"status": "ok", "version": "0.1.0"}),
@@ -412,6 +494,151 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
         {"api_key_id_hash": _HASH},
         {"deleted": True, "api_key_id_hash": _HASH},
     ),
+    "list_aliases_v1_organization_aliases_get": (
+        None,
+        {"data": {"org_id": _ORG, "aliases": ["acme-fastrouter"]}},
+    ),
+    "add_alias_v1_organization_aliases__alias__put": (
+        None,
+        {"data": {"org_id": _ORG, "aliases": ["acme-fastrouter"]}},
+    ),
+    "create_webhook_v1_webhooks_post": (
+        {
+            "url": "https://billing.example.com/keyplane",
+            "events": ["key.*", "budget.exhausted"],
+            "description": "billing sync",
+        },
+        {"data": _WEBHOOK | {"secret": _WEBHOOK_SECRET}},
+    ),
+    "list_webhooks_v1_webhooks_get": (None, {"data": [_WEBHOOK]}),
+    "get_webhook_v1_webhooks__endpoint_id__get": (None, {"data": _WEBHOOK}),
+    "update_webhook_v1_webhooks__endpoint_id__patch": (
+        {"enabled": False},
+        {"data": _WEBHOOK | {"enabled": False}},
+    ),
+    "delete_webhook_v1_webhooks__endpoint_id__delete": (None, {"data": _WEBHOOK}),
+    "rotate_webhook_secret_v1_webhooks__endpoint_id__rotate_secret_post": (
+        None,
+        {
+            "data": _WEBHOOK
+            | {"secret": _WEBHOOK_SECRET, "previous_secret_valid_until": "2026-03-02T12:00:00Z"}
+        },
+    ),
+    "list_deliveries_v1_webhooks__endpoint_id__deliveries_get": (
+        None,
+        {"data": [_DELIVERY], "next_cursor": None},
+    ),
+    "replay_delivery_v1_webhooks__endpoint_id__deliveries__delivery_id__replay_post": (
+        None,
+        {"data": {"id": "whd_01m8yzya3n5q7s9u1w3y5a7c9e"}},
+    ),
+    "test_webhook_v1_webhooks__endpoint_id__test_post": (
+        None,
+        {"data": {"id": "whd_01m8yzya4p6r8t0v2x4z6b8d0f"}},
+    ),
+    "create_signing_secret_v1_signing_secrets_post": (
+        {"owner": "cus_123", "description": "outbound webhooks of cus_123"},
+        {"secret": _WEBHOOK_SECRET, "data": _SIGNING_SECRET},
+    ),
+    "list_signing_secrets_v1_signing_secrets_get": (
+        None,
+        {"data": [_SIGNING_SECRET], "next_cursor": None, "has_more": False},
+    ),
+    "get_signing_secret_v1_signing_secrets__secret_id__get": (None, {"data": _SIGNING_SECRET}),
+    "rotate_signing_secret_v1_signing_secrets__secret_id__rotate_post": (
+        {"overlap_seconds": 86400},
+        {
+            "secret": _WEBHOOK_SECRET,
+            "data": _SIGNING_SECRET
+            | {"rotated_at": _AT, "previous_expires_at": "2026-03-02T12:00:00Z"},
+        },
+    ),
+    "delete_signing_secret_v1_signing_secrets__secret_id__delete": (
+        None,
+        {"data": _SIGNING_SECRET},
+    ),
+    "sign_payload_v1_signing_secrets__secret_id__sign_post": (
+        {"payload": '{"type": "key.created"}', "msg_id": "msg_42", "timestamp": 1772366400},
+        {
+            "data": {
+                "msg_id": "msg_42",
+                "timestamp": 1772366400,
+                "headers": {
+                    "webhook-id": "msg_42",
+                    "webhook-timestamp": "1772366400",
+                    "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+                },
+            }
+        },
+    ),
+    "list_audit_v1_audit_get": (None, _AUDIT_PAGE),
+    "get_audit_entry_v1_audit_entries__entry_id__get": (None, {"data": _AUDIT_ENTRY}),
+    "key_audit_v1_keys__id_or_hash__audit_get": (None, _AUDIT_PAGE),
+    "export_audit_v1_audit_export_post": (
+        {"format": "csv", "period": "last_30_days", "event_types": ["key.revoked"]},
+        None,
+    ),
+    "export_key_audit_v1_keys__id_or_hash__audit_export_post": (
+        {"format": "json", "period": "this_month"},
+        None,
+    ),
+    "verify_audit_v1_audit_verify_get": (
+        None,
+        {
+            "ok": True,
+            "checked": 42,
+            "first_broken": None,
+            "checkpoint": {"seq": 0, "hash": _AUDIT_ENTRY["prev_hash"]},
+        },
+    ),
+    "key_analytics_v1_keys__key_id__analytics_get": (
+        None,
+        {
+            "key_id": _KEY_ID,
+            "period": "24h",
+            "granularity": "hour",
+            "start": "2026-02-28T12:00:00Z",
+            "end": "2026-03-01T12:00:00Z",
+            "total_requests": 120,
+            "total_cost": 4.5,
+            "total_errors": 3,
+            "avg_latency_ms": 530.25,
+            "error_rate": 0.025,
+            "input_tokens": 14400,
+            "output_tokens": 36000,
+            "latency": _LATENCY,
+            "verifications": {"VALID": 124, "RATE_LIMITED": 2},
+            "models": [{"name": "gpt-4o", **_MEASURES}],
+            "features": [{"name": "chat", "usage_count": 120, **_MEASURES}],
+            "series": [
+                {
+                    "start": "2026-03-01T11:00:00Z",
+                    **_MEASURES,
+                    "verifications": {"VALID": 124, "RATE_LIMITED": 2},
+                }
+            ],
+        },
+    ),
+    "grouped_analytics_v1_analytics_get": (
+        None,
+        {
+            "group_by": "key",
+            "order_by": "cost",
+            "period": "7d",
+            "granularity": "day",
+            "start": "2026-02-22T12:00:00Z",
+            "end": "2026-03-01T12:00:00Z",
+            "data": [
+                {
+                    "key": _KEY_ID,
+                    **_MEASURES,
+                    "verifications": 126,
+                    "refused": 2,
+                    "by_code": {"VALID": 124, "RATE_LIMITED": 2},
+                }
+            ],
+        },
+    ),
 }
 
 METRICS = """\
@@ -419,6 +646,69 @@ METRICS = """\
 # TYPE keyplane_background_loop_up gauge
 keyplane_background_loop_up{loop="ledger_writer"} 1
 """
+
+_AUDIT_CSV = (
+    "id,seq,occurred_at,org_id,project_id,actor_type,actor_id,actor_name,actor_ip,"
+    "actor_user_agent,request_id,action,target_type,target_id,outcome,count,details,"
+    "prev_hash,hash\r\n"
+    f"{_AUDIT_ENTRY['id']},42,2026-03-01T12:00:00+00:00,{_ORG},{_PROJECT},management_key,"
+    "mk_01m8yzy9tcdgej2ygfw5a9e4nb,billing,203.0.113.0,,req_01m8yzy9kh7wtthgt30ak5jrep,"
+    f'key.revoked,key,{_KEY_ID},success,1,"{{""reason"":""leaked""}}",'
+    f"{_AUDIT_ENTRY['prev_hash']},{_AUDIT_ENTRY['hash']}\r\n"
+)
+_AUDIT_NDJSON = (
+    '{"id":"aud_01m8yzya2h3k5m7p9r1t3v5x7z","seq":42,"occurred_at":"2026-03-01T12:00:00+00:00",'
+    f'"org_id":"{_ORG}","project_id":"{_PROJECT}","actor_type":"management_key",'
+    '"actor_id":"mk_01m8yzy9tcdgej2ygfw5a9e4nb","actor_name":"billing","actor_ip":"203.0.113.0",'
+    '"actor_user_agent":null,"request_id":"req_01m8yzy9kh7wtthgt30ak5jrep",'
+    f'"action":"key.revoked","target_type":"key","target_id":"{_KEY_ID}","outcome":"success",'
+    '"count":1,"details":{"reason":"leaked"},'
+    f'"prev_hash":"{_AUDIT_ENTRY["prev_hash"]}","hash":"{_AUDIT_ENTRY["hash"]}"}}\n'
+)
+_USAGE_CSV = (
+    "bucket_start,key_id,project_id,owner,requests,errors,cost,input_tokens,output_tokens,"
+    "latency_count,avg_latency_ms,p50,p95,p99\n"
+    f"2026-03-01T11:00:00Z,{_KEY_ID},{_PROJECT},cus_123,120,3,4.5,14400,36000,120,530.25,"
+    "412.0,1210.0,1980.0\n"
+)
+_USAGE_NDJSON = (
+    f'{{"bucket_start": "2026-03-01T11:00:00Z", "key_id": "{_KEY_ID}", "project_id":'
+    f' "{_PROJECT}", "owner": "cus_123", "requests": 120, "errors": 3, "cost": "4.5",'
+    ' "input_tokens": 14400, "output_tokens": 36000, "latency_count": 120,'
+    ' "avg_latency_ms": 530.25, "p50": 412.0, "p95": 1210.0, "p99": 1980.0}\n'
+)
+_USAGE_SSE = (
+    ": keyplane usage stream\n\n"
+    "event: usage\nid: use_01m8yzy9kwf235y8p54nek2kv1\n"
+    'data: {"type": "usage", "id": "use_01m8yzy9kwf235y8p54nek2kv1",'
+    f' "key_id": "{_KEY_ID}", "project_id": "{_PROJECT}", "owner": "cus_123",'
+    ' "request_id": "req_42", "model": "gpt-4o", "input_tokens": 120, "output_tokens": 300,'
+    f' "latency_ms": 412, "status": 200, "recorded_at": "{_AT}", "cost": 0.25}}\n\n'
+    ": keep-alive\n\n"
+)
+_BINARY = "(a binary Parquet file: one row group per page of rows)"
+
+#: Examples of the non-JSON answers, by operation id, then media type (without parameters).
+MEDIA_EXAMPLES: dict[str, dict[str, str]] = {
+    "metrics_metrics_get": {"text/plain": METRICS},
+    "export_audit_v1_audit_export_post": {
+        "text/csv": _AUDIT_CSV,
+        "application/x-ndjson": _AUDIT_NDJSON,
+        "application/vnd.apache.parquet": _BINARY,
+    },
+    "export_key_audit_v1_keys__id_or_hash__audit_export_post": {
+        "text/csv": _AUDIT_CSV,
+        "application/x-ndjson": _AUDIT_NDJSON,
+        "application/vnd.apache.parquet": _BINARY,
+    },
+    "export_usage_v1_usage_export_get": {
+        "text/csv": _USAGE_CSV,
+        "application/x-ndjson": _USAGE_NDJSON,
+        "application/vnd.apache.parquet": _BINARY,
+    },
+    "usage_stream_v1_usage_stream_get": {"text/event-stream": _USAGE_SSE},
+    "key_usage_stream_v1_keys__key_id__usage_stream_get": {"text/event-stream": _USAGE_SSE},
+}
 
 
 def for_operation(operation_id: str) -> tuple[Any, Any]:

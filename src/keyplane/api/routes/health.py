@@ -46,7 +46,11 @@ async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics (text exposition format): counts and durations, nothing secret."""
     if runtime.sampler is not None:
