@@ -276,35 +276,22 @@ def test_fuzzing_every_operation_gets_no_server_error_and_matches_the_spec(
         existing = _existing_path_parameters(schema, operation)
         if existing:
             variants.append({"path_parameters": existing})
-        strategy = st.one_of(
-            [
-                operation.as_strategy(generation_mode=mode, **variant)
-                for mode in GenerationMode
+        mixed = [
+            operation.as_strategy(generation_mode=mode, **variant)
+            for mode in GenerationMode
+            for variant in variants
+        ]
+        _fuzz(operation, st.one_of(mixed), FUZZ_EXAMPLES_PER_OPERATION, cases, statuses, failures)
+        if (operation.body or len(operation.query)) and not cases[operation.label][
+            GenerationMode.NEGATIVE
+        ]:
+            # The derandomized mix drew no invalid request for this operation: draw some.
+            negative = [
+                operation.as_strategy(generation_mode=GenerationMode.NEGATIVE, **variant)
                 for variant in variants
             ]
-        )
-
-        @settings(
-            max_examples=FUZZ_EXAMPLES_PER_OPERATION,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            # Each example is a real request (too_slow), and negative mode rejects its draws
-            # where there is nothing to break, like a free-form path id (filter_too_much).
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=strategy)
-        def fuzz(case: schemathesis.Case) -> None:
-            response = case.call_and_validate(headers=AUTH, checks=CHECKS)
-            assert case.meta is not None
-            label = case.operation.label
-            cases[label][case.meta.generation.mode] += 1
-            statuses[label][response.status_code] += 1
-
-        try:
-            fuzz()
-        except (FailureGroup, ExceptionGroup) as exc:
-            failures.append(f"{operation.label}: {exc}")
+            examples = FUZZ_EXAMPLES_PER_OPERATION // 2
+            _fuzz(operation, st.one_of(negative), examples, cases, statuses, failures)
 
     assert not failures, "\n\n".join(failures)
     assert set(cases) == {operation.label for operation in operations}
@@ -316,3 +303,36 @@ def test_fuzzing_every_operation_gets_no_server_error_and_matches_the_spec(
         assert statuses[label][401] == 0, f"{label}: requests were not authenticated"
     successes = sum(n for counts in statuses.values() for s, n in counts.items() if s < 300)
     assert successes >= len(operations), statuses
+
+
+def _fuzz(
+    operation: Any,
+    strategy: st.SearchStrategy[schemathesis.Case],
+    examples: int,
+    cases: dict[str, Counter[GenerationMode]],
+    statuses: dict[str, Counter[int]],
+    failures: list[str],
+) -> None:
+    """Send ``examples`` cases drawn from ``strategy``, counting modes and statuses."""
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        # Each example is a real request (too_slow), and negative mode rejects its draws
+        # where there is nothing to break, like a free-form path id (filter_too_much).
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def fuzz(case: schemathesis.Case) -> None:
+        response = case.call_and_validate(headers=AUTH, checks=CHECKS)
+        assert case.meta is not None
+        label = case.operation.label
+        cases[label][case.meta.generation.mode] += 1
+        statuses[label][response.status_code] += 1
+
+    try:
+        fuzz()
+    except (FailureGroup, ExceptionGroup) as exc:
+        failures.append(f"{operation.label}: {exc}")
