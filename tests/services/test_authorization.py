@@ -14,6 +14,7 @@ from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
 from keyplane.domain.tenancy import MANAGEMENT_SCOPES, Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError
+from keyplane.metrics import VERIFY
 from keyplane.services.analytics import Query
 from keyplane.services.audit_read import AuditQuery
 from keyplane.services.keys import NewKey
@@ -255,13 +256,24 @@ async def test_verify_refuses_a_caller_without_the_verify_scope_before_any_looku
     root = caller(runtime.default_project.org_id, "*")
     issued = await runtime.services.keys.create(root, NewKey(name="k"))
     writer = caller(runtime.default_project.org_id, "keys:*", "usage:*")
-    before = dict(runtime.services.verifier.verdicts)
+    before = _verdicts_given()
     with pytest.raises(PermissionDeniedError):
         await runtime.services.verifier.verify(writer, VerifyRequest(key=issued.secret))
-    assert runtime.services.verifier.verdicts == before  # refused, not decided
+    assert _verdicts_given() == before  # refused, not decided
     verifier = caller(runtime.default_project.org_id, "verify")
     verdict = await runtime.services.verifier.verify(verifier, VerifyRequest(key=issued.secret))
     assert verdict.code is Code.VALID
+    assert _verdicts_given() == before + 1
+
+
+def _verdicts_given() -> float:
+    """Every verdict the process has counted, read from the Prometheus counter itself."""
+    return sum(
+        sample.value
+        for metric in VERIFY.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
 
 
 async def test_use_cases_never_reach_another_organization(runtime: Runtime) -> None:

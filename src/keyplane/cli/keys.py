@@ -13,6 +13,7 @@ from keyplane.cli.remote import (
     TimeoutOption,
     UrlOption,
     connect,
+    emit,
     fields,
     parse_json_option,
     print_json,
@@ -215,10 +216,7 @@ def show(
     """Show one key."""
     with connect(url, key, timeout) as client:
         found = client.keys.get(ref)
-    if as_json:
-        print_json(found)
-    else:
-        show_key(found)
+    emit(found, as_json, show_key)
 
 
 @app.command()
@@ -265,10 +263,7 @@ def update(
         usage_error("nothing to change: give at least one option")
     with connect(url, key, timeout) as client:
         updated = client.keys.update(ref, **changes)
-    if as_json:
-        print_json(updated)
-    else:
-        show_key(updated)
+    emit(updated, as_json, show_key)
 
 
 @app.command()

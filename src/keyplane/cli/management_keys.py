@@ -12,6 +12,7 @@ from keyplane.cli.remote import (
     TimeoutOption,
     UrlOption,
     connect,
+    emit,
     fields,
     print_json,
     show_secret,
@@ -99,10 +100,7 @@ def show(
     """Show one management key."""
     with connect(url, key, timeout) as client:
         found = client.management_keys.get(key_id)
-    if as_json:
-        print_json(found)
-    else:
-        _fields(found)
+    emit(found, as_json, _fields)
 
 
 @app.command()

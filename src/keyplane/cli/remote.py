@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -40,6 +40,8 @@ from keyplane.client import (
     ServerError,
 )
 from keyplane.client.models import JsonNumber
+
+T = TypeVar("T")
 
 
 class Exit(IntEnum):
@@ -170,6 +172,14 @@ def print_json(value: Any) -> None:
     """Print ``value`` as JSON on stdout: one document, keys in a stable order."""
     sys.stdout.write(json.dumps(plain(value), indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def emit(value: T, as_json: bool, render: Callable[[T], object]) -> None:
+    """Print one answer: as JSON with ``--json``, else the way ``render`` shows it to a person."""
+    if as_json:
+        print_json(value)
+    else:
+        render(value)
 
 
 def cell(value: Any) -> str:

@@ -14,6 +14,7 @@ from keyplane.cli.remote import (
     TimeoutOption,
     UrlOption,
     connect,
+    emit,
     fields,
     print_json,
     show_secret,
@@ -111,10 +112,7 @@ def show(
     """Show one signing secret's record."""
     with connect(url, key, timeout) as client:
         record = client.signing_secrets.get(secret_id)
-    if as_json:
-        print_json(record)
-    else:
-        _fields(record)
+    emit(record, as_json, _fields)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from keyplane.cli.remote import (
     TimeoutOption,
     UrlOption,
     connect,
+    emit,
     fields,
     print_json,
     show_secret,
@@ -122,10 +123,7 @@ def show(
     """Show one endpoint."""
     with connect(url, key, timeout) as client:
         hook = client.webhooks.get(endpoint_id)
-    if as_json:
-        print_json(hook)
-    else:
-        _fields(hook)
+    emit(hook, as_json, _fields)
 
 
 @app.command()
@@ -154,10 +152,7 @@ def update(
         usage_error("nothing to change")
     with connect(url, key, timeout) as client:
         hook = client.webhooks.update(endpoint_id, **changes)
-    if as_json:
-        print_json(hook)
-    else:
-        _fields(hook)
+    emit(hook, as_json, _fields)
 
 
 @app.command()
@@ -171,10 +166,7 @@ def delete(
     """Delete an endpoint and its delivery log."""
     with connect(url, key, timeout) as client:
         hook = client.webhooks.delete(endpoint_id)
-    if as_json:
-        print_json(hook)
-    else:
-        _fields(hook)
+    emit(hook, as_json, _fields)
 
 
 @app.command("rotate-secret")

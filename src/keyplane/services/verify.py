@@ -9,7 +9,6 @@ consumes them all or none.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -89,8 +88,6 @@ class Verifier:
         self._limiter = limiter
         self._hold_for = hold_for
         self._outcomes = outcomes
-        #: Verdicts given, by code, for monitoring.
-        self.verdicts: Counter[str] = Counter()
         #: Told of every refusal of a known key (the runtime's ``RefusalTally``: memory only).
         self.on_refused: Callable[[KeyRecord, Code, datetime], None] | None = None
 
@@ -106,7 +103,6 @@ class Verifier:
         require_scope(principal, "verify")
         verdict = await self._verify(principal, request)
         code = verdict.code.value
-        self.verdicts[code] += 1
         VERDICTS[code].inc()
         record = verdict.record
         if record is not None:
