@@ -304,3 +304,56 @@ async def test_a_project_bound_caller_does_not_reach_other_projects(runtime: Run
     verdict = await runtime.services.verifier.verify(bound, VerifyRequest(key=issued.secret))
     assert verdict.code is Code.NOT_FOUND
     assert [p.id for p in await runtime.services.projects.list(bound)] == [other.id]
+
+
+async def test_reading_use_cases_never_reach_another_organizations_objects(
+    runtime: Runtime,
+) -> None:
+    """Each reader of one object by id answers not-found to a caller of another organization,
+    holding every scope: the object exists, just not for them."""
+    services = runtime.services
+    root = caller(runtime.default_project.org_id, "*")
+    issued = await services.keys.create(root, NewKey(name="k"))
+    endpoint = await services.webhooks.create(
+        root, NewEndpoint(url="https://hooks.example.com/x", events=("key.*",))
+    )
+    secret = await services.signing_secrets.create(root, "owner-1")
+    entry_id = (await services.audit_read.list(root, AuditQuery(), None, 1)).entries[0]["id"]
+    reads: list[tuple[str, Callable[[Principal], Awaitable[Any]]]] = [
+        ("webhooks.get", lambda p: services.webhooks.get(p, endpoint.endpoint.id)),
+        ("signing_secrets.get", lambda p: services.signing_secrets.get(p, secret.record.id)),
+        ("audit_read.get", lambda p: services.audit_read.get(p, entry_id)),
+        (
+            "analytics.key_report",
+            lambda p: services.analytics.key_report(p, issued.record.id, "24h", "hour"),
+        ),
+        (
+            "audit_read.for_key",
+            lambda p: services.audit_read.for_key(p, issued.record.id, AuditQuery(), None, 10),
+        ),
+    ]
+    stranger = caller("org_someone_else", "*")
+    for name, read in reads:
+        with pytest.raises(NotFoundError):
+            await read(stranger)
+        assert await read(root) is not None, name  # and its own organization does see it
+
+
+async def test_a_project_bound_caller_reads_no_analytics_or_audit_of_other_projects(
+    runtime: Runtime,
+) -> None:
+    services = runtime.services
+    org_id = runtime.default_project.org_id
+    root = caller(org_id, "*")
+    other = await services.projects.create(root, "other", "oth")
+    issued = await services.keys.create(root, NewKey(name="k"))  # default project
+    bound = caller(org_id, "*", project_id=other.id)
+    with pytest.raises(NotFoundError):
+        await services.analytics.key_report(bound, issued.record.id, "24h", "hour")
+    with pytest.raises(NotFoundError):
+        await services.audit_read.for_key(bound, issued.record.id, AuditQuery(), None, 10)
+    own = caller(org_id, "*", project_id=runtime.default_project.id)
+    report = await services.analytics.key_report(own, issued.record.id, "24h", "hour")
+    assert report.key_id == issued.record.id
+    page = await services.audit_read.for_key(own, issued.record.id, AuditQuery(), None, 10)
+    assert [e["action"] for e in page.entries] == ["key.created"]
