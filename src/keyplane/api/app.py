@@ -9,11 +9,13 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from keyplane import __version__, metrics
 from keyplane.api import compat, docs_ui, openapi, problems
 from keyplane.api.body_limit import BodySizeLimit
+from keyplane.api.data_plane import DataPlane, lean_verify
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.observe import RequestObserver
 from keyplane.api.routes import (
@@ -157,6 +159,15 @@ def create_app(
     for router in compat.ROUTERS:
         app.include_router(router)
     openapi.install(app)
+    if settings.lean_data_plane:
+        # Added first, so it runs last: inside the limits and the observer, which still
+        # apply to the requests it answers.
+        app.add_middleware(
+            DataPlane,
+            verify=lean_verify(_route(verify.router, "/v1/verify")),
+            health=_route(health.router, "/healthz"),
+            version=__version__,
+        )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
     app.add_middleware(
@@ -168,3 +179,7 @@ def create_app(
     # and carries X-Request-Id (and the security headers, added just inside it).
     app.add_middleware(RequestObserver, access_log=settings.access_log)
     return app
+
+
+def _route(router: APIRouter, path: str) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path)
