@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -100,6 +101,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         runtime = await Runtime.start(settings, clock, supervisor)
         app.state.runtime = runtime
+        # Everything alive now (modules, the app, the runtime) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks it all, which it
+        # otherwise does every few thousand requests (docs/performance.md).
+        gc.freeze()
         grpc_server = None
         if settings.grpc_port is not None:
             # Imported here: grpc loads a native library, needless when gRPC is off.
