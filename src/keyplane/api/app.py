@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from keyplane import __version__, metrics
 from keyplane.api import compat, docs_ui, openapi, problems
 from keyplane.api.body_limit import BodySizeLimit
-from keyplane.api.data_plane import DataPlane, lean_verify
+from keyplane.api.data_plane import DataPlane, lean_forward_auth, lean_verify
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.observe import RequestObserver
 from keyplane.api.routes import (
@@ -172,6 +172,8 @@ def create_app(
             verify=lean_verify(_route(verify.router, "/v1/verify")),
             health=_route(health.router, "/healthz"),
             version=__version__,
+            auth=lean_forward_auth(_routes(auth.router, "/v1/auth")),
+            auth_any_path=lean_forward_auth(_routes(auth.router, "/v1/auth/{path:path}")),
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
@@ -187,4 +189,8 @@ def create_app(
 
 
 def _route(router: APIRouter, path: str) -> APIRoute:
-    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path)
+    return _routes(router, path)[0]
+
+
+def _routes(router: APIRouter, path: str) -> list[APIRoute]:
+    return [r for r in router.routes if isinstance(r, APIRoute) and r.path == path]

@@ -1,4 +1,4 @@
-"""The lean data plane: ``POST /v1/verify`` and ``GET /healthz`` without FastAPI's routing.
+"""The lean data plane: verify, forward auth and healthz without FastAPI's routing.
 
 A gateway calls verify on every request it serves, and an orchestrator probes healthz every
 few seconds; FastAPI's routing, dependency injection and response machinery cost several times
@@ -13,6 +13,8 @@ directly. It stays exactly as strict as the routes, because it *is* the routes:
   field added to the verify request or to the endpoint's mapping works here with no second
   edit; a parameter added to the endpoint turns the lean path off for it (``lean_verify``
   checks its signature) rather than call it wrongly.
+* Forward auth (``/v1/auth``, every method, and ``/v1/auth/<any path>``) calls the route's own
+  endpoint with the request and the gateway's services, as the route would; it reads no body.
 * Anything but the happy path goes to FastAPI, with the body replayed: a body that is not JSON
   or fails validation, a content type other than JSON, another method. So every error
   document, 422 included, is the one the routes give. Errors raised after the body was parsed
@@ -35,11 +37,12 @@ from typing import Any
 from fastapi.params import Depends
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyplane import errors
 from keyplane.api import problems
-from keyplane.api.deps import get_principal, get_verifier
+from keyplane.api.deps import get_gateway, get_principal, get_verifier
 from keyplane.api.exact import ExactJsonRequest, JsonNumber, exactly
 from keyplane.services.authz import require_scope
 
@@ -78,17 +81,36 @@ def lean_verify(route: APIRoute) -> LeanVerify | None:
     return LeanVerify(route, body_model, scope)
 
 
+def lean_forward_auth(routes: list[APIRoute]) -> dict[str, APIRoute]:
+    """The forward-auth routes (``/v1/auth``, ``/v1/auth/{path}``) by method, each endpoint
+    being the expected ``(request, gateway)``; the others are left to FastAPI."""
+    by_method: dict[str, APIRoute] = {}
+    for route in routes:
+        if list(inspect.signature(route.endpoint).parameters) == ["request", "gateway"]:
+            for method in route.methods or ():
+                by_method.setdefault(method, route)
+    return by_method
+
+
 class DataPlane:
-    """Pure ASGI middleware: verify and healthz answered without FastAPI's router."""
+    """Pure ASGI middleware: verify, forward auth and healthz without FastAPI's router."""
 
     def __init__(
-        self, app: ASGIApp, verify: LeanVerify | None, health: APIRoute, version: str
+        self,
+        app: ASGIApp,
+        verify: LeanVerify | None,
+        health: APIRoute,
+        version: str,
+        auth: dict[str, APIRoute] | None = None,
+        auth_any_path: dict[str, APIRoute] | None = None,
     ) -> None:
         self.app = app
         self.verify = verify
         self.health = health
         # What FastAPI renders for the healthz route's dict: compact JSON.
         self.health_body = b'{"status":"ok","version":"%s"}' % version.encode("ascii")
+        self.auth = auth or {}
+        self.auth_any_path = auth_any_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -101,7 +123,27 @@ class DataPlane:
                 scope["route"] = self.health
                 await _answer(send, 200, self.health_body)
                 return
+            if path == "/v1/auth" and method in self.auth:
+                await self._forward_auth(self.auth[method], scope, receive, send)
+                return
+            if path.startswith("/v1/auth/") and method in self.auth_any_path:
+                scope["path_params"] = {"path": path[len("/v1/auth/") :]}
+                await self._forward_auth(self.auth_any_path[method], scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    async def _forward_auth(
+        self, route: APIRoute, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        # The route's endpoint answers every case itself (its refusals are its own documents);
+        # only an error from below (storage, limiter) is left to the problem handler.
+        scope["route"] = route
+        request = Request(scope, receive)
+        try:
+            response = await route.endpoint(request, await get_gateway(request))
+        except errors.KeyplaneError as exc:
+            response = problems.error_response(request, exc)
+        await response(scope, receive, send)
 
     async def _verify(self, lean: LeanVerify, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = lean.route
