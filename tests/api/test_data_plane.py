@@ -9,16 +9,20 @@ request ids aside).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from fastapi import Header, Request
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyplane.api.app import create_app
 from keyplane.api.data_plane import lean_verify
+from keyplane.api.deps import Verifier, VerifierDep
 from keyplane.api.routes import verify
+from keyplane.api.schemas import VerifyRequest
 from keyplane.domain.clock import ManualClock
 from tests.conftest import ROOT_KEY, Api, Database
 
@@ -48,6 +52,25 @@ def test_the_verify_route_has_the_shape_the_lean_path_calls() -> None:
     lean = lean_verify(route)  # type: ignore[arg-type]
     assert lean is not None
     assert lean.scope == "verify"
+
+
+async def _with_request(
+    body: VerifyRequest, principal: Verifier, verifier: VerifierDep, request: Request
+) -> None: ...
+
+
+async def _with_a_header(
+    body: VerifyRequest,
+    principal: Verifier,
+    verifier: VerifierDep,
+    x_thing: Annotated[str | None, Header()] = None,
+) -> None: ...
+
+
+def test_the_lean_path_passes_the_request_and_leaves_other_parameters_to_fastapi() -> None:
+    with_request = lean_verify(APIRoute("/v1/verify", _with_request, methods=["POST"]))
+    assert with_request is not None and with_request.wants_request
+    assert lean_verify(APIRoute("/v1/verify", _with_a_header, methods=["POST"])) is None
 
 
 FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {

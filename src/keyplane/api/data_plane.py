@@ -53,20 +53,31 @@ _JSON = b"application/json"
 class LeanVerify:
     """What the lean path needs of the verify route, read from the route itself."""
 
-    def __init__(self, route: APIRoute, body_model: type[BaseModel], scope: str) -> None:
+    def __init__(
+        self, route: APIRoute, body_model: type[BaseModel], scope: str, wants_request: bool
+    ) -> None:
         self.route = route
         self.endpoint: Endpoint = route.endpoint
         self.body_model = body_model
         self.scope = scope
+        #: The endpoint also takes the request itself (``request: Request``).
+        self.wants_request = wants_request
 
 
 def lean_verify(route: APIRoute) -> LeanVerify | None:
     """The lean form of the verify route; ``None`` when its endpoint is not the expected
-    ``(body, principal, verifier)`` (then every verify goes through FastAPI)."""
+    ``(body, principal, verifier)``, optionally with ``request: Request`` (then every verify
+    goes through FastAPI, which resolves whatever else it takes)."""
     endpoint = route.endpoint
-    if list(inspect.signature(endpoint).parameters) != ["body", "principal", "verifier"]:
-        return None
+    names = list(inspect.signature(endpoint).parameters)
     hints = typing.get_type_hints(endpoint, include_extras=True)
+    wants_request = "request" in names and hints["request"] is Request
+    if [n for n in names if n != "request" or not wants_request] != [
+        "body",
+        "principal",
+        "verifier",
+    ]:
+        return None
     body_model = hints["body"]
     scope = next(
         (
@@ -78,7 +89,7 @@ def lean_verify(route: APIRoute) -> LeanVerify | None:
     )
     if not (isinstance(body_model, type) and issubclass(body_model, BaseModel)) or not scope:
         return None
-    return LeanVerify(route, body_model, scope)
+    return LeanVerify(route, body_model, scope, wants_request)
 
 
 def lean_forward_auth(routes: list[APIRoute]) -> dict[str, APIRoute]:
@@ -165,7 +176,11 @@ class DataPlane:
             return
         verifier = await get_verifier(request)
         try:
-            response = await exactly(lean.endpoint(parsed, principal, verifier))
+            arguments: dict[str, Any] = {"body": parsed, "principal": principal}
+            arguments["verifier"] = verifier
+            if lean.wants_request:
+                arguments["request"] = request
+            response = await exactly(lean.endpoint(**arguments))
         except errors.KeyplaneError as exc:
             response = problems.error_response(request, exc)
         await response(scope, receive, send)
