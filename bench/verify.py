@@ -187,6 +187,8 @@ class Target:
     schema: str | None
     server_secret: str
     root_key: str
+    #: ``info`` writes the access log (the default of a deployment); ``warning`` does not.
+    log_level: str = "warning"
 
     def env(self) -> dict[str, str]:
         """``KEYPLANE_*`` settings, used both for the in-process Runtime and the server."""
@@ -194,7 +196,7 @@ class Target:
             "KEYPLANE_DATABASE_URL": self.url,
             "KEYPLANE_SECRET": self.server_secret,
             "KEYPLANE_ROOT_KEY": self.root_key,
-            "KEYPLANE_LOG_LEVEL": "warning",
+            "KEYPLANE_LOG_LEVEL": self.log_level,
             "KEYPLANE_CACHE_TTL_SECONDS": str(CACHE_TTL_SECONDS),
         }
         if self.schema is not None:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     #: One JSON line per request on the ``keyplane.access`` logger (api/observe.py), in place
     #: of uvicorn's access log: request id, route template, status, latency, principal id.
     access_log: bool = True
+    #: ``POST /v1/verify`` and ``GET /healthz`` answered by the lean data plane
+    #: (api/data_plane.py) rather than FastAPI's router: the same answers for less CPU.
+    lean_data_plane: bool = True
     #: Live usage streams (services/usage_stream.py): events one subscriber may have waiting
     #: before it is dropped as too slow, streams one instance serves, and the seconds between
     #: two keep-alive messages on an idle stream.

@@ -99,3 +99,42 @@ def test_keys_are_scannable_in_free_text() -> None:
 
 def test_generated_keys_are_unique() -> None:
     assert len({keyformat.generate(KeyKind.LIVE).text for _ in range(2000)}) == 2000
+
+
+def reference_parse(text: str) -> keyformat.ParsedKey | None:
+    """The parser as it was before it became one regular expression: split on "_" from the
+    right, check each part on its own. ``parse`` must agree with it on every input."""
+    if len(text) > keyformat.MAX_KEY_LENGTH:
+        return None
+    head, sep, tail = text.rpartition("_")
+    if not sep or len(tail) != 36 or not base62.is_base62(tail):
+        return None
+    prefix, sep, kind_text = head.rpartition("_")
+    if not sep or not keyformat.is_valid_prefix(prefix):
+        return None
+    try:
+        kind = KeyKind(kind_text)
+    except ValueError:
+        return None
+    body, check = tail[:30], tail[30:]
+    if keyformat.checksum(f"{head}_{body}") != check:
+        return None
+    return keyformat.ParsedKey(prefix, kind, body, check)
+
+
+@st.composite
+def near_keys(draw: st.DrawFn) -> str:
+    """A valid key with a few characters inserted, replaced or deleted (often "_" or "-")."""
+    text = draw(KEYS)
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        char = draw(st.sampled_from(["_", "-", "a", "Z", "9", "é", "\n", "٣", ""]))
+        cut = draw(st.integers(0, 1))
+        text = text[:at] + char + text[at + cut :]
+    return text
+
+
+@given(st.one_of(near_keys(), st.text(max_size=80), KEYS))
+@settings(max_examples=400)
+def test_parse_agrees_with_the_reference_parser(text: str) -> None:
+    assert keyformat.parse(text) == reference_parse(text)

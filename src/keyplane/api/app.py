@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from keyplane import __version__, metrics
 from keyplane.api import compat, docs_ui, openapi, problems
 from keyplane.api.body_limit import BodySizeLimit
+from keyplane.api.data_plane import DataPlane, lean_forward_auth, lean_verify
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.observe import RequestObserver
 from keyplane.api.routes import (
@@ -98,6 +101,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         runtime = await Runtime.start(settings, clock, supervisor)
         app.state.runtime = runtime
+        # Everything alive now (modules, the app, the runtime) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks it all, which it
+        # otherwise does every few thousand requests (docs/performance.md).
+        gc.freeze()
         grpc_server = None
         if settings.grpc_port is not None:
             # Imported here: grpc loads a native library, needless when gRPC is off.
@@ -157,6 +164,17 @@ def create_app(
     for router in compat.ROUTERS:
         app.include_router(router)
     openapi.install(app)
+    if settings.lean_data_plane:
+        # Added first, so it runs last: inside the limits and the observer, which still
+        # apply to the requests it answers.
+        app.add_middleware(
+            DataPlane,
+            verify=lean_verify(_route(verify.router, "/v1/verify")),
+            health=_route(health.router, "/healthz"),
+            version=__version__,
+            auth=lean_forward_auth(_routes(auth.router, "/v1/auth")),
+            auth_any_path=lean_forward_auth(_routes(auth.router, "/v1/auth/{path:path}")),
+        )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
     app.add_middleware(
@@ -168,3 +186,11 @@ def create_app(
     # and carries X-Request-Id (and the security headers, added just inside it).
     app.add_middleware(RequestObserver, access_log=settings.access_log)
     return app
+
+
+def _route(router: APIRouter, path: str) -> APIRoute:
+    return _routes(router, path)[0]
+
+
+def _routes(router: APIRouter, path: str) -> list[APIRoute]:
+    return [r for r in router.routes if isinstance(r, APIRoute) and r.path == path]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from typing import Annotated, Any
 
@@ -85,27 +85,40 @@ class ExactJsonRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            mark = f"kp-exact-{secrets.token_hex(16)}:"
-            token = _MARK.set(mark)
-            try:
-                response = await handler(ExactJsonRequest(request.scope, request.receive))
-            finally:
-                _MARK.reset(token)
-            return unmark(response, mark)
+            return await exactly(handler(ExactJsonRequest(request.scope, request.receive)))
 
         return handle
+
+
+async def exactly(answer: Awaitable[Response]) -> Response:
+    """The response ``answer`` gives, its :func:`credits` rendered as exact numbers.
+
+    What :class:`ExactJsonRoute` does around its handler; the lean data plane
+    (``api/data_plane.py``) does it around the route's endpoint, which it calls directly.
+    """
+    mark = f"kp-exact-{secrets.token_hex(16)}:"
+    token = _MARK.set(mark)
+    try:
+        response = await answer
+    finally:
+        _MARK.reset(token)
+    return unmark(response, mark)
 
 
 def unmark(response: Response, mark: str) -> Response:
     """``response`` with this request's credit markers replaced by bare JSON numbers."""
     body = getattr(response, "body", None)
-    wanted = mark.encode("ascii")
-    if not isinstance(body, bytes) or wanted not in body:
+    if not isinstance(body, bytes) or mark.encode("ascii") not in body:
         return response
+    response.body = _unmarked(body, mark)
+    response.headers["content-length"] = str(len(response.body))
+    return response
+
+
+def _unmarked(body: bytes, mark: str) -> bytes:
+    wanted = mark.encode("ascii")
 
     def swap(found: re.Match[bytes]) -> bytes:
         return found[2] if found[1] == wanted else found[0]
 
-    response.body = _MARKED.sub(swap, body)
-    response.headers["content-length"] = str(len(response.body))
-    return response
+    return _MARKED.sub(swap, body)

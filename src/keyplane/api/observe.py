@@ -135,19 +135,26 @@ class RequestObserver:
                     self._children[child_key] = child
             child.observe(elapsed)
             if self.access_log and log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s %d",
-                    method,
-                    route,
-                    status,
-                    extra={
-                        "checked_fields": {
-                            "request_id": request_id,
-                            "method": method,
-                            "route": route,
-                            "status": status,
-                            "latency_ms": round(elapsed * 1000, 3),
-                            "principal_id": access.principal_id,
-                        }
-                    },
+                # The record made and handed to the handlers directly: ``log.info`` would first
+                # walk the stack for the caller's file and line (``findCaller``), a third of
+                # the line's cost, to say what every access line says: this module.
+                fields = {
+                    "request_id": request_id,
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "principal_id": access.principal_id,
+                }
+                log.handle(
+                    log.makeRecord(
+                        log.name,
+                        logging.INFO,
+                        __file__,
+                        0,
+                        "%s %s %d",
+                        (method, route, status),
+                        None,
+                        extra={"checked_fields": fields},
+                    )
                 )

@@ -144,7 +144,12 @@ def status_for(exc: errors.KeyplaneError, *, compat: bool = False) -> int:
 
 
 async def _keyplane_error(request: Request, exc: Exception) -> JSONResponse:
-    exc = cast(errors.KeyplaneError, exc)
+    return error_response(request, cast(errors.KeyplaneError, exc))
+
+
+def error_response(request: Request, exc: errors.KeyplaneError) -> JSONResponse:
+    """The problem document for ``exc``: what every route answers, and the lean data plane
+    (``api/data_plane.py``) too, which runs outside FastAPI's exception handlers."""
     status = status_for(exc)
     if isinstance(exc, errors.PermissionDeniedError):
         _count_denial(request, exc)

@@ -7,14 +7,15 @@ letters, which makes the id alone a stable pagination cursor.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import secrets
 import time
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
+#: Every pair of Crockford characters, indexed by the 10 bits they encode.
+_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
+_SHIFTS = tuple(range(120, -1, -10))
 ID_LENGTH = 26
 ID_PATTERN = re.compile(r"[a-z]{2,8}_[0-9a-hjkmnp-tv-z]{26}")
 
@@ -41,10 +42,10 @@ def derived_id(kind: str, now_ms: int, seed: bytes) -> str:
 
 
 def _encode(kind: str, value: int) -> str:
-    # base64's base32 runs in C; 20 bytes give 32 characters with no padding, of which the
-    # last 26 hold the 130 low bits. Then map RFC 4648's alphabet onto Crockford's.
-    text = base64.b32encode(value.to_bytes(20, "big"))[-ID_LENGTH:].decode("ascii")
-    return f"{kind}_{text.translate(_TO_CROCKFORD)}"
+    # The 130 low bits, 10 at a time, most significant first: 13 lookups of two characters
+    # (base64's base32 is written in Python, and took twice as long; an id is made on every
+    # verify).
+    return kind + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def looks_like_id(text: str, kind: str) -> bool:

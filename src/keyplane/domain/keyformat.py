@@ -96,21 +96,24 @@ def compose(kind: KeyKind, prefix: str, body: str) -> ParsedKey:
 def parse(text: str) -> ParsedKey | None:
     """Parse and check a presented key; ``None`` when its shape or checksum is wrong.
 
-    Runs in time bounded by ``MAX_KEY_LENGTH`` whatever it is given.
+    Runs in time bounded by ``MAX_KEY_LENGTH`` whatever it is given: one regular expression
+    with no nested repetition (it runs on every verify), then the checksum.
     """
     if len(text) > MAX_KEY_LENGTH:
         return None
-    head, sep, tail = text.rpartition("_")
-    if not sep or len(tail) != BODY_LENGTH + CHECKSUM_LENGTH or not base62.is_base62(tail):
+    found = _SHAPE.fullmatch(text)
+    if found is None:
         return None
-    prefix, sep, kind_text = head.rpartition("_")
-    if not sep or not is_valid_prefix(prefix):
+    prefix, kind_text, body, check = found.groups()
+    if checksum(text[:-CHECKSUM_LENGTH]) != check:
         return None
-    try:
-        kind = KeyKind(kind_text)
-    except ValueError:
-        return None
-    body, check = tail[:BODY_LENGTH], tail[BODY_LENGTH:]
-    if checksum(f"{head}_{body}") != check:
-        return None
-    return ParsedKey(prefix, kind, body, check)
+    return ParsedKey(prefix, _KINDS[kind_text], body, check)
+
+
+# The shape parse checks: a prefix (PREFIX_PATTERN), the kind between the last two "_", then
+# the body and checksum, base62 (no "_", so the kind's underscores are always the last two).
+_SHAPE = re.compile(
+    rf"([a-z][a-z0-9_-]{{0,15}})_(live|test|mgmt)_([0-9A-Za-z]{{{BODY_LENGTH}}})"
+    rf"([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})"
+)
+_KINDS = {kind.value: kind for kind in KeyKind}

@@ -1,0 +1,224 @@
+"""The lean data plane: verify, forward auth and healthz without FastAPI's routing.
+
+A gateway calls verify on every request it serves, and an orchestrator probes healthz every
+few seconds; FastAPI's routing, dependency injection and response machinery cost several times
+what these two do (see docs/performance.md). This pure ASGI middleware, innermost of the
+middleware stack (inside the request observer and the header and body limits), answers them
+directly. It stays exactly as strict as the routes, because it *is* the routes:
+
+* verify calls the route's own endpoint (``api/routes/verify.py``) with the body validated by
+  the endpoint's own body model, the principal authenticated by ``api.deps.get_principal``
+  and held to the scope the route's own dependency names, before the body is read; and
+  credits rendered exactly as :class:`~keyplane.api.exact.ExactJsonRoute` renders them. A
+  field added to the verify request or to the endpoint's mapping works here with no second
+  edit; a parameter added to the endpoint turns the lean path off for it (``lean_verify``
+  checks its signature) rather than call it wrongly.
+* Forward auth (``/v1/auth``, every method, and ``/v1/auth/<any path>``) calls the route's own
+  endpoint with the request and the gateway's services, as the route would; it reads no body.
+* Anything but the happy path goes to FastAPI, with the body replayed: a body that is not JSON
+  or fails validation, a content type other than JSON, another method. So every error
+  document, 422 included, is the one the routes give. Errors raised after the body was parsed
+  (storage down, limiter unavailable) are rendered by ``api.problems.error_response``, the
+  routes' own handler.
+* ``scope["route"]`` is the FastAPI route object, so the metrics and the access log name the
+  route template as for any other request.
+* The OpenAPI document still comes from the routes, which stay registered and serve every
+  request this middleware passes on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi.params import Depends
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyplane import errors
+from keyplane.api import problems
+from keyplane.api.deps import get_gateway, get_principal, get_verifier
+from keyplane.api.exact import ExactJsonRequest, JsonNumber, exactly
+from keyplane.services.authz import require_scope
+
+Endpoint = Callable[..., Awaitable[Any]]
+_JSON = b"application/json"
+
+
+class LeanVerify:
+    """What the lean path needs of the verify route, read from the route itself."""
+
+    def __init__(
+        self, route: APIRoute, body_model: type[BaseModel], scope: str, wants_request: bool
+    ) -> None:
+        self.route = route
+        self.endpoint: Endpoint = route.endpoint
+        self.body_model = body_model
+        self.scope = scope
+        #: The endpoint also takes the request itself (``request: Request``).
+        self.wants_request = wants_request
+
+
+def lean_verify(route: APIRoute) -> LeanVerify | None:
+    """The lean form of the verify route; ``None`` when its endpoint is not the expected
+    ``(body, principal, verifier)``, optionally with ``request: Request`` (then every verify
+    goes through FastAPI, which resolves whatever else it takes)."""
+    endpoint = route.endpoint
+    names = list(inspect.signature(endpoint).parameters)
+    hints = typing.get_type_hints(endpoint, include_extras=True)
+    wants_request = "request" in names and hints["request"] is Request
+    if [n for n in names if n != "request" or not wants_request] != [
+        "body",
+        "principal",
+        "verifier",
+    ]:
+        return None
+    body_model = hints["body"]
+    scope = next(
+        (
+            getattr(extra.dependency, "required_scope", None)
+            for extra in getattr(hints["principal"], "__metadata__", ())
+            if isinstance(extra, Depends)
+        ),
+        None,
+    )
+    if not (isinstance(body_model, type) and issubclass(body_model, BaseModel)) or not scope:
+        return None
+    return LeanVerify(route, body_model, scope, wants_request)
+
+
+def lean_forward_auth(routes: list[APIRoute]) -> dict[str, APIRoute]:
+    """The forward-auth routes (``/v1/auth``, ``/v1/auth/{path}``) by method, each endpoint
+    being the expected ``(request, gateway)``; the others are left to FastAPI."""
+    by_method: dict[str, APIRoute] = {}
+    for route in routes:
+        if list(inspect.signature(route.endpoint).parameters) == ["request", "gateway"]:
+            for method in route.methods or ():
+                by_method.setdefault(method, route)
+    return by_method
+
+
+class DataPlane:
+    """Pure ASGI middleware: verify, forward auth and healthz without FastAPI's router."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verify: LeanVerify | None,
+        health: APIRoute,
+        version: str,
+        auth: dict[str, APIRoute] | None = None,
+        auth_any_path: dict[str, APIRoute] | None = None,
+    ) -> None:
+        self.app = app
+        self.verify = verify
+        self.health = health
+        # What FastAPI renders for the healthz route's dict: compact JSON.
+        self.health_body = b'{"status":"ok","version":"%s"}' % version.encode("ascii")
+        self.auth = auth or {}
+        self.auth_any_path = auth_any_path or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            method = scope["method"]
+            if path == "/v1/verify" and method == "POST" and self.verify is not None:
+                await self._verify(self.verify, scope, receive, send)
+                return
+            if path == "/healthz" and method == "GET" and not scope["query_string"]:
+                scope["route"] = self.health
+                await _answer(send, 200, self.health_body)
+                return
+            if path == "/v1/auth" and method in self.auth:
+                await self._forward_auth(self.auth[method], scope, receive, send)
+                return
+            if path.startswith("/v1/auth/") and method in self.auth_any_path:
+                scope["path_params"] = {"path": path[len("/v1/auth/") :]}
+                await self._forward_auth(self.auth_any_path[method], scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _forward_auth(
+        self, route: APIRoute, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        # The route's endpoint answers every case itself (its refusals are its own documents);
+        # only an error from below (storage, limiter) is left to the problem handler.
+        scope["route"] = route
+        request = Request(scope, receive)
+        try:
+            response = await route.endpoint(request, await get_gateway(request))
+        except errors.KeyplaneError as exc:
+            response = problems.error_response(request, exc)
+        await response(scope, receive, send)
+
+    async def _verify(self, lean: LeanVerify, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = lean.route
+        request = ExactJsonRequest(scope, receive)
+        try:
+            # Who asks, and may they verify: before a byte of the body is read.
+            principal = await get_principal(request)
+            require_scope(principal, lean.scope)
+        except errors.KeyplaneError as exc:
+            await problems.error_response(request, exc)(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        parsed = _parse(lean.body_model, scope, body)
+        if parsed is None:
+            # Not the happy path: the route answers, with its own error document.
+            await self.app(scope, _replay(body), send)
+            return
+        verifier = await get_verifier(request)
+        try:
+            arguments: dict[str, Any] = {"body": parsed, "principal": principal}
+            arguments["verifier"] = verifier
+            if lean.wants_request:
+                arguments["request"] = request
+            response = await exactly(lean.endpoint(**arguments))
+        except errors.KeyplaneError as exc:
+            response = problems.error_response(request, exc)
+        await response(scope, receive, send)
+
+
+def _parse(model: type[BaseModel], scope: Scope, body: bytes) -> BaseModel | None:
+    """The validated body, as the route would read it; ``None`` for anything unusual."""
+    for name, value in scope["headers"]:
+        if name == b"content-type" and value != _JSON:
+            return None  # FastAPI decides what other content types mean
+    try:
+        # As ExactJsonRequest reads it: numbers keep their text, for exact credits.
+        return model.model_validate(json.loads(body, parse_float=JsonNumber))
+    except Exception:  # whatever it is, the route reproduces it and answers it
+        return None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Message:
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", _JSON)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

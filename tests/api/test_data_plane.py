@@ -1,0 +1,237 @@
+"""The lean data plane (``api/data_plane.py``) answers exactly as FastAPI's routes do.
+
+The reference is the same application built with ``lean_data_plane`` off, sharing the first
+one's runtime: every request goes through FastAPI's router there. Random verify requests,
+well-formed or not, must get the same status, headers and body from both (the generated
+request ids aside).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Header, Request
+from fastapi.routing import APIRoute
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keyplane.api.app import create_app
+from keyplane.api.data_plane import lean_verify
+from keyplane.api.deps import Verifier, VerifierDep
+from keyplane.api.routes import verify
+from keyplane.api.schemas import VerifyRequest
+from keyplane.domain.clock import ManualClock
+from tests.conftest import ROOT_KEY, Api, Database
+
+
+@pytest.fixture
+def database(sqlite_database: Database) -> Database:
+    # Parity is about the HTTP layer, which is the same on both backends.
+    return sqlite_database
+
+
+def client(app: Any, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://keyplane.test", headers=headers)
+
+
+@pytest.fixture
+def reference(api: Api, database: Database, clock: ManualClock) -> Any:
+    """The same application, routed by FastAPI alone, on the same runtime."""
+    app = create_app(database.settings(lean_data_plane=False), clock=clock)
+    app.state.runtime = api.app.state.runtime  # type: ignore[attr-defined]
+    return app
+
+
+def test_the_verify_route_has_the_shape_the_lean_path_calls() -> None:
+    # A parameter added to the route turns the lean path off: this says so, loudly.
+    route = next(r for r in verify.router.routes if getattr(r, "path", "") == "/v1/verify")
+    lean = lean_verify(route)  # type: ignore[arg-type]
+    assert lean is not None
+    assert lean.scope == "verify"
+
+
+async def _with_request(
+    body: VerifyRequest, principal: Verifier, verifier: VerifierDep, request: Request
+) -> None: ...
+
+
+async def _with_a_header(
+    body: VerifyRequest,
+    principal: Verifier,
+    verifier: VerifierDep,
+    x_thing: Annotated[str | None, Header()] = None,
+) -> None: ...
+
+
+def test_the_lean_path_passes_the_request_and_leaves_other_parameters_to_fastapi() -> None:
+    with_request = lean_verify(APIRoute("/v1/verify", _with_request, methods=["POST"]))
+    assert with_request is not None and with_request.wants_request
+    assert lean_verify(APIRoute("/v1/verify", _with_a_header, methods=["POST"])) is None
+
+
+FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "scopes": st.one_of(
+        st.lists(st.sampled_from(["read:a", "read:*", "write:b", "", "x" * 300]), max_size=3),
+        st.just("read:a"),
+    ),
+    "model": st.one_of(st.sampled_from(["gpt-4o", "claude-3-opus", "llama", ""]), st.integers()),
+    "ip": st.sampled_from(["203.0.113.5", "198.51.100.1", "not an ip", "::1"]),
+    "origin": st.sampled_from(["https://app.example.com", "https://evil.test", ""]),
+    "user_agent": st.sampled_from(["MyApp/1.2", "curl/8", "x" * 3000]),
+    "cost": st.one_of(
+        st.sampled_from([0, 0.5, "0.000001", "1e400", -1, "12.3456789", True, None]),
+        st.integers(-10, 10**20),
+    ),
+    "tokens": st.one_of(
+        st.fixed_dictionaries({"input": st.integers(-1, 10**10), "output": st.integers(0, 9)}),
+        st.just({"input": "5"}),
+        st.just([]),
+    ),
+    "request_id": st.sampled_from(["req-1", "", "x" * 200, "bad id\n"]),
+    "acquire_concurrency": st.sampled_from([True, False, "true", 1]),
+    "unknown": st.just(1),
+}
+
+
+KEY_TEXT = "@key@"
+KEY_MARK = json.dumps(KEY_TEXT).encode()
+
+
+@st.composite
+def verify_requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
+    """A verify body (as bytes) and its headers: mostly JSON objects, sometimes not."""
+    headers = {"Content-Type": "application/json"}
+    shape = draw(st.sampled_from(["object"] * 8 + ["garbage", "empty", "array", "other-type"]))
+    if shape == "garbage":
+        return draw(st.sampled_from([b"{", b"not json", b"\xff\xfe", b'{"key": }'])), headers
+    if shape == "empty":
+        return b"", headers
+    if shape == "array":
+        return b'[{"key": "kp_live_x"}]', headers
+    body: dict[str, Any] = {}
+    if draw(st.integers(0, 9)):
+        # KEY_MARK is replaced by one of the test's keys, once they exist.
+        body["key"] = draw(st.one_of(st.just(KEY_TEXT), st.text(max_size=60), st.integers()))
+    names = draw(st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=4, unique=True))
+    for name in names:
+        body[name] = draw(FIELD_VALUES[name])
+    if shape == "other-type":
+        headers = {"Content-Type": draw(st.sampled_from(["text/plain", "application/json; x=1"]))}
+    return json.dumps(body).encode(), headers
+
+
+def comparable(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
+    headers = {k: v for k, v in response.headers.items() if k != "x-request-id"}
+    if headers.get("x-keyplane-request-id", "").startswith("req_"):
+        headers["x-keyplane-request-id"] = "<generated>"
+    try:
+        body = response.json()
+    except ValueError:
+        return response.status_code, headers, response.content
+    if isinstance(body, dict) and str(body.get("request_id", "")).startswith("req_"):
+        body["request_id"] = "<generated>"
+    return response.status_code, headers, body
+
+
+#: The keys of each ``api`` (created once: hypothesis runs every example on the same fixtures).
+_KEYS: dict[int, list[str]] = {}
+
+
+async def keys_of(api: Api) -> list[str]:
+    if id(api) not in _KEYS:
+        plain, _ = await api.create_key(scopes=["read:*"])
+        ruled, _ = await api.create_key(
+            policy={
+                "models": {"allow": ["gpt-4*"]},
+                "network": {"ip_allow": ["203.0.113.0/24"], "origins": ["https://*.example.com"]},
+            }
+        )
+        scoped, _ = await api.create_key(scopes=["write:b"], metadata={"m": [1, "x"]})
+        _KEYS[id(api)] = [plain, ruled, scoped, plain[:-1] + "x", "kp_live_short"]
+    return _KEYS[id(api)]
+
+
+KEY_CHOICES = st.sampled_from(range(5))
+
+
+@given(request=verify_requests(), key_choice=KEY_CHOICES)
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_random_verify_requests_get_the_same_answer_from_both(
+    api: Api, reference: Any, request: tuple[bytes, dict[str, str]], key_choice: int
+) -> None:
+    key = (await keys_of(api))[key_choice]
+    content, headers = request
+    content = content.replace(KEY_MARK, json.dumps(key).encode())
+    lean = await api.client.post("/v1/verify", content=content, headers=headers)
+    async with client(reference, {"Authorization": f"Bearer {ROOT_KEY}"}) as http:
+        routed = await http.post("/v1/verify", content=content, headers=headers)
+    assert comparable(lean) == comparable(routed)
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer nope", "Basic abc", "Bearer kp_x"])
+async def test_unauthenticated_verify_is_refused_alike(
+    api: Api, reference: Any, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    answers = []
+    for app in (api.app, reference):
+        async with client(app, headers) as http:
+            answers.append(await http.post("/v1/verify", json={"key": "kp_live_x"}))
+    assert answers[0].status_code == 401
+    assert comparable(answers[0]) == comparable(answers[1])
+
+
+async def test_a_key_without_the_verify_scope_is_refused_alike(api: Api, reference: Any) -> None:
+    reader = api.as_key(await api.management_key("keys:read"))
+    answers = []
+    for app in (api.app, reference):
+        async with client(app, reader) as http:
+            answers.append(await http.post("/v1/verify", json={"key": "kp_live_x"}))
+    assert answers[0].status_code == 403
+    assert comparable(answers[0]) == comparable(answers[1])
+
+
+async def test_healthz_is_the_same_document(api: Api, reference: Any) -> None:
+    async with client(reference) as http:
+        routed = await http.get("/healthz")
+    lean = await api.client.get("/healthz")
+    assert lean.status_code == 200
+    assert lean.content == routed.content
+    assert comparable(lean) == comparable(routed)
+
+
+AUTH_PATHS = st.sampled_from(["/v1/auth", "/v1/auth/", "/v1/auth/v1/chat?x=1", "/v1/authx"])
+AUTH_METHODS = st.sampled_from(["GET", "POST", "HEAD", "DELETE", "TRACE"])
+
+
+@given(
+    path=AUTH_PATHS,
+    method=AUTH_METHODS,
+    gateway=st.sampled_from([None, ROOT_KEY, "nope"]),
+    key_choice=st.sampled_from([None, *range(5)]),
+    forwarded=st.sampled_from([{}, {"X-Forwarded-For": "203.0.113.5"}, {"X-Original-URI": "/x"}]),
+)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_forward_auth_gets_the_same_answer_from_both(
+    api: Api,
+    reference: Any,
+    path: str,
+    method: str,
+    gateway: str | None,
+    key_choice: int | None,
+    forwarded: dict[str, str],
+) -> None:
+    headers = dict(forwarded)
+    if gateway is not None:
+        headers["X-Keyplane-Gateway-Key"] = gateway
+    if key_choice is not None:
+        headers["Authorization"] = f"Bearer {(await keys_of(api))[key_choice]}"
+    answers = []
+    for app in (api.app, reference):
+        async with client(app) as http:
+            answers.append(await http.request(method, path, headers=headers))
+    assert comparable(answers[0]) == comparable(answers[1])
