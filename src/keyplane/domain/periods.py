@@ -1,8 +1,9 @@
 """Budget periods and rate-limit durations.
 
-Periods are calendar periods in UTC, with no daylight-saving time to trip over: a day starts at
-00:00 UTC, a week on Monday (ISO 8601), a month on the 1st. Every instance computes the same
-boundaries from the same clock reading, so counters keyed by period start agree everywhere.
+Periods are calendar periods in UTC, with no daylight-saving time to trip over: an hour starts
+at minute 0, a day at 00:00 UTC, a week on Monday (ISO 8601), a month on the 1st. Every
+instance computes the same boundaries from the same clock reading, so counters keyed by period
+start agree everywhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class Reset(StrEnum):
     """How often a budget starts over; the values are stored, so they never change."""
 
     NEVER = "never"
+    HOURLY = "hourly"
     DAILY = "daily"
     WEEKLY = "weekly"
     MONTHLY = "monthly"
@@ -45,6 +47,8 @@ def period_start(reset: Reset, now: datetime) -> datetime:
     utc = _utc(now)
     if reset is Reset.NEVER:
         return EPOCH
+    if reset is Reset.HOURLY:
+        return utc.replace(minute=0, second=0, microsecond=0)
     day = utc.replace(hour=0, minute=0, second=0, microsecond=0)
     if reset is Reset.DAILY:
         return day
@@ -58,6 +62,8 @@ def next_reset(reset: Reset, now: datetime) -> datetime | None:
     start = period_start(reset, now)
     if reset is Reset.NEVER:
         return None
+    if reset is Reset.HOURLY:
+        return start + timedelta(hours=1)
     if reset is Reset.DAILY:
         return start + timedelta(days=1)
     if reset is Reset.WEEKLY:

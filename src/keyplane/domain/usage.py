@@ -11,6 +11,7 @@ from keyplane.domain.periods import Reset, period_start
 #: Rollup bucket for each budget reset; "total" never resets.
 BUCKET_OF_RESET = {
     Reset.NEVER: "total",
+    Reset.HOURLY: "hour",
     Reset.DAILY: "day",
     Reset.WEEKLY: "week",
     Reset.MONTHLY: "month",

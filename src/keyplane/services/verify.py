@@ -14,14 +14,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from keyplane.domain import ids, keyformat
-from keyplane.domain.admission import Admission, BudgetAsk, LimitState, WindowAsk
+from keyplane.domain import gcra, ids, keyformat
+from keyplane.domain.admission import (
+    Admission,
+    BudgetAsk,
+    LimitState,
+    WindowAsk,
+    WindowKind,
+    cost_scope,
+)
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.decisions import Code, decide
 from keyplane.domain.keys import KeyRecord
-from keyplane.domain.periods import next_reset, period_start
-from keyplane.domain.policy import RequestContext, check_request, effective_scopes
+from keyplane.domain.periods import Reset, next_reset, period_start
+from keyplane.domain.policy import (
+    DAY,
+    Policy,
+    RequestContext,
+    check_costs,
+    check_request,
+    effective_scopes,
+)
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
 from keyplane.metrics import LIMITER_ADMIT, VERDICTS
@@ -146,6 +160,16 @@ class Verifier:
         request_id = request.request_id or ids.new_id("req")
         if code is Code.VALID:
             code = check_request(policy, request.context) or Code.VALID
+        if code is Code.VALID:
+            code = (
+                check_costs(
+                    policy,
+                    request.context.model,
+                    request.cost,
+                    request.tokens_in + request.tokens_out,
+                )
+                or Code.VALID
+            )
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
         admission = self._admission(entry, request, request_id, now)
@@ -198,6 +222,20 @@ class Verifier:
                 budgets.append(
                     BudgetAsk(pattern, limit, budget.reset, start, reset_at, request.cost)
                 )
+        budgets += _cost_asks(policy, request, now)
+        model_limits = policy.model_cost_limit(request.context.model)
+        if model_limits is not None and model_limits.max_requests_per_day is not None:
+            # A rolling day, like token_limits.total_per_day: the whole count at once, then
+            # one more request every 86400 / N seconds.
+            limit = model_limits.max_requests_per_day
+            windows += (
+                WindowAsk(
+                    f"model:{model_limits.pattern}:requests_per_day",
+                    WindowKind.RATE,
+                    gcra.Window(limit, DAY * gcra.MICROS, limit),
+                    1,
+                ),
+            )
         max_parallel = policy.max_parallel if request.acquire_concurrency else None
         if not windows and not budgets and max_parallel is None:
             return None
@@ -211,6 +249,41 @@ class Verifier:
             tokens_in=request.tokens_in,
             tokens_out=request.tokens_out,
         )
+
+
+def _cost_asks(policy: Policy, request: VerifyRequest, now: datetime) -> list[BudgetAsk]:
+    """The budgets of ``costs``' calendar windows and of the model's ``max_cost_per_day``,
+    refused as ``COST_LIMITED``; each has its own counter, seeded from the ledger."""
+    asks = []
+    if policy.costs is not None:
+        for window in policy.costs.windows:
+            asks.append(
+                BudgetAsk(
+                    cost_scope(window.reset),
+                    window.limit,
+                    window.reset,
+                    period_start(window.reset, now),
+                    next_reset(window.reset, now),
+                    request.cost,
+                    Code.COST_LIMITED,
+                    f"costs.{window.name}",
+                )
+            )
+    limits = policy.model_cost_limit(request.context.model)
+    if limits is not None and limits.max_cost_per_day is not None:
+        asks.append(
+            BudgetAsk(
+                cost_scope(Reset.DAILY, limits.pattern),
+                limits.max_cost_per_day,
+                Reset.DAILY,
+                period_start(Reset.DAILY, now),
+                next_reset(Reset.DAILY, now),
+                request.cost,
+                Code.COST_LIMITED,
+                f"models.cost_limits:{limits.pattern}",
+            )
+        )
+    return asks
 
 
 def _cost_in(counts: str | None, request: VerifyRequest) -> int:
