@@ -134,6 +134,22 @@ Period = Annotated[
 Threshold = Annotated[float, Field(gt=0, le=10)]
 
 
+def _budget_reset(value: Reset) -> Reset:
+    if value is Reset.HOURLY:
+        raise ValueError(
+            "a budget resets daily, weekly, monthly or never (costs.per_hour_max is the hourly cap)"
+        )
+    return value
+
+
+#: A budget's reset: every Reset but the hourly one, which only cost windows use.
+BudgetReset = Annotated[
+    Reset,
+    AfterValidator(_budget_reset),
+    WithJsonSchema({"type": "string", "enum": ["never", "daily", "weekly", "monthly"]}),
+]
+
+
 class ModelCostLimit(Input):
     max_requests_per_day: Count | None = Field(
         default=None, description="requests per rolling day for these models (RATE_LIMITED)"
@@ -178,7 +194,7 @@ class Concurrency(Input):
 
 class Budget(Input):
     credit_limit: Credits | None = Field(default=None, description="credits per period")
-    reset: Reset = Reset.NEVER
+    reset: BudgetReset = Reset.NEVER
     alert_thresholds: Annotated[list[Threshold], Field(max_length=10)] = Field(
         default=[], description="fractions of credit_limit, e.g. [0.8, 1.0]"
     )

@@ -17,10 +17,11 @@ class Reset(StrEnum):
     """How often a budget starts over; the values are stored, so they never change."""
 
     NEVER = "never"
-    HOURLY = "hourly"
     DAILY = "daily"
     WEEKLY = "weekly"
     MONTHLY = "monthly"
+    #: The hourly cost window's (``costs.per_hour_max``); a budget never resets hourly.
+    HOURLY = "hourly"
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -384,7 +384,10 @@ def _concurrency(doc: Mapping[str, Any]) -> Concurrency:
 
 
 def _reset(value: Any, where: str) -> Reset:
-    return Reset(_string(value, where))
+    reset = Reset(_string(value, where))
+    if reset is Reset.HOURLY:
+        raise ValueError("a budget resets daily, weekly, monthly or never")
+    return reset
 
 
 def _thresholds(value: Any, where: str) -> tuple[float, ...]:
