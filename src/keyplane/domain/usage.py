@@ -33,6 +33,8 @@ class AlertSpec:
     bucket_start: datetime
     limit_micros: int
     thresholds_bp: tuple[int, ...]
+    #: The ``costs`` window it watches ("per_hour_max", ...); None for the key's budget.
+    window: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,15 @@ class UsageEntry:
     status: int | None
     recorded_at: datetime
     alert: AlertSpec | None = None
+    #: The alerts of the key's ``costs`` windows (one per window with a limit).
+    cost_alerts: tuple[AlertSpec, ...] = ()
     #: The feature the request used (a free string, bounded by the API), if reported.
     feature: str | None = None
+
+
+def alerts_of(entry: UsageEntry) -> tuple[AlertSpec, ...]:
+    """Every budget and cost window a report may alert on."""
+    return entry.cost_alerts if entry.alert is None else (entry.alert, *entry.cost_alerts)
 
 
 @dataclass(frozen=True, slots=True)
