@@ -75,6 +75,29 @@ def next_reset(reset: Reset, now: datetime) -> datetime | None:
     return start.replace(month=start.month + 1)
 
 
+class CurrentPeriods:
+    """The current period of each reset, worked out again only once ``now`` has left it.
+
+    Computing a period's bounds costs microseconds (time zone conversion, calendar steps); a
+    verify with several cost windows asks for three of them, almost always the same ones as
+    the verify before. Not shared between threads; the result is the same as
+    ``(period_start(reset, now), next_reset(reset, now))``.
+    """
+
+    def __init__(self) -> None:
+        self._bounds: dict[Reset, tuple[datetime, datetime | None]] = {}
+
+    def bounds(self, reset: Reset, now: datetime) -> tuple[datetime, datetime | None]:
+        cached = self._bounds.get(reset)
+        if cached is not None:
+            start, end = cached
+            if start <= now and (end is None or now < end):
+                return cached
+        bounds = (period_start(reset, now), next_reset(reset, now))
+        self._bounds[reset] = bounds
+        return bounds
+
+
 def parse_duration(value: str | int) -> int:
     """Seconds from ``"30s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"60"`` or an int.
 

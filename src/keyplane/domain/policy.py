@@ -13,6 +13,7 @@ from typing import Any
 
 from keyplane.domain import globs, safe_regex
 from keyplane.domain import policy_spec as spec
+from keyplane.domain.admission import cost_scope
 from keyplane.domain.decisions import Code
 from keyplane.domain.network import IpRules, parse_ip, parse_network
 from keyplane.domain.periods import Reset
@@ -61,10 +62,17 @@ class Budget:
 class CostWindow:
     """A calendar-window budget of ``costs``: micro-credits per hour, day or month."""
 
-    #: The policy field it comes from ("per_hour_max", ...): its name in verdicts.
+    #: The policy field it comes from ("per_hour_max", ...).
     name: str
     reset: Reset
     limit: int
+    #: Its budget counter's scope (``admission.cost_scope``), worked out once.
+    scope: str = ""
+
+    @property
+    def label(self) -> str:
+        """Its name in a verdict's limits: ``costs.per_hour_max``."""
+        return f"costs.{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +239,7 @@ def _costs(section: spec.Field[spec.Costs]) -> Costs | None:
     if not isinstance(section, spec.Costs):
         return None
     windows = tuple(
-        CostWindow(name, reset, limit)
+        CostWindow(name, reset, limit, cost_scope(reset))
         for name, stored, reset in COST_WINDOWS
         if (limit := spec.value_or(getattr(section, stored), None)) is not None
     )

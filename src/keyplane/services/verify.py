@@ -27,7 +27,7 @@ from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.decisions import Code, decide
 from keyplane.domain.keys import KeyRecord
-from keyplane.domain.periods import Reset, next_reset, period_start
+from keyplane.domain.periods import CurrentPeriods, Reset, next_reset, period_start
 from keyplane.domain.policy import (
     DAY,
     Policy,
@@ -103,6 +103,8 @@ class Verifier:
         self._limiter = limiter
         self._hold_for = hold_for
         self._outcomes = outcomes
+        #: The current hour, day and month, for the cost windows.
+        self._periods = CurrentPeriods()
         #: Verdicts given, by code, for monitoring.
         self.verdicts: Counter[str] = Counter()
         #: Told of every refusal of a known key (the runtime's ``RefusalTally``: memory only).
@@ -222,7 +224,7 @@ class Verifier:
                 budgets.append(
                     BudgetAsk(pattern, limit, budget.reset, start, reset_at, request.cost)
                 )
-        budgets += _cost_asks(policy, request, now)
+        budgets += _cost_asks(policy, request, now, self._periods)
         model_limits = policy.model_cost_limit(request.context.model)
         if model_limits is not None and model_limits.max_requests_per_day is not None:
             # A rolling day, like token_limits.total_per_day: the whole count at once, then
@@ -251,33 +253,37 @@ class Verifier:
         )
 
 
-def _cost_asks(policy: Policy, request: VerifyRequest, now: datetime) -> list[BudgetAsk]:
+def _cost_asks(
+    policy: Policy, request: VerifyRequest, now: datetime, periods: CurrentPeriods
+) -> list[BudgetAsk]:
     """The budgets of ``costs``' calendar windows and of the model's ``max_cost_per_day``,
     refused as ``COST_LIMITED``; each has its own counter, seeded from the ledger."""
     asks = []
     if policy.costs is not None:
         for window in policy.costs.windows:
+            start, reset_at = periods.bounds(window.reset, now)
             asks.append(
                 BudgetAsk(
-                    cost_scope(window.reset),
+                    window.scope,
                     window.limit,
                     window.reset,
-                    period_start(window.reset, now),
-                    next_reset(window.reset, now),
+                    start,
+                    reset_at,
                     request.cost,
                     Code.COST_LIMITED,
-                    f"costs.{window.name}",
+                    window.label,
                 )
             )
     limits = policy.model_cost_limit(request.context.model)
     if limits is not None and limits.max_cost_per_day is not None:
+        start, reset_at = periods.bounds(Reset.DAILY, now)
         asks.append(
             BudgetAsk(
                 cost_scope(Reset.DAILY, limits.pattern),
                 limits.max_cost_per_day,
                 Reset.DAILY,
-                period_start(Reset.DAILY, now),
-                next_reset(Reset.DAILY, now),
+                start,
+                reset_at,
                 request.cost,
                 Code.COST_LIMITED,
                 f"models.cost_limits:{limits.pattern}",
