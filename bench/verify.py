@@ -128,6 +128,8 @@ LOADED_CONTEXT = RequestContext(
     user_agent="MyApp/1.2",
 )
 LOADED_COST_MICROS = 100  # 0.0001 credits
+# Alternating slices comparing the loaded policy with and without cost windows.
+COMPARE_ROUNDS = 6
 LOADED_TOKENS_IN, LOADED_TOKENS_OUT = 10, 5
 
 
@@ -279,6 +281,9 @@ class PolicyResult:
     reservation_timeout: int
     #: The reserving run on keys that also have three cost windows (COSTS_POLICY).
     costs: Passes
+    #: Seconds per call, the best of alternating slices: loaded policy, and with cost windows.
+    best_loaded: float
+    best_costs: float
 
 
 @dataclass
@@ -447,8 +452,29 @@ async def measure_policy(
     ]
     await verify_passes(runtime, principal, cost_keys, 0, context_request)  # load and seed
     costs = await verify_passes(runtime, principal, cost_keys, args.duration, loaded_request)
+    # On a shared machine two runs seconds apart see different loads: compare the two
+    # policies in short alternating slices, the best slice of each.
+    slices: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(COMPARE_ROUNDS):
+        for with_costs in (False, True):
+            passes = await verify_passes(
+                runtime,
+                principal,
+                cost_keys if with_costs else keys,
+                args.duration / COMPARE_ROUNDS,
+                loaded_request,
+            )
+            slices[with_costs].append(passes.seconds / passes.calls)
     return keys, PolicyResult(
-        len(keys), create_seconds, cold, context_only, reserving, timeout, costs
+        len(keys),
+        create_seconds,
+        cold,
+        context_only,
+        reserving,
+        timeout,
+        costs,
+        min(slices[False]),
+        min(slices[True]),
     )
 
 
@@ -788,8 +814,7 @@ def policy_lines(policy: PolicyResult) -> list[str]:
         )
 
     reserving = policy.reserving
-    per_call = reserving.seconds / reserving.calls
-    costs_per_call = policy.costs.seconds / policy.costs.calls
+    per_call, costs_per_call = policy.best_loaded, policy.best_costs
     return [
         f"fully loaded policy: {policy.keys} keys (created through KeyService in"
         f" {policy.create_seconds:.2f} s): models, 3 rate windows, 3 token windows,",
@@ -805,7 +830,8 @@ def policy_lines(policy: PolicyResult) -> list[str]:
         rate_line("warm, + 3 cost windows", *policy.costs.figures),
         f"      {edges(policy.costs)}",
         f"      the same request on keys that also have costs.per_hour_max, per_day_max,"
-        f" per_month_max: {costs_per_call * 1e6:.1f} µs/call vs {per_call * 1e6:.1f}"
+        f" per_month_max, best of {COMPARE_ROUNDS} alternating slices each:",
+        f"      {costs_per_call * 1e6:.1f} µs/call vs {per_call * 1e6:.1f}"
         f" ({costs_per_call / per_call - 1:+.0%}; goal: at most +25%)",
     ]
 
