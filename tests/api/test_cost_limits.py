@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.api.test_auth import assert_refused, auth
 from tests.conftest import Api
 
 COSTS = {
@@ -35,6 +36,9 @@ async def test_cost_windows_cap_each_request_and_each_window(api: Api) -> None:
     # One request's estimate above per_request_max: refused, nothing reserved.
     refused = await api.verify(key, cost=1.5)
     assert refused["code"] == "COST_LIMITED" and refused["retry_after"] is None
+    # The same through forward auth: a gateway answers 402, as for a spent budget.
+    forwarded = await auth(api, key, **{"X-Keyplane-Cost": "1.5"})
+    assert_refused(forwarded, 402, "COST_LIMITED", key)
     first = await api.verify(key, cost=1, request_id="a")
     assert first["code"] == "VALID"
     assert limits_of(first) == {
