@@ -69,7 +69,23 @@ def windows(draw: st.DrawFn) -> list[dict[str, Any]]:
     return result
 
 
-MODELS = {"allow": optional(st.lists(PATTERN), False), "deny": optional(st.lists(PATTERN), False)}
+COST_LIMIT = {
+    "max_requests_per_day": optional(COUNT, False),
+    "max_tokens_per_request": optional(COUNT, False),
+    "max_cost_per_day": optional(CREDITS, False),
+}
+MODELS = {
+    "allow": optional(st.lists(PATTERN), False),
+    "deny": optional(st.lists(PATTERN), False),
+    "cost_limits": optional(st.dictionaries(PATTERN, section(**COST_LIMIT), max_size=5), False),
+}
+COSTS = {
+    "per_request_max": optional(CREDITS),
+    "per_hour_max": optional(CREDITS),
+    "per_day_max": optional(CREDITS),
+    "per_month_max": optional(CREDITS),
+    "alert_threshold": optional(st.floats(0.01, 1, allow_nan=False)),
+}
 TOKENS = {
     "input_per_minute": optional(COUNT),
     "output_per_minute": optional(COUNT),
@@ -79,7 +95,7 @@ TOKENS = {
 CONCURRENCY = {"max_parallel": st.integers(1, 1_000_000)}
 BUDGET = {
     "credit_limit": optional(CREDITS),
-    "reset": optional(st.sampled_from([r.value for r in Reset]), False),
+    "reset": optional(st.sampled_from([r.value for r in Reset if r is not Reset.HOURLY]), False),
     "alert_thresholds": optional(
         st.lists(st.floats(0.01, 10, allow_nan=False), max_size=10), False
     ),
@@ -100,6 +116,7 @@ POLICY = {
     "concurrency": optional(section(**CONCURRENCY)),
     "budget": optional(section(**BUDGET)),
     "network": optional(section(**NETWORK_RULES)),
+    "costs": optional(section(**COSTS)),
 }
 API_FORMS = section(**POLICY)
 
@@ -137,6 +154,8 @@ def test_the_generator_reaches_every_field() -> None:
         (CONCURRENCY, api.Concurrency),
         (BUDGET, api.Budget),
         (NETWORK_RULES, api.NetworkRules),
+        (COSTS, api.Costs),
+        (COST_LIMIT, api.ModelCostLimit),
     ]:
         assert set(generated) == set(model.model_fields)
     assert set(api.RateLimit.model_fields) == {"name", "limit", "period", "burst"}

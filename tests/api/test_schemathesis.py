@@ -81,6 +81,7 @@ BEYOND_THE_SCHEMA_FIELDS = re.compile(
     # Credits ("", "1e200000"): another change reworks how credit amounts are parsed and
     # documented; this line goes with it.
     r"|cost|policy\.budget\.credit_limit|policy\.budget\.per_model\..+"
+    r"|policy\.costs\.per_\w+_max|policy\.models\.cost_limits\..+\.max_cost_per_day"
     r")"
 )
 

@@ -350,7 +350,7 @@ async def test_a_key_s_totals_stop_at_what_the_ledger_holds(api: Api) -> None:
                 {"key_id": data["id"]},
             )
         ).all()
-    assert {bucket for bucket, _ in rows} == {"total", "day", "week", "month"}
+    assert {bucket for bucket, _ in rows} == {"total", "hour", "day", "week", "month"}
     for _, cost in rows:
         assert type(cost) is int and cost == 9 * 10**18  # never a float, never wrapped
 

@@ -110,7 +110,7 @@ def test_naive_datetimes_are_refused(reset: Reset) -> None:
 
 
 def test_reset_values_are_the_stored_strings() -> None:
-    assert [r.value for r in Reset] == ["never", "daily", "weekly", "monthly"]
+    assert [r.value for r in Reset] == ["never", "daily", "weekly", "monthly", "hourly"]
     assert Reset("weekly") is Reset.WEEKLY
 
 

@@ -134,9 +134,44 @@ Period = Annotated[
 Threshold = Annotated[float, Field(gt=0, le=10)]
 
 
+def _budget_reset(value: Reset) -> Reset:
+    if value is Reset.HOURLY:
+        raise ValueError(
+            "a budget resets daily, weekly, monthly or never (costs.per_hour_max is the hourly cap)"
+        )
+    return value
+
+
+#: A budget's reset: every Reset but the hourly one, which only cost windows use.
+BudgetReset = Annotated[
+    Reset,
+    AfterValidator(_budget_reset),
+    WithJsonSchema({"type": "string", "enum": ["never", "daily", "weekly", "monthly"]}),
+]
+
+
+class ModelCostLimit(Input):
+    max_requests_per_day: Count | None = Field(
+        default=None, description="requests per rolling day for these models (RATE_LIMITED)"
+    )
+    max_tokens_per_request: Count | None = Field(
+        default=None, description="verify's tokens_in + tokens_out (TOKEN_LIMITED)"
+    )
+    max_cost_per_day: Credits | None = Field(
+        default=None, description="credits per UTC day for these models (COST_LIMITED)"
+    )
+
+
+#: How many model patterns ``models.cost_limits`` may hold.
+MAX_COST_LIMITS = 50
+
+
 class ModelRules(Input):
     allow: Annotated[list[ModelPattern], Field(max_length=200)] = []
     deny: Annotated[list[ModelPattern], Field(max_length=200)] = []
+    cost_limits: Annotated[
+        dict[ModelPattern, ModelCostLimit], Field(max_length=MAX_COST_LIMITS)
+    ] = Field(default={}, description="limits for models matching each pattern; first match")
 
 
 class RateLimit(Input):
@@ -159,12 +194,24 @@ class Concurrency(Input):
 
 class Budget(Input):
     credit_limit: Credits | None = Field(default=None, description="credits per period")
-    reset: Reset = Reset.NEVER
+    reset: BudgetReset = Reset.NEVER
     alert_thresholds: Annotated[list[Threshold], Field(max_length=10)] = Field(
         default=[], description="fractions of credit_limit, e.g. [0.8, 1.0]"
     )
     per_model: Annotated[dict[ModelPattern, Credits], Field(max_length=50)] = Field(
         default={}, description="a separate credit limit for models matching each pattern"
+    )
+
+
+class Costs(Input):
+    per_request_max: Credits | None = Field(
+        default=None, description="the most one verify's cost estimate may be (COST_LIMITED)"
+    )
+    per_hour_max: Credits | None = Field(default=None, description="credits per UTC hour")
+    per_day_max: Credits | None = Field(default=None, description="credits per UTC day")
+    per_month_max: Credits | None = Field(default=None, description="credits per UTC month")
+    alert_threshold: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None, description="fraction of each window's limit that raises an alert"
     )
 
 
@@ -193,6 +240,7 @@ class PolicyIn(Input):
     concurrency: Concurrency | None = None
     budget: Budget | None = None
     network: NetworkRules | None = None
+    costs: Costs | None = None
 
     @model_validator(mode="after")
     def _unique_window_names(self) -> PolicyIn:
@@ -220,7 +268,9 @@ def spec_of(policy: PolicyIn | None) -> spec.PolicySpec:
             policy,
             "models",
             lambda m: spec.ModelRules(
-                allow=_given(m, "allow", tuple), deny=_given(m, "deny", tuple)
+                allow=_given(m, "allow", tuple),
+                deny=_given(m, "deny", tuple),
+                cost_limits=_given(m, "cost_limits", _cost_limits_spec),
             ),
         ),
         scopes=_given(policy, "scopes", tuple),
@@ -240,6 +290,7 @@ def spec_of(policy: PolicyIn | None) -> spec.PolicySpec:
             policy, "concurrency", lambda c: spec.Concurrency(max_parallel=c.max_parallel)
         ),
         budget=_given(policy, "budget", _budget_spec),
+        costs=_given(policy, "costs", _costs_spec),
         network=_given(
             policy,
             "network",
@@ -279,6 +330,28 @@ def _budget_spec(budget: Budget) -> spec.Budget:
     )
 
 
+def _cost_limits_spec(limits: dict[str, ModelCostLimit]) -> tuple[spec.ModelCostLimit, ...]:
+    return tuple(
+        spec.ModelCostLimit(
+            pattern,
+            item.max_requests_per_day,
+            item.max_tokens_per_request,
+            None if item.max_cost_per_day is None else money.to_micros(item.max_cost_per_day),
+        )
+        for pattern, item in limits.items()
+    )
+
+
+def _costs_spec(costs: Costs) -> spec.Costs:
+    return spec.Costs(
+        per_request_max_micros=_given(costs, "per_request_max", money.to_micros),
+        per_hour_max_micros=_given(costs, "per_hour_max", money.to_micros),
+        per_day_max_micros=_given(costs, "per_day_max", money.to_micros),
+        per_month_max_micros=_given(costs, "per_month_max", money.to_micros),
+        alert_threshold=_given(costs, "alert_threshold"),
+    )
+
+
 def to_document(policy: PolicyIn | None) -> dict[str, Any]:
     """The storage form of an API policy: only the fields given, micro-credits, seconds."""
     return spec_of(policy).to_document()
@@ -292,13 +365,14 @@ def to_api(document: dict[str, Any]) -> dict[str, Any]:
 def api_form(policy: spec.PolicySpec) -> dict[str, Any]:
     """A spec as the API shows it: the fields set, credits exact, periods as ``"1m"``."""
     form: dict[str, Any] = {}
-    _show(form, "models", policy.models, _section_form)
+    _show(form, "models", policy.models, _models_form)
     _show(form, "scopes", policy.scopes, list)
     _show(form, "rate_limits", policy.rate_limits, lambda ws: [_window_form(w) for w in ws])
     _show(form, "token_limits", policy.token_limits, _section_form)
     _show(form, "concurrency", policy.concurrency, _section_form)
     _show(form, "budget", policy.budget, _budget_form)
     _show(form, "network", policy.network, _section_form)
+    _show(form, "costs", policy.costs, _costs_form)
     return form
 
 
@@ -339,4 +413,34 @@ def _budget_form(budget: spec.Budget) -> dict[str, Any]:
         budget.per_model,
         lambda items: {item.model: exact.credits(item.credit_limit_micros) for item in items},
     )
+    return form
+
+
+def _models_form(models: spec.ModelRules) -> dict[str, Any]:
+    form = _section_form(dataclasses.replace(models, cost_limits=spec.UNSET))
+    _show(
+        form,
+        "cost_limits",
+        models.cost_limits,
+        lambda items: {item.model: _cost_limit_form(item) for item in items},
+    )
+    return form
+
+
+def _cost_limit_form(item: spec.ModelCostLimit) -> dict[str, Any]:
+    form: dict[str, Any] = {}
+    if item.max_requests_per_day is not None:
+        form["max_requests_per_day"] = item.max_requests_per_day
+    if item.max_tokens_per_request is not None:
+        form["max_tokens_per_request"] = item.max_tokens_per_request
+    if item.max_cost_per_day_micros is not None:
+        form["max_cost_per_day"] = exact.credits(item.max_cost_per_day_micros)
+    return form
+
+
+def _costs_form(costs: spec.Costs) -> dict[str, Any]:
+    form: dict[str, Any] = {}
+    for name in ("per_request_max", "per_hour_max", "per_day_max", "per_month_max"):
+        _show(form, name, getattr(costs, f"{name}_micros"), exact.credits)
+    _show(form, "alert_threshold", costs.alert_threshold, _plain)
     return form

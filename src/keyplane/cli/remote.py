@@ -143,6 +143,23 @@ def _budget_credits_as_text(value: Any) -> Any:
         budget = shown.get("budget")
         if isinstance(budget, dict):
             shown["budget"] = _budget_as_text(budget)
+        costs = shown.get("costs")
+        if isinstance(costs, dict):
+            # Every amount of ``costs`` is credits (alert_threshold is a fraction).
+            shown["costs"] = {
+                name: item if name == "alert_threshold" else _credit_text(item)
+                for name, item in costs.items()
+            }
+        limits = shown.get("cost_limits")
+        if isinstance(limits, dict):  # models.cost_limits
+            shown["cost_limits"] = {
+                model: (
+                    {**item, "max_cost_per_day": _credit_text(item["max_cost_per_day"])}
+                    if isinstance(item, dict) and "max_cost_per_day" in item
+                    else item
+                )
+                for model, item in limits.items()
+            }
         return shown
     if isinstance(value, list | tuple):
         return [_budget_credits_as_text(item) for item in value]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from keyplane.domain import gcra
+from keyplane.domain import gcra, globs
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
 
@@ -61,15 +61,46 @@ class WindowAsk:
     counts: TokenCount | None = None
 
 
+#: Starts the scope of a ``costs`` window's counter. Model patterns are printable ASCII, so
+#: no per-model budget's scope can start with it.
+COST_SCOPE_MARK = "\u00a2"  # the cent sign
+
+
+def cost_scope(reset: Reset, model_pattern: str | None = None) -> str:
+    """The counter scope of a cost window: ``"¢hourly"`` counts every model's spending,
+    ``"¢daily:gpt-4*"`` only that of the models matching the pattern."""
+    scope = f"{COST_SCOPE_MARK}{reset.value}"
+    return scope if model_pattern is None else f"{scope}:{model_pattern}"
+
+
+def scope_pattern(scope: str) -> str | None:
+    """The model pattern a budget counter of ``scope`` counts, or None for every model."""
+    if scope.startswith(COST_SCOPE_MARK):
+        _, colon, pattern = scope.partition(":")
+        return pattern if colon else None
+    return scope or None
+
+
+def scope_counts(scope: str, model: str | None) -> bool:
+    """Whether spending on ``model`` counts in a budget counter of ``scope``."""
+    pattern = scope_pattern(scope)
+    return pattern is None or (model is not None and globs.model_matches(pattern, model))
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetAsk:
-    #: "" for the key's budget, else the model pattern of a per-model budget.
+    #: "" for the key's budget, a model pattern for a per-model budget, or a cost window's
+    #: scope (:func:`cost_scope`).
     scope: str
     limit: int | None
     reset: Reset
     period_start: datetime
     reset_at: datetime | None
     cost: int
+    #: The code of a refusal by this budget.
+    refusal: Code = Code.BUDGET_EXCEEDED
+    #: Its name in the verdict's limits; None: "budget" or "budget:<pattern>".
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,14 +231,20 @@ def judge(
             retry = None if None in waits else max(w or 0 for w in waits) / 1_000_000
             refusals.append((code, retry))
     limited = [(b, b.limit) for b in admission.budgets if b.limit is not None]
+    # Per refusal code, in the order first met, the waits until each refusing budget resets:
+    # the request passes once the last of them has reset.
+    budget_waits: dict[Code, list[float | None]] = {}
     for (budget, limit), left in zip(limited, budget_left, strict=True):
         # With no estimate, a request still needs something left to spend.
         fits = budget.cost <= left and (budget.cost > 0 or left > 0)
-        name = "budget" if budget.scope == "" else f"budget:{budget.scope}"
+        name = budget.name or ("budget" if budget.scope == "" else f"budget:{budget.scope}")
         reports.append((name, Dimension.BUDGET, limit, left, left - budget.cost, budget.reset_at))
         if not fits:
-            retry = None if budget.reset_at is None else (budget.reset_at - now).total_seconds()
-            refusals.append((Code.BUDGET_EXCEEDED, retry))
+            wait = None if budget.reset_at is None else (budget.reset_at - now).total_seconds()
+            budget_waits.setdefault(budget.refusal, []).append(wait)
+    for code, budget_wait in budget_waits.items():
+        known = [wait for wait in budget_wait if wait is not None]
+        refusals.append((code, max(known) if len(known) == len(budget_wait) else None))
     states = tuple(
         LimitState(name, kind, limit, before if refusals else after, reset_at)
         for name, kind, limit, before, after, reset_at in reports

@@ -28,6 +28,7 @@ class Code(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     TOKEN_LIMITED = "TOKEN_LIMITED"  # noqa: S105 (a code, not a secret)
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    COST_LIMITED = "COST_LIMITED"
 
 
 _STATUS_CODES = {

@@ -1,8 +1,9 @@
 """Budget periods and rate-limit durations.
 
-Periods are calendar periods in UTC, with no daylight-saving time to trip over: a day starts at
-00:00 UTC, a week on Monday (ISO 8601), a month on the 1st. Every instance computes the same
-boundaries from the same clock reading, so counters keyed by period start agree everywhere.
+Periods are calendar periods in UTC, with no daylight-saving time to trip over: an hour starts
+at minute 0, a day at 00:00 UTC, a week on Monday (ISO 8601), a month on the 1st. Every
+instance computes the same boundaries from the same clock reading, so counters keyed by period
+start agree everywhere.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ class Reset(StrEnum):
     DAILY = "daily"
     WEEKLY = "weekly"
     MONTHLY = "monthly"
+    #: The hourly cost window's (``costs.per_hour_max``); a budget never resets hourly.
+    HOURLY = "hourly"
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -45,6 +48,8 @@ def period_start(reset: Reset, now: datetime) -> datetime:
     utc = _utc(now)
     if reset is Reset.NEVER:
         return EPOCH
+    if reset is Reset.HOURLY:
+        return utc.replace(minute=0, second=0, microsecond=0)
     day = utc.replace(hour=0, minute=0, second=0, microsecond=0)
     if reset is Reset.DAILY:
         return day
@@ -58,6 +63,8 @@ def next_reset(reset: Reset, now: datetime) -> datetime | None:
     start = period_start(reset, now)
     if reset is Reset.NEVER:
         return None
+    if reset is Reset.HOURLY:
+        return start + timedelta(hours=1)
     if reset is Reset.DAILY:
         return start + timedelta(days=1)
     if reset is Reset.WEEKLY:
@@ -66,6 +73,29 @@ def next_reset(reset: Reset, now: datetime) -> datetime | None:
     if start.month == 12:
         return start.replace(year=start.year + 1, month=1)
     return start.replace(month=start.month + 1)
+
+
+class CurrentPeriods:
+    """The current period of each reset, worked out again only once ``now`` has left it.
+
+    Computing a period's bounds costs microseconds (time zone conversion, calendar steps); a
+    verify with several cost windows asks for three of them, almost always the same ones as
+    the verify before. Not shared between threads; the result is the same as
+    ``(period_start(reset, now), next_reset(reset, now))``.
+    """
+
+    def __init__(self) -> None:
+        self._bounds: dict[Reset, tuple[datetime, datetime | None]] = {}
+
+    def bounds(self, reset: Reset, now: datetime) -> tuple[datetime, datetime | None]:
+        cached = self._bounds.get(reset)
+        if cached is not None:
+            start, end = cached
+            if start <= now and (end is None or now < end):
+                return cached
+        bounds = (period_start(reset, now), next_reset(reset, now))
+        self._bounds[reset] = bounds
+        return bounds
 
 
 def parse_duration(value: str | int) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from keyplane.domain import globs, safe_regex
 from keyplane.domain import policy_spec as spec
+from keyplane.domain.admission import cost_scope
 from keyplane.domain.decisions import Code
 from keyplane.domain.network import IpRules, parse_ip, parse_network
 from keyplane.domain.periods import Reset
@@ -58,6 +59,41 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class CostWindow:
+    """A calendar-window budget of ``costs``: micro-credits per hour, day or month."""
+
+    #: The policy field it comes from ("per_hour_max", ...).
+    name: str
+    reset: Reset
+    limit: int
+    #: Its budget counter's scope (``admission.cost_scope``), worked out once.
+    scope: str = ""
+
+    @property
+    def label(self) -> str:
+        """Its name in a verdict's limits: ``costs.per_hour_max``."""
+        return f"costs.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    #: The most one request's cost estimate may be, in micro-credits.
+    per_request_max: int | None = None
+    windows: tuple[CostWindow, ...] = ()
+    #: The alert threshold in basis points of each window's limit (0.8 -> 8000).
+    alert_threshold_bp: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCostLimit:
+    pattern: str
+    max_requests_per_day: int | None = None
+    max_tokens_per_request: int | None = None
+    #: Micro-credits per calendar day (UTC).
+    max_cost_per_day: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkRules:
     ip: IpRules = field(default_factory=IpRules)
     origins: tuple[str, ...] = ()
@@ -75,6 +111,18 @@ class Policy:
     max_parallel: int | None = None
     budget: Budget | None = None
     network: NetworkRules = field(default_factory=NetworkRules)
+    costs: Costs | None = None
+    #: ``models.cost_limits`` in order: the first pattern matching the model applies.
+    model_cost_limits: tuple[ModelCostLimit, ...] = ()
+
+    def model_cost_limit(self, model: str | None) -> ModelCostLimit | None:
+        """The ``models.cost_limits`` entry that applies to ``model`` (the first match)."""
+        if model is None:
+            return None
+        for limits in self.model_cost_limits:
+            if globs.model_matches(limits.pattern, model):
+                return limits
+        return None
 
 
 EMPTY = Policy()
@@ -126,6 +174,16 @@ def compile_policy(policy: spec.PolicySpec) -> Policy:
         token_limits=_token_limits(policy.token_limits),
         max_parallel=spec.value_or(concurrency.max_parallel, None),
         budget=_budget(policy.budget),
+        costs=_costs(policy.costs),
+        model_cost_limits=tuple(
+            ModelCostLimit(
+                item.model,
+                item.max_requests_per_day,
+                item.max_tokens_per_request,
+                item.max_cost_per_day_micros,
+            )
+            for item in spec.value_or(models.cost_limits, ())
+        ),
         network=NetworkRules(
             ip=IpRules(
                 allow=tuple(parse_network(n) for n in spec.value_or(network.ip_allow, ())),
@@ -167,6 +225,48 @@ def _budget(section: spec.Field[spec.Budget]) -> Budget | None:
             (item.model, item.credit_limit_micros) for item in spec.value_or(section.per_model, ())
         ),
     )
+
+
+#: The calendar windows of ``costs``: (policy field, stored field, reset).
+COST_WINDOWS = (
+    ("per_hour_max", "per_hour_max_micros", Reset.HOURLY),
+    ("per_day_max", "per_day_max_micros", Reset.DAILY),
+    ("per_month_max", "per_month_max_micros", Reset.MONTHLY),
+)
+
+
+def _costs(section: spec.Field[spec.Costs]) -> Costs | None:
+    if not isinstance(section, spec.Costs):
+        return None
+    windows = tuple(
+        CostWindow(name, reset, limit, cost_scope(reset))
+        for name, stored, reset in COST_WINDOWS
+        if (limit := spec.value_or(getattr(section, stored), None)) is not None
+    )
+    threshold = spec.value_or(section.alert_threshold, None)
+    costs = Costs(
+        per_request_max=spec.value_or(section.per_request_max_micros, None),
+        windows=windows,
+        alert_threshold_bp=None if threshold is None else round(threshold * 10_000),
+    )
+    return None if costs == Costs() else costs
+
+
+def check_costs(policy: Policy, model: str | None, cost: int, tokens: int) -> Code | None:
+    """The per-request caps a request's estimates break: ``costs.per_request_max`` (cost,
+    ``COST_LIMITED``), then the model's ``max_tokens_per_request`` (tokens in + out,
+    ``TOKEN_LIMITED``); ``None`` when neither does. Nothing is consumed by them."""
+    costs = policy.costs
+    if costs is not None and costs.per_request_max is not None and cost > costs.per_request_max:
+        return Code.COST_LIMITED
+    limits = policy.model_cost_limit(model)
+    if (
+        limits is not None
+        and limits.max_tokens_per_request is not None
+        and tokens > limits.max_tokens_per_request
+    ):
+        return Code.TOKEN_LIMITED
+    return None
 
 
 def check_request(policy: Policy, context: RequestContext) -> Code | None:

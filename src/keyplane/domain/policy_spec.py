@@ -75,9 +75,24 @@ _UNIT_SECONDS = {
 
 
 @dataclass(frozen=True, slots=True)
+class ModelCostLimit:
+    """Limits for models matching ``model`` (a glob); the first matching entry applies.
+
+    ``None``: no limit of that kind for those models.
+    """
+
+    model: str
+    max_requests_per_day: int | None = None
+    max_tokens_per_request: int | None = None
+    max_cost_per_day_micros: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRules:
     allow: Field[tuple[str, ...]] = UNSET
     deny: Field[tuple[str, ...]] = UNSET
+    #: An ordered list: the first pattern matching the request's model applies.
+    cost_limits: Field[tuple[ModelCostLimit, ...]] = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +136,18 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class Costs:
+    """Cost caps in micro-credits: one request's estimate, and calendar-window budgets."""
+
+    per_request_max_micros: Field[int] = UNSET
+    per_hour_max_micros: Field[int] = UNSET
+    per_day_max_micros: Field[int] = UNSET
+    per_month_max_micros: Field[int] = UNSET
+    #: A fraction of each window's limit (0.8 is 80 %) that raises a budget threshold alert.
+    alert_threshold: Field[float] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkRules:
     ip_allow: Field[tuple[str, ...]] = UNSET
     ip_deny: Field[tuple[str, ...]] = UNSET
@@ -129,8 +156,8 @@ class NetworkRules:
     user_agent: Field[str] = UNSET
 
 
-Section = ModelRules | TokenLimits | Concurrency | Budget | NetworkRules
-S = TypeVar("S", ModelRules, TokenLimits, Concurrency, Budget, NetworkRules)
+Section = ModelRules | TokenLimits | Concurrency | Budget | NetworkRules | Costs
+S = TypeVar("S", ModelRules, TokenLimits, Concurrency, Budget, NetworkRules, Costs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +171,7 @@ class PolicySpec:
     concurrency: Field[Concurrency] = UNSET
     budget: Field[Budget] = UNSET
     network: Field[NetworkRules] = UNSET
+    costs: Field[Costs] = UNSET
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any] | None) -> PolicySpec:
@@ -159,18 +187,20 @@ class PolicySpec:
             concurrency=_section(doc, "concurrency", _concurrency),
             budget=_section(doc, "budget", _budget),
             network=_section(doc, "network", _network),
+            costs=_section(doc, "costs", _costs),
         )
 
     def to_document(self) -> dict[str, Any]:
         """The stored form: only the fields that are set, in a fixed order."""
         document: dict[str, Any] = {}
-        _put(document, "models", self.models, _fields_document)
+        _put(document, "models", self.models, _models_document)
         _put(document, "scopes", self.scopes, list)
         _put(document, "rate_limits", self.rate_limits, _windows_document)
         _put(document, "token_limits", self.token_limits, _fields_document)
         _put(document, "concurrency", self.concurrency, _fields_document)
         _put(document, "budget", self.budget, _budget_document)
         _put(document, "network", self.network, _fields_document)
+        _put(document, "costs", self.costs, _fields_document)
         return document
 
     def merged_over(self, base: PolicySpec) -> PolicySpec:
@@ -188,6 +218,7 @@ class PolicySpec:
             concurrency=_merge_section(base.concurrency, self.concurrency),
             budget=_merge_section(base.budget, self.budget),
             network=_merge_section(base.network, self.network),
+            costs=_merge_section(base.costs, self.costs),
         )
 
 
@@ -278,7 +309,45 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _models(doc: Mapping[str, Any]) -> ModelRules:
-    return ModelRules(allow=_read(doc, "allow", _strings), deny=_read(doc, "deny", _strings))
+    return ModelRules(
+        allow=_read(doc, "allow", _strings),
+        deny=_read(doc, "deny", _strings),
+        cost_limits=_read(doc, "cost_limits", _cost_limits),
+    )
+
+
+def _optional_integer(entry: Mapping[str, Any], name: str) -> int | None:
+    value = entry.get(name)
+    return None if value is None else _integer(value, name)
+
+
+def _cost_limits(value: Any, where: str) -> tuple[ModelCostLimit, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where} is not a list")
+    items = []
+    for item in value:
+        entry = _object(item, where)
+        if "model" not in entry:
+            raise ValueError("a model cost limit needs 'model'")
+        items.append(
+            ModelCostLimit(
+                model=_string(entry["model"], "cost_limits model"),
+                max_requests_per_day=_optional_integer(entry, "max_requests_per_day"),
+                max_tokens_per_request=_optional_integer(entry, "max_tokens_per_request"),
+                max_cost_per_day_micros=_optional_integer(entry, "max_cost_per_day_micros"),
+            )
+        )
+    return tuple(items)
+
+
+def _costs(doc: Mapping[str, Any]) -> Costs:
+    return Costs(
+        per_request_max_micros=_read(doc, "per_request_max_micros", _integer),
+        per_hour_max_micros=_read(doc, "per_hour_max_micros", _integer),
+        per_day_max_micros=_read(doc, "per_day_max_micros", _integer),
+        per_month_max_micros=_read(doc, "per_month_max_micros", _integer),
+        alert_threshold=_read(doc, "alert_threshold", _number),
+    )
 
 
 def _windows(value: Any, where: str) -> tuple[RateWindow, ...]:
@@ -315,7 +384,10 @@ def _concurrency(doc: Mapping[str, Any]) -> Concurrency:
 
 
 def _reset(value: Any, where: str) -> Reset:
-    return Reset(_string(value, where))
+    reset = Reset(_string(value, where))
+    if reset is Reset.HOURLY:
+        raise ValueError("a budget resets daily, weekly, monthly or never")
+    return reset
 
 
 def _thresholds(value: Any, where: str) -> tuple[float, ...]:
@@ -383,6 +455,25 @@ def _fields_document(section: Section) -> dict[str, Any]:
         for f in dataclasses.fields(section)
         if getattr(section, f.name) is not UNSET
     }
+
+
+def _models_document(models: ModelRules) -> dict[str, Any]:
+    document = _fields_document(dataclasses.replace(models, cost_limits=UNSET))
+    if models.cost_limits is not UNSET:
+        # A list, not an object, for the same reason as budget.per_model: the first match wins.
+        document["cost_limits"] = (
+            None
+            if models.cost_limits is None
+            else [
+                {
+                    f.name: getattr(item, f.name)
+                    for f in dataclasses.fields(item)
+                    if f.name == "model" or getattr(item, f.name) is not None
+                }
+                for item in models.cost_limits
+            ]
+        )
+    return document
 
 
 def _windows_document(windows: tuple[RateWindow, ...]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from keyplane.domain.periods import Reset, period_start
 #: Rollup bucket for each budget reset; "total" never resets.
 BUCKET_OF_RESET = {
     Reset.NEVER: "total",
+    Reset.HOURLY: "hour",
     Reset.DAILY: "day",
     Reset.WEEKLY: "week",
     Reset.MONTHLY: "month",
@@ -32,6 +33,8 @@ class AlertSpec:
     bucket_start: datetime
     limit_micros: int
     thresholds_bp: tuple[int, ...]
+    #: The ``costs`` window it watches ("per_hour_max", ...); None for the key's budget.
+    window: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +55,15 @@ class UsageEntry:
     status: int | None
     recorded_at: datetime
     alert: AlertSpec | None = None
+    #: The alerts of the key's ``costs`` windows (one per window with a limit).
+    cost_alerts: tuple[AlertSpec, ...] = ()
     #: The feature the request used (a free string, bounded by the API), if reported.
     feature: str | None = None
+
+
+def alerts_of(entry: UsageEntry) -> tuple[AlertSpec, ...]:
+    """Every budget and cost window a report may alert on."""
+    return entry.cost_alerts if entry.alert is None else (entry.alert, *entry.cost_alerts)
 
 
 @dataclass(frozen=True, slots=True)

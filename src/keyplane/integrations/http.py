@@ -66,6 +66,7 @@ _DETAILS = {
     "TOKEN_LIMITED": "the API key's token limit is exhausted; retry later",
     "CONCURRENCY_EXCEEDED": "the API key has too many requests in flight",
     "BUDGET_EXCEEDED": "the API key's budget is exhausted",
+    "COST_LIMITED": "the API key's cost limit does not allow this request",
     "AUTH_UNAVAILABLE": "the API key could not be checked now; retry later",
 }
 
@@ -84,7 +85,7 @@ def status_for(code: str) -> int:
         return 403
     if code in _LIMITED:
         return 429
-    if code == "BUDGET_EXCEEDED":
+    if code in ("BUDGET_EXCEEDED", "COST_LIMITED"):
         return 402
     if code == "AUTH_UNAVAILABLE":
         return 503  # the verifier could not answer: refuse, but say it is not the key's fault

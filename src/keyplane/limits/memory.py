@@ -10,7 +10,7 @@ import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from keyplane.domain import gcra, globs
+from keyplane.domain import gcra
 from keyplane.domain.admission import (
     Admission,
     AdmissionResult,
@@ -18,6 +18,7 @@ from keyplane.domain.admission import (
     Settlement,
     judge,
     micros,
+    scope_counts,
     token_delta,
 )
 from keyplane.domain.clock import Clock
@@ -245,7 +246,7 @@ class MemoryLimiter:
         if not cost:
             return
         for scope, counter in self._counters.get(key_id, {}).items():
-            if scope and (model is None or not globs.model_matches(scope, model)):
+            if not scope_counts(scope, model):
                 continue
             if recorded_at >= counter.period_start:
                 counter.spent += cost

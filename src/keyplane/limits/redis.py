@@ -46,7 +46,7 @@ from typing import Any, ParamSpec, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
-from keyplane.domain import gcra, globs
+from keyplane.domain import gcra
 from keyplane.domain.admission import (
     Admission,
     AdmissionResult,
@@ -55,6 +55,7 @@ from keyplane.domain.admission import (
     from_micros,
     judge,
     micros,
+    scope_counts,
 )
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset, next_reset
@@ -451,7 +452,7 @@ class RedisLimiter:
             scope, reset_text, start_text = member.rsplit(":", 2)
             start = from_micros(int(start_text))
             end = next_reset(Reset(reset_text), start)
-            counts = scope == "" or (model is not None and globs.model_matches(scope, model))
+            counts = scope_counts(scope, model)
             current = start <= recorded_at and (end is None or recorded_at < end)
             keys.append(f"{base}:spent:{member}")
             args += [member, 1 if counts and current else 0]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from keyplane.domain import globs
+from keyplane.domain.admission import scope_pattern
 from keyplane.domain.periods import Reset
 from keyplane.domain.usage import BUCKET_OF_RESET, Recorded, UsageEntry
 from keyplane.errors import StorageError
@@ -61,11 +62,12 @@ class LedgerSeeder:
         into the limiter that asked."""
 
         async def install(costs: dict[str, int]) -> None:
-            if scope:
+            pattern = scope_pattern(scope)
+            if pattern is not None:
                 spent = sum(
                     cost
                     for model, cost in costs.items()
-                    if model and globs.model_matches(scope, model)
+                    if model and globs.model_matches(pattern, model)
                 )
             else:
                 spent = costs.get("", 0)

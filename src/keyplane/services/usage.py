@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from keyplane.domain import ids, keyformat, money
 from keyplane.domain.admission import Settlement, WindowAsk
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.periods import period_start
+from keyplane.domain.policy import Policy
 from keyplane.domain.tenancy import Principal
 from keyplane.domain.usage import BUCKET_OF_RESET, AlertSpec, Recorded, UsageEntry
 from keyplane.errors import ConflictError, NotFoundError, ValidationError
@@ -110,6 +112,7 @@ class UsageService:
                 status=report.status,
                 recorded_at=now,
                 alert=alert,
+                cost_alerts=_cost_alerts(entry.policy, now),
                 feature=report.feature,
             )
         )
@@ -158,3 +161,22 @@ class UsageService:
         ):
             raise NotFoundError("no such key", code="KEY_NOT_FOUND")
         return entry
+
+
+def _cost_alerts(policy: Policy, now: datetime) -> tuple[AlertSpec, ...]:
+    """An alert for each ``costs`` window, when the policy sets ``costs.alert_threshold``."""
+    costs = policy.costs
+    if costs is None or costs.alert_threshold_bp is None:
+        return ()
+    return tuple(
+        AlertSpec(
+            window.reset.value,
+            BUCKET_OF_RESET[window.reset],
+            period_start(window.reset, now),
+            window.limit,
+            (costs.alert_threshold_bp,),
+            window.name,
+        )
+        for window in costs.windows
+        if window.limit
+    )

@@ -13,14 +13,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from keyplane.domain import ids, keyformat
-from keyplane.domain.admission import Admission, BudgetAsk, LimitState, WindowAsk
+from keyplane.domain import gcra, ids, keyformat
+from keyplane.domain.admission import (
+    Admission,
+    BudgetAsk,
+    LimitState,
+    WindowAsk,
+    WindowKind,
+    cost_scope,
+)
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.decisions import Code, decide
 from keyplane.domain.keys import KeyRecord
-from keyplane.domain.periods import next_reset, period_start
-from keyplane.domain.policy import RequestContext, check_request, effective_scopes
+from keyplane.domain.periods import CurrentPeriods, Reset, next_reset, period_start
+from keyplane.domain.policy import (
+    DAY,
+    Policy,
+    RequestContext,
+    check_costs,
+    check_request,
+    effective_scopes,
+)
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
 from keyplane.metrics import LIMITER_ADMIT, VERDICTS
@@ -88,6 +102,8 @@ class Verifier:
         self._limiter = limiter
         self._hold_for = hold_for
         self._outcomes = outcomes
+        #: The current hour, day and month, for the cost windows.
+        self._periods = CurrentPeriods()
         #: Told of every refusal of a known key (the runtime's ``RefusalTally``: memory only).
         self.on_refused: Callable[[KeyRecord, Code, datetime], None] | None = None
 
@@ -142,6 +158,16 @@ class Verifier:
         request_id = request.request_id or ids.new_id("req")
         if code is Code.VALID:
             code = check_request(policy, request.context) or Code.VALID
+        if code is Code.VALID:
+            code = (
+                check_costs(
+                    policy,
+                    request.context.model,
+                    request.cost,
+                    request.tokens_in + request.tokens_out,
+                )
+                or Code.VALID
+            )
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
         admission = self._admission(entry, request, request_id, now)
@@ -194,6 +220,20 @@ class Verifier:
                 budgets.append(
                     BudgetAsk(pattern, limit, budget.reset, start, reset_at, request.cost)
                 )
+        budgets += _cost_asks(policy, request, now, self._periods)
+        model_limits = policy.model_cost_limit(request.context.model)
+        if model_limits is not None and model_limits.max_requests_per_day is not None:
+            # A rolling day, like token_limits.total_per_day: the whole count at once, then
+            # one more request every 86400 / N seconds.
+            limit = model_limits.max_requests_per_day
+            windows += (
+                WindowAsk(
+                    f"model:{model_limits.pattern}:requests_per_day",
+                    WindowKind.RATE,
+                    gcra.Window(limit, DAY * gcra.MICROS, limit),
+                    1,
+                ),
+            )
         max_parallel = policy.max_parallel if request.acquire_concurrency else None
         if not windows and not budgets and max_parallel is None:
             return None
@@ -207,6 +247,45 @@ class Verifier:
             tokens_in=request.tokens_in,
             tokens_out=request.tokens_out,
         )
+
+
+def _cost_asks(
+    policy: Policy, request: VerifyRequest, now: datetime, periods: CurrentPeriods
+) -> list[BudgetAsk]:
+    """The budgets of ``costs``' calendar windows and of the model's ``max_cost_per_day``,
+    refused as ``COST_LIMITED``; each has its own counter, seeded from the ledger."""
+    asks = []
+    if policy.costs is not None:
+        for window in policy.costs.windows:
+            start, reset_at = periods.bounds(window.reset, now)
+            asks.append(
+                BudgetAsk(
+                    window.scope,
+                    window.limit,
+                    window.reset,
+                    start,
+                    reset_at,
+                    request.cost,
+                    Code.COST_LIMITED,
+                    window.label,
+                )
+            )
+    limits = policy.model_cost_limit(request.context.model)
+    if limits is not None and limits.max_cost_per_day is not None:
+        start, reset_at = periods.bounds(Reset.DAILY, now)
+        asks.append(
+            BudgetAsk(
+                cost_scope(Reset.DAILY, limits.pattern),
+                limits.max_cost_per_day,
+                Reset.DAILY,
+                start,
+                reset_at,
+                request.cost,
+                Code.COST_LIMITED,
+                f"models.cost_limits:{limits.pattern}",
+            )
+        )
+    return asks
 
 
 def _cost_in(counts: str | None, request: VerifyRequest) -> int:

@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from keyplane.domain import ids, money
 from keyplane.domain.analytics import Counted
 from keyplane.domain.changes import SYSTEM, Journal
-from keyplane.domain.usage import Recorded, UsageEntry, bucket_starts, crossed_thresholds
+from keyplane.domain.usage import (
+    Recorded,
+    UsageEntry,
+    alerts_of,
+    bucket_starts,
+    crossed_thresholds,
+)
 from keyplane.store.analytics import SqlAnalyticsStore
 from keyplane.store.tables import api_keys, events, limit_windows, usage_events, usage_rollups
 from keyplane.store.unit import UnitOfWork
@@ -348,15 +354,13 @@ class SqlUsageStore:
             )
         ]
         await conn.execute(self._usage_statements().add_to_rollup, rows)
-        alerting = [entry for entry in added if entry.alert is not None]
+        alerting = [entry for entry in added if alerts_of(entry)]
         if alerting:
             await self._record_alerts(conn, alerting)
 
     async def _record_alerts(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
         # The totals now committed in this transaction, for each budget a report may alert on.
-        slots = {
-            (e.key_id, e.alert.bucket, e.alert.bucket_start) for e in added if e.alert is not None
-        }
+        slots = {(e.key_id, a.bucket, a.bucket_start) for e in added for a in alerts_of(e)}
         running: dict[tuple[str, str, datetime], int] = {}
         for key_id, bucket, start in slots:
             running[(key_id, bucket, start)] = (
@@ -373,43 +377,56 @@ class SqlUsageStore:
         # against the spending just before and just after it.
         crossings: list[list[dict[str, Any]]] = []
         for entry in reversed(added):
-            alert = entry.alert
-            if alert is None:
+            alerts = alerts_of(entry)
+            if not alerts:
                 continue
-            slot = (entry.key_id, alert.bucket, alert.bucket_start)
-            after = running[slot]
-            before = after - entry.cost_micros
-            running[slot] = before
+            # Spending just before and after this report, once per slot (a budget and a cost
+            # window may share one, a daily budget and per_day_max).
+            spans: dict[tuple[str, str, datetime], tuple[int, int]] = {}
+            for alert in alerts:
+                slot = (entry.key_id, alert.bucket, alert.bucket_start)
+                if slot not in spans:
+                    after = running[slot]
+                    spans[slot] = (after - entry.cost_micros, after)
+                    running[slot] = after - entry.cost_micros
             crossings.append([])
-            marks = [
-                ("budget.threshold_crossed", bp)
-                for bp in crossed_thresholds(before, after, alert.limit_micros, alert.thresholds_bp)
-            ]
-            if before < alert.limit_micros <= after:
-                marks.append(("budget.exhausted", 10_000))
-            for kind, bp in marks:
-                crossings[-1].append(
-                    {
-                        "org_id": entry.org_id,
-                        "type": kind,
-                        "subject_id": entry.key_id,
-                        "dedupe_key": (
-                            f"budget:{entry.key_id}:{alert.bucket}:"
-                            f"{alert.bucket_start.isoformat()}:{bp}"
-                            + (":exhausted" if kind == "budget.exhausted" else "")
-                        ),
-                        "payload": {
-                            "key_id": entry.key_id,
-                            "threshold": bp / 10_000,
-                            "reset": alert.reset,
-                            "period_start": alert.bucket_start.isoformat().replace("+00:00", "Z"),
-                            # Integers in storage; the API shows them as credits.
-                            "credit_limit_micros": alert.limit_micros,
-                            "spent_micros": after,
-                        },
-                        "created_at": entry.recorded_at,
+            for alert in alerts:
+                before, after = spans[(entry.key_id, alert.bucket, alert.bucket_start)]
+                marks = [
+                    ("budget.threshold_crossed", bp)
+                    for bp in crossed_thresholds(
+                        before, after, alert.limit_micros, alert.thresholds_bp
+                    )
+                ]
+                if before < alert.limit_micros <= after:
+                    marks.append(("budget.exhausted", 10_000))
+                source = "budget" if alert.window is None else f"costs.{alert.window}"
+                for kind, bp in marks:
+                    payload: dict[str, Any] = {
+                        "key_id": entry.key_id,
+                        "threshold": bp / 10_000,
+                        "reset": alert.reset,
+                        "period_start": alert.bucket_start.isoformat().replace("+00:00", "Z"),
+                        # Integers in storage; the API shows them as credits.
+                        "credit_limit_micros": alert.limit_micros,
+                        "spent_micros": after,
                     }
-                )
+                    if alert.window is not None:
+                        payload["window"] = alert.window
+                    crossings[-1].append(
+                        {
+                            "org_id": entry.org_id,
+                            "type": kind,
+                            "subject_id": entry.key_id,
+                            "dedupe_key": (
+                                f"{source}:{entry.key_id}:{alert.bucket}:"
+                                f"{alert.bucket_start.isoformat()}:{bp}"
+                                + (":exhausted" if kind == "budget.exhausted" else "")
+                            ),
+                            "payload": payload,
+                            "created_at": entry.recorded_at,
+                        }
+                    )
         # Event ids sort by time: give them out in the order the crossings happened.
         ordered = [crossing for group in reversed(crossings) for crossing in group]
         if ordered:
@@ -452,6 +469,8 @@ class SqlUsageStore:
                 "credit_limit": money.to_text(payload["credit_limit_micros"]),
                 "spent": money.to_text(payload["spent_micros"]),
             }
+            if "window" in payload:
+                details["window"] = payload["window"]
             if key is not None:
                 details.update(name=key.name, owner=key.owner, start=key.start, end=key.end)
             journal.record(
