@@ -59,8 +59,10 @@ def test_key_lifecycle(cli: Run) -> None:
     updated = cli("keys", "update", key_id, "--label", "L", "--tag", "c", "--json").json()
     assert (updated["label"], updated["tags"]) == ("L", ["c"])
 
-    disabled = cli("keys", "disable", key_id, "--reason", "unpaid", "--for", "60", "--json")
+    disabled = cli("keys", "disable", key_id, "--reason", "unpaid", "--for", "2d", "--json")
     assert disabled.json()["status"] == "disabled"
+    assert disabled.json()["auto_enable_at"] is not None
+    assert cli("keys", "disable", key_id, "--for", "1w").code == 2
     assert cli("keys", "enable", key_id).stdout.strip() == f"{key_id}: active"
 
     rotated = cli("keys", "rotate", key_id, "--grace", "0")

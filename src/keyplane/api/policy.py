@@ -91,6 +91,18 @@ DURATION_PATTERN = (
 )
 
 
+def duration_pattern(maximum: int) -> str:
+    """``parse_duration``'s text form for 1..``maximum`` seconds, as an anchored regex."""
+    return (
+        f"^(?:(?:{_up_to(maximum, 12)})s?"
+        + "".join(
+            f"|(?:{_up_to(maximum // seconds, 12)}){unit}"
+            for unit, seconds in (("m", 60), ("h", 3600), ("d", 86400))
+        )
+        + ")$"
+    )
+
+
 def _duration(value: object) -> int:
     if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
         value = int(value)  # 60.0 is 60, as for every integer field (fields.Integral)

@@ -21,6 +21,7 @@ from keyplane.cli.remote import (
     usage_error,
 )
 from keyplane.client import Key, KeyCreated, KeyFilters
+from keyplane.domain.periods import MAX_PAUSE_SECONDS, parse_duration
 
 app = typer.Typer(help="Create, list, change and retire API keys.", no_args_is_help=True)
 
@@ -31,6 +32,18 @@ Metadata = Annotated[
     str | None, typer.Option(help="A JSON object, or @file.json.", show_default=False)
 ]
 Policy = Annotated[str | None, typer.Option(help="Policy overrides: a JSON object, or @file.json.")]
+
+
+def _pause(value: str | None) -> str | None:
+    """``--for``: checked here (bounded parser) so a typo is a usage error, not a 422."""
+    if value is None:
+        return None
+    try:
+        parse_duration(value, MAX_PAUSE_SECONDS)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
 
 LIST_COLUMNS = ("id", "name", "owner", "env", "status", "plan", "created")
 
@@ -292,9 +305,13 @@ def rotate(
 def disable(
     ref: RefArgument,
     reason: Annotated[str | None, typer.Option()] = None,
-    for_seconds: Annotated[
-        int | None,
-        typer.Option("--for", min=1, max=365 * 86400, help="Enable again after this many seconds."),
+    for_duration: Annotated[
+        str | None,
+        typer.Option(
+            "--for",
+            callback=_pause,
+            help='Enable again after this long: seconds, or "30m", "1h", "2d" (at most 365d).',
+        ),
     ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
@@ -303,7 +320,7 @@ def disable(
 ) -> None:
     """Disable a key (optionally for a while)."""
     with connect(url, key, timeout) as client:
-        changed = client.keys.disable(ref, reason=reason, auto_enable_after=for_seconds)
+        changed = client.keys.disable(ref, reason=reason, auto_enable_after=for_duration)
     _changed(changed, as_json)
 
 

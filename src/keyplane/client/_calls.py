@@ -260,7 +260,9 @@ def rotate_key(
     return Call("POST", path, _created(models.KeyCreated), (), body, idempotency_key)
 
 
-def disable_key(ref: str, reason: str | None, auto_enable_after: int | None) -> Call[models.Key]:
+def disable_key(
+    ref: str, reason: str | None, auto_enable_after: int | str | None
+) -> Call[models.Key]:
     body: dict[str, Any] = {}
     if reason is not None:
         body["reason"] = reason

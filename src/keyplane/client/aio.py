@@ -251,9 +251,13 @@ class AsyncKeys(_Resource):
         )
 
     async def disable(
-        self, id_or_hash: str, *, reason: str | None = None, auto_enable_after: int | None = None
+        self,
+        id_or_hash: str,
+        *,
+        reason: str | None = None,
+        auto_enable_after: int | str | None = None,
     ) -> models.Key:
-        """Disable a key, optionally for ``auto_enable_after`` seconds only."""
+        """Disable a key, optionally for ``auto_enable_after`` only (seconds, or "30m", "2d")."""
         return await self._client.send(_calls.disable_key(id_or_hash, reason, auto_enable_after))
 
     async def enable(self, id_or_hash: str) -> models.Key:
