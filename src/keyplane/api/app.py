@@ -22,6 +22,7 @@ from keyplane.api.routes import (
     audit_verify,
     auth,
     health,
+    key_limits,
     keys,
     management_keys,
     organization,
@@ -137,6 +138,7 @@ def create_app(
     app.include_router(health.router)
     for router in (
         keys.router,
+        key_limits.router,
         verify.router,
         auth.router,
         usage.router,

@@ -41,6 +41,7 @@ from keyplane.services.instances import (
     await_confirmations,
 )
 from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
+from keyplane.services.key_limits import KeyLimits
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.ledger import LedgerSeeder, UsageLedger
@@ -87,6 +88,7 @@ class Services:
     """
 
     keys: KeyService
+    key_limits: KeyLimits
     verifier: Verifier
     management: ManagementKeys
     projects: Projects
@@ -280,6 +282,7 @@ class Runtime:
         streams = UsageStreams(hub, broadcast, directory, project_exists)
         services = Services(
             keys=keys,
+            key_limits=KeyLimits(store, directory, limiter, clock),
             verifier=Verifier(
                 directory,
                 clock,
