@@ -169,6 +169,15 @@ class Concurrency(Input):
     max_parallel: Annotated[int, Strict(), Field(ge=1, le=1_000_000), Integral]
 
 
+class Rollover(Input):
+    enabled: Annotated[bool, Strict()] = Field(
+        default=False, description="carry unused allowance into the next period"
+    )
+    max_carry: Credits | None = Field(
+        default=None, description="the most that carries (credits); null: credit_limit"
+    )
+
+
 class Budget(Input):
     credit_limit: Credits | None = Field(default=None, description="credits per period")
     reset: Reset = Reset.NEVER
@@ -177,6 +186,11 @@ class Budget(Input):
     )
     per_model: Annotated[dict[ModelPattern, Credits], Field(max_length=50)] = Field(
         default={}, description="a separate credit limit for models matching each pattern"
+    )
+    rollover: Rollover | None = Field(
+        default=None,
+        description="carry = min(max_carry, max(0, credit_limit - last period's spending)); "
+        "no compounding; not for reset never",
     )
 
 
@@ -288,6 +302,13 @@ def _budget_spec(budget: Budget) -> spec.Budget:
                 for pattern, amount in limits.items()
             ),
         ),
+        rollover=_given(
+            budget,
+            "rollover",
+            lambda r: spec.Rollover(
+                r.enabled, None if r.max_carry is None else money.to_micros(r.max_carry)
+            ),
+        ),
     )
 
 
@@ -350,5 +371,14 @@ def _budget_form(budget: spec.Budget) -> dict[str, Any]:
         "per_model",
         budget.per_model,
         lambda items: {item.model: exact.credits(item.credit_limit_micros) for item in items},
+    )
+    _show(
+        form,
+        "rollover",
+        budget.rollover,
+        lambda r: {
+            "enabled": r.enabled,
+            "max_carry": None if r.max_carry_micros is None else exact.credits(r.max_carry_micros),
+        },
     )
     return form

@@ -246,6 +246,13 @@ class KeyOut(BaseModel):
     limit: CreditsOut | None = Field(description="the budget's credit limit per period")
     limit_remaining: CreditsOut | None = Field(description="credits left this period")
     limit_reset: Reset | None
+    limit_carry: CreditsOut | None = Field(
+        default=None,
+        description="budget rollover: credits carried into this period (null without rollover)",
+    )
+    limit_effective: CreditsOut | None = Field(
+        default=None, description="this period's limit: limit plus limit_carry"
+    )
     period_usage: PeriodUsage | None = Field(
         default=None, description="with include=usage on a list: the period's usage"
     )
@@ -270,6 +277,10 @@ class KeyOut(BaseModel):
             limit=optional_credits(view.budget_limit),
             limit_remaining=optional_credits(view.budget_remaining),
             limit_reset=view.budget_reset,
+            limit_carry=optional_credits(view.budget_carry),
+            limit_effective=optional_credits(
+                None if view.budget_limit is None else view.budget_limit + (view.budget_carry or 0)
+            ),
         )
 
 
@@ -377,6 +388,11 @@ class LimitOut(BaseModel):
     limit: float
     remaining: float
     reset_at: datetime | None
+    carry: float | None = Field(
+        default=None,
+        description="budgets with rollover: what of limit (this period's effective limit) "
+        "carried over from the last period",
+    )
 
 
 class VerifyResponse(BaseModel):

@@ -70,6 +70,9 @@ class BudgetAsk:
     period_start: datetime
     reset_at: datetime | None
     cost: int
+    #: Of ``limit``, what carried over from the previous period (``domain/rollover.py``);
+    #: None for a budget without rollover.
+    carry: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,8 @@ class LimitState:
     limit: int
     remaining: int
     reset_at: datetime | None
+    #: Budgets with rollover: what of ``limit`` (the period's effective limit) carried over.
+    carry: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +213,13 @@ def judge(
         if not fits:
             retry = None if budget.reset_at is None else (budget.reset_at - now).total_seconds()
             refusals.append((Code.BUDGET_EXCEEDED, retry))
+    carries = {
+        "budget" if b.scope == "" else f"budget:{b.scope}": b.carry
+        for b in admission.budgets
+        if b.carry is not None
+    }
     states = tuple(
-        LimitState(name, kind, limit, before if refusals else after, reset_at)
+        LimitState(name, kind, limit, before if refusals else after, reset_at, carries.get(name))
         for name, kind, limit, before, after, reset_at in reports
     )
     if not refusals:

@@ -30,6 +30,7 @@ from keyplane.services.analytics import Analytics, RollupPruner, VerdictRecorder
 from keyplane.services.audit import AuditService, retention_of
 from keyplane.services.audit_read import AuditReader
 from keyplane.services.cache import TtlCache
+from keyplane.services.carry import CarryBook
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.email import EmailSender
 from keyplane.services.events import Events
@@ -292,6 +293,7 @@ class Runtime:
                 timedelta(seconds=settings.reservation_timeout_seconds),
                 verdict_recorder,
                 security,
+                CarryBook(store.usage),
             ),
             management=management,
             projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),
