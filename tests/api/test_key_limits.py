@@ -196,9 +196,10 @@ async def burst(api: Api, key: str, org_id: str, cost_micros: int) -> list[str]:
     return [verdict.code.value for verdict in verdicts]
 
 
+@pytest.mark.parametrize("scenario", ["credit", "carry"])
 @pytest.mark.parametrize("limiter", ["memory", "redis"])
-async def test_a_thousand_concurrent_verifies_spend_exactly_a_credit(
-    database: Database, clock: ManualClock, limiter: str
+async def test_a_thousand_concurrent_verifies_spend_exactly_a_credit_or_a_carry(
+    database: Database, clock: ManualClock, limiter: str, scenario: str
 ) -> None:
     if (database.name, limiter) not in {("sqlite", "memory"), ("postgres", "redis")}:
         pytest.skip("memory on SQLite and Redis on PostgreSQL cover both paths")
@@ -207,16 +208,31 @@ async def test_a_thousand_concurrent_verifies_spend_exactly_a_credit(
         require_redis()
         settings["redis_url"] = redis_url()
     async with running(database, clock, **settings) as api:
-        key, data = await api.create_key(policy={"budget": {"credit_limit": 1}})
+        budget: dict[str, Any] = {"credit_limit": 1, "reset": "daily"}
+        if scenario == "carry":
+            budget = {"credit_limit": 5, "reset": "daily", "rollover": {"max_carry": 3}}
+            budget["rollover"]["enabled"] = True
+        key, data = await api.create_key(policy={"budget": budget})
+        url = f"/v1/keys/{data['id']}/credits"
         try:
-            # Spend the limit, seed the counter, then grant 3 credits: 300 verifies of 0.01.
-            assert (await api.verify(key, cost=1))["code"] == "VALID"
-            url = f"/v1/keys/{data['id']}/credits"
-            granted = await api.client.post(url, json={"amount": 3, "reason": "top-up"})
-            assert granted.status_code == 201
+            if scenario == "credit":
+                # Spend the limit (seeding the counter), then grant 3 credits.
+                assert (await api.verify(key, cost=1))["code"] == "VALID"
+                granted = await api.client.post(url, json={"amount": 3, "reason": "top-up"})
+                assert granted.status_code == 201
+            else:
+                # Spend 2 of 5 today; tomorrow carries min(3, 5 - 2) = 3: 8 to spend.
+                await api.client.post(url, json={"amount": -2, "reason": "spent"})
+                api.clock.advance(86_400)
+                shown = (await api.client.get(f"/v1/keys/{data['id']}")).json()["data"]
+                assert (shown["limit_carry"], shown["limit_effective"]) == (3, 8)
+                answer = await api.verify(key, cost=0)
+                [limit] = answer["limits"]  # type: ignore[misc]
+                assert (limit["limit"], limit["carry"], limit["remaining"]) == (8, 3, 8)
             codes = await burst(api, key, str(data["org_id"]), 10_000)
         finally:
             if limiter == "redis":
                 await _forget_redis_keys(str(data["id"]))
-    assert codes.count("VALID") == 300
-    assert codes.count("BUDGET_EXCEEDED") == VERIFIES - 300
+    admitted = 300 if scenario == "credit" else 800
+    assert codes.count("VALID") == admitted
+    assert codes.count("BUDGET_EXCEEDED") == VERIFIES - admitted

@@ -80,7 +80,7 @@ BEYOND_THE_SCHEMA_FIELDS = re.compile(
     r"|metadata"
     # Credits ("", "1e200000"): another change reworks how credit amounts are parsed and
     # documented; this line goes with it.
-    r"|cost|policy\.budget\.credit_limit|policy\.budget\.per_model\..+"
+    r"|cost|amount|policy\.budget\.credit_limit|policy\.budget\.per_model\..+"
     r")"
 )
 

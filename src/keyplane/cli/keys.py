@@ -353,6 +353,62 @@ def revoke(
     _changed(changed, as_json)
 
 
+@app.command("reset-limits")
+def reset_limits(
+    ref: RefArgument,
+    windows: Annotated[
+        list[str] | None,
+        typer.Option("--window", help="Only this rate/token window; repeat for more."),
+    ] = None,
+    concurrency: Annotated[
+        bool, typer.Option("--concurrency/--no-concurrency", help="Free concurrency slots.")
+    ] = True,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Make a key's rate windows full again and free its concurrency slots (audited)."""
+    with connect(url, key, timeout) as client:
+        done = client.keys.reset_limits(ref, windows=windows or None, concurrency=concurrency)
+    if as_json:
+        print_json(done)
+        return
+    typer.echo(
+        f"{done.key_id}: reset {', '.join(done.windows) or 'no windows'}"
+        + (f"; {done.slots_released} slot(s) freed" if done.concurrency else "")
+    )
+
+
+@app.command()
+def credits(
+    ref: RefArgument,
+    amount: Annotated[
+        str,
+        typer.Option(
+            "--amount", help="Credits to add, exact: 25; negative takes them: --amount -2.5."
+        ),
+    ],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")],
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Count a retried command once.", show_default=False)
+    ] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Grant or charge credits to a key's budget, as a ledger entry (audited)."""
+    with connect(url, key, timeout) as client:
+        adjusted = client.keys.adjust_credits(
+            ref, amount, reason=reason, idempotency_key=idempotency_key
+        )
+    if as_json:
+        print_json(adjusted)
+        return
+    typer.echo(f"{adjusted.key_id}: {adjusted.amount:+} credits ({adjusted.id})")
+
+
 def _changed(changed: Key, as_json: bool) -> None:
     if as_json:
         print_json(changed)
