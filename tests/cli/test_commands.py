@@ -67,6 +67,8 @@ def test_key_lifecycle(cli: Run) -> None:
     charged = cli("keys", "credits", key_id, "--amount", "-2.5", "--reason", "refund", "--json")
     assert Decimal(str(charged.json()["amount"])) == Decimal("-2.5")
     assert Decimal(str(cli("keys", "show", key_id, "--json").json()["limit_remaining"])) == 2.5
+    undone = cli("keys", "credits", key_id, "--amount", "2.5", "--reason", "undo")
+    assert undone.code == 0 and "+2.5 credits" in undone.stdout
     reset = cli("keys", "reset-limits", key_id)
     assert reset.code == 0 and f"{key_id}: reset" in reset.stdout
 
