@@ -5,6 +5,7 @@ a thousand concurrent verifies (memory on SQLite, Redis on PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,6 +24,13 @@ LIMITED = {
     ],
     "concurrency": {"max_parallel": 1},
 }
+
+
+@pytest.fixture
+async def sqlite_api(sqlite_database: Database, clock: ManualClock) -> AsyncIterator[Api]:
+    """For refusals, which no database takes part in: SQLite only, to keep the suite fast."""
+    async with running(sqlite_database, clock) as api:
+        yield api
 
 
 async def _audited(api: Api, action: str, key_id: str) -> list[dict[str, Any]]:
@@ -66,7 +74,8 @@ async def test_a_reset_refills_the_windows_and_frees_the_slots_and_is_audited(ap
     ]
 
 
-async def test_a_reset_refuses_unknown_windows_and_needs_keys_write(api: Api) -> None:
+async def test_a_reset_refuses_unknown_windows_and_needs_keys_write(sqlite_api: Api) -> None:
+    api = sqlite_api
     _, data = await api.create_key(policy=LIMITED)
     url = f"/v1/keys/{data['id']}/limits/reset"
     unknown = await api.client.post(url, json={"windows": ["per-day"]})
@@ -134,7 +143,8 @@ async def test_an_idempotent_credit_is_counted_once(api: Api) -> None:
     assert (await api.verify(key, cost=0.000001))["code"] == "BUDGET_EXCEEDED"
 
 
-async def test_credits_need_their_own_scope_and_refuse_hostile_input(api: Api) -> None:
+async def test_credits_need_their_own_scope_and_refuse_hostile_input(sqlite_api: Api) -> None:
+    api = sqlite_api
     _, data = await api.create_key(policy={"budget": {"credit_limit": 1}})
     url = f"/v1/keys/{data['id']}/credits"
     writer = await api.management_key("keys:write", "keys:read")
