@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from keyplane.domain import keyformat
 from tests.conftest import Api
 
@@ -190,6 +192,21 @@ async def test_rotation_without_grace_retires_the_old_secret_at_once(api: Api) -
     assert response.status_code == 200
     assert (await api.verify(old_key))["code"] == "NOT_FOUND"
     assert (await api.verify(response.json()["key"]))["code"] == "VALID"
+
+
+@pytest.mark.parametrize(("after", "seconds"), [("30m", 1800), ("1h", 3600), ("2d", 172_800)])
+async def test_auto_enable_after_takes_seed_004_durations(
+    api: Api, after: str, seconds: int
+) -> None:
+    key, data = await api.create_key()
+    response = await api.client.post(
+        f"/v1/keys/{data['id']}/disable", json={"auto_enable_after": after}
+    )
+    assert response.status_code == 200
+    api.clock.advance(seconds - 1)
+    assert (await api.verify(key))["code"] == "DISABLED"
+    api.clock.advance(1)
+    assert (await api.verify(key))["code"] == "VALID"
 
 
 async def test_disable_with_auto_enable_and_manual_enable(api: Api) -> None:

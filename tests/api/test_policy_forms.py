@@ -100,6 +100,10 @@ BUDGET = {
         st.lists(st.floats(0.01, 10, allow_nan=False), max_size=10), False
     ),
     "per_model": optional(st.dictionaries(PATTERN, CREDITS, max_size=5), False),
+    # A whole object (it replaces the plan's): both fields always written back.
+    "rollover": optional(
+        st.fixed_dictionaries({"enabled": st.booleans(), "max_carry": st.none() | CREDITS})
+    ),
 }
 NETWORK_RULES = {
     "ip_allow": optional(st.lists(NETWORK, max_size=5), False),

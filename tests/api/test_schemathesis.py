@@ -62,6 +62,7 @@ BEYOND_THE_SCHEMA = {
     # A webhook URL: https (or http when allowed) to an address the SSRF guard accepts under
     # the operator's settings, or an email address for kind "email" (docs/webhooks.md).
     "INVALID_WEBHOOK_URL",
+    "UNKNOWN_WINDOW",  # a limits reset names a window the key's policy has: data, not shape
 }
 #: The same for fields whose validator parses a little language or compares fields: their
 #: rules are in the field's description and docs/api.md or docs/policy.md.
@@ -80,8 +81,9 @@ BEYOND_THE_SCHEMA_FIELDS = re.compile(
     r"|metadata"
     # Credits ("", "1e200000"): another change reworks how credit amounts are parsed and
     # documented; this line goes with it.
-    r"|cost|policy\.budget\.credit_limit|policy\.budget\.per_model\..+"
+    r"|cost|amount|policy\.budget\.credit_limit|policy\.budget\.per_model\..+"
     r"|policy\.costs\.per_\w+_max|policy\.models\.cost_limits\..+\.max_cost_per_day"
+    r"|policy\.budget\.rollover\.max_carry"
     r")"
 )
 

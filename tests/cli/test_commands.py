@@ -59,9 +59,18 @@ def test_key_lifecycle(cli: Run) -> None:
     updated = cli("keys", "update", key_id, "--label", "L", "--tag", "c", "--json").json()
     assert (updated["label"], updated["tags"]) == ("L", ["c"])
 
-    disabled = cli("keys", "disable", key_id, "--reason", "unpaid", "--for", "60", "--json")
+    disabled = cli("keys", "disable", key_id, "--reason", "unpaid", "--for", "2d", "--json")
     assert disabled.json()["status"] == "disabled"
+    assert disabled.json()["auto_enable_at"] is not None
+    assert cli("keys", "disable", key_id, "--for", "1w").code == 2
     assert cli("keys", "enable", key_id).stdout.strip() == f"{key_id}: active"
+    charged = cli("keys", "credits", key_id, "--amount", "-2.5", "--reason", "refund", "--json")
+    assert Decimal(str(charged.json()["amount"])) == Decimal("-2.5")
+    assert Decimal(str(cli("keys", "show", key_id, "--json").json()["limit_remaining"])) == 2.5
+    undone = cli("keys", "credits", key_id, "--amount", "2.5", "--reason", "undo")
+    assert undone.code == 0 and "+2.5 credits" in undone.stdout
+    reset = cli("keys", "reset-limits", key_id)
+    assert reset.code == 0 and f"{key_id}: reset" in reset.stdout
 
     rotated = cli("keys", "rotate", key_id, "--grace", "0")
     assert rotated.code == 0 and "shown only this once" in rotated.stderr

@@ -40,6 +40,12 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
     ("keys.disable", "keys:write", lambda s, p: s.keys.disable(p, KEY_ID, None, None)),
     ("keys.enable", "keys:write", lambda s, p: s.keys.enable(p, KEY_ID)),
     ("keys.rotate", "keys:write", lambda s, p: s.keys.rotate(p, KEY_ID, timedelta(0))),
+    ("key_limits.reset", "keys:write", lambda s, p: s.key_limits.reset(p, KEY_ID)),
+    (
+        "key_limits.adjust_credits",
+        "keys:credits",
+        lambda s, p: s.key_limits.adjust_credits(p, KEY_ID, 1, "r"),
+    ),
     (
         "management.create",
         "management_keys:write",
@@ -188,6 +194,7 @@ async def test_every_use_case_of_the_services_is_in_the_table() -> None:
         f"{attr}.{method}" if attr != "verifier" else method
         for attr, service in (
             ("keys", "KeyService"),
+            ("key_limits", "KeyLimits"),
             ("management", "ManagementKeys"),
             ("projects", "Projects"),
             ("plans", "Plans"),
@@ -223,6 +230,7 @@ def _principal_methods(class_name: str) -> list[str]:
         audit,
         audit_read,
         events,
+        key_limits,
         keys,
         management,
         plans,
@@ -236,7 +244,7 @@ def _principal_methods(class_name: str) -> list[str]:
     )
 
     modules = (keys, management, projects, plans, usage, events, verify, vault)
-    modules += (analytics, usage_stream, signing_secrets, webhooks, audit_read, audit)
+    modules += (key_limits, analytics, usage_stream, signing_secrets, webhooks, audit_read, audit)
     for module in modules:
         cls = getattr(module, class_name, None)
         if cls is not None:
@@ -289,6 +297,10 @@ async def test_use_cases_never_reach_another_organization(runtime: Runtime) -> N
     verdict = await runtime.services.verifier.verify(stranger, VerifyRequest(key=issued.secret))
     assert verdict.code is Code.NOT_FOUND
     assert await runtime.services.events.list(stranger, None, None, 10) == []
+    with pytest.raises(NotFoundError):
+        await runtime.services.key_limits.reset(stranger, issued.record.id)
+    with pytest.raises(NotFoundError):
+        await runtime.services.key_limits.adjust_credits(stranger, issued.record.id, 1, "r")
     # The key is still there and valid for its own organization.
     assert (await runtime.services.keys.get(root, issued.record.id)).id == issued.record.id
 
@@ -301,6 +313,8 @@ async def test_a_project_bound_caller_does_not_reach_other_projects(runtime: Run
     bound = caller(org_id, "*", project_id=other.id)
     with pytest.raises(NotFoundError):
         await runtime.services.keys.get(bound, issued.record.id)
+    with pytest.raises(NotFoundError):
+        await runtime.services.key_limits.adjust_credits(bound, issued.record.id, 1, "r")
     verdict = await runtime.services.verifier.verify(bound, VerifyRequest(key=issued.secret))
     assert verdict.code is Code.NOT_FOUND
     assert [p.id for p in await runtime.services.projects.list(bound)] == [other.id]

@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from keyplane.domain import ids, money
-from keyplane.domain.usage import AlertSpec, UsageEntry, bucket_starts
+from keyplane.domain.changes import SYSTEM, Journal
+from keyplane.domain.usage import AlertSpec, CreditAdjustment, UsageEntry, bucket_starts
+from keyplane.errors import ConflictError
 from keyplane.store.database import Database as Db
 from tests.store.conftest import NOW, key_record, other_tenancy, tenancy
 
@@ -240,3 +242,46 @@ async def test_concurrent_guards_of_one_key_take_turns(db: Db) -> None:
     await asyncio.gather(*(db.usage.guard_limit_state("key_9", install) for _ in range(5)))
     # Each renewal saw the one before it: no two read the same promise.
     assert sorted(promises, key=lambda p: -1 if p is None else p) == [None, 1, 2, 3, 4]
+
+
+async def test_a_credit_adjustment_counts_as_negative_spending_once_under_the_seed_lock(
+    db: Db,
+) -> None:
+    org, _ = await tenancy(db)
+    key = await _key(db)
+    await db.usage.record([_entry(key, org, "spend", 3_000_000)])
+    counted: list[str] = []
+
+    async def before_commit() -> None:
+        counted.append("live counters")
+
+    def adjustment(amount: int) -> CreditAdjustment:
+        return CreditAdjustment(ids.new_id("adj"), org, key, amount, "goodwill", NOW)
+
+    granted = adjustment(5_000_000)
+    await db.usage.adjust_credits(granted, None, Journal(SYSTEM, NOW), before_commit)
+    assert counted == ["live counters"]
+    totals = (await db.usage.totals([key], NOW))[key]
+    assert totals == dict.fromkeys(("total", "day", "week", "month"), -2_000_000)
+    month = bucket_starts(NOW)["month"]
+    assert await db.usage.spent_in(key, "month", month) == -2_000_000
+    seeded: dict[str, int] = {}
+
+    async def install(costs: dict[str, int]) -> None:
+        seeded.update(costs)
+
+    await db.usage.seed_spent(key, "month", month, install)
+    assert seeded == {"": -2_000_000, "gpt": 3_000_000}  # per-model rows are not adjusted
+    assert await db.usage.get_adjustment(org, granted.id) == granted
+    other, _ = await other_tenancy(db)
+    assert await db.usage.get_adjustment(other, granted.id) is None
+    # Out of the ledger's range: refused, and nothing of it is kept.
+    too_much = adjustment(money.MAX_MICROS + 1)  # the rollups would go below -MAX_MICROS
+    try:
+        await db.usage.adjust_credits(too_much, None, Journal(SYSTEM, NOW), before_commit)
+    except ConflictError as exc:
+        assert exc.code == "CREDITS_OUT_OF_RANGE"
+    else:
+        raise AssertionError("an adjustment past LEDGER_MAX was accepted")
+    assert await db.usage.get_adjustment(org, too_much.id) is None
+    assert counted == ["live counters"]

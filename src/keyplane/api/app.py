@@ -25,6 +25,7 @@ from keyplane.api.routes import (
     audit_verify,
     auth,
     health,
+    key_limits,
     keys,
     management_keys,
     organization,
@@ -144,6 +145,7 @@ def create_app(
     app.include_router(health.router)
     for router in (
         keys.router,
+        key_limits.router,
         verify.router,
         auth.router,
         usage.router,

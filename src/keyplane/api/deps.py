@@ -25,6 +25,7 @@ from keyplane.services.audit_read import AuditReader
 from keyplane.services.authz import require_scope
 from keyplane.services.events import Events
 from keyplane.services.instances import Confirmation
+from keyplane.services.key_limits import KeyLimits
 from keyplane.services.keys import KeyService
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
@@ -78,6 +79,10 @@ async def get_usage(request: Request) -> UsageService:
     return _services(request).usage
 
 
+async def get_key_limits(request: Request) -> KeyLimits:
+    return _services(request).key_limits
+
+
 async def get_analytics(request: Request) -> Analytics:
     return _services(request).analytics
 
@@ -129,6 +134,7 @@ async def get_confirm_eviction(request: Request) -> ConfirmEviction:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 KeyServiceDep = Annotated[KeyService, Depends(get_keys)]
+KeyLimitsDep = Annotated[KeyLimits, Depends(get_key_limits)]
 VerifierDep = Annotated[verify.Verifier, Depends(get_verifier)]
 ManagementDep = Annotated[ManagementKeys, Depends(get_management)]
 ProjectsDep = Annotated[Projects, Depends(get_projects)]
@@ -200,6 +206,7 @@ def scoped(scope: str) -> Any:
 
 # The scoped principals routes with a body take (one per scope such a route needs).
 KeysWriter = Annotated[Principal, scoped("keys:write")]
+CreditsWriter = Annotated[Principal, scoped("keys:credits")]
 PlansWriter = Annotated[Principal, scoped("plans:write")]
 ProjectsWriter = Annotated[Principal, scoped("projects:write")]
 ManagementKeysWriter = Annotated[Principal, scoped("management_keys:write")]

@@ -302,6 +302,29 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
         {"data": _DISABLED},
     ),
     "enable_key_v1_keys__id_or_hash__enable_post": (None, {"data": KEY}),
+    "reset_key_limits_v1_keys__id_or_hash__limits_reset_post": (
+        {"windows": ["per-minute"], "concurrency": True},
+        {
+            "data": {
+                "key_id": _KEY_ID,
+                "windows": ["per-minute"],
+                "concurrency": True,
+                "slots_released": 2,
+            }
+        },
+    ),
+    "adjust_key_credits_v1_keys__id_or_hash__credits_post": (
+        {"amount": 25, "reason": "goodwill credit for the outage of 2026-02-28"},
+        {
+            "data": {
+                "id": "adj_01m8yzy9kh7wtthgt30ak5jrfq",
+                "key_id": _KEY_ID,
+                "amount": 25,
+                "reason": "goodwill credit for the outage of 2026-02-28",
+                "created_at": _AT,
+            }
+        },
+    ),
     "verify_v1_verify_post": (
         {"key": _SECRET, "model": "gpt-4o", "cost": 0.25},
         {

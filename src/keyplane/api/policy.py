@@ -91,6 +91,18 @@ DURATION_PATTERN = (
 )
 
 
+def duration_pattern(maximum: int) -> str:
+    """``parse_duration``'s text form for 1..``maximum`` seconds, as an anchored regex."""
+    return (
+        f"^(?:(?:{_up_to(maximum, 12)})s?"
+        + "".join(
+            f"|(?:{_up_to(maximum // seconds, 12)}){unit}"
+            for unit, seconds in (("m", 60), ("h", 3600), ("d", 86400))
+        )
+        + ")$"
+    )
+
+
 def _duration(value: object) -> int:
     if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
         value = int(value)  # 60.0 is 60, as for every integer field (fields.Integral)
@@ -192,6 +204,15 @@ class Concurrency(Input):
     max_parallel: Annotated[int, Strict(), Field(ge=1, le=1_000_000), Integral]
 
 
+class Rollover(Input):
+    enabled: Annotated[bool, Strict()] = Field(
+        default=False, description="carry unused allowance into the next period"
+    )
+    max_carry: Credits | None = Field(
+        default=None, description="the most that carries (credits); null: credit_limit"
+    )
+
+
 class Budget(Input):
     credit_limit: Credits | None = Field(default=None, description="credits per period")
     reset: BudgetReset = Reset.NEVER
@@ -200,6 +221,11 @@ class Budget(Input):
     )
     per_model: Annotated[dict[ModelPattern, Credits], Field(max_length=50)] = Field(
         default={}, description="a separate credit limit for models matching each pattern"
+    )
+    rollover: Rollover | None = Field(
+        default=None,
+        description="carry = min(max_carry, max(0, credit_limit - last period's spending)); "
+        "no compounding; not for reset never",
     )
 
 
@@ -327,6 +353,13 @@ def _budget_spec(budget: Budget) -> spec.Budget:
                 for pattern, amount in limits.items()
             ),
         ),
+        rollover=_given(
+            budget,
+            "rollover",
+            lambda r: spec.Rollover(
+                r.enabled, None if r.max_carry is None else money.to_micros(r.max_carry)
+            ),
+        ),
     )
 
 
@@ -412,6 +445,15 @@ def _budget_form(budget: spec.Budget) -> dict[str, Any]:
         "per_model",
         budget.per_model,
         lambda items: {item.model: exact.credits(item.credit_limit_micros) for item in items},
+    )
+    _show(
+        form,
+        "rollover",
+        budget.rollover,
+        lambda r: {
+            "enabled": r.enabled,
+            "max_carry": None if r.max_carry_micros is None else exact.credits(r.max_carry_micros),
+        },
     )
     return form
 

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from keyplane.api.exact import CreditsOut, credits, optional_credits
@@ -29,10 +30,10 @@ from keyplane.api.fields import (
     Scopes,
     documented,
 )
-from keyplane.api.policy import Credits, PolicyIn, to_api
+from keyplane.api.policy import Credits, PolicyIn, duration_pattern, to_api
 from keyplane.domain import scopes, validation
 from keyplane.domain.keys import Environment, KeyStatus, effective_status
-from keyplane.domain.periods import Reset
+from keyplane.domain.periods import MAX_PAUSE_SECONDS, Reset, parse_duration
 from keyplane.domain.plans import PlanRecord
 from keyplane.domain.tenancy import MANAGEMENT_SCOPES, ManagementKeyRecord, Project
 from keyplane.services.instances import Confirmation
@@ -155,11 +156,38 @@ class KeyRevoke(Input):
     reason: Reason | None = None
 
 
+def _pause(value: object) -> int:
+    # 600 and 600.0 are seconds (as for every integer field); "30m", "1h", "2d" (seed 004)
+    # are read by the bounded duration parser; floats with a fraction, booleans are refused.
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError('a duration is a number of seconds or text like "30m", "1h", "2d"')
+    return parse_duration(value, MAX_PAUSE_SECONDS)
+
+
+#: 1 second to a year: seconds, or "90s", "30m", "1h", "2d".
+PauseDuration = Annotated[
+    int,
+    BeforeValidator(_pause),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_PAUSE_SECONDS},
+                {"type": "string", "pattern": duration_pattern(MAX_PAUSE_SECONDS)},
+            ]
+        }
+    ),
+]
+
+
 class KeyDisable(Input):
     reason: Reason | None = None
-    auto_enable_after: (
-        Annotated[int, Strict(), Field(ge=1, le=365 * 24 * 3600), Integral] | None
-    ) = Field(default=None, description="seconds after which the key enables itself again")
+    auto_enable_after: PauseDuration | None = Field(
+        default=None,
+        description='how long until the key enables itself again: seconds, or "30m", "1h", "2d"'
+        " (at most a year)",
+    )
 
 
 class KeyRotate(Input):
@@ -218,6 +246,13 @@ class KeyOut(BaseModel):
     limit: CreditsOut | None = Field(description="the budget's credit limit per period")
     limit_remaining: CreditsOut | None = Field(description="credits left this period")
     limit_reset: Reset | None
+    limit_carry: CreditsOut | None = Field(
+        default=None,
+        description="budget rollover: credits carried into this period (null without rollover)",
+    )
+    limit_effective: CreditsOut | None = Field(
+        default=None, description="this period's limit: limit plus limit_carry"
+    )
     period_usage: PeriodUsage | None = Field(
         default=None, description="with include=usage on a list: the period's usage"
     )
@@ -242,6 +277,10 @@ class KeyOut(BaseModel):
             limit=optional_credits(view.budget_limit),
             limit_remaining=optional_credits(view.budget_remaining),
             limit_reset=view.budget_reset,
+            limit_carry=optional_credits(view.budget_carry),
+            limit_effective=optional_credits(
+                None if view.budget_limit is None else view.budget_limit + (view.budget_carry or 0)
+            ),
         )
 
 
@@ -349,6 +388,11 @@ class LimitOut(BaseModel):
     limit: float
     remaining: float
     reset_at: datetime | None
+    carry: float | None = Field(
+        default=None,
+        description="budgets with rollover: what of limit (this period's effective limit) "
+        "carried over from the last period",
+    )
 
 
 class VerifyResponse(BaseModel):

@@ -22,6 +22,7 @@ from keyplane.cli.remote import (
     usage_error,
 )
 from keyplane.client import Key, KeyCreated, KeyFilters
+from keyplane.domain.periods import MAX_PAUSE_SECONDS, parse_duration
 
 app = typer.Typer(help="Create, list, change and retire API keys.", no_args_is_help=True)
 
@@ -32,6 +33,18 @@ Metadata = Annotated[
     str | None, typer.Option(help="A JSON object, or @file.json.", show_default=False)
 ]
 Policy = Annotated[str | None, typer.Option(help="Policy overrides: a JSON object, or @file.json.")]
+
+
+def _pause(value: str | None) -> str | None:
+    """``--for``: checked here (bounded parser) so a typo is a usage error, not a 422."""
+    if value is None:
+        return None
+    try:
+        parse_duration(value, MAX_PAUSE_SECONDS)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
 
 LIST_COLUMNS = ("id", "name", "owner", "env", "status", "plan", "created")
 
@@ -287,9 +300,13 @@ def rotate(
 def disable(
     ref: RefArgument,
     reason: Annotated[str | None, typer.Option()] = None,
-    for_seconds: Annotated[
-        int | None,
-        typer.Option("--for", min=1, max=365 * 86400, help="Enable again after this many seconds."),
+    for_duration: Annotated[
+        str | None,
+        typer.Option(
+            "--for",
+            callback=_pause,
+            help='Enable again after this long: seconds, or "30m", "1h", "2d" (at most 365d).',
+        ),
     ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
@@ -298,7 +315,7 @@ def disable(
 ) -> None:
     """Disable a key (optionally for a while)."""
     with connect(url, key, timeout) as client:
-        changed = client.keys.disable(ref, reason=reason, auto_enable_after=for_seconds)
+        changed = client.keys.disable(ref, reason=reason, auto_enable_after=for_duration)
     _changed(changed, as_json)
 
 
@@ -329,6 +346,62 @@ def revoke(
     with connect(url, key, timeout) as client:
         changed = client.keys.revoke(ref, reason=reason)
     _changed(changed, as_json)
+
+
+@app.command("reset-limits")
+def reset_limits(
+    ref: RefArgument,
+    windows: Annotated[
+        list[str] | None,
+        typer.Option("--window", help="Only this rate/token window; repeat for more."),
+    ] = None,
+    concurrency: Annotated[
+        bool, typer.Option("--concurrency/--no-concurrency", help="Free concurrency slots.")
+    ] = True,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Make a key's rate windows full again and free its concurrency slots (audited)."""
+    with connect(url, key, timeout) as client:
+        done = client.keys.reset_limits(ref, windows=windows or None, concurrency=concurrency)
+    if as_json:
+        print_json(done)
+        return
+    typer.echo(
+        f"{done.key_id}: reset {', '.join(done.windows) or 'no windows'}"
+        + (f"; {done.slots_released} slot(s) freed" if done.concurrency else "")
+    )
+
+
+@app.command()
+def credits(
+    ref: RefArgument,
+    amount: Annotated[
+        str,
+        typer.Option(
+            "--amount", help="Credits to add, exact: 25; negative takes them: --amount -2.5."
+        ),
+    ],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")],
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Count a retried command once.", show_default=False)
+    ] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Grant or charge credits to a key's budget, as a ledger entry (audited)."""
+    with connect(url, key, timeout) as client:
+        adjusted = client.keys.adjust_credits(
+            ref, amount, reason=reason, idempotency_key=idempotency_key
+        )
+    if as_json:
+        print_json(adjusted)
+        return
+    typer.echo(f"{adjusted.key_id}: {adjusted.amount:+} credits ({adjusted.id})")
 
 
 def _changed(changed: Key, as_json: bool) -> None:

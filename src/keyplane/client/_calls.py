@@ -260,13 +260,39 @@ def rotate_key(
     return Call("POST", path, _created(models.KeyCreated), (), body, idempotency_key)
 
 
-def disable_key(ref: str, reason: str | None, auto_enable_after: int | None) -> Call[models.Key]:
+def disable_key(
+    ref: str, reason: str | None, auto_enable_after: int | str | None
+) -> Call[models.Key]:
     body: dict[str, Any] = {}
     if reason is not None:
         body["reason"] = reason
     if auto_enable_after is not None:
         body["auto_enable_after"] = auto_enable_after
     return Call("POST", f"/v1/keys/{_segment(ref)}/disable", _data(models.Key), (), body)
+
+
+def reset_key_limits(
+    ref: str, windows: Sequence[str] | None, concurrency: bool
+) -> Call[models.LimitsReset]:
+    body: dict[str, Any] = {"concurrency": concurrency}
+    if windows is not None:
+        body["windows"] = list(windows)
+    path = f"/v1/keys/{_segment(ref)}/limits/reset"
+    return Call("POST", path, _data(models.LimitsReset), (), body)
+
+
+def adjust_key_credits(
+    ref: str, amount: Decimal | int | float | str, reason: str, idempotency_key: str | None
+) -> Call[models.CreditAdjustment]:
+    body = {"amount": credits(amount), "reason": reason}
+    path = f"/v1/keys/{_segment(ref)}/credits"
+
+    def parse(response: httpx.Response) -> models.CreditAdjustment:
+        replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
+        data = models.parse_json(response.content)["data"]
+        return models.CreditAdjustment.model_validate({**data, "replayed": replayed})
+
+    return Call("POST", path, parse, (), body, idempotency_key)
 
 
 def enable_key(ref: str) -> Call[models.Key]:

@@ -251,10 +251,39 @@ class AsyncKeys(_Resource):
         )
 
     async def disable(
-        self, id_or_hash: str, *, reason: str | None = None, auto_enable_after: int | None = None
+        self,
+        id_or_hash: str,
+        *,
+        reason: str | None = None,
+        auto_enable_after: int | str | None = None,
     ) -> models.Key:
-        """Disable a key, optionally for ``auto_enable_after`` seconds only."""
+        """Disable a key, optionally for ``auto_enable_after`` only (seconds, or "30m", "2d")."""
         return await self._client.send(_calls.disable_key(id_or_hash, reason, auto_enable_after))
+
+    async def reset_limits(
+        self,
+        id_or_hash: str,
+        *,
+        windows: Sequence[str] | None = None,
+        concurrency: bool = True,
+    ) -> models.LimitsReset:
+        """Make the key's rate windows (only ``windows`` when named) full again and, with
+        ``concurrency``, free its concurrency slots (scope ``keys:write``)."""
+        return await self._client.send(_calls.reset_key_limits(id_or_hash, windows, concurrency))
+
+    async def adjust_credits(
+        self,
+        id_or_hash: str,
+        amount: Decimal | int | float | str,
+        *,
+        reason: str,
+        idempotency_key: str | None = None,
+    ) -> models.CreditAdjustment:
+        """Grant (positive) or charge (negative) credits to the key's budget, as a ledger
+        entry (scope ``keys:credits``); a retry with the same ``idempotency_key`` counts once."""
+        return await self._client.send(
+            _calls.adjust_key_credits(id_or_hash, amount, reason, idempotency_key)
+        )
 
     async def enable(self, id_or_hash: str) -> models.Key:
         """Enable a disabled key."""

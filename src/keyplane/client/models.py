@@ -103,8 +103,13 @@ class Key(Model):
     limit: Decimal | None = None
     limit_remaining: Decimal | None = None
     limit_reset: str | None = None
+    #: Budget rollover: what carried into this period, and the period's limit with it.
+    limit_carry: Decimal | None = None
+    limit_effective: Decimal | None = None
 
-    _credits = field_validator("limit", "limit_remaining", mode="before")(_decimal)
+    _credits = field_validator(
+        "limit", "limit_remaining", "limit_carry", "limit_effective", mode="before"
+    )(_decimal)
 
 
 class Ack(Model):
@@ -147,8 +152,35 @@ class Limit(Model):
     limit: Decimal
     remaining: Decimal
     reset_at: datetime | None = None
+    #: Budgets with rollover: what of ``limit`` carried over from the last period.
+    carry: Decimal | None = None
 
-    _numbers = field_validator("limit", "remaining", mode="before")(_decimal)
+    _numbers = field_validator("limit", "remaining", "carry", mode="before")(_decimal)
+
+
+class LimitsReset(Model):
+    """What ``POST /v1/keys/{id}/limits/reset`` did."""
+
+    key_id: str
+    windows: list[str]
+    concurrency: bool
+    slots_released: int
+
+
+class CreditAdjustment(Model):
+    """A credit adjustment of a key's budget (positive: granted; negative: charged).
+
+    ``replayed`` is true when a repeated ``Idempotency-Key`` answered the first adjustment.
+    """
+
+    id: str
+    key_id: str
+    amount: Decimal
+    reason: str
+    created_at: datetime
+    replayed: bool = False
+
+    _amount = field_validator("amount", mode="before")(_decimal)
 
 
 class Verdict(Model):

@@ -101,6 +101,9 @@ class BudgetAsk:
     refusal: Code = Code.BUDGET_EXCEEDED
     #: Its name in the verdict's limits; None: "budget" or "budget:<pattern>".
     name: str | None = None
+    #: Of ``limit``, what carried over from the previous period (``domain/rollover.py``);
+    #: None for a budget without rollover.
+    carry: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,8 @@ class LimitState:
     limit: int
     remaining: int
     reset_at: datetime | None
+    #: Budgets with rollover: what of ``limit`` (the period's effective limit) carried over.
+    carry: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +250,13 @@ def judge(
     for code, budget_wait in budget_waits.items():
         known = [wait for wait in budget_wait if wait is not None]
         refusals.append((code, max(known) if len(known) == len(budget_wait) else None))
+    carries = {
+        b.name or ("budget" if b.scope == "" else f"budget:{b.scope}"): b.carry
+        for b in admission.budgets
+        if b.carry is not None
+    }
     states = tuple(
-        LimitState(name, kind, limit, before if refusals else after, reset_at)
+        LimitState(name, kind, limit, before if refusals else after, reset_at, carries.get(name))
         for name, kind, limit, before, after, reset_at in reports
     )
     if not refusals:

@@ -28,6 +28,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 MIN_DURATION_SECONDS = 1
 MAX_DURATION_SECONDS = 30 * 86400
+#: The longest pause of a disabled key (``auto_enable_after``): a year.
+MAX_PAUSE_SECONDS = 365 * 86400
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # ASCII digits only: str.isdigit() and \d would also take "١٢" or "²", which int() reads
 # (or chokes on) in surprising ways. Twelve digits is far past the 30-day limit already.
@@ -98,10 +100,12 @@ class CurrentPeriods:
         return bounds
 
 
-def parse_duration(value: str | int) -> int:
+def parse_duration(value: str | int, maximum: int = MAX_DURATION_SECONDS) -> int:
     """Seconds from ``"30s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"60"`` or an int.
 
-    The result must lie between one second and 30 days; anything else raises ValueError.
+    The result must lie between one second and ``maximum`` seconds (30 days unless told);
+    anything else raises ValueError. The text is at most 13 characters of a fixed shape,
+    so parsing costs nothing whatever a caller sends.
     """
     # bool is an int subclass: True would otherwise slip through as one second.
     if isinstance(value, bool):
@@ -115,9 +119,14 @@ def parse_duration(value: str | int) -> int:
             "a duration is a positive whole number with an optional unit s, m, h or d, "
             "like '30s', '15m', '1h' or '7d'"
         )
-    if not MIN_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS:
-        raise ValueError("a duration must be between 1 second and 30 days")
+    if not MIN_DURATION_SECONDS <= seconds <= maximum:
+        raise ValueError(f"a duration must be between 1 second and {_spelled(maximum)}")
     return seconds
+
+
+def _spelled(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    return f"{days} days" if not rest and days > 1 else f"{seconds} seconds"
 
 
 def format_duration(seconds: int) -> str:

@@ -47,6 +47,9 @@ class Budget:
     alert_thresholds_bp: tuple[int, ...] = ()
     #: (model glob, micro-credits) pairs: a separate limit for matching models.
     per_model: tuple[tuple[str, int], ...] = ()
+    #: The most unused allowance that carries into the next period (micro-credits), or None
+    #: without rollover (``domain/rollover.py``). Never set for a budget that never resets.
+    max_carry: int | None = None
 
     def model_limit(self, model: str | None) -> tuple[str, int] | None:
         """The per-model budget that applies to ``model`` (the first matching pattern)."""
@@ -224,6 +227,7 @@ def _budget(section: spec.Field[spec.Budget]) -> Budget | None:
         per_model=tuple(
             (item.model, item.credit_limit_micros) for item in spec.value_or(section.per_model, ())
         ),
+        max_carry=_max_carry(section),
     )
 
 
@@ -267,6 +271,15 @@ def check_costs(policy: Policy, model: str | None, cost: int, tokens: int) -> Co
     ):
         return Code.TOKEN_LIMITED
     return None
+
+
+def _max_carry(section: spec.Budget) -> int | None:
+    rollover = spec.value_or(section.rollover, None)
+    limit = spec.value_or(section.credit_limit_micros, None)
+    reset = spec.value_or(section.reset, Reset.NEVER)
+    if rollover is None or not rollover.enabled or limit is None or reset is Reset.NEVER:
+        return None
+    return limit if rollover.max_carry_micros is None else rollover.max_carry_micros
 
 
 def check_request(policy: Policy, context: RequestContext) -> Code | None:

@@ -126,6 +126,16 @@ class ModelBudget:
 
 
 @dataclass(frozen=True, slots=True)
+class Rollover:
+    """Unused allowance carried into the next period (``domain/rollover.py``); one value:
+    a key's ``rollover`` replaces its plan's whole."""
+
+    enabled: bool = False
+    #: The most that carries, in micro-credits; None: the base limit.
+    max_carry_micros: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Budget:
     #: Micro-credits per period; ``None`` meters spending without a limit.
     credit_limit_micros: Field[int] = UNSET
@@ -133,6 +143,7 @@ class Budget:
     #: Fractions of the limit (0.8 is 80 %).
     alert_thresholds: Field[tuple[float, ...]] = UNSET
     per_model: Field[tuple[ModelBudget, ...]] = UNSET
+    rollover: Field[Rollover] = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,12 +424,25 @@ def _per_model(value: Any, where: str) -> tuple[ModelBudget, ...]:
     return tuple(items)
 
 
+def _rollover(value: Any, where: str) -> Rollover:
+    entry = _object(value, where)
+    enabled = entry.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ValueError("rollover enabled is not a boolean")
+    max_carry = entry.get("max_carry_micros")
+    return Rollover(
+        enabled=enabled,
+        max_carry_micros=None if max_carry is None else _integer(max_carry, "rollover max_carry"),
+    )
+
+
 def _budget(doc: Mapping[str, Any]) -> Budget:
     return Budget(
         credit_limit_micros=_read(doc, "credit_limit_micros", _integer),
         reset=_read(doc, "reset", _reset),
         alert_thresholds=_read(doc, "alert_thresholds", _thresholds),
         per_model=_read(doc, "per_model", _per_model),
+        rollover=_read(doc, "rollover", _rollover),
     )
 
 
@@ -491,7 +515,16 @@ def _windows_document(windows: tuple[RateWindow, ...]) -> list[dict[str, Any]]:
 
 
 def _budget_document(budget: Budget) -> dict[str, Any]:
-    document = _fields_document(dataclasses.replace(budget, per_model=UNSET))
+    document = _fields_document(dataclasses.replace(budget, per_model=UNSET, rollover=UNSET))
+    if budget.rollover is not UNSET:
+        document["rollover"] = (
+            None
+            if budget.rollover is None
+            else {
+                "enabled": budget.rollover.enabled,
+                "max_carry_micros": budget.rollover.max_carry_micros,
+            }
+        )
     if budget.per_model is not UNSET:
         # A list, not an object: the first matching pattern wins, and PostgreSQL's JSONB does
         # not keep the order of an object's keys.

@@ -95,3 +95,17 @@ def crossed_thresholds(
         if before < mark <= after:
             crossed.append(bp)
     return crossed
+
+
+@dataclass(frozen=True, slots=True)
+class CreditAdjustment:
+    """Credits an operator granted (``amount_micros`` > 0: more to spend) or charged (< 0) a
+    key's budget. The ledger counts it as a spend of ``-amount_micros`` in the periods of
+    ``created_at``, for the key's own budget (per-model budgets are not adjusted)."""
+
+    id: str
+    org_id: str
+    key_id: str
+    amount_micros: int
+    reason: str
+    created_at: datetime

@@ -69,6 +69,16 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("key.replayed", "An idempotent create answered an earlier key.", {**_KEY}),
     EventType("key.imported", "A key was imported.", {**_KEY, "name": "legacy"}),
     EventType(
+        "key.limits.reset",
+        "An operator reset a key's rate windows and/or concurrency slots.",
+        {**_KEY, "windows": ["per_minute"], "concurrency": True},
+    ),
+    EventType(
+        "key.credits.adjusted",
+        "An operator granted (positive) or charged (negative) credits to a key's budget.",
+        {**_KEY, "adjustment_id": "adj_01jf...", "amount": "25", "reason": "goodwill"},
+    ),
+    EventType(
         "management_key.created",
         "A management key was created.",
         {"id": "mk_01jf...", "name": "ci"},

@@ -17,11 +17,11 @@ installs it through the limiter's own :meth:`CounterInstaller.install_spent`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from keyplane.domain.admission import Admission, AdmissionResult, Settlement
+from keyplane.domain.admission import Admission, AdmissionResult, Settlement, WindowAsk
 from keyplane.domain.periods import Reset
 
 
@@ -69,6 +69,12 @@ class Limiter(CounterInstaller, Protocol):
 
     async def expire(self, now: datetime) -> int:
         """Release reservations and slots past their hold time; return how many."""
+        ...
+
+    async def reset(self, key_id: str, windows: Sequence[WindowAsk], slots: bool) -> int:
+        """An operator's reset: make ``windows`` full again and, when ``slots``, free every
+        concurrency slot the key holds (their reservations keep their budget holds, and
+        settle without giving a slot back). One atomic step; returns the slots freed."""
         ...
 
 

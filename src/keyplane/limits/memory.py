@@ -7,6 +7,7 @@ is one atomic step (see :class:`keyplane.limits.base.Limiter`).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,6 +17,7 @@ from keyplane.domain.admission import (
     AdmissionResult,
     BudgetAsk,
     Settlement,
+    WindowAsk,
     judge,
     micros,
     scope_counts,
@@ -250,6 +252,22 @@ class MemoryLimiter:
                 continue
             if recorded_at >= counter.period_start:
                 counter.spent += cost
+
+    async def reset(self, key_id: str, windows: Sequence[WindowAsk], slots: bool) -> int:
+        # By kind and name whatever the limit: the fallback's shares of a window (limit / N)
+        # are the same window to the operator.
+        names = {(ask.kind, ask.name) for ask in windows}
+        for window_key in [k for k in self._tats if k[0] == key_id and (k[1], k[2]) in names]:
+            del self._tats[window_key]
+        if not slots:
+            return 0
+        freed = 0
+        for reservation in self._reservations.get(key_id, {}).values():
+            if reservation.holds_slot:
+                reservation.holds_slot = False
+                freed += 1
+        self._slots.pop(key_id, None)
+        return freed
 
     async def expire(self, now: datetime) -> int:
         released = self._expire_due(now)

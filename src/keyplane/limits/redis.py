@@ -460,6 +460,19 @@ class RedisLimiter:
             await self._scripts.add_spent(self._redis, keys, args)
 
     @_wrapping_redis_errors
+    async def reset(self, key_id: str, windows: Sequence[WindowAsk], slots: bool) -> int:
+        """Make ``windows`` full again and free the key's slots, in one script call: every
+        instance sees the reset at once. The windows are named exactly (as admissions name
+        them), so no ``SCAN`` is needed."""
+        base = self._key(key_id)
+        keys = [
+            *self._hold_keys(key_id),
+            f"{base}:lost",
+            *(self._window_key(key_id, ask) for ask in windows),
+        ]
+        return int(await self._scripts.reset(self._redis, keys, [1 if slots else 0]))
+
+    @_wrapping_redis_errors
     async def ping(self) -> None:
         """Raise a Redis error unless Redis answers."""
         await self._redis.ping()

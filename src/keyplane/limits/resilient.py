@@ -23,12 +23,12 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
 from keyplane.domain import gcra
-from keyplane.domain.admission import Admission, AdmissionResult, Settlement
+from keyplane.domain.admission import Admission, AdmissionResult, Settlement, WindowAsk
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
 from keyplane.errors import CountersUnsettledError, LimiterUnavailableError
@@ -186,6 +186,12 @@ class ResilientLimiter:
         if await self._try(shared):
             return installed[0]
         return await self._local.install_spent(key_id, scope, reset, period_start, spent)
+
+    async def reset(self, key_id: str, windows: Sequence[WindowAsk], slots: bool) -> int:
+        """Reset on Redis (every instance) and in this process's fallback; a reset Redis
+        could not take is an error, not a silent half reset."""
+        freed = await self._local.reset(key_id, windows, slots)
+        return freed + await self._primary.reset(key_id, windows, slots)
 
     async def expire(self, now: datetime) -> int:
         released = await self._local.expire(now)

@@ -68,6 +68,7 @@ class Scripts:
     install: Script
     add_spent: Script
     restore: Script
+    reset: Script
 
 
 @cache
@@ -79,6 +80,7 @@ def scripts() -> Scripts:
         install=Script("arith.lua", "install_spent.lua"),
         add_spent=Script("add_spent.lua"),
         restore=Script("arith.lua", "restore.lua"),
+        reset=Script("arith.lua", "holds.lua", "reset.lua"),
     )
 
 

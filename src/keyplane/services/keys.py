@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from keyplane.domain import ids, keyformat, scopes
+from keyplane.domain import ids, keyformat, rollover, scopes
 from keyplane.domain.changes import Journal, diff
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import digests_equal, idempotency_digest, key_digest
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
-from keyplane.domain.periods import Reset
+from keyplane.domain.periods import Reset, period_start
 from keyplane.domain.plans import PlanRecord
 from keyplane.domain.policy import merge_documents, parse_policy
 from keyplane.domain.sealing import replay_sealing_key, seal, unseal
@@ -77,6 +77,8 @@ class KeyView:
     budget_limit: int | None = None
     budget_remaining: int | None = None
     budget_reset: Reset | None = None
+    #: Budget rollover: what carried into this period (micro-credits); None without it.
+    budget_carry: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,10 +456,13 @@ class KeyService:
             document = merge_documents({} if plan is None else plan.policy, record.policy)
             budget = parse_policy(document).budget
             spent = usage[record.id]
-            limit = remaining = None
+            limit = remaining = carried = None
             if budget is not None and budget.credit_limit is not None:
                 limit = budget.credit_limit
-                remaining = max(0, limit - spent[BUCKET_OF_RESET[budget.reset]])
+                if budget.max_carry is not None:
+                    carried = await self._carried(record, budget.reset, limit, budget.max_carry)
+                effective = limit + (carried or 0)
+                remaining = max(0, effective - spent[BUCKET_OF_RESET[budget.reset]])
             views.append(
                 KeyView(
                     record,
@@ -467,9 +472,19 @@ class KeyService:
                     limit,
                     remaining,
                     None if budget is None else budget.reset,
+                    carried,
                 )
             )
         return views
+
+    async def _carried(self, record: KeyRecord, reset: Reset, limit: int, max_carry: int) -> int:
+        """The carry of a key's budget this period, from the ledger (``domain/rollover.py``)."""
+        start = period_start(reset, self._clock.now())
+        previous = rollover.previous_period_start(reset, start, record.created_at)
+        if previous is None:
+            return 0
+        spent = await self._store.usage.spent_in(record.id, BUCKET_OF_RESET[reset], previous)
+        return rollover.carry(limit, max_carry, spent)
 
     async def _plan(self, principal: Principal, id_or_name: str | None) -> PlanRecord | None:
         if id_or_name is None:

@@ -30,6 +30,7 @@ from keyplane.services.analytics import Analytics, RollupPruner, VerdictRecorder
 from keyplane.services.audit import AuditService, retention_of
 from keyplane.services.audit_read import AuditReader
 from keyplane.services.cache import TtlCache
+from keyplane.services.carry import CarryBook
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.email import EmailSender
 from keyplane.services.events import Events
@@ -41,6 +42,7 @@ from keyplane.services.instances import (
     await_confirmations,
 )
 from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
+from keyplane.services.key_limits import KeyLimits
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.ledger import LedgerSeeder, UsageLedger
@@ -87,6 +89,7 @@ class Services:
     """
 
     keys: KeyService
+    key_limits: KeyLimits
     verifier: Verifier
     management: ManagementKeys
     projects: Projects
@@ -280,6 +283,7 @@ class Runtime:
         streams = UsageStreams(hub, broadcast, directory, project_exists)
         services = Services(
             keys=keys,
+            key_limits=KeyLimits(store, directory, limiter, clock),
             verifier=Verifier(
                 directory,
                 clock,
@@ -289,6 +293,7 @@ class Runtime:
                 timedelta(seconds=settings.reservation_timeout_seconds),
                 verdict_recorder,
                 security,
+                CarryBook(store.usage),
             ),
             management=management,
             projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from keyplane.domain import gcra, ids, keyformat
+from keyplane.domain import gcra, ids, keyformat, money
 from keyplane.domain.admission import (
     Admission,
     BudgetAsk,
@@ -40,6 +40,7 @@ from keyplane.limits.base import Limiter
 from keyplane.metrics import LIMITER_ADMIT, VERDICTS
 from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
+from keyplane.services.carry import CarryBook
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.security_events import SECURITY_VERIFY_CODES, SecurityEvents
@@ -93,8 +94,11 @@ class Verifier:
         hold_for: timedelta,
         outcomes: VerdictRecorder | None = None,
         security: SecurityEvents | None = None,
+        carry_book: CarryBook | None = None,
     ) -> None:
         self._directory = directory
+        #: Budget rollover's carries (None: rollover is ignored, e.g. in unit tests).
+        self._carry_book = carry_book
         self._security = security
         self._clock = clock
         self._server_secret = server_secret
@@ -170,7 +174,8 @@ class Verifier:
             )
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
-        admission = self._admission(entry, request, request_id, now)
+        carry = await self._carry(entry, now)
+        admission = self._admission(entry, request, request_id, now, carry)
         if admission is None:
             self._last_used.record(record.id, now)
             return Verdict(Code.VALID, record, plan, request_id, scopes=granted)
@@ -190,8 +195,33 @@ class Verifier:
         self._last_used.record(record.id, now)
         return Verdict(Code.VALID, record, plan, request_id, result.limits, scopes=granted)
 
+    async def _carry(self, entry: KeyEntry, now: datetime) -> int | None:
+        """What the key's budget carries into this period; None without rollover."""
+        budget = entry.policy.budget
+        if (
+            self._carry_book is None
+            or budget is None
+            or budget.max_carry is None
+            or budget.credit_limit is None
+        ):
+            return None
+        start = period_start(budget.reset, now)
+        return await self._carry_book.carry(
+            entry.record.id,
+            entry.record.created_at,
+            budget.reset,
+            start,
+            budget.credit_limit,
+            budget.max_carry,
+        )
+
     def _admission(
-        self, entry: KeyEntry, request: VerifyRequest, request_id: str, now: datetime
+        self,
+        entry: KeyEntry,
+        request: VerifyRequest,
+        request_id: str,
+        now: datetime,
+        carry: int | None = None,
     ) -> Admission | None:
         """What this request asks of the key's limits; ``None`` when it has none."""
         policy = entry.policy
@@ -212,7 +242,17 @@ class Verifier:
             reset_at = next_reset(budget.reset, now)
             if budget.credit_limit is not None:
                 budgets.append(
-                    BudgetAsk("", budget.credit_limit, budget.reset, start, reset_at, request.cost)
+                    BudgetAsk(
+                        "",
+                        # The limiters compare amounts up to MAX_MICROS exactly (Redis: two
+                        # limbs of 10^9); a carry never takes a limit past it.
+                        min(budget.credit_limit + (carry or 0), money.MAX_MICROS),
+                        budget.reset,
+                        start,
+                        reset_at,
+                        request.cost,
+                        carry=carry,
+                    )
                 )
             per_model = budget.model_limit(request.context.model)
             if per_model is not None:

@@ -513,3 +513,19 @@ webhook_notices = Table(
     Column("subject", String(120), primary_key=True),
     Column("sent_at", UTCDateTime(), nullable=False),
 )
+
+# Credit adjustments (``POST /v1/keys/{id}/credits``): the ledger of what an operator granted
+# (positive: more to spend) or charged (negative) a key's budget, with why. Each is also
+# applied to the key's all-models rows of ``usage_rollups`` (as a spend of minus the amount)
+# in the same transaction, so budgets, seeds and alerts see it exactly like a report.
+credit_adjustments = Table(
+    "credit_adjustments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_credit_adjustments_key_id_created_at", "key_id", "created_at"),
+)

@@ -14,25 +14,38 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, and_, delete, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, money
 from keyplane.domain.analytics import Counted
 from keyplane.domain.changes import SYSTEM, Journal
 from keyplane.domain.usage import (
+    CreditAdjustment,
     Recorded,
     UsageEntry,
     alerts_of,
     bucket_starts,
     crossed_thresholds,
 )
+from keyplane.errors import ConflictError
 from keyplane.store.analytics import SqlAnalyticsStore
-from keyplane.store.tables import api_keys, events, limit_windows, usage_events, usage_rollups
+from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
+from keyplane.store.tables import (
+    api_keys,
+    credit_adjustments,
+    events,
+    limit_windows,
+    usage_events,
+    usage_rollups,
+)
 from keyplane.store.unit import UnitOfWork
 
 #: Called inside a usage transaction with its new reports, before it commits.
 BeforeCommit = Callable[[Sequence[UsageEntry]], Awaitable[None]]
+#: The lowest an all-models rollup may go through credits: a report's overflow check bounds
+#: the all-time row from above only, so credits must not leave room below it either.
+MIN_ADJUSTED_TOTAL = -money.MAX_MICROS
 
 
 class UsageStore(Protocol):
@@ -72,6 +85,32 @@ class UsageStore(Protocol):
     async def totals(self, key_ids: Sequence[str], now: datetime) -> dict[str, dict[str, int]]:
         """Micro-credits spent per key in the buckets ``now`` falls in (total, day, week,
         month); every asked key is in the answer, 0 where it spent nothing."""
+        ...
+
+    async def adjust_credits(
+        self,
+        adjustment: CreditAdjustment,
+        idempotency: IdempotencyRecord | None,
+        journal: Journal,
+        before_commit: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Append a credit adjustment and count it in the key's all-models rollups (as a
+        spend of ``-amount_micros``) in one transaction, with ``journal`` and the idempotency
+        record (ConflictError when that record exists: a concurrent retry).
+
+        The rollup rows are locked as a report's are, and ``before_commit`` runs while they
+        are held, so a live counter sees the adjustment exactly once: by its seed or by
+        ``before_commit`` (see :meth:`seed_spent`). ConflictError (``CREDITS_OUT_OF_RANGE``)
+        when it would take a rollup past ``LEDGER_MAX`` or below ``MIN_ADJUSTED_TOTAL``.
+        """
+        ...
+
+    async def get_adjustment(self, org_id: str, adjustment_id: str) -> CreditAdjustment | None:
+        """One credit adjustment of ``org_id`` (another organization's is never returned)."""
+        ...
+
+    async def spent_in(self, key_id: str, bucket: str, bucket_start: datetime) -> int:
+        """Micro-credits a key spent (net of credit adjustments) in one bucket, all models."""
         ...
 
     async def guard_limit_state(
@@ -271,6 +310,119 @@ class SqlUsageStore:
                 select(usage_rollups.c.model, usage_rollups.c.cost_micros).where(*in_bucket)
             )
             await install({row.model: row.cost_micros for row in rows})
+
+    async def adjust_credits(
+        self,
+        adjustment: CreditAdjustment,
+        idempotency: IdempotencyRecord | None,
+        journal: Journal,
+        before_commit: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Append a credit adjustment and count it in the all-models rollups, under their
+        locks (see the protocol)."""
+        key_id, spend = adjustment.key_id, -adjustment.amount_micros
+        starts = bucket_starts(adjustment.created_at)
+        async with self._unit.write(journal) as conn:
+            if idempotency is not None:
+                # First, so a concurrent retry fails here, before it has inserted anything.
+                await insert_idempotency(conn, idempotency)
+            await conn.execute(
+                insert(credit_adjustments).values(
+                    id=adjustment.id,
+                    org_id=adjustment.org_id,
+                    key_id=key_id,
+                    amount_micros=adjustment.amount_micros,
+                    reason=adjustment.reason,
+                    created_at=adjustment.created_at,
+                )
+            )
+            # Lock the rows in the order a report's transaction does (the all-time row
+            # first, in _overflowing; then every row in sorted order), so the two never
+            # deadlock on PostgreSQL.
+            rows = sorted(starts.items(), key=lambda item: (item[0] != "total", item[0]))
+            current: dict[str, int] = {}
+            for bucket, start in rows:
+                await conn.execute(
+                    self._unit.insert(usage_rollups)
+                    .values(
+                        key_id=key_id,
+                        bucket=bucket,
+                        bucket_start=start,
+                        model="",
+                        requests=0,
+                        cost_micros=0,
+                        input_tokens=0,
+                        output_tokens=0,
+                    )
+                    .on_conflict_do_nothing()
+                )
+                current[bucket] = (
+                    await conn.execute(
+                        select(usage_rollups.c.cost_micros)
+                        .where(
+                            usage_rollups.c.key_id == key_id,
+                            usage_rollups.c.bucket == bucket,
+                            usage_rollups.c.bucket_start == start,
+                            usage_rollups.c.model == "",
+                        )
+                        .with_for_update()
+                    )
+                ).scalar_one()
+            if any(
+                not MIN_ADJUSTED_TOTAL <= total + spend <= money.LEDGER_MAX
+                for total in current.values()
+            ):
+                raise ConflictError(
+                    "this adjustment would take the key's ledger totals out of range",
+                    code="CREDITS_OUT_OF_RANGE",
+                )
+            for bucket, start in rows:
+                await conn.execute(
+                    update(usage_rollups)
+                    .where(
+                        usage_rollups.c.key_id == key_id,
+                        usage_rollups.c.bucket == bucket,
+                        usage_rollups.c.bucket_start == start,
+                        usage_rollups.c.model == "",
+                    )
+                    .values(cost_micros=usage_rollups.c.cost_micros + spend)
+                )
+            await before_commit()
+
+    async def get_adjustment(self, org_id: str, adjustment_id: str) -> CreditAdjustment | None:
+        table = credit_adjustments.c
+        async with self._unit.read() as conn:
+            row = (
+                await conn.execute(
+                    select(credit_adjustments).where(
+                        table.org_id == org_id, table.id == adjustment_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        return CreditAdjustment(
+            id=row.id,
+            org_id=row.org_id,
+            key_id=row.key_id,
+            amount_micros=row.amount_micros,
+            reason=row.reason,
+            created_at=row.created_at,
+        )
+
+    async def spent_in(self, key_id: str, bucket: str, bucket_start: datetime) -> int:
+        async with self._unit.read() as conn:
+            spent = (
+                await conn.execute(
+                    select(usage_rollups.c.cost_micros).where(
+                        usage_rollups.c.key_id == key_id,
+                        usage_rollups.c.bucket == bucket,
+                        usage_rollups.c.bucket_start == bucket_start,
+                        usage_rollups.c.model == "",
+                    )
+                )
+            ).scalar_one_or_none()
+        return spent or 0
 
     async def guard_limit_state(
         self, key_id: str, install: Callable[[int | None, Mapping[str, int]], Awaitable[int]]

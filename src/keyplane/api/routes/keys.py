@@ -324,7 +324,7 @@ async def disable_key(
     wait: ConfirmWait,
     body: Annotated[KeyDisable | None, Body()] = None,
 ) -> KeyEnvelope | AckEnvelope:
-    """Disable a key, optionally until ``auto_enable_after`` seconds have passed."""
+    """Disable a key, optionally until ``auto_enable_after`` ("600", "30m", "2d") has passed."""
     request = body or KeyDisable()
     after = (
         None if request.auto_enable_after is None else timedelta(seconds=request.auto_enable_after)

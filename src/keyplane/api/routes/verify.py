@@ -91,6 +91,7 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
                 if limit.kind == "budget"
                 else limit.remaining,
                 "reset_at": _utc_text(limit.reset_at),
+                **({} if limit.carry is None else {"carry": credits(limit.carry)}),
             }
             for limit in verdict.limits
         ],
