@@ -8,13 +8,14 @@ consumes them all or none.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from keyplane.domain import ids, keyformat
+from keyplane.domain import ids, keyformat, request_signing
 from keyplane.domain.admission import Admission, BudgetAsk, LimitState, WindowAsk
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
@@ -24,10 +25,12 @@ from keyplane.domain.periods import next_reset, period_start
 from keyplane.domain.policy import RequestContext, check_request, effective_scopes
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
+from keyplane.limits.nonces import MemoryNonces, NonceStore
 from keyplane.metrics import LIMITER_ADMIT, VERDICTS
 from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
+from keyplane.services.geoip import GeoIp
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.security_events import SECURITY_VERIFY_CODES, SecurityEvents
 
@@ -80,8 +83,12 @@ class Verifier:
         hold_for: timedelta,
         outcomes: VerdictRecorder | None = None,
         security: SecurityEvents | None = None,
+        nonces: NonceStore | None = None,
+        geoip: GeoIp | None = None,
     ) -> None:
         self._directory = directory
+        self._nonces = nonces if nonces is not None else MemoryNonces(clock)
+        self._geoip = geoip
         self._security = security
         self._clock = clock
         self._server_secret = server_secret
@@ -145,7 +152,7 @@ class Verifier:
         plan = entry.match.plan_name
         request_id = request.request_id or ids.new_id("req")
         if code is Code.VALID:
-            code = check_request(policy, request.context) or Code.VALID
+            code = await self._check_request(entry, request, now)
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
         admission = self._admission(entry, request, request_id, now)
@@ -167,6 +174,34 @@ class Verifier:
             )
         self._last_used.record(record.id, now)
         return Verdict(Code.VALID, record, plan, request_id, result.limits, scopes=granted)
+
+    async def _check_request(self, entry: KeyEntry, request: VerifyRequest, now: datetime) -> Code:
+        """Signature, then the request rules, then (only if all pass) the nonce's one use."""
+        policy = entry.policy
+        context = request.context
+        if (
+            policy.network.has_countries
+            and context.country is None
+            and context.ip is not None
+            and self._geoip is not None
+        ):
+            context = dataclasses.replace(context, country=self._geoip.country(context.ip))
+        rule = policy.signing
+        seconds = int(now.timestamp())
+        if rule is not None:
+            refused = request_signing.check(rule, entry.signing_secret, context.signed, seconds)
+            if refused is not None:
+                return refused
+        code = check_request(policy, context)
+        if code is not None:
+            return code
+        signed = context.signed
+        if rule is not None and signed is not None and signed.nonce is not None:
+            # Claimed last: a request refused for another reason does not use its nonce up.
+            ttl = request_signing.nonce_lifetime(rule, signed, seconds)
+            if not await self._nonces.claim(entry.record.id, signed.nonce, ttl):
+                return Code.NONCE_REUSED
+        return Code.VALID
 
     def _admission(
         self, entry: KeyEntry, request: VerifyRequest, request_id: str, now: datetime
