@@ -80,6 +80,7 @@ from keyplane.client.models import (
     Webhook,
 )
 from keyplane.client.outcomes import Outcome, RateLimited, Unauthorized, outcome_of
+from keyplane.client.signing import SignedRequests
 from keyplane.client.sync import Client
 from keyplane.client.vault import AsyncVault, Vault
 
@@ -140,6 +141,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Signature",
+    "SignedRequests",
     "SigningSecret",
     "SigningSecretCreated",
     "StreamDroppedError",
