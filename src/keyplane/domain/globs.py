@@ -271,6 +271,12 @@ def host_of(url: str | None) -> str | None:
     """The host of a URL or bare origin (lower case), or ``None`` when it is odd or absent."""
     if url is None or len(url) > MAX_URL_LENGTH:
         return None
+    return _host_of(url)
+
+
+@lru_cache(maxsize=4096)
+def _host_of(url: str) -> str | None:
+    # Cached (bounded): a key's clients send the same few origins over and over.
     try:
         return _parse(url, pattern=False).host
     except ValueError:
