@@ -4,6 +4,7 @@ signer, and hostile signing parts."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from collections.abc import AsyncIterator
@@ -13,9 +14,12 @@ import httpx
 import pytest
 
 from keyplane.api.app import create_app
+from keyplane.client import AsyncClient
 from keyplane.client.signing import SignedRequests
 from keyplane.domain import request_signing
 from keyplane.domain.clock import ManualClock
+from keyplane.integrations.decision import AuthRequest
+from keyplane.integrations.remote import RemoteVerifier
 from tests.conftest import ROOT_KEY, Api, Database
 
 SIGNING = {"signing": {"required": True, "max_timestamp_age": 300}}
@@ -219,3 +223,25 @@ async def test_hostile_signing_parts(sqlite_api: Api) -> None:
     ):
         answer = await api.client.post("/v1/keys", json={"name": "bad", "policy": policy})
         assert answer.status_code == 422, (policy, answer.text)
+
+
+async def test_the_remote_verifier_passes_signing_and_transport_parts(sqlite_api: Api) -> None:
+    api = sqlite_api
+    policy = {**SIGNING, "network": {"require_https": True, "countries_allow": ["DE"]}}
+    response = await api.client.post("/v1/keys", json={"name": "remote", "policy": policy})
+    key, secret = response.json()["key"], response.json()["signing_secret"]
+    now = int(api.clock.now().timestamp())
+    parts = signed(secret, now)
+    signed_parts = request_signing.signed_request(**parts)
+    transport = httpx.ASGITransport(app=api.app)  # type: ignore[arg-type]
+    async with AsyncClient("http://keyplane.test", ROOT_KEY, transport=transport) as client:
+        verifier = RemoteVerifier(client)
+        wanted = AuthRequest(scheme="https", country="DE", signed=signed_parts)
+        assert (await verifier.verify(key, wanted)).code == "VALID"
+        assert (await verifier.verify(key, wanted)).code == "NONCE_REUSED"
+        other = dataclasses.replace(
+            wanted, signed=request_signing.signed_request(**signed(secret, now))
+        )
+        assert (await verifier.verify(key, dataclasses.replace(other, country="FR"))).code == (
+            "COUNTRY_NOT_ALLOWED"
+        )
