@@ -1,9 +1,10 @@
 """The data-plane hot path: may this key be used now, for this request?
 
 The order of checks is fixed (see docs/policy.md): key shape, key lookup, rotation grace and
-lifecycle status, scopes, model, IP, origin and referrer, user agent; then, only when all of
-those pass, concurrency, rate windows, token windows and budgets in one atomic step that
-consumes them all or none.
+lifecycle status, scopes, signature and its timestamp, model, HTTPS, IP, country, origin and
+referrer, domain, user agent, the nonce's single use; then, only when all of those pass,
+concurrency, rate windows, token windows and budgets in one atomic step that consumes them all
+or none.
 """
 
 from __future__ import annotations
