@@ -214,6 +214,17 @@ async def test_hostile_signing_parts(sqlite_api: Api) -> None:
     ]:
         assert await code({**good, field: value}) == expected, (field, value)
     assert await code({**good, "signature": good["signature"].upper()}) == "VALID"
+    # Forward auth: oversized or malformed signing headers are a refusal, never a 500.
+    base = {**GATEWAY, "Authorization": f"Bearer {key}", "X-Forwarded-Method": "POST"}
+    for extra in (
+        {"X-Keyplane-Signature": "a" * 64, "X-Keyplane-Nonce": "n" * 5000},
+        {"X-Keyplane-Signature": "a" * 64, "X-Forwarded-Uri": "/" + "p" * 9000},
+        {"X-Keyplane-Signature": "x" * 10_000},
+        {"X-Keyplane-Signature": "a" * 64, "X-Keyplane-Timestamp": "9" * 500},
+        {"X-Keyplane-Signature": "a" * 64, "X-Forwarded-Method": "P O S T"},
+    ):
+        answer = await api.client.get("/v1/auth", headers={**base, **extra})
+        assert (answer.status_code, answer.json()["code"]) == (401, "SIGNATURE_INVALID"), extra
     for policy in (
         {"signing": {"algorithm": "HMAC-SHA1"}},
         {"signing": {"max_timestamp_age": 0}},
