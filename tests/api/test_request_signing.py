@@ -239,13 +239,14 @@ async def test_hostile_signing_parts(sqlite_api: Api) -> None:
 async def test_the_remote_verifier_passes_signing_and_transport_parts(sqlite_api: Api) -> None:
     api = sqlite_api
     policy = {**SIGNING, "network": {"require_https": True, "countries_allow": ["DE"]}}
-    response = await api.client.post("/v1/keys", json={"name": "remote", "policy": policy})
-    key, secret = response.json()["key"], response.json()["signing_secret"]
     now = int(api.clock.now().timestamp())
-    parts = signed(secret, now)
-    signed_parts = request_signing.signed_request(**parts)
     transport = httpx.ASGITransport(app=api.app)  # type: ignore[arg-type]
     async with AsyncClient("http://keyplane.test", ROOT_KEY, transport=transport) as client:
+        created = await client.keys.create("remote", policy=policy)
+        key, secret = created.key, created.signing_secret
+        assert secret is not None and secret.startswith("kps_")
+        assert secret not in repr(created)
+        signed_parts = request_signing.signed_request(**signed(secret, now))
         verifier = RemoteVerifier(client)
         wanted = AuthRequest(scheme="https", country="DE", signed=signed_parts)
         assert (await verifier.verify(key, wanted)).code == "VALID"
