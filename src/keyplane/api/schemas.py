@@ -302,15 +302,17 @@ class KeyConfirmedEnvelope(KeyEnvelope):
 
 
 _SIGNING_TEXT = (
-    "the key's request-signing secret (docs/signing.md), when its policy requires signed "
-    "requests; shown only in this response"
+    "the key's request-signing secret (docs/signing.md), present only when its policy "
+    "requires signed requests; shown only in this response"
 )
 
 
 class KeyCreated(BaseModel):
     key: str = Field(description="the plaintext key; shown only in this response")
     data: KeyOut
-    signing_secret: str | None = Field(default=None, description=_SIGNING_TEXT)
+    signing_secret: str | None = Field(
+        default=None, description=_SIGNING_TEXT, exclude_if=lambda value: value is None
+    )
 
 
 class KeyCreatedConfirmed(KeyCreated):
@@ -624,7 +626,9 @@ class AckList(BaseModel):
 class AckCreated(BaseModel):
     key: str = Field(description="the plaintext key; shown only in this response")
     data: Ack
-    signing_secret: str | None = Field(default=None, description=_SIGNING_TEXT)
+    signing_secret: str | None = Field(
+        default=None, description=_SIGNING_TEXT, exclude_if=lambda value: value is None
+    )
 
 
 class AckCreatedConfirmed(AckCreated):
