@@ -36,7 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -48,6 +51,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,7 +66,7 @@ import httpx
 from sqlalchemy import insert, text
 
 from keyplane import __version__
-from keyplane.domain import ids, keyformat
+from keyplane.domain import ids, keyformat, request_signing
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.policy import RequestContext
 from keyplane.domain.tenancy import Principal
@@ -120,6 +124,21 @@ COSTS_POLICY: dict[str, object] = {
         "alert_threshold": 0.8,
     },
 }
+# LOADED_POLICY plus signed requests (HMAC-SHA256, timestamp, nonce) and the transport rules:
+# HTTPS, a country allow list, user-agent globs and domains.
+SIGNED_POLICY: dict[str, object] = {
+    **LOADED_POLICY,
+    "network": {
+        **LOADED_POLICY["network"],  # type: ignore[dict-item]
+        "require_https": True,
+        "countries_allow": ["DE", "FR", "US"],
+        "user_agents": ["MyApp/*"],
+        "domains": ["*.example.com"],
+    },
+    "signing": {"required": True, "max_timestamp_age": 300, "require_nonce": True},
+}
+_SIGNED_COUNTER = itertools.count()  # nonces unique across every maker
+_SIGNED_BODY_SHA256 = hashlib.sha256(b'{"model":"gpt-4o"}').hexdigest()
 # A request that passes every rule of LOADED_POLICY, and what it reserves.
 LOADED_CONTEXT = RequestContext(
     model="gpt-4o",
@@ -286,6 +305,11 @@ class PolicyResult:
     #: Seconds per call, the best of alternating slices: loaded policy, and with cost windows.
     best_loaded: float
     best_costs: float
+    #: SIGNED_POLICY, context only (each call a fresh nonce, signed before the timed run).
+    signed: Passes | None = None
+    #: Median µs per call, loaded then signed, from short alternating bursts (see
+    #: :func:`interleaved`): on a shared machine, load drift hits both alike.
+    interleaved: tuple[float, float] | None = None
 
 
 @dataclass
@@ -467,6 +491,28 @@ async def measure_policy(
                 loaded_request,
             )
             slices[with_costs].append(passes.seconds / passes.calls)
+    progress(f"verifying {args.policy_keys} keys with signing and transport rules")
+    secrets_of: dict[str, str] = {}
+    for n in range(args.policy_keys):
+        issued = await runtime.services.keys.create(
+            principal, NewKey(f"signed {n}", policy=SIGNED_POLICY)
+        )
+        assert issued.signing_secret is not None
+        secrets_of[issued.secret] = issued.signing_secret
+    # Signed ahead of the timed run, as clients sign them: the figure is the server's cost.
+    make_inline = signed_request_maker(secrets_of)
+    per_key = args.duration * 1000 + 10  # past ~10,000 calls/s the rest are signed inline
+    presigned = {
+        key: collections.deque(make_inline(key) for _ in range(per_key)) for key in secrets_of
+    }
+
+    def make_signed(key: str) -> VerifyRequest:
+        pool = presigned[key]
+        return pool.popleft() if pool else make_inline(key)  # inline past the pool
+
+    await verify_passes(runtime, principal, list(secrets_of), 0, make_signed)  # load them
+    signed = await verify_passes(runtime, principal, list(secrets_of), args.duration, make_signed)
+    alternating = await interleaved(runtime, principal, keys, secrets_of)
     return keys, PolicyResult(
         len(keys),
         create_seconds,
@@ -477,7 +523,52 @@ async def measure_policy(
         costs,
         min(slices[False]),
         min(slices[True]),
+        signed,
+        alternating,
     )
+
+
+async def interleaved(
+    runtime: Runtime, principal: Principal, loaded: list[str], secrets_of: dict[str, str]
+) -> tuple[float, float]:
+    """Median µs per call of the loaded and the signed policy, from 60 alternating bursts.
+
+    Separate timed runs drift apart on a loaded machine (2x either way was seen); alternating
+    short bursts puts both under the same load. Requests are built before each burst.
+    """
+    verifier = runtime.services.verifier
+    make_signed = signed_request_maker(secrets_of)
+    loaded_times: list[float] = []
+    signed_times: list[float] = []
+    for _ in range(60):
+        plain = [context_request(key) for _ in range(20) for key in loaded]
+        signed = [make_signed(key) for _ in range(20) for key in secrets_of]
+        for requests, times in ((plain, loaded_times), (signed, signed_times)):
+            started = time.perf_counter()
+            for request in requests:
+                if not (await verifier.verify(principal, request)).valid:
+                    raise SystemExit("an interleaved bench request did not verify")
+            times.append((time.perf_counter() - started) / len(requests) * 1e6)
+    return statistics.median(loaded_times), statistics.median(signed_times)
+
+
+def signed_request_maker(secrets_of: dict[str, str]) -> Callable[[str], VerifyRequest]:
+    """Requests that pass SIGNED_POLICY, each with a fresh nonce, signed as a client would."""
+    counter = _SIGNED_COUNTER
+
+    def make(key: str) -> VerifyRequest:
+        now = str(int(time.time()))
+        nonce = f"bench-nonce-{next(counter):016d}"
+        signature = request_signing.sign(
+            secrets_of[key], "POST", "/v1/chat", "", now, nonce, _SIGNED_BODY_SHA256
+        )
+        signed = request_signing.signed_request(
+            signature, "POST", "/v1/chat", "", now, nonce, _SIGNED_BODY_SHA256
+        )
+        context = dataclasses.replace(LOADED_CONTEXT, scheme="https", country="DE", signed=signed)
+        return VerifyRequest(key, context=context)
+
+    return make
 
 
 async def fill_and_measure(
@@ -835,7 +926,33 @@ def policy_lines(policy: PolicyResult) -> list[str]:
         f" per_month_max, best of {COMPARE_ROUNDS} alternating slices each:",
         f"      {costs_per_call * 1e6:.1f} µs/call vs {per_call * 1e6:.1f}"
         f" ({costs_per_call / per_call - 1:+.0%}; goal: at most +25%)",
+        *(
+            []
+            if policy.signed is None
+            else [
+                "signed policy: the loaded policy + signing (timestamp, nonce), HTTPS,"
+                " countries, user-agent globs, domains",
+                rate_line("warm, context only, signed", *policy.signed.figures),
+                f"      {edges(policy.signed)}",
+                f"      vs the loaded policy, context only: "
+                f"{_rate(policy.signed) / _rate(policy.context_only):.2f}x the calls/s",
+            ]
+        ),
+        *(
+            []
+            if policy.interleaved is None
+            else [
+                f"  alternating bursts (60 x 200 calls each): loaded {policy.interleaved[0]:.1f}"
+                f" µs/call, signed {policy.interleaved[1]:.1f} µs/call (medians):"
+                f" {policy.interleaved[1] / policy.interleaved[0]:.2f}x the time"
+                " (goal: at most 1.25x)",
+            ]
+        ),
     ]
+
+
+def _rate(passes: Passes) -> float:
+    return passes.calls / passes.seconds
 
 
 def load_row(name: str, result: LoadResult) -> str:

@@ -151,6 +151,17 @@ class Settings(BaseSettings):
     #: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` / ``X-Real-IP`` are
     #: believed. Empty: those headers are ignored and the TCP peer is the client.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    #: A header a trusted proxy (``trusted_proxies``) writes the client's ISO 3166 country
+    #: into, e.g. ``CF-IPCountry``; read by forward auth for ``network.countries_*``.
+    country_header: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"
+    )
+    #: A MaxMind or DB-IP ``.mmdb`` country (or city) database, read when verify is not told
+    #: the country but the key has country rules and the client's IP is known.
+    geoip_database: Path | None = None
+    #: Most nonces of signed requests one instance remembers (without Redis); past it a new
+    #: nonce is refused (NONCE_REUSED) until old ones expire: bounded memory, fail closed.
+    nonce_max_entries: int = Field(default=1_000_000, ge=1000, le=100_000_000)
 
     #: Webhook deliveries (services/outbound.py): networks they may reach although private,
     #: loopback, link-local and so on (CIDRs, commas or spaces; default none), whether plain

@@ -111,6 +111,42 @@ NETWORK_RULES = {
     "origins": optional(st.lists(URL, max_size=3), False),
     "referrers": optional(st.lists(URL, max_size=3), False),
     "user_agent": optional(st.sampled_from(["^MyApp/\\d+", "bot", "[a-z]+/1"])),
+    "require_https": optional(st.booleans()),
+    "countries_allow": optional(st.lists(st.from_regex(r"[A-Z]{2}", fullmatch=True)), False),
+    "countries_deny": optional(st.lists(st.from_regex(r"[A-Z]{2}", fullmatch=True)), False),
+    "user_agents": optional(st.lists(st.sampled_from(["MyApp/*", "curl/?.*", "Bot 1"])), False),
+    "domains": optional(
+        st.lists(st.from_regex(r"(\*\.)?[a-z]{1,8}\.example\.com", fullmatch=True)), False
+    ),
+}
+
+
+@st.composite
+def signing(draw: st.DrawFn) -> dict[str, Any]:
+    form = draw(
+        section(
+            required=optional(st.booleans(), False),
+            algorithm=optional(st.just("HMAC-SHA256"), False),
+            max_timestamp_age=optional(st.integers(1, 86_400), False),
+            require_timestamp=optional(st.booleans(), False),
+        )
+    )
+    # A nonce is only remembered as long as its timestamp passes: no nonce without one.
+    if form.get("require_timestamp", True):
+        nonce = draw(optional(st.booleans(), False))
+        if nonce is not MISSING:
+            form["require_nonce"] = nonce
+    else:
+        form["require_nonce"] = False
+    return form
+
+
+SIGNING = {
+    "required": st.booleans(),
+    "algorithm": st.just("HMAC-SHA256"),
+    "require_timestamp": st.booleans(),
+    "max_timestamp_age": st.integers(1, 86_400),
+    "require_nonce": st.booleans(),
 }
 POLICY = {
     "models": optional(section(**MODELS)),
@@ -121,6 +157,7 @@ POLICY = {
     "budget": optional(section(**BUDGET)),
     "network": optional(section(**NETWORK_RULES)),
     "costs": optional(section(**COSTS)),
+    "signing": optional(signing()),
 }
 API_FORMS = section(**POLICY)
 
@@ -160,6 +197,7 @@ def test_the_generator_reaches_every_field() -> None:
         (NETWORK_RULES, api.NetworkRules),
         (COSTS, api.Costs),
         (COST_LIMIT, api.ModelCostLimit),
+        (SIGNING, api.Signing),
     ]:
         assert set(generated) == set(model.model_fields)
     assert set(api.RateLimit.model_fields) == {"name", "limit", "period", "burst"}

@@ -75,6 +75,8 @@ BEYOND_THE_SCHEMA_FIELDS = re.compile(
     r"policy\.network\.(?:origins|referrers)\.\d+"  # a URL pattern's grammar
     r"|policy\.network\.user_agent"  # a regular expression, and safe to run
     r"|policy\.network\.ip_(?:allow|deny)\.\d+"  # an IP address or CIDR network
+    r"|policy\.network\.domains\.\d+"  # a host glob's grammar (labels, "*." before two)
+    r"|policy\.signing"  # require_nonce needs require_timestamp: across fields
     r"|policy"  # unique rate limit names; a burst that drains within a year
     # Arbitrary JSON: depth, serialized size, integers (not floats) past 2^53, and control
     # characters below the top level would need a recursive schema.

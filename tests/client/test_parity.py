@@ -68,4 +68,8 @@ def test_verify_keeps_the_signature_gateways_build_on() -> None:
         "tokens",
         "acquire_concurrency",
         "request_id",
+        # Added at the end, keyword-only (transport rules and signed requests).
+        "scheme",
+        "country",
+        "signature",
     ]

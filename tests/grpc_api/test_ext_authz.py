@@ -3,10 +3,13 @@ definitions (proto/third_party), the way Envoy calls it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import grpc
 
+from keyplane.domain import request_signing
+from keyplane.domain.clock import ManualClock
 from keyplane.grpc.gen.envoy.config.core.v3 import address_pb2, base_pb2
 from keyplane.grpc.gen.envoy.service.auth.v3 import attribute_context_pb2 as attrs
 from keyplane.grpc.gen.envoy.service.auth.v3 import external_auth_pb2 as authz
@@ -107,3 +110,39 @@ async def test_the_gateway_itself_must_hold_verify(rpc_sqlite: Grpc) -> None:
     denied = await failure(rpc.authz.Check(check({}), metadata=bearer(reader)))
     assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
     assert keyplane_code(denied) == "MISSING_SCOPE"
+
+
+async def test_signed_requests_and_https_through_grpc_ext_authz(
+    rpc_sqlite: Grpc, clock: ManualClock
+) -> None:
+    rpc = rpc_sqlite
+    policy = '{"signing": {"required": true}, "network": {"require_https": true}}'
+    issued = await rpc.keys.CreateKey(
+        pb.CreateKeyRequest(name="signed", policy_json=policy), metadata=bearer()
+    )
+    assert issued.signing_secret.startswith("kps_")
+    stamp = str(int(clock.now().timestamp()))
+    digest = hashlib.sha256(b"").hexdigest()
+    signature = request_signing.sign(
+        issued.signing_secret, "POST", "/v1/chat", "q=1", stamp, "grpc-nonce-000001", digest
+    )
+    headers = {
+        "authorization": f"Bearer {issued.secret}",
+        "x-keyplane-signature": signature,
+        "x-keyplane-timestamp": stamp,
+        "x-keyplane-nonce": "grpc-nonce-000001",
+    }
+
+    def signed_check(scheme: str) -> authz.CheckRequest:
+        request = check(headers)
+        request.attributes.request.http.path = "/v1/chat?q=1"
+        request.attributes.request.http.scheme = scheme
+        return request
+
+    plain = await rpc.authz.Check(signed_check("http"), metadata=bearer())
+    assert json.loads(plain.denied_response.body)["code"] == "HTTPS_REQUIRED"
+    allowed = await rpc.authz.Check(signed_check("https"), metadata=bearer())
+    assert allowed.HasField("ok_response"), allowed
+    replayed = await rpc.authz.Check(signed_check("https"), metadata=bearer())
+    assert replayed.denied_response.status.code == 401
+    assert json.loads(replayed.denied_response.body)["code"] == "NONCE_REUSED"

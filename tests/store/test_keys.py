@@ -116,6 +116,32 @@ async def test_rotation_keeps_old_secret_until_grace_end(db: Db) -> None:
     assert first is not None and first.valid_until == NOW
 
 
+async def test_each_key_secret_keeps_its_own_sealed_signing_secret(db: Db) -> None:
+    org, project = await tenancy(db)
+    record = await db.keys.create(key_record(org, project), sealed_signing_secret="v1.first")
+    new_hash = "c" * 64
+    await db.keys.rotate(
+        org,
+        record.id,
+        lambda r: dataclasses.replace(r, hash=new_hash),
+        NOW + timedelta(minutes=5),
+        sealed_signing_secret="v1.second",
+    )
+    old = await db.keys.find_by_secret(record.hash)
+    new = await db.keys.find_by_secret(new_hash)
+    assert old is not None and (old.sealed_signing_secret, old.secret_hash) == (
+        "v1.first",
+        record.hash,
+    )
+    assert new is not None and (new.sealed_signing_secret, new.secret_hash) == (
+        "v1.second",
+        new_hash,
+    )
+    plain = await db.keys.create(key_record(org, project))
+    found = await db.keys.find_by_secret(plain.hash)
+    assert found is not None and found.sealed_signing_secret is None
+
+
 async def test_list_filters_and_cursor_pagination(db: Db) -> None:
     org, project = await tenancy(db)
     created = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -25,7 +25,7 @@ from pydantic import (
 
 from keyplane.api import exact
 from keyplane.api.fields import Input, Integral, Scopes, documented
-from keyplane.domain import globs, money, safe_regex
+from keyplane.domain import globs, money, request_signing, safe_regex
 from keyplane.domain import policy_spec as spec
 from keyplane.domain.network import parse_network
 from keyplane.domain.periods import (
@@ -63,6 +63,14 @@ def _network(value: str) -> str:
 def _user_agent(value: str) -> str:
     safe_regex.compile_safe(value)
     return value
+
+
+def _country(value: str) -> str:
+    # ISO 3166-1 alpha-2 by shape: two ASCII letters (user-assigned codes such as "XX" too),
+    # normalised to upper case as GeoIP databases and CF-IPCountry write them.
+    if len(value) != 2 or not (value.isascii() and value.isalpha()):
+        raise ValueError("a country is an ISO 3166-1 alpha-2 code: two letters, e.g. DE")
+    return value.upper()
 
 
 def _up_to(limit: int, max_digits: int) -> str:
@@ -127,6 +135,23 @@ UrlPattern = Annotated[
     documented(minLength=1, maxLength=globs.MAX_URL_PATTERN_LENGTH),
 ]
 Network = Annotated[str, StringConstraints(max_length=64), AfterValidator(_network)]
+Country = Annotated[
+    str,
+    AfterValidator(_country),
+    documented(minLength=2, maxLength=2, pattern=r"^[A-Za-z]{2}$"),
+]
+HostPattern = Annotated[
+    str,
+    AfterValidator(globs.check_host_pattern),
+    documented(minLength=1, maxLength=globs.MAX_HOST_LENGTH + 2, pattern=r"^[\u0021-\u007e]*$"),
+]
+UserAgentGlob = Annotated[
+    str,
+    AfterValidator(globs.check_user_agent_glob),
+    documented(
+        minLength=1, maxLength=globs.MAX_USER_AGENT_GLOB_LENGTH, pattern=r"^[\u0020-\u007e]*$"
+    ),
+]
 Period = Annotated[
     int,
     BeforeValidator(_duration),
@@ -253,7 +278,43 @@ class NetworkRules(Input):
             AfterValidator(_user_agent),
         ]
         | None
-    ) = None
+    ) = Field(default=None, description="a regex (RE2) the User-Agent must match")
+    require_https: Annotated[bool, Strict()] | None = Field(
+        default=None, description="refuse requests the gateway saw over plain HTTP"
+    )
+    countries_allow: Annotated[list[Country], Field(max_length=300)] = Field(
+        default=[], description="ISO 3166-1 alpha-2 codes the request may come from"
+    )
+    countries_deny: Annotated[list[Country], Field(max_length=300)] = Field(
+        default=[], description="ISO 3166-1 alpha-2 codes the request may not come from"
+    )
+    user_agents: Annotated[list[UserAgentGlob], Field(max_length=50)] = Field(
+        default=[], description="User-Agent globs (* and ?), one must match the whole agent"
+    )
+    domains: Annotated[list[HostPattern], Field(max_length=100)] = Field(
+        default=[], description="host globs the Origin (or else Referer) host must match"
+    )
+
+
+class Signing(Input):
+    required: Annotated[bool, Strict()] = Field(
+        default=True, description="requests must be signed with the key's signing secret"
+    )
+    algorithm: Literal["HMAC-SHA256"] = "HMAC-SHA256"
+    require_timestamp: Annotated[bool, Strict()] = True
+    max_timestamp_age: Annotated[
+        int, Strict(), Field(ge=1, le=request_signing.MAX_MAX_AGE), Integral
+    ] = Field(default=request_signing.DEFAULT_MAX_AGE, description="seconds, either side of now")
+    require_nonce: Annotated[bool, Strict()] = True
+
+    @model_validator(mode="after")
+    def _nonce_needs_timestamp(self) -> Signing:
+        if self.require_nonce and not self.require_timestamp:
+            raise ValueError(
+                "require_nonce needs require_timestamp: a nonce is remembered only as long as "
+                "its timestamp is accepted"
+            )
+        return self
 
 
 class PolicyIn(Input):
@@ -267,6 +328,7 @@ class PolicyIn(Input):
     budget: Budget | None = None
     network: NetworkRules | None = None
     costs: Costs | None = None
+    signing: Signing | None = None
 
     @model_validator(mode="after")
     def _unique_window_names(self) -> PolicyIn:
@@ -322,12 +384,20 @@ def spec_of(policy: PolicyIn | None) -> spec.PolicySpec:
             "network",
             lambda n: spec.NetworkRules(
                 **{
-                    name: _given(n, name, None if name == "user_agent" else tuple)
+                    name: _given(n, name, None if name in _SCALARS else tuple)
                     for name in NetworkRules.model_fields
                 }
             ),
         ),
+        signing=_given(
+            policy,
+            "signing",
+            lambda s: spec.Signing(**{name: _given(s, name) for name in Signing.model_fields}),
+        ),
     )
+
+
+_SCALARS = frozenset({"user_agent", "require_https"})
 
 
 def _given(model: Input, name: str, convert: Callable[[Any], Any] | None = None) -> Any:
@@ -406,6 +476,7 @@ def api_form(policy: spec.PolicySpec) -> dict[str, Any]:
     _show(form, "budget", policy.budget, _budget_form)
     _show(form, "network", policy.network, _section_form)
     _show(form, "costs", policy.costs, _costs_form)
+    _show(form, "signing", policy.signing, _section_form)
     return form
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -340,9 +340,18 @@ class KeyConfirmedEnvelope(KeyEnvelope):
     confirmation: ConfirmationOut
 
 
+_SIGNING_TEXT = (
+    "the key's request-signing secret (docs/signing.md), present only when its policy "
+    "requires signed requests; shown only in this response"
+)
+
+
 class KeyCreated(BaseModel):
     key: str = Field(description="the plaintext key; shown only in this response")
     data: KeyOut
+    signing_secret: str | None = Field(
+        default=None, description=_SIGNING_TEXT, exclude_if=lambda value: value is None
+    )
 
 
 class KeyCreatedConfirmed(KeyCreated):
@@ -366,6 +375,36 @@ class Tokens(Input):
 Context = Annotated[str, StringConstraints(max_length=2048)]
 
 
+class SignatureIn(Input):
+    """The signing parts of the client's request, as sent (see docs/signing.md).
+
+    Oversized parts are a 422; parts within these bounds but malformed (a nonce outside 16-128
+    URL-safe characters, a signature that is not 64 hex digits) answer ``SIGNATURE_INVALID``.
+    """
+
+    signature: Annotated[str, StringConstraints(max_length=128)] = Field(
+        description="X-Keyplane-Signature: hex HMAC-SHA256 of the canonical request"
+    )
+    method: Annotated[str, StringConstraints(min_length=1, max_length=16)] = Field(
+        examples=["POST"]
+    )
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        examples=["/v1/chat/completions"]
+    )
+    query: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        default=None, description="the raw query string, without '?'"
+    )
+    timestamp: Annotated[str, StringConstraints(max_length=16)] | None = Field(
+        default=None, description="X-Keyplane-Timestamp: Unix seconds"
+    )
+    nonce: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="X-Keyplane-Nonce: 16-128 characters A-Z a-z 0-9 . _ ~ -"
+    )
+    body_sha256: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None, description="hex SHA-256 of the body; of the empty body when absent"
+    )
+
+
 class VerifyRequest(Input):
     key: Annotated[str, StringConstraints(max_length=4096)]
     scopes: Scopes = []
@@ -380,6 +419,17 @@ class VerifyRequest(Input):
     cost: Credits | None = Field(default=None, description="credits to reserve")
     tokens: Tokens | None = Field(default=None, description="estimated tokens to reserve")
     acquire_concurrency: Annotated[bool, Strict()] = False
+    scheme: Literal["http", "https"] | None = Field(
+        default=None, description="the scheme of the client's request (network.require_https)"
+    )
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = Field(
+        default=None,
+        description="ISO 3166-1 alpha-2 country of the client, if the gateway knows it; "
+        "else Keyplane's GeoIP database (KEYPLANE_GEOIP_DATABASE) is asked for ip's",
+    )
+    signature: SignatureIn | None = Field(
+        default=None, description="the client's request signature (policy section signing)"
+    )
 
 
 class LimitOut(BaseModel):
@@ -620,6 +670,9 @@ class AckList(BaseModel):
 class AckCreated(BaseModel):
     key: str = Field(description="the plaintext key; shown only in this response")
     data: Ack
+    signing_secret: str | None = Field(
+        default=None, description=_SIGNING_TEXT, exclude_if=lambda value: value is None
+    )
 
 
 class AckCreatedConfirmed(AckCreated):

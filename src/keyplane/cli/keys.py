@@ -107,6 +107,8 @@ def _issued(created: KeyCreated, as_json: bool) -> None:
     else:  # a write-only management key is not shown the record
         fields([("id", created.data.id), ("status", created.data.status)])
     show_secret(created.key, "API key")
+    if created.signing_secret is not None:
+        show_secret(created.signing_secret, "request-signing secret (docs/signing.md)")
 
 
 @app.command()

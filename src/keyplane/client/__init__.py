@@ -82,6 +82,7 @@ from keyplane.client.models import (
     Webhook,
 )
 from keyplane.client.outcomes import Outcome, RateLimited, Unauthorized, outcome_of
+from keyplane.client.signing import SignedRequests
 from keyplane.client.sync import Client
 from keyplane.client.vault import AsyncVault, Vault
 
@@ -144,6 +145,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Signature",
+    "SignedRequests",
     "SigningSecret",
     "SigningSecretCreated",
     "StreamDroppedError",

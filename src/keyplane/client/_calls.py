@@ -320,6 +320,9 @@ def verify(
     tokens: Mapping[str, int] | None,
     acquire_concurrency: bool | None,
     request_id: str | None,
+    scheme: str | None = None,
+    country: str | None = None,
+    signature: Mapping[str, str] | None = None,
 ) -> Call[models.Verdict]:
     body: dict[str, Any] = {"key": key}
     optional: dict[str, Any] = {
@@ -333,6 +336,9 @@ def verify(
         "tokens": None if tokens is None else dict(tokens),
         "acquire_concurrency": acquire_concurrency,
         "request_id": request_id,
+        "scheme": scheme,
+        "country": country,
+        "signature": None if signature is None else dict(signature),
     }
     body.update({name: value for name, value in optional.items() if value is not None})
     return Call("POST", "/v1/verify", _model(models.Verdict), (), body)

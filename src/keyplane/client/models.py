@@ -134,6 +134,9 @@ class KeyCreated(Model):
     key: str = Field(repr=False)
     data: Annotated[Key | Ack, Field(union_mode="left_to_right")]
     replayed: bool = False
+    #: The key's request-signing secret when its policy requires signed requests
+    #: (docs/signing.md); shown as rarely as the key.
+    signing_secret: str | None = Field(default=None, repr=False)
 
 
 class Page(Model, Generic[T]):

@@ -146,6 +146,9 @@ class Client:
         tokens: Mapping[str, int] | None = None,
         acquire_concurrency: bool | None = None,
         request_id: str | None = None,
+        scheme: str | None = None,
+        country: str | None = None,
+        signature: Mapping[str, str] | None = None,
     ) -> models.Verdict:
         """Ask whether an API key may serve this request now (``POST /v1/verify``).
 
@@ -161,6 +164,11 @@ class Client:
             tokens: Estimated tokens to reserve: ``{"input": n, "output": m}``.
             acquire_concurrency: Hold a concurrency slot until the usage report.
             request_id: Ties the reservation to its usage report; generated when absent.
+            scheme: ``"http"`` or ``"https"``, as the client used (``network.require_https``).
+            country: The client's ISO 3166-1 alpha-2 country, if the gateway knows it.
+            signature: The request's signing parts, as sent (docs/signing.md):
+                ``signature``, ``method``, ``path``, ``query``, ``timestamp``, ``nonce``,
+                ``body_sha256``.
 
         Returns:
             The verdict; ``valid`` is true only for code ``VALID``. A refusal is a verdict,
@@ -179,6 +187,9 @@ class Client:
                 tokens=tokens,
                 acquire_concurrency=acquire_concurrency,
                 request_id=request_id,
+                scheme=scheme,
+                country=country,
+                signature=signature,
             )
         )
 

@@ -238,3 +238,82 @@ def url_matches(pattern: str, url: str) -> bool:
 
 def any_url_matches(patterns: Sequence[str], url: str) -> bool:
     return any(url_matches(pattern, url) for pattern in patterns)
+
+
+# -- host globs (``network.domains``) ----------------------------------------------------------
+
+MAX_USER_AGENT_GLOB_LENGTH = 256
+
+
+def check_host_pattern(pattern: str) -> str:
+    """Return ``pattern`` normalised (lower case) if it is a usable host glob, else ValueError.
+
+    ``app.example.com`` is that host only; ``*.example.com`` any host under it (one or more
+    labels, never ``example.com`` itself). No scheme, port or path: those are the job of
+    ``origins`` and ``referrers``.
+    """
+    if not 1 <= len(pattern) <= MAX_HOST_LENGTH + 2 or not _is_plain_ascii(pattern):
+        raise ValueError(f"host patterns are 1-{MAX_HOST_LENGTH} printable ASCII characters")
+    wildcard, host = _split_host(pattern, pattern=True)
+    return f"*.{host}" if wildcard else host
+
+
+@lru_cache(maxsize=2048)
+def _host_rule(pattern: str) -> _Address | None:
+    try:
+        wildcard, host = _split_host(pattern, pattern=True)
+    except ValueError:
+        return None
+    return _Address(None, wildcard, host, None, "")
+
+
+def host_of(url: str | None) -> str | None:
+    """The host of a URL or bare origin (lower case), or ``None`` when it is odd or absent."""
+    if url is None or len(url) > MAX_URL_LENGTH:
+        return None
+    return _host_of(url)
+
+
+@lru_cache(maxsize=4096)
+def _host_of(url: str) -> str | None:
+    # Cached (bounded): a key's clients send the same few origins over and over.
+    try:
+        return _parse(url, pattern=False).host
+    except ValueError:
+        return None
+
+
+def any_host_matches(patterns: Sequence[str], host: str) -> bool:
+    """True when ``host`` (as :func:`host_of` gives it) fits one of the host globs."""
+    for pattern in patterns:
+        rule = _host_rule(pattern)
+        if rule is not None and _host_matches(rule, host):
+            return True
+    return False
+
+
+# -- user-agent globs (``network.user_agents``) --------------------------------------------------
+
+
+def check_user_agent_glob(pattern: str) -> str:
+    """Return ``pattern`` if it is a usable user-agent glob (printable ASCII, spaces allowed)."""
+    if not (
+        1 <= len(pattern) <= MAX_USER_AGENT_GLOB_LENGTH
+        and pattern.isascii()
+        and pattern.isprintable()
+    ):
+        raise ValueError(
+            f"user agent globs are 1-{MAX_USER_AGENT_GLOB_LENGTH} printable ASCII characters"
+        )
+    return pattern
+
+
+def any_user_agent_matches(patterns: Sequence[str], user_agent: str | None) -> bool:
+    """True when the whole ``user_agent`` fits one glob (``*``, ``?``; ASCII case ignored).
+
+    Matching is linear (see ``_glob_regex``); an agent longer than the regex rules' bound
+    matches nothing, as there.
+    """
+    if user_agent is None or len(user_agent) > 1024:
+        return False
+    return any(_glob_regex(pattern, True).fullmatch(user_agent) for pattern in patterns)

@@ -17,6 +17,7 @@ from keyplane.domain.admission import cost_scope
 from keyplane.domain.decisions import Code
 from keyplane.domain.network import IpRules, parse_ip, parse_network
 from keyplane.domain.periods import Reset
+from keyplane.domain.request_signing import DEFAULT_MAX_AGE, SignedRequest, SigningRule
 
 MINUTE = 60
 DAY = 86_400
@@ -102,6 +103,15 @@ class NetworkRules:
     origins: tuple[str, ...] = ()
     referrers: tuple[str, ...] = ()
     user_agent: safe_regex.UserAgentRule | None = None
+    require_https: bool = False
+    countries_allow: frozenset[str] = frozenset()
+    countries_deny: frozenset[str] = frozenset()
+    user_agents: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+
+    @property
+    def has_countries(self) -> bool:
+        return bool(self.countries_allow or self.countries_deny)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,9 @@ class Policy:
                 return limits
         return None
 
+    #: ``None`` unless the policy requires signed requests.
+    signing: SigningRule | None = None
+
 
 EMPTY = Policy()
 
@@ -140,6 +153,12 @@ class RequestContext:
     origin: str | None = None
     referrer: str | None = None
     user_agent: str | None = None
+    #: "http" or "https", as the gateway saw the client's request.
+    scheme: str | None = None
+    #: ISO 3166-1 alpha-2 code (upper case) from a trusted header or the GeoIP database.
+    country: str | None = None
+    #: The request's signing parts, when it came with a signature (see request_signing).
+    signed: SignedRequest | None = None
 
 
 def merge_documents(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,7 +218,29 @@ def compile_policy(policy: spec.PolicySpec) -> Policy:
                 if isinstance(user_agent, str) and user_agent
                 else None
             ),
+            require_https=spec.value_or(network.require_https, False),
+            countries_allow=frozenset(spec.value_or(network.countries_allow, ())),
+            countries_deny=frozenset(spec.value_or(network.countries_deny, ())),
+            user_agents=spec.value_or(network.user_agents, ()),
+            domains=spec.value_or(network.domains, ()),
         ),
+        signing=_signing(policy.signing),
+    )
+
+
+def _signing(section: spec.Field[spec.Signing]) -> SigningRule | None:
+    if not isinstance(section, spec.Signing) or not spec.value_or(section.required, True):
+        return None
+    algorithm = spec.value_or(section.algorithm, "HMAC-SHA256")
+    if algorithm != "HMAC-SHA256":
+        raise ValueError(f"unknown signing algorithm {algorithm!r}")
+    require_nonce = spec.value_or(section.require_nonce, True)
+    return SigningRule(
+        max_age=spec.value_or(section.max_timestamp_age, DEFAULT_MAX_AGE),
+        # A nonce is forgotten once its timestamp is too old to pass: without a timestamp it
+        # could come back after that, so requiring a nonce requires a timestamp too.
+        require_timestamp=spec.value_or(section.require_timestamp, True) or require_nonce,
+        require_nonce=require_nonce,
     )
 
 
@@ -285,8 +326,9 @@ def _max_carry(section: spec.Budget) -> int | None:
 def check_request(policy: Policy, context: RequestContext) -> Code | None:
     """The first rule the request breaks, in the documented order, or ``None``.
 
-    Order: model, IP, origin and referrer, user agent. Rules fail closed: a key limited to
-    some models, networks, origins or agents refuses a request that does not say which.
+    Order: model, HTTPS, IP, country, origin and referrer, domain, user agent. Rules fail
+    closed: a key limited to some models, networks, countries, origins, domains or agents
+    refuses a request that does not say which (signing is checked by the verifier, before).
     """
     model = context.model
     if model is not None and globs.any_model_matches(policy.models_deny, model):
@@ -296,10 +338,18 @@ def check_request(policy: Policy, context: RequestContext) -> Code | None:
     ):
         return Code.FORBIDDEN_MODEL
     rules = policy.network
+    if rules.require_https and context.scheme != "https":
+        return Code.HTTPS_REQUIRED
     if (rules.ip.allow or rules.ip.deny) and not rules.ip.permits(
         None if context.ip is None else parse_ip(context.ip)
     ):
         return Code.IP_NOT_ALLOWED
+    if rules.has_countries and (
+        context.country is None
+        or context.country in rules.countries_deny
+        or (rules.countries_allow and context.country not in rules.countries_allow)
+    ):
+        return Code.COUNTRY_NOT_ALLOWED
     if rules.origins and (
         context.origin is None or not globs.any_url_matches(rules.origins, context.origin)
     ):
@@ -308,11 +358,25 @@ def check_request(policy: Policy, context: RequestContext) -> Code | None:
         context.referrer is None or not globs.any_url_matches(rules.referrers, context.referrer)
     ):
         return Code.ORIGIN_NOT_ALLOWED
+    if rules.domains and not _domain_allowed(rules.domains, context):
+        return Code.DOMAIN_NOT_ALLOWED
     if rules.user_agent is not None and not safe_regex.ua_matches(
         rules.user_agent, context.user_agent
     ):
         return Code.USER_AGENT_NOT_ALLOWED
+    if rules.user_agents and not globs.any_user_agent_matches(
+        rules.user_agents, context.user_agent
+    ):
+        return Code.USER_AGENT_NOT_ALLOWED
     return None
+
+
+def _domain_allowed(domains: tuple[str, ...], context: RequestContext) -> bool:
+    """The host of the Origin, or else of the Referer, fits one of the host globs."""
+    host = globs.host_of(context.origin) if context.origin is not None else None
+    if host is None:
+        host = globs.host_of(context.referrer)
+    return host is not None and globs.any_host_matches(domains, host)
 
 
 def effective_scopes(key_scopes: tuple[str, ...], policy: Policy) -> tuple[str, ...]:

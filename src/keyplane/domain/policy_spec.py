@@ -165,10 +165,31 @@ class NetworkRules:
     origins: Field[tuple[str, ...]] = UNSET
     referrers: Field[tuple[str, ...]] = UNSET
     user_agent: Field[str] = UNSET
+    #: A request the gateway says came over plain HTTP (or does not say) is refused.
+    require_https: Field[bool] = UNSET
+    #: ISO 3166-1 alpha-2 codes, upper case.
+    countries_allow: Field[tuple[str, ...]] = UNSET
+    countries_deny: Field[tuple[str, ...]] = UNSET
+    #: User-agent globs; one must match (beside the ``user_agent`` regex, which must too).
+    user_agents: Field[tuple[str, ...]] = UNSET
+    #: Host globs the request's Origin (or else Referer) host must match.
+    domains: Field[tuple[str, ...]] = UNSET
 
 
-Section = ModelRules | TokenLimits | Concurrency | Budget | NetworkRules | Costs
-S = TypeVar("S", ModelRules, TokenLimits, Concurrency, Budget, NetworkRules, Costs)
+@dataclass(frozen=True, slots=True)
+class Signing:
+    """Request signing (docs/signing.md): HMAC-SHA256 under the key's own signing secret."""
+
+    required: Field[bool] = UNSET
+    algorithm: Field[str] = UNSET
+    require_timestamp: Field[bool] = UNSET
+    #: Seconds a signed timestamp stays acceptable, either side of now; nonces live as long.
+    max_timestamp_age: Field[int] = UNSET
+    require_nonce: Field[bool] = UNSET
+
+
+Section = ModelRules | TokenLimits | Concurrency | Budget | NetworkRules | Costs | Signing
+S = TypeVar("S", ModelRules, TokenLimits, Concurrency, Budget, NetworkRules, Costs, Signing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +204,7 @@ class PolicySpec:
     budget: Field[Budget] = UNSET
     network: Field[NetworkRules] = UNSET
     costs: Field[Costs] = UNSET
+    signing: Field[Signing] = UNSET
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any] | None) -> PolicySpec:
@@ -199,6 +221,7 @@ class PolicySpec:
             budget=_section(doc, "budget", _budget),
             network=_section(doc, "network", _network),
             costs=_section(doc, "costs", _costs),
+            signing=_section(doc, "signing", _signing),
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -212,6 +235,7 @@ class PolicySpec:
         _put(document, "budget", self.budget, _budget_document)
         _put(document, "network", self.network, _fields_document)
         _put(document, "costs", self.costs, _fields_document)
+        _put(document, "signing", self.signing, _fields_document)
         return document
 
     def merged_over(self, base: PolicySpec) -> PolicySpec:
@@ -230,6 +254,7 @@ class PolicySpec:
             budget=_merge_section(base.budget, self.budget),
             network=_merge_section(base.network, self.network),
             costs=_merge_section(base.costs, self.costs),
+            signing=_merge_section(base.signing, self.signing),
         )
 
 
@@ -305,6 +330,12 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{where} is not a number")
     return float(value)
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where} is not a boolean")
+    return value
 
 
 def _string(value: Any, where: str) -> str:
@@ -453,6 +484,21 @@ def _network(doc: Mapping[str, Any]) -> NetworkRules:
         origins=_read(doc, "origins", _strings),
         referrers=_read(doc, "referrers", _strings),
         user_agent=_read(doc, "user_agent", _string),
+        require_https=_read(doc, "require_https", _boolean),
+        countries_allow=_read(doc, "countries_allow", _strings),
+        countries_deny=_read(doc, "countries_deny", _strings),
+        user_agents=_read(doc, "user_agents", _strings),
+        domains=_read(doc, "domains", _strings),
+    )
+
+
+def _signing(doc: Mapping[str, Any]) -> Signing:
+    return Signing(
+        required=_read(doc, "required", _boolean),
+        algorithm=_read(doc, "algorithm", _string),
+        require_timestamp=_read(doc, "require_timestamp", _boolean),
+        max_timestamp_age=_read(doc, "max_timestamp_age", _integer),
+        require_nonce=_read(doc, "require_nonce", _boolean),
     )
 
 

@@ -71,3 +71,17 @@ def signing_secret_sealing_key(server_secret: bytes) -> bytes:
     return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=_SIGNING_SECRET_PURPOSE
     ).derive(server_secret)
+
+
+_REQUEST_SIGNING_PURPOSE = b"keyplane request signing secret v1"
+
+
+def request_signing_sealing_key(server_secret: bytes) -> bytes:
+    """The AES-256 key that seals API keys' request-signing secrets (docs/signing.md).
+
+    Its own HKDF label, like the others. The associated data of each sealed secret is the hash
+    of the API key secret it was issued with, so it opens only beside that key.
+    """
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=_REQUEST_SIGNING_PURPOSE
+    ).derive(server_secret)

@@ -13,6 +13,7 @@ The messages are Keyplane's minimal wire-compatible definitions (``proto/third_p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -88,10 +89,21 @@ class ExtAuthz:
         if len(key) > http.MAX_KEY_LENGTH:
             return self._answer(Decision("MALFORMED"))
         source = attributes.source.address.socket_address.address or None
+        checked = attributes.request.http
         try:
-            wanted = http.read_request(headers, source, self._settings.trusted_networks)
+            wanted = http.read_request(
+                headers,
+                source,
+                self._settings.trusted_networks,
+                self._settings.country_header,
+                # Envoy states the client's request line and scheme itself (not headers).
+                (checked.method or "GET", checked.path or "/"),
+            )
         except http.BadGatewayHeader as exc:
             return self._invalid(str(exc))
+        scheme = (checked.scheme or "").lower()
+        if scheme in ("http", "https"):
+            wanted = dataclasses.replace(wanted, scheme=scheme)
         return self._answer(await verifier.verify(key, wanted))
 
     def _answer(self, decision: Decision) -> authz.CheckResponse:

@@ -137,7 +137,12 @@ class KeysApi:
 
     async def _issued(self, principal: Principal, issued: IssuedKey) -> pb.IssuedKey:
         key = await self._key(principal, issued.record)
-        return pb.IssuedKey(secret=issued.secret, key=key, replayed=issued.replayed)
+        return pb.IssuedKey(
+            secret=issued.secret,
+            key=key,
+            replayed=issued.replayed,
+            signing_secret=issued.signing_secret,
+        )
 
     async def create(self, principal: Principal, request: pb.CreateKeyRequest) -> pb.IssuedKey:
         require_scope(principal, "keys:write")  # before the body is read, as REST does

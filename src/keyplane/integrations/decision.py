@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from keyplane.domain.request_signing import SignedRequest
+
 
 @dataclass(frozen=True, slots=True)
 class Limit:
@@ -40,6 +42,12 @@ class AuthRequest:
     tokens_in: int = 0
     tokens_out: int = 0
     request_id: str | None = None
+    #: "http" or "https": how the client reached the gateway (``network.require_https``).
+    scheme: str | None = None
+    #: ISO 3166-1 alpha-2 code from a trusted header (else the server's GeoIP database).
+    country: str | None = None
+    #: The request's signing parts (``None``: unsigned, or malformed ones).
+    signed: SignedRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ the scopes or the model it is checked for. Those come from code.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -66,11 +67,4 @@ class KeyGuard:
 
 
 def _with(context: AuthRequest, scopes: Sequence[str], model: str | None) -> AuthRequest:
-    return AuthRequest(
-        model=model,
-        scopes=tuple(scopes),
-        ip=context.ip,
-        origin=context.origin,
-        referrer=context.referrer,
-        user_agent=context.user_agent,
-    )
+    return dataclasses.replace(context, model=model, scopes=tuple(scopes))

@@ -15,9 +15,9 @@ from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 
-from keyplane.domain import money
-from keyplane.domain.forwarding import client_address
-from keyplane.domain.network import IpNetwork
+from keyplane.domain import money, request_signing
+from keyplane.domain.forwarding import client_address, is_trusted
+from keyplane.domain.network import IpNetwork, parse_ip
 from keyplane.integrations.decision import AuthRequest, Decision, Limit
 
 #: Request headers a gateway (not the client: see docs/gateway.md) may set to describe the call.
@@ -27,6 +27,19 @@ COST_HEADER = "x-keyplane-cost"
 REQUEST_ID_HEADER = "x-keyplane-request-id"
 INPUT_TOKENS_HEADER = "x-keyplane-input-tokens"
 OUTPUT_TOKENS_HEADER = "x-keyplane-output-tokens"
+
+#: Headers the client sends with a signed request (docs/signing.md).
+SIGNATURE_HEADER = "x-keyplane-signature"
+TIMESTAMP_HEADER = "x-keyplane-timestamp"
+NONCE_HEADER = "x-keyplane-nonce"
+CONTENT_SHA256_HEADER = "x-keyplane-content-sha256"
+#: Where gateways put the original request line in a forward-auth subrequest: Traefik sets
+#: X-Forwarded-Method/-Uri itself, nginx gets X-Original-Method/-URI from its config; Envoy
+#: (no such headers) sends the original method and the path under the auth prefix.
+ORIGINAL_METHOD_HEADERS = ("x-forwarded-method", "x-original-method")
+ORIGINAL_URI_HEADERS = ("x-forwarded-uri", "x-original-uri")
+#: Longest request target (path and query) read for signing.
+MAX_URI_LENGTH = 8192
 
 #: Upper bounds on what is read from headers; more is refused, never truncated.
 MAX_KEY_LENGTH = 4096
@@ -46,8 +59,13 @@ _FORBIDDEN = frozenset(
         "IP_NOT_ALLOWED",
         "ORIGIN_NOT_ALLOWED",
         "USER_AGENT_NOT_ALLOWED",
+        "HTTPS_REQUIRED",
+        "COUNTRY_NOT_ALLOWED",
+        "DOMAIN_NOT_ALLOWED",
     }
 )
+#: A signature that does not check out is a failed authentication of the request.
+_UNSIGNED = frozenset({"SIGNATURE_INVALID", "TIMESTAMP_EXPIRED", "NONCE_REUSED"})
 _LIMITED = frozenset({"RATE_LIMITED", "TOKEN_LIMITED", "CONCURRENCY_EXCEEDED"})
 
 _DETAILS = {
@@ -62,6 +80,12 @@ _DETAILS = {
     "IP_NOT_ALLOWED": "the API key may not be used from this address",
     "ORIGIN_NOT_ALLOWED": "the API key may not be used from this origin",
     "USER_AGENT_NOT_ALLOWED": "the API key may not be used by this client",
+    "HTTPS_REQUIRED": "the API key may only be used over HTTPS",
+    "COUNTRY_NOT_ALLOWED": "the API key may not be used from this country",
+    "DOMAIN_NOT_ALLOWED": "the API key may not be used from this domain",
+    "SIGNATURE_INVALID": "the request's signature is missing or does not match",
+    "TIMESTAMP_EXPIRED": "the request's signed timestamp is too far from now",
+    "NONCE_REUSED": "the request's nonce was already used",
     "RATE_LIMITED": "the API key's rate limit is exhausted; retry later",
     "TOKEN_LIMITED": "the API key's token limit is exhausted; retry later",
     "CONCURRENCY_EXCEEDED": "the API key has too many requests in flight",
@@ -79,7 +103,7 @@ def status_for(code: str) -> int:
     """The HTTP status a verify code becomes at a gateway."""
     if code == "VALID":
         return 200
-    if code in _UNAUTHENTICATED or code == "MISSING_KEY":
+    if code in _UNAUTHENTICATED or code in _UNSIGNED or code == "MISSING_KEY":
         return 401
     if code in _FORBIDDEN:
         return 403
@@ -118,34 +142,103 @@ def read_client(
     headers: Mapping[str, str],
     peer: str | None,
     trusted: Sequence[IpNetwork],
+    scheme: str | None = None,
+    country_header: str | None = None,
 ) -> AuthRequest:
     """What the client itself tells about the request: its address, origin, referrer, agent.
 
     Right for a service the client reaches directly: nothing here lets the client choose
-    scopes, model or cost.
+    scopes, model or cost. ``scheme`` is the connection's own (``None`` when the connection
+    is a gateway's, not the client's); a trusted proxy's ``X-Forwarded-Proto`` and country
+    header (``country_header``, e.g. ``CF-IPCountry``) replace it, nobody else's are read.
     """
+    from_proxy = is_trusted(parse_ip(peer) if peer else None, trusted)
     return AuthRequest(
         ip=client_address(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"), trusted),
         origin=_context(headers.get("origin")),
         referrer=_context(headers.get("referer")),
         user_agent=_context(headers.get("user-agent")),
+        scheme=_forwarded_scheme(headers.get("x-forwarded-proto")) if from_proxy else scheme,
+        country=(
+            _country(headers.get(country_header.lower())) if from_proxy and country_header else None
+        ),
     )
+
+
+def _forwarded_scheme(value: str | None) -> str | None:
+    # The last hop's entry is the one our trusted proxy wrote ("https" or "https, http").
+    if value is None:
+        return None
+    last = value.rsplit(",", 1)[-1].strip().lower()
+    return last if last in ("http", "https") else None
+
+
+def _country(value: str | None) -> str | None:
+    # Cloudflare writes "XX" for unknown and "T1" for Tor: both are codes a rule can name.
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) != 2 or not value.isascii() or not value.isalnum():
+        return None
+    return value.upper()
+
+
+def read_signed(
+    headers: Mapping[str, str], method: str, target: str
+) -> request_signing.SignedRequest | None:
+    """The signing parts of a request whose original ``method`` and ``target`` (path and
+    query) are known; ``None`` when it carries no signature or malformed parts."""
+    signature = headers.get(SIGNATURE_HEADER)
+    if signature is None or len(target) > MAX_URI_LENGTH:
+        return None
+    path, _, query = target.partition("?")
+    return request_signing.signed_request(
+        signature.strip(),
+        method,
+        path,
+        query,
+        _stripped(headers.get(TIMESTAMP_HEADER)),
+        _stripped(headers.get(NONCE_HEADER)),
+        _stripped(headers.get(CONTENT_SHA256_HEADER)),
+    )
+
+
+def _stripped(value: str | None) -> str | None:
+    return None if value is None else value.strip()
+
+
+def original_request_line(headers: Mapping[str, str], method: str, target: str) -> tuple[str, str]:
+    """The client's method and target in a forward-auth subrequest (see the header names)."""
+    for name in ORIGINAL_METHOD_HEADERS:
+        if headers.get(name):
+            method = headers[name].strip()
+            break
+    for name in ORIGINAL_URI_HEADERS:
+        if headers.get(name):
+            target = headers[name].strip()
+            break
+    return method, target
 
 
 def read_request(
     headers: Mapping[str, str],
     peer: str | None,
     trusted: Sequence[IpNetwork],
+    country_header: str | None = None,
+    request_line: tuple[str, str] | None = None,
 ) -> AuthRequest:
     """The client's context plus what the gateway describes in ``X-Keyplane-*`` headers.
 
     Only for forward auth, where the gateway (not the client) controls those headers.
+    ``request_line`` is the client's (method, target) when known, for signed requests.
 
     Raises:
         BadGatewayHeader: an ``X-Keyplane-*`` header is oversized or not well formed.
     """
+    signed = None if request_line is None else read_signed(headers, *request_line)
     return dataclasses.replace(
-        read_client(headers, peer, trusted),
+        read_client(headers, peer, trusted, None, country_header),
+        signed=signed,
         model=_bounded(headers, MODEL_HEADER, MAX_MODEL_LENGTH),
         scopes=_scopes(headers.get(SCOPES_HEADER)),
         cost=_cost(headers.get(COST_HEADER)),

@@ -7,6 +7,7 @@ import logging
 from keyplane.client import AsyncClient
 from keyplane.client import KeyplaneError as ClientError
 from keyplane.client.models import Verdict
+from keyplane.domain.request_signing import SignedRequest
 from keyplane.integrations.decision import AuthRequest, Decision, Limit
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class RemoteVerifier:
                     else None
                 ),
                 request_id=request.request_id,
+                scheme=request.scheme,
+                country=request.country,
+                signature=None if request.signed is None else signed_fields(request.signed),
             )
         except ClientError as exc:
             # The exception's text names the failure, never the key (the SDK sends it in the
@@ -58,6 +62,22 @@ class RemoteVerifier:
             log.warning("Keyplane verify failed: %s", type(exc).__name__)
             return Decision(UNAVAILABLE)
         return decision_of(verdict)
+
+
+def signed_fields(signed: SignedRequest) -> dict[str, str]:
+    """The ``signature`` object of POST /v1/verify for a request's signing parts."""
+    fields = {
+        "signature": signed.signature,
+        "method": signed.method,
+        "path": signed.path,
+        "query": signed.query,
+        "body_sha256": signed.body_sha256,
+    }
+    if signed.timestamp is not None:
+        fields["timestamp"] = signed.timestamp
+    if signed.nonce is not None:
+        fields["nonce"] = signed.nonce
+    return fields
 
 
 def decision_of(verdict: Verdict) -> Decision:

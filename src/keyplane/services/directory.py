@@ -13,6 +13,7 @@ from keyplane.domain import gcra
 from keyplane.domain.admission import TokenCount, WindowKind
 from keyplane.domain.keys import KeyRecord
 from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_windows
+from keyplane.domain.sealing import unseal
 from keyplane.services.cache import TtlCache
 from keyplane.settings import Settings
 from keyplane.store.base import KeyStore, SecretMatch
@@ -32,13 +33,16 @@ class KeyEntry:
     match: SecretMatch
     policy: Policy
     windows: tuple[WindowSpec, ...]
+    #: The request-signing secret issued with the presented key secret, opened at load so
+    #: verify checks signatures without I/O; ``None`` when it has none.
+    signing_secret: str | None = None
 
     @property
     def record(self) -> KeyRecord:
         return self.match.record
 
 
-def build_entry(match: SecretMatch) -> KeyEntry:
+def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntry:
     document = merge_documents(match.plan_policy or {}, match.record.policy)
     policy = parse_policy(document)
     windows = [
@@ -59,16 +63,23 @@ def build_entry(match: SecretMatch) -> KeyEntry:
             )
             for name, limit, seconds, counts in token_windows(policy.token_limits)
         )
-    return KeyEntry(match, policy, tuple(windows))
+    signing_secret = None
+    if match.sealed_signing_secret is not None and signing_key is not None:
+        signing_secret = unseal(
+            signing_key, match.sealed_signing_secret, match.secret_hash.encode("ascii")
+        )
+    return KeyEntry(match, policy, tuple(windows), signing_secret)
 
 
 class KeyDirectory:
-    def __init__(self, store: KeyStore, settings: Settings) -> None:
+    def __init__(
+        self, store: KeyStore, settings: Settings, signing_key: bytes | None = None
+    ) -> None:
         self._store = store
 
         async def by_hash(secret_hash: str) -> KeyEntry | None:
             match = await store.find_by_secret(secret_hash)
-            return None if match is None else build_entry(match)
+            return None if match is None else build_entry(match, signing_key)
 
         async def by_id(key_id: str) -> KeyEntry | None:
             match = await store.find_by_id(key_id)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from keyplane.domain import ids, keyformat, rollover, scopes
+from keyplane.domain import ids, keyformat, request_signing, rollover, scopes
 from keyplane.domain.changes import Journal, diff
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import digests_equal, idempotency_digest, key_digest
@@ -16,7 +16,12 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.periods import Reset, period_start
 from keyplane.domain.plans import PlanRecord
 from keyplane.domain.policy import merge_documents, parse_policy
-from keyplane.domain.sealing import replay_sealing_key, seal, unseal
+from keyplane.domain.sealing import (
+    replay_sealing_key,
+    request_signing_sealing_key,
+    seal,
+    unseal,
+)
 from keyplane.domain.tenancy import Principal, Project
 from keyplane.domain.usage import BUCKET_OF_RESET
 from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
@@ -89,6 +94,9 @@ class IssuedKey:
     record: KeyRecord
     #: True when an idempotent retry answered the key an earlier request made.
     replayed: bool = False
+    #: The request-signing secret issued with this key secret, when its policy requires
+    #: signed requests (docs/signing.md); shown with the key, as rarely.
+    signing_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,7 @@ class KeyService:
         self._clock = clock
         self._server_secret = server_secret
         self._sealing_key = replay_sealing_key(server_secret)
+        self._request_signing_key = request_signing_sealing_key(server_secret)
         self._replay_window = replay_window
         #: Each organization's default project, by org id (projects are never deleted).
         self._default_projects: dict[str, Project] = {}
@@ -193,15 +202,28 @@ class KeyService:
             project_id=record.project_id,
             details=_described(record),
         )
+        signing_secret, sealed = self._signing_secret(plan, new.policy, secret_hash)
         try:
-            await self._store.keys.create(record, marker, journal)
+            await self._store.keys.create(record, marker, journal, sealed)
         except ConflictError:
             replayed = None if idempotency is None else await self._replay(principal, idempotency)
             if replayed is None:
                 raise
             return replayed
         await self._directory.invalidate(record.id, (secret_hash,))
-        return IssuedKey(parsed.text, record)
+        return IssuedKey(parsed.text, record, signing_secret=signing_secret)
+
+    def _signing_secret(
+        self, plan: PlanRecord | None, overrides: dict[str, Any], secret_hash: str
+    ) -> tuple[str | None, str | None]:
+        """A new request-signing secret and its sealed form, when the effective policy
+        requires signing; bound to the key secret (its hash) it is issued with."""
+        document = merge_documents({} if plan is None else plan.policy, overrides)
+        if parse_policy(document).signing is None:
+            return None, None
+        secret = request_signing.new_secret()
+        sealed = seal(self._request_signing_key, secret, secret_hash.encode("ascii"))
+        return secret, sealed
 
     async def _replay(self, principal: Principal, idempotency: Idempotency) -> IssuedKey | None:
         """The key an earlier create with this Idempotency-Key made, secret included.
@@ -245,7 +267,15 @@ class KeyService:
         journal = Journal(principal.actor, now)
         _record(journal, "key.replayed", record, {"idempotent_replay": True})
         await self._store.audit.record_alone(journal)
-        return IssuedKey(secret, record, replayed=True)
+        match = await self._store.keys.find_by_secret(record.hash)
+        signing_secret = None
+        if match is not None and match.sealed_signing_secret is not None:
+            signing_secret = unseal(
+                self._request_signing_key,
+                match.sealed_signing_secret,
+                record.hash.encode("ascii"),
+            )
+        return IssuedKey(secret, record, replayed=True, signing_secret=signing_secret)
 
     async def erase_expired_secrets(self) -> int:
         """Erase every sealed secret whose replay window has passed; how many were."""
@@ -407,6 +437,10 @@ class KeyService:
             keyformat.KeyKind(current.environment.value), project.key_prefix
         )
         secret_hash = key_digest(self._server_secret, parsed.text)
+        plan = None
+        if current.plan_id is not None:
+            plan = await self._store.plans.get(principal.org_id, current.plan_id)
+        signing_secret, sealed = self._signing_secret(plan, current.policy, secret_hash)
 
         journal = Journal(principal.actor, now)
 
@@ -425,10 +459,10 @@ class KeyService:
             return rotated
 
         record, changed = await self._store.keys.rotate(
-            principal.org_id, current.id, apply, now + grace_period, journal
+            principal.org_id, current.id, apply, now + grace_period, journal, sealed
         )
         await self._directory.invalidate(record.id, (secret_hash, *changed))
-        return IssuedKey(parsed.text, record)
+        return IssuedKey(parsed.text, record, signing_secret=signing_secret)
 
     async def _mutate(
         self,

@@ -19,11 +19,13 @@ from keyplane.domain.analytics import Retention
 from keyplane.domain.audit import chain_key
 from keyplane.domain.clock import Clock, SystemClock
 from keyplane.domain.envelope import Keyring
+from keyplane.domain.sealing import request_signing_sealing_key
 from keyplane.domain.tenancy import ManagementKeyRecord, Organization, Project
 from keyplane.errors import ConfigurationError, KeyplaneError, StorageError
 from keyplane.limits.base import Limiter
 from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
+from keyplane.limits.nonces import MemoryNonces, RedisNonces
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.analytics import Analytics, RollupPruner, VerdictRecorder
@@ -34,6 +36,7 @@ from keyplane.services.carry import CarryBook
 from keyplane.services.directory import KeyDirectory
 from keyplane.services.email import EmailSender
 from keyplane.services.events import Events
+from keyplane.services.geoip import GeoIp
 from keyplane.services.instances import (
     REGISTRY_ERRORS,
     Confirmation,
@@ -172,6 +175,8 @@ class Runtime:
                 "the vault has no master key (KEYPLANE_VAULT_KEY or KEYPLANE_VAULT_KEY_FILE): "
                 "its endpoints answer 503 VAULT_NOT_CONFIGURED"
             )
+        # Loaded whole before anything opens: a missing or broken file stops the start.
+        geoip = None if settings.geoip_database is None else GeoIp(settings.geoip_database)
         store = Database.from_settings(settings)
         enable_audit(store, server_secret)
         try:
@@ -181,7 +186,7 @@ class Runtime:
         except BaseException:
             await store.close()
             raise
-        directory = KeyDirectory(store.keys, settings)
+        directory = KeyDirectory(store.keys, settings, request_signing_sealing_key(server_secret))
         store.analytics.max_values = settings.rollup_max_values_per_key
         if not settings.rollups_enabled:
             store.usage.analytics = None
@@ -294,6 +299,12 @@ class Runtime:
                 verdict_recorder,
                 security,
                 CarryBook(store.usage),
+                nonces=(
+                    MemoryNonces(clock, settings.nonce_max_entries)
+                    if redis is None
+                    else RedisNonces(redis)
+                ),
+                geoip=geoip,
             ),
             management=management,
             projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),

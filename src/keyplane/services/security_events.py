@@ -45,6 +45,12 @@ SECURITY_VERIFY_CODES = frozenset(
         "IP_NOT_ALLOWED",
         "ORIGIN_NOT_ALLOWED",
         "USER_AGENT_NOT_ALLOWED",
+        "COUNTRY_NOT_ALLOWED",
+        "DOMAIN_NOT_ALLOWED",
+        # A forged or replayed signed request: someone holds the key but not its secret, or
+        # captured a request.
+        "SIGNATURE_INVALID",
+        "NONCE_REUSED",
     }
 )
 

@@ -1,19 +1,21 @@
 """The data-plane hot path: may this key be used now, for this request?
 
 The order of checks is fixed (see docs/policy.md): key shape, key lookup, rotation grace and
-lifecycle status, scopes, model, IP, origin and referrer, user agent; then, only when all of
-those pass, concurrency, rate windows, token windows and budgets in one atomic step that
-consumes them all or none.
+lifecycle status, scopes, signature and its timestamp, model, HTTPS, IP, country, origin and
+referrer, domain, user agent, the nonce's single use; then, only when all of those pass,
+concurrency, rate windows, token windows and budgets in one atomic step that consumes them all
+or none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from keyplane.domain import gcra, ids, keyformat, money
+from keyplane.domain import gcra, ids, keyformat, money, request_signing
 from keyplane.domain.admission import (
     Admission,
     BudgetAsk,
@@ -37,11 +39,13 @@ from keyplane.domain.policy import (
 )
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
+from keyplane.limits.nonces import MemoryNonces, NonceStore
 from keyplane.metrics import LIMITER_ADMIT, VERDICTS
 from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
 from keyplane.services.carry import CarryBook
 from keyplane.services.directory import KeyDirectory, KeyEntry
+from keyplane.services.geoip import GeoIp
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.security_events import SECURITY_VERIFY_CODES, SecurityEvents
 
@@ -95,10 +99,14 @@ class Verifier:
         outcomes: VerdictRecorder | None = None,
         security: SecurityEvents | None = None,
         carry_book: CarryBook | None = None,
+        nonces: NonceStore | None = None,
+        geoip: GeoIp | None = None,
     ) -> None:
         self._directory = directory
         #: Budget rollover's carries (None: rollover is ignored, e.g. in unit tests).
         self._carry_book = carry_book
+        self._nonces = nonces if nonces is not None else MemoryNonces(clock)
+        self._geoip = geoip
         self._security = security
         self._clock = clock
         self._server_secret = server_secret
@@ -161,17 +169,7 @@ class Verifier:
         plan = entry.match.plan_name
         request_id = request.request_id or ids.new_id("req")
         if code is Code.VALID:
-            code = check_request(policy, request.context) or Code.VALID
-        if code is Code.VALID:
-            code = (
-                check_costs(
-                    policy,
-                    request.context.model,
-                    request.cost,
-                    request.tokens_in + request.tokens_out,
-                )
-                or Code.VALID
-            )
+            code = await self._check_request(entry, request, now)
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
         carry = await self._carry(entry, now)
@@ -214,6 +212,37 @@ class Verifier:
             budget.credit_limit,
             budget.max_carry,
         )
+
+    async def _check_request(self, entry: KeyEntry, request: VerifyRequest, now: datetime) -> Code:
+        """Signature, then the request rules and per-request cost caps, then (only if all pass)
+        the nonce's one use."""
+        policy = entry.policy
+        context = request.context
+        if (
+            policy.network.has_countries
+            and context.country is None
+            and context.ip is not None
+            and self._geoip is not None
+        ):
+            context = dataclasses.replace(context, country=self._geoip.country(context.ip))
+        rule = policy.signing
+        seconds = int(now.timestamp())
+        if rule is not None:
+            refused = request_signing.check(rule, entry.signing_secret, context.signed, seconds)
+            if refused is not None:
+                return refused
+        code = check_request(policy, context) or check_costs(
+            policy, context.model, request.cost, request.tokens_in + request.tokens_out
+        )
+        if code is not None:
+            return code
+        signed = context.signed
+        if rule is not None and signed is not None and signed.nonce is not None:
+            # Claimed last: a request refused for another reason does not use its nonce up.
+            ttl = request_signing.nonce_lifetime(rule, signed, seconds)
+            if not await self._nonces.claim(entry.record.id, signed.nonce, ttl):
+                return Code.NONCE_REUSED
+        return Code.VALID
 
     def _admission(
         self,

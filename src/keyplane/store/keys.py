@@ -49,6 +49,10 @@ class SecretMatch:
     plan_name: str | None = None
     #: The policy document of the key's plan, when it has one.
     plan_policy: dict[str, Any] | None = None
+    #: The sealed request-signing secret issued with this key secret (domain/sealing.py).
+    sealed_signing_secret: str | None = None
+    #: The hash of the presented secret (that the sealed signing secret is bound to).
+    secret_hash: str = ""
 
 
 class KeyStore(Protocol):
@@ -59,9 +63,11 @@ class KeyStore(Protocol):
         record: KeyRecord,
         idempotency: IdempotencyRecord | None = None,
         journal: Journal | None = None,
+        sealed_signing_secret: str | None = None,
     ) -> KeyRecord:
         """Insert a key, its current secret hash and tags, and its idempotency record if any,
-        in one transaction (with what ``journal`` recorded).
+        in one transaction (with what ``journal`` recorded); ``sealed_signing_secret`` goes
+        beside the secret hash.
 
         Raises ConflictError when the hash is taken, or when that idempotency record exists
         already (a concurrent retry: it fails before anything of it is inserted).
@@ -107,9 +113,11 @@ class KeyStore(Protocol):
         mutation: KeyMutation,
         grace_until: datetime,
         journal: Journal | None = None,
+        sealed_signing_secret: str | None = None,
     ) -> tuple[KeyRecord, builtins.list[str]]:
-        """Install the new secret hash that ``mutation`` sets; end the old ones at
-        ``grace_until`` (never extending an earlier, shorter grace). One transaction.
+        """Install the new secret hash that ``mutation`` sets (with its sealed signing secret);
+        end the old ones at ``grace_until`` (never extending an earlier, shorter grace). One
+        transaction; each old secret keeps its own signing secret until then.
 
         Returns the new record and the hashes whose validity changed (for cache eviction).
         """
@@ -131,6 +139,7 @@ class SqlKeyStore:
         record: KeyRecord,
         idempotency: IdempotencyRecord | None = None,
         journal: Journal | None = None,
+        sealed_signing_secret: str | None = None,
     ) -> KeyRecord:
         async with self._unit.write(journal) as conn:
             if idempotency is not None:
@@ -143,6 +152,7 @@ class SqlKeyStore:
                     key_id=record.id,
                     created_at=record.created_at,
                     valid_until=None,
+                    sealed_signing_secret=sealed_signing_secret,
                 )
             )
             await _write_tags(conn, record.id, record.tags, replace=False)
@@ -160,7 +170,10 @@ class SqlKeyStore:
 
     async def find_by_secret(self, secret_hash: str) -> SecretMatch | None:
         query = (
-            _match_query(api_key_secrets.c.valid_until.label("secret_valid_until"))
+            _match_query(
+                api_key_secrets.c.valid_until.label("secret_valid_until"),
+                api_key_secrets.c.sealed_signing_secret,
+            )
             .join(api_key_secrets, api_key_secrets.c.key_id == api_keys.c.id)
             .where(api_key_secrets.c.hash == secret_hash)
         )
@@ -169,7 +182,12 @@ class SqlKeyStore:
         if row is None:
             return None
         return SecretMatch(
-            key_from_row(row), row.secret_valid_until, row.plan_name, row.plan_policy
+            key_from_row(row),
+            row.secret_valid_until,
+            row.plan_name,
+            row.plan_policy,
+            row.sealed_signing_secret,
+            secret_hash,
         )
 
     async def find_by_id(self, key_id: str) -> SecretMatch | None:
@@ -226,6 +244,7 @@ class SqlKeyStore:
         mutation: KeyMutation,
         grace_until: datetime,
         journal: Journal | None = None,
+        sealed_signing_secret: str | None = None,
     ) -> tuple[KeyRecord, builtins.list[str]]:
         async with self._unit.write(journal) as conn:
             current = await _locked_key(conn, org_id, key_id)
@@ -250,6 +269,7 @@ class SqlKeyStore:
                     key_id=key_id,
                     created_at=updated.updated_at,
                     valid_until=None,
+                    sealed_signing_secret=sealed_signing_secret,
                 )
             )
             await _save_key(conn, current, updated)

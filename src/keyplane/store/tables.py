@@ -114,6 +114,8 @@ api_key_secrets = Table(
     Column("key_id", String(40), ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("valid_until", UTCDateTime()),
+    # The request-signing secret issued with this key secret, sealed (domain/sealing.py).
+    Column("sealed_signing_secret", Text),
     Index("ix_api_key_secrets_key_id", "key_id"),
 )
 

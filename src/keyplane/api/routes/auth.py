@@ -61,11 +61,25 @@ async def _decide(request: Request, gateway: Gateway) -> Response:
         return _answer(Decision("MALFORMED"), gateway.clock)
     peer = request.client.host if request.client else None
     try:
-        wanted = http.read_request(request.headers, peer, settings.trusted_networks)
+        wanted = http.read_request(
+            request.headers,
+            peer,
+            settings.trusted_networks,
+            settings.country_header,
+            http.original_request_line(request.headers, request.method, _envoy_target(request)),
+        )
     except http.BadGatewayHeader as exc:
         return problem(400, "INVALID_HEADER", str(exc), {"X-Keyplane-Code": "INVALID_HEADER"})
     decision = await InProcessVerifier(gateway.verifier, principal).verify(key, wanted)
     return _answer(decision, gateway.clock)
+
+
+def _envoy_target(request: Request) -> str:
+    """The original target Envoy appends under ``/v1/auth`` (``/`` when nothing is)."""
+    path = request.url.path
+    suffix = path[path.find("/v1/auth") + len("/v1/auth") :] or "/"
+    query = request.url.query
+    return f"{suffix}?{query}" if query else suffix
 
 
 async def _gateway(request: Request, management: ManagementKeys) -> Principal | Response:

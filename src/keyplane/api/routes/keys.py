@@ -84,8 +84,16 @@ async def _issued(
     ctx: KeyRoutes, principal: Principal, issued: IssuedKey
 ) -> KeyCreated | AckCreated:
     if not may_read(principal, "keys:read"):
-        return AckCreated(key=issued.secret, data=_ack(ctx, issued.record))
-    return KeyCreated(key=issued.secret, data=await _out(ctx, principal, issued.record))
+        return AckCreated(
+            key=issued.secret,
+            data=_ack(ctx, issued.record),
+            signing_secret=issued.signing_secret,
+        )
+    return KeyCreated(
+        key=issued.secret,
+        data=await _out(ctx, principal, issued.record),
+        signing_secret=issued.signing_secret,
+    )
 
 
 def _ack(ctx: KeyRoutes, record: KeyRecord) -> Ack:
@@ -309,8 +317,18 @@ async def rotate_key(
     # it and sees its grace period (none: refused at once).
     confirmation = await _confirmation(ctx, issued.record, wait)
     if isinstance(answer, AckCreated):
-        return AckCreatedConfirmed(key=answer.key, data=answer.data, confirmation=confirmation)
-    return KeyCreatedConfirmed(key=answer.key, data=answer.data, confirmation=confirmation)
+        return AckCreatedConfirmed(
+            key=answer.key,
+            data=answer.data,
+            signing_secret=answer.signing_secret,
+            confirmation=confirmation,
+        )
+    return KeyCreatedConfirmed(
+        key=answer.key,
+        data=answer.data,
+        signing_secret=answer.signing_secret,
+        confirmation=confirmation,
+    )
 
 
 @router.post(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from keyplane.api.deps import Verifier, VerifierDep
 from keyplane.api.exact import ExactJsonRoute, credits
 from keyplane.api.schemas import VerifyRequest, VerifyResponse
-from keyplane.domain import money
+from keyplane.domain import money, request_signing
 from keyplane.domain.policy import RequestContext
 from keyplane.services import verify as service
 from keyplane.services.verify import Verdict
@@ -38,6 +38,11 @@ async def verify(body: VerifyRequest, principal: Verifier, verifier: VerifierDep
                 origin=body.origin,
                 referrer=body.referrer,
                 user_agent=body.user_agent,
+                scheme=body.scheme,
+                country=None if body.country is None else body.country.upper(),
+                signed=None
+                if body.signature is None
+                else request_signing.signed_request(**body.signature.model_dump()),
             ),
             request_id=body.request_id,
             cost=0 if body.cost is None else money.to_micros(body.cost),

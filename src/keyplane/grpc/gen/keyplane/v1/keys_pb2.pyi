@@ -117,14 +117,16 @@ class CreateKeyRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., environment: _Optional[str] = ..., project_id: _Optional[str] = ..., label: _Optional[str] = ..., description: _Optional[str] = ..., owner: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., expires_at: _Optional[str] = ..., plan: _Optional[str] = ..., policy_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class IssuedKey(_message.Message):
-    __slots__ = ("secret", "key", "replayed")
+    __slots__ = ("secret", "key", "replayed", "signing_secret")
     SECRET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_SECRET_FIELD_NUMBER: _ClassVar[int]
     secret: str
     key: Key
     replayed: bool
-    def __init__(self, secret: _Optional[str] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    signing_secret: str
+    def __init__(self, secret: _Optional[str] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., replayed: _Optional[bool] = ..., signing_secret: _Optional[str] = ...) -> None: ...
 
 class ListKeysRequest(_message.Message):
     __slots__ = ("owner", "tag", "environment", "status", "project", "name", "cursor", "limit")
