@@ -13,6 +13,8 @@ class KeyStatus(StrEnum):
     DISABLED = "disabled"
     EXPIRED = "expired"
     REVOKED = "revoked"
+    #: Created under a policy that requires approval; usable once another manager approves.
+    PENDING = "pending"
 
 
 class Environment(StrEnum):

@@ -67,6 +67,11 @@ class InProcessVerifier:
                     origin=request.origin,
                     referrer=request.referrer,
                     user_agent=request.user_agent,
+                    features=request.features,
+                    operation=request.operation,
+                    provider=request.provider,
+                    auto_routing=request.auto_routing,
+                    fallback=request.fallback,
                 ),
                 request_id=request.request_id,
                 cost=0 if request.cost is None else money.to_micros(request.cost),
@@ -101,4 +106,5 @@ def decision_of(verdict: service.Verdict) -> Decision:
             for limit in verdict.limits
         ),
         retry_after=verdict.retry_after,
+        directives=verdict.directives,
     )

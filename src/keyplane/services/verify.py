@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from keyplane.domain import ids, keyformat
 from keyplane.domain.admission import Admission, BudgetAsk, LimitState, WindowAsk
@@ -45,6 +46,8 @@ class VerifyRequest:
     tokens_in: int = 0
     tokens_out: int = 0
     acquire_concurrency: bool = False
+    #: With ``acquire_concurrency``: how long to wait, queued, for a slot (0: refuse at once).
+    wait_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class Verdict:
     retry_after: float | None = None
     #: The scopes that applied: the key's own, or its plan's.
     scopes: tuple[str, ...] = ()
+    #: What the gateway must do itself (``Policy.directives``), on a VALID verdict.
+    directives: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -151,7 +156,9 @@ class Verifier:
         admission = self._admission(entry, request, request_id, now)
         if admission is None:
             self._last_used.record(record.id, now)
-            return Verdict(Code.VALID, record, plan, request_id, scopes=granted)
+            return Verdict(
+                Code.VALID, record, plan, request_id, scopes=granted, directives=policy.directives
+            )
         started = time.perf_counter()
         result = await self._limiter.admit(admission, now)
         LIMITER_ADMIT.observe(time.perf_counter() - started)
@@ -166,7 +173,15 @@ class Verifier:
                 granted,
             )
         self._last_used.record(record.id, now)
-        return Verdict(Code.VALID, record, plan, request_id, result.limits, scopes=granted)
+        return Verdict(
+            Code.VALID,
+            record,
+            plan,
+            request_id,
+            result.limits,
+            scopes=granted,
+            directives=policy.directives,
+        )
 
     def _admission(
         self, entry: KeyEntry, request: VerifyRequest, request_id: str, now: datetime

@@ -319,6 +319,8 @@ def _status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
         return and_(stored != KeyStatus.REVOKED.value, expired)
     if status is KeyStatus.DISABLED:
         return and_(stored == KeyStatus.DISABLED.value, not_expired, ~auto_enabled)
+    if status is KeyStatus.PENDING:
+        return and_(stored == KeyStatus.PENDING.value, not_expired)
     return and_(
         not_expired,
         or_(
