@@ -365,6 +365,7 @@ def _key_values(record: KeyRecord) -> dict[str, Any]:
         "last_used_at": record.last_used_at,
         "plan_id": record.plan_id,
         "policy": record.policy,
+        "created_by": record.created_by,
     }
 
 
@@ -397,4 +398,5 @@ def key_from_row(row: Row[Any]) -> KeyRecord:
         last_used_at=m["last_used_at"],
         plan_id=m["plan_id"],
         policy=m["policy"],
+        created_by=m["created_by"],
     )
