@@ -25,6 +25,7 @@ from keyplane.domain.periods import next_reset, period_start
 from keyplane.domain.policy import RequestContext, check_request, effective_scopes
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
+from keyplane.limits.queue import SlotQueue, admit_queued
 from keyplane.metrics import LIMITER_ADMIT, VERDICTS
 from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
@@ -85,7 +86,10 @@ class Verifier:
         hold_for: timedelta,
         outcomes: VerdictRecorder | None = None,
         security: SecurityEvents | None = None,
+        queue: SlotQueue | None = None,
     ) -> None:
+        #: Where verifies that may wait (``wait_ms``) queue for a concurrency slot.
+        self._queue = queue
         self._directory = directory
         self._security = security
         self._clock = clock
@@ -160,7 +164,18 @@ class Verifier:
                 Code.VALID, record, plan, request_id, scopes=granted, directives=policy.directives
             )
         started = time.perf_counter()
-        result = await self._limiter.admit(admission, now)
+        if admission.max_parallel is not None and policy.max_queued and self._queue is not None:
+            # Queued concurrency: first come first served, even for those that do not wait.
+            result = await admit_queued(
+                self._limiter,
+                self._queue,
+                admission,
+                self._clock.now,
+                policy.max_queued,
+                request.wait_ms / 1000,
+            )
+        else:
+            result = await self._limiter.admit(admission, now)
         LIMITER_ADMIT.observe(time.perf_counter() - started)
         if result.refusal is not None:
             return Verdict(
