@@ -294,6 +294,10 @@ def verify(
     tokens: Mapping[str, int] | None,
     acquire_concurrency: bool | None,
     request_id: str | None,
+    features: Sequence[str] | None = None,
+    operation: str | None = None,
+    provider: str | None = None,
+    wait_ms: int | None = None,
 ) -> Call[models.Verdict]:
     body: dict[str, Any] = {"key": key}
     optional: dict[str, Any] = {
@@ -307,6 +311,10 @@ def verify(
         "tokens": None if tokens is None else dict(tokens),
         "acquire_concurrency": acquire_concurrency,
         "request_id": request_id,
+        "features": None if features is None else list(features),
+        "operation": operation,
+        "provider": provider,
+        "wait_ms": wait_ms,
     }
     body.update({name: value for name, value in optional.items() if value is not None})
     return Call("POST", "/v1/verify", _model(models.Verdict), (), body)

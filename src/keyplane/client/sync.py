@@ -146,6 +146,10 @@ class Client:
         tokens: Mapping[str, int] | None = None,
         acquire_concurrency: bool | None = None,
         request_id: str | None = None,
+        features: Sequence[str] | None = None,
+        operation: str | None = None,
+        provider: str | None = None,
+        wait_ms: int | None = None,
     ) -> models.Verdict:
         """Ask whether an API key may serve this request now (``POST /v1/verify``).
 
@@ -161,10 +165,14 @@ class Client:
             tokens: Estimated tokens to reserve: ``{"input": n, "output": m}``.
             acquire_concurrency: Hold a concurrency slot until the usage report.
             request_id: Ties the reservation to its usage report; generated when absent.
+            features: Features the request uses, checked against the key's feature rules.
+            operation: ``read``, ``write`` or a data-access operation (``export_data``).
+            provider: The upstream provider the request goes to, checked against routing.
+            wait_ms: With ``acquire_concurrency``, how long to wait in line for a slot.
 
         Returns:
-            The verdict; ``valid`` is true only for code ``VALID``. A refusal is a verdict,
-            not an exception.
+            The verdict (its ``directives`` say what the gateway must do itself); ``valid``
+            is true only for code ``VALID``. A refusal is a verdict, not an exception.
         """
         return self.send(
             _calls.verify(
@@ -179,6 +187,10 @@ class Client:
                 tokens=tokens,
                 acquire_concurrency=acquire_concurrency,
                 request_id=request_id,
+                features=features,
+                operation=operation,
+                provider=provider,
+                wait_ms=wait_ms,
             )
         )
 

@@ -51,6 +51,9 @@ class RemoteVerifier:
                     else None
                 ),
                 request_id=request.request_id,
+                features=list(request.features) or None,
+                operation=request.operation,
+                provider=request.provider,
             )
         except ClientError as exc:
             # The exception's text names the failure, never the key (the SDK sends it in the
@@ -78,4 +81,5 @@ def decision_of(verdict: Verdict) -> Decision:
             for limit in verdict.limits
         ),
         retry_after=verdict.retry_after,
+        directives=verdict.directives,
     )

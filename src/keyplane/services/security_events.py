@@ -45,6 +45,7 @@ SECURITY_VERIFY_CODES = frozenset(
         "IP_NOT_ALLOWED",
         "ORIGIN_NOT_ALLOWED",
         "USER_AGENT_NOT_ALLOWED",
+        "PENDING_APPROVAL",  # a key nobody has approved yet is in use already
     }
 )
 
