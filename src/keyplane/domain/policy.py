@@ -90,7 +90,8 @@ class Permissions:
 
     @property
     def active(self) -> bool:
-        return self != _NO_PERMISSIONS
+        # compile_policy hands out the one empty instance: an identity test on the hot path.
+        return self is not _NO_PERMISSIONS
 
 
 _NO_PERMISSIONS = Permissions()
@@ -200,7 +201,7 @@ def _permissions(policy: spec.PolicySpec) -> Permissions:
     operations = spec.value_or(policy.operations, None)
     providers = spec.value_or(routing.allowed_providers, None)
     force = spec.value_or(routing.force_provider, None)
-    return Permissions(
+    permissions = Permissions(
         features_allow=frozenset(spec.value_or(features.allow, ())),
         features_deny=frozenset(spec.value_or(features.deny, ())),
         advanced_on=frozenset(name for name, on in flags if on),
@@ -216,6 +217,7 @@ def _permissions(policy: spec.PolicySpec) -> Permissions:
         allow_auto_routing=spec.value_or(routing.allow_auto_routing, None),
         fallback_allowed=spec.value_or(routing.fallback_allowed, None),
     )
+    return _NO_PERMISSIONS if permissions == _NO_PERMISSIONS else permissions
 
 
 def _directives(policy: spec.PolicySpec) -> dict[str, Any]:
