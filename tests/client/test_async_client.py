@@ -265,3 +265,21 @@ async def test_analytics_methods(sdk: AsyncClient) -> None:
     assert created.data.id in exported.decode()
     with pytest.raises(ValidationError):
         await sdk.usage.analytics("nonsense")
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # the routes' own tests do both
+async def test_approve_and_reject_pending_keys(sdk: AsyncClient, api: Api) -> None:
+    approver_key = await api.management_key("keys:approve", "keys:read")
+    pending = await sdk.keys.create("pending", policy={"require_approval": True})
+    withdrawn = await sdk.keys.create("withdrawn", policy={"require_approval": True})
+    assert pending.data.status == withdrawn.data.status == "pending"
+    async with AsyncClient(
+        "http://keyplane.test",
+        approver_key,
+        transport=httpx.ASGITransport(app=api.app),  # type: ignore[arg-type]
+        max_retries=0,
+    ) as approver:
+        assert (await approver.keys.approve(pending.data.id)).status == "active"
+    rejected = await sdk.keys.reject(withdrawn.data.id, reason="not needed")
+    assert (rejected.status, rejected.revoked_reason) == ("revoked", "not needed")
+    assert (await sdk.verify(pending.key)).code == "VALID"

@@ -68,4 +68,9 @@ def test_verify_keeps_the_signature_gateways_build_on() -> None:
         "tokens",
         "acquire_concurrency",
         "request_id",
+        # Added later, keyword-only, at the end: callers of the names above are unaffected.
+        "features",
+        "operation",
+        "provider",
+        "wait_ms",
     ]

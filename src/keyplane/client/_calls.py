@@ -273,6 +273,15 @@ def enable_key(ref: str) -> Call[models.Key]:
     return Call("POST", f"/v1/keys/{_segment(ref)}/enable", _data(models.Key))
 
 
+def approve_key(ref: str) -> Call[models.Key]:
+    return Call("POST", f"/v1/keys/{_segment(ref)}/approve", _data(models.Key))
+
+
+def reject_key(ref: str, reason: str | None) -> Call[models.Key]:
+    body = None if reason is None else {"reason": reason}
+    return Call("POST", f"/v1/keys/{_segment(ref)}/reject", _data(models.Key), (), body)
+
+
 def revoke_key(ref: str, reason: str | None) -> Call[models.Key]:
     params = [] if reason is None else [("reason", reason)]
     return Call("DELETE", f"/v1/keys/{_segment(ref)}", _data(models.Key), params)

@@ -272,6 +272,14 @@ class AsyncKeys(_Resource):
         """Enable a disabled key."""
         return await self._client.send(_calls.enable_key(id_or_hash))
 
+    async def approve(self, id_or_hash: str) -> models.Key:
+        """Approve a key pending approval (``keys:approve``; not the key that created it)."""
+        return await self._client.send(_calls.approve_key(id_or_hash))
+
+    async def reject(self, id_or_hash: str, *, reason: str | None = None) -> models.Key:
+        """Reject a key pending approval: it is revoked for good."""
+        return await self._client.send(_calls.reject_key(id_or_hash, reason))
+
     async def revoke(self, id_or_hash: str, *, reason: str | None = None) -> models.Key:
         """Revoke a key for good."""
         return await self._client.send(_calls.revoke_key(id_or_hash, reason))

@@ -271,6 +271,14 @@ class Keys(_Resource):
         """Enable a disabled key."""
         return self._client.send(_calls.enable_key(id_or_hash))
 
+    def approve(self, id_or_hash: str) -> models.Key:
+        """Approve a key pending approval (``keys:approve``; not the key that created it)."""
+        return self._client.send(_calls.approve_key(id_or_hash))
+
+    def reject(self, id_or_hash: str, *, reason: str | None = None) -> models.Key:
+        """Reject a key pending approval: it is revoked for good."""
+        return self._client.send(_calls.reject_key(id_or_hash, reason))
+
     def revoke(self, id_or_hash: str, *, reason: str | None = None) -> models.Key:
         """Revoke a key for good."""
         return self._client.send(_calls.revoke_key(id_or_hash, reason))
