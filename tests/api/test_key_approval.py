@@ -54,6 +54,10 @@ async def test_a_plan_that_requires_approval_makes_pending_keys(api: Api) -> Non
     assert entry["actor"]["id"] == await _management_key_id(api, approver)
     assert entry["details"]["created_by"] == await _management_key_id(api, writer)
     assert key not in audit.text
+    created_entries = await api.client.get(
+        "/v1/audit", params={"key_id": key_id, "action": "key.created"}
+    )
+    assert created_entries.json()["data"][0]["details"]["status"] == "pending"
 
 
 async def test_the_creator_cannot_approve_and_a_rejected_key_is_revoked(api: Api) -> None:

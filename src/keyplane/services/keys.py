@@ -196,7 +196,8 @@ class KeyService:
             target_type="key",
             target_id=record.id,
             project_id=record.project_id,
-            details=_described(record),
+            # A pending key says so: its approval (key.approved) is a separate entry.
+            details=_described(record) | ({"status": "pending"} if pending else {}),
         )
         try:
             await self._store.keys.create(record, marker, journal)
