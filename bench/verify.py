@@ -14,7 +14,8 @@ straight into ``api_keys`` / ``api_key_secrets`` through SQLAlchemy Core):
     latency, and the verify/healthz ratios.
 (c) a fully loaded policy: ``--policy-keys`` keys created through ``KeyService`` with every
     kind of rule (models, three rate windows, token windows, a monthly budget, IP, origin and
-    user-agent rules; limits no run comes near), verified with a request context that passes
+    user-agent rules, features, operations, data access and routing; limits no run comes
+    near), verified with a request context that passes
     them all. In process: warm calls/s with the context only, then also with a cost and
     token estimate (each such call holds a reservation until a usage report settles it or it
     times out; this benchmark sends no usage reports). Over HTTP: ``POST /v1/verify`` with
@@ -111,6 +112,11 @@ LOADED_POLICY: dict[str, object] = {
         "origins": ["https://*.example.com"],
         "user_agent": r"^MyApp/\d+",
     },
+    "features": {"allow": ["chat_completion", "embeddings", "streaming"], "deny": ["vision"]},
+    "advanced_features": {"batch_processing": True, "priority_queue": False},
+    "data_access": {"log_requests": True, "log_responses": False},
+    "operations": ["read", "write"],
+    "routing": {"allowed_providers": ["openai", "anthropic"], "fallback_allowed": True},
 }
 # LOADED_POLICY plus three cost windows and a per-request cap (``costs``), beside the budget:
 # four budget counters per verify instead of one.
@@ -145,6 +151,9 @@ LOADED_CONTEXT = RequestContext(
     ip="203.0.113.5",
     origin="https://app.example.com",
     user_agent="MyApp/1.2",
+    features=("chat_completion", "streaming"),
+    operation="write",
+    provider="openai",
 )
 LOADED_COST_MICROS = 100  # 0.0001 credits
 # Alternating slices comparing the loaded policy with and without cost windows.
@@ -810,6 +819,9 @@ def loaded_body(key: str) -> str:
             "user_agent": context.user_agent,
             "cost": LOADED_COST_MICROS / 1_000_000,
             "tokens": {"input": LOADED_TOKENS_IN, "output": LOADED_TOKENS_OUT},
+            "features": list(context.features),
+            "operation": context.operation,
+            "provider": context.provider,
         }
     )
 
@@ -911,7 +923,8 @@ def policy_lines(policy: PolicyResult) -> list[str]:
     return [
         f"fully loaded policy: {policy.keys} keys (created through KeyService in"
         f" {policy.create_seconds:.2f} s): models, 3 rate windows, 3 token windows,",
-        "  monthly budget with alerts, IP allow/deny, origin and user-agent rules",
+        "  monthly budget with alerts, IP allow/deny, origin and user-agent rules,"
+        " features, operations, data access, routing",
         rate_line("cold (load + budget seed)", *policy.cold.figures),
         rate_line("warm, context only", *policy.context_only.figures),
         f"      {edges(policy.context_only)}",

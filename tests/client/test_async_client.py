@@ -88,6 +88,10 @@ async def test_verify_with_every_argument(sdk: AsyncClient) -> None:
             "models": {"allow": ["gpt-*"]},
             "budget": {"credit_limit": 1},
             "network": {"ip_allow": ["10.0.0.0/8"]},
+            "features": {"allow": ["chat_completion"]},
+            "operations": ["read"],
+            "routing": {"allowed_providers": ["openai"]},
+            "data_access": {"log_responses": False},
         },
     )
     verdict = await sdk.verify(
@@ -102,8 +106,16 @@ async def test_verify_with_every_argument(sdk: AsyncClient) -> None:
         tokens={"input": 10, "output": 20},
         acquire_concurrency=True,
         request_id="req-sdk-1",
+        features=["chat_completion"],
+        operation="read",
+        provider="openai",
+        wait_ms=0,
     )
     assert isinstance(verdict, Verdict)
+    assert verdict.directives == {
+        "data_access": {"log_responses": False},
+        "routing": {"allowed_providers": ["openai"]},
+    }
     assert (verdict.valid, verdict.code, verdict.key_id) == (True, "VALID", created.data.id)
     assert verdict.request_id == "req-sdk-1"
     budget = next(limit for limit in verdict.limits if limit.kind == "budget")
@@ -114,6 +126,13 @@ async def test_verify_with_every_argument(sdk: AsyncClient) -> None:
         await sdk.verify(created.key, model="gpt-4o", ip="10.0.0.1", scopes=["admin"])
     ).code == "INSUFFICIENT_SCOPE"
     assert (await sdk.verify("kp_live_nonsense")).code == "MALFORMED"
+    for refused, code in (
+        ({"features": ["vision"]}, "FEATURE_NOT_ALLOWED"),
+        ({"operation": "write"}, "OPERATION_NOT_ALLOWED"),
+        ({"provider": "anthropic"}, "PROVIDER_NOT_ALLOWED"),
+    ):
+        verdict = await sdk.verify(created.key, model="gpt-4o", ip="10.0.0.1", **refused)
+        assert verdict.code == code
 
 
 async def test_usage_reports_are_idempotent_and_events_iterate(sdk: AsyncClient) -> None:
@@ -246,3 +265,21 @@ async def test_analytics_methods(sdk: AsyncClient) -> None:
     assert created.data.id in exported.decode()
     with pytest.raises(ValidationError):
         await sdk.usage.analytics("nonsense")
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # the routes' own tests do both
+async def test_approve_and_reject_pending_keys(sdk: AsyncClient, api: Api) -> None:
+    approver_key = await api.management_key("keys:approve", "keys:read")
+    pending = await sdk.keys.create("pending", policy={"require_approval": True})
+    withdrawn = await sdk.keys.create("withdrawn", policy={"require_approval": True})
+    assert pending.data.status == withdrawn.data.status == "pending"
+    async with AsyncClient(
+        "http://keyplane.test",
+        approver_key,
+        transport=httpx.ASGITransport(app=api.app),  # type: ignore[arg-type]
+        max_retries=0,
+    ) as approver:
+        assert (await approver.keys.approve(pending.data.id)).status == "active"
+    rejected = await sdk.keys.reject(withdrawn.data.id, reason="not needed")
+    assert (rejected.status, rejected.revoked_reason) == ("revoked", "not needed")
+    assert (await sdk.verify(pending.key)).code == "VALID"

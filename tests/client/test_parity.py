@@ -72,4 +72,9 @@ def test_verify_keeps_the_signature_gateways_build_on() -> None:
         "scheme",
         "country",
         "signature",
+        # Added later, keyword-only, at the end: callers of the names above are unaffected.
+        "features",
+        "operation",
+        "provider",
+        "wait_ms",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import subprocess
@@ -13,9 +14,17 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from keyplane.settings import Settings
-from tests.conftest import REDIS_URL, free_port, private_redis, require_postgres, require_redis
+from tests.conftest import (
+    REDIS_URL,
+    ROOT_KEY,
+    free_port,
+    private_redis,
+    require_postgres,
+    require_redis,
+)
 from tests.e2e.conftest import (
     Backend,
     Server,
@@ -24,7 +33,7 @@ from tests.e2e.conftest import (
     pg_fetch_column,
     run_cli,
 )
-from tests.e2e.test_enforcement import burst_verify
+from tests.e2e.test_enforcement import _read_json, burst_verify
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -506,3 +515,77 @@ def _wait_until_back_on_redis(server: Server, key: str) -> None:
             return
         assert time.monotonic() < deadline, "still falling back 10 s after the restart"
         time.sleep(0.2)
+
+
+def test_queued_verifies_are_exact_and_first_come_first_served_across_two_instances(
+    pair: tuple[Server, Server],
+) -> None:
+    """1,000 verifies for 5 slots and 20 places in line, half on each instance: exactly 5 hold,
+    20 wait, 975 are refused at once; each reported slot goes to the oldest waiter (the line is
+    read from Redis), whichever instance waits and whichever one got the report."""
+    first, second = pair
+    policy = {"concurrency": {"max_parallel": 5, "max_queued": 20}}
+    key, key_id = _create_key(first, policy)
+    servers = [first if n % 2 else second for n in range(1000)]
+    bodies = [
+        {"key": key, "acquire_concurrency": True, "request_id": f"q{n}", "wait_ms": 30_000}
+        for n in range(1000)
+    ]
+    asyncio.run(_queue_scenario(servers, bodies, key_id))
+
+
+async def _queue_scenario(servers: list[Server], bodies: list[dict[str, Any]], key_id: str) -> None:
+    connections = await asyncio.gather(
+        *(asyncio.open_connection("127.0.0.1", server.port) for server in servers)
+    )
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        for (_, writer), body in zip(connections, bodies, strict=True):
+            payload = json.dumps(body).encode()
+            writer.write(
+                b"POST /v1/verify HTTP/1.1\r\nHost: keyplane\r\n"
+                + f"Authorization: Bearer {ROOT_KEY}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+        await asyncio.gather(*(writer.drain() for _, writer in connections))
+        tasks = {
+            body["request_id"]: asyncio.ensure_future(_read_json(reader))
+            for (reader, _), body in zip(connections, bodies, strict=True)
+        }
+
+        async def settled(count: int) -> None:
+            async with asyncio.timeout(25):
+                while sum(task.done() for task in tasks.values()) < count:
+                    pending = [task for task in tasks.values() if not task.done()]
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+
+        await settled(980)
+        done = {rid: task.result() for rid, task in tasks.items() if task.done()}
+        holders = [rid for rid, verdict in done.items() if verdict["code"] == "VALID"]
+        refused = [verdict for verdict in done.values() if verdict["code"] != "VALID"]
+        assert len(holders) == 5
+        assert {v["code"] for v in refused} == {"CONCURRENCY_EXCEEDED"}
+        assert {v["retry_after"] for v in refused} == {1.0}
+        members = await redis.zrange(f"kp:{{{key_id}}}:queue", 0, -1)
+        line = [m.decode().partition("|")[2].rpartition("#")[0] for m in members]
+        assert sorted(line) == sorted(set(tasks) - set(done))
+        handed = []
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ROOT_KEY}"}) as client:
+            for turn in range(20):
+                server = servers[turn]
+                report = {"key_id": key_id, "request_id": holders.pop(0), "cost": 0}
+                response = await client.post(f"{server.base_url}/v1/usage", json=report)
+                assert response.status_code == 201, response.text
+                await settled(981 + turn)
+                (newest,) = [rid for rid, t in tasks.items() if t.done() and rid not in done]
+                done[newest] = tasks[newest].result()
+                assert done[newest]["code"] == "VALID", done[newest]
+                holders.append(newest)
+                handed.append(newest)
+        assert handed == line
+    finally:
+        await redis.aclose()
+        for _, writer in connections:
+            writer.close()

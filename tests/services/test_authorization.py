@@ -39,6 +39,8 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
     ("keys.revoke", "keys:write", lambda s, p: s.keys.revoke(p, KEY_ID, None)),
     ("keys.disable", "keys:write", lambda s, p: s.keys.disable(p, KEY_ID, None, None)),
     ("keys.enable", "keys:write", lambda s, p: s.keys.enable(p, KEY_ID)),
+    ("keys.approve", "keys:approve", lambda s, p: s.keys.approve(p, KEY_ID)),
+    ("keys.reject", "keys:approve", lambda s, p: s.keys.reject(p, KEY_ID, None)),
     ("keys.rotate", "keys:write", lambda s, p: s.keys.rotate(p, KEY_ID, timedelta(0))),
     ("key_limits.reset", "keys:write", lambda s, p: s.key_limits.reset(p, KEY_ID)),
     (

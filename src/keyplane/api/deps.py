@@ -207,6 +207,7 @@ def scoped(scope: str) -> Any:
 # The scoped principals routes with a body take (one per scope such a route needs).
 KeysWriter = Annotated[Principal, scoped("keys:write")]
 CreditsWriter = Annotated[Principal, scoped("keys:credits")]
+KeysApprover = Annotated[Principal, scoped("keys:approve")]
 PlansWriter = Annotated[Principal, scoped("plans:write")]
 ProjectsWriter = Annotated[Principal, scoped("projects:write")]
 ManagementKeysWriter = Annotated[Principal, scoped("management_keys:write")]

@@ -325,8 +325,20 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
             }
         },
     ),
+    "approve_key_v1_keys__id_or_hash__approve_post": (None, {"data": KEY}),
+    "reject_key_v1_keys__id_or_hash__reject_post": (
+        {"reason": "not needed"},
+        {"data": KEY | {"status": "revoked", "revoked_reason": "not needed", "revoked_at": _AT}},
+    ),
     "verify_v1_verify_post": (
-        {"key": _SECRET, "model": "gpt-4o", "cost": 0.25},
+        {
+            "key": _SECRET,
+            "model": "gpt-4o",
+            "cost": 0.25,
+            "features": ["chat_completion", "streaming"],
+            "operation": "write",
+            "provider": "openai",
+        },
         {
             "valid": True,
             "code": "VALID",
@@ -357,6 +369,10 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
                 },
             ],
             "retry_after": None,
+            "directives": {
+                "data_access": {"log_requests": True, "log_responses": False},
+                "routing": {"allowed_providers": ["openai", "anthropic"], "fallback_allowed": True},
+            },
         },
     ),
     "forward_auth_v1_auth_get": (None, None),

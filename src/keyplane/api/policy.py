@@ -37,6 +37,10 @@ from keyplane.domain.periods import (
 )
 
 MAX_COUNT = 10**12
+#: Waiters one key may queue for a concurrency slot (``concurrency.max_queued``).
+MAX_QUEUED = 10_000
+#: Names in one list of features, operations or providers.
+MAX_NAMES = 100
 
 
 def _credits(value: object) -> Decimal:
@@ -227,6 +231,37 @@ class TokenLimits(Input):
 
 class Concurrency(Input):
     max_parallel: Annotated[int, Strict(), Field(ge=1, le=1_000_000), Integral]
+    max_queued: Annotated[int, Strict(), Field(ge=0, le=MAX_QUEUED), Integral] | None = Field(
+        default=None,
+        description="verifies that ask to wait (wait_ms) queue for a slot, at most this many",
+    )
+
+
+#: Feature, operation and provider names: short lowercase identifiers (bounded before use).
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Flag = Annotated[bool, Strict()]
+
+
+class FeatureRules(Input):
+    allow: Annotated[list[Name], Field(max_length=MAX_NAMES)] = Field(
+        default=[], description="features a key may use (empty: any not denied)"
+    )
+    deny: Annotated[list[Name], Field(max_length=MAX_NAMES)] = []
+
+
+class DataAccess(Input):
+    log_requests: Flag | None = None
+    log_responses: Flag | None = None
+    export_data: Flag | None = None
+    delete_data: Flag | None = None
+
+
+class Routing(Input):
+    allow_auto_routing: Flag | None = None
+    allowed_providers: Annotated[list[Name], Field(max_length=MAX_NAMES)] | None = None
+    force_provider: Name | None = None
+    fallback_allowed: Flag | None = None
 
 
 class Rollover(Input):
@@ -329,6 +364,18 @@ class PolicyIn(Input):
     network: NetworkRules | None = None
     costs: Costs | None = None
     signing: Signing | None = None
+    features: FeatureRules | None = None
+    advanced_features: Annotated[dict[Name, Flag], Field(max_length=MAX_NAMES)] | None = Field(
+        default=None, description="optional features switched on or off, by name"
+    )
+    data_access: DataAccess | None = None
+    operations: Annotated[list[Name], Field(max_length=MAX_NAMES)] | None = Field(
+        default=None, description='operations a key may perform, e.g. ["read", "write"]'
+    )
+    routing: Routing | None = None
+    require_approval: Flag | None = Field(
+        default=None, description="keys created under it are pending until approved"
+    )
 
     @model_validator(mode="after")
     def _unique_window_names(self) -> PolicyIn:
@@ -375,7 +422,11 @@ def spec_of(policy: PolicyIn | None) -> spec.PolicySpec:
             lambda t: spec.TokenLimits(**{n: _given(t, n) for n in TokenLimits.model_fields}),
         ),
         concurrency=_given(
-            policy, "concurrency", lambda c: spec.Concurrency(max_parallel=c.max_parallel)
+            policy,
+            "concurrency",
+            lambda c: spec.Concurrency(
+                max_parallel=c.max_parallel, max_queued=_given(c, "max_queued")
+            ),
         ),
         budget=_given(policy, "budget", _budget_spec),
         costs=_given(policy, "costs", _costs_spec),
@@ -394,6 +445,33 @@ def spec_of(policy: PolicyIn | None) -> spec.PolicySpec:
             "signing",
             lambda s: spec.Signing(**{name: _given(s, name) for name in Signing.model_fields}),
         ),
+        features=_given(
+            policy,
+            "features",
+            lambda f: spec.FeatureRules(
+                allow=_given(f, "allow", tuple), deny=_given(f, "deny", tuple)
+            ),
+        ),
+        advanced_features=_given(
+            policy, "advanced_features", lambda flags: tuple(sorted(flags.items()))
+        ),
+        data_access=_given(
+            policy,
+            "data_access",
+            lambda d: spec.DataAccess(**{n: _given(d, n) for n in DataAccess.model_fields}),
+        ),
+        operations=_given(policy, "operations", tuple),
+        routing=_given(
+            policy,
+            "routing",
+            lambda r: spec.Routing(
+                allow_auto_routing=_given(r, "allow_auto_routing"),
+                allowed_providers=_given(r, "allowed_providers", tuple),
+                force_provider=_given(r, "force_provider"),
+                fallback_allowed=_given(r, "fallback_allowed"),
+            ),
+        ),
+        require_approval=_given(policy, "require_approval"),
     )
 
 
@@ -477,6 +555,12 @@ def api_form(policy: spec.PolicySpec) -> dict[str, Any]:
     _show(form, "network", policy.network, _section_form)
     _show(form, "costs", policy.costs, _costs_form)
     _show(form, "signing", policy.signing, _section_form)
+    _show(form, "features", policy.features, _section_form)
+    _show(form, "advanced_features", policy.advanced_features, dict)
+    _show(form, "data_access", policy.data_access, _section_form)
+    _show(form, "operations", policy.operations, list)
+    _show(form, "routing", policy.routing, _section_form)
+    _show(form, "require_approval", policy.require_approval, bool)
     return form
 
 

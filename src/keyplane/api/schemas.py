@@ -30,8 +30,9 @@ from keyplane.api.fields import (
     Scopes,
     documented,
 )
-from keyplane.api.policy import Credits, PolicyIn, duration_pattern, to_api
+from keyplane.api.policy import NAME_PATTERN, Credits, PolicyIn, duration_pattern, to_api
 from keyplane.domain import scopes, validation
+from keyplane.domain.admission import MAX_WAIT_MS
 from keyplane.domain.keys import Environment, KeyStatus, effective_status
 from keyplane.domain.periods import MAX_PAUSE_SECONDS, Reset, parse_duration
 from keyplane.domain.plans import PlanRecord
@@ -373,6 +374,9 @@ class Tokens(Input):
 
 
 Context = Annotated[str, StringConstraints(max_length=2048)]
+#: A feature, operation or provider name, as policies write them (``api.policy.NAME_PATTERN``).
+PermissionName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+MAX_REQUEST_FEATURES = 32
 
 
 class SignatureIn(Input):
@@ -430,6 +434,31 @@ class VerifyRequest(Input):
     signature: SignatureIn | None = Field(
         default=None, description="the client's request signature (policy section signing)"
     )
+    feature: PermissionName | None = Field(default=None, description="the feature used")
+    features: Annotated[list[PermissionName], Field(max_length=MAX_REQUEST_FEATURES)] = Field(
+        default=[], description="features the request uses, e.g. chat_completion, vision"
+    )
+    operation: PermissionName | None = Field(
+        default=None, description="read, write, or a data_access flag such as export_data"
+    )
+    provider: PermissionName | None = Field(
+        default=None, description="the upstream provider the gateway is about to call"
+    )
+    auto_routing: Annotated[bool, Strict()] = Field(
+        default=False, description="the provider was picked by automatic routing"
+    )
+    fallback: Annotated[bool, Strict()] = Field(
+        default=False, description="the provider is a fallback after another one failed"
+    )
+    wait_ms: Annotated[int, Strict(), Field(ge=0, le=MAX_WAIT_MS), Integral] = Field(
+        default=0,
+        description="with acquire_concurrency: wait up to this long, queued, for a free slot",
+    )
+
+    def all_features(self) -> tuple[str, ...]:
+        if self.feature is None:
+            return tuple(self.features)
+        return (self.feature, *self.features)
 
 
 class LimitOut(BaseModel):
@@ -460,6 +489,10 @@ class VerifyResponse(BaseModel):
     request_id: str | None = None
     limits: list[LimitOut] = []
     retry_after: float | None = Field(default=None, description="seconds, when refused")
+    directives: dict[str, Any] = Field(
+        default={},
+        description="what the gateway must do itself: data_access, routing, advanced_features",
+    )
 
 
 # -- usage ------------------------------------------------------------------------------------

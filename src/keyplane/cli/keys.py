@@ -336,6 +336,35 @@ def enable(
 
 
 @app.command()
+def approve(
+    ref: RefArgument,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Approve a key pending approval (scope keys:approve; not with the key that created it)."""
+    with connect(url, key, timeout) as client:
+        changed = client.keys.approve(ref)
+    _changed(changed, as_json)
+
+
+@app.command()
+def reject(
+    ref: RefArgument,
+    reason: Annotated[str | None, typer.Option()] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """Reject a key pending approval: it is revoked for good."""
+    with connect(url, key, timeout) as client:
+        changed = client.keys.reject(ref, reason=reason)
+    _changed(changed, as_json)
+
+
+@app.command()
 def revoke(
     ref: RefArgument,
     reason: Annotated[str | None, typer.Option()] = None,

@@ -299,6 +299,15 @@ def enable_key(ref: str) -> Call[models.Key]:
     return Call("POST", f"/v1/keys/{_segment(ref)}/enable", _data(models.Key))
 
 
+def approve_key(ref: str) -> Call[models.Key]:
+    return Call("POST", f"/v1/keys/{_segment(ref)}/approve", _data(models.Key))
+
+
+def reject_key(ref: str, reason: str | None) -> Call[models.Key]:
+    body = None if reason is None else {"reason": reason}
+    return Call("POST", f"/v1/keys/{_segment(ref)}/reject", _data(models.Key), (), body)
+
+
 def revoke_key(ref: str, reason: str | None) -> Call[models.Key]:
     params = [] if reason is None else [("reason", reason)]
     return Call("DELETE", f"/v1/keys/{_segment(ref)}", _data(models.Key), params)
@@ -323,6 +332,10 @@ def verify(
     scheme: str | None = None,
     country: str | None = None,
     signature: Mapping[str, str] | None = None,
+    features: Sequence[str] | None = None,
+    operation: str | None = None,
+    provider: str | None = None,
+    wait_ms: int | None = None,
 ) -> Call[models.Verdict]:
     body: dict[str, Any] = {"key": key}
     optional: dict[str, Any] = {
@@ -339,6 +352,10 @@ def verify(
         "scheme": scheme,
         "country": country,
         "signature": None if signature is None else dict(signature),
+        "features": None if features is None else list(features),
+        "operation": operation,
+        "provider": provider,
+        "wait_ms": wait_ms,
     }
     body.update({name: value for name, value in optional.items() if value is not None})
     return Call("POST", "/v1/verify", _model(models.Verdict), (), body)

@@ -149,6 +149,10 @@ class AsyncClient:
         scheme: str | None = None,
         country: str | None = None,
         signature: Mapping[str, str] | None = None,
+        features: Sequence[str] | None = None,
+        operation: str | None = None,
+        provider: str | None = None,
+        wait_ms: int | None = None,
     ) -> models.Verdict:
         """Ask whether an API key may serve this request now (``POST /v1/verify``).
 
@@ -169,10 +173,14 @@ class AsyncClient:
             signature: The request's signing parts, as sent (docs/signing.md):
                 ``signature``, ``method``, ``path``, ``query``, ``timestamp``, ``nonce``,
                 ``body_sha256``.
+            features: Features the request uses, checked against the key's feature rules.
+            operation: ``read``, ``write`` or a data-access operation (``export_data``).
+            provider: The upstream provider the request goes to, checked against routing.
+            wait_ms: With ``acquire_concurrency``, how long to wait in line for a slot.
 
         Returns:
-            The verdict; ``valid`` is true only for code ``VALID``. A refusal is a verdict,
-            not an exception.
+            The verdict (its ``directives`` say what the gateway must do itself); ``valid``
+            is true only for code ``VALID``. A refusal is a verdict, not an exception.
         """
         return await self.send(
             _calls.verify(
@@ -190,6 +198,10 @@ class AsyncClient:
                 scheme=scheme,
                 country=country,
                 signature=signature,
+                features=features,
+                operation=operation,
+                provider=provider,
+                wait_ms=wait_ms,
             )
         )
 
@@ -299,6 +311,14 @@ class AsyncKeys(_Resource):
     async def enable(self, id_or_hash: str) -> models.Key:
         """Enable a disabled key."""
         return await self._client.send(_calls.enable_key(id_or_hash))
+
+    async def approve(self, id_or_hash: str) -> models.Key:
+        """Approve a key pending approval (``keys:approve``; not the key that created it)."""
+        return await self._client.send(_calls.approve_key(id_or_hash))
+
+    async def reject(self, id_or_hash: str, *, reason: str | None = None) -> models.Key:
+        """Reject a key pending approval: it is revoked for good."""
+        return await self._client.send(_calls.reject_key(id_or_hash, reason))
 
     async def revoke(self, id_or_hash: str, *, reason: str | None = None) -> models.Key:
         """Revoke a key for good."""

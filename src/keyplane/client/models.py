@@ -203,6 +203,8 @@ class Verdict(Model):
     request_id: str | None = None
     limits: list[Limit] = []
     retry_after: float | None = None
+    #: What the gateway must do itself: ``data_access``, ``routing``, ``advanced_features``.
+    directives: dict[str, Any] = {}
 
 
 class UsageRecorded(Model):

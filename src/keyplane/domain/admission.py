@@ -21,6 +21,9 @@ from keyplane.domain import gcra, globs
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
 
+#: The longest a verify may wait, queued, for a concurrency slot (``wait_ms``).
+MAX_WAIT_MS = 30_000
+
 #: A budget's reset period (daily, weekly, monthly at UTC boundaries, or never).
 BudgetReset = Reset
 

@@ -13,6 +13,8 @@ class KeyStatus(StrEnum):
     DISABLED = "disabled"
     EXPIRED = "expired"
     REVOKED = "revoked"
+    #: Created under a policy that requires approval; usable once another manager approves.
+    PENDING = "pending"
 
 
 class Environment(StrEnum):
@@ -54,6 +56,8 @@ class KeyRecord:
     plan_id: str | None = None
     #: The key's own policy (storage form): overrides merged over its plan's.
     policy: dict[str, Any] = field(default_factory=dict)
+    #: The management key that created it (``None`` for keys made before this was kept).
+    created_by: str | None = None
 
 
 def effective_status(record: KeyRecord, now: datetime) -> KeyStatus:

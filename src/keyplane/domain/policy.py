@@ -7,6 +7,7 @@ merged spec into the :class:`Policy` that verify evaluates.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,37 @@ class NetworkRules:
 
 
 @dataclass(frozen=True, slots=True)
+class Permissions:
+    """Feature, operation and provider rules: enforced for what verify is told, else no rule.
+
+    Unlike models, these do not fail closed on a request that does not name its feature,
+    operation or provider: a gateway that cannot tell gets them as directives instead.
+    """
+
+    features_allow: frozenset[str] = frozenset()
+    features_deny: frozenset[str] = frozenset()
+    #: ``advanced_features`` switched on (an addition to ``features_allow``) and off.
+    advanced_on: frozenset[str] = frozenset()
+    advanced_off: frozenset[str] = frozenset()
+    #: ``None``: any operation.
+    operations: frozenset[str] | None = None
+    #: ``data_access`` flags that are set: an operation of that name is admitted or refused.
+    data_access: tuple[tuple[str, bool], ...] = ()
+    allowed_providers: frozenset[str] | None = None
+    force_provider: str | None = None
+    allow_auto_routing: bool | None = None
+    fallback_allowed: bool | None = None
+
+    @property
+    def active(self) -> bool:
+        # compile_policy hands out the one empty instance: an identity test on the hot path.
+        return self is not _NO_PERMISSIONS
+
+
+_NO_PERMISSIONS = Permissions()
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     models_allow: tuple[str, ...] = ()
     models_deny: tuple[str, ...] = ()
@@ -139,6 +171,12 @@ class Policy:
 
     #: ``None`` unless the policy requires signed requests.
     signing: SigningRule | None = None
+    permissions: Permissions = _NO_PERMISSIONS
+    #: What the gateway must do for this key's requests (``data_access``, ``routing``,
+    #: ``advanced_features``), as the verdict's ``directives`` shows it; compiled once.
+    directives: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    require_approval: bool = False
+    max_queued: int = 0
 
 
 EMPTY = Policy()
@@ -159,6 +197,15 @@ class RequestContext:
     country: str | None = None
     #: The request's signing parts, when it came with a signature (see request_signing).
     signed: SignedRequest | None = None
+    #: Features the request uses (``chat_completion``, ``vision``, ...).
+    features: tuple[str, ...] = ()
+    #: ``read``, ``write``, or a ``data_access`` flag's name such as ``export_data``.
+    operation: str | None = None
+    #: The upstream provider the gateway is about to call.
+    provider: str | None = None
+    #: Whether the gateway chose the provider by automatic routing / as a fallback.
+    auto_routing: bool = False
+    fallback: bool = False
 
 
 def merge_documents(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,6 +253,10 @@ def compile_policy(policy: spec.PolicySpec) -> Policy:
             )
             for item in spec.value_or(models.cost_limits, ())
         ),
+        permissions=_permissions(policy),
+        directives=_directives(policy),
+        require_approval=spec.value_or(policy.require_approval, False),
+        max_queued=spec.value_or(concurrency.max_queued, None) or 0,
         network=NetworkRules(
             ip=IpRules(
                 allow=tuple(parse_network(n) for n in spec.value_or(network.ip_allow, ())),
@@ -242,6 +293,60 @@ def _signing(section: spec.Field[spec.Signing]) -> SigningRule | None:
         require_timestamp=spec.value_or(section.require_timestamp, True) or require_nonce,
         require_nonce=require_nonce,
     )
+
+
+def _permissions(policy: spec.PolicySpec) -> Permissions:
+    features = spec.value_or(policy.features, spec.FeatureRules())
+    flags = spec.value_or(policy.advanced_features, ())
+    data = spec.value_or(policy.data_access, spec.DataAccess())
+    routing = spec.value_or(policy.routing, spec.Routing())
+    operations = spec.value_or(policy.operations, None)
+    providers = spec.value_or(routing.allowed_providers, None)
+    force = spec.value_or(routing.force_provider, None)
+    permissions = Permissions(
+        features_allow=frozenset(spec.value_or(features.allow, ())),
+        features_deny=frozenset(spec.value_or(features.deny, ())),
+        advanced_on=frozenset(name for name, on in flags if on),
+        advanced_off=frozenset(name for name, on in flags if not on),
+        operations=None if operations is None else frozenset(operations),
+        data_access=tuple(
+            (item.name, value)
+            for item in dataclasses.fields(data)
+            if isinstance(value := getattr(data, item.name), bool)
+        ),
+        allowed_providers=None if providers is None else frozenset(p.lower() for p in providers),
+        force_provider=None if force is None else force.lower(),
+        allow_auto_routing=spec.value_or(routing.allow_auto_routing, None),
+        fallback_allowed=spec.value_or(routing.fallback_allowed, None),
+    )
+    return _NO_PERMISSIONS if permissions == _NO_PERMISSIONS else permissions
+
+
+def _directives(policy: spec.PolicySpec) -> dict[str, Any]:
+    """The rules a gateway acts on itself (it logs, routes, enables features), set ones only."""
+    directives: dict[str, Any] = {}
+    data = spec.value_or(policy.data_access, None)
+    if data is not None:
+        flags = {
+            item.name: value
+            for item in dataclasses.fields(data)
+            if isinstance(value := getattr(data, item.name), bool)
+        }
+        if flags:
+            directives["data_access"] = flags
+    routing = spec.value_or(policy.routing, None)
+    if routing is not None:
+        rules: dict[str, Any] = {}
+        for item in dataclasses.fields(routing):
+            value = getattr(routing, item.name)
+            if value is not spec.UNSET:
+                rules[item.name] = list(value) if isinstance(value, tuple) else value
+        if rules:
+            directives["routing"] = rules
+    flags_set = spec.value_or(policy.advanced_features, ())
+    if flags_set:
+        directives["advanced_features"] = dict(flags_set)
+    return directives
 
 
 def _token_limits(section: spec.Field[spec.TokenLimits]) -> TokenLimits | None:
@@ -326,8 +431,9 @@ def _max_carry(section: spec.Budget) -> int | None:
 def check_request(policy: Policy, context: RequestContext) -> Code | None:
     """The first rule the request breaks, in the documented order, or ``None``.
 
-    Order: model, HTTPS, IP, country, origin and referrer, domain, user agent. Rules fail
-    closed: a key limited to some models, networks, countries, origins, domains or agents
+    Order: model, HTTPS, IP, country, origin and referrer, domain, user agent, then the
+    permissions (features, operation, provider: see :func:`check_permissions`). Network rules
+    fail closed: a key limited to some models, networks, countries, origins, domains or agents
     refuses a request that does not say which (signing is checked by the verifier, before).
     """
     model = context.model
@@ -368,6 +474,40 @@ def check_request(policy: Policy, context: RequestContext) -> Code | None:
         rules.user_agents, context.user_agent
     ):
         return Code.USER_AGENT_NOT_ALLOWED
+    if policy.permissions.active:
+        return check_permissions(policy.permissions, context)
+    return None
+
+
+def check_permissions(rules: Permissions, context: RequestContext) -> Code | None:
+    """Features, then operation, then provider: only what the request names is checked."""
+    for feature in context.features:
+        if feature in rules.features_deny or feature in rules.advanced_off:
+            return Code.FEATURE_NOT_ALLOWED
+        if (
+            rules.features_allow
+            and feature not in rules.features_allow
+            and feature not in rules.advanced_on
+        ):
+            return Code.FEATURE_NOT_ALLOWED
+    operation = context.operation
+    if operation is not None:
+        flag = next((on for name, on in rules.data_access if name == operation), None)
+        if flag is False or (
+            flag is None and rules.operations is not None and operation not in rules.operations
+        ):
+            return Code.OPERATION_NOT_ALLOWED
+    if context.auto_routing and rules.allow_auto_routing is False:
+        return Code.PROVIDER_NOT_ALLOWED
+    if context.fallback and rules.fallback_allowed is False:
+        return Code.PROVIDER_NOT_ALLOWED
+    provider = context.provider
+    if provider is not None:
+        provider = provider.lower()
+        if rules.force_provider is not None and provider != rules.force_provider:
+            return Code.PROVIDER_NOT_ALLOWED
+        if rules.allowed_providers is not None and provider not in rules.allowed_providers:
+            return Code.PROVIDER_NOT_ALLOWED
     return None
 
 

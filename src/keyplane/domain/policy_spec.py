@@ -115,6 +115,36 @@ class TokenLimits:
 @dataclass(frozen=True, slots=True)
 class Concurrency:
     max_parallel: Field[int] = UNSET
+    #: How many verifies that asked to wait (``wait_ms``) may queue for a slot at once.
+    max_queued: Field[int] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRules:
+    """Features (``chat_completion``, ``vision``, ...) a key may or may not use."""
+
+    allow: Field[tuple[str, ...]] = UNSET
+    deny: Field[tuple[str, ...]] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class DataAccess:
+    """What the gateway may do with a key's data; ``UNSET``/``None``: no rule."""
+
+    log_requests: Field[bool] = UNSET
+    log_responses: Field[bool] = UNSET
+    export_data: Field[bool] = UNSET
+    delete_data: Field[bool] = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Which upstream providers a gateway may route a key's requests to."""
+
+    allow_auto_routing: Field[bool] = UNSET
+    allowed_providers: Field[tuple[str, ...]] = UNSET
+    force_provider: Field[str] = UNSET
+    fallback_allowed: Field[bool] = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +218,31 @@ class Signing:
     require_nonce: Field[bool] = UNSET
 
 
-Section = ModelRules | TokenLimits | Concurrency | Budget | NetworkRules | Costs | Signing
-S = TypeVar("S", ModelRules, TokenLimits, Concurrency, Budget, NetworkRules, Costs, Signing)
+Section = (
+    ModelRules
+    | TokenLimits
+    | Concurrency
+    | Budget
+    | NetworkRules
+    | FeatureRules
+    | DataAccess
+    | Routing
+    | Costs
+    | Signing
+)
+S = TypeVar(
+    "S",
+    ModelRules,
+    TokenLimits,
+    Concurrency,
+    Budget,
+    NetworkRules,
+    FeatureRules,
+    DataAccess,
+    Routing,
+    Costs,
+    Signing,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +258,15 @@ class PolicySpec:
     network: Field[NetworkRules] = UNSET
     costs: Field[Costs] = UNSET
     signing: Field[Signing] = UNSET
+    features: Field[FeatureRules] = UNSET
+    #: Named optional features switched on (``True``) or off (``False``), e.g. batch_processing.
+    advanced_features: Field[tuple[tuple[str, bool], ...]] = UNSET
+    data_access: Field[DataAccess] = UNSET
+    #: The operations (``read``, ``write``, ...) a key may perform.
+    operations: Field[tuple[str, ...]] = UNSET
+    routing: Field[Routing] = UNSET
+    #: Keys created under this policy wait, ``pending``, for a second management key's approval.
+    require_approval: Field[bool] = UNSET
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any] | None) -> PolicySpec:
@@ -222,6 +284,12 @@ class PolicySpec:
             network=_section(doc, "network", _network),
             costs=_section(doc, "costs", _costs),
             signing=_section(doc, "signing", _signing),
+            features=_section(doc, "features", _features),
+            advanced_features=_read(doc, "advanced_features", _flags),
+            data_access=_section(doc, "data_access", _data_access),
+            operations=_read(doc, "operations", _strings),
+            routing=_section(doc, "routing", _routing),
+            require_approval=_read(doc, "require_approval", _boolean),
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -236,6 +304,12 @@ class PolicySpec:
         _put(document, "network", self.network, _fields_document)
         _put(document, "costs", self.costs, _fields_document)
         _put(document, "signing", self.signing, _fields_document)
+        _put(document, "features", self.features, _fields_document)
+        _put(document, "advanced_features", self.advanced_features, dict)
+        _put(document, "data_access", self.data_access, _fields_document)
+        _put(document, "operations", self.operations, list)
+        _put(document, "routing", self.routing, _fields_document)
+        _put(document, "require_approval", self.require_approval, bool)
         return document
 
     def merged_over(self, base: PolicySpec) -> PolicySpec:
@@ -255,6 +329,12 @@ class PolicySpec:
             network=_merge_section(base.network, self.network),
             costs=_merge_section(base.costs, self.costs),
             signing=_merge_section(base.signing, self.signing),
+            features=_merge_section(base.features, self.features),
+            advanced_features=_merge_value(base.advanced_features, self.advanced_features),
+            data_access=_merge_section(base.data_access, self.data_access),
+            operations=_merge_value(base.operations, self.operations),
+            routing=_merge_section(base.routing, self.routing),
+            require_approval=_merge_value(base.require_approval, self.require_approval),
         )
 
 
@@ -422,7 +502,39 @@ def _token_limits(doc: Mapping[str, Any]) -> TokenLimits:
 
 
 def _concurrency(doc: Mapping[str, Any]) -> Concurrency:
-    return Concurrency(max_parallel=_read(doc, "max_parallel", _integer))
+    return Concurrency(
+        max_parallel=_read(doc, "max_parallel", _integer),
+        max_queued=_read(doc, "max_queued", _integer),
+    )
+
+
+def _flags(value: Any, where: str) -> tuple[tuple[str, bool], ...]:
+    # Sorted by name: PostgreSQL's JSONB does not keep an object's order.
+    return tuple(
+        sorted(
+            (_string(name, where), _boolean(flag, where))
+            for name, flag in _object(value, where).items()
+        )
+    )
+
+
+def _features(doc: Mapping[str, Any]) -> FeatureRules:
+    return FeatureRules(allow=_read(doc, "allow", _strings), deny=_read(doc, "deny", _strings))
+
+
+def _data_access(doc: Mapping[str, Any]) -> DataAccess:
+    return DataAccess(
+        **{f.name: _read(doc, f.name, _boolean) for f in dataclasses.fields(DataAccess)}
+    )
+
+
+def _routing(doc: Mapping[str, Any]) -> Routing:
+    return Routing(
+        allow_auto_routing=_read(doc, "allow_auto_routing", _boolean),
+        allowed_providers=_read(doc, "allowed_providers", _strings),
+        force_provider=_read(doc, "force_provider", _string),
+        fallback_allowed=_read(doc, "fallback_allowed", _boolean),
+    )
 
 
 def _reset(value: Any, where: str) -> Reset:

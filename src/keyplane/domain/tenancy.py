@@ -11,6 +11,7 @@ from keyplane.domain.changes import NOWHERE, Actor, Origin
 MANAGEMENT_SCOPES = (
     "audit:read",
     "keys:credits",
+    "keys:approve",
     "keys:read",
     "keys:write",
     "management_keys:read",

@@ -58,6 +58,16 @@ CATALOGUE: tuple[EventType, ...] = (
     ),
     EventType("key.disabled", "A key was disabled.", {**_KEY, "reason": "abuse"}),
     EventType("key.enabled", "A disabled key was enabled again.", {**_KEY}),
+    EventType(
+        "key.approved",
+        "A key pending approval was approved by a second management key.",
+        {**_KEY, "created_by": "mk_01jf3k..."},
+    ),
+    EventType(
+        "key.rejected",
+        "A key pending approval was rejected (revoked for good).",
+        {**_KEY, "reason": "not needed"},
+    ),
     EventType("key.revoked", "A key was revoked for good.", {**_KEY, "reason": "customer left"}),
     EventType("key.expired", "A key reached its expiry time.", {**_KEY}),
     EventType(

@@ -7,10 +7,11 @@ HTTP (see :mod:`keyplane.integrations.http`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from keyplane.domain.request_signing import SignedRequest
 
@@ -48,6 +49,12 @@ class AuthRequest:
     country: str | None = None
     #: The request's signing parts (``None``: unsigned, or malformed ones).
     signed: SignedRequest | None = None
+    #: Features the request uses, its operation and provider (see ``RequestContext``).
+    features: tuple[str, ...] = ()
+    operation: str | None = None
+    provider: str | None = None
+    auto_routing: bool = False
+    fallback: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,8 @@ class Decision:
     limits: tuple[Limit, ...] = ()
     #: Seconds until a refused request could pass, when known.
     retry_after: float | None = None
+    #: What the gateway must do itself (``data_access``, ``routing``, ``advanced_features``).
+    directives: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -27,6 +28,14 @@ COST_HEADER = "x-keyplane-cost"
 REQUEST_ID_HEADER = "x-keyplane-request-id"
 INPUT_TOKENS_HEADER = "x-keyplane-input-tokens"
 OUTPUT_TOKENS_HEADER = "x-keyplane-output-tokens"
+FEATURES_HEADER = "x-keyplane-features"
+OPERATION_HEADER = "x-keyplane-operation"
+PROVIDER_HEADER = "x-keyplane-provider"
+AUTO_ROUTING_HEADER = "x-keyplane-auto-routing"
+FALLBACK_HEADER = "x-keyplane-fallback"
+#: Feature, operation and provider names (the policy's ``NAME_PATTERN``), and how many.
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+MAX_FEATURES = 32
 
 #: Headers the client sends with a signed request (docs/signing.md).
 SIGNATURE_HEADER = "x-keyplane-signature"
@@ -62,6 +71,10 @@ _FORBIDDEN = frozenset(
         "HTTPS_REQUIRED",
         "COUNTRY_NOT_ALLOWED",
         "DOMAIN_NOT_ALLOWED",
+        "FEATURE_NOT_ALLOWED",
+        "OPERATION_NOT_ALLOWED",
+        "PROVIDER_NOT_ALLOWED",
+        "PENDING_APPROVAL",
     }
 )
 #: A signature that does not check out is a failed authentication of the request.
@@ -86,6 +99,10 @@ _DETAILS = {
     "SIGNATURE_INVALID": "the request's signature is missing or does not match",
     "TIMESTAMP_EXPIRED": "the request's signed timestamp is too far from now",
     "NONCE_REUSED": "the request's nonce was already used",
+    "FEATURE_NOT_ALLOWED": "the API key may not use this feature",
+    "OPERATION_NOT_ALLOWED": "the API key may not perform this operation",
+    "PROVIDER_NOT_ALLOWED": "the API key may not be routed to this provider",
+    "PENDING_APPROVAL": "the API key awaits approval",
     "RATE_LIMITED": "the API key's rate limit is exhausted; retry later",
     "TOKEN_LIMITED": "the API key's token limit is exhausted; retry later",
     "CONCURRENCY_EXCEEDED": "the API key has too many requests in flight",
@@ -245,7 +262,43 @@ def read_request(
         tokens_in=_tokens(headers.get(INPUT_TOKENS_HEADER), INPUT_TOKENS_HEADER),
         tokens_out=_tokens(headers.get(OUTPUT_TOKENS_HEADER), OUTPUT_TOKENS_HEADER),
         request_id=_request_id(headers.get(REQUEST_ID_HEADER)),
+        features=_features(headers.get(FEATURES_HEADER)),
+        operation=_name(headers.get(OPERATION_HEADER), OPERATION_HEADER),
+        provider=_name(headers.get(PROVIDER_HEADER), PROVIDER_HEADER),
+        auto_routing=_flag(headers.get(AUTO_ROUTING_HEADER), AUTO_ROUTING_HEADER),
+        fallback=_flag(headers.get(FALLBACK_HEADER), FALLBACK_HEADER),
     )
+
+
+def _features(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if len(value) > MAX_FEATURES * 65:
+        raise BadGatewayHeader(f"{FEATURES_HEADER} takes at most {MAX_FEATURES} features")
+    names = tuple(part for part in value.replace(",", " ").split() if part)
+    if len(names) > MAX_FEATURES or not all(_NAME.fullmatch(name) for name in names):
+        raise BadGatewayHeader(
+            f"{FEATURES_HEADER} takes at most {MAX_FEATURES} lowercase names of 64 characters"
+        )
+    return names
+
+
+def _name(value: str | None, header: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > 64 or not _NAME.fullmatch(value):
+        raise BadGatewayHeader(f"{header} must be a lowercase name of at most 64 characters")
+    return value
+
+
+def _flag(value: str | None, header: str) -> bool:
+    if value is None or not value.strip():
+        return False
+    text = value.strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise BadGatewayHeader(f"{header} must be true or false")
+    return text in ("true", "1")
 
 
 def _bounded(headers: Mapping[str, str], name: str, limit: int) -> str | None:
@@ -376,6 +429,8 @@ def response_headers(decision: Decision, now: datetime) -> dict[str, str]:
     ):
         if value:
             headers[name] = header_value(value)
+    if decision.directives:
+        headers.update(directive_headers(decision.directives))
     limit = _tightest(decision.limits)
     if limit is not None:
         headers["RateLimit-Limit"] = _whole(limit.limit)
@@ -393,6 +448,36 @@ def response_headers(decision: Decision, now: datetime) -> dict[str, str]:
         error = "invalid_request" if decision.code == "MISSING_KEY" else "invalid_token"
         headers["WWW-Authenticate"] = f'Bearer realm="keyplane", error="{error}"'
     return headers
+
+
+def directive_headers(directives: Mapping[str, Any]) -> dict[str, str]:
+    """The verdict's directives as response headers a gateway can copy or act on.
+
+    ``data_access`` and ``routing`` rules become one header each (``X-Keyplane-Log-Responses:
+    false``, ``X-Keyplane-Allowed-Providers: openai, anthropic``); ``advanced_features`` one
+    ``X-Keyplane-Advanced-Features: batch_processing=true, priority_queue=false``.
+    """
+    headers: dict[str, str] = {}
+    for section in ("data_access", "routing"):
+        for name, value in directives.get(section, {}).items():
+            if value is None:
+                continue  # e.g. no forced provider: nothing for the gateway to do
+            header = "X-Keyplane-" + "-".join(part.title() for part in name.split("_"))
+            headers[header] = _directive_value(value)
+    flags = directives.get("advanced_features")
+    if flags:
+        headers["X-Keyplane-Advanced-Features"] = ", ".join(
+            f"{name}={_directive_value(on)}" for name, on in flags.items()
+        )
+    return headers
+
+
+def _directive_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(value)
+    return str(value)
 
 
 def problem_body(decision: Decision) -> dict[str, Any]:

@@ -55,6 +55,9 @@ class RemoteVerifier:
                 scheme=request.scheme,
                 country=request.country,
                 signature=None if request.signed is None else signed_fields(request.signed),
+                features=list(request.features) or None,
+                operation=request.operation,
+                provider=request.provider,
             )
         except ClientError as exc:
             # The exception's text names the failure, never the key (the SDK sends it in the
@@ -98,4 +101,5 @@ def decision_of(verdict: Verdict) -> Decision:
             for limit in verdict.limits
         ),
         retry_after=verdict.retry_after,
+        directives=verdict.directives,
     )

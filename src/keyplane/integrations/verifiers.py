@@ -70,6 +70,11 @@ class InProcessVerifier:
                     scheme=request.scheme,
                     country=request.country,
                     signed=request.signed,
+                    features=request.features,
+                    operation=request.operation,
+                    provider=request.provider,
+                    auto_routing=request.auto_routing,
+                    fallback=request.fallback,
                 ),
                 request_id=request.request_id,
                 cost=0 if request.cost is None else money.to_micros(request.cost),
@@ -104,4 +109,5 @@ def decision_of(verdict: service.Verdict) -> Decision:
             for limit in verdict.limits
         ),
         retry_after=verdict.retry_after,
+        directives=verdict.directives,
     )

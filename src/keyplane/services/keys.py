@@ -1,4 +1,9 @@
-"""Key lifecycle: issue, read, list, update, rotate, disable, enable, revoke."""
+"""Key lifecycle: issue, read, list, update, rotate, disable, enable, revoke, approve, reject.
+
+A key created under a policy with ``require_approval`` starts ``pending`` (verify answers
+``PENDING_APPROVAL``) until a management key other than its creator's, holding
+``keys:approve``, approves it (or rejects it: revoked for good).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from keyplane.domain.crypto import digests_equal, idempotency_digest, key_digest
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.periods import Reset, period_start
 from keyplane.domain.plans import PlanRecord
-from keyplane.domain.policy import merge_documents, parse_policy
+from keyplane.domain.policy import Policy, merge_documents, parse_policy
 from keyplane.domain.sealing import (
     replay_sealing_key,
     request_signing_sealing_key,
@@ -153,7 +158,7 @@ class KeyService:
         _check_expiry(new.expires_at, now)
         _check_scopes(new.scopes)
         plan = await self._plan(principal, new.plan)
-        _check_effective_policy(plan, new.policy)
+        pending = _check_effective_policy(plan, new.policy).require_approval
         kind = keyformat.KeyKind(new.environment.value)
         key_id = ids.new_id("key")
         parsed = keyformat.generate(kind, project.key_prefix)
@@ -192,6 +197,8 @@ class KeyService:
             expires_at=new.expires_at,
             plan_id=None if plan is None else plan.id,
             policy=new.policy,
+            status=KeyStatus.PENDING if pending else KeyStatus.ACTIVE,
+            created_by=principal.key_id,
         )
         journal = Journal(principal.actor, now)
         journal.record(
@@ -200,7 +207,8 @@ class KeyService:
             target_type="key",
             target_id=record.id,
             project_id=record.project_id,
-            details=_described(record),
+            # A pending key says so: its approval (key.approved) is a separate entry.
+            details=_described(record) | ({"status": "pending"} if pending else {}),
         )
         signing_secret, sealed = self._signing_secret(plan, new.policy, secret_hash)
         try:
@@ -393,6 +401,7 @@ class KeyService:
 
         def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
             _refuse_if_revoked(current, "disable")
+            _refuse_if_pending(current, "disable")
             details = {"reason": reason, "auto_enable_at": auto_enable_at}
             _record(journal, "key.disabled", current, details)
             return dataclasses.replace(
@@ -411,6 +420,7 @@ class KeyService:
 
         def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
             _refuse_if_revoked(current, "enable")
+            _refuse_if_pending(current, "enable")
             if current.status is KeyStatus.DISABLED:
                 _record(journal, "key.enabled", current, {})
             return dataclasses.replace(
@@ -418,6 +428,47 @@ class KeyService:
                 status=KeyStatus.ACTIVE,
                 disabled_reason=None,
                 auto_enable_at=None,
+                updated_at=now,
+            )
+
+        return await self._mutate(principal, id_or_hash, apply)
+
+    async def approve(self, principal: Principal, id_or_hash: str) -> KeyRecord:
+        """Make a pending key active; only a management key other than the one that created it.
+
+        Raises:
+            PermissionDeniedError: the caller lacks ``keys:approve``, or created the key.
+            ConflictError: the key is not pending (``KEY_NOT_PENDING``).
+        """
+        require_scope(principal, "keys:approve")
+        now = self._clock.now()
+
+        def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
+            _require_pending(current, "approve")
+            # Root keys included: four eyes means two different management keys.
+            if current.created_by is not None and current.created_by == principal.key_id:
+                raise PermissionDeniedError(
+                    "a key must be approved by another management key than its creator's",
+                    code="SELF_APPROVAL",
+                )
+            _record(journal, "key.approved", current, {"created_by": current.created_by})
+            return dataclasses.replace(current, status=KeyStatus.ACTIVE, updated_at=now)
+
+        return await self._mutate(principal, id_or_hash, apply)
+
+    async def reject(self, principal: Principal, id_or_hash: str, reason: str | None) -> KeyRecord:
+        """Refuse a pending key: it is revoked for good (its creator may withdraw it too)."""
+        require_scope(principal, "keys:approve")
+        now = self._clock.now()
+
+        def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
+            _require_pending(current, "reject")
+            _record(journal, "key.rejected", current, {"reason": reason})
+            return dataclasses.replace(
+                current,
+                status=KeyStatus.REVOKED,
+                revoked_reason=reason or "rejected",
+                revoked_at=now,
                 updated_at=now,
             )
 
@@ -584,13 +635,30 @@ def _refuse_if_revoked(record: KeyRecord, action: str) -> None:
         raise ConflictError(f"cannot {action} a revoked key", code="KEY_REVOKED")
 
 
+def _refuse_if_pending(record: KeyRecord, action: str) -> None:
+    # Enabling a pending key would skip its approval; disabling it would let enable do so.
+    if record.status is KeyStatus.PENDING:
+        raise ConflictError(
+            f"cannot {action} a key pending approval: approve or reject it",
+            code="KEY_PENDING_APPROVAL",
+        )
+
+
+def _require_pending(record: KeyRecord, action: str) -> None:
+    if record.status is not KeyStatus.PENDING:
+        raise ConflictError(
+            f"cannot {action} a key that is not pending approval (it is {record.status.value})",
+            code="KEY_NOT_PENDING",
+        )
+
+
 def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
     if expires_at is not None and expires_at <= now:
         raise ValidationError("expires_at must be in the future", code="INVALID_EXPIRY")
 
 
-def _check_effective_policy(plan: PlanRecord | None, overrides: dict[str, Any]) -> None:
-    check_policy(merge_documents({} if plan is None else plan.policy, overrides))
+def _check_effective_policy(plan: PlanRecord | None, overrides: dict[str, Any]) -> Policy:
+    return check_policy(merge_documents({} if plan is None else plan.policy, overrides))
 
 
 def _check_scopes(wanted: tuple[str, ...]) -> None:

@@ -10,7 +10,7 @@ from keyplane.domain import ids
 from keyplane.domain.changes import Journal, diff
 from keyplane.domain.clock import Clock
 from keyplane.domain.plans import PlanRecord
-from keyplane.domain.policy import compile_policy
+from keyplane.domain.policy import Policy, compile_policy
 from keyplane.domain.policy_spec import PolicySpec
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
@@ -117,9 +117,9 @@ def _require_plan_writer(principal: Principal) -> None:
         raise PermissionDeniedError("only organization-wide management keys can change plans")
 
 
-def check_policy(document: Mapping[str, Any]) -> None:
-    """Refuse a policy document that does not parse (the API has checked each field)."""
+def check_policy(document: Mapping[str, Any]) -> Policy:
+    """The compiled policy; refuse a document that does not parse (the API checked each field)."""
     try:
-        compile_policy(PolicySpec.from_document(document))
+        return compile_policy(PolicySpec.from_document(document))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValidationError(f"invalid policy: {exc}", code="INVALID_POLICY") from None

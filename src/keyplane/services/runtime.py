@@ -26,6 +26,7 @@ from keyplane.limits.base import Limiter
 from keyplane.limits.keeper import WindowKeeper
 from keyplane.limits.memory import MemoryLimiter
 from keyplane.limits.nonces import MemoryNonces, RedisNonces
+from keyplane.limits.queue import MemorySlotQueue, RedisSlotQueue
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
 from keyplane.services.analytics import Analytics, RollupPruner, VerdictRecorder
@@ -136,6 +137,8 @@ class Runtime:
     redis: Redis | None = None
     #: The limiter when it is Redis with a local fallback (its degradation is monitored).
     resilient_limiter: ResilientLimiter | None = None
+    #: Verifies waiting for a concurrency slot (``concurrency.max_queued``).
+    slot_queue: MemorySlotQueue | RedisSlotQueue | None = None
     invalidation: RedisInvalidation | PostgresInvalidation | None = None
     #: Writes long windows' state for KEYPLANE_LIMITS_AFTER_REDIS_LOSS=reseed.
     window_keeper: WindowKeeper | None = None
@@ -216,8 +219,10 @@ class Runtime:
                 store.usage.keep_limit_windows, settings.limit_windows_flush_seconds
             )
         resilient: ResilientLimiter | None = None  # what /metrics reports degradation of
+        slot_queue: MemorySlotQueue | RedisSlotQueue
         if redis is None:
             limiter = MemoryLimiter(seeder, clock=clock)
+            slot_queue = MemorySlotQueue()
         else:
             shared = RedisLimiter(
                 redis,
@@ -226,6 +231,7 @@ class Runtime:
                 after_loss=settings.limits_after_redis_loss,
                 keeper=keeper,
             )
+            slot_queue = RedisSlotQueue(redis)  # the limiter's default prefix, "kp"
             local = MemoryLimiter(seeder, clock=clock)
             limiter = resilient = ResilientLimiter(
                 shared,
@@ -305,11 +311,14 @@ class Runtime:
                     else RedisNonces(redis)
                 ),
                 geoip=geoip,
+                queue=slot_queue,
             ),
             management=management,
             projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),
             plans=Plans(store.plans, directory, clock),
-            usage=UsageService(directory, ledger, limiter, clock, server_secret, streams.publish),
+            usage=UsageService(
+                directory, ledger, limiter, clock, server_secret, streams.publish, slot_queue
+            ),
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),
             analytics=Analytics(store.analytics, directory, clock, retention),
@@ -342,6 +351,7 @@ class Runtime:
             last_used=last_used,
             management_last_used=management_last_used,
             limiter=limiter,
+            slot_queue=slot_queue,
             ledger=ledger,
             supervisor=supervisor
             or Supervisor(base_delay=RESTART_BASE_DELAY, max_delay=RESTART_MAX_DELAY),
@@ -600,6 +610,8 @@ class Runtime:
             await asyncio.wait(list(self._acks))
         if self.invalidation is not None:
             await self.invalidation.flush()
+        if isinstance(self.slot_queue, RedisSlotQueue):
+            await self.slot_queue.aclose()
         if self.redis is not None:
             # The pool was built here too: close its connections, not only the client.
             await self.redis.aclose(close_connection_pool=True)

@@ -51,6 +51,7 @@ SECURITY_VERIFY_CODES = frozenset(
         # captured a request.
         "SIGNATURE_INVALID",
         "NONCE_REUSED",
+        "PENDING_APPROVAL",  # a key nobody has approved yet is in use already
     }
 )
 

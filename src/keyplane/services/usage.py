@@ -17,6 +17,7 @@ from keyplane.domain.tenancy import Principal
 from keyplane.domain.usage import BUCKET_OF_RESET, AlertSpec, Recorded, UsageEntry
 from keyplane.errors import ConflictError, NotFoundError, ValidationError
 from keyplane.limits.base import Limiter
+from keyplane.limits.queue import SlotQueue
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.ledger import UsageLedger
@@ -48,7 +49,10 @@ class UsageService:
         clock: Clock,
         server_secret: bytes,
         publish: Publisher | None = None,
+        queue: SlotQueue | None = None,
     ) -> None:
+        #: Told of each slot a report releases, for the verifies queued for one.
+        self._queue = queue
         self._directory = directory
         self._ledger = ledger
         self._limiter = limiter
@@ -145,6 +149,8 @@ class UsageService:
                 ),
                 now,
             )
+            if self._queue is not None and entry.policy.max_queued:
+                await self._queue.released(record.id)
         return recorded, record.id
 
     async def _key_of(self, principal: Principal, report: UsageReport) -> KeyEntry:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from keyplane.domain import gcra, ids, keyformat, money, request_signing
 from keyplane.domain.admission import (
@@ -40,6 +41,7 @@ from keyplane.domain.policy import (
 from keyplane.domain.tenancy import Principal
 from keyplane.limits.base import Limiter
 from keyplane.limits.nonces import MemoryNonces, NonceStore
+from keyplane.limits.queue import SlotQueue, admit_queued
 from keyplane.metrics import LIMITER_ADMIT, VERDICTS
 from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
@@ -63,6 +65,8 @@ class VerifyRequest:
     tokens_in: int = 0
     tokens_out: int = 0
     acquire_concurrency: bool = False
+    #: With ``acquire_concurrency``: how long to wait, queued, for a slot (0: refuse at once).
+    wait_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,8 @@ class Verdict:
     retry_after: float | None = None
     #: The scopes that applied: the key's own, or its plan's.
     scopes: tuple[str, ...] = ()
+    #: What the gateway must do itself (``Policy.directives``), on a VALID verdict.
+    directives: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -101,7 +107,10 @@ class Verifier:
         carry_book: CarryBook | None = None,
         nonces: NonceStore | None = None,
         geoip: GeoIp | None = None,
+        queue: SlotQueue | None = None,
     ) -> None:
+        #: Where verifies that may wait (``wait_ms``) queue for a concurrency slot.
+        self._queue = queue
         self._directory = directory
         #: Budget rollover's carries (None: rollover is ignored, e.g. in unit tests).
         self._carry_book = carry_book
@@ -176,9 +185,22 @@ class Verifier:
         admission = self._admission(entry, request, request_id, now, carry)
         if admission is None:
             self._last_used.record(record.id, now)
-            return Verdict(Code.VALID, record, plan, request_id, scopes=granted)
+            return Verdict(
+                Code.VALID, record, plan, request_id, scopes=granted, directives=policy.directives
+            )
         started = time.perf_counter()
-        result = await self._limiter.admit(admission, now)
+        if admission.max_parallel is not None and policy.max_queued and self._queue is not None:
+            # Queued concurrency: first come first served, even for those that do not wait.
+            result = await admit_queued(
+                self._limiter,
+                self._queue,
+                admission,
+                self._clock.now,
+                policy.max_queued,
+                request.wait_ms / 1000,
+            )
+        else:
+            result = await self._limiter.admit(admission, now)
         LIMITER_ADMIT.observe(time.perf_counter() - started)
         if result.refusal is not None:
             return Verdict(
@@ -191,7 +213,15 @@ class Verifier:
                 granted,
             )
         self._last_used.record(record.id, now)
-        return Verdict(Code.VALID, record, plan, request_id, result.limits, scopes=granted)
+        return Verdict(
+            Code.VALID,
+            record,
+            plan,
+            request_id,
+            result.limits,
+            scopes=granted,
+            directives=policy.directives,
+        )
 
     async def _carry(self, entry: KeyEntry, now: datetime) -> int | None:
         """What the key's budget carries into this period; None without rollover."""

@@ -339,6 +339,8 @@ def _status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
         return and_(stored != KeyStatus.REVOKED.value, expired)
     if status is KeyStatus.DISABLED:
         return and_(stored == KeyStatus.DISABLED.value, not_expired, ~auto_enabled)
+    if status is KeyStatus.PENDING:
+        return and_(stored == KeyStatus.PENDING.value, not_expired)
     return and_(
         not_expired,
         or_(
@@ -383,6 +385,7 @@ def _key_values(record: KeyRecord) -> dict[str, Any]:
         "last_used_at": record.last_used_at,
         "plan_id": record.plan_id,
         "policy": record.policy,
+        "created_by": record.created_by,
     }
 
 
@@ -415,4 +418,5 @@ def key_from_row(row: Row[Any]) -> KeyRecord:
         last_used_at=m["last_used_at"],
         plan_id=m["plan_id"],
         policy=m["policy"],
+        created_by=m["created_by"],
     )

@@ -89,6 +89,8 @@ api_keys = Table(
     Column("plan_id", String(40), ForeignKey("plans.id")),
     # The key's own policy: overrides merged over its plan's (storage form, see domain.policy).
     Column("policy", JsonType, nullable=False),
+    # The management key that created it: a pending key needs another one's approval.
+    Column("created_by", String(64)),
     Index("ix_api_keys_org_id_id", "org_id", "id"),
     Index("ix_api_keys_plan_id", "plan_id"),
     Index("ix_api_keys_org_owner", "org_id", "owner"),

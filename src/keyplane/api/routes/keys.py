@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
-from keyplane.api.deps import KeyRoutes, KeyRoutesDep, KeysWriter, PrincipalDep
+from keyplane.api.deps import KeyRoutes, KeyRoutesDep, KeysApprover, KeysWriter, PrincipalDep
 from keyplane.api.exact import ExactJsonRoute, credits
 from keyplane.api.params import (
     CLEAN_TEXT,
@@ -348,6 +348,35 @@ async def disable_key(
         None if request.auto_enable_after is None else timedelta(seconds=request.auto_enable_after)
     )
     record = await ctx.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
+    return await _answer(ctx, principal, record, wait)
+
+
+@router.post(
+    "/{id_or_hash}/approve",
+    response_model=KeyConfirmedEnvelope | KeyEnvelope | AckConfirmedEnvelope | AckEnvelope,
+)
+async def approve_key(
+    id_or_hash: str, principal: KeysApprover, ctx: KeyRoutesDep, wait: ConfirmWait
+) -> KeyEnvelope | AckEnvelope:
+    """Approve a key pending approval; only a management key other than its creator's."""
+    record = await ctx.keys.approve(principal, check_key_ref(id_or_hash))
+    return await _answer(ctx, principal, record, wait)
+
+
+@router.post(
+    "/{id_or_hash}/reject",
+    response_model=KeyConfirmedEnvelope | KeyEnvelope | AckConfirmedEnvelope | AckEnvelope,
+)
+async def reject_key(
+    id_or_hash: str,
+    principal: KeysApprover,
+    ctx: KeyRoutesDep,
+    wait: ConfirmWait,
+    body: Annotated[KeyRevoke | None, Body()] = None,
+) -> KeyEnvelope | AckEnvelope:
+    """Reject a key pending approval: it is revoked for good."""
+    reason = None if body is None else body.reason
+    record = await ctx.keys.reject(principal, check_key_ref(id_or_hash), reason)
     return await _answer(ctx, principal, record, wait)
 
 

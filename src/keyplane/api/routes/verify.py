@@ -43,12 +43,18 @@ async def verify(body: VerifyRequest, principal: Verifier, verifier: VerifierDep
                 signed=None
                 if body.signature is None
                 else request_signing.signed_request(**body.signature.model_dump()),
+                features=body.all_features(),
+                operation=body.operation,
+                provider=body.provider,
+                auto_routing=body.auto_routing,
+                fallback=body.fallback,
             ),
             request_id=body.request_id,
             cost=0 if body.cost is None else money.to_micros(body.cost),
             tokens_in=0 if tokens is None else tokens.input,
             tokens_out=0 if tokens is None else tokens.output,
             acquire_concurrency=body.acquire_concurrency,
+            wait_ms=body.wait_ms,
         ),
     )
     # Serialised by hand: this is the hot path, and the shape is fixed by VerifyResponse.
@@ -73,6 +79,7 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
             "request_id": None,
             "limits": [],
             "retry_after": None,
+            "directives": {},
         }
     return {
         "valid": verdict.valid,
@@ -101,6 +108,7 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
             for limit in verdict.limits
         ],
         "retry_after": verdict.retry_after,
+        "directives": verdict.directives,
     }
 
 
