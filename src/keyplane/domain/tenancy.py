@@ -10,6 +10,7 @@ from keyplane.domain.changes import NOWHERE, Actor, Origin
 #: Scopes a management key can hold. ``*`` (or ``keys:*`` and so on) covers them by pattern.
 MANAGEMENT_SCOPES = (
     "audit:read",
+    "jobs:read",
     "keys:read",
     "keys:write",
     "management_keys:read",

@@ -16,8 +16,10 @@ from sqlalchemy.sql import ColumnElement
 from keyplane.domain import ids
 from keyplane.domain.changes import Journal
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
+from keyplane.store.rotations import advance_schedule, hold_secret
 from keyplane.store.tables import api_key_secrets, api_key_tags, api_keys, plans
 from keyplane.store.unit import UnitOfWork, metadata_text
 
@@ -107,9 +109,17 @@ class KeyStore(Protocol):
         mutation: KeyMutation,
         grace_until: datetime,
         journal: Journal | None = None,
+        held: Callable[[KeyRecord], HeldSecret] | None = None,
+        due: ScheduleAdvance | None = None,
     ) -> tuple[KeyRecord, builtins.list[str]]:
         """Install the new secret hash that ``mutation`` sets; end the old ones at
         ``grace_until`` (never extending an earlier, shorter grace). One transaction.
+
+        A pending held rotation secret of the key is superseded (erased); ``held`` (from the
+        locked current record, an automatic rotation's sealed new secret) is held instead.
+        With ``due`` the key's rotation schedule advances in the same transaction, only if
+        still at the expected time: ConflictError ``ROTATION_NOT_DUE`` and nothing changes
+        when another instance rotated it first.
 
         Returns the new record and the hashes whose validity changed (for cache eviction).
         """
@@ -226,9 +236,13 @@ class SqlKeyStore:
         mutation: KeyMutation,
         grace_until: datetime,
         journal: Journal | None = None,
+        held: Callable[[KeyRecord], HeldSecret] | None = None,
+        due: ScheduleAdvance | None = None,
     ) -> tuple[KeyRecord, builtins.list[str]]:
         async with self._unit.write(journal) as conn:
             current = await _locked_key(conn, org_id, key_id)
+            if due is not None:
+                await advance_schedule(conn, key_id, due)
             updated = mutation(current)
             # Shorten, never extend, the grace of secrets rotated out earlier.
             ended = await conn.execute(
@@ -253,6 +267,9 @@ class SqlKeyStore:
                 )
             )
             await _save_key(conn, current, updated)
+            await hold_secret(
+                conn, key_id, updated.updated_at, None if held is None else held(current)
+            )
         return updated, changed
 
     async def touch(self, last_used: Mapping[str, datetime]) -> None:
