@@ -108,11 +108,12 @@ class JobRunner:
     async def run(self) -> None:
         """Tick forever (under the supervisor)."""
         while True:
+            # Wait first: a start (or a restart after a crash) does not race the stop.
+            await asyncio.sleep(self._poll)
             try:
                 await self.run_once()
             except KeyplaneError as exc:
                 log.warning("claiming jobs failed: %s", type(exc).__name__)
-            await asyncio.sleep(self._poll)
 
     async def run_once(self) -> list[str]:
         """Claim and run the jobs due now; the names of those run (by this instance)."""
