@@ -43,7 +43,7 @@ from keyplane.domain.rotation import (
 )
 from keyplane.domain.sealing import held_rotation_sealing_key, seal, unseal
 from keyplane.domain.tenancy import Principal
-from keyplane.errors import ConflictError, NotFoundError, ValidationError
+from keyplane.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory
 from keyplane.store.database import Database
@@ -277,6 +277,10 @@ class Rotations:
             # ROTATION_NOT_DUE: another instance rotated it first.
             return 0
         except NotFoundError:
+            return 0
+        except StorageError as exc:
+            # One key's failure does not stop the sweep; the key stays due for the next run.
+            log.warning("rotating a due key failed: %s", type(exc).__name__)
             return 0
         return 1
 
