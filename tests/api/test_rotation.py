@@ -8,13 +8,15 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from keyplane.client.rotation import RotatingKey, RotatingKeyAuth
 from keyplane.domain.changes import Journal
 from keyplane.services.runtime import Runtime
 from keyplane.store.tables import held_rotation_secrets, metadata
-from tests.conftest import Api
+from tests.conftest import ROOT_KEY, Api
 
 #: Request handling alone, the same on both backends: SQLite only keeps the suite fast (the
 #: claim race and the held secret's erasure run on both).
@@ -273,3 +275,39 @@ async def test_jobs_are_listed_for_jobs_read_only(api: Api) -> None:
     reader = await api.management_key("jobs:read")
     assert (await api.client.get("/v1/jobs", headers=api.as_key(reader))).status_code == 200
     assert (await api.client.get("/v1/jobs?x=1")).status_code == 422
+
+
+@SQLITE_ONLY
+async def test_the_sdk_swaps_the_key_in_place_when_forward_auth_says_so(api: Api) -> None:
+    runtime = runtime_of(api)
+    old, data = await api.create_key()
+    policy = {"max_age_days": 1, "grace_period_hours": 24, "auto_update_apps": True}
+    assert (await api.client.post(f"/v1/keys/{data['id']}/rotation", json=policy)).is_success
+    api.clock.advance(timedelta(days=1).total_seconds())
+    assert await runtime.services.rotations.sweep(api.clock.now()) == 1
+    assert (await api.verify(old))["rotation_pending"] is True
+
+    rotated_to: list[str] = []
+    transport = httpx.ASGITransport(app=api.app)  # type: ignore[arg-type]
+    key = RotatingKey(
+        old, "http://keyplane.test", on_rotated=rotated_to.append, async_transport=transport
+    )
+    # The customer's application behind a gateway doing forward auth: the gateway passes the
+    # X-Keyplane-Rotation-Pending header on, and the auth class claims the new key.
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://keyplane.test",
+        headers={"X-Keyplane-Gateway-Key": ROOT_KEY},
+        auth=RotatingKeyAuth(key),
+    ) as app_client:
+        first = await app_client.get("/v1/auth")
+        assert first.status_code == 200, first.text
+        assert first.headers["X-Keyplane-Rotation-Pending"] == "true"
+        assert key.current != old and rotated_to == [key.current]
+        second = await app_client.get("/v1/auth")
+        assert second.status_code == 200 and "X-Keyplane-Rotation-Pending" not in second.headers
+    verdict = await api.verify(key.current)
+    assert verdict["valid"] is True and verdict["rotation_pending"] is False
+    # Claimed once: a second holder of the old key gets nothing.
+    late = RotatingKey(old, "http://keyplane.test", async_transport=transport)
+    assert await late.aclaim() is False and late.current == old

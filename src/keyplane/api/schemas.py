@@ -406,6 +406,11 @@ class VerifyResponse(BaseModel):
     request_id: str | None = None
     limits: list[LimitOut] = []
     retry_after: float | None = Field(default=None, description="seconds, when refused")
+    rotation_pending: bool = Field(
+        default=False,
+        description="the key presented was rotated out and verifies only in its grace period: "
+        "switch to the new one (POST /v1/self/rotation/claim when the policy allows)",
+    )
 
 
 # -- usage ------------------------------------------------------------------------------------

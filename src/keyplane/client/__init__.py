@@ -80,6 +80,7 @@ from keyplane.client.models import (
     Webhook,
 )
 from keyplane.client.outcomes import Outcome, RateLimited, Unauthorized, outcome_of
+from keyplane.client.rotation import RotatingKey, RotatingKeyAuth
 from keyplane.client.sync import Client
 from keyplane.client.vault import AsyncVault, Vault
 
@@ -138,6 +139,8 @@ __all__ = [
     "RateLimited",
     "RateLimitedError",
     "RetryPolicy",
+    "RotatingKey",
+    "RotatingKeyAuth",
     "ServerError",
     "Signature",
     "SigningSecret",

@@ -168,6 +168,8 @@ class Verdict(Model):
     request_id: str | None = None
     limits: list[Limit] = []
     retry_after: float | None = None
+    #: The key was rotated out and verifies in its grace period only (see RotatingKey).
+    rotation_pending: bool = False
 
 
 class UsageRecorded(Model):

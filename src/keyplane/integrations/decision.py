@@ -57,6 +57,8 @@ class Decision:
     limits: tuple[Limit, ...] = ()
     #: Seconds until a refused request could pass, when known.
     retry_after: float | None = None
+    #: The key was rotated out and works in its grace period only (X-Keyplane-Rotation-Pending).
+    rotation_pending: bool = False
 
     @property
     def valid(self) -> bool:

@@ -282,6 +282,8 @@ def response_headers(decision: Decision, now: datetime) -> dict[str, str]:
     ):
         if value:
             headers[name] = header_value(value)
+    if decision.rotation_pending:
+        headers["X-Keyplane-Rotation-Pending"] = "true"
     limit = _tightest(decision.limits)
     if limit is not None:
         headers["RateLimit-Limit"] = _whole(limit.limit)

@@ -78,4 +78,5 @@ def decision_of(verdict: Verdict) -> Decision:
             for limit in verdict.limits
         ),
         retry_after=verdict.retry_after,
+        rotation_pending=verdict.rotation_pending,
     )

@@ -101,4 +101,5 @@ def decision_of(verdict: service.Verdict) -> Decision:
             for limit in verdict.limits
         ),
         retry_after=verdict.retry_after,
+        rotation_pending=verdict.rotation_pending,
     )

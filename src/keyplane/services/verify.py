@@ -57,6 +57,9 @@ class Verdict:
     retry_after: float | None = None
     #: The scopes that applied: the key's own, or its plan's.
     scopes: tuple[str, ...] = ()
+    #: The presented secret was rotated out and verifies in its grace period only: the
+    #: gateway or SDK should switch to the new one (``POST /v1/self/rotation/claim``).
+    rotation_pending: bool = False
 
     @property
     def valid(self) -> bool:
@@ -149,9 +152,12 @@ class Verifier:
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
         admission = self._admission(entry, request, request_id, now)
+        pending = entry.match.valid_until is not None
         if admission is None:
             self._last_used.record(record.id, now)
-            return Verdict(Code.VALID, record, plan, request_id, scopes=granted)
+            return Verdict(
+                Code.VALID, record, plan, request_id, scopes=granted, rotation_pending=pending
+            )
         started = time.perf_counter()
         result = await self._limiter.admit(admission, now)
         LIMITER_ADMIT.observe(time.perf_counter() - started)
@@ -166,7 +172,15 @@ class Verifier:
                 granted,
             )
         self._last_used.record(record.id, now)
-        return Verdict(Code.VALID, record, plan, request_id, result.limits, scopes=granted)
+        return Verdict(
+            Code.VALID,
+            record,
+            plan,
+            request_id,
+            result.limits,
+            scopes=granted,
+            rotation_pending=pending,
+        )
 
     def _admission(
         self, entry: KeyEntry, request: VerifyRequest, request_id: str, now: datetime

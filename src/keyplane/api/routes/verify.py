@@ -68,6 +68,7 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
             "request_id": None,
             "limits": [],
             "retry_after": None,
+            "rotation_pending": False,
         }
     return {
         "valid": verdict.valid,
@@ -95,6 +96,7 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
             for limit in verdict.limits
         ],
         "retry_after": verdict.retry_after,
+        "rotation_pending": verdict.rotation_pending,
     }
 
 
