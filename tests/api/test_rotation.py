@@ -15,7 +15,7 @@ from sqlalchemy import select
 from keyplane.client.rotation import RotatingKey, RotatingKeyAuth
 from keyplane.domain.changes import Journal
 from keyplane.services.runtime import Runtime
-from keyplane.store.tables import held_rotation_secrets, metadata
+from keyplane.store.tables import held_rotation_secrets, metadata, webhook_deliveries
 from tests.conftest import ROOT_KEY, Api
 
 #: Request handling alone, the same on both backends: SQLite only keeps the suite fast (the
@@ -150,8 +150,19 @@ async def test_due_key_is_rotated_once_and_the_old_key_claims_once(
         "/v1/webhooks", json={"url": "https://hooks.example.com/k", "events": ["*"]}
     )
     assert endpoint.status_code == 201, endpoint.text
+    # And one subscribed to nothing of rotation, named by the policy's notification_channels.
+    channel = await api.client.post(
+        "/v1/webhooks",
+        json={"url": "https://hooks.example.com/rotations", "events": ["budget.exhausted"]},
+    )
+    assert channel.status_code == 201, channel.text
     old, data = await api.create_key()
-    policy = {"max_age_days": 30, "grace_period_hours": 24, "auto_update_apps": True}
+    policy = {
+        "max_age_days": 30,
+        "grace_period_hours": 24,
+        "auto_update_apps": True,
+        "notification_channels": ["webhook:https://hooks.example.com/rotations"],
+    }
     assert (await api.client.post(f"/v1/keys/{data['id']}/rotation", json=policy)).is_success
     assert await rotations.sweep(api.clock.now()) == 0  # not due yet
     api.clock.advance(timedelta(days=30).total_seconds())
@@ -193,6 +204,12 @@ async def test_due_key_is_rotated_once_and_the_old_key_claims_once(
     await runtime.services.rotations.expire_held(api.clock.now())
     stored_after = await _everything_stored(runtime)
     assert "key.rotation.claimed" in stored_after  # the outbox and audit were scanned
+    async with runtime.store.unit.read() as conn:
+        query = select(webhook_deliveries.c.event_type).where(
+            webhook_deliveries.c.endpoint_id == channel.json()["data"]["id"]
+        )
+        told = sorted(row.event_type for row in await conn.execute(query))
+    assert told == ["key.rotated", "key.rotation.claimed"], told
     for text in (stored_while_held, stored_after, caplog.text, str(recorder.changes)):
         assert new not in text and new[-20:] not in text
 

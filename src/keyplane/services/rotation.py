@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from keyplane.domain import keyformat
+from keyplane.domain import keyformat, webhook_events
 from keyplane.domain.changes import SYSTEM, Journal
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import digests_equal, key_digest
@@ -168,6 +168,7 @@ class Rotations:
         *,
         self_claim: bool,
         due: ScheduleAdvance | None,
+        channels: tuple[str, ...] = (),
     ) -> RotatedKey:
         if not timedelta(0) <= grace <= MAX_GRACE:
             raise ValidationError("a rotation's grace period must be between 0 and 30 days")
@@ -236,6 +237,7 @@ class Rotations:
             org_id, current.id, apply, old_until, journal, hold, due
         )
         await self._directory.invalidate(record.id, (new_hash, *changed))
+        await self._notify_channels(journal, channels)
         return RotatedKey(record, old_until, claim_until)
 
     async def sweep(self, now: datetime) -> int:
@@ -270,6 +272,7 @@ class Rotations:
                 SCHEDULED,
                 self_claim=policy.auto_update_apps,
                 due=advance,
+                channels=policy.notification_channels,
             )
         except ConflictError as exc:
             if exc.code == "KEY_REVOKED":
@@ -329,6 +332,7 @@ class Rotations:
             )
             if await self._store.webhooks.notice_once(subject, journal, now):
                 sent += 1
+                await self._notify_channels(journal, schedule.policy.notification_channels)
         return sent
 
     async def expire_held(self, now: datetime) -> int:
@@ -353,6 +357,7 @@ class Rotations:
                 )
                 if await self._store.rotations.settle_unclaimed(held, now, journal):
                     erased += 1
+                    await self._notify_channels(journal, await self._channels(held))
             if len(expired) < SWEEP_BATCH:
                 break
         return erased
@@ -367,6 +372,7 @@ class Rotations:
         journal = Journal(principal.actor, now)
         _record_claim(journal, record, "operator")
         held = await self._store.rotations.claim(record.org_id, record.id, now, journal)
+        await self._notify_channels(journal, await self._channels(held))
         return await self._opened(held, record)
 
     async def claim_with_old_key(self, old_secret: str) -> ClaimedKey:
@@ -392,6 +398,7 @@ class Rotations:
             held = await self._store.rotations.claim_by_old_hash(old_hash, now, journal)
         except ConflictError:
             raise _no_claim() from None
+        await self._notify_channels(journal, await self._channels(held))
         return await self._opened(held, record)
 
     async def _opened(self, held: HeldSecret, record: KeyRecord) -> ClaimedKey:
@@ -412,6 +419,40 @@ class Rotations:
             )
         current = await self._store.keys.get(held.org_id, held.key_id)
         return ClaimedKey(secret, current or record, held.old_valid_until)
+
+    async def _channels(self, held: HeldSecret) -> tuple[str, ...]:
+        schedule = await self._store.rotations.get_schedule(held.org_id, held.key_id)
+        return () if schedule is None else schedule.policy.notification_channels
+
+    async def _notify_channels(self, journal: Journal, channels: tuple[str, ...]) -> None:
+        """Also send a committed rotation event to the policy's ``notification_channels``:
+        the organization's registered webhook or email endpoints they name (an unregistered
+        address gets nothing: an endpoint carries its signing secret and SSRF checks), unless
+        the endpoint's filters got the event through the outbox already.
+
+        After the commit, at most once: a crash right here loses the extra copy, never the
+        change nor the outbox's deliveries. Payloads are the outbox's: never the secret.
+        """
+        if not channels or not journal.changes:
+            return
+        wanted = set(channels)
+        try:
+            endpoints = await self._store.webhooks.list_endpoints(journal.changes[0].org_id)
+            for change in journal.changes:
+                body = webhook_events.encode(
+                    webhook_events.payload(change, journal.actor, journal.at)
+                )
+                for endpoint in endpoints:
+                    if (
+                        not endpoint.enabled
+                        or f"{endpoint.kind}:{endpoint.url}" not in wanted
+                        or endpoint.project_id not in (None, change.project_id)
+                        or webhook_events.matches(endpoint.events, change.action)
+                    ):
+                        continue
+                    await self._store.webhooks.enqueue(endpoint, change.action, body, journal.at)
+        except StorageError as exc:
+            log.warning("rotation notification channels not told: %s", type(exc).__name__)
 
     async def _reachable(self, principal: Principal, key_id: str) -> KeyRecord:
         record = await self._store.keys.get(principal.org_id, key_id)
