@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from keyplane.domain import keyformat, webhook_events
-from keyplane.domain.changes import SYSTEM, Journal
+from keyplane.domain.changes import NOWHERE, SYSTEM, Actor, Journal, Origin
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import digests_equal, key_digest
 from keyplane.domain.keys import KeyRecord, KeyStatus
@@ -375,9 +375,10 @@ class Rotations:
         await self._notify_channels(journal, await self._channels(held))
         return await self._opened(held, record)
 
-    async def claim_with_old_key(self, old_secret: str) -> ClaimedKey:
+    async def claim_with_old_key(self, old_secret: str, origin: Origin = NOWHERE) -> ClaimedKey:
         """The customer's application claims the held secret with the key it replaced, during
-        that key's grace period, once (no scope: holding the old secret is the credential)."""
+        that key's grace period, once (no scope: holding the old secret is the credential).
+        Audited as the key itself, from ``origin`` (the claimer's address and user agent)."""
         parsed = keyformat.parse(old_secret)
         if parsed is None or not parsed.kind.is_api_key:
             raise _no_claim()
@@ -392,7 +393,7 @@ class Rotations:
         ):
             raise _no_claim()
         record = entry.record
-        journal = Journal(SYSTEM, now)
+        journal = Journal(Actor("api_key", record.id, record.name, origin), now)
         _record_claim(journal, record, "old_key")
         try:
             held = await self._store.rotations.claim_by_old_hash(old_hash, now, journal)

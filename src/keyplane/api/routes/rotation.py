@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from keyplane.api.deps import ClockDep, JobsDep, KeysWriter, PrincipalDep, RotationsDep
+from keyplane.api.deps import (
+    ClockDep,
+    JobsDep,
+    KeysWriter,
+    PrincipalDep,
+    RotationsDep,
+    origin_of,
+)
 from keyplane.api.params import check_key_ref, reject_unknown_params
 from keyplane.api.rotation_schemas import (
     ClaimedOut,
@@ -65,7 +72,7 @@ async def claim_own_rotation(request: Request, rotations: RotationsDep) -> Claim
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > 256:
         raise AuthenticationError("present the old API key as Authorization: Bearer <key>")
-    claimed = await rotations.claim_with_old_key(token)
+    claimed = await rotations.claim_with_old_key(token, origin_of(request))
     return ClaimedOut(
         key=claimed.secret, key_id=claimed.record.id, old_key_expires_at=claimed.old_key_expires_at
     )
