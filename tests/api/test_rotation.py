@@ -165,7 +165,12 @@ async def test_due_key_is_rotated_once_and_the_old_key_claims_once(
     }
     assert (await api.client.post(f"/v1/keys/{data['id']}/rotation", json=policy)).is_success
     assert await rotations.sweep(api.clock.now()) == 0  # not due yet
-    api.clock.advance(timedelta(days=30).total_seconds())
+    assert await rotations.announce(api.clock.now()) == 0  # not within the notice period yet
+    api.clock.advance(timedelta(days=29, hours=1).total_seconds())
+    assert await rotations.announce(api.clock.now()) == 1  # 23 hours ahead: told once
+    assert await rotations.announce(api.clock.now()) == 0
+    assert "key.rotation.scheduled" in recorder.actions()
+    api.clock.advance(timedelta(hours=23).total_seconds())
     assert await rotations.sweep(api.clock.now()) == 1
     assert await rotations.sweep(api.clock.now()) == 0  # rotated once, not again
     rotated = [c for c in recorder.changes if c[0] == "key.rotated"]
@@ -209,7 +214,7 @@ async def test_due_key_is_rotated_once_and_the_old_key_claims_once(
             webhook_deliveries.c.endpoint_id == channel.json()["data"]["id"]
         )
         told = sorted(row.event_type for row in await conn.execute(query))
-    assert told == ["key.rotated", "key.rotation.claimed"], told
+    assert told == ["key.rotated", "key.rotation.claimed", "key.rotation.scheduled"], told
     for text in (stored_while_held, stored_after, caplog.text, str(recorder.changes)):
         assert new not in text and new[-20:] not in text
 
