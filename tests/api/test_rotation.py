@@ -108,6 +108,14 @@ async def test_set_and_read_a_rotation_policy(api: Api) -> None:
         assert response.headers["content-type"].startswith("application/problem+json")
     for path in ("/v1/keys/nonsense/rotation", "/v1/keys/key_00000000000000000000000000/rotation"):
         assert (await api.client.post(path, json=SEED_004)).status_code == 404
+    # A manual rotation restarts a max-age policy's count (a cron keeps its calendar).
+    aged = {"max_age_days": 30}
+    assert (await api.client.post(f"/v1/keys/{data['id']}/rotation", json=aged)).is_success
+    api.clock.advance(timedelta(days=10).total_seconds())
+    assert (await api.client.post(f"/v1/keys/{data['id']}/rotate", json={})).is_success
+    read = await api.client.get(f"/v1/keys/{data['id']}/rotation")
+    expected = api.clock.now() + timedelta(days=30)
+    assert read.json()["data"]["next_rotation_at"].startswith(expected.isoformat()[:19])
 
 
 BAD_POLICIES: list[object] = [

@@ -19,7 +19,7 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
-from keyplane.store.rotations import advance_schedule, hold_secret
+from keyplane.store.rotations import advance_schedule, hold_secret, restart_age
 from keyplane.store.tables import api_key_secrets, api_key_tags, api_keys, plans
 from keyplane.store.unit import UnitOfWork, metadata_text
 
@@ -243,6 +243,8 @@ class SqlKeyStore:
             current = await _locked_key(conn, org_id, key_id)
             if due is not None:
                 await advance_schedule(conn, key_id, due)
+            else:
+                await restart_age(conn, key_id, current_time(journal, current))
             updated = mutation(current)
             # Shorten, never extend, the grace of secrets rotated out earlier.
             ended = await conn.execute(
@@ -293,6 +295,11 @@ async def touch_last_used(
     rows = [{"b_id": key_id, "b_when": when} for key_id, when in last_used.items()]
     async with unit.write() as conn:
         await conn.execute(statement, rows)
+
+
+def current_time(journal: Journal | None, current: KeyRecord) -> datetime:
+    """The time of a change: its journal's, else the record's last update (never earlier)."""
+    return journal.at if journal is not None else current.updated_at
 
 
 def _match_query(*extra: Any) -> Any:

@@ -220,6 +220,22 @@ async def advance_schedule(conn: AsyncConnection, key_id: str, due: ScheduleAdva
         raise ConflictError("the key was rotated meanwhile", code="ROTATION_NOT_DUE")
 
 
+async def restart_age(conn: AsyncConnection, key_id: str, at: datetime) -> None:
+    """A rotation outside the schedule (manual, leak response) restarts a ``max_age_days``
+    policy's count: the new secret is young. A cron schedule keeps its calendar."""
+    row = (await conn.execute(select(schedules).where(schedules.c.key_id == key_id))).first()
+    if row is None:
+        return
+    policy = RotationPolicy.from_document(row.policy)
+    if policy.schedule is not None or policy.max_age_days is None:
+        return
+    await conn.execute(
+        update(schedules)
+        .where(schedules.c.key_id == key_id)
+        .values(next_rotation_at=policy.next_rotation(at), last_rotated_at=at, updated_at=at)
+    )
+
+
 async def hold_secret(
     conn: AsyncConnection, key_id: str, now: datetime, record: HeldSecret | None
 ) -> None:
