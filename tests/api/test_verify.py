@@ -46,6 +46,7 @@ async def test_valid_key_verdict_carries_the_key_facts(api: Api) -> None:
         "request_id": request_id,
         "limits": [],
         "retry_after": None,
+        "rotation_pending": False,
     }
 
 
