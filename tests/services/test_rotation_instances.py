@@ -19,7 +19,7 @@ from keyplane.services.runtime import Runtime
 from keyplane.store.tables import held_rotation_secrets
 from tests.conftest import Database
 
-KEYS = 12
+KEYS = 6
 
 
 async def test_two_instances_rotate_each_due_key_exactly_once(
