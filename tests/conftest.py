@@ -98,6 +98,9 @@ class Database:
             "vault_key": VAULT_KEY,
             # Tests flush explicitly, so nothing depends on a background timer's luck.
             "last_used_flush_seconds": 3600,
+            # Tests run jobs explicitly (JobRunner.run_once, the handlers): the background
+            # runner's first tick at start finds nothing due, and it does not tick again.
+            "jobs_poll_seconds": 300,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

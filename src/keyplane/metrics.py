@@ -194,6 +194,27 @@ LOOP_RESTARTS = Counter(
     registry=REGISTRY,
 )
 
+JOB_RUNS = Counter(
+    "keyplane_jobs_runs",
+    "Scheduled job runs this process finished, by job and outcome (success, failure).",
+    ("job", "outcome"),
+    registry=REGISTRY,
+)
+JOB_LAST_SUCCESS = Gauge(
+    "keyplane_jobs_last_success_timestamp_seconds",
+    "When a scheduled job last succeeded in any process (Unix time).",
+    ("job",),
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+JOB_DURATION = Histogram(
+    "keyplane_jobs_duration_seconds",
+    "How long scheduled job runs took.",
+    ("job",),
+    registry=REGISTRY,
+    buckets=(0.01, 0.1, 0.5, 1, 5, 30, 120, 600),
+)
+
 
 def multiprocess_dir() -> str | None:
     """The directory worker processes share their values in, when serving with several."""

@@ -203,6 +203,12 @@ class Settings(BaseSettings):
     webhook_secret_overlap_hours: float = Field(default=24.0, ge=0, le=24 * 30)
     #: ``key.expiring`` is sent this many days before a key expires, once per key and value.
     key_expiring_days: Annotated[tuple[int, ...], NoDecode] = (30, 7, 1)
+    #: Scheduled jobs (services/jobs.py): how often each instance looks for due jobs, and how
+    #: long a claimed run may take before another instance may run the job again.
+    jobs_poll_seconds: float = Field(default=5.0, gt=0, le=300)
+    job_lease_seconds: float = Field(default=300.0, ge=10, le=24 * 3600)
+    #: ``key.rotation.scheduled`` is sent this many hours before a key's automatic rotation.
+    rotation_notice_hours: float = Field(default=24.0, ge=0, le=24 * 30)
 
     @field_validator("key_expiring_days", mode="before")
     @classmethod

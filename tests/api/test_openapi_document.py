@@ -114,6 +114,8 @@ def test_docs_have_an_authorize_button(document: dict[str, Any]) -> None:
             assert operation["security"] == [], path
         elif path == "/v1/auth":
             assert operation["security"] == [{"gatewayKey": [], "apiKey": []}]
+        elif path.startswith("/v1/self/"):
+            assert operation["security"] == [{"ownKey": []}]
         else:
             assert operation["security"] == [{"managementKey": []}], (method, path)
 

@@ -63,6 +63,12 @@ BEYOND_THE_SCHEMA = {
     # the operator's settings, or an email address for kind "email" (docs/webhooks.md).
     "INVALID_WEBHOOK_URL",
     "UNKNOWN_WINDOW",  # a limits reset names a window the key's policy has: data, not shape
+    # Key rotation (docs/lifecycle.md): grace_period_seconds and _hours agree, and no grace
+    # with invalidate_old: across fields; a cron expression's grammar and that it ever fires;
+    # an enabled rotation policy has a schedule or a max_age_days: across fields.
+    "CONFLICTING_GRACE",
+    "INVALID_SCHEDULE",
+    "INVALID_ROTATION_POLICY",
 }
 #: The same for fields whose validator parses a little language or compares fields: their
 #: rules are in the field's description and docs/api.md or docs/policy.md.

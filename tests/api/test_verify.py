@@ -47,6 +47,7 @@ async def test_valid_key_verdict_carries_the_key_facts(api: Api) -> None:
         "limits": [],
         "retry_after": None,
         "directives": {},
+        "rotation_pending": False,
     }
 
 

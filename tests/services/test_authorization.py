@@ -163,6 +163,15 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
     ),
     ("audit_read.export", "audit:read", lambda s, p: s.audit_read.export(p, AuditQuery(), "csv")),
     ("audit.verify", "audit:read", lambda s, p: s.audit.verify(p)),
+    (
+        "rotations.set_policy",
+        "keys:write",
+        lambda s, p: s.rotations.set_policy(p, KEY_ID, {"max_age_days": 30}),
+    ),
+    ("rotations.get_policy", "keys:read", lambda s, p: s.rotations.get_policy(p, KEY_ID)),
+    ("rotations.held", "keys:read", lambda s, p: s.rotations.held(p, KEY_ID)),
+    ("rotations.claim", "keys:write", lambda s, p: s.rotations.claim(p, KEY_ID)),
+    ("jobs.list_jobs", "jobs:read", lambda s, p: s.jobs.list_jobs(p)),
 ]
 
 
@@ -210,6 +219,8 @@ async def test_every_use_case_of_the_services_is_in_the_table() -> None:
             ("webhooks", "WebhookService"),
             ("audit_read", "AuditReader"),
             ("audit", "AuditService"),
+            ("rotations", "Rotations"),
+            ("jobs", "JobRunner"),
         )
         for method in _principal_methods(service)
     }
@@ -232,11 +243,13 @@ def _principal_methods(class_name: str) -> list[str]:
         audit,
         audit_read,
         events,
+        jobs,
         key_limits,
         keys,
         management,
         plans,
         projects,
+        rotation,
         signing_secrets,
         usage,
         usage_stream,
@@ -247,6 +260,7 @@ def _principal_methods(class_name: str) -> list[str]:
 
     modules = (keys, management, projects, plans, usage, events, verify, vault)
     modules += (key_limits, analytics, usage_stream, signing_secrets, webhooks, audit_read, audit)
+    modules += (rotation, jobs)
     for module in modules:
         cls = getattr(module, class_name, None)
         if cls is not None:
@@ -303,6 +317,11 @@ async def test_use_cases_never_reach_another_organization(runtime: Runtime) -> N
         await runtime.services.key_limits.reset(stranger, issued.record.id)
     with pytest.raises(NotFoundError):
         await runtime.services.key_limits.adjust_credits(stranger, issued.record.id, 1, "r")
+    rotations = runtime.services.rotations
+    with pytest.raises(NotFoundError):
+        await rotations.set_policy(stranger, issued.record.id, {"max_age_days": 1})
+    with pytest.raises(NotFoundError):
+        await rotations.claim(stranger, issued.record.id)
     # The key is still there and valid for its own organization.
     assert (await runtime.services.keys.get(root, issued.record.id)).id == issued.record.id
 

@@ -31,6 +31,7 @@ from keyplane.api.routes import (
     organization,
     plans,
     projects,
+    rotation,
     signing_secrets,
     streams,
     usage,
@@ -160,6 +161,9 @@ def create_app(
         webhooks.router,
         audit.router,
         audit_verify.router,
+        rotation.router,
+        rotation.self_router,
+        rotation.jobs_router,
     ):
         app.include_router(router)
     # Compatibility surfaces render their own errors; api/openapi.py documents them apart.

@@ -25,11 +25,13 @@ from keyplane.services.audit_read import AuditReader
 from keyplane.services.authz import require_scope
 from keyplane.services.events import Events
 from keyplane.services.instances import Confirmation
+from keyplane.services.jobs import JobRunner
 from keyplane.services.key_limits import KeyLimits
 from keyplane.services.keys import KeyService
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.rotation import Rotations
 from keyplane.services.runtime import Runtime, Services
 from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.usage import UsageService
@@ -117,6 +119,14 @@ async def get_signing_secrets(request: Request) -> SigningSecrets:
     return _services(request).signing_secrets
 
 
+async def get_rotations(request: Request) -> Rotations:
+    return _services(request).rotations
+
+
+async def get_jobs(request: Request) -> JobRunner:
+    return _services(request).jobs
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -148,6 +158,8 @@ SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 AuditReadDep = Annotated[AuditReader, Depends(get_audit_read)]
 AuditDep = Annotated[AuditService, Depends(get_audit)]
+RotationsDep = Annotated[Rotations, Depends(get_rotations)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]

@@ -43,6 +43,12 @@ TAGS = [
     {"name": "webhooks", "description": "Webhook endpoints and their deliveries."},
     {"name": "signing secrets", "description": "Secrets that sign webhook deliveries."},
     {"name": "analytics", "description": "Usage and spend aggregated over time and keys."},
+    {"name": "jobs", "description": "Scheduled jobs (key rotation sweeps, ...): see docs."},
+    {
+        "name": "self",
+        "description": "Calls an API key makes about itself, authenticated by the key (here:"
+        " the OLD key claiming the secret an automatic rotation held). See docs/lifecycle.md.",
+    },
     {"name": "operations", "description": "Liveness, readiness and metrics; no key needed."},
     {
         "name": GATEWAY_TAG,
@@ -76,6 +82,13 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "in": "header",
         "name": "X-Keyplane-Gateway-Key",
         "description": "Forward auth: the gateway's own management key, with scope `verify`.",
+    },
+    "ownKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "kp_live_...",
+        "description": "An API key speaking for itself (`Authorization: Bearer kp_live_...`):"
+        " for /v1/self, the key an automatic rotation replaced, during its grace period.",
     },
     "apiKey": {
         "type": "apiKey",
@@ -174,6 +187,9 @@ def _complete(path: str, method: str, operation: dict[str, Any]) -> None:
         operation["responses"] = _FORWARD_AUTH_RESPONSES
     elif "operations" in tags:
         operation["security"] = []
+    elif path.startswith("/v1/self/"):
+        operation["security"] = [{"ownKey": []}]
+        _document_errors(path, method, operation, compat)
     else:
         operation["security"] = [{"managementKey": []}]
         _document_errors(path, method, operation, compat)

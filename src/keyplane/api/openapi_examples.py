@@ -56,6 +56,30 @@ KEY = {
     "limit_remaining": 49.75,
     "limit_reset": "monthly",
 }
+_ROTATION_IN = {
+    "enabled": True,
+    "schedule": "0 0 1 * *",
+    "strategy": "gradual",
+    "notification_channels": [
+        "email:security@company.com",
+        "webhook:https://api.company.com/key-rotation",
+    ],
+    "grace_period_hours": 24,
+    "auto_update_apps": True,
+}
+_ROTATION = {
+    "key_id": _KEY_ID,
+    "max_age_days": None,
+    **_ROTATION_IN,
+    "next_rotation_at": "2026-04-01T00:00:00Z",
+    "last_rotated_at": None,
+    "pending": None,
+}
+_CLAIMED = {
+    "key": "kp_live_3vghVLMOo0DyKOhtLgEXj9lqH3r6VU0fAEqZ",
+    "key_id": _KEY_ID,
+    "old_key_expires_at": "2026-03-02T00:00:00Z",
+}
 _REVOKED = KEY | {"status": "revoked", "revoked_reason": "leaked", "revoked_at": _AT}
 _DISABLED = KEY | {"status": "disabled", "disabled_reason": "late payment"}
 
@@ -295,7 +319,53 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
     "revoke_key_v1_keys__id_or_hash__delete": ({"reason": "leaked"}, {"data": _REVOKED}),
     "rotate_key_v1_keys__id_or_hash__rotate_post": (
         {"grace_period_seconds": 3600},
-        {"key": "kp_live_3vghVLMOo0DyKOhtLgEXj9lqH3r6VU0fAEqZ", "data": KEY},
+        {
+            "key": "kp_live_3vghVLMOo0DyKOhtLgEXj9lqH3r6VU0fAEqZ",
+            "data": KEY,
+            "old_key_expires_at": "2026-03-01T13:00:00Z",
+        },
+    ),
+    "set_key_rotation_v1_keys__id_or_hash__rotation_post": (
+        _ROTATION_IN,
+        {"data": _ROTATION},
+    ),
+    "get_key_rotation_v1_keys__id_or_hash__rotation_get": (
+        None,
+        {
+            "data": _ROTATION
+            | {
+                "last_rotated_at": "2026-03-01T00:00:00Z",
+                "pending": {
+                    "state": "pending",
+                    "reason": "scheduled",
+                    "rotated_at": "2026-03-01T00:00:00Z",
+                    "old_key_expires_at": "2026-03-02T00:00:00Z",
+                    "claim_until": "2026-03-02T00:00:00Z",
+                    "self_claim": True,
+                },
+            }
+        },
+    ),
+    "claim_key_rotation_v1_keys__id_or_hash__rotation_claim_post": (None, _CLAIMED),
+    "claim_own_rotation_v1_self_rotation_claim_post": (None, _CLAIMED),
+    "list_jobs_v1_jobs_get": (
+        None,
+        {
+            "data": [
+                {
+                    "name": "rotation.sweep",
+                    "kind": "rotation.sweep",
+                    "schedule": "every 60 s",
+                    "next_run_at": "2026-03-01T12:01:00Z",
+                    "last_run_at": _AT,
+                    "last_finished_at": _AT,
+                    "last_outcome": "success",
+                    "last_error": None,
+                    "attempts": 0,
+                    "running": False,
+                }
+            ]
+        },
     ),
     "disable_key_v1_keys__id_or_hash__disable_post": (
         {"reason": "late payment", "auto_enable_after": 86400},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    StrictBool,
     StringConstraints,
     WithJsonSchema,
 )
@@ -37,6 +38,7 @@ from keyplane.domain.keys import Environment, KeyStatus, effective_status
 from keyplane.domain.periods import MAX_PAUSE_SECONDS, Reset, parse_duration
 from keyplane.domain.plans import PlanRecord
 from keyplane.domain.tenancy import MANAGEMENT_SCOPES, ManagementKeyRecord, Project
+from keyplane.errors import ValidationError
 from keyplane.services.instances import Confirmation
 from keyplane.services.keys import KeyView
 
@@ -192,9 +194,47 @@ class KeyDisable(Input):
 
 
 class KeyRotate(Input):
-    grace_period_seconds: Annotated[int, Strict(), Field(ge=0, le=30 * 24 * 3600), Integral] = (
-        Field(default=0, description="how long the previous secret keeps verifying")
+    grace_period_seconds: (
+        Annotated[int, Strict(), Field(ge=0, le=30 * 24 * 3600), Integral] | None
+    ) = Field(default=None, description="how long the previous secret keeps verifying (default 0)")
+    grace_period_hours: Annotated[int, Strict(), Field(ge=0, le=30 * 24), Integral] | None = Field(
+        default=None, description="the same in hours (seed 004); must agree if both given"
     )
+    invalidate_old: StrictBool | None = Field(
+        default=None,
+        description="true: the previous secret stops at once (no grace period may be given); "
+        "false without a grace period: it keeps verifying for 24 hours",
+    )
+
+    def grace_period(self) -> timedelta:
+        """The grace period these fields ask for; ValidationError when they disagree."""
+        given = {
+            timedelta(seconds=self.grace_period_seconds)
+            if self.grace_period_seconds is not None
+            else None,
+            timedelta(hours=self.grace_period_hours)
+            if self.grace_period_hours is not None
+            else None,
+        } - {None}
+        if len(given) > 1:
+            raise ValidationError(
+                "grace_period_seconds and grace_period_hours disagree", code="CONFLICTING_GRACE"
+            )
+        grace = next(iter(given), None)
+        if self.invalidate_old is True:
+            if grace:
+                raise ValidationError(
+                    "invalidate_old is true: no grace period may be given",
+                    code="CONFLICTING_GRACE",
+                )
+            return timedelta(0)
+        if grace is None:
+            return DEFAULT_KEEP_OLD if self.invalidate_old is False else timedelta(0)
+        return grace
+
+
+#: How long the previous secret keeps verifying after ``invalidate_old: false`` alone.
+DEFAULT_KEEP_OLD = timedelta(hours=24)
 
 
 class Usage(BaseModel):
@@ -493,6 +533,11 @@ class VerifyResponse(BaseModel):
         default={},
         description="what the gateway must do itself: data_access, routing, advanced_features",
     )
+    rotation_pending: bool = Field(
+        default=False,
+        description="the key presented was rotated out and verifies only in its grace period: "
+        "switch to the new one (POST /v1/self/rotation/claim when the policy allows)",
+    )
 
 
 # -- usage ------------------------------------------------------------------------------------
@@ -710,3 +755,22 @@ class AckCreated(BaseModel):
 
 class AckCreatedConfirmed(AckCreated):
     confirmation: ConfirmationOut
+
+
+OldKeyExpiresAt = Annotated[datetime, Field(description="when the previous secret stops verifying")]
+
+
+class KeyRotated(KeyCreated):
+    old_key_expires_at: OldKeyExpiresAt
+
+
+class KeyRotatedConfirmed(KeyCreatedConfirmed):
+    old_key_expires_at: OldKeyExpiresAt
+
+
+class AckRotated(AckCreated):
+    old_key_expires_at: OldKeyExpiresAt
+
+
+class AckRotatedConfirmed(AckCreatedConfirmed):
+    old_key_expires_at: OldKeyExpiresAt

@@ -82,6 +82,7 @@ from keyplane.client.models import (
     Webhook,
 )
 from keyplane.client.outcomes import Outcome, RateLimited, Unauthorized, outcome_of
+from keyplane.client.rotation import RotatingKey, RotatingKeyAuth
 from keyplane.client.signing import SignedRequests
 from keyplane.client.sync import Client
 from keyplane.client.vault import AsyncVault, Vault
@@ -143,6 +144,8 @@ __all__ = [
     "RateLimited",
     "RateLimitedError",
     "RetryPolicy",
+    "RotatingKey",
+    "RotatingKeyAuth",
     "ServerError",
     "Signature",
     "SignedRequests",

@@ -205,6 +205,8 @@ class Verdict(Model):
     retry_after: float | None = None
     #: What the gateway must do itself: ``data_access``, ``routing``, ``advanced_features``.
     directives: dict[str, Any] = {}
+    #: The key was rotated out and verifies in its grace period only (see RotatingKey).
+    rotation_pending: bool = False
 
 
 class UsageRecorded(Model):

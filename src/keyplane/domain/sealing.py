@@ -85,3 +85,18 @@ def request_signing_sealing_key(server_secret: bytes) -> bytes:
     return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=_REQUEST_SIGNING_PURPOSE
     ).derive(server_secret)
+
+
+_HELD_ROTATION_PURPOSE = b"keyplane held rotation secret v1"
+
+
+def held_rotation_sealing_key(server_secret: bytes) -> bytes:
+    """The AES-256 key that seals automatic rotations' new secrets until claimed.
+
+    Its own HKDF label, like the others: a held secret opens for nothing else. Held secrets
+    live a grace period at most, then are erased, so a server secret change loses only the
+    pending ones (they are then unclaimable; the operator rotates again).
+    """
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=_HELD_ROTATION_PURPOSE
+    ).derive(server_secret)

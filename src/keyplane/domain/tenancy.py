@@ -12,6 +12,7 @@ MANAGEMENT_SCOPES = (
     "audit:read",
     "keys:credits",
     "keys:approve",
+    "jobs:read",
     "keys:read",
     "keys:write",
     "management_keys:read",

@@ -53,8 +53,30 @@ CATALOGUE: tuple[EventType, ...] = (
     ),
     EventType(
         "key.rotated",
-        "A key got a new secret; the old one works for a grace period.",
-        {**_KEY, "new": {"start": "kp_live_c3d4", "end": "w8uv"}},
+        "A key got a new secret; the old one works for a grace period. ``automatic: true``"
+        " when a schedule or a leak response rotated it (the secret is then held for a claim,"
+        " never sent).",
+        {**_KEY, "new": {"start": "kp_live_c3d4", "end": "w8uv"}, "automatic": False},
+    ),
+    EventType(
+        "key.rotation.configured",
+        "A key's automatic rotation policy was set.",
+        {**_KEY, "next_rotation_at": "2027-01-01T00:00:00+00:00"},
+    ),
+    EventType(
+        "key.rotation.scheduled",
+        "A key will be rotated automatically soon (KEYPLANE_ROTATION_NOTICE_HOURS ahead).",
+        {**_KEY, "rotates_at": "2027-01-01T00:00:00+00:00", "strategy": "gradual"},
+    ),
+    EventType(
+        "key.rotation.claimed",
+        "The new secret of an automatic rotation was claimed (by the operator or the old key).",
+        {**_KEY, "claimed_by": "old_key"},
+    ),
+    EventType(
+        "key.rotation.unclaimed",
+        "Nobody claimed an automatic rotation's new secret in time; it was erased.",
+        {**_KEY, "claim_until": "2027-01-02T00:00:00+00:00", "reason": "scheduled"},
     ),
     EventType("key.disabled", "A key was disabled.", {**_KEY, "reason": "abuse"}),
     EventType("key.enabled", "A disabled key was enabled again.", {**_KEY}),

@@ -252,7 +252,7 @@ class KeysApi:
     async def rotate(self, principal: Principal, request: pb.RotateKeyRequest) -> pb.IssuedKey:
         body = KeyRotate.model_validate({"grace_period_seconds": request.grace_period_seconds})
         issued = await self._services.keys.rotate(
-            principal, _ref(request.id_or_hash), timedelta(seconds=body.grace_period_seconds)
+            principal, _ref(request.id_or_hash), body.grace_period()
         )
         return await self._issued(principal, issued)
 

@@ -74,6 +74,8 @@ class Decision:
     retry_after: float | None = None
     #: What the gateway must do itself (``data_access``, ``routing``, ``advanced_features``).
     directives: Mapping[str, Any] = field(default_factory=dict)
+    #: The key was rotated out and works in its grace period only (X-Keyplane-Rotation-Pending).
+    rotation_pending: bool = False
 
     @property
     def valid(self) -> bool:

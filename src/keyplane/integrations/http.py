@@ -431,6 +431,8 @@ def response_headers(decision: Decision, now: datetime) -> dict[str, str]:
             headers[name] = header_value(value)
     if decision.directives:
         headers.update(directive_headers(decision.directives))
+    if decision.rotation_pending:
+        headers["X-Keyplane-Rotation-Pending"] = "true"
     limit = _tightest(decision.limits)
     if limit is not None:
         headers["RateLimit-Limit"] = _whole(limit.limit)

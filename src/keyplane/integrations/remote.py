@@ -102,4 +102,5 @@ def decision_of(verdict: Verdict) -> Decision:
         ),
         retry_after=verdict.retry_after,
         directives=verdict.directives,
+        rotation_pending=verdict.rotation_pending,
     )

@@ -110,4 +110,5 @@ def decision_of(verdict: service.Verdict) -> Decision:
         ),
         retry_after=verdict.retry_after,
         directives=verdict.directives,
+        rotation_pending=verdict.rotation_pending,
     )

@@ -102,6 +102,8 @@ class IssuedKey:
     #: The request-signing secret issued with this key secret, when its policy requires
     #: signed requests (docs/signing.md); shown with the key, as rarely.
     signing_secret: str | None = None
+    #: After a rotation: when the previous secret stops verifying.
+    old_key_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,7 +479,10 @@ class KeyService:
     async def rotate(
         self, principal: Principal, id_or_hash: str, grace_period: timedelta
     ) -> IssuedKey:
-        """Give the key a new secret; the old one verifies until ``grace_period`` has passed."""
+        """Give the key a new secret; the old one verifies until ``grace_period`` has passed.
+
+        A secret an automatic rotation held for a claim is superseded (erased) by this one.
+        """
         require_scope(principal, "keys:write")
         if not timedelta(0) <= grace_period <= MAX_GRACE_PERIOD:
             raise ValidationError("grace_period_seconds must be between 0 and 30 days")
@@ -513,7 +518,12 @@ class KeyService:
             principal.org_id, current.id, apply, now + grace_period, journal, sealed
         )
         await self._directory.invalidate(record.id, (secret_hash, *changed))
-        return IssuedKey(parsed.text, record, signing_secret=signing_secret)
+        return IssuedKey(
+            parsed.text,
+            record,
+            signing_secret=signing_secret,
+            old_key_expires_at=now + grace_period,
+        )
 
     async def _mutate(
         self,

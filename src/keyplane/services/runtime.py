@@ -46,6 +46,7 @@ from keyplane.services.instances import (
     await_confirmations,
 )
 from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
+from keyplane.services.jobs import JobRunner
 from keyplane.services.key_limits import KeyLimits
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
@@ -55,6 +56,7 @@ from keyplane.services.notifications import ExpiryNotices, RefusalTally
 from keyplane.services.outbound import OutboundGuard
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
+from keyplane.services.rotation import Rotations
 from keyplane.services.sampling import RuntimeSampler
 from keyplane.services.security_events import SecurityEvents
 from keyplane.services.signing_secrets import SigningSecrets
@@ -107,6 +109,8 @@ class Services:
     webhooks: WebhookService
     audit_read: AuditReader
     audit: AuditService
+    rotations: Rotations
+    jobs: JobRunner
 
 
 @dataclass
@@ -292,6 +296,22 @@ class Runtime:
             return await tenancy.get_project(org_id, project_id) is not None
 
         streams = UsageStreams(hub, broadcast, directory, project_exists)
+        instance_id = settings.instance_id or _default_instance_id()
+        jobs = JobRunner(
+            store.jobs,
+            clock,
+            instance_id,
+            lease=timedelta(seconds=settings.job_lease_seconds),
+            poll=settings.jobs_poll_seconds,
+        )
+        rotations = Rotations(
+            store,
+            directory,
+            clock,
+            server_secret,
+            notice_ahead=timedelta(hours=settings.rotation_notice_hours),
+        )
+        register_rotation_jobs(jobs, rotations)
         services = Services(
             keys=keys,
             key_limits=KeyLimits(store, directory, limiter, clock),
@@ -339,6 +359,8 @@ class Runtime:
                 retention_of(settings.audit_retention_days),
             ),
             signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
+            rotations=rotations,
+            jobs=jobs,
         )
         runtime = cls(
             settings=settings,
@@ -377,7 +399,7 @@ class Runtime:
                 settings.database_schema,
                 runtime._apply_eviction,
             )
-        runtime.instance_id = settings.instance_id or _default_instance_id()
+        runtime.instance_id = instance_id
         if invalidation is not None:
             channel = invalidation
 
@@ -492,6 +514,8 @@ class Runtime:
         supervise("audit_security_events", self.security.run, critical=False)
         supervise("audit_due_events", self.services.audit.run_due, critical=False)
         supervise("audit_retention", self.services.audit.run_retention, critical=False)
+        # Not critical: a job not run now is due still, and runs on the next tick.
+        supervise("jobs", self.services.jobs.run, critical=False)
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (readiness)."""
@@ -616,6 +640,13 @@ class Runtime:
             # The pool was built here too: close its connections, not only the client.
             await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
+
+
+def register_rotation_jobs(jobs: JobRunner, rotations: Rotations) -> None:
+    """The rotation jobs: due keys rotated, held secrets expired, upcoming rotations told."""
+    jobs.register("rotation.sweep", rotations.sweep, every=timedelta(minutes=1))
+    jobs.register("rotation.held_expiry", rotations.expire_held, every=timedelta(minutes=1))
+    jobs.register("rotation.notices", rotations.announce, every=timedelta(minutes=10))
 
 
 def enable_audit(store: Database, server_secret: bytes) -> None:

@@ -81,6 +81,9 @@ class Verdict:
     scopes: tuple[str, ...] = ()
     #: What the gateway must do itself (``Policy.directives``), on a VALID verdict.
     directives: Mapping[str, Any] = field(default_factory=dict)
+    #: The presented secret was rotated out and verifies in its grace period only: the
+    #: gateway or SDK should switch to the new one (``POST /v1/self/rotation/claim``).
+    rotation_pending: bool = False
 
     @property
     def valid(self) -> bool:
@@ -183,10 +186,17 @@ class Verifier:
             return Verdict(code, record, plan, request_id, scopes=granted)
         carry = await self._carry(entry, now)
         admission = self._admission(entry, request, request_id, now, carry)
+        pending = entry.match.valid_until is not None
         if admission is None:
             self._last_used.record(record.id, now)
             return Verdict(
-                Code.VALID, record, plan, request_id, scopes=granted, directives=policy.directives
+                Code.VALID,
+                record,
+                plan,
+                request_id,
+                scopes=granted,
+                directives=policy.directives,
+                rotation_pending=pending,
             )
         started = time.perf_counter()
         if admission.max_parallel is not None and policy.max_queued and self._queue is not None:
@@ -221,6 +231,7 @@ class Verifier:
             result.limits,
             scopes=granted,
             directives=policy.directives,
+            rotation_pending=pending,
         )
 
     async def _carry(self, entry: KeyEntry, now: datetime) -> int | None:

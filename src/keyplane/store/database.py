@@ -17,9 +17,11 @@ from keyplane.store.audit_query import SqlAuditQueryStore
 from keyplane.store.events import SqlEventStore
 from keyplane.store.idempotency import SqlIdempotencyStore
 from keyplane.store.instances import SqlInstanceRegistry
+from keyplane.store.jobs import SqlJobStore
 from keyplane.store.keys import SqlKeyStore
 from keyplane.store.management_keys import SqlManagementKeyStore
 from keyplane.store.plans import SqlPlanStore
+from keyplane.store.rotations import SqlRotationStore
 from keyplane.store.signing_secrets import SqlSigningSecretStore
 from keyplane.store.tenancy import SqlTenancyStore
 from keyplane.store.unit import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, UnitOfWork, create_engine
@@ -41,7 +43,8 @@ class Database:
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, analytics, events, idempotency,
-        vault, sealed_secrets, signing_secrets, webhooks, audit, audit_query: the concept
+        vault, sealed_secrets, signing_secrets, webhooks, audit, audit_query, jobs,
+        rotations: the concept
         stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
@@ -68,6 +71,8 @@ class Database:
         self.audit = SqlAuditStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
         self.audit_query = SqlAuditQueryStore(unit)
+        self.jobs = SqlJobStore(unit)
+        self.rotations = SqlRotationStore(unit)
 
     @classmethod
     def from_url(

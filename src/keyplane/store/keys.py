@@ -16,8 +16,10 @@ from sqlalchemy.sql import ColumnElement
 from keyplane.domain import ids
 from keyplane.domain.changes import Journal
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
+from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
+from keyplane.store.rotations import advance_schedule, hold_secret, restart_age
 from keyplane.store.tables import api_key_secrets, api_key_tags, api_keys, plans
 from keyplane.store.unit import UnitOfWork, metadata_text
 
@@ -114,10 +116,18 @@ class KeyStore(Protocol):
         grace_until: datetime,
         journal: Journal | None = None,
         sealed_signing_secret: str | None = None,
+        held: Callable[[KeyRecord], HeldSecret] | None = None,
+        due: ScheduleAdvance | None = None,
     ) -> tuple[KeyRecord, builtins.list[str]]:
         """Install the new secret hash that ``mutation`` sets (with its sealed signing secret);
         end the old ones at ``grace_until`` (never extending an earlier, shorter grace). One
         transaction; each old secret keeps its own signing secret until then.
+
+        A pending held rotation secret of the key is superseded (erased); ``held`` (from the
+        locked current record, an automatic rotation's sealed new secret) is held instead.
+        With ``due`` the key's rotation schedule advances in the same transaction, only if
+        still at the expected time: ConflictError ``ROTATION_NOT_DUE`` and nothing changes
+        when another instance rotated it first.
 
         Returns the new record and the hashes whose validity changed (for cache eviction).
         """
@@ -245,9 +255,15 @@ class SqlKeyStore:
         grace_until: datetime,
         journal: Journal | None = None,
         sealed_signing_secret: str | None = None,
+        held: Callable[[KeyRecord], HeldSecret] | None = None,
+        due: ScheduleAdvance | None = None,
     ) -> tuple[KeyRecord, builtins.list[str]]:
         async with self._unit.write(journal) as conn:
             current = await _locked_key(conn, org_id, key_id)
+            if due is not None:
+                await advance_schedule(conn, key_id, due)
+            else:
+                await restart_age(conn, key_id, current_time(journal, current))
             updated = mutation(current)
             # Shorten, never extend, the grace of secrets rotated out earlier.
             ended = await conn.execute(
@@ -273,6 +289,9 @@ class SqlKeyStore:
                 )
             )
             await _save_key(conn, current, updated)
+            await hold_secret(
+                conn, key_id, updated.updated_at, None if held is None else held(current)
+            )
         return updated, changed
 
     async def touch(self, last_used: Mapping[str, datetime]) -> None:
@@ -296,6 +315,11 @@ async def touch_last_used(
     rows = [{"b_id": key_id, "b_when": when} for key_id, when in last_used.items()]
     async with unit.write() as conn:
         await conn.execute(statement, rows)
+
+
+def current_time(journal: Journal | None, current: KeyRecord) -> datetime:
+    """The time of a change: its journal's, else the record's last update (never earlier)."""
+    return journal.at if journal is not None else current.updated_at
 
 
 def _match_query(*extra: Any) -> Any:

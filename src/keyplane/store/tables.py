@@ -533,3 +533,60 @@ credit_adjustments = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_credit_adjustments_key_id_created_at", "key_id", "created_at"),
 )
+
+# Durable scheduled jobs (services/jobs.py): one row per job, claimed by an instance for a
+# lease; a run whose lease expired (the instance crashed) is claimable again.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("kind", String(100), nullable=False),
+    Column("schedule", String(200)),
+    Column("interval_seconds", Integer),
+    Column("next_run_at", UTCDateTime(), nullable=False),
+    Column("lease_until", UTCDateTime()),
+    Column("claimed_by", String(200)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_started_at", UTCDateTime()),
+    Column("last_finished_at", UTCDateTime()),
+    Column("last_outcome", String(20)),
+    Column("last_error", String(200)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_jobs_next_run_at", "next_run_at"),
+)
+
+# A key's rotation policy (``POST /v1/keys/{id}/rotation``) and when it is next due: the
+# rotation sweep reads the index on next_rotation_at, never every key's policy.
+key_rotation_policies = Table(
+    "key_rotation_policies",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id"), primary_key=True),
+    Column("org_id", String(40), nullable=False),
+    Column("policy", JsonType, nullable=False),
+    Column("next_rotation_at", UTCDateTime()),
+    Column("last_rotated_at", UTCDateTime()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_key_rotation_policies_next_rotation_at", "next_rotation_at"),
+)
+
+# The new secret of an automatic rotation, sealed (domain/sealing.py) until it is claimed once
+# or its grace period ends; sealed_secret is erased (NULL) either way.
+held_rotation_secrets = Table(
+    "held_rotation_secrets",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id"), primary_key=True),
+    Column("org_id", String(40), nullable=False),
+    Column("project_id", String(40), nullable=False),
+    Column("sealed_secret", Text),
+    Column("new_hash", String(128), nullable=False),
+    Column("old_hash", String(128), nullable=False),
+    Column("self_claim", Boolean, nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("rotated_at", UTCDateTime(), nullable=False),
+    Column("old_valid_until", UTCDateTime(), nullable=False),
+    Column("claim_until", UTCDateTime(), nullable=False),
+    Column("settled_at", UTCDateTime()),
+    Index("ix_held_rotation_secrets_state", "state", "claim_until"),
+    Index("ix_held_rotation_secrets_old_hash", "old_hash"),
+)

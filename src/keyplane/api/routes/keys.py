@@ -26,19 +26,21 @@ from keyplane.api.schemas import (
     Ack,
     AckConfirmedEnvelope,
     AckCreated,
-    AckCreatedConfirmed,
     AckEnvelope,
+    AckRotated,
+    AckRotatedConfirmed,
     ConfirmationOut,
     KeyConfirmedEnvelope,
     KeyCreate,
     KeyCreated,
-    KeyCreatedConfirmed,
     KeyDisable,
     KeyEnvelope,
     KeyOut,
     KeyPage,
     KeyRevoke,
     KeyRotate,
+    KeyRotated,
+    KeyRotatedConfirmed,
     KeyUpdate,
     PeriodUsage,
     RequestId,
@@ -298,7 +300,7 @@ async def revoke_key(
 
 @router.post(
     "/{id_or_hash}/rotate",
-    response_model=KeyCreatedConfirmed | KeyCreated | AckCreatedConfirmed | AckCreated,
+    response_model=KeyRotatedConfirmed | KeyRotated | AckRotatedConfirmed | AckRotated,
 )
 async def rotate_key(
     id_or_hash: str,
@@ -308,26 +310,41 @@ async def rotate_key(
     body: Annotated[KeyRotate | None, Body()] = None,
 ) -> KeyCreated | AckCreated:
     """Issue a new secret for the key (same id and settings); shown only this once."""
-    grace = timedelta(seconds=(body or KeyRotate()).grace_period_seconds)
+    grace = (body or KeyRotate()).grace_period()
     issued = await ctx.keys.rotate(principal, check_key_ref(id_or_hash), grace)
     answer = await _issued(ctx, principal, issued)
-    if wait is None:
-        return answer
+    expires = issued.old_key_expires_at or ctx.clock.now()
     # Every cached hash of the key goes, the rotated-out one included: each instance reloads
     # it and sees its grace period (none: refused at once).
-    confirmation = await _confirmation(ctx, issued.record, wait)
+    confirmation = None if wait is None else await _confirmation(ctx, issued.record, wait)
     if isinstance(answer, AckCreated):
-        return AckCreatedConfirmed(
+        if confirmation is None:
+            return AckRotated(
+                key=answer.key,
+                data=answer.data,
+                signing_secret=answer.signing_secret,
+                old_key_expires_at=expires,
+            )
+        return AckRotatedConfirmed(
             key=answer.key,
             data=answer.data,
             signing_secret=answer.signing_secret,
             confirmation=confirmation,
+            old_key_expires_at=expires,
         )
-    return KeyCreatedConfirmed(
+    if confirmation is None:
+        return KeyRotated(
+            key=answer.key,
+            data=answer.data,
+            signing_secret=answer.signing_secret,
+            old_key_expires_at=expires,
+        )
+    return KeyRotatedConfirmed(
         key=answer.key,
         data=answer.data,
         signing_secret=answer.signing_secret,
         confirmation=confirmation,
+        old_key_expires_at=expires,
     )
 
 

@@ -80,6 +80,7 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
             "limits": [],
             "retry_after": None,
             "directives": {},
+            "rotation_pending": False,
         }
     return {
         "valid": verdict.valid,
@@ -109,6 +110,7 @@ def verdict_body(verdict: Verdict) -> dict[str, object]:
         ],
         "retry_after": verdict.retry_after,
         "directives": verdict.directives,
+        "rotation_pending": verdict.rotation_pending,
     }
 
 

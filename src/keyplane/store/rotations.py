@@ -1,0 +1,297 @@
+"""Key rotation schedules and held rotation secrets: :class:`RotationStore` and its SQL form.
+
+The rotation itself (the key's new secret hash, the old one's grace) is ``store/keys.py``'s
+``rotate``, which calls :func:`advance_schedule` and :func:`hold_secret` here inside its own
+transaction: a key's rotation, its schedule's advance and its held secret commit together.
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyplane.domain.changes import Journal
+from keyplane.domain.rotation import (
+    HeldSecret,
+    HeldState,
+    RotationPolicy,
+    RotationSchedule,
+    ScheduleAdvance,
+)
+from keyplane.errors import ConflictError
+from keyplane.store.tables import held_rotation_secrets as held
+from keyplane.store.tables import key_rotation_policies as schedules
+from keyplane.store.unit import UnitOfWork
+
+_NOT_CLAIMABLE = (
+    "no rotation secret is waiting to be claimed for this key (none was held, it was "
+    "claimed already, or its claim window ended)"
+)
+
+
+class RotationStore(Protocol):
+    """Rotation schedules (one per key) and held secrets (at most one pending per key)."""
+
+    async def get_schedule(self, org_id: str, key_id: str) -> RotationSchedule | None:
+        """The key's schedule, within ``org_id`` only."""
+        ...
+
+    async def set_schedule(self, schedule: RotationSchedule, journal: Journal) -> None:
+        """Insert or replace the key's schedule, with what ``journal`` recorded."""
+        ...
+
+    async def due(self, now: datetime, limit: int) -> builtins.list[RotationSchedule]:
+        """Up to ``limit`` schedules due at ``now`` (through the next_rotation_at index)."""
+        ...
+
+    async def upcoming(
+        self, after: datetime, until: datetime, limit: int
+    ) -> builtins.list[RotationSchedule]:
+        """Up to ``limit`` schedules due in (``after``, ``until``], soonest first."""
+        ...
+
+    async def get_held(self, org_id: str, key_id: str) -> HeldSecret | None:
+        """The key's held secret record (pending or settled), within ``org_id`` only."""
+        ...
+
+    async def claim(self, org_id: str, key_id: str, now: datetime, journal: Journal) -> HeldSecret:
+        """Take the key's pending secret and erase it, atomically: of concurrent claims one
+        gets it, the others ConflictError ``ROTATION_NOT_CLAIMABLE`` (as when there is none
+        or its window ended). The journal commits only with a successful claim."""
+        ...
+
+    async def claim_by_old_hash(self, old_hash: str, now: datetime, journal: Journal) -> HeldSecret:
+        """As :meth:`claim`, found by the hash of the secret it replaced, and only when the
+        rotation allowed the old key to claim (``self_claim``)."""
+        ...
+
+    async def expired(self, now: datetime, limit: int) -> builtins.list[HeldSecret]:
+        """Up to ``limit`` pending secrets whose claim window ended by ``now``."""
+        ...
+
+    async def settle_unclaimed(self, record: HeldSecret, now: datetime, journal: Journal) -> bool:
+        """Erase a pending secret whose window ended; False when it was claimed or settled
+        meanwhile (the journal then commits nothing)."""
+        ...
+
+
+class SqlRotationStore:
+    """:class:`RotationStore` over the shared unit of work."""
+
+    def __init__(self, unit: UnitOfWork) -> None:
+        self._unit = unit
+
+    async def get_schedule(self, org_id: str, key_id: str) -> RotationSchedule | None:
+        query = select(schedules).where(schedules.c.org_id == org_id, schedules.c.key_id == key_id)
+        async with self._unit.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _schedule(row)
+
+    async def set_schedule(self, schedule: RotationSchedule, journal: Journal) -> None:
+        values = {
+            "key_id": schedule.key_id,
+            "org_id": schedule.org_id,
+            "policy": schedule.policy.to_document(),
+            "next_rotation_at": schedule.next_rotation_at,
+            "last_rotated_at": schedule.last_rotated_at,
+            "updated_at": schedule.updated_at,
+        }
+        statement = (
+            self._unit.insert(schedules)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=["key_id"],
+                set_={k: v for k, v in values.items() if k not in ("key_id", "org_id")},
+            )
+        )
+        async with self._unit.write(journal) as conn:
+            await conn.execute(statement)
+
+    async def due(self, now: datetime, limit: int) -> builtins.list[RotationSchedule]:
+        query = (
+            select(schedules)
+            .where(schedules.c.next_rotation_at <= now)
+            .order_by(schedules.c.next_rotation_at, schedules.c.key_id)
+            .limit(limit)
+        )
+        async with self._unit.read() as conn:
+            return [_schedule(row) for row in await conn.execute(query)]
+
+    async def upcoming(
+        self, after: datetime, until: datetime, limit: int
+    ) -> builtins.list[RotationSchedule]:
+        query = (
+            select(schedules)
+            .where(schedules.c.next_rotation_at > after, schedules.c.next_rotation_at <= until)
+            .order_by(schedules.c.next_rotation_at, schedules.c.key_id)
+            .limit(limit)
+        )
+        async with self._unit.read() as conn:
+            return [_schedule(row) for row in await conn.execute(query)]
+
+    async def get_held(self, org_id: str, key_id: str) -> HeldSecret | None:
+        query = select(held).where(held.c.org_id == org_id, held.c.key_id == key_id)
+        async with self._unit.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _held(row)
+
+    async def claim(self, org_id: str, key_id: str, now: datetime, journal: Journal) -> HeldSecret:
+        return await self._take(
+            [held.c.org_id == org_id, held.c.key_id == key_id], now, journal, HeldState.CLAIMED
+        )
+
+    async def claim_by_old_hash(self, old_hash: str, now: datetime, journal: Journal) -> HeldSecret:
+        return await self._take(
+            [held.c.old_hash == old_hash, held.c.self_claim.is_(True)],
+            now,
+            journal,
+            HeldState.CLAIMED,
+        )
+
+    async def expired(self, now: datetime, limit: int) -> builtins.list[HeldSecret]:
+        query = (
+            select(held)
+            .where(held.c.state == HeldState.PENDING.value, held.c.claim_until <= now)
+            .order_by(held.c.claim_until, held.c.key_id)
+            .limit(limit)
+        )
+        async with self._unit.read() as conn:
+            return [_held(row) for row in await conn.execute(query)]
+
+    async def settle_unclaimed(self, record: HeldSecret, now: datetime, journal: Journal) -> bool:
+        try:
+            await self._take(
+                [
+                    held.c.key_id == record.key_id,
+                    held.c.new_hash == record.new_hash,
+                    held.c.claim_until <= now,
+                ],
+                now,
+                journal,
+                HeldState.UNCLAIMED,
+                window_open=False,
+            )
+        except ConflictError:
+            return False
+        return True
+
+    async def _take(
+        self,
+        where: builtins.list[Any],
+        now: datetime,
+        journal: Journal,
+        state: HeldState,
+        *,
+        window_open: bool = True,
+    ) -> HeldSecret:
+        """Move one pending row to ``state`` and erase its sealed secret, returning the row as
+        it was: a compare-and-set on ``state``, so exactly one of concurrent takers wins."""
+        conditions = [*where, held.c.state == HeldState.PENDING.value]
+        if window_open:
+            conditions.append(held.c.claim_until > now)
+        async with self._unit.write(journal) as conn:
+            before = (await conn.execute(select(held).where(*conditions).with_for_update())).first()
+            if before is None:
+                raise ConflictError(_NOT_CLAIMABLE, code="ROTATION_NOT_CLAIMABLE")
+            taken = await conn.execute(
+                update(held)
+                .where(held.c.key_id == before.key_id, held.c.state == HeldState.PENDING.value)
+                .values(sealed_secret=None, state=state.value, settled_at=now)
+            )
+            if taken.rowcount != 1:  # pragma: no cover - the row lock above makes it so
+                raise ConflictError(_NOT_CLAIMABLE, code="ROTATION_NOT_CLAIMABLE")
+        return _held(before)
+
+
+async def advance_schedule(conn: AsyncConnection, key_id: str, due: ScheduleAdvance) -> None:
+    """Move a due schedule on, only if it is still at ``due.expected`` (ConflictError
+    ``ROTATION_NOT_DUE`` otherwise: another instance rotated the key first)."""
+    result = await conn.execute(
+        update(schedules)
+        .where(schedules.c.key_id == key_id, schedules.c.next_rotation_at == due.expected)
+        .values(next_rotation_at=due.next_rotation_at, last_rotated_at=due.at, updated_at=due.at)
+    )
+    if result.rowcount != 1:
+        raise ConflictError("the key was rotated meanwhile", code="ROTATION_NOT_DUE")
+
+
+async def restart_age(conn: AsyncConnection, key_id: str, at: datetime) -> None:
+    """A rotation outside the schedule (manual, leak response) restarts a ``max_age_days``
+    policy's count: the new secret is young. A cron schedule keeps its calendar."""
+    row = (await conn.execute(select(schedules).where(schedules.c.key_id == key_id))).first()
+    if row is None:
+        return
+    policy = RotationPolicy.from_document(row.policy)
+    if policy.schedule is not None or policy.max_age_days is None:
+        return
+    await conn.execute(
+        update(schedules)
+        .where(schedules.c.key_id == key_id)
+        .values(next_rotation_at=policy.next_rotation(at), last_rotated_at=at, updated_at=at)
+    )
+
+
+async def hold_secret(
+    conn: AsyncConnection, key_id: str, now: datetime, record: HeldSecret | None
+) -> None:
+    """Supersede the key's pending held secret (a newer rotation replaced it) and hold
+    ``record`` instead, when given."""
+    await conn.execute(
+        update(held)
+        .where(held.c.key_id == key_id, held.c.state == HeldState.PENDING.value)
+        .values(sealed_secret=None, state=HeldState.SUPERSEDED.value, settled_at=now)
+    )
+    if record is None:
+        return
+    await conn.execute(delete(held).where(held.c.key_id == key_id))
+    await conn.execute(
+        insert(held).values(
+            key_id=record.key_id,
+            org_id=record.org_id,
+            project_id=record.project_id,
+            sealed_secret=record.sealed_secret,
+            new_hash=record.new_hash,
+            old_hash=record.old_hash,
+            self_claim=record.self_claim,
+            reason=record.reason,
+            state=record.state.value,
+            rotated_at=record.rotated_at,
+            old_valid_until=record.old_valid_until,
+            claim_until=record.claim_until,
+            settled_at=record.settled_at,
+        )
+    )
+
+
+def _schedule(row: Row[Any]) -> RotationSchedule:
+    return RotationSchedule(
+        key_id=row.key_id,
+        org_id=row.org_id,
+        policy=RotationPolicy.from_document(row.policy),
+        next_rotation_at=row.next_rotation_at,
+        last_rotated_at=row.last_rotated_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _held(row: Row[Any]) -> HeldSecret:
+    return HeldSecret(
+        key_id=row.key_id,
+        org_id=row.org_id,
+        project_id=row.project_id,
+        sealed_secret=row.sealed_secret,
+        new_hash=row.new_hash,
+        old_hash=row.old_hash,
+        self_claim=row.self_claim,
+        reason=row.reason,
+        state=HeldState(row.state),
+        rotated_at=row.rotated_at,
+        old_valid_until=row.old_valid_until,
+        claim_until=row.claim_until,
+        settled_at=row.settled_at,
+    )
