@@ -30,6 +30,7 @@ from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.runtime import Runtime, Services
+from keyplane.services.security_reports import SecurityReports
 from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.usage import UsageService
 from keyplane.services.usage_stream import UsageStreams
@@ -112,6 +113,10 @@ async def get_signing_secrets(request: Request) -> SigningSecrets:
     return _services(request).signing_secrets
 
 
+async def get_security_reports(request: Request) -> SecurityReports:
+    return _services(request).security_reports
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -139,6 +144,7 @@ AnalyticsDep = Annotated[Analytics, Depends(get_analytics)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
 StreamsDep = Annotated[UsageStreams, Depends(get_streams)]
 SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
+SecurityReportsDep = Annotated[SecurityReports, Depends(get_security_reports)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 AuditReadDep = Annotated[AuditReader, Depends(get_audit_read)]
 AuditDep = Annotated[AuditService, Depends(get_audit)]

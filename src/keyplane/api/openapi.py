@@ -43,6 +43,7 @@ TAGS = [
     {"name": "webhooks", "description": "Webhook endpoints and their deliveries."},
     {"name": "signing secrets", "description": "Secrets that sign webhook deliveries."},
     {"name": "analytics", "description": "Usage and spend aggregated over time and keys."},
+    {"name": "reports", "description": "The security report: risky keys and management keys."},
     {"name": "operations", "description": "Liveness, readiness and metrics; no key needed."},
     {
         "name": GATEWAY_TAG,

@@ -257,6 +257,39 @@ _AUDIT_ENTRY = {
     "prev_hash": "9f1c0e7a2b4d6f8a1c3e5a7b9d1f3a5c7e9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f",
     "hash": "0d2f4a6c8e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1d3f",
 }
+_SECURITY_REPORT = {
+    "org_id": _ORG,
+    "project_id": None,
+    "generated_at": _AT,
+    "thresholds": {
+        "dormant_days": 90,
+        "stale_days": 180,
+        "expiring_days": 14,
+        "management_unused_days": 90,
+    },
+    "keys_scanned": 1200,
+    "counts": {
+        "dormant_key": 31,
+        "unlimited_key": 1,
+        "stale_key": 0,
+        "wildcard_scope_key": 0,
+        "unrestricted_network_key": 0,
+        "expiring_key": 2,
+        "dormant_management_key": 0,
+        "wildcard_management_key": 1,
+    },
+    "issues": [
+        {
+            "type": "unlimited_key",
+            "severity": "high",
+            "target_type": "key",
+            "target_id": _KEY_ID,
+            "project_id": _PROJECT,
+            "name": "acme production",
+        }
+    ],
+    "truncated": True,
+}
 _AUDIT_PAGE = {"data": [_AUDIT_ENTRY], "next_cursor": None, "has_more": False}
 _LATENCY = {"p50": 412.0, "p95": 1210.0, "p99": 1980.0}
 _MEASURES = {
@@ -536,6 +569,7 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
         None,
         {"data": {"id": "whd_01m8yzya4p6r8t0v2x4z6b8d0f"}},
     ),
+    "security_report_v1_reports_security_get": (None, {"data": _SECURITY_REPORT}),
     "create_signing_secret_v1_signing_secrets_post": (
         {"owner": "cus_123", "description": "outbound webhooks of cus_123"},
         {"secret": _WEBHOOK_SECRET, "data": _SIGNING_SECRET},

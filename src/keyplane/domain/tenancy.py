@@ -10,6 +10,7 @@ from keyplane.domain.changes import NOWHERE, Actor, Origin
 #: Scopes a management key can hold. ``*`` (or ``keys:*`` and so on) covers them by pattern.
 MANAGEMENT_SCOPES = (
     "audit:read",
+    "keys:leaked",
     "keys:read",
     "keys:write",
     "management_keys:read",
@@ -18,6 +19,7 @@ MANAGEMENT_SCOPES = (
     "plans:write",
     "projects:read",
     "projects:write",
+    "reports:read",
     "signing_secrets:read",
     "signing_secrets:write",
     "usage:read",

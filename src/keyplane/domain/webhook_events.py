@@ -160,6 +160,27 @@ CATALOGUE: tuple[EventType, ...] = (
         },
     ),
     EventType(
+        "security.key_leaked",
+        "A key was reported leaked (secret scanning or an operator); says where, never the key.",
+        {
+            **_KEY,
+            "name": "acme",
+            "reporter": "github",
+            "url": "https://github.com/acme/app/blob/abc123/config.py",
+            "source": "content",
+            "action": "revoke",
+        },
+    ),
+    EventType(
+        "security.report",
+        "The scheduled security report of the organization (counts per issue type).",
+        {
+            "keys_scanned": 1200,
+            "counts": {"dormant_key": 31, "unlimited_key": 1, "stale_key": 0},
+            "thresholds": {"dormant_days": 90, "stale_days": 180},
+        },
+    ),
+    EventType(
         "ping", "A test event (POST /v1/webhooks/{id}/test).", {"endpoint_id": "whe_01jf..."}
     ),
 )

@@ -51,6 +51,7 @@ from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.sampling import RuntimeSampler
 from keyplane.services.security_events import SecurityEvents
+from keyplane.services.security_reports import SecurityReports
 from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
@@ -100,6 +101,7 @@ class Services:
     webhooks: WebhookService
     audit_read: AuditReader
     audit: AuditService
+    security_reports: SecurityReports
 
 
 @dataclass
@@ -314,6 +316,9 @@ class Runtime:
                 retention_of(settings.audit_retention_days),
             ),
             signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
+            security_reports=SecurityReports(
+                store.security_report, store.plans, store.audit, clock
+            ),
         )
         runtime = cls(
             settings=settings,

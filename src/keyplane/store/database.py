@@ -20,6 +20,7 @@ from keyplane.store.instances import SqlInstanceRegistry
 from keyplane.store.keys import SqlKeyStore
 from keyplane.store.management_keys import SqlManagementKeyStore
 from keyplane.store.plans import SqlPlanStore
+from keyplane.store.security_report import SqlSecurityReportStore
 from keyplane.store.signing_secrets import SqlSigningSecretStore
 from keyplane.store.tenancy import SqlTenancyStore
 from keyplane.store.unit import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, UnitOfWork, create_engine
@@ -41,7 +42,8 @@ class Database:
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, analytics, events, idempotency,
-        vault, sealed_secrets, signing_secrets, webhooks, audit, audit_query: the concept
+        vault, sealed_secrets, signing_secrets, webhooks, audit, audit_query, security_report: the
+        concept
         stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
@@ -68,6 +70,7 @@ class Database:
         self.audit = SqlAuditStore(unit)
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
         self.audit_query = SqlAuditQueryStore(unit)
+        self.security_report = SqlSecurityReportStore(unit)
 
     @classmethod
     def from_url(
