@@ -1,8 +1,10 @@
 """The security report (seed 000's ``security_audit()``): which keys look risky, and why (pure).
 
-The store hands over one light row per key (:class:`KeyFacts`), with the time comparisons
-already made in SQL (so a million keys cost no datetime parsing in Python); this module turns
-rows into :class:`Issue` values. Issue types keep seed 000's names (``dormant_key``,
+The store counts keys in groups (:class:`KeyGroup`: same plan, policy, environment, scopes),
+with the time comparisons already made in SQL, so a million keys cost no per-key work in
+Python; the listed issues come from light rows (:class:`KeyFacts`) read until the list is full.
+
+Issue types keep seed 000's names (``dormant_key``,
 ``unlimited_key``, ``stale_key``) and add ours.
 """
 
@@ -55,6 +57,8 @@ MIN_DAYS = 1
 MAX_DAYS = 3650
 #: Most issues one report lists (the counts always cover every key).
 MAX_LISTED = 1000
+#: Issue types decided by SQL alone (dates): a list of only these reads flagged rows only.
+DATE_TYPES = frozenset({"dormant_key", "stale_key", "expiring_key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,20 @@ class KeyFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyGroup:
+    """Usable keys sharing a plan, a policy, an environment and scopes, counted by the store."""
+
+    plan_id: str | None
+    policy_text: str
+    live: bool
+    scopes_text: str
+    count: int
+    dormant: int
+    stale: int
+    expiring: int
+
+
+@dataclass(frozen=True, slots=True)
 class ManagementKeyFacts:
     id: str
     project_id: str | None
@@ -163,10 +181,10 @@ def traits_of(spec: PolicySpec) -> PolicyTraits:
 
 @dataclass
 class ReportBuilder:
-    """Folds key rows into counts and a bounded list of issues, in one pass.
+    """Counts issues from key groups and lists the first ``limit`` of them from key rows.
 
     Policies are parsed once per distinct (plan, key policy text): a population of a million
-    keys typically has a handful, so the pass costs a dict lookup per key.
+    keys typically has a handful, so neither pass parses a policy per key.
     """
 
     plan_policies: Mapping[str, Mapping[str, Any]]
@@ -178,25 +196,49 @@ class ReportBuilder:
     _traits: dict[tuple[str | None, str], PolicyTraits] = field(default_factory=dict)
     _wildcard: dict[str, bool] = field(default_factory=dict)
 
-    def add_keys(self, rows: Iterable[KeyFacts]) -> None:
+    def count_groups(self, groups: Iterable[KeyGroup]) -> None:
+        for group in groups:
+            self.keys_scanned += group.count
+            self.counts[IssueType.DORMANT_KEY] += group.dormant
+            self.counts[IssueType.STALE_KEY] += group.stale
+            self.counts[IssueType.EXPIRING_KEY] += group.expiring
+            traits = self._traits_of(group.plan_id, group.policy_text)
+            if not traits.limited:
+                self.counts[IssueType.UNLIMITED_KEY] += group.count
+            if group.live:
+                if self._has_wildcard(group.scopes_text):
+                    self.counts[IssueType.WILDCARD_SCOPE_KEY] += group.count
+                if not traits.network_restricted:
+                    self.counts[IssueType.UNRESTRICTED_NETWORK_KEY] += group.count
+
+    @property
+    def full(self) -> bool:
+        return len(self.issues) >= self.limit
+
+    def list_keys(self, rows: Iterable[KeyFacts]) -> None:
+        """Add the issues of ``rows`` (in id order) to the list, until it is full."""
         for row in rows:
-            self.keys_scanned += 1
+            found = []
             if row.dormant:
-                self._add(IssueType.DORMANT_KEY, row)
+                found.append(IssueType.DORMANT_KEY)
             if row.stale:
-                self._add(IssueType.STALE_KEY, row)
+                found.append(IssueType.STALE_KEY)
             if row.expiring:
-                self._add(IssueType.EXPIRING_KEY, row)
+                found.append(IssueType.EXPIRING_KEY)
             traits = self._traits_of(row.plan_id, row.policy_text)
             if not traits.limited:
-                self._add(IssueType.UNLIMITED_KEY, row)
+                found.append(IssueType.UNLIMITED_KEY)
             if row.live:
                 if self._has_wildcard(row.scopes_text):
-                    self._add(IssueType.WILDCARD_SCOPE_KEY, row)
+                    found.append(IssueType.WILDCARD_SCOPE_KEY)
                 if not traits.network_restricted:
-                    self._add(IssueType.UNRESTRICTED_NETWORK_KEY, row)
+                    found.append(IssueType.UNRESTRICTED_NETWORK_KEY)
+            for kind in found:
+                if not self.full and self._listed(kind):
+                    self.issues.append(Issue(kind, "key", row.id, row.project_id, row.name))
 
     def add_management_keys(self, rows: Iterable[ManagementKeyFacts]) -> None:
+        """Count and list the management keys' issues (they are few: all are read)."""
         for row in rows:
             found = []
             if row.dormant:
@@ -204,17 +246,11 @@ class ReportBuilder:
             if "*" in row.scopes:
                 found.append(IssueType.WILDCARD_MANAGEMENT_KEY)
             for kind in found:
-                self._note(Issue(kind, "management_key", row.id, row.project_id, row.name))
-
-    def _add(self, kind: IssueType, row: KeyFacts) -> None:
-        self.counts[kind] += 1
-        if len(self.issues) < self.limit and self._listed(kind):
-            self.issues.append(Issue(kind, "key", row.id, row.project_id, row.name))
-
-    def _note(self, issue: Issue) -> None:
-        self.counts[issue.type] += 1
-        if len(self.issues) < self.limit and self._listed(issue.type):
-            self.issues.append(issue)
+                self.counts[kind] += 1
+                if not self.full and self._listed(kind):
+                    self.issues.append(
+                        Issue(kind, "management_key", row.id, row.project_id, row.name)
+                    )
 
     def _listed(self, kind: IssueType) -> bool:
         return self.listed_types is None or kind in self.listed_types

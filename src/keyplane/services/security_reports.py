@@ -15,6 +15,7 @@ from typing import Protocol
 from keyplane.domain.changes import SYSTEM, Journal
 from keyplane.domain.clock import Clock
 from keyplane.domain.security_report import (
+    DATE_TYPES,
     MAX_LISTED,
     Issue,
     IssueType,
@@ -29,6 +30,8 @@ from keyplane.store.plans import PlanStore
 from keyplane.store.security_report import SecurityReportStore
 
 READ = "reports:read"
+#: Keys read per page while filling the list of issues.
+PAGE = 1000
 #: The event a scheduled report sends (and the audit action it is recorded as).
 REPORT_EVENT = "security.report"
 
@@ -113,11 +116,21 @@ class SecurityReports:
         cutoffs = thresholds.cutoffs(now)
         plans = {plan.id: plan.policy for plan in await self._plans.list_all(org_id)}
         builder = ReportBuilder(plans, listed_types=types, limit=limit)
-        async for batch in self._store.key_facts(org_id, project_id, cutoffs):
-            builder.add_keys(batch)
+        builder.count_groups(await self._store.key_groups(org_id, project_id, cutoffs))
+        # Management keys first: few, and the riskiest (they manage everything else).
         builder.add_management_keys(
             await self._store.management_key_facts(org_id, project_id, cutoffs)
         )
+        flagged_only = types is not None and {kind.value for kind in types} <= DATE_TYPES
+        after: str | None = None
+        while not builder.full:
+            page = await self._store.key_facts(
+                org_id, project_id, cutoffs, after=after, limit=PAGE, flagged_only=flagged_only
+            )
+            builder.list_keys(page)
+            if len(page) < PAGE:
+                break
+            after = page[-1].id
         listed_total = sum(
             count for kind, count in builder.counts.items() if types is None or kind in types
         )
