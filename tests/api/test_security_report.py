@@ -3,18 +3,39 @@ thresholds as parameters, the type filter and limit, tenancy, the scope, and bad
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
+import pytest
+
+from keyplane.api.app import create_app
 from keyplane.domain.changes import SYSTEM
+from keyplane.domain.clock import ManualClock
 from keyplane.services.runtime import Runtime
 from tests.api.test_organizations import second_org
-from tests.conftest import Api
+from tests.conftest import ROOT_KEY, Api, Database
 
 _LIMITED = {
     "budget": {"credit_limit": 10, "reset": "monthly"},
     "network": {"ip_allow": ["10.0.0.0/8"]},
 }
+
+
+@pytest.fixture
+async def sqlite_api(sqlite_database: Database, clock: ManualClock) -> AsyncIterator[Api]:
+    """For tests whose SQL the first one runs on both backends (the suite is slow)."""
+    app = create_app(sqlite_database.settings(), clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://keyplane.test",
+            headers={"Authorization": f"Bearer {ROOT_KEY}"},
+        ) as client,
+    ):
+        yield Api(client, app, clock, sqlite_database)
 
 
 def _runtime(api: Api) -> Runtime:
@@ -81,7 +102,8 @@ async def test_each_category_on_a_seeded_population(api: Api) -> None:
     assert data["thresholds"]["stale_days"] == 180
 
 
-async def test_thresholds_type_filter_and_limit_are_parameters(api: Api) -> None:
+async def test_thresholds_type_filter_and_limit_are_parameters(sqlite_api: Api) -> None:
+    api = sqlite_api
     await _seed(api)
     params: Any = {"stale_days": 365, "dormant_days": 365, "expiring_days": 1}
     body = (await api.client.get("/v1/reports/security", params=params)).json()
@@ -105,7 +127,8 @@ async def test_another_org_and_a_project_bound_key_see_only_their_own(api: Api) 
     assert body["data"]["keys_scanned"] == 0 and body["data"]["issues"] == []
 
 
-async def test_needs_reports_read_and_refuses_bad_parameters(api: Api) -> None:
+async def test_needs_reports_read_and_refuses_bad_parameters(sqlite_api: Api) -> None:
+    api = sqlite_api
     reader = await api.management_key("keys:read")
     denied = await api.client.get("/v1/reports/security", headers=api.as_key(reader))
     assert denied.status_code == 403
@@ -123,7 +146,8 @@ async def test_needs_reports_read_and_refuses_bad_parameters(api: Api) -> None:
         assert response.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_scheduled_report_is_an_audited_system_event(api: Api) -> None:
+async def test_scheduled_report_is_an_audited_system_event(sqlite_api: Api) -> None:
+    api = sqlite_api
     await _seed(api)
     runtime = _runtime(api)
     reports = await runtime.services.security_reports.run_scheduled()

@@ -23,6 +23,7 @@ from keyplane.api.routes import (
     auth,
     health,
     keys,
+    leaks,
     management_keys,
     organization,
     plans,
@@ -137,6 +138,7 @@ def create_app(
     docs_ui.install(app)
     app.include_router(health.router)
     for router in (
+        leaks.router,  # before keys: /v1/keys/leaked is not a key id
         keys.router,
         verify.router,
         auth.router,

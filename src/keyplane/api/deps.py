@@ -26,6 +26,7 @@ from keyplane.services.authz import require_scope
 from keyplane.services.events import Events
 from keyplane.services.instances import Confirmation
 from keyplane.services.keys import KeyService
+from keyplane.services.leaks import LeakResponse
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
@@ -117,6 +118,10 @@ async def get_security_reports(request: Request) -> SecurityReports:
     return _services(request).security_reports
 
 
+async def get_leaks(request: Request) -> LeakResponse:
+    return _services(request).leaks
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -145,6 +150,7 @@ VaultDep = Annotated[VaultService, Depends(get_vault)]
 StreamsDep = Annotated[UsageStreams, Depends(get_streams)]
 SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
 SecurityReportsDep = Annotated[SecurityReports, Depends(get_security_reports)]
+LeaksDep = Annotated[LeakResponse, Depends(get_leaks)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 AuditReadDep = Annotated[AuditReader, Depends(get_audit_read)]
 AuditDep = Annotated[AuditService, Depends(get_audit)]
@@ -216,6 +222,7 @@ VaultLeaser = Annotated[Principal, scoped("vault:lease")]
 SigningSecretsWriter = Annotated[Principal, scoped("signing_secrets:write")]
 WebhooksWriter = Annotated[Principal, scoped("webhooks:write")]
 AuditExporter = Annotated[Principal, scoped("audit:read")]
+LeakReporter = Annotated[Principal, scoped("keys:leaked")]
 
 
 @dataclass(frozen=True, slots=True)

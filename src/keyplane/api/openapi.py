@@ -29,6 +29,8 @@ COMPAT_TAGS = {
     "/prod/": "compat: FastRouter",
 }
 GATEWAY_TAG = "gateway (forward auth)"
+#: Authenticated by its request signature, not a management key.
+SIGNED_PATH = "/v1/secret-scanning/github"
 
 TAGS = [
     {"name": "keys", "description": "Issue, list, change, rotate, disable and revoke API keys."},
@@ -44,6 +46,11 @@ TAGS = [
     {"name": "signing secrets", "description": "Secrets that sign webhook deliveries."},
     {"name": "analytics", "description": "Usage and spend aggregated over time and keys."},
     {"name": "reports", "description": "The security report: risky keys and management keys."},
+    {
+        "name": "leaks",
+        "description": "Leaked keys: GitHub secret scanning, operator reports, each project's"
+        " action. See docs/leaks-and-reports.md.",
+    },
     {"name": "operations", "description": "Liveness, readiness and metrics; no key needed."},
     {
         "name": GATEWAY_TAG,
@@ -71,6 +78,14 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "description": "A management key (`Authorization: Bearer kp_mgmt_...`); each operation"
         " needs a scope, named in its description. The compatibility surfaces take the same"
         " key.",
+    },
+    "githubSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Github-Public-Key-Signature",
+        "description": "Secret scanning: GitHub's ECDSA P-256 signature of the raw body (base64"
+        " DER), by the key named in `Github-Public-Key-Identifier` (configured with"
+        " KEYPLANE_SECRET_SCANNING_KEYS). No management key.",
     },
     "gatewayKey": {
         "type": "apiKey",
@@ -175,6 +190,9 @@ def _complete(path: str, method: str, operation: dict[str, Any]) -> None:
         operation["responses"] = _FORWARD_AUTH_RESPONSES
     elif "operations" in tags:
         operation["security"] = []
+    elif path == SIGNED_PATH:
+        operation["security"] = [{"githubSignature": []}]
+        _document_errors(path, method, operation, compat)
     else:
         operation["security"] = [{"managementKey": []}]
         _document_errors(path, method, operation, compat)

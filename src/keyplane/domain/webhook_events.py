@@ -160,6 +160,11 @@ CATALOGUE: tuple[EventType, ...] = (
         },
     ),
     EventType(
+        "project.leak_response.updated",
+        "A project's action for leaked keys changed.",
+        {"id": "proj_01jf...", "leak_action": "disable"},
+    ),
+    EventType(
         "security.key_leaked",
         "A key was reported leaked (secret scanning or an operator); says where, never the key.",
         {

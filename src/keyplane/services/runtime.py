@@ -43,6 +43,7 @@ from keyplane.services.instances import (
 from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
+from keyplane.services.leaks import LeakResponse
 from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.notifications import ExpiryNotices, RefusalTally
@@ -102,6 +103,7 @@ class Services:
     audit_read: AuditReader
     audit: AuditService
     security_reports: SecurityReports
+    leaks: LeakResponse
 
 
 @dataclass
@@ -318,6 +320,19 @@ class Runtime:
             signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
             security_reports=SecurityReports(
                 store.security_report, store.plans, store.audit, clock
+            ),
+            # rotator: services/rotation.Rotations, wired at merge (until then "rotate" is
+            # refused as a project's leak action).
+            leaks=LeakResponse(
+                store.keys,
+                store.leak_responses,
+                store.tenancy,
+                store.audit,
+                directory,
+                clock,
+                server_secret,
+                settings.secret_scanning_public_keys(),
+                rotate_grace=timedelta(minutes=settings.leak_rotate_grace_minutes),
             ),
         )
         runtime = cls(

@@ -18,6 +18,7 @@ from keyplane.store.events import SqlEventStore
 from keyplane.store.idempotency import SqlIdempotencyStore
 from keyplane.store.instances import SqlInstanceRegistry
 from keyplane.store.keys import SqlKeyStore
+from keyplane.store.leaks import SqlLeakResponseStore
 from keyplane.store.management_keys import SqlManagementKeyStore
 from keyplane.store.plans import SqlPlanStore
 from keyplane.store.security_report import SqlSecurityReportStore
@@ -42,9 +43,8 @@ class Database:
     Attributes:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, analytics, events, idempotency,
-        vault, sealed_secrets, signing_secrets, webhooks, audit, audit_query, security_report: the
-        concept
-        stores (see each module's protocol).
+        vault, sealed_secrets, signing_secrets, webhooks, audit, audit_query,
+        security_report, leak_responses: the concept stores (see each module's protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -71,6 +71,7 @@ class Database:
         self.instances = SqlInstanceRegistry(unit, instance_liveness_seconds)
         self.audit_query = SqlAuditQueryStore(unit)
         self.security_report = SqlSecurityReportStore(unit)
+        self.leak_responses = SqlLeakResponseStore(unit)
 
     @classmethod
     def from_url(

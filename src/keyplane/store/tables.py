@@ -513,3 +513,14 @@ webhook_notices = Table(
     Column("subject", String(120), primary_key=True),
     Column("sent_at", UTCDateTime(), nullable=False),
 )
+
+# Leak response: each project's action when one of its keys is reported leaked (secret
+# scanning, an operator). No row: the default action (``domain/leaks.DEFAULT_ACTION``).
+project_leak_responses = Table(
+    "project_leak_responses",
+    metadata,
+    Column("project_id", String(40), ForeignKey("projects.id"), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
