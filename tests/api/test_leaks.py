@@ -211,15 +211,15 @@ async def test_operator_reports_need_their_scope_and_stay_in_their_org(sqlite_ap
     secret, key = await api.create_key(name="ours")
     body = _report(secret)
     reader = await api.management_key("keys:read", "keys:write")
-    denied = await api.client.post("/v1/keys/leaked", content=body, headers=api.as_key(reader))
+    denied = await api.client.post("/v1/leaked-keys", content=body, headers=api.as_key(reader))
     assert denied.status_code == 403
     two = await second_org(api)
-    theirs = await api.client.post("/v1/keys/leaked", content=body, headers=two.headers)
+    theirs = await api.client.post("/v1/leaked-keys", content=body, headers=two.headers)
     assert theirs.status_code == 200, theirs.text
     assert theirs.json()["data"][0]["label"] == "false_positive"
     assert await _status(api, key["id"]) == "active"
     reporter = await api.management_key("keys:leaked")
-    ours = await api.client.post("/v1/keys/leaked", content=body, headers=api.as_key(reporter))
+    ours = await api.client.post("/v1/leaked-keys", content=body, headers=api.as_key(reporter))
     assert ours.json() == {
         "data": [
             {"token_hash": _sha(secret), "token_type": "keyplane_api_key", "label": "true_positive"}

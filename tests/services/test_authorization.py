@@ -12,6 +12,8 @@ import pytest
 
 from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
+from keyplane.domain.leaks import LeakAction
+from keyplane.domain.security_report import Thresholds
 from keyplane.domain.tenancy import MANAGEMENT_SCOPES, Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError
 from keyplane.services.analytics import Query
@@ -154,6 +156,18 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
     ),
     ("audit_read.export", "audit:read", lambda s, p: s.audit_read.export(p, AuditQuery(), "csv")),
     ("audit.verify", "audit:read", lambda s, p: s.audit.verify(p)),
+    (
+        "security_reports.report",
+        "reports:read",
+        lambda s, p: s.security_reports.report(p, Thresholds()),
+    ),
+    ("leaks.action_for", "projects:read", lambda s, p: s.leaks.action_for(p, "proj_x")),
+    (
+        "leaks.set_action",
+        "projects:write",
+        lambda s, p: s.leaks.set_action(p, "proj_x", LeakAction.NOTIFY),
+    ),
+    ("leaks.operator_report", "keys:leaked", lambda s, p: s.leaks.operator_report(p, b"[]")),
 ]
 
 
@@ -200,6 +214,8 @@ async def test_every_use_case_of_the_services_is_in_the_table() -> None:
             ("webhooks", "WebhookService"),
             ("audit_read", "AuditReader"),
             ("audit", "AuditService"),
+            ("security_reports", "SecurityReports"),
+            ("leaks", "LeakResponse"),
         )
         for method in _principal_methods(service)
     }
@@ -223,9 +239,11 @@ def _principal_methods(class_name: str) -> list[str]:
         audit_read,
         events,
         keys,
+        leaks,
         management,
         plans,
         projects,
+        security_reports,
         signing_secrets,
         usage,
         usage_stream,
@@ -236,6 +254,7 @@ def _principal_methods(class_name: str) -> list[str]:
 
     modules = (keys, management, projects, plans, usage, events, verify, vault)
     modules += (analytics, usage_stream, signing_secrets, webhooks, audit_read, audit)
+    modules += (security_reports, leaks)
     for module in modules:
         cls = getattr(module, class_name, None)
         if cls is not None:

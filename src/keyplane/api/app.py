@@ -138,7 +138,7 @@ def create_app(
     docs_ui.install(app)
     app.include_router(health.router)
     for router in (
-        leaks.router,  # before keys: /v1/keys/leaked is not a key id
+        leaks.router,  # before keys: /v1/leaked-keys is not a key id
         keys.router,
         verify.router,
         auth.router,

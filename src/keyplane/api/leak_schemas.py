@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from keyplane.api.fields import Input
+from keyplane.api.fields import TEXT_PATTERN, Input
 from keyplane.domain.leaks import (
     MAX_FIELD_LENGTH,
     MAX_TOKEN_LENGTH,
@@ -22,6 +22,12 @@ from keyplane.domain.leaks import (
 )
 
 ActionName = Literal["revoke", "disable", "rotate", "notify"]
+
+
+def _optional(limit: int) -> dict[str, Any]:
+    # Not nullable: GitHub sends text or leaves a field out, and null is refused as such.
+    return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": TEXT_PATTERN}
+
 
 REPORT_BODY: dict[str, Any] = {
     "required": True,
@@ -35,14 +41,15 @@ REPORT_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["token"],
                     "properties": {
-                        "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_LENGTH},
-                        "type": {"type": "string", "minLength": 1, "maxLength": MAX_FIELD_LENGTH},
-                        "url": {"type": "string", "minLength": 1, "maxLength": MAX_URL_LENGTH},
-                        "source": {
+                        "token": {
                             "type": "string",
                             "minLength": 1,
-                            "maxLength": MAX_FIELD_LENGTH,
+                            "maxLength": MAX_TOKEN_LENGTH,
+                            "pattern": TEXT_PATTERN,
                         },
+                        "type": _optional(MAX_FIELD_LENGTH),
+                        "url": _optional(MAX_URL_LENGTH),
+                        "source": _optional(MAX_FIELD_LENGTH),
                     },
                 },
             }

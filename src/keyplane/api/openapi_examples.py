@@ -585,7 +585,7 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
         [_LEAK_REPORT],
         [_LEAK_LABEL],
     ),
-    "report_leaked_keys_v1_keys_leaked_post": (
+    "report_leaked_keys_v1_leaked_keys_post": (
         [_LEAK_REPORT | {"type": "keyplane_api_key", "source": "pastebin"}],
         {"data": [_LEAK_LABEL | {"token_type": "keyplane_api_key"}]},
     ),

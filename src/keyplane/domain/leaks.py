@@ -23,6 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from keyplane.domain import validation
+
 #: Bounds on what a reporter may send, checked before any work per token.
 MAX_BODY_BYTES = 64 * 1024
 MAX_TOKENS = 100
@@ -171,13 +173,15 @@ def _reported(item: Any, index: int) -> ReportedToken:
 def _text(
     item: Mapping[str, Any], name: str, index: int, limit: int, *, required: bool = False
 ) -> str | None:
-    value = item.get(name)
-    if value is None:
+    if name not in item:
         if required:
             raise ValueError(f"[{index}].{name} is required")
         return None
+    value = item[name]
     if not isinstance(value, str) or not value or len(value) > limit:
         raise ValueError(f"[{index}].{name} is a text of 1 to {limit} characters")
-    if not value.isprintable():
-        raise ValueError(f"[{index}].{name} holds control characters")
+    try:
+        validation.check_text(value)
+    except ValueError:
+        raise ValueError(f"[{index}].{name} holds control characters or invalid unicode") from None
     return value

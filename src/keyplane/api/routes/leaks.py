@@ -41,7 +41,7 @@ async def github_secret_scanning(
 
 
 @router.post(
-    "/v1/keys/leaked", response_model=LabelsEnvelope, openapi_extra={"requestBody": REPORT_BODY}
+    "/v1/leaked-keys", response_model=LabelsEnvelope, openapi_extra={"requestBody": REPORT_BODY}
 )
 async def report_leaked_keys(
     request: Request, principal: LeakReporter, leaks: LeaksDep
