@@ -239,8 +239,12 @@ class LeakResponse:
 
             def apply(current: KeyRecord) -> KeyRecord:
                 leaked(current)
-                if current.status is KeyStatus.REVOKED:
-                    return current
+                if current.status is KeyStatus.REVOKED or (
+                    action is LeakAction.DISABLE
+                    and current.status is KeyStatus.DISABLED
+                    and current.auto_enable_at is None  # else: it would wake up, still leaked
+                ):
+                    return current  # already stopped for good: the event alone is recorded
                 if action is LeakAction.REVOKE:
                     _key_change(journal, "key.revoked", current, {"reason": reason})
                     return dataclasses.replace(
