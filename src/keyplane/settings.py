@@ -8,13 +8,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keyplane.domain.envelope import KEY_BYTES, Keyring, MasterKey
 from keyplane.domain.forwarding import parse_trusted
+from keyplane.domain.leaks import load_public_keys_text
 from keyplane.domain.network import IpNetwork
-from keyplane.errors import ConfigurationError
+from keyplane.domain.schedules import check_cron
+from keyplane.errors import ConfigurationError, KeyplaneError
 
 # Explicit mapping from the URL schemes operators write to the async drivers Keyplane uses.
 _ASYNC_DRIVERS = {
@@ -201,6 +204,14 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     webhook_disable_after_hours: float = Field(default=48.0, gt=0, le=24 * 30)
     webhook_secret_overlap_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    #: Secret scanning (``POST /v1/secret-scanning/github``): the reporter's public keys, as
+    #: GitHub publishes them (``/meta/public_keys/secret_scanning``) or as an
+    #: ``{identifier: PEM}`` JSON map, inline or in a file (never fetched: no outbound call).
+    #: Neither set: the endpoint refuses every report (401).
+    secret_scanning_keys: str | None = Field(default=None, max_length=256 * 1024)
+    secret_scanning_keys_file: Path | None = None
+    #: How long the leaked secret keeps working after a ``rotate`` leak response.
+    leak_rotate_grace_minutes: int = Field(default=60, ge=0, le=24 * 60)
     #: ``key.expiring`` is sent this many days before a key expires, once per key and value.
     key_expiring_days: Annotated[tuple[int, ...], NoDecode] = (30, 7, 1)
     #: Scheduled jobs (services/jobs.py): how often each instance looks for due jobs, and how
@@ -209,6 +220,19 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=300.0, ge=10, le=24 * 3600)
     #: ``key.rotation.scheduled`` is sent this many hours before a key's automatic rotation.
     rotation_notice_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    #: When set (a cron expression, UTC), the security report runs on this schedule and each
+    #: organization's is sent as a ``security.report`` event (docs/leaks-and-reports.md).
+    security_report_schedule: str | None = Field(default=None, max_length=200)
+
+    @field_validator("security_report_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            return check_cron(value)
+        except KeyplaneError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("key_expiring_days", mode="before")
     @classmethod
@@ -329,6 +353,37 @@ class Settings(BaseSettings):
                 "or KEYPLANE_VAULT_KEY_FILE"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_secret_scanning_source(self) -> Settings:
+        if self.secret_scanning_keys is not None and self.secret_scanning_keys_file is not None:
+            raise ValueError(
+                "set KEYPLANE_SECRET_SCANNING_KEYS or KEYPLANE_SECRET_SCANNING_KEYS_FILE, not both"
+            )
+        if self.secret_scanning_keys is not None:
+            load_public_keys_text(self.secret_scanning_keys)  # refuse a bad value at start
+        return self
+
+    def secret_scanning_public_keys(self) -> dict[str, EllipticCurvePublicKey]:
+        """The reporter keys secret scanning checks signatures with (empty when none).
+
+        Raises:
+            ConfigurationError: the file cannot be read or does not hold such keys.
+        """
+        text = self.secret_scanning_keys
+        if self.secret_scanning_keys_file is not None:
+            try:
+                text = self.secret_scanning_keys_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read KEYPLANE_SECRET_SCANNING_KEYS_FILE: {exc.strerror}"
+                ) from None
+        if text is None:
+            return {}
+        try:
+            return load_public_keys_text(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"secret scanning keys: {exc}") from None
 
     @model_validator(mode="after")
     def _smtp_complete(self) -> Settings:

@@ -116,6 +116,10 @@ def test_docs_have_an_authorize_button(document: dict[str, Any]) -> None:
             assert operation["security"] == [{"gatewayKey": [], "apiKey": []}]
         elif path.startswith("/v1/self/"):
             assert operation["security"] == [{"ownKey": []}]
+        elif path == "/v1/secret-scanning/github":
+            # GitHub's request signature is the credential (docs/leaks-and-reports.md).
+            assert operation["security"] == [{"githubSignature": []}]
+            assert schemes["githubSignature"]["name"] == "Github-Public-Key-Signature"
         else:
             assert operation["security"] == [{"managementKey": []}], (method, path)
 

@@ -32,7 +32,9 @@ FUZZ_EXAMPLES_PER_OPERATION = 12  # with the coverage cases, about a minute on a
 MIN_COVERAGE_CASES_PER_OPERATION = 2
 MIN_OPERATIONS = 18  # the API has 18 today; none may silently drop out of the run
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-NOT_NATIVE = r"^/(?:api/v1|prod)/|^/v1/auth$"
+# /v1/secret-scanning/github takes a request signed by GitHub's key, which no generated case
+# carries (all would be 401s): tests/api/test_leaks.py covers it, its bad bodies included.
+NOT_NATIVE = r"^/(?:api/v1|prod)/|^/v1/auth$|^/v1/secret-scanning/"
 
 
 def _beyond_the_schema(response: schemathesis.Response) -> bool:
@@ -203,7 +205,8 @@ def _existing_path_parameters(
         body = {"name": "fuzz target", "scopes": ["keys:read"]}
         return {"key_id": _create(schema, "/v1/management-keys", body)["id"]}
     if "project_id" in names:
-        return {"project_id": _create(schema, "/v1/projects", {"name": "fuzz target"})["id"]}
+        body = {"name": f"fuzz-{secrets.token_hex(4)}"}  # several operations take a project
+        return {"project_id": _create(schema, "/v1/projects", body)["id"]}
     if "plan" in names:
         body = {"name": f"fuzz-{secrets.token_hex(4)}"}
         return {"plan": _create(schema, "/v1/plans", body)["id"]}

@@ -162,3 +162,29 @@ def test_sparkline_scales_to_the_largest_value() -> None:
     assert sparkline([]) == ""
     assert sparkline([0, 0]) == "▁▁"
     assert sparkline([0, 1, 2, 4, 8]) == "▁▁▂▄█"
+
+
+def test_security_report_as_table_json_and_csv(cli: Run) -> None:
+    name = unique("=unlimited")  # a name a spreadsheet would read as a formula
+    made = cli("keys", "create", name, "--json")
+    assert made.code == 0, made.stderr
+    key_id = made.json()["data"]["id"]
+    as_json = cli("report", "security", "--type", "unlimited_key", "--limit", "1000", "--json")
+    assert as_json.code == 0, as_json.stderr
+    body = as_json.json()
+    assert body["counts"]["unlimited_key"] >= 1
+    assert key_id in {issue["target_id"] for issue in body["issues"]}
+    assert {issue["type"] for issue in body["issues"]} == {"unlimited_key"}
+    as_csv = cli("report", "security", "--csv", "--limit", "1000", "--stale-days", "3650")
+    assert as_csv.code == 0, as_csv.stderr
+    lines = as_csv.stdout.splitlines()
+    assert lines[0] == "type,severity,target_type,target_id,project_id,name"
+    assert any(key_id in line and f",'{name}" in line for line in lines)
+    shown = cli("report", "security")
+    assert shown.code == 0 and "unlimited_key" in shown.stdout and "keys scanned" in shown.stdout
+    assert cli("report", "security", "--type", "nope").code == 2
+    assert cli("report", "security", "--stale-days", "0").code == 2
+    assert cli("report", "security", "--csv", "--json").code == 2
+    reader = cli("management-keys", "create", unique("kr"), "--scope", "keys:read", "--json")
+    denied = cli("report", "security", key=reader.json()["key"])
+    assert denied.code == 4

@@ -35,6 +35,7 @@ def test_every_method_exists_on_both_clients_with_the_same_parameters() -> None:
                 "signing_secrets",
                 "audit",
                 "webhooks",
+                "reports",
             )
         ]
         for one, other in pairs:

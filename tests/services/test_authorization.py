@@ -12,6 +12,8 @@ import pytest
 
 from keyplane.domain.clock import ManualClock
 from keyplane.domain.decisions import Code
+from keyplane.domain.leaks import LeakAction
+from keyplane.domain.security_report import Thresholds
 from keyplane.domain.tenancy import MANAGEMENT_SCOPES, Principal
 from keyplane.errors import NotFoundError, PermissionDeniedError
 from keyplane.metrics import VERIFY
@@ -172,6 +174,18 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
     ("rotations.held", "keys:read", lambda s, p: s.rotations.held(p, KEY_ID)),
     ("rotations.claim", "keys:write", lambda s, p: s.rotations.claim(p, KEY_ID)),
     ("jobs.list_jobs", "jobs:read", lambda s, p: s.jobs.list_jobs(p)),
+    (
+        "security_reports.report",
+        "reports:read",
+        lambda s, p: s.security_reports.report(p, Thresholds()),
+    ),
+    ("leaks.action_for", "projects:read", lambda s, p: s.leaks.action_for(p, "proj_x")),
+    (
+        "leaks.set_action",
+        "projects:write",
+        lambda s, p: s.leaks.set_action(p, "proj_x", LeakAction.NOTIFY),
+    ),
+    ("leaks.operator_report", "keys:leaked", lambda s, p: s.leaks.operator_report(p, b"[]")),
 ]
 
 
@@ -221,6 +235,8 @@ async def test_every_use_case_of_the_services_is_in_the_table() -> None:
             ("audit", "AuditService"),
             ("rotations", "Rotations"),
             ("jobs", "JobRunner"),
+            ("security_reports", "SecurityReports"),
+            ("leaks", "LeakResponse"),
         )
         for method in _principal_methods(service)
     }
@@ -246,10 +262,12 @@ def _principal_methods(class_name: str) -> list[str]:
         jobs,
         key_limits,
         keys,
+        leaks,
         management,
         plans,
         projects,
         rotation,
+        security_reports,
         signing_secrets,
         usage,
         usage_stream,
@@ -261,6 +279,7 @@ def _principal_methods(class_name: str) -> list[str]:
     modules = (keys, management, projects, plans, usage, events, verify, vault)
     modules += (key_limits, analytics, usage_stream, signing_secrets, webhooks, audit_read, audit)
     modules += (rotation, jobs)
+    modules += (security_reports, leaks)
     for module in modules:
         cls = getattr(module, class_name, None)
         if cls is not None:

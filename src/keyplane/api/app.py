@@ -27,10 +27,12 @@ from keyplane.api.routes import (
     health,
     key_limits,
     keys,
+    leaks,
     management_keys,
     organization,
     plans,
     projects,
+    reports,
     rotation,
     signing_secrets,
     streams,
@@ -145,6 +147,7 @@ def create_app(
     docs_ui.install(app)
     app.include_router(health.router)
     for router in (
+        leaks.router,  # before keys: /v1/leaked-keys is not a key id
         keys.router,
         key_limits.router,
         verify.router,
@@ -158,6 +161,7 @@ def create_app(
         organization.router,
         vault.router,
         signing_secrets.router,
+        reports.router,
         webhooks.router,
         audit.router,
         audit_verify.router,

@@ -28,11 +28,13 @@ from keyplane.services.instances import Confirmation
 from keyplane.services.jobs import JobRunner
 from keyplane.services.key_limits import KeyLimits
 from keyplane.services.keys import KeyService
+from keyplane.services.leaks import LeakResponse
 from keyplane.services.management import ManagementKeys
 from keyplane.services.plans import Plans
 from keyplane.services.projects import Projects
 from keyplane.services.rotation import Rotations
 from keyplane.services.runtime import Runtime, Services
+from keyplane.services.security_reports import SecurityReports
 from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.usage import UsageService
 from keyplane.services.usage_stream import UsageStreams
@@ -127,6 +129,14 @@ async def get_jobs(request: Request) -> JobRunner:
     return _services(request).jobs
 
 
+async def get_security_reports(request: Request) -> SecurityReports:
+    return _services(request).security_reports
+
+
+async def get_leaks(request: Request) -> LeakResponse:
+    return _services(request).leaks
+
+
 async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.runtime.clock
     return clock
@@ -155,6 +165,8 @@ AnalyticsDep = Annotated[Analytics, Depends(get_analytics)]
 VaultDep = Annotated[VaultService, Depends(get_vault)]
 StreamsDep = Annotated[UsageStreams, Depends(get_streams)]
 SigningSecretsDep = Annotated[SigningSecrets, Depends(get_signing_secrets)]
+SecurityReportsDep = Annotated[SecurityReports, Depends(get_security_reports)]
+LeaksDep = Annotated[LeakResponse, Depends(get_leaks)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 AuditReadDep = Annotated[AuditReader, Depends(get_audit_read)]
 AuditDep = Annotated[AuditService, Depends(get_audit)]
@@ -230,6 +242,7 @@ VaultLeaser = Annotated[Principal, scoped("vault:lease")]
 SigningSecretsWriter = Annotated[Principal, scoped("signing_secrets:write")]
 WebhooksWriter = Annotated[Principal, scoped("webhooks:write")]
 AuditExporter = Annotated[Principal, scoped("audit:read")]
+LeakReporter = Annotated[Principal, scoped("keys:leaked")]
 
 
 @dataclass(frozen=True, slots=True)

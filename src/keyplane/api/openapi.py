@@ -29,6 +29,8 @@ COMPAT_TAGS = {
     "/prod/": "compat: FastRouter",
 }
 GATEWAY_TAG = "gateway (forward auth)"
+#: Authenticated by its request signature, not a management key.
+SIGNED_PATH = "/v1/secret-scanning/github"
 
 TAGS = [
     {"name": "keys", "description": "Issue, list, change, rotate, disable and revoke API keys."},
@@ -48,6 +50,12 @@ TAGS = [
         "name": "self",
         "description": "Calls an API key makes about itself, authenticated by the key (here:"
         " the OLD key claiming the secret an automatic rotation held). See docs/lifecycle.md.",
+    },
+    {"name": "reports", "description": "The security report: risky keys and management keys."},
+    {
+        "name": "leaks",
+        "description": "Leaked keys: GitHub secret scanning, operator reports, each project's"
+        " action. See docs/leaks-and-reports.md.",
     },
     {"name": "operations", "description": "Liveness, readiness and metrics; no key needed."},
     {
@@ -76,6 +84,14 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "description": "A management key (`Authorization: Bearer kp_mgmt_...`); each operation"
         " needs a scope, named in its description. The compatibility surfaces take the same"
         " key.",
+    },
+    "githubSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Github-Public-Key-Signature",
+        "description": "Secret scanning: GitHub's ECDSA P-256 signature of the raw body (base64"
+        " DER), by the key named in `Github-Public-Key-Identifier` (configured with"
+        " KEYPLANE_SECRET_SCANNING_KEYS). No management key.",
     },
     "gatewayKey": {
         "type": "apiKey",
@@ -189,6 +205,8 @@ def _complete(path: str, method: str, operation: dict[str, Any]) -> None:
         operation["security"] = []
     elif path.startswith("/v1/self/"):
         operation["security"] = [{"ownKey": []}]
+    elif path == SIGNED_PATH:
+        operation["security"] = [{"githubSignature": []}]
         _document_errors(path, method, operation, compat)
     else:
         operation["security"] = [{"managementKey": []}]

@@ -281,6 +281,50 @@ _AUDIT_ENTRY = {
     "prev_hash": "9f1c0e7a2b4d6f8a1c3e5a7b9d1f3a5c7e9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f",
     "hash": "0d2f4a6c8e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1d3f",
 }
+_LEAK_REPORT = {
+    "token": _SECRET,
+    "type": "keyplane_api_key",
+    "url": "https://github.com/octocat/hello/blob/12345600b9cbe38a219f39a9941c9319b600c002/app.py",
+    "source": "content",
+}
+_LEAK_LABEL = {
+    "token_hash": "9a3f1b0e6d0c4f6b8e2a7d5c3b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080",
+    "token_type": "keyplane_api_key",
+    "label": "true_positive",
+}
+_SECURITY_REPORT = {
+    "org_id": _ORG,
+    "project_id": None,
+    "generated_at": _AT,
+    "thresholds": {
+        "dormant_days": 90,
+        "stale_days": 180,
+        "expiring_days": 14,
+        "management_unused_days": 90,
+    },
+    "keys_scanned": 1200,
+    "counts": {
+        "dormant_key": 31,
+        "unlimited_key": 1,
+        "stale_key": 0,
+        "wildcard_scope_key": 0,
+        "unrestricted_network_key": 0,
+        "expiring_key": 2,
+        "dormant_management_key": 0,
+        "wildcard_management_key": 1,
+    },
+    "issues": [
+        {
+            "type": "unlimited_key",
+            "severity": "high",
+            "target_type": "key",
+            "target_id": _KEY_ID,
+            "project_id": _PROJECT,
+            "name": "acme production",
+        }
+    ],
+    "truncated": True,
+}
 _AUDIT_PAGE = {"data": [_AUDIT_ENTRY], "next_cursor": None, "has_more": False}
 _LATENCY = {"p50": 412.0, "p95": 1210.0, "p99": 1980.0}
 _MEASURES = {
@@ -644,6 +688,23 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
     "test_webhook_v1_webhooks__endpoint_id__test_post": (
         None,
         {"data": {"id": "whd_01m8yzya4p6r8t0v2x4z6b8d0f"}},
+    ),
+    "security_report_v1_reports_security_get": (None, {"data": _SECURITY_REPORT}),
+    "github_secret_scanning_v1_secret_scanning_github_post": (
+        [_LEAK_REPORT],
+        [_LEAK_LABEL],
+    ),
+    "report_leaked_keys_v1_leaked_keys_post": (
+        [_LEAK_REPORT | {"type": "keyplane_api_key", "source": "pastebin"}],
+        {"data": [_LEAK_LABEL | {"token_type": "keyplane_api_key"}]},
+    ),
+    "get_leak_response_v1_projects__project_id__leak_response_get": (
+        None,
+        {"data": {"project_id": _PROJECT, "action": "revoke"}},
+    ),
+    "set_leak_response_v1_projects__project_id__leak_response_put": (
+        {"action": "disable"},
+        {"data": {"project_id": _PROJECT, "action": "disable"}},
     ),
     "create_signing_secret_v1_signing_secrets_post": (
         {"owner": "cus_123", "description": "outbound webhooks of cus_123"},

@@ -25,6 +25,7 @@ from keyplane.cli import (
     management_keys,
     plans,
     projects,
+    reports,
     signing_secrets,
     status,
     vault,
@@ -56,6 +57,7 @@ app.add_typer(signing_secrets.app, name="signing-secrets")
 audit_read.register(audit.app)  # list, show, export beside verify
 app.add_typer(audit.app, name="audit")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(reports.app, name="report")
 app.command()(status.health)
 app.command()(status.usage)
 

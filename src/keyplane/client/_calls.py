@@ -639,6 +639,16 @@ def sign_payload(
 # -- audit ------------------------------------------------------------------------------------
 
 
+def security_report(
+    thresholds: Mapping[str, int], types: Sequence[str] | None, limit: int | None
+) -> Call[models.SecurityReport]:
+    params: list[tuple[str, Any]] = [(name, value) for name, value in thresholds.items()]
+    params += [("type", name) for name in types or ()]
+    if limit is not None:
+        params.append(("limit", limit))
+    return Call("GET", "/v1/reports/security", _data(models.SecurityReport), tuple(params))
+
+
 def verify_audit() -> Call[models.AuditVerification]:
     return Call("GET", "/v1/audit/verify", _model(models.AuditVerification))
 

@@ -73,6 +73,7 @@ class AsyncClient:
         self.projects = AsyncProjects(self)
         self.vault = AsyncVault(self)
         self.audit = AsyncAudit(self)
+        self.reports = AsyncReports(self)
         self.usage = AsyncUsageReports(self)
 
     @property
@@ -655,6 +656,34 @@ class AsyncProjects(_Resource):
     async def get(self, project_id: str) -> models.Project:
         """One project."""
         return await self._client.send(_calls.get_project(project_id))
+
+
+class AsyncReports(_Resource):
+    """``/v1/reports``: the security report (needs ``reports:read``)."""
+
+    async def security(
+        self,
+        *,
+        dormant_days: int | None = None,
+        stale_days: int | None = None,
+        expiring_days: int | None = None,
+        management_unused_days: int | None = None,
+        types: builtins.list[str] | None = None,
+        limit: int | None = None,
+    ) -> models.SecurityReport:
+        """Dormant, unlimited, stale, wildcard, open-network and expiring keys, and idle or
+        all-powerful management keys; thresholds in days (server defaults when omitted)."""
+        thresholds = {
+            name: value
+            for name, value in (
+                ("dormant_days", dormant_days),
+                ("stale_days", stale_days),
+                ("expiring_days", expiring_days),
+                ("management_unused_days", management_unused_days),
+            )
+            if value is not None
+        }
+        return await self._client.send(_calls.security_report(thresholds, types, limit))
 
 
 class AsyncAudit(_Resource):

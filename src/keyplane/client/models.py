@@ -394,6 +394,30 @@ class AuditVerification(Model):
     checkpoint: AuditCheckpoint | None
 
 
+class SecurityIssue(Model):
+    """One finding of the security report: its type and severity, and the key it is about."""
+
+    type: str
+    severity: str
+    target_type: str
+    target_id: str
+    project_id: str | None
+    name: str
+
+
+class SecurityReport(Model):
+    """``GET /v1/reports/security``: risky keys, counted per type, the first few listed."""
+
+    org_id: str
+    project_id: str | None
+    generated_at: datetime
+    thresholds: dict[str, int]
+    keys_scanned: int
+    counts: dict[str, int]
+    issues: list[SecurityIssue]
+    truncated: bool
+
+
 class AuditActor(Model):
     """Who made an audited change: a management key (id, name), ``system``, or ``root``; the
     address and user agent it came from."""

@@ -73,6 +73,7 @@ class Client:
         self.projects = Projects(self)
         self.vault = Vault(self)
         self.audit = Audit(self)
+        self.reports = Reports(self)
         self.usage = UsageReports(self)
 
     @property
@@ -637,6 +638,34 @@ class Projects(_Resource):
     def get(self, project_id: str) -> models.Project:
         """One project."""
         return self._client.send(_calls.get_project(project_id))
+
+
+class Reports(_Resource):
+    """``/v1/reports``: the security report (needs ``reports:read``)."""
+
+    def security(
+        self,
+        *,
+        dormant_days: int | None = None,
+        stale_days: int | None = None,
+        expiring_days: int | None = None,
+        management_unused_days: int | None = None,
+        types: builtins.list[str] | None = None,
+        limit: int | None = None,
+    ) -> models.SecurityReport:
+        """Dormant, unlimited, stale, wildcard, open-network and expiring keys, and idle or
+        all-powerful management keys; thresholds in days (server defaults when omitted)."""
+        thresholds = {
+            name: value
+            for name, value in (
+                ("dormant_days", dormant_days),
+                ("stale_days", stale_days),
+                ("expiring_days", expiring_days),
+                ("management_unused_days", management_unused_days),
+            )
+            if value is not None
+        }
+        return self._client.send(_calls.security_report(thresholds, types, limit))
 
 
 class Audit(_Resource):

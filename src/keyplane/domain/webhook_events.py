@@ -202,6 +202,32 @@ CATALOGUE: tuple[EventType, ...] = (
         },
     ),
     EventType(
+        "project.leak_response.updated",
+        "A project's action for leaked keys changed.",
+        {"id": "proj_01jf...", "leak_action": "disable"},
+    ),
+    EventType(
+        "security.key_leaked",
+        "A key was reported leaked (secret scanning or an operator); says where, never the key.",
+        {
+            **_KEY,
+            "name": "acme",
+            "reporter": "github",
+            "url": "https://github.com/acme/app/blob/abc123/config.py",
+            "source": "content",
+            "action": "revoke",
+        },
+    ),
+    EventType(
+        "security.report",
+        "The scheduled security report of the organization (counts per issue type).",
+        {
+            "keys_scanned": 1200,
+            "counts": {"dormant_key": 31, "unlimited_key": 1, "stale_key": 0},
+            "thresholds": {"dormant_days": 90, "stale_days": 180},
+        },
+    ),
+    EventType(
         "ping", "A test event (POST /v1/webhooks/{id}/test).", {"endpoint_id": "whe_01jf..."}
     ),
 )

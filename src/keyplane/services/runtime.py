@@ -11,7 +11,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -50,6 +50,7 @@ from keyplane.services.jobs import JobRunner
 from keyplane.services.key_limits import KeyLimits
 from keyplane.services.keys import KeyService
 from keyplane.services.last_used import LastUsedRecorder
+from keyplane.services.leaks import LeakResponse
 from keyplane.services.ledger import LedgerSeeder, UsageLedger
 from keyplane.services.management import ManagementKeys
 from keyplane.services.notifications import ExpiryNotices, RefusalTally
@@ -59,6 +60,7 @@ from keyplane.services.projects import Projects
 from keyplane.services.rotation import Rotations
 from keyplane.services.sampling import RuntimeSampler
 from keyplane.services.security_events import SecurityEvents
+from keyplane.services.security_reports import SecurityReports
 from keyplane.services.signing_secrets import SigningSecrets
 from keyplane.services.supervisor import Supervisor
 from keyplane.services.usage import UsageService
@@ -111,6 +113,8 @@ class Services:
     audit: AuditService
     rotations: Rotations
     jobs: JobRunner
+    security_reports: SecurityReports
+    leaks: LeakResponse
 
 
 @dataclass
@@ -361,7 +365,26 @@ class Runtime:
             signing_secrets=SigningSecrets(store.signing_secrets, clock, server_secret),
             rotations=rotations,
             jobs=jobs,
+            security_reports=SecurityReports(
+                store.security_report, store.plans, store.audit, clock
+            ),
+            leaks=LeakResponse(
+                store.keys,
+                store.leak_responses,
+                store.tenancy,
+                store.audit,
+                directory,
+                clock,
+                server_secret,
+                settings.secret_scanning_public_keys(),
+                rotator=rotations,
+                rotate_grace=timedelta(minutes=settings.leak_rotate_grace_minutes),
+            ),
         )
+        if settings.security_report_schedule is not None:
+            register_security_report(
+                jobs, services.security_reports, settings.security_report_schedule
+            )
         runtime = cls(
             settings=settings,
             store=store,
@@ -647,6 +670,15 @@ def register_rotation_jobs(jobs: JobRunner, rotations: Rotations) -> None:
     jobs.register("rotation.sweep", rotations.sweep, every=timedelta(minutes=1))
     jobs.register("rotation.held_expiry", rotations.expire_held, every=timedelta(minutes=1))
     jobs.register("rotation.notices", rotations.announce, every=timedelta(minutes=10))
+
+
+def register_security_report(jobs: JobRunner, reports: SecurityReports, cron: str) -> None:
+    """The scheduled security report: every organization's, sent as a ``security.report``."""
+
+    async def run(now: datetime) -> object:
+        return len(await reports.run_scheduled())
+
+    jobs.register("security.report", run, cron=cron)
 
 
 def enable_audit(store: Database, server_secret: bytes) -> None:

@@ -19,9 +19,11 @@ from keyplane.store.idempotency import SqlIdempotencyStore
 from keyplane.store.instances import SqlInstanceRegistry
 from keyplane.store.jobs import SqlJobStore
 from keyplane.store.keys import SqlKeyStore
+from keyplane.store.leaks import SqlLeakResponseStore
 from keyplane.store.management_keys import SqlManagementKeyStore
 from keyplane.store.plans import SqlPlanStore
 from keyplane.store.rotations import SqlRotationStore
+from keyplane.store.security_report import SqlSecurityReportStore
 from keyplane.store.signing_secrets import SqlSigningSecretStore
 from keyplane.store.tenancy import SqlTenancyStore
 from keyplane.store.unit import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, UnitOfWork, create_engine
@@ -44,8 +46,8 @@ class Database:
         unit: the shared unit of work (engine, transactions, driver error wrapping).
         keys, management_keys, tenancy, plans, usage, analytics, events, idempotency,
         vault, sealed_secrets, signing_secrets, webhooks, audit, audit_query, jobs,
-        rotations: the concept
-        stores (see each module's protocol).
+        rotations, security_report, leak_responses: the concept stores (see each module's
+        protocol).
         instances: the instance registry in the database (PostgreSQL only).
     """
 
@@ -73,6 +75,8 @@ class Database:
         self.audit_query = SqlAuditQueryStore(unit)
         self.jobs = SqlJobStore(unit)
         self.rotations = SqlRotationStore(unit)
+        self.security_report = SqlSecurityReportStore(unit)
+        self.leak_responses = SqlLeakResponseStore(unit)
 
     @classmethod
     def from_url(

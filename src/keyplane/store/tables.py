@@ -590,3 +590,14 @@ held_rotation_secrets = Table(
     Index("ix_held_rotation_secrets_state", "state", "claim_until"),
     Index("ix_held_rotation_secrets_old_hash", "old_hash"),
 )
+
+# Leak response: each project's action when one of its keys is reported leaked (secret
+# scanning, an operator). No row: the default action (``domain/leaks.DEFAULT_ACTION``).
+project_leak_responses = Table(
+    "project_leak_responses",
+    metadata,
+    Column("project_id", String(40), ForeignKey("projects.id"), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
