@@ -1,7 +1,7 @@
 """Leak response: each project's action for a key reported leaked.
 
 Revision ID: 0016_leak_response
-Revises: 0014_signing_secrets
+Revises: 0015_jobs
 Create Date: 2026-12-04
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from keyplane.store.types import UTCDateTime
 
 revision = "0016_leak_response"
-down_revision = "0014_signing_secrets"
+down_revision = "0015_jobs"
 branch_labels = None
 depends_on = None
 

@@ -3,7 +3,7 @@
 The ``pending`` status itself needs no change (``status`` is a free string column).
 
 Revision ID: 0019_key_approval
-Revises: 0014_signing_secrets
+Revises: 0018_request_signing
 Create Date: 2026-12-04
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019_key_approval"
-down_revision = "0014_signing_secrets"
+down_revision = "0018_request_signing"
 branch_labels = None
 depends_on = None
 

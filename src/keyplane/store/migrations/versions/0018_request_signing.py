@@ -1,7 +1,7 @@
 """Request-signing secrets of API keys, sealed, beside each key secret.
 
-Revision ID: 0015_request_signing
-Revises: 0014_signing_secrets
+Revision ID: 0018_request_signing
+Revises: 0017_credit_adjustments
 Create Date: 2026-12-04
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_request_signing"
-down_revision = "0014_signing_secrets"
+revision = "0018_request_signing"
+down_revision = "0017_credit_adjustments"
 branch_labels = None
 depends_on = None
 

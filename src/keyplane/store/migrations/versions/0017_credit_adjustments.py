@@ -1,7 +1,7 @@
 """Credit adjustments of key budgets (issue 15).
 
-Revision ID: 0015_credit_adjustments
-Revises: 0014_signing_secrets
+Revision ID: 0017_credit_adjustments
+Revises: 0016_leak_response
 Create Date: 2026-12-04
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from keyplane.store.types import UTCDateTime
 
-revision = "0015_credit_adjustments"
-down_revision = "0014_signing_secrets"
+revision = "0017_credit_adjustments"
+down_revision = "0016_leak_response"
 branch_labels = None
 depends_on = None
 
