@@ -2,7 +2,8 @@
 
 The seed's ``requests`` calls go to the app in process: a ``requests`` session whose
 transport adapter hands each request to the ASGI app (its lifespan running on an event loop
-in a portal thread; real SQLite/PostgreSQL). The clock stands in January 2024, where the seed's dates live.
+in a portal thread; real SQLite/PostgreSQL). The clock stands in January 2024, where the
+seed's dates live.
 
 Each example is its own test, named after the feature it needs. Some need native policy
 fields that other parts of issue 16 add (``features``, ``signing``, ``costs``, ``rotation``,
