@@ -32,7 +32,11 @@ FUZZ_EXAMPLES_PER_OPERATION = 12  # with the coverage cases, about a minute on a
 MIN_COVERAGE_CASES_PER_OPERATION = 2
 MIN_OPERATIONS = 18  # the API has 18 today; none may silently drop out of the run
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-NOT_NATIVE = r"^/(?:api/v1|prod)/|^/v1/auth$"
+# The ParrotRouter surface translates a body and has the native model validate the result: its
+# schema states the seed's shape, not every native rule behind it, so schema-valid bodies are
+# refused by design (and fields other parts of issue 16 add are refused until they land). Its
+# hostile input is tested in tests/api/test_compat_parrotrouter.py.
+NOT_NATIVE = r"^/(?:api/v1|prod|parrotrouter/v1)/|^/v1/auth$"
 
 
 def _beyond_the_schema(response: schemathesis.Response) -> bool:

@@ -29,6 +29,8 @@ COMPAT_TAGS = {
     "/prod/": "compat: FastRouter",
 }
 GATEWAY_TAG = "gateway (forward auth)"
+#: ParrotRouter documents no error body: its surface answers problem+json like /v1.
+PARROT_TAG = "compat: ParrotRouter"
 
 TAGS = [
     {"name": "keys", "description": "Issue, list, change, rotate, disable and revoke API keys."},
@@ -59,6 +61,11 @@ TAGS = [
         "name": COMPAT_TAGS["/prod/"],
         "description": "FastRouter's service-key API, over Keyplane's keys; errors as"
         ' `{"error": {"message", "type", "code"}}`. See docs/compatibility.md.',
+    },
+    {
+        "name": PARROT_TAG,
+        "description": "ParrotRouter's key management API (seed 004), mapped onto the native"
+        " keys and policy; errors as problem+json, as on /v1. See docs/compatibility.md.",
     },
 ]
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 from fastapi import APIRouter, Body, Query, Request, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, Field, StrictBool, StringConstraints
 
 from keyplane.api.compat import parrotrouter_map as mapping
@@ -32,6 +32,7 @@ from keyplane.api.deps import (
 )
 from keyplane.api.exact import ExactJsonRoute
 from keyplane.api.fields import Input
+from keyplane.api.openapi import PARROT_TAG
 from keyplane.api.params import CursorParam, check_id, check_key_ref, reject_unknown_params
 from keyplane.api.policy import Count, Credits, to_api, to_document
 from keyplane.api.routes import analytics as native_analytics
@@ -45,8 +46,7 @@ from keyplane.errors import ValidationError
 from keyplane.services.audit_read import AuditQuery
 from keyplane.services.keys import NewKey
 
-TAG = "compat: ParrotRouter"
-router = APIRouter(prefix="/parrotrouter/v1", tags=[TAG], route_class=ExactJsonRoute)
+router = APIRouter(prefix="/parrotrouter/v1", tags=[PARROT_TAG], route_class=ExactJsonRoute)
 
 MAX_LIST = 200
 MAX_NETWORKS = 1000
@@ -446,7 +446,9 @@ async def set_rotation(
     return ParrotRotationOut(id=record.id, rotation=to_api(record.policy).get("rotation") or {})
 
 
-@router.get("/keys/{key_id}/analytics", operation_id="parrot_key_analytics")
+@router.get(
+    "/keys/{key_id}/analytics", response_class=JSONResponse, operation_id="parrot_key_analytics"
+)
 async def key_analytics(
     request: Request,
     key_id: str,
