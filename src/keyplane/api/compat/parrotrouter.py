@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from fastapi import APIRouter, Body, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AfterValidator, Field, StrictBool, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StrictBool, StringConstraints
 
 from keyplane.api.compat import parrotrouter_map as mapping
 from keyplane.api.deps import (
@@ -40,10 +40,11 @@ from keyplane.api.routes import audit as native_audit
 from keyplane.api.routes import streams as native_streams
 from keyplane.api.schemas import KeyCreate, KeyOut, KeyUpdate, LongText, Metadata, Name, Reason
 from keyplane.domain import validation
-from keyplane.domain.keys import KeyRecord
+from keyplane.domain.keys import KeyRecord, effective_status
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import ValidationError
 from keyplane.services.audit_read import AuditQuery
+from keyplane.services.authz import may_read
 from keyplane.services.keys import NewKey
 
 router = APIRouter(prefix="/parrotrouter/v1", tags=[PARROT_TAG], route_class=ExactJsonRoute)
@@ -273,7 +274,23 @@ class ParrotKeyRotated(ParrotKeyCreated):
     old_key_expires_at: datetime = Field(description="when the previous secret stops verifying")
 
 
-class ParrotRotationOut(Input):
+class ParrotAck(BaseModel):
+    """What a write-only caller (``keys:write`` without ``keys:read``) is told of the key."""
+
+    id: str
+    status: str
+    created_at: datetime
+
+
+class ParrotAckCreated(ParrotAck):
+    key: str = Field(description="the plaintext key, shown only in this response")
+
+
+class ParrotAckRotated(ParrotAckCreated):
+    old_key_expires_at: datetime
+
+
+class ParrotRotationOut(BaseModel):
     id: str
     rotation: dict[str, Any]
 
@@ -306,17 +323,33 @@ def _given(model: pydantic.BaseModel) -> dict[str, Any]:
     return model.model_dump(exclude_unset=True)
 
 
-async def _key(ctx: KeyRoutes, principal: Principal, record: KeyRecord) -> dict[str, Any]:
+async def _shown(
+    ctx: KeyRoutes,
+    principal: Principal,
+    record: KeyRecord,
+    full: type[KeyOut],
+    ack: type[ParrotAck],
+    **extra: Any,
+) -> KeyOut | ParrotAck:
+    """The key object (with ``extra``), or only its id and status for a write-only caller:
+    write does not imply read, as on /v1."""
+    now = ctx.clock.now()
+    if not may_read(principal, "keys:read"):
+        status = effective_status(record, now).value
+        return ack(id=record.id, status=status, created_at=record.created_at, **extra)
     [view] = await ctx.keys.views(principal, [record])
-    return dict(KeyOut.of(view, ctx.clock.now()))
+    return full(**dict(KeyOut.of(view, now)), **extra)
 
 
 @router.post(
-    "/keys", status_code=201, response_model=ParrotKeyCreated, operation_id="parrot_create_key"
+    "/keys",
+    status_code=201,
+    response_model=ParrotKeyCreated | ParrotAckCreated,
+    operation_id="parrot_create_key",
 )
 async def create_key(
     body: ParrotKeyCreate, principal: KeysWriter, ctx: KeyRoutesDep, settings: SettingsDep
-) -> ParrotKeyCreated:
+) -> KeyOut | ParrotAck:
     """Create a key from seed 004's request; ``key`` is its plaintext, shown only here."""
     document = mapping.key_document(
         _given(body), audit_retention_days=settings.audit_retention_days
@@ -334,52 +367,66 @@ async def create_key(
             policy=to_document(native.policy),
         ),
     )
-    return ParrotKeyCreated(key=issued.secret, **await _key(ctx, principal, issued.record))
+    return await _shown(
+        ctx, principal, issued.record, ParrotKeyCreated, ParrotAckCreated, key=issued.secret
+    )
 
 
 @router.get("/keys/{key_id}", response_model=ParrotKey, operation_id="parrot_get_key")
-async def get_key(key_id: str, principal: PrincipalDep, ctx: KeyRoutesDep) -> ParrotKey:
+async def get_key(key_id: str, principal: PrincipalDep, ctx: KeyRoutesDep) -> KeyOut | ParrotAck:
     """One key by its id (or hash)."""
     record = await ctx.keys.get(principal, check_key_ref(key_id))
-    return ParrotKey(**await _key(ctx, principal, record))
+    return await _shown(ctx, principal, record, ParrotKey, ParrotAck)
 
 
-@router.patch("/keys/{key_id}", response_model=ParrotKey, operation_id="parrot_update_key")
+@router.patch(
+    "/keys/{key_id}", response_model=ParrotKey | ParrotAck, operation_id="parrot_update_key"
+)
 async def update_key(
     key_id: str,
     body: ParrotKeyUpdate,
     principal: KeysWriter,
     ctx: KeyRoutesDep,
     settings: SettingsDep,
-) -> ParrotKey:
+) -> KeyOut | ParrotAck:
     """Change the rules a request names; the key's other rules stay as they are."""
-    record = await ctx.keys.get(principal, check_key_ref(key_id))
-    document = mapping.update_document(
-        _given(body), to_api(record.policy), audit_retention_days=settings.audit_retention_days
+    given = _given(body)
+    # Merging a partial rule change reads the key's current rules (keys:read, as a GET);
+    # a change of name, description, metadata or expiry alone needs keys:write only.
+    current = (
+        to_api((await ctx.keys.get(principal, check_key_ref(key_id))).policy)
+        if any(given.get(section) is not None for section in mapping.RULE_SECTIONS)
+        else {}
     )
-    record = await _apply(ctx, principal, record, document)
-    return ParrotKey(**await _key(ctx, principal, record))
+    document = mapping.update_document(
+        given, current, audit_retention_days=settings.audit_retention_days
+    )
+    record = await _apply(ctx, principal, check_key_ref(key_id), document)
+    return await _shown(ctx, principal, record, ParrotKey, ParrotAck)
 
 
 async def _apply(
-    ctx: KeyRoutes, principal: Principal, record: KeyRecord, document: dict[str, Any]
+    ctx: KeyRoutes, principal: Principal, key_ref: str, document: dict[str, Any]
 ) -> KeyRecord:
     native: KeyUpdate = _native(KeyUpdate, document)
     changes: dict[str, Any] = native.model_dump(exclude_unset=True)
     if "policy" in changes:
         changes["policy"] = to_document(native.policy)
-    if not changes:
-        return record
-    return await ctx.keys.update(principal, record.id, changes)
+    # An empty change still goes through: it finds the key (404) and checks keys:write.
+    return await ctx.keys.update(principal, key_ref, changes)
 
 
-@router.post("/keys/{key_id}/disable", response_model=ParrotKey, operation_id="parrot_disable_key")
+@router.post(
+    "/keys/{key_id}/disable",
+    response_model=ParrotKey | ParrotAck,
+    operation_id="parrot_disable_key",
+)
 async def disable_key(
     key_id: str,
     principal: KeysWriter,
     ctx: KeyRoutesDep,
     body: Annotated[ParrotDisable | None, Body()] = None,
-) -> ParrotKey:
+) -> KeyOut | ParrotAck:
     """Disable a key, optionally until ``auto_enable_after`` (``"1h"``) has passed."""
     request = body or ParrotDisable()
     after = (
@@ -388,16 +435,18 @@ async def disable_key(
         else mapping.auto_enable_after(request.auto_enable_after)
     )
     record = await ctx.keys.disable(principal, check_key_ref(key_id), request.reason, after)
-    return ParrotKey(**await _key(ctx, principal, record))
+    return await _shown(ctx, principal, record, ParrotKey, ParrotAck)
 
 
-@router.delete("/keys/{key_id}", response_model=ParrotKey, operation_id="parrot_revoke_key")
+@router.delete(
+    "/keys/{key_id}", response_model=ParrotKey | ParrotAck, operation_id="parrot_revoke_key"
+)
 async def revoke_key(
     key_id: str,
     principal: KeysWriter,
     ctx: KeyRoutesDep,
     body: Annotated[ParrotDelete | None, Body()] = None,
-) -> ParrotKey:
+) -> KeyOut | ParrotAck:
     """Revoke a key for good, at once; the record stays for audit."""
     request = body or ParrotDelete()
     if not request.revoke_immediately:
@@ -408,27 +457,33 @@ async def revoke_key(
             errors=[{"loc": "body.revoke_immediately", "msg": "only true is supported"}],
         )
     record = await ctx.keys.revoke(principal, check_key_ref(key_id), request.reason)
-    return ParrotKey(**await _key(ctx, principal, record))
+    return await _shown(ctx, principal, record, ParrotKey, ParrotAck)
 
 
 @router.post(
-    "/keys/{key_id}/rotate", response_model=ParrotKeyRotated, operation_id="parrot_rotate_key"
+    "/keys/{key_id}/rotate",
+    response_model=ParrotKeyRotated | ParrotAckRotated,
+    operation_id="parrot_rotate_key",
 )
 async def rotate_key(
     key_id: str,
     principal: KeysWriter,
     ctx: KeyRoutesDep,
     body: Annotated[ParrotRotate | None, Body()] = None,
-) -> ParrotKeyRotated:
+) -> KeyOut | ParrotAck:
     """Issue a new secret; the old one verifies for ``grace_period_hours`` unless
     ``invalidate_old``."""
     request = body or ParrotRotate()
     grace = mapping.rotation_grace(request.invalidate_old, request.grace_period_hours)
     issued = await ctx.keys.rotate(principal, check_key_ref(key_id), grace)
-    return ParrotKeyRotated(
+    return await _shown(
+        ctx,
+        principal,
+        issued.record,
+        ParrotKeyRotated,
+        ParrotAckRotated,
         key=issued.secret,
         old_key_expires_at=mapping.old_key_expires_at(issued.record.updated_at, grace),
-        **await _key(ctx, principal, issued.record),
     )
 
 
@@ -442,7 +497,7 @@ async def set_rotation(
     record = await ctx.keys.get(principal, check_key_ref(key_id))
     changes = mapping.rotation_document(_given(body))
     policy = mapping.merge_policy(to_api(record.policy), changes)
-    record = await _apply(ctx, principal, record, {"policy": policy})
+    record = await _apply(ctx, principal, record.id, {"policy": policy})
     return ParrotRotationOut(id=record.id, rotation=to_api(record.policy).get("rotation") or {})
 
 

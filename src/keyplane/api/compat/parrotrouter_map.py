@@ -45,6 +45,8 @@ WINDOWS = (
 )
 #: Fields that describe team keys; Keyplane has no teams (the teams issue), so they are refused.
 TEAM_FIELDS = ("type", "scope", "members")
+#: The request sections that carry rules (the key's policy).
+RULE_SECTIONS = ("permissions", "restrictions", "security", "rate_limits")
 TEAM_PERMISSION_FIELDS = ("inherit_from", "overrides")
 #: Seed 004's audit event types -> Keyplane's dotted audit actions (exact names or prefixes).
 EVENT_TYPES: Mapping[str, tuple[str, ...]] = {
