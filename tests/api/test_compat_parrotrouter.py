@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from keyplane.domain.tenancy import Principal
+from keyplane.errors import ConflictError
 from tests.conftest import Api
 
 BASE = "/parrotrouter/v1"
@@ -254,3 +256,22 @@ async def test_audit_events_in_the_seed_shape_with_mapped_event_types(api: Api) 
         {"since": "2026-01-01"},
     ):
         problem(await api.client.get(f"{BASE}/keys/{body['id']}/audit", params=params), 422)
+
+
+async def test_a_rule_merge_never_overwrites_a_change_it_did_not_see(api: Api) -> None:
+    body = await create(api, permissions={"max_requests_per_minute": 100})
+    keys = api.app.state.runtime.services.keys  # type: ignore[attr-defined]
+    root = Principal("root", body["org_id"], None, ("*",), is_root=True)
+    stale = (await keys.get(root, body["id"])).policy
+    # Another writer changes the rules between the merge's read and its write.
+    await api.client.patch(f"{BASE}/keys/{body['id']}", json={"permissions": {"models": ["a"]}})
+    with pytest.raises(ConflictError) as conflict:
+        await keys.update(root, body["id"], {"policy": stale}, expected_policy=stale)
+    assert conflict.value.code == "POLICY_CHANGED"
+    # Through the surface, each merge reads the rules afresh: both changes stay.
+    await api.client.patch(
+        f"{BASE}/keys/{body['id']}", json={"permissions": {"max_requests_per_day": 9}}
+    )
+    policy = (await api.client.get(f"/v1/keys/{body['id']}")).json()["data"]["policy"]
+    assert policy["models"] == {"allow": ["a"]}
+    assert [w["name"] for w in policy["rate_limits"]] == ["per_minute", "per_day"]

@@ -11,6 +11,7 @@ lacks is a 422 naming both. Mapping: docs/compatibility.md (ParrotRouter).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -42,7 +43,7 @@ from keyplane.api.schemas import KeyCreate, KeyOut, KeyUpdate, LongText, Metadat
 from keyplane.domain import validation
 from keyplane.domain.keys import KeyRecord, effective_status
 from keyplane.domain.tenancy import Principal
-from keyplane.errors import ValidationError
+from keyplane.errors import ConflictError, ValidationError
 from keyplane.services.audit_read import AuditQuery
 from keyplane.services.authz import may_read
 from keyplane.services.keys import NewKey
@@ -50,6 +51,8 @@ from keyplane.services.keys import NewKey
 router = APIRouter(prefix="/parrotrouter/v1", tags=[PARROT_TAG], route_class=ExactJsonRoute)
 
 MAX_LIST = 200
+#: Tries of a rule merge that keeps meeting a concurrent change of the same key's rules.
+MERGE_ATTEMPTS = 5
 MAX_NETWORKS = 1000
 
 
@@ -391,18 +394,46 @@ async def update_key(
 ) -> KeyOut | ParrotAck:
     """Change the rules a request names; the key's other rules stay as they are."""
     given = _given(body)
-    # Merging a partial rule change reads the key's current rules (keys:read, as a GET);
-    # a change of name, description, metadata or expiry alone needs keys:write only.
-    current = (
-        to_api((await ctx.keys.get(principal, check_key_ref(key_id))).policy)
-        if any(given.get(section) is not None for section in mapping.RULE_SECTIONS)
-        else {}
-    )
-    document = mapping.update_document(
-        given, current, audit_retention_days=settings.audit_retention_days
-    )
-    record = await _apply(ctx, principal, check_key_ref(key_id), document)
+    retention = settings.audit_retention_days
+    if not any(given.get(section) is not None for section in mapping.RULE_SECTIONS):
+        # No rule changes: name, description, metadata or expiry need keys:write only.
+        document = mapping.update_document(given, {}, audit_retention_days=retention)
+        record = await _apply(ctx, principal, check_key_ref(key_id), document)
+        return await _shown(ctx, principal, record, ParrotKey, ParrotAck)
+
+    # Merging a partial rule change reads the key's rules (keys:read, as a GET would).
+    def merged(current: dict[str, Any]) -> dict[str, Any]:
+        return mapping.update_document(given, current, audit_retention_days=retention)
+
+    record = await _merge(ctx, principal, key_id, merged)
     return await _shown(ctx, principal, record, ParrotKey, ParrotAck)
+
+
+async def _merge(
+    ctx: KeyRoutes,
+    principal: Principal,
+    key_id: str,
+    document_of: Callable[[dict[str, Any]], dict[str, Any]],
+) -> KeyRecord:
+    """Read the key's rules, merge the change in, write it unless they changed meanwhile.
+
+    The write is conditional on the rules read (``expected_policy``, checked under the key's
+    lock): two concurrent merges never lose one another's change; the loser reads again.
+    """
+    for attempt in range(MERGE_ATTEMPTS):
+        record = await ctx.keys.get(principal, check_key_ref(key_id))
+        native: KeyUpdate = _native(KeyUpdate, document_of(to_api(record.policy)))
+        changes: dict[str, Any] = native.model_dump(exclude_unset=True)
+        if "policy" in changes:
+            changes["policy"] = to_document(native.policy)
+        try:
+            return await ctx.keys.update(
+                principal, record.id, changes, expected_policy=record.policy
+            )
+        except ConflictError as exc:
+            if exc.code != "POLICY_CHANGED" or attempt == MERGE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _apply(
@@ -494,10 +525,12 @@ async def set_rotation(
     key_id: str, body: ParrotRotation, principal: KeysWriter, ctx: KeyRoutesDep
 ) -> ParrotRotationOut:
     """Set the key's automatic rotation (its ``policy.rotation``)."""
-    record = await ctx.keys.get(principal, check_key_ref(key_id))
     changes = mapping.rotation_document(_given(body))
-    policy = mapping.merge_policy(to_api(record.policy), changes)
-    record = await _apply(ctx, principal, record.id, {"policy": policy})
+
+    def merged(current: dict[str, Any]) -> dict[str, Any]:
+        return {"policy": mapping.merge_policy(current, changes)}
+
+    record = await _merge(ctx, principal, key_id, merged)
     return ParrotRotationOut(id=record.id, rotation=to_api(record.policy).get("rotation") or {})
 
 
