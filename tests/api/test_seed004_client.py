@@ -101,8 +101,10 @@ class Seed:
             **names,
         }
         with warnings.catch_warnings():
-            # The seed writes "^YourApp/\d+\.\d+" in a plain string: Python warns, and keeps it.
+            # The seed writes "^YourApp/\d+\.\d+" in a plain string: Python warns (a
+            # DeprecationWarning before 3.12, a SyntaxWarning since) and keeps the backslashes.
             warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             compiled = compile(code, "seed004", "exec")
         exec(compiled, scope)  # noqa: S102 - the seed's own code, from this repository
         return scope
