@@ -7,8 +7,8 @@ Each constant is one example of the seed, as written there, with its indentation
 it runs: the base URL ``https://api.parrotrouter.com/v1`` and the keys ``your-master-key`` /
 ``your-admin-key``. Three examples only define a dictionary and send nothing (model, feature
 and rate-limit permissions); their ``SEND_*`` line posts it, which the seed leaves to the
-reader. The WebSocket example needs the ``websocket-client`` package and a live socket: it is
-not run here (see docs/compatibility.md).
+reader. The WebSocket example runs with a stand-in for ``websocket-client``'s ``WebSocketApp``
+that connects to the app in process (the test's ``SocketApp``).
 """
 
 CREATE_KEY = '''
@@ -413,4 +413,19 @@ export = requests.post(
         "include_pii": False
     }
 )
+'''
+
+REALTIME_MONITORING = '''
+# Real-time monitoring
+import websocket
+def on_usage_update(ws, message):
+    data = json.loads(message)
+    if data['cost'] > 1.00: # Alert on expensive requests
+        print(f"High cost request: $" + str(data['cost']) + f" for {data['model']}")
+ws = websocket.WebSocketApp(
+    f"wss://api.parrotrouter.com/v1/keys/{key_id}/usage/stream",
+    header=["Authorization: Bearer your-master-key"],
+    on_message=on_usage_update
+)
+ws.run_forever()
 '''

@@ -12,9 +12,11 @@ fields that other parts of issue 16 add (``features``, ``signing``, ``costs``, `
 
 from __future__ import annotations
 
+import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import anyio.from_thread
@@ -23,6 +25,12 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
+from starlette.exceptions import StarletteDeprecationWarning
+
+with warnings.catch_warnings():
+    # Starlette's test client would rather have httpx2; httpx is what this project uses.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
 
 from keyplane.api.app import create_app
 from keyplane.domain.clock import ManualClock
@@ -31,6 +39,7 @@ from tests.conftest import ROOT_KEY, Database
 
 SEED_BASE = "https://api.parrotrouter.com/v1"
 BASE = "http://keyplane.test/parrotrouter/v1"
+WS_BASE = "ws://keyplane.test/parrotrouter/v1"
 NOW = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
 
 
@@ -336,3 +345,44 @@ def test_seed004_environment_keys_require_approval(seed_client: Seed) -> None:
         ("test", ["environment:staging"]),
         ("live", ["environment:production"]),
     ]
+
+
+class SocketApp:
+    """``websocket.WebSocketApp`` as the seed uses it, over Starlette's in-process socket:
+    ``run_forever`` connects, lets the test report usage, and hands one message over."""
+
+    def __init__(self, client: TestClient, on_open: Callable[[], None]) -> None:
+        self._client = client
+        self._on_open = on_open
+
+    def __call__(
+        self, url: str, header: list[str], on_message: Callable[[Any, str], None]
+    ) -> SocketApp:
+        self.url, self.header, self.on_message = url, header, on_message
+        return self
+
+    def run_forever(self) -> None:
+        headers = dict(line.split(": ", 1) for line in self.header)
+        path = self.url.removeprefix("ws://keyplane.test")
+        with self._client.websocket_connect(path, headers=headers) as socket:
+            self._on_open()
+            self.on_message(self, socket.receive_text())
+
+
+def test_seed004_realtime_monitoring_websocket(sqlite_database: Database) -> None:
+    app = create_app(sqlite_database.settings(), clock=ManualClock(NOW))
+    headers = {"Authorization": f"Bearer {ROOT_KEY}"}
+    with TestClient(app, base_url="http://keyplane.test", headers=headers) as client:
+        key_id = client.post("/v1/keys", json={"name": "streamed"}).json()["data"]["id"]
+
+        def report() -> None:
+            body = {"key_id": key_id, "request_id": "r1", "cost": 1.5, "model": "gpt-4o"}
+            assert client.post("/v1/usage", json=body).status_code == 201
+
+        printed: list[str] = []
+        code = seed.REALTIME_MONITORING.replace("wss://api.parrotrouter.com/v1", WS_BASE)
+        code = code.replace("your-master-key", ROOT_KEY).replace("import websocket\n", "")
+        websocket = SimpleNamespace(WebSocketApp=SocketApp(client, report))
+        scope = {"websocket": websocket, "json": json, "key_id": key_id, "print": printed.append}
+        exec(compile(code, "seed004", "exec"), scope)  # noqa: S102 - the seed's own code
+    assert printed == ["High cost request: $1.5 for gpt-4o"]
