@@ -69,6 +69,12 @@ async def test_a_created_key_is_a_native_key_with_the_mapped_policy(api: Api) ->
     assert allowed["valid"] is True, allowed
     shown = await api.client.get(f"{BASE}/keys/{body['id']}")
     assert shown.status_code == 200 and shown.json()["id"] == body["id"]
+    # null name and metadata leave them as they are; null description clears it (as /v1).
+    nulls = {"name": None, "metadata": None, "description": None}
+    patched = await api.client.patch(f"{BASE}/keys/{body['id']}", json=nulls)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["metadata"] == {"team": "backend"}
+    assert (patched.json()["name"], patched.json()["description"]) == ("parrot", None)
 
 
 async def test_a_management_key_is_needed(api: Api) -> None:

@@ -422,10 +422,7 @@ async def _merge(
     """
     for attempt in range(MERGE_ATTEMPTS):
         record = await ctx.keys.get(principal, check_key_ref(key_id))
-        native: KeyUpdate = _native(KeyUpdate, document_of(to_api(record.policy)))
-        changes: dict[str, Any] = native.model_dump(exclude_unset=True)
-        if "policy" in changes:
-            changes["policy"] = to_document(native.policy)
+        changes = _changes(document_of(to_api(record.policy)))
         try:
             return await ctx.keys.update(
                 principal, record.id, changes, expected_policy=record.policy
@@ -439,12 +436,20 @@ async def _merge(
 async def _apply(
     ctx: KeyRoutes, principal: Principal, key_ref: str, document: dict[str, Any]
 ) -> KeyRecord:
+    # An empty change still goes through: it finds the key (404) and checks keys:write.
+    return await ctx.keys.update(principal, key_ref, _changes(document))
+
+
+def _changes(document: dict[str, Any]) -> dict[str, Any]:
+    """The key service's changes of a native PATCH body, as ``PATCH /v1/keys`` makes them."""
     native: KeyUpdate = _native(KeyUpdate, document)
     changes: dict[str, Any] = native.model_dump(exclude_unset=True)
     if "policy" in changes:
         changes["policy"] = to_document(native.policy)
-    # An empty change still goes through: it finds the key (404) and checks keys:write.
-    return await ctx.keys.update(principal, key_ref, changes)
+    for field in ("name", "metadata"):
+        if field in changes and changes[field] is None:
+            changes.pop(field)  # null is "unchanged" for these, as on /v1
+    return changes
 
 
 @router.post(
