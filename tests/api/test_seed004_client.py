@@ -203,6 +203,7 @@ def test_seed004_key_lifecycle_update_disable_revoke(seed_client: Seed) -> None:
     assert scope["response"].json()["revoked_reason"] == "Key compromised"
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # refused before storage
 def test_seed004_team_key_is_refused_naming_teams(seed_client: Seed) -> None:
     scope = seed_client.run(seed.TEAM_KEY)
     answer = scope["team_key"]
