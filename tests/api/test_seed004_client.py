@@ -12,7 +12,9 @@ fields that other parts of issue 16 add (``features``, ``signing``, ``costs``, `
 
 from __future__ import annotations
 
+import gc
 import json
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -35,7 +37,7 @@ with warnings.catch_warnings():
 from keyplane.api.app import create_app
 from keyplane.domain.clock import ManualClock
 from tests.api import seed004_parrotrouter as seed
-from tests.conftest import ROOT_KEY, Database
+from tests.conftest import PG_URL, ROOT_KEY, Database, _sqlite_threads, postgres_schema
 
 SEED_BASE = "https://api.parrotrouter.com/v1"
 BASE = "http://keyplane.test/parrotrouter/v1"
@@ -126,9 +128,51 @@ class Seed:
         return key_id
 
 
-@pytest.fixture
-def seed_client(database: Database) -> Iterator[Seed]:
-    app = create_app(database.settings(), clock=ManualClock(NOW))
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def seed_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
+    """One database per backend for the whole module: every example works on keys of its
+    own, so they share it, and the app starts once per backend (the suite's time budget)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("seed004") / "keyplane.db"
+        yield Database("sqlite", f"sqlite:///{path}")
+        return
+    with postgres_schema() as schema:
+        yield Database("postgres", PG_URL, schema)
+
+
+def _sqlite_leak_check(before: set[Any]) -> None:
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while (leaked := set(_sqlite_threads()) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not leaked, f"{len(leaked)} SQLite connection(s) left open"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_sqlite_connections(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The conftest check, except for the examples on the module's app: its connections live
+    as long as it does, and are checked closed when it stops (``app_client``)."""
+    if "app_client" in request.fixturenames:
+        yield
+        return
+    before = set(_sqlite_threads())
+    yield
+    _sqlite_leak_check(before)
+
+
+@pytest.fixture(scope="module")
+def app_client(seed_database: Database) -> Iterator[AppClient]:
+    before = set(_sqlite_threads())
+    yield from _serve(seed_database)
+    _sqlite_leak_check(before)
+
+
+def _serve(seed_database: Database) -> Iterator[AppClient]:
+    app = create_app(seed_database.settings(), clock=ManualClock(NOW))
     headers = {"Authorization": f"Bearer {ROOT_KEY}"}
     with (
         anyio.from_thread.start_blocking_portal() as portal,
@@ -140,9 +184,14 @@ def seed_client(database: Database) -> Iterator[Seed]:
             headers=headers,
         )
         try:
-            yield Seed(AppClient(portal, client))
+            yield AppClient(portal, client)
         finally:
             portal.call(client.aclose)
+
+
+@pytest.fixture
+def seed_client(app_client: AppClient) -> Seed:
+    return Seed(app_client)
 
 
 def created(response: requests.Response) -> dict[str, Any]:
@@ -203,7 +252,6 @@ def test_seed004_key_lifecycle_update_disable_revoke(seed_client: Seed) -> None:
     assert scope["response"].json()["revoked_reason"] == "Key compromised"
 
 
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # refused before storage
 def test_seed004_team_key_is_refused_naming_teams(seed_client: Seed) -> None:
     scope = seed_client.run(seed.TEAM_KEY)
     answer = scope["team_key"]
@@ -211,7 +259,9 @@ def test_seed004_team_key_is_refused_naming_teams(seed_client: Seed) -> None:
     problem = answer.json()
     assert problem["code"] == "TEAMS_NOT_AVAILABLE"
     assert "teams" in problem["detail"] and "members" in problem["detail"]
-    assert seed_client.client.get("/v1/keys").json()["data"] == []  # nothing was created
+    listed = seed_client.client.get("/v1/keys", params={"name": "Team"}).json()["data"]
+    names = [key["name"] for key in listed]
+    assert "Frontend Team Key" not in names  # nothing was created
 
 
 def test_seed004_analytics(seed_client: Seed) -> None:
@@ -340,7 +390,7 @@ def test_seed004_environment_keys_require_approval(seed_client: Seed) -> None:
     """Needs ``require_approval`` (perm) for the production key."""
     scope = seed_client.run(seed.ENVIRONMENT_KEYS)
     assert scope["response"].status_code == 201, scope["response"].text  # production, last
-    keys = seed_client.client.get("/v1/keys").json()["data"]
+    keys = seed_client.client.get("/v1/keys", params={"name": "Environment Key"}).json()["data"]
     assert [(k["environment"], k["tags"]) for k in keys] == [
         ("test", ["environment:development"]),
         ("test", ["environment:staging"]),
