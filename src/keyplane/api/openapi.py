@@ -31,6 +31,8 @@ COMPAT_TAGS = {
 GATEWAY_TAG = "gateway (forward auth)"
 #: Authenticated by its request signature, not a management key.
 SIGNED_PATH = "/v1/secret-scanning/github"
+#: ParrotRouter documents no error body: its surface answers problem+json like /v1.
+PARROT_TAG = "compat: ParrotRouter"
 
 TAGS = [
     {"name": "keys", "description": "Issue, list, change, rotate, disable and revoke API keys."},
@@ -73,6 +75,11 @@ TAGS = [
         "name": COMPAT_TAGS["/prod/"],
         "description": "FastRouter's service-key API, over Keyplane's keys; errors as"
         ' `{"error": {"message", "type", "code"}}`. See docs/compatibility.md.',
+    },
+    {
+        "name": PARROT_TAG,
+        "description": "ParrotRouter's key management API (seed 004), mapped onto the native"
+        " keys and policy; errors as problem+json, as on /v1. See docs/compatibility.md.",
     },
 ]
 

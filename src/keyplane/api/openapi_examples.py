@@ -891,3 +891,79 @@ def compat_error(path: str, status: int, code: str, message: str) -> dict[str, A
     if path.startswith("/prod/"):
         return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
     return {"error": {"code": status, "message": message, "metadata": {"code": code}}}
+
+
+# The ParrotRouter surface (/parrotrouter/v1): seed 004's own requests as the examples.
+_PARROT_CREATE = {
+    "name": "Production App Key",
+    "description": "Key for production application",
+    "permissions": {
+        "models": ["gpt-4-turbo-preview", "gpt-3.5-turbo"],
+        "max_requests_per_minute": 100,
+        "max_requests_per_day": 10000,
+        "max_cost_per_day": 50.00,
+    },
+    "restrictions": {
+        "ip_whitelist": ["203.0.113.0/24"],
+        "referrers": ["https://app.yourcompany.com/*"],
+    },
+    "metadata": {"team": "backend", "cost_center": "engineering"},
+    "environment": "production",
+    "expires_at": "2027-12-31T23:59:59Z",
+}
+_PARROT_KEY = KEY | {"tags": ["environment:production"], "plan": None}
+_PARROT_ROTATION = {
+    "enabled": True,
+    "schedule": "0 0 1 * *",
+    "strategy": "gradual",
+    "notification_channels": ["email:security@company.com"],
+    "grace_period_hours": 24,
+    "auto_update_apps": True,
+}
+EXAMPLES.update(
+    {
+        "parrot_create_key": (_PARROT_CREATE, _PARROT_KEY | {"key": _SECRET}),
+        "parrot_get_key": (None, _PARROT_KEY),
+        "parrot_update_key": (
+            {"permissions": {"max_requests_per_day": 5000}, "expires_at": "2027-06-30T23:59:59Z"},
+            _PARROT_KEY,
+        ),
+        "parrot_disable_key": (
+            {"reason": "Suspicious activity detected", "auto_enable_after": "1h"},
+            _DISABLED,
+        ),
+        "parrot_revoke_key": ({"reason": "Key compromised", "revoke_immediately": True}, _REVOKED),
+        "parrot_rotate_key": (
+            {"invalidate_old": False, "grace_period_hours": 48},
+            _PARROT_KEY | {"key": _SECRET, "old_key_expires_at": "2026-03-03T12:00:00Z"},
+        ),
+        "parrot_set_rotation": (_PARROT_ROTATION, {"id": _KEY_ID, "rotation": _PARROT_ROTATION}),
+        "parrot_key_analytics": (None, EXAMPLES["key_analytics_v1_keys__key_id__analytics_get"][1]),
+        "parrot_key_audit": (
+            None,
+            {
+                "events": [
+                    {
+                        "timestamp": _AT,
+                        "event_type": "permission_change",
+                        "action": "key.updated",
+                        "user_id": "root",
+                        "ip_address": "203.0.113.7",
+                        "details": {"changes": {"policy": {"from": {}, "to": {}}}},
+                        "outcome": "success",
+                        "count": 1,
+                    }
+                ],
+                "next_cursor": None,
+                "has_more": False,
+            },
+        ),
+        "parrot_export_key_audit": (
+            {"format": "csv", "period": "last_quarter", "include_pii": False},
+            None,
+        ),
+    }
+)
+MEDIA_EXAMPLES["parrot_export_key_audit"] = MEDIA_EXAMPLES[
+    "export_key_audit_v1_keys__id_or_hash__audit_export_post"
+]

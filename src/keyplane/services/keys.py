@@ -342,8 +342,17 @@ class KeyService:
         )
 
     async def update(
-        self, principal: Principal, id_or_hash: str, changes: Mapping[str, Any]
+        self,
+        principal: Principal,
+        id_or_hash: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_policy: Mapping[str, Any] | None = None,
     ) -> KeyRecord:
+        """Change a key's fields. ``expected_policy`` is the key's overrides as the caller read
+        them to merge a change into: if another write changed them since, the update is a
+        ``ConflictError`` (``POLICY_CHANGED``), checked under the key's lock, so a merge
+        never overwrites a change it did not see."""
         require_scope(principal, "keys:write")
         unknown = set(changes) - UPDATABLE_FIELDS
         if unknown:
@@ -364,6 +373,11 @@ class KeyService:
 
         def apply(locked: KeyRecord, journal: Journal) -> KeyRecord:
             _refuse_if_revoked(locked, "update")
+            if expected_policy is not None and locked.policy != expected_policy:
+                raise ConflictError(
+                    "the key's policy changed while this update was prepared",
+                    code="POLICY_CHANGED",
+                )
             updated = dataclasses.replace(locked, **changes, updated_at=now)
             changed = diff(_updatable(locked), _updatable(updated))
             if changed:
