@@ -180,7 +180,9 @@ async def test_unknown_and_malformed_key_ids_are_404(api: Api) -> None:
     for tail in ("rotate", "disable", "rotation", "audit/export"):
         answer = await api.client.post(
             f"{BASE}/keys/key_01m8yzy9jneaeqfvbks33zz3cy/{tail}",
-            json={"format": "csv"} if tail == "audit/export" else {},
+            json={"audit/export": {"format": "csv"}, "rotation": {"max_age_days": 90}}.get(
+                tail, {}
+            ),
         )
         assert answer.status_code == 404, (tail, answer.text)
 

@@ -29,6 +29,7 @@ from keyplane.api.deps import (
     KeyRoutesDep,
     KeysWriter,
     PrincipalDep,
+    RotationsDep,
     SettingsDep,
 )
 from keyplane.api.exact import ExactJsonRoute
@@ -36,6 +37,7 @@ from keyplane.api.fields import Input
 from keyplane.api.openapi import PARROT_TAG
 from keyplane.api.params import CursorParam, check_id, check_key_ref, reject_unknown_params
 from keyplane.api.policy import Count, Credits, to_api, to_document
+from keyplane.api.rotation_schemas import RotationOut
 from keyplane.api.routes import analytics as native_analytics
 from keyplane.api.routes import audit as native_audit
 from keyplane.api.routes import streams as native_streams
@@ -527,16 +529,15 @@ async def rotate_key(
     "/keys/{key_id}/rotation", response_model=ParrotRotationOut, operation_id="parrot_set_rotation"
 )
 async def set_rotation(
-    key_id: str, body: ParrotRotation, principal: KeysWriter, ctx: KeyRoutesDep
+    key_id: str, body: ParrotRotation, principal: KeysWriter, rotations: RotationsDep
 ) -> ParrotRotationOut:
-    """Set the key's automatic rotation (its ``policy.rotation``)."""
-    changes = mapping.rotation_document(_given(body))
-
-    def merged(current: dict[str, Any]) -> dict[str, Any]:
-        return {"policy": mapping.merge_policy(current, changes)}
-
-    record = await _merge(ctx, principal, key_id, merged)
-    return ParrotRotationOut(id=record.id, rotation=to_api(record.policy).get("rotation") or {})
+    """Set the key's automatic rotation: the native rotation policy
+    (``POST /v1/keys/{id}/rotation``, docs/lifecycle.md), in the seed's shape."""
+    schedule = await rotations.set_policy(
+        principal, check_key_ref(key_id), mapping.rotation_document(_given(body))["rotation"]
+    )
+    shown = RotationOut.of(schedule, None).model_dump(mode="json")
+    return ParrotRotationOut(id=schedule.key_id, rotation=shown)
 
 
 @router.get(

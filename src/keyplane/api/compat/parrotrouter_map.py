@@ -388,7 +388,7 @@ def _given(rule: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rotation_document(body: Mapping[str, Any]) -> dict[str, Any]:
-    """``POST .../rotation``: the key's ``policy.rotation`` section (helper "jobs" enforces it)."""
+    """``POST .../rotation``: the key's rotation policy, as the native rotation service takes it."""
     return {"rotation": {name: _plain(value) for name, value in body.items() if value is not None}}
 
 
