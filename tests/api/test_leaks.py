@@ -1,6 +1,6 @@
 """Leak response over HTTP: GitHub secret scanning with a locally generated reporter key
 (valid, forged, unknown and missing signatures), the per-project action (revoke, disable,
-notify; rotate refused until the rotation service is wired, then delegated to it), operator
+notify; rotate through the rotation service, the new secret held for the operator), operator
 reports with their scope and tenancy, bounded bodies, and no token anywhere it is echoed."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -163,24 +162,10 @@ async def test_forged_unknown_and_missing_signatures_are_refused(sqlite_api: Api
     assert (await api.client.post(_PATH, content=many, headers=_signed(many))).status_code == 422
 
 
-class _Rotations:
-    """Stands in for services/rotation.Rotations (another helper's, wired at merge)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, timedelta, str]] = []
-
-    async def rotate_automatically(
-        self, org_id: str, key_id: str, grace: timedelta, reason: str
-    ) -> None:
-        self.calls.append((org_id, key_id, grace, reason))
-
-
 async def test_each_project_action(api: Api) -> None:
     project = (await api.client.post("/v1/projects", json={"name": "leaky"})).json()["data"]
     path = f"/v1/projects/{project['id']}/leak-response"
     assert (await api.client.get(path)).json()["data"]["action"] == "revoke"
-    refused = await api.client.put(path, json={"action": "rotate"})
-    assert refused.status_code == 422 and refused.json()["code"] == "ROTATION_UNAVAILABLE"
     assert (await api.client.put(path, json={"action": "sideways"})).status_code == 422
     outcomes = {}
     for action in ("disable", "notify"):
@@ -193,15 +178,25 @@ async def test_each_project_action(api: Api) -> None:
     assert outcomes == {"disable": "disabled", "notify": "active"}
     assert [e["details"]["action"] for e in await _leak_events(api)] == ["notify", "disable"]
 
-    rotations = _Rotations()
-    api.app.state.runtime.services.leaks.rotator = rotations  # type: ignore[attr-defined]
+    # rotate: the rotation service holds the new secret for the operator (never the leaker).
     assert (await api.client.put(path, json={"action": "rotate"})).status_code == 200
     secret, key = await api.create_key(name="rotate", project_id=project["id"])
     body = _report(secret)
     await api.client.post(_PATH, content=body, headers=_signed(body))
-    assert rotations.calls == [
-        (key["org_id"], key["id"], timedelta(hours=1), "leaked: reported by github")
-    ]
+    verdict = await api.client.post("/v1/verify", json={"key": secret})
+    assert verdict.json()["code"] == "VALID"  # the leaked secret works for the short grace
+    assert verdict.json()["rotation_pending"] is True
+    own = await api.client.post(
+        "/v1/self/rotation/claim", headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert own.status_code in (401, 403, 409), own.text  # the leaked key cannot claim it
+    claimed = await api.client.post(f"/v1/keys/{key['id']}/rotation/claim")
+    assert claimed.status_code == 200, claimed.text
+    new_secret = claimed.json()["key"]
+    assert new_secret != secret
+    assert (await api.client.post("/v1/verify", json={"key": new_secret})).json()["valid"]
+    api.clock.advance(3601)
+    assert (await api.client.post("/v1/verify", json={"key": secret})).json()["valid"] is False
     changed = await api.client.get("/v1/audit", params={"action": "project.leak_response.updated"})
     assert len(changed.json()["data"]) == 3
 
