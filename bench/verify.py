@@ -130,10 +130,11 @@ COSTS_POLICY: dict[str, object] = {
         "alert_threshold": 0.8,
     },
 }
-# LOADED_POLICY plus signed requests (HMAC-SHA256, timestamp, nonce) and the transport rules:
-# HTTPS, a country allow list, user-agent globs and domains.
+# Issue 16's whole policy: COSTS_POLICY (LOADED_POLICY, which has the feature, operation and
+# routing rules, plus three cost windows) with signed requests (HMAC-SHA256, timestamp, nonce)
+# and the transport rules: HTTPS, a country allow list, user-agent globs and domains.
 SIGNED_POLICY: dict[str, object] = {
-    **LOADED_POLICY,
+    **COSTS_POLICY,
     "network": {
         **LOADED_POLICY["network"],  # type: ignore[dict-item]
         "require_https": True,
@@ -943,8 +944,8 @@ def policy_lines(policy: PolicyResult) -> list[str]:
             []
             if policy.signed is None
             else [
-                "signed policy: the loaded policy + signing (timestamp, nonce), HTTPS,"
-                " countries, user-agent globs, domains",
+                "signed policy: the loaded policy + three cost windows + signing (timestamp,"
+                " nonce), HTTPS, countries, user-agent globs, domains",
                 rate_line("warm, context only, signed", *policy.signed.figures),
                 f"      {edges(policy.signed)}",
                 f"      vs the loaded policy, context only: "

@@ -257,7 +257,7 @@ WRONG_TYPES: list[tuple[str, Any, str]] = [
     ("revoke key", {"reason": 1}, "body.reason"),
     ("rotate key", {"grace_period_seconds": "long"}, "body.grace_period_seconds"),
     ("rotate key", {"grace_period_seconds": 1.5}, "body.grace_period_seconds"),
-    ("rotate key", {"grace_period_seconds": None}, "body.grace_period_seconds"),
+    ("rotate key", {"grace_period_seconds": True}, "body.grace_period_seconds"),
     ("rotate key", {"grace_period_seconds": -1}, "body.grace_period_seconds"),
     ("rotate key", {"grace_period_seconds": 10**12}, "body.grace_period_seconds"),
     ("disable key", [], "body"),

@@ -159,7 +159,10 @@ KEY_CHOICES = st.sampled_from(range(5))
 
 
 @given(request=verify_requests(), key_choice=KEY_CHOICES)
-@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 async def test_random_verify_requests_get_the_same_answer_from_both(
     api: Api, reference: Any, request: tuple[bytes, dict[str, str]], key_choice: int
 ) -> None:
@@ -215,7 +218,10 @@ AUTH_METHODS = st.sampled_from(["GET", "POST", "HEAD", "DELETE", "TRACE"])
     key_choice=st.sampled_from([None, *range(5)]),
     forwarded=st.sampled_from([{}, {"X-Forwarded-For": "203.0.113.5"}, {"X-Original-URI": "/x"}]),
 )
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 async def test_forward_auth_gets_the_same_answer_from_both(
     api: Api,
     reference: Any,

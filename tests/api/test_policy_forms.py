@@ -92,7 +92,25 @@ TOKENS = {
     "total_per_minute": optional(COUNT),
     "total_per_day": optional(COUNT),
 }
-CONCURRENCY = {"max_parallel": st.integers(1, 1_000_000)}
+CONCURRENCY = {
+    "max_parallel": st.integers(1, 1_000_000),
+    "max_queued": optional(st.integers(0, 10_000)),
+}
+NAME = st.from_regex(r"[a-z0-9][a-z0-9_.:-]{0,12}", fullmatch=True)
+FEATURES = {
+    "allow": optional(st.lists(NAME, max_size=5, unique=True), False),
+    "deny": optional(st.lists(NAME, max_size=5, unique=True), False),
+}
+DATA_ACCESS = {
+    name: optional(st.booleans())
+    for name in ("log_requests", "log_responses", "export_data", "delete_data")
+}
+ROUTING = {
+    "allow_auto_routing": optional(st.booleans()),
+    "allowed_providers": optional(st.lists(NAME, max_size=5, unique=True)),
+    "force_provider": optional(NAME),
+    "fallback_allowed": optional(st.booleans()),
+}
 BUDGET = {
     "credit_limit": optional(CREDITS),
     "reset": optional(st.sampled_from([r.value for r in Reset if r is not Reset.HOURLY]), False),
@@ -158,6 +176,12 @@ POLICY = {
     "network": optional(section(**NETWORK_RULES)),
     "costs": optional(section(**COSTS)),
     "signing": optional(signing()),
+    "features": optional(section(**FEATURES)),
+    "advanced_features": optional(st.dictionaries(NAME, st.booleans(), max_size=5)),
+    "data_access": optional(section(**DATA_ACCESS)),
+    "operations": optional(st.lists(NAME, max_size=5, unique=True)),
+    "routing": optional(section(**ROUTING)),
+    "require_approval": optional(st.booleans()),
 }
 API_FORMS = section(**POLICY)
 
@@ -198,6 +222,9 @@ def test_the_generator_reaches_every_field() -> None:
         (COSTS, api.Costs),
         (COST_LIMIT, api.ModelCostLimit),
         (SIGNING, api.Signing),
+        (FEATURES, api.FeatureRules),
+        (DATA_ACCESS, api.DataAccess),
+        (ROUTING, api.Routing),
     ]:
         assert set(generated) == set(model.model_fields)
     assert set(api.RateLimit.model_fields) == {"name", "limit", "period", "burst"}

@@ -95,7 +95,10 @@ BEYOND_THE_SCHEMA_FIELDS = re.compile(
     # Credits ("", "1e200000"): another change reworks how credit amounts are parsed and
     # documented; this line goes with it.
     r"|cost|amount|policy\.budget\.credit_limit|policy\.budget\.per_model\..+"
-    r"|policy\.costs\.per_\w+_max|policy\.models\.cost_limits\..+\.max_cost_per_day"
+    r"|policy\.costs\.per_\w+_max"
+    # Per-model cost limits are keyed by model pattern, like budget.per_model: the key's
+    # grammar (printable ASCII, no spaces) and its credits are checked beyond the schema.
+    r"|policy\.models\.cost_limits\..+"
     r"|policy\.budget\.rollover\.max_carry"
     r")"
 )

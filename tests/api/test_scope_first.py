@@ -89,6 +89,7 @@ async def test_a_key_without_the_scope_is_refused_before_its_body_is_read(
             secret_id="sigsec_00000000000000000000000000",
             endpoint_id="whe_00000000000000000000000000",
             project_id="proj_00000000000000000000000000",
+            key_id="key_00000000000000000000000000",
         )
         for method in route.methods:
             response = await api.client.request(

@@ -49,7 +49,8 @@ async def test_key_writes_answer_a_write_only_caller_with_id_and_status(api: Api
     # Rotate: its purpose is the new secret, so that is answered, and nothing else.
     rotated = await api.client.post(f"/v1/keys/{ref}/rotate", json={}, headers=writer)
     body = assert_ack(rotated)
-    assert body["key"].startswith("kp_live_") and set(body) == {"key", "data"}
+    assert body["key"].startswith("kp_live_")
+    assert set(body) == {"key", "data", "old_key_expires_at"}  # when the old secret stops
     assert (await api.verify(body["key"]))["code"] in ("VALID", "DISABLED")
     revoked = assert_ack(await api.client.delete(f"/v1/keys/{ref}", headers=writer))
     assert revoked["data"]["status"] == "revoked"

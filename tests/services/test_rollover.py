@@ -67,7 +67,7 @@ _ids = itertools.count()
 @settings(
     max_examples=40,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=STEPS)
 async def test_the_verify_path_admits_exactly_what_the_model_says(

@@ -66,6 +66,7 @@ async def test_a_report_is_counted_once_and_a_repeat_answers_as_the_original(db:
     assert (clash.event_id, clash.new, clash.conflict) == (first.id, False, True)
     assert (await db.usage.totals([key], NOW))[key] == {
         "total": 1_500,
+        "hour": 1_500,
         "day": 1_500,
         "week": 1_500,
         "month": 1_500,
@@ -113,8 +114,8 @@ async def test_totals_cover_only_the_current_buckets(db: Db) -> None:
     await db.usage.record([_entry(key, org, "old", 5_000, at=last_month)])
     await db.usage.record([_entry(key, org, "new", 7, at=NOW)])
     totals = await db.usage.totals([key, "key_unknown"], NOW)
-    assert totals[key] == {"total": 5_007, "day": 7, "week": 7, "month": 7}
-    assert totals["key_unknown"] == {"total": 0, "day": 0, "week": 0, "month": 0}
+    assert totals[key] == {"total": 5_007, "hour": 7, "day": 7, "week": 7, "month": 7}
+    assert totals["key_unknown"] == {"total": 0, "hour": 0, "day": 0, "week": 0, "month": 0}
     assert await db.usage.totals([], NOW) == {}
 
 
@@ -262,7 +263,7 @@ async def test_a_credit_adjustment_counts_as_negative_spending_once_under_the_se
     await db.usage.adjust_credits(granted, None, Journal(SYSTEM, NOW), before_commit)
     assert counted == ["live counters"]
     totals = (await db.usage.totals([key], NOW))[key]
-    assert totals == dict.fromkeys(("total", "day", "week", "month"), -2_000_000)
+    assert totals == dict.fromkeys(("total", "hour", "day", "week", "month"), -2_000_000)
     month = bucket_starts(NOW)["month"]
     assert await db.usage.spent_in(key, "month", month) == -2_000_000
     seeded: dict[str, int] = {}

@@ -133,6 +133,9 @@ def create_app(
             await runtime.stop()
             # A worker stopping cleanly: its live gauges leave the shared metrics.
             metrics.process_exiting()
+            # What start froze may go now: a process that starts apps again (the tests, an
+            # embedding program) must not keep every stopped runtime forever.
+            gc.unfreeze()
 
     app = FastAPI(
         title="Keyplane",

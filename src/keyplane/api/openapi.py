@@ -212,6 +212,7 @@ def _complete(path: str, method: str, operation: dict[str, Any]) -> None:
         operation["security"] = []
     elif path.startswith("/v1/self/"):
         operation["security"] = [{"ownKey": []}]
+        _document_errors(path, method, operation, compat)
     elif path == SIGNED_PATH:
         operation["security"] = [{"githubSignature": []}]
         _document_errors(path, method, operation, compat)

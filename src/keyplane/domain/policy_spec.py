@@ -330,7 +330,7 @@ class PolicySpec:
             costs=_merge_section(base.costs, self.costs),
             signing=_merge_section(base.signing, self.signing),
             features=_merge_section(base.features, self.features),
-            advanced_features=_merge_value(base.advanced_features, self.advanced_features),
+            advanced_features=_merge_flags(base.advanced_features, self.advanced_features),
             data_access=_merge_section(base.data_access, self.data_access),
             operations=_merge_value(base.operations, self.operations),
             routing=_merge_section(base.routing, self.routing),
@@ -363,6 +363,18 @@ def value_or(value: Field[T], default: T) -> T:
 
 def _merge_value(base: Field[T], override: Field[T]) -> Field[T]:
     return base if override is UNSET else override
+
+
+def _merge_flags(
+    base: Field[tuple[tuple[str, bool], ...]], override: Field[tuple[tuple[str, bool], ...]]
+) -> Field[tuple[tuple[str, bool], ...]]:
+    """Named flags (``advanced_features``) merge like a section: a key's flags over its plan's,
+    one by one (an object in the stored document, like every section)."""
+    if override is UNSET:
+        return base
+    if override is None or base is None or isinstance(base, Unset):
+        return override
+    return tuple(sorted({**dict(base), **dict(override)}.items()))
 
 
 def _merge_section(base: Field[S], override: Field[S]) -> Field[S]:
