@@ -50,7 +50,7 @@ async def test_plan_policy_rotates_its_keys_and_a_keys_own_policy_wins(api: Api)
     assert (await api.client.get(f"/v1/keys/{before['id']}/rotation")).status_code == 404
     assert (await api.client.get(f"/v1/keys/{elsewhere['id']}/rotation")).status_code == 404
     inherited = (await api.client.get(f"/v1/keys/{later['id']}/rotation")).json()["data"]
-    assert inherited["max_age_days"] == 30
+    assert inherited["max_age_days"] == 30 and inherited["from_plan"] == got["plan_id"]
 
     api.clock.advance(timedelta(days=25).total_seconds())  # bare is 35 days old, later 25
     assert await rotations.sweep(api.clock.now()) == 1

@@ -90,6 +90,9 @@ class RotationOut(BaseModel):
     next_rotation_at: datetime | None
     last_rotated_at: datetime | None
     pending: HeldOut | None = None
+    from_plan: str | None = Field(
+        None, description="the plan (id) whose policy the key follows; null for its own policy"
+    )
 
     @classmethod
     def of(cls, schedule: RotationSchedule, held: HeldSecret | None) -> RotationOut:
@@ -106,6 +109,7 @@ class RotationOut(BaseModel):
             next_rotation_at=schedule.next_rotation_at,
             last_rotated_at=schedule.last_rotated_at,
             pending=None if held is None else HeldOut.of(held),
+            from_plan=schedule.from_plan,
         )
 
 

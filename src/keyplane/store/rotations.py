@@ -26,7 +26,7 @@ from keyplane.domain.rotation import (
     first_rotation,
 )
 from keyplane.errors import ConflictError
-from keyplane.store.tables import api_keys, plan_rotation_policies
+from keyplane.store.tables import api_keys, plan_rotation_policies, plans
 from keyplane.store.tables import held_rotation_secrets as held
 from keyplane.store.tables import key_rotation_policies as schedules
 from keyplane.store.unit import UnitOfWork
@@ -162,6 +162,10 @@ class SqlRotationStore:
             )
         )
         async with self._unit.write(journal) as conn:
+            # The plan's row, locked: a key joining the plan (created on it, or moved onto it)
+            # takes a key-share lock on it through its foreign key, so it either commits before
+            # the read below sees it, or waits and then reads this policy (follow_plan).
+            await conn.execute(select(plans.c.id).where(plans.c.id == plan_id).with_for_update())
             await conn.execute(statement)
             # Lock the keys' rows first, as a key's own change does, so a key cannot move off
             # the plan (or get its own policy) between this read and the writes below.
