@@ -171,6 +171,16 @@ USE_CASES: list[tuple[str, str, UseCase]] = [
         lambda s, p: s.rotations.set_policy(p, KEY_ID, {"max_age_days": 30}),
     ),
     ("rotations.get_policy", "keys:read", lambda s, p: s.rotations.get_policy(p, KEY_ID)),
+    (
+        "rotations.set_plan_policy",
+        "plans:write",
+        lambda s, p: s.rotations.set_plan_policy(p, "plan", {"max_age_days": 30}),
+    ),
+    (
+        "rotations.get_plan_policy",
+        "plans:read",
+        lambda s, p: s.rotations.get_plan_policy(p, "plan"),
+    ),
     ("rotations.held", "keys:read", lambda s, p: s.rotations.held(p, KEY_ID)),
     ("rotations.claim", "keys:write", lambda s, p: s.rotations.claim(p, KEY_ID)),
     ("jobs.list_jobs", "jobs:read", lambda s, p: s.jobs.list_jobs(p)),

@@ -171,6 +171,7 @@ def create_app(
         rotation.router,
         rotation.self_router,
         rotation.jobs_router,
+        rotation.plans_router,
     ):
         app.include_router(router)
     # Compatibility surfaces render their own errors; api/openapi.py documents them apart.

@@ -75,6 +75,18 @@ _ROTATION = {
     "last_rotated_at": None,
     "pending": None,
 }
+_PLAN_ROTATION = {
+    "plan_id": "plan_01jf0000000000000000000000",
+    "plan": "pro",
+    "enabled": True,
+    "schedule": None,
+    "max_age_days": 90,
+    "strategy": "gradual",
+    "grace_period_hours": 24,
+    "notification_channels": [],
+    "auto_update_apps": False,
+    "keys_following": None,
+}
 _CLAIMED = {
     "key": "kp_live_3vghVLMOo0DyKOhtLgEXj9lqH3r6VU0fAEqZ",
     "key_id": _KEY_ID,
@@ -391,6 +403,11 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
         },
     ),
     "claim_key_rotation_v1_keys__id_or_hash__rotation_claim_post": (None, _CLAIMED),
+    "set_plan_rotation_v1_plans__plan__rotation_post": (
+        {"max_age_days": 90, "strategy": "gradual", "grace_period_hours": 24},
+        {"data": _PLAN_ROTATION | {"keys_following": 12}},
+    ),
+    "get_plan_rotation_v1_plans__plan__rotation_get": (None, {"data": _PLAN_ROTATION}),
     "claim_own_rotation_v1_self_rotation_claim_post": (None, _CLAIMED),
     "list_jobs_v1_jobs_get": (
         None,

@@ -18,6 +18,7 @@ from keyplane.domain.rotation import (
     RotationSchedule,
 )
 from keyplane.domain.schedules import MAX_CRON_LENGTH
+from keyplane.services.rotation import PlanRotation
 
 #: Five cron fields of the characters cron uses; croniter has the last word.
 _CRON_PATTERN = r"^\s*[0-9A-Za-z*/,?#-]+(?:\s+[0-9A-Za-z*/,?#-]+){4}\s*$"
@@ -89,6 +90,9 @@ class RotationOut(BaseModel):
     next_rotation_at: datetime | None
     last_rotated_at: datetime | None
     pending: HeldOut | None = None
+    from_plan: str | None = Field(
+        None, description="the plan (id) whose policy the key follows; null for its own policy"
+    )
 
     @classmethod
     def of(cls, schedule: RotationSchedule, held: HeldSecret | None) -> RotationOut:
@@ -105,11 +109,49 @@ class RotationOut(BaseModel):
             next_rotation_at=schedule.next_rotation_at,
             last_rotated_at=schedule.last_rotated_at,
             pending=None if held is None else HeldOut.of(held),
+            from_plan=schedule.from_plan,
         )
 
 
 class RotationEnvelope(BaseModel):
     data: RotationOut
+
+
+class PlanRotationOut(BaseModel):
+    plan_id: str
+    plan: str
+    enabled: bool
+    schedule: str | None
+    max_age_days: int | None
+    strategy: str
+    grace_period_hours: int
+    notification_channels: list[str]
+    auto_update_apps: bool
+    keys_following: int | None = Field(
+        None,
+        description="keys on the plan without their own policy, now following this one "
+        "(in the answer to setting it)",
+    )
+
+    @classmethod
+    def of(cls, rotation: PlanRotation) -> PlanRotationOut:
+        policy = rotation.policy
+        return cls(
+            plan_id=rotation.plan_id,
+            plan=rotation.plan_name,
+            enabled=policy.enabled,
+            schedule=policy.schedule,
+            max_age_days=policy.max_age_days,
+            strategy=policy.strategy.value,
+            grace_period_hours=policy.grace_period_hours,
+            notification_channels=list(policy.notification_channels),
+            auto_update_apps=policy.auto_update_apps,
+            keys_following=rotation.keys_following,
+        )
+
+
+class PlanRotationEnvelope(BaseModel):
+    data: PlanRotationOut
 
 
 class ClaimedOut(BaseModel):

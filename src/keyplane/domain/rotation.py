@@ -202,6 +202,17 @@ class RotationSchedule:
     next_rotation_at: datetime | None
     last_rotated_at: datetime | None
     updated_at: datetime
+    #: The plan whose policy this is, inherited; ``None`` for the key's own policy.
+    from_plan: str | None = None
+
+
+def first_rotation(policy: RotationPolicy, since: datetime, now: datetime) -> datetime | None:
+    """When a newly set (or newly inherited) policy is first due: a cron's next time after
+    now; an age limit's date counted from ``since``, the last rotation or the key's creation
+    (due at once when already past)."""
+    if policy.schedule is not None:
+        return policy.next_rotation(now)
+    return policy.next_rotation(since)
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,6 +133,11 @@ CATALOGUE: tuple[EventType, ...] = (
         "A plan changed; every key on it follows.",
         {"id": "plan_01jf...", "keys_affected": 12},
     ),
+    EventType(
+        "plan.rotation.configured",
+        "A plan's automatic rotation policy was set; keys on it without their own follow it.",
+        {"id": "plan_01jf...", "name": "pro", "rotation": {"max_age_days": 90}},
+    ),
     EventType("plan.deleted", "A plan was deleted.", {"id": "plan_01jf...", "name": "pro"}),
     EventType(
         "vault.credential.created",

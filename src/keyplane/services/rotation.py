@@ -31,6 +31,7 @@ from keyplane.domain.changes import NOWHERE, SYSTEM, Actor, Journal, Origin
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import digests_equal, key_digest
 from keyplane.domain.keys import KeyRecord, KeyStatus
+from keyplane.domain.plans import PlanRecord
 from keyplane.domain.rotation import (
     MAX_GRACE,
     HeldSecret,
@@ -39,11 +40,18 @@ from keyplane.domain.rotation import (
     RotationSchedule,
     ScheduleAdvance,
     claim_window,
+    first_rotation,
     held_associated_data,
 )
 from keyplane.domain.sealing import held_rotation_sealing_key, seal, unseal
 from keyplane.domain.tenancy import Principal
-from keyplane.errors import ConflictError, NotFoundError, StorageError, ValidationError
+from keyplane.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+    ValidationError,
+)
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory
 from keyplane.store.database import Database
@@ -74,6 +82,18 @@ class ClaimedKey:
     secret: str
     record: KeyRecord
     old_key_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRotation:
+    """A plan's rotation policy; ``keys_following`` counts the keys that inherit it (known
+    when it was just set)."""
+
+    plan_id: str
+    plan_name: str
+    policy: RotationPolicy
+    updated_at: datetime | None
+    keys_following: int | None
 
 
 class Rotations:
@@ -113,7 +133,7 @@ class Rotations:
             key_id=record.id,
             org_id=record.org_id,
             policy=policy,
-            next_rotation_at=_next_rotation(policy, last or record.created_at, now),
+            next_rotation_at=first_rotation(policy, last or record.created_at, now),
             last_rotated_at=last,
             updated_at=now,
         )
@@ -132,6 +152,44 @@ class Rotations:
         )
         await self._store.rotations.set_schedule(schedule, journal)
         return schedule
+
+    async def set_plan_policy(
+        self, principal: Principal, plan_ref: str, document: Mapping[str, Any]
+    ) -> PlanRotation:
+        """Set a plan's rotation policy (``plans:write``): every key on the plan without a
+        policy of its own follows it, now and when keys join the plan later."""
+        require_scope(principal, "plans:write")
+        if principal.project_id is not None:
+            # Plans belong to the organization: a change reaches keys of every project.
+            raise PermissionDeniedError("only organization-wide management keys can change plans")
+        policy = RotationPolicy.from_document(document)
+        plan = await self._plan(principal, plan_ref)
+        now = self._clock.now()
+        journal = Journal(principal.actor, now)
+        journal.record(
+            "plan.rotation.configured",
+            org_id=plan.org_id,
+            target_type="plan",
+            target_id=plan.id,
+            details={"name": plan.name, "rotation": policy.to_document()},
+        )
+        following = await self._store.rotations.set_plan_policy(
+            plan.org_id, plan.id, policy, now, journal
+        )
+        return PlanRotation(plan.id, plan.name, policy, now, following)
+
+    async def get_plan_policy(self, principal: Principal, plan_ref: str) -> PlanRotation | None:
+        """A plan's rotation policy (``plans:read``); ``None`` when it has none."""
+        require_scope(principal, "plans:read")
+        plan = await self._plan(principal, plan_ref)
+        policy = await self._store.rotations.get_plan_policy(plan.org_id, plan.id)
+        return None if policy is None else PlanRotation(plan.id, plan.name, policy, None, None)
+
+    async def _plan(self, principal: Principal, plan_ref: str) -> PlanRecord:
+        plan = await self._store.plans.get(principal.org_id, plan_ref)
+        if plan is None:
+            raise NotFoundError(f"no plan {plan_ref!r}", code="PLAN_NOT_FOUND")
+        return plan
 
     async def get_policy(self, principal: Principal, key_id: str) -> RotationSchedule | None:
         """A key's rotation policy (``keys:read``); ``None`` when it has none."""
@@ -460,14 +518,6 @@ class Rotations:
         if record is None or not principal.reaches_project(record.project_id):
             raise NotFoundError(f"no key {key_id!r}", code="KEY_NOT_FOUND")
         return record
-
-
-def _next_rotation(policy: RotationPolicy, since: datetime, now: datetime) -> datetime | None:
-    """When a newly set policy is first due: a cron's next time after now; an age limit's
-    date counted from the last rotation (due at once when already past)."""
-    if policy.schedule is not None:
-        return policy.next_rotation(now)
-    return policy.next_rotation(since)
 
 
 def _record_claim(journal: Journal, record: KeyRecord, by: str) -> None:

@@ -19,7 +19,7 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
-from keyplane.store.rotations import advance_schedule, hold_secret, restart_age
+from keyplane.store.rotations import advance_schedule, follow_plan, hold_secret, restart_age
 from keyplane.store.tables import api_key_secrets, api_key_tags, api_keys, plans
 from keyplane.store.unit import UnitOfWork, metadata_text
 
@@ -166,6 +166,9 @@ class SqlKeyStore:
                 )
             )
             await _write_tags(conn, record.id, record.tags, replace=False)
+            await follow_plan(
+                conn, record.id, record.org_id, record.plan_id, record.created_at, record.created_at
+            )
         return record
 
     async def get(self, org_id: str, id_or_hash: str) -> KeyRecord | None:
@@ -349,6 +352,15 @@ async def _save_key(conn: AsyncConnection, current: KeyRecord, updated: KeyRecor
     await conn.execute(update(api_keys).where(api_keys.c.id == current.id).values(**values))
     if updated.tags != current.tags:
         await _write_tags(conn, updated.id, updated.tags, replace=True)
+    if updated.plan_id != current.plan_id:
+        await follow_plan(
+            conn,
+            current.id,
+            current.org_id,
+            updated.plan_id,
+            current.created_at,
+            updated.updated_at,
+        )
 
 
 def _status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:

@@ -14,6 +14,7 @@ from keyplane.domain.changes import Journal
 from keyplane.domain.keys import KeyStatus
 from keyplane.domain.plans import PlanRecord
 from keyplane.errors import ConflictError, NotFoundError
+from keyplane.store.rotations import forget_plan
 from keyplane.store.tables import api_keys, plans
 from keyplane.store.unit import UnitOfWork
 
@@ -124,6 +125,7 @@ class SqlPlanStore:
             ).first()
             if in_use is not None:
                 raise ConflictError("keys still use this plan", code="PLAN_IN_USE")
+            await forget_plan(conn, plan_id)
             # Revoked keys can never be used again; they let go of the plan.
             await conn.execute(
                 update(api_keys).where(api_keys.c.plan_id == plan_id).values(plan_id=None)

@@ -16,14 +16,17 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain.changes import Journal
+from keyplane.domain.keys import KeyStatus
 from keyplane.domain.rotation import (
     HeldSecret,
     HeldState,
     RotationPolicy,
     RotationSchedule,
     ScheduleAdvance,
+    first_rotation,
 )
 from keyplane.errors import ConflictError
+from keyplane.store.tables import api_keys, plan_rotation_policies, plans
 from keyplane.store.tables import held_rotation_secrets as held
 from keyplane.store.tables import key_rotation_policies as schedules
 from keyplane.store.unit import UnitOfWork
@@ -43,6 +46,17 @@ class RotationStore(Protocol):
 
     async def set_schedule(self, schedule: RotationSchedule, journal: Journal) -> None:
         """Insert or replace the key's schedule, with what ``journal`` recorded."""
+        ...
+
+    async def get_plan_policy(self, org_id: str, plan_id: str) -> RotationPolicy | None:
+        """The plan's rotation policy, within ``org_id`` only."""
+        ...
+
+    async def set_plan_policy(
+        self, org_id: str, plan_id: str, policy: RotationPolicy, now: datetime, journal: Journal
+    ) -> int:
+        """Insert or replace the plan's policy and, in the same transaction, the inherited
+        schedule of every key on the plan that has no policy of its own; how many keys."""
         ...
 
     async def due(self, now: datetime, limit: int) -> builtins.list[RotationSchedule]:
@@ -100,6 +114,7 @@ class SqlRotationStore:
             "next_rotation_at": schedule.next_rotation_at,
             "last_rotated_at": schedule.last_rotated_at,
             "updated_at": schedule.updated_at,
+            "from_plan": schedule.from_plan,
         }
         statement = (
             self._unit.insert(schedules)
@@ -111,6 +126,74 @@ class SqlRotationStore:
         )
         async with self._unit.write(journal) as conn:
             await conn.execute(statement)
+
+    async def get_plan_policy(self, org_id: str, plan_id: str) -> RotationPolicy | None:
+        query = select(plan_rotation_policies.c.policy).where(
+            plan_rotation_policies.c.org_id == org_id, plan_rotation_policies.c.plan_id == plan_id
+        )
+        async with self._unit.read() as conn:
+            document = (await conn.execute(query)).scalar_one_or_none()
+        return None if document is None else RotationPolicy.from_document(document)
+
+    async def set_plan_policy(
+        self, org_id: str, plan_id: str, policy: RotationPolicy, now: datetime, journal: Journal
+    ) -> int:
+        document = policy.to_document()
+        statement = (
+            self._unit.insert(plan_rotation_policies)
+            .values(plan_id=plan_id, org_id=org_id, policy=document, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=["plan_id"], set_={"policy": document, "updated_at": now}
+            )
+        )
+        on_plan = (
+            select(
+                api_keys.c.id,
+                api_keys.c.created_at,
+                schedules.c.from_plan,
+                schedules.c.last_rotated_at,
+                schedules.c.key_id.is_not(None).label("scheduled"),
+            )
+            .outerjoin(schedules, schedules.c.key_id == api_keys.c.id)
+            .where(
+                api_keys.c.org_id == org_id,
+                api_keys.c.plan_id == plan_id,
+                api_keys.c.status != KeyStatus.REVOKED.value,
+            )
+        )
+        async with self._unit.write(journal) as conn:
+            # The plan's row, locked: a key joining the plan (created on it, or moved onto it)
+            # takes a key-share lock on it through its foreign key, so it either commits before
+            # the read below sees it, or waits and then reads this policy (follow_plan).
+            await conn.execute(select(plans.c.id).where(plans.c.id == plan_id).with_for_update())
+            await conn.execute(statement)
+            # Lock the keys' rows first, as a key's own change does, so a key cannot move off
+            # the plan (or get its own policy) between this read and the writes below.
+            keys = [row for row in await conn.execute(on_plan.with_for_update(of=api_keys))]
+            followers = [row for row in keys if not row.scheduled or row.from_plan is not None]
+            if followers:
+                await conn.execute(
+                    delete(schedules).where(
+                        schedules.c.from_plan.is_not(None),
+                        schedules.c.key_id.in_([row.id for row in followers]),
+                    )
+                )
+                await conn.execute(
+                    insert(schedules),
+                    [
+                        _inherited(
+                            row.id,
+                            org_id,
+                            plan_id,
+                            policy,
+                            row.created_at,
+                            row.last_rotated_at,
+                            now,
+                        )
+                        for row in followers
+                    ],
+                )
+        return len(followers)
 
     async def due(self, now: datetime, limit: int) -> builtins.list[RotationSchedule]:
         query = (
@@ -268,6 +351,73 @@ async def hold_secret(
     )
 
 
+async def follow_plan(
+    conn: AsyncConnection,
+    key_id: str,
+    org_id: str,
+    plan_id: str | None,
+    created_at: datetime,
+    now: datetime,
+) -> None:
+    """Keep a key's inherited schedule in step with its plan, inside the transaction that
+    creates the key or changes its plan: the plan's policy when the key has none of its own,
+    nothing inherited when the new plan has none (or the key has no plan)."""
+    row = (await conn.execute(select(schedules).where(schedules.c.key_id == key_id))).first()
+    if row is not None and row.from_plan is None:
+        return  # the key's own policy wins over any plan's
+    if row is not None and row.from_plan == plan_id:
+        return
+    await conn.execute(
+        delete(schedules).where(schedules.c.key_id == key_id, schedules.c.from_plan.is_not(None))
+    )
+    if plan_id is None:
+        return
+    document = (
+        await conn.execute(
+            select(plan_rotation_policies.c.policy).where(
+                plan_rotation_policies.c.plan_id == plan_id
+            )
+        )
+    ).scalar_one_or_none()
+    if document is None:
+        return
+    last = None if row is None else row.last_rotated_at
+    policy = RotationPolicy.from_document(document)
+    await conn.execute(
+        insert(schedules).values(
+            **_inherited(key_id, org_id, plan_id, policy, created_at, last, now)
+        )
+    )
+
+
+async def forget_plan(conn: AsyncConnection, plan_id: str) -> None:
+    """A deleted plan's policy, and the schedules its (revoked) keys inherited from it."""
+    await conn.execute(delete(schedules).where(schedules.c.from_plan == plan_id))
+    await conn.execute(
+        delete(plan_rotation_policies).where(plan_rotation_policies.c.plan_id == plan_id)
+    )
+
+
+def _inherited(
+    key_id: str,
+    org_id: str,
+    plan_id: str,
+    policy: RotationPolicy,
+    created_at: datetime,
+    last_rotated_at: datetime | None,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "key_id": key_id,
+        "org_id": org_id,
+        "policy": policy.to_document(),
+        "next_rotation_at": first_rotation(policy, last_rotated_at or created_at, now),
+        "last_rotated_at": last_rotated_at,
+        "updated_at": now,
+        "from_plan": plan_id,
+    }
+
+
 def _schedule(row: Row[Any]) -> RotationSchedule:
     return RotationSchedule(
         key_id=row.key_id,
@@ -276,6 +426,7 @@ def _schedule(row: Row[Any]) -> RotationSchedule:
         next_rotation_at=row.next_rotation_at,
         last_rotated_at=row.last_rotated_at,
         updated_at=row.updated_at,
+        from_plan=row.from_plan,
     )
 
 

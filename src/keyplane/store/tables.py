@@ -566,7 +566,22 @@ key_rotation_policies = Table(
     Column("next_rotation_at", UTCDateTime()),
     Column("last_rotated_at", UTCDateTime()),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # The plan whose policy this row inherits (kept in step with the plan's policy and the
+    # key's plan); NULL for the key's own policy, which wins over its plan's.
+    Column("from_plan", String(40)),
     Index("ix_key_rotation_policies_next_rotation_at", "next_rotation_at"),
+    Index("ix_key_rotation_policies_from_plan", "from_plan"),
+)
+
+# A plan's rotation policy: every key on the plan without its own policy follows it, through
+# a key_rotation_policies row marked from_plan.
+plan_rotation_policies = Table(
+    "plan_rotation_policies",
+    metadata,
+    Column("plan_id", String(40), ForeignKey("plans.id"), primary_key=True),
+    Column("org_id", String(40), nullable=False),
+    Column("policy", JsonType, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 # The new secret of an automatic rotation, sealed (domain/sealing.py) until it is claimed once

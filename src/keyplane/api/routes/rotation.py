@@ -8,24 +8,30 @@ from keyplane.api.deps import (
     ClockDep,
     JobsDep,
     KeysWriter,
+    PlansWriter,
     PrincipalDep,
     RotationsDep,
     origin_of,
 )
+from keyplane.api.exact import ExactJsonRoute
 from keyplane.api.params import check_key_ref, reject_unknown_params
 from keyplane.api.rotation_schemas import (
     ClaimedOut,
     JobList,
     JobOut,
+    PlanRotationEnvelope,
+    PlanRotationOut,
     RotationEnvelope,
     RotationIn,
     RotationOut,
 )
+from keyplane.api.schemas import PlanRef
 from keyplane.errors import AuthenticationError, NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["keys"])
 self_router = APIRouter(prefix="/v1/self", tags=["self"])
 jobs_router = APIRouter(prefix="/v1", tags=["jobs"])
+plans_router = APIRouter(prefix="/v1/plans", tags=["plans"], route_class=ExactJsonRoute)
 
 
 @router.post("/keys/{id_or_hash}/rotation", response_model=RotationEnvelope)
@@ -86,3 +92,25 @@ async def list_jobs(
     reject_unknown_params(request, set())
     now = clock.now()
     return JobList(data=[JobOut.of(job, now) for job in await jobs.list_jobs(principal)])
+
+
+@plans_router.post("/{plan}/rotation", response_model=PlanRotationEnvelope)
+async def set_plan_rotation(
+    plan: PlanRef, body: RotationIn, principal: PlansWriter, rotations: RotationsDep
+) -> PlanRotationEnvelope:
+    """Set the plan's rotation policy: every key on it without a policy of its own follows it,
+    including keys created on or moved onto the plan later."""
+    rotation = await rotations.set_plan_policy(principal, plan, body.model_dump(mode="json"))
+    return PlanRotationEnvelope(data=PlanRotationOut.of(rotation))
+
+
+@plans_router.get("/{plan}/rotation", response_model=PlanRotationEnvelope)
+async def get_plan_rotation(
+    plan: PlanRef, request: Request, principal: PrincipalDep, rotations: RotationsDep
+) -> PlanRotationEnvelope:
+    """The plan's rotation policy."""
+    reject_unknown_params(request, set())
+    rotation = await rotations.get_plan_policy(principal, plan)
+    if rotation is None:
+        raise NotFoundError("this plan has no rotation policy", code="ROTATION_POLICY_NOT_FOUND")
+    return PlanRotationEnvelope(data=PlanRotationOut.of(rotation))
