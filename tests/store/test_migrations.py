@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, select
@@ -14,7 +17,17 @@ from keyplane.settings import to_async_url
 from keyplane.store.migrate import migrate
 from keyplane.store.tables import metadata, organizations, projects
 from keyplane.store.unit import create_engine
-from tests.conftest import Database
+from tests.conftest import PG_URL, Database, postgres_schema
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Empty files and schemas, never the migrated SQLite copy the other tests start from."""
+    if request.param == "sqlite":
+        yield Database("sqlite", f"sqlite:///{tmp_path / 'empty.db'}")
+        return
+    with postgres_schema() as schema:
+        yield Database("postgres", PG_URL, schema)
 
 
 async def test_migrated_schema_matches_the_table_definitions(database: Database) -> None:
