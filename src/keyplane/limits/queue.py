@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from keyplane.domain.admission import Admission, AdmissionResult
 from keyplane.domain.decisions import Code
 from keyplane.limits.base import Limiter
+from keyplane.limits.redis import close_pubsub
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class RedisSlotQueue:
             log.warning("queue wake-ups unavailable: %s", type(exc).__name__)
         finally:
             with contextlib.suppress(RedisError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await close_pubsub(pubsub)
 
     async def aclose(self) -> None:
         if self._listener is not None:

@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import NoScriptError, RedisError
 
 from keyplane.domain import gcra
@@ -496,3 +497,10 @@ class RedisLimiter:
         if batch:
             dropped += await self._redis.unlink(*batch)
         return dropped
+
+
+async def close_pubsub(pubsub: PubSub) -> None:
+    """Close a pub/sub connection. redis-py types ``aclose`` only from 8.2 on: called through
+    ``Any``, the call type-checks against either."""
+    close: Any = pubsub.aclose
+    await close()

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyplane.errors import RegistryUnavailableError, StorageError
+from keyplane.limits.redis import close_pubsub
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class RedisInvalidation:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await close_pubsub(pubsub)
 
     def _receive(self, data: Any) -> None:
         _receive_into(self, data)

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from keyplane.domain import ids
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import CapacityError, NotFoundError, StorageError, ValidationError
+from keyplane.limits.redis import close_pubsub
 from keyplane.metrics import REDIS_ERRORS, STREAM_DROPPED, STREAM_SUBSCRIBERS
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory
@@ -294,7 +295,7 @@ class RedisBroadcast:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await close_pubsub(pubsub)
 
     async def close(self) -> None:
         return None
