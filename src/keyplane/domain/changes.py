@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keyplane.domain.keys import KeyRecord
 
 #: Outcomes of a recorded action.
 SUCCESS = "success"
@@ -131,6 +134,26 @@ class Journal:
         )
         self.changes.append(change)
         return change
+
+    def record_key(
+        self,
+        action: str,
+        key: KeyRecord,
+        details: Mapping[str, Any] | None = None,
+        *,
+        audited: bool = True,
+    ) -> Change:
+        """A change to an API key: its org, project and id as the target, its name first in
+        the details (every ``key.*`` entry and event names the key it is about)."""
+        return self.record(
+            action,
+            org_id=key.org_id,
+            target_type="key",
+            target_id=key.id,
+            project_id=key.project_id,
+            details={"name": key.name, **(details or {})},
+            audited=audited,
+        )
 
     def discard(self) -> None:
         """Forget what was recorded (a mutation that turned out to change nothing)."""

@@ -93,8 +93,7 @@ class KeyLimits:
         asks = [WindowAsk(s.name, s.kind, s.window, 0, s.counts) for s in specs]
         names = tuple(dict.fromkeys(spec.name for spec in specs))
         journal = Journal(principal.actor, self._clock.now())
-        _record(
-            journal,
+        journal.record_key(
             "key.limits.reset",
             record,
             {"windows": list(names), "concurrency": concurrency},
@@ -155,8 +154,7 @@ class KeyLimits:
                 created_at=now,
             )
         journal = Journal(principal.actor, now)
-        _record(
-            journal,
+        journal.record_key(
             "key.credits.adjusted",
             record,
             {
@@ -208,14 +206,3 @@ class KeyLimits:
         if record is None or not principal.reaches_project(record.project_id):
             raise NotFoundError(f"no key {id_or_hash!r}", code="KEY_NOT_FOUND")
         return record
-
-
-def _record(journal: Journal, action: str, key: KeyRecord, details: dict[str, object]) -> None:
-    journal.record(
-        action,
-        org_id=key.org_id,
-        target_type="key",
-        target_id=key.id,
-        project_id=key.project_id,
-        details={"name": key.name, **details},
-    )

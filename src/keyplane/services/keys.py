@@ -275,7 +275,7 @@ class KeyService:
                 code="IDEMPOTENT_KEY_ROTATED",
             )
         journal = Journal(principal.actor, now)
-        _record(journal, "key.replayed", record, {"idempotent_replay": True})
+        journal.record_key("key.replayed", record, {"idempotent_replay": True})
         await self._store.audit.record_alone(journal)
         match = await self._store.keys.find_by_secret(record.hash)
         signing_secret = None
@@ -381,7 +381,7 @@ class KeyService:
             updated = dataclasses.replace(locked, **changes, updated_at=now)
             changed = diff(_updatable(locked), _updatable(updated))
             if changed:
-                _record(journal, "key.updated", updated, {"changes": changed})
+                journal.record_key("key.updated", updated, {"changes": changed})
             return updated
 
         return await self._mutate(principal, current.id, apply)
@@ -393,7 +393,7 @@ class KeyService:
         def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
             if current.status is KeyStatus.REVOKED:
                 return current  # revoking twice is a no-op, not an error
-            _record(journal, "key.revoked", current, {"reason": reason})
+            journal.record_key("key.revoked", current, {"reason": reason})
             return dataclasses.replace(
                 current,
                 status=KeyStatus.REVOKED,
@@ -419,7 +419,7 @@ class KeyService:
             _refuse_if_revoked(current, "disable")
             _refuse_if_pending(current, "disable")
             details = {"reason": reason, "auto_enable_at": auto_enable_at}
-            _record(journal, "key.disabled", current, details)
+            journal.record_key("key.disabled", current, details)
             return dataclasses.replace(
                 current,
                 status=KeyStatus.DISABLED,
@@ -438,7 +438,7 @@ class KeyService:
             _refuse_if_revoked(current, "enable")
             _refuse_if_pending(current, "enable")
             if current.status is KeyStatus.DISABLED:
-                _record(journal, "key.enabled", current, {})
+                journal.record_key("key.enabled", current, {})
             return dataclasses.replace(
                 current,
                 status=KeyStatus.ACTIVE,
@@ -467,7 +467,7 @@ class KeyService:
                     "a key must be approved by another management key than its creator's",
                     code="SELF_APPROVAL",
                 )
-            _record(journal, "key.approved", current, {"created_by": current.created_by})
+            journal.record_key("key.approved", current, {"created_by": current.created_by})
             return dataclasses.replace(current, status=KeyStatus.ACTIVE, updated_at=now)
 
         return await self._mutate(principal, id_or_hash, apply)
@@ -479,7 +479,7 @@ class KeyService:
 
         def apply(current: KeyRecord, journal: Journal) -> KeyRecord:
             _require_pending(current, "reject")
-            _record(journal, "key.rejected", current, {"reason": reason})
+            journal.record_key("key.rejected", current, {"reason": reason})
             return dataclasses.replace(
                 current,
                 status=KeyStatus.REVOKED,
@@ -525,7 +525,7 @@ class KeyService:
                 "old": {"start": locked.start, "end": locked.end},
                 "new": {"start": rotated.start, "end": rotated.end},
             }
-            _record(journal, "key.rotated", rotated, details)
+            journal.record_key("key.rotated", rotated, details)
             return rotated
 
         record, changed = await self._store.keys.rotate(
@@ -621,17 +621,6 @@ def _bound_to(record: IdempotencyRecord) -> bytes:
     """The associated data of a sealed secret: the record (and object) it belongs to."""
     parts = (record.org_id, record.principal_id, record.key_digest, record.object_id)
     return "\0".join(parts).encode("utf-8")
-
-
-def _record(journal: Journal, action: str, key: KeyRecord, details: dict[str, Any]) -> None:
-    journal.record(
-        action,
-        org_id=key.org_id,
-        target_type="key",
-        target_id=key.id,
-        project_id=key.project_id,
-        details={"name": key.name, **details},
-    )
 
 
 def _updatable(record: KeyRecord) -> dict[str, Any]:

@@ -246,7 +246,7 @@ class LeakResponse:
                 ):
                     return current  # already stopped for good: the event alone is recorded
                 if action is LeakAction.REVOKE:
-                    _key_change(journal, "key.revoked", current, {"reason": reason})
+                    journal.record_key("key.revoked", current, {"reason": reason})
                     return dataclasses.replace(
                         current,
                         status=KeyStatus.REVOKED,
@@ -254,7 +254,7 @@ class LeakResponse:
                         revoked_at=now,
                         updated_at=now,
                     )
-                _key_change(journal, "key.disabled", current, {"reason": reason})
+                journal.record_key("key.disabled", current, {"reason": reason})
                 return dataclasses.replace(
                     current,
                     status=KeyStatus.DISABLED,
@@ -279,14 +279,3 @@ def _parsed(body: bytes) -> list[ReportedToken]:
         return parse_reports(body)
     except ValueError as exc:
         raise ValidationError(str(exc), code="INVALID_REPORT") from None
-
-
-def _key_change(journal: Journal, action: str, key: KeyRecord, details: dict[str, Any]) -> None:
-    journal.record(
-        action,
-        org_id=key.org_id,
-        target_type="key",
-        target_id=key.id,
-        project_id=key.project_id,
-        details={"name": key.name, **details},
-    )

@@ -138,17 +138,10 @@ class Rotations:
             updated_at=now,
         )
         journal = Journal(principal.actor, now)
-        journal.record(
+        journal.record_key(
             "key.rotation.configured",
-            org_id=record.org_id,
-            target_type="key",
-            target_id=record.id,
-            project_id=record.project_id,
-            details={
-                "name": record.name,
-                "rotation": policy.to_document(),
-                "next_rotation_at": schedule.next_rotation_at,
-            },
+            record,
+            {"rotation": policy.to_document(), "next_rotation_at": schedule.next_rotation_at},
         )
         await self._store.rotations.set_schedule(schedule, journal)
         return schedule
@@ -271,14 +264,10 @@ class Rotations:
             rotated = dataclasses.replace(
                 locked, hash=new_hash, start=parsed.start, end=parsed.end, updated_at=now
             )
-            journal.record(
+            journal.record_key(
                 "key.rotated",
-                org_id=rotated.org_id,
-                target_type="key",
-                target_id=rotated.id,
-                project_id=rotated.project_id,
-                details={
-                    "name": rotated.name,
+                rotated,
+                {
                     "automatic": True,
                     "reason": reason,
                     "grace_period_seconds": int(grace.total_seconds()),
@@ -367,14 +356,10 @@ class Rotations:
                 continue
             record = match.record
             journal = Journal(SYSTEM, now)
-            journal.record(
+            journal.record_key(
                 "key.rotation.scheduled",
-                org_id=record.org_id,
-                target_type="key",
-                target_id=record.id,
-                project_id=record.project_id,
-                details={
-                    "name": record.name,
+                record,
+                {
                     "owner": record.owner,
                     "start": record.start,
                     "end": record.end,
@@ -521,13 +506,8 @@ class Rotations:
 
 
 def _record_claim(journal: Journal, record: KeyRecord, by: str) -> None:
-    journal.record(
-        "key.rotation.claimed",
-        org_id=record.org_id,
-        target_type="key",
-        target_id=record.id,
-        project_id=record.project_id,
-        details={"name": record.name, "claimed_by": by, "start": record.start, "end": record.end},
+    journal.record_key(
+        "key.rotation.claimed", record, {"claimed_by": by, "start": record.start, "end": record.end}
     )
 
 
