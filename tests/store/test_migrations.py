@@ -14,6 +14,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from keyplane.settings import to_async_url
+from keyplane.store import migrate as migrate_module
 from keyplane.store.migrate import migrate
 from keyplane.store.tables import metadata, organizations, projects
 from keyplane.store.unit import create_engine
@@ -71,3 +72,25 @@ async def test_0005_gives_every_org_without_one_a_default_project(database: Data
     by_org = dict(sorted((org, pid) for org, pid in rows))
     assert set(by_org) == {"org_a", "org_b"} and len(rows) == 2
     assert by_org["org_a"] == "proj_a"  # an existing default project is kept
+
+
+async def test_a_database_at_head_is_not_migrated_again(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every start migrates; one at head reads its version and leaves Alembic's scripts alone."""
+    engine = create_engine(to_async_url(database.url), database.schema)
+    upgrades: list[str] = []
+    real_upgrade = migrate_module.command.upgrade
+
+    def counting_upgrade(config: Any, revision: str) -> None:
+        upgrades.append(revision)
+        real_upgrade(config, revision)
+
+    monkeypatch.setattr(migrate_module.command, "upgrade", counting_upgrade)
+    try:
+        await migrate(engine)
+        await migrate(engine)
+        await migrate(engine, revision="0004")  # an explicit revision still goes through Alembic
+    finally:
+        await engine.dispose()
+    assert upgrades == ["head", "0004"]
