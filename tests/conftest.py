@@ -106,6 +106,9 @@ class Database:
             # Tests run jobs explicitly (JobRunner.run_once, the handlers): the background
             # runner's first tick at start finds nothing due, and it does not tick again.
             "jobs_poll_seconds": 300,
+            # A test process starts hundreds of apps: freezing each one's heap would keep
+            # every one of them until the end (and make the leak check's collections slower).
+            "gc_freeze": False,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     #: ``POST /v1/verify`` and ``GET /healthz`` answered by the lean data plane
     #: (api/data_plane.py) rather than FastAPI's router: the same answers for less CPU.
     lean_data_plane: bool = True
+    #: ``gc.freeze()`` once the runtime is up (docs/performance.md): right for a server, whose
+    #: startup objects live as long as it does; wrong for a process that starts and stops many
+    #: apps (a test suite), where each frozen heap would stay for good.
+    gc_freeze: bool = True
     #: Live usage streams (services/usage_stream.py): events one subscriber may have waiting
     #: before it is dropped as too slow, streams one instance serves, and the seconds between
     #: two keep-alive messages on an idle stream.

@@ -108,7 +108,8 @@ def create_app(
         # Everything alive now (modules, the app, the runtime) lives as long as the process:
         # out of the collector's sight, a full collection no longer walks it all, which it
         # otherwise does every few thousand requests (docs/performance.md).
-        gc.freeze()
+        if settings.gc_freeze:
+            gc.freeze()
         grpc_server = None
         if settings.grpc_port is not None:
             # Imported here: grpc loads a native library, needless when gRPC is off.
