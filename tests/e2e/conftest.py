@@ -32,7 +32,8 @@ from tests.conftest import (
     ROOT_KEY,
     SERVER_SECRET,
     free_port,
-    postgres_schema,
+    migrated_postgres_schema,
+    migrated_sqlite,
 )
 
 #: Generous: a cold start imports FastAPI and runs migrations on a possibly loaded machine.
@@ -256,11 +257,13 @@ async def pg_fetch_column(query: str, *args: object) -> list[object]:
 
 @contextlib.contextmanager
 def make_backend(name: str, directory: Path) -> Iterator[Backend]:
+    """An empty database at head: the servers' own start finds nothing to migrate."""
     if name == "sqlite":
         path = directory / "keyplane.db"
+        migrated_sqlite(directory)
         yield Backend("sqlite", f"sqlite:///{path}", sqlite_file=path)
         return
-    with postgres_schema() as schema:
+    with migrated_postgres_schema() as schema:
         yield Backend("postgres", PG_URL, schema)
 
 

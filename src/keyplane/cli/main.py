@@ -256,7 +256,20 @@ def serve(
             os.environ[name] = str(value)
     _first_start(settings)
     with _shared_metrics_dir():
-        uvicorn.run("keyplane.api.app:create_app", factory=True, workers=workers, **options)
+        uvicorn.run(
+            "keyplane.api.app:create_app",
+            factory=True,
+            workers=workers,
+            # uvicorn's supervisor kills a worker that misses a 5 s health check; a worker
+            # busy starting (imports, migration check, cache warm-up) on a loaded host can miss
+            # it, and the kill-and-respawn loop never ends. A hung worker is still replaced.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+            **options,
+        )
+
+
+#: Seconds a ``--workers`` process may take to answer its supervisor's health check.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 @contextlib.contextmanager
