@@ -16,15 +16,16 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, update
+from sqlalchemy import event, text, update
 
 from keyplane.domain import audit
 from keyplane.domain.changes import Actor, Journal
+from keyplane.errors import ConflictError
 from keyplane.settings import to_async_url
 from keyplane.store.audit_append import MAX_ROWS
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
-from keyplane.store.tables import audit_heads
+from keyplane.store.tables import audit_heads, audit_log
 from tests.conftest import Database
 
 KEY = audit.chain_key(b"chain-key-for-the-append-tests")
@@ -187,11 +188,25 @@ async def test_the_fast_path_writes_what_the_locking_path_would(
                 async for e in db.audit.entries(org)
             ]
         assert by_org[fast] == by_org[slow]
+        # As stored, too (SQLite: the fast path converts values itself, through the columns'
+        # types; timestamps must stay in the fixed-width text that SQL comparisons rely on).
+        stored = {}
+        async with db.engine.connect() as conn:
+            for org in (fast, slow):
+                raw = await conn.execute(
+                    text(
+                        "SELECT seq, occurred_at, details, count, project_id, actor_type"
+                        " FROM audit_log WHERE org_id = :org ORDER BY seq"
+                    ),
+                    {"org": org},
+                )
+                stored[org] = [tuple(row) for row in raw]
+        assert stored[fast] == stored[slow]
     finally:
         await db.close()
 
 
-async def test_an_append_after_a_remembered_head_takes_one_statement_on_postgresql(
+async def test_an_append_after_a_remembered_head_takes_one_trip_to_the_database(
     database: Database,
 ) -> None:
     db = await _open(database)
@@ -207,8 +222,28 @@ async def test_an_append_after_a_remembered_head_takes_one_statement_on_postgres
         await _append(db, org, ["b"])
         event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
         writes = [s for s in statements if not s.lstrip().upper().startswith(("BEGIN", "COMMIT"))]
-        # SQLite: the conditional head move, then the insert; PostgreSQL: both in one.
-        assert len(writes) == (2 if db.unit.is_sqlite else 1)
+        # PostgreSQL: one statement (the head's move and the insert); SQLite: both sent to the
+        # driver in one function (``store/sqlite_driver.py``), nothing through SQLAlchemy.
+        assert len(writes) == (0 if db.unit.is_sqlite else 1)
         await _check(db, org, ["a", "b"])
+    finally:
+        await db.close()
+
+
+async def test_a_driver_error_in_the_fast_path_is_a_keyplane_error(database: Database) -> None:
+    db = await _open(database)
+    org = "org_" + secrets.token_hex(6)
+    try:
+        await _append(db, org, ["a"])
+        # A row squatting on seq 2 (the head still says 1): the insert after the head's
+        # move violates the primary key, and the change rolls back whole.
+        entries = [entry async for entry in db.audit.entries(org)]
+        squatter = {c.name: getattr(entries[0], c.name) for c in audit_log.columns}
+        squatter.update(seq=2, id="aud_squatter")
+        async with db.engine.begin() as conn:
+            await conn.execute(audit_log.insert().values(squatter))
+        with pytest.raises(ConflictError):
+            await _append(db, org, ["b"])
+        assert await db.audit.head(org) == (1, entries[0].hash)
     finally:
         await db.close()

@@ -11,7 +11,8 @@ remembered* and inserts the rows in the same step:
   re-checks its condition against the committed head (READ COMMITTED re-evaluates the WHERE
   on the newest row version), finds it moved and inserts nothing.
 - SQLite: the conditional UPDATE is a write, so the database's write lock is ours before
-  the head is compared; the INSERT follows only if the UPDATE matched.
+  the head is compared; the INSERT follows only if the UPDATE matched, both sent to the
+  driver in one trip to aiosqlite's thread (``store/sqlite_driver.py``).
 
 If the head moved (another instance wrote, an earlier transaction rolled back, someone edited
 the table), nothing is written and the caller falls back to locking and reading the head. So
@@ -21,12 +22,15 @@ a stale memory costs a retry, never a fork.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, union_all, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyplane.store.sqlite_driver import bind_processors, row_values, run_on_driver
 from keyplane.store.tables import audit_heads, audit_log
 
 #: A chain head: the last entry's seq and hash.
@@ -92,10 +96,7 @@ async def append_after(
         "new_hash": new[1],
     }
     if is_sqlite:
-        if (await conn.execute(_SQLITE_HEAD_MOVED, head)).rowcount != 1:
-            return False
-        await conn.execute(insert(audit_log), list(rows))
-        return True
+        return await _append_on_sqlite(conn, head, rows)
     parameters = dict(head)
     for index, row in enumerate(rows):
         parameters.update({f"{name}_{index}": row[name] for name in _COLUMNS})
@@ -103,4 +104,29 @@ async def append_after(
     return inserted == len(rows)
 
 
-_SQLITE_HEAD_MOVED = _head_moved()
+#: SQLite: the head's conditional move and the entries' insert, as the driver takes them.
+_SQLITE_HEAD_MOVED = (
+    "UPDATE audit_heads SET seq = :new_seq, hash = :new_hash"
+    " WHERE org_id = :head_org_id AND seq = :head_seq AND hash = :head_hash"
+)
+#: ``INSERT INTO audit_log (org_id, seq, ...) VALUES (?, ?, ...)``, every column in order.
+_SQLITE_INSERT = str(
+    insert(audit_log).values(dict.fromkeys(_COLUMNS)).compile(dialect=sqlite.dialect())
+)
+
+
+async def _append_on_sqlite(
+    conn: AsyncConnection, head: dict[str, Any], rows: Sequence[dict[str, Any]]
+) -> bool:
+    # Both statements in one trip to aiosqlite's thread (``store/sqlite_driver.py``), the
+    # values converted by the columns' own types so they read back as SQLAlchemy wrote them.
+    processors = bind_processors(audit_log, conn.dialect)
+    values = [row_values(processors, _COLUMNS, row) for row in rows]
+
+    def append(db: sqlite3.Connection) -> bool:
+        if db.execute(_SQLITE_HEAD_MOVED, head).rowcount != 1:
+            return False
+        db.executemany(_SQLITE_INSERT, values)
+        return True
+
+    return await run_on_driver(conn, append)
