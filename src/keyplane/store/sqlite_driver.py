@@ -49,6 +49,8 @@ async def run_on_driver(conn: AsyncConnection, work: Callable[[sqlite3.Connectio
         raise ConflictError("the change conflicts with existing data") from exc
     except sqlite3.Error as exc:
         raise StorageError("database write failed") from exc
+    except ValueError as exc:  # aiosqlite: the connection was closed meanwhile
+        raise StorageError("the SQLite connection is closed") from exc
 
 
 def bind_processors(table: Table, dialect: Dialect) -> list[Processor]:
