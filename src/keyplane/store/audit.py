@@ -12,6 +12,11 @@ instances take turns per organization and never fork the chain:
   from then on (it may already hold it from the change); another process sharing the file
   cannot write between our read of the head and our commit.
 
+That is the reference path. Usually the writer skips the read: it remembers each
+organization's head as it last wrote it and moves the head from there only if it is still
+there, inserting the entries in the same step (``store/audit_append.py``: one statement on
+PostgreSQL); a head moved meanwhile sends it back to the reference path.
+
 Reading for verification streams entries in pages of :data:`PAGE` (constant memory).
 Retention (:meth:`SqlAuditStore.prune`) deletes a prefix of each chain and records the last
 deleted entry's seq and hash in ``audit_checkpoints``, in one transaction, under a PostgreSQL
@@ -33,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from keyplane.domain import audit, ids
 from keyplane.domain.audit import AuditEntry, Checkpoint
 from keyplane.domain.changes import Change, Journal
+from keyplane.store.audit_append import Head, append_after
 from keyplane.store.tables import api_keys, audit_checkpoints, audit_heads, audit_log
 from keyplane.store.unit import UnitOfWork
 
@@ -80,6 +86,9 @@ class SqlAuditStore:
         self._unit = unit
         #: The chain's HMAC key; None until the runtime sets it (writing refuses until then).
         self.key: bytes | None = None
+        #: Each organization's head as this process last wrote it: the next append tries to
+        #: move it from there without reading it first (checked in the same statement).
+        self._heads: dict[str, Head] = {}
 
     # -- writing -------------------------------------------------------------------------
 
@@ -115,23 +124,34 @@ class SqlAuditStore:
         exists: an event that several instances may notice is recorded once. True if written."""
         async with self._unit.write() as conn:
             org_id = journal.changes[0].org_id
-            head = await self._lock_head(conn, org_id)  # turns per org: the check is current
+            locked = await self._lock_head(conn, org_id)  # turns per org: the check is current
             found = await conn.execute(select(audit_log.c.seq).where(audit_log.c.id == entry_id))
             if found.first() is not None:
                 return False
-            await self._insert(conn, journal, org_id, journal.changes, head, [entry_id])
+            await self._insert(conn, journal, org_id, journal.changes, locked, [entry_id])
         return True
 
     async def _append_org(
         self, conn: AsyncConnection, journal: Journal, org_id: str, changes: list[Change]
     ) -> None:
-        head = await self._lock_head(conn, org_id)
         at_ms = int(journal.at.timestamp() * 1000)
-        await self._insert(
-            conn, journal, org_id, changes, head, ids.new_ids("aud", len(changes), at_ms)
-        )
+        entry_ids = ids.new_ids("aud", len(changes), at_ms)
+        remembered = self._heads.get(org_id)
+        if remembered is not None:
+            # The fast path: chain from the head this process last wrote, moving it only if
+            # it is still there (one statement on PostgreSQL, see ``store/audit_append.py``).
+            rows, head = self._chain(journal, org_id, changes, remembered, entry_ids)
+            if await append_after(
+                conn, org_id, remembered, head, rows, is_sqlite=self._unit.is_sqlite
+            ):
+                self._heads[org_id] = head
+                return
+        # First write of this org here, or the head moved (another instance, a rolled back
+        # transaction, an edit): lock it, read it, chain from it.
+        locked = await self._lock_head(conn, org_id)
+        await self._insert(conn, journal, org_id, changes, locked, entry_ids)
 
-    async def _lock_head(self, conn: AsyncConnection, org_id: str) -> tuple[int, str]:
+    async def _lock_head(self, conn: AsyncConnection, org_id: str) -> Head:
         # One statement: the first entry of an org creates its head; otherwise the no-op
         # update locks the existing row (PostgreSQL: a row lock held to the commit; SQLite:
         # a write, so the database's write lock is ours before the head is read).
@@ -148,9 +168,30 @@ class SqlAuditStore:
         journal: Journal,
         org_id: str,
         changes: Sequence[Change],
-        head: tuple[int, str],
+        locked: Head,
         entry_ids: Sequence[str],
     ) -> None:
+        """Append after ``locked``, the head this transaction holds the lock of."""
+        rows, head = self._chain(journal, org_id, changes, locked, entry_ids)
+        await conn.execute(insert(audit_log), rows)
+        await conn.execute(
+            update(audit_heads)
+            .where(audit_heads.c.org_id == org_id)
+            .values(seq=head[0], hash=head[1])
+        )
+        # Remembered even before the commit: if the transaction rolls back, the next append's
+        # conditional move finds the head elsewhere and falls back to the lock.
+        self._heads[org_id] = head
+
+    def _chain(
+        self,
+        journal: Journal,
+        org_id: str,
+        changes: Sequence[Change],
+        head: Head,
+        entry_ids: Sequence[str],
+    ) -> tuple[list[dict[str, Any]], Head]:
+        """The rows of ``changes`` chained after ``head``, and the head after them."""
         seq, prev_hash = head
         actor = journal.actor
         origin = actor.origin
@@ -185,12 +226,7 @@ class SqlAuditStore:
             )
             prev_hash = audit.entry_hash(self._chain_key(), entry)
             rows.append(_row_of(entry, prev_hash))
-        await conn.execute(insert(audit_log), rows)
-        await conn.execute(
-            update(audit_heads)
-            .where(audit_heads.c.org_id == org_id)
-            .values(seq=seq, hash=prev_hash)
-        )
+        return rows, (seq, prev_hash)
 
     def _chain_key(self) -> bytes:
         if self.key is None:
