@@ -105,7 +105,11 @@ def check_windows(
     states: list[gcra.WindowState] = []
     advanced: list[int | None] = []
     for ask, tat in zip(asks, tats, strict=True):
-        state, new_tat = check_window(ask, tat, now_us)
+        # Rolling windows (nearly all) straight to gcra: this runs on every verify.
+        if ask.calendar_day:
+            state, new_tat = check_window(ask, tat, now_us)
+        else:
+            state, new_tat = gcra.check(ask.window, tat, now_us, ask.cost)
         states.append(state)
         advanced.append(new_tat)
     allowed = all(state.allowed for state in states)
