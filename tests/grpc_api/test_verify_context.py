@@ -135,3 +135,17 @@ async def test_hostile_context_is_an_invalid_argument(rpc: Grpc) -> None:
     # Within the bounds but malformed: a verdict, not an error.
     odd = pb.Signature(signature="zz", method="POST", path="/", nonce="short")
     assert await _code(rpc, key=key, signature=odd) == "VALID"  # the policy asks no signature
+
+
+async def test_a_budget_limit_shows_its_carry(rpc: Grpc) -> None:
+    rollover = {"enabled": True, "max_carry": 3}
+    budget = {"credit_limit": 5, "reset": "daily", "rollover": rollover}
+    key, data = await rpc.api.create_key(policy={"budget": budget})
+    spent = await rpc.api.client.post(
+        f"/v1/keys/{data['id']}/credits", json={"amount": -2, "reason": "spent"}
+    )
+    assert spent.status_code == 201, spent.text
+    rpc.api.clock.advance(86_400)  # tomorrow carries min(3, 5 - 2) = 3
+    verdict = await rpc.verifier.Verify(pb.VerifyRequest(key=key, cost="0"), metadata=bearer())
+    [limit] = verdict.limits
+    assert (limit.limit, limit.carry, limit.remaining) == ("8.0", "3.0", "8.0")
