@@ -197,6 +197,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--skip-http", action="store_true", help="only measure in process")
     parser.add_argument(
+        "--http-rounds",
+        type=int,
+        default=3,
+        help="alternating HTTP runs of the loaded and the combined policy (3; 0: none)",
+    )
+    parser.add_argument(
         "--policy-keys",
         type=int,
         default=10,
@@ -320,6 +326,10 @@ class PolicyResult:
     #: Median µs per call, loaded then signed, from short alternating bursts (see
     #: :func:`interleaved`): on a shared machine, load drift hits both alike.
     interleaved: tuple[float, float] | None = None
+    #: The same with each call's cost and token estimate: every budget and cost window reserves.
+    interleaved_reserving: tuple[float, float] | None = None
+    #: The SIGNED_POLICY keys and their signing secrets, for the HTTP comparison.
+    signed_secrets: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -523,6 +533,8 @@ async def measure_policy(
     await verify_passes(runtime, principal, list(secrets_of), 0, make_signed)  # load them
     signed = await verify_passes(runtime, principal, list(secrets_of), args.duration, make_signed)
     alternating = await interleaved(runtime, principal, keys, secrets_of)
+    progress("the same alternating bursts, each call with a cost and token estimate")
+    reserving_pair = await interleaved(runtime, principal, keys, secrets_of, reserving=True)
     return keys, PolicyResult(
         len(keys),
         create_seconds,
@@ -535,11 +547,17 @@ async def measure_policy(
         min(slices[True]),
         signed,
         alternating,
+        signed_secrets=secrets_of,
+        interleaved_reserving=reserving_pair,
     )
 
 
 async def interleaved(
-    runtime: Runtime, principal: Principal, loaded: list[str], secrets_of: dict[str, str]
+    runtime: Runtime,
+    principal: Principal,
+    loaded: list[str],
+    secrets_of: dict[str, str],
+    reserving: bool = False,
 ) -> tuple[float, float]:
     """Median µs per call of the loaded and the signed policy, from 60 alternating bursts.
 
@@ -551,8 +569,22 @@ async def interleaved(
     loaded_times: list[float] = []
     signed_times: list[float] = []
     for _ in range(60):
-        plain = [context_request(key) for _ in range(20) for key in loaded]
+        plain = [
+            (loaded_request if reserving else context_request)(key)
+            for _ in range(20)
+            for key in loaded
+        ]
         signed = [make_signed(key) for _ in range(20) for key in secrets_of]
+        if reserving:
+            signed = [
+                dataclasses.replace(
+                    request,
+                    cost=LOADED_COST_MICROS,
+                    tokens_in=LOADED_TOKENS_IN,
+                    tokens_out=LOADED_TOKENS_OUT,
+                )
+                for request in signed
+            ]
         for requests, times in ((plain, loaded_times), (signed, signed_times)):
             started = time.perf_counter()
             for request in requests:
@@ -634,10 +666,18 @@ class LoadResult:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free TCP port: the first free one from ``BENCH_PORT_BASE`` (of 100) when set, on a
+    machine where each user has a range of its own; else any."""
+    base = int(os.environ.get("BENCH_PORT_BASE", "0"))
+    for candidate in range(base, base + 100) if base else (0,):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            port: int = sock.getsockname()[1]
+            return port
+    raise SystemExit(f"no free port in {base}..{base + 99}")
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
@@ -806,6 +846,9 @@ class HttpResult:
     healthz: LoadResult
     loaded_warmup: LoadResult | None
     loaded: LoadResult | None
+    combined_warmup: LoadResult | None = None
+    #: Alternating runs, (loaded policy, combined policy) per round: see :func:`measure_combined`.
+    rounds: list[tuple[LoadResult, LoadResult]] = dataclasses.field(default_factory=list)
 
 
 def loaded_body(key: str) -> str:
@@ -827,6 +870,68 @@ def loaded_body(key: str) -> str:
     )
 
 
+def combined_bodies(secrets_of: dict[str, str], count: int) -> list[str]:
+    """``count`` bodies that pass SIGNED_POLICY over HTTP: the loaded body (with its cost and
+    token estimate, so the three cost windows reserve) plus scheme, country and a signature
+    with a nonce of its own, signed now as a client would. Each body verifies once."""
+    keys = list(secrets_of)
+    now = str(int(time.time()))
+    bodies = []
+    for n in range(count):
+        key = keys[n % len(keys)]
+        nonce = f"http-nonce-{next(_SIGNED_COUNTER):016d}"
+        signature = request_signing.sign(
+            secrets_of[key], "POST", "/v1/chat", "", now, nonce, _SIGNED_BODY_SHA256
+        )
+        body = json.loads(loaded_body(key))
+        body |= {
+            "scheme": "https",
+            "country": "DE",
+            "signature": {
+                "signature": signature,
+                "method": "POST",
+                "path": "/v1/chat",
+                "query": "",
+                "timestamp": now,
+                "nonce": nonce,
+                "body_sha256": _SIGNED_BODY_SHA256,
+            },
+        }
+        bodies.append(json.dumps(body))
+    return bodies
+
+
+def measure_combined(
+    generator: Generator, args: argparse.Namespace, secrets_of: dict[str, str], workdir: Path
+) -> tuple[LoadResult, list[tuple[LoadResult, LoadResult]]]:
+    """The loaded policy and the combined one (SIGNED_POLICY) over HTTP, in alternating runs.
+
+    Runs minutes apart drift on a shared machine; alternating puts each pair under the same
+    load, and the summary shows every pair's ratio. Each combined run gets a file of fresh
+    signed bodies, three times as many as the loaded run before it served (a reused nonce
+    would be refused, and cheaper).
+    """
+    path = workdir / "combined-bodies.txt"
+
+    def with_bodies(count: int) -> Generator:
+        path.write_text("\n".join(combined_bodies(secrets_of, max(count, args.threads))) + "\n")
+        return dataclasses.replace(generator, bodies_file=path)
+
+    progress("HTTP: warming the server's cache with the combined-policy keys")
+    warmup = warm_server(with_bodies(20_000), len(secrets_of), "bodies", seconds=1)
+    rounds = []
+    for number in range(args.http_rounds):
+        progress(f"HTTP round {number + 1}/{args.http_rounds}: loaded, then combined policy")
+        # Both checked (the same generator work): a combined answer that is not VALID, say a
+        # nonce reused because the file ran out, shows in the summary.
+        loaded = generator.run("bodies", args.duration, check=True)
+        combined = with_bodies(int(loaded.rate * args.duration * 3) + 1000).run(
+            "bodies", args.duration, check=True
+        )
+        rounds.append((loaded, combined))
+    return warmup, rounds
+
+
 def write_bodies(path: Path, keys: list[str], threads: int) -> int:
     """One loaded body per key, repeated until every generator thread has at least one."""
     bodies = [loaded_body(key) for key in keys]
@@ -842,6 +947,7 @@ def measure_http(
     sample: list[str],
     policy_keys: list[str],
     workdir: Path,
+    signed_secrets: dict[str, str],
 ) -> HttpResult:
     keys_file = workdir / "sample-keys.txt"
     keys_file.write_text("\n".join(sample) + "\n")
@@ -872,7 +978,12 @@ def measure_http(
             loaded_warmup = warm_server(generator, bodies, "bodies", seconds=1)
             progress(f"HTTP: POST /v1/verify, loaded policy, for {args.duration}s")
             loaded = generator.run("bodies", args.duration)
-        return HttpResult(generator.description, warmup, verify, healthz, loaded_warmup, loaded)
+        result = HttpResult(generator.description, warmup, verify, healthz, loaded_warmup, loaded)
+        if bodies and signed_secrets and args.http_rounds:
+            result.combined_warmup, result.rounds = measure_combined(
+                generator, args, signed_secrets, workdir
+            )
+        return result
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -962,6 +1073,17 @@ def policy_lines(policy: PolicyResult) -> list[str]:
                 " (goal: at most 1.25x)",
             ]
         ),
+        *(
+            []
+            if policy.interleaved_reserving is None
+            else [
+                "  the same, each call with cost and tokens (every budget and cost window"
+                f" reserves): loaded {policy.interleaved_reserving[0]:.1f} µs/call, signed"
+                f" {policy.interleaved_reserving[1]:.1f} µs/call:"
+                f" {policy.interleaved_reserving[1] / policy.interleaved_reserving[0]:.2f}x"
+                " the time (goal: at most 1.25x)",
+            ]
+        ),
     ]
 
 
@@ -1003,6 +1125,7 @@ def http_lines(args: argparse.Namespace, http: HttpResult) -> list[str]:
         f"  warm-up: {http.warmup.checked:,} verify answers checked, all valid"
         f" ({http.warmup.rate:,.0f} req/s while loading the cache)"
     )
+    lines += combined_lines(http)
     if http.loaded_warmup is not None:
         lines.append(
             f"  loaded warm-up: {http.loaded_warmup.checked:,} answers checked, all valid;"
@@ -1010,6 +1133,37 @@ def http_lines(args: argparse.Namespace, http: HttpResult) -> list[str]:
         )
     if verify.errors or healthz.errors or (loaded is not None and loaded.errors):
         lines.append("  WARNING: the generator saw errors (non-2xx, timeouts or socket errors)")
+    return lines
+
+
+def combined_lines(http: HttpResult) -> list[str]:
+    """Each alternating round, loaded then combined policy, and the slowdown they show."""
+    if not http.rounds:
+        return []
+    lines = [
+        "  combined policy (loaded + signing + transport + three cost windows), over HTTP,"
+        " alternating with the loaded policy:"
+    ]
+    slowdowns = []
+    for number, (loaded, combined) in enumerate(http.rounds, 1):
+        lines.append(load_row(f"round {number}: loaded", loaded))
+        lines.append(load_row(f"round {number}: combined", combined))
+        slowdowns.append(loaded.rate / max(combined.rate, 1e-9))
+    lines.append(
+        "  combined vs loaded: "
+        + ", ".join(f"{value:.2f}x" for value in slowdowns)
+        + f" the time per request (median {statistics.median(slowdowns):.2f}x;"
+        " goal: at most 1.25x)"
+    )
+    if http.combined_warmup is not None:
+        lines.append(
+            f"  combined warm-up: {http.combined_warmup.checked:,} answers checked, all valid"
+        )
+    checked = sum(loaded.checked + combined.checked for loaded, combined in http.rounds)
+    invalid = sum(loaded.invalid + combined.invalid for loaded, combined in http.rounds)
+    lines.append(f"  rounds: {checked:,} answers checked, {invalid:,} not VALID")
+    if any(combined.errors for _, combined in http.rounds):
+        lines.append("  WARNING: the generator saw errors in a combined run")
     return lines
 
 
@@ -1048,8 +1202,11 @@ def run(args: argparse.Namespace) -> None:
         target = make_target(args, workdir)
         with provisioned(target):
             sample, policy_keys, inproc = asyncio.run(fill_and_measure(target, args))
+            signed = {} if inproc.policy is None else inproc.policy.signed_secrets
             http = (
-                None if args.skip_http else measure_http(target, args, sample, policy_keys, workdir)
+                None
+                if args.skip_http
+                else measure_http(target, args, sample, policy_keys, workdir, signed)
             )
         print_summary(args, target, inproc, http)
 

@@ -4,6 +4,7 @@ input."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -119,6 +120,29 @@ async def test_model_cost_limits(api: Api) -> None:
         mini = await api.verify(key, cost=3, model="gpt-4o-mini")
         assert mini["code"] == "VALID"
     assert (await api.verify(key, cost=3, model="claude-3"))["code"] == "VALID"
+
+
+async def test_max_requests_per_day_counts_a_utc_calendar_day(api: Api) -> None:
+    policy = {"models": {"cost_limits": {"gpt-4*": {"max_requests_per_day": 3}}}}
+    key, _ = await api.create_key(policy=policy)
+    now = api.clock.now()
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    to_midnight = (midnight - now).total_seconds()
+    for _ in range(3):
+        assert (await api.verify(key, model="gpt-4o"))["code"] == "VALID"
+    refused = await api.verify(key, model="gpt-4o")
+    assert refused["code"] == "RATE_LIMITED" and refused["retry_after"] == to_midnight
+    [count] = refused["limits"]
+    assert count["name"] == "model:gpt-4*:requests_per_day" and count["remaining"] == 0
+    assert count["reset_at"] == midnight.isoformat().replace("+00:00", "Z")
+    # A rolling day would have let one back in every eight hours; a calendar day waits.
+    api.clock.advance(to_midnight - 1)
+    late = await api.verify(key, model="gpt-4o")
+    assert late["code"] == "RATE_LIMITED" and late["retry_after"] == 1
+    api.clock.advance(1)
+    for _ in range(3):
+        assert (await api.verify(key, model="gpt-4o"))["code"] == "VALID"
+    assert (await api.verify(key, model="gpt-4o"))["retry_after"] == 86_400
 
 
 HOSTILE: list[dict[str, Any]] = [

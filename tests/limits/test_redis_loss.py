@@ -376,3 +376,25 @@ async def test_the_database_keeps_the_latest_end_of_each_window(store: Db) -> No
     await store.usage.guard_limit_state("key_1", install)
     await store.usage.guard_limit_state("key_1", install)
     assert seen == [(None, {"rate:a": 900, "rate:b": 7}), (42, {"rate:a": 900, "rate:b": 7})]
+
+
+CALENDAR_DAY = WindowAsk(
+    "model:gpt-4*:requests_per_day", "rate", gcra.Window(100, DAY_US, 100), 1, calendar_day=True
+)
+
+
+async def test_a_calendar_day_fails_closed_until_midnight_after_redis_restarts(
+    server: Restartable, clock: ManualClock
+) -> None:
+    limits = limiter(server, MemoryGuard())
+    assert passed(await admitted(limits, clock.now(), 30, "before", windows=(CALENDAR_DAY,))) == 30
+    await server.restart()
+    clock.advance(1)
+    after = await admitted(limits, clock.now(), 10, "after", windows=(CALENDAR_DAY,))
+    assert passed(after) == 0 and limits.losses == 1
+    now = clock.now()
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    # Used up for the rest of the day, not for a day from the loss.
+    assert after[0].retry_after == (midnight - now).total_seconds()
+    clock.set(midnight)
+    assert passed(await admitted(limits, clock.now(), 150, "next", windows=(CALENDAR_DAY,))) == 100

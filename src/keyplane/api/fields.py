@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
     model_validator,
 )
@@ -48,6 +49,29 @@ def documented(**schema: Any) -> Any:
     tells clients and schema-driven tools the same rule.
     """
     return Field(json_schema_extra=schema)
+
+
+class _KeysByPattern:
+    """Annotation for a dict whose key type has a pattern: its schema says every key must
+    match (``propertyNames``), as the validator does.
+
+    pydantic writes such a dict as ``patternProperties`` alone, which constrains the keys that
+    match and lets every other key through: ``{"Bad Name": 1}`` would pass the schema and
+    then be refused by the API.
+    """
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: GetJsonSchemaHandler) -> Any:
+        schema = handler(core)
+        patterns = schema.pop("patternProperties", None)
+        if patterns:
+            [(pattern, value)] = patterns.items()
+            schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+            schema["additionalProperties"] = value
+        return schema
+
+
+#: After ``Field(...)`` in ``Annotated[dict[PatternStr, V], Field(...), KeysByPattern]``.
+KeysByPattern = _KeysByPattern()
 
 
 def _integral(value: object) -> object:

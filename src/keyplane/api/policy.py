@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    ConfigDict,
     Field,
     Strict,
     StringConstraints,
@@ -24,7 +25,7 @@ from pydantic import (
 )
 
 from keyplane.api import exact
-from keyplane.api.fields import Input, Integral, Scopes, documented
+from keyplane.api.fields import Input, Integral, KeysByPattern, Scopes, documented
 from keyplane.domain import globs, money, request_signing, safe_regex
 from keyplane.domain import policy_spec as spec
 from keyplane.domain.network import parse_network
@@ -193,7 +194,7 @@ BudgetReset = Annotated[
 
 class ModelCostLimit(Input):
     max_requests_per_day: Count | None = Field(
-        default=None, description="requests per rolling day for these models (RATE_LIMITED)"
+        default=None, description="requests per UTC calendar day for these models (RATE_LIMITED)"
     )
     max_tokens_per_request: Count | None = Field(
         default=None, description="verify's tokens_in + tokens_out (TOKEN_LIMITED)"
@@ -211,7 +212,7 @@ class ModelRules(Input):
     allow: Annotated[list[ModelPattern], Field(max_length=200)] = []
     deny: Annotated[list[ModelPattern], Field(max_length=200)] = []
     cost_limits: Annotated[
-        dict[ModelPattern, ModelCostLimit], Field(max_length=MAX_COST_LIMITS)
+        dict[ModelPattern, ModelCostLimit], Field(max_length=MAX_COST_LIMITS), KeysByPattern
     ] = Field(default={}, description="limits for models matching each pattern; first match")
 
 
@@ -279,7 +280,7 @@ class Budget(Input):
     alert_thresholds: Annotated[list[Threshold], Field(max_length=10)] = Field(
         default=[], description="fractions of credit_limit, e.g. [0.8, 1.0]"
     )
-    per_model: Annotated[dict[ModelPattern, Credits], Field(max_length=50)] = Field(
+    per_model: Annotated[dict[ModelPattern, Credits], Field(max_length=50), KeysByPattern] = Field(
         default={}, description="a separate credit limit for models matching each pattern"
     )
     rollover: Rollover | None = Field(
@@ -332,6 +333,20 @@ class NetworkRules(Input):
 
 
 class Signing(Input):
+    # The schema says what _nonce_needs_timestamp enforces: not (require_timestamp false
+    # while require_nonce is true or absent, its default being true).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["require_timestamp"],
+                "properties": {
+                    "require_timestamp": {"const": False},
+                    "require_nonce": {"not": {"const": False}},
+                },
+            }
+        }
+    )
+
     required: Annotated[bool, Strict()] = Field(
         default=True, description="requests must be signed with the key's signing secret"
     )
@@ -365,9 +380,9 @@ class PolicyIn(Input):
     costs: Costs | None = None
     signing: Signing | None = None
     features: FeatureRules | None = None
-    advanced_features: Annotated[dict[Name, Flag], Field(max_length=MAX_NAMES)] | None = Field(
-        default=None, description="optional features switched on or off, by name"
-    )
+    advanced_features: (
+        Annotated[dict[Name, Flag], Field(max_length=MAX_NAMES), KeysByPattern] | None
+    ) = Field(default=None, description="optional features switched on or off, by name")
     data_access: DataAccess | None = None
     operations: Annotated[list[Name], Field(max_length=MAX_NAMES)] | None = Field(
         default=None, description='operations a key may perform, e.g. ["read", "write"]'

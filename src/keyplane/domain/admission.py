@@ -62,6 +62,58 @@ class WindowAsk:
     cost: int
     #: Which tokens a token window counts; None for rate windows.
     counts: TokenCount | None = None
+    #: Counts per UTC calendar day (seed 004's ``max_requests_per_day``) rather than over a
+    #: rolling period: see :func:`window_now_us`.
+    calendar_day: bool = False
+
+
+#: A UTC day in microseconds (Unix time has no leap seconds, so every day is this long).
+DAY_US = 86_400 * 1_000_000
+
+
+def window_now_us(ask: WindowAsk, now_us: int) -> int:
+    """The instant a window is checked at: ``now``, or for a calendar-day window the start of
+    now's UTC day.
+
+    A GCRA window of ``limit`` per day with a burst of ``limit``, checked at the start of the
+    day, admits exactly ``limit`` requests that day (all at one instant: nothing drips back)
+    and is full again at the next midnight (a day's worth of refill pays any day's use), so
+    the same limiters count calendar days exactly, with no state of their own.
+    """
+    return now_us - now_us % DAY_US if ask.calendar_day else now_us
+
+
+def check_window(
+    ask: WindowAsk, tat: int | None, now_us: int
+) -> tuple[gcra.WindowState, int | None]:
+    """:func:`gcra.check` of one window at :func:`window_now_us`; a calendar-day window is
+    full again, and a refused request may retry, at the next UTC midnight."""
+    at = window_now_us(ask, now_us)
+    state, new_tat = gcra.check(ask.window, tat, at, ask.cost)
+    if not ask.calendar_day:
+        return state, new_tat
+    midnight = at + DAY_US
+    retry = None if state.retry_after_us is None else midnight - now_us
+    return gcra.WindowState(state.allowed, state.remaining, midnight, retry), new_tat
+
+
+def check_windows(
+    asks: Sequence[WindowAsk], tats: Sequence[int | None], now_us: int
+) -> tuple[list[gcra.WindowState], list[int | None]]:
+    """Every window checked (:func:`check_window`); the TATs to store advance only when all of
+    them allow the request (as :func:`gcra.check_all`)."""
+    states: list[gcra.WindowState] = []
+    advanced: list[int | None] = []
+    for ask, tat in zip(asks, tats, strict=True):
+        # Rolling windows (nearly all) straight to gcra: this runs on every verify.
+        if ask.calendar_day:
+            state, new_tat = check_window(ask, tat, now_us)
+        else:
+            state, new_tat = gcra.check(ask.window, tat, now_us, ask.cost)
+        states.append(state)
+        advanced.append(new_tat)
+    allowed = all(state.allowed for state in states)
+    return states, (advanced if allowed else list(tats))
 
 
 #: Starts the scope of a ``costs`` window's counter. Model patterns are printable ASCII, so

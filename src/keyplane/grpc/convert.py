@@ -145,12 +145,59 @@ def _limits(verdict: Verdict) -> Iterator[pb.Limit]:
         )
         if limit.reset_at is not None:
             message.reset_at = _stamp(limit.reset_at)
+        if limit.carry is not None:
+            message.carry = money.to_text(limit.carry)
         yield message
+
+
+#: ``VerifyRequest`` fields passed on as set (``optional`` ones only when present), and the
+#: plain ones passed on always: the REST body validates them all alike.
+_VERIFY_OPTIONAL = (
+    "request_id",
+    "model",
+    "ip",
+    "origin",
+    "referrer",
+    "user_agent",
+    "cost",
+    "scheme",
+    "country",
+    "feature",
+    "operation",
+    "provider",
+)
+_VERIFY_PLAIN = ("key", "acquire_concurrency", "auto_routing", "fallback", "wait_ms")
+_SIGNATURE_OPTIONAL = ("query", "timestamp", "nonce", "body_sha256")
+
+
+def verify_fields(request: pb.VerifyRequest) -> dict[str, Any]:
+    """A verify request as the fields of REST's verify body, for the same validation."""
+    fields = present(request, _VERIFY_OPTIONAL)
+    fields.update((name, getattr(request, name)) for name in _VERIFY_PLAIN)
+    fields["scopes"] = list(request.scopes)
+    fields["features"] = list(request.features)
+    if request.tokens_in or request.tokens_out:
+        fields["tokens"] = {"input": request.tokens_in, "output": request.tokens_out}
+    if request.HasField("signature"):
+        signed = request.signature
+        fields["signature"] = {
+            "signature": signed.signature,
+            "method": signed.method,
+            "path": signed.path,
+            **present(signed, _SIGNATURE_OPTIONAL),
+        }
+    return fields
 
 
 def verdict_message(verdict: Verdict) -> pb.VerifyResponse:
     """A verdict as ``POST /v1/verify`` answers it, as a message."""
-    response = pb.VerifyResponse(valid=verdict.valid, code=verdict.code.value, metadata_json="{}")
+    response = pb.VerifyResponse(
+        valid=verdict.valid,
+        code=verdict.code.value,
+        metadata_json="{}",
+        directives_json=exact_json(verdict.directives),
+        rotation_pending=verdict.rotation_pending,
+    )
     record = verdict.record
     if record is None:
         return response

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from keyplane.api.params import check_key_ref
 from keyplane.api.policy import to_document
 from keyplane.api.routes.keys import create_fingerprint
+from keyplane.api.routes.verify import service_request
 from keyplane.api.schemas import (
     KeyCreate,
     KeyDisable,
@@ -27,17 +28,14 @@ from keyplane.api.schemas import (
     RequestId,
 )
 from keyplane.api.schemas import VerifyRequest as VerifyBody
-from keyplane.domain import money
 from keyplane.domain.changes import Origin
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus, effective_status
-from keyplane.domain.policy import RequestContext
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import ValidationError
 from keyplane.grpc import convert
 from keyplane.grpc.gen.keyplane.v1 import keys_pb2 as pb
 from keyplane.grpc.observe import observed
 from keyplane.grpc.status import abort, abort_with
-from keyplane.services import verify as verify_service
 from keyplane.services.authz import may_read, require_scope
 from keyplane.services.keys import Idempotency, IssuedKey, NewKey
 from keyplane.services.runtime import Runtime
@@ -279,35 +277,8 @@ class KeysApi:
 
     async def verify(self, principal: Principal, request: pb.VerifyRequest) -> pb.VerifyResponse:
         require_scope(principal, "verify")
-        fields: dict[str, Any] = convert.present(
-            request, ("request_id", "model", "ip", "origin", "referrer", "user_agent", "cost")
-        )
-        fields["key"] = request.key
-        fields["scopes"] = list(request.scopes)
-        fields["acquire_concurrency"] = request.acquire_concurrency
-        if request.tokens_in or request.tokens_out:
-            fields["tokens"] = {"input": request.tokens_in, "output": request.tokens_out}
-        body = VerifyBody.model_validate(fields)
-        tokens = body.tokens
-        verdict = await self._services.verifier.verify(
-            principal,
-            verify_service.VerifyRequest(
-                key=body.key,
-                scopes=body.scopes,
-                context=RequestContext(
-                    model=body.model,
-                    ip=body.ip,
-                    origin=body.origin,
-                    referrer=body.referrer,
-                    user_agent=body.user_agent,
-                ),
-                request_id=body.request_id,
-                cost=0 if body.cost is None else money.to_micros(body.cost),
-                tokens_in=0 if tokens is None else tokens.input,
-                tokens_out=0 if tokens is None else tokens.output,
-                acquire_concurrency=body.acquire_concurrency,
-            ),
-        )
+        body = VerifyBody.model_validate(convert.verify_fields(request))
+        verdict = await self._services.verifier.verify(principal, service_request(body))
         return convert.verdict_message(verdict)
 
 

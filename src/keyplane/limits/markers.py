@@ -115,7 +115,12 @@ class Markers:
             ]
             for ask in windows:
                 full_at = kept.get(window_id(ask), -1)
-                args += [ask.window.burst, *window_args(ask.window), full_at]
+                args += [
+                    ask.window.burst,
+                    *window_args(ask.window),
+                    full_at,
+                    int(ask.calendar_day),
+                ]
             reply = await self._restore(self._redis, keys, args)
             if int(reply[0]):
                 self.losses += 1

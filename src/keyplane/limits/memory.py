@@ -13,11 +13,13 @@ from datetime import datetime, timedelta
 
 from keyplane.domain import gcra
 from keyplane.domain.admission import (
+    DAY_US,
     Admission,
     AdmissionResult,
     BudgetAsk,
     Settlement,
     WindowAsk,
+    check_windows,
     judge,
     micros,
     scope_counts,
@@ -26,6 +28,13 @@ from keyplane.domain.admission import (
 from keyplane.domain.clock import Clock
 from keyplane.domain.periods import Reset
 from keyplane.limits.base import CounterSeeder, SingleFlight
+
+_WindowKey = tuple[str, str, str, int, int, bool]
+
+
+def _window_key(key_id: str, ask: WindowAsk) -> _WindowKey:
+    window = ask.window
+    return (key_id, ask.kind, ask.name, window.limit, window.period_us, ask.calendar_day)
 
 
 @dataclass
@@ -73,8 +82,9 @@ class MemoryLimiter:
         # Token estimates of reservations that expired unsettled, by key and request id, so a
         # late usage report corrects its estimate instead of charging the tokens twice.
         self._expired: dict[tuple[str, str], tuple[int, int, datetime]] = {}
-        # (key id, kind, name, limit, period) -> scaled TAT; a changed window starts afresh.
-        self._tats: dict[tuple[str, str, str, int, int], int] = {}
+        # (key id, kind, name, limit, period, calendar day) -> scaled TAT; a changed window
+        # starts afresh.
+        self._tats: dict[_WindowKey, int] = {}
         self._counters: dict[str, dict[str, _Counter]] = {}
         self._reservations: dict[str, dict[str, _Reservation]] = {}
         #: Slots held per key (the reservations that hold one).
@@ -133,15 +143,9 @@ class MemoryLimiter:
             own = held.get(admission.request_id)
             in_use = self._slots.get(key_id, 0) - (1 if own is not None and own.holds_slot else 0)
             free = max(0, admission.max_parallel - in_use)
-        window_keys = [
-            (key_id, ask.kind, ask.name, ask.window.limit, ask.window.period_us)
-            for ask in admission.windows
-        ]
-        _, window_states, new_tats = gcra.check_all(
-            [ask.window for ask in admission.windows],
-            [self._tats.get(k) for k in window_keys],
-            now_us,
-            [ask.cost for ask in admission.windows],
+        window_keys = [_window_key(key_id, ask) for ask in admission.windows]
+        window_states, new_tats = check_windows(
+            admission.windows, [self._tats.get(k) for k in window_keys], now_us
         )
         counters = self._counters.get(key_id, {})
         lefts = [
@@ -237,7 +241,7 @@ class MemoryLimiter:
                 ask.counts, settlement.input_tokens, settlement.output_tokens
             ) - token_delta(ask.counts, estimated_in, estimated_out)
             if delta:
-                window_key = (key_id, ask.kind, ask.name, ask.window.limit, ask.window.period_us)
+                window_key = _window_key(key_id, ask)
                 adjusted = gcra.adjust(ask.window, self._tats.get(window_key), now_us, delta)
                 if adjusted is not None:
                     self._tats[window_key] = adjusted
@@ -274,6 +278,9 @@ class MemoryLimiter:
         for forgotten in [k for k, (_, _, until) in self._expired.items() if until <= now]:
             del self._expired[forgotten]
         now_us = micros(now)
-        for window_key in [k for k, tat in self._tats.items() if tat <= now_us * k[3]]:
+        day_us = now_us - now_us % DAY_US
+        for window_key in [
+            k for k, tat in self._tats.items() if tat <= (day_us if k[5] else now_us) * k[3]
+        ]:
             del self._tats[window_key]  # a window back to full needs no state
         return released

@@ -53,10 +53,12 @@ from keyplane.domain.admission import (
     AdmissionResult,
     Settlement,
     WindowAsk,
+    check_window,
     from_micros,
     judge,
     micros,
     scope_counts,
+    window_now_us,
 )
 from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset, next_reset
@@ -198,7 +200,9 @@ class RedisLimiter:
 
     def _window_key(self, key_id: str, ask: WindowAsk) -> str:
         window = ask.window
-        return f"{self._key(key_id)}:tat:{ask.kind}:{ask.name}:{window.limit}:{window.period_us}"
+        name = f"{self._key(key_id)}:tat:{ask.kind}:{ask.name}:{window.limit}:{window.period_us}"
+        # A calendar-day window's state is a debt at the start of the day, not at now.
+        return f"{name}:day" if ask.calendar_day else name
 
     @staticmethod
     def _member(scope: str, reset: Reset, period_start: datetime) -> str:
@@ -246,7 +250,7 @@ class RedisLimiter:
                 raise ValueError("a window cost cannot be negative")
             # Anything past the burst is refused; the script needs no bigger number.
             cost = min(ask.cost, MAX_WINDOW_VALUE + 1)
-            args += [cost, ask.window.burst, *window_args(ask.window)]
+            args += [cost, ask.window.burst, *window_args(ask.window), int(ask.calendar_day)]
         for budget in budgets:
             if budget.cost < 0:
                 raise ValueError("a budget cost cannot be negative")
@@ -323,8 +327,9 @@ class RedisLimiter:
             u, v = int(reply[position]), int(reply[position + 1])
             position += 2
             window = ask.window
-            tat = None if u == v == 0 else now_us * window.limit + u * window.period_us + v
-            window_states.append(gcra.check(window, tat, now_us, ask.cost)[0])
+            at = window_now_us(ask, now_us)  # the debt is owed from there
+            tat = None if u == v == 0 else at * window.limit + u * window.period_us + v
+            window_states.append(check_window(ask, tat, now_us)[0])
         lefts: list[int] = []
         for budget in admission.budgets:
             spent, reserved = int(reply[position]), int(reply[position + 1])

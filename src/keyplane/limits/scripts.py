@@ -99,6 +99,8 @@ def window_id(ask: WindowAsk) -> str:
     """A long window's name in the database (``limit_windows.window``), at most 200 long."""
     window = ask.window
     name = f"{ask.kind}:{ask.name}:{window.limit}:{window.period_us}"
+    if ask.calendar_day:
+        name += ":day"
     if len(name) > 200:
         name = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
     return name

@@ -333,8 +333,8 @@ class Verifier:
         budgets += _cost_asks(policy, request, now, self._periods)
         model_limits = policy.model_cost_limit(request.context.model)
         if model_limits is not None and model_limits.max_requests_per_day is not None:
-            # A rolling day, like token_limits.total_per_day: the whole count at once, then
-            # one more request every 86400 / N seconds.
+            # Seed 004's day is a calendar day: N requests from one UTC midnight to the next
+            # (not a rolling day, which would drip one back every 86400 / N seconds).
             limit = model_limits.max_requests_per_day
             windows += (
                 WindowAsk(
@@ -342,6 +342,7 @@ class Verifier:
                     WindowKind.RATE,
                     gcra.Window(limit, DAY * gcra.MICROS, limit),
                     1,
+                    calendar_day=True,
                 ),
             )
         max_parallel = policy.max_parallel if request.acquire_concurrency else None

@@ -26,39 +26,42 @@ async def verify(body: VerifyRequest, principal: Verifier, verifier: VerifierDep
     ``tokens``) and a concurrency slot are held until the usage report with the same
     ``request_id`` settles them, or until they time out.
     """
-    tokens = body.tokens
-    verdict = await verifier.verify(
-        principal,
-        service.VerifyRequest(
-            key=body.key,
-            scopes=body.scopes,
-            context=RequestContext(
-                model=body.model,
-                ip=body.ip,
-                origin=body.origin,
-                referrer=body.referrer,
-                user_agent=body.user_agent,
-                scheme=body.scheme,
-                country=None if body.country is None else body.country.upper(),
-                signed=None
-                if body.signature is None
-                else request_signing.signed_request(**body.signature.model_dump()),
-                features=body.all_features(),
-                operation=body.operation,
-                provider=body.provider,
-                auto_routing=body.auto_routing,
-                fallback=body.fallback,
-            ),
-            request_id=body.request_id,
-            cost=0 if body.cost is None else money.to_micros(body.cost),
-            tokens_in=0 if tokens is None else tokens.input,
-            tokens_out=0 if tokens is None else tokens.output,
-            acquire_concurrency=body.acquire_concurrency,
-            wait_ms=body.wait_ms,
-        ),
-    )
+    verdict = await verifier.verify(principal, service_request(body))
     # Serialised by hand: this is the hot path, and the shape is fixed by VerifyResponse.
     return Response(json.dumps(verdict_body(verdict)), media_type="application/json")
+
+
+def service_request(body: VerifyRequest) -> service.VerifyRequest:
+    """What a validated verify body asks the verifier: REST, the lean data plane and gRPC
+    (``grpc/keys.py``) all go through here, so every context field reaches the policy."""
+    tokens = body.tokens
+    return service.VerifyRequest(
+        key=body.key,
+        scopes=body.scopes,
+        context=RequestContext(
+            model=body.model,
+            ip=body.ip,
+            origin=body.origin,
+            referrer=body.referrer,
+            user_agent=body.user_agent,
+            scheme=body.scheme,
+            country=None if body.country is None else body.country.upper(),
+            signed=None
+            if body.signature is None
+            else request_signing.signed_request(**body.signature.model_dump()),
+            features=body.all_features(),
+            operation=body.operation,
+            provider=body.provider,
+            auto_routing=body.auto_routing,
+            fallback=body.fallback,
+        ),
+        request_id=body.request_id,
+        cost=0 if body.cost is None else money.to_micros(body.cost),
+        tokens_in=0 if tokens is None else tokens.input,
+        tokens_out=0 if tokens is None else tokens.output,
+        acquire_concurrency=body.acquire_concurrency,
+        wait_ms=body.wait_ms,
+    )
 
 
 def verdict_body(verdict: Verdict) -> dict[str, object]:

@@ -5,7 +5,7 @@
 -- per budget, then the key's marker and its lost-slots deadline.
 -- ARGV: now (-1: Redis TIME), hold (us), request id, max parallel (-1: none), remember (us),
 -- window count, budget count, tokens in, tokens out; per window: cost, burst, L // P, L % P,
--- P, P // L, P % L, L; per budget: limit ('' for none), cost, scope; then how long the marker
+-- P, P // L, P % L, L, calendar day (1/0); per budget: limit ('' for none), cost, scope; then how long the marker
 -- must still last (us; -1: the request needs no marker) and below what it is renewed.
 -- Returns {3, now}: the marker is missing or too short (nothing was consumed), {2, index...}:
 -- those budgets' spent counters are missing (nothing was consumed), or {1 admitted | 0
@@ -16,7 +16,7 @@ local hold_us, rid, max_parallel = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local remember = tonumber(ARGV[5])
 local nw, nb = tonumber(ARGV[6]), tonumber(ARGV[7])
 local tokens_in, tokens_out = tonumber(ARGV[8]), tonumber(ARGV[9])
-local W, B = 9, 9 + 8 * nw -- where the window and budget arguments start
+local W, B = 9, 9 + 9 * nw -- where the window and budget arguments start
 
 -- The marker says this Redis holds the key's long windows and slots: a restart or a failover
 -- that lost them loses it too, and nothing of the request is looked at until the caller
@@ -74,9 +74,10 @@ end
 
 local debts = {}
 for i = 1, nw do
-  local a = W + 8 * (i - 1)
+  local a = W + 9 * (i - 1)
   local cost, burst = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local u, v = window_debt(KEYS[5 + i], now, tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+  local at = window_now(now, tonumber(ARGV[a + 9]))
+  local u, v = window_debt(KEYS[5 + i], at, tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
     tonumber(ARGV[a + 5]))
   -- gcra.check allows (u + cost) * P + v <= burst * P, which with 0 <= v < P is this:
   ok = ok and u + cost + (v > 0 and 1 or 0) <= burst
@@ -110,9 +111,11 @@ reply[1] = 1
 
 -- Everything allows the request: consume it all.
 for i = 1, nw do
-  local a = W + 8 * (i - 1)
-  window_store(KEYS[5 + i], now, on_redis_time, debts[i][1] + tonumber(ARGV[a + 1]),
-    debts[i][2], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8]))
+  local a = W + 9 * (i - 1)
+  local day = tonumber(ARGV[a + 9])
+  window_store(KEYS[5 + i], window_now(now, day), on_redis_time,
+    debts[i][1] + tonumber(ARGV[a + 1]), debts[i][2], tonumber(ARGV[a + 6]),
+    tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8]), day)
 end
 
 local hold, slot, held_in, held_out = now + hold_us, '0', 0, 0

@@ -138,10 +138,22 @@ local function window_debt(key, now, lq, lr, p)
   return math.min(u, MAX_UNITS), v
 end
 
+-- A UTC day in microseconds, and the instant a window is checked at: now, or the start of
+-- now's UTC day for a calendar-day window (exact: both stay far below 2^53).
+local DAY_US = 86400000000
+local function window_now(now, day)
+  if day == 1 then
+    return now - now % DAY_US
+  end
+  return now
+end
+
 -- Store a window's debt at now, with (pq, pr) = divmod(P, L). On Redis's clock the key
 -- expires when the debt is paid, ceil((u * P + v) / L) microseconds from now: a window back
 -- to full needs no state. On a caller's clock Redis cannot tell when that is, so it stays.
-local function window_store(key, now, on_redis_time, u, v, pq, pr, l)
+-- A calendar-day window (day == 1) is stored at the start of its day and lasts until the
+-- next midnight, when any day's debt is paid (domain/admission.window_now_us).
+local function window_store(key, now, on_redis_time, u, v, pq, pr, l, day)
   if u == 0 and v == 0 then
     redis.call('DEL', key)
     return
@@ -149,6 +161,11 @@ local function window_store(key, now, on_redis_time, u, v, pq, pr, l)
   local state = fmt(now) .. ' ' .. fmt(u) .. ' ' .. fmt(v)
   if not on_redis_time then
     redis.call('SET', key, state)
+    return
+  end
+  if day == 1 then
+    local ms = divmod(now + DAY_US, 1000)
+    redis.call('SET', key, state, 'PXAT', fmt(ms + 1))
     return
   end
   local q, r = muldiv(u, pq, pr, l, MAX_UNITS)

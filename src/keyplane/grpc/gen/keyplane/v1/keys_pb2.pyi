@@ -217,7 +217,7 @@ class RevokeKeyRequest(_message.Message):
     def __init__(self, id_or_hash: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("key", "scopes", "request_id", "model", "ip", "origin", "referrer", "user_agent", "cost", "tokens_in", "tokens_out", "acquire_concurrency")
+    __slots__ = ("key", "scopes", "request_id", "model", "ip", "origin", "referrer", "user_agent", "cost", "tokens_in", "tokens_out", "acquire_concurrency", "scheme", "country", "signature", "feature", "features", "operation", "provider", "auto_routing", "fallback", "wait_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,16 @@ class VerifyRequest(_message.Message):
     TOKENS_IN_FIELD_NUMBER: _ClassVar[int]
     TOKENS_OUT_FIELD_NUMBER: _ClassVar[int]
     ACQUIRE_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    COUNTRY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AUTO_ROUTING_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     key: str
     scopes: _containers.RepeatedScalarFieldContainer[str]
     request_id: str
@@ -242,24 +252,54 @@ class VerifyRequest(_message.Message):
     tokens_in: int
     tokens_out: int
     acquire_concurrency: bool
-    def __init__(self, key: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., ip: _Optional[str] = ..., origin: _Optional[str] = ..., referrer: _Optional[str] = ..., user_agent: _Optional[str] = ..., cost: _Optional[str] = ..., tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., acquire_concurrency: _Optional[bool] = ...) -> None: ...
+    scheme: str
+    country: str
+    signature: Signature
+    feature: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    operation: str
+    provider: str
+    auto_routing: bool
+    fallback: bool
+    wait_ms: int
+    def __init__(self, key: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., ip: _Optional[str] = ..., origin: _Optional[str] = ..., referrer: _Optional[str] = ..., user_agent: _Optional[str] = ..., cost: _Optional[str] = ..., tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., acquire_concurrency: _Optional[bool] = ..., scheme: _Optional[str] = ..., country: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., feature: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., operation: _Optional[str] = ..., provider: _Optional[str] = ..., auto_routing: _Optional[bool] = ..., fallback: _Optional[bool] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class Signature(_message.Message):
+    __slots__ = ("signature", "method", "path", "query", "timestamp", "nonce", "body_sha256")
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    BODY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    signature: str
+    method: str
+    path: str
+    query: str
+    timestamp: str
+    nonce: str
+    body_sha256: str
+    def __init__(self, signature: _Optional[str] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[str] = ..., timestamp: _Optional[str] = ..., nonce: _Optional[str] = ..., body_sha256: _Optional[str] = ...) -> None: ...
 
 class Limit(_message.Message):
-    __slots__ = ("name", "kind", "limit", "remaining", "reset_at")
+    __slots__ = ("name", "kind", "limit", "remaining", "reset_at", "carry")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     RESET_AT_FIELD_NUMBER: _ClassVar[int]
+    CARRY_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     limit: str
     remaining: str
     reset_at: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., limit: _Optional[str] = ..., remaining: _Optional[str] = ..., reset_at: _Optional[str] = ...) -> None: ...
+    carry: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., limit: _Optional[str] = ..., remaining: _Optional[str] = ..., reset_at: _Optional[str] = ..., carry: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("valid", "code", "key_id", "owner", "name", "environment", "tags", "metadata_json", "scopes", "expires_at", "plan", "request_id", "limits", "retry_after")
+    __slots__ = ("valid", "code", "key_id", "owner", "name", "environment", "tags", "metadata_json", "scopes", "expires_at", "plan", "request_id", "limits", "retry_after", "directives_json", "rotation_pending")
     VALID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +314,8 @@ class VerifyResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIVES_JSON_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_PENDING_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     code: str
     key_id: str
@@ -288,4 +330,6 @@ class VerifyResponse(_message.Message):
     request_id: str
     limits: _containers.RepeatedCompositeFieldContainer[Limit]
     retry_after: float
-    def __init__(self, valid: _Optional[bool] = ..., code: _Optional[str] = ..., key_id: _Optional[str] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ..., environment: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., expires_at: _Optional[str] = ..., plan: _Optional[str] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ..., retry_after: _Optional[float] = ...) -> None: ...
+    directives_json: str
+    rotation_pending: bool
+    def __init__(self, valid: _Optional[bool] = ..., code: _Optional[str] = ..., key_id: _Optional[str] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ..., environment: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., expires_at: _Optional[str] = ..., plan: _Optional[str] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ..., retry_after: _Optional[float] = ..., directives_json: _Optional[str] = ..., rotation_pending: _Optional[bool] = ...) -> None: ...
