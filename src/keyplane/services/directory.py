@@ -16,7 +16,7 @@ from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_
 from keyplane.domain.sealing import unseal
 from keyplane.services.cache import TtlCache
 from keyplane.settings import Settings
-from keyplane.store.base import KeyStore, SecretMatch
+from keyplane.store.base import KeyLookup, SecretMatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntr
 
 class KeyDirectory:
     def __init__(
-        self, store: KeyStore, settings: Settings, signing_key: bytes | None = None
+        self, store: KeyLookup, settings: Settings, signing_key: bytes | None = None
     ) -> None:
         self._store = store
 
