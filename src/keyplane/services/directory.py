@@ -6,8 +6,10 @@ effective policy is parsed once per load, not once per request.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from keyplane.domain import gcra
 from keyplane.domain.admission import TokenCount, WindowKind
@@ -16,7 +18,7 @@ from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_
 from keyplane.domain.sealing import unseal
 from keyplane.services.cache import TtlCache
 from keyplane.settings import Settings
-from keyplane.store.base import KeyStore, SecretMatch
+from keyplane.store.base import KeyLookup, SecretMatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,45 @@ class KeyEntry:
         return self.match.record
 
 
+#: Compiled policies by their documents: keys on one plan (or with one policy) share them, so
+#: a cache miss does not parse and compile the same document again (a loaded policy cost
+#: several times the key's read). Bounded; a changed document is another key, never stale.
+_COMPILED: dict[str, tuple[Policy, tuple[WindowSpec, ...]]] = {}
+COMPILED_POLICIES_MAX = 4096
+
+
 def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntry:
-    document = merge_documents(match.plan_policy or {}, match.record.policy)
+    policy, windows = compiled_policy(match.plan_policy, match.record.policy)
+    signing_secret = None
+    if match.sealed_signing_secret is not None and signing_key is not None:
+        signing_secret = unseal(
+            signing_key, match.sealed_signing_secret, match.secret_hash.encode("ascii")
+        )
+    return KeyEntry(match, policy, windows, signing_secret)
+
+
+def compiled_policy(
+    plan_policy: dict[str, Any] | None, key_policy: dict[str, Any]
+) -> tuple[Policy, tuple[WindowSpec, ...]]:
+    """The effective policy of a key and its limiter windows, compiled once per distinct pair
+    of documents (the compiled forms are immutable, so entries share them)."""
+    # JSON text: an exact, hashable image of the two documents (order-sensitive, so equal
+    # documents written in another order only miss).
+    memo_key = json.dumps((plan_policy, key_policy), separators=(",", ":"))
+    found = _COMPILED.get(memo_key)
+    if found is None:
+        found = compile_documents(plan_policy, key_policy)
+        if len(_COMPILED) >= COMPILED_POLICIES_MAX:
+            del _COMPILED[next(iter(_COMPILED))]
+        _COMPILED[memo_key] = found
+    return found
+
+
+def compile_documents(
+    plan_policy: dict[str, Any] | None, key_policy: dict[str, Any]
+) -> tuple[Policy, tuple[WindowSpec, ...]]:
+    """The effective policy and windows, compiled afresh (the reference for the memo)."""
+    document = merge_documents(plan_policy or {}, key_policy)
     policy = parse_policy(document)
     windows = [
         WindowSpec(
@@ -63,17 +102,12 @@ def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntr
             )
             for name, limit, seconds, counts in token_windows(policy.token_limits)
         )
-    signing_secret = None
-    if match.sealed_signing_secret is not None and signing_key is not None:
-        signing_secret = unseal(
-            signing_key, match.sealed_signing_secret, match.secret_hash.encode("ascii")
-        )
-    return KeyEntry(match, policy, tuple(windows), signing_secret)
+    return policy, tuple(windows)
 
 
 class KeyDirectory:
     def __init__(
-        self, store: KeyStore, settings: Settings, signing_key: bytes | None = None
+        self, store: KeyLookup, settings: Settings, signing_key: bytes | None = None
     ) -> None:
         self._store = store
 

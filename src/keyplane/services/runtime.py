@@ -197,7 +197,9 @@ class Runtime:
         except BaseException:
             await store.close()
             raise
-        directory = KeyDirectory(store.keys, settings, request_signing_sealing_key(server_secret))
+        directory = KeyDirectory(
+            store.key_reads, settings, request_signing_sealing_key(server_secret)
+        )
         store.analytics.max_values = settings.rollup_max_values_per_key
         if not settings.rollups_enabled:
             store.usage.analytics = None

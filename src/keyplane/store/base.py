@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keyplane.store.events import EventStore
 from keyplane.store.idempotency import IdempotencyRecord, IdempotencyStore
-from keyplane.store.keys import KeyFilter, KeyMutation, KeyStore, SecretMatch
+from keyplane.store.keys import KeyFilter, KeyLookup, KeyMutation, KeyStore, SecretMatch
 from keyplane.store.management_keys import ManagementKeyStore
 from keyplane.store.plans import PlanStore
 from keyplane.store.signing_secrets import SigningSecretStore
@@ -25,6 +25,7 @@ __all__ = [
     "IdempotencyRecord",
     "IdempotencyStore",
     "KeyFilter",
+    "KeyLookup",
     "KeyMutation",
     "KeyStore",
     "ManagementKeyStore",

@@ -20,6 +20,7 @@ from keyplane.store.instances import SqlInstanceRegistry
 from keyplane.store.jobs import SqlJobStore
 from keyplane.store.keys import SqlKeyStore
 from keyplane.store.leaks import SqlLeakResponseStore
+from keyplane.store.lean import LeanKeyReads
 from keyplane.store.management_keys import SqlManagementKeyStore
 from keyplane.store.plans import SqlPlanStore
 from keyplane.store.rotations import SqlRotationStore
@@ -59,6 +60,8 @@ class Database:
     ) -> None:
         self.unit = unit
         self.keys = SqlKeyStore(unit)
+        #: The key cache's loads, through the driver (``keys`` reads the same, the reference).
+        self.key_reads = LeanKeyReads(unit)
         self.management_keys = SqlManagementKeyStore(unit)
         self.tenancy = SqlTenancyStore(unit)
         self.plans = SqlPlanStore(unit)
@@ -117,4 +120,5 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection."""
+        await self.key_reads.close()
         await self.unit.close()

@@ -57,7 +57,21 @@ class SecretMatch:
     secret_hash: str = ""
 
 
-class KeyStore(Protocol):
+class KeyLookup(Protocol):
+    """The two reads the data plane's key cache loads from (``store/lean.py`` answers them
+    without the ORM; :class:`SqlKeyStore` is the reference)."""
+
+    async def find_by_secret(self, secret_hash: str) -> SecretMatch | None:
+        """The key a presented secret belongs to, in any organization, with its plan; the
+        secret may be the current one or one rotated out (``valid_until`` then set)."""
+        ...
+
+    async def find_by_id(self, key_id: str) -> SecretMatch | None:
+        """A key by id, with its plan, in any organization (the caller checks tenancy)."""
+        ...
+
+
+class KeyStore(KeyLookup, Protocol):
     """API keys. Writes are one transaction each, committed before the method returns."""
 
     async def create(
@@ -78,15 +92,6 @@ class KeyStore(Protocol):
 
     async def get(self, org_id: str, id_or_hash: str) -> KeyRecord | None:
         """A key by id or by the hash of its current secret, within ``org_id`` only."""
-        ...
-
-    async def find_by_secret(self, secret_hash: str) -> SecretMatch | None:
-        """The key a presented secret belongs to, in any organization, with its plan; the
-        secret may be the current one or one rotated out (``valid_until`` then set)."""
-        ...
-
-    async def find_by_id(self, key_id: str) -> SecretMatch | None:
-        """A key by id, with its plan, in any organization (the caller checks tenancy)."""
         ...
 
     async def list_page(

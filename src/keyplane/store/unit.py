@@ -187,6 +187,11 @@ class UnitOfWork:
         finally:
             await _close(conn)
 
+    async def connect(self) -> AsyncConnection:
+        """A connection of the pool that the caller closes (a store that keeps connections);
+        StorageError when the database cannot be reached."""
+        return await self._connect()
+
     async def _connect(self) -> AsyncConnection:
         conn = self.engine.connect()
         try:
