@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from keyplane.domain import gcra, globs
 from keyplane.domain.decisions import Code
+from keyplane.domain.frozen import fast_init
 from keyplane.domain.periods import Reset
 
 #: The longest a verify may wait, queued, for a concurrency slot (``wait_ms``).
@@ -52,6 +53,7 @@ class Dimension(StrEnum):
     BUDGET = "budget"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class WindowAsk:
     """A rate or token window and what this request costs in it."""
@@ -90,6 +92,7 @@ def scope_counts(scope: str, model: str | None) -> bool:
     return pattern is None or (model is not None and globs.model_matches(pattern, model))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BudgetAsk:
     #: "" for the key's budget, a model pattern for a per-model budget, or a cost window's
@@ -109,6 +112,7 @@ class BudgetAsk:
     carry: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Admission:
     """Everything one verify asks of the limits."""
@@ -124,6 +128,7 @@ class Admission:
     tokens_out: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class LimitState:
     name: str
@@ -135,6 +140,7 @@ class LimitState:
     carry: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AdmissionResult:
     refusal: Code | None
@@ -143,6 +149,7 @@ class AdmissionResult:
     retry_after: float | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """A committed usage report, as the limits see it."""
