@@ -197,6 +197,51 @@ def judge(
     window_states: Sequence[gcra.WindowState],
     budget_left: Sequence[int],
 ) -> AdmissionResult:
+    """The verdict on an admission from the state of its limits, the same for every limiter
+    (see :func:`judge_reference`, whose result this always is).
+
+    Nearly every request is admitted: that case is answered in one pass with no refusal
+    bookkeeping; anything refused goes to the reference.
+    """
+    if (admission.max_parallel is not None and free_slots is not None) or any(
+        budget.carry is not None for budget in admission.budgets
+    ):
+        # Slots and carries (rollover) are rarer: only the reference reports them.
+        return judge_reference(admission, now, free_slots, window_states, budget_left)
+    states: list[LimitState] = []
+    append = states.append
+    for ask, state in zip(admission.windows, window_states, strict=True):
+        if not state.allowed:
+            return judge_reference(admission, now, free_slots, window_states, budget_left)
+        append(
+            LimitState(
+                ask.name,
+                _DIMENSION_OF[ask.kind],
+                ask.window.limit,
+                state.remaining,
+                from_micros(state.reset_at_us),
+            )
+        )
+    limited = [budget for budget in admission.budgets if budget.limit is not None]
+    if len(limited) != len(budget_left):
+        return judge_reference(admission, now, free_slots, window_states, budget_left)
+    for budget, left in zip(limited, budget_left, strict=True):
+        limit: int = budget.limit  # type: ignore[assignment]
+        cost = budget.cost
+        if not (cost <= left and (cost > 0 or left > 0)):
+            return judge_reference(admission, now, free_slots, window_states, budget_left)
+        name = budget.name or ("budget" if budget.scope == "" else f"budget:{budget.scope}")
+        append(LimitState(name, Dimension.BUDGET, limit, left - cost, budget.reset_at))
+    return AdmissionResult(None, tuple(states))
+
+
+def judge_reference(
+    admission: Admission,
+    now: datetime,
+    free_slots: int | None,
+    window_states: Sequence[gcra.WindowState],
+    budget_left: Sequence[int],
+) -> AdmissionResult:
     """The verdict on an admission from the state of its limits, the same for every limiter.
 
     ``free_slots``: slots free before this request (None when it takes none);

@@ -133,16 +133,25 @@ class MemoryLimiter:
             own = held.get(admission.request_id)
             in_use = self._slots.get(key_id, 0) - (1 if own is not None and own.holds_slot else 0)
             free = max(0, admission.max_parallel - in_use)
-        window_keys = [
-            (key_id, ask.kind, ask.name, ask.window.limit, ask.window.period_us)
-            for ask in admission.windows
-        ]
-        _, window_states, new_tats = gcra.check_all(
-            [ask.window for ask in admission.windows],
-            [self._tats.get(k) for k in window_keys],
-            now_us,
-            [ask.cost for ask in admission.windows],
-        )
+        # gcra.check_all, in one pass: the new TATs are stored below only when the verdict
+        # admits the request, which it does only when every window allows it.
+        tats = self._tats
+        window_keys: list[tuple[str, str, str, int, int]] = []
+        window_states: list[gcra.WindowState] = []
+        new_tats: list[int] = []
+        for ask in admission.windows:
+            window = ask.window
+            window_key: tuple[str, str, str, int, int] = (
+                key_id,
+                ask.kind,
+                ask.name,
+                window.limit,
+                window.period_us,
+            )
+            state, tat = gcra.check(window, tats.get(window_key), now_us, ask.cost)
+            window_keys.append(window_key)
+            window_states.append(state)
+            new_tats.append(tat)
         counters = self._counters.get(key_id, {})
         lefts = [
             max(0, budget.limit - counters[budget.scope].spent - counters[budget.scope].reserved)
@@ -155,9 +164,16 @@ class MemoryLimiter:
 
         # Everything allows the request: consume it all.
         for window_key, tat in zip(window_keys, new_tats, strict=True):
-            if tat is not None:
-                self._tats[window_key] = tat
+            tats[window_key] = tat
         reservation = held.get(admission.request_id)
+        if (
+            reservation is None
+            and admission.max_parallel is None
+            and not admission.tokens_in
+            and not admission.tokens_out
+            and not any(budget.cost and budget.limit is not None for budget in admission.budgets)
+        ):
+            return result  # nothing held: no reservation to make (most verifies without cost)
         if reservation is None:
             reservation = _Reservation(admission.hold_until, holds_slot=False)
         reservation.hold_until = max(reservation.hold_until, admission.hold_until)

@@ -30,7 +30,7 @@ from keyplane.domain.crypto import key_digest
 from keyplane.domain.decisions import Code, decide
 from keyplane.domain.frozen import fast_init
 from keyplane.domain.keys import KeyRecord
-from keyplane.domain.periods import CurrentPeriods, Reset, next_reset, period_start
+from keyplane.domain.periods import CurrentPeriods, Reset, period_start
 from keyplane.domain.policy import (
     DAY,
     Policy,
@@ -316,8 +316,8 @@ class Verifier:
         budgets: list[BudgetAsk] = []
         budget = policy.budget
         if budget is not None:
-            start = period_start(budget.reset, now)
-            reset_at = next_reset(budget.reset, now)
+            # (period_start, next_reset), worked out again only when the period changes.
+            start, reset_at = self._periods.bounds(budget.reset, now)
             if budget.credit_limit is not None:
                 budgets.append(
                     BudgetAsk(
