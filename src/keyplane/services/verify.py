@@ -192,7 +192,8 @@ class Verifier:
             code = await self._check_request(entry, request, now)
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
-        carry = await self._carry(entry, now)
+        # Most keys have no budget: no coroutine to make and await for them.
+        carry = None if policy.budget is None else await self._carry(entry, now)
         admission = self._admission(entry, request, request_id, now, carry)
         pending = entry.match.valid_until is not None
         if admission is None:
