@@ -666,18 +666,27 @@ class LoadResult:
 
 
 def free_port() -> int:
-    """A free TCP port: the first free one from ``BENCH_PORT_BASE`` (of 100) when set, on a
-    machine where each user has a range of its own; else any."""
-    base = int(os.environ.get("BENCH_PORT_BASE", "0"))
-    for candidate in range(base, base + 100) if base else (0,):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            port: int = sock.getsockname()[1]
-            return port
-    raise SystemExit(f"no free port in {base}..{base + 99}")
+    """A free TCP port: any, or the first free one of ``BENCH_PORTS`` (``8300-8399``) or of
+    the hundred from ``BENCH_PORT_BASE`` when set, for machines where each user of the
+    benchmarks keeps to a range of its own."""
+    wanted = os.environ.get("BENCH_PORTS")
+    base = os.environ.get("BENCH_PORT_BASE")
+    if not wanted and base:
+        wanted = f"{int(base)}-{int(base) + 99}"
+    if wanted:
+        low, _, high = wanted.partition("-")
+        for candidate in range(int(low), int(high or low) + 1):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", candidate))
+                except OSError:
+                    continue
+                return candidate
+        raise SystemExit(f"no free port in BENCH_PORTS={wanted}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:

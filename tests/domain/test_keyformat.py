@@ -138,3 +138,12 @@ def near_keys(draw: st.DrawFn) -> str:
 @settings(max_examples=400)
 def test_parse_agrees_with_the_reference_parser(text: str) -> None:
     assert keyformat.parse(text) == reference_parse(text)
+
+
+@given(st.text(max_size=80))
+@settings(max_examples=300)
+def test_checksum_is_the_base62_crc32_of_the_text(text: str) -> None:
+    # The fast path (pairs of characters) agrees with the reference encoder.
+    assert keyformat.checksum(text) == base62.encode(
+        zlib.crc32(text.encode("utf-8")), keyformat.CHECKSUM_LENGTH
+    )

@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from keyplane.domain import gcra, globs
 from keyplane.domain.decisions import Code
+from keyplane.domain.frozen import fast_init
 from keyplane.domain.periods import Reset
 
 #: The longest a verify may wait, queued, for a concurrency slot (``wait_ms``).
@@ -52,6 +53,7 @@ class Dimension(StrEnum):
     BUDGET = "budget"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class WindowAsk:
     """A rate or token window and what this request costs in it."""
@@ -142,6 +144,7 @@ def scope_counts(scope: str, model: str | None) -> bool:
     return pattern is None or (model is not None and globs.model_matches(pattern, model))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BudgetAsk:
     #: "" for the key's budget, a model pattern for a per-model budget, or a cost window's
@@ -161,6 +164,7 @@ class BudgetAsk:
     carry: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Admission:
     """Everything one verify asks of the limits."""
@@ -176,6 +180,7 @@ class Admission:
     tokens_out: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class LimitState:
     name: str
@@ -187,6 +192,7 @@ class LimitState:
     carry: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AdmissionResult:
     refusal: Code | None
@@ -195,6 +201,7 @@ class AdmissionResult:
     retry_after: float | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """A committed usage report, as the limits see it."""
@@ -236,6 +243,51 @@ def token_delta(counts: TokenCount | str | None, tokens_in: int, tokens_out: int
 
 
 def judge(
+    admission: Admission,
+    now: datetime,
+    free_slots: int | None,
+    window_states: Sequence[gcra.WindowState],
+    budget_left: Sequence[int],
+) -> AdmissionResult:
+    """The verdict on an admission from the state of its limits, the same for every limiter
+    (see :func:`judge_reference`, whose result this always is).
+
+    Nearly every request is admitted: that case is answered in one pass with no refusal
+    bookkeeping; anything refused goes to the reference.
+    """
+    if (admission.max_parallel is not None and free_slots is not None) or any(
+        budget.carry is not None for budget in admission.budgets
+    ):
+        # Slots and carries (rollover) are rarer: only the reference reports them.
+        return judge_reference(admission, now, free_slots, window_states, budget_left)
+    states: list[LimitState] = []
+    append = states.append
+    for ask, state in zip(admission.windows, window_states, strict=True):
+        if not state.allowed:
+            return judge_reference(admission, now, free_slots, window_states, budget_left)
+        append(
+            LimitState(
+                ask.name,
+                _DIMENSION_OF[ask.kind],
+                ask.window.limit,
+                state.remaining,
+                from_micros(state.reset_at_us),
+            )
+        )
+    limited = [budget for budget in admission.budgets if budget.limit is not None]
+    if len(limited) != len(budget_left):
+        return judge_reference(admission, now, free_slots, window_states, budget_left)
+    for budget, left in zip(limited, budget_left, strict=True):
+        limit: int = budget.limit  # type: ignore[assignment]
+        cost = budget.cost
+        if not (cost <= left and (cost > 0 or left > 0)):
+            return judge_reference(admission, now, free_slots, window_states, budget_left)
+        name = budget.name or ("budget" if budget.scope == "" else f"budget:{budget.scope}")
+        append(LimitState(name, Dimension.BUDGET, limit, left - cost, budget.reset_at))
+    return AdmissionResult(None, tuple(states))
+
+
+def judge_reference(
     admission: Admission,
     now: datetime,
     free_slots: int | None,

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from keyplane.domain.frozen import fast_init
+
 MICROS = 1_000_000
 
 
@@ -34,6 +36,7 @@ class Window:
         return self.burst * self.period_us
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class WindowState:
     """One window after a check: what the verdict reports."""

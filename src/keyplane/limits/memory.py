@@ -159,9 +159,16 @@ class MemoryLimiter:
 
         # Everything allows the request: consume it all.
         for window_key, tat in zip(window_keys, new_tats, strict=True):
-            if tat is not None:
-                self._tats[window_key] = tat
+            self._tats[window_key] = tat
         reservation = held.get(admission.request_id)
+        if (
+            reservation is None
+            and admission.max_parallel is None
+            and not admission.tokens_in
+            and not admission.tokens_out
+            and not any(budget.cost and budget.limit is not None for budget in admission.budgets)
+        ):
+            return result  # nothing held: no reservation to make (most verifies without cost)
         if reservation is None:
             reservation = _Reservation(admission.hold_until, holds_slot=False)
         reservation.hold_until = max(reservation.hold_until, admission.hold_until)

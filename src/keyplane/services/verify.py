@@ -28,8 +28,9 @@ from keyplane.domain.admission import (
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
 from keyplane.domain.decisions import Code, decide
+from keyplane.domain.frozen import fast_init
 from keyplane.domain.keys import KeyRecord
-from keyplane.domain.periods import CurrentPeriods, Reset, next_reset, period_start
+from keyplane.domain.periods import CurrentPeriods, Reset, period_start
 from keyplane.domain.policy import (
     DAY,
     Policy,
@@ -51,14 +52,18 @@ from keyplane.services.geoip import GeoIp
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.security_events import SECURITY_VERIFY_CODES, SecurityEvents
 
+#: The context of a request that names none: frozen, so one instance serves every request.
+_NO_CONTEXT = RequestContext()
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class VerifyRequest:
     """What the gateway asks about; everything but the key is optional."""
 
     key: str
     scopes: Sequence[str] = ()
-    context: RequestContext = field(default_factory=RequestContext)
+    context: RequestContext = _NO_CONTEXT
     request_id: str | None = None
     #: Pre-authorised credits, in micro-credits.
     cost: int = 0
@@ -69,6 +74,7 @@ class VerifyRequest:
     wait_ms: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Verdict:
     code: Code
@@ -128,6 +134,8 @@ class Verifier:
         self._outcomes = outcomes
         #: The current hour, day and month, for the cost windows.
         self._periods = CurrentPeriods()
+        #: Request ids, in order, without fresh randomness for each (ids.Sequence).
+        self._request_ids = ids.Sequence("req")
         #: Told of every refusal of a known key (the runtime's ``RefusalTally``: memory only).
         self.on_refused: Callable[[KeyRecord, Code, datetime], None] | None = None
 
@@ -179,12 +187,13 @@ class Verifier:
         if code is Code.NOT_FOUND:
             return _NOT_FOUND
         plan = entry.match.plan_name
-        request_id = request.request_id or ids.new_id("req")
+        request_id = request.request_id or self._request_ids.next()
         if code is Code.VALID:
             code = await self._check_request(entry, request, now)
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
-        carry = await self._carry(entry, now)
+        # Most keys have no budget: no coroutine to make and await for them.
+        carry = None if policy.budget is None else await self._carry(entry, now)
         admission = self._admission(entry, request, request_id, now, carry)
         pending = entry.match.valid_until is not None
         if admission is None:
@@ -308,8 +317,8 @@ class Verifier:
         budgets: list[BudgetAsk] = []
         budget = policy.budget
         if budget is not None:
-            start = period_start(budget.reset, now)
-            reset_at = next_reset(budget.reset, now)
+            # (period_start, next_reset), worked out again only when the period changes.
+            start, reset_at = self._periods.bounds(budget.reset, now)
             if budget.credit_limit is not None:
                 budgets.append(
                     BudgetAsk(

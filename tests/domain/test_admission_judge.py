@@ -1,0 +1,86 @@
+"""judge's one-pass path for admitted requests gives exactly what judge_reference gives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyplane.domain import gcra
+from keyplane.domain.admission import (
+    Admission,
+    BudgetAsk,
+    WindowAsk,
+    WindowKind,
+    judge,
+    judge_reference,
+    micros,
+)
+from keyplane.domain.decisions import Code
+from keyplane.domain.periods import Reset
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> tuple[WindowAsk, gcra.WindowState]:
+    limit = draw(st.integers(1, 50))
+    window = gcra.Window(limit, draw(st.sampled_from([1, 60, 86_400])) * gcra.MICROS, limit)
+    cost = draw(st.integers(0, 60))
+    kind = draw(st.sampled_from(list(WindowKind)))
+    name = draw(st.sampled_from(["per_second", "per_minute", "budget", "input_per_minute"]))
+    # A stored TAT anywhere from empty to well past full, as a limiter would hold it.
+    tat = draw(st.none() | st.integers(0, 3 * window.capacity))
+    now_us = micros(NOW)
+    if tat is not None:
+        tat += now_us * limit - window.capacity
+    state, _ = gcra.check(window, tat, now_us, cost)
+    return WindowAsk(name, kind, window, cost), state
+
+
+@st.composite
+def budgets(draw: st.DrawFn) -> tuple[BudgetAsk, int | None]:
+    limit = draw(st.none() | st.integers(0, 10**6))
+    reset_at = draw(st.none() | st.just(NOW + timedelta(days=3)))
+    ask = BudgetAsk(
+        draw(st.sampled_from(["", "gpt-4*", "\u00a2hourly"])),
+        limit,
+        Reset.MONTHLY,
+        NOW - timedelta(days=1),
+        reset_at,
+        draw(st.integers(0, 10**6)),
+        draw(st.sampled_from([Code.BUDGET_EXCEEDED, Code.COST_LIMITED])),
+        draw(st.none() | st.sampled_from(["costs.per_hour_max", "budget"])),
+        draw(st.none() | st.integers(0, 100)) if draw(st.integers(0, 4)) == 0 else None,
+    )
+    return ask, None if limit is None else draw(st.integers(0, limit))
+
+
+@given(
+    st.lists(windows(), max_size=7),
+    st.lists(budgets(), max_size=5),
+    st.none() | st.integers(1, 5),
+    st.integers(0, 5),
+)
+@settings(max_examples=500)
+def test_judge_agrees_with_the_reference(
+    asks: list[tuple[WindowAsk, gcra.WindowState]],
+    budget_asks: list[tuple[BudgetAsk, int | None]],
+    max_parallel: int | None,
+    free_slots: int,
+) -> None:
+    admission = Admission(
+        "key_1",
+        "req_1",
+        NOW + timedelta(minutes=1),
+        tuple(ask for ask, _ in asks),
+        max_parallel,
+        tuple(ask for ask, _ in budget_asks),
+    )
+    states = [state for _, state in asks]
+    lefts = [left for _, left in budget_asks if left is not None]
+    slots = None if max_parallel is None else free_slots
+    assert judge(admission, NOW, slots, states, lefts) == judge_reference(
+        admission, NOW, slots, states, lefts
+    )
