@@ -1,13 +1,20 @@
 """The cached view of keys that the data plane reads: record, plan and effective policy.
 
 Two caches share one invalidation: by secret hash (verify) and by id (usage reports). The
-effective policy is parsed once per load, not once per request.
+effective policy is parsed once per distinct plan and key policy, not once per key or request.
+
+The caches hold keys packed (``services/key_pack.py``, about 300 bytes each); the most
+recently used ones are also kept unpacked, as :class:`KeyEntry` objects, in a small hot map
+(``cache_hot_entries``), so a busy key is unpacked once. A hot entry is only served while the
+cache still holds the very packed key it was made from: an eviction or a reload replaces the
+packed key, and the stale hot entry is then never used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from keyplane.domain import gcra
 from keyplane.domain.admission import TokenCount, WindowKind
@@ -15,6 +22,8 @@ from keyplane.domain.keys import KeyRecord
 from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_windows
 from keyplane.domain.sealing import unseal
 from keyplane.services.cache import TtlCache
+from keyplane.services.clock_map import ClockMap
+from keyplane.services.key_pack import PackedKey, ShapeBook, pack, unpack
 from keyplane.settings import Settings
 from keyplane.store.base import KeyStore, SecretMatch
 
@@ -43,8 +52,16 @@ class KeyEntry:
 
 
 def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntry:
-    document = merge_documents(match.plan_policy or {}, match.record.policy)
-    policy = parse_policy(document)
+    """The entry of ``match`` built directly (the reference the packed path must agree with)."""
+    policy, windows = compile_policy(match.plan_policy, match.record.policy)
+    return KeyEntry(match, policy, windows, open_signing_secret(match, signing_key))
+
+
+def compile_policy(
+    plan_policy: dict[str, Any] | None, key_policy: dict[str, Any]
+) -> tuple[Policy, tuple[WindowSpec, ...]]:
+    """The effective policy of a key (its plan's merged with its own) and its windows."""
+    policy = parse_policy(merge_documents(plan_policy or {}, key_policy))
     windows = [
         WindowSpec(
             rate.name,
@@ -63,12 +80,24 @@ def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntr
             )
             for name, limit, seconds, counts in token_windows(policy.token_limits)
         )
-    signing_secret = None
-    if match.sealed_signing_secret is not None and signing_key is not None:
-        signing_secret = unseal(
-            signing_key, match.sealed_signing_secret, match.secret_hash.encode("ascii")
-        )
-    return KeyEntry(match, policy, tuple(windows), signing_secret)
+    return policy, tuple(windows)
+
+
+def open_signing_secret(match: SecretMatch, signing_key: bytes | None) -> str | None:
+    if match.sealed_signing_secret is None or signing_key is None:
+        return None
+    return unseal(signing_key, match.sealed_signing_secret, match.secret_hash.encode("ascii"))
+
+
+def _compact_hash(secret_hash: str) -> object:
+    # A hex digest as its bytes: 65 bytes per cached key instead of 113. Only the canonical
+    # (lowercase) form is compacted, so two different strings never share an entry; anything
+    # else (a test's placeholder) is kept as given.
+    try:
+        raw = bytes.fromhex(secret_hash)
+    except ValueError:
+        return secret_hash
+    return raw if raw.hex() == secret_hash else secret_hash
 
 
 class KeyDirectory:
@@ -76,35 +105,53 @@ class KeyDirectory:
         self, store: KeyStore, settings: Settings, signing_key: bytes | None = None
     ) -> None:
         self._store = store
+        self._book = ShapeBook(compile_policy)
+        book = self._book
 
-        async def by_hash(secret_hash: str) -> KeyEntry | None:
+        async def by_hash(secret_hash: str) -> PackedKey | None:
             match = await store.find_by_secret(secret_hash)
-            return None if match is None else build_entry(match, signing_key)
+            if match is None:
+                return None
+            return pack(
+                match, book.shape(match), open_signing_secret(match, signing_key), secret_hash
+            )
 
-        async def by_id(key_id: str) -> KeyEntry | None:
+        async def by_id(key_id: str) -> PackedKey | None:
             match = await store.find_by_id(key_id)
-            return None if match is None else build_entry(match)
+            return None if match is None else pack(match, book.shape(match), None, None)
 
-        def cache(loader: Callable[[str], Awaitable[KeyEntry | None]]) -> TtlCache[KeyEntry]:
+        def cache(
+            loader: Callable[[str], Awaitable[PackedKey | None]], compact: bool
+        ) -> TtlCache[PackedKey]:
             return TtlCache(
                 loader,
                 _record_id,
                 ttl=settings.cache_ttl_seconds,
                 negative_ttl=settings.negative_cache_ttl_seconds,
                 max_entries=settings.cache_max_entries,
+                compact_key=_compact_hash if compact else None,
             )
 
-        self.hashes = cache(by_hash)
-        self.ids = cache(by_id)
+        self.hashes = cache(by_hash, compact=True)
+        self.ids = cache(by_id, compact=False)
+        hot = max(1, settings.cache_hot_entries)
+        self._hot_hashes: ClockMap[str, tuple[PackedKey, KeyEntry]] = ClockMap(hot)
+        self._hot_ids: ClockMap[str, tuple[PackedKey, KeyEntry]] = ClockMap(hot)
         #: Told of every invalidation, to pass it on to other instances; awaited, so a write
         #: does not return before its eviction is on its way to them.
         self.on_change: Callable[[str | None, tuple[str, ...]], Awaitable[None]] | None = None
 
     async def by_hash(self, secret_hash: str) -> KeyEntry | None:
-        return await self.hashes.get(secret_hash)
+        packed = await self.hashes.get(secret_hash)
+        if packed is None:
+            return None
+        return _unpacked(self._hot_hashes, secret_hash, packed, secret_hash)
 
     async def by_id(self, key_id: str) -> KeyEntry | None:
-        return await self.ids.get(key_id)
+        packed = await self.ids.get(key_id)
+        if packed is None:
+            return None
+        return _unpacked(self._hot_ids, key_id, packed, None)
 
     async def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget a changed key, here and (through ``on_change``) on every other instance."""
@@ -124,5 +171,21 @@ class KeyDirectory:
         self.ids.evict(record_id, () if record_id is None else (record_id,))
 
 
-def _record_id(entry: KeyEntry) -> str:
-    return entry.record.id
+def _unpacked(
+    hot: ClockMap[str, tuple[PackedKey, KeyEntry]],
+    key: str,
+    packed: PackedKey,
+    given_hash: str | None,
+) -> KeyEntry:
+    known = hot.get(key)
+    # Identity, not equality: the hot entry is only good for the packed key it came from.
+    if known is not None and known[0] is packed:
+        return known[1]
+    match, shape, signing_secret = unpack(packed, given_hash)
+    entry = KeyEntry(match, shape.policy, shape.windows, signing_secret)
+    hot.put(key, (packed, entry))
+    return entry
+
+
+def _record_id(packed: PackedKey) -> str:
+    return packed[1]
