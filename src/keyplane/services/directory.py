@@ -23,7 +23,7 @@ from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_
 from keyplane.domain.sealing import unseal
 from keyplane.services.cache import TtlCache
 from keyplane.services.clock_map import ClockMap
-from keyplane.services.key_pack import PackedKey, ShapeBook, pack, unpack
+from keyplane.services.key_pack import PackedKey, ShapeBook, builder_of, pack, unpack
 from keyplane.settings import Settings
 from keyplane.store.base import KeyStore, SecretMatch
 
@@ -49,6 +49,11 @@ class KeyEntry:
     @property
     def record(self) -> KeyRecord:
         return self.match.record
+
+
+#: KeyEntry without its frozen ``__init__``: unpacking is on the warm path of every key
+#: outside the hot map.
+_new_entry = builder_of(KeyEntry)
 
 
 def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntry:
@@ -182,7 +187,7 @@ def _unpacked(
     if known is not None and known[0] is packed:
         return known[1]
     match, shape, signing_secret = unpack(packed, given_hash)
-    entry = KeyEntry(match, shape.policy, shape.windows, signing_secret)
+    entry = _new_entry((match, shape.policy, shape.windows, signing_secret))
     hot.put(key, (packed, entry))
     return entry
 

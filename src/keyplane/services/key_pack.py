@@ -240,7 +240,7 @@ def _micros(when: datetime) -> int:
     return (when - _EPOCH) // _MICRO
 
 
-def _builder(cls: type[T]) -> Callable[[tuple[Any, ...]], T]:
+def builder_of(cls: type[T]) -> Callable[[tuple[Any, ...]], T]:
     """Build a frozen slotted dataclass from its field values in order, without its
     ``__init__`` (which sets each field through ``object.__setattr__``: about three times
     slower). Only for classes without ``__post_init__`` or validation; the packing property
@@ -257,5 +257,5 @@ def _builder(cls: type[T]) -> Callable[[tuple[Any, ...]], T]:
     return build
 
 
-_new_record = _builder(KeyRecord)
-_new_match = _builder(SecretMatch)
+_new_record = builder_of(KeyRecord)
+_new_match = builder_of(SecretMatch)
