@@ -110,3 +110,13 @@ def test_keys_with_the_same_plan_and_policy_share_one_compiled_policy() -> None:
     first, second = shapes.shape(match("key_1")), shapes.shape(match("key_2"))
     assert first is second
     assert first.policy is second.policy
+
+
+def test_documents_that_only_print_alike_do_not_share_a_compiled_policy() -> None:
+    from decimal import Decimal
+
+    from keyplane.services.key_pack import _canonical
+
+    assert _canonical({"x": Decimal("1")}) != _canonical({"x": "1"})
+    assert _canonical({"b": 1, "a": [1]}) == _canonical({"a": [1], "b": 1})
+    assert _canonical(None) != _canonical({})

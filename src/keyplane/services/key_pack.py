@@ -233,7 +233,13 @@ _NO_RARE: tuple[Any, ...] = (None,) * 15
 
 
 def _canonical(document: dict[str, Any] | None) -> str:
-    return "" if document is None else json.dumps(document, sort_keys=True, default=str)
+    # Equal text must mean an equal document: anything JSON cannot say is written with its
+    # type, so Decimal("1") and "1" never share a compiled policy.
+    return "" if document is None else json.dumps(document, sort_keys=True, default=_typed)
+
+
+def _typed(value: object) -> str:
+    return f"{type(value).__qualname__}:{value!r}"
 
 
 def _micros(when: datetime) -> int:
