@@ -3,7 +3,7 @@
 Two caches share one invalidation: by secret hash (verify) and by id (usage reports). The
 effective policy is parsed once per distinct plan and key policy, not once per key or request.
 
-The caches hold keys packed (``services/key_pack.py``, about 300 bytes each); the most
+The caches hold keys packed (``services/key_pack.py``, about 500 bytes each); the most
 recently used ones are also kept unpacked, as :class:`KeyEntry` objects, in a small hot map
 (``cache_hot_entries``), so a busy key is unpacked once. A hot entry is only served while the
 cache still holds the very packed key it was made from: an eviction or a reload replaces the

@@ -1,4 +1,5 @@
-"""Cached keys in a compact form: about 300 bytes each instead of about 2,600.
+"""Cached keys in a compact form: about 500 bytes a key, the cache's bookkeeping included,
+instead of about 2,600 (bench/cache_memory.py).
 
 A :class:`~keyplane.services.directory.KeyEntry` (record, match, compiled policy) costs about
 2.6 KB; a cache of a million of them would not fit a small server. What varies from key to key
