@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
     negative_cache_ttl_seconds: float = Field(default=5.0, ge=0)
     cache_max_entries: int = Field(default=500_000, ge=100)
+    #: How many of the cached keys are also kept unpacked, ready for verify (about 2.6 KB
+    #: each); the others are unpacked on use (a few µs). See docs/performance.md.
+    cache_hot_entries: int = Field(default=10_000, ge=1, le=10_000_000)
     last_used_flush_seconds: float = Field(default=1.0, gt=0)
     #: Redis for limits, live budget counters and cache invalidation shared by every instance.
     #: Without it, limits are per process and only one process may serve.

@@ -173,3 +173,39 @@ async def test_size_is_bounded_by_evicting_the_oldest() -> None:
     await cache.get("h9")
     await cache.get("h0")
     assert loader.calls == ["h0"]
+
+
+async def test_a_hash_pushed_out_by_the_cap_leaves_its_record_with_the_others() -> None:
+    # One record, three hashes (current and two rotated out), in a cache of two.
+    data = {"h1": ("id1", "a"), "h2": ("id1", "b"), "h3": ("id1", "c"), "x": ("id2", "x")}
+    loader, clock = Loader(data), FakeTime()
+    cache = make(loader, clock, max_entries=2)
+    for secret_hash in ("h1", "h2", "h3"):
+        await cache.get(secret_hash)
+    assert len(cache) == 2
+    await cache.get("x")
+    # Invalidating id1 forgets whichever of its hashes are still cached, and only those.
+    cache.evict("id1")
+    assert len(cache) == 1
+    loader.calls.clear()
+    await cache.get("x")
+    await cache.get("h3")
+    assert loader.calls == ["h3"]
+
+
+async def test_keys_can_be_stored_compacted_and_still_evicted_by_their_given_form() -> None:
+    loader, clock = Loader({"aa" * 32: ("id1", "v")}), FakeTime()
+    cache: TtlCache[tuple[str, str]] = TtlCache(
+        loader,
+        lambda value: value[0],
+        ttl=30,
+        negative_ttl=5,
+        max_entries=10,
+        monotonic=clock,
+        compact_key=bytes.fromhex,
+    )
+    assert await cache.get("aa" * 32) == ("id1", "v")
+    assert await cache.get("aa" * 32) == ("id1", "v")
+    assert loader.calls == ["aa" * 32]
+    cache.evict("id2", ("aa" * 32,))
+    assert len(cache) == 0

@@ -4,17 +4,13 @@ compile on random policies)."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import event
 
 from keyplane.domain.clock import ManualClock
 from keyplane.domain.tenancy import Principal
-from keyplane.services.directory import compile_documents, compiled_policy
 from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
 from keyplane.services.verify import VerifyRequest
@@ -53,55 +49,3 @@ async def test_a_cold_verify_reads_its_key_without_the_orm(
 
 
 _NAME = st.sampled_from(["a", "b", "per_minute", "per_day"])
-_POLICY = st.fixed_dictionaries(
-    {},
-    optional={
-        "models": st.fixed_dictionaries(
-            {}, optional={"allow": st.lists(st.sampled_from(["gpt-4*", "claude-3-*"]))}
-        ),
-        "scopes": st.lists(st.sampled_from(["read", "write"]), unique=True),
-        "rate_limits": st.lists(
-            st.fixed_dictionaries(
-                {"name": _NAME, "limit": st.integers(1, 10**6), "period": st.integers(1, 86_400)},
-                optional={"burst": st.integers(1, 10**6)},
-            ),
-            max_size=3,
-            unique_by=lambda window: window["name"],
-        ),
-        "token_limits": st.fixed_dictionaries(
-            {}, optional={"total_per_minute": st.integers(1, 10**9)}
-        ),
-        "budget": st.fixed_dictionaries(
-            {}, optional={"credit_limit_micros": st.integers(0, 10**15)}
-        ),
-        "network": st.fixed_dictionaries(
-            {}, optional={"ip_allow": st.lists(st.sampled_from(["203.0.113.0/24", "::1"]))}
-        ),
-        "features": st.fixed_dictionaries(
-            {}, optional={"allow": st.lists(st.sampled_from(["chat_completion", "embeddings"]))}
-        ),
-        "operations": st.lists(st.sampled_from(["read", "write"]), unique=True),
-        "data_access": st.fixed_dictionaries({}, optional={"log_requests": st.booleans()}),
-        "advanced_features": st.dictionaries(st.sampled_from(["batch", "priority"]), st.booleans()),
-        "routing": st.fixed_dictionaries(
-            {}, optional={"allowed_providers": st.lists(st.sampled_from(["openai", "anthropic"]))}
-        ),
-    },
-)
-
-
-@given(plan=st.none() | _POLICY, own=_POLICY)
-def test_a_memoised_policy_equals_one_compiled_afresh(
-    plan: dict[str, Any] | None, own: dict[str, Any]
-) -> None:
-    try:
-        reference = compile_documents(plan, own)
-    except ValueError:
-        # Not a policy (a cap under its window, say): the memo must refuse it the same way.
-        with pytest.raises(ValueError):
-            compiled_policy(plan, own)
-        return
-    first = compiled_policy(plan, own)
-    assert first == reference
-    assert first[0].directives == reference[0].directives
-    assert compiled_policy(copy.deepcopy(plan), copy.deepcopy(own)) is first

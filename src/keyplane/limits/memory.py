@@ -159,7 +159,8 @@ class MemoryLimiter:
 
         # Everything allows the request: consume it all.
         for window_key, tat in zip(window_keys, new_tats, strict=True):
-            self._tats[window_key] = tat
+            if tat is not None:
+                self._tats[window_key] = tat
         reservation = held.get(admission.request_id)
         if (
             reservation is None

@@ -8,16 +8,26 @@
   and returns only once the eviction has been handed to the other instances (``on_change``).
 * An eviction also detaches loads in flight: a lookup that starts after a write has been
   evicted never joins a load that read the database before the write.
+* Bounded by ``max_entries`` with CLOCK eviction (``services/clock_map.py``): a hit sets one
+  bit instead of reordering a list, and an entry costs about 150 bytes of bookkeeping besides
+  its key and value (a million cached keys must fit in a few hundred megabytes).
+* ``compact_key`` may store keys in a smaller form than callers pass them (a 64-character
+  hex digest as its 32 bytes: 65 bytes instead of 113 per entry).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from keyplane.services.clock_map import ClockMap
+
 T = TypeVar("T")
+
+#: The value stored for a cached miss (``None`` would read as absent in the map).
+_UNKNOWN = object()
 
 
 class TtlCache(Generic[T]):
@@ -30,6 +40,7 @@ class TtlCache(Generic[T]):
         negative_ttl: float,
         max_entries: int,
         monotonic: Callable[[], float] = time.monotonic,
+        compact_key: Callable[[str], Hashable] | None = None,
     ) -> None:
         self._loader = loader
         self._record_id = record_id
@@ -37,8 +48,11 @@ class TtlCache(Generic[T]):
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
         self._monotonic = monotonic
-        self._entries: dict[str, tuple[T | None, float]] = {}
-        self._hashes_of: dict[str, set[str]] = {}
+        self._compact = compact_key if compact_key is not None else _same
+        self._entries: ClockMap[Hashable, object] = ClockMap(max_entries, self._forget)
+        # record id -> its cached key, or a tuple of them when several (current and rotated
+        # out): one key is the common case, and a set per record would cost 216 bytes.
+        self._hashes_of: dict[str, Hashable | tuple[Hashable, ...]] = {}
         self._inflight: dict[str, asyncio.Task[T | None]] = {}
         # Bumped by every invalidation; a load that started before a bump is not cached, so a
         # write racing a load can never leave the pre-write record behind.
@@ -53,10 +67,10 @@ class TtlCache(Generic[T]):
         return len(self._entries)
 
     async def get(self, secret_hash: str) -> T | None:
-        entry = self._entries.get(secret_hash)
-        if entry is not None and entry[1] > self._monotonic():
+        value = self._entries.get(self._compact(secret_hash), self._monotonic())
+        if value is not None:
             self.hits += 1
-            return entry[0]
+            return None if value is _UNKNOWN else value  # type: ignore[return-value]
         self.misses += 1
         task = self._inflight.get(secret_hash)
         if task is None:
@@ -83,22 +97,36 @@ class TtlCache(Generic[T]):
         ttl = self._ttl if value is not None else self._negative_ttl
         if ttl <= 0:
             return
-        self._entries.pop(secret_hash, None)
-        while len(self._entries) >= self._max_entries:
-            oldest = next(iter(self._entries))
-            self._evict(oldest)
-        self._entries[secret_hash] = (value, self._monotonic() + ttl)
+        key = self._compact(secret_hash)
+        now = self._monotonic()
+        self._drop(key)
+        self._entries.put(key, _UNKNOWN if value is None else value, now + ttl, now)
         if value is not None:
-            self._hashes_of.setdefault(self._record_id(value), set()).add(secret_hash)
+            record_id = self._record_id(value)
+            known = self._hashes_of.get(record_id)
+            if known is None:
+                self._hashes_of[record_id] = key
+            elif isinstance(known, tuple):
+                self._hashes_of[record_id] = (*known, key)
+            elif known != key:
+                self._hashes_of[record_id] = (known, key)
 
-    def _evict(self, secret_hash: str) -> None:
-        value, _ = self._entries.pop(secret_hash)
+    def _drop(self, key: Hashable) -> None:
+        value = self._entries.pop(key)
         if value is not None:
-            hashes = self._hashes_of.get(self._record_id(value))
-            if hashes is not None:
-                hashes.discard(secret_hash)
-                if not hashes:
-                    del self._hashes_of[self._record_id(value)]
+            self._forget(key, value)
+
+    def _forget(self, key: Hashable, value: object) -> None:
+        """Unlink an entry that left the map from its record's keys."""
+        if value is _UNKNOWN:
+            return
+        record_id = self._record_id(value)  # type: ignore[arg-type]
+        known = self._hashes_of.get(record_id)
+        if isinstance(known, tuple):
+            rest = tuple(other for other in known if other != key)
+            self._hashes_of[record_id] = rest[0] if len(rest) == 1 else rest
+        elif known == key:
+            del self._hashes_of[record_id]
 
     async def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget every cached hash of ``record_id``, plus ``extra_hashes`` (e.g. a new one),
@@ -123,8 +151,15 @@ class TtlCache(Generic[T]):
             self._entries.clear()
             self._hashes_of.clear()
             return
-        for secret_hash in self._hashes_of.pop(record_id, set()) | set(extra_hashes):
-            self._entries.pop(secret_hash, None)
+        known = self._hashes_of.pop(record_id, ())
+        for key in known if isinstance(known, tuple) else (known,):
+            self._entries.pop(key)
+        for secret_hash in extra_hashes:
+            self._drop(self._compact(secret_hash))
+
+
+def _same(key: str) -> Hashable:
+    return key
 
 
 def _consume_exception(task: asyncio.Task[object]) -> None:

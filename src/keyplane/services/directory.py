@@ -1,12 +1,17 @@
 """The cached view of keys that the data plane reads: record, plan and effective policy.
 
 Two caches share one invalidation: by secret hash (verify) and by id (usage reports). The
-effective policy is parsed once per load, not once per request.
+effective policy is parsed once per distinct plan and key policy, not once per key or request.
+
+The caches hold keys packed (``services/key_pack.py``, about 500 bytes each); the most
+recently used ones are also kept unpacked, as :class:`KeyEntry` objects, in a small hot map
+(``cache_hot_entries``), so a busy key is unpacked once. A hot entry is only served while the
+cache still holds the very packed key it was made from: an eviction or a reload replaces the
+packed key, and the stale hot entry is then never used.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +22,8 @@ from keyplane.domain.keys import KeyRecord
 from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_windows
 from keyplane.domain.sealing import unseal
 from keyplane.services.cache import TtlCache
+from keyplane.services.clock_map import ClockMap
+from keyplane.services.key_pack import PackedKey, ShapeBook, builder_of, pack, unpack
 from keyplane.settings import Settings
 from keyplane.store.base import KeyLookup, SecretMatch
 
@@ -44,46 +51,22 @@ class KeyEntry:
         return self.match.record
 
 
-#: Compiled policies by their documents: keys on one plan (or with one policy) share them, so
-#: a cache miss does not parse and compile the same document again (a loaded policy cost
-#: several times the key's read). Bounded; a changed document is another key, never stale.
-_COMPILED: dict[str, tuple[Policy, tuple[WindowSpec, ...]]] = {}
-COMPILED_POLICIES_MAX = 4096
+#: KeyEntry without its frozen ``__init__``: unpacking is on the warm path of every key
+#: outside the hot map.
+_new_entry = builder_of(KeyEntry)
 
 
 def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntry:
-    policy, windows = compiled_policy(match.plan_policy, match.record.policy)
-    signing_secret = None
-    if match.sealed_signing_secret is not None and signing_key is not None:
-        signing_secret = unseal(
-            signing_key, match.sealed_signing_secret, match.secret_hash.encode("ascii")
-        )
-    return KeyEntry(match, policy, windows, signing_secret)
+    """The entry of ``match`` built directly (the reference the packed path must agree with)."""
+    policy, windows = compile_policy(match.plan_policy, match.record.policy)
+    return KeyEntry(match, policy, windows, open_signing_secret(match, signing_key))
 
 
-def compiled_policy(
+def compile_policy(
     plan_policy: dict[str, Any] | None, key_policy: dict[str, Any]
 ) -> tuple[Policy, tuple[WindowSpec, ...]]:
-    """The effective policy of a key and its limiter windows, compiled once per distinct pair
-    of documents (the compiled forms are immutable, so entries share them)."""
-    # JSON text: an exact, hashable image of the two documents (order-sensitive, so equal
-    # documents written in another order only miss).
-    memo_key = json.dumps((plan_policy, key_policy), separators=(",", ":"))
-    found = _COMPILED.get(memo_key)
-    if found is None:
-        found = compile_documents(plan_policy, key_policy)
-        if len(_COMPILED) >= COMPILED_POLICIES_MAX:
-            del _COMPILED[next(iter(_COMPILED))]
-        _COMPILED[memo_key] = found
-    return found
-
-
-def compile_documents(
-    plan_policy: dict[str, Any] | None, key_policy: dict[str, Any]
-) -> tuple[Policy, tuple[WindowSpec, ...]]:
-    """The effective policy and windows, compiled afresh (the reference for the memo)."""
-    document = merge_documents(plan_policy or {}, key_policy)
-    policy = parse_policy(document)
+    """The effective policy of a key (its plan's merged with its own) and its windows."""
+    policy = parse_policy(merge_documents(plan_policy or {}, key_policy))
     windows = [
         WindowSpec(
             rate.name,
@@ -105,40 +88,75 @@ def compile_documents(
     return policy, tuple(windows)
 
 
+def open_signing_secret(match: SecretMatch, signing_key: bytes | None) -> str | None:
+    if match.sealed_signing_secret is None or signing_key is None:
+        return None
+    return unseal(signing_key, match.sealed_signing_secret, match.secret_hash.encode("ascii"))
+
+
+def _compact_hash(secret_hash: str) -> object:
+    # A hex digest as its bytes: 65 bytes per cached key instead of 113. Only the canonical
+    # (lowercase) form is compacted, so two different strings never share an entry; anything
+    # else (a test's placeholder) is kept as given.
+    try:
+        raw = bytes.fromhex(secret_hash)
+    except ValueError:
+        return secret_hash
+    return raw if raw.hex() == secret_hash else secret_hash
+
+
 class KeyDirectory:
     def __init__(
         self, store: KeyLookup, settings: Settings, signing_key: bytes | None = None
     ) -> None:
         self._store = store
+        self._book = ShapeBook(compile_policy)
+        book = self._book
 
-        async def by_hash(secret_hash: str) -> KeyEntry | None:
+        async def by_hash(secret_hash: str) -> PackedKey | None:
             match = await store.find_by_secret(secret_hash)
-            return None if match is None else build_entry(match, signing_key)
+            if match is None:
+                return None
+            return pack(
+                match, book.shape(match), open_signing_secret(match, signing_key), secret_hash
+            )
 
-        async def by_id(key_id: str) -> KeyEntry | None:
+        async def by_id(key_id: str) -> PackedKey | None:
             match = await store.find_by_id(key_id)
-            return None if match is None else build_entry(match)
+            return None if match is None else pack(match, book.shape(match), None, None)
 
-        def cache(loader: Callable[[str], Awaitable[KeyEntry | None]]) -> TtlCache[KeyEntry]:
+        def cache(
+            loader: Callable[[str], Awaitable[PackedKey | None]], compact: bool
+        ) -> TtlCache[PackedKey]:
             return TtlCache(
                 loader,
                 _record_id,
                 ttl=settings.cache_ttl_seconds,
                 negative_ttl=settings.negative_cache_ttl_seconds,
                 max_entries=settings.cache_max_entries,
+                compact_key=_compact_hash if compact else None,
             )
 
-        self.hashes = cache(by_hash)
-        self.ids = cache(by_id)
+        self.hashes = cache(by_hash, compact=True)
+        self.ids = cache(by_id, compact=False)
+        hot = max(1, settings.cache_hot_entries)
+        self._hot_hashes: ClockMap[str, tuple[PackedKey, KeyEntry]] = ClockMap(hot)
+        self._hot_ids: ClockMap[str, tuple[PackedKey, KeyEntry]] = ClockMap(hot)
         #: Told of every invalidation, to pass it on to other instances; awaited, so a write
         #: does not return before its eviction is on its way to them.
         self.on_change: Callable[[str | None, tuple[str, ...]], Awaitable[None]] | None = None
 
     async def by_hash(self, secret_hash: str) -> KeyEntry | None:
-        return await self.hashes.get(secret_hash)
+        packed = await self.hashes.get(secret_hash)
+        if packed is None:
+            return None
+        return _unpacked(self._hot_hashes, secret_hash, packed, secret_hash)
 
     async def by_id(self, key_id: str) -> KeyEntry | None:
-        return await self.ids.get(key_id)
+        packed = await self.ids.get(key_id)
+        if packed is None:
+            return None
+        return _unpacked(self._hot_ids, key_id, packed, None)
 
     async def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget a changed key, here and (through ``on_change``) on every other instance."""
@@ -158,5 +176,21 @@ class KeyDirectory:
         self.ids.evict(record_id, () if record_id is None else (record_id,))
 
 
-def _record_id(entry: KeyEntry) -> str:
-    return entry.record.id
+def _unpacked(
+    hot: ClockMap[str, tuple[PackedKey, KeyEntry]],
+    key: str,
+    packed: PackedKey,
+    given_hash: str | None,
+) -> KeyEntry:
+    known = hot.get(key)
+    # Identity, not equality: the hot entry is only good for the packed key it came from.
+    if known is not None and known[0] is packed:
+        return known[1]
+    match, shape, signing_secret = unpack(packed, given_hash)
+    entry = _new_entry((match, shape.policy, shape.windows, signing_secret))
+    hot.put(key, (packed, entry))
+    return entry
+
+
+def _record_id(packed: PackedKey) -> str:
+    return packed[1]
