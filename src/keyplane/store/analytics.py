@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Select, and_, case, delete, func, or_, select
+from sqlalchemy import Select, and_, case, delete, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import analytics
@@ -226,11 +226,7 @@ class SqlAnalyticsStore:
         series_query = select(usage.bucket_start, *_measures()).where(
             in_window, usage.dimension == ""
         )
-        breakdown_query = (
-            select(usage.dimension, usage.value, *_summed())
-            .where(in_window, usage.dimension.in_(analytics.DIMENSIONS))
-            .group_by(usage.dimension, usage.value)
-        )
+        breakdown_query = _breakdown_query(key_id, window)
         verify = verify_analytics.c
         verdict_query = select(verify.bucket_start, verify.code, verify["count"]).where(
             verify.key_id == key_id,
@@ -241,10 +237,10 @@ class SqlAnalyticsStore:
         result = KeyAnalytics({}, {}, {}, {})
         async with self._unit.read() as conn:
             for row in await conn.execute(series_query):
-                result.series[row.bucket_start] = Sums.of(row._mapping)
+                result.series[row[0]] = Sums.of_measures(row[1:])
             for row in await conn.execute(breakdown_query):
-                target = result.models if row.dimension == "model" else result.features
-                target[row.value] = Sums.of(row._mapping)
+                target = result.models if row[0] == "model" else result.features
+                target[row[1]] = Sums.of_measures(row[2:])
             for row in await conn.execute(verdict_query):
                 result.verdicts.setdefault(row.bucket_start, {})[row.code] = row._mapping["count"]
         return result
@@ -466,6 +462,31 @@ class SqlAnalyticsStore:
                 if len(ids) < PRUNE_CHUNK:
                     break
         return deleted
+
+
+def _breakdown_query(key_id: str, window: Window) -> Select[Any]:
+    """A key's model and feature rows over ``window``, summed per (dimension, value)."""
+    usage = usage_analytics.c
+    # Whole days from day rows, the edges from hour rows (analytics.covering): 30 days of
+    # hours read ~25 rows per value instead of 720. One index range per part (an OR of the
+    # parts would make SQLite walk all the key's rows).
+    parts = union_all(
+        *(
+            select(usage.dimension, usage.value, *_measures()).where(
+                usage.key_id == key_id,
+                usage.grain == grain.value,
+                usage.dimension.in_(analytics.DIMENSIONS),
+                usage.bucket_start >= start,
+                usage.bucket_start < end,
+            )
+            for grain, start, end in analytics.covering(window)
+        )
+    ).subquery()
+    return select(
+        parts.c.dimension,
+        parts.c.value,
+        *(func.sum(parts.c[name]).label(name) for name in analytics.MEASURES),
+    ).group_by(parts.c.dimension, parts.c.value)
 
 
 def _measures() -> list[Any]:
