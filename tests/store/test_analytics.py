@@ -320,3 +320,13 @@ def test_key_analytics_over_hours_equal_the_hour_rows_of_a_recomputation(
             await db.close()
 
     asyncio.run(run())
+
+
+async def test_a_window_of_one_hour_finds_the_rows_of_its_hour(db: Db) -> None:
+    # SQLite's rows are written through the driver: their bucket text must be the text
+    # SQLAlchemy binds when comparing (a driver-formatted datetime sorted outside the window).
+    org_id, key = await _key(db)
+    await db.usage.record([_report(key, org_id, START, model="gpt-4")])
+    found = await db.analytics.key_analytics(key, analytics.Window(Grain.HOUR, START, 1))
+    assert [sums.requests for sums in found.series.values()] == [1]
+    assert found.models["gpt-4"].requests == 1
