@@ -64,16 +64,21 @@ def _round(value: float | None) -> float | None:
 
 def usage_out(sums: Sums) -> dict[str, Any]:
     """A rollup's measures as the API shows them."""
+    # Written out rather than through _round and a dict of percentiles: a 720-point series
+    # calls this per point, and the helper calls were a fifth of the answer's CPU.
+    avg = sums.avg_latency_ms
+    p50, p95, p99 = sums.percentile_values()
     return {
         "requests": sums.requests,
         "errors": sums.errors,
-        "error_rate": _round(sums.error_rate),
+        "error_rate": round(sums.error_rate, 3),
         "cost": credits(sums.cost_micros),
         "input_tokens": sums.input_tokens,
         "output_tokens": sums.output_tokens,
-        "avg_latency_ms": _round(sums.avg_latency_ms),
-        # One walk of the histogram for the three (a 720-point series does this per point).
-        **dict(zip(("p50", "p95", "p99"), map(_round, sums.percentile_values()), strict=True)),
+        "avg_latency_ms": None if avg is None else round(avg, 3),
+        "p50": None if p50 is None else round(p50, 3),
+        "p95": None if p95 is None else round(p95, 3),
+        "p99": None if p99 is None else round(p99, 3),
     }
 
 
