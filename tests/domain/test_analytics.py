@@ -3,6 +3,7 @@ report-by-report count, and latencies land in the documented histogram buckets."
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -77,3 +78,52 @@ def test_a_latency_on_a_bound_is_counted_in_the_bucket_it_closes() -> None:
         assert analytics.latency_bucket(bound) == index
         assert analytics.latency_bucket(bound + 1) == index + 1
     assert analytics.latency_bucket(10**9) == len(bounds)
+
+
+_HISTOGRAMS = st.lists(
+    st.integers(0, 10**6), min_size=analytics.HISTOGRAM_SIZE, max_size=analytics.HISTOGRAM_SIZE
+)
+
+
+@given(_HISTOGRAMS, st.lists(st.floats(0.001, 1.0), min_size=1, max_size=5))
+def test_one_walk_percentiles_agree_with_one_percentile_at_a_time(
+    histogram: list[int], quantiles: list[float]
+) -> None:
+    ascending = sorted(quantiles)
+    expected = [analytics.percentile(histogram, q) for q in ascending]
+    assert analytics.percentiles(histogram, ascending) == expected
+
+
+@given(
+    start=st.integers(0, 24 * 9).map(lambda h: START.replace(minute=0) + timedelta(hours=h)),
+    count=st.integers(1, 24 * 9),
+    grain=st.sampled_from(list(Grain)),
+)
+def test_covering_ranges_tile_the_window_exactly(start: datetime, count: int, grain: Grain) -> None:
+    window = analytics.Window(grain, analytics.floor(grain, start), count)
+    ranges = analytics.covering(window)
+    # Contiguous from the window's start to its end, each on its grain's bucket edges.
+    assert ranges[0][1] == window.start
+    assert ranges[-1][2] == window.end
+    for (_, _, end), (_, next_start, _) in itertools.pairwise(ranges):
+        assert end == next_start
+    for range_grain, range_start, range_end in ranges:
+        assert range_start < range_end
+        assert analytics.floor(range_grain, range_start) == range_start
+        assert analytics.floor(range_grain, range_end) == range_end
+        # Only hour windows trade their whole days for day rows.
+        assert range_grain in (grain, Grain.DAY if grain is Grain.HOUR else grain)
+
+
+def test_sums_summed_equals_adding_one_at_a_time() -> None:
+    items = []
+    for n in range(5):
+        sums = Sums()
+        sums.count(n * 10, n, n + 1, None if n == 2 else n * 400, 500 if n % 2 else 200)
+        items.append(sums)
+    added = Sums()
+    for sums in items:
+        added.add(sums)
+    assert Sums.summed(items) == added
+    assert Sums.summed([]) == Sums()
+    assert Sums.of_measures(list(added.values().values())) == added

@@ -27,9 +27,7 @@ from tests.store.conftest import NOW, key_record, tenancy
 START = datetime(2026, 2, 28, 23, 0, tzinfo=UTC)
 BOUNDS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
-_REPORT = st.tuples(
-    st.integers(0, 1),  # which key
-    st.integers(0, 4 * 3600),  # seconds after START
+_REPORT_FIELDS = (
     st.sampled_from([None, "gpt-4", "claude", "m" * 128]),
     st.sampled_from([None, "chat", "embeddings"]),
     st.integers(0, 10**9),  # cost
@@ -38,6 +36,11 @@ _REPORT = st.tuples(
     st.one_of(st.none(), st.integers(0, 86_400_000)),  # latency
     st.sampled_from([None, 200, 399, 400, 429, 500]),
     st.integers(0, 30),  # idempotency key: repeats are not counted twice
+)
+_REPORT = st.tuples(
+    st.integers(0, 1),  # which key
+    st.integers(0, 4 * 3600),  # seconds after START
+    *_REPORT_FIELDS,
 )
 
 
@@ -270,3 +273,60 @@ async def test_pruning_drops_old_grains_and_raw_events_but_keeps_days(db: Db) ->
     assert (Grain.DAY.value, analytics.floor(Grain.DAY, old)) in kept
     assert (Grain.HOUR.value, analytics.floor(Grain.HOUR, old)) not in kept
     assert len(await _ledger(db, [key])) == 1
+
+
+_SPREAD_REPORT = st.tuples(
+    st.just(0),
+    st.integers(0, 3 * 86400),  # over three days and a bit: whole days and edges
+    *_REPORT_FIELDS,
+)
+
+
+@_PROPERTY
+@given(
+    reports=st.lists(_SPREAD_REPORT, min_size=1, max_size=40),
+    first_hour=st.integers(-30, 80),
+    hours=st.integers(1, 100),
+)
+def test_key_analytics_over_hours_equal_the_hour_rows_of_a_recomputation(
+    database: Database, reports: list[tuple[Any, ...]], first_hour: int, hours: int
+) -> None:
+    """Breakdowns read whole days from day rows; they must equal the hours they stand for."""
+
+    async def run() -> None:
+        db = await _open(database)
+        try:
+            org_id, project_id = await tenancy(db)
+            key = (await db.keys.create(key_record(org_id, project_id))).id
+            await db.usage.record(_entries([key], org_id, reports))
+            window = analytics.Window(Grain.HOUR, START + timedelta(hours=first_hour), hours)
+            found = await db.analytics.key_analytics(key, window)
+            expected: dict[tuple[str, str], Counter[str]] = {}
+            for (_, grain, start, dimension, value), sums in _brute_force(
+                await _ledger(db, [key])
+            ).items():
+                if grain == "hour" and window.start <= start < window.end:
+                    expected.setdefault((dimension, value), Counter()).update(sums)
+            got = {("", ""): sum((Counter(s.values()) for s in found.series.values()), Counter())}
+            got.update({("model", name): Counter(s.values()) for name, s in found.models.items()})
+            got.update(
+                {("feature", name): Counter(s.values()) for name, s in found.features.items()}
+            )
+            # Counter equality ignores zero counts, as a missing row reads as zeros.
+            assert {slot: +sums for slot, sums in got.items()} == {
+                slot: +sums for slot, sums in expected.items()
+            } | ({} if ("", "") in expected else {("", ""): Counter()})
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
+async def test_a_window_of_one_hour_finds_the_rows_of_its_hour(db: Db) -> None:
+    # SQLite's rows are written through the driver: their bucket text must be the text
+    # SQLAlchemy binds when comparing (a driver-formatted datetime sorted outside the window).
+    org_id, key = await _key(db)
+    await db.usage.record([_report(key, org_id, START, model="gpt-4")])
+    found = await db.analytics.key_analytics(key, analytics.Window(Grain.HOUR, START, 1))
+    assert [sums.requests for sums in found.series.values()] == [1]
+    assert found.models["gpt-4"].requests == 1

@@ -107,6 +107,36 @@ def percentile(histogram: Sequence[int], quantile: float) -> float | None:
     return float(LATENCY_BOUNDS_MS[-1])  # pragma: no cover - the loop always answers
 
 
+def percentiles(histogram: Sequence[int], quantiles: Sequence[float]) -> list[float | None]:
+    """:func:`percentile` for each of ``quantiles`` (ascending), in one walk of the histogram.
+
+    Why: a 720-point series asks three quantiles of every point; walking once instead of
+    three times was a large part of a 30-day hourly answer. Agrees with :func:`percentile`
+    (a property test checks it).
+    """
+    total = sum(histogram)
+    if total == 0:
+        return [None] * len(quantiles)
+    answers: list[float | None] = []
+    seen = 0
+    index = 0
+    last = len(histogram) - 1
+    for quantile in quantiles:
+        rank = quantile * total
+        # Ranks ascend, so the bucket of this rank is at or after the previous one's.
+        while index < last and (histogram[index] == 0 or seen + histogram[index] < rank):
+            seen += histogram[index]
+            index += 1
+        count = histogram[index]
+        lower = 0 if index == 0 else LATENCY_BOUNDS_MS[index - 1]
+        if index >= len(LATENCY_BOUNDS_MS):
+            answers.append(float(lower))
+        else:
+            upper = LATENCY_BOUNDS_MS[index]
+            answers.append(lower + (upper - lower) * max(rank - seen, 0) / count)
+    return answers
+
+
 @dataclass(frozen=True, slots=True)
 class Retention:
     """How long each grain's rows are kept; ``None``: as long as the key exists."""
@@ -147,6 +177,31 @@ class Window:
     def starts(self) -> list[datetime]:
         step = timedelta(seconds=GRAIN_SECONDS[self.grain])
         return [self.start + step * index for index in range(self.count)]
+
+
+def covering(window: Window) -> list[tuple[Grain, datetime, datetime]]:
+    """Bucket ranges ``(grain, start, end)`` that together cover exactly ``window``'s time,
+    the whole days of an hourly window as day buckets.
+
+    Why: a key's model and feature breakdowns over 30 days of hours would add 720 rows per
+    value; a day row is the sum of its 24 hour rows (both are written from the same reports
+    in one transaction, with the same per-day cardinality cap), so whole days read one row
+    per value and only the partial days at the edges read hours.
+    """
+    if window.grain is not Grain.HOUR:
+        return [(window.grain, window.start, window.end)]
+    first_day = floor(Grain.DAY, window.start)
+    if first_day < window.start:
+        first_day += timedelta(days=1)
+    last_day = floor(Grain.DAY, window.end)
+    if first_day >= last_day:
+        return [(Grain.HOUR, window.start, window.end)]
+    ranges = [(Grain.DAY, first_day, last_day)]
+    if window.start < first_day:
+        ranges.insert(0, (Grain.HOUR, window.start, first_day))
+    if last_day < window.end:
+        ranges.append((Grain.HOUR, last_day, window.end))
+    return ranges
 
 
 def window(period: timedelta, grain: Grain, now: datetime, retention: Retention) -> Window | str:
@@ -252,6 +307,30 @@ class Sums:
             histogram=[measures[name] for name in HISTOGRAM_COLUMNS],
         )
 
+    @classmethod
+    def summed(cls, items: Sequence[Sums]) -> Sums:
+        """The sum of ``items``: what :meth:`add` over them gives, a column at a time."""
+        return cls(
+            sum(item.requests for item in items),
+            sum(item.errors for item in items),
+            sum(item.cost_micros for item in items),
+            sum(item.input_tokens for item in items),
+            sum(item.output_tokens for item in items),
+            sum(item.latency_count for item in items),
+            sum(item.latency_sum_ms for item in items),
+            [sum(column) for column in zip(*(item.histogram for item in items), strict=True)]
+            if items
+            else [0] * HISTOGRAM_SIZE,
+        )
+
+    @classmethod
+    def of_measures(cls, measures: Sequence[Any]) -> Sums:
+        """From the measures in ``MEASURES`` order (a row's tail): what :meth:`of` does, by
+        position. A 30-day hourly series makes 720 of these per request, and looking every
+        column up by name was most of the query's time."""
+        v = [int(value or 0) for value in measures]
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[_HISTOGRAM_AT:])
+
     @property
     def avg_latency_ms(self) -> float | None:
         return None if self.latency_count == 0 else self.latency_sum_ms / self.latency_count
@@ -262,11 +341,14 @@ class Sums:
         return 0.0 if self.requests == 0 else 100.0 * self.errors / self.requests
 
     def percentiles(self) -> dict[str, float | None]:
-        return {
-            "p50": percentile(self.histogram, 0.50),
-            "p95": percentile(self.histogram, 0.95),
-            "p99": percentile(self.histogram, 0.99),
-        }
+        p50, p95, p99 = self.percentile_values()
+        return {"p50": p50, "p95": p95, "p99": p99}
+
+    def percentile_values(self) -> list[float | None]:
+        """p50, p95 and p99, in that order."""
+        if self.latency_count == 0:
+            return [None, None, None]
+        return percentiles(self.histogram, (0.50, 0.95, 0.99))
 
 
 #: A rollup row's identity: key id, grain, bucket start, dimension, value.

@@ -27,42 +27,59 @@ from keyplane.store.analytics import AnalyticsStore, Group, GroupBy, KeyAnalytic
 
 log = logging.getLogger(__name__)
 
+_MINUTE = timedelta(minutes=1)
+
 #: Most groups a grouped query answers (``limit``), and most filter values per filter.
 MAX_GROUPS = 1000
 MAX_FILTER_VALUES = 100
 ORDERS = ("requests", "errors", "cost", "input_tokens", "output_tokens", "verifications", "refused")
 
-_MINUTE = timedelta(minutes=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class VerdictRecorder:
-    """Counts verify outcomes per (key, minute, code) in memory; flushed in one transaction."""
+    """Counts verify outcomes per (key, minute, code) in memory; flushed in one transaction.
+
+    The hot path counts into the current minute's dict by (key, code) only: flooring each
+    verdict's time to its minute (a timezone conversion) and hashing a datetime in every key
+    cost twenty times the increment itself. A verdict outside the current minute (the clock
+    moved on, or back) first folds the current minute into the pending counts.
+    """
+
+    _NO_MINUTE = datetime.min.replace(tzinfo=UTC)
 
     def __init__(self, store: AnalyticsStore, interval: float) -> None:
         self._store = store
         self._interval = interval
         self._pending: Counter[tuple[str, datetime, str]] = Counter()
+        self._minute = self._NO_MINUTE
+        self._minute_end = self._NO_MINUTE
+        self._current: dict[tuple[str, str], int] = {}
         self._lock = asyncio.Lock()
-        # The minute of the last outcome and where it ends: most outcomes fall in the same
-        # minute as the one before, and two comparisons cost less than computing it.
-        self._minute = self._minute_end = _EPOCH
 
     def record(self, key_id: str, code: str, now: datetime) -> None:
-        """Count one outcome (the hot path: a dict update)."""
+        """Count one outcome (the hot path: a comparison and a dict update)."""
+        if not self._minute <= now < self._minute_end:
+            self._fold_current()
+            self._minute = analytics.floor(Grain.MINUTE, now)
+            self._minute_end = self._minute + _MINUTE
+        slot = (key_id, code)
+        self._current[slot] = self._current.get(slot, 0) + 1
+
+    def _fold_current(self) -> None:
         minute = self._minute
-        if not minute <= now < self._minute_end:
-            minute = self._minute = analytics.floor(Grain.MINUTE, now)
-            self._minute_end = minute + _MINUTE
-        self._pending[(key_id, minute, code)] += 1
+        for (key_id, code), count in self._current.items():
+            self._pending[(key_id, minute, code)] += count
+        self._current = {}
 
     @property
     def pending(self) -> int:
+        self._fold_current()
         return len(self._pending)
 
     async def flush(self) -> None:
         """Write what is counted; on failure keep it for the next flush."""
         async with self._lock:
+            self._fold_current()
             if not self._pending:
                 return
             batch, self._pending = self._pending, Counter()

@@ -215,6 +215,9 @@ usage_analytics = Table(
     PrimaryKeyConstraint("key_id", "grain", "bucket_start", "dimension", "value"),
     # Pruning by age, and org-wide queries over a window.
     Index("ix_usage_analytics_grain_bucket", "grain", "bucket_start"),
+    # One key's analytics: its totals, or its breakdown rows, over a window are one range
+    # (the primary key would walk every dimension's rows of each bucket).
+    Index("ix_usage_analytics_key_dimension", "key_id", "grain", "dimension", "bucket_start"),
 )
 
 # Verify outcomes per key, grain, bucket start and verdict code, flushed from memory every few

@@ -64,15 +64,21 @@ def _round(value: float | None) -> float | None:
 
 def usage_out(sums: Sums) -> dict[str, Any]:
     """A rollup's measures as the API shows them."""
+    # Written out rather than through _round and a dict of percentiles: a 720-point series
+    # calls this per point, and the helper calls were a fifth of the answer's CPU.
+    avg = sums.avg_latency_ms
+    p50, p95, p99 = sums.percentile_values()
     return {
         "requests": sums.requests,
         "errors": sums.errors,
-        "error_rate": _round(sums.error_rate),
+        "error_rate": round(sums.error_rate, 3),
         "cost": credits(sums.cost_micros),
         "input_tokens": sums.input_tokens,
         "output_tokens": sums.output_tokens,
-        "avg_latency_ms": _round(sums.avg_latency_ms),
-        **{name: _round(value) for name, value in sums.percentiles().items()},
+        "avg_latency_ms": None if avg is None else round(avg, 3),
+        "p50": None if p50 is None else round(p50, 3),
+        "p95": None if p95 is None else round(p95, 3),
+        "p99": None if p99 is None else round(p99, 3),
     }
 
 
@@ -91,16 +97,17 @@ async def key_analytics(
         raise NotFoundError("no such key", code="KEY_NOT_FOUND")
     report = await service.key_report(principal, key_id, period, granularity)
     rollups = report.rollups
-    total = Sums()
-    for sums in rollups.series.values():
-        total.add(sums)
+    total = Sums.summed(list(rollups.series.values()))
     verdicts: dict[str, int] = {}
     for counts in rollups.verdicts.values():
         for code, count in counts.items():
             verdicts[code] = verdicts.get(code, 0) + count
     series = []
+    # Buckets without usage all read the same: shaped once, not per point.
+    empty = usage_out(Sums())
     for start in report.window.starts():
-        point = usage_out(rollups.series.get(start, Sums()))
+        sums = rollups.series.get(start)
+        point = empty if sums is None else usage_out(sums)
         verified = rollups.verdicts.get(start, {})
         series.append({"start": _time(start), **point, "verifications": verified})
     # A JSONResponse, not a dict: FastAPI's generic encoder walks every value of the up to
