@@ -19,9 +19,10 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
+from keyplane.store.key_metadata import indexed_entries, matches_condition, write_index
 from keyplane.store.rotations import advance_schedule, follow_plan, hold_secret, restart_age
 from keyplane.store.tables import api_key_secrets, api_key_tags, api_keys, plans
-from keyplane.store.unit import UnitOfWork, metadata_text
+from keyplane.store.unit import UnitOfWork
 
 #: A pure function from the current record to the new one; may raise a KeyplaneError to refuse.
 KeyMutation = Callable[[KeyRecord], KeyRecord]
@@ -166,6 +167,7 @@ class SqlKeyStore:
                 )
             )
             await _write_tags(conn, record.id, record.tags, replace=False)
+            await write_index(conn, record.id, record.org_id, record.metadata, replace=False)
             await follow_plan(
                 conn, record.id, record.org_id, record.plan_id, record.created_at, record.created_at
             )
@@ -233,10 +235,7 @@ class SqlKeyStore:
             )
         if filters.status is not None:
             conditions.append(_status_condition(filters.status, now))
-        for path, value in filters.metadata:
-            conditions.append(
-                metadata_text(api_keys.c.meta, path, is_sqlite=self._unit.is_sqlite) == value
-            )
+        conditions.extend(matches_condition(org_id, filters.metadata))
         query = select(api_keys).where(*conditions).order_by(api_keys.c.id).limit(limit)
         async with self._unit.read() as conn:
             return [key_from_row(row) for row in await conn.execute(query)]
@@ -352,6 +351,9 @@ async def _save_key(conn: AsyncConnection, current: KeyRecord, updated: KeyRecor
     await conn.execute(update(api_keys).where(api_keys.c.id == current.id).values(**values))
     if updated.tags != current.tags:
         await _write_tags(conn, updated.id, updated.tags, replace=True)
+    # Compared as index entries, not dicts: in Python 1 == 1.0 == True, but their texts differ.
+    if set(indexed_entries(updated.metadata)) != set(indexed_entries(current.metadata)):
+        await write_index(conn, updated.id, updated.org_id, updated.metadata, replace=True)
     if updated.plan_id != current.plan_id:
         await follow_plan(
             conn,
