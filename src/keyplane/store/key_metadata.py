@@ -19,9 +19,8 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Select, exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ColumnElement
 
 from keyplane.domain import validation
 from keyplane.errors import ValidationError
@@ -86,22 +85,44 @@ async def write_index(
         await conn.execute(insert(api_key_metadata), rows)
 
 
-def matches_condition(
-    org_id: str, filters: Sequence[tuple[tuple[str, ...], str]]
-) -> list[ColumnElement[bool]]:
-    """Conditions on ``api_keys`` for keys of ``org_id`` matching every metadata filter."""
-    conditions: list[ColumnElement[bool]] = []
-    for path, value in filters:
-        if not all(validation.METADATA_PATH_SEGMENT.fullmatch(part) for part in path):
-            # parse_metadata_path refuses these before they get here; kept for other callers.
-            raise ValidationError("invalid metadata path", code="INVALID_FILTER")
-        conditions.append(
-            api_keys.c.id.in_(
-                select(api_key_metadata.c.key_id).where(
-                    api_key_metadata.c.org_id == org_id,
-                    api_key_metadata.c.path == PATH_SEPARATOR.join(path),
-                    api_key_metadata.c.value_digest == value_digest(value),
-                )
+def matching_page(
+    org_id: str, filters: Sequence[tuple[tuple[str, ...], str]], after: str | None
+) -> Select[Any]:
+    """Keys of ``org_id`` matching every metadata filter, in id order, after ``after``.
+
+    The page is read *from the index*, in its (org, path, digest, key id) order, joined to
+    the keys: a value no key holds costs one index seek, a value half the keys hold costs one
+    page of the index, and nothing is sorted. Further filters are probed per key through the
+    index's primary key (key id, path). The caller adds its own conditions and the limit.
+    """
+    (first_path, first_value), *rest = [(_dotted(path), value) for path, value in filters]
+    index = api_key_metadata
+    query = (
+        select(api_keys)
+        .select_from(index.join(api_keys, api_keys.c.id == index.c.key_id))
+        .where(
+            index.c.org_id == org_id,
+            index.c.path == first_path,
+            index.c.value_digest == value_digest(first_value),
+        )
+        .order_by(index.c.key_id)
+    )
+    if after is not None:
+        query = query.where(index.c.key_id > after)
+    for path, value in rest:
+        other = index.alias()
+        query = query.where(
+            exists().where(
+                other.c.key_id == index.c.key_id,
+                other.c.path == path,
+                other.c.value_digest == value_digest(value),
             )
         )
-    return conditions
+    return query
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    if not all(validation.METADATA_PATH_SEGMENT.fullmatch(part) for part in path):
+        # parse_metadata_path refuses these before they get here; kept for other callers.
+        raise ValidationError("invalid metadata path", code="INVALID_FILTER")
+    return PATH_SEPARATOR.join(path)

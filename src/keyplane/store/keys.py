@@ -19,7 +19,7 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
-from keyplane.store.key_metadata import indexed_entries, matches_condition, write_index
+from keyplane.store.key_metadata import indexed_entries, matching_page, write_index
 from keyplane.store.rotations import advance_schedule, follow_plan, hold_secret, restart_age
 from keyplane.store.tables import api_key_secrets, api_key_tags, api_keys, plans
 from keyplane.store.unit import UnitOfWork
@@ -217,8 +217,6 @@ class SqlKeyStore:
         self, org_id: str, filters: KeyFilter, now: datetime, after: str | None, limit: int
     ) -> builtins.list[KeyRecord]:
         conditions: builtins.list[ColumnElement[bool]] = [api_keys.c.org_id == org_id]
-        if after is not None:
-            conditions.append(api_keys.c.id > after)
         if filters.owner is not None:
             conditions.append(api_keys.c.owner == filters.owner)
         if filters.environment is not None:
@@ -235,8 +233,13 @@ class SqlKeyStore:
             )
         if filters.status is not None:
             conditions.append(_status_condition(filters.status, now))
-        conditions.extend(matches_condition(org_id, filters.metadata))
-        query = select(api_keys).where(*conditions).order_by(api_keys.c.id).limit(limit)
+        if filters.metadata:
+            query = matching_page(org_id, filters.metadata, after)
+        else:
+            query = select(api_keys).order_by(api_keys.c.id)
+            if after is not None:
+                query = query.where(api_keys.c.id > after)
+        query = query.where(*conditions).limit(limit)
         async with self._unit.read() as conn:
             return [key_from_row(row) for row in await conn.execute(query)]
 

@@ -118,6 +118,8 @@ api_key_metadata = Table(
     Column("value_digest", String(64), nullable=False),
     PrimaryKeyConstraint("key_id", "path"),
     Index("ix_api_key_metadata_lookup", "org_id", "path", "value_digest", "key_id"),
+    # On SQLite the rows live in the primary key's b-tree: a probe by (key_id, path) is one seek.
+    sqlite_with_rowid=False,
 )
 
 # Every secret a key has had and that may still verify: the current one (valid_until NULL) and

@@ -38,6 +38,7 @@ def upgrade() -> None:
             name="fk_api_key_metadata_key_id_api_keys",
         ),
         sa.PrimaryKeyConstraint("key_id", "path", name="pk_api_key_metadata"),
+        sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_api_key_metadata_lookup",
