@@ -29,9 +29,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, Table, case, cast, event, func, literal, select
+from sqlalchemy import Engine, String, Table, case, cast, event, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -44,6 +45,7 @@ from keyplane.domain.changes import Journal
 from keyplane.errors import ConflictError, StorageError, ValidationError
 from keyplane.metrics import DATABASE_ERRORS, STORE_READ, STORE_WRITE
 from keyplane.settings import sqlite_path
+from keyplane.store.sqlite_lane import SqliteLane
 
 #: PostgreSQL's pool when no setting says otherwise (KEYPLANE_DATABASE_POOL_SIZE / _MAX_OVERFLOW).
 DEFAULT_POOL_SIZE = 10
@@ -77,20 +79,10 @@ def create_engine(
     )
 
 
-def _sqlite_engine(async_url: str) -> AsyncEngine:
-    path = sqlite_path(async_url)
-    if path is None:
-        engine = create_async_engine(
-            async_url,
-            poolclass=StaticPool,
-            connect_args={"check_same_thread": False},
-            hide_parameters=True,
-        )
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(async_url, connect_args={"timeout": 30}, hide_parameters=True)
+def configure_sqlite(engine: Engine) -> None:
+    """Give every connection of a SQLite ``engine`` Keyplane's settings (WAL, FULL sync...)."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver so that BEGIN is emitted where
         # SQLAlchemy begins, and reads inside a write transaction see a consistent snapshot.
@@ -104,12 +96,27 @@ def _sqlite_engine(async_url: str) -> AsyncEngine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         # Not on an autocommit connection: nothing would ever COMMIT that BEGIN.
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             conn.exec_driver_sql("BEGIN")
 
+
+def _sqlite_engine(async_url: str) -> AsyncEngine:
+    path = sqlite_path(async_url)
+    if path is None:
+        engine = create_async_engine(
+            async_url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+            hide_parameters=True,
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(async_url, connect_args={"timeout": 30}, hide_parameters=True)
+
+    configure_sqlite(engine.sync_engine)
     return engine
 
 
@@ -128,6 +135,16 @@ class UnitOfWork:
         self._write_lock = asyncio.Lock()
         #: Called in order with every non-empty journal a write commits (see ``write``).
         self.journal_writers: list[JournalWriter] = []
+        self._lane: SqliteLane | None = None
+
+    def sqlite_lane(self) -> SqliteLane | None:
+        """The one-hand-off write path (store/sqlite_lane.py) on a SQLite file; ``None`` on
+        PostgreSQL and on an in-memory database (another connection would see another one)."""
+        if self._lane is None and self.is_sqlite:
+            database = self.engine.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                self._lane = SqliteLane(Path(database), self._write_lock, configure_sqlite)
+        return self._lane
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -213,6 +230,9 @@ class UnitOfWork:
 
     async def close(self) -> None:
         """Close every pooled connection."""
+        if self._lane is not None:
+            await self._lane.close()
+            self._lane = None
         await self.engine.dispose()
 
 
