@@ -19,8 +19,9 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, exists, insert, select
+from sqlalchemy import Select, exists, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
 
 from keyplane.domain import validation
 from keyplane.errors import ValidationError
@@ -85,15 +86,47 @@ async def write_index(
         await conn.execute(insert(api_key_metadata), rows)
 
 
-def matching_page(
-    org_id: str, filters: Sequence[tuple[tuple[str, ...], str]], after: str | None
-) -> Select[Any]:
+#: How many index entries a filter's key count is read up to, to pick the page's driver.
+SELECTIVITY_CAP = 1000
+
+Filters = Sequence[tuple[tuple[str, ...], str]]
+
+
+async def most_selective_first(conn: AsyncConnection, org_id: str, filters: Filters) -> Filters:
+    """``filters`` with the one the fewest keys match first (counted up to a cap, so each
+    count costs at most that many index entries): the page is read along that filter's
+    index entries, the others are probed per key."""
+    if len(filters) < 2:
+        return filters
+    counts = []
+    for path, value in filters:
+        capped = (
+            select(api_key_metadata.c.key_id)
+            .where(*_entry(org_id, _dotted(path), value))
+            .limit(SELECTIVITY_CAP)
+            .subquery()
+        )
+        counts.append((await conn.execute(select(func.count()).select_from(capped))).scalar_one())
+    order = sorted(range(len(filters)), key=counts.__getitem__)
+    return [filters[i] for i in order]
+
+
+def _entry(org_id: str, path: str, value: str) -> tuple[ColumnElement[bool], ...]:
+    return (
+        api_key_metadata.c.org_id == org_id,
+        api_key_metadata.c.path == path,
+        api_key_metadata.c.value_digest == value_digest(value),
+    )
+
+
+def matching_page(org_id: str, filters: Filters, after: str | None) -> Select[Any]:
     """Keys of ``org_id`` matching every metadata filter, in id order, after ``after``.
 
     The page is read *from the index*, in its (org, path, digest, key id) order, joined to
     the keys: a value no key holds costs one index seek, a value half the keys hold costs one
     page of the index, and nothing is sorted. Further filters are probed per key through the
-    index's primary key (key id, path). The caller adds its own conditions and the limit.
+    index's primary key (key id, path): put the most selective filter first
+    (:func:`most_selective_first`). The caller adds its own conditions and the limit.
     """
     (first_path, first_value), *rest = [(_dotted(path), value) for path, value in filters]
     index = api_key_metadata

@@ -19,7 +19,12 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
-from keyplane.store.key_metadata import indexed_entries, matching_page, write_index
+from keyplane.store.key_metadata import (
+    indexed_entries,
+    matching_page,
+    most_selective_first,
+    write_index,
+)
 from keyplane.store.rotations import advance_schedule, follow_plan, hold_secret, restart_age
 from keyplane.store.tables import api_key_secrets, api_key_tags, api_keys, plans
 from keyplane.store.unit import UnitOfWork
@@ -233,14 +238,15 @@ class SqlKeyStore:
             )
         if filters.status is not None:
             conditions.append(_status_condition(filters.status, now))
-        if filters.metadata:
-            query = matching_page(org_id, filters.metadata, after)
-        else:
-            query = select(api_keys).order_by(api_keys.c.id)
-            if after is not None:
-                query = query.where(api_keys.c.id > after)
-        query = query.where(*conditions).limit(limit)
         async with self._unit.read() as conn:
+            if filters.metadata:
+                metadata = await most_selective_first(conn, org_id, filters.metadata)
+                query = matching_page(org_id, metadata, after)
+            else:
+                query = select(api_keys).order_by(api_keys.c.id)
+                if after is not None:
+                    query = query.where(api_keys.c.id > after)
+            query = query.where(*conditions).limit(limit)
             return [key_from_row(row) for row in await conn.execute(query)]
 
     async def mutate(
