@@ -29,10 +29,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, String, Table, case, cast, event, func, literal, select
+from sqlalchemy import String, Table, case, cast, event, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -45,7 +44,6 @@ from keyplane.domain.changes import Journal
 from keyplane.errors import ConflictError, StorageError, ValidationError
 from keyplane.metrics import DATABASE_ERRORS, STORE_READ, STORE_WRITE
 from keyplane.settings import sqlite_path
-from keyplane.store.sqlite_lane import SqliteLane
 
 #: PostgreSQL's pool when no setting says otherwise (KEYPLANE_DATABASE_POOL_SIZE / _MAX_OVERFLOW).
 DEFAULT_POOL_SIZE = 10
@@ -79,30 +77,6 @@ def create_engine(
     )
 
 
-def configure_sqlite(engine: Engine) -> None:
-    """Give every connection of a SQLite ``engine`` Keyplane's settings (WAL, FULL sync...)."""
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the driver so that BEGIN is emitted where
-        # SQLAlchemy begins, and reads inside a write transaction see a consistent snapshot.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before it is acknowledged, even across a power cut
-        # (NORMAL would only survive a process crash). Group commit keeps this affordable.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        # Not on an autocommit connection: nothing would ever COMMIT that BEGIN.
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            conn.exec_driver_sql("BEGIN")
-
-
 def _sqlite_engine(async_url: str) -> AsyncEngine:
     path = sqlite_path(async_url)
     if path is None:
@@ -116,7 +90,26 @@ def _sqlite_engine(async_url: str) -> AsyncEngine:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(async_url, connect_args={"timeout": 30}, hide_parameters=True)
 
-    configure_sqlite(engine.sync_engine)
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so that BEGIN is emitted where
+        # SQLAlchemy begins, and reads inside a write transaction see a consistent snapshot.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before it is acknowledged, even across a power cut
+        # (NORMAL would only survive a process crash). Group commit keeps this affordable.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        # Not on an autocommit connection: nothing would ever COMMIT that BEGIN.
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN")
+
     return engine
 
 
@@ -135,16 +128,6 @@ class UnitOfWork:
         self._write_lock = asyncio.Lock()
         #: Called in order with every non-empty journal a write commits (see ``write``).
         self.journal_writers: list[JournalWriter] = []
-        self._lane: SqliteLane | None = None
-
-    def sqlite_lane(self) -> SqliteLane | None:
-        """The one-hand-off write path (store/sqlite_lane.py) on a SQLite file; ``None`` on
-        PostgreSQL and on an in-memory database (another connection would see another one)."""
-        if self._lane is None and self.is_sqlite:
-            database = self.engine.url.database
-            if database and database != ":memory:" and not database.startswith("file:"):
-                self._lane = SqliteLane(Path(database), self._write_lock, configure_sqlite)
-        return self._lane
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -230,9 +213,6 @@ class UnitOfWork:
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        if self._lane is not None:
-            await self._lane.close()
-            self._lane = None
         await self.engine.dispose()
 
 

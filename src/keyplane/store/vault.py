@@ -27,13 +27,12 @@ when it expires, with no sweeper. Lock order is always credential rows, then lea
 from __future__ import annotations
 
 import dataclasses
-import functools
 import random
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
@@ -236,17 +235,10 @@ class SqlVaultStore:
             ``open_secret`` raised; and the credential of each released lease id (an id
             missing from it was not live: already released, or expired and cleared).
         """
-        if self._is_sqlite:
-            body = functools.partial(self._sqlite_batch, asks, releases, now, rng)
-            lane = self._unit.sqlite_lane()
-            if lane is not None:
-                # The whole transaction in one thread hand-off (store/sqlite_lane.py).
-                return await lane.write(body)
-            async with self._unit.write() as conn:  # in memory: the one shared connection
-                return await conn.run_sync(body)
-        if not asks:
+        if not asks and not self._is_sqlite:
             return [], await self._release_autocommit(releases)
         async with self._unit.write() as conn:
+            # SQLite's write lock: _lock_and_count claims it; a release's DELETE is a write.
             answers = await self._lease_many(conn, asks, now, rng)
             released: dict[str, CredentialRecord] = {}
             for scope, lease_ids in releases.items():
@@ -274,7 +266,10 @@ class SqlVaultStore:
     ) -> list[Lease | Choice | Exception]:
         if not asks:
             return []
-        org_id, only_active = _batch_filter(asks)
+        org_id, filters = asks[0].org_id, asks[0].filters
+        if any(a.org_id != org_id or a.filters != filters for a in asks):
+            raise ValueError("a lease batch is for one organization and one filter")
+        only_active = dataclasses.replace(filters, status=CredentialStatus.ACTIVE)
         records, live = await self._lock_and_count(conn, org_id, only_active, now)
         decided = decide(asks, org_id, records, live, now, rng)
         answers, new_leases, used, sweep = (
@@ -286,10 +281,30 @@ class SqlVaultStore:
         if sweep:
             # Housekeeping only (expired leases no longer count), while the credential
             # rows are ours: the lock order stays credential -> lease.
-            await conn.execute(_sweep(sweep, now))
+            await conn.execute(
+                delete(vault_leases).where(
+                    vault_leases.c.credential_id.in_(sorted(sweep)),
+                    vault_leases.c.expires_at <= now,
+                )
+            )
         if not new_leases:
             return answers
-        uses = _use_rows(used)
+        uses = [
+            {
+                "key": r.id,
+                "day_start": r.day_start,
+                "day_count": r.day_count,
+                "month_start": r.month_start,
+                "month_count": r.month_count,
+                "total_count": r.total_count,
+                "last_used_at": r.last_used_at,
+            }
+            for r in used.values()
+        ]
+        if self._is_sqlite:
+            await conn.execute(insert(vault_leases), new_leases)
+            await conn.execute(COUNT_USE, uses)
+            return answers
         # PostgreSQL: one round trip for the common case of one credential used. The
         # leases' INSERT rides as a CTE of that credential's counter UPDATE (a data-modifying
         # CTE runs whether or not the main statement reads it).
@@ -308,9 +323,24 @@ class SqlVaultStore:
     async def _lock_and_count(
         self, conn: AsyncConnection, org_id: str, filters: CredentialFilter, now: datetime
     ) -> tuple[dict[str, CredentialRecord], dict[str, tuple[int, datetime | None]]]:
-        """PostgreSQL: lock the matching credentials (``SELECT ... FOR UPDATE`` in id order),
-        read them, then count their live leases when a limit needs it."""
+        """Lock the matching credentials; read them (in id order) and their live leases.
+
+        SQLite: the write lock, then one statement reading the candidates with their live
+        lease count and earliest expiry as correlated subqueries, current under that lock.
+        PostgreSQL: ``SELECT ... FOR UPDATE`` in id order, then the count when a limit needs
+        it.
+        """
         query = self._lock_statement(org_id, filters)
+        if self._is_sqlite:
+            await self._claim_sqlite_writer(conn)
+            rows = (await conn.execute(query, {"now": now})).all()
+            records = {r.id: r for r in map(credential_record, rows)}
+            live = {
+                row._mapping["id"]: (int(row._mapping["live_count"]), row._mapping["earliest"])
+                for row in rows
+                if row._mapping["live_count"]
+            }
+            return records, live
         records = {r.id: r for r in map(credential_record, (await conn.execute(query)).all())}
         if all(record.max_concurrent is None for record in records.values()):
             # Live leases only matter against a concurrency limit (capacity, and the retry
@@ -364,66 +394,45 @@ class SqlVaultStore:
     async def _release_many(
         self, conn: AsyncConnection, scope: ReleaseScope, lease_ids: Sequence[str]
     ) -> dict[str, CredentialRecord]:
-        """PostgreSQL: end ``ok`` leases, deleting the lease rows (no credential lock is taken
-        or waited for) and reading their credentials, in one statement (a CTE)."""
+        """End ``ok`` leases: delete the lease rows (no credential lock is taken or waited
+        for) and read their credentials; one statement on PostgreSQL (a CTE), two on SQLite.
+
+        Only leases of credentials the caller reaches are ended: another's lease id ends
+        nothing and reads as unknown."""
         if not lease_ids:
             return {}
-        ended = _ending(scope, lease_ids).cte("ended")
+        org_id, seen_from_project = scope
+        deleting = (
+            delete(vault_leases)
+            .where(
+                vault_leases.c.org_id == org_id,
+                vault_leases.c.id.in_(sorted(set(lease_ids))),
+                *leases_reached(org_id, seen_from_project),
+            )
+            .returning(vault_leases.c.id.label("lease_id"), vault_leases.c.credential_id)
+        )
+        if not self._is_sqlite:
+            ended = deleting.cte("ended")
+            rows = (
+                await conn.execute(
+                    select(ended.c.lease_id, vault_credentials).join_from(
+                        ended, vault_credentials, vault_credentials.c.id == ended.c.credential_id
+                    )
+                )
+            ).all()
+            return {row._mapping["lease_id"]: credential_record(row) for row in rows}
+        gone = (await conn.execute(deleting)).all()
+        if not gone:
+            return {}
         rows = (
             await conn.execute(
-                select(ended.c.lease_id, vault_credentials).join_from(
-                    ended, vault_credentials, vault_credentials.c.id == ended.c.credential_id
+                select(vault_credentials).where(
+                    vault_credentials.c.id.in_(sorted({credential_id for _, credential_id in gone}))
                 )
             )
         ).all()
-        return {row._mapping["lease_id"]: credential_record(row) for row in rows}
-
-    # -- SQLite: one synchronous body, run on the lane's thread -------------------------------
-
-    def _sqlite_batch(
-        self,
-        asks: Sequence[LeaseAsk],
-        releases: Mapping[ReleaseScope, Sequence[str]],
-        now: datetime,
-        rng: random.Random | None,
-        conn: Connection,
-    ) -> tuple[list[Lease | Choice | Exception], dict[str, CredentialRecord]]:
-        """:meth:`lease_batch`'s transaction body on SQLite: the write lock, then one
-        statement reading the candidates with their live lease count and earliest expiry
-        (correlated subqueries, current under that lock), the decisions, the writes, then
-        the releases (two statements each: a DELETE ... RETURNING, their credentials)."""
-        answers: list[Lease | Choice | Exception] = []
-        if asks:
-            org_id, only_active = _batch_filter(asks)
-            conn.execute(CLAIM_SQLITE_WRITER)
-            rows = conn.execute(self._lock_statement(org_id, only_active), {"now": now}).all()
-            records = {r.id: r for r in map(credential_record, rows)}
-            live = {
-                row._mapping["id"]: (int(row._mapping["live_count"]), row._mapping["earliest"])
-                for row in rows
-                if row._mapping["live_count"]
-            }
-            decided = decide(asks, org_id, records, live, now, rng)
-            answers = decided.answers
-            if decided.sweep:
-                conn.execute(_sweep(decided.sweep, now))
-            if decided.new_leases:
-                conn.execute(insert(vault_leases), decided.new_leases)
-                conn.execute(COUNT_USE, _use_rows(decided.used))
-        released: dict[str, CredentialRecord] = {}
-        for scope, lease_ids in releases.items():
-            if not lease_ids:
-                continue
-            gone = conn.execute(_ending(scope, lease_ids)).all()
-            if not gone:
-                continue
-            used_ids = sorted({credential_id for _, credential_id in gone})
-            rows = conn.execute(
-                select(vault_credentials).where(vault_credentials.c.id.in_(used_ids))
-            ).all()
-            by_id = {record.id: record for record in map(credential_record, rows)}
-            released.update({lease_id: by_id[credential_id] for lease_id, credential_id in gone})
-        return answers, released
+        records = {record.id: record for record in map(credential_record, rows)}
+        return {lease_id: records[credential_id] for lease_id, credential_id in gone}
 
     async def _claim_sqlite_writer(self, conn: AsyncConnection) -> None:
         """On SQLite, take the database's write lock before reading (BEGIN is deferred).
@@ -484,50 +493,3 @@ class SqlVaultStore:
                 # Released by someone else between our read and our delete.
                 raise NotFoundError("no such lease", code="LEASE_NOT_FOUND")
         return record
-
-
-def _batch_filter(asks: Sequence[LeaseAsk]) -> tuple[str, CredentialFilter]:
-    """The one organization and filter of a batch, narrowed to active credentials."""
-    org_id, filters = asks[0].org_id, asks[0].filters
-    if any(a.org_id != org_id or a.filters != filters for a in asks):
-        raise ValueError("a lease batch is for one organization and one filter")
-    return org_id, dataclasses.replace(filters, status=CredentialStatus.ACTIVE)
-
-
-def _sweep(credential_ids: set[str], now: datetime) -> Any:
-    """Delete the expired leases of these credentials (housekeeping: they no longer count)."""
-    return delete(vault_leases).where(
-        vault_leases.c.credential_id.in_(sorted(credential_ids)),
-        vault_leases.c.expires_at <= now,
-    )
-
-
-def _use_rows(used: Mapping[str, CredentialRecord]) -> list[dict[str, Any]]:
-    """Parameters of ``COUNT_USE`` for the credentials a batch used."""
-    return [
-        {
-            "key": r.id,
-            "day_start": r.day_start,
-            "day_count": r.day_count,
-            "month_start": r.month_start,
-            "month_count": r.month_count,
-            "total_count": r.total_count,
-            "last_used_at": r.last_used_at,
-        }
-        for r in used.values()
-    ]
-
-
-def _ending(scope: ReleaseScope, lease_ids: Sequence[str]) -> Any:
-    """Delete these leases, returning (lease id, credential id); only leases of credentials
-    the caller reaches: another's lease id ends nothing and reads as unknown."""
-    org_id, seen_from_project = scope
-    return (
-        delete(vault_leases)
-        .where(
-            vault_leases.c.org_id == org_id,
-            vault_leases.c.id.in_(sorted(set(lease_ids))),
-            *leases_reached(org_id, seen_from_project),
-        )
-        .returning(vault_leases.c.id.label("lease_id"), vault_leases.c.credential_id)
-    )
