@@ -15,10 +15,12 @@ from sqlalchemy.engine import Connection
 
 from keyplane.settings import to_async_url
 from keyplane.store import migrate as migrate_module
+from keyplane.store.keys import KeyFilter, SqlKeyStore, _key_values
 from keyplane.store.migrate import migrate
-from keyplane.store.tables import metadata, organizations, projects
-from keyplane.store.unit import create_engine
+from keyplane.store.tables import api_keys, metadata, organizations, projects
+from keyplane.store.unit import UnitOfWork, create_engine
 from tests.conftest import PG_URL, Database, postgres_schema
+from tests.store.conftest import key_record
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -94,3 +96,28 @@ async def test_a_database_at_head_is_not_migrated_again(
     finally:
         await engine.dispose()
     assert upgrades == ["head", "0004"]
+
+
+async def test_0021_indexes_the_metadata_of_existing_keys(database: Database) -> None:
+    engine = create_engine(to_async_url(database.url), database.schema)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        await migrate(engine, revision="0020_plan_rotation")
+        async with engine.begin() as conn:
+            await conn.execute(insert(organizations).values(id="org_a", name="a", created_at=now))
+            await conn.execute(
+                insert(projects).values(
+                    id="proj_a", org_id="org_a", name="default", key_prefix="kp", created_at=now
+                )
+            )
+            for tier in ["pro", "free", "pro"]:
+                record = key_record("org_a", "proj_a", metadata={"billing": {"tier": tier}})
+                await conn.execute(insert(api_keys).values(**_key_values(record)))
+        await migrate(engine)
+        keys = SqlKeyStore(UnitOfWork(engine))
+        page = await keys.list_page(
+            "org_a", KeyFilter(metadata=((("billing", "tier"), "pro"),)), now, None, 10
+        )
+    finally:
+        await engine.dispose()
+    assert [r.metadata for r in page] == [{"billing": {"tier": "pro"}}] * 2

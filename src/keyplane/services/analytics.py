@@ -35,7 +35,6 @@ MAX_FILTER_VALUES = 100
 ORDERS = ("requests", "errors", "cost", "input_tokens", "output_tokens", "verifications", "refused")
 
 
-
 class VerdictRecorder:
     """Counts verify outcomes per (key, minute, code) in memory; flushed in one transaction.
 

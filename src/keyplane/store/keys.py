@@ -19,9 +19,15 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
+from keyplane.store.key_metadata import (
+    indexed_entries,
+    matching_page,
+    most_selective_first,
+    write_index,
+)
 from keyplane.store.rotations import advance_schedule, follow_plan, hold_secret, restart_age
 from keyplane.store.tables import api_key_secrets, api_key_tags, api_keys, plans
-from keyplane.store.unit import UnitOfWork, metadata_text
+from keyplane.store.unit import UnitOfWork
 
 #: A pure function from the current record to the new one; may raise a KeyplaneError to refuse.
 KeyMutation = Callable[[KeyRecord], KeyRecord]
@@ -171,6 +177,7 @@ class SqlKeyStore:
                 )
             )
             await _write_tags(conn, record.id, record.tags, replace=False)
+            await write_index(conn, record.id, record.org_id, record.metadata, replace=False)
             await follow_plan(
                 conn, record.id, record.org_id, record.plan_id, record.created_at, record.created_at
             )
@@ -220,8 +227,6 @@ class SqlKeyStore:
         self, org_id: str, filters: KeyFilter, now: datetime, after: str | None, limit: int
     ) -> builtins.list[KeyRecord]:
         conditions: builtins.list[ColumnElement[bool]] = [api_keys.c.org_id == org_id]
-        if after is not None:
-            conditions.append(api_keys.c.id > after)
         if filters.owner is not None:
             conditions.append(api_keys.c.owner == filters.owner)
         if filters.environment is not None:
@@ -238,12 +243,15 @@ class SqlKeyStore:
             )
         if filters.status is not None:
             conditions.append(_status_condition(filters.status, now))
-        for path, value in filters.metadata:
-            conditions.append(
-                metadata_text(api_keys.c.meta, path, is_sqlite=self._unit.is_sqlite) == value
-            )
-        query = select(api_keys).where(*conditions).order_by(api_keys.c.id).limit(limit)
         async with self._unit.read() as conn:
+            if filters.metadata:
+                metadata = await most_selective_first(conn, org_id, filters.metadata)
+                query = matching_page(org_id, metadata, after)
+            else:
+                query = select(api_keys).order_by(api_keys.c.id)
+                if after is not None:
+                    query = query.where(api_keys.c.id > after)
+            query = query.where(*conditions).limit(limit)
             return [key_from_row(row) for row in await conn.execute(query)]
 
     async def mutate(
@@ -357,6 +365,9 @@ async def _save_key(conn: AsyncConnection, current: KeyRecord, updated: KeyRecor
     await conn.execute(update(api_keys).where(api_keys.c.id == current.id).values(**values))
     if updated.tags != current.tags:
         await _write_tags(conn, updated.id, updated.tags, replace=True)
+    # Compared as index entries, not dicts: in Python 1 == 1.0 == True, but their texts differ.
+    if set(indexed_entries(updated.metadata)) != set(indexed_entries(current.metadata)):
+        await write_index(conn, updated.id, updated.org_id, updated.metadata, replace=True)
     if updated.plan_id != current.plan_id:
         await follow_plan(
             conn,

@@ -107,6 +107,21 @@ api_key_tags = Table(
     Index("ix_api_key_tags_tag", "tag"),
 )
 
+# The metadata index (store/key_metadata.py): one row per scalar metadata value a filter can
+# reach, its text as a digest, written with the key, so a metadata filter is an indexed lookup.
+api_key_metadata = Table(
+    "api_key_metadata",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", String(40), nullable=False),
+    Column("path", String(600), nullable=False),
+    Column("value_digest", String(64), nullable=False),
+    PrimaryKeyConstraint("key_id", "path"),
+    Index("ix_api_key_metadata_lookup", "org_id", "path", "value_digest", "key_id"),
+    # On SQLite the rows live in the primary key's b-tree: a probe by (key_id, path) is one seek.
+    sqlite_with_rowid=False,
+)
+
 # Every secret a key has had and that may still verify: the current one (valid_until NULL) and
 # rotated-out ones inside their grace period. verify looks secrets up here by hash.
 api_key_secrets = Table(

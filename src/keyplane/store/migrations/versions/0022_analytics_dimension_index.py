@@ -5,8 +5,8 @@ model and feature rows. With only the primary key (key, grain, bucket, dimension
 read walks every dimension's rows of the window: 26 rows per hour for 20 models and 5 features,
 to keep one. Dimension before bucket makes each read one contiguous range of the rows it keeps.
 
-Revision ID: 0023_analytics_dimension_index
-Revises: 0020_plan_rotation
+Revision ID: 0022_analytics_dimension_index
+Revises: 0021_key_metadata_index
 Create Date: 2026-12-04
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0023_analytics_dimension_index"
-down_revision = "0020_plan_rotation"
+revision = "0022_analytics_dimension_index"
+down_revision = "0021_key_metadata_index"
 branch_labels = None
 depends_on = None
 
