@@ -31,7 +31,7 @@ lint: install-test
 TEST_TMPDIR := $(shell [ -d /dev/shm ] && [ -w /dev/shm ] && echo /dev/shm || echo $${TMPDIR:-/tmp})
 
 test: install-test services lint
-	TMPDIR=$(TEST_TMPDIR) $(BIN)/pytest -n 2 --durations=25
+	TMPDIR=$(TEST_TMPDIR) $(BIN)/pytest -n 2 --dist worksteal --durations=25
 
 coverage: install-test services
 	$(BIN)/pytest -n 2 --cov --cov-report=term:skip-covered

@@ -216,3 +216,23 @@ def test_lean_reads_in_an_empty_postgres_schema() -> None:
 
     with postgres_schema() as schema:
         asyncio.run(run(schema))
+
+
+async def test_a_read_cancelled_while_its_connection_opens_gives_the_connection_back(
+    db: Db,
+) -> None:
+    """Cancelled mid-checkout, the connection must go back to the pool, not to the collector."""
+    records = [await db.keys.create(key_record(*await tenancy(db)))]
+    before = db.engine.pool.checkedout()  # type: ignore[attr-defined]
+    for _ in range(20):
+        reads = [asyncio.ensure_future(db.key_reads.find_by_id(records[0].id)) for _ in range(4)]
+        await asyncio.sleep(0)  # each read is now opening its connection
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+    await db.key_reads.close()
+    for _ in range(200):  # the given-back connections close on their own tasks
+        if db.engine.pool.checkedout() <= before:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+    assert db.engine.pool.checkedout() <= before  # type: ignore[attr-defined]
