@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     instance_liveness_seconds: float = Field(default=15.0, gt=0, le=3600)
     #: How long ``?wait=confirmed`` waits when the request gives no ``timeout``.
     confirm_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: How long every write that evicts a cached key (revoke, disable, rotate, update, of API
+    #: and management keys) waits, before it answers, for each other live instance to
+    #: acknowledge the eviction. Publishing alone does not guarantee the other instance has
+    #: processed it before the client's next request reaches it. 0: publish and answer.
+    eviction_wait_seconds: float = Field(default=2.0, ge=0, le=60)
     #: How long a verify's reservation (credits, tokens) and concurrency slot wait for the
     #: usage report that settles them before they are released anyway.
     reservation_timeout_seconds: int = Field(default=300, ge=1, le=86_400)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,17 @@ def postgres_backend(tmp_path: Path) -> Iterator[Backend]:
 
 
 def _start(
-    start_server: ServerFactory, backend: Backend, count: int, registry: str
+    start_server: ServerFactory,
+    backend: Backend,
+    count: int,
+    registry: str,
+    eviction_wait: str | None = None,
 ) -> list[Server]:
-    env: dict[str, str | None] = {**backend.env, "KEYPLANE_INSTANCE_LIVENESS_SECONDS": "60"}
+    env: dict[str, str | None] = {
+        **backend.env,
+        "KEYPLANE_INSTANCE_LIVENESS_SECONDS": "60",
+        "KEYPLANE_EVICTION_WAIT_SECONDS": eviction_wait,
+    }
     if registry == "redis":
         require_redis()
         env["KEYPLANE_REDIS_URL"] = REDIS_URL
@@ -156,3 +165,52 @@ def test_a_paused_instance_is_named_unconfirmed_and_refuses_the_key_once_resumed
         answer = http.delete(f"/v1/keys/{key_id}", params={"wait": "confirmed", "timeout": 30})
     assert answer.json()["confirmation"]["complete"] is True
     assert answer.json()["confirmation"]["confirmed"] == ["alpha", "bravo", "charlie"]
+
+
+def _in_thread(call: Callable[[], int]) -> tuple[threading.Thread, list[int]]:
+    answers: list[int] = []
+    thread = threading.Thread(target=lambda: answers.append(call()), daemon=True)
+    thread.start()
+    return thread, answers
+
+
+@pytest.mark.parametrize("registry", ["redis", "postgres"])
+def test_without_wait_a_revoke_answers_only_once_every_other_instance_applied_it(
+    start_server: ServerFactory, postgres_backend: Backend, registry: str
+) -> None:
+    """The default, no ``?wait``: a revoke does not answer while another live instance has not
+    applied its eviction, so the first use there after the answer is refused, every time.
+
+    Publishing alone left a window (the eviction in the other instance's socket, the client's
+    next request served first): a revoked management key was accepted once more in 1 of 60
+    trials on a loaded CI machine. Here the other instance is paused, which widens that window
+    to as long as the pause: the revoke must still be waiting when it ends.
+    """
+    servers = _start(start_server, postgres_backend, 2, registry, eviction_wait="30")
+    writer, other = servers
+    key, key_id, secret, mk_id = _cached_everywhere(servers)
+    for path, check in (
+        (f"/v1/keys/{key_id}", lambda: _verify_code(other, key) == "REVOKED"),
+        (f"/v1/management-keys/{mk_id}", lambda: _status_with(other, secret) == 401),
+    ):
+        with writer.client() as http:
+            os.kill(other.process.pid, signal.SIGSTOP)
+            try:
+                thread, answers = _in_thread(lambda path=path: http.delete(path).status_code)
+                thread.join(1.5)
+                assert thread.is_alive(), f"{path}: answered while the other instance was paused"
+            finally:
+                os.kill(other.process.pid, signal.SIGCONT)
+                thread.join(60)
+        assert answers == [200], path
+        assert check(), f"{path}: still accepted by the other instance after the answer"
+
+
+def _verify_code(server: Server, key: str) -> str:
+    with server.client() as http:
+        return str(http.post("/v1/verify", json={"key": key}).json()["code"])
+
+
+def _status_with(server: Server, secret: str) -> int:
+    with server.client(secret) as http:
+        return http.get("/v1/keys", params={"limit": 1}).status_code

@@ -133,13 +133,21 @@ Publish = Callable[[str], Awaitable[None]]
 
 
 async def await_confirmations(
-    registry: InstanceRegistry, self_id: str, publish: Publish, timeout: float
+    registry: InstanceRegistry,
+    self_id: str,
+    publish: Publish,
+    timeout: float,
+    *,
+    include_self: bool = True,
 ) -> Confirmation:
     """Publish an eviction and wait until every live instance acknowledged it, or ``timeout``.
 
     The live set is taken before publishing: an instance that starts later loads the record
     after the write and holds nothing older. The publishing instance counts too (it confirms
-    through its own subscription, which also proves that subscription works).
+    through its own subscription, which also proves that subscription works), unless
+    ``include_self`` is false: the writer evicted its own cache when it wrote, so the default
+    wait of every write (:meth:`Runtime.broadcast_eviction`) only waits for the others, and
+    does not poll at all when there are none.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -148,7 +156,11 @@ async def await_confirmations(
     acked: set[str] = set()
     try:
         live = await registry.live() | {self_id}
+        if not include_self:
+            live.discard(self_id)
         await publish(eviction_id)
+        if not live:
+            return Confirmation((), ())
         delay = 0.005
         while True:
             acked = await registry.acknowledged(eviction_id)

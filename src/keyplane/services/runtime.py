@@ -429,10 +429,10 @@ class Runtime:
             channel = invalidation
 
             async def publish_keys(record_id: str | None, hashes: tuple[str, ...]) -> None:
-                await channel.publish(("keys", record_id, hashes))
+                await runtime.broadcast_eviction(("keys", record_id, hashes))
 
             async def publish_management(record_id: str | None, hashes: tuple[str, ...]) -> None:
-                await channel.publish(("management", record_id, hashes))
+                await runtime.broadcast_eviction(("management", record_id, hashes))
 
             directory.on_change = publish_keys
             management_cache.on_change = publish_management
@@ -574,6 +574,36 @@ class Runtime:
             await channel.publish((cache, record_id, hashes), eviction_id)
 
         return await await_confirmations(self.instances, self.instance_id, publish, timeout)
+
+    async def broadcast_eviction(self, eviction: Eviction) -> None:
+        """Send a write's eviction to every instance, and wait (at most
+        ``KEYPLANE_EVICTION_WAIT_SECONDS``) until each other live instance applied it.
+
+        Published alone, the eviction has reached the other instances' sockets but maybe not
+        their event loops: a client's next request could be served from the old entry first.
+        An instance that does not acknowledge in time (paused, cut off) is named in a warning;
+        it holds the entry at most until it reconnects or ``KEYPLANE_CACHE_TTL_SECONDS``.
+        """
+        channel = self.invalidation
+        if channel is None:
+            return
+        wait = self.settings.eviction_wait_seconds
+        if self.instances is None or wait <= 0:
+            await channel.publish(eviction)
+            return
+
+        async def publish(eviction_id: str) -> None:
+            await channel.publish(eviction, eviction_id)
+
+        confirmation = await await_confirmations(
+            self.instances, self.instance_id, publish, wait, include_self=False
+        )
+        if not confirmation.complete:
+            log.warning(
+                "eviction not confirmed within %ss by: %s",
+                wait,
+                ", ".join(confirmation.unconfirmed) or confirmation.error,
+            )
 
     def _acknowledge(self, eviction_id: str) -> None:
         """Tell the registry this instance applied ``eviction_id`` (called on receipt)."""
