@@ -426,7 +426,6 @@ class Runtime:
             )
         runtime.instance_id = instance_id
         if invalidation is not None:
-            channel = invalidation
 
             async def publish_keys(record_id: str | None, hashes: tuple[str, ...]) -> None:
                 await runtime.broadcast_eviction(("keys", record_id, hashes))
