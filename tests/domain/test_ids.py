@@ -93,3 +93,11 @@ def test_sequence_ids_sort_between_new_ids_of_earlier_and_later_milliseconds() -
     assert made == sorted(made) and len(set(made)) == 1000
     assert ids.new_id("req", now_ms=1_699_999_999_999) < made[0]
     assert made[-1] < ids.new_id("req", now_ms=1_700_000_000_001)
+
+
+def test_ids_made_on_the_clock_sort_in_creation_order_across_calls() -> None:
+    """Many land in one millisecond: they page in the order the records were made."""
+    made = [ids.new_id("sigsec") for _ in range(2_000)]
+    made += ids.new_ids("sigsec", 3)
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 
@@ -26,11 +27,31 @@ def new_id(kind: str, now_ms: int | None = None) -> str:
     return new_ids(kind, 1, now_ms)[0]
 
 
+#: The last value handed out on the clock (see new_ids), and the lock that guards it.
+_last_value = 0
+_last_lock = threading.Lock()
+
+
 def new_ids(kind: str, count: int, now_ms: int | None = None) -> list[str]:
-    """``count`` fresh ids that sort in the order given, even within one millisecond."""
-    millis = int(time.time() * 1000) if now_ms is None else now_ms
-    # Leave room below 2**80 so the run of consecutive values never carries into the time.
-    first = (millis << 80) | secrets.randbits(79)
+    """``count`` fresh ids that sort in the order given, even within one millisecond.
+
+    On the clock (no ``now_ms``), ids of one process also sort in the order they were made
+    across calls: the first id of a millisecond takes fresh random bits, later ones in the same
+    millisecond count up from the last (ULID's monotonic mode). Two records made in one
+    millisecond then still page in creation order.
+    """
+    global _last_value
+    if now_ms is not None:
+        # Leave room below 2**80 so the run of consecutive values never carries into the time.
+        first = (now_ms << 80) | secrets.randbits(79)
+    else:
+        millis = int(time.time() * 1000)
+        with _last_lock:
+            if millis > _last_value >> 80:
+                first = (millis << 80) | secrets.randbits(79)
+            else:  # the same millisecond (or a clock that stepped back): count up
+                first = _last_value + 1
+            _last_value = first + count - 1
     return [_encode(kind, first + offset) for offset in range(count)]
 
 
