@@ -84,7 +84,13 @@ def running_receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # socketserver's default backlog is 5: with dozens of deliveries in flight the kernel
+        # dropped connection attempts, the sender's SYN retry cost a second and some ended in
+        # ReadError, and those deliveries waited out a 30 s retry.
+        request_queue_size = 256
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}/hook")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
