@@ -135,8 +135,10 @@ def create_app(
             # A worker stopping cleanly: its live gauges leave the shared metrics.
             metrics.process_exiting()
             # What start froze may go now: a process that starts apps again (the tests, an
-            # embedding program) must not keep every stopped runtime forever.
-            gc.unfreeze()
+            # embedding program) must not keep every stopped runtime forever. Only when this
+            # app froze it: what the process froze itself is not the app's to thaw.
+            if settings.gc_freeze:
+                gc.unfreeze()
 
     app = FastAPI(
         title="Keyplane",
