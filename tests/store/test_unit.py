@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -122,3 +125,39 @@ def test_pool_settings_are_bounded() -> None:
         Settings(database_pool_size=0)
     with pytest.raises(ValueError, match="database_max_overflow"):
         Settings(database_max_overflow=-1)
+
+
+def test_reads_cancelled_while_connecting_leave_nothing_behind_the_closed_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background loop stopped while its connection opened dropped the half-made
+    connection: aiosqlite's thread finished the opening after the event loop had closed and
+    failed there ("Event loop is closed"). Now ``close`` waits for the opening and closes it.
+    """
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    before = {t for t in threading.enumerate() if t.is_alive()}
+
+    async def scenario() -> None:
+        db = Db.from_url(f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")
+        await migrate(db.engine)
+        await db.engine.dispose()  # every read below opens a new connection
+
+        async def read_one() -> None:
+            async with db.unit.read() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        reads = [asyncio.ensure_future(read_one()) for _ in range(8)]
+        await asyncio.sleep(0)  # each read is now opening its connection
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+        await db.close()
+
+    for _ in range(6):  # the race is lost about half the time: six rounds all but make it
+        asyncio.run(scenario())  # returns with its loop closed
+    deadline = time.monotonic() + 10
+    while {t for t in threading.enumerate() if t.is_alive()} - before:
+        assert time.monotonic() < deadline, "driver threads still running"
+        time.sleep(0.02)
+    assert failures == []

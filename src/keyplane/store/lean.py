@@ -105,8 +105,6 @@ class LeanKeyReads:
         self._idle: list[_Lease] = []
         self._slots = asyncio.Semaphore(self._limit)
         self._closed = False
-        #: Connections whose opener was cancelled, on their way back to the pool.
-        self._closing: set[asyncio.Future[None]] = set()
         # An in-memory SQLite database is its one shared connection: never throw that away.
         self._disposable = not isinstance(unit.engine.pool, StaticPool)
 
@@ -135,7 +133,6 @@ class LeanKeyReads:
         idle, self._idle = self._idle, []
         for lease in idle:
             await lease.close()
-        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _fetch(
         self, read: Callable[[_Lease, str], Any], argument: str
@@ -177,28 +174,14 @@ class LeanKeyReads:
     async def _open(self) -> _Lease:
         if self._closed:
             raise StorageError("the database is closed")
-        opening = asyncio.ensure_future(self._unit.connect())
-        try:
-            # Shielded: a verify cancelled while SQLAlchemy checks a connection out would
-            # leave it checked out, for the garbage collector to roll back on whatever loop
-            # runs then. The opening goes on, and what it opens goes back to the pool.
-            conn = await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            opening.add_done_callback(self._give_back)
-            raise
+        # Cancelled while the connection opens, the unit gives it back to the pool itself.
+        conn = await self._unit.connect()
         try:
             return await _Lease.open(conn, self._sqlite)
         except _DRIVER_ERRORS as exc:
             # Preparing failed (no such table: a database not migrated yet).
             DATABASE_ERRORS.labels("read").inc()
             raise StorageError("database read failed") from exc
-
-    def _give_back(self, opening: asyncio.Future[AsyncConnection]) -> None:
-        if opening.cancelled() or opening.exception() is not None:
-            return
-        closing = asyncio.ensure_future(_close(opening.result(), invalidate=False))
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
 
     async def _drop(self, lease: _Lease) -> None:
         await lease.close(invalidate=self._disposable)

@@ -128,6 +128,10 @@ class UnitOfWork:
         self._write_lock = asyncio.Lock()
         #: Called in order with every non-empty journal a write commits (see ``write``).
         self.journal_writers: list[JournalWriter] = []
+        #: Connections being opened, and ones opened for a caller cancelled meanwhile that are
+        #: going back to the pool: ``close`` waits for both.
+        self._opening: set[asyncio.Future[AsyncConnection]] = set()
+        self._closing: set[asyncio.Future[None]] = set()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -193,6 +197,21 @@ class UnitOfWork:
         return await self._connect()
 
     async def _connect(self) -> AsyncConnection:
+        opening = asyncio.ensure_future(self._open())
+        self._opening.add(opening)
+        opening.add_done_callback(self._opening.discard)
+        try:
+            # Shielded: a caller cancelled while its connection opens (a background loop
+            # stopped, a client that hung up) would drop a half-made connection whose driver
+            # thread finishes the opening later, maybe after the event loop closed (aiosqlite
+            # then fails in its thread: "Event loop is closed"). The opening goes on, and
+            # what it opens goes back to the pool; ``close`` waits for it.
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(self._give_back)
+            raise
+
+    async def _open(self) -> AsyncConnection:
         conn = self.engine.connect()
         try:
             await conn.start()
@@ -201,6 +220,13 @@ class UnitOfWork:
             DATABASE_ERRORS.labels("connect").inc()
             raise StorageError(f"cannot reach the database: {exc.__class__.__name__}") from exc
         return conn
+
+    def _give_back(self, opening: asyncio.Future[AsyncConnection]) -> None:
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        closing = asyncio.ensure_future(_close(opening.result()))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def insert(self, table: Table) -> Any:
         """An INSERT with this dialect's ON CONFLICT support."""
@@ -217,7 +243,10 @@ class UnitOfWork:
             await conn.execute(select(1))
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, once the openings still under way have ended and
+        what their cancelled callers left has gone back to the pool."""
+        while self._opening or self._closing:
+            await asyncio.gather(*self._opening, *self._closing, return_exceptions=True)
         await self.engine.dispose()
 
 
