@@ -233,11 +233,19 @@ async def _emptied(schema: str) -> bool:
 
 def _drop_pooled_schemas() -> None:
     async def drop() -> None:
-        for schema in _PG_POOL:
+        while _PG_POOL:
+            schema = _PG_POOL.pop()
             with contextlib.suppress(Exception):
                 await pg_execute(f"DROP SCHEMA {schema} CASCADE")
 
-    asyncio.run(drop())
+    if _PG_POOL:
+        asyncio.run(drop())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the pooled schemas when the session ends: xdist workers do not always get to run
+    their ``atexit`` hooks, and each full run used to leave a schema or two behind."""
+    _drop_pooled_schemas()
 
 
 _SQLITE_TEMPLATE: list[Path] = []
