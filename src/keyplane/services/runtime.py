@@ -565,14 +565,7 @@ class Runtime:
         if self.invalidation is None:
             # One process: nothing else caches, and this one evicted when it wrote.
             return Confirmation((self.instance_id,), ())
-        if self.instances is None:  # pragma: no cover - set whenever invalidation is
-            raise AssertionError("an invalidation channel without an instance registry")
-        channel = self.invalidation
-
-        async def publish(eviction_id: str) -> None:
-            await channel.publish((cache, record_id, hashes), eviction_id)
-
-        return await await_confirmations(self.instances, self.instance_id, publish, timeout)
+        return await self._publish_confirmed((cache, record_id, hashes), timeout)
 
     async def broadcast_eviction(self, eviction: Eviction) -> None:
         """Send a write's eviction to every instance, and wait (at most
@@ -583,26 +576,34 @@ class Runtime:
         An instance that does not acknowledge in time (paused, cut off) is named in a warning;
         it holds the entry at most until it reconnects or ``KEYPLANE_CACHE_TTL_SECONDS``.
         """
-        channel = self.invalidation
-        if channel is None:
+        if self.invalidation is None:
             return
         wait = self.settings.eviction_wait_seconds
-        if self.instances is None or wait <= 0:
-            await channel.publish(eviction)
+        if wait <= 0:
+            await self.invalidation.publish(eviction)
             return
-
-        async def publish(eviction_id: str) -> None:
-            await channel.publish(eviction, eviction_id)
-
-        confirmation = await await_confirmations(
-            self.instances, self.instance_id, publish, wait, include_self=False
-        )
+        confirmation = await self._publish_confirmed(eviction, wait, include_self=False)
         if not confirmation.complete:
             log.warning(
                 "eviction not confirmed within %ss by: %s",
                 wait,
                 ", ".join(confirmation.unconfirmed) or confirmation.error,
             )
+
+    async def _publish_confirmed(
+        self, eviction: Eviction, timeout: float, *, include_self: bool = True
+    ) -> Confirmation:
+        """Publish ``eviction`` with a fresh id and wait for the live instances' acks."""
+        channel, registry = self.invalidation, self.instances
+        if channel is None or registry is None:  # pragma: no cover - set together at start
+            raise AssertionError("an invalidation channel without an instance registry")
+
+        async def publish(eviction_id: str) -> None:
+            await channel.publish(eviction, eviction_id)
+
+        return await await_confirmations(
+            registry, self.instance_id, publish, timeout, include_self=include_self
+        )
 
     def _acknowledge(self, eviction_id: str) -> None:
         """Tell the registry this instance applied ``eviction_id`` (called on receipt)."""

@@ -341,7 +341,7 @@ class Verifier:
                 budgets.append(
                     BudgetAsk(pattern, limit, budget.reset, start, reset_at, request.cost)
                 )
-        budgets += _cost_asks(policy, request, now, self._cost_windows)
+        budgets += _cost_asks(policy, request, now, self._periods, self._cost_windows)
         model_limits = policy.model_cost_limit(request.context.model)
         if model_limits is not None and model_limits.max_requests_per_day is not None:
             # Seed 004's day is a calendar day: N requests from one UTC midnight to the next
@@ -372,35 +372,40 @@ class Verifier:
 
 
 class CostWindowAsks:
-    """The budget asks of a ``costs`` block for a cost estimate, kept while every one of its
-    windows is still in the same period.
+    """The budget asks of a ``costs`` block, kept while every one of its windows is still in
+    the same period and the cost estimate is the same as last time.
 
     A verify on a key with three cost windows would otherwise look up three periods and build
-    three asks, the same ones as its previous verify. Keyed by the block's identity (policies
-    are shared by every key of one shape) and the cost; the entry holds the block, so its id
-    cannot be reused while cached. Bounded: emptied when it holds ``max_entries``.
+    three asks, the same ones as its previous verify. One entry per block (policies are shared
+    by every key of one shape), found by the block's identity; the entry holds the block, so
+    its id cannot be reused while cached. A different cost estimate builds afresh and replaces
+    the entry. Bounded: emptied when it holds ``max_entries``.
     """
 
     def __init__(self, periods: CurrentPeriods, max_entries: int = 4096) -> None:
-        self.periods = periods
+        self._periods = periods
         self._max_entries = max_entries
-        #: id(costs), cost -> (costs, valid from, valid until or None, the asks)
+        #: id(costs) -> (costs, cost, valid from, valid until or None, the asks)
         self._asks: dict[
-            tuple[int, int], tuple[Costs, datetime, datetime | None, tuple[BudgetAsk, ...]]
+            int, tuple[Costs, int, datetime, datetime | None, tuple[BudgetAsk, ...]]
         ] = {}
 
     def asks(self, costs: Costs, cost: int, now: datetime) -> tuple[BudgetAsk, ...]:
-        entry = (id(costs), cost)
-        cached = self._asks.get(entry)
+        cached = self._asks.get(id(costs))
         if cached is not None:
-            held, valid_from, valid_until, asks = cached
-            if held is costs and valid_from <= now and (valid_until is None or now < valid_until):
+            held, held_cost, valid_from, valid_until, asks = cached
+            if (
+                held is costs
+                and held_cost == cost
+                and valid_from <= now
+                and (valid_until is None or now < valid_until)
+            ):
                 return asks
         made = []
         starts = []
         ends = []
         for window in costs.windows:
-            start, reset_at = self.periods.bounds(window.reset, now)
+            start, reset_at = self._periods.bounds(window.reset, now)
             starts.append(start)
             if reset_at is not None:
                 ends.append(reset_at)
@@ -420,19 +425,28 @@ class CostWindowAsks:
             self._asks.clear()
         asks = tuple(made)
         # Valid while now is in every window's period: from the latest start to the first end.
-        self._asks[entry] = (costs, max(starts, default=now), min(ends, default=None), asks)
+        self._asks[id(costs)] = (
+            costs,
+            cost,
+            max(starts, default=now),
+            min(ends, default=None),
+            asks,
+        )
         return asks
 
 
 def _cost_asks(
-    policy: Policy, request: VerifyRequest, now: datetime, windows: CostWindowAsks
+    policy: Policy,
+    request: VerifyRequest,
+    now: datetime,
+    periods: CurrentPeriods,
+    windows: CostWindowAsks,
 ) -> list[BudgetAsk]:
     """The budgets of ``costs``' calendar windows and of the model's ``max_cost_per_day``,
     refused as ``COST_LIMITED``; each has its own counter, seeded from the ledger."""
     asks: list[BudgetAsk] = []
     if policy.costs is not None and policy.costs.windows:
         asks += windows.asks(policy.costs, request.cost, now)
-    periods = windows.periods
     limits = policy.model_cost_limit(request.context.model)
     if limits is not None and limits.max_cost_per_day is not None:
         start, reset_at = periods.bounds(Reset.DAILY, now)
