@@ -96,6 +96,25 @@ async def test_concurrent_identical_reports_are_counted_once(db: Db) -> None:
     assert (await db.usage.totals([key], NOW))[key]["total"] == 700
 
 
+async def test_batches_repeating_each_others_reports_in_another_order_do_not_deadlock(
+    db: Db,
+) -> None:
+    # Clients retry reports through other instances, batched in whatever order they arrive.
+    # Two batches inserting the same idempotency keys in opposite orders would each wait for
+    # the other's uncommitted row (a PostgreSQL deadlock, one batch failed) unless the
+    # ledger inserts them in one order.
+    org, _ = await tenancy(db)
+    key = await _key(db)
+    names = [f"idem-{i:03}" for i in range(200)]
+    for _ in range(3):
+        forward = [_entry(key, org, name, 1) for name in names]
+        backward = [_entry(key, org, name, 1) for name in reversed(names)]
+        answers = await asyncio.gather(db.usage.record(forward), db.usage.record(backward))
+        assert sum(o.new for answer in answers for o in answer) == len(names)
+        names = [f"{name}-again" for name in names]
+    assert (await db.usage.totals([key], NOW))[key]["total"] == 3 * 200
+
+
 async def test_a_batch_answers_each_report_in_order(db: Db) -> None:
     org, _ = await tenancy(db)
     key = await _key(db)

@@ -152,7 +152,12 @@ class SqlUsageStore:
             return []
         statements = self._usage_statements()
         async with self._unit.write() as conn:
-            await conn.execute(statements.append, [_usage_values(e) for e in entries])
+            # Inserted in (API key, idempotency key) order: batches on other instances that
+            # repeat some of these reports take the unique index's row locks in the same
+            # order, so they wait for each other instead of deadlocking. The sort is stable:
+            # within the batch, the first of two repeats is still the one recorded.
+            in_lock_order = sorted(entries, key=lambda e: (e.key_id, e.idempotency_key))
+            await conn.execute(statements.append, [_usage_values(e) for e in in_lock_order])
             # Which row holds each (API key, idempotency key) now: ours (new) or an earlier
             # one. One statement; the IN lists may pair more than asked, the dict picks.
             rows = await conn.execute(
