@@ -331,6 +331,14 @@ class Sums:
         v = [int(value or 0) for value in measures]
         return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[_HISTOGRAM_AT:])
 
+    @classmethod
+    def of_ints(cls, row: Sequence[Any], at: int) -> Sums:
+        """From a row whose measures, from index ``at`` in ``MEASURES`` order, are already
+        non-null ints (plain rollup columns, not sums): :meth:`of_measures` without the
+        conversions, for the up to 2000 rows of a series."""
+        histogram = at + _HISTOGRAM_AT
+        return cls(*row[at:histogram], list(row[histogram:]))
+
     @property
     def avg_latency_ms(self) -> float | None:
         return None if self.latency_count == 0 else self.latency_sum_ms / self.latency_count

@@ -292,7 +292,7 @@ class SqlAnalyticsStore:
         result = KeyAnalytics({}, {}, {}, {})
         async with self._unit.read() as conn:
             for row in await conn.execute(series_query):
-                result.series[row[0]] = Sums.of_measures(row[1:])
+                result.series[row[0]] = Sums.of_ints(row, 1)
             for row in await conn.execute(breakdown_query):
                 target = result.models if row[0] == "model" else result.features
                 target[row[1]] = Sums.of_measures(row[2:])
