@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from keyplane.settings import to_async_url
@@ -121,34 +121,3 @@ async def test_0021_indexes_the_metadata_of_existing_keys(database: Database) ->
     finally:
         await engine.dispose()
     assert [r.metadata for r in page] == [{"billing": {"tier": "pro"}}] * 2
-
-
-@pytest.fixture
-def empty_schema() -> Iterator[str]:
-    with postgres_schema() as schema:
-        yield schema
-
-
-@pytest.mark.postgres
-async def test_0023_leaves_room_on_the_rollup_tables_pages_on_postgresql(
-    empty_schema: str,
-) -> None:
-    engine = create_engine(to_async_url(PG_URL), empty_schema)
-    try:
-        await migrate(engine)
-        async with engine.connect() as conn:
-            found = await conn.execute(
-                text(
-                    "SELECT c.relname, c.reloptions FROM pg_class c "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = :schema AND c.relkind = 'r'"
-                ),
-                {"schema": empty_schema},
-            )
-            options = {row.relname: row.reloptions for row in found}
-    finally:
-        await engine.dispose()
-    for table in ("usage_rollups", "usage_analytics", "verify_analytics"):
-        assert options[table] == ["fillfactor=70"], table
-    # Only the tables updated in place over and over: the ledger itself is append-only.
-    assert options["usage_events"] is None
