@@ -20,10 +20,12 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiosqlite
@@ -362,6 +364,44 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+#: The test running now, as Redis connections made in it remember (see below).
+_RUNNING_TEST = ["(collection)"]
+
+
+def _redis_connections_name_their_test() -> None:
+    """Make a Redis connection's repr name the test that opened it.
+
+    A connection left open is reported (``unclosed Connection ...``, a ResourceWarning) by
+    the garbage collection that finds it, which can be a later test's: the repr then says
+    which test made it. Test instrumentation only; the server's connections are untouched.
+    """
+    from redis.asyncio.connection import AbstractConnection, Connection
+
+    init = AbstractConnection.__init__
+    pieces = Connection.repr_pieces
+    finalize = AbstractConnection.__del__
+
+    def init_noting_the_test(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.kp_opened_in = _RUNNING_TEST[0]  # type: ignore[attr-defined]
+
+    def pieces_with_the_test(self: Connection) -> list[tuple[str, Any]]:
+        return [*pieces(self), ("opened_in", getattr(self, "kp_opened_in", "?"))]
+
+    def finalize_naming_the_test(self: AbstractConnection, *args: Any) -> None:
+        if getattr(self, "_writer", None) is not None:
+            opened_in = getattr(self, "kp_opened_in", "?")
+            warnings.warn(f"Redis connection left open by {opened_in}", ResourceWarning)
+        finalize(self, *args)
+
+    AbstractConnection.__init__ = init_noting_the_test  # type: ignore[method-assign]
+    AbstractConnection.__del__ = finalize_naming_the_test  # type: ignore[method-assign]
+    Connection.repr_pieces = pieces_with_the_test  # type: ignore[method-assign]
+
+
+_redis_connections_name_their_test()
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_sqlite_connections(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail the test that leaves a SQLite connection open.
@@ -370,6 +410,7 @@ def no_leaked_sqlite_connections(request: pytest.FixtureRequest) -> Iterator[Non
     process alive after the last test, hanging CI instead of failing it. The pure domain tests
     cannot open one (test_purity), so they skip the costly garbage collection.
     """
+    _RUNNING_TEST[0] = request.node.nodeid
     if request.node.path.parent.name == "domain":
         yield
         return
