@@ -13,7 +13,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from keyplane.domain.analytics import Grain, Window
+from keyplane.domain.tenancy import Principal
 from keyplane.services.runtime import Runtime
+from keyplane.services.verify import VerifyRequest
 from tests.api.test_organizations import second_org
 from tests.conftest import Api
 
@@ -89,6 +92,31 @@ async def test_verify_outcomes_are_counted_once_flushed(api: Api) -> None:
     body = (await api.client.get(path)).json()
     assert body["verifications"] == {"VALID": 1, "RATE_LIMITED": 2}
     assert body["series"][-1]["verifications"] == {"VALID": 1, "RATE_LIMITED": 2}
+
+
+async def test_a_verify_outcome_is_counted_in_the_minute_it_was_decided(api: Api) -> None:
+    secret, key = await api.create_key()
+    runtime = _runtime(api)
+    principal = Principal("mk_test", key["org_id"], None, ("*",))
+    await runtime.services.verifier.verify(principal, VerifyRequest(secret))  # cached now
+    recorder = runtime.verdict_recorder
+    assert recorder is not None
+    await recorder.flush()
+    # A clock one second further on at every read, the first just before a minute ends:
+    # the decision and its count must take the same instant, not two reads of the clock.
+    minute = api.clock.now().replace(second=0, microsecond=0)
+    ticks = (minute + timedelta(seconds=59.5 + n) for n in itertools.count())
+    api.clock.now = lambda: next(ticks)  # type: ignore[method-assign]
+    try:
+        verdict = await runtime.services.verifier.verify(principal, VerifyRequest(secret))
+    finally:
+        del api.clock.now  # the ManualClock's own method again
+    assert verdict.valid
+    await recorder.flush()
+    found = await runtime.store.analytics.key_analytics(
+        key["id"], Window(Grain.MINUTE, minute, 2)
+    )
+    assert found.verdicts == {minute: {"VALID": 2}}
 
 
 async def test_grouped_analytics_gives_the_top_keys_and_codes(api: Api) -> None:

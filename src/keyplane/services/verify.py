@@ -151,16 +151,19 @@ class Verifier:
         # the same function, but a caller in this process (integrations, the library) may not
         # come through them.
         require_scope(principal, "verify")
-        verdict = await self._verify(principal, request)
+        # One clock read per verify: the decision, the limits and the outcome counts all
+        # take the time the request came in.
+        now = self._clock.now()
+        verdict = await self._verify(principal, request, now)
         code = verdict.code.value
         VERDICTS[code].inc()
         record = verdict.record
         if record is not None:
             if self._outcomes is not None:
                 # Counted in memory, flushed in batches: the hot path writes nothing.
-                self._outcomes.record(record.id, code, self._clock.now())
+                self._outcomes.record(record.id, code, now)
             if self.on_refused is not None and not verdict.valid:
-                self.on_refused(record, verdict.code, self._clock.now())
+                self.on_refused(record, verdict.code, now)
             if self._security is not None and code in SECURITY_VERIFY_CODES:
                 # A counter increment only: the audit entry is written later, aggregated.
                 self._security.verify_refused(
@@ -168,7 +171,9 @@ class Verifier:
                 )
         return verdict
 
-    async def _verify(self, principal: Principal, request: VerifyRequest) -> Verdict:
+    async def _verify(
+        self, principal: Principal, request: VerifyRequest, now: datetime
+    ) -> Verdict:
         parsed = keyformat.parse(request.key)
         if parsed is None:
             return _MALFORMED  # shape or checksum wrong: no storage access at all
@@ -182,7 +187,6 @@ class Verifier:
         # an unknown one: verify must not become an oracle across tenants.
         if record.org_id != principal.org_id or not principal.reaches_project(record.project_id):
             return _NOT_FOUND
-        now = self._clock.now()
         policy = entry.policy
         granted = effective_scopes(record.scopes, policy)
         code = decide(record, entry.match.valid_until, request.scopes, now, granted)
