@@ -391,7 +391,9 @@ def _redis_connections_name_their_test() -> None:
     def finalize_naming_the_test(self: AbstractConnection, *args: Any) -> None:
         if getattr(self, "_writer", None) is not None:
             opened_in = getattr(self, "kp_opened_in", "?")
-            warnings.warn(f"Redis connection left open by {opened_in}", ResourceWarning)
+            warnings.warn(
+                f"Redis connection left open by {opened_in}", ResourceWarning, stacklevel=2
+            )
         finalize(self, *args)
 
     AbstractConnection.__init__ = init_noting_the_test  # type: ignore[method-assign]

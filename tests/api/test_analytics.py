@@ -113,9 +113,7 @@ async def test_a_verify_outcome_is_counted_in_the_minute_it_was_decided(api: Api
         del api.clock.now  # the ManualClock's own method again
     assert verdict.valid
     await recorder.flush()
-    found = await runtime.store.analytics.key_analytics(
-        key["id"], Window(Grain.MINUTE, minute, 2)
-    )
+    found = await runtime.store.analytics.key_analytics(key["id"], Window(Grain.MINUTE, minute, 2))
     assert found.verdicts == {minute: {"VALID": 2}}
 
 

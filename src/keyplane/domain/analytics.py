@@ -336,8 +336,11 @@ class Sums:
         """From a row whose measures, from index ``at`` in ``MEASURES`` order, are already
         non-null ints (plain rollup columns, not sums): :meth:`of_measures` without the
         conversions, for the up to 2000 rows of a series."""
-        histogram = at + _HISTOGRAM_AT
-        return cls(*row[at:histogram], list(row[histogram:]))
+        v = row
+        return cls(
+            v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4], v[at + 5], v[at + 6],
+            list(v[at + _HISTOGRAM_AT :]),
+        )  # fmt: skip
 
     @property
     def avg_latency_ms(self) -> float | None:

@@ -171,9 +171,7 @@ class Verifier:
                 )
         return verdict
 
-    async def _verify(
-        self, principal: Principal, request: VerifyRequest, now: datetime
-    ) -> Verdict:
+    async def _verify(self, principal: Principal, request: VerifyRequest, now: datetime) -> Verdict:
         parsed = keyformat.parse(request.key)
         if parsed is None:
             return _MALFORMED  # shape or checksum wrong: no storage access at all
