@@ -7,6 +7,7 @@ one or more remaining segments, anywhere else exactly one.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -40,6 +41,15 @@ def covers(held: str, wanted: str) -> bool:
 
 
 def covered_by_any(held: Iterable[str], wanted: str) -> bool:
+    if isinstance(held, tuple):
+        return _tuple_covers(held, wanted)
+    return any(covers(pattern, wanted) for pattern in held)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tuple_covers(held: tuple[str, ...], wanted: str) -> bool:
+    # Remembered: every verify checks its caller's (few, fixed) scopes for ``verify``, and the
+    # answer for one tuple and one wanted scope never changes. Bounded, whatever callers ask.
     return any(covers(pattern, wanted) for pattern in held)
 
 
