@@ -4,6 +4,7 @@ the backoff's sleep is injected, and each test releases it by hand."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -189,3 +190,28 @@ async def test_finish_runs_a_loop_in_backoff_at_once_and_never_restarts_it_again
     )
     assert gate.delays == [30.0]
     await supervisor.stop()
+
+
+async def test_stop_does_not_wait_for_ever_for_a_loop_that_ignores_its_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = Supervisor(stop_grace=0.05)
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        # What an uncancellable teardown looks like from outside: cancelled, it goes on
+        # waiting until something else lets it go.
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    supervisor.start("stubborn", stubborn, critical=False)
+    supervisor.start("polite", forever, critical=False)
+    await asyncio.sleep(0)  # let both start
+    with caplog.at_level(logging.ERROR, logger="keyplane.services.supervisor"):
+        # The guard against a hang, not a timing bound: stop returns after its grace.
+        await asyncio.wait_for(supervisor.stop(), 30)
+    assert "background loop(s) stubborn did not stop" in caplog.text
+    assert {s.status for s in supervisor.states()} == {LoopStatus.STOPPED}
+    release.set()  # the stubborn loop ends now; nothing is left pending
+    await asyncio.sleep(0)

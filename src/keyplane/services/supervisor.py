@@ -70,6 +70,7 @@ class Supervisor:
         sleep: how a backoff is waited out (``asyncio.sleep``; tests pass one that returns at
             once, or waits for an event).
         monotonic: seconds from a monotonic clock (``time.monotonic``).
+        stop_grace: how long :meth:`stop` waits for cancelled loops to end.
 
     A loop that ran ``max_delay`` seconds or longer before crashing starts its backoff from
     ``base_delay`` again: only crashes in quick succession back off further.
@@ -82,9 +83,11 @@ class Supervisor:
         max_delay: float = 30.0,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        stop_grace: float = 10.0,
     ) -> None:
         if base_delay <= 0 or max_delay < base_delay:
             raise ValueError("need 0 < base_delay <= max_delay")
+        self._stop_grace = stop_grace
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._sleep = sleep
@@ -187,16 +190,29 @@ class Supervisor:
             await asyncio.wait([loop.task])
 
     async def stop(self) -> None:
-        """Cancel every loop still running and wait until all have ended."""
-        tasks = [
-            loop.task
+        """Cancel every loop still running and wait until all have ended, or ``stop_grace``
+        seconds: a loop that does not end by then is named in an error and left behind.
+
+        Why not wait for ever: a loop stuck in a call that does not give way to its
+        cancellation (a driver's uncancellable teardown, say) would hold the server's
+        shutdown for ever. The owner goes on to close the connections the loop waits on.
+        """
+        tasks = {
+            loop.task: loop
             for loop in self._loops.values()
             if loop.task is not None and not loop.task.done()
-        ]
+        }
         for task in tasks:
             task.cancel()
         if tasks:
             # asyncio.wait, not gather: gather would return at the first cancelled task.
-            await asyncio.wait(tasks)
+            _, stuck = await asyncio.wait(tasks, timeout=self._stop_grace)
+            if stuck:
+                log.error(
+                    "background loop(s) %s did not stop within %.0f s of being cancelled; "
+                    "stopping without them",
+                    ", ".join(sorted(tasks[task].name for task in stuck)),
+                    self._stop_grace,
+                )
         for loop in self._loops.values():
             loop.status = LoopStatus.STOPPED
