@@ -350,7 +350,10 @@ async def test_key_expiring_is_sent_once_per_key_and_band(hooks: Hooks) -> None:
     )
     notices = hooks.runtime.expiry_notices
     assert notices is not None
-    assert await notices.run_once() == 1
+    # The runtime's own loop makes a pass as it starts, which on a loaded machine can run
+    # after the keys above were created: the 7-day notice is sent by that pass or by this
+    # one, and only once (the deliveries below hold exactly one per band).
+    assert await notices.run_once() in (0, 1)
     assert await notices.run_once() == 0  # once
     hooks.clock.advance(36 * 3600)  # 12 hours left: the 1-day notice
     assert await notices.run_once() == 1
