@@ -325,21 +325,18 @@ class Sums:
 
     @classmethod
     def of_measures(cls, measures: Sequence[Any]) -> Sums:
-        """From the measures in ``MEASURES`` order (a row's tail): what :meth:`of` does, by
-        position. A 30-day hourly series makes 720 of these per request, and looking every
-        column up by name was most of the query's time."""
-        v = [int(value or 0) for value in measures]
-        return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[_HISTOGRAM_AT:])
+        """From the measures in ``MEASURES`` order (a row's tail), any of them a database's
+        sum (PostgreSQL's numeric) or NULL: what :meth:`of` does, by position."""
+        return cls.of_ints([int(value or 0) for value in measures], 0)
 
     @classmethod
     def of_ints(cls, row: Sequence[Any], at: int) -> Sums:
         """From a row whose measures, from index ``at`` in ``MEASURES`` order, are already
         non-null ints (plain rollup columns, not sums): :meth:`of_measures` without the
         conversions, for the up to 2000 rows of a series."""
-        v = row
         return cls(
-            v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4], v[at + 5], v[at + 6],
-            list(v[at + _HISTOGRAM_AT :]),
+            row[at], row[at + 1], row[at + 2], row[at + 3], row[at + 4], row[at + 5],
+            row[at + 6], list(row[at + _HISTOGRAM_AT :]),
         )  # fmt: skip
 
     @property
