@@ -142,8 +142,11 @@ class Settings(BaseSettings):
     rollup_minute_retention_hours: int = Field(default=48, ge=1, le=24 * 30)
     rollup_hour_retention_days: int = Field(default=90, ge=1, le=3660)
     #: Seconds between flushes of the verify outcome counts kept in memory: a crash loses
-    #: at most this much of them (usage reports are never lost: they roll up with the ledger).
+    #: at most this much of them (usage reports are never lost: the ledger keeps them).
     rollup_flush_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: Seconds between background passes folding the usage the ledger keeps pending into the
+    #: rollups. Reads fold first, so this only bounds how long pending rows wait unread.
+    rollup_fold_seconds: float = Field(default=1.0, gt=0, le=3600)
     #: Most distinct models (and features) a key gets its own rows for per day; the rest
     #: count as "(other)", so no client can grow the rollups without bound.
     rollup_max_values_per_key: int = Field(default=100, ge=1, le=10_000)

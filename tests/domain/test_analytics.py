@@ -71,6 +71,19 @@ def test_batch_rollup_equals_counting_each_report_into_each_row(
     assert analytics.rollup_rows(reports, value_of) == _recount(reports, value_of)
 
 
+@given(st.lists(_REPORTS, max_size=5))
+def test_cells_merged_from_any_batches_make_the_rows_of_all_their_reports(
+    batches: list[list[Counted]],
+) -> None:
+    """A fold merges the cells of many group commits: the rows it writes must be those of
+    every report counted at once."""
+    merged: dict[analytics.Cell, list[int]] = {}
+    for batch in batches:
+        analytics.merge_cells(merged, analytics.cells_of(batch))
+    everything = [report for batch in batches for report in batch]
+    assert analytics.rows_of_cells(merged) == _recount(everything, {})
+
+
 def test_a_latency_on_a_bound_is_counted_in_the_bucket_it_closes() -> None:
     bounds = analytics.LATENCY_BOUNDS_MS
     assert analytics.latency_bucket(0) == 0

@@ -4,23 +4,33 @@ a brute-force recomputation from the raw ledger, caps, verdict flushes and pruni
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from keyplane.domain import analytics, ids
 from keyplane.domain.analytics import Grain, Retention
 from keyplane.domain.usage import UsageEntry
+from keyplane.errors import StorageError
 from keyplane.settings import to_async_url
+from keyplane.store.analytics import FOLD_CHUNK
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
-from keyplane.store.tables import usage_analytics, usage_events, verify_analytics
-from tests.conftest import Database
+from keyplane.store.tables import (
+    usage_analytics,
+    usage_analytics_pending,
+    usage_events,
+    verify_analytics,
+)
+from tests.conftest import PG_URL, Database
 from tests.store.conftest import NOW, key_record, tenancy
 
 # 23:00 the day before NOW: workloads cross hour and day boundaries.
@@ -130,9 +140,13 @@ async def _workload(dbs: list[Db], reports: list[tuple[Any, ...]], batches: int)
     keys = [(await dbs[0].keys.create(key_record(org_id, project_id))).id for _ in range(2)]
     entries = _entries(keys, org_id, reports)
     chunks = [entries[i::batches] for i in range(batches)]
+    # Every instance's background fold runs while the batches commit (each pending row must
+    # be counted by exactly one of them), then a reader's fold takes what is left.
     await asyncio.gather(
-        *(dbs[i % len(dbs)].usage.record(chunk) for i, chunk in enumerate(chunks) if chunk)
+        *(dbs[i % len(dbs)].usage.record(chunk) for i, chunk in enumerate(chunks) if chunk),
+        *(db.analytics.fold(wait=False) for db in dbs),
     )
+    await dbs[-1].analytics.fold()
     assert await _stored(dbs[0], keys) == _brute_force(await _ledger(dbs[0], keys))
 
 
@@ -330,3 +344,142 @@ async def test_a_window_of_one_hour_finds_the_rows_of_its_hour(db: Db) -> None:
     found = await db.analytics.key_analytics(key, analytics.Window(Grain.HOUR, START, 1))
     assert [sums.requests for sums in found.series.values()] == [1]
     assert found.models["gpt-4"].requests == 1
+
+
+async def _pending(db: Db) -> int:
+    async with db.unit.read() as conn:
+        return len((await conn.execute(select(usage_analytics_pending.c.id))).all())
+
+
+async def test_a_group_commit_keeps_one_pending_row_that_a_fold_counts_once(db: Db) -> None:
+    org_id, key = await _key(db)
+    reports = [_report(key, org_id, NOW, model=f"m{i % 3}", feature="chat") for i in range(7)]
+    await db.usage.record(reports)
+    # The ledger's transaction wrote one pending row, no rollup row.
+    assert await _pending(db) == 1
+    assert await _stored(db, [key]) == {}
+    assert await db.analytics.fold() == 1
+    assert await db.analytics.fold() == 0
+    assert await _pending(db) == 0
+    assert await _stored(db, [key]) == _brute_force(await _ledger(db, [key]))
+
+
+async def test_a_ledger_transaction_that_fails_keeps_nothing_pending(db: Db) -> None:
+    org_id, key = await _key(db)
+
+    async def fail(_: Any) -> None:
+        raise RuntimeError("the commit never happens")
+
+    with pytest.raises(RuntimeError):
+        await db.usage.record([_report(key, org_id, NOW)], fail)
+    assert await _pending(db) == 0
+    assert await _ledger(db, [key]) == []
+
+
+async def test_a_fold_that_fails_leaves_its_rows_pending_for_the_next(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org_id, key = await _key(db)
+    await db.usage.record([_report(key, org_id, NOW, model="gpt-4")])
+    await db.usage.record([_report(key, org_id, NOW, model="claude")])
+    real = db.analytics._add_cells
+
+    async def broken(*args: Any) -> None:
+        await real(*args)  # the rows are written, then the transaction fails
+        raise StorageError("database write failed")
+
+    monkeypatch.setattr(db.analytics, "_add_cells", broken)
+    with pytest.raises(StorageError):
+        await db.analytics.fold()
+    assert await _pending(db) == 2
+    assert await _stored(db, [key]) == {}
+    monkeypatch.setattr(db.analytics, "_add_cells", real)
+    assert await db.analytics.fold() == 2
+    assert await _stored(db, [key]) == _brute_force(await _ledger(db, [key]))
+
+
+async def test_reads_fold_first_so_they_see_every_acknowledged_report(db: Db) -> None:
+    org_id, key = await _key(db)
+    await db.usage.record([_report(key, org_id, NOW, model="gpt-4", cost_micros=5)])
+    window = analytics.Window(Grain.HOUR, analytics.floor(Grain.HOUR, NOW), 1)
+    assert (await db.analytics.usage_of_keys([key], window))[key].cost_micros == 5
+    await db.usage.record([_report(key, org_id, NOW, model="gpt-4", cost_micros=7)])
+    found = await db.analytics.key_analytics(key, window)
+    assert found.models["gpt-4"].cost_micros == 12
+    assert await _pending(db) == 0
+
+
+async def test_a_damaged_pending_row_is_dropped_and_the_rest_fold(
+    db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    org_id, key = await _key(db)
+    await db.usage.record([_report(key, org_id, NOW)])
+    async with db.unit.write() as conn:
+        for damaged in ("not json", '[["k", 1, "", ""]]', '[["k", 1, "", "", "x"]]'):
+            await conn.execute(usage_analytics_pending.insert(), {"cells": damaged})
+    await db.usage.record([_report(key, org_id, NOW)])
+    with caplog.at_level(logging.ERROR, logger="keyplane.store.analytics"):
+        assert await db.analytics.fold() == 5
+    assert sum("unreadable; dropped" in r.getMessage() for r in caplog.records) == 3
+    assert await _pending(db) == 0
+    assert await _stored(db, [key]) == _brute_force(await _ledger(db, [key]))
+
+
+async def test_a_fold_past_one_chunk_takes_every_pending_row(db: Db) -> None:
+    org_id, key = await _key(db)
+    for _ in range(FOLD_CHUNK + 3):
+        await db.usage.record([_report(key, org_id, NOW, feature="chat")])
+    assert await db.analytics.fold() == FOLD_CHUNK + 3
+    assert await _stored(db, [key]) == _brute_force(await _ledger(db, [key]))
+
+
+async def test_a_reading_fold_waits_for_rows_another_instance_is_folding(
+    postgres_database: Database,
+) -> None:
+    """PostgreSQL: a reader's fold must not skip pending rows another instance's fold holds
+    locked (they are not in the rollups yet), but wait for that fold to commit. (SQLite's
+    folds take its one write lock in turn.)"""
+    first, second = await _open(postgres_database), await _open(postgres_database)
+    try:
+        org_id, key = await _key(first)
+        await first.usage.record([_report(key, org_id, NOW, model="gpt-4")])
+        holding, release = asyncio.Event(), asyncio.Event()
+        holder: list[int] = []
+        real = first.analytics._add_cells
+
+        async def held(conn: Any, cells: Any) -> None:
+            await real(conn, cells)
+            holder.append((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            holding.set()
+            await release.wait()  # the transaction stays open, its rows locked
+
+        first.analytics._add_cells = held  # type: ignore[method-assign]
+        background = asyncio.create_task(first.analytics.fold(wait=False))
+        await holding.wait()
+        # Another instance's background fold skips the locked row and folds nothing ...
+        assert await second.analytics.fold(wait=False) == 0
+        # ... a reader's fold waits for it (PostgreSQL shows it blocked by the holder).
+        reader = asyncio.create_task(second.analytics.fold())
+        await _until_blocked_by(holder[0])
+        assert not reader.done()
+        release.set()
+        assert await background == 1
+        assert await reader == 0
+        assert await _stored(second, [key]) == _brute_force(await _ledger(second, [key]))
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def _until_blocked_by(pid: int) -> None:
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        for _ in range(1200):
+            if await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid
+            ):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the reader's fold never waited for the rows held")
+    finally:
+        await conn.close()

@@ -394,21 +394,16 @@ def measured(report: Counted) -> list[int]:
     return vector
 
 
-def rollup_rows(
-    reports: Iterable[Counted],
-    value_of: Mapping[tuple[str, datetime, str, str], str] | None = None,
-) -> dict[RowKey, list[int]]:
-    """The rollup rows a batch of reports adds to, each once, with what it adds to it (the
-    measures in ``MEASURES`` order).
+#: A rollup cell: the reports of one key, minute, model and feature (``""``: none), summed.
+#: A batch's cells are what the ledger's transaction keeps for the rollups (see
+#: ``store/analytics.py``); the rows are made from them when they are folded.
+Cell = tuple[str, datetime, str, str]
 
-    ``value_of`` maps (key id, day start, dimension, value) to the value stored (``OTHER``
-    once the key's cap for that day is reached); absent entries are stored as they are.
-    """
-    # Why two passes: a batch is the group commit of many reports that mostly share a key,
-    # minute, model and feature. Each report is counted once into its (key, minute, model,
-    # feature) cell; each cell then adds to its up to seven rows, so the work per batch
-    # follows the distinct cells, not the reports times the rows.
-    cells: dict[tuple[str, datetime, str, str], list[int]] = {}
+
+def cells_of(reports: Iterable[Counted]) -> dict[Cell, list[int]]:
+    """Each report counted once into its (key, minute, model, feature) cell: the measures it
+    adds, summed per cell, in ``MEASURES`` order."""
+    cells: dict[Cell, list[int]] = {}
     for report in reports:
         cell = (
             report.key_id,
@@ -419,6 +414,28 @@ def rollup_rows(
         vector = measured(report)
         summed = cells.get(cell)
         cells[cell] = vector if summed is None else list(map(operator.add, summed, vector))
+    return cells
+
+
+def merge_cells(into: dict[Cell, list[int]], cells: Mapping[Cell, list[int]]) -> None:
+    """Add ``cells`` to ``into`` (new lists only: a vector may be shared)."""
+    for cell, vector in cells.items():
+        summed = into.get(cell)
+        into[cell] = vector if summed is None else list(map(operator.add, summed, vector))
+
+
+def rows_of_cells(
+    cells: Mapping[Cell, list[int]],
+    value_of: Mapping[tuple[str, datetime, str, str], str] | None = None,
+) -> dict[RowKey, list[int]]:
+    """The rollup rows ``cells`` add to, each once, with what they add to it (the measures
+    in ``MEASURES`` order).
+
+    ``value_of`` maps (key id, day start, dimension, value) to the value stored (``OTHER``
+    once the key's cap for that day is reached); absent entries are stored as they are.
+    """
+    # Why cells first: reports mostly share a key, minute, model and feature, so the work
+    # follows the distinct cells (each adds to its up to seven rows), not reports times rows.
     chosen = value_of or {}
     rows: dict[RowKey, list[int]] = {}
     for (key_id, minute, model, feature), vector in cells.items():
@@ -440,6 +457,14 @@ def rollup_rows(
             summed = rows.get(slot)
             rows[slot] = vector if summed is None else list(map(operator.add, summed, vector))
     return rows
+
+
+def rollup_rows(
+    reports: Iterable[Counted],
+    value_of: Mapping[tuple[str, datetime, str, str], str] | None = None,
+) -> dict[RowKey, list[int]]:
+    """The rollup rows a batch of reports adds to: :func:`rows_of_cells` of its cells."""
+    return rows_of_cells(cells_of(reports), value_of)
 
 
 def verdict_rows(

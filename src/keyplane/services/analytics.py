@@ -1,7 +1,10 @@
-"""Usage analytics: the verify outcome buffer, the rollup pruning loop, and the queries.
+"""Usage analytics: the verify outcome buffer, the rollup folding and pruning loops, and the
+queries.
 
-Usage reports roll up inside the ledger's transaction (``store/usage.py``), so they are never
-counted twice or lost. Verify outcomes are counted in memory on the hot path (a dict update,
+Usage reports are kept pending for the rollups inside the ledger's transaction
+(``store/usage.py``) and folded into them in transactions of their own (``store/analytics.py``),
+so they are never counted twice or lost; :class:`RollupFolder` folds in the background, and
+every read folds first. Verify outcomes are counted in memory on the hot path (a dict update,
 no write) and flushed every ``KEYPLANE_ROLLUP_FLUSH_SECONDS``: a crash loses at most the
 outcomes of one flush interval. Every instance flushes its own counts with upserts that add.
 """
@@ -94,6 +97,34 @@ class VerdictRecorder:
             await asyncio.sleep(self._interval)
             # Shielded: cancelling mid-write would abandon a database connection.
             await asyncio.shield(self.flush())
+
+
+class RollupFolder:
+    """Folds pending usage into the rollups every interval (reads fold too: this keeps the
+    pending rows few when nobody reads)."""
+
+    def __init__(self, store: AnalyticsStore, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        # One fold at a time: the final fold at shutdown waits for one already running.
+        self._lock = asyncio.Lock()
+
+    async def fold(self) -> None:
+        """Fold what is pending, skipping rows another instance is folding; a failure leaves
+        the rows pending for the next pass."""
+        async with self._lock:
+            try:
+                await self._store.fold(wait=False)
+            except KeyplaneError as exc:
+                log.warning("folding usage rollups failed: %s; will retry", type(exc).__name__)
+
+    async def run(self) -> None:
+        """Fold every interval until cancelled (the owner folds once more at stop, which
+        waits for a fold still in flight)."""
+        while True:
+            # Shielded: cancelling mid-fold would abandon a database connection.
+            await asyncio.shield(self.fold())
+            await asyncio.sleep(self._interval)
 
 
 class RollupPruner:

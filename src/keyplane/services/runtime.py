@@ -29,7 +29,7 @@ from keyplane.limits.nonces import MemoryNonces, RedisNonces
 from keyplane.limits.queue import MemorySlotQueue, RedisSlotQueue
 from keyplane.limits.redis import RedisLimiter
 from keyplane.limits.resilient import ResilientLimiter
-from keyplane.services.analytics import Analytics, RollupPruner, VerdictRecorder
+from keyplane.services.analytics import Analytics, RollupFolder, RollupPruner, VerdictRecorder
 from keyplane.services.audit import AuditService, retention_of
 from keyplane.services.audit_read import AuditReader
 from keyplane.services.cache import TtlCache
@@ -141,6 +141,8 @@ class Runtime:
     security: SecurityEvents
     #: Verify outcome counts, flushed to the analytics rollups (None: rollups off).
     verdict_recorder: VerdictRecorder | None = None
+    #: Folds the usage the ledger keeps pending into the rollups (None: rollups off).
+    rollup_folder: RollupFolder | None = None
     rollup_pruner: RollupPruner | None = None
     redis: Redis | None = None
     #: The limiter when it is Redis with a local fallback (its degradation is monitored).
@@ -403,6 +405,9 @@ class Runtime:
             supervisor=supervisor
             or Supervisor(base_delay=RESTART_BASE_DELAY, max_delay=RESTART_MAX_DELAY),
             verdict_recorder=verdict_recorder,
+            rollup_folder=RollupFolder(store.analytics, settings.rollup_fold_seconds)
+            if settings.rollups_enabled
+            else None,
             rollup_pruner=RollupPruner(
                 store.analytics,
                 clock,
@@ -503,8 +508,9 @@ class Runtime:
         the stop does anyway: last-used flushes, replay-secret erasure (a secret past its
         window is refused on replay already), heartbeats (other instances stop waiting
         for this one's confirmations), the window keeper (its state is rewritten on
-        its next run), verify outcome flushes (counts wait in memory) and rollup pruning
-        (old rows wait for the next pass).
+        its next run), verify outcome flushes (counts wait in memory), rollup folding
+        (pending usage waits in the database, and reads fold it) and rollup pruning (old
+        rows wait for the next pass).
         """
         supervise = self.supervisor.start
         supervise("ledger", self.ledger.run, critical=True)
@@ -516,6 +522,8 @@ class Runtime:
             supervise("window_keeper", keeper.run, critical=False)
         if self.verdict_recorder is not None:
             supervise("verify_outcomes", self.verdict_recorder.run, critical=False)
+        if self.rollup_folder is not None:
+            supervise("rollup_folding", self.rollup_folder.run, critical=False)
         if self.rollup_pruner is not None:
             supervise("rollup_pruning", self.rollup_pruner.run, critical=False)
         if self.sampler is not None:
@@ -673,6 +681,8 @@ class Runtime:
         await self.management_last_used.flush()
         if self.verdict_recorder is not None:
             await self.verdict_recorder.flush()
+        if self.rollup_folder is not None:
+            await self.rollup_folder.fold()
         try:
             await self.security.flush()
         except KeyplaneError as exc:

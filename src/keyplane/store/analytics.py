@@ -1,32 +1,48 @@
 """Analytics rollups: :class:`AnalyticsStore` and its SQL implementation.
 
-``usage_analytics`` sums usage reports per key, grain, bucket and dimension value; it is written
-inside the ledger's transaction (:meth:`SqlAnalyticsStore.add_usage`, called by
-``SqlUsageStore.record``), so a report is in the rollups exactly when it is in the ledger.
-``verify_analytics`` counts verify outcomes, flushed from memory in batches
-(``services/analytics.py``). Both are written by upserts that add, in key order, so batches and
-instances add up and concurrent writers lock rows in one order.
+``usage_analytics`` sums usage reports per key, grain, bucket and dimension value. The ledger's
+transaction (``SqlUsageStore.record``) adds one ``usage_analytics_pending`` row per group
+commit, the batch's reports summed per key, minute, model and feature (:meth:`add_usage`);
+:meth:`SqlAnalyticsStore.fold` deletes pending rows and adds them to the rollups in one
+transaction. So a report is counted exactly once whatever crashes when, and the commit every
+report waits for writes one row instead of every rollup row it touches. A background pass
+folds every second or so, and every read folds first, so a read sees every report
+acknowledged before it. ``verify_analytics`` counts verify outcomes, flushed from memory in
+batches (``services/analytics.py``). Both tables are written by upserts that add, in key
+order, so folds and instances add up and concurrent writers lock rows in one order.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Select, and_, case, delete, func, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import analytics
-from keyplane.domain.analytics import Counted, Grain, Retention, Sums, Window
-from keyplane.store.tables import api_keys, usage_analytics, usage_events, verify_analytics
+from keyplane.domain.analytics import Cell, Counted, Grain, Retention, Sums, Window
+from keyplane.store.tables import (
+    api_keys,
+    usage_analytics,
+    usage_analytics_pending,
+    usage_events,
+    verify_analytics,
+)
 from keyplane.store.unit import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 #: Rows a pruning statement deletes at most, so one pass never holds a long transaction.
 PRUNE_CHUNK = 5000
 #: Rows an export reads per query.
 EXPORT_CHUNK = 1000
+#: Pending rows (group commits) one fold transaction takes at most.
+FOLD_CHUNK = 100
 #: (key id, day start, dimension, value) the cardinality cap admitted, remembered up to this
 #: many (admission never changes afterwards: day rows outlive the day).
 _ADMITTED_MEMORY = 100_000
@@ -56,6 +72,25 @@ def _unnest_upsert() -> Any:
 
 
 _UNNEST_UPSERT = _unnest_upsert()
+
+#: SQLite: a pending row's insert as the driver takes it (the ledger sends it in one trip to
+#: aiosqlite's thread with its rollups, ``store/usage.py``).
+PENDING_INSERT = "INSERT INTO usage_analytics_pending (cells) VALUES (?)"
+
+
+def pending_cells(reports: Sequence[Counted]) -> str:
+    """What the ledger's transaction keeps of its new reports for the rollups (the
+    ``cells`` of one ``usage_analytics_pending`` row): their cells, as JSON rows of key id,
+    minute (epoch seconds), model, feature, then the measures; :meth:`SqlAnalyticsStore.fold`
+    counts them in."""
+    return json.dumps(
+        [
+            [key_id, int(minute.timestamp()), model, feature, *vector]
+            for (key_id, minute, model, feature), vector in analytics.cells_of(reports).items()
+        ],
+        separators=(",", ":"),
+    )
+
 
 GroupBy = Literal["key", "owner", "project", "model", "code"]
 #: What a group can be ordered by: usage measures, or verify outcomes.
@@ -103,6 +138,11 @@ class AnalyticsStore(Protocol):
         transaction; concurrent writers add up."""
         ...
 
+    async def fold(self, *, wait: bool = True) -> int:
+        """Count pending usage into the rollups; answers the pending rows folded. With
+        ``wait``, once it returns every report acknowledged before the call is counted."""
+        ...
+
     async def key_analytics(self, key_id: str, window: Window) -> KeyAnalytics:
         """One key's rollups over ``window`` (the caller checked the key's tenancy)."""
         ...
@@ -147,24 +187,66 @@ class SqlAnalyticsStore:
 
     # -- writes --------------------------------------------------------------------------
 
-    async def add_usage(self, conn: AsyncConnection, reports: Sequence[Counted]) -> None:
-        """Add reports to the rollups inside the caller's (the ledger's) transaction."""
-        if not reports:
+    async def fold(self, *, wait: bool = True) -> int:
+        """Move pending usage into the rollups, up to ``FOLD_CHUNK`` pending rows per
+        transaction (deleted and counted together: each once, whatever fails when).
+
+        ``wait`` (the reads): on PostgreSQL, wait for pending rows another fold has locked
+        rather than skip them, so once this returns every report acknowledged before the
+        call is in the rollups; and first look whether anything is pending at all, so a read
+        takes no write lock when nothing is. The background pass skips locked rows instead.
+        """
+        pending = usage_analytics_pending.c
+        if wait and not await self._anything_pending():
+            return 0
+        folded = 0
+        while True:
+            async with self._unit.write() as conn:
+                # One statement that starts with the write: on SQLite a transaction that
+                # reads first cannot take the write lock while another connection holds it.
+                oldest = select(pending.id).order_by(pending.id).limit(FOLD_CHUNK)
+                if not self._unit.is_sqlite:
+                    # In id order: concurrent folds lock pending rows in one order too.
+                    oldest = oldest.with_for_update(skip_locked=not wait)
+                taken = delete(usage_analytics_pending).where(
+                    pending.id.in_(oldest.scalar_subquery())
+                )
+                found = sorted(
+                    (await conn.execute(taken.returning(pending.id, pending.cells))).all()
+                )
+                if found:
+                    # In id order, the order the reports were committed in (the order the
+                    # cardinality cap admits values in).
+                    cells: dict[Cell, list[int]] = {}
+                    for row_id, text in found:
+                        analytics.merge_cells(cells, _decode(row_id, text))
+                    await self._add_cells(conn, cells)
+            folded += len(found)
+            if len(found) < FOLD_CHUNK:
+                return folded
+
+    async def _anything_pending(self) -> bool:
+        async with self._unit.read() as conn:
+            found = await conn.execute(select(usage_analytics_pending.c.id).limit(1))
+            return found.first() is not None
+
+    async def _add_cells(self, conn: AsyncConnection, cells: Mapping[Cell, list[int]]) -> None:
+        """Add cells to their rollup rows (minute, hour and day; totals, models, features)."""
+        if not cells:
             return
-        value_of = await self._capped_values(conn, reports)
-        rows = analytics.rollup_rows(reports, value_of)
+        value_of = await self._capped_values(conn, cells)
+        rows = analytics.rows_of_cells(cells, value_of)
         # Sorted: concurrent transactions (several instances) lock rows in one order.
         ordered = sorted(rows.items())
         if not self._unit.is_sqlite:
-            # One statement over arrays, not one per row: the batch's ~50 rows cost one
-            # execution inside the ledger's transaction (which every report waits for).
+            # One statement over arrays, not one per row.
             columns = list(zip(*((*slot, *measures) for slot, measures in ordered), strict=True))
             await conn.execute(_UNNEST_UPSERT, dict(zip(_UNNEST_PARAMS, columns, strict=True)))
             return
-        # SQLite: the same upsert, handed to the driver as tuples. Through SQLAlchemy, binding
-        # the ~50 rows' 24 parameters each was most of the rollups' CPU in the group commit.
-        # The few distinct bucket starts go through the column's own bind processor, so the
-        # stored text is exactly what every other statement writes and compares.
+        # SQLite: the same upsert, handed to the driver as tuples (through SQLAlchemy, binding
+        # 24 parameters per row was most of the rollups' CPU). The few distinct bucket starts
+        # go through the column's own bind processor, so the stored text is exactly what every
+        # other statement writes and compares.
         sql, to_text = self._sqlite_upsert(conn)
         texts = {start: to_text(start) for start in {slot[2] for slot, _ in ordered}}
         await conn.exec_driver_sql(
@@ -176,15 +258,15 @@ class SqlAnalyticsStore:
         )
 
     async def _capped_values(
-        self, conn: AsyncConnection, reports: Sequence[Counted]
+        self, conn: AsyncConnection, cells: Mapping[Cell, list[int]]
     ) -> dict[tuple[str, datetime, str, str], str]:
         """Which model and feature values each key may have rows for, per day."""
         wanted: list[tuple[str, datetime, str, str]] = []
-        for report in reports:
-            day = analytics.floor(Grain.DAY, report.recorded_at)
-            for dimension, value in (("model", report.model), ("feature", report.feature)):
-                if value and (report.key_id, day, dimension, value) not in self._admitted:
-                    wanted.append((report.key_id, day, dimension, value))
+        for key_id, minute, model, feature in cells:
+            day = minute.replace(hour=0, minute=0)
+            for dimension, value in (("model", model), ("feature", feature)):
+                if value and (key_id, day, dimension, value) not in self._admitted:
+                    wanted.append((key_id, day, dimension, value))
         if not wanted:
             return {}
         # Once each, in first-seen order (the order the cap admits values in).
@@ -271,6 +353,7 @@ class SqlAnalyticsStore:
 
     async def key_analytics(self, key_id: str, window: Window) -> KeyAnalytics:
         """One key's series, model and feature breakdowns and verify outcomes."""
+        await self.fold()
         usage = usage_analytics.c
         in_window = and_(
             usage.key_id == key_id,
@@ -305,6 +388,7 @@ class SqlAnalyticsStore:
     ) -> list[Group]:
         """Top groups by ``order_by``: the ordering table is queried with the limit, the
         other one only for the groups that made it."""
+        await self.fold()
         by_verdicts = order_by in VERIFY_ORDERS or group_by == "code"
         if by_verdicts:
             ranked = await self._verdict_groups(scope, group_by, window, order_by, limit, None)
@@ -414,6 +498,7 @@ class SqlAnalyticsStore:
         totals = {key_id: Sums() for key_id in key_ids}
         if not key_ids:
             return totals
+        await self.fold()
         usage = usage_analytics.c
         query = (
             select(usage.key_id, *_summed())
@@ -433,6 +518,7 @@ class SqlAnalyticsStore:
 
     async def export(self, scope: Scope, window: Window) -> AsyncIterator[list[dict[str, Any]]]:
         """Chunks of total rows, keyset-paginated on (bucket start, key id)."""
+        await self.fold()
         usage = usage_analytics.c
         after: tuple[datetime, str] | None = None
         while True:
@@ -477,6 +563,8 @@ class SqlAnalyticsStore:
         self, now: datetime, retention: Retention, events_kept: timedelta | None
     ) -> dict[str, int]:
         """Delete what is past retention, a chunk per transaction."""
+        # Folded first: pending usage would otherwise bring back rows pruned meanwhile.
+        await self.fold()
         deleted = {"usage_analytics": 0, "verify_analytics": 0, "usage_events": 0}
         for grain in Grain:
             kept = retention.of(grain)
@@ -577,3 +665,21 @@ def _only_names(query: Select[Any], column: Any, names: Sequence[str | None] | N
     if None in names:
         condition = or_(condition, column.is_(None))
     return query.where(condition)
+
+
+def _decode(row_id: int, text: str) -> dict[Cell, list[int]]:
+    """A pending row's cells; none (logged) when the row is not what :func:`pending_cells`
+    wrote, so one damaged row never holds every later fold."""
+    cells: dict[Cell, list[int]] = {}
+    try:
+        for key_id, minute, model, feature, *vector in json.loads(text):
+            if len(vector) != len(analytics.MEASURES) or not all(
+                type(value) is int for value in vector
+            ):
+                raise ValueError("measures")
+            cell = (str(key_id), datetime.fromtimestamp(minute, UTC), str(model), str(feature))
+            analytics.merge_cells(cells, {cell: vector})
+    except (ValueError, TypeError, OverflowError, OSError):
+        log.error("pending usage rollup row %d is unreadable; dropped", row_id)
+        return {}
+    return cells

@@ -216,8 +216,8 @@ usage_rollups = Table(
 
 # Analytics rollups (keyplane.domain.analytics): per key, grain (minute, hour, day), bucket
 # start, dimension ("" for the totals, "model", "feature") and value, the sums of the usage
-# reports in the bucket. Written in the ledger's transaction (store/analytics.py) with upserts
-# that add, so batches and instances add up. Every column is a sum.
+# reports in the bucket. Written by folding the pending rows below (store/analytics.py) with
+# upserts that add, so folds and instances add up. Every column is a sum.
 usage_analytics = Table(
     "usage_analytics",
     metadata,
@@ -233,6 +233,20 @@ usage_analytics = Table(
     # One key's analytics: its totals, or its breakdown rows, over a window are one range
     # (the primary key would walk every dimension's rows of each bucket).
     Index("ix_usage_analytics_key_dimension", "key_id", "grain", "dimension", "bucket_start"),
+)
+
+# Usage the ledger has recorded and the rollups have not counted yet: each group commit adds
+# one row (its reports summed per key, minute, model and feature, as JSON) in the ledger's
+# transaction; folding deletes rows and adds them to ``usage_analytics`` in one transaction
+# (store/analytics.py). So a report reaches the rollups exactly once, and the commit every
+# report waits for writes one row, not one per rollup row.
+usage_analytics_pending = Table(
+    "usage_analytics_pending",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("cells", Text, nullable=False),
 )
 
 # Verify outcomes per key, grain, bucket start and verdict code, flushed from memory every few

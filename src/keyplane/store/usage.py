@@ -9,12 +9,15 @@ Redis limiter needs to survive the loss of Redis (see ``keyplane/limits/markers.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, money
@@ -29,13 +32,15 @@ from keyplane.domain.usage import (
     crossed_thresholds,
 )
 from keyplane.errors import ConflictError
-from keyplane.store.analytics import SqlAnalyticsStore
+from keyplane.store.analytics import PENDING_INSERT, SqlAnalyticsStore, pending_cells
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
+from keyplane.store.sqlite_driver import bind_processors, row_values, run_on_driver
 from keyplane.store.tables import (
     api_keys,
     credit_adjustments,
     events,
     limit_windows,
+    usage_analytics_pending,
     usage_events,
     usage_rollups,
 )
@@ -133,7 +138,7 @@ class SqlUsageStore:
     def __init__(self, unit: UnitOfWork, analytics: SqlAnalyticsStore | None = None) -> None:
         self._unit = unit
         self._statements: _UsageStatements | None = None
-        #: The analytics rollups written in the ledger's transaction (``None``: not kept).
+        #: The analytics rollups, kept pending by the ledger's transaction (``None``: not kept).
         self.analytics = analytics
 
     async def record(
@@ -201,10 +206,6 @@ class SqlUsageStore:
                     ]
             if added:
                 await self._add_to_rollups(conn, added)
-                if self.analytics is not None:
-                    # Same transaction: a report is in the analytics exactly when it is in
-                    # the ledger, whatever crashes when.
-                    await self.analytics.add_usage(conn, [_counted(e) for e in added])
                 if before_commit is not None:
                     await before_commit(added)
         return outcomes
@@ -510,10 +511,35 @@ class SqlUsageStore:
                 sums.items()
             )
         ]
-        await conn.execute(self._usage_statements().add_to_rollup, rows)
+        # Same transaction: a report is pending for the analytics exactly when it is in the
+        # ledger, whatever crashes when (folding counts it once).
+        cells = None if self.analytics is None else pending_cells([_counted(e) for e in added])
+        if self._unit.is_sqlite:
+            await self._add_to_rollups_on_sqlite(conn, rows, cells)
+        else:
+            await conn.execute(self._usage_statements().add_to_rollup, rows)
+            if cells is not None:
+                await conn.execute(usage_analytics_pending.insert(), {"cells": cells})
         alerting = [entry for entry in added if alerts_of(entry)]
         if alerting:
             await self._record_alerts(conn, alerting)
+
+    async def _add_to_rollups_on_sqlite(
+        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]], cells: str | None
+    ) -> None:
+        # Both statements in one trip to aiosqlite's thread (store/sqlite_driver.py): under
+        # load a group commit holds a handful of reports, and a trip of its own was most of
+        # what keeping them for the analytics cost. Values go through the columns' own
+        # conversions, so they read back as SQLAlchemy wrote them.
+        processors = bind_processors(usage_rollups, conn.dialect)
+        values = [row_values(processors, _ROLLUP_COLUMNS, row) for row in rows]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(_SQLITE_ADD_TO_ROLLUP, values)
+            if cells is not None:
+                db.execute(PENDING_INSERT, (cells,))
+
+        await run_on_driver(conn, write)
 
     async def _record_alerts(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
         # The totals now committed in this transaction, for each budget a report may alert on.
@@ -669,6 +695,27 @@ class SqlUsageStore:
         return totals
 
 
+#: usage_rollups' columns, in table order (the order ``_SQLITE_ADD_TO_ROLLUP`` binds them).
+_ROLLUP_COLUMNS = tuple(column.name for column in usage_rollups.columns)
+
+
+def _sqlite_add_to_rollup() -> str:
+    upsert = sqlite_insert(usage_rollups).values(dict.fromkeys(_ROLLUP_COLUMNS))
+    statement = upsert.on_conflict_do_update(
+        index_elements=["key_id", "bucket", "bucket_start", "model"],
+        set_={name: usage_rollups.c[name] + upsert.excluded[name] for name in _ROLLUP_MEASURES},
+    )
+    compiled = statement.compile(dialect=sqlite.dialect())
+    if tuple(compiled.positiontup or ()) != _ROLLUP_COLUMNS:
+        raise AssertionError("the rollup upsert binds its columns out of table order")
+    return str(compiled)
+
+
+_ROLLUP_MEASURES = ("requests", "cost_micros", "input_tokens", "output_tokens")
+#: SQLite: ``_UsageStatements.add_to_rollup`` as the driver takes it (positional).
+_SQLITE_ADD_TO_ROLLUP = _sqlite_add_to_rollup()
+
+
 @dataclass(frozen=True, slots=True)
 class _UsageStatements:
     append: Any
@@ -683,10 +730,7 @@ class _UsageStatements:
             append=insert_for(usage_events).on_conflict_do_nothing(),
             add_to_rollup=upsert.on_conflict_do_update(
                 index_elements=["key_id", "bucket", "bucket_start", "model"],
-                set_={
-                    name: usage_rollups.c[name] + excluded[name]
-                    for name in ("requests", "cost_micros", "input_tokens", "output_tokens")
-                },
+                set_={name: usage_rollups.c[name] + excluded[name] for name in _ROLLUP_MEASURES},
             ),
             record_event=insert_for(events).on_conflict_do_nothing(),
         )
