@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,7 +40,6 @@ from keyplane.store.tables import (
     credit_adjustments,
     events,
     limit_windows,
-    usage_analytics_pending,
     usage_events,
     usage_rollups,
 )
@@ -517,9 +516,12 @@ class SqlUsageStore:
         if self._unit.is_sqlite:
             await self._add_to_rollups_on_sqlite(conn, rows, cells)
         else:
-            await conn.execute(self._usage_statements().add_to_rollup, rows)
-            if cells is not None:
-                await conn.execute(usage_analytics_pending.insert(), {"cells": cells})
+            # One statement, one round trip: the rows as arrays, the pending row in its CTE.
+            values = [tuple(row[name] for name in _ROLLUP_COLUMNS) for row in rows]
+            columns = map(list, zip(*values, strict=True))
+            parameters: dict[str, Any] = dict(zip(_ROLLUP_PARAMS, columns, strict=True))
+            parameters["cells"] = cells
+            await conn.execute(_POSTGRES_ADD_TO_ROLLUP, parameters)
         alerting = [entry for entry in added if alerts_of(entry)]
         if alerting:
             await self._record_alerts(conn, alerting)
@@ -714,6 +716,31 @@ def _sqlite_add_to_rollup() -> str:
 _ROLLUP_MEASURES = ("requests", "cost_micros", "input_tokens", "output_tokens")
 #: SQLite: ``_UsageStatements.add_to_rollup`` as the driver takes it (positional).
 _SQLITE_ADD_TO_ROLLUP = _sqlite_add_to_rollup()
+_ROLLUP_PARAMS = tuple(f"c{index}" for index in range(len(_ROLLUP_COLUMNS)))
+
+
+def _postgres_add_to_rollup() -> Any:
+    # Built from this module's constant column names only (no input reaches it).
+    columns = ", ".join(_ROLLUP_COLUMNS)
+    kinds = ("varchar", "varchar", "timestamptz", "varchar") + ("bigint",) * len(_ROLLUP_MEASURES)
+    arrays = ", ".join(
+        f"CAST(:{param} AS {kind}[])" for param, kind in zip(_ROLLUP_PARAMS, kinds, strict=True)
+    )
+    sums = ", ".join(f"{m} = usage_rollups.{m} + excluded.{m}" for m in _ROLLUP_MEASURES)
+    # A data-modifying CTE runs whether or not the main statement reads it; WITH ORDINALITY
+    # keeps the sorted order, so rows are locked in one order everywhere.
+    return text(
+        "WITH pending AS (INSERT INTO usage_analytics_pending (cells) "  # noqa: S608
+        "SELECT CAST(:cells AS text) WHERE CAST(:cells AS text) IS NOT NULL) "
+        f"INSERT INTO usage_rollups ({columns}) SELECT {columns} "
+        f"FROM unnest({arrays}) WITH ORDINALITY AS r({columns}, n) ORDER BY n "
+        f"ON CONFLICT (key_id, bucket, bucket_start, model) DO UPDATE SET {sums}"
+    )
+
+
+#: PostgreSQL: ``_UsageStatements.add_to_rollup`` over arrays (one execution for the batch's
+#: rows), with the analytics' pending row (``cells``, NULL: none) inserted by the same statement.
+_POSTGRES_ADD_TO_ROLLUP = _postgres_add_to_rollup()
 
 
 @dataclass(frozen=True, slots=True)
