@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from keyplane.domain import ids, keyformat, money
@@ -38,6 +38,28 @@ class UsageReport:
     status: int | None = None
     #: The feature the request used (analytics only; bounded by the API).
     feature: str | None = None
+
+
+#: A report's fields, in order: what its fingerprint covers.
+_REPORT_FIELDS = tuple(field.name for field in fields(UsageReport))
+
+
+def fingerprint_of(report: UsageReport, key_id: str) -> str:
+    """What tells a retried report (same body) from another one under the same idempotency
+    key: SHA-256 of the report's fields as sorted JSON, the key named by its id.
+
+    The fields are read one by one: ``dataclasses.asdict`` deep-copies every value, and was
+    a sixth of a report's CPU. The stored fingerprints of earlier reports must keep matching.
+    """
+    body = {name: getattr(report, name) for name in _REPORT_FIELDS}
+    body["key"] = None
+    body["key_id"] = key_id
+    if body["feature"] is None:
+        # Absent as before features existed: a retry of an older report still matches.
+        del body["feature"]
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 class UsageService:
@@ -83,13 +105,7 @@ class UsageService:
         entry = await self._key_of(principal, report)
         record = entry.record
         now = self._clock.now()
-        body = {**asdict(report), "key": None, "key_id": record.id}
-        if body["feature"] is None:
-            # Absent as before features existed: a retry of an older report still matches.
-            del body["feature"]
-        fingerprint = hashlib.sha256(
-            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest()
+        fingerprint = fingerprint_of(report, record.id)
         budget = entry.policy.budget
         alert = None
         if budget is not None and budget.credit_limit and budget.alert_thresholds_bp:
