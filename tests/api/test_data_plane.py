@@ -9,20 +9,21 @@ request ids aside).
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Header, Request
+from fastapi import Header, Request, Response
 from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyplane.api.app import create_app
-from keyplane.api.data_plane import lean_verify
-from keyplane.api.deps import Verifier, VerifierDep
-from keyplane.api.routes import verify
-from keyplane.api.schemas import VerifyRequest
+from keyplane.api.data_plane import DataPlane, lean_usage, lean_verify
+from keyplane.api.deps import UsageDep, UsageWriter, Verifier, VerifierDep
+from keyplane.api.routes import usage, verify
+from keyplane.api.schemas import RequestId, UsageReportIn, VerifyRequest
 from keyplane.domain.clock import ManualClock
 from tests.conftest import ROOT_KEY, Api, Database
 
@@ -241,3 +242,149 @@ async def test_forward_auth_gets_the_same_answer_from_both(
         async with client(app) as http:
             answers.append(await http.request(method, path, headers=headers))
     assert comparable(answers[0]) == comparable(answers[1])
+
+
+def test_the_usage_route_has_the_shape_the_lean_path_calls() -> None:
+    # A parameter added to the route turns the lean path off for it: this says so, loudly.
+    route = next(r for r in usage.router.routes if getattr(r, "path", "") == "/v1/usage")
+    lean = lean_usage(route)  # type: ignore[arg-type]
+    assert lean is not None
+    assert (lean.scope, lean.status) == ("usage:write", 201)
+
+
+async def _usage_with_a_header(
+    body: UsageReportIn,
+    principal: UsageWriter,
+    usage: UsageDep,
+    response: Response,
+    idempotency_key: Annotated[RequestId | None, Header(alias="x-other")] = None,
+) -> None: ...
+
+
+def test_the_lean_usage_path_leaves_a_changed_route_to_fastapi() -> None:
+    route = APIRoute("/v1/usage", _usage_with_a_header, methods=["POST"])
+    assert lean_usage(route) is None
+
+
+RID = "@rid@"
+USAGE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "request_id": st.one_of(st.just(RID), st.just(""), st.just("has space"), st.integers()),
+    "cost": st.one_of(
+        st.sampled_from([0, 0.5, "0.25", -1, 1e300, "1e3", None, 12.3456789]), st.integers()
+    ),
+    "input_tokens": st.one_of(st.integers(-5, 10**19), st.just("7")),
+    "output_tokens": st.integers(0, 1000),
+    "model": st.one_of(st.none(), st.sampled_from(["gpt-4", "m" * 200, ""])),
+    "latency_ms": st.one_of(st.none(), st.integers(-1, 10**7)),
+    "status": st.one_of(st.none(), st.sampled_from([200, 429, 99, 600])),
+    "feature": st.one_of(st.none(), st.sampled_from(["chat", "bad feature", "f" * 80])),
+    "unknown": st.just(1),
+}
+
+
+@st.composite
+def usage_requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
+    """A usage report (as bytes) and its headers: mostly objects naming a key, some not."""
+    headers = {"Content-Type": "application/json"}
+    shape = draw(st.sampled_from(["object"] * 8 + ["garbage", "empty", "other-type"]))
+    if shape == "garbage":
+        return draw(st.sampled_from([b"{", b"not json", b'{"key_id": }'])), headers
+    if shape == "empty":
+        return b"", headers
+    body: dict[str, Any] = {"request_id": RID}
+    who = draw(st.sampled_from(["key_id", "key", "both", "neither", "bad-id"]))
+    if who in ("key_id", "both"):
+        body["key_id"] = "@key_id@"
+    if who in ("key", "both"):
+        body["key"] = KEY_TEXT
+    if who == "bad-id":
+        body["key_id"] = "key_" + "0" * 26
+    names = draw(st.lists(st.sampled_from(sorted(USAGE_FIELDS)), max_size=4, unique=True))
+    for name in names:
+        body[name] = draw(USAGE_FIELDS[name])
+    idempotency = draw(st.sampled_from([None, RID, "has space", "x" * 300]))
+    if idempotency is not None:
+        headers["Idempotency-Key"] = idempotency
+    if shape == "other-type":
+        headers["Content-Type"] = "text/plain"
+    return json.dumps(body).encode(), headers
+
+
+def _fresh(content: bytes, headers: dict[str, str], key: str, key_id: str) -> tuple[bytes, dict]:
+    rid = secrets.token_hex(8)
+    content = content.replace(KEY_MARK, json.dumps(key).encode())
+    content = content.replace(b"@key_id@", key_id.encode()).replace(RID.encode(), rid.encode())
+    return content, {name: value.replace(RID, rid) for name, value in headers.items()}
+
+
+def _masked(answer: tuple[int, dict[str, str], Any]) -> tuple[int, dict[str, str], Any]:
+    status, headers, body = answer
+    if isinstance(body, dict) and str(body.get("id", "")).startswith("use_"):
+        body = {**body, "id": "<entry>"}
+    return status, headers, body
+
+
+@given(request=usage_requests())
+@settings(
+    max_examples=60,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+async def test_random_usage_reports_get_the_same_answer_from_both(
+    api: Api, reference: Any, request: tuple[bytes, dict[str, str]]
+) -> None:
+    key = (await keys_of(api))[0]
+    key_id = (await api.client.post("/v1/verify", json={"key": key})).json()["key_id"]
+    content, headers = request
+    first, first_headers = _fresh(content, headers, key, key_id)
+    other, other_headers = _fresh(content, headers, key, key_id)
+    async with client(reference, {"Authorization": f"Bearer {ROOT_KEY}"}) as routed:
+        # A first report through each path (different request ids: both new) ...
+        lean_new = await api.client.post("/v1/usage", content=first, headers=first_headers)
+        routed_new = await routed.post("/v1/usage", content=other, headers=other_headers)
+        assert _masked(comparable(lean_new)) == _masked(comparable(routed_new))
+        # ... and a repeat of one report through each: the same duplicate, byte for byte.
+        routed_again = await routed.post("/v1/usage", content=first, headers=first_headers)
+        lean_again = await api.client.post("/v1/usage", content=first, headers=first_headers)
+    assert comparable(lean_again) == comparable(routed_again)
+
+
+async def test_a_reused_idempotency_key_is_refused_alike(api: Api, reference: Any) -> None:
+    key = (await keys_of(api))[0]
+    headers = {"Idempotency-Key": "same-" + secrets.token_hex(4)}
+    first = await api.client.post("/v1/usage", json={"key": key, "cost": 1}, headers=headers)
+    assert first.status_code == 201
+    answers = [await api.client.post("/v1/usage", json={"key": key, "cost": 2}, headers=headers)]
+    async with client(reference, {"Authorization": f"Bearer {ROOT_KEY}"}) as routed:
+        answers.append(
+            await routed.post("/v1/usage", json={"key": key, "cost": 2}, headers=headers)
+        )
+    assert answers[0].status_code == 409
+    assert comparable(answers[0]) == comparable(answers[1])
+
+
+async def test_a_key_without_the_usage_scope_is_refused_alike(api: Api, reference: Any) -> None:
+    reader = api.as_key(await api.management_key("keys:read"))
+    answers = []
+    for app in (api.app, reference):
+        async with client(app, reader) as http:
+            answers.append(await http.post("/v1/usage", json={"key": "kp_live_x", "cost": 1}))
+    assert answers[0].status_code == 403
+    assert comparable(answers[0]) == comparable(answers[1])
+
+
+async def test_a_valid_report_is_answered_without_fastapi(api: Api) -> None:
+    key = (await keys_of(api))[0]  # built first: creating keys goes through FastAPI
+    layer = api.app.middleware_stack  # type: ignore[attr-defined]
+    while not isinstance(layer, DataPlane):
+        layer = layer.app
+    routed: list[str] = []
+
+    async def fastapi(scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+
+    layer.app = fastapi
+    answer = await api.client.post(
+        "/v1/usage", json={"key": key, "cost": 0.5, "request_id": secrets.token_hex(6)}
+    )
+    assert answer.status_code == 201 and answer.json()["duplicate"] is False
+    assert routed == []

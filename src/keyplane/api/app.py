@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from keyplane import __version__, metrics
 from keyplane.api import compat, docs_ui, openapi, problems
 from keyplane.api.body_limit import BodySizeLimit
-from keyplane.api.data_plane import DataPlane, lean_forward_auth, lean_verify
+from keyplane.api.data_plane import DataPlane, lean_forward_auth, lean_usage, lean_verify
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
 from keyplane.api.observe import RequestObserver
 from keyplane.api.routes import (
@@ -191,6 +191,7 @@ def create_app(
             version=__version__,
             auth=lean_forward_auth(_routes(auth.router, "/v1/auth")),
             auth_any_path=lean_forward_auth(_routes(auth.router, "/v1/auth/{path:path}")),
+            usage=lean_usage(_route(usage.router, "/v1/usage")),
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
     app.add_middleware(HeaderLimitMiddleware, limits=header_limits)

@@ -15,6 +15,11 @@ directly. It stays exactly as strict as the routes, because it *is* the routes:
   checks its signature) rather than call it wrongly.
 * Forward auth (``/v1/auth``, every method, and ``/v1/auth/<any path>``) calls the route's own
   endpoint with the request and the gateway's services, as the route would; it reads no body.
+* Usage reports (``POST /v1/usage``) call the route's own endpoint the same way as verify:
+  the principal held to the route's scope before the body is read, the body validated by the
+  route's body model, the ``Idempotency-Key`` header by the route's own annotation; the
+  returned model is rendered as FastAPI renders the route's ``response_model``, with the
+  status the endpoint set (200 for a repeat) or the route's (201).
 * Anything but the happy path goes to FastAPI, with the body replayed: a body that is not JSON
   or fails validation, a content type other than JSON, another method. So every error
   document, 422 included, is the one the routes give. Errors raised after the body was parsed
@@ -34,15 +39,17 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi.params import Depends
+from fastapi.params import Depends, Header
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyplane import errors
 from keyplane.api import problems
-from keyplane.api.deps import get_gateway, get_principal, get_verifier
+from keyplane.api.deps import get_gateway, get_principal, get_usage, get_verifier
 from keyplane.api.exact import ExactJsonRequest, JsonNumber, exactly
 from keyplane.services.authz import require_scope
 
@@ -79,17 +86,70 @@ def lean_verify(route: APIRoute) -> LeanVerify | None:
     ]:
         return None
     body_model = hints["body"]
-    scope = next(
+    scope = _required_scope(hints["principal"])
+    if not (isinstance(body_model, type) and issubclass(body_model, BaseModel)) or not scope:
+        return None
+    return LeanVerify(route, body_model, scope, wants_request)
+
+
+class LeanUsage:
+    """What the lean path needs of the usage-report route, read from the route itself."""
+
+    def __init__(
+        self,
+        route: APIRoute,
+        body_model: type[BaseModel],
+        scope: str,
+        idempotency_key: TypeAdapter[Any],
+        answer_model: type[BaseModel],
+    ) -> None:
+        self.route = route
+        self.endpoint: Endpoint = route.endpoint
+        self.body_model = body_model
+        self.scope = scope
+        #: The ``Idempotency-Key`` header's own annotation, to validate it as the route does.
+        self.idempotency_key = idempotency_key
+        self.answer_model = answer_model
+        self.status = route.status_code or 200
+
+
+def lean_usage(route: APIRoute) -> LeanUsage | None:
+    """The lean form of ``POST /v1/usage``; ``None`` (FastAPI answers every report) unless
+    its endpoint is exactly ``(body, principal, usage, response, idempotency_key)`` with the
+    header optional, and it has a response model."""
+    endpoint = route.endpoint
+    parameters = inspect.signature(endpoint).parameters
+    if list(parameters) != ["body", "principal", "usage", "response", "idempotency_key"]:
+        return None
+    hints = typing.get_type_hints(endpoint, include_extras=True)
+    body_model = hints["body"]
+    scope = _required_scope(hints["principal"])
+    header = hints["idempotency_key"]
+    header_markers = [m for m in getattr(header, "__metadata__", ()) if isinstance(m, Header)]
+    answer_model = route.response_model
+    if (
+        not (isinstance(body_model, type) and issubclass(body_model, BaseModel))
+        or not scope
+        or hints["response"] is not Response
+        or len(header_markers) != 1
+        or header_markers[0].alias not in (None, "idempotency-key")
+        or parameters["idempotency_key"].default is not None
+        or not (isinstance(answer_model, type) and issubclass(answer_model, BaseModel))
+    ):
+        return None
+    return LeanUsage(route, body_model, scope, TypeAdapter(header), answer_model)
+
+
+def _required_scope(principal: Any) -> str | None:
+    """The scope a principal parameter's dependency requires (``deps.scoped``)."""
+    return next(
         (
             getattr(extra.dependency, "required_scope", None)
-            for extra in getattr(hints["principal"], "__metadata__", ())
+            for extra in getattr(principal, "__metadata__", ())
             if isinstance(extra, Depends)
         ),
         None,
     )
-    if not (isinstance(body_model, type) and issubclass(body_model, BaseModel)) or not scope:
-        return None
-    return LeanVerify(route, body_model, scope, wants_request)
 
 
 def lean_forward_auth(routes: list[APIRoute]) -> dict[str, APIRoute]:
@@ -114,9 +174,11 @@ class DataPlane:
         version: str,
         auth: dict[str, APIRoute] | None = None,
         auth_any_path: dict[str, APIRoute] | None = None,
+        usage: LeanUsage | None = None,
     ) -> None:
         self.app = app
         self.verify = verify
+        self.usage = usage
         self.health = health
         # What FastAPI renders for the healthz route's dict: compact JSON.
         self.health_body = b'{"status":"ok","version":"%s"}' % version.encode("ascii")
@@ -129,6 +191,9 @@ class DataPlane:
             method = scope["method"]
             if path == "/v1/verify" and method == "POST" and self.verify is not None:
                 await self._verify(self.verify, scope, receive, send)
+                return
+            if path == "/v1/usage" and method == "POST" and self.usage is not None:
+                await self._usage(self.usage, scope, receive, send)
                 return
             if path == "/healthz" and method == "GET" and not scope["query_string"]:
                 scope["route"] = self.health
@@ -184,6 +249,63 @@ class DataPlane:
         except errors.KeyplaneError as exc:
             response = problems.error_response(request, exc)
         await response(scope, receive, send)
+
+    async def _usage(self, lean: LeanUsage, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = lean.route
+        request = ExactJsonRequest(scope, receive)
+        try:
+            principal = await get_principal(request)
+            require_scope(principal, lean.scope)
+        except errors.KeyplaneError as exc:
+            await problems.error_response(request, exc)(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        parsed = _parse(lean.body_model, scope, body)
+        idempotency_key = _idempotency_key(lean, request)
+        if parsed is None or idempotency_key is _INVALID:
+            await self.app(scope, _replay(body), send)
+            return
+        # As FastAPI's sub-response: no status until the endpoint sets one.
+        status = Response()
+        status.status_code = None  # type: ignore[assignment]
+        usage = await get_usage(request)
+
+        async def answer() -> Response:
+            recorded = await lean.endpoint(
+                body=parsed,
+                principal=principal,
+                usage=usage,
+                response=status,
+                idempotency_key=idempotency_key,
+            )
+            return JSONResponse(
+                lean.answer_model.model_validate(recorded).model_dump(mode="json"),
+                status_code=status.status_code or lean.status,
+            )
+
+        try:
+            # As the route's ExactJsonRoute does: any credits in the answer stay exact.
+            response: Response = await exactly(answer())
+        except errors.KeyplaneError as exc:
+            response = problems.error_response(request, exc)
+        await response(scope, receive, send)
+
+
+_INVALID = object()
+
+
+def _idempotency_key(lean: LeanUsage, request: Request) -> Any:
+    """The ``Idempotency-Key`` header as the route's annotation validates it (``None`` when
+    absent); ``_INVALID`` when it fails, so the route answers with its own 422."""
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    try:
+        return lean.idempotency_key.validate_python(value)
+    except ValidationError:
+        return _INVALID
 
 
 def _parse(model: type[BaseModel], scope: Scope, body: bytes) -> BaseModel | None:
