@@ -14,11 +14,11 @@ from __future__ import annotations
 import bisect
 import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 
 class Grain(StrEnum):
@@ -398,6 +398,8 @@ def measured(report: Counted) -> list[int]:
 #: A batch's cells are what the ledger's transaction keeps for the rollups (see
 #: ``store/analytics.py``); the rows are made from them when they are folded.
 Cell = tuple[str, datetime, str, str]
+#: A cell's identity, however its minute is written (a datetime, or epoch seconds in storage).
+_K = TypeVar("_K", bound=Hashable)
 
 
 def cells_of(reports: Iterable[Counted]) -> dict[Cell, list[int]]:
@@ -417,7 +419,7 @@ def cells_of(reports: Iterable[Counted]) -> dict[Cell, list[int]]:
     return cells
 
 
-def merge_cells(into: dict[Cell, list[int]], cells: Mapping[Cell, list[int]]) -> None:
+def merge_cells(into: dict[_K, list[int]], cells: Mapping[_K, list[int]]) -> None:
     """Add ``cells`` to ``into`` (new lists only: a vector may be shared)."""
     for cell, vector in cells.items():
         summed = into.get(cell)
