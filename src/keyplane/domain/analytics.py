@@ -18,7 +18,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 
 class Grain(StrEnum):
@@ -69,9 +69,12 @@ _UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 def floor(grain: Grain, when: datetime) -> datetime:
     """The start of the ``grain`` bucket that contains ``when`` (UTC)."""
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError("rollups need a timezone-aware datetime")
-    utc = when.astimezone(UTC)
+    # Already UTC (every time Keyplane makes is): no conversion to pay for.
+    utc = when if when.tzinfo is UTC else None
+    if utc is None:
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError("rollups need a timezone-aware datetime")
+        utc = when.astimezone(UTC)
     if grain is Grain.MINUTE:
         return utc.replace(second=0, microsecond=0)
     if grain is Grain.HOUR:
@@ -378,7 +381,30 @@ class Counted:
     status: int | None
 
 
-def measured(report: Counted) -> list[int]:
+class Countable(Protocol):
+    """What the rollups read of a report: :class:`Counted`, or the ledger's own entry."""
+
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def feature(self) -> str | None: ...
+    @property
+    def cost_micros(self) -> int: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def latency_ms(self) -> int | None: ...
+    @property
+    def status(self) -> int | None: ...
+
+
+def measured(report: Countable) -> list[int]:
     """What one report adds to each rollup row it is in, in ``MEASURES`` order."""
     vector = [0] * len(MEASURES)
     vector[0] = 1
@@ -402,7 +428,7 @@ Cell = tuple[str, datetime, str, str]
 _K = TypeVar("_K", bound=Hashable)
 
 
-def cells_of(reports: Iterable[Counted]) -> dict[Cell, list[int]]:
+def cells_of(reports: Iterable[Countable]) -> dict[Cell, list[int]]:
     """Each report counted once into its (key, minute, model, feature) cell: the measures it
     adds, summed per cell, in ``MEASURES`` order."""
     cells: dict[Cell, list[int]] = {}
@@ -462,7 +488,7 @@ def rows_of_cells(
 
 
 def rollup_rows(
-    reports: Iterable[Counted],
+    reports: Iterable[Countable],
     value_of: Mapping[tuple[str, datetime, str, str], str] | None = None,
 ) -> dict[RowKey, list[int]]:
     """The rollup rows a batch of reports adds to: :func:`rows_of_cells` of its cells."""

@@ -26,7 +26,7 @@ from sqlalchemy import Select, and_, case, delete, func, or_, select, text, unio
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import analytics
-from keyplane.domain.analytics import Cell, Counted, Grain, Retention, Sums, Window
+from keyplane.domain.analytics import Cell, Countable, Grain, Retention, Sums, Window
 from keyplane.store.tables import (
     api_keys,
     usage_analytics,
@@ -79,7 +79,7 @@ _UNNEST_UPSERT = _unnest_upsert()
 PENDING_INSERT = "INSERT INTO usage_analytics_pending (cells) VALUES (?)"
 
 
-def pending_cells(reports: Sequence[Counted]) -> str:
+def pending_cells(reports: Sequence[Countable]) -> str:
     """What the ledger's transaction keeps of its new reports for the rollups (the
     ``cells`` of one ``usage_analytics_pending`` row): their cells, as JSON rows of key id,
     minute (epoch seconds), model, feature, then the measures; :meth:`SqlAnalyticsStore.fold`

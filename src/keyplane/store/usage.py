@@ -21,7 +21,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, money
-from keyplane.domain.analytics import Counted
 from keyplane.domain.changes import SYSTEM, Journal
 from keyplane.domain.usage import (
     CreditAdjustment,
@@ -512,7 +511,7 @@ class SqlUsageStore:
         ]
         # Same transaction: a report is pending for the analytics exactly when it is in the
         # ledger, whatever crashes when (folding counts it once).
-        cells = None if self.analytics is None else pending_cells([_counted(e) for e in added])
+        cells = None if self.analytics is None else pending_cells(added)
         if self._unit.is_sqlite:
             await self._add_to_rollups_on_sqlite(conn, rows, cells)
         else:
@@ -780,17 +779,3 @@ def _usage_values(entry: UsageEntry) -> dict[str, Any]:
         "recorded_at": entry.recorded_at,
         "feature": entry.feature,
     }
-
-
-def _counted(entry: UsageEntry) -> Counted:
-    return Counted(
-        key_id=entry.key_id,
-        recorded_at=entry.recorded_at,
-        model=entry.model,
-        feature=entry.feature,
-        cost_micros=entry.cost_micros,
-        input_tokens=entry.input_tokens,
-        output_tokens=entry.output_tokens,
-        latency_ms=entry.latency_ms,
-        status=entry.status,
-    )
