@@ -12,6 +12,7 @@ the price of rows that add.
 from __future__ import annotations
 
 import bisect
+import itertools
 import operator
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -111,33 +112,35 @@ def percentile(histogram: Sequence[int], quantile: float) -> float | None:
 
 
 def percentiles(histogram: Sequence[int], quantiles: Sequence[float]) -> list[float | None]:
-    """:func:`percentile` for each of ``quantiles`` (ascending), in one walk of the histogram.
+    """:func:`percentile` for each of ``quantiles``, from one running sum of the histogram.
 
-    Why: a 720-point series asks three quantiles of every point; walking once instead of
-    three times was a large part of a 30-day hourly answer. Agrees with :func:`percentile`
-    (a property test checks it).
+    Why: a 720-point series asks three quantiles of every point. The running sum is built in
+    C and each rank's bucket found by bisection, the first bucket whose running sum reaches
+    the rank (it has counts: an empty one repeats the sum before it). Agrees with
+    :func:`percentile` (a property test checks it).
     """
-    total = sum(histogram)
+    cumulative = list(itertools.accumulate(histogram))
+    total = cumulative[-1]
     if total == 0:
         return [None] * len(quantiles)
+    last = len(cumulative) - 1
     answers: list[float | None] = []
-    seen = 0
-    index = 0
-    last = len(histogram) - 1
     for quantile in quantiles:
         rank = quantile * total
-        # Ranks ascend, so the bucket of this rank is at or after the previous one's.
-        while index < last and (histogram[index] == 0 or seen + histogram[index] < rank):
-            seen += histogram[index]
-            index += 1
-        count = histogram[index]
-        lower = 0 if index == 0 else LATENCY_BOUNDS_MS[index - 1]
+        index = min(bisect.bisect_left(cumulative, rank), last)
+        lower = _LOWER_BOUNDS_MS[index]
         if index >= len(LATENCY_BOUNDS_MS):
             answers.append(float(lower))
         else:
+            count = histogram[index]
+            seen = cumulative[index] - count
             upper = LATENCY_BOUNDS_MS[index]
             answers.append(lower + (upper - lower) * max(rank - seen, 0) / count)
     return answers
+
+
+#: Each histogram bucket's lower bound (the first bucket starts at 0).
+_LOWER_BOUNDS_MS = (0, *LATENCY_BOUNDS_MS)
 
 
 @dataclass(frozen=True, slots=True)
