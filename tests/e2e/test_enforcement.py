@@ -248,4 +248,9 @@ def test_kill_9_loses_no_acknowledged_usage_report(
     restarted = start_server(backend.env)
     with restarted.client() as client:
         shown = client.get(f"/v1/keys/{key_id}").json()["data"]
+        # So do the analytics: each committed report left its pending row in the same
+        # transaction, and the read folds whatever the killed server had not folded yet.
+        analytics = client.get(f"/v1/keys/{key_id}/analytics?period=2d&granularity=hour")
     assert round(shown["usage"]["total"] * 100) == len(stored)
+    assert analytics.status_code == 200, analytics.text
+    assert analytics.json()["total_requests"] == len(stored)
