@@ -51,6 +51,7 @@ from keyplane import errors
 from keyplane.api import problems
 from keyplane.api.deps import get_gateway, get_principal, get_usage, get_verifier
 from keyplane.api.exact import ExactJsonRequest, JsonNumber, exactly
+from keyplane.domain.tenancy import Principal
 from keyplane.services.authz import require_scope
 
 Endpoint = Callable[..., Awaitable[Any]]
@@ -222,47 +223,25 @@ class DataPlane:
         await response(scope, receive, send)
 
     async def _verify(self, lean: LeanVerify, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = lean.route
-        request = ExactJsonRequest(scope, receive)
-        try:
-            # Who asks, and may they verify: before a byte of the body is read.
-            principal = await get_principal(request)
-            require_scope(principal, lean.scope)
-        except errors.KeyplaneError as exc:
-            await problems.error_response(request, exc)(scope, receive, send)
+        read = await self._read(lean.route, lean.scope, lean.body_model, scope, receive, send)
+        if read is None:
             return
-        body = await _read_body(receive)
-        if body is None:
-            return  # the client went away
-        parsed = _parse(lean.body_model, scope, body)
+        request, principal, body, parsed = read
         if parsed is None:
             # Not the happy path: the route answers, with its own error document.
             await self.app(scope, _replay(body), send)
             return
-        verifier = await get_verifier(request)
-        try:
-            arguments: dict[str, Any] = {"body": parsed, "principal": principal}
-            arguments["verifier"] = verifier
-            if lean.wants_request:
-                arguments["request"] = request
-            response = await exactly(lean.endpoint(**arguments))
-        except errors.KeyplaneError as exc:
-            response = problems.error_response(request, exc)
-        await response(scope, receive, send)
+        arguments: dict[str, Any] = {"body": parsed, "principal": principal}
+        arguments["verifier"] = await get_verifier(request)
+        if lean.wants_request:
+            arguments["request"] = request
+        await _respond(request, lean.endpoint(**arguments), scope, receive, send)
 
     async def _usage(self, lean: LeanUsage, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = lean.route
-        request = ExactJsonRequest(scope, receive)
-        try:
-            principal = await get_principal(request)
-            require_scope(principal, lean.scope)
-        except errors.KeyplaneError as exc:
-            await problems.error_response(request, exc)(scope, receive, send)
+        read = await self._read(lean.route, lean.scope, lean.body_model, scope, receive, send)
+        if read is None:
             return
-        body = await _read_body(receive)
-        if body is None:
-            return  # the client went away
-        parsed = _parse(lean.body_model, scope, body)
+        request, principal, body, parsed = read
         idempotency_key = _idempotency_key(lean, request)
         if parsed is None or idempotency_key is _INVALID:
             await self.app(scope, _replay(body), send)
@@ -285,12 +264,44 @@ class DataPlane:
                 status_code=status.status_code or lean.status,
             )
 
+        await _respond(request, answer(), scope, receive, send)
+
+    async def _read(
+        self,
+        route: APIRoute,
+        required_scope: str,
+        body_model: type[BaseModel],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> tuple[Request, Principal, bytes, BaseModel | None] | None:
+        """Who asks and whether they may, before a byte of the body is read; then the body
+        and its validation by ``body_model`` (``None``: not the happy path). ``None`` when
+        this answered already (refused) or the client went away."""
+        scope["route"] = route
+        request = ExactJsonRequest(scope, receive)
         try:
-            # As the route's ExactJsonRoute does: any credits in the answer stay exact.
-            response: Response = await exactly(answer())
+            principal = await get_principal(request)
+            require_scope(principal, required_scope)
         except errors.KeyplaneError as exc:
-            response = problems.error_response(request, exc)
-        await response(scope, receive, send)
+            await problems.error_response(request, exc)(scope, receive, send)
+            return None
+        body = await _read_body(receive)
+        if body is None:
+            return None
+        return request, principal, body, _parse(body_model, scope, body)
+
+
+async def _respond(
+    request: Request, answer: Awaitable[Response], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Send ``answer`` with its credits exact, as the route's ExactJsonRoute does, or the
+    routes' own problem document for an error raised below (storage, limiter)."""
+    try:
+        response = await exactly(answer)
+    except errors.KeyplaneError as exc:
+        response = problems.error_response(request, exc)
+    await response(scope, receive, send)
 
 
 _INVALID = object()
