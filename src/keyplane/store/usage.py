@@ -713,7 +713,7 @@ def _sqlite_add_to_rollup() -> str:
 
 
 _ROLLUP_MEASURES = ("requests", "cost_micros", "input_tokens", "output_tokens")
-#: SQLite: ``_UsageStatements.add_to_rollup`` as the driver takes it (positional).
+#: SQLite: a batch's budget rollup rows added (an upsert per row, positional, for the driver).
 _SQLITE_ADD_TO_ROLLUP = _sqlite_add_to_rollup()
 _ROLLUP_PARAMS = tuple(f"c{index}" for index in range(len(_ROLLUP_COLUMNS)))
 
@@ -737,7 +737,7 @@ def _postgres_add_to_rollup() -> Any:
     )
 
 
-#: PostgreSQL: ``_UsageStatements.add_to_rollup`` over arrays (one execution for the batch's
+#: PostgreSQL: a batch's budget rollup rows added, over arrays (one execution for the batch's
 #: rows), with the analytics' pending row (``cells``, NULL: none) inserted by the same statement.
 _POSTGRES_ADD_TO_ROLLUP = _postgres_add_to_rollup()
 
@@ -745,19 +745,12 @@ _POSTGRES_ADD_TO_ROLLUP = _postgres_add_to_rollup()
 @dataclass(frozen=True, slots=True)
 class _UsageStatements:
     append: Any
-    add_to_rollup: Any
     record_event: Any
 
     @classmethod
     def build(cls, insert_for: Callable[[Table], Any]) -> _UsageStatements:
-        upsert = insert_for(usage_rollups)
-        excluded = upsert.excluded
         return cls(
             append=insert_for(usage_events).on_conflict_do_nothing(),
-            add_to_rollup=upsert.on_conflict_do_update(
-                index_elements=["key_id", "bucket", "bucket_start", "model"],
-                set_={name: usage_rollups.c[name] + excluded[name] for name in _ROLLUP_MEASURES},
-            ),
             record_event=insert_for(events).on_conflict_do_nothing(),
         )
 
