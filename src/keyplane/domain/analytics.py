@@ -369,23 +369,8 @@ class Sums:
 RowKey = tuple[str, str, datetime, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Counted:
-    """The part of a usage report the rollups count."""
-
-    key_id: str
-    recorded_at: datetime
-    model: str | None
-    feature: str | None
-    cost_micros: int
-    input_tokens: int
-    output_tokens: int
-    latency_ms: int | None
-    status: int | None
-
-
 class Countable(Protocol):
-    """What the rollups read of a report: :class:`Counted`, or the ledger's own entry."""
+    """What the rollups read of a report (the ledger's ``UsageEntry`` is one)."""
 
     @property
     def key_id(self) -> str: ...

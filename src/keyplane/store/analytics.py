@@ -2,7 +2,7 @@
 
 ``usage_analytics`` sums usage reports per key, grain, bucket and dimension value. The ledger's
 transaction (``SqlUsageStore.record``) adds one ``usage_analytics_pending`` row per group
-commit, the batch's reports summed per key, minute, model and feature (:meth:`add_usage`);
+commit, the batch's reports summed per key, minute, model and feature (:func:`pending_cells`);
 :meth:`SqlAnalyticsStore.fold` deletes pending rows and adds them to the rollups in one
 transaction. So a report is counted exactly once whatever crashes when, and the commit every
 report waits for writes one row instead of every rollup row it touches. A background pass
