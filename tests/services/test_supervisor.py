@@ -7,10 +7,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 
-from keyplane.services.supervisor import LoopState, LoopStatus, Supervisor
+from keyplane.domain.analytics import Retention
+from keyplane.domain.clock import ManualClock
+from keyplane.services.analytics import RollupPruner
+from keyplane.services.supervisor import LoopState, LoopStatus, Supervisor, uninterrupted
+from keyplane.services.webhooks import WebhookDispatcher
 
 
 class Gate:
@@ -215,3 +220,96 @@ async def test_stop_does_not_wait_for_ever_for_a_loop_that_ignores_its_cancellat
     assert {s.status for s in supervisor.states()} == {LoopStatus.STOPPED}
     release.set()  # the stubborn loop ends now; nothing is left pending
     await asyncio.sleep(0)
+
+
+class Write:
+    """A write the test holds open: it starts, then waits for ``release``; it records
+    whether it ran to its end or was cancelled halfway."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.outcome: str | None = None
+
+    async def __call__(self, *_args: object, **_kwargs: object) -> list[object]:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.outcome = "cancelled"
+            raise
+        self.outcome = "finished"
+        return []
+
+
+async def _still_running(task: asyncio.Future[object]) -> bool:
+    """Whether ``task`` is still running after the loop has had many turns to end it."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return not task.done()
+
+
+async def test_work_run_uninterrupted_ends_before_its_cancelled_caller() -> None:
+    write = Write()
+    caller = asyncio.ensure_future(uninterrupted(write()))
+    await write.started.wait()
+    caller.cancel()
+    assert await _still_running(caller)  # waiting for the write, not abandoning it
+    write.release.set()
+    await asyncio.wait([caller])
+    assert caller.cancelled()  # the cancellation still goes through, once the write is done
+    assert write.outcome == "finished"
+
+
+async def test_a_caller_cancelled_twice_stops_waiting_and_the_work_goes_on() -> None:
+    write = Write()
+    caller = asyncio.ensure_future(uninterrupted(write()))
+    await write.started.wait()
+    caller.cancel()
+    assert await _still_running(caller)
+    caller.cancel()  # the stop's grace is over
+    await asyncio.wait([caller])
+    assert caller.cancelled() and write.outcome is None
+    write.release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert write.outcome == "finished"  # never cut halfway
+
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class _Store:
+    """The one store method a loop is being tested on, held open by a :class:`Write`."""
+
+    def __init__(self, method: str, write: Write) -> None:
+        setattr(self, method, write)
+
+
+def _pruner(write: Write) -> Callable[[], Awaitable[None]]:
+    store = _Store("prune", write)
+    pruner = RollupPruner(store, ManualClock(START), Retention(), None, interval=60.0)  # type: ignore[arg-type]
+    return pruner.run
+
+
+def _dispatcher(write: Write) -> Callable[[], Awaitable[None]]:
+    store = _Store("claim", write)
+    dispatcher = WebhookDispatcher(store, None, None, ManualClock(START), b"s" * 32)  # type: ignore[arg-type]
+    return dispatcher.run
+
+
+@pytest.mark.parametrize("loop", [_pruner, _dispatcher], ids=["rollup_pruning", "webhooks"])
+async def test_a_stop_lets_a_loops_write_in_flight_finish(
+    loop: Callable[[Write], Callable[[], Awaitable[None]]],
+) -> None:
+    """The loops seen cancelled mid-transaction at a stop (the pool then logged a failed
+    reset, and its log record kept the stopped runtime alive)."""
+    write = Write()
+    supervisor = Supervisor()
+    supervisor.start("loop", loop(write), critical=False)
+    await write.started.wait()
+    stopping = asyncio.ensure_future(supervisor.stop())
+    assert await _still_running(stopping)
+    write.release.set()
+    await stopping
+    assert write.outcome == "finished"

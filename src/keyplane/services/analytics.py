@@ -26,6 +26,7 @@ from keyplane.domain.tenancy import Principal
 from keyplane.errors import KeyplaneError, NotFoundError, ValidationError
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory
+from keyplane.services.supervisor import uninterrupted
 from keyplane.store.analytics import AnalyticsStore, Group, GroupBy, KeyAnalytics, Scope
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,7 @@ class VerdictRecorder:
         """Flush every interval until cancelled (the owner flushes once more at stop)."""
         while True:
             await asyncio.sleep(self._interval)
-            # Shielded: cancelling mid-write would abandon a database connection.
-            await asyncio.shield(self.flush())
+            await uninterrupted(self.flush())
 
 
 class RollupFolder:
@@ -122,8 +122,7 @@ class RollupFolder:
         """Fold every interval until cancelled (the owner folds once more at stop, which
         waits for a fold still in flight)."""
         while True:
-            # Shielded: cancelling mid-fold would abandon a database connection.
-            await asyncio.shield(self.fold())
+            await uninterrupted(self.fold())
             await asyncio.sleep(self._interval)
 
 
@@ -150,7 +149,7 @@ class RollupPruner:
     async def run(self) -> None:
         while True:
             try:
-                await self.prune()
+                await uninterrupted(self.prune())
             except KeyplaneError as exc:
                 log.warning("pruning usage rollups failed: %s", type(exc).__name__)
             await asyncio.sleep(self._interval)

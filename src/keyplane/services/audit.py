@@ -19,6 +19,7 @@ from keyplane.domain.clock import Clock
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import KeyplaneError
 from keyplane.services.authz import require_scope
+from keyplane.services.supervisor import uninterrupted
 from keyplane.store.audit import SqlAuditStore
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class AuditService:
         """The due-event loop (supervised)."""
         while True:
             try:
-                await self.record_due()
+                await uninterrupted(self.record_due())
             except KeyplaneError as exc:
                 log.warning("recording due key events failed: %s", type(exc).__name__)
             await asyncio.sleep(interval)
@@ -115,7 +116,7 @@ class AuditService:
         """The retention loop (supervised); hourly by default."""
         while True:
             try:
-                await self.prune()
+                await uninterrupted(self.prune())
             except KeyplaneError as exc:
                 log.warning("audit retention failed: %s", type(exc).__name__)
             await asyncio.sleep(interval)

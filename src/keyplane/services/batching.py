@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from keyplane.errors import KeyplaneError
+from keyplane.services.supervisor import uninterrupted
 
 log = logging.getLogger(__name__)
 
@@ -67,5 +68,4 @@ class LatestBatcher(Generic[K, V]):
         """
         while True:
             await asyncio.sleep(self._interval)
-            # Shielded: cancelling mid-write would abandon a database connection.
-            await asyncio.shield(self.flush())
+            await uninterrupted(self.flush())

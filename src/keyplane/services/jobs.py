@@ -31,6 +31,7 @@ from keyplane.domain.schedules import Schedule
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import KeyplaneError
 from keyplane.services.authz import require_scope
+from keyplane.services.supervisor import uninterrupted
 from keyplane.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class JobRunner:
             # Wait first: a start (or a restart after a crash) does not race the stop.
             await asyncio.sleep(self._poll)
             try:
-                await self.run_once()
+                await uninterrupted(self.run_once())
             except KeyplaneError as exc:
                 log.warning("claiming jobs failed: %s", type(exc).__name__)
 

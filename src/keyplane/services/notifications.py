@@ -24,6 +24,7 @@ from keyplane.domain.clock import Clock
 from keyplane.domain.decisions import Code
 from keyplane.domain.keys import KeyRecord
 from keyplane.errors import KeyplaneError
+from keyplane.services.supervisor import uninterrupted
 from keyplane.store.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class RefusalTally:
         while True:
             await asyncio.sleep(self._period)
             try:
-                await self.flush()
+                await uninterrupted(self.flush())
             except KeyplaneError as exc:
                 log.warning("flushing refusal tallies failed: %s", type(exc).__name__)
 
@@ -123,7 +124,7 @@ class ExpiryNotices:
     async def run(self) -> None:
         while True:
             try:
-                await self.run_once()
+                await uninterrupted(self.run_once())
             except KeyplaneError as exc:
                 log.warning("key expiry notices failed: %s", type(exc).__name__)
             await asyncio.sleep(self._period)

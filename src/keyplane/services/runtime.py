@@ -62,7 +62,7 @@ from keyplane.services.sampling import RuntimeSampler
 from keyplane.services.security_events import SecurityEvents
 from keyplane.services.security_reports import SecurityReports
 from keyplane.services.signing_secrets import SigningSecrets
-from keyplane.services.supervisor import Supervisor
+from keyplane.services.supervisor import Supervisor, uninterrupted
 from keyplane.services.usage import UsageService
 from keyplane.services.usage_stream import (
     Broadcast,
@@ -631,7 +631,7 @@ class Runtime:
         if self.instances is None:
             return
         try:
-            await self.instances.beat(self.instance_id)
+            await uninterrupted(self.instances.beat(self.instance_id))
         except REGISTRY_ERRORS as exc:
             log.warning("instance heartbeat failed: %s", type(exc).__name__)
 
@@ -645,7 +645,7 @@ class Runtime:
         while True:
             await asyncio.sleep(1.0)
             try:
-                await self.limiter.expire(self.clock.now())
+                await uninterrupted(self.limiter.expire(self.clock.now()))
             except StorageError as exc:  # the limiter wraps Redis's errors (LimiterUnavailable)
                 log.warning("expiring reservations failed: %s", type(exc).__name__)
 
@@ -655,7 +655,7 @@ class Runtime:
         while True:
             await asyncio.sleep(period)
             try:
-                await self.services.keys.erase_expired_secrets()
+                await uninterrupted(self.services.keys.erase_expired_secrets())
             except KeyplaneError as exc:
                 log.warning("erasing expired replay secrets failed: %s", type(exc).__name__)
 

@@ -25,6 +25,7 @@ from datetime import datetime
 from keyplane.domain.changes import DENIED, FAILURE, Actor, Journal, Origin
 from keyplane.domain.clock import Clock
 from keyplane.errors import KeyplaneError
+from keyplane.services.supervisor import uninterrupted
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,6 @@ class SecurityEvents:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self.flush()
+                await uninterrupted(self.flush())
             except KeyplaneError as exc:
                 log.warning("writing security events failed: %s", type(exc).__name__)

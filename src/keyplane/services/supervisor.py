@@ -7,6 +7,10 @@ listener, the window keeper) runs under one :class:`Supervisor`. A loop that rai
 material) and started again after an exponential backoff, capped. A loop that returns has
 finished on purpose (the ledger writer after ``close``) and is not restarted.
 
+A loop's database work runs :func:`uninterrupted`: a stop that cancels the loop mid-write
+waits for the write to end instead of abandoning its transaction (a connection reset under a
+cancelled task fails, is logged by the pool, and the work is lost or left half done).
+
 Each loop's state is visible in ``/readyz`` and ``/metrics``. A loop is ``critical`` when the
 server answers wrongly while it is down, not merely later or less tidily: readiness is
 degraded while a critical loop is restarting, so a load balancer sends traffic elsewhere.
@@ -20,13 +24,34 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 from keyplane.metrics import LOOP_RESTARTS
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: How the supervisor waits out a backoff; injected in tests so nothing really waits.
 Sleep = Callable[[float], Awaitable[None]]
+
+
+async def uninterrupted(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even when the caller is cancelled meanwhile, then let the
+    cancellation through.
+
+    ``asyncio.shield`` alone lets the caller end at once while the work goes on unwatched:
+    the supervisor's stop would then close the store under it. Here the caller ends only
+    once the work has (or when cancelled a second time: the stop's grace period bounds it).
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is stopping, its cancellation wins
+        raise
 
 
 class LoopStatus(StrEnum):

@@ -39,6 +39,7 @@ from keyplane.domain.webhooks import (
 )
 from keyplane.errors import KeyplaneError, NotFoundError, ValidationError
 from keyplane.services.authz import require_scope
+from keyplane.services.supervisor import uninterrupted
 from keyplane.store.tenancy import TenancyStore
 from keyplane.store.webhooks import WebhookStore
 from keyplane.webhooks import new_secret
@@ -397,7 +398,11 @@ class WebhookDispatcher:
 
     async def run_once(self) -> int:
         """Claim what is due now and send it; how many deliveries were attempted."""
-        claimed = await self._store.claim(self._clock.now(), self._lease, self._batch)
+        # The writes run to their end at a stop; a post cut short is sent again once its
+        # claim's lease runs out (deliveries are at least once).
+        claimed = await uninterrupted(
+            self._store.claim(self._clock.now(), self._lease, self._batch)
+        )
         if claimed:
             await asyncio.gather(*(self._deliver(one) for one in claimed))
         return len(claimed)
@@ -435,7 +440,9 @@ class WebhookDispatcher:
             state = PENDING if next_at is not None else FAILED
         attempt = Attempt(number, at, status_code, latency_ms, error and error[:200], next_at)
         journal = Journal(SYSTEM, at)
-        await self._store.record_attempt(delivery.id, attempt, state, self._disable_after, journal)
+        await uninterrupted(
+            self._store.record_attempt(delivery.id, attempt, state, self._disable_after, journal)
+        )
 
     async def _email(self, endpoint: Endpoint, delivery: Delivery) -> tuple[int, str | None]:
         if self._mailer is None:
