@@ -50,19 +50,21 @@ _REPORTS = st.lists(
 
 
 def _recount(
-    reports: list[Counted], value_of: dict[tuple[str, datetime, str, str], str]
+    reports: list[Counted], value_of: dict[analytics.ValueSlot, str]
 ) -> dict[analytics.RowKey, list[int]]:
-    """Each report counted into each of its rows, one at a time."""
-    rows: dict[analytics.RowKey, Sums] = {}
+    """Each report counted into each of its rows, one at a time (with datetimes, floored by
+    ``analytics.floor``; the rows name their starts in epoch seconds)."""
+    rows: dict[tuple[str, str, datetime, str, str], Sums] = {}
     for report in reports:
         day = analytics.floor(Grain.DAY, report.recorded_at)
+        epoch_day = int(day.timestamp())
         for grain in Grain:
             start = analytics.floor(grain, report.recorded_at)
             slots = [(report.key_id, grain.value, start, "", "")]
             if grain is not Grain.MINUTE:
                 for dimension, value in (("model", report.model), ("feature", report.feature)):
                     if value:
-                        stored = value_of.get((report.key_id, day, dimension, value), value)
+                        stored = value_of.get((report.key_id, epoch_day, dimension, value), value)
                         slots.append((report.key_id, grain.value, start, dimension, stored))
             for slot in slots:
                 rows.setdefault(slot, Sums()).count(
@@ -72,7 +74,10 @@ def _recount(
                     report.latency_ms,
                     report.status,
                 )
-    return {slot: list(sums.values().values()) for slot, sums in rows.items()}
+    return {
+        (key_id, grain, int(start.timestamp()), dimension, value): list(sums.values().values())
+        for (key_id, grain, start, dimension, value), sums in rows.items()
+    }
 
 
 @given(_REPORTS, st.booleans())
@@ -82,7 +87,9 @@ def test_batch_rollup_equals_counting_each_report_into_each_row(
     value_of = {}
     if capped:
         value_of = {
-            (key_id, datetime(2026, 2, 28, tzinfo=UTC), "model", "claude"): analytics.OTHER
+            (key_id, int(datetime(2026, 2, 28, tzinfo=UTC).timestamp()), "model", "claude"): (
+                analytics.OTHER
+            )
             for key_id in ("key_a", "key_b")
         }
     assert analytics.rollup_rows(reports, value_of) == _recount(reports, value_of)

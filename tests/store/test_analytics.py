@@ -4,6 +4,7 @@ a brute-force recomputation from the raw ledger, caps, verdict flushes and pruni
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from collections import Counter
@@ -21,6 +22,7 @@ from keyplane.domain.analytics import Grain, Retention
 from keyplane.domain.usage import UsageEntry
 from keyplane.errors import StorageError
 from keyplane.settings import to_async_url
+from keyplane.store import analytics as store_analytics
 from keyplane.store.analytics import FOLD_CHUNK
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
@@ -364,6 +366,23 @@ async def test_a_group_commit_keeps_one_pending_row_that_a_fold_counts_once(db: 
     assert await _stored(db, [key]) == _brute_force(await _ledger(db, [key]))
 
 
+async def test_a_wide_group_commit_is_split_over_pending_rows(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold takes whole pending rows: a group commit of thousands of cells is kept in rows
+    of ``PENDING_ROW_CELLS``, so no one row is a bite past the fold's budget."""
+    monkeypatch.setattr(store_analytics, "PENDING_ROW_CELLS", 3)
+    org_id, key = await _key(db)
+    reports = [_report(key, org_id, NOW, model=f"m{i}") for i in range(7)]
+    await db.usage.record(reports)
+    assert await _pending(db) == 3  # 3 + 3 + 1 cells
+    # All repeats (same idempotency keys, new ids): nothing new, nothing more pending.
+    await db.usage.record([dataclasses.replace(r, id=ids.new_id("use")) for r in reports])
+    assert await _pending(db) == 3
+    assert await db.analytics.fold() == 3
+    assert await _stored(db, [key]) == _brute_force(await _ledger(db, [key]))
+
+
 async def test_a_ledger_transaction_that_fails_keeps_nothing_pending(db: Db) -> None:
     org_id, key = await _key(db)
 
@@ -430,6 +449,46 @@ async def test_a_fold_past_one_chunk_takes_every_pending_row(db: Db) -> None:
     for _ in range(FOLD_CHUNK + 3):
         await db.usage.record([_report(key, org_id, NOW, feature="chat")])
     assert await db.analytics.fold() == FOLD_CHUNK + 3
+    assert await _stored(db, [key]) == _brute_force(await _ledger(db, [key]))
+
+
+async def _pending_sizes(db: Db) -> list[int]:
+    pending = usage_analytics_pending.c
+    async with db.unit.read() as conn:
+        rows = await conn.execute(select(pending.id, pending.cells).order_by(pending.id))
+        return [len(cells) for _, cells in rows]
+
+
+async def test_a_fold_transaction_takes_pending_rows_up_to_its_budget(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding and merging pending cells runs on the event loop: one transaction takes rows
+    while the characters before each are under ``FOLD_BUDGET`` (always one row at least)."""
+    org_id, key = await _key(db)
+    for i in range(6):  # batches of different widths, so the rows differ in size
+        await db.usage.record([_report(key, org_id, NOW, model=f"m{i}-{n}") for n in range(i + 1)])
+    sizes = await _pending_sizes(db)
+    monkeypatch.setattr(store_analytics, "FOLD_BUDGET", sizes[0] + sizes[1] + 1)
+    async with db.unit.write() as conn:
+        taken = await db.analytics._take_pending(conn, wait=True)
+    # The third row starts under the budget, the fourth past it.
+    assert [len(cells) for _, cells in taken] == sizes[:3]
+    assert await _pending_sizes(db) == sizes[3:]
+    monkeypatch.setattr(store_analytics, "FOLD_BUDGET", 1)  # smaller than any row
+    async with db.unit.write() as conn:
+        taken = await db.analytics._take_pending(conn, wait=True)
+    assert [len(cells) for _, cells in taken] == sizes[3:4]
+
+
+async def test_a_fold_held_back_by_its_budget_goes_on_until_nothing_is_pending(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org_id, key = await _key(db)
+    for i in range(5):
+        await db.usage.record([_report(key, org_id, NOW, model=f"m{i}", feature="chat")])
+    monkeypatch.setattr(store_analytics, "FOLD_BUDGET", 1)  # one row per transaction
+    assert await db.analytics.fold(wait=False) == 5
+    assert await _pending(db) == 0
     assert await _stored(db, [key]) == _brute_force(await _ledger(db, [key]))
 
 

@@ -15,11 +15,11 @@ import bisect
 import itertools
 import operator
 import re
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 
 class Grain(StrEnum):
@@ -365,8 +365,10 @@ class Sums:
         return percentiles(self.histogram, (0.50, 0.95, 0.99))
 
 
-#: A rollup row's identity: key id, grain, bucket start, dimension, value.
-RowKey = tuple[str, str, datetime, str, str]
+#: A rollup row's identity: key id, grain, bucket start (epoch seconds, UTC), dimension,
+#: value. Epoch seconds, not datetimes, while rows are counted: a fold makes thousands, and
+#: flooring, hashing and sorting integers costs a fraction of doing it to aware datetimes.
+RowKey = tuple[str, str, int, str, str]
 
 
 class Countable(Protocol):
@@ -408,12 +410,24 @@ def measured(report: Countable) -> list[int]:
     return vector
 
 
-#: A rollup cell: the reports of one key, minute, model and feature (``""``: none), summed.
-#: A batch's cells are what the ledger's transaction keeps for the rollups (see
-#: ``store/analytics.py``); the rows are made from them when they are folded.
-Cell = tuple[str, datetime, str, str]
-#: A cell's identity, however its minute is written (a datetime, or epoch seconds in storage).
-_K = TypeVar("_K", bound=Hashable)
+#: A rollup cell: the reports of one key, minute (epoch seconds, UTC), model and feature
+#: (``""``: none), summed. A batch's cells are what the ledger's transaction keeps for the
+#: rollups (see ``store/analytics.py``); the rows are made from them when they are folded.
+Cell = tuple[str, int, str, str]
+#: What ``value_of`` is keyed by: key id, day start (epoch seconds), dimension, value.
+ValueSlot = tuple[str, int, str, str]
+
+_MINUTE_S, _HOUR_S, _DAY_S = 60, 3600, 86_400
+
+
+def epoch_minute(at: datetime) -> int:
+    """The start of ``at``'s minute in epoch seconds (UTC)."""
+    return int(at.timestamp()) // _MINUTE_S * _MINUTE_S
+
+
+def epoch_day(at: int) -> int:
+    """The start of the UTC day holding epoch second ``at``."""
+    return at - at % _DAY_S
 
 
 def cells_of(reports: Iterable[Countable]) -> dict[Cell, list[int]]:
@@ -423,7 +437,7 @@ def cells_of(reports: Iterable[Countable]) -> dict[Cell, list[int]]:
     for report in reports:
         cell = (
             report.key_id,
-            floor(Grain.MINUTE, report.recorded_at),
+            epoch_minute(report.recorded_at),
             report.model or "",
             report.feature or "",
         )
@@ -433,7 +447,7 @@ def cells_of(reports: Iterable[Countable]) -> dict[Cell, list[int]]:
     return cells
 
 
-def merge_cells(into: dict[_K, list[int]], cells: Mapping[_K, list[int]]) -> None:
+def merge_cells(into: dict[Cell, list[int]], cells: Mapping[Cell, list[int]]) -> None:
     """Add ``cells`` to ``into`` (new lists only: a vector may be shared)."""
     for cell, vector in cells.items():
         summed = into.get(cell)
@@ -442,7 +456,7 @@ def merge_cells(into: dict[_K, list[int]], cells: Mapping[_K, list[int]]) -> Non
 
 def rows_of_cells(
     cells: Mapping[Cell, list[int]],
-    value_of: Mapping[tuple[str, datetime, str, str], str] | None = None,
+    value_of: Mapping[ValueSlot, str] | None = None,
 ) -> dict[RowKey, list[int]]:
     """The rollup rows ``cells`` add to, each once, with what they add to it (the measures
     in ``MEASURES`` order).
@@ -454,20 +468,25 @@ def rows_of_cells(
     # follows the distinct cells (each adds to its up to seven rows), not reports times rows.
     chosen = value_of or {}
     rows: dict[RowKey, list[int]] = {}
+    # The grains' names looked up once (an enum member's value is a descriptor call).
+    by_minute, by_hour, by_day = Grain.MINUTE.value, Grain.HOUR.value, Grain.DAY.value
     for (key_id, minute, model, feature), vector in cells.items():
-        hour = minute.replace(minute=0)
-        day = hour.replace(hour=0)
+        hour = minute - minute % _HOUR_S
+        day = minute - minute % _DAY_S
         slots = [
-            (key_id, Grain.MINUTE.value, minute, "", ""),
-            (key_id, Grain.HOUR.value, hour, "", ""),
-            (key_id, Grain.DAY.value, day, "", ""),
+            (key_id, by_minute, minute, "", ""),
+            (key_id, by_hour, hour, "", ""),
+            (key_id, by_day, day, "", ""),
         ]
         # The minute grain has totals only: per-value rows start at the hour.
-        for dimension, value in (("model", model), ("feature", feature)):
-            if value:
-                stored = chosen.get((key_id, day, dimension, value), value)
-                slots.append((key_id, Grain.HOUR.value, hour, dimension, stored))
-                slots.append((key_id, Grain.DAY.value, day, dimension, stored))
+        if model:
+            stored = chosen.get((key_id, day, "model", model), model)
+            slots.append((key_id, by_hour, hour, "model", stored))
+            slots.append((key_id, by_day, day, "model", stored))
+        if feature:
+            stored = chosen.get((key_id, day, "feature", feature), feature)
+            slots.append((key_id, by_hour, hour, "feature", stored))
+            slots.append((key_id, by_day, day, "feature", stored))
         for slot in slots:
             # New lists only, never added in place: one cell's vector may start several rows.
             summed = rows.get(slot)
@@ -477,7 +496,7 @@ def rows_of_cells(
 
 def rollup_rows(
     reports: Iterable[Countable],
-    value_of: Mapping[tuple[str, datetime, str, str], str] | None = None,
+    value_of: Mapping[ValueSlot, str] | None = None,
 ) -> dict[RowKey, list[int]]:
     """The rollup rows a batch of reports adds to: :func:`rows_of_cells` of its cells."""
     return rows_of_cells(cells_of(reports), value_of)

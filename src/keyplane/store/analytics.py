@@ -1,15 +1,16 @@
 """Analytics rollups: :class:`AnalyticsStore` and its SQL implementation.
 
 ``usage_analytics`` sums usage reports per key, grain, bucket and dimension value. The ledger's
-transaction (``SqlUsageStore.record``) adds one ``usage_analytics_pending`` row per group
-commit, the batch's reports summed per key, minute, model and feature (:func:`pending_cells`);
-:meth:`SqlAnalyticsStore.fold` deletes pending rows and adds them to the rollups in one
-transaction. So a report is counted exactly once whatever crashes when, and the commit every
-report waits for writes one row instead of every rollup row it touches. A background pass
-folds every second or so, and every read folds first, so a read sees every report
-acknowledged before it. ``verify_analytics`` counts verify outcomes, flushed from memory in
-batches (``services/analytics.py``). Both tables are written by upserts that add, in key
-order, so folds and instances add up and concurrent writers lock rows in one order.
+transaction (``SqlUsageStore.record``) adds a ``usage_analytics_pending`` row per group commit
+(one per ``PENDING_ROW_CELLS`` cells), the batch's reports summed per key, minute, model and
+feature (:func:`pending_cells`); :meth:`SqlAnalyticsStore.fold` deletes pending rows and adds
+them to the rollups in one transaction, a bounded bite at a time. So a report is counted exactly
+once whatever crashes when, and the commit every report waits for writes one row instead of
+every rollup row it touches. A background pass folds every second or so, and every read folds
+first, so a read sees every report acknowledged before it. ``verify_analytics`` counts verify
+outcomes, flushed from memory in batches (``services/analytics.py``). Both tables are written by
+upserts that add, so folds and instances add up; on PostgreSQL in key order, so concurrent
+writers lock rows in one order.
 """
 
 from __future__ import annotations
@@ -44,53 +45,63 @@ PRUNE_CHUNK = 5000
 EXPORT_CHUNK = 1000
 #: Pending rows (group commits) one fold transaction takes at most.
 FOLD_CHUNK = 100
-#: (key id, day start, dimension, value) the cardinality cap admitted, remembered up to this
-#: many (admission never changes afterwards: day rows outlive the day).
-_ADMITTED_MEMORY = 100_000
+#: Characters of pending cells one fold transaction takes, past its first row: decoding and
+#: merging them runs on the event loop, so a backlog of wide batches (a group commit holds
+#: up to ``KEYPLANE_USAGE_BATCH_MAX`` reports, each its own cell at worst) is folded a few
+#: milliseconds at a time: about 500 cells, and one row of ``PENDING_ROW_CELLS`` more at most.
+FOLD_BUDGET = 64 * 1024
+#: Cells one pending row holds at most (a group commit's cells are split over rows).
+PENDING_ROW_CELLS = 256
+#: Cardinality cap decisions (key id, day start, dimension, value) remembered, up to this
+#: many (a decision never changes afterwards: day rows outlive the day).
+_DECIDED_MEMORY = 100_000
 
 #: A usage rollup row's columns: its identity (``analytics.RowKey``), then its measures.
 _USAGE_COLUMNS = ("key_id", "grain", "bucket_start", "dimension", "value", *analytics.MEASURES)
 
-#: PostgreSQL's batch upsert of usage rollup rows: one array parameter per column, unnested
-#: in order (``WITH ORDINALITY`` keeps the sorted, lock-ordering row order), adding measures.
-_UNNEST_PARAMS = tuple(f"c{index}" for index in range(len(_USAGE_COLUMNS)))
 
+def _json_upsert() -> Any:
+    """PostgreSQL's batch upsert of usage rollup rows: one JSON array of rows (identity, the
+    bucket start in epoch seconds, then the measures), unnested in order (``WITH
+    ORDINALITY`` keeps the sorted, lock-ordering row order), adding measures.
 
-def _unnest_upsert() -> Any:
+    JSON, not one array parameter per column: asyncpg checks every element of an array
+    parameter on its own (a fold of 2,000 rows made half a million checks), while the JSON
+    is one string, encoded in C here and parsed in C by the server.
+    """
     # Built from this module's constant column names only (no input reaches it).
     columns = ", ".join(_USAGE_COLUMNS)
-    kinds: tuple[str, ...] = ("varchar", "varchar", "timestamptz", "varchar", "varchar")
-    kinds += ("bigint",) * len(analytics.MEASURES)
-    arrays = ", ".join(
-        f"CAST(:{param} AS {kind}[])" for param, kind in zip(_UNNEST_PARAMS, kinds, strict=True)
-    )
+    fields = ["r->>0", "r->>1", "to_timestamp((r->>2)::bigint)", "r->>3", "r->>4"]
+    fields += [f"(r->>{5 + index})::bigint" for index in range(len(analytics.MEASURES))]
     sums = ", ".join(f"{m} = usage_analytics.{m} + excluded.{m}" for m in analytics.MEASURES)
     return text(
-        f"INSERT INTO usage_analytics ({columns}) SELECT {columns} "  # noqa: S608
-        f"FROM unnest({arrays}) WITH ORDINALITY AS r({columns}, n) ORDER BY n "
+        f"INSERT INTO usage_analytics ({columns}) SELECT {', '.join(fields)} "  # noqa: S608
+        "FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS t(r, n) ORDER BY n "
         f"ON CONFLICT (key_id, grain, bucket_start, dimension, value) DO UPDATE SET {sums}"
     )
 
 
-_UNNEST_UPSERT = _unnest_upsert()
+_JSON_UPSERT = _json_upsert()
 
 #: SQLite: a pending row's insert as the driver takes it (the ledger sends it in one trip to
 #: aiosqlite's thread with its rollups, ``store/usage.py``).
 PENDING_INSERT = "INSERT INTO usage_analytics_pending (cells) VALUES (?)"
 
 
-def pending_cells(reports: Sequence[Countable]) -> str:
-    """What the ledger's transaction keeps of its new reports for the rollups (the
-    ``cells`` of one ``usage_analytics_pending`` row): their cells, as JSON rows of key id,
-    minute (epoch seconds), model, feature, then the measures; :meth:`SqlAnalyticsStore.fold`
-    counts them in."""
-    return json.dumps(
-        [
-            [key_id, int(minute.timestamp()), model, feature, *vector]
-            for (key_id, minute, model, feature), vector in analytics.cells_of(reports).items()
-        ],
-        separators=(",", ":"),
-    )
+def pending_cells(reports: Sequence[Countable]) -> list[str]:
+    """What the ledger's transaction keeps of its new reports for the rollups (the ``cells``
+    of its ``usage_analytics_pending`` rows): their cells, as JSON rows of key id, minute
+    (epoch seconds), model, feature, then the measures, ``PENDING_ROW_CELLS`` to a row at
+    most (a fold takes whole rows: a group commit's thousands of cells would be one bite);
+    :meth:`SqlAnalyticsStore.fold` counts them in."""
+    cells = [
+        [key_id, minute, model, feature, *vector]
+        for (key_id, minute, model, feature), vector in analytics.cells_of(reports).items()
+    ]
+    return [
+        json.dumps(cells[start : start + PENDING_ROW_CELLS], separators=(",", ":"))
+        for start in range(0, len(cells), PENDING_ROW_CELLS)
+    ]
 
 
 GroupBy = Literal["key", "owner", "project", "model", "code"]
@@ -181,7 +192,8 @@ class SqlAnalyticsStore:
         #: counted as ``analytics.OTHER``. Instances check it on their own, so concurrent
         #: batches may pass it by a few values, never by more than they write at once.
         self.max_values = max_values
-        self._admitted: set[tuple[str, datetime, str, str]] = set()
+        #: What each (key id, day start, dimension, value) is stored as (itself or OTHER).
+        self._decided: dict[analytics.ValueSlot, str] = {}
         self._usage_upsert: Any = None
         self._sqlite_usage_upsert: tuple[str, Callable[[datetime], Any]] | None = None
         self._verdict_upsert: Any = None
@@ -197,39 +209,44 @@ class SqlAnalyticsStore:
         call is in the rollups; and first look whether anything is pending at all, so a read
         takes no write lock when nothing is. The background pass skips locked rows instead.
         """
-        pending = usage_analytics_pending.c
         if wait and not await self._anything_pending():
             return 0
         folded = 0
         while True:
             async with self._unit.write() as conn:
-                # One statement that starts with the write: on SQLite a transaction that
-                # reads first cannot take the write lock while another connection holds it.
-                oldest = select(pending.id).order_by(pending.id).limit(FOLD_CHUNK)
-                if not self._unit.is_sqlite:
-                    # In id order: concurrent folds lock pending rows in one order too.
-                    oldest = oldest.with_for_update(skip_locked=not wait)
-                taken = delete(usage_analytics_pending).where(
-                    pending.id.in_(oldest.scalar_subquery())
-                )
-                found = sorted(
-                    (await conn.execute(taken.returning(pending.id, pending.cells))).all()
-                )
+                found = await self._take_pending(conn, wait=wait)
                 if found:
                     # In id order, the order the reports were committed in (the order the
                     # cardinality cap admits values in).
-                    merged: dict[tuple[str, int, str, str], list[int]] = {}
+                    cells: dict[Cell, list[int]] = {}
                     for row_id, text in found:
-                        analytics.merge_cells(merged, _decode(row_id, text))
-                    # The minute of each distinct cell made a datetime once, not per row.
-                    cells = {
-                        (key_id, datetime.fromtimestamp(minute, UTC), model, feature): vector
-                        for (key_id, minute, model, feature), vector in merged.items()
-                    }
+                        analytics.merge_cells(cells, _decode(row_id, text))
                     await self._add_cells(conn, cells)
             folded += len(found)
-            if len(found) < FOLD_CHUNK:
-                return folded
+            if len(found) < FOLD_CHUNK and sum(len(text) for _, text in found) < FOLD_BUDGET:
+                return folded  # neither bound held rows back: none were left
+
+    async def _take_pending(self, conn: AsyncConnection, *, wait: bool) -> list[Any]:
+        """Delete the oldest pending rows, up to ``FOLD_CHUNK`` rows and ``FOLD_BUDGET``
+        characters past the first, and answer them (id, cells) in id order."""
+        pending = usage_analytics_pending.c
+        oldest = (
+            select(pending.id, func.length(pending.cells).label("size"))
+            .order_by(pending.id)
+            .limit(FOLD_CHUNK)
+        )
+        if not self._unit.is_sqlite:
+            # In id order: concurrent folds lock pending rows in one order too. (A row
+            # locked here but past the budget stays pending, locked until this commits.)
+            oldest = oldest.with_for_update(skip_locked=not wait)
+        chunk = oldest.subquery()
+        before = func.sum(chunk.c.size).over(order_by=chunk.c.id) - chunk.c.size
+        sized = select(chunk.c.id, before.label("before")).subquery()
+        within = select(sized.c.id).where(sized.c.before < FOLD_BUDGET)
+        # One statement that starts with the write: on SQLite a transaction that reads first
+        # cannot take the write lock while another connection holds it.
+        taken = delete(usage_analytics_pending).where(pending.id.in_(within.scalar_subquery()))
+        return sorted((await conn.execute(taken.returning(pending.id, pending.cells))).all())
 
     async def _anything_pending(self) -> bool:
         async with self._unit.read() as conn:
@@ -242,69 +259,87 @@ class SqlAnalyticsStore:
             return
         value_of = await self._capped_values(conn, cells)
         rows = analytics.rows_of_cells(cells, value_of)
-        # Sorted: concurrent transactions (several instances) lock rows in one order.
-        ordered = sorted(rows.items())
         if not self._unit.is_sqlite:
-            # One statement over arrays, not one per row.
-            columns = list(zip(*((*slot, *measures) for slot, measures in ordered), strict=True))
-            await conn.execute(_UNNEST_UPSERT, dict(zip(_UNNEST_PARAMS, columns, strict=True)))
+            # Sorted: concurrent transactions (several instances) lock rows in one order.
+            ordered = [[*slot, *measures] for slot, measures in sorted(rows.items())]
+            await conn.execute(_JSON_UPSERT, {"rows": json.dumps(ordered, separators=(",", ":"))})
             return
         # SQLite: the same upsert, handed to the driver as tuples (through SQLAlchemy, binding
-        # 24 parameters per row was most of the rollups' CPU). The few distinct bucket starts
-        # go through the column's own bind processor, so the stored text is exactly what every
-        # other statement writes and compares.
+        # 24 parameters per row was most of the rollups' CPU), unsorted (one writer at a time
+        # locks nothing row by row). The bucket starts go through the column's own bind
+        # processor, so the stored text is exactly what every other statement writes and
+        # compares.
         sql, to_text = self._sqlite_upsert(conn)
-        texts = {start: to_text(start) for start in {slot[2] for slot, _ in ordered}}
+        texts = {
+            start: to_text(datetime.fromtimestamp(start, UTC)) for start in {s[2] for s in rows}
+        }
         await conn.exec_driver_sql(
             sql,
             [
                 (k, grain, texts[start], d, v, *measures)
-                for (k, grain, start, d, v), measures in ordered
+                for (k, grain, start, d, v), measures in rows.items()
             ],
         )
 
     async def _capped_values(
         self, conn: AsyncConnection, cells: Mapping[Cell, list[int]]
-    ) -> dict[tuple[str, datetime, str, str], str]:
-        """Which model and feature values each key may have rows for, per day."""
-        wanted: list[tuple[str, datetime, str, str]] = []
+    ) -> Mapping[analytics.ValueSlot, str]:
+        """What each model and feature value of ``cells`` is stored as, per key and day: the
+        value, or ``OTHER`` once the key's cap for that day is full. A decision is final (rows
+        are never taken back), so this process makes each once."""
+        if len(self._decided) > _DECIDED_MEMORY:
+            self._decided.clear()
+        wanted: list[analytics.ValueSlot] = []
         for key_id, minute, model, feature in cells:
-            day = minute.replace(hour=0, minute=0)
-            for dimension, value in (("model", model), ("feature", feature)):
-                if value and (key_id, day, dimension, value) not in self._admitted:
-                    wanted.append((key_id, day, dimension, value))
-        if not wanted:
-            return {}
-        # Once each, in first-seen order (the order the cap admits values in).
-        wanted = list(dict.fromkeys(wanted))
-        rows = await conn.execute(
-            select(
-                usage_analytics.c.key_id,
-                usage_analytics.c.bucket_start,
-                usage_analytics.c.dimension,
-                usage_analytics.c.value,
-            ).where(
-                usage_analytics.c.key_id.in_(sorted({slot[0] for slot in wanted})),
-                usage_analytics.c.grain == Grain.DAY.value,
-                usage_analytics.c.bucket_start.in_(sorted({slot[1] for slot in wanted})),
-                usage_analytics.c.dimension.in_(analytics.DIMENSIONS),
-            )
+            day = analytics.epoch_day(minute)
+            if model and (key_id, day, "model", model) not in self._decided:
+                wanted.append((key_id, day, "model", model))
+            if feature and (key_id, day, "feature", feature) not in self._decided:
+                wanted.append((key_id, day, "feature", feature))
+        if wanted:
+            # Once each, in first-seen order (the order the cap admits values in).
+            await self._decide(conn, list(dict.fromkeys(wanted)))
+        return self._decided
+
+    async def _decide(self, conn: AsyncConnection, wanted: list[analytics.ValueSlot]) -> None:
+        """Decide ``wanted`` from how many values each key's day holds and which of the
+        wanted ones it holds already: not every value it holds (up to ``max_values`` per
+        key, day and dimension, read again by each fold that meets a new one)."""
+        usage = usage_analytics.c
+        days = sorted({slot[1] for slot in wanted})
+        in_scope = (
+            usage.key_id.in_(sorted({slot[0] for slot in wanted})),
+            usage.grain == Grain.DAY.value,
+            usage.bucket_start.in_([datetime.fromtimestamp(day, UTC) for day in days]),
+            usage.dimension.in_(analytics.DIMENSIONS),
         )
-        existing: dict[tuple[str, datetime, str], set[str]] = {}
-        for row in rows:
-            existing.setdefault((row.key_id, row.bucket_start, row.dimension), set()).add(row.value)
-        if len(self._admitted) > _ADMITTED_MEMORY:
-            self._admitted.clear()
-        chosen: dict[tuple[str, datetime, str, str], str] = {}
-        for key_id, day, dimension, value in wanted:
-            values = existing.setdefault((key_id, day, dimension), set())
-            if value in values or len(values) < self.max_values:
-                values.add(value)
-                self._admitted.add((key_id, day, dimension, value))
-            else:
-                values.add(analytics.OTHER)
-                chosen[(key_id, day, dimension, value)] = analytics.OTHER
-        return chosen
+        group = (usage.key_id, usage.bucket_start, usage.dimension)
+        counted = select(*group, func.count()).where(*in_scope).group_by(*group)
+        values = sorted({slot[3] for slot in wanted} | {analytics.OTHER})
+        held_query = select(*group, usage.value).where(*in_scope, usage.value.in_(values))
+        held_count: dict[tuple[str, int, str], int] = {}
+        for key_id, start, dimension, count in await conn.execute(counted):
+            held_count[(key_id, int(start.timestamp()), dimension)] = count
+        held: set[analytics.ValueSlot] = set()
+        for key_id, start, dimension, value in await conn.execute(held_query):
+            held.add((key_id, int(start.timestamp()), dimension, value))
+        for slot in wanted:
+            key_id, day, dimension, value = slot
+            if slot in held:
+                self._decided[slot] = value
+                continue
+            kept = (key_id, day, dimension)
+            count = held_count.get(kept, 0)
+            if count < self.max_values:
+                held.add(slot)
+                held_count[kept] = count + 1
+                self._decided[slot] = value
+                continue
+            other = (key_id, day, dimension, analytics.OTHER)
+            if other not in held:  # the OTHER row is one of the values too
+                held.add(other)
+                held_count[kept] = count + 1
+            self._decided[slot] = analytics.OTHER
 
     async def add_verdicts(self, counts: Mapping[tuple[str, datetime, str], int]) -> None:
         """Add verify outcome counts to every grain in one transaction."""
@@ -684,7 +719,7 @@ def _decode(row_id: int, text: str) -> dict[tuple[str, int, str, str], list[int]
                 raise ValueError("measures")
             if {type(key_id), type(model), type(feature)} != {str} or type(minute) is not int:
                 raise ValueError("cell")
-            if not _EPOCH_RANGE[0] <= minute <= _EPOCH_RANGE[1]:
+            if not _EPOCH_RANGE[0] <= minute <= _EPOCH_RANGE[1] or minute % 60:
                 raise ValueError("minute")
             cell = (key_id, minute, model, feature)
             summed = cells.get(cell)

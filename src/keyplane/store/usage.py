@@ -511,7 +511,7 @@ class SqlUsageStore:
         ]
         # Same transaction: a report is pending for the analytics exactly when it is in the
         # ledger, whatever crashes when (folding counts it once).
-        cells = None if self.analytics is None else pending_cells(added)
+        cells = [] if self.analytics is None else pending_cells(added)
         if self._unit.is_sqlite:
             await self._add_to_rollups_on_sqlite(conn, rows, cells)
         else:
@@ -526,7 +526,7 @@ class SqlUsageStore:
             await self._record_alerts(conn, alerting)
 
     async def _add_to_rollups_on_sqlite(
-        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]], cells: str | None
+        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]], cells: list[str]
     ) -> None:
         # Both statements in one trip to aiosqlite's thread (store/sqlite_driver.py): under
         # load a group commit holds a handful of reports, and a trip of its own was most of
@@ -537,8 +537,7 @@ class SqlUsageStore:
 
         def write(db: sqlite3.Connection) -> None:
             db.executemany(_SQLITE_ADD_TO_ROLLUP, values)
-            if cells is not None:
-                db.execute(PENDING_INSERT, (cells,))
+            db.executemany(PENDING_INSERT, [(piece,) for piece in cells])
 
         await run_on_driver(conn, write)
 
@@ -730,7 +729,7 @@ def _postgres_add_to_rollup() -> Any:
     # keeps the sorted order, so rows are locked in one order everywhere.
     return text(
         "WITH pending AS (INSERT INTO usage_analytics_pending (cells) "  # noqa: S608
-        "SELECT CAST(:cells AS text) WHERE CAST(:cells AS text) IS NOT NULL) "
+        "SELECT unnest(CAST(:cells AS text[]))) "
         f"INSERT INTO usage_rollups ({columns}) SELECT {columns} "
         f"FROM unnest({arrays}) WITH ORDINALITY AS r({columns}, n) ORDER BY n "
         f"ON CONFLICT (key_id, bucket, bucket_start, model) DO UPDATE SET {sums}"
@@ -738,7 +737,7 @@ def _postgres_add_to_rollup() -> Any:
 
 
 #: PostgreSQL: a batch's budget rollup rows added, over arrays (one execution for the batch's
-#: rows), with the analytics' pending row (``cells``, NULL: none) inserted by the same statement.
+#: rows), with the analytics' pending rows (``cells``, maybe none) inserted by the same statement.
 _POSTGRES_ADD_TO_ROLLUP = _postgres_add_to_rollup()
 
 
