@@ -116,7 +116,9 @@ def test_every_live_instance_confirms_before_the_call_returns(
 def test_a_paused_instance_is_named_unconfirmed_and_refuses_the_key_once_resumed(
     start_server: ServerFactory, postgres_backend: Backend
 ) -> None:
-    servers = _start(start_server, postgres_backend, 3, "redis")
+    # A write's own wait for the others (KEYPLANE_EVICTION_WAIT_SECONDS) far longer than the
+    # confirmation's: a confirmed write must not wait out both, one after the other.
+    servers = _start(start_server, postgres_backend, 3, "redis", eviction_wait="30")
     paused = servers[2]
     key, key_id, secret, mk_id = _cached_everywhere(servers)
     timeout = 3.0
@@ -145,6 +147,7 @@ def test_a_paused_instance_is_named_unconfirmed_and_refuses_the_key_once_resumed
             )
             assert answer.status_code == 200, answer.text
             assert answer.json()["confirmation"]["unconfirmed"] == ["charlie"]
+            assert time.monotonic() - started < 2 * (timeout + 10)  # not the 30 s wait either
         _refused_everywhere_at_once(servers[:2], key, "REVOKED")
     finally:
         os.kill(paused.process.pid, signal.SIGCONT)

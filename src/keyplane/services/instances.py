@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +39,31 @@ from keyplane.limits.scripts import Script
 from keyplane.services.invalidation import driver_name, wrapped
 
 log = logging.getLogger(__name__)
+
+_CONFIRMED_AFTER: ContextVar[bool] = ContextVar("keyplane_confirmed_after", default=False)
+
+
+@contextlib.contextmanager
+def confirmed_after(wait: float | None) -> Iterator[None]:
+    """Around a write whose caller then waits for every instance's confirmation itself
+    (``?wait=confirmed`` with ``wait`` seconds; None: it does not): the write's evictions are
+    published without their own wait (``KEYPLANE_EVICTION_WAIT_SECONDS``), which the
+    confirmation repeats. A paused instance made such a write wait out both, one after the
+    other."""
+    if wait is None:
+        yield
+        return
+    token = _CONFIRMED_AFTER.set(True)
+    try:
+        yield
+    finally:
+        _CONFIRMED_AFTER.reset(token)
+
+
+def confirmed_after_this_write() -> bool:
+    """Whether the running write is inside :func:`confirmed_after` with a wait."""
+    return _CONFIRMED_AFTER.get()
+
 
 #: What a registry raises when its backend is unreachable.
 REGISTRY_ERRORS = (StorageError,)

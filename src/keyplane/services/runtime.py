@@ -44,6 +44,7 @@ from keyplane.services.instances import (
     InstanceRegistry,
     RedisInstanceRegistry,
     await_confirmations,
+    confirmed_after_this_write,
 )
 from keyplane.services.invalidation import Eviction, PostgresInvalidation, RedisInvalidation
 from keyplane.services.jobs import JobRunner
@@ -587,7 +588,7 @@ class Runtime:
         if self.invalidation is None:
             return
         wait = self.settings.eviction_wait_seconds
-        if wait <= 0:
+        if wait <= 0 or confirmed_after_this_write():
             await self.invalidation.publish(eviction)
             return
         confirmation = await self._publish_confirmed(eviction, wait, include_self=False)

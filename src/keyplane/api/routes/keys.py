@@ -49,6 +49,7 @@ from keyplane.domain.keys import Environment, KeyRecord, KeyStatus, effective_st
 from keyplane.domain.tenancy import Principal
 from keyplane.errors import ValidationError
 from keyplane.services.authz import may_read
+from keyplane.services.instances import confirmed_after
 from keyplane.services.keys import Idempotency, IssuedKey, NewKey
 from keyplane.store.base import KeyFilter
 
@@ -292,9 +293,10 @@ async def revoke_key(
 ) -> KeyEnvelope | AckEnvelope:
     """Revoke a key for good; the record stays for audit."""
     why = body.reason if body is not None and body.reason is not None else reason
-    record = await ctx.keys.revoke(
-        principal, check_key_ref(id_or_hash), check_query_text("reason", why)
-    )
+    with confirmed_after(wait):
+        record = await ctx.keys.revoke(
+            principal, check_key_ref(id_or_hash), check_query_text("reason", why)
+        )
     return await _answer(ctx, principal, record, wait)
 
 
@@ -311,7 +313,8 @@ async def rotate_key(
 ) -> KeyCreated | AckCreated:
     """Issue a new secret for the key (same id and settings); shown only this once."""
     grace = (body or KeyRotate()).grace_period()
-    issued = await ctx.keys.rotate(principal, check_key_ref(id_or_hash), grace)
+    with confirmed_after(wait):
+        issued = await ctx.keys.rotate(principal, check_key_ref(id_or_hash), grace)
     answer = await _issued(ctx, principal, issued)
     expires = issued.old_key_expires_at or ctx.clock.now()
     # Every cached hash of the key goes, the rotated-out one included: each instance reloads
@@ -364,7 +367,8 @@ async def disable_key(
     after = (
         None if request.auto_enable_after is None else timedelta(seconds=request.auto_enable_after)
     )
-    record = await ctx.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
+    with confirmed_after(wait):
+        record = await ctx.keys.disable(principal, check_key_ref(id_or_hash), request.reason, after)
     return await _answer(ctx, principal, record, wait)
 
 
@@ -376,7 +380,8 @@ async def approve_key(
     id_or_hash: str, principal: KeysApprover, ctx: KeyRoutesDep, wait: ConfirmWait
 ) -> KeyEnvelope | AckEnvelope:
     """Approve a key pending approval; only a management key other than its creator's."""
-    record = await ctx.keys.approve(principal, check_key_ref(id_or_hash))
+    with confirmed_after(wait):
+        record = await ctx.keys.approve(principal, check_key_ref(id_or_hash))
     return await _answer(ctx, principal, record, wait)
 
 
@@ -393,7 +398,8 @@ async def reject_key(
 ) -> KeyEnvelope | AckEnvelope:
     """Reject a key pending approval: it is revoked for good."""
     reason = None if body is None else body.reason
-    record = await ctx.keys.reject(principal, check_key_ref(id_or_hash), reason)
+    with confirmed_after(wait):
+        record = await ctx.keys.reject(principal, check_key_ref(id_or_hash), reason)
     return await _answer(ctx, principal, record, wait)
 
 

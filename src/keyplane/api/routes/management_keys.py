@@ -27,6 +27,7 @@ from keyplane.api.schemas import (
 )
 from keyplane.domain.tenancy import ManagementKeyRecord
 from keyplane.services.authz import may_read
+from keyplane.services.instances import confirmed_after
 
 router = APIRouter(prefix="/v1/management-keys", tags=["management keys"])
 
@@ -92,7 +93,8 @@ async def revoke_management_key(
     wait: ConfirmWait,
 ) -> ManagementKeyEnvelope | AckEnvelope:
     """Revoke a management key; it stops working at once."""
-    record = await management.revoke(principal, check_id(key_id, "mk", "management key"))
+    with confirmed_after(wait):
+        record = await management.revoke(principal, check_id(key_id, "mk", "management key"))
     readable = may_read(principal, "management_keys:read")
     if wait is None:
         if not readable:
