@@ -23,17 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
-import secrets
-import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
-import asyncpg
+# bench/analytics.py: this script's directory is the first entry of sys.path.
+from analytics import DEFAULT_POSTGRES_URL, NOW, ROOT_KEY, SECRET, database, progress
 
 from keyplane.domain import ids
 from keyplane.domain.tenancy import Principal
@@ -42,15 +37,6 @@ from keyplane.services.keys import NewKey
 from keyplane.services.runtime import Runtime
 from keyplane.settings import Settings
 from keyplane.store import analytics as store_analytics
-
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-SECRET = "kp-bench-secret-" + "s" * 32
-ROOT_KEY = "kp-bench-root-" + "r" * 32
-NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,24 +47,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=500, help="reports (cells) per commit")
     parser.add_argument("--keys", type=int, default=50, help="keys the reports spread over")
     return parser.parse_args()
-
-
-@contextlib.asynccontextmanager
-async def database(backend: str, url: str) -> AsyncIterator[dict[str, object]]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as workdir:
-            yield {"database_url": f"sqlite:///{Path(workdir) / 'fold-bench.db'}"}
-        return
-    schema = f"fold_bench_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield {"database_url": url, "database_schema": schema}
-        finally:
-            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    finally:
-        await conn.close()
 
 
 async def backlog(runtime: Runtime, keys: list[str], rows: int, width: int, seed: int) -> None:

@@ -44,6 +44,7 @@ from keyplane.domain.changes import Journal
 from keyplane.errors import ConflictError, StorageError, ValidationError
 from keyplane.metrics import DATABASE_ERRORS, STORE_READ, STORE_WRITE
 from keyplane.settings import sqlite_path
+from keyplane.store.sqlite_adapter import one_trip_dbapi
 
 #: PostgreSQL's pool when no setting says otherwise (KEYPLANE_DATABASE_POOL_SIZE / _MAX_OVERFLOW).
 DEFAULT_POOL_SIZE = 10
@@ -79,16 +80,21 @@ def create_engine(
 
 def _sqlite_engine(async_url: str) -> AsyncEngine:
     path = sqlite_path(async_url)
+    # One trip to aiosqlite's thread per statement, not four (store/sqlite_adapter.py).
+    dbapi = one_trip_dbapi()
     if path is None:
         engine = create_async_engine(
             async_url,
+            module=dbapi,
             poolclass=StaticPool,
             connect_args={"check_same_thread": False},
             hide_parameters=True,
         )
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(async_url, connect_args={"timeout": 30}, hide_parameters=True)
+        engine = create_async_engine(
+            async_url, module=dbapi, connect_args={"timeout": 30}, hide_parameters=True
+        )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
