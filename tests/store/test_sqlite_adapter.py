@@ -54,6 +54,21 @@ async def test_a_statement_is_one_trip_to_the_driver_thread(engine: AsyncEngine)
         assert counting.puts == 2  # executemany too
 
 
+async def test_a_connection_given_back_after_its_commit_makes_no_trip(
+    engine: AsyncEngine,
+) -> None:
+    conn = await engine.connect()
+    await conn.execute(text("INSERT INTO t (name) VALUES ('a')"))
+    await conn.commit()
+    counting = await _counted(conn)
+    await conn.close()  # the pool's reset: a rollback with nothing to roll back
+    assert counting.puts == 0
+    async with engine.connect() as conn:  # and one given back mid-transaction rolls back
+        await conn.execute(text("INSERT INTO t (name) VALUES ('b')"))
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT name FROM t"))).scalars().all() == ["a"]
+
+
 async def test_it_answers_rows_counts_and_ids_as_the_driver_does(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         inserted = await conn.execute(text("INSERT INTO t (name) VALUES ('a')"))

@@ -117,6 +117,15 @@ class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
+    def rollback(self) -> None:
+        # The pool rolls back every connection it gets back, most of them just committed:
+        # with no transaction open a rollback does nothing, so it skips the trip. (sqlite3's
+        # ``in_transaction`` reads SQLite's own flag; no statement runs on the connection now.)
+        raw = self._connection._connection
+        if raw is not None and not raw.in_transaction:
+            return
+        super().rollback()
+
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """The DBAPI module SQLAlchemy's aiosqlite dialect takes (``create_engine(module=...)``),
