@@ -15,6 +15,7 @@ from tests.limits.harness import (
     memory_limits,
     new_client,
     redis_limits,
+    renewals_settled,
     require_redis,
 )
 
@@ -39,6 +40,7 @@ async def clients() -> AsyncIterator[Callable[..., Redis]]:
         return made[-1]
 
     yield make
+    await renewals_settled()
     for client in made:
         await client.aclose()
 

@@ -94,12 +94,27 @@ def memory_limits(spent: int = 0) -> Limits:
     return Limits(MemoryLimiter(ledger), ledger)
 
 
+#: The Redis limiters the running test made (``renewals_settled`` waits for their work).
+_MADE: list[RedisLimiter] = []
+
+
 def redis_limits(
     client: Redis, prefix: str, spent: int = 0, *, caller_clock: bool = True, **options: Any
 ) -> Limits:
     ledger = Ledger(spent)
     limiter = RedisLimiter(client, ledger, prefix=prefix, use_caller_clock=caller_clock, **options)
+    _MADE.append(limiter)
     return Limits(limiter, ledger)
+
+
+async def renewals_settled() -> None:
+    """Wait for the marker renewals the test's limiters started off a request's path (a third
+    of a marker's life gone), then forget the limiters: one still running when the test
+    closes its clients would open a connection again, left for a later test to find."""
+    for limiter in _MADE:
+        while limiter._markers.renewing:
+            await asyncio.wait(list(limiter._markers.renewing.values()))
+    _MADE.clear()
 
 
 def redis_url() -> str:
