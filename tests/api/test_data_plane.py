@@ -189,12 +189,19 @@ async def test_unauthenticated_verify_is_refused_alike(
     assert comparable(answers[0]) == comparable(answers[1])
 
 
-async def test_a_key_without_the_verify_scope_is_refused_alike(api: Api, reference: Any) -> None:
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/verify", {"key": "kp_live_x"}), ("/v1/usage", {"key": "kp_live_x", "cost": 1})],
+    ids=["verify", "usage"],
+)
+async def test_a_key_without_the_routes_scope_is_refused_alike(
+    api: Api, reference: Any, path: str, body: dict[str, Any]
+) -> None:
     reader = api.as_key(await api.management_key("keys:read"))
     answers = []
     for app in (api.app, reference):
         async with client(app, reader) as http:
-            answers.append(await http.post("/v1/verify", json={"key": "kp_live_x"}))
+            answers.append(await http.post(path, json=body))
     assert answers[0].status_code == 403
     assert comparable(answers[0]) == comparable(answers[1])
 
@@ -359,16 +366,6 @@ async def test_a_reused_idempotency_key_is_refused_alike(api: Api, reference: An
             await routed.post("/v1/usage", json={"key": key, "cost": 2}, headers=headers)
         )
     assert answers[0].status_code == 409
-    assert comparable(answers[0]) == comparable(answers[1])
-
-
-async def test_a_key_without_the_usage_scope_is_refused_alike(api: Api, reference: Any) -> None:
-    reader = api.as_key(await api.management_key("keys:read"))
-    answers = []
-    for app in (api.app, reference):
-        async with client(app, reader) as http:
-            answers.append(await http.post("/v1/usage", json={"key": "kp_live_x", "cost": 1}))
-    assert answers[0].status_code == 403
     assert comparable(answers[0]) == comparable(answers[1])
 
 

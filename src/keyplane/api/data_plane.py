@@ -58,16 +58,24 @@ Endpoint = Callable[..., Awaitable[Any]]
 _JSON = b"application/json"
 
 
-class LeanVerify:
-    """What the lean path needs of the verify route, read from the route itself."""
+class LeanRoute:
+    """What the lean path needs of any route it answers, read from the route itself: its
+    endpoint, the model its body is validated by, the scope its principal must hold."""
 
-    def __init__(
-        self, route: APIRoute, body_model: type[BaseModel], scope: str, wants_request: bool
-    ) -> None:
+    def __init__(self, route: APIRoute, body_model: type[BaseModel], scope: str) -> None:
         self.route = route
         self.endpoint: Endpoint = route.endpoint
         self.body_model = body_model
         self.scope = scope
+
+
+class LeanVerify(LeanRoute):
+    """The verify route's parts."""
+
+    def __init__(
+        self, route: APIRoute, body_model: type[BaseModel], scope: str, wants_request: bool
+    ) -> None:
+        super().__init__(route, body_model, scope)
         #: The endpoint also takes the request itself (``request: Request``).
         self.wants_request = wants_request
 
@@ -88,13 +96,13 @@ def lean_verify(route: APIRoute) -> LeanVerify | None:
         return None
     body_model = hints["body"]
     scope = _required_scope(hints["principal"])
-    if not (isinstance(body_model, type) and issubclass(body_model, BaseModel)) or not scope:
+    if not _is_model(body_model) or not scope:
         return None
     return LeanVerify(route, body_model, scope, wants_request)
 
 
-class LeanUsage:
-    """What the lean path needs of the usage-report route, read from the route itself."""
+class LeanUsage(LeanRoute):
+    """The usage-report route's parts."""
 
     def __init__(
         self,
@@ -104,10 +112,7 @@ class LeanUsage:
         idempotency_key: TypeAdapter[Any],
         answer_model: type[BaseModel],
     ) -> None:
-        self.route = route
-        self.endpoint: Endpoint = route.endpoint
-        self.body_model = body_model
-        self.scope = scope
+        super().__init__(route, body_model, scope)
         #: The ``Idempotency-Key`` header's own annotation, to validate it as the route does.
         self.idempotency_key = idempotency_key
         self.answer_model = answer_model
@@ -129,16 +134,20 @@ def lean_usage(route: APIRoute) -> LeanUsage | None:
     header_markers = [m for m in getattr(header, "__metadata__", ()) if isinstance(m, Header)]
     answer_model = route.response_model
     if (
-        not (isinstance(body_model, type) and issubclass(body_model, BaseModel))
+        not _is_model(body_model)
         or not scope
         or hints["response"] is not Response
         or len(header_markers) != 1
         or header_markers[0].alias not in (None, "idempotency-key")
         or parameters["idempotency_key"].default is not None
-        or not (isinstance(answer_model, type) and issubclass(answer_model, BaseModel))
+        or not _is_model(answer_model)
     ):
         return None
     return LeanUsage(route, body_model, scope, TypeAdapter(header), answer_model)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _required_scope(principal: Any) -> str | None:
@@ -223,7 +232,7 @@ class DataPlane:
         await response(scope, receive, send)
 
     async def _verify(self, lean: LeanVerify, scope: Scope, receive: Receive, send: Send) -> None:
-        read = await self._read(lean.route, lean.scope, lean.body_model, scope, receive, send)
+        read = await self._read(lean, scope, receive, send)
         if read is None:
             return
         request, principal, body, parsed = read
@@ -238,7 +247,7 @@ class DataPlane:
         await _respond(request, lean.endpoint(**arguments), scope, receive, send)
 
     async def _usage(self, lean: LeanUsage, scope: Scope, receive: Receive, send: Send) -> None:
-        read = await self._read(lean.route, lean.scope, lean.body_model, scope, receive, send)
+        read = await self._read(lean, scope, receive, send)
         if read is None:
             return
         request, principal, body, parsed = read
@@ -267,29 +276,23 @@ class DataPlane:
         await _respond(request, answer(), scope, receive, send)
 
     async def _read(
-        self,
-        route: APIRoute,
-        required_scope: str,
-        body_model: type[BaseModel],
-        scope: Scope,
-        receive: Receive,
-        send: Send,
+        self, lean: LeanRoute, scope: Scope, receive: Receive, send: Send
     ) -> tuple[Request, Principal, bytes, BaseModel | None] | None:
         """Who asks and whether they may, before a byte of the body is read; then the body
-        and its validation by ``body_model`` (``None``: not the happy path). ``None`` when
-        this answered already (refused) or the client went away."""
-        scope["route"] = route
+        and its validation by the route's body model (``None``: not the happy path). ``None``
+        when this answered already (refused) or the client went away."""
+        scope["route"] = lean.route
         request = ExactJsonRequest(scope, receive)
         try:
             principal = await get_principal(request)
-            require_scope(principal, required_scope)
+            require_scope(principal, lean.scope)
         except errors.KeyplaneError as exc:
             await problems.error_response(request, exc)(scope, receive, send)
             return None
         body = await _read_body(receive)
         if body is None:
             return None
-        return request, principal, body, _parse(body_model, scope, body)
+        return request, principal, body, _parse(lean.body_model, scope, body)
 
 
 async def _respond(
