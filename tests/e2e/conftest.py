@@ -157,6 +157,9 @@ class ServerFactory:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.servers: list[Server] = []
+        #: The PostgreSQL schema each server was started on (see ``make_backend``).
+        self.schemas: list[tuple[Server, str]] = []
+        _FACTORIES.append(self)
 
     def __call__(self, env: Env, *, attempts: int = 3, args: tuple[str, ...] = ()) -> Server:
         """Start ``keyplane serve <args>`` with ``env`` and wait until it answers."""
@@ -191,6 +194,9 @@ class ServerFactory:
         )
         server = Server(name, process, port, stdout_path, stderr_path, [stdout, stderr])
         self.servers.append(server)
+        schema = env.get("KEYPLANE_DATABASE_SCHEMA")
+        if schema:
+            self.schemas.append((server, schema))
         return server
 
     @staticmethod
@@ -209,6 +215,23 @@ class ServerFactory:
     def stop_all(self) -> None:
         for server in self.servers:
             server.stop()
+        if self in _FACTORIES:
+            _FACTORIES.remove(self)
+
+
+#: The factories of the running test, so a backend can stop the servers still writing to it.
+_FACTORIES: list[ServerFactory] = []
+
+
+def stop_servers_on(schema: str) -> None:
+    """Stop every server started on ``schema``: its schema is emptied and pooled for the next
+    test when the backend ends, which can be before the test's servers stop (fixture order,
+    or a ``with make_backend`` inside the test), and a live server's background writes then
+    raced the emptying (a deadlock) or left rows behind."""
+    for factory in _FACTORIES:
+        for server, used in factory.schemas:
+            if used == schema:
+                server.stop()
 
 
 @pytest.fixture
@@ -264,7 +287,10 @@ def make_backend(name: str, directory: Path) -> Iterator[Backend]:
         yield Backend("sqlite", f"sqlite:///{path}", sqlite_file=path)
         return
     with migrated_postgres_schema() as schema:
-        yield Backend("postgres", PG_URL, schema)
+        try:
+            yield Backend("postgres", PG_URL, schema)
+        finally:
+            stop_servers_on(schema)
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -12,6 +12,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from keyplane.store import sqlite_adapter
 from keyplane.store.unit import create_engine
 
 
@@ -52,6 +53,22 @@ async def test_a_statement_is_one_trip_to_the_driver_thread(engine: AsyncEngine)
         assert counting.puts == 1  # SQLAlchemy's adapter: cursor, execute, fetch, close
         await conn.execute(text("INSERT INTO t (name) VALUES (:n)"), [{"n": "a"}, {"n": "b"}])
         assert counting.puts == 2  # executemany too
+
+
+async def test_an_unknown_sqlalchemy_adapter_keeps_its_own_cursor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLAlchemy 2.0's cursor executes in ``execute`` itself: the one-trip cursor would not
+    be called, so the engine must keep the stock adapter (slower, correct)."""
+    monkeypatch.setattr(sqlite_adapter, "_HOOKS", ("_a_hook_this_sqlalchemy_lacks",))
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'stock.db'}")
+    try:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert not isinstance(raw.dbapi_connection, sqlite_adapter._OneTripConnection)
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await engine.dispose()
 
 
 async def test_a_connection_given_back_after_its_commit_makes_no_trip(

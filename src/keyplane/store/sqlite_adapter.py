@@ -139,6 +139,15 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
         return connection
 
 
-def one_trip_dbapi() -> OneTripDBAPI:
-    """A fresh module object for one engine."""
+def one_trip_dbapi() -> OneTripDBAPI | None:
+    """A fresh module object for one engine; ``None`` when the installed SQLAlchemy's adapter
+    is not the one this cursor was written against (SQLAlchemy 2.1's, whose cursor runs
+    statements through ``_execute_async``; 2.0's executes in ``execute`` itself): the engine
+    then keeps SQLAlchemy's own adapter, four trips per statement but correct."""
+    if not all(hasattr(AsyncAdapt_aiosqlite_cursor, name) for name in _HOOKS):
+        return None
     return OneTripDBAPI(aiosqlite, sqlite3)
+
+
+#: What :class:`OneTripCursor` overrides and SQLAlchemy's adapter must call.
+_HOOKS = ("_execute_async", "_executemany_async", "_async_soft_close")

@@ -82,18 +82,19 @@ def _sqlite_engine(async_url: str) -> AsyncEngine:
     path = sqlite_path(async_url)
     # One trip to aiosqlite's thread per statement, not four (store/sqlite_adapter.py).
     dbapi = one_trip_dbapi()
+    driver: dict[str, Any] = {} if dbapi is None else {"module": dbapi}
     if path is None:
         engine = create_async_engine(
             async_url,
-            module=dbapi,
             poolclass=StaticPool,
             connect_args={"check_same_thread": False},
             hide_parameters=True,
+            **driver,
         )
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            async_url, module=dbapi, connect_args={"timeout": 30}, hide_parameters=True
+            async_url, connect_args={"timeout": 30}, hide_parameters=True, **driver
         )
 
     @event.listens_for(engine.sync_engine, "connect")
