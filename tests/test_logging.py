@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import logging
 import logging.config
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from keyplane.api.observe import Observer
 from keyplane.domain import keyformat
 from keyplane.domain.keyformat import KeyKind
-from keyplane.logging_config import JsonFormatter, logging_config, redact
+from keyplane.logging_config import (
+    JsonFormatter,
+    LoopBatchedStreamHandler,
+    iso_utc,
+    line_writer,
+    logging_config,
+    redact,
+)
 
 KEYS = {
     "live": keyformat.generate(KeyKind.LIVE).text,
@@ -327,3 +340,154 @@ def test_configured_loggers_write_one_redacted_json_object_per_line(
 def test_logging_config_sets_the_level() -> None:
     config = logging_config("warning")
     assert {logger["level"] for logger in config["loggers"].values()} == {"WARNING"}
+
+
+# -- LoopBatchedStreamHandler: one write per turn of the event loop ---------------------------
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def batched(stream: CountingStream) -> LoopBatchedStreamHandler:
+    handler = LoopBatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.LogRecord("keyplane.test", level, __file__, 0, message, (), None)
+
+
+async def test_lines_logged_on_a_loop_are_written_together_when_its_turn_ends() -> None:
+    stream = CountingStream()
+    handler = batched(stream)
+    for n in range(3):
+        handler.handle(record(f"line {n}"))
+    assert stream.writes == []  # kept until this turn of the loop is over
+    await asyncio.sleep(0)
+    assert stream.writes == ["line 0\nline 1\nline 2\n"]
+    handler.handle(record("next turn"))
+    await asyncio.sleep(0)
+    assert stream.writes[1:] == ["next turn\n"]
+
+
+async def test_a_warning_is_written_at_once_after_the_kept_lines() -> None:
+    stream = CountingStream()
+    handler = batched(stream)
+    handler.handle(record("first"))
+    handler.handle(record("second"))
+    handler.handle(record("trouble", logging.WARNING))
+    assert stream.getvalue() == "first\nsecond\ntrouble\n"
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "first\nsecond\ntrouble\n"  # nothing written twice
+
+
+def test_lines_logged_off_a_loop_are_written_at_once() -> None:
+    stream = CountingStream()
+    handler = batched(stream)
+    handler.handle(record("one"))
+    handler.handle(record("two"))
+    assert stream.writes == ["one\n", "two\n"]
+
+
+async def test_flush_writes_the_kept_lines() -> None:
+    # What logging.shutdown does at exit, should the loop stop before its turn ends.
+    stream = CountingStream()
+    handler = batched(stream)
+    handler.handle(record("kept"))
+    handler.flush()
+    assert stream.getvalue() == "kept\n"
+
+
+@contextlib.contextmanager
+def uncaptured() -> Iterator[None]:
+    """Without the handlers pytest adds to capture logs (during the test's call)."""
+    keyplane = logging.getLogger("keyplane")
+    added = [h for h in keyplane.handlers if not isinstance(h, LoopBatchedStreamHandler)]
+    for handler in added:
+        keyplane.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in added:
+            keyplane.addHandler(handler)
+
+
+def test_the_configured_handler_takes_finished_lines(captured_stderr: io.StringIO) -> None:
+    with uncaptured():
+        writer = line_writer(logging.getLogger("keyplane.access"))
+    assert isinstance(writer, LoopBatchedStreamHandler)
+    writer.put("a finished line\n")
+    assert captured_stderr.getvalue() == "a finished line\n"
+
+
+@pytest.mark.usefixtures("captured_stderr")
+def test_finished_lines_are_not_taken_past_a_filter_or_another_handler() -> None:
+    access = logging.getLogger("keyplane.access")
+    assert line_writer(access) is None  # pytest's own capture handlers are on the way
+    with uncaptured():
+        _assert_not_taken_past_a_filter_or_another_handler(access)
+
+
+def _assert_not_taken_past_a_filter_or_another_handler(access: logging.Logger) -> None:
+    assert line_writer(access) is not None
+    dropping = logging.Filter("nothing")
+    access.addFilter(dropping)
+    try:
+        assert line_writer(access) is None
+    finally:
+        access.removeFilter(dropping)
+    other = logging.StreamHandler(io.StringIO())
+    logging.getLogger("keyplane").addHandler(other)
+    try:
+        assert line_writer(access) is None
+    finally:
+        logging.getLogger("keyplane").removeHandler(other)
+    handler = logging.getLogger("keyplane").handlers[0]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    assert line_writer(access) is None
+    assert line_writer(logging.getLogger("elsewhere")) is None
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_iso_utc_is_datetimes_isoformat(created: float) -> None:
+    assert iso_utc(created) == datetime.fromtimestamp(created, UTC).isoformat()
+    whole = float(int(created))
+    assert iso_utc(whole) == datetime.fromtimestamp(whole, UTC).isoformat()
+
+
+def test_the_access_line_put_directly_is_the_line_its_record_gives(
+    captured_stderr: io.StringIO,
+) -> None:
+    observer = Observer(access_log=True)
+    scope: dict[str, Any] = {"method": "POST", "headers": [], "route": _Route('/v1/k"{x}')}
+    access = observer.begin(scope)
+    access.principal_id = "mk_01"
+    with uncaptured():
+        observer.end(scope, access, 201, 0.0123456)  # the line put directly
+        other = io.StringIO()
+        second = logging.StreamHandler(other)
+        second.setFormatter(JsonFormatter())
+        logging.getLogger("keyplane").addHandler(second)
+        try:
+            observer.end(scope, access, 201, 0.0123456)  # the record, through both handlers
+        finally:
+            logging.getLogger("keyplane").removeHandler(second)
+    direct, through_handler = captured_stderr.getvalue().splitlines()
+    assert json.loads(through_handler) == json.loads(other.getvalue())
+    one, two = json.loads(direct), json.loads(through_handler)
+    assert datetime.fromisoformat(one.pop("ts")) <= datetime.fromisoformat(two.pop("ts"))
+    assert one == two
+    assert one["msg"] == 'POST /v1/k"{x} 201' and one["latency_ms"] == 12.346
+
+
+class _Route:
+    def __init__(self, path: str) -> None:
+        self.path = path

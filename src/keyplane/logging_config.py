@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import logging.config
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +43,28 @@ def _redacted_str(value: object) -> str:
     return redact(str(value))
 
 
+#: The last whole second :func:`iso_utc` formatted, and its text.
+_SECOND: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def iso_utc(created: float) -> str:
+    """``datetime.fromtimestamp(created, UTC).isoformat()``, the date and time formatted once
+    per second rather than on every line."""
+    global _SECOND
+    whole = math.floor(created)
+    micro = round((created - whole) * 1e6)  # half to even, as datetime rounds
+    if micro >= 1_000_000:
+        whole += 1
+        micro -= 1_000_000
+    second, text = _SECOND
+    if second != whole:
+        text = datetime.fromtimestamp(whole, UTC).isoformat()[:19]
+        _SECOND = (whole, text)
+    if micro:
+        return f"{text}.{micro:06d}+00:00"
+    return text + "+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "checked_fields", None)
@@ -50,7 +74,7 @@ class JsonFormatter(logging.Formatter):
             # would cost more than serving a verify.
             return json.dumps(
                 {
-                    "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                    "ts": iso_utc(record.created),
                     "level": record.levelname.lower(),
                     "logger": record.name,
                     "msg": record.getMessage(),
@@ -58,7 +82,7 @@ class JsonFormatter(logging.Formatter):
                 }
             )
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "ts": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": redact(record.getMessage()),
@@ -71,9 +95,101 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=_redacted_str)
 
 
+class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines logged on an event loop's thread together, once
+    per turn of the loop.
+
+    A server logs a line per request (the access log); written one by one, each is a system
+    call (and, on a pipe, a wakeup of the reader), which cost a busy server more CPU than
+    answering a healthz. Here the lines an event loop logs are kept until the end of the
+    loop's current turn, then written with one call: nothing waits longer than the requests
+    being handled in that turn. A line logged off the loop's thread, or at WARNING or above,
+    is written at once, after any kept lines, so the order is kept; ``flush`` (called at exit)
+    writes what is kept.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._kept: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.put(self.format(record) + self.terminator, record.levelno)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def put(self, line: str, level: int = logging.INFO) -> None:
+        """Write a finished line (``\\n`` included), kept or at once as ``emit`` would."""
+        loop = _running_loop()
+        self.acquire()
+        try:
+            if loop is not None and level < logging.WARNING:
+                if not self._kept:
+                    loop.call_soon(self.flush)
+                self._kept.append(line)
+                return
+            self._kept.append(line)
+            self._write_kept()
+        finally:
+            self.release()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write_kept()
+        finally:
+            self.release()
+
+    def _write_kept(self) -> None:
+        if self._kept:
+            text = "".join(self._kept)
+            self._kept.clear()
+            self.stream.write(text)
+        super().flush()
+
+
+def line_writer(logger: logging.Logger) -> LoopBatchedStreamHandler | None:
+    """Where a line ``logger`` logs at INFO, formatted by :class:`JsonFormatter`, can be put
+    directly (``put``), skipping the record: when the one handler it reaches is a
+    :class:`LoopBatchedStreamHandler` with that formatter, and no filter is on the way (the
+    configuration ``keyplane serve`` runs). ``None`` for anything else: log the record."""
+    found = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not LoopBatchedStreamHandler
+                or type(handler.formatter) is not JsonFormatter
+                or handler.filters
+                or handler.level > logging.INFO
+            ):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def logging_config(level: str = "info") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` mapping for Keyplane and uvicorn."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "keyplane.logging_config.LoopBatchedStreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,

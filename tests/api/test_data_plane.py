@@ -9,6 +9,7 @@ request ids aside).
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from typing import Annotated, Any
 
@@ -369,19 +370,99 @@ async def test_a_reused_idempotency_key_is_refused_alike(api: Api, reference: An
     assert comparable(answers[0]) == comparable(answers[1])
 
 
-async def test_a_valid_report_is_answered_without_fastapi(api: Api) -> None:
-    key = (await keys_of(api))[0]  # built first: creating keys goes through FastAPI
-    layer = api.app.middleware_stack  # type: ignore[attr-defined]
-    while not isinstance(layer, DataPlane):
-        layer = layer.app
+def _fastapi_bypassed(api: Api) -> list[str]:
+    """The paths the middleware stack and FastAPI are asked for, from now on."""
+    plane = api.app.data_plane  # type: ignore[attr-defined]
+    assert isinstance(plane, DataPlane)
     routed: list[str] = []
 
     async def fastapi(scope: Any, receive: Any, send: Any) -> None:
         routed.append(scope["path"])
 
-    layer.app = fastapi
+    plane.fallback = fastapi
+    return routed
+
+
+async def test_a_valid_report_is_answered_without_fastapi(api: Api) -> None:
+    key = (await keys_of(api))[0]  # built first: creating keys goes through FastAPI
+    routed = _fastapi_bypassed(api)
     answer = await api.client.post(
         "/v1/usage", json={"key": key, "cost": 0.5, "request_id": secrets.token_hex(6)}
     )
     assert answer.status_code == 201 and answer.json()["duplicate"] is False
     assert routed == []
+
+
+async def test_verify_healthz_and_forward_auth_are_answered_ahead_of_the_stack(api: Api) -> None:
+    key = (await keys_of(api))[0]
+    routed = _fastapi_bypassed(api)
+    verified = await api.client.post("/v1/verify", json={"key": key})
+    health = await api.client.get("/healthz")
+    forwarded = await api.client.get("/v1/auth/any/path", headers={"X-Api-Key": key})
+    assert [verified.status_code, health.status_code, routed] == [200, 200, []]
+    assert forwarded.status_code in (200, 401)  # whatever it answers, it answered it
+    for answer in (verified, health, forwarded):
+        # What the stack would add: the request id and the security headers.
+        assert len(answer.headers["x-request-id"]) == 24
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["keyplane-version"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/verify"), ("POST", "/v1/usage"), ("GET", "/healthz")]
+)
+async def test_requests_over_a_limit_are_refused_by_the_stack_alike(
+    api: Api, reference: Any, method: str, path: str
+) -> None:
+    big = b'{"key": "' + b"k" * 70_000 + b'"}'
+
+    def chunked() -> Any:
+        async def chunks() -> Any:
+            for _ in range(3):
+                yield big[:30_000]
+
+        return chunks()
+
+    async with client(reference, dict(api.client.headers)) as routed:
+        for shape in ("many headers", "declared", "chunked"):
+            answers = []
+            for plane in (api.client, routed):
+                if shape == "many headers":
+                    headers = {f"x-a{i}": "1" for i in range(150)}
+                    answer = await plane.request(method, path, headers=headers)
+                elif shape == "declared":
+                    answer = await plane.request(method, path, content=big)
+                else:
+                    answer = await plane.request(method, path, content=chunked())
+                answers.append(answer)
+            lean, fastapi = answers
+            assert lean.status_code == (431 if shape == "many headers" else 413), shape
+            assert comparable(lean) == comparable(fastapi), shape
+            assert lean.headers["x-request-id"]
+
+
+async def test_an_unexpected_error_gets_the_stacks_500_document_and_is_observed(
+    api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = (await keys_of(api))[0]
+    verifier = api.app.state.runtime.services.verifier  # type: ignore[attr-defined]
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(verifier, "verify", broken)
+    caplog.set_level(logging.INFO, logger="keyplane.access")
+    transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://keyplane.test", headers=dict(api.client.headers)
+    ) as raw:
+        answer = await raw.post("/v1/verify", json={"key": key})
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "INTERNAL_ERROR"
+    assert "a bug" not in answer.text
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    logged = [r for r in caplog.records if r.name == "keyplane.access"]
+    assert [r.checked_fields["status"] for r in logged] == [500]  # type: ignore[attr-defined]
+    assert logged[0].checked_fields["request_id"] == answer.headers["x-request-id"]  # type: ignore[attr-defined]

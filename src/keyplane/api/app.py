@@ -12,13 +12,14 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
 
 from keyplane import __version__, metrics
 from keyplane.api import compat, docs_ui, openapi, problems
 from keyplane.api.body_limit import BodySizeLimit
 from keyplane.api.data_plane import DataPlane, lean_forward_auth, lean_usage, lean_verify
 from keyplane.api.header_limit import LIFESPAN_KEY, HeaderLimitMiddleware, HeaderLimits
-from keyplane.api.observe import RequestObserver
+from keyplane.api.observe import Observer, RequestObserver
 from keyplane.api.routes import (
     analytics,
     audit,
@@ -41,7 +42,7 @@ from keyplane.api.routes import (
     verify,
     webhooks,
 )
-from keyplane.api.security_headers import SecurityHeaders
+from keyplane.api.security_headers import ResponseHeaders, SecurityHeaders
 from keyplane.domain.clock import Clock
 from keyplane.services.runtime import Runtime
 from keyplane.services.supervisor import Supervisor
@@ -83,6 +84,26 @@ def announce_root_key(secret: str, settings: Settings) -> None:
         "store it elsewhere and delete the file",
         path.resolve(),
     )
+
+
+class KeyplaneApp(FastAPI):
+    """FastAPI, with the data plane's requests (verify, usage reports, forward auth, healthz)
+    answered ahead of its middleware stack and router by :class:`DataPlane`, which gives them
+    what the stack would (``api/data_plane.py``); every other request, and any of those it
+    does not answer itself, goes through the stack."""
+
+    #: ``None`` with ``KEYPLANE_LEAN_DATA_PLANE=false``: FastAPI answers everything.
+    data_plane: DataPlane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        plane = self.data_plane
+        if plane is not None and scope["type"] == "http":
+            answerer = plane.answerer(scope)
+            if answerer is not None:
+                scope["app"] = self
+                await plane.serve(*answerer, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -140,7 +161,7 @@ def create_app(
             if settings.gc_freeze:
                 gc.unfreeze()
 
-    app = FastAPI(
+    app = KeyplaneApp(
         title="Keyplane",
         version=__version__,
         summary="Self-hosted API key management",
@@ -181,11 +202,24 @@ def create_app(
     for router in compat.ROUTERS:
         app.include_router(router)
     openapi.install(app)
+    observer = Observer(access_log=settings.access_log)
+    response_headers = ResponseHeaders(
+        cacheable_prefixes=(docs_ui.ASSETS_PATH + "/", docs_ui.REDOC_ASSETS_PATH + "/"),
+        version=__version__,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
+    app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
+    app.add_middleware(SecurityHeaders, headers=response_headers)
+    # Added last, so it runs first: every answer, 413 and 431 included, is counted, logged
+    # and carries X-Request-Id (and the security headers, added just inside it).
+    app.add_middleware(RequestObserver, observer=observer)
     if settings.lean_data_plane:
-        # Added first, so it runs last: inside the limits and the observer, which still
-        # apply to the requests it answers.
-        app.add_middleware(
-            DataPlane,
+        app.data_plane = DataPlane(
+            functools.partial(FastAPI.__call__, app),
+            observer=observer,
+            headers=response_headers,
+            header_limits=header_limits,
+            max_body_bytes=settings.max_body_bytes,
             verify=lean_verify(_route(verify.router, "/v1/verify")),
             health=_route(health.router, "/healthz"),
             version=__version__,
@@ -193,16 +227,6 @@ def create_app(
             auth_any_path=lean_forward_auth(_routes(auth.router, "/v1/auth/{path:path}")),
             usage=lean_usage(_route(usage.router, "/v1/usage")),
         )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, renderers=compat.TOO_LARGE)
-    app.add_middleware(HeaderLimitMiddleware, limits=header_limits)
-    app.add_middleware(
-        SecurityHeaders,
-        cacheable_prefixes=(docs_ui.ASSETS_PATH + "/", docs_ui.REDOC_ASSETS_PATH + "/"),
-        version=__version__,
-    )
-    # Added last, so it runs first: every answer, 413 and 431 included, is counted, logged
-    # and carries X-Request-Id (and the security headers, added just inside it).
-    app.add_middleware(RequestObserver, access_log=settings.access_log)
     return app
 
 

@@ -30,29 +30,20 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await self._too_large(scope, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
+        body, read = await read_body(receive, self.max_bytes)
+        if body is None:
+            if read[-1]["type"] == "http.request":
                 await self._too_large(scope, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+            else:
+                await self.app(scope, replay(read[-1:]), send)
+            return
         await self.app(
             scope,
-            _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+            replay([{"type": "http.request", "body": body, "more_body": False}], receive),
             send,
         )
 
@@ -61,12 +52,33 @@ class BodySizeLimit:
         path = scope.get("path", "")
         for prefix, render in self.renderers:
             if path.startswith(prefix):
-                await render(detail)(scope, _replay([]), send)
+                await render(detail)(scope, replay([]), send)
                 return
         await _too_large(send, detail)
 
 
-def _content_length(scope: Scope) -> int | None:
+async def read_body(receive: Receive, max_bytes: int) -> tuple[bytes | None, list[Message]]:
+    """A request's whole body, ``(body, [])``, when it is at most ``max_bytes``; else
+    ``(None, the messages read)``, the last being the one past the limit or the one that is not
+    the body (the client went away)."""
+    read: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        read.append(message)
+        if message["type"] != "http.request":
+            return None, read
+        size += len(message.get("body", b""))
+        if size > max_bytes:
+            return None, read
+        if not message.get("more_body", False):
+            break
+    if len(read) == 1:
+        return read[0].get("body", b""), []
+    return b"".join(m.get("body", b"") for m in read), []
+
+
+def content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", []):
         if name == b"content-length":
             try:
@@ -76,7 +88,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+def replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A receive that gives ``messages`` first, then what ``then`` gives (or a disconnect)."""
+
     async def receive() -> Message:
         if messages:
             return messages.pop(0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,9 +49,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyplane import errors
-from keyplane.api import problems
+from keyplane.api import observe, problems
+from keyplane.api.body_limit import content_length, read_body, replay
 from keyplane.api.deps import get_gateway, get_principal, get_usage, get_verifier
 from keyplane.api.exact import ExactJsonRequest, JsonNumber, exactly
+from keyplane.api.header_limit import HeaderLimits, over_limits
+from keyplane.api.observe import Access, Observer
+from keyplane.api.security_headers import ResponseHeaders
 from keyplane.domain.tenancy import Principal
 from keyplane.services.authz import require_scope
 
@@ -78,6 +83,21 @@ class LeanVerify(LeanRoute):
         super().__init__(route, body_model, scope)
         #: The endpoint also takes the request itself (``request: Request``).
         self.wants_request = wants_request
+
+    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+        """Answer a verify (``DataPlane.serve``'s work)."""
+        read = await _read(self, scope, body, receive, send)
+        if read is None:
+            return True
+        request, principal, parsed = read
+        if parsed is None:
+            return False  # not the happy path: the route answers, with its own error document
+        arguments: dict[str, Any] = {"body": parsed, "principal": principal}
+        arguments["verifier"] = await get_verifier(request)
+        if self.wants_request:
+            arguments["request"] = request
+        await _respond(request, self.endpoint(**arguments), scope, receive, send)
+        return True
 
 
 def lean_verify(route: APIRoute) -> LeanVerify | None:
@@ -117,6 +137,36 @@ class LeanUsage(LeanRoute):
         self.idempotency_key = idempotency_key
         self.answer_model = answer_model
         self.status = route.status_code or 200
+
+    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+        """Answer a usage report (``DataPlane.serve``'s work)."""
+        read = await _read(self, scope, body, receive, send)
+        if read is None:
+            return True
+        request, principal, parsed = read
+        idempotency_key = _idempotency_key(self, request)
+        if parsed is None or idempotency_key is _INVALID:
+            return False
+        # As FastAPI's sub-response: no status until the endpoint sets one.
+        status = Response()
+        status.status_code = None  # type: ignore[assignment]
+        usage = await get_usage(request)
+
+        async def answer() -> Response:
+            recorded = await self.endpoint(
+                body=parsed,
+                principal=principal,
+                usage=usage,
+                response=status,
+                idempotency_key=idempotency_key,
+            )
+            return JSONResponse(
+                self.answer_model.model_validate(recorded).model_dump(mode="json"),
+                status_code=status.status_code or self.status,
+            )
+
+        await _respond(request, answer(), scope, receive, send)
+        return True
 
 
 def lean_usage(route: APIRoute) -> LeanUsage | None:
@@ -173,12 +223,51 @@ def lean_forward_auth(routes: list[APIRoute]) -> dict[str, APIRoute]:
     return by_method
 
 
+class _Exchange:
+    """One answered request's ``send``: the request id and the security headers added to the
+    answer's head, as the middleware stack adds them, and its status remembered."""
+
+    __slots__ = ("_added", "_id", "_no_store", "_send", "status")
+
+    def __init__(self, send: Send, access: Access, headers: ResponseHeaders, path: str) -> None:
+        self._send = send
+        self._added = headers.added
+        self._id = (observe.HEADER, access.request_id.encode("ascii"))
+        self._no_store = headers.no_store(path)
+        #: The answer's status, once its head is sent.
+        self.status: int | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [*message.get("headers", ()), self._id]
+            message = {**message, "headers": self._added(headers, self._no_store)}
+        await self._send(message)
+
+
+Work = Callable[[Scope, bytes, Receive, Send], Awaitable[bool]]
+
+
 class DataPlane:
-    """Pure ASGI middleware: verify, forward auth and healthz without FastAPI's router."""
+    """Verify, usage reports, forward auth and healthz, answered ahead of the middleware stack
+    and FastAPI's router (``api.app.KeyplaneApp`` asks :meth:`answerer` first).
+
+    Each answer gets what the stack would give it, from the same parts: the header and body
+    limits (a request over either goes to the stack, which refuses it), the request id, metrics
+    and access log line (:class:`~keyplane.api.observe.Observer`), the security headers
+    (:class:`~keyplane.api.security_headers.ResponseHeaders`), and the stack's 500 document for
+    an unexpected error. ``fallback`` is the whole stack (FastAPI's ``__call__``), given the
+    body again for anything this does not answer itself.
+    """
 
     def __init__(
         self,
-        app: ASGIApp,
+        fallback: ASGIApp,
+        *,
+        observer: Observer,
+        headers: ResponseHeaders,
+        header_limits: HeaderLimits,
+        max_body_bytes: int,
         verify: LeanVerify | None,
         health: APIRoute,
         version: str,
@@ -186,7 +275,11 @@ class DataPlane:
         auth_any_path: dict[str, APIRoute] | None = None,
         usage: LeanUsage | None = None,
     ) -> None:
-        self.app = app
+        self.fallback = fallback
+        self.observer = observer
+        self.headers = headers
+        self.header_limits = header_limits
+        self.max_body_bytes = max_body_bytes
         self.verify = verify
         self.usage = usage
         self.health = health
@@ -195,104 +288,97 @@ class DataPlane:
         self.auth = auth or {}
         self.auth_any_path = auth_any_path or {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            method = scope["method"]
-            if path == "/v1/verify" and method == "POST" and self.verify is not None:
-                await self._verify(self.verify, scope, receive, send)
-                return
-            if path == "/v1/usage" and method == "POST" and self.usage is not None:
-                await self._usage(self.usage, scope, receive, send)
-                return
-            if path == "/healthz" and method == "GET" and not scope["query_string"]:
-                scope["route"] = self.health
-                await _answer(send, 200, self.health_body)
-                return
-            if path == "/v1/auth" and method in self.auth:
-                await self._forward_auth(self.auth[method], scope, receive, send)
-                return
-            if path.startswith("/v1/auth/") and method in self.auth_any_path:
-                scope["path_params"] = {"path": path[len("/v1/auth/") :]}
-                await self._forward_auth(self.auth_any_path[method], scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    def answerer(self, scope: Scope) -> tuple[APIRoute, Work] | None:
+        """The route and the work that answer this HTTP request here; ``None``: the stack
+        answers it."""
+        path = scope["path"]
+        method = scope["method"]
+        if path == "/v1/verify":
+            if method == "POST" and self.verify is not None:
+                return self.verify.route, self.verify.answer
+        elif path == "/v1/usage":
+            if method == "POST" and self.usage is not None:
+                return self.usage.route, self.usage.answer
+        elif path == "/healthz":
+            if method == "GET" and not scope["query_string"]:
+                return self.health, self._healthz
+        elif path == "/v1/auth":
+            if method in self.auth:
+                return self.auth[method], self._forward_auth
+        elif path.startswith("/v1/auth/") and method in self.auth_any_path:
+            return self.auth_any_path[method], self._forward_auth
+        return None
 
-    async def _forward_auth(
-        self, route: APIRoute, scope: Scope, receive: Receive, send: Send
+    async def serve(
+        self, route: APIRoute, work: Work, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        """What every answer here shares: the limits, the body, the observation, the headers,
+        the 500. ``work`` answers with the body; ``False``: it sent nothing, the stack answers."""
+        declared = content_length(scope)
+        if over_limits(scope, self.header_limits) or (
+            declared is not None and declared > self.max_body_bytes
+        ):
+            await self.fallback(scope, receive, send)
+            return
+        body, read = await read_body(receive, self.max_body_bytes)
+        if body is None:
+            await self.fallback(scope, replay(read, receive), send)
+            return
+        started = time.perf_counter()
+        access = self.observer.begin(scope)
+        scope["route"] = route
+        exchange = _Exchange(send, access, self.headers, scope["path"])
+        answered = True
+        try:
+            answered = await work(scope, body, receive, exchange.send)
+        except Exception as exc:
+            # As the stack's ServerErrorMiddleware: the routes' 500 document, then the error
+            # goes on up to the server, which logs it.
+            if exchange.status is None:
+                request = Request(scope, receive)
+                await (await problems.unexpected_error(request, exc))(scope, receive, exchange.send)
+            raise
+        finally:
+            if answered:
+                status = exchange.status or 500
+                self.observer.end(scope, access, status, time.perf_counter() - started)
+        if not answered:
+            await self.fallback(scope, _replay(body, receive), send)
+
+    async def _healthz(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+        await _answer(send, 200, self.health_body)
+        return True
+
+    async def _forward_auth(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
         # The route's endpoint answers every case itself (its refusals are its own documents);
         # only an error from below (storage, limiter) is left to the problem handler.
-        scope["route"] = route
+        route: APIRoute = scope["route"]
+        path = scope["path"]
+        if path != "/v1/auth":
+            scope["path_params"] = {"path": path[len("/v1/auth/") :]}
+        receive = _replay(body, receive)
         request = Request(scope, receive)
         try:
             response = await route.endpoint(request, await get_gateway(request))
         except errors.KeyplaneError as exc:
             response = problems.error_response(request, exc)
         await response(scope, receive, send)
+        return True
 
-    async def _verify(self, lean: LeanVerify, scope: Scope, receive: Receive, send: Send) -> None:
-        read = await self._read(lean, scope, receive, send)
-        if read is None:
-            return
-        request, principal, body, parsed = read
-        if parsed is None:
-            # Not the happy path: the route answers, with its own error document.
-            await self.app(scope, _replay(body), send)
-            return
-        arguments: dict[str, Any] = {"body": parsed, "principal": principal}
-        arguments["verifier"] = await get_verifier(request)
-        if lean.wants_request:
-            arguments["request"] = request
-        await _respond(request, lean.endpoint(**arguments), scope, receive, send)
 
-    async def _usage(self, lean: LeanUsage, scope: Scope, receive: Receive, send: Send) -> None:
-        read = await self._read(lean, scope, receive, send)
-        if read is None:
-            return
-        request, principal, body, parsed = read
-        idempotency_key = _idempotency_key(lean, request)
-        if parsed is None or idempotency_key is _INVALID:
-            await self.app(scope, _replay(body), send)
-            return
-        # As FastAPI's sub-response: no status until the endpoint sets one.
-        status = Response()
-        status.status_code = None  # type: ignore[assignment]
-        usage = await get_usage(request)
-
-        async def answer() -> Response:
-            recorded = await lean.endpoint(
-                body=parsed,
-                principal=principal,
-                usage=usage,
-                response=status,
-                idempotency_key=idempotency_key,
-            )
-            return JSONResponse(
-                lean.answer_model.model_validate(recorded).model_dump(mode="json"),
-                status_code=status.status_code or lean.status,
-            )
-
-        await _respond(request, answer(), scope, receive, send)
-
-    async def _read(
-        self, lean: LeanRoute, scope: Scope, receive: Receive, send: Send
-    ) -> tuple[Request, Principal, bytes, BaseModel | None] | None:
-        """Who asks and whether they may, before a byte of the body is read; then the body
-        and its validation by the route's body model (``None``: not the happy path). ``None``
-        when this answered already (refused) or the client went away."""
-        scope["route"] = lean.route
-        request = ExactJsonRequest(scope, receive)
-        try:
-            principal = await get_principal(request)
-            require_scope(principal, lean.scope)
-        except errors.KeyplaneError as exc:
-            await problems.error_response(request, exc)(scope, receive, send)
-            return None
-        body = await _read_body(receive)
-        if body is None:
-            return None
-        return request, principal, body, _parse(lean.body_model, scope, body)
+async def _read(
+    lean: LeanRoute, scope: Scope, body: bytes, receive: Receive, send: Send
+) -> tuple[Request, Principal, BaseModel | None] | None:
+    """Who asks and whether they may; then the body's validation by the route's body model
+    (``None``: not the happy path). ``None`` when this answered already (refused)."""
+    request = ExactJsonRequest(scope, receive)
+    try:
+        principal = await get_principal(request)
+        require_scope(principal, lean.scope)
+    except errors.KeyplaneError as exc:
+        await problems.error_response(request, exc)(scope, receive, send)
+        return None
+    return request, principal, _parse(lean.body_model, scope, body)
 
 
 async def _respond(
@@ -334,24 +420,9 @@ def _parse(model: type[BaseModel], scope: Scope, body: bytes) -> BaseModel | Non
         return None
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes) -> Receive:
-    messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> Message:
-        return messages.pop() if messages else {"type": "http.disconnect"}
-
-    return receive
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body again, then whatever else the client sends (a disconnect)."""
+    return replay([{"type": "http.request", "body": body, "more_body": False}], receive)
 
 
 async def _answer(send: Send, status: int, body: bytes) -> None:

@@ -62,6 +62,17 @@ def raw_431(limits: HeaderLimits) -> bytes:
     return head.encode("ascii") + payload
 
 
+def over_limits(scope: Scope, limits: HeaderLimits) -> bool:
+    """Whether a request's head, as it reached the app, is over ``limits``."""
+    headers = scope.get("headers", ())
+    if len(headers) > limits.max_count:
+        return True
+    # +4 per field for ": " and CRLF, as on the wire; the target counts too.
+    size = sum(len(name) + len(value) + 4 for name, value in headers)
+    size += len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    return size > limits.max_bytes
+
+
 class HeaderLimitMiddleware:
     """Pure ASGI: 431 problem+json for a request over the limits that reached the app."""
 
@@ -70,24 +81,19 @@ class HeaderLimitMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = scope.get("headers", ())
-            # +4 per field for ": " and CRLF, as on the wire; the target counts too.
-            size = sum(len(name) + len(value) + 4 for name, value in headers)
-            size += len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-            if len(headers) > self.limits.max_count or size > self.limits.max_bytes:
-                payload = problem_body(self.limits)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 431,
-                        "headers": [
-                            (b"content-type", b"application/problem+json"),
-                            (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": payload})
-                return
+        if scope["type"] == "http" and over_limits(scope, self.limits):
+            payload = problem_body(self.limits)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 431,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(payload)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+            return
         await self.app(scope, receive, send)

@@ -18,6 +18,7 @@ documents) are counted and carry ``X-Request-Id`` too.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from keyplane.logging_config import redact
+from keyplane.logging_config import iso_utc, line_writer, redact
 from keyplane.metrics import HTTP_REQUESTS
 
 log = logging.getLogger("keyplane.access")
@@ -83,14 +84,116 @@ def _new_id() -> str:
     return os.urandom(12).hex()
 
 
-class RequestObserver:
-    """Request ids, HTTP metrics and the access log (see the module docstring)."""
+class _Labelled:
+    """What a (method, route, status) gets once: its histogram child, its log message and
+    route as JSON text."""
 
-    def __init__(self, app: Any, *, access_log: bool = True) -> None:
-        self.app = app
+    __slots__ = ("child", "message", "route")
+
+    def __init__(self, child: Any, message: str, route: str) -> None:
+        self.child = child
+        self.message = message
+        self.route = route
+
+
+#: The access log line, as JsonFormatter writes the record (``checked_fields``).
+_ACCESS_LINE = (
+    '{"ts": "%s", "level": "info", "logger": "keyplane.access", "msg": %s, '
+    '"request_id": "%s", "method": "%s", "route": %s, "status": %d, "latency_ms": %r, '
+    '"principal_id": %s}\n'
+)
+
+
+def _json_id(value: str | None) -> str:
+    return "null" if value is None else json.dumps(value)
+
+
+class Observer:
+    """Request ids, HTTP metrics and the access log (see the module docstring): the parts,
+    shared by :class:`RequestObserver` and the data plane (``api/data_plane.py``), which
+    answers its requests before the middleware stack and observes them itself."""
+
+    def __init__(self, *, access_log: bool = True) -> None:
         self.access_log = access_log
         # (method, route, status) -> the histogram's child: binding labels takes a lock.
         self._children: dict[tuple[str, str, int], Any] = {}
+
+    def begin(self, scope: Scope) -> Access:
+        """The request's :class:`Access`, its id kept or made, and put in its scope."""
+        access = Access(_inbound_id(scope["headers"]) or _new_id())
+        scope[SCOPE_KEY] = access
+        return access
+
+    def end(self, scope: Scope, access: Access, status: int, elapsed: float) -> None:
+        """Count the answered request and write its access log line."""
+        route = getattr(scope.get("route"), "path", None) or UNMATCHED
+        # The client writes the method: any other than these is one label, not many.
+        method = scope.get("method", "WEBSOCKET")
+        if method not in _METHODS:
+            method = "OTHER"
+        child_key = (method, route, status)
+        known = self._children.get(child_key)
+        if known is None:
+            known = _Labelled(
+                HTTP_REQUESTS.labels(method, route, str(status)),
+                json.dumps(f"{method} {route} {status}"),
+                json.dumps(route),
+            )
+            if len(self._children) < 10_000:
+                self._children[child_key] = known
+        known.child.observe(elapsed)
+        if not self.access_log or not log.isEnabledFor(logging.INFO):
+            return
+        writer = line_writer(log)
+        if writer is not None:
+            # ``keyplane serve``'s own configuration: the line written as its formatter would
+            # write it, without the record and the handler chain (most of the line's cost).
+            writer.put(
+                _ACCESS_LINE
+                % (
+                    iso_utc(time.time()),
+                    known.message,
+                    access.request_id,
+                    method,
+                    known.route,
+                    status,
+                    round(elapsed * 1000, 3),
+                    _json_id(access.principal_id),
+                )
+            )
+        else:
+            # The record made and handed to the handlers directly: ``log.info`` would first
+            # walk the stack for the caller's file and line (``findCaller``), a third of
+            # the line's cost, to say what every access line says: this module.
+            fields = {
+                "request_id": access.request_id,
+                "method": method,
+                "route": route,
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 3),
+                "principal_id": access.principal_id,
+            }
+            log.handle(
+                log.makeRecord(
+                    log.name,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "%s %s %d",
+                    (method, route, status),
+                    None,
+                    extra={"checked_fields": fields},
+                )
+            )
+
+
+class RequestObserver:
+    """Pure ASGI middleware: every HTTP request and WebSocket observed by an
+    :class:`Observer`."""
+
+    def __init__(self, app: Any, *, observer: Observer) -> None:
+        self.app = app
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -98,22 +201,26 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _inbound_id(scope["headers"]) or _new_id()
-        access = Access(request_id)
-        scope[SCOPE_KEY] = access
+        access = self.observer.begin(scope)
         # A WebSocket is counted 101 once accepted, 403 when closed before (refused).
         status = 500
-        encoded = request_id.encode("ascii")
+        encoded = access.request_id.encode("ascii")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             kind = message["type"]
             if kind == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), (HEADER, encoded)]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (HEADER, encoded)],
+                }
             elif kind == "websocket.accept":
                 status = 101
-                message = {**message, "headers": [*message.get("headers", ()), (HEADER, encoded)]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (HEADER, encoded)],
+                }
             elif kind == "websocket.close" and status == 500:
                 status = 403
             await send(message)
@@ -121,40 +228,4 @@ class RequestObserver:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            # The client writes the method: any other than these is one label, not many.
-            method = scope.get("method", "WEBSOCKET")
-            if method not in _METHODS:
-                method = "OTHER"
-            child_key = (method, route, status)
-            child = self._children.get(child_key)
-            if child is None:
-                child = HTTP_REQUESTS.labels(method, route, str(status))
-                if len(self._children) < 10_000:
-                    self._children[child_key] = child
-            child.observe(elapsed)
-            if self.access_log and log.isEnabledFor(logging.INFO):
-                # The record made and handed to the handlers directly: ``log.info`` would first
-                # walk the stack for the caller's file and line (``findCaller``), a third of
-                # the line's cost, to say what every access line says: this module.
-                fields = {
-                    "request_id": request_id,
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "latency_ms": round(elapsed * 1000, 3),
-                    "principal_id": access.principal_id,
-                }
-                log.handle(
-                    log.makeRecord(
-                        log.name,
-                        logging.INFO,
-                        __file__,
-                        0,
-                        "%s %s %d",
-                        (method, route, status),
-                        None,
-                        extra={"checked_fields": fields},
-                    )
-                )
+            self.observer.end(scope, access, status, time.perf_counter() - started)

@@ -216,7 +216,8 @@ def allowed_methods(request: Request) -> list[str]:
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
-async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    """The 500 document for an error nothing handled (and its traceback, logged)."""
     log.error("unhandled error", exc_info=exc)
     return problem(500, "INTERNAL_ERROR", "an internal error occurred")
 
@@ -225,4 +226,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.KeyplaneError, _keyplane_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, unexpected_error)
