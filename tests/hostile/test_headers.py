@@ -154,6 +154,26 @@ def test_the_cap_applies_to_each_request_of_a_kept_alive_connection(server: Serv
 
 
 @pytest.mark.e2e
+def test_pipelined_requests_are_answered_whole_and_in_order(server: Server) -> None:
+    # Each answer's head is held until its body (api/limited_protocol.HeldHead): two requests
+    # in one write still get two whole answers, in order, then the connection goes on.
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=30.0) as sock,
+        sock.makefile("rb") as reader,
+    ):
+        sock.sendall(head() + head(target="/nothing-here") + head())
+        for expected in (b"HTTP/1.1 200", b"HTTP/1.1 404", b"HTTP/1.1 200"):
+            status = reader.readline()
+            assert status.startswith(expected), status
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = json.loads(reader.read(length))
+            assert ("status" in body) if expected.endswith(b"200") else body["status"] == 404
+
+
+@pytest.mark.e2e
 def test_a_100_mib_header_is_cut_off_early_and_memory_stays_flat(server: Server) -> None:
     before = rss_bytes(server.process.pid)
     results: list[tuple[int, bytes]] = []
