@@ -96,16 +96,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes the lines logged on an event loop's thread together, once
-    per turn of the loop.
+    """A stream handler that can also take finished lines (``put``: the access log's, one per
+    request) and write those an event loop puts together, once per turn of the loop.
 
-    A server logs a line per request (the access log); written one by one, each is a system
-    call (and, on a pipe, a wakeup of the reader), which cost a busy server more CPU than
-    answering a healthz. Here the lines an event loop logs are kept until the end of the
-    loop's current turn, then written with one call: nothing waits longer than the requests
-    being handled in that turn. A line logged off the loop's thread, or at WARNING or above,
-    is written at once, after any kept lines, so the order is kept; ``flush`` (called at exit)
-    writes what is kept.
+    Written one by one, each line is a system call (and, on a pipe, a wakeup of the reader),
+    which costs a busy server more CPU than answering a healthz. A line put on an event loop's
+    thread is kept until the end of the loop's current turn, then written with the others of
+    that turn: nothing waits longer than the requests being handled in that turn. Records
+    (``emit``: every other line, startup and shutdown included) are written at once, after any
+    kept lines, so the order is kept; so is a line put off the loop's thread; ``flush`` (called
+    at exit) writes what is kept.
     """
 
     def __init__(self, stream: Any = None) -> None:
@@ -114,24 +114,29 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.put(self.format(record) + self.terminator, record.levelno)
+            line = self.format(record) + self.terminator
+            self.acquire()
+            try:
+                self._kept.append(line)
+                self._write_kept()
+            finally:
+                self.release()
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
-    def put(self, line: str, level: int = logging.INFO) -> None:
-        """Write a finished line (``\\n`` included), kept or at once as ``emit`` would."""
+    def put(self, line: str) -> None:
+        """Write a finished INFO line (``\\n`` included): kept until the end of the loop's
+        turn when put on an event loop's thread, else at once."""
         loop = _running_loop()
         self.acquire()
         try:
-            if loop is not None and level < logging.WARNING:
-                if not self._kept:
-                    loop.call_soon(self.flush)
-                self._kept.append(line)
-                return
             self._kept.append(line)
-            self._write_kept()
+            if loop is None:
+                self._write_kept()
+            elif len(self._kept) == 1:
+                loop.call_soon(self.flush)
         finally:
             self.release()
 
