@@ -6,6 +6,7 @@ runtime; each service checks its caller's scope and tenancy itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -190,12 +191,17 @@ async def get_principal(request: HTTPConnection) -> Principal:
     return principal
 
 
+#: Gateways keep their connections and send the same forwarding headers: the address each
+#: combination resolves to, remembered (``settings.trusted_networks`` is a tuple, hashable).
+_client_address = functools.lru_cache(maxsize=4096)(client_address)
+
+
 def origin_of(request: HTTPConnection) -> Origin:
     """Where a management request came from: the client address (through trusted proxies
     only), its user agent and request id, bounded; for the audit log."""
     headers = request.headers
     settings: Settings = request.app.state.runtime.settings
-    ip = client_address(
+    ip = _client_address(
         request.client.host if request.client else None,
         headers.get("x-forwarded-for"),
         headers.get("x-real-ip"),

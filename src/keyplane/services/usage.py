@@ -11,7 +11,7 @@ from keyplane.domain import ids, keyformat, money
 from keyplane.domain.admission import Settlement, WindowAsk
 from keyplane.domain.clock import Clock
 from keyplane.domain.crypto import key_digest
-from keyplane.domain.periods import period_start
+from keyplane.domain.periods import CurrentPeriods
 from keyplane.domain.policy import Policy
 from keyplane.domain.tenancy import Principal
 from keyplane.domain.usage import BUCKET_OF_RESET, AlertSpec, Recorded, UsageEntry
@@ -82,6 +82,7 @@ class UsageService:
         self._server_secret = server_secret
         #: Hands each durable, new report to the live usage stream.
         self._publish = publish
+        self._periods = CurrentPeriods()
 
     async def report(
         self, principal: Principal, report: UsageReport, idempotency_key: str | None
@@ -112,7 +113,7 @@ class UsageService:
             alert = AlertSpec(
                 budget.reset.value,
                 BUCKET_OF_RESET[budget.reset],
-                period_start(budget.reset, now),
+                self._periods.bounds(budget.reset, now)[0],
                 budget.credit_limit,
                 budget.alert_thresholds_bp,
             )
@@ -132,7 +133,7 @@ class UsageService:
                 status=report.status,
                 recorded_at=now,
                 alert=alert,
-                cost_alerts=_cost_alerts(entry.policy, now),
+                cost_alerts=_cost_alerts(entry.policy, now, self._periods),
                 feature=report.feature,
             )
         )
@@ -185,7 +186,7 @@ class UsageService:
         return entry
 
 
-def _cost_alerts(policy: Policy, now: datetime) -> tuple[AlertSpec, ...]:
+def _cost_alerts(policy: Policy, now: datetime, periods: CurrentPeriods) -> tuple[AlertSpec, ...]:
     """An alert for each ``costs`` window, when the policy sets ``costs.alert_threshold``."""
     costs = policy.costs
     if costs is None or costs.alert_threshold_bp is None:
@@ -194,7 +195,7 @@ def _cost_alerts(policy: Policy, now: datetime) -> tuple[AlertSpec, ...]:
         AlertSpec(
             window.reset.value,
             BUCKET_OF_RESET[window.reset],
-            period_start(window.reset, now),
+            periods.bounds(window.reset, now)[0],
             window.limit,
             (costs.alert_threshold_bp,),
             window.name,

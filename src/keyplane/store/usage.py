@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, money
 from keyplane.domain.changes import SYSTEM, Journal
+from keyplane.domain.periods import CurrentPeriods
 from keyplane.domain.usage import (
+    BUCKETS,
     CreditAdjustment,
     Recorded,
     UsageEntry,
@@ -485,8 +487,12 @@ class SqlUsageStore:
 
     async def _add_to_rollups(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
         sums: dict[tuple[str, str, datetime, str], list[int]] = {}
+        # The reports of one commit fall in the same periods, but for the odd one at a
+        # boundary: each period's bounds worked out once, not five per report.
+        periods = CurrentPeriods()
         for entry in added:
-            for bucket, start in bucket_starts(entry.recorded_at).items():
+            for reset, bucket in BUCKETS:
+                start = periods.bounds(reset, entry.recorded_at)[0]
                 for model in {"", entry.model or ""}:
                     total = sums.setdefault((entry.key_id, bucket, start, model), [0, 0, 0, 0])
                     total[0] += 1
