@@ -9,6 +9,13 @@ Modes: ``healthz``; ``verify`` (``{"key": ...}`` bodies from ``--keys-file``); `
 (``POST /v1/verify`` with the JSON bodies of ``--bodies-file``, one per line); ``usage``
 (``POST /v1/usage`` for ``--key-id``, every report with a request_id never used before).
 
+With ``--rate R`` it is an *open* loop instead (``bench/open_loop.py``): requests are due at
+a fixed schedule, R per second in all, whether or not earlier ones were answered; each takes a
+free connection of the ``--concurrency`` opened (waiting for one if all are busy), and its
+latency is counted from when it was due, not from when it could be sent, so a server that
+falls behind shows it (no coordinated omission). The event loop's timers have a granularity of
+about a millisecond: requests due within one leave together.
+
 At the deadline a connection sends nothing more but still waits for the answer it is owed, so
 every request sent was answered (or counted as an error) when this exits. ``bench/usage.py``
 relies on that to compare the reports acknowledged with the rows in the ledger; wrk, which
@@ -77,6 +84,8 @@ class Job:
     usage: UsageTemplate | None = None
     #: Unique to this run, so its request ids never repeat an earlier run's.
     run_tag: str = ""
+    #: Open loop: requests due per second from this process (None: closed loop).
+    rate: float | None = None
 
 
 @dataclass
@@ -101,6 +110,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--rate", type=float, help="open loop: requests due per second, in all (see above)"
+    )
     parser.add_argument(
         "--check",
         action="store_true",
@@ -201,11 +213,57 @@ async def connection_loop(job: Job, slot: int, tally: Tally) -> None:
         writer.close()
 
 
+async def open_loop(job: Job, rate: float, tally: Tally) -> None:
+    """Requests due every ``1 / rate`` seconds, each on a free connection, latency counted
+    from when it was due."""
+    free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(job.connections):
+        free.put_nowait(await asyncio.open_connection(job.host, job.port))
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def one(due: float, request: bytes) -> None:
+        reader, writer = await free.get()
+        try:
+            status, body = await exchange(reader, writer, request)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            tally.errors += 1
+            writer.close()
+            free.put_nowait(await asyncio.open_connection(job.host, job.port))
+            return
+        free.put_nowait((reader, writer))
+        tally.latencies_us.append(int((time.perf_counter() - due) * 1_000_000))
+        if not 200 <= status < 400:
+            tally.errors += 1
+        elif job.check:
+            tally.checked += 1
+            if status != 200 or (job.requests[0].startswith(b"POST") and VALID not in body):
+                tally.invalid += 1
+
+    start = time.perf_counter()
+    count = int(job.duration * rate)
+    for n in range(count):
+        due = start + n / rate
+        wait = due - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        request = job.requests[(job.first_slot + n * job.slot_stride) % len(job.requests)]
+        task = asyncio.create_task(one(due, request))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    while in_flight:
+        await asyncio.gather(*in_flight)
+    while not free.empty():
+        free.get_nowait()[1].close()
+
+
 async def drive(job: Job) -> Tally:
     tally = Tally()
     started, cpu_started = time.perf_counter(), time.process_time()
-    slots = range(job.first_slot, job.first_slot + job.connections)
-    await asyncio.gather(*(connection_loop(job, slot, tally) for slot in slots))
+    if job.rate is not None:
+        await open_loop(job, job.rate, tally)
+    else:
+        slots = range(job.first_slot, job.first_slot + job.connections)
+        await asyncio.gather(*(connection_loop(job, slot, tally) for slot in slots))
     tally.elapsed = time.perf_counter() - started
     tally.cpu = time.process_time() - cpu_started
     return tally
@@ -239,6 +297,8 @@ def main() -> None:
     args = parse_args()
     url = urlsplit(args.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
+    if args.rate is not None and (args.mode == "usage" or args.rate <= 0):
+        raise SystemExit("--rate is a positive number of verify or healthz requests per second")
     requests = prepare_requests(args, url.netloc)
     usage = usage_template(args, url.netloc)
     run_tag = secrets.token_hex(6)
@@ -256,6 +316,7 @@ def main() -> None:
             args.check,
             usage,
             run_tag,
+            None if args.rate is None else args.rate / processes,
         )
         for i, share in enumerate(shares)
     ]

@@ -770,6 +770,8 @@ class Generator:
     connections: int
     #: Full verify bodies, one JSON document per line (mode "bodies").
     bodies_file: Path | None = None
+    #: Open loop at this many requests per second (bench/_loadgen.py only); None: closed.
+    rate: float | None = None
 
     @property
     def description(self) -> str:
@@ -782,6 +784,8 @@ class Generator:
     def command(self, mode: str, seconds: int, check: bool) -> list[str]:
         """``mode``: "verify" (plain keys), "bodies" (loaded-policy bodies) or "healthz"."""
         if self.kind == "wrk":
+            if self.rate is not None:
+                raise SystemExit("an open loop (rate) needs bench/_loadgen.py, not wrk")
             script = WRK_SCRIPT
             command = ["wrk", "-t", str(self.threads), "-c", str(self.connections)]
             command += ["-d", f"{seconds}s", "--timeout", "10s", "-s", str(script), self.url]
@@ -793,6 +797,8 @@ class Generator:
         if self.bodies_file is not None:
             command += ["--bodies-file", str(self.bodies_file)]
         command += ["--concurrency", str(self.connections), "--duration", str(seconds)]
+        if self.rate is not None:
+            command += ["--rate", f"{self.rate:.1f}"]
         return [*command, "--check"] if check else command
 
     def run(self, mode: str, seconds: int, check: bool = False) -> LoadResult:
