@@ -109,16 +109,21 @@ async def _too_large(send: Send, detail: str) -> None:
         "code": "PAYLOAD_TOO_LARGE",
         "detail": detail,
     }
-    payload = json.dumps(body).encode()
+    await answer_and_close(send, 413, json.dumps(body).encode())
+
+
+async def answer_and_close(send: Send, status: int, problem: bytes) -> None:
+    """Send a problem+json refusal and ask for the connection to be closed (what is left of
+    the request is not read)."""
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(payload)).encode()),
+                (b"content-length", str(len(problem)).encode()),
                 (b"connection", b"close"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": "http.response.body", "body": problem})

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from keyplane.api.body_limit import answer_and_close
+
 #: The lifespan state entry that carries the limits to the protocol.
 LIFESPAN_KEY = "keyplane.header_limits"
 CODE = "HEADERS_TOO_LARGE"
@@ -82,18 +84,6 @@ class HeaderLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and over_limits(scope, self.limits):
-            payload = problem_body(self.limits)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 431,
-                    "headers": [
-                        (b"content-type", b"application/problem+json"),
-                        (b"content-length", str(len(payload)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+            await answer_and_close(send, 431, problem_body(self.limits))
             return
         await self.app(scope, receive, send)
