@@ -314,6 +314,7 @@ class DataPlane:
     ) -> None:
         """What every answer here shares: the limits, the body, the observation, the headers,
         the 500. ``work`` answers with the body; ``False``: it sent nothing, the stack answers."""
+        started = time.perf_counter()  # as the stack's observer: the body's arrival counts
         declared = content_length(scope)
         if over_limits(scope, self.header_limits) or (
             declared is not None and declared > self.max_body_bytes
@@ -324,7 +325,6 @@ class DataPlane:
         if body is None:
             await self.fallback(scope, replay(read, receive), send)
             return
-        started = time.perf_counter()
         access = self.observer.begin(scope)
         scope["route"] = route
         exchange = _Exchange(send, access, self.headers, scope["path"])
