@@ -281,3 +281,30 @@ def test_a_wildcard_host_only_matches_when_the_real_host_is_under_it(suffix: str
         authority = "evil.com" + re.split(r"[/?#]", suffix, maxsplit=1)[0].lower()
         assert authority.removesuffix(":443").endswith(".example.com")
         assert not set(authority) & set("@\\ %\t\u0430")
+
+
+@given(
+    st.sampled_from(["https://app.example.com", "*.example.com", "http://x.test:8080/a/*"]),
+    st.sampled_from(
+        [
+            "https://app.example.com",
+            "https://APP.example.com:443/path",
+            "http://x.test:8080/a/b",
+            "https://a.b.example.com",
+            "https://example.com",
+            "ftp://app.example.com",
+            "https://bad\\host.example.com",
+            "not a url",
+        ]
+    ),
+)
+def test_a_remembered_url_answers_as_a_fresh_parse(pattern: str, url: str) -> None:
+    # Parsed URLs are remembered: the answers are those of a parse made just now.
+    globs._url_or_none.cache_clear()
+    fresh = globs.url_matches(pattern, url)
+    assert globs.url_matches(pattern, url) is fresh  # from the cache
+    try:
+        host: str | None = globs._parse(url, pattern=False).host
+    except ValueError:
+        host = None
+    assert globs.host_of(url) == host

@@ -162,3 +162,19 @@ def test_arbitrary_text_is_either_compiled_or_refused_with_value_error(pattern: 
         assert str(exc)
     else:
         assert rule.pattern == pattern
+
+
+@given(
+    st.sampled_from([r"^MyApp/\d+", r"(?i)curl/", r"Chrome/1[0-9]{2}\b", r"^$", "é+"]),
+    st.text(max_size=40) | st.sampled_from(["MyApp/12", "x curl/8", "Chrome/126 ", "\ud800"]),
+)
+def test_a_remembered_search_answers_as_a_fresh_one(pattern: str, user_agent: str) -> None:
+    # Searches are remembered per (rule, user agent): asked twice, the answer is RE2's own.
+    rule = compile_safe(pattern)
+    try:
+        expected = rule._compiled.search(user_agent) is not None
+    except UnicodeEncodeError:
+        expected = False  # a lone surrogate: RE2 cannot read it, nothing matches
+    assert ua_matches(rule, user_agent) is expected
+    assert ua_matches(rule, user_agent) is expected
+    assert ua_matches(compile_safe(pattern), user_agent) is expected

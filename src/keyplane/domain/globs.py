@@ -213,6 +213,16 @@ def _path_matches(rule_path: str, path: str) -> bool:
     return glob.fullmatch(path) is not None
 
 
+@lru_cache(maxsize=4096)
+def _url_or_none(url: str) -> _Address | None:
+    """A request's URL, parsed, or ``None`` when it is odd. Cached (bounded): a key's clients
+    send the same few origins over and over, each checked against every rule."""
+    try:
+        return _parse(url, pattern=False)
+    except ValueError:
+        return None
+
+
 def url_matches(pattern: str, url: str) -> bool:
     """True when ``url`` (a full URL or a bare origin) is covered by the URL ``pattern``.
 
@@ -224,9 +234,8 @@ def url_matches(pattern: str, url: str) -> bool:
     rule = _pattern_or_none(pattern)
     if rule is None or len(url) > MAX_URL_LENGTH:
         return False
-    try:
-        address = _parse(url, pattern=False)
-    except ValueError:
+    address = _url_or_none(url)
+    if address is None:
         return False
     if address.scheme is None or (rule.scheme is not None and rule.scheme != address.scheme):
         return False
@@ -274,13 +283,9 @@ def host_of(url: str | None) -> str | None:
     return _host_of(url)
 
 
-@lru_cache(maxsize=4096)
 def _host_of(url: str) -> str | None:
-    # Cached (bounded): a key's clients send the same few origins over and over.
-    try:
-        return _parse(url, pattern=False).host
-    except ValueError:
-        return None
+    address = _url_or_none(url)
+    return None if address is None else address.host
 
 
 def any_host_matches(patterns: Sequence[str], host: str) -> bool:

@@ -60,11 +60,18 @@ class UserAgentRule:
         """
         if self._compiled is None or user_agent is None or len(user_agent) > MAX_SUBJECT_LENGTH:
             return False
-        try:
-            return self._compiled.search(user_agent) is not None
-        except UnicodeEncodeError:
-            # A lone surrogate (JSON allows "\ud800") has no UTF-8 form for RE2 to read.
-            return False
+        return _found(self, user_agent)
+
+
+@lru_cache(maxsize=4096)
+def _found(rule: UserAgentRule, user_agent: str) -> bool:
+    # Remembered (bounded): a key's clients send the same few user agents, request after
+    # request, and each search costs more in the binding's Python layer than in RE2.
+    try:
+        return rule._compiled.search(user_agent) is not None
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\ud800") has no UTF-8 form for RE2 to read.
+        return False
 
 
 #: A rule that matches nothing: what a stored pattern RE2 refuses turns into (fail closed).
