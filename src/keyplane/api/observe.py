@@ -209,18 +209,9 @@ class RequestObserver:
         async def send_with_id(message: Message) -> None:
             nonlocal status
             kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", ()), (HEADER, encoded)],
-                }
-            elif kind == "websocket.accept":
-                status = 101
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", ()), (HEADER, encoded)],
-                }
+            if kind == "http.response.start" or kind == "websocket.accept":
+                status = message["status"] if kind == "http.response.start" else 101
+                message = {**message, "headers": [*message.get("headers", ()), (HEADER, encoded)]}
             elif kind == "websocket.close" and status == 500:
                 status = 403
             await send(message)
