@@ -91,6 +91,23 @@ class MemoryLimiter:
         self._slots: dict[str, int] = {}
         #: (hold until, key id, request id): reservations by expiry; entries may be stale.
         self._expiry: list[tuple[datetime, str, str]] = []
+        #: The latest time an admission, settlement or sweep was made at (see ``_at``).
+        self._latest: datetime | None = None
+
+    def _at(self, now: datetime) -> datetime:
+        """The time a step is made at: the caller's ``now``, never before an earlier step's.
+
+        Callers read the clock before they await (a key load, a seed), so their steps can
+        arrive here out of order. A window checked at a time before one already applied finds
+        its TAT ahead of now by the difference and refuses a request it has room for: 49 of a
+        burst of 50 against 50 a minute. The step really happens after the earlier one, so it
+        takes that one's time.
+        """
+        latest = self._latest
+        if latest is not None and now < latest:
+            return latest
+        self._latest = now
+        return now
 
     async def admit(self, admission: Admission, now: datetime) -> AdmissionResult:
         waited = False
@@ -100,7 +117,7 @@ class MemoryLimiter:
             # Seeding reads the database: it may take long enough for ``now`` to be stale.
             now = max(now, self._clock.now())
         # From here to the return there is no await: the check-and-consume is atomic.
-        return self._admit(admission, now)
+        return self._admit(admission, self._at(now))
 
     def _has_counter(self, key_id: str, scope: str, reset: Reset, period_start: datetime) -> bool:
         counter = self._counters.get(key_id, {}).get(scope)
@@ -233,6 +250,7 @@ class MemoryLimiter:
         return reservation
 
     async def settle(self, settlement: Settlement, now: datetime) -> None:
+        now = self._at(now)
         key_id = settlement.key_id
         estimated_in = estimated_out = 0
         if settlement.request_id is not None:
@@ -282,6 +300,7 @@ class MemoryLimiter:
         return freed
 
     async def expire(self, now: datetime) -> int:
+        now = self._at(now)
         released = self._expire_due(now)
         for forgotten in [k for k, (_, _, until) in self._expired.items() if until <= now]:
             del self._expired[forgotten]
