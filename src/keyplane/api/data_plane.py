@@ -34,7 +34,6 @@ directly. It stays exactly as strict as the routes, because it *is* the routes:
 from __future__ import annotations
 
 import inspect
-import json
 import time
 import typing
 from collections.abc import Awaitable, Callable
@@ -52,7 +51,7 @@ from keyplane import errors
 from keyplane.api import observe, problems
 from keyplane.api.body_limit import content_length, read_body, replay
 from keyplane.api.deps import get_gateway, get_principal, get_usage, get_verifier
-from keyplane.api.exact import ExactJsonRequest, JsonNumber, exactly
+from keyplane.api.exact import ExactJsonRequest, exactly, loads_exact
 from keyplane.api.header_limit import HeaderLimits, over_limits
 from keyplane.api.observe import Access, Observer
 from keyplane.api.security_headers import ResponseHeaders
@@ -415,7 +414,7 @@ def _parse(model: type[BaseModel], scope: Scope, body: bytes) -> BaseModel | Non
             return None  # FastAPI decides what other content types mean
     try:
         # As ExactJsonRequest reads it: numbers keep their text, for exact credits.
-        return model.model_validate(json.loads(body, parse_float=JsonNumber))
+        return model.model_validate(loads_exact(body))
     except Exception:  # whatever it is, the route reproduces it and answers it
         return None
 

@@ -10,13 +10,15 @@ and left as ``1000000000000.0``. So money crosses the API without ever being a f
 - Out: :func:`credits` renders micro-credits. Inside a request served by an
   :class:`ExactJsonRoute` it gives a marker string, ``"kp-exact-<nonce>:12.5"``, that goes
   through pydantic and FastAPI as any string does; the route then swaps each marker, quotes
-  included, for the bare number ``12.5``. The nonce is fresh for every request and unknown to
-  clients, so no text a client stored can pass for a marker. Outside such a request (tests,
-  the CLI) it gives a :class:`JsonNumber`: a float that still knows its exact text.
+  included, for the bare number ``12.5``. The nonce (a secret of the process and a count)
+  is fresh for every request and unknown to clients, so no text a client stored can pass
+  for a marker. Outside such a request (tests, the CLI) it gives a :class:`JsonNumber`: a
+  float that still knows its exact text.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import secrets
@@ -52,7 +54,26 @@ def exact_text(value: object) -> object:
     return value.text if isinstance(value, JsonNumber) else value
 
 
+#: ``json.loads(..., parse_float=JsonNumber)`` makes a decoder on every call, which costs more
+#: than decoding a verify body; this one is made once (decoders keep no state between calls).
+_DECODER = json.JSONDecoder(parse_float=JsonNumber)
+
+
+def loads_exact(data: str | bytes) -> Any:
+    """``json.loads(data, parse_float=JsonNumber)``: the same text decoded the same way, with
+    the same errors (an encoding detected from bytes, a UTF-8 BOM refused in text)."""
+    if isinstance(data, bytes):
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    elif data.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+    return _DECODER.decode(data)
+
+
 _MARK: ContextVar[str | None] = ContextVar("keyplane_exact_mark", default=None)
+#: A request's mark: this process's secret, then a count, so it is fresh for every request and
+#: unknown to clients without reading the system's randomness each time.
+_MARK_SECRET = secrets.token_hex(8)
+_MARK_COUNT = itertools.count()
 _MARKED = re.compile(rb'"(kp-exact-[0-9a-f]{32}:)(-?[0-9]+\.[0-9]+)"')
 
 
@@ -74,7 +95,7 @@ CreditsOut = Annotated[float | str, WithJsonSchema({"type": "number"})]
 class ExactJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), parse_float=JsonNumber)
+            self._json = loads_exact(await self.body())
         return self._json
 
 
@@ -96,7 +117,7 @@ async def exactly(answer: Awaitable[Response]) -> Response:
     What :class:`ExactJsonRoute` does around its handler; the lean data plane
     (``api/data_plane.py``) does it around the route's endpoint, which it calls directly.
     """
-    mark = f"kp-exact-{secrets.token_hex(16)}:"
+    mark = f"kp-exact-{_MARK_SECRET}{next(_MARK_COUNT):016x}:"
     token = _MARK.set(mark)
     try:
         response = await answer
