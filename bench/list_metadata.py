@@ -50,9 +50,9 @@ INSERT_CHUNK = 2_000
 LAST_MEDIAN: dict[tuple[str, str], float] = {}
 TIERS = ("free", "pro", "team", "enterprise")
 
-#: Two values each held by many keys but never together: the page walks the keys holding the
-#: rarer one (a known limit of the index, see docs/performance.md); outside the goal.
-LIMIT_CASE = "two common filters, disjoint"
+#: Two values each held by many keys but never together: the hardest page, read by merging
+#: the two filters' ranges of the index (see docs/performance.md).
+DISJOINT = "two common filters, disjoint"
 
 #: name -> the filter; every key n has tier TIERS[n % 4], region eu (odd n) or us, customer n.
 FILTERS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
@@ -61,7 +61,7 @@ FILTERS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
     "half the keys": ((("region",), "eu"),),
     "two filters, a quarter": ((("region",), "eu"), (("billing", "tier"), "pro")),
     "common and rare filter": ((("region",), "eu"), (("customer",), "cust-7")),
-    LIMIT_CASE: ((("region",), "eu"), (("billing", "tier"), "free")),
+    DISJOINT: ((("region",), "eu"), (("billing", "tier"), "free")),
 }
 
 
@@ -158,9 +158,12 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, dict[st
         await fill(runtime, large.org_id, large.id, args.large)
         await fill(runtime, small_org.id, small_project.id, args.small)
         if runtime.store.engine.dialect.name == "postgresql":
-            # The statistics autovacuum would have gathered by now on a real database.
-            async with runtime.store.engine.begin() as conn:
-                await conn.execute(text("ANALYZE"))
+            # What autovacuum would have done by now on a real database after this many
+            # inserts: the statistics, and the visibility map that lets a metadata filter
+            # read the index alone (an index-only scan) rather than visit each key's row.
+            async with runtime.store.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text("VACUUM ANALYZE"))
         figures: dict[str, dict[str, list[float]]] = {
             name: {"small": [], "large": [], "scan small": [], "scan large": [], "p50": []}
             for name in FILTERS
@@ -207,8 +210,8 @@ def main() -> None:
         print(f"  {name:30} {f['small']:8.2f} {f['large']:8.2f} {f['large'] / f['small']:5.1f}x"
               f"   {f['scan large']:10.1f} {f['large'] / f['scan large']:9.3f}x"
               f" {f['p50']:9.2f}")  # fmt: skip
-    worst = max(f["large"] for name, f in figures.items() if name != LIMIT_CASE)
-    print(f"  worst p99 at {large} but the known limit: {worst:.2f} ms (goal <= {GOAL_MS} ms)")
+    worst = max(f["large"] for f in figures.values())
+    print(f"  worst p99 at {large}: {worst:.2f} ms (goal <= {GOAL_MS} ms)")
 
 
 if __name__ == "__main__":

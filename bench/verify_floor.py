@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import hashlib
-import hmac
 import ipaddress
 import os
 import pstats
@@ -46,6 +44,7 @@ from pathlib import Path
 from verify import LOADED_CONTEXT, LOADED_POLICY, Target  # bench/verify.py
 
 from keyplane.domain import base62
+from keyplane.domain.crypto import KeyedSha256
 from keyplane.domain.policy import RequestContext
 from keyplane.domain.tenancy import Principal
 from keyplane.services.keys import NewKey
@@ -71,7 +70,7 @@ class Floor:
     """Plain verify and loaded verify, the least each must do, in straightforward Python."""
 
     def __init__(self, secret: bytes, keys: dict[str, FloorKey], org_id: str) -> None:
-        self._secret = secret
+        self._keyed = KeyedSha256(secret)
         self._org_id = org_id
         self._by_digest = {self._digest(key): entry for key, entry in keys.items()}
         self._models_allow = re.compile(r"(?i)gpt-4.*|claude-3-.*")
@@ -101,7 +100,9 @@ class Floor:
         self._budget_limit = 10**15
 
     def _digest(self, key: str) -> str:
-        return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()
+        # The same precomputed HMAC as Keyplane's (domain/crypto.py): the ratio counts what
+        # Keyplane does beyond the floor, not a technique the floor could use too.
+        return self._keyed.hexdigest(key.encode())
 
     def _lookup(self, key: str) -> FloorKey | None:
         if len(key) > 58:

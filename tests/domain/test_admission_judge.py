@@ -13,6 +13,7 @@ from keyplane.domain.admission import (
     BudgetAsk,
     WindowAsk,
     WindowKind,
+    from_micros,
     judge,
     judge_reference,
     micros,
@@ -84,3 +85,12 @@ def test_judge_agrees_with_the_reference(
     assert judge(admission, NOW, slots, states, lefts) == judge_reference(
         admission, NOW, slots, states, lefts
     )
+
+
+@given(st.integers(-(10**15), 10**20))
+def test_from_micros_is_the_epoch_plus_that_many_microseconds(value: int) -> None:
+    epoch, latest = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
+    expected = latest if value >= micros(latest) else epoch + timedelta(microseconds=value)
+    assert from_micros(value) == expected
+    if value < micros(latest):
+        assert micros(from_micros(value)) == value

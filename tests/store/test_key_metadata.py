@@ -125,3 +125,87 @@ async def other_tenancy_named(db: Db) -> tuple[str, str]:
     """A new organization (the shared ``other_tenancy`` can make only one per database)."""
     org, project = await db.tenancy.create_organization(f"org-{secrets.token_hex(4)}", NOW)
     return org.id, project.id
+
+
+# Small value sets, so two or three filters are each held by many of a handful of keys: with
+# the common-filter cap lowered to that handful, every page takes the plan for common filters
+# (on SQLite the merge of the index ranges, ``merged_page``).
+_COMMON_META = st.fixed_dictionaries(
+    {
+        "region": st.sampled_from(["eu", "us"]),
+        "tier": st.sampled_from(["free", "pro"]),
+        "plan": st.fixed_dictionaries({"seats": st.integers(1, 2)}),
+    }
+)
+_COMMON_FILTERS = st.lists(
+    st.sampled_from(
+        [
+            (("region",), "eu"),
+            (("region",), "us"),
+            (("tier",), "free"),
+            (("tier",), "pro"),
+            (("plan", "seats"), "1"),
+            (("plan", "seats"), "2"),
+        ]
+    ),
+    min_size=2,
+    max_size=3,
+    unique=True,
+)
+
+
+@_PROPERTY
+@given(
+    metas=st.lists(_COMMON_META, min_size=2, max_size=12),
+    owners=st.lists(st.sampled_from(["ann", "bob"]), min_size=12, max_size=12),
+    filters=_COMMON_FILTERS,
+    owner=st.sampled_from([None, "ann"]),
+    page=st.integers(1, 4),
+    cap=st.integers(1, 3),
+)
+def test_pages_of_common_filters_equal_a_brute_force_filter(
+    database: Database,
+    metas: list[dict[str, Any]],
+    owners: list[str],
+    filters: list[tuple[tuple[str, ...], str]],
+    owner: str | None,
+    page: int,
+    cap: int,
+) -> None:
+    async def run() -> None:
+        db = Db.from_url(to_async_url(database.url), database.schema)
+        db.keys.selectivity_cap = cap
+        try:
+            await migrate(db.engine)
+            org_id, project_id = await other_tenancy_named(db)
+            # Another organization holding the same values: its keys must never show.
+            stranger_org, stranger_project = await other_tenancy_named(db)
+            held: dict[str, dict[str, Any]] = {}
+            owner_of: dict[str, str] = {}
+            for meta, key_owner in zip(metas, owners, strict=False):
+                record = await db.keys.create(
+                    key_record(org_id, project_id, metadata=meta, owner=key_owner)
+                )
+                held[record.id], owner_of[record.id] = meta, key_owner
+                await db.keys.create(key_record(stranger_org, stranger_project, metadata=meta))
+            expected = [
+                key_id
+                for key_id in _brute_force(held, filters)
+                if owner is None or owner_of[key_id] == owner
+            ]
+            # Every page, cursor after cursor, as a client walks them.
+            seen: list[str] = []
+            after: str | None = None
+            for _ in range(len(metas) + 2):  # a cursor that does not advance fails, not hangs
+                found = await db.keys.list_page(
+                    org_id, KeyFilter(owner=owner, metadata=tuple(filters)), NOW, after, page
+                )
+                seen += [record.id for record in found]
+                if len(found) < page:
+                    break
+                after = found[-1].id
+            assert seen == expected, (filters, owner)
+        finally:
+            await db.close()
+
+    asyncio.run(run())

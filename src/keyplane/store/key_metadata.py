@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, exists, func, insert, select
+from sqlalchemy import Select, exists, func, insert, intersect, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
@@ -92,23 +93,35 @@ SELECTIVITY_CAP = 1000
 Filters = Sequence[tuple[tuple[str, ...], str]]
 
 
-async def most_selective_first(conn: AsyncConnection, org_id: str, filters: Filters) -> Filters:
-    """``filters`` with the one the fewest keys match first (counted up to a cap, so each
+@dataclass(frozen=True)
+class FilterPlan:
+    """The filters in the order the page reads them, and whether every one is common."""
+
+    #: The filter the fewest keys match first.
+    filters: Filters
+    #: Every filter matches at least the cap of keys: no filter is a short walk.
+    all_common: bool
+
+
+async def plan_filters(
+    conn: AsyncConnection, org_id: str, filters: Filters, cap: int = SELECTIVITY_CAP
+) -> FilterPlan:
+    """``filters`` with the one the fewest keys match first (counted up to ``cap``, so each
     count costs at most that many index entries): the page is read along that filter's
-    index entries, the others are probed per key."""
+    index entries, the others are checked per key or merged (:func:`merged_page`)."""
     if len(filters) < 2:
-        return filters
+        return FilterPlan(filters, all_common=False)
     counts = []
     for path, value in filters:
         capped = (
             select(api_key_metadata.c.key_id)
             .where(*_entry(org_id, _dotted(path), value))
-            .limit(SELECTIVITY_CAP)
+            .limit(cap)
             .subquery()
         )
         counts.append((await conn.execute(select(func.count()).select_from(capped))).scalar_one())
     order = sorted(range(len(filters)), key=counts.__getitem__)
-    return [filters[i] for i in order]
+    return FilterPlan([filters[i] for i in order], all_common=counts[order[0]] >= cap)
 
 
 def _entry(org_id: str, path: str, value: str) -> tuple[ColumnElement[bool], ...]:
@@ -124,20 +137,18 @@ def matching_page(org_id: str, filters: Filters, after: str | None) -> Select[An
 
     The page is read *from the index*, in its (org, path, digest, key id) order, joined to
     the keys: a value no key holds costs one index seek, a value half the keys hold costs one
-    page of the index, and nothing is sorted. Further filters are probed per key through the
-    index's primary key (key id, path): put the most selective filter first
-    (:func:`most_selective_first`). The caller adds its own conditions and the limit.
+    page of the index, and nothing is sorted. Further filters are probed per key, by the
+    whole (org, path, digest, key id) entry: an index-only lookup, and when the filters are
+    all common, PostgreSQL merges the two ranges of the index instead (both in key id order).
+    Put the most selective filter first (:func:`plan_filters`). The caller adds its own
+    conditions and the limit.
     """
     (first_path, first_value), *rest = [(_dotted(path), value) for path, value in filters]
     index = api_key_metadata
     query = (
         select(api_keys)
         .select_from(index.join(api_keys, api_keys.c.id == index.c.key_id))
-        .where(
-            index.c.org_id == org_id,
-            index.c.path == first_path,
-            index.c.value_digest == value_digest(first_value),
-        )
+        .where(*_entry(org_id, first_path, first_value))
         .order_by(index.c.key_id)
     )
     if after is not None:
@@ -146,12 +157,50 @@ def matching_page(org_id: str, filters: Filters, after: str | None) -> Select[An
         other = index.alias()
         query = query.where(
             exists().where(
-                other.c.key_id == index.c.key_id,
+                other.c.org_id == org_id,
                 other.c.path == path,
                 other.c.value_digest == value_digest(value),
+                other.c.key_id == index.c.key_id,
             )
         )
     return query
+
+
+def merged_page(
+    org_id: str,
+    filters: Filters,
+    after: str | None,
+    conditions: Sequence[ColumnElement[bool]],
+    limit: int,
+) -> Select[Any]:
+    """The page of :func:`matching_page` when every filter is common, for SQLite.
+
+    SQLite has no merge join: probing one common filter per key of another costs a seek per
+    key, and when the two values are rarely held together (two halves of the keys that never
+    meet) the page walks every key of the first. ``INTERSECT`` with ``ORDER BY`` and a
+    ``LIMIT`` is the merge: each filter's range of the index is read in key id order, side by
+    side, and the reading stops when the page is full; disjoint values cost one pass over
+    both ranges, no seek. ``conditions`` on the keys (other than the organization) are
+    checked on the first filter's side.
+    """
+    index = api_key_metadata
+    sides = []
+    for number, (path, value) in enumerate(filters):
+        entries = index.alias(f"filter_{number}")
+        side = select(entries.c.key_id).where(
+            entries.c.org_id == org_id,
+            entries.c.path == _dotted(path),
+            entries.c.value_digest == value_digest(value),
+        )
+        if after is not None:
+            side = side.where(entries.c.key_id > after)
+        if number == 0 and conditions:
+            side = side.join_from(entries, api_keys, api_keys.c.id == entries.c.key_id).where(
+                *conditions
+            )
+        sides.append(side)
+    page = intersect(*sides).order_by("key_id").limit(limit).subquery()
+    return select(api_keys).where(api_keys.c.id.in_(select(page.c.key_id))).order_by(api_keys.c.id)
 
 
 def _dotted(path: tuple[str, ...]) -> str:

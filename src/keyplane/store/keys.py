@@ -20,9 +20,11 @@ from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
 from keyplane.store.key_metadata import (
+    SELECTIVITY_CAP,
     indexed_entries,
     matching_page,
-    most_selective_first,
+    merged_page,
+    plan_filters,
     write_index,
 )
 from keyplane.store.rotations import advance_schedule, follow_plan, hold_secret, restart_age
@@ -152,6 +154,10 @@ class KeyStore(KeyLookup, Protocol):
 class SqlKeyStore:
     """:class:`KeyStore` over the shared unit of work."""
 
+    #: A metadata filter matching at least this many keys counts as common (tests lower it to
+    #: reach the plan for common filters with a few keys).
+    selectivity_cap = SELECTIVITY_CAP
+
     def __init__(self, unit: UnitOfWork) -> None:
         self._unit = unit
 
@@ -245,8 +251,12 @@ class SqlKeyStore:
             conditions.append(_status_condition(filters.status, now))
         async with self._unit.read() as conn:
             if filters.metadata:
-                metadata = await most_selective_first(conn, org_id, filters.metadata)
-                query = matching_page(org_id, metadata, after)
+                plan = await plan_filters(conn, org_id, filters.metadata, self.selectivity_cap)
+                if plan.all_common and conn.dialect.name == "sqlite":
+                    # conditions[0] is the organization, which the index entries name.
+                    query = merged_page(org_id, plan.filters, after, conditions[1:], limit)
+                    return [key_from_row(row) for row in await conn.execute(query)]
+                query = matching_page(org_id, plan.filters, after)
             else:
                 query = select(api_keys).order_by(api_keys.c.id)
                 if after is not None:
