@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.requests import HTTPConnection
+from starlette.types import Scope
 
 from keyplane.api.observe import note_principal, request_id_of
 from keyplane.domain.changes import Origin
@@ -181,14 +182,32 @@ ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
 async def get_principal(request: HTTPConnection) -> Principal:
     # The management service read here, not through a dependency: every management route
     # resolves this one, and each dependency costs tens of microseconds.
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    header, forwarded_for, real_ip, user_agent = _principal_headers(request.scope)
+    scheme, _, token = (header or "").partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
-    principal = await _services(request).management.authenticate(presented, origin_of(request))
+    origin = _origin(request, forwarded_for, real_ip, user_agent)
+    principal = await _services(request).management.authenticate(presented, origin)
     note_principal(request.scope, principal.key_id)
-    # For the error handler: a 403 this request ends in is counted against this caller.
-    request.state.principal = principal
+    # For the error handler (``request.state.principal``): a 403 this request ends in is
+    # counted against this caller.
+    request.scope.setdefault("state", {})["principal"] = principal
     return principal
+
+
+#: The headers that name the caller and where it is, in the order _principal_headers gives.
+_PRINCIPAL_HEADERS = {b"authorization": 0, b"x-forwarded-for": 1, b"x-real-ip": 2, b"user-agent": 3}
+
+
+def _principal_headers(scope: Scope) -> list[str | None]:
+    """``Authorization``, ``X-Forwarded-For``, ``X-Real-IP`` and ``User-Agent``, each the
+    first of its name as ``request.headers.get`` gives it, found in one pass over the
+    headers (every management request and every verify reads them)."""
+    found: list[str | None] = [None, None, None, None]
+    for name, value in scope["headers"]:
+        slot = _PRINCIPAL_HEADERS.get(name)
+        if slot is not None and found[slot] is None:
+            found[slot] = value.decode("latin-1")
+    return found
 
 
 #: Gateways keep their connections and send the same forwarding headers: the address each
@@ -200,14 +219,23 @@ def origin_of(request: HTTPConnection) -> Origin:
     """Where a management request came from: the client address (through trusted proxies
     only), its user agent and request id, bounded; for the audit log."""
     headers = request.headers
-    settings: Settings = request.app.state.runtime.settings
-    ip = _client_address(
-        request.client.host if request.client else None,
-        headers.get("x-forwarded-for"),
-        headers.get("x-real-ip"),
-        settings.trusted_networks,
+    return _origin(
+        request, headers.get("x-forwarded-for"), headers.get("x-real-ip"), headers.get("user-agent")
     )
-    return Origin.of(ip, headers.get("user-agent"), request_id_of(request.scope))
+
+
+def _origin(
+    request: HTTPConnection,
+    forwarded_for: str | None,
+    real_ip: str | None,
+    user_agent: str | None,
+) -> Origin:
+    settings: Settings = request.app.state.runtime.settings
+    client = request.scope.get("client")
+    ip = _client_address(
+        client[0] if client else None, forwarded_for, real_ip, settings.trusted_networks
+    )
+    return Origin.of(ip, user_agent, request_id_of(request.scope))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
