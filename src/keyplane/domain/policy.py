@@ -16,6 +16,7 @@ from keyplane.domain import globs, safe_regex
 from keyplane.domain import policy_spec as spec
 from keyplane.domain.admission import cost_scope
 from keyplane.domain.decisions import Code
+from keyplane.domain.frozen import fast_init
 from keyplane.domain.network import IpRules, parse_ip, parse_network
 from keyplane.domain.periods import Reset
 from keyplane.domain.request_signing import DEFAULT_MAX_AGE, SignedRequest, SigningRule
@@ -182,6 +183,7 @@ class Policy:
 EMPTY = Policy()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """What the gateway tells verify about the request it is about to serve."""
