@@ -18,6 +18,7 @@ documents) are counted and carry ``X-Request-Id`` too.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -104,6 +105,8 @@ _ACCESS_LINE = (
 )
 
 
+# The same few management keys call over and over: each one's JSON text made once.
+@functools.lru_cache(maxsize=1024)
 def _json_id(value: str | None) -> str:
     return "null" if value is None else json.dumps(value)
 
