@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from keyplane.api.exact import JsonNumber
+from keyplane.api.exact import JsonNumber, loads_exact
 from keyplane.api.schemas import KeyOut
 from keyplane.domain import money
 from keyplane.errors import ValidationError
@@ -41,7 +41,7 @@ def json_object(field: str, text: str) -> dict[str, Any]:
             errors=[{"loc": field, "msg": "too long"}],
         )
     try:
-        value = json.loads(text, parse_float=JsonNumber)
+        value = loads_exact(text)
     except (ValueError, RecursionError):
         value = None
     if not isinstance(value, dict):

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Select, exists, func, insert, intersect, select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, FromClause
 
 from keyplane.domain import validation
 from keyplane.errors import ValidationError
@@ -124,11 +124,14 @@ async def plan_filters(
     return FilterPlan([filters[i] for i in order], all_common=counts[order[0]] >= cap)
 
 
-def _entry(org_id: str, path: str, value: str) -> tuple[ColumnElement[bool], ...]:
+def _entry(
+    org_id: str, path: str, value: str, entries: FromClause = api_key_metadata
+) -> tuple[ColumnElement[bool], ...]:
+    """The conditions naming one filter's entries of the index (or of an alias of it)."""
     return (
-        api_key_metadata.c.org_id == org_id,
-        api_key_metadata.c.path == path,
-        api_key_metadata.c.value_digest == value_digest(value),
+        entries.c.org_id == org_id,
+        entries.c.path == path,
+        entries.c.value_digest == value_digest(value),
     )
 
 
@@ -156,12 +159,7 @@ def matching_page(org_id: str, filters: Filters, after: str | None) -> Select[An
     for path, value in rest:
         other = index.alias()
         query = query.where(
-            exists().where(
-                other.c.org_id == org_id,
-                other.c.path == path,
-                other.c.value_digest == value_digest(value),
-                other.c.key_id == index.c.key_id,
-            )
+            exists().where(*_entry(org_id, path, value, other), other.c.key_id == index.c.key_id)
         )
     return query
 
@@ -187,11 +185,7 @@ def merged_page(
     sides = []
     for number, (path, value) in enumerate(filters):
         entries = index.alias(f"filter_{number}")
-        side = select(entries.c.key_id).where(
-            entries.c.org_id == org_id,
-            entries.c.path == _dotted(path),
-            entries.c.value_digest == value_digest(value),
-        )
+        side = select(entries.c.key_id).where(*_entry(org_id, _dotted(path), value, entries))
         if after is not None:
             side = side.where(entries.c.key_id > after)
         if number == 0 and conditions:
