@@ -14,7 +14,7 @@ through SQLAlchemy), and its errors come out as Keyplane's (``store/unit.py``'s 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Column, Table
@@ -71,3 +71,55 @@ def row_values(
         row[name] if convert is None else convert(row[name])
         for convert, name in zip(processors, names, strict=True)
     )
+
+
+class DriverStatement:
+    """A SQLAlchemy statement compiled once for ``dialect``, run through the driver.
+
+    The SQL is what SQLAlchemy would send; :meth:`args` lays the values out in the order
+    of its ``?`` marks, through each parameter's own type conversion, and values bound in
+    the statement itself (``column == "literal"``) are kept. :meth:`rows` turns rows back
+    into what SQLAlchemy would have read, with each result column's conversion.
+    """
+
+    __slots__ = ("_defaults", "_names", "_processors", "_readers", "sql")
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        binds = [compiled.binds[name] for name in compiled.positiontup or ()]
+        self._names = tuple(compiled.positiontup or ())
+        self._defaults = tuple(bind.value for bind in binds)
+        self._processors = tuple(
+            bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds
+        )
+        self._readers = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in getattr(statement, "exported_columns", ())
+        )
+
+    def args(self, values: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+        """The positional parameters: ``values`` by name, the statement's own otherwise."""
+        given = values or {}
+        return tuple(
+            _converted(convert, given.get(name, default))
+            for name, default, convert in zip(
+                self._names, self._defaults, self._processors, strict=True
+            )
+        )
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """Rows of this statement as the driver returned them, converted as SQLAlchemy
+        converts them (for a statement that selects or returns columns)."""
+        readers = self._readers
+        return [
+            tuple(
+                value if read is None else read(value)
+                for read, value in zip(readers, row, strict=True)
+            )
+            for row in raw
+        ]
+
+
+def _converted(convert: Processor, value: Any) -> Any:
+    return value if convert is None else convert(value)

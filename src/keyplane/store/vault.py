@@ -62,6 +62,7 @@ from keyplane.store.vault_sql import (
     live_lease_counts,
     save_credential,
 )
+from keyplane.store.vault_sqlite import SqliteLeaseBatches
 
 __all__ = [
     "CredentialFilter",
@@ -77,11 +78,16 @@ __all__ = [
 class SqlVaultStore:
     """Credentials and leases over the shared unit of work (its engine and writer lock)."""
 
-    def __init__(self, unit: UnitOfWork, tenancy: TenancyStore) -> None:
+    def __init__(self, unit: UnitOfWork, tenancy: TenancyStore, *, one_trip: bool = True) -> None:
+        """``one_trip=False`` keeps SQLite's lease batches on the reference path (statement
+        by statement through SQLAlchemy; tests compare the two)."""
         self._unit = unit
         self._tenancy = tenancy
         self._is_sqlite = unit.is_sqlite
         self._lock_statements: dict[tuple[str, CredentialFilter], Select[Any]] = {}
+        self._one_trip = (
+            SqliteLeaseBatches(unit.engine.dialect) if unit.is_sqlite and one_trip else None
+        )
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -237,6 +243,16 @@ class SqlVaultStore:
         """
         if not asks and not self._is_sqlite:
             return [], await self._release_autocommit(releases)
+        if self._one_trip is not None:
+            lock = None
+            if asks:
+                only_active = _only_active(asks)
+                lock = (
+                    self._lock_key(asks[0].org_id, only_active),
+                    self._lock_statement(asks[0].org_id, only_active),
+                )
+            async with self._unit.write() as conn:
+                return await self._one_trip.run(conn, lock, asks, releases, now, rng)
         async with self._unit.write() as conn:
             # SQLite's write lock: _lock_and_count claims it; a release's DELETE is a write.
             answers = await self._lease_many(conn, asks, now, rng)
@@ -266,10 +282,7 @@ class SqlVaultStore:
     ) -> list[Lease | Choice | Exception]:
         if not asks:
             return []
-        org_id, filters = asks[0].org_id, asks[0].filters
-        if any(a.org_id != org_id or a.filters != filters for a in asks):
-            raise ValueError("a lease batch is for one organization and one filter")
-        only_active = dataclasses.replace(filters, status=CredentialStatus.ACTIVE)
+        org_id, only_active = asks[0].org_id, _only_active(asks)
         records, live = await self._lock_and_count(conn, org_id, only_active, now)
         decided = decide(asks, org_id, records, live, now, rng)
         answers, new_leases, used, sweep = (
@@ -350,6 +363,16 @@ class SqlVaultStore:
         # statement would come from its snapshot, taken before any wait for the locks.
         return records, await live_lease_counts(conn, list(records), now)
 
+    @staticmethod
+    def _lock_key(org_id: str, filters: CredentialFilter) -> tuple[str, CredentialFilter] | None:
+        """The statement caches' key; None for a filter holding lists (not hashable: its
+        statement is built every time)."""
+        try:
+            hash(filters)
+        except TypeError:
+            return None
+        return (org_id, filters)
+
     def _lock_statement(self, org_id: str, filters: CredentialFilter) -> Select[Any]:
         """The statement that reads (and on PostgreSQL locks) a filter's candidates.
 
@@ -358,12 +381,8 @@ class SqlVaultStore:
         lease count and earliest expiry (correlated subqueries, bound ``now``), after the
         write lock has been claimed, so they are current.
         """
-        key: tuple[str, CredentialFilter] | None = None
-        try:
-            cached = self._lock_statements.get((org_id, filters))
-            key = (org_id, filters)
-        except TypeError:  # a filter holding lists: not hashable, build it every time
-            key, cached = None, None
+        key = self._lock_key(org_id, filters)
+        cached = None if key is None else self._lock_statements.get(key)
         if cached is not None:
             return cached
         table = vault_credentials
@@ -493,3 +512,11 @@ class SqlVaultStore:
                 # Released by someone else between our read and our delete.
                 raise NotFoundError("no such lease", code="LEASE_NOT_FOUND")
         return record
+
+
+def _only_active(asks: Sequence[LeaseAsk]) -> CredentialFilter:
+    """The batch's one filter, for active credentials only."""
+    org_id, filters = asks[0].org_id, asks[0].filters
+    if any(a.org_id != org_id or a.filters != filters for a in asks):
+        raise ValueError("a lease batch is for one organization and one filter")
+    return dataclasses.replace(filters, status=CredentialStatus.ACTIVE)

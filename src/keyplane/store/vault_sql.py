@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.elements import BindParameter
 
 from keyplane.domain import ids
 from keyplane.domain.vault import Candidate, Choice, CredentialRecord, CredentialStatus, choose
@@ -74,8 +75,11 @@ def credential_conditions(
     return conditions
 
 
-def leases_reached(org_id: str, seen_from_project: str | None) -> list[ColumnElement[bool]]:
-    """Conditions on lease rows: their credential is within the caller's reach."""
+def leases_reached(
+    org_id: str | BindParameter[str], seen_from_project: str | BindParameter[str] | None
+) -> list[ColumnElement[bool]]:
+    """Conditions on lease rows: their credential is within the caller's reach (values,
+    or parameters bound later)."""
     if seen_from_project is None:
         return []
     reached = select(vault_credentials.c.id).where(
@@ -94,7 +98,7 @@ def has_tag(tag: str, *, is_sqlite: bool) -> ColumnElement[bool]:
     return exists(select(1).select_from(elements).where(elements.c.value == tag))
 
 
-def reached_from(project_id: str) -> ColumnElement[bool]:
+def reached_from(project_id: str | BindParameter[str]) -> ColumnElement[bool]:
     """SQL of ``CredentialRecord.reachable_from`` for a project-bound caller: the project's
     own credentials, and org-wide ones the operator shared with projects."""
     table = vault_credentials
@@ -240,7 +244,11 @@ def credential_values(record: CredentialRecord) -> dict[str, Any]:
 
 
 def credential_record(row: Row[Any]) -> CredentialRecord:
-    m = row._mapping
+    return credential_from(row._mapping)
+
+
+def credential_from(m: Mapping[Any, Any]) -> CredentialRecord:
+    """A credential from its columns by key (``meta`` for the metadata column)."""
     return CredentialRecord(
         id=m["id"],
         org_id=m["org_id"],
