@@ -54,6 +54,7 @@ from keyplane.store.vault_sql import (
     CLAIM_SQLITE_WRITER,
     COUNT_USE,
     STATEMENT_CACHE_SIZE,
+    count_use_values,
     credential_conditions,
     credential_record,
     credential_values,
@@ -302,18 +303,7 @@ class SqlVaultStore:
             )
         if not new_leases:
             return answers
-        uses = [
-            {
-                "key": r.id,
-                "day_start": r.day_start,
-                "day_count": r.day_count,
-                "month_start": r.month_start,
-                "month_count": r.month_count,
-                "total_count": r.total_count,
-                "last_used_at": r.last_used_at,
-            }
-            for r in used.values()
-        ]
+        uses = [count_use_values(r) for r in used.values()]
         if self._is_sqlite:
             await conn.execute(insert(vault_leases), new_leases)
             await conn.execute(COUNT_USE, uses)

@@ -49,6 +49,24 @@ COUNT_USE = (
         last_used_at=bindparam("last_used_at"),
     )
 )
+
+
+def count_use_values(record: CredentialRecord) -> dict[str, Any]:
+    """:data:`COUNT_USE`'s parameters for a credential just used."""
+    return {"key": record.id, **_use_counters(record)}
+
+
+def _use_counters(record: CredentialRecord) -> dict[str, Any]:
+    return {
+        "day_start": record.day_start,
+        "day_count": record.day_count,
+        "month_start": record.month_start,
+        "month_count": record.month_count,
+        "total_count": record.total_count,
+        "last_used_at": record.last_used_at,
+    }
+
+
 #: A write matching no row: takes SQLite's write lock, writes nothing.
 CLAIM_SQLITE_WRITER = (
     update(vault_credentials).where(vault_credentials.c.id == "").values(id=vault_credentials.c.id)
@@ -231,12 +249,7 @@ def credential_values(record: CredentialRecord) -> dict[str, Any]:
         "status": stored_status(record.status),
         "status_reason": record.status_reason,
         "cooldown_until": record.cooldown_until,
-        "day_start": record.day_start,
-        "day_count": record.day_count,
-        "month_start": record.month_start,
-        "month_count": record.month_count,
-        "total_count": record.total_count,
-        "last_used_at": record.last_used_at,
+        **_use_counters(record),
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "revoked_at": record.revoked_at,

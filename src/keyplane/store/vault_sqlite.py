@@ -42,6 +42,7 @@ from keyplane.store.vault_sql import (
     CLAIM_SQLITE_WRITER,
     COUNT_USE,
     STATEMENT_CACHE_SIZE,
+    count_use_values,
     credential_from,
     decide,
     leases_reached,
@@ -125,7 +126,7 @@ class SqliteLeaseBatches:
             )
             db.executemany(
                 self._count_use.sql,
-                [self._count_use.args(_uses(record)) for record in decided.used.values()],
+                [self._count_use.args(count_use_values(r)) for r in decided.used.values()],
             )
         return decided.answers
 
@@ -184,18 +185,6 @@ class SqliteLeaseBatches:
                 self._by_count.clear()
             found = self._by_count[key] = DriverStatement(build(), self._dialect)
         return found
-
-
-def _uses(record: CredentialRecord) -> dict[str, Any]:
-    return {
-        "key": record.id,
-        "day_start": record.day_start,
-        "day_count": record.day_count,
-        "month_start": record.month_start,
-        "month_count": record.month_count,
-        "total_count": record.total_count,
-        "last_used_at": record.last_used_at,
-    }
 
 
 def _marks(prefix: str, count: int) -> list[Any]:
