@@ -55,6 +55,7 @@ _CREDENTIAL = st.fixed_dictionaries(
         "in_project": st.sampled_from([None, "own", "shared"]),
         "opens": st.sampled_from([True] * 5 + [False]),
         "tag": st.sampled_from(["a", "b"]),
+        "team": st.sampled_from(["core", "ml"]),
         "cooling": st.booleans(),
     }
 )
@@ -65,6 +66,7 @@ _STEP = st.fixed_dictionaries(
         "ttl": st.sampled_from([30, 60, 600]),
         "from_project": st.booleans(),
         "tag": st.sampled_from([None, "a"]),
+        "team": st.sampled_from([None, "core"]),
         # Indexes into the leases granted so far (modulo), and whether to add an unknown id.
         "releases": st.lists(st.integers(0, 20), max_size=3),
         "unknown_release": st.booleans(),
@@ -106,7 +108,7 @@ async def _side(
                 secret_hint="...abcd",
                 environment="production",
                 tags=(fields["tag"],),
-                metadata={},
+                metadata={"team": {"name": fields["team"]}},
                 weight=fields["weight"],
                 daily_limit=fields["daily_limit"],
                 monthly_limit=fields["monthly_limit"],
@@ -134,6 +136,7 @@ async def _step(side: _Side, step: dict[str, Any], now: datetime) -> Any:
     filters = CredentialFilter(
         provider="openai",
         tags=() if step["tag"] is None else (step["tag"],),
+        metadata=() if step["team"] is None else ((("team", "name"), step["team"]),),
         seen_from_project=project,
     )
     open_secret: Callable[[CredentialRecord], str] = _open
