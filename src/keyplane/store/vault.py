@@ -17,7 +17,9 @@ the leases and counts the uses with one statement each, deletes the released lea
 - SQLite: the store's writer lock serialises writers in this process, and the transaction
   starts with a write (matching no row) so that SQLite's own write lock is held from the
   first read, which keeps other processes sharing the one file exact too; the candidates and
-  their live lease counts are then read in one statement.
+  their live lease counts are then read in one statement. The batch's statements run as one
+  function on the driver's thread (``store/vault_sqlite.py``); the statement-by-statement
+  path here is the reference it is tested against.
 
 Live leases are rows whose ``expires_at`` is still ahead: an abandoned lease stops counting
 when it expires, with no sweeper. Lock order is always credential rows, then lease rows; an
