@@ -55,7 +55,7 @@ from keyplane.store.vault_base import (
 from keyplane.store.vault_sql import (
     CLAIM_SQLITE_WRITER,
     COUNT_USE,
-    STATEMENT_CACHE_SIZE,
+    cached,
     count_use_values,
     credential_conditions,
     credential_record,
@@ -249,10 +249,11 @@ class SqlVaultStore:
         if self._one_trip is not None:
             lock = None
             if asks:
-                only_active = _only_active(asks)
+                org_id, only_active = asks[0].org_id, _only_active(asks)
+                # Its own cache holds the compiled statement: the Select is built on a miss.
                 lock = (
-                    self._lock_key(asks[0].org_id, only_active),
-                    self._lock_statement(asks[0].org_id, only_active),
+                    self._lock_key(org_id, only_active),
+                    lambda: self._build_lock_statement(org_id, only_active),
                 )
             async with self._unit.write() as conn:
                 return await self._one_trip.run(conn, lock, asks, releases, now, rng)
@@ -366,20 +367,21 @@ class SqlVaultStore:
         return (org_id, filters)
 
     def _lock_statement(self, org_id: str, filters: CredentialFilter) -> Select[Any]:
-        """The statement that reads (and on PostgreSQL locks) a filter's candidates.
+        """The statement that reads (and on PostgreSQL locks) a filter's candidates, built
+        once per (organization, filter) and reused: building and keying a statement costs
+        more Python time than a lease's other work."""
+        return cached(
+            self._lock_statements,
+            self._lock_key(org_id, filters),
+            lambda: self._build_lock_statement(org_id, filters),
+        )
 
-        Built once per (organization, filter) and reused: building and keying a statement
-        costs more Python time than a lease's other work. On SQLite it also reads the live
-        lease count and earliest expiry (correlated subqueries, bound ``now``), after the
-        write lock has been claimed, so they are current.
-        """
-        key = self._lock_key(org_id, filters)
-        cached = None if key is None else self._lock_statements.get(key)
-        if cached is not None:
-            return cached
+    def _build_lock_statement(self, org_id: str, filters: CredentialFilter) -> Select[Any]:
+        """On SQLite the statement also reads the live lease count and earliest expiry
+        (correlated subqueries, bound ``now``), after the write lock has been claimed, so
+        they are current."""
         table = vault_credentials
         conditions = credential_conditions(org_id, filters, is_sqlite=self._is_sqlite)
-        query: Select[Any]
         if self._is_sqlite:
             live_leases = (
                 vault_leases.c.credential_id == table.c.id,
@@ -389,18 +391,12 @@ class SqlVaultStore:
             earliest = (
                 select(func.min(vault_leases.c.expires_at)).where(*live_leases).scalar_subquery()
             )
-            query = (
+            return (
                 select(table, count.label("live_count"), earliest.label("earliest"))
                 .where(*conditions)
                 .order_by(table.c.id)
             )
-        else:
-            query = select(table).where(*conditions).order_by(table.c.id).with_for_update()
-        if key is not None:
-            if len(self._lock_statements) >= STATEMENT_CACHE_SIZE:
-                self._lock_statements.clear()
-            self._lock_statements[key] = query
-        return query
+        return select(table).where(*conditions).order_by(table.c.id).with_for_update()
 
     async def _release_many(
         self, conn: AsyncConnection, scope: ReleaseScope, lease_ids: Sequence[str]

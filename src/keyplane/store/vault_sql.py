@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Text,
@@ -36,6 +36,24 @@ from keyplane.store.vault_base import CredentialFilter, Lease, LeaseAsk
 SWEEP_EVERY = 16
 #: Lock statements kept (one per organization and lease filter in use).
 STATEMENT_CACHE_SIZE = 256
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def cached(cache: dict[K, V], key: K | None, build: Callable[[], V]) -> V:
+    """``cache[key]``, built on a miss; at most :data:`STATEMENT_CACHE_SIZE` entries (full, it
+    starts over). A ``None`` key (a filter holding lists, not hashable) builds every time."""
+    if key is None:
+        return build()
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= STATEMENT_CACHE_SIZE:
+            cache.clear()
+        found = cache[key] = build()
+    return found
+
+
 #: Count uses of a leased credential; run as one executemany per batch.
 COUNT_USE = (
     update(vault_credentials)

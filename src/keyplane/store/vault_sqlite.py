@@ -41,7 +41,7 @@ from keyplane.store.vault_base import Lease, LeaseAsk, ReleaseScope
 from keyplane.store.vault_sql import (
     CLAIM_SQLITE_WRITER,
     COUNT_USE,
-    STATEMENT_CACHE_SIZE,
+    cached,
     count_use_values,
     credential_from,
     decide,
@@ -70,14 +70,15 @@ class SqliteLeaseBatches:
     async def run(
         self,
         conn: AsyncConnection,
-        lock: tuple[Any, Select[Any]] | None,
+        lock: tuple[Any, Callable[[], Select[Any]]] | None,
         asks: Sequence[LeaseAsk],
         releases: Mapping[ReleaseScope, Sequence[str]],
         now: datetime,
         rng: random.Random | None,
     ) -> tuple[Answers, dict[str, CredentialRecord]]:
-        """The batch's body in ``conn``'s open transaction. ``lock`` is the asks' candidate
-        statement with its cache key (None when unhashable), or None when there are no asks."""
+        """The batch's body in ``conn``'s open transaction. ``lock`` is the cache key of the
+        asks' candidate statement (None when unhashable) and how to build it, or None when
+        there are no asks."""
         read = None if lock is None else self._lock(*lock)
         ends = [
             (self._ending(len(ids), project is not None), org_id, project, sorted(set(ids)))
@@ -158,15 +159,8 @@ class SqliteLeaseBatches:
 
     # -- statements, compiled once ------------------------------------------------------------
 
-    def _lock(self, key: Any, statement: Select[Any]) -> DriverStatement:
-        if key is None:  # a filter holding lists: compiled every time
-            return DriverStatement(statement, self._dialect)
-        compiled = self._locks.get(key)
-        if compiled is None:
-            if len(self._locks) >= STATEMENT_CACHE_SIZE:
-                self._locks.clear()
-            compiled = self._locks[key] = DriverStatement(statement, self._dialect)
-        return compiled
+    def _lock(self, key: Any, build: Callable[[], Select[Any]]) -> DriverStatement:
+        return cached(self._locks, key, lambda: DriverStatement(build(), self._dialect))
 
     def _ending(self, count: int, in_project: bool) -> DriverStatement:
         return self._compiled(("end", count, in_project), lambda: _deleting(count, in_project))
@@ -179,12 +173,7 @@ class SqliteLeaseBatches:
 
     def _compiled(self, key: tuple[str, int, bool], build: Callable[[], Any]) -> DriverStatement:
         """Statements that differ by their number of ids (one ``?`` each), per number."""
-        found = self._by_count.get(key)
-        if found is None:
-            if len(self._by_count) >= STATEMENT_CACHE_SIZE:
-                self._by_count.clear()
-            found = self._by_count[key] = DriverStatement(build(), self._dialect)
-        return found
+        return cached(self._by_count, key, lambda: DriverStatement(build(), self._dialect))
 
 
 def _marks(prefix: str, count: int) -> list[Any]:
