@@ -13,6 +13,8 @@ from keyplane.domain.admission import (
     BudgetAsk,
     WindowAsk,
     WindowKind,
+    admit_at_once,
+    check_windows,
     from_micros,
     judge,
     judge_reference,
@@ -94,3 +96,71 @@ def test_from_micros_is_the_epoch_plus_that_many_microseconds(value: int) -> Non
     assert from_micros(value) == expected
     if value < micros(latest):
         assert micros(from_micros(value)) == value
+
+
+@st.composite
+def window_asks(draw: st.DrawFn) -> tuple[WindowAsk, int | None]:
+    """A window ask and the TAT a limiter holds for it (None: never used), from empty to
+    well past full; limits up to 10^12 (token windows) so the scaled times are big ints."""
+    limit = draw(st.integers(1, 50) | st.integers(1, 10**12))
+    period = draw(st.sampled_from([1, 60, 86_400])) * gcra.MICROS
+    window = gcra.Window(limit, period, draw(st.integers(1, limit)))
+    ask = WindowAsk(
+        draw(st.sampled_from(["per_second", "per_minute", "input_per_minute"])),
+        draw(st.sampled_from(list(WindowKind))),
+        window,
+        draw(st.integers(0, 60)),
+        calendar_day=draw(st.integers(0, 9)) == 0,
+    )
+    now = micros(NOW) * limit
+    if draw(st.booleans()):
+        # Within two requests of full, either side: where an off-by-one would show.
+        edge = now + window.capacity - ask.cost * period
+        return ask, edge + draw(st.integers(-2 * period, 2 * period))
+    tat = draw(st.none() | st.integers(0, 3 * window.capacity))
+    return ask, None if tat is None else tat + now - window.capacity
+
+
+@given(
+    st.lists(window_asks(), max_size=7),
+    st.lists(budgets(), max_size=5),
+    st.none() | st.integers(1, 5),
+    st.sampled_from([0, 0, 0, 1, 999_999]),
+)
+@settings(max_examples=500)
+def test_admit_at_once_agrees_with_check_windows_then_judge(
+    asks: list[tuple[WindowAsk, int | None]],
+    budget_asks: list[tuple[BudgetAsk, int | None]],
+    max_parallel: int | None,
+    offset_us: int,
+) -> None:
+    """The memory limiter's one pass gives the verdict and the TATs the reference gives, and
+    is taken for every admitted request it is meant for (else the limiter would lose its
+    speed silently); anything else it leaves to the reference."""
+    admission = Admission(
+        "key_1",
+        "req_1",
+        NOW + timedelta(minutes=1),
+        tuple(ask for ask, _ in asks),
+        max_parallel,
+        tuple(ask for ask, _ in budget_asks),
+    )
+    tats = [tat for _, tat in asks]
+    lefts = [left for _, left in budget_asks if left is not None]
+    now_us = micros(NOW) + offset_us
+    now = from_micros(now_us)
+    window_states, advanced = check_windows(admission.windows, tats, now_us)
+    expected = judge_reference(admission, now, None, window_states, lefts)
+    at_once = admit_at_once(admission, tats, lefts, now_us)
+    common = (
+        max_parallel is None
+        and not any(ask.calendar_day for ask in admission.windows)
+        and not any(budget.carry is not None for budget in admission.budgets)
+    )
+    if common and expected.refusal is None:
+        assert at_once is not None
+    if at_once is not None:
+        result, new_tats = at_once
+        assert result == expected
+        assert new_tats == advanced
+        assert judge(admission, now, None, window_states, lefts) == result

@@ -19,6 +19,7 @@ from keyplane.domain.admission import (
     BudgetAsk,
     Settlement,
     WindowAsk,
+    admit_at_once,
     check_windows,
     judge,
     micros,
@@ -35,6 +36,15 @@ _WindowKey = tuple[str, str, str, int, int, bool]
 def _window_key(key_id: str, ask: WindowAsk) -> _WindowKey:
     window = ask.window
     return (key_id, ask.kind, ask.name, window.limit, window.period_us, ask.calendar_day)
+
+
+def _reserves_money(budgets: tuple[BudgetAsk, ...]) -> bool:
+    """Whether an admitted request reserves an amount of one of these budgets."""
+    # A loop, not any() over a generator: this runs on every admitted verify.
+    for budget in budgets:  # noqa: SIM110
+        if budget.cost and budget.limit is not None:
+            return True
+    return False
 
 
 @dataclass
@@ -111,8 +121,11 @@ class MemoryLimiter:
 
     async def admit(self, admission: Admission, now: datetime) -> AdmissionResult:
         waited = False
+        key_id = admission.key_id
         for budget in admission.budgets:
-            waited = await self._ensure_counter(admission.key_id, budget) or waited
+            # A live counter (nearly always) needs no coroutine made and awaited.
+            if not self._has_counter(key_id, budget.scope, budget.reset, budget.period_start):
+                waited = await self._ensure_counter(key_id, budget) or waited
         if waited and self._clock is not None:
             # Seeding reads the database: it may take long enough for ``now`` to be stale.
             now = max(now, self._clock.now())
@@ -161,18 +174,24 @@ class MemoryLimiter:
             in_use = self._slots.get(key_id, 0) - (1 if own is not None and own.holds_slot else 0)
             free = max(0, admission.max_parallel - in_use)
         window_keys = [_window_key(key_id, ask) for ask in admission.windows]
-        window_states, new_tats = check_windows(
-            admission.windows, [self._tats.get(k) for k in window_keys], now_us
-        )
+        stored = self._tats
+        tats = [stored.get(k) for k in window_keys]
         counters = self._counters.get(key_id, {})
         lefts = [
             max(0, budget.limit - counters[budget.scope].spent - counters[budget.scope].reserved)
             for budget in admission.budgets
             if budget.limit is not None
         ]
-        result = judge(admission, now, free, window_states, lefts)
-        if result.refusal is not None:
-            return result  # a refused request consumes nothing
+        new_tats: Sequence[int | None]
+        at_once = admit_at_once(admission, tats, lefts, now_us)
+        if at_once is not None:
+            result, new_tats = at_once
+        else:
+            window_states, advanced = check_windows(admission.windows, tats, now_us)
+            result = judge(admission, now, free, window_states, lefts)
+            if result.refusal is not None:
+                return result  # a refused request consumes nothing
+            new_tats = advanced
 
         # Everything allows the request: consume it all.
         for window_key, tat in zip(window_keys, new_tats, strict=True):
@@ -184,7 +203,7 @@ class MemoryLimiter:
             and admission.max_parallel is None
             and not admission.tokens_in
             and not admission.tokens_out
-            and not any(budget.cost and budget.limit is not None for budget in admission.budgets)
+            and not _reserves_money(admission.budgets)
         ):
             return result  # nothing held: no reservation to make (most verifies without cost)
         if reservation is None:

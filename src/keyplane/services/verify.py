@@ -48,7 +48,7 @@ from keyplane.metrics import LIMITER_ADMIT, VERDICTS
 from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
 from keyplane.services.carry import CarryBook
-from keyplane.services.directory import KeyDirectory, KeyEntry
+from keyplane.services.directory import KeyDirectory, KeyEntry, WindowSpec
 from keyplane.services.geoip import GeoIp
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.security_events import SECURITY_VERIFY_CODES, SecurityEvents
@@ -136,6 +136,7 @@ class Verifier:
         #: The current hour, day and month, for the cost windows.
         self._periods = CurrentPeriods()
         self._cost_windows = CostWindowAsks(self._periods)
+        self._window_asks = WindowAsks()
         #: Request ids, in order, without fresh randomness for each (ids.Sequence).
         self._request_ids = ids.Sequence("req")
         #: Told of every refusal of a known key (the runtime's ``RefusalTally``: memory only).
@@ -196,8 +197,11 @@ class Verifier:
             code = await self._check_request(entry, request, now)
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
-        # Most keys have no budget: no coroutine to make and await for them.
-        carry = None if policy.budget is None else await self._carry(entry, now)
+        # Most budgets carry nothing over: no coroutine to make and await for them.
+        budget = policy.budget
+        carry = (
+            None if budget is None or budget.max_carry is None else await self._carry(entry, now)
+        )
         admission = self._admission(entry, request, request_id, now, carry)
         pending = entry.match.valid_until is not None
         if admission is None:
@@ -308,16 +312,7 @@ class Verifier:
     ) -> Admission | None:
         """What this request asks of the key's limits; ``None`` when it has none."""
         policy = entry.policy
-        windows = tuple(
-            WindowAsk(
-                spec.name,
-                spec.kind,
-                spec.window,
-                _cost_in(spec.counts, request),
-                spec.counts,
-            )
-            for spec in entry.windows
-        )
+        windows = self._window_asks.asks(entry.windows, request.tokens_in, request.tokens_out)
         budgets: list[BudgetAsk] = []
         budget = policy.budget
         if budget is not None:
@@ -371,6 +366,55 @@ class Verifier:
             tokens_in=request.tokens_in,
             tokens_out=request.tokens_out,
         )
+
+
+class WindowAsks:
+    """The window asks of a key's windows for a request's token counts, kept per distinct
+    windows (shared by every key of one policy) and counts.
+
+    Rate windows always cost 1, and most requests carry no token estimate, or the same
+    one: a loaded verify would otherwise build the same six asks again. One entry per
+    (windows, tokens in, tokens out), found by the windows' identity; the entry holds them, so
+    their id cannot be reused while cached. Bounded: emptied when it holds ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max_entries = max_entries
+        #: (id(windows), tokens in, tokens out) -> (windows, their asks)
+        self._asks: dict[
+            tuple[int, int, int], tuple[tuple[WindowSpec, ...], tuple[WindowAsk, ...]]
+        ] = {}
+
+    def asks(
+        self, windows: tuple[WindowSpec, ...], tokens_in: int, tokens_out: int
+    ) -> tuple[WindowAsk, ...]:
+        if not windows:
+            return ()
+        key = (id(windows), tokens_in, tokens_out)
+        cached = self._asks.get(key)
+        if cached is not None and cached[0] is windows:
+            return cached[1]
+        asks = window_asks(windows, tokens_in, tokens_out)
+        if len(self._asks) >= self._max_entries:
+            self._asks.clear()
+        self._asks[key] = (windows, asks)
+        return asks
+
+
+def window_asks(
+    windows: tuple[WindowSpec, ...], tokens_in: int, tokens_out: int
+) -> tuple[WindowAsk, ...]:
+    """What a request with these token counts asks of each window (rate windows: 1)."""
+    return tuple(
+        WindowAsk(
+            spec.name,
+            spec.kind,
+            spec.window,
+            _cost_in(spec.counts, tokens_in, tokens_out),
+            spec.counts,
+        )
+        for spec in windows
+    )
 
 
 class CostWindowAsks:
@@ -467,11 +511,11 @@ def _cost_asks(
     return asks
 
 
-def _cost_in(counts: str | None, request: VerifyRequest) -> int:
+def _cost_in(counts: str | None, tokens_in: int, tokens_out: int) -> int:
     if counts is None:
         return 1  # a rate window counts requests
     if counts == "input":
-        return request.tokens_in
+        return tokens_in
     if counts == "output":
-        return request.tokens_out
-    return request.tokens_in + request.tokens_out
+        return tokens_out
+    return tokens_in + tokens_out
