@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from keyplane.domain import gcra, globs
 from keyplane.domain.decisions import Code
@@ -180,9 +181,11 @@ class Admission:
     tokens_out: int = 0
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class LimitState:
+class LimitState(NamedTuple):
+    """One limit's state in a verdict. A named tuple, not a slotted dataclass: a loaded verify
+    makes one per window and budget, and a tuple is the cheapest immutable record Python
+    builds (about half the cost). Read by name only, never unpacked or indexed."""
+
     name: str
     kind: Dimension
     limit: int
