@@ -73,7 +73,12 @@ def model_matches(pattern: str, model: str) -> bool:
 
 
 def any_model_matches(patterns: Sequence[str], model: str) -> bool:
-    return any(model_matches(pattern, model) for pattern in patterns)
+    # Loops, not any() over a generator, here and below: checked on every verify of a key
+    # with rules, and a generator costs more than the match it wraps.
+    for pattern in patterns:  # noqa: SIM110
+        if model_matches(pattern, model):
+            return True
+    return False
 
 
 def check_model_pattern(pattern: str) -> str:
@@ -246,7 +251,10 @@ def url_matches(pattern: str, url: str) -> bool:
 
 
 def any_url_matches(patterns: Sequence[str], url: str) -> bool:
-    return any(url_matches(pattern, url) for pattern in patterns)
+    for pattern in patterns:  # noqa: SIM110
+        if url_matches(pattern, url):
+            return True
+    return False
 
 
 # -- host globs (``network.domains``) ----------------------------------------------------------
