@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -14,13 +15,16 @@ from keyplane.domain.decisions import Code
 from keyplane.domain.periods import Reset
 from keyplane.domain.policy import (
     EMPTY,
+    Policy,
     RequestContext,
     TokenLimits,
+    check_costs,
     check_request,
     effective_scopes,
     merge_documents,
     parse_policy,
     token_windows,
+    without_rules,
 )
 from keyplane.domain.usage import crossed_thresholds
 
@@ -247,3 +251,109 @@ def test_money_text_is_exact_and_keeps_a_decimal_point() -> None:
     assert money.to_text(1) == "0.000001"
     assert money.to_text(money.MAX_MICROS - 1) == "999999999999.999999"
     assert money.to_text(-1_500_000) == "-1.5"
+
+
+# One rule of every kind verify checks or admits against, each alone in its policy.
+ONE_RULE_EACH = [
+    {"models": {"allow": ["gpt-4*"]}},
+    {"models": {"deny": ["*-vision-*"]}},
+    {"models": {"cost_limits": [{"model": "gpt-4*", "max_tokens_per_request": 10}]}},
+    {"models": {"cost_limits": [{"model": "gpt-4*", "max_requests_per_day": 10}]}},
+    {"rate_limits": [{"name": "m", "limit": 10, "period": 60}]},
+    {"token_limits": {"input_per_minute": 100}},
+    {"concurrency": {"max_parallel": 3}},
+    {"concurrency": {"max_queued": 3}},
+    {"budget": {"credit_limit_micros": 5_000_000, "reset": "daily"}},
+    {"budget": {"per_model": [{"model": "gpt-4*", "credit_limit_micros": 5}]}},
+    {"costs": {"per_request_max_micros": 100}},
+    {"costs": {"per_day_max_micros": 100}},
+    {"network": {"ip_allow": ["203.0.113.0/24"]}},
+    {"network": {"ip_deny": ["203.0.113.7"]}},
+    {"network": {"origins": ["https://*.example.com"]}},
+    {"network": {"referrers": ["https://app.example.com/*"]}},
+    {"network": {"user_agent": "^MyApp/"}},
+    {"network": {"user_agents": ["MyApp/*"]}},
+    {"network": {"require_https": True}},
+    {"network": {"countries_allow": ["DE"]}},
+    {"network": {"countries_deny": ["DE"]}},
+    {"network": {"domains": ["*.example.com"]}},
+    {"signing": {"required": True}},
+    {"features": {"allow": ["chat_completion"]}},
+    {"features": {"deny": ["vision"]}},
+    {"advanced_features": {"batch_processing": False}},
+    {"data_access": {"export_data": False}},
+    {"operations": ["read"]},
+    {"routing": {"allowed_providers": ["openai"]}},
+    {"routing": {"force_provider": "openai"}},
+    {"routing": {"allow_auto_routing": False}},
+    {"routing": {"fallback_allowed": False}},
+]
+
+
+@pytest.mark.parametrize("document", ONE_RULE_EACH, ids=lambda d: str(d)[:60])
+def test_a_policy_with_any_rule_is_not_unrestricted(document: dict) -> None:
+    assert not parse_policy(document).unrestricted
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{}, {"scopes": ["chat"]}, {"require_approval": True}],
+)
+def test_a_policy_that_only_describes_the_key_is_unrestricted(document: dict) -> None:
+    policy = parse_policy(document)
+    assert policy.unrestricted
+    assert without_rules(policy) and policy == replace(EMPTY, **_described(policy))
+
+
+def _described(policy: Policy) -> dict:
+    return {"scopes": policy.scopes, "require_approval": policy.require_approval}
+
+
+@given(
+    model=st.none() | st.sampled_from(["gpt-4o", "claude-3-opus", "x" * 200]),
+    ip=st.none() | st.sampled_from(["203.0.113.5", "::1", "not an ip"]),
+    origin=st.none() | st.just("https://evil.example"),
+    user_agent=st.none() | st.just("curl/8"),
+    scheme=st.none() | st.sampled_from(["http", "https"]),
+    country=st.none() | st.just("KP"),
+    features=st.lists(st.sampled_from(["vision", "chat_completion"]), max_size=2),
+    operation=st.none() | st.sampled_from(["read", "delete_data"]),
+    provider=st.none() | st.just("openai"),
+    flags=st.tuples(st.booleans(), st.booleans()),
+    cost=st.integers(0, 10**15),
+    tokens=st.integers(0, 10**12),
+)
+def test_an_unrestricted_policy_refuses_no_request(
+    model: str | None,
+    ip: str | None,
+    origin: str | None,
+    user_agent: str | None,
+    scheme: str | None,
+    country: str | None,
+    features: list[str],
+    operation: str | None,
+    provider: str | None,
+    flags: tuple[bool, bool],
+    cost: int,
+    tokens: int,
+) -> None:
+    """What verify skips for an unrestricted policy could only have passed."""
+    context = RequestContext(
+        model=model,
+        ip=ip,
+        origin=origin,
+        user_agent=user_agent,
+        scheme=scheme,
+        country=country,
+        features=tuple(features),
+        operation=operation,
+        provider=provider,
+        auto_routing=flags[0],
+        fallback=flags[1],
+    )
+    for document in ({}, {"scopes": ["chat"], "require_approval": True}):
+        policy = parse_policy(document)
+        assert policy.unrestricted
+        assert check_request(policy, context) is None
+        assert check_costs(policy, model, cost, tokens) is None
+        assert policy.signing is None and policy.budget is None and policy.max_parallel is None

@@ -178,9 +178,19 @@ class Policy:
     directives: Mapping[str, Any] = field(default_factory=dict, compare=False)
     require_approval: bool = False
     max_queued: int = 0
+    #: No request rule, cost cap or limit of any kind (``compile_policy`` works it out): verify
+    #: skips the request checks and the admission, which could only pass and build nothing.
+    #: False unless known, so a policy made another way takes the whole path.
+    unrestricted: bool = field(default=False, compare=False)
 
 
 EMPTY = Policy()
+
+
+def without_rules(policy: Policy) -> bool:
+    """Whether ``policy`` has no rule verify checks and no limit it admits against: equal to
+    the empty policy but for what only describes the key (scopes, directives, approval)."""
+    return dataclasses.replace(policy, scopes=(), directives={}, require_approval=False) == EMPTY
 
 
 @fast_init
@@ -229,7 +239,7 @@ def compile_policy(policy: spec.PolicySpec) -> Policy:
     network = spec.value_or(policy.network, spec.NetworkRules())
     concurrency = spec.value_or(policy.concurrency, spec.Concurrency())
     user_agent = network.user_agent
-    return Policy(
+    compiled = Policy(
         models_allow=spec.value_or(models.allow, ()),
         models_deny=spec.value_or(models.deny, ()),
         scopes=spec.value_or(policy.scopes, ()),
@@ -279,6 +289,7 @@ def compile_policy(policy: spec.PolicySpec) -> Policy:
         ),
         signing=_signing(policy.signing),
     )
+    return dataclasses.replace(compiled, unrestricted=without_rules(compiled))
 
 
 def _signing(section: spec.Field[spec.Signing]) -> SigningRule | None:

@@ -193,7 +193,9 @@ class Verifier:
             return _NOT_FOUND
         plan = entry.match.plan_name
         request_id = request.request_id or self._request_ids.next()
-        if code is Code.VALID:
+        # A key with no rules and no limits (most keys): nothing to check, nothing to admit.
+        unrestricted = policy.unrestricted
+        if code is Code.VALID and not unrestricted:
             code = await self._check_request(entry, request, now)
         if code is not Code.VALID:
             return Verdict(code, record, plan, request_id, scopes=granted)
@@ -202,7 +204,9 @@ class Verifier:
         carry = (
             None if budget is None or budget.max_carry is None else await self._carry(entry, now)
         )
-        admission = self._admission(entry, request, request_id, now, carry)
+        admission = (
+            None if unrestricted else self._admission(entry, request, request_id, now, carry)
+        )
         pending = entry.match.valid_until is not None
         if admission is None:
             self._last_used.record(record.id, now)
