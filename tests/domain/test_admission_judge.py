@@ -60,6 +60,19 @@ def budgets(draw: st.DrawFn) -> tuple[BudgetAsk, int | None]:
     return ask, None if limit is None else draw(st.integers(0, limit))
 
 
+def admission_of(
+    asks: list[WindowAsk], budget_asks: list[tuple[BudgetAsk, int | None]], max_parallel: int | None
+) -> Admission:
+    return Admission(
+        "key_1",
+        "req_1",
+        NOW + timedelta(minutes=1),
+        tuple(asks),
+        max_parallel,
+        tuple(ask for ask, _ in budget_asks),
+    )
+
+
 @given(
     st.lists(windows(), max_size=7),
     st.lists(budgets(), max_size=5),
@@ -73,14 +86,7 @@ def test_judge_agrees_with_the_reference(
     max_parallel: int | None,
     free_slots: int,
 ) -> None:
-    admission = Admission(
-        "key_1",
-        "req_1",
-        NOW + timedelta(minutes=1),
-        tuple(ask for ask, _ in asks),
-        max_parallel,
-        tuple(ask for ask, _ in budget_asks),
-    )
+    admission = admission_of([ask for ask, _ in asks], budget_asks, max_parallel)
     states = [state for _, state in asks]
     lefts = [left for _, left in budget_asks if left is not None]
     slots = None if max_parallel is None else free_slots
@@ -137,14 +143,7 @@ def test_admit_at_once_agrees_with_check_windows_then_judge(
     """The memory limiter's one pass gives the verdict and the TATs the reference gives, and
     is taken for every admitted request it is meant for (else the limiter would lose its
     speed silently); anything else it leaves to the reference."""
-    admission = Admission(
-        "key_1",
-        "req_1",
-        NOW + timedelta(minutes=1),
-        tuple(ask for ask, _ in asks),
-        max_parallel,
-        tuple(ask for ask, _ in budget_asks),
-    )
+    admission = admission_of([ask for ask, _ in asks], budget_asks, max_parallel)
     tats = [tat for _, tat in asks]
     lefts = [left for _, left in budget_asks if left is not None]
     now_us = micros(NOW) + offset_us
