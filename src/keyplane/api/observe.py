@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
+import random
 import re
 import time
 from collections.abc import MutableMapping
@@ -82,7 +82,11 @@ def _inbound_id(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def _new_id() -> str:
-    return os.urandom(12).hex()
+    # Unique, not secret: the id is echoed to the client and logged. Python's generator, not
+    # os.urandom: that is a system call made without the GIL, so with a SQLite thread busy the
+    # event loop would wait to get it back, on every request. The module's generator is
+    # seeded from the system and reseeded in a forked worker.
+    return f"{random.getrandbits(96):024x}"
 
 
 class _Labelled:
