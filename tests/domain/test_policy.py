@@ -305,6 +305,16 @@ def test_a_policy_that_only_describes_the_key_is_unrestricted(document: dict) ->
     assert without_rules(policy) and policy == replace(EMPTY, **_described(policy))
 
 
+def test_unrestricted_is_worked_out_again_for_a_changed_policy() -> None:
+    """Never carried over by ``replace``: a rule added to an unrestricted policy restricts it."""
+    plain = parse_policy({"scopes": ["chat"]})
+    limited = parse_policy({"rate_limits": [{"name": "m", "limit": 10, "period": 60}]})
+    assert plain.unrestricted and not limited.unrestricted
+    assert not replace(plain, rate_limits=limited.rate_limits).unrestricted
+    assert not replace(plain, network=parse_policy(ONE_RULE_EACH[12]).network).unrestricted
+    assert replace(limited, rate_limits=()).unrestricted
+
+
 def _described(policy: Policy) -> dict:
     return {"scopes": policy.scopes, "require_approval": policy.require_approval}
 

@@ -178,19 +178,38 @@ class Policy:
     directives: Mapping[str, Any] = field(default_factory=dict, compare=False)
     require_approval: bool = False
     max_queued: int = 0
-    #: No request rule, cost cap or limit of any kind (``compile_policy`` works it out): verify
-    #: skips the request checks and the admission, which could only pass and build nothing.
-    #: False unless known, so a policy made another way takes the whole path.
-    unrestricted: bool = field(default=False, compare=False)
+    #: No request rule, cost cap or limit of any kind (:func:`without_rules`): verify skips the
+    #: request checks and the admission, which could only pass and build nothing. Worked out
+    #: whenever a policy is made, ``dataclasses.replace`` included, never given.
+    unrestricted: bool = field(default=False, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unrestricted", without_rules(self))
 
 
-EMPTY = Policy()
+#: What only describes a key, checks nothing and limits nothing.
+_DESCRIPTIVE = frozenset({"scopes", "directives", "require_approval", "unrestricted"})
 
 
 def without_rules(policy: Policy) -> bool:
-    """Whether ``policy`` has no rule verify checks and no limit it admits against: equal to
-    the empty policy but for what only describes the key (scopes, directives, approval)."""
-    return dataclasses.replace(policy, scopes=(), directives={}, require_approval=False) == EMPTY
+    """Whether ``policy`` has no rule verify checks and no limit it admits against: every
+    field at its default but those that only describe the key (scopes, directives, approval).
+    Field by field, so a field added to :class:`Policy` counts as a rule until said otherwise."""
+    for item in dataclasses.fields(policy):
+        if item.name in _DESCRIPTIVE:
+            continue
+        default = (
+            item.default_factory()
+            if item.default is dataclasses.MISSING
+            and item.default_factory is not dataclasses.MISSING
+            else item.default
+        )
+        if getattr(policy, item.name) != default:
+            return False
+    return True
+
+
+EMPTY = Policy()
 
 
 @fast_init
@@ -239,7 +258,7 @@ def compile_policy(policy: spec.PolicySpec) -> Policy:
     network = spec.value_or(policy.network, spec.NetworkRules())
     concurrency = spec.value_or(policy.concurrency, spec.Concurrency())
     user_agent = network.user_agent
-    compiled = Policy(
+    return Policy(
         models_allow=spec.value_or(models.allow, ()),
         models_deny=spec.value_or(models.deny, ()),
         scopes=spec.value_or(policy.scopes, ()),
@@ -289,7 +308,6 @@ def compile_policy(policy: spec.PolicySpec) -> Policy:
         ),
         signing=_signing(policy.signing),
     )
-    return dataclasses.replace(compiled, unrestricted=without_rules(compiled))
 
 
 def _signing(section: spec.Field[spec.Signing]) -> SigningRule | None:
