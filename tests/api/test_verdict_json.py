@@ -100,7 +100,8 @@ def reference(verdict: Verdict) -> bytes:
 def test_verdict_json_is_the_reference_byte_for_byte(
     key_records: list[KeyRecord], calls: list[tuple]
 ) -> None:
-    module.MAX_ENTRIES = 2  # small: the caches empty and refill along the way
+    # Small: the caches empty and refill along the way.
+    module._KEY_PARTS.max_entries = module._DIRECTIVES.max_entries = 2
     try:
         for which, code, states, retry, scopes, plan, rid, directives, pick, pending in calls:
             record = key_records[which % len(key_records)]
@@ -117,7 +118,7 @@ def test_verdict_json_is_the_reference_byte_for_byte(
             )
             assert verdict_json(verdict) == reference(verdict)
     finally:
-        module.MAX_ENTRIES = 4096
+        module._KEY_PARTS.max_entries = module._DIRECTIVES.max_entries = 4096
 
 
 def test_a_verdict_without_a_key_is_the_reference() -> None:

@@ -4,9 +4,9 @@ gives inside an exact-credits route (``api/exact.py``), without building the dic
 Every verify answers with this document, so it is worth writing the way a gateway reads it:
 
 * The key's own part (id, owner, name, environment, tags, metadata, scopes, expiry, plan) is
-  the same for every verify of one cached key: it is written once per cached record, found by
-  the record's identity (the entry holds the record, so its id cannot be reused while cached)
-  and checked against the scopes and plan it was written with. A reloaded key is a new record.
+  the same for every verify of one cached key: it is written once per cached record and the
+  scopes and plan it was written with, found by the record's identity
+  (``services/identity_cache.py``). A reloaded key is a new record.
 * A policy's directives are written once per compiled policy, the same way.
 * Limits are written from their fields; credits as the exact numbers ``money.to_text`` gives,
   which is what the exact-credits markers of ``verdict_body`` become.
@@ -26,15 +26,13 @@ from typing import Any
 from keyplane.domain.admission import LimitState
 from keyplane.domain.keys import KeyRecord
 from keyplane.domain.money import to_text
+from keyplane.services.identity_cache import IdentityCache
 from keyplane.services.verify import Verdict
 
-#: Entries kept of each cache before it is emptied (a key's part is a few hundred bytes).
-MAX_ENTRIES = 4096
-
-#: id(record) -> (record, scopes, plan, the key's part of the document)
-_KEY_PARTS: dict[int, tuple[KeyRecord, tuple[str, ...], str | None, str]] = {}
-#: id(directives) -> (directives, their JSON)
-_DIRECTIVES: dict[int, tuple[Mapping[str, Any], str]] = {}
+#: The key's part of the document, by record and (scopes, plan).
+_KEY_PARTS: IdentityCache[KeyRecord, str] = IdentityCache()
+#: The directives' JSON, by the policy's directives mapping.
+_DIRECTIVES: IdentityCache[Mapping[str, Any], str] = IdentityCache()
 
 #: The answer for a verdict without a key (malformed or unknown), from the code on.
 _NO_KEY = (
@@ -63,9 +61,9 @@ def verdict_json(verdict: Verdict) -> bytes:
 
 
 def _key_part(record: KeyRecord, scopes: tuple[str, ...], plan: str | None) -> str:
-    cached = _KEY_PARTS.get(id(record))
-    if cached is not None and cached[0] is record and cached[1] == scopes and cached[2] == plan:
-        return cached[3]
+    found = _KEY_PARTS.get(record, (scopes, plan))
+    if found is not None:
+        return found
     part = (
         f'"key_id": {_string(record.id)}, "owner": {json.dumps(record.owner)}, '
         f'"name": {_string(record.name)}, "environment": {_string(record.environment.value)}, '
@@ -73,23 +71,16 @@ def _key_part(record: KeyRecord, scopes: tuple[str, ...], plan: str | None) -> s
         f'"scopes": {json.dumps(list(scopes))}, "expires_at": {_time(record.expires_at)}, '
         f'"plan": {json.dumps(plan)}'
     )
-    if len(_KEY_PARTS) >= MAX_ENTRIES:
-        _KEY_PARTS.clear()
-    _KEY_PARTS[id(record)] = (record, scopes, plan, part)
-    return part
+    return _KEY_PARTS.put(record, (scopes, plan), part)
 
 
 def _directives(directives: Mapping[str, Any]) -> str:
     if not directives:
         return "{}"
-    cached = _DIRECTIVES.get(id(directives))
-    if cached is not None and cached[0] is directives:
-        return cached[1]
-    text = json.dumps(directives)
-    if len(_DIRECTIVES) >= MAX_ENTRIES:
-        _DIRECTIVES.clear()
-    _DIRECTIVES[id(directives)] = (directives, text)
-    return text
+    found = _DIRECTIVES.get(directives)
+    if found is not None:
+        return found
+    return _DIRECTIVES.put(directives, (), json.dumps(directives))
 
 
 def _limit(limit: LimitState) -> str:

@@ -164,6 +164,16 @@ class BudgetAsk:
     #: None for a budget without rollover.
     carry: int | None = None
 
+    @property
+    def limit_name(self) -> str:
+        """Its name in the verdict's limits: ``name``, else "budget" or "budget:<scope>"."""
+        return self.name or ("budget" if self.scope == "" else f"budget:{self.scope}")
+
+    def fits(self, left: int) -> bool:
+        """Whether this request's cost fits in ``left``; with no estimate (cost 0), a request
+        still needs something left to spend."""
+        return self.cost <= left and (self.cost > 0 or left > 0)
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -285,11 +295,13 @@ def judge(
         return judge_reference(admission, now, free_slots, window_states, budget_left)
     for budget, left in zip(limited, budget_left, strict=True):
         limit: int = budget.limit  # type: ignore[assignment]
-        cost = budget.cost
-        if not (cost <= left and (cost > 0 or left > 0)):
+        if not budget.fits(left):
             return judge_reference(admission, now, free_slots, window_states, budget_left)
-        name = budget.name or ("budget" if budget.scope == "" else f"budget:{budget.scope}")
-        append(LimitState(name, Dimension.BUDGET, limit, left - cost, budget.reset_at))
+        append(
+            LimitState(
+                budget.limit_name, Dimension.BUDGET, limit, left - budget.cost, budget.reset_at
+            )
+        )
     return AdmissionResult(None, tuple(states))
 
 
@@ -349,11 +361,13 @@ def admit_at_once(
         if amount is None:
             continue
         left = next(lefts, None)
-        cost = budget.cost
-        if left is None or not (cost <= left and (cost > 0 or left > 0)):
+        if left is None or not budget.fits(left):
             return None
-        name = budget.name or ("budget" if budget.scope == "" else f"budget:{budget.scope}")
-        append(LimitState(name, Dimension.BUDGET, amount, left - cost, budget.reset_at))
+        append(
+            LimitState(
+                budget.limit_name, Dimension.BUDGET, amount, left - budget.cost, budget.reset_at
+            )
+        )
     if next(lefts, None) is not None:
         return None
     return AdmissionResult(None, tuple(states)), new_tats
@@ -419,21 +433,15 @@ def judge_reference(
     # the request passes once the last of them has reset.
     budget_waits: dict[Code, list[float | None]] = {}
     for (budget, limit), left in zip(limited, budget_left, strict=True):
-        # With no estimate, a request still needs something left to spend.
-        fits = budget.cost <= left and (budget.cost > 0 or left > 0)
-        name = budget.name or ("budget" if budget.scope == "" else f"budget:{budget.scope}")
+        name = budget.limit_name
         reports.append((name, Dimension.BUDGET, limit, left, left - budget.cost, budget.reset_at))
-        if not fits:
+        if not budget.fits(left):
             wait = None if budget.reset_at is None else (budget.reset_at - now).total_seconds()
             budget_waits.setdefault(budget.refusal, []).append(wait)
     for code, budget_wait in budget_waits.items():
         known = [wait for wait in budget_wait if wait is not None]
         refusals.append((code, max(known) if len(known) == len(budget_wait) else None))
-    carries = {
-        b.name or ("budget" if b.scope == "" else f"budget:{b.scope}"): b.carry
-        for b in admission.budgets
-        if b.carry is not None
-    }
+    carries = {b.limit_name: b.carry for b in admission.budgets if b.carry is not None}
     states = tuple(
         LimitState(name, kind, limit, before if refusals else after, reset_at, carries.get(name))
         for name, kind, limit, before, after, reset_at in reports

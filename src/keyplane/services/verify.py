@@ -50,6 +50,7 @@ from keyplane.services.authz import require_scope
 from keyplane.services.carry import CarryBook
 from keyplane.services.directory import KeyDirectory, KeyEntry, WindowSpec
 from keyplane.services.geoip import GeoIp
+from keyplane.services.identity_cache import IdentityCache
 from keyplane.services.last_used import LastUsedRecorder
 from keyplane.services.security_events import SECURITY_VERIFY_CODES, SecurityEvents
 
@@ -377,32 +378,24 @@ class WindowAsks:
     windows (shared by every key of one policy) and counts.
 
     Rate windows always cost 1, and most requests carry no token estimate, or the same
-    one: a loaded verify would otherwise build the same six asks again. One entry per
-    (windows, tokens in, tokens out), found by the windows' identity; the entry holds them, so
-    their id cannot be reused while cached. Bounded: emptied when it holds ``max_entries``.
+    one: a loaded verify would otherwise build the same six asks again.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._max_entries = max_entries
-        #: (id(windows), tokens in, tokens out) -> (windows, their asks)
-        self._asks: dict[
-            tuple[int, int, int], tuple[tuple[WindowSpec, ...], tuple[WindowAsk, ...]]
-        ] = {}
+        self._asks: IdentityCache[tuple[WindowSpec, ...], tuple[WindowAsk, ...]] = IdentityCache(
+            max_entries
+        )
 
     def asks(
         self, windows: tuple[WindowSpec, ...], tokens_in: int, tokens_out: int
     ) -> tuple[WindowAsk, ...]:
         if not windows:
             return ()
-        key = (id(windows), tokens_in, tokens_out)
-        cached = self._asks.get(key)
-        if cached is not None and cached[0] is windows:
-            return cached[1]
-        asks = window_asks(windows, tokens_in, tokens_out)
-        if len(self._asks) >= self._max_entries:
-            self._asks.clear()
-        self._asks[key] = (windows, asks)
-        return asks
+        counts = (tokens_in, tokens_out)
+        found = self._asks.get(windows, counts)
+        if found is not None:
+            return found
+        return self._asks.put(windows, counts, window_asks(windows, tokens_in, tokens_out))
 
 
 def window_asks(
@@ -427,26 +420,23 @@ class CostWindowAsks:
 
     A verify on a key with three cost windows would otherwise look up three periods and build
     three asks, the same ones as its previous verify. One entry per block (policies are shared
-    by every key of one shape), found by the block's identity; the entry holds the block, so
-    its id cannot be reused while cached. A different cost estimate builds afresh and replaces
-    the entry. Bounded: emptied when it holds ``max_entries``.
+    by every key of one shape), found by the block's identity; a different cost estimate
+    builds afresh and replaces the entry.
     """
 
     def __init__(self, periods: CurrentPeriods, max_entries: int = 4096) -> None:
         self._periods = periods
-        self._max_entries = max_entries
-        #: id(costs) -> (costs, cost, valid from, valid until or None, the asks)
-        self._asks: dict[
-            int, tuple[Costs, int, datetime, datetime | None, tuple[BudgetAsk, ...]]
-        ] = {}
+        #: costs -> (cost, valid from, valid until or None, the asks)
+        self._asks: IdentityCache[
+            Costs, tuple[int, datetime, datetime | None, tuple[BudgetAsk, ...]]
+        ] = IdentityCache(max_entries)
 
     def asks(self, costs: Costs, cost: int, now: datetime) -> tuple[BudgetAsk, ...]:
-        cached = self._asks.get(id(costs))
+        cached = self._asks.get(costs)
         if cached is not None:
-            held, held_cost, valid_from, valid_until, asks = cached
+            held_cost, valid_from, valid_until, asks = cached
             if (
-                held is costs
-                and held_cost == cost
+                held_cost == cost
                 and valid_from <= now
                 and (valid_until is None or now < valid_until)
             ):
@@ -471,17 +461,9 @@ class CostWindowAsks:
                     window.label,
                 )
             )
-        if len(self._asks) >= self._max_entries:
-            self._asks.clear()
         asks = tuple(made)
         # Valid while now is in every window's period: from the latest start to the first end.
-        self._asks[id(costs)] = (
-            costs,
-            cost,
-            max(starts, default=now),
-            min(ends, default=None),
-            asks,
-        )
+        self._asks.put(costs, (), (cost, max(starts, default=now), min(ends, default=None), asks))
         return asks
 
 
