@@ -49,17 +49,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyplane import errors
 from keyplane.api import observe, problems
-from keyplane.api.body_limit import content_length, read_body, replay
-from keyplane.api.deps import get_gateway, get_principal, get_usage, get_verifier
+from keyplane.api.body_limit import read_body, replay
+from keyplane.api.deps import get_gateway, get_usage, get_verifier, principal_of
 from keyplane.api.exact import ExactJsonRequest, exactly, loads_exact
-from keyplane.api.header_limit import HeaderLimits, over_limits
+from keyplane.api.header_limit import HeaderLimits
 from keyplane.api.observe import Access, Observer
+from keyplane.api.request_head import JSON, RequestHead
 from keyplane.api.security_headers import ResponseHeaders
 from keyplane.domain.tenancy import Principal
 from keyplane.services.authz import require_scope
 
 Endpoint = Callable[..., Awaitable[Any]]
-_JSON = b"application/json"
 
 
 class LeanRoute:
@@ -83,9 +83,11 @@ class LeanVerify(LeanRoute):
         #: The endpoint also takes the request itself (``request: Request``).
         self.wants_request = wants_request
 
-    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+    async def answer(
+        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
+    ) -> bool:
         """Answer a verify (``DataPlane.serve``'s work)."""
-        read = await _read(self, scope, body, receive, send)
+        read = await _read(self, scope, head, body, receive, send)
         if read is None:
             return True
         request, principal, parsed = read
@@ -137,9 +139,11 @@ class LeanUsage(LeanRoute):
         self.answer_model = answer_model
         self.status = route.status_code or 200
 
-    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+    async def answer(
+        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
+    ) -> bool:
         """Answer a usage report (``DataPlane.serve``'s work)."""
-        read = await _read(self, scope, body, receive, send)
+        read = await _read(self, scope, head, body, receive, send)
         if read is None:
             return True
         request, principal, parsed = read
@@ -244,7 +248,7 @@ class _Exchange:
         await self._send(message)
 
 
-Work = Callable[[Scope, bytes, Receive, Send], Awaitable[bool]]
+Work = Callable[[Scope, RequestHead, bytes, Receive, Send], Awaitable[bool]]
 
 
 class DataPlane:
@@ -282,14 +286,17 @@ class DataPlane:
         self.verify = verify
         self.usage = usage
         self.health = health
-        # What FastAPI renders for the healthz route's dict: compact JSON.
+        # What FastAPI renders for the healthz route's dict: compact JSON. Its headers, made
+        # once: the route's, the request id, then the stack's (which it cannot have set).
         self.health_body = b'{"status":"ok","version":"%s"}' % version.encode("ascii")
+        self.health_headers = _json_headers(self.health_body)
+        self.health_added = headers.added((), headers.no_store("/healthz"))
         self.auth = auth or {}
         self.auth_any_path = auth_any_path or {}
 
-    def answerer(self, scope: Scope) -> tuple[APIRoute, Work] | None:
-        """The route and the work that answer this HTTP request here; ``None``: the stack
-        answers it."""
+    def answerer(self, scope: Scope) -> tuple[APIRoute, Work | None] | None:
+        """The route and the work that answer this HTTP request here (``None``: healthz's
+        fixed answer); ``None``: the stack answers it."""
         path = scope["path"]
         method = scope["method"]
         if path == "/v1/verify":
@@ -300,7 +307,7 @@ class DataPlane:
                 return self.usage.route, self.usage.answer
         elif path == "/healthz":
             if method == "GET" and not scope["query_string"]:
-                return self.health, self._healthz
+                return self.health, None
         elif path == "/v1/auth":
             if method in self.auth:
                 return self.auth[method], self._forward_auth
@@ -309,27 +316,28 @@ class DataPlane:
         return None
 
     async def serve(
-        self, route: APIRoute, work: Work, scope: Scope, receive: Receive, send: Send
+        self, route: APIRoute, work: Work | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """What every answer here shares: the limits, the body, the observation, the headers,
         the 500. ``work`` answers with the body; ``False``: it sent nothing, the stack answers."""
         started = time.perf_counter()  # as the stack's observer: the body's arrival counts
-        declared = content_length(scope)
-        if over_limits(scope, self.header_limits) or (
-            declared is not None and declared > self.max_body_bytes
-        ):
+        head = RequestHead(scope)
+        if head.over(self.header_limits, self.max_body_bytes):
             await self.fallback(scope, receive, send)
             return
         body, read = await read_body(receive, self.max_body_bytes)
         if body is None:
             await self.fallback(scope, replay(read, receive), send)
             return
-        access = self.observer.begin(scope)
+        if work is None:
+            await self._healthz(scope, head, started, send)
+            return
+        access = self.observer.begin_with(scope, head.request_id)
         scope["route"] = route
         exchange = _Exchange(send, access, self.headers, scope["path"])
         answered = True
         try:
-            answered = await work(scope, body, receive, exchange.send)
+            answered = await work(scope, head, body, receive, exchange.send)
         except Exception as exc:
             # As the stack's ServerErrorMiddleware: the routes' 500 document, then the error
             # goes on up to the server, which logs it.
@@ -344,11 +352,22 @@ class DataPlane:
         if not answered:
             await self.fallback(scope, _replay(body, receive), send)
 
-    async def _healthz(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
-        await _answer(send, 200, self.health_body)
-        return True
+    async def _healthz(self, scope: Scope, head: RequestHead, started: float, send: Send) -> None:
+        access = self.observer.begin_with(scope, head.request_id)
+        scope["route"] = self.health
+        status = 500  # as the stack counts an answer that never started
+        try:
+            request_id = (observe.HEADER, access.request_id.encode("ascii"))
+            headers = [*self.health_headers, request_id, *self.health_added]
+            status = 200
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": self.health_body})
+        finally:
+            self.observer.end(scope, access, status, time.perf_counter() - started)
 
-    async def _forward_auth(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+    async def _forward_auth(
+        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
+    ) -> bool:
         # The route's endpoint answers every case itself (its refusals are its own documents);
         # only an error from below (storage, limiter) is left to the problem handler.
         route: APIRoute = scope["route"]
@@ -366,18 +385,20 @@ class DataPlane:
 
 
 async def _read(
-    lean: LeanRoute, scope: Scope, body: bytes, receive: Receive, send: Send
+    lean: LeanRoute, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
 ) -> tuple[Request, Principal, BaseModel | None] | None:
     """Who asks and whether they may; then the body's validation by the route's body model
     (``None``: not the happy path). ``None`` when this answered already (refused)."""
     request = ExactJsonRequest(scope, receive)
     try:
-        principal = await get_principal(request)
+        principal = await principal_of(
+            request, head.authorization, head.forwarded_for, head.real_ip, head.user_agent
+        )
         require_scope(principal, lean.scope)
     except errors.KeyplaneError as exc:
         await problems.error_response(request, exc)(scope, receive, send)
         return None
-    return request, principal, _parse(lean.body_model, scope, body)
+    return request, principal, _parse(lean.body_model, head, body)
 
 
 async def _respond(
@@ -407,11 +428,10 @@ def _idempotency_key(lean: LeanUsage, request: Request) -> Any:
         return _INVALID
 
 
-def _parse(model: type[BaseModel], scope: Scope, body: bytes) -> BaseModel | None:
+def _parse(model: type[BaseModel], head: RequestHead, body: bytes) -> BaseModel | None:
     """The validated body, as the route would read it; ``None`` for anything unusual."""
-    for name, value in scope["headers"]:
-        if name == b"content-type" and value != _JSON:
-            return None  # FastAPI decides what other content types mean
+    if not head.json:
+        return None  # FastAPI decides what other content types mean
     try:
         # As ExactJsonRequest reads it: numbers keep their text, for exact credits.
         return model.model_validate(loads_exact(body))
@@ -424,7 +444,5 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay([{"type": "http.request", "body": body, "more_body": False}], receive)
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", _JSON)]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-length", b"%d" % len(body)), (b"content-type", JSON)]

@@ -182,7 +182,18 @@ ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
 async def get_principal(request: HTTPConnection) -> Principal:
     # The management service read here, not through a dependency: every management route
     # resolves this one, and each dependency costs tens of microseconds.
-    header, forwarded_for, real_ip, user_agent = _principal_headers(request.scope)
+    return await principal_of(request, *_principal_headers(request.scope))
+
+
+async def principal_of(
+    request: HTTPConnection,
+    header: str | None,
+    forwarded_for: str | None,
+    real_ip: str | None,
+    user_agent: str | None,
+) -> Principal:
+    """:func:`get_principal`, given the request's ``Authorization``, ``X-Forwarded-For``,
+    ``X-Real-IP`` and ``User-Agent`` (the data plane reads them with the rest of the head)."""
     scheme, _, token = (header or "").partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
     origin = _origin(request, forwarded_for, real_ip, user_agent)

@@ -69,16 +69,21 @@ def request_id_of(scope: Scope) -> str | None:
     return None if access is None else str(access.request_id)
 
 
-def _inbound_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _inbound_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     for name, value in headers:
         if name == HEADER:
-            if not _SANE_ID.fullmatch(value):
-                return None
-            text = value.decode("ascii")
-            # A key pasted as a request id would be logged and echoed: refuse anything that
-            # redaction would change.
-            return text if redact(text) == text else None
+            return value
     return None
+
+
+def _kept_id(value: bytes | None) -> str | None:
+    """An inbound request id, when it is one to keep."""
+    if value is None or not _SANE_ID.fullmatch(value):
+        return None
+    text = value.decode("ascii")
+    # A key pasted as a request id would be logged and echoed: refuse anything that
+    # redaction would change.
+    return text if redact(text) == text else None
 
 
 def _new_id() -> str:
@@ -127,7 +132,11 @@ class Observer:
 
     def begin(self, scope: Scope) -> Access:
         """The request's :class:`Access`, its id kept or made, and put in its scope."""
-        access = Access(_inbound_id(scope["headers"]) or _new_id())
+        return self.begin_with(scope, _inbound_id(scope["headers"]))
+
+    def begin_with(self, scope: Scope, inbound_id: bytes | None) -> Access:
+        """:meth:`begin`, with the request's ``X-Request-Id`` (its first) already read."""
+        access = Access(_kept_id(inbound_id) or _new_id())
         scope[SCOPE_KEY] = access
         return access
 

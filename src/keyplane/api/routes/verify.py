@@ -39,29 +39,57 @@ def service_request(body: VerifyRequest) -> service.VerifyRequest:
     return service.VerifyRequest(
         key=body.key,
         scopes=body.scopes,
-        context=RequestContext(
-            model=body.model,
-            ip=body.ip,
-            origin=body.origin,
-            referrer=body.referrer,
-            user_agent=body.user_agent,
-            scheme=body.scheme,
-            country=None if body.country is None else body.country.upper(),
-            signed=None
-            if body.signature is None
-            else request_signing.signed_request(**body.signature.model_dump()),
-            features=body.all_features(),
-            operation=body.operation,
-            provider=body.provider,
-            auto_routing=body.auto_routing,
-            fallback=body.fallback,
-        ),
+        context=request_context(body),
         request_id=body.request_id,
         cost=0 if body.cost is None else money.to_micros(body.cost),
         tokens_in=0 if tokens is None else tokens.input,
         tokens_out=0 if tokens is None else tokens.output,
         acquire_concurrency=body.acquire_concurrency,
         wait_ms=body.wait_ms,
+    )
+
+
+#: The body's fields that describe the gateway's request (``RequestContext``): every field
+#: but these, so that a field added later counts as context (and is never skipped below).
+CONTEXT_FIELDS = frozenset(VerifyRequest.model_fields) - {
+    "key",
+    "scopes",
+    "request_id",
+    "cost",
+    "tokens",
+    "acquire_concurrency",
+    "wait_ms",
+}
+#: A body that gives none of them (most verifies): every field at its default.
+_NO_CONTEXT = RequestContext()
+
+
+def request_context(body: VerifyRequest) -> RequestContext:
+    """The request context a verify body describes."""
+    if CONTEXT_FIELDS.isdisjoint(body.model_fields_set):
+        return _NO_CONTEXT
+    return built_context(body)
+
+
+def built_context(body: VerifyRequest) -> RequestContext:
+    """The request context read field by field: the reference ``request_context`` skips when
+    no context field was given."""
+    return RequestContext(
+        model=body.model,
+        ip=body.ip,
+        origin=body.origin,
+        referrer=body.referrer,
+        user_agent=body.user_agent,
+        scheme=body.scheme,
+        country=None if body.country is None else body.country.upper(),
+        signed=None
+        if body.signature is None
+        else request_signing.signed_request(**body.signature.model_dump()),
+        features=body.all_features(),
+        operation=body.operation,
+        provider=body.provider,
+        auto_routing=body.auto_routing,
+        fallback=body.fallback,
     )
 
 
