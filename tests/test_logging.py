@@ -391,6 +391,34 @@ async def test_a_record_is_written_at_once_after_the_kept_lines() -> None:
     assert stream.getvalue() == "first\nsecond\nApplication shutdown complete.\n"
 
 
+async def test_lines_put_later_are_rendered_when_written_in_their_place() -> None:
+    stream = CountingStream()
+    handler = batched(stream)
+    rendered: list[str] = []
+
+    def render(n: int, text: str) -> str:
+        rendered.append(text)
+        return f"{text} {n}\n"
+
+    handler.put("first\n")
+    handler.put_later(render, 2, "second")
+    handler.put("third\n")
+    assert rendered == []  # not while answering: when the turn's lines are written
+    await asyncio.sleep(0)
+    assert rendered == ["second"]
+    assert stream.writes == ["first\nsecond 2\nthird\n"]
+    handler.put_later(render, 4, "fourth")
+    handler.handle(record("a record"))  # written at once, after the kept line
+    assert stream.getvalue().endswith("third\nfourth 4\na record\n")
+
+
+def test_lines_put_later_off_a_loop_are_written_at_once() -> None:
+    stream = CountingStream()
+    handler = batched(stream)
+    handler.put_later("{}\n".format, "one")
+    assert stream.writes == ["one\n"]
+
+
 def test_lines_put_off_a_loop_are_written_at_once() -> None:
     stream = CountingStream()
     handler = batched(stream)

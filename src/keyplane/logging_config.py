@@ -8,6 +8,7 @@ import logging
 import logging.config
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,7 +111,8 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
-        self._kept: list[str] = []
+        #: Lines, or how to render them (``put_later``), in order.
+        self._kept: list[str | tuple[Callable[..., str], tuple[Any, ...]]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -129,6 +131,16 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def put(self, line: str) -> None:
         """Write a finished INFO line (``\\n`` included): kept until the end of the loop's
         turn when put on an event loop's thread, else at once."""
+        self._keep(line)
+
+    def put_later(self, render: Callable[..., str], *args: Any) -> None:
+        """``put(render(*args))``, the line rendered only when it is written: with the other
+        lines of the loop's turn, one after the other, rather than in the middle of answering
+        a request. The same work costs a server less that way (the access log: healthz went
+        from 41 to 36 µs of server CPU per request, bench/README.md)."""
+        self._keep((render, args))
+
+    def _keep(self, line: str | tuple[Callable[..., str], tuple[Any, ...]]) -> None:
         loop = _running_loop()
         self.acquire()
         try:
@@ -149,10 +161,17 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _write_kept(self) -> None:
         if self._kept:
-            text = "".join(self._kept)
+            text = "".join([_rendered(line) for line in self._kept])
             self._kept.clear()
             self.stream.write(text)
         super().flush()
+
+
+def _rendered(line: str | tuple[Callable[..., str], tuple[Any, ...]]) -> str:
+    if isinstance(line, str):
+        return line
+    render, args = line
+    return render(*args)
 
 
 def line_writer(logger: logging.Logger) -> LoopBatchedStreamHandler | None:

@@ -114,6 +114,27 @@ _ACCESS_LINE = (
 )
 
 
+def _access_line(
+    created: float,
+    known: _Labelled,
+    request_id: str,
+    method: str,
+    status: int,
+    elapsed: float,
+    principal_id: str | None,
+) -> str:
+    return _ACCESS_LINE % (
+        iso_utc(created),
+        known.message,
+        request_id,
+        method,
+        known.route,
+        status,
+        round(elapsed * 1000, 3),
+        _json_id(principal_id),
+    )
+
+
 # The same few management keys call over and over: each one's JSON text made once.
 @functools.lru_cache(maxsize=1024)
 def _json_id(value: str | None) -> str:
@@ -164,18 +185,16 @@ class Observer:
         if writer is not None:
             # ``keyplane serve``'s own configuration: the line written as its formatter would
             # write it, without the record and the handler chain (most of the line's cost).
-            writer.put(
-                _ACCESS_LINE
-                % (
-                    iso_utc(time.time()),
-                    known.message,
-                    access.request_id,
-                    method,
-                    known.route,
-                    status,
-                    round(elapsed * 1000, 3),
-                    _json_id(access.principal_id),
-                )
+            # Rendered when written, with the loop turn's other lines.
+            writer.put_later(
+                _access_line,
+                time.time(),
+                known,
+                access.request_id,
+                method,
+                status,
+                elapsed,
+                access.principal_id,
             )
         else:
             # The record made and handed to the handlers directly: ``log.info`` would first
