@@ -21,6 +21,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from keyplane.domain.frozen import fast_init
+
 if TYPE_CHECKING:
     from keyplane.domain.keys import KeyRecord
 
@@ -35,6 +37,8 @@ MAX_USER_AGENT = 512
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# Built on every authenticated request: an __init__ without object.__setattr__.
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Origin:
     """Where a request came from, as far as the server can tell (all bounded, may be None)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from keyplane.domain.changes import NOWHERE, Actor, Origin
+from keyplane.domain.frozen import fast_init
 
 #: Scopes a management key can hold. ``*`` (or ``keys:*`` and so on) covers them by pattern.
 MANAGEMENT_SCOPES = (
@@ -70,6 +71,8 @@ class ManagementKeyRecord:
     last_used_at: datetime | None = None
 
 
+# Built on every authenticated request: an __init__ without object.__setattr__.
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The authenticated caller of the management API.
