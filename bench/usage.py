@@ -159,7 +159,7 @@ def serve() -> None:
     import uvicorn
 
     from keyplane.api.app import create_app
-    from keyplane.logging_config import logging_config
+    from keyplane.cli.main import server_options
     from keyplane.settings import Settings
 
     settings = Settings()
@@ -172,14 +172,9 @@ def serve() -> None:
     application.add_api_route(
         LEDGER_ROUTE, ledger_counters, methods=["GET"], include_in_schema=False
     )
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_config=logging_config(settings.log_level),
-        proxy_headers=False,
-        server_header=False,
-    )
+    # As `keyplane serve` runs it: its protocol (the head capped, a response written in one
+    # call), no uvicorn access log.
+    uvicorn.run(application, **server_options(settings))
 
 
 def server_cpu_seconds(pid: int) -> float:

@@ -1,5 +1,6 @@
-"""The verify body's request context: the shortcut for a body without context fields agrees
-with the context read field by field, for any body."""
+"""The verify body's shortcuts agree with the body read field by field, for any body: the
+default request context for a body without context fields, and the plain request for a body
+of one key."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from keyplane.api.routes.verify import _NO_CONTEXT, CONTEXT_FIELDS, built_context, request_context
+from keyplane.api.routes.verify import (
+    _NO_CONTEXT,
+    CONTEXT_FIELDS,
+    built_context,
+    plain_request,
+    request_context,
+    service_request,
+)
 from keyplane.api.schemas import VerifyRequest
+from keyplane.services import verify as service
 
 KEY = "kp_live_" + "a" * 36
 NAMES = st.sampled_from(["chat_completion", "vision", "read", "export_data", "openai"])
@@ -74,3 +84,41 @@ def test_list_fields_are_tuples_whether_given_or_defaulted() -> None:
     defaulted = VerifyRequest.model_validate({"key": KEY})
     assert (given_.scopes, given_.features) == (("verify",), ("vision",))
     assert (defaulted.scopes, defaulted.features) == ((), ())
+
+
+_KEY_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(codec="ascii"), min_size=4090, max_size=4100),
+    st.sampled_from(["\ud800", "kp_live_" + "é" * 36, "", " kp_live_x "]),
+)
+_OTHER = st.one_of(st.none(), st.integers(), st.lists(st.text(max_size=3), max_size=2))
+
+
+@settings(max_examples=300)
+@given(
+    document=st.one_of(
+        st.fixed_dictionaries({"key": _KEY_TEXT}),
+        st.fixed_dictionaries({"key": _OTHER}),
+        st.dictionaries(st.sampled_from(["key", "scopes", "model", "extra"]), _KEY_TEXT),
+        st.lists(_KEY_TEXT, max_size=2),
+        _KEY_TEXT,
+    )
+)
+def test_plain_request_asks_what_the_validated_body_asks(document: Any) -> None:
+    plain = plain_request(document)
+    try:
+        reference = service_request(VerifyRequest.model_validate(document))
+    except ValidationError:
+        reference = None
+    if plain is not None:
+        assert plain == reference
+    # Every body of one ASCII key the model takes goes the short way.
+    if isinstance(document, dict) and set(document) == {"key"} and reference is not None:
+        assert plain is not None or not document["key"].isascii()
+
+
+def test_plain_request_takes_only_a_body_of_one_key() -> None:
+    assert plain_request({"key": KEY}) == service.VerifyRequest(KEY)
+    assert plain_request({"key": KEY, "scopes": []}) is None
+    assert plain_request({"key": "x" * 4097}) is None
+    assert plain_request({"key": "kp_live_é"}) is None  # the model's to judge

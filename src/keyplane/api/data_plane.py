@@ -4,20 +4,23 @@ A gateway calls verify on every request it serves, and an orchestrator probes he
 few seconds; FastAPI's routing, dependency injection and response machinery cost several times
 what these two do (see docs/performance.md). This pure ASGI middleware, innermost of the
 middleware stack (inside the request observer and the header and body limits), answers them
-directly. It stays exactly as strict as the routes, because it *is* the routes:
+directly. It stays exactly as strict as the routes, because it is made of their own parts:
 
-* verify calls the route's own endpoint (``api/routes/verify.py``) with the body validated by
-  the endpoint's own body model, the principal authenticated by ``api.deps.get_principal``
-  and held to the scope the route's own dependency names, before the body is read; and
-  credits rendered exactly as :class:`~keyplane.api.exact.ExactJsonRoute` renders them. A
-  field added to the verify request or to the endpoint's mapping works here with no second
-  edit; a parameter added to the endpoint turns the lean path off for it (``lean_verify``
-  checks its signature) rather than call it wrongly.
+* verify does what the route's endpoint does (``api/routes/verify.py``), from the same parts:
+  the body validated by the route's body model (or, for a body of one key and nothing else,
+  read by ``routes.verify.plain_request``, held equal to it), turned into the verifier's
+  request by ``routes.verify.service_request``, the principal authenticated by
+  ``api.deps.principal_of`` and held to the scope the route's own dependency names before the
+  body is read, and the verdict written by ``verdict_json``, exact credits included. A field
+  added to the verify request works here with no second edit; a parameter added to the
+  endpoint turns the lean path off (``lean_verify`` checks its signature) rather than answer
+  without it; ``tests/api/test_data_plane.py`` holds the answers of both paths equal on
+  random requests.
 * Forward auth (``/v1/auth``, every method, and ``/v1/auth/<any path>``) calls the route's own
   endpoint with the request and the gateway's services, as the route would; it reads no body.
-* Usage reports (``POST /v1/usage``) call the route's own endpoint the same way as verify:
-  the principal held to the route's scope before the body is read, the body validated by the
-  route's body model, the ``Idempotency-Key`` header by the route's own annotation; the
+* Usage reports (``POST /v1/usage``) call the route's own endpoint, with the principal held
+  to the route's scope before the body is read, the body validated by the route's body
+  model, the ``Idempotency-Key`` header by the route's own annotation; the
   returned model is rendered as FastAPI renders the route's ``response_model``, with the
   status the endpoint set (200 for a repeat) or the route's (201).
 * Anything but the happy path goes to FastAPI, with the body replayed: a body that is not JSON
@@ -50,13 +53,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyplane import errors
 from keyplane.api import observe, problems
 from keyplane.api.body_limit import read_body, replay
-from keyplane.api.deps import get_gateway, get_usage, get_verifier, principal_of
+from keyplane.api.deps import get_gateway, get_usage, principal_of, services_of
 from keyplane.api.exact import ExactJsonRequest, exactly, loads_exact
 from keyplane.api.header_limit import HeaderLimits
 from keyplane.api.observe import Access, Observer
 from keyplane.api.request_head import JSON, RequestHead
+from keyplane.api.routes.verify import plain_request, service_request
+from keyplane.api.schemas import VerifyRequest
 from keyplane.api.security_headers import ResponseHeaders
+from keyplane.api.verdict_json import verdict_json
 from keyplane.domain.tenancy import Principal
+from keyplane.services import verify as service
 from keyplane.services.authz import require_scope
 
 Endpoint = Callable[..., Awaitable[Any]]
@@ -76,50 +83,42 @@ class LeanRoute:
 class LeanVerify(LeanRoute):
     """The verify route's parts."""
 
-    def __init__(
-        self, route: APIRoute, body_model: type[BaseModel], scope: str, wants_request: bool
-    ) -> None:
-        super().__init__(route, body_model, scope)
-        #: The endpoint also takes the request itself (``request: Request``).
-        self.wants_request = wants_request
-
     async def answer(
         self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
     ) -> bool:
-        """Answer a verify (``DataPlane.serve``'s work)."""
-        read = await _read(self, scope, head, body, receive, send)
-        if read is None:
+        """Answer a verify (``DataPlane.serve``'s work): what the route's endpoint does, the
+        verifier asked and its verdict written by ``verdict_json``, with neither a response
+        object nor the credit markers (``verdict_json`` writes credits exactly itself)."""
+        authenticated = await _authenticate(self, scope, head, receive, send)
+        if authenticated is None:
             return True
-        request, principal, parsed = read
-        if parsed is None:
+        request, principal = authenticated
+        asked = _verify_request(head, body)
+        if asked is None:
             return False  # not the happy path: the route answers, with its own error document
-        arguments: dict[str, Any] = {"body": parsed, "principal": principal}
-        arguments["verifier"] = await get_verifier(request)
-        if self.wants_request:
-            arguments["request"] = request
-        await _respond(request, self.endpoint(**arguments), scope, receive, send)
+        try:
+            verdict = await services_of(request).verifier.verify(principal, asked)
+        except errors.KeyplaneError as exc:
+            await problems.error_response(request, exc)(scope, receive, send)
+            return True
+        answer = verdict_json(verdict)
+        await send({"type": "http.response.start", "status": 200, "headers": _json_headers(answer)})
+        await send({"type": "http.response.body", "body": answer})
         return True
 
 
 def lean_verify(route: APIRoute) -> LeanVerify | None:
-    """The lean form of the verify route; ``None`` when its endpoint is not the expected
-    ``(body, principal, verifier)``, optionally with ``request: Request`` (then every verify
-    goes through FastAPI, which resolves whatever else it takes)."""
+    """The lean form of the verify route; ``None`` (FastAPI answers every verify) unless its
+    endpoint is exactly ``(body, principal, verifier)``, its body the verify body model that
+    ``routes.verify.service_request`` reads, and its principal held to a scope."""
     endpoint = route.endpoint
-    names = list(inspect.signature(endpoint).parameters)
+    if list(inspect.signature(endpoint).parameters) != ["body", "principal", "verifier"]:
+        return None
     hints = typing.get_type_hints(endpoint, include_extras=True)
-    wants_request = "request" in names and hints["request"] is Request
-    if [n for n in names if n != "request" or not wants_request] != [
-        "body",
-        "principal",
-        "verifier",
-    ]:
-        return None
-    body_model = hints["body"]
     scope = _required_scope(hints["principal"])
-    if not _is_model(body_model) or not scope:
+    if hints["body"] is not VerifyRequest or not scope:
         return None
-    return LeanVerify(route, body_model, scope, wants_request)
+    return LeanVerify(route, VerifyRequest, scope)
 
 
 class LeanUsage(LeanRoute):
@@ -143,10 +142,11 @@ class LeanUsage(LeanRoute):
         self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
     ) -> bool:
         """Answer a usage report (``DataPlane.serve``'s work)."""
-        read = await _read(self, scope, head, body, receive, send)
-        if read is None:
+        authenticated = await _authenticate(self, scope, head, receive, send)
+        if authenticated is None:
             return True
-        request, principal, parsed = read
+        request, principal = authenticated
+        parsed = _parse(self.body_model, head, body)
         idempotency_key = _idempotency_key(self, request)
         if parsed is None or idempotency_key is _INVALID:
             return False
@@ -384,11 +384,11 @@ class DataPlane:
         return True
 
 
-async def _read(
-    lean: LeanRoute, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
-) -> tuple[Request, Principal, BaseModel | None] | None:
-    """Who asks and whether they may; then the body's validation by the route's body model
-    (``None``: not the happy path). ``None`` when this answered already (refused)."""
+async def _authenticate(
+    lean: LeanRoute, scope: Scope, head: RequestHead, receive: Receive, send: Send
+) -> tuple[Request, Principal] | None:
+    """Who asks, held to the route's scope before the body is read; ``None`` when this
+    answered already (refused)."""
     request = ExactJsonRequest(scope, receive)
     try:
         principal = await principal_of(
@@ -398,7 +398,7 @@ async def _read(
     except errors.KeyplaneError as exc:
         await problems.error_response(request, exc)(scope, receive, send)
         return None
-    return request, principal, _parse(lean.body_model, head, body)
+    return request, principal
 
 
 async def _respond(
@@ -426,6 +426,18 @@ def _idempotency_key(lean: LeanUsage, request: Request) -> Any:
         return lean.idempotency_key.validate_python(value)
     except ValidationError:
         return _INVALID
+
+
+def _verify_request(head: RequestHead, body: bytes) -> service.VerifyRequest | None:
+    """What a verify body asks, as the route reads it; ``None`` for anything unusual."""
+    if not head.json:
+        return None  # FastAPI decides what other content types mean
+    try:
+        # As ExactJsonRequest reads it: numbers keep their text, for exact credits.
+        document = loads_exact(body)
+        return plain_request(document) or service_request(VerifyRequest.model_validate(document))
+    except Exception:  # whatever it is, the route reproduces it and answers it
+        return None
 
 
 def _parse(model: type[BaseModel], head: RequestHead, body: bytes) -> BaseModel | None:

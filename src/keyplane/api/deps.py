@@ -56,53 +56,54 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _services(request: HTTPConnection) -> Services:
+def services_of(request: HTTPConnection) -> Services:
+    """The runtime's services (the data plane reads them here, without a dependency)."""
     services: Services = request.app.state.runtime.services
     return services
 
 
 async def get_keys(request: Request) -> KeyService:
-    return _services(request).keys
+    return services_of(request).keys
 
 
 async def get_verifier(request: Request) -> verify.Verifier:
-    return _services(request).verifier
+    return services_of(request).verifier
 
 
 async def get_management(request: Request) -> ManagementKeys:
-    return _services(request).management
+    return services_of(request).management
 
 
 async def get_projects(request: Request) -> Projects:
-    return _services(request).projects
+    return services_of(request).projects
 
 
 async def get_plans(request: Request) -> Plans:
-    return _services(request).plans
+    return services_of(request).plans
 
 
 async def get_usage(request: Request) -> UsageService:
-    return _services(request).usage
+    return services_of(request).usage
 
 
 async def get_key_limits(request: Request) -> KeyLimits:
-    return _services(request).key_limits
+    return services_of(request).key_limits
 
 
 async def get_analytics(request: Request) -> Analytics:
-    return _services(request).analytics
+    return services_of(request).analytics
 
 
 async def get_events(request: Request) -> Events:
-    return _services(request).events
+    return services_of(request).events
 
 
 async def get_audit(request: Request) -> AuditService:
-    return _services(request).audit
+    return services_of(request).audit
 
 
 async def get_vault(request: Request) -> VaultService:
-    return _services(request).vault
+    return services_of(request).vault
 
 
 async def get_streams(request: HTTPConnection) -> UsageStreams:
@@ -112,31 +113,31 @@ async def get_streams(request: HTTPConnection) -> UsageStreams:
 
 
 async def get_webhooks(request: Request) -> WebhookService:
-    return _services(request).webhooks
+    return services_of(request).webhooks
 
 
 async def get_audit_read(request: Request) -> AuditReader:
-    return _services(request).audit_read
+    return services_of(request).audit_read
 
 
 async def get_signing_secrets(request: Request) -> SigningSecrets:
-    return _services(request).signing_secrets
+    return services_of(request).signing_secrets
 
 
 async def get_rotations(request: Request) -> Rotations:
-    return _services(request).rotations
+    return services_of(request).rotations
 
 
 async def get_jobs(request: Request) -> JobRunner:
-    return _services(request).jobs
+    return services_of(request).jobs
 
 
 async def get_security_reports(request: Request) -> SecurityReports:
-    return _services(request).security_reports
+    return services_of(request).security_reports
 
 
 async def get_leaks(request: Request) -> LeakResponse:
-    return _services(request).leaks
+    return services_of(request).leaks
 
 
 async def get_clock(request: Request) -> Clock:
@@ -197,7 +198,7 @@ async def principal_of(
     scheme, _, token = (header or "").partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
     origin = _origin(request, forwarded_for, real_ip, user_agent)
-    principal = await _services(request).management.authenticate(presented, origin)
+    principal = await services_of(request).management.authenticate(presented, origin)
     note_principal(request.scope, principal.key_id)
     # For the error handler (``request.state.principal``): a 403 this request ends in is
     # counted against this caller.

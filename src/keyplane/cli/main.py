@@ -192,7 +192,6 @@ def serve(
     import uvicorn
 
     from keyplane.api.app import create_app
-    from keyplane.logging_config import logging_config
 
     settings = _settings(
         host=host, port=port, database_url=database_url, log_level=log_level, grpc_port=grpc_port
@@ -219,29 +218,7 @@ def serve(
         # Reach the database and migrate it before serving: an unreachable database is one
         # clear line and exit status 3 (as uvicorn's own failed startup), not a traceback.
         _migrate_or_exit(settings, exit_code=Exit.UNREACHABLE)
-    from keyplane.api.limited_protocol import LimitedHttpToolsProtocol
-
-    options: dict[str, Any] = {
-        # Caps request headers before they are buffered (uvicorn's own httptools protocol
-        # has no limit); h11 is told the same size should anyone switch to it.
-        "http": LimitedHttpToolsProtocol,
-        "h11_max_incomplete_event_size": settings.max_header_bytes,
-        # Longer than any pooling client's idle expiry, so the client gives up an idle
-        # connection before the server closes it (see Settings.keep_alive_timeout).
-        "timeout_keep_alive": settings.keep_alive_timeout,
-        "host": settings.host,
-        "port": settings.port,
-        "log_config": logging_config(settings.log_level),
-        "proxy_headers": False,
-        # Keyplane writes its own access log (api/observe.py): uvicorn's would log the path,
-        # where a key can travel, and twice the lines.
-        "access_log": False,
-        # Live usage streams never finish on their own: on SIGTERM, requests get this long to
-        # complete, then open streams are cancelled and the shutdown (which writes queued
-        # usage reports) goes on, instead of waiting for every subscriber to hang up.
-        "timeout_graceful_shutdown": STREAMS_GRACE_SECONDS,
-        "server_header": False,
-    }
+    options = server_options(settings)
     if workers == 1:
         uvicorn.run(application, **options)
         return
@@ -266,6 +243,35 @@ def serve(
             timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             **options,
         )
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for serving ``settings`` (``keyplane serve``; the benchmarks serve
+    with the same)."""
+    from keyplane.api.limited_protocol import LimitedHttpToolsProtocol
+    from keyplane.logging_config import logging_config
+
+    return {
+        # Caps request headers before they are buffered (uvicorn's own httptools protocol
+        # has no limit); h11 is told the same size should anyone switch to it.
+        "http": LimitedHttpToolsProtocol,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        # Longer than any pooling client's idle expiry, so the client gives up an idle
+        # connection before the server closes it (see Settings.keep_alive_timeout).
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": logging_config(settings.log_level),
+        "proxy_headers": False,
+        # Keyplane writes its own access log (api/observe.py): uvicorn's would log the path,
+        # where a key can travel, and twice the lines.
+        "access_log": False,
+        # Live usage streams never finish on their own: on SIGTERM, requests get this long to
+        # complete, then open streams are cancelled and the shutdown (which writes queued
+        # usage reports) goes on, instead of waiting for every subscriber to hang up.
+        "timeout_graceful_shutdown": STREAMS_GRACE_SECONDS,
+        "server_header": False,
+    }
 
 
 #: Seconds a ``--workers`` process may take to answer its supervisor's health check.

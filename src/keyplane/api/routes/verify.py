@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -47,6 +48,29 @@ def service_request(body: VerifyRequest) -> service.VerifyRequest:
         acquire_concurrency=body.acquire_concurrency,
         wait_ms=body.wait_ms,
     )
+
+
+#: The longest key the body model takes (its ``key`` field's ``max_length``).
+_MAX_KEY = next(
+    meta.max_length
+    for meta in VerifyRequest.model_fields["key"].metadata
+    if getattr(meta, "max_length", None) is not None
+)
+
+
+def plain_request(document: Any) -> service.VerifyRequest | None:
+    """What a decoded body of one key and nothing else asks (``{"key": "..."}``, most
+    verifies), without the body model's field-by-field validation; ``None`` for any other
+    body. It is what ``service_request(VerifyRequest.model_validate(document))`` gives such a
+    body (``tests/api/test_verify_request_context.py`` holds the two equal): a string that the
+    model could refuse (too long, or not ASCII, where a lone surrogate is refused) is left to
+    the model."""
+    if type(document) is not dict or len(document) != 1:
+        return None
+    key = document.get("key")
+    if type(key) is not str or len(key) > _MAX_KEY or not key.isascii():
+        return None
+    return service.VerifyRequest(key)
 
 
 #: The body's fields that describe the gateway's request (``RequestContext``): every field
