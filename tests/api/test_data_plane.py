@@ -410,6 +410,40 @@ async def test_verify_healthz_and_forward_auth_are_answered_ahead_of_the_stack(a
         assert answer.headers["keyplane-version"]
 
 
+async def test_a_request_without_a_body_is_answered_without_reading_one(api: Api) -> None:
+    received: list[Any] = []
+
+    async def receive() -> Any:
+        received.append(1)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def answer(headers: list[tuple[bytes, bytes]]) -> int:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/healthz",
+            "raw_path": b"/healthz",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+        }
+        await api.app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    # Nothing declares a body: nothing to wait for.
+    assert await answer([(b"host", b"x")]) == 200
+    assert await answer([(b"content-length", b"0")]) == 200
+    assert received == []
+    # A body declared either way is read (its size checked) before the answer.
+    assert await answer([(b"content-length", b"0"), (b"transfer-encoding", b"chunked")]) == 200
+    assert received == [1]
+
+
 @pytest.mark.parametrize(
     ("method", "path"), [("POST", "/v1/verify"), ("POST", "/v1/usage"), ("GET", "/healthz")]
 )

@@ -20,13 +20,16 @@ _NAMES = st.sampled_from(
         b"x-real-ip",
         b"user-agent",
         b"content-type",
+        b"transfer-encoding",
         b"host",
         b"x-other",
     ]
 )
 _VALUES = st.one_of(
     st.binary(max_size=24),
-    st.sampled_from([JSON, b"text/plain", b"12", b"-3", b" 7 ", b"1e3", b"99999999999"]),
+    st.sampled_from(
+        [JSON, b"text/plain", b"12", b"-3", b" 7 ", b"1e3", b"99999999999", b"0", b"chunked"]
+    ),
 )
 _HEADERS = st.lists(st.tuples(_NAMES, _VALUES), max_size=12)
 
@@ -59,6 +62,11 @@ def test_the_head_reads_each_thing_as_its_reference(
     principal = [head.authorization, head.forwarded_for, head.real_ip, head.user_agent]
     assert principal == _principal_headers(scope)
     assert head.json == _content_type_is_json(headers)
+    # RFC 9112 section 6.3: a request has a body only with Transfer-Encoding or a
+    # Content-Length (other than 0).
+    names = [name for name, _ in headers]
+    declares = b"content-length" in names and content_length(scope) != 0
+    assert head.bodiless == (b"transfer-encoding" not in names and not declares)
     limits = HeaderLimits(max_count, max_bytes)
     declared = content_length(scope)
     over = over_limits(scope, limits) or (declared is not None and declared > max_body)

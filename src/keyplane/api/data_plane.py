@@ -325,10 +325,14 @@ class DataPlane:
         if head.over(self.header_limits, self.max_body_bytes):
             await self.fallback(scope, receive, send)
             return
-        body, read = await read_body(receive, self.max_body_bytes)
-        if body is None:
-            await self.fallback(scope, replay(read, receive), send)
-            return
+        if head.bodiless:
+            body = b""  # nothing to wait for (healthz, forward auth): as the server would give
+        else:
+            read_whole, read = await read_body(receive, self.max_body_bytes)
+            if read_whole is None:
+                await self.fallback(scope, replay(read, receive), send)
+                return
+            body = read_whole
         if work is None:
             await self._healthz(scope, head, started, send)
             return

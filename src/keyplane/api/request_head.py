@@ -1,13 +1,14 @@
 """What the data plane reads of a request's headers, in one pass.
 
-The data plane (``api/data_plane.py``) needs six things of a request's head: its size against
-the header limits, the declared body length, the inbound request id, the caller's
-``Authorization``, ``X-Forwarded-For``, ``X-Real-IP`` and ``User-Agent``, and whether the body
-claims to be anything but JSON. Read one by one they took five passes over the headers per
-verify; :func:`read_head` takes one. Each is read exactly as its reference reads it
-(``header_limit.over_limits``, ``body_limit.content_length``, ``observe.Observer.begin``,
-``deps.get_principal``, the content-type check), the first header of a name winning, and
-``tests/api/test_request_head.py`` holds them equal for any list of headers.
+The data plane (``api/data_plane.py``) needs seven things of a request's head: its size
+against the header limits, the declared body length, whether there is a body at all, the
+inbound request id, the caller's ``Authorization``, ``X-Forwarded-For``, ``X-Real-IP`` and
+``User-Agent``, and whether the body claims to be anything but JSON. Read one by one they took
+five passes over the headers per verify; :class:`RequestHead` takes one. Each is read exactly
+as its reference reads it (``header_limit.over_limits``, ``body_limit.content_length``,
+``observe.Observer.begin``, ``deps.get_principal``, the content-type check), the first header
+of a name winning, and ``tests/api/test_request_head.py`` holds them equal for any list of
+headers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _SLOTS = {
     b"x-forwarded-for": 3,
     b"x-real-ip": 4,
     b"user-agent": 5,
+    b"transfer-encoding": 6,
 }
 _CONTENT_TYPE = b"content-type"
 
@@ -36,6 +38,7 @@ class RequestHead:
 
     __slots__ = (
         "authorization",
+        "bodiless",
         "content_length",
         "count",
         "forwarded_for",
@@ -48,7 +51,7 @@ class RequestHead:
 
     def __init__(self, scope: Mapping[str, Any]) -> None:
         headers = scope.get("headers", ())
-        found: list[bytes | None] = [None, None, None, None, None, None]
+        found: list[bytes | None] = [None, None, None, None, None, None, None]
         # As on the wire: the target counts, and ": " and CRLF for every field.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         json = True
@@ -65,6 +68,9 @@ class RequestHead:
         self.size = size
         #: The declared body length; ``None`` when absent or not a number.
         self.content_length = _length(found[0])
+        #: The request has no body (RFC 9112 section 6.3: neither ``Transfer-Encoding`` nor a
+        #: ``Content-Length`` other than 0), so there is nothing to read.
+        self.bodiless = found[6] is None and (found[0] is None or self.content_length == 0)
         #: ``X-Request-Id`` as sent (``Observer.begin_with`` decides whether to keep it).
         self.request_id = found[1]
         self.authorization = _text(found[2])
