@@ -439,7 +439,10 @@ def _verify_request(head: RequestHead, body: bytes) -> service.VerifyRequest | N
     try:
         # As ExactJsonRequest reads it: numbers keep their text, for exact credits.
         document = loads_exact(body)
-        return plain_request(document) or service_request(VerifyRequest.model_validate(document))
+        plain = plain_request(document)
+        if plain is not None:
+            return plain
+        return service_request(VerifyRequest.model_validate(document))
     except Exception:  # whatever it is, the route reproduces it and answers it
         return None
 
