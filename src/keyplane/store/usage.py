@@ -13,11 +13,12 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Table, and_, delete, insert, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, money
@@ -35,7 +36,12 @@ from keyplane.domain.usage import (
 from keyplane.errors import ConflictError
 from keyplane.store.analytics import PENDING_INSERT, SqlAnalyticsStore, pending_cells
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
-from keyplane.store.sqlite_driver import bind_processors, row_values, run_on_driver
+from keyplane.store.sqlite_driver import (
+    DriverStatement,
+    bind_processors,
+    row_values,
+    run_on_driver,
+)
 from keyplane.store.tables import (
     api_keys,
     credit_adjustments,
@@ -138,6 +144,7 @@ class SqlUsageStore:
     def __init__(self, unit: UnitOfWork, analytics: SqlAnalyticsStore | None = None) -> None:
         self._unit = unit
         self._statements: _UsageStatements | None = None
+        self._sqlite: SqliteLedger | None = None
         #: The analytics rollups, kept pending by the ledger's transaction (``None``: not kept).
         self.analytics = analytics
 
@@ -155,60 +162,63 @@ class SqlUsageStore:
         """
         if not entries:
             return []
-        statements = self._usage_statements()
         async with self._unit.write() as conn:
             # Inserted in (API key, idempotency key) order: batches on other instances that
             # repeat some of these reports take the unique index's row locks in the same
             # order, so they wait for each other instead of deadlocking. The sort is stable:
             # within the batch, the first of two repeats is still the one recorded.
             in_lock_order = sorted(entries, key=lambda e: (e.key_id, e.idempotency_key))
-            await conn.execute(statements.append, [_usage_values(e) for e in in_lock_order])
-            # Which row holds each (API key, idempotency key) now: ours (new) or an earlier
-            # one. One statement; the IN lists may pair more than asked, the dict picks.
-            rows = await conn.execute(
-                select(
-                    usage_events.c.key_id,
-                    usage_events.c.idempotency_key,
-                    usage_events.c.id,
-                    usage_events.c.fingerprint,
-                    usage_events.c.recorded_at,
-                ).where(
-                    usage_events.c.key_id.in_(sorted({e.key_id for e in entries})),
-                    usage_events.c.idempotency_key.in_(
-                        sorted({e.idempotency_key for e in entries})
-                    ),
+            if self._unit.is_sqlite:
+                outcomes, added = await self._sqlite_ledger(conn).record(
+                    conn, in_lock_order, entries, keep_pending=self.analytics is not None
                 )
-            )
-            by_key = {(row.key_id, row.idempotency_key): row for row in rows}
-            outcomes: list[Recorded] = []
-            added: list[UsageEntry] = []
-            for entry in entries:
-                row = by_key[(entry.key_id, entry.idempotency_key)]
-                if row.id == entry.id:
-                    added.append(entry)
-                    outcomes.append(Recorded(entry.id, entry.recorded_at, new=True))
-                else:
-                    conflict = row.fingerprint != entry.fingerprint
-                    outcomes.append(Recorded(row.id, row.recorded_at, new=False, conflict=conflict))
+            else:
+                outcomes, added = await self._record(conn, in_lock_order, entries)
             if added:
-                overflowing = await self._overflowing(conn, added)
-                if overflowing:
-                    # Not recorded at all: out of the ledger, so a retry is judged afresh.
-                    await conn.execute(
-                        delete(usage_events).where(usage_events.c.id.in_(sorted(overflowing)))
-                    )
-                    added = [entry for entry in added if entry.id not in overflowing]
-                    outcomes = [
-                        Recorded(o.event_id, o.recorded_at, new=False, overflow=True)
-                        if o.event_id in overflowing
-                        else o
-                        for o in outcomes
-                    ]
-            if added:
-                await self._add_to_rollups(conn, added)
+                alerting = [entry for entry in added if alerts_of(entry)]
+                if alerting:
+                    await self._record_alerts(conn, alerting)
                 if before_commit is not None:
                     await before_commit(added)
         return outcomes
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        in_lock_order: Sequence[UsageEntry],
+        entries: Sequence[UsageEntry],
+    ) -> tuple[list[Recorded], list[UsageEntry]]:
+        """The batch's reports appended, checked and added to the rollups, statement by
+        statement (PostgreSQL; :class:`SqliteLedger` does the same in one trip on SQLite)."""
+        statements = self._usage_statements()
+        await conn.execute(statements.append, [_usage_values(e) for e in in_lock_order])
+        # Which row holds each (API key, idempotency key) now: ours (new) or an earlier one.
+        # One statement; the IN lists may pair more than asked, the dict picks.
+        rows = await conn.execute(
+            select(
+                usage_events.c.key_id,
+                usage_events.c.idempotency_key,
+                usage_events.c.id,
+                usage_events.c.fingerprint,
+                usage_events.c.recorded_at,
+            ).where(
+                usage_events.c.key_id.in_(sorted({e.key_id for e in entries})),
+                usage_events.c.idempotency_key.in_(sorted({e.idempotency_key for e in entries})),
+            )
+        )
+        by_key = {(row.key_id, row.idempotency_key): row for row in rows}
+        outcomes, added = classified(entries, by_key)
+        if added:
+            overflowing = await self._overflowing(conn, added)
+            if overflowing:
+                # Not recorded at all: out of the ledger, so a retry is judged afresh.
+                await conn.execute(
+                    delete(usage_events).where(usage_events.c.id.in_(sorted(overflowing)))
+                )
+                outcomes, added = without_overflowing(outcomes, added, overflowing)
+        if added:
+            await self._add_to_rollups(conn, added)
+        return outcomes, added
 
     async def _overflowing(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> set[str]:
         """Ids of the reports that would push a key's all-time totals past ``LEDGER_MAX``.
@@ -257,19 +267,7 @@ class SqlUsageStore:
         running = {
             row.key_id: [row.cost_micros, row.input_tokens, row.output_tokens] for row in rows
         }
-        overflowing: set[str] = set()
-        for entry in added:
-            totals = running[entry.key_id]
-            amounts = (entry.cost_micros, entry.input_tokens, entry.output_tokens)
-            if any(
-                total + amount > money.LEDGER_MAX
-                for total, amount in zip(totals, amounts, strict=True)
-            ):
-                overflowing.add(entry.id)
-                continue
-            for index, amount in enumerate(amounts):
-                totals[index] += amount
-        return overflowing
+        return overflowing_ids(added, running)
 
     async def seed_spent(
         self,
@@ -486,35 +484,7 @@ class SqlUsageStore:
             await conn.execute(statement, values)
 
     async def _add_to_rollups(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
-        sums: dict[tuple[str, str, datetime, str], list[int]] = {}
-        # The reports of one commit fall in the same periods, but for the odd one at a
-        # boundary: each period's bounds worked out once, not five per report.
-        periods = CurrentPeriods()
-        for entry in added:
-            for reset, bucket in BUCKETS:
-                start = periods.bounds(reset, entry.recorded_at)[0]
-                for model in {"", entry.model or ""}:
-                    total = sums.setdefault((entry.key_id, bucket, start, model), [0, 0, 0, 0])
-                    total[0] += 1
-                    total[1] += entry.cost_micros
-                    total[2] += entry.input_tokens
-                    total[3] += entry.output_tokens
-        # Sorted, so concurrent transactions (several instances) lock rows in one order.
-        rows = [
-            {
-                "key_id": key_id,
-                "bucket": bucket,
-                "bucket_start": start,
-                "model": model,
-                "requests": requests,
-                "cost_micros": cost,
-                "input_tokens": tokens_in,
-                "output_tokens": tokens_out,
-            }
-            for (key_id, bucket, start, model), (requests, cost, tokens_in, tokens_out) in sorted(
-                sums.items()
-            )
-        ]
+        rows = rollup_rows(added)
         # Same transaction: a report is pending for the analytics exactly when it is in the
         # ledger, whatever crashes when (folding counts it once).
         cells = [] if self.analytics is None else pending_cells(added)
@@ -527,9 +497,6 @@ class SqlUsageStore:
             parameters: dict[str, Any] = dict(zip(_ROLLUP_PARAMS, columns, strict=True))
             parameters["cells"] = cells
             await conn.execute(_POSTGRES_ADD_TO_ROLLUP, parameters)
-        alerting = [entry for entry in added if alerts_of(entry)]
-        if alerting:
-            await self._record_alerts(conn, alerting)
 
     async def _add_to_rollups_on_sqlite(
         self, conn: AsyncConnection, rows: Sequence[dict[str, Any]], cells: list[str]
@@ -674,6 +641,11 @@ class SqlUsageStore:
         for writer in self._unit.journal_writers:
             await writer(conn, journal)
 
+    def _sqlite_ledger(self, conn: AsyncConnection) -> SqliteLedger:
+        if self._sqlite is None:
+            self._sqlite = SqliteLedger(conn.dialect)
+        return self._sqlite
+
     def _usage_statements(self) -> _UsageStatements:
         """The ledger's statements, built once: building an upsert costs more than running it."""
         if self._statements is None:
@@ -758,6 +730,217 @@ class _UsageStatements:
             append=insert_for(usage_events).on_conflict_do_nothing(),
             record_event=insert_for(events).on_conflict_do_nothing(),
         )
+
+
+class _Holder(NamedTuple):
+    """The ledger row that holds an (API key, idempotency key)."""
+
+    id: str
+    fingerprint: str
+    recorded_at: datetime
+
+
+def classified(
+    entries: Sequence[UsageEntry], holders: Mapping[tuple[str, str], Any]
+) -> tuple[list[Recorded], list[UsageEntry]]:
+    """Each report's outcome, in order, from the rows now holding their (API key, idempotency
+    key) (``holders``: anything with ``id``, ``fingerprint`` and ``recorded_at``), and the
+    reports that are new: those whose own row holds it."""
+    outcomes: list[Recorded] = []
+    added: list[UsageEntry] = []
+    for entry in entries:
+        row = holders[(entry.key_id, entry.idempotency_key)]
+        if row.id == entry.id:
+            added.append(entry)
+            outcomes.append(Recorded(entry.id, entry.recorded_at, new=True))
+        else:
+            conflict = row.fingerprint != entry.fingerprint
+            outcomes.append(Recorded(row.id, row.recorded_at, new=False, conflict=conflict))
+    return outcomes, added
+
+
+def overflowing_ids(added: Sequence[UsageEntry], running: Mapping[str, list[int]]) -> set[str]:
+    """The new reports that would take their key's all-time totals (``running``: cost, input
+    and output tokens per key, before the batch; updated in place) past ``LEDGER_MAX``."""
+    overflowing: set[str] = set()
+    for entry in added:
+        totals = running[entry.key_id]
+        amounts = (entry.cost_micros, entry.input_tokens, entry.output_tokens)
+        if any(
+            total + amount > money.LEDGER_MAX for total, amount in zip(totals, amounts, strict=True)
+        ):
+            overflowing.add(entry.id)
+            continue
+        for index, amount in enumerate(amounts):
+            totals[index] += amount
+    return overflowing
+
+
+def without_overflowing(
+    outcomes: Sequence[Recorded], added: Sequence[UsageEntry], overflowing: set[str]
+) -> tuple[list[Recorded], list[UsageEntry]]:
+    """The outcomes and new reports once the overflowing ones are taken out of the ledger."""
+    return (
+        [
+            Recorded(o.event_id, o.recorded_at, new=False, overflow=True)
+            if o.event_id in overflowing
+            else o
+            for o in outcomes
+        ],
+        [entry for entry in added if entry.id not in overflowing],
+    )
+
+
+def rollup_rows(added: Sequence[UsageEntry]) -> list[dict[str, Any]]:
+    """The rollup rows the new reports add to: per key, bucket, bucket start and model (and
+    ``""`` for all models), summed, sorted so concurrent transactions lock rows in one order."""
+    sums: dict[tuple[str, str, datetime, str], list[int]] = {}
+    # The reports of one commit fall in the same periods, but for the odd one at a boundary:
+    # each period's bounds worked out once, not five per report.
+    periods = CurrentPeriods()
+    for entry in added:
+        for reset, bucket in BUCKETS:
+            start = periods.bounds(reset, entry.recorded_at)[0]
+            for model in {"", entry.model or ""}:
+                total = sums.setdefault((entry.key_id, bucket, start, model), [0, 0, 0, 0])
+                total[0] += 1
+                total[1] += entry.cost_micros
+                total[2] += entry.input_tokens
+                total[3] += entry.output_tokens
+    return [
+        {
+            "key_id": key_id,
+            "bucket": bucket,
+            "bucket_start": start,
+            "model": model,
+            "requests": requests,
+            "cost_micros": cost,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+        }
+        for (key_id, bucket, start, model), (requests, cost, tokens_in, tokens_out) in sorted(
+            sums.items()
+        )
+    ]
+
+
+class SqliteLedger:
+    """:meth:`SqlUsageStore.record`'s writes on SQLite in one trip to aiosqlite's thread.
+
+    The same statements as ``SqlUsageStore._record`` (append, find the holders, make and read
+    the all-time totals, take out what overflows, add to the rollups and keep the analytics'
+    pending rows), compiled once by SQLAlchemy (``DriverStatement``) and run as one function
+    on the driver's connection, with the same pure steps in between (``classified``,
+    ``overflowing_ids``, ``without_overflowing``, ``rollup_rows``). Each statement sent through
+    SQLAlchemy is a trip to SQLite's thread and back, and the trips, not the statements, were
+    most of a group commit's CPU. ``tests/store/test_usage_sqlite.py`` holds both ways to the
+    same outcomes and the same rows on random batches.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._append = DriverStatement(
+            sqlite_insert(usage_events).on_conflict_do_nothing(), dialect
+        )
+        self._ensure_total = DriverStatement(
+            sqlite_insert(usage_rollups).on_conflict_do_nothing(), dialect
+        )
+        self._forget = DriverStatement(
+            delete(usage_events).where(usage_events.c.id == bindparam("id")), dialect
+        )
+        self._rollup_processors = bind_processors(usage_rollups, dialect)
+        self._holders: dict[tuple[int, int], DriverStatement] = {}
+        self._totals: dict[int, DriverStatement] = {}
+
+    async def record(
+        self,
+        conn: AsyncConnection,
+        in_lock_order: Sequence[UsageEntry],
+        entries: Sequence[UsageEntry],
+        *,
+        keep_pending: bool,
+    ) -> tuple[list[Recorded], list[UsageEntry]]:
+        append = self._append
+        appended = [append.args(_usage_values(entry)) for entry in in_lock_order]
+        key_ids = sorted({entry.key_id for entry in entries})
+        idempotency_keys = sorted({entry.idempotency_key for entry in entries})
+        holders = self._holders_of(len(key_ids), len(idempotency_keys))
+        asked = holders.args(
+            {f"k{n}": key_id for n, key_id in enumerate(key_ids)}
+            | {f"i{n}": key for n, key in enumerate(idempotency_keys)}
+        )
+
+        def on_thread(db: sqlite3.Connection) -> tuple[list[Recorded], list[UsageEntry]]:
+            db.executemany(append.sql, appended)
+            found = holders.rows(db.execute(holders.sql, asked).fetchall())
+            by_key = {(row[0], row[1]): _Holder(row[2], row[3], row[4]) for row in found}
+            outcomes, added = classified(entries, by_key)
+            if not added:
+                return outcomes, added
+            overflowing = self._overflowing(db, added)
+            if overflowing:
+                # Not recorded at all: out of the ledger, so a retry is judged afresh.
+                forget = self._forget
+                db.executemany(forget.sql, [forget.args({"id": i}) for i in sorted(overflowing)])
+                outcomes, added = without_overflowing(outcomes, added, overflowing)
+            if added:
+                processors = self._rollup_processors
+                rows = [row_values(processors, _ROLLUP_COLUMNS, r) for r in rollup_rows(added)]
+                db.executemany(_SQLITE_ADD_TO_ROLLUP, rows)
+                if keep_pending:
+                    db.executemany(PENDING_INSERT, [(piece,) for piece in pending_cells(added)])
+            return outcomes, added
+
+        return await run_on_driver(conn, on_thread)
+
+    def _overflowing(self, db: sqlite3.Connection, added: Sequence[UsageEntry]) -> set[str]:
+        # As SqlUsageStore._overflowing: each key's all-time row made if need be, then read
+        # (SQLite's write transaction holds the whole database: no row lock to take).
+        epoch = bucket_starts(added[0].recorded_at)["total"]
+        key_ids = sorted({entry.key_id for entry in added})
+        ensure = self._ensure_total
+        empty = {"bucket": "total", "bucket_start": epoch, "model": ""}
+        empty |= dict.fromkeys(_ROLLUP_MEASURES, 0)
+        db.executemany(ensure.sql, [ensure.args(empty | {"key_id": k}) for k in key_ids])
+        totals = self._totals_of(len(key_ids))
+        asked = totals.args({"epoch": epoch} | {f"k{n}": k for n, k in enumerate(key_ids)})
+        found = totals.rows(db.execute(totals.sql, asked).fetchall())
+        return overflowing_ids(added, {row[0]: [row[1], row[2], row[3]] for row in found})
+
+    def _holders_of(self, keys: int, idempotency_keys: int) -> DriverStatement:
+        """The holders' query for this many keys and idempotency keys (a group commit holds at
+        most ``max_batch`` reports, so there are few shapes)."""
+        shape = (keys, idempotency_keys)
+        statement = self._holders.get(shape)
+        if statement is None:
+            columns = usage_events.c
+            query = select(
+                columns.key_id,
+                columns.idempotency_key,
+                columns.id,
+                columns.fingerprint,
+                columns.recorded_at,
+            ).where(
+                columns.key_id.in_([bindparam(f"k{n}") for n in range(keys)]),
+                columns.idempotency_key.in_([bindparam(f"i{n}") for n in range(idempotency_keys)]),
+            )
+            statement = self._holders[shape] = DriverStatement(query, self._dialect)
+        return statement
+
+    def _totals_of(self, keys: int) -> DriverStatement:
+        statement = self._totals.get(keys)
+        if statement is None:
+            columns = usage_rollups.c
+            query = select(
+                columns.key_id, columns.cost_micros, columns.input_tokens, columns.output_tokens
+            ).where(
+                columns.key_id.in_([bindparam(f"k{n}") for n in range(keys)]),
+                columns.bucket == "total",
+                columns.bucket_start == bindparam("epoch"),
+                columns.model == "",
+            )
+            statement = self._totals[keys] = DriverStatement(query, self._dialect)
+        return statement
 
 
 def _usage_values(entry: UsageEntry) -> dict[str, Any]:
