@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.datastructures import Headers
 
 from keyplane.api.body_limit import content_length
 from keyplane.api.deps import _principal_headers
@@ -21,6 +22,7 @@ _NAMES = st.sampled_from(
         b"user-agent",
         b"content-type",
         b"transfer-encoding",
+        b"idempotency-key",
         b"host",
         b"x-other",
     ]
@@ -62,6 +64,7 @@ def test_the_head_reads_each_thing_as_its_reference(
     principal = [head.authorization, head.forwarded_for, head.real_ip, head.user_agent]
     assert principal == _principal_headers(scope)
     assert head.json == _content_type_is_json(headers)
+    assert head.idempotency_key == Headers(scope=scope).get("idempotency-key")
     # RFC 9112 section 6.3: a request has a body only with Transfer-Encoding or a
     # Content-Length (other than 0).
     names = [name for name, _ in headers]

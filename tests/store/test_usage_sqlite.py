@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from keyplane.domain import ids, money
-from keyplane.domain.usage import Recorded, UsageEntry
+from keyplane.domain.usage import AlertSpec, Recorded, UsageEntry, bucket_starts
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
-from keyplane.store.tables import usage_analytics_pending, usage_events, usage_rollups
+from keyplane.store.tables import events, usage_analytics_pending, usage_events, usage_rollups
 from keyplane.store.usage import SqliteLedger
 from tests.store.conftest import NOW, key_record, tenancy
 
@@ -36,6 +36,9 @@ _REPORT = st.fixed_dictionaries(
         "input_tokens": st.sampled_from([0, 7, money.LEDGER_MAX]),
         # Across a day, a month and a year's end (NOW is 2026-03-01 12:00).
         "at": st.sampled_from([0, 1, -13 * 3600, 306 * 86400 + 11 * 3600 + 3599]),
+        # A budget alert on the report's month or day, crossed by small or large amounts.
+        "alert": st.sampled_from([None, ("monthly", "month"), ("daily", "day")]),
+        "limit": st.sampled_from([1_000, 10**6]),
     }
 )
 _BATCHES = st.lists(st.lists(_REPORT, min_size=1, max_size=8), min_size=1, max_size=4)
@@ -54,8 +57,10 @@ class _StatementByStatement:
         entries: Sequence[UsageEntry],
         *,
         keep_pending: bool,
-    ) -> tuple[list[Recorded], list[UsageEntry]]:
-        return await self._usage._record(conn, in_lock_order, entries)
+    ) -> tuple[list[Recorded], list[UsageEntry], None]:
+        # No totals: the alerts read theirs statement by statement, as on PostgreSQL.
+        outcomes, added = await self._usage._record(conn, in_lock_order, entries)
+        return outcomes, added, None
 
 
 async def _open(path: Path) -> Db:
@@ -64,11 +69,23 @@ async def _open(path: Path) -> Db:
     return db
 
 
-async def _rows(db: Db, key_ids: list[str]) -> tuple[list[Any], list[Any], list[str]]:
-    events, rollups = usage_events.c, usage_rollups.c
+async def _rows(db: Db, key_ids: list[str]) -> tuple[list[Any], ...]:
+    ledger_c, rollups = usage_events.c, usage_rollups.c
     async with db.unit.read() as conn:
         ledger = await conn.execute(
-            select(usage_events).where(events.key_id.in_(key_ids)).order_by(events.id)
+            select(usage_events).where(ledger_c.key_id.in_(key_ids)).order_by(ledger_c.id)
+        )
+        # Budget alerts, but for their ids and organizations (each database makes its own).
+        alerts = await conn.execute(
+            select(
+                events.c.type,
+                events.c.subject_id,
+                events.c.dedupe_key,
+                events.c.payload,
+                events.c.created_at,
+            )
+            .where(events.c.subject_id.in_(key_ids))
+            .order_by(events.c.id)
         )
         sums = await conn.execute(
             select(usage_rollups)
@@ -82,7 +99,44 @@ async def _rows(db: Db, key_ids: list[str]) -> tuple[list[Any], list[Any], list[
             [tuple(row) for row in ledger],
             [tuple(row) for row in sums],
             [row.cells for row in pending],
+            [tuple(row) for row in alerts],
         )
+
+
+async def _compared(tmp_path: Path, batches: list[list[dict[str, Any]]]) -> tuple[list[Any], ...]:
+    """Record ``batches`` both ways, assert the same answers and rows, return the rows."""
+    one_trip = await _open(tmp_path / f"one-{ids.new_id('t')}.db")
+    reference = await _open(tmp_path / f"ref-{ids.new_id('t')}.db")
+    reference.usage._sqlite = _StatementByStatement(reference)  # type: ignore[assignment]
+    try:
+        key_ids = [ids.new_id("key") for _ in range(3)]
+        orgs = {}
+        for db in (one_trip, reference):
+            org_id, project_id = await tenancy(db)
+            orgs[id(db)] = org_id
+            for key_id in key_ids:
+                await db.keys.create(key_record(org_id, project_id, id=key_id))
+        for batch in batches:
+            entries = [_entry(report, key_ids) for report in batch]
+            answers = []
+            for db in (one_trip, reference):
+                mine = [dataclasses.replace(e, org_id=orgs[id(db)]) for e in entries]
+                answers.append(await db.usage.record(mine))
+            assert answers[0] == answers[1]
+        # The one trip was taken (and the reference was not).
+        assert isinstance(one_trip.usage._sqlite, SqliteLedger)
+        ours, theirs = await _rows(one_trip, key_ids), await _rows(reference, key_ids)
+        # The organization ids differ between the two databases, and nothing else.
+        org_column = [c.name for c in usage_events.columns].index("org_id")
+        assert [_without(r, org_column) for r in ours[0]] == [
+            _without(r, org_column) for r in theirs[0]
+        ]
+        assert ours[1:] == theirs[1:]
+        assert ours[0]  # something was recorded (the check compared rows, not nothing)
+        return ours
+    finally:
+        await one_trip.close()
+        await reference.close()
 
 
 @settings(
@@ -94,43 +148,40 @@ async def _rows(db: Db, key_ids: list[str]) -> tuple[list[Any], list[Any], list[
 def test_one_trip_and_statement_by_statement_give_the_same_answers_and_rows(
     tmp_path: Path, batches: list[list[dict[str, Any]]]
 ) -> None:
-    async def run() -> None:
-        one_trip = await _open(tmp_path / f"one-{ids.new_id('t')}.db")
-        reference = await _open(tmp_path / f"ref-{ids.new_id('t')}.db")
-        reference.usage._sqlite = _StatementByStatement(reference)  # type: ignore[assignment]
-        try:
-            key_ids = [ids.new_id("key") for _ in range(3)]
-            orgs = {}
-            for db in (one_trip, reference):
-                org_id, project_id = await tenancy(db)
-                orgs[id(db)] = org_id
-                for key_id in key_ids:
-                    await db.keys.create(key_record(org_id, project_id, id=key_id))
-            for batch in batches:
-                entries = [_entry(report, key_ids) for report in batch]
-                answers = []
-                for db in (one_trip, reference):
-                    mine = [dataclasses.replace(e, org_id=orgs[id(db)]) for e in entries]
-                    answers.append(await db.usage.record(mine))
-                assert answers[0] == answers[1]
-            # The one trip was taken (and the reference was not).
-            assert isinstance(one_trip.usage._sqlite, SqliteLedger)
-            ours, theirs = await _rows(one_trip, key_ids), await _rows(reference, key_ids)
-            # The organization ids differ between the two databases, and nothing else.
-            org_column = [c.name for c in usage_events.columns].index("org_id")
-            assert [_without(r, org_column) for r in ours[0]] == [
-                _without(r, org_column) for r in theirs[0]
-            ]
-            assert ours[1:] == theirs[1:]
-            assert ours[0]  # something was recorded (the check compared rows, not nothing)
-        finally:
-            await one_trip.close()
-            await reference.close()
+    asyncio.run(_compared(tmp_path, batches))
 
-    asyncio.run(run())
+
+async def test_alerts_crossed_in_a_batch_are_the_same_both_ways(tmp_path: Path) -> None:
+    def report(idempotency_key: str, cost: int, reset: str, bucket: str) -> dict[str, Any]:
+        return {
+            "key": 0,
+            "idempotency_key": idempotency_key,
+            "fingerprint": "f1",
+            "model": "gpt",
+            "cost_micros": cost,
+            "input_tokens": 7,
+            "at": 0,
+            "alert": (reset, bucket),
+            "limit": 1_000,
+        }
+
+    batches = [
+        [report("a", 600, "monthly", "month"), report("b", 350, "daily", "day")],
+        [report("c", 600, "monthly", "month"), report("a", 600, "monthly", "month")],
+    ]
+    rows = await _compared(tmp_path, batches)
+    crossed = [(kind, payload["threshold"]) for kind, _, _, payload, _ in rows[3]]
+    assert ("budget.threshold_crossed", 0.5) in crossed
+    assert ("budget.exhausted", 1.0) in crossed
 
 
 def _entry(report: dict[str, Any], key_ids: list[str]) -> UsageEntry:
+    at = NOW + timedelta(seconds=report["at"])
+    alert = None
+    if report["alert"] is not None:
+        reset, bucket = report["alert"]
+        start = bucket_starts(at)[bucket]
+        alert = AlertSpec(reset, bucket, start, report["limit"], (5_000, 9_000))
     return UsageEntry(
         id=ids.new_id("use"),
         org_id="",
@@ -144,7 +195,8 @@ def _entry(report: dict[str, Any], key_ids: list[str]) -> UsageEntry:
         output_tokens=3,
         latency_ms=None,
         status=None,
-        recorded_at=NOW + timedelta(seconds=report["at"]),
+        recorded_at=at,
+        alert=alert,
     )
 
 

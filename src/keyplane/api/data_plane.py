@@ -147,7 +147,7 @@ class LeanUsage(LeanRoute):
             return True
         request, principal = authenticated
         parsed = _parse(self.body_model, head, body)
-        idempotency_key = _idempotency_key(self, request)
+        idempotency_key = _idempotency_key(self, head)
         if parsed is None or idempotency_key is _INVALID:
             return False
         # As FastAPI's sub-response: no status until the endpoint sets one.
@@ -420,10 +420,10 @@ async def _respond(
 _INVALID = object()
 
 
-def _idempotency_key(lean: LeanUsage, request: Request) -> Any:
+def _idempotency_key(lean: LeanUsage, head: RequestHead) -> Any:
     """The ``Idempotency-Key`` header as the route's annotation validates it (``None`` when
     absent); ``_INVALID`` when it fails, so the route answers with its own 422."""
-    value = request.headers.get("idempotency-key")
+    value = head.idempotency_key
     if value is None:
         return None
     try:

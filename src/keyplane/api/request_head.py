@@ -1,9 +1,10 @@
 """What the data plane reads of a request's headers, in one pass.
 
-The data plane (``api/data_plane.py``) needs seven things of a request's head: its size
+The data plane (``api/data_plane.py``) needs eight things of a request's head: its size
 against the header limits, the declared body length, whether there is a body at all, the
 inbound request id, the caller's ``Authorization``, ``X-Forwarded-For``, ``X-Real-IP`` and
-``User-Agent``, and whether the body claims to be anything but JSON. Read one by one they took
+``User-Agent``, a usage report's ``Idempotency-Key``, and whether the body claims to be
+anything but JSON. Read one by one they took
 five passes over the headers per verify; :class:`RequestHead` takes one. Each is read exactly
 as its reference reads it (``header_limit.over_limits``, ``body_limit.content_length``,
 ``observe.Observer.begin``, ``deps.get_principal``, the content-type check), the first header
@@ -29,6 +30,7 @@ _SLOTS = {
     b"x-real-ip": 4,
     b"user-agent": 5,
     b"transfer-encoding": 6,
+    b"idempotency-key": 7,
 }
 _CONTENT_TYPE = b"content-type"
 
@@ -42,6 +44,7 @@ class RequestHead:
         "content_length",
         "count",
         "forwarded_for",
+        "idempotency_key",
         "json",
         "real_ip",
         "request_id",
@@ -51,7 +54,7 @@ class RequestHead:
 
     def __init__(self, scope: Mapping[str, Any]) -> None:
         headers = scope.get("headers", ())
-        found: list[bytes | None] = [None, None, None, None, None, None, None]
+        found: list[bytes | None] = [None] * len(_SLOTS)
         # As on the wire: the target counts, and ": " and CRLF for every field.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         json = True
@@ -77,6 +80,8 @@ class RequestHead:
         self.forwarded_for = _text(found[3])
         self.real_ip = _text(found[4])
         self.user_agent = _text(found[5])
+        #: ``Idempotency-Key`` (usage reports).
+        self.idempotency_key = _text(found[7])
         #: No ``Content-Type`` says anything but JSON (the route decides what others mean).
         self.json = json
 

@@ -168,8 +168,9 @@ class SqlUsageStore:
             # order, so they wait for each other instead of deadlocking. The sort is stable:
             # within the batch, the first of two repeats is still the one recorded.
             in_lock_order = sorted(entries, key=lambda e: (e.key_id, e.idempotency_key))
+            alert_totals: dict[Slot, int] | None = None
             if self._unit.is_sqlite:
-                outcomes, added = await self._sqlite_ledger(conn).record(
+                outcomes, added, alert_totals = await self._sqlite_ledger(conn).record(
                     conn, in_lock_order, entries, keep_pending=self.analytics is not None
                 )
             else:
@@ -177,7 +178,7 @@ class SqlUsageStore:
             if added:
                 alerting = [entry for entry in added if alerts_of(entry)]
                 if alerting:
-                    await self._record_alerts(conn, alerting)
+                    await self._record_alerts(conn, alerting, alert_totals)
                 if before_commit is not None:
                     await before_commit(added)
         return outcomes
@@ -514,21 +515,27 @@ class SqlUsageStore:
 
         await run_on_driver(conn, write)
 
-    async def _record_alerts(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
-        # The totals now committed in this transaction, for each budget a report may alert on.
-        slots = {(e.key_id, a.bucket, a.bucket_start) for e in added for a in alerts_of(e)}
-        running: dict[tuple[str, str, datetime], int] = {}
-        for key_id, bucket, start in slots:
-            running[(key_id, bucket, start)] = (
-                await conn.execute(
-                    select(usage_rollups.c.cost_micros).where(
-                        usage_rollups.c.key_id == key_id,
-                        usage_rollups.c.bucket == bucket,
-                        usage_rollups.c.bucket_start == start,
-                        usage_rollups.c.model == "",
+    async def _record_alerts(
+        self,
+        conn: AsyncConnection,
+        added: Sequence[UsageEntry],
+        totals: Mapping[Slot, int] | None = None,
+    ) -> None:
+        # The totals now committed in this transaction, for each budget a report may alert on
+        # (``totals``: read already, with the rest of the batch's writes on SQLite).
+        running = dict(totals) if totals is not None else {}
+        if totals is None:
+            for key_id, bucket, start in alert_slots(added):
+                running[(key_id, bucket, start)] = (
+                    await conn.execute(
+                        select(usage_rollups.c.cost_micros).where(
+                            usage_rollups.c.key_id == key_id,
+                            usage_rollups.c.bucket == bucket,
+                            usage_rollups.c.bucket_start == start,
+                            usage_rollups.c.model == "",
+                        )
                     )
-                )
-            ).scalar_one()
+                ).scalar_one()
         # Walk the batch backwards from the committed totals, so each report is checked
         # against the spending just before and just after it.
         crossings: list[list[dict[str, Any]]] = []
@@ -732,6 +739,15 @@ class _UsageStatements:
         )
 
 
+#: A budget or cost window's rollup row: key id, bucket, bucket start (all models).
+Slot = tuple[str, str, datetime]
+
+
+def alert_slots(added: Sequence[UsageEntry]) -> set[Slot]:
+    """The rollup rows whose totals the new reports' alerts are checked against."""
+    return {(e.key_id, a.bucket, a.bucket_start) for e in added for a in alerts_of(e)}
+
+
 class _Holder(NamedTuple):
     """The ledger row that holds an (API key, idempotency key)."""
 
@@ -829,9 +845,10 @@ class SqliteLedger:
 
     The same statements as ``SqlUsageStore._record`` (append, find the holders, make and read
     the all-time totals, take out what overflows, add to the rollups and keep the analytics'
-    pending rows), compiled once by SQLAlchemy (``DriverStatement``) and run as one function
-    on the driver's connection, with the same pure steps in between (``classified``,
-    ``overflowing_ids``, ``without_overflowing``, ``rollup_rows``). Each statement sent through
+    pending rows), and the totals ``_record_alerts`` checks the batch's alerts against,
+    compiled once by SQLAlchemy (``DriverStatement``) and run as one function on the driver's
+    connection, with the same pure steps in between (``classified``, ``overflowing_ids``,
+    ``without_overflowing``, ``rollup_rows``, ``alert_slots``). Each statement sent through
     SQLAlchemy is a trip to SQLite's thread and back, and the trips, not the statements, were
     most of a group commit's CPU. ``tests/store/test_usage_sqlite.py`` holds both ways to the
     same outcomes and the same rows on random batches.
@@ -848,6 +865,16 @@ class SqliteLedger:
         self._forget = DriverStatement(
             delete(usage_events).where(usage_events.c.id == bindparam("id")), dialect
         )
+        rollups = usage_rollups.c
+        self._slot_total = DriverStatement(
+            select(rollups.cost_micros).where(
+                rollups.key_id == bindparam("key_id"),
+                rollups.bucket == bindparam("bucket"),
+                rollups.bucket_start == bindparam("bucket_start"),
+                rollups.model == "",
+            ),
+            dialect,
+        )
         self._rollup_processors = bind_processors(usage_rollups, dialect)
         self._holders: dict[tuple[int, int], DriverStatement] = {}
         self._totals: dict[int, DriverStatement] = {}
@@ -859,7 +886,8 @@ class SqliteLedger:
         entries: Sequence[UsageEntry],
         *,
         keep_pending: bool,
-    ) -> tuple[list[Recorded], list[UsageEntry]]:
+    ) -> tuple[list[Recorded], list[UsageEntry], dict[Slot, int]]:
+        """Outcomes, new reports, and the totals their alerts are checked against."""
         append = self._append
         appended = [append.args(_usage_values(entry)) for entry in in_lock_order]
         key_ids = sorted({entry.key_id for entry in entries})
@@ -870,13 +898,15 @@ class SqliteLedger:
             | {f"i{n}": key for n, key in enumerate(idempotency_keys)}
         )
 
-        def on_thread(db: sqlite3.Connection) -> tuple[list[Recorded], list[UsageEntry]]:
+        def on_thread(
+            db: sqlite3.Connection,
+        ) -> tuple[list[Recorded], list[UsageEntry], dict[Slot, int]]:
             db.executemany(append.sql, appended)
             found = holders.rows(db.execute(holders.sql, asked).fetchall())
             by_key = {(row[0], row[1]): _Holder(row[2], row[3], row[4]) for row in found}
             outcomes, added = classified(entries, by_key)
             if not added:
-                return outcomes, added
+                return outcomes, added, {}
             overflowing = self._overflowing(db, added)
             if overflowing:
                 # Not recorded at all: out of the ledger, so a retry is judged afresh.
@@ -889,9 +919,20 @@ class SqliteLedger:
                 db.executemany(_SQLITE_ADD_TO_ROLLUP, rows)
                 if keep_pending:
                     db.executemany(PENDING_INSERT, [(piece,) for piece in pending_cells(added)])
-            return outcomes, added
+            return outcomes, added, self._alert_totals(db, added)
 
         return await run_on_driver(conn, on_thread)
+
+    def _alert_totals(self, db: sqlite3.Connection, added: Sequence[UsageEntry]) -> dict[Slot, int]:
+        # As SqlUsageStore._record_alerts reads them, once the batch is in the rollups.
+        read = self._slot_total
+        totals: dict[Slot, int] = {}
+        for slot in alert_slots(added):
+            key_id, bucket, start = slot
+            asked = read.args({"key_id": key_id, "bucket": bucket, "bucket_start": start})
+            [[total]] = read.rows(db.execute(read.sql, asked).fetchall())
+            totals[slot] = total
+        return totals
 
     def _overflowing(self, db: sqlite3.Connection, added: Sequence[UsageEntry]) -> set[str]:
         # As SqlUsageStore._overflowing: each key's all-time row made if need be, then read
