@@ -418,14 +418,7 @@ class SqlUsageStore:
     async def spent_in(self, key_id: str, bucket: str, bucket_start: datetime) -> int:
         async with self._unit.read() as conn:
             spent = (
-                await conn.execute(
-                    select(usage_rollups.c.cost_micros).where(
-                        usage_rollups.c.key_id == key_id,
-                        usage_rollups.c.bucket == bucket,
-                        usage_rollups.c.bucket_start == bucket_start,
-                        usage_rollups.c.model == "",
-                    )
-                )
+                await conn.execute(_all_models_spent(key_id, bucket, bucket_start))
             ).scalar_one_or_none()
         return spent or 0
 
@@ -527,14 +520,7 @@ class SqlUsageStore:
         if totals is None:
             for key_id, bucket, start in alert_slots(added):
                 running[(key_id, bucket, start)] = (
-                    await conn.execute(
-                        select(usage_rollups.c.cost_micros).where(
-                            usage_rollups.c.key_id == key_id,
-                            usage_rollups.c.bucket == bucket,
-                            usage_rollups.c.bucket_start == start,
-                            usage_rollups.c.model == "",
-                        )
-                    )
+                    await conn.execute(_all_models_spent(key_id, bucket, start))
                 ).scalar_one()
         # Walk the batch backwards from the committed totals, so each report is checked
         # against the spending just before and just after it.
@@ -739,6 +725,17 @@ class _UsageStatements:
         )
 
 
+def _all_models_spent(key_id: Any, bucket: Any, start: Any) -> Any:
+    """What a key spent in one bucket, all models (its rollup row's cost)."""
+    rollups = usage_rollups.c
+    return select(rollups.cost_micros).where(
+        rollups.key_id == key_id,
+        rollups.bucket == bucket,
+        rollups.bucket_start == start,
+        rollups.model == "",
+    )
+
+
 #: A budget or cost window's rollup row: key id, bucket, bucket start (all models).
 Slot = tuple[str, str, datetime]
 
@@ -865,14 +862,8 @@ class SqliteLedger:
         self._forget = DriverStatement(
             delete(usage_events).where(usage_events.c.id == bindparam("id")), dialect
         )
-        rollups = usage_rollups.c
         self._slot_total = DriverStatement(
-            select(rollups.cost_micros).where(
-                rollups.key_id == bindparam("key_id"),
-                rollups.bucket == bindparam("bucket"),
-                rollups.bucket_start == bindparam("bucket_start"),
-                rollups.model == "",
-            ),
+            _all_models_spent(bindparam("key_id"), bindparam("bucket"), bindparam("bucket_start")),
             dialect,
         )
         self._rollup_processors = bind_processors(usage_rollups, dialect)
