@@ -16,13 +16,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.dialects import sqlite
 
 from keyplane.domain import ids, money
 from keyplane.domain.usage import AlertSpec, Recorded, UsageEntry, bucket_starts
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
 from keyplane.store.tables import events, usage_analytics_pending, usage_events, usage_rollups
-from keyplane.store.usage import SqliteLedger
+from keyplane.store.usage import MAX_KEPT_SHAPES, SqliteLedger
 from tests.store.conftest import NOW, key_record, tenancy
 
 _AMOUNTS = st.sampled_from([0, 1, 999, 10**6, money.LEDGER_MAX - 5, money.LEDGER_MAX])
@@ -202,3 +203,19 @@ def _entry(report: dict[str, Any], key_ids: list[str]) -> UsageEntry:
 
 def _without(row: tuple[Any, ...], index: int) -> tuple[Any, ...]:
     return row[:index] + row[index + 1 :]
+
+
+def test_the_compiled_query_shapes_stay_bounded() -> None:
+    # A batch's shape (how many keys, how many idempotency keys) is up to the callers: the
+    # statements kept for them must not grow without bound.
+    ledger = SqliteLedger(sqlite.dialect())
+    for keys in range(1, 40):
+        for idempotency_keys in range(1, 10):
+            statement = ledger._holders_of(keys, idempotency_keys)
+            assert statement.sql.count("?") == keys + idempotency_keys
+        # The keys, the period start, and the "total" bucket and "" model bound as values.
+        assert ledger._totals_of(keys).sql.count("?") == keys + 3
+    assert len(ledger._holders) <= MAX_KEPT_SHAPES
+    assert len(ledger._totals) <= MAX_KEPT_SHAPES
+    # What is kept is what would be compiled afresh.
+    assert ledger._holders_of(3, 4).sql == SqliteLedger(sqlite.dialect())._holders_of(3, 4).sql

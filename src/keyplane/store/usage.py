@@ -725,6 +725,17 @@ class _UsageStatements:
         )
 
 
+#: The most query shapes ``SqliteLedger`` keeps compiled, per query. A batch's shape is its
+#: count of keys and idempotency keys (up to ``KEYPLANE_USAGE_BATCH_MAX`` each, which callers
+#: sway): past this many, the kept ones are dropped and compiled again as they come.
+MAX_KEPT_SHAPES = 256
+
+
+def _make_room(kept: dict[Any, DriverStatement]) -> None:
+    if len(kept) >= MAX_KEPT_SHAPES:
+        kept.clear()
+
+
 def _all_models_spent(key_id: Any, bucket: Any, start: Any) -> Any:
     """What a key spent in one bucket, all models (its rollup row's cost)."""
     rollups = usage_rollups.c
@@ -945,6 +956,7 @@ class SqliteLedger:
         shape = (keys, idempotency_keys)
         statement = self._holders.get(shape)
         if statement is None:
+            _make_room(self._holders)
             columns = usage_events.c
             query = select(
                 columns.key_id,
@@ -962,6 +974,7 @@ class SqliteLedger:
     def _totals_of(self, keys: int) -> DriverStatement:
         statement = self._totals.get(keys)
         if statement is None:
+            _make_room(self._totals)
             columns = usage_rollups.c
             query = select(
                 columns.key_id, columns.cost_micros, columns.input_tokens, columns.output_tokens
