@@ -38,6 +38,7 @@ from keyplane.store.analytics import PENDING_INSERT, SqlAnalyticsStore, pending_
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
 from keyplane.store.sqlite_driver import (
     DriverStatement,
+    Processor,
     bind_processors,
     row_values,
     run_on_driver,
@@ -500,13 +501,7 @@ class SqlUsageStore:
         # what keeping them for the analytics cost. Values go through the columns' own
         # conversions, so they read back as SQLAlchemy wrote them.
         processors = bind_processors(usage_rollups, conn.dialect)
-        values = [row_values(processors, _ROLLUP_COLUMNS, row) for row in rows]
-
-        def write(db: sqlite3.Connection) -> None:
-            db.executemany(_SQLITE_ADD_TO_ROLLUP, values)
-            db.executemany(PENDING_INSERT, [(piece,) for piece in cells])
-
-        await run_on_driver(conn, write)
+        await run_on_driver(conn, lambda db: _add_to_sqlite_rollups(db, processors, rows, cells))
 
     async def _record_alerts(
         self,
@@ -516,12 +511,7 @@ class SqlUsageStore:
     ) -> None:
         # The totals now committed in this transaction, for each budget a report may alert on
         # (``totals``: read already, with the rest of the batch's writes on SQLite).
-        running = dict(totals) if totals is not None else {}
-        if totals is None:
-            for key_id, bucket, start in alert_slots(added):
-                running[(key_id, bucket, start)] = (
-                    await conn.execute(_all_models_spent(key_id, bucket, start))
-                ).scalar_one()
+        running = dict(totals) if totals is not None else await _read_alert_totals(conn, added)
         # Walk the batch backwards from the committed totals, so each report is checked
         # against the spending just before and just after it.
         crossings: list[list[dict[str, Any]]] = []
@@ -747,6 +737,29 @@ def _all_models_spent(key_id: Any, bucket: Any, start: Any) -> Any:
     )
 
 
+def _add_to_sqlite_rollups(
+    db: sqlite3.Connection,
+    processors: Sequence[Processor],
+    rows: Sequence[dict[str, Any]],
+    cells: list[str],
+) -> None:
+    """On SQLite's thread: ``rows`` added to the rollups, and the analytics' pending rows
+    (``cells``) kept. Values go through the columns' own conversions, so they read back as
+    SQLAlchemy wrote them."""
+    db.executemany(
+        _SQLITE_ADD_TO_ROLLUP, [row_values(processors, _ROLLUP_COLUMNS, r) for r in rows]
+    )
+    db.executemany(PENDING_INSERT, [(piece,) for piece in cells])
+
+
+async def _read_alert_totals(conn: AsyncConnection, added: Sequence[UsageEntry]) -> dict[Slot, int]:
+    """The totals the new reports' alerts are checked against, one statement per slot."""
+    return {
+        slot: (await conn.execute(_all_models_spent(*slot))).scalar_one()
+        for slot in alert_slots(added)
+    }
+
+
 #: A budget or cost window's rollup row: key id, bucket, bucket start (all models).
 Slot = tuple[str, str, datetime]
 
@@ -916,11 +929,8 @@ class SqliteLedger:
                 db.executemany(forget.sql, [forget.args({"id": i}) for i in sorted(overflowing)])
                 outcomes, added = without_overflowing(outcomes, added, overflowing)
             if added:
-                processors = self._rollup_processors
-                rows = [row_values(processors, _ROLLUP_COLUMNS, r) for r in rollup_rows(added)]
-                db.executemany(_SQLITE_ADD_TO_ROLLUP, rows)
-                if keep_pending:
-                    db.executemany(PENDING_INSERT, [(piece,) for piece in pending_cells(added)])
+                cells = pending_cells(added) if keep_pending else []
+                _add_to_sqlite_rollups(db, self._rollup_processors, rollup_rows(added), cells)
             return outcomes, added, self._alert_totals(db, added)
 
         return await run_on_driver(conn, on_thread)
