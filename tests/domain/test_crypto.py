@@ -17,6 +17,7 @@ def test_keyed_sha256_is_hmac_sha256(key: bytes, message: bytes) -> None:
     expected = hmac.digest(key, message, "sha256").hex()
     assert keyed.hexdigest(message) == expected
     assert keyed.hexdigest(message) == expected  # the kept states are copied, never used up
+    assert keyed.digest(message).hex() == expected
 
 
 @given(secret=st.binary(min_size=1, max_size=100), key=st.text(max_size=200))

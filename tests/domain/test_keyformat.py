@@ -140,6 +140,13 @@ def test_parse_agrees_with_the_reference_parser(text: str) -> None:
     assert keyformat.parse(text) == reference_parse(text)
 
 
+@given(st.one_of(near_keys(), st.text(max_size=80), KEYS))
+@settings(max_examples=400)
+def test_kind_of_is_the_kind_parse_finds(text: str) -> None:
+    parsed = reference_parse(text)
+    assert keyformat.kind_of(text) == (None if parsed is None else parsed.kind)
+
+
 @given(st.text(max_size=80))
 @settings(max_examples=300)
 def test_checksum_is_the_base62_crc32_of_the_text(text: str) -> None:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from keyplane.services.cache import TtlCache
+from keyplane.services.cache import MISSING, TtlCache
 
 
 class FakeTime:
@@ -209,3 +209,30 @@ async def test_keys_can_be_stored_compacted_and_still_evicted_by_their_given_for
     assert loader.calls == ["aa" * 32]
     cache.evict("id2", ("aa" * 32,))
     assert len(cache) == 0
+
+
+async def test_cached_answers_from_the_cache_only_in_the_stored_form() -> None:
+    loader, clock = Loader({"aa" * 32: ("id1", "v")}), FakeTime()
+    cache: TtlCache[tuple[str, str]] = TtlCache(
+        loader,
+        lambda value: value[0],
+        ttl=30,
+        negative_ttl=5,
+        max_entries=10,
+        monotonic=clock,
+        compact_key=bytes.fromhex,
+    )
+    stored = bytes.fromhex("aa" * 32)
+    assert cache.cached(stored) is MISSING  # nothing loaded yet, and cached() never loads
+    assert loader.calls == []
+    assert await cache.get("aa" * 32) == ("id1", "v")
+    assert cache.cached(stored) == ("id1", "v")
+    assert cache.cached("aa" * 32) is MISSING  # the given form is not the stored one
+    assert await cache.get("bb" * 32) is None
+    assert cache.cached(bytes.fromhex("bb" * 32)) is None  # known unknown, not missing
+    clock.now += 5
+    assert cache.cached(bytes.fromhex("bb" * 32)) is MISSING  # the negative entry expired
+    assert cache.cached(stored) == ("id1", "v")
+    cache.evict("id1")
+    assert cache.cached(stored) is MISSING
+    assert loader.calls == ["aa" * 32, "bb" * 32]

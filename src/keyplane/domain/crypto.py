@@ -41,11 +41,18 @@ class KeyedSha256:
         self._outer = hashlib.sha256(block.translate(_OUTER_PAD))
 
     def hexdigest(self, message: bytes) -> str:
+        return self._outer_hash(message).hexdigest()
+
+    def digest(self, message: bytes) -> bytes:
+        """The raw 32 bytes ``hexdigest`` writes in hex."""
+        return self._outer_hash(message).digest()
+
+    def _outer_hash(self, message: bytes) -> hashlib._Hash:
         inner = self._inner.copy()
         inner.update(message)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.hexdigest()
+        return outer
 
 
 @functools.lru_cache(maxsize=16)

@@ -75,6 +75,8 @@ def decide(
     status = effective_status(record, now)
     if status is not KeyStatus.ACTIVE:
         return _STATUS_CODES[status]
+    if not required_scopes:
+        return Code.VALID  # most verifies ask for no scope: nothing to match
     granted = record.scopes if granted_scopes is None else granted_scopes
     if scopes.missing(granted, required_scopes):
         return Code.INSUFFICIENT_SCOPE

@@ -117,6 +117,20 @@ def parse(text: str) -> ParsedKey | None:
     return ParsedKey(prefix, _KINDS[kind_text], body, check)
 
 
+def kind_of(text: str) -> KeyKind | None:
+    """``parse(text).kind``, or ``None`` where ``parse`` gives ``None``.
+
+    Verify needs nothing more of a presented key: the same checks as ``parse``, without
+    building the parsed key (a third of ``parse``'s cost, on every verify).
+    """
+    if len(text) > MAX_KEY_LENGTH:
+        return None
+    found = _SHAPE.fullmatch(text)
+    if found is None or checksum(text[:-CHECKSUM_LENGTH]) != text[-CHECKSUM_LENGTH:]:
+        return None
+    return _KINDS[found[2]]
+
+
 # The shape parse checks: a prefix (PREFIX_PATTERN), the kind between the last two "_", then
 # the body and checksum, base62 (no "_", so the kind's underscores are always the last two).
 _SHAPE = re.compile(

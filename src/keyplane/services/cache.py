@@ -18,9 +18,10 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from keyplane.services.clock_map import ClockMap
 
@@ -28,6 +29,15 @@ T = TypeVar("T")
 
 #: The value stored for a cached miss (``None`` would read as absent in the map).
 _UNKNOWN = object()
+
+
+class Missing(enum.Enum):
+    """What :meth:`TtlCache.cached` answers when the cache does not know: ``get`` loads it."""
+
+    MISSING = enum.auto()
+
+
+MISSING: Final = Missing.MISSING
 
 
 class TtlCache(Generic[T]):
@@ -66,11 +76,20 @@ class TtlCache(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def cached(self, key: Hashable) -> T | Missing | None:
+        """The value cached under ``key``, in its stored form (``compact_key``'s): ``None``
+        for a hash cached as unknown, ``MISSING`` when nothing is cached. No await: most
+        verifies are answered from the cache, and need no coroutine for it."""
+        value = self._entries.get(key, self._monotonic())
+        if value is None:
+            return MISSING
+        self.hits += 1
+        return None if value is _UNKNOWN else value  # type: ignore[return-value]
+
     async def get(self, secret_hash: str) -> T | None:
-        value = self._entries.get(self._compact(secret_hash), self._monotonic())
-        if value is not None:
-            self.hits += 1
-            return None if value is _UNKNOWN else value  # type: ignore[return-value]
+        value = self.cached(self._compact(secret_hash))
+        if value is not MISSING:
+            return value
         self.misses += 1
         task = self._inflight.get(secret_hash)
         if task is None:

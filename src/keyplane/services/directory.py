@@ -12,7 +12,7 @@ packed key, and the stale hot entry is then never used.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from keyplane.domain.admission import TokenCount, WindowKind
 from keyplane.domain.keys import KeyRecord
 from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_windows
 from keyplane.domain.sealing import unseal
-from keyplane.services.cache import TtlCache
+from keyplane.services.cache import MISSING, Missing, TtlCache
 from keyplane.services.clock_map import ClockMap
 from keyplane.services.key_pack import PackedKey, ShapeBook, builder_of, pack, unpack
 from keyplane.settings import Settings
@@ -140,8 +140,9 @@ class KeyDirectory:
         self.hashes = cache(by_hash, compact=True)
         self.ids = cache(by_id, compact=False)
         hot = max(1, settings.cache_hot_entries)
-        self._hot_hashes: ClockMap[str, tuple[PackedKey, KeyEntry]] = ClockMap(hot)
-        self._hot_ids: ClockMap[str, tuple[PackedKey, KeyEntry]] = ClockMap(hot)
+        # Keyed as the caches store their keys (a secret hash as its 32 bytes).
+        self._hot_hashes: ClockMap[Hashable, tuple[PackedKey, KeyEntry]] = ClockMap(hot)
+        self._hot_ids: ClockMap[Hashable, tuple[PackedKey, KeyEntry]] = ClockMap(hot)
         #: Told of every invalidation, to pass it on to other instances; awaited, so a write
         #: does not return before its eviction is on its way to them.
         self.on_change: Callable[[str | None, tuple[str, ...]], Awaitable[None]] | None = None
@@ -150,13 +151,21 @@ class KeyDirectory:
         packed = await self.hashes.get(secret_hash)
         if packed is None:
             return None
-        return _unpacked(self._hot_hashes, secret_hash, packed, secret_hash)
+        return _unpacked(self._hot_hashes, _compact_hash(secret_hash), packed, secret_hash)
+
+    def cached_by_digest(self, digest: bytes) -> KeyEntry | Missing | None:
+        """:meth:`by_hash` of ``digest.hex()`` (a raw HMAC-SHA256) when the cache knows it,
+        without a coroutine; ``MISSING`` when it does not (``by_hash`` then loads it)."""
+        packed = self.hashes.cached(digest)  # the hash cache's stored form of the hex digest
+        if packed is None or packed is MISSING:
+            return packed
+        return _unpacked(self._hot_hashes, digest, packed, digest.hex)
 
     async def by_id(self, key_id: str) -> KeyEntry | None:
         packed = await self.ids.get(key_id)
         if packed is None:
             return None
-        return _unpacked(self._hot_ids, key_id, packed, None)
+        return _unpacked(self._hot_ids, key_id, packed, _no_hash)
 
     async def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget a changed key, here and (through ``on_change``) on every other instance."""
@@ -177,19 +186,28 @@ class KeyDirectory:
 
 
 def _unpacked(
-    hot: ClockMap[str, tuple[PackedKey, KeyEntry]],
-    key: str,
+    hot: ClockMap[Hashable, tuple[PackedKey, KeyEntry]],
+    key: Hashable,
     packed: PackedKey,
-    given_hash: str | None,
+    given_hash: str | Callable[[], str | None],
 ) -> KeyEntry:
+    """The entry of ``packed``, from the hot map when it was made from this very packed key;
+    ``given_hash`` is the secret hash it was looked up by (or what makes it: only needed,
+    and only made, when the key is unpacked)."""
     known = hot.get(key)
     # Identity, not equality: the hot entry is only good for the packed key it came from.
     if known is not None and known[0] is packed:
         return known[1]
-    match, shape, signing_secret = unpack(packed, given_hash)
+    match, shape, signing_secret = unpack(
+        packed, given_hash if isinstance(given_hash, str) else given_hash()
+    )
     entry = _new_entry((match, shape.policy, shape.windows, signing_secret))
     hot.put(key, (packed, entry))
     return entry
+
+
+def _no_hash() -> None:
+    return None  # keys cached by id: looked up without a secret hash
 
 
 def _record_id(packed: PackedKey) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from keyplane.domain import gcra, ids, keyformat, money, request_signing
 from keyplane.domain.admission import (
@@ -26,7 +26,7 @@ from keyplane.domain.admission import (
     cost_scope,
 )
 from keyplane.domain.clock import Clock
-from keyplane.domain.crypto import key_digest
+from keyplane.domain.crypto import KeyedSha256
 from keyplane.domain.decisions import Code, decide
 from keyplane.domain.frozen import fast_init
 from keyplane.domain.keys import KeyRecord
@@ -47,6 +47,7 @@ from keyplane.limits.queue import SlotQueue, admit_queued
 from keyplane.metrics import LIMITER_ADMIT, VERDICTS
 from keyplane.services.analytics import VerdictRecorder
 from keyplane.services.authz import require_scope
+from keyplane.services.cache import MISSING
 from keyplane.services.carry import CarryBook
 from keyplane.services.directory import KeyDirectory, KeyEntry, WindowSpec
 from keyplane.services.geoip import GeoIp
@@ -76,9 +77,15 @@ class VerifyRequest:
     wait_ms: int = 0
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Verdict:
+#: A refusal's directives: none. Shared, as a policy's own are shared by all its verdicts:
+#: nothing that reads a verdict changes them.
+_NO_DIRECTIVES: Mapping[str, Any] = {}
+
+
+class Verdict(NamedTuple):
+    """The answer to a verify. A named tuple, not a frozen dataclass: one is made per verify,
+    and a tuple is made in half the time (immutable all the same)."""
+
     code: Code
     record: KeyRecord | None = None
     plan: str | None = None
@@ -88,7 +95,7 @@ class Verdict:
     #: The scopes that applied: the key's own, or its plan's.
     scopes: tuple[str, ...] = ()
     #: What the gateway must do itself (``Policy.directives``), on a VALID verdict.
-    directives: Mapping[str, Any] = field(default_factory=dict)
+    directives: Mapping[str, Any] = _NO_DIRECTIVES
     #: The presented secret was rotated out and verifies in its grace period only: the
     #: gateway or SDK should switch to the new one (``POST /v1/self/rotation/claim``).
     rotation_pending: bool = False
@@ -129,7 +136,7 @@ class Verifier:
         self._geoip = geoip
         self._security = security
         self._clock = clock
-        self._server_secret = server_secret
+        self._keyed = KeyedSha256(server_secret)
         self._last_used = last_used
         self._limiter = limiter
         self._hold_for = hold_for
@@ -174,12 +181,16 @@ class Verifier:
         return verdict
 
     async def _verify(self, principal: Principal, request: VerifyRequest, now: datetime) -> Verdict:
-        parsed = keyformat.parse(request.key)
-        if parsed is None:
+        kind = keyformat.kind_of(request.key)
+        if kind is None:
             return _MALFORMED  # shape or checksum wrong: no storage access at all
-        if not parsed.kind.is_api_key:
+        if not kind.is_api_key:
             return _NOT_FOUND  # management keys never pass verify
-        entry = await self._directory.by_hash(key_digest(self._server_secret, request.key))
+        # The key's hash (crypto.key_digest), raw: the cache keeps hashes as their bytes.
+        digest = self._keyed.digest(request.key.encode("utf-8"))
+        entry = self._directory.cached_by_digest(digest)
+        if entry is MISSING:
+            entry = await self._directory.by_hash(digest.hex())
         if entry is None:
             return _NOT_FOUND
         record = entry.record
