@@ -12,8 +12,10 @@ answers the scrape. Gauges say how: a loop is up only while it is up in every li
 (``process_*``) are reported in single-process mode only: the library cannot add up CPU or
 memory across processes.
 
-Hot paths use children bound once (:data:`VERDICTS`, the HTTP observer's cache): binding a
-label set takes a lock and a lookup that a request need not pay.
+Hot paths use children bound once (the HTTP observer's cache): binding a label set takes a
+lock and a lookup that a request need not pay. The hottest counts (the verifier's verdicts, the
+key cache's hits) are plain integers on the hot path, added to their counters by
+``services/sampling.py`` on every scrape and every few seconds.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ VERIFY = Counter(
     ("code",),
     registry=REGISTRY,
 )
-#: One child per verdict code, bound once: the verify path only increments.
+#: One child per verdict code, bound once (``RuntimeSampler`` adds the verifier's counts).
 VERDICTS = {code.value: VERIFY.labels(code.value) for code in Code}
 LIMITER_SECONDS = Histogram(
     "keyplane_limiter_duration_seconds",

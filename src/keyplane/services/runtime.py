@@ -459,7 +459,11 @@ class Runtime:
             issued = await management.issue(org.id, "root", ("*",), None, created_by=None)
             runtime.generated_root_key = issued.secret
         runtime.sampler = RuntimeSampler(
-            directory.hashes, runtime.supervisor, resilient, runtime.invalidation
+            directory.hashes,
+            runtime.supervisor,
+            resilient,
+            runtime.invalidation,
+            services.verifier.verdicts,
         )
         runtime.outbound = poster
         runtime.refusals = RefusalTally(store.webhooks, clock)

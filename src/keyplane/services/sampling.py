@@ -1,10 +1,10 @@
 """Brings the counts the runtime's objects keep themselves into the Prometheus metrics.
 
-The key cache, the resilient limiter, the invalidation channel and the supervisor count their
-events in plain attributes (cheap, and what ``/readyz`` and tests read). :class:`RuntimeSampler`
-turns those totals into counter increments and gauge values: on every scrape, and every few
-seconds from a background loop, so that with several workers each one's share is current
-whichever worker answers the scrape.
+The key cache, the verifier (its verdicts), the resilient limiter, the invalidation channel
+and the supervisor count their events in plain attributes (cheap, and what ``/readyz`` and
+tests read). :class:`RuntimeSampler` turns those totals into counter increments and gauge
+values: on every scrape, and every few seconds from a background loop, so that with several
+workers each one's share is current whichever worker answers the scrape.
 """
 
 from __future__ import annotations
@@ -28,8 +28,12 @@ class RuntimeSampler:
         supervisor: Supervisor,
         limiter: Any | None = None,
         invalidation: Any | None = None,
+        verdicts: dict[str, int] | None = None,
     ) -> None:
         self._key_cache = key_cache
+        #: The verifier's count of verdicts given, by code (``Verifier.verdicts``).
+        self._verdict_counts = verdicts or {}
+        self._verdicts = {code: metrics.Delta(metrics.VERDICTS[code]) for code in metrics.VERDICTS}
         self._supervisor = supervisor
         self._limiter = limiter
         self._invalidation = invalidation
@@ -43,6 +47,8 @@ class RuntimeSampler:
         """Update the metrics from the objects' current counts."""
         self._hits.update(self._key_cache.hits)
         self._misses.update(self._key_cache.misses)
+        for code, count in self._verdict_counts.items():
+            self._verdicts[code].update(count)
         if self._limiter is not None:
             metrics.LIMITS_DEGRADED.set(1 if self._limiter.degraded else 0)
             self._fallbacks.update(self._limiter.fallbacks)
