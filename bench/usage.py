@@ -67,6 +67,10 @@ from keyplane.store.unit import create_engine
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 LEDGER_ROUTE = "/_bench/ledger"
+#: The floor app (see its docstring), its table, and the key id its reports name.
+FLOOR_SCRIPT = Path(__file__).resolve().with_name("_usage_floor.py")
+FLOOR_TABLE = "usage_floor"
+FLOOR_KEY_ID = "key_usage_floor"
 WARMUP_SECONDS = 1
 # The key's policy, in the API's form: one rule of every kind, with limits so high that no
 # report or verify in a run comes near them. Reports settle its token windows and budget.
@@ -120,6 +124,12 @@ def parse_args() -> argparse.Namespace:
         default=max(1, cpus // 2),
         help="load generator processes (half the CPUs)",
     )
+    parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="skip the floor runs (bench/_usage_floor.py) that Keyplane is compared with",
+    )
     # Internal: run the server itself (what the benchmark starts as a subprocess).
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -141,11 +151,13 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def make_target(backend: str, args: argparse.Namespace, workdir: Path) -> Target:
+def make_target(
+    backend: str, args: argparse.Namespace, workdir: Path, name: str = "keyplane-usage-bench"
+) -> Target:
     server_secret = secrets.token_urlsafe(48)
     root_key = "kp-bench-root-" + secrets.token_urlsafe(32)
     if backend == "sqlite":
-        url = f"sqlite:///{workdir / 'keyplane-usage-bench.db'}"
+        url = f"sqlite:///{workdir / f'{name}.db'}"
         return Target(url, None, server_secret, root_key)
     schema = f"kp_bench_{secrets.token_hex(6)}"
     return Target(args.database_url, schema, server_secret, root_key)
@@ -211,10 +223,11 @@ def ledger_counters(url: str) -> tuple[int, int]:
 # -- the database, read directly ------------------------------------------------------------------
 
 
-async def _ledger_rows(target: Target) -> tuple[int, int | None]:
-    """Rows in ``usage_events``, and (PostgreSQL) how many transactions wrote them."""
+async def _ledger_rows(target: Target, name: str = "usage_events") -> tuple[int, int | None]:
+    """Rows in ``usage_events`` (or ``name``), and (PostgreSQL) how many transactions wrote
+    them."""
     engine = create_engine(to_async_url(target.url))
-    table = "usage_events" if target.schema is None else f"{target.schema}.usage_events"
+    table = name if target.schema is None else f"{target.schema}.{name}"
     try:
         async with engine.connect() as conn:
             rows = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()  # noqa: S608
@@ -230,8 +243,8 @@ async def _ledger_rows(target: Target) -> tuple[int, int | None]:
         await engine.dispose()
 
 
-def ledger_rows(target: Target) -> tuple[int, int | None]:
-    return asyncio.run(_ledger_rows(target))
+def ledger_rows(target: Target, name: str = "usage_events") -> tuple[int, int | None]:
+    return asyncio.run(_ledger_rows(target, name))
 
 
 async def _database_version(target: Target) -> str:
@@ -274,15 +287,14 @@ class Run:
         return self.rows == self.acked == self.reports
 
 
-def fire(
+def load(
     server: Server, key_id: str, target: Target, clients: int, seconds: int, processes: int
-) -> Run:
-    """One closed-loop run of ``clients`` connections; counters read before and after."""
+) -> tuple[dict[str, int], float]:
+    """One closed-loop run of ``clients`` connections: the generator's figures, and the CPU
+    seconds the server used meanwhile."""
     command = [sys.executable, str(LOADGEN_SCRIPT), "--url", server.url, "--mode", "usage"]
     command += ["--key-id", key_id, "--processes", str(min(processes, clients))]
     command += ["--concurrency", str(clients), "--duration", str(seconds)]
-    batches, reports = ledger_counters(server.url)
-    rows, _ = ledger_rows(target)
     cpu = server_cpu_seconds(server.process.pid)
     completed = subprocess.run(
         command,
@@ -297,7 +309,16 @@ def fire(
             f"load generator failed ({completed.returncode}):\n"
             f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}"
         )
-    figures = {name: int(v) for name, v in (p.split("=", 1) for p in match.group(1).split())}
+    return {name: int(v) for name, v in (p.split("=", 1) for p in match.group(1).split())}, cpu
+
+
+def fire(
+    server: Server, key_id: str, target: Target, clients: int, seconds: int, processes: int
+) -> Run:
+    """One closed-loop run of ``clients`` connections; counters read before and after."""
+    batches, reports = ledger_counters(server.url)
+    rows, _ = ledger_rows(target)
+    figures, cpu = load(server, key_id, target, clients, seconds, processes)
     # The generator waited for every answer it was owed, so everything acknowledged is
     # committed by now; anything sent but not acknowledged shows up in errors.
     after_batches, after_reports = ledger_counters(server.url)
@@ -327,6 +348,7 @@ class BackendResult:
     rows: int
     writers: int | None
     batches: int
+    floor: list[FloorRun]
 
     @property
     def acked(self) -> int:
@@ -352,7 +374,57 @@ def measure(backend: str, args: argparse.Namespace, workdir: Path) -> BackendRes
             runs.append(fire(server, key_id, target, clients, args.duration, args.processes))
         batches, _ = ledger_counters(server.url)
         rows, writers = ledger_rows(target)
-    return BackendResult(backend, description, warmup, runs, rows, writers, batches)
+    floor = measure_floor(backend, args, workdir) if args.floor else []
+    return BackendResult(backend, description, warmup, runs, rows, writers, batches, floor)
+
+
+# -- the floor ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FloorRun:
+    """One run against bench/_usage_floor.py: the least a durable report can cost here."""
+
+    clients: int
+    acked: int
+    seconds: float
+    server_cpu: float
+    rows: int
+
+    @property
+    def rate(self) -> float:
+        return self.acked / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_report_us(self) -> float:
+        return self.server_cpu / self.acked * 1e6 if self.acked else 0.0
+
+
+def measure_floor(backend: str, args: argparse.Namespace, workdir: Path) -> list[FloorRun]:
+    """The same runs against the floor app, on its own SQLite file or PostgreSQL schema."""
+    target = make_target(backend, args, workdir, name="usage-floor")
+    command = [sys.executable, str(FLOOR_SCRIPT)]
+    with provisioned(target), running_server(target, workdir, command) as server:
+        progress(f"{backend} floor: warm-up, 1 client for {WARMUP_SECONDS}s")
+        load(server, FLOOR_KEY_ID, target, 1, WARMUP_SECONDS, args.processes)
+        runs = []
+        for clients in args.clients:
+            progress(f"{backend} floor: {clients} client(s) for {args.duration}s")
+            before, _ = ledger_rows(target, FLOOR_TABLE)
+            figures, cpu = load(
+                server, FLOOR_KEY_ID, target, clients, args.duration, args.processes
+            )
+            after, _ = ledger_rows(target, FLOOR_TABLE)
+            runs.append(
+                FloorRun(
+                    clients,
+                    acked=figures["checked"] - figures["invalid"],
+                    seconds=figures["duration_us"] / 1_000_000,
+                    server_cpu=cpu,
+                    rows=after - before,
+                )
+            )
+    return runs
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -388,6 +460,22 @@ def backend_lines(result: BackendResult) -> list[str]:
             f" the server counted {result.batches:,} ledger commits:"
             f" {'OK' if result.writers == result.batches else 'MISMATCH'}"
         )
+    if result.floor:
+        lines += [
+            "  floor (bench/_usage_floor.py: the JSON parsed, then a group-committed INSERT;"
+            " nothing else), same database engine, same uvicorn options:",
+            f"  {'clients':>8}{'reports/s':>11}{'µs/rep':>8}{'rows':>9}   Keyplane µs/rep, ratio",
+        ]
+        mine = {run.clients: run for run in result.runs}
+        for floor in result.floor:
+            ours = mine[floor.clients]
+            ours_us = ours.server_cpu / ours.acked * 1e6 if ours.acked else 0.0
+            ratio = ours_us / floor.cpu_per_report_us if floor.cpu_per_report_us else 0.0
+            rows = "ok" if floor.rows == floor.acked else "MISMATCH"
+            lines.append(
+                f"  {floor.clients:>8}{floor.rate:>11,.0f}{floor.cpu_per_report_us:>8,.0f}"
+                f"{rows:>9}   {ours_us:,.0f} µs, {ratio:.2f}x"
+            )
     errors = result.warmup.errors + sum(run.errors for run in result.runs)
     if errors:
         lines.append("  WARNING: the generator saw errors (non-2xx, timeouts or socket errors)")
