@@ -1,8 +1,8 @@
 """The ledger's one-trip writes on SQLite (``store/usage.SqliteLedger``) against the same
-writes statement by statement (``SqlUsageStore._record``, the way PostgreSQL takes): the same
-batches give the same answers and leave the same rows, on random batches with repeats,
-conflicting repeats, several keys and models, period boundaries and totals at the ledger's
-maximum."""
+writes statement by statement (``SqlUsageStore._record``, the way PostgreSQL takes), on SQLite
+and on PostgreSQL itself: the same batches give the same answers and leave the same rows, on
+random batches with repeats, conflicting repeats, several keys and models, period boundaries
+and totals at the ledger's maximum."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import sqlite
 
 from keyplane.domain import ids, money
 from keyplane.domain.usage import AlertSpec, Recorded, UsageEntry, bucket_starts
+from keyplane.settings import to_async_url
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
 from keyplane.store.tables import events, usage_analytics_pending, usage_events, usage_rollups
 from keyplane.store.usage import MAX_KEPT_SHAPES, SqliteLedger
+from tests.conftest import PG_URL, migrated_postgres_schema
 from tests.store.conftest import NOW, key_record, tenancy
 
 _AMOUNTS = st.sampled_from([0, 1, 999, 10**6, money.LEDGER_MAX - 5, money.LEDGER_MAX])
@@ -60,7 +63,7 @@ class _StatementByStatement:
         keep_pending: bool,
     ) -> tuple[list[Recorded], list[UsageEntry], None]:
         # No totals: the alerts read theirs statement by statement, as on PostgreSQL.
-        outcomes, added = await self._usage._record(conn, in_lock_order, entries)
+        outcomes, added, _ = await self._usage._record(conn, in_lock_order, entries)
         return outcomes, added, None
 
 
@@ -104,11 +107,20 @@ async def _rows(db: Db, key_ids: list[str]) -> tuple[list[Any], ...]:
         )
 
 
-async def _compared(tmp_path: Path, batches: list[list[dict[str, Any]]]) -> tuple[list[Any], ...]:
-    """Record ``batches`` both ways, assert the same answers and rows, return the rows."""
+async def _compared(
+    tmp_path: Path, batches: list[list[dict[str, Any]]], schema: str | None = None
+) -> tuple[list[Any], ...]:
+    """Record ``batches`` both ways, assert the same answers and rows, return the rows. The
+    reference is ``SqlUsageStore``'s statements on a SQLite file, or on PostgreSQL in
+    ``schema`` (migrated, shared by the examples: each has keys of its own)."""
     one_trip = await _open(tmp_path / f"one-{ids.new_id('t')}.db")
-    reference = await _open(tmp_path / f"ref-{ids.new_id('t')}.db")
-    reference.usage._sqlite = _StatementByStatement(reference)  # type: ignore[assignment]
+    if schema is None:
+        reference = await _open(tmp_path / f"ref-{ids.new_id('t')}.db")
+        reference.usage._sqlite = _StatementByStatement(reference)  # type: ignore[assignment]
+    else:
+        reference = Db.from_url(to_async_url(PG_URL), schema)
+        async with reference.unit.write() as conn:  # an earlier example's
+            await conn.execute(delete(usage_analytics_pending))
     try:
         key_ids = [ids.new_id("key") for _ in range(3)]
         orgs = {}
@@ -150,6 +162,22 @@ def test_one_trip_and_statement_by_statement_give_the_same_answers_and_rows(
     tmp_path: Path, batches: list[list[dict[str, Any]]]
 ) -> None:
     asyncio.run(_compared(tmp_path, batches))
+
+
+@pytest.mark.postgres
+def test_postgresql_gives_the_same_answers_and_rows_as_the_one_trip(tmp_path: Path) -> None:
+    with migrated_postgres_schema() as schema:
+
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )
+        @given(batches=_BATCHES)
+        def check(batches: list[list[dict[str, Any]]]) -> None:
+            asyncio.run(_compared(tmp_path, batches, schema))
+
+        check()
 
 
 async def test_alerts_crossed_in_a_batch_are_the_same_both_ways(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ Redis limiter needs to survive the loss of Redis (see ``keyplane/limits/markers.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -175,7 +175,7 @@ class SqlUsageStore:
                     conn, in_lock_order, entries, keep_pending=self.analytics is not None
                 )
             else:
-                outcomes, added = await self._record(conn, in_lock_order, entries)
+                outcomes, added, alert_totals = await self._record(conn, in_lock_order, entries)
             if added:
                 alerting = [entry for entry in added if alerts_of(entry)]
                 if alerting:
@@ -189,9 +189,10 @@ class SqlUsageStore:
         conn: AsyncConnection,
         in_lock_order: Sequence[UsageEntry],
         entries: Sequence[UsageEntry],
-    ) -> tuple[list[Recorded], list[UsageEntry]]:
+    ) -> tuple[list[Recorded], list[UsageEntry], dict[Slot, int] | None]:
         """The batch's reports appended, checked and added to the rollups, statement by
-        statement (PostgreSQL; :class:`SqliteLedger` does the same in one trip on SQLite)."""
+        statement (PostgreSQL; :class:`SqliteLedger` does the same in one trip on SQLite);
+        with the all-models totals the rollups now hold (PostgreSQL), for the alerts."""
         statements = self._usage_statements()
         await conn.execute(statements.append, [_usage_values(e) for e in in_lock_order])
         # Which row holds each (API key, idempotency key) now: ours (new) or an earlier one.
@@ -218,9 +219,8 @@ class SqlUsageStore:
                     delete(usage_events).where(usage_events.c.id.in_(sorted(overflowing)))
                 )
                 outcomes, added = without_overflowing(outcomes, added, overflowing)
-        if added:
-            await self._add_to_rollups(conn, added)
-        return outcomes, added
+        totals = await self._add_to_rollups(conn, added) if added else None
+        return outcomes, added, totals
 
     async def _overflowing(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> set[str]:
         """Ids of the reports that would push a key's all-time totals past ``LEDGER_MAX``.
@@ -231,11 +231,15 @@ class SqlUsageStore:
         rollup row of it, so checking that one row bounds them all. It is locked first (in
         key order, created empty if need be, as ``seed_spent`` does), so concurrent batches on
         other instances cannot both pass the check on the same total.
+
+        One statement: an upsert whose update changes nothing locks each row, created or not,
+        and returns it as committed (after waiting for another holder of its lock), in one
+        round trip instead of an insert and a ``SELECT ... FOR UPDATE``.
         """
         epoch = bucket_starts(added[0].recorded_at)["total"]
         key_ids = sorted({entry.key_id for entry in added})
-        await conn.execute(
-            self._unit.insert(usage_rollups).on_conflict_do_nothing(),
+        rollups = usage_rollups.c
+        upsert = self._unit.insert(usage_rollups).values(
             [
                 {
                     "key_id": key_id,
@@ -247,24 +251,16 @@ class SqlUsageStore:
                     "input_tokens": 0,
                     "output_tokens": 0,
                 }
-                for key_id in key_ids
-            ],
+                for key_id in key_ids  # in key order: the rows are locked in this order
+            ]
         )
         rows = await conn.execute(
-            select(
-                usage_rollups.c.key_id,
-                usage_rollups.c.cost_micros,
-                usage_rollups.c.input_tokens,
-                usage_rollups.c.output_tokens,
+            upsert.on_conflict_do_update(
+                index_elements=["key_id", "bucket", "bucket_start", "model"],
+                set_={"requests": rollups.requests},
+            ).returning(
+                rollups.key_id, rollups.cost_micros, rollups.input_tokens, rollups.output_tokens
             )
-            .where(
-                usage_rollups.c.key_id.in_(key_ids),
-                usage_rollups.c.bucket == "total",
-                usage_rollups.c.bucket_start == epoch,
-                usage_rollups.c.model == "",
-            )
-            .order_by(usage_rollups.c.key_id)
-            .with_for_update()
         )
         running = {
             row.key_id: [row.cost_micros, row.input_tokens, row.output_tokens] for row in rows
@@ -478,20 +474,30 @@ class SqlUsageStore:
         async with self._unit.write() as conn:
             await conn.execute(statement, values)
 
-    async def _add_to_rollups(self, conn: AsyncConnection, added: Sequence[UsageEntry]) -> None:
+    async def _add_to_rollups(
+        self, conn: AsyncConnection, added: Sequence[UsageEntry]
+    ) -> dict[Slot, int] | None:
+        """``added`` counted in the rollups; on PostgreSQL, the all-models totals of the rows
+        written, as they now stand (what the alerts check)."""
         rows = rollup_rows(added)
         # Same transaction: a report is pending for the analytics exactly when it is in the
         # ledger, whatever crashes when (folding counts it once).
         cells = [] if self.analytics is None else pending_cells(added)
         if self._unit.is_sqlite:
             await self._add_to_rollups_on_sqlite(conn, rows, cells)
-        else:
-            # One statement, one round trip: the rows as arrays, the pending row in its CTE.
-            values = [tuple(row[name] for name in _ROLLUP_COLUMNS) for row in rows]
-            columns = map(list, zip(*values, strict=True))
-            parameters: dict[str, Any] = dict(zip(_ROLLUP_PARAMS, columns, strict=True))
-            parameters["cells"] = cells
-            await conn.execute(_POSTGRES_ADD_TO_ROLLUP, parameters)
+            return None
+        # One statement, one round trip: the rows as arrays, the pending row in its CTE, the
+        # totals returned.
+        values = [tuple(row[name] for name in _ROLLUP_COLUMNS) for row in rows]
+        columns = map(list, zip(*values, strict=True))
+        parameters: dict[str, Any] = dict(zip(_ROLLUP_PARAMS, columns, strict=True))
+        parameters["cells"] = cells
+        written = await conn.execute(_POSTGRES_ADD_TO_ROLLUP, parameters)
+        return {
+            (row.key_id, row.bucket, row.bucket_start): row.cost_micros
+            for row in written
+            if row.model == ""
+        }
 
     async def _add_to_rollups_on_sqlite(
         self, conn: AsyncConnection, rows: Sequence[dict[str, Any]], cells: list[str]
@@ -510,8 +516,11 @@ class SqlUsageStore:
         totals: Mapping[Slot, int] | None = None,
     ) -> None:
         # The totals now committed in this transaction, for each budget a report may alert on
-        # (``totals``: read already, with the rest of the batch's writes on SQLite).
-        running = dict(totals) if totals is not None else await _read_alert_totals(conn, added)
+        # (``totals``: those known already, from the batch's rollup writes).
+        running = dict(totals or {})
+        missing = alert_slots(added) - running.keys()
+        if missing:
+            running.update(await _read_alert_totals(conn, missing))
         # Walk the batch backwards from the committed totals, so each report is checked
         # against the spending just before and just after it.
         crossings: list[list[dict[str, Any]]] = []
@@ -693,7 +702,8 @@ def _postgres_add_to_rollup() -> Any:
         "SELECT unnest(CAST(:cells AS text[]))) "
         f"INSERT INTO usage_rollups ({columns}) SELECT {columns} "
         f"FROM unnest({arrays}) WITH ORDINALITY AS r({columns}, n) ORDER BY n "
-        f"ON CONFLICT (key_id, bucket, bucket_start, model) DO UPDATE SET {sums}"
+        f"ON CONFLICT (key_id, bucket, bucket_start, model) DO UPDATE SET {sums} "
+        "RETURNING key_id, bucket, bucket_start, model, cost_micros"
     )
 
 
@@ -752,12 +762,9 @@ def _add_to_sqlite_rollups(
     db.executemany(PENDING_INSERT, [(piece,) for piece in cells])
 
 
-async def _read_alert_totals(conn: AsyncConnection, added: Sequence[UsageEntry]) -> dict[Slot, int]:
-    """The totals the new reports' alerts are checked against, one statement per slot."""
-    return {
-        slot: (await conn.execute(_all_models_spent(*slot))).scalar_one()
-        for slot in alert_slots(added)
-    }
+async def _read_alert_totals(conn: AsyncConnection, slots: Iterable[Slot]) -> dict[Slot, int]:
+    """The totals of these alert slots, one statement per slot."""
+    return {slot: (await conn.execute(_all_models_spent(*slot))).scalar_one() for slot in slots}
 
 
 #: A budget or cost window's rollup row: key id, bucket, bucket start (all models).
