@@ -129,3 +129,20 @@ def test_the_sdk_parser_raises_at_a_drop_notice_and_skips_comments() -> None:
     with pytest.raises(StreamDroppedError) as dropped:
         next(events)
     assert dropped.value.missed == 7
+
+
+async def test_a_broadcast_message_is_decoded_only_when_someone_here_subscribes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Every instance hears every report of the deployment: with no subscriber here, the
+    # message is not even decoded (a malformed one would be warned about if it were).
+    hub = StreamHub(queue_limit=3, max_subscribers=10)
+    with caplog.at_level("WARNING"):
+        hub.hear(b"not json")
+    assert "malformed" not in caplog.text
+    subscription = hub.subscribe(StreamFilter("org_a"))
+    with caplog.at_level("WARNING"):
+        hub.hear(b"not json")
+    assert "ignored a malformed usage stream message" in caplog.text
+    hub.hear(json.dumps([event(1).encode()]))
+    assert await subscription.next(timeout=0) == event(1)

@@ -225,6 +225,12 @@ class StreamHub:
     def subscribers(self) -> int:
         return len(self._subscriptions)
 
+    def hear(self, message: Any) -> None:
+        """A broadcast message, decoded and delivered; not even decoded when no one here
+        subscribes (every instance hears every report of the deployment)."""
+        if self._subscriptions:
+            self.deliver(_decode_batch(message))
+
     def deliver(self, events: list[UsageEvent]) -> None:
         if not self._subscriptions:
             return
@@ -287,7 +293,7 @@ class RedisBroadcast:
                     self.subscribed.set()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self._hub.deliver(_decode_batch(message["data"]))
+                            self._hub.hear(message["data"])
             except StorageError as exc:
                 self.subscribed.clear()
                 REDIS_ERRORS.labels("usage_stream").inc()
@@ -339,9 +345,7 @@ class PostgresBroadcast:
                     connection.add_termination_listener(lambda _conn, lost=lost: lost.set())
                     await connection.add_listener(
                         self._channel,
-                        lambda _conn, _pid, _channel, payload: self._hub.deliver(
-                            _decode_batch(payload)
-                        ),
+                        lambda _conn, _pid, _channel, payload: self._hub.hear(payload),
                     )
                     self.subscribed.set()
                     await lost.wait()

@@ -194,23 +194,37 @@ class SqlUsageStore:
         statement (PostgreSQL; :class:`SqliteLedger` does the same in one trip on SQLite);
         with the all-models totals the rollups now hold (PostgreSQL), for the alerts."""
         statements = self._usage_statements()
-        await conn.execute(statements.append, [_usage_values(e) for e in in_lock_order])
-        # Which row holds each (API key, idempotency key) now: ours (new) or an earlier one.
-        # One statement; the IN lists may pair more than asked, the dict picks.
-        rows = await conn.execute(
-            select(
-                usage_events.c.key_id,
-                usage_events.c.idempotency_key,
-                usage_events.c.id,
-                usage_events.c.fingerprint,
-                usage_events.c.recorded_at,
-            ).where(
-                usage_events.c.key_id.in_(sorted({e.key_id for e in entries})),
-                usage_events.c.idempotency_key.in_(sorted({e.idempotency_key for e in entries})),
-            )
+        appended = await conn.execute(
+            statements.append.returning(usage_events.c.id),
+            [_usage_values(e) for e in in_lock_order],
         )
-        by_key = {(row.key_id, row.idempotency_key): row for row in rows}
-        outcomes, added = classified(entries, by_key)
+        ours = {row.id for row in appended}
+        # Which row holds each (API key, idempotency key) now: ours where it went in, else an
+        # earlier one, which only a statement of its own sees (as committed now, whoever
+        # wrote it). Most batches repeat nothing and need no second statement.
+        holders: dict[tuple[str, str], Any] = {
+            (e.key_id, e.idempotency_key): e for e in in_lock_order if e.id in ours
+        }
+        repeats = [e for e in entries if (e.key_id, e.idempotency_key) not in holders]
+        if repeats:
+            # One statement; the IN lists may pair more than asked, the dict picks.
+            rows = await conn.execute(
+                select(
+                    usage_events.c.key_id,
+                    usage_events.c.idempotency_key,
+                    usage_events.c.id,
+                    usage_events.c.fingerprint,
+                    usage_events.c.recorded_at,
+                ).where(
+                    usage_events.c.key_id.in_(sorted({e.key_id for e in repeats})),
+                    usage_events.c.idempotency_key.in_(
+                        sorted({e.idempotency_key for e in repeats})
+                    ),
+                )
+            )
+            for row in rows:
+                holders.setdefault((row.key_id, row.idempotency_key), row)
+        outcomes, added = classified(entries, holders)
         if added:
             overflowing = await self._overflowing(conn, added)
             if overflowing:
