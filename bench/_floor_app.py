@@ -27,16 +27,26 @@ KEY_SHAPE = re.compile(r"[a-z][a-z0-9_-]{0,15}_(?:live|test)_[0-9A-Za-z]{36}")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
+async def send_json(send: Any, status: int, payload: bytes) -> None:
+    headers = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
 def build_app(secret: bytes, answers: dict[str, dict[str, Any]], health: bytes) -> Any:
     # The same precomputed HMAC as Keyplane's (``domain/crypto.py``), so the ratio does not
     # count a technique the floor could use too.
     keyed = KeyedSha256(secret)
     by_digest = {keyed.hexdigest(key.encode()): answer for key, answer in answers.items()}
-
-    async def send_json(send: Any, status: int, payload: bytes) -> None:
-        headers = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -54,13 +64,7 @@ def build_app(secret: bytes, answers: dict[str, dict[str, Any]], health: bytes) 
         if path != "/v1/verify":
             await send_json(send, 404, b"{}")
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        key = json.loads(body)["key"]
+        key = json.loads(await read_body(receive))["key"]
         answer = None
         if KEY_SHAPE.fullmatch(key):
             digest = keyed.hexdigest(key.encode())

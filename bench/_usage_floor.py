@@ -34,10 +34,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
+from _floor_app import read_body, send_json  # bench/: this script's directory
 
 TABLE = "usage_floor"
 COLUMNS = "id, key_id, request_id, cost_micros, input_tokens, output_tokens, model, created_us"
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 Row = tuple[str, str, str, int, int, int, str | None, int]
 Writer = Callable[[list[Row]], Awaitable[None]]
@@ -135,20 +135,9 @@ def build_app(writer: Callable[[], Awaitable[Writer]]) -> Any:
     commits: GroupCommit | None = None
     tasks: list[asyncio.Task[None]] = []
 
-    async def send_json(send: Any, status: int, payload: bytes) -> None:
-        headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(payload))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-
     async def report(receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
         try:
-            document = json.loads(body)
+            document = json.loads(await read_body(receive))
             key_id, request_id = document["key_id"], document["request_id"]
             cost = round(float(document.get("cost", 0)) * 1_000_000)
             tokens_in = int(document.get("input_tokens", 0))

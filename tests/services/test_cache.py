@@ -193,9 +193,9 @@ async def test_a_hash_pushed_out_by_the_cap_leaves_its_record_with_the_others() 
     assert loader.calls == ["h3"]
 
 
-async def test_keys_can_be_stored_compacted_and_still_evicted_by_their_given_form() -> None:
-    loader, clock = Loader({"aa" * 32: ("id1", "v")}), FakeTime()
-    cache: TtlCache[tuple[str, str]] = TtlCache(
+def compacting(loader: Loader, clock: FakeTime) -> TtlCache[tuple[str, str]]:
+    """A cache that stores hex digests as their bytes, as the key directory's does."""
+    return TtlCache(
         loader,
         lambda value: value[0],
         ttl=30,
@@ -204,6 +204,11 @@ async def test_keys_can_be_stored_compacted_and_still_evicted_by_their_given_for
         monotonic=clock,
         compact_key=bytes.fromhex,
     )
+
+
+async def test_keys_can_be_stored_compacted_and_still_evicted_by_their_given_form() -> None:
+    loader, clock = Loader({"aa" * 32: ("id1", "v")}), FakeTime()
+    cache = compacting(loader, clock)
     assert await cache.get("aa" * 32) == ("id1", "v")
     assert await cache.get("aa" * 32) == ("id1", "v")
     assert loader.calls == ["aa" * 32]
@@ -213,15 +218,7 @@ async def test_keys_can_be_stored_compacted_and_still_evicted_by_their_given_for
 
 async def test_cached_answers_from_the_cache_only_in_the_stored_form() -> None:
     loader, clock = Loader({"aa" * 32: ("id1", "v")}), FakeTime()
-    cache: TtlCache[tuple[str, str]] = TtlCache(
-        loader,
-        lambda value: value[0],
-        ttl=30,
-        negative_ttl=5,
-        max_entries=10,
-        monotonic=clock,
-        compact_key=bytes.fromhex,
-    )
+    cache = compacting(loader, clock)
     stored = bytes.fromhex("aa" * 32)
     assert cache.cached(stored) is MISSING  # nothing loaded yet, and cached() never loads
     assert loader.calls == []
