@@ -159,13 +159,13 @@ class KeyDirectory:
         packed = self.hashes.cached(digest)  # the hash cache's stored form of the hex digest
         if packed is None or packed is MISSING:
             return packed
-        return _unpacked(self._hot_hashes, digest, packed, digest.hex)
+        return _unpacked(self._hot_hashes, digest, packed, digest)
 
     async def by_id(self, key_id: str) -> KeyEntry | None:
         packed = await self.ids.get(key_id)
         if packed is None:
             return None
-        return _unpacked(self._hot_ids, key_id, packed, _no_hash)
+        return _unpacked(self._hot_ids, key_id, packed, None)
 
     async def invalidate(self, record_id: str, extra_hashes: tuple[str, ...] = ()) -> None:
         """Forget a changed key, here and (through ``on_change``) on every other instance."""
@@ -189,25 +189,21 @@ def _unpacked(
     hot: ClockMap[Hashable, tuple[PackedKey, KeyEntry]],
     key: Hashable,
     packed: PackedKey,
-    given_hash: str | Callable[[], str | None],
+    given_hash: str | bytes | None,
 ) -> KeyEntry:
     """The entry of ``packed``, from the hot map when it was made from this very packed key;
-    ``given_hash`` is the secret hash it was looked up by (or what makes it: only needed,
-    and only made, when the key is unpacked)."""
+    ``given_hash`` is the secret hash it was looked up by (``None`` by id), hex or raw: a raw
+    one is written in hex only when the key is unpacked."""
     known = hot.get(key)
     # Identity, not equality: the hot entry is only good for the packed key it came from.
     if known is not None and known[0] is packed:
         return known[1]
-    match, shape, signing_secret = unpack(
-        packed, given_hash if isinstance(given_hash, str) else given_hash()
-    )
+    if isinstance(given_hash, bytes):
+        given_hash = given_hash.hex()
+    match, shape, signing_secret = unpack(packed, given_hash)
     entry = _new_entry((match, shape.policy, shape.windows, signing_secret))
     hot.put(key, (packed, entry))
     return entry
-
-
-def _no_hash() -> None:
-    return None  # keys cached by id: looked up without a secret hash
 
 
 def _record_id(packed: PackedKey) -> str:
