@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
+import pytest
+
 from keyplane.domain import ids, money
 from keyplane.domain.changes import SYSTEM, Journal
 from keyplane.domain.usage import AlertSpec, CreditAdjustment, UsageEntry, bucket_starts
@@ -150,6 +152,29 @@ async def test_before_commit_sees_only_the_new_reports(db: Db) -> None:
     fresh = _entry(key, org, "fresh", 2)
     await db.usage.record([_entry(key, org, "seen-before", 1), fresh], before_commit)
     assert [[e.id for e in batch] for batch in seen] == [[fresh.id]]
+
+
+async def test_a_batch_rolled_back_before_its_commit_leaves_nothing(db: Db) -> None:
+    # On PostgreSQL the ledger's writes go on asyncpg's connection, not SQLAlchemy's
+    # (store/postgres_ledger.py): they must be inside the transaction, not commit on their own.
+    org, _ = await tenancy(db)
+    key = await _key(db)
+
+    async def before_commit(added: Sequence[UsageEntry]) -> None:
+        raise RuntimeError("the caller gives up")
+
+    with pytest.raises(RuntimeError):
+        await db.usage.record([_entry(key, org, "lost", 5)], before_commit)
+    assert (await db.usage.totals([key], NOW))[key] == dict.fromkeys(bucket_starts(NOW), 0)
+    [again] = await db.usage.record([_entry(key, org, "lost", 5)])
+    assert again.new  # the ledger did not keep the first attempt either
+    assert (await db.usage.totals([key], NOW))[key]["total"] == 5
+
+
+async def test_a_report_for_a_key_that_is_not_there_is_a_conflict(db: Db) -> None:
+    org, _ = await tenancy(db)
+    with pytest.raises(ConflictError):
+        await db.usage.record([_entry("key_never_made", org, "orphan", 5)])
 
 
 async def test_a_report_past_the_ledger_maximum_is_not_recorded(db: Db) -> None:

@@ -1,8 +1,9 @@
-"""The ledger's one-trip writes on SQLite (``store/usage.SqliteLedger``) against the same
-writes statement by statement (``SqlUsageStore._record``, the way PostgreSQL takes), on SQLite
-and on PostgreSQL itself: the same batches give the same answers and leave the same rows, on
-random batches with repeats, conflicting repeats, several keys and models, period boundaries
-and totals at the ledger's maximum."""
+"""The ledger's three ways of writing a group commit held to one another: one trip on SQLite
+(``store/usage.SqliteLedger``), asyncpg's connection on PostgreSQL
+(``store/postgres_ledger.PostgresLedger``), and the reference, statement by statement through
+SQLAlchemy (``SqlUsageStore._record``), on SQLite and on PostgreSQL. The same batches give the
+same answers and leave the same rows, on random batches with repeats, conflicting repeats,
+several keys and models, period boundaries and totals at the ledger's maximum."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from keyplane.domain.usage import AlertSpec, Recorded, UsageEntry, bucket_starts
 from keyplane.settings import to_async_url
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
+from keyplane.store.postgres_ledger import PostgresLedger
 from keyplane.store.tables import events, usage_analytics_pending, usage_events, usage_rollups
 from keyplane.store.usage import MAX_KEPT_SHAPES, SqliteLedger
 from tests.conftest import PG_URL, migrated_postgres_schema
@@ -49,7 +51,7 @@ _BATCHES = st.lists(st.lists(_REPORT, min_size=1, max_size=8), min_size=1, max_s
 
 
 class _StatementByStatement:
-    """What ``SqlUsageStore`` runs on PostgreSQL, given a SQLite connection."""
+    """The reference, in place of either driver ledger (``SqliteLedger``, ``PostgresLedger``)."""
 
     def __init__(self, db: Db) -> None:
         self._usage = db.usage
@@ -62,7 +64,7 @@ class _StatementByStatement:
         *,
         keep_pending: bool,
     ) -> tuple[list[Recorded], list[UsageEntry], None]:
-        # No totals: the alerts read theirs statement by statement, as on PostgreSQL.
+        # No totals: the alerts read theirs statement by statement.
         outcomes, added, _ = await self._usage._record(conn, in_lock_order, entries)
         return outcomes, added, None
 
@@ -108,23 +110,29 @@ async def _rows(db: Db, key_ids: list[str]) -> tuple[list[Any], ...]:
 
 
 async def _compared(
-    tmp_path: Path, batches: list[list[dict[str, Any]]], schema: str | None = None
+    tmp_path: Path, batches: list[list[dict[str, Any]]], schemas: tuple[str, str] | None = None
 ) -> tuple[list[Any], ...]:
-    """Record ``batches`` both ways, assert the same answers and rows, return the rows. The
-    reference is ``SqlUsageStore``'s statements on a SQLite file, or on PostgreSQL in
-    ``schema`` (migrated, shared by the examples: each has keys of its own)."""
+    """Record ``batches`` with SQLite's one trip and the others, assert the same answers and
+    rows, return the rows. The others are the reference on a SQLite file; or, given two
+    migrated PostgreSQL schemas (shared by the examples: each has keys of its own),
+    ``PostgresLedger`` in the first and the reference in the second."""
     one_trip = await _open(tmp_path / f"one-{ids.new_id('t')}.db")
-    if schema is None:
+    if schemas is None:
         reference = await _open(tmp_path / f"ref-{ids.new_id('t')}.db")
         reference.usage._sqlite = _StatementByStatement(reference)  # type: ignore[assignment]
+        others = [reference]
     else:
-        reference = Db.from_url(to_async_url(PG_URL), schema)
-        async with reference.unit.write() as conn:  # an earlier example's
-            await conn.execute(delete(usage_analytics_pending))
+        driver, reference = (Db.from_url(to_async_url(PG_URL), schema) for schema in schemas)
+        reference.usage._postgres = _StatementByStatement(reference)  # type: ignore[assignment]
+        others = [driver, reference]
+        for db in others:
+            async with db.unit.write() as conn:  # an earlier example's
+                await conn.execute(delete(usage_analytics_pending))
+    dbs = [one_trip, *others]
     try:
         key_ids = [ids.new_id("key") for _ in range(3)]
         orgs = {}
-        for db in (one_trip, reference):
+        for db in dbs:
             org_id, project_id = await tenancy(db)
             orgs[id(db)] = org_id
             for key_id in key_ids:
@@ -132,24 +140,28 @@ async def _compared(
         for batch in batches:
             entries = [_entry(report, key_ids) for report in batch]
             answers = []
-            for db in (one_trip, reference):
+            for db in dbs:
                 mine = [dataclasses.replace(e, org_id=orgs[id(db)]) for e in entries]
                 answers.append(await db.usage.record(mine))
-            assert answers[0] == answers[1]
-        # The one trip was taken (and the reference was not).
+            assert all(answer == answers[0] for answer in answers[1:])
+        # The driver ledgers were taken (and the reference was not).
         assert isinstance(one_trip.usage._sqlite, SqliteLedger)
-        ours, theirs = await _rows(one_trip, key_ids), await _rows(reference, key_ids)
-        # The organization ids differ between the two databases, and nothing else.
+        if schemas is not None:
+            assert isinstance(others[0].usage._postgres, PostgresLedger)
+        ours = await _rows(one_trip, key_ids)
+        # The organization ids differ between the databases, and nothing else.
         org_column = [c.name for c in usage_events.columns].index("org_id")
-        assert [_without(r, org_column) for r in ours[0]] == [
-            _without(r, org_column) for r in theirs[0]
-        ]
-        assert ours[1:] == theirs[1:]
+        for db in others:
+            theirs = await _rows(db, key_ids)
+            assert [_without(r, org_column) for r in ours[0]] == [
+                _without(r, org_column) for r in theirs[0]
+            ]
+            assert ours[1:] == theirs[1:]
         assert ours[0]  # something was recorded (the check compared rows, not nothing)
         return ours
     finally:
-        await one_trip.close()
-        await reference.close()
+        for db in dbs:
+            await db.close()
 
 
 @settings(
@@ -165,8 +177,10 @@ def test_one_trip_and_statement_by_statement_give_the_same_answers_and_rows(
 
 
 @pytest.mark.postgres
-def test_postgresql_gives_the_same_answers_and_rows_as_the_one_trip(tmp_path: Path) -> None:
-    with migrated_postgres_schema() as schema:
+def test_postgresql_both_ways_gives_the_same_answers_and_rows_as_the_one_trip(
+    tmp_path: Path,
+) -> None:
+    with migrated_postgres_schema() as driver, migrated_postgres_schema() as reference:
 
         @settings(
             max_examples=25,
@@ -175,7 +189,7 @@ def test_postgresql_gives_the_same_answers_and_rows_as_the_one_trip(tmp_path: Pa
         )
         @given(batches=_BATCHES)
         def check(batches: list[list[dict[str, Any]]]) -> None:
-            asyncio.run(_compared(tmp_path, batches, schema))
+            asyncio.run(_compared(tmp_path, batches, (driver, reference)))
 
         check()
 

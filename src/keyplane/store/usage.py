@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.dialects import sqlite
@@ -23,9 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyplane.domain import ids, money
 from keyplane.domain.changes import SYSTEM, Journal
-from keyplane.domain.periods import CurrentPeriods
 from keyplane.domain.usage import (
-    BUCKETS,
     CreditAdjustment,
     Recorded,
     UsageEntry,
@@ -36,6 +34,19 @@ from keyplane.domain.usage import (
 from keyplane.errors import ConflictError
 from keyplane.store.analytics import PENDING_INSERT, SqlAnalyticsStore, pending_cells
 from keyplane.store.idempotency import IdempotencyRecord, insert_idempotency
+from keyplane.store.ledger_steps import (
+    ROLLUP_COLUMNS,
+    ROLLUP_MEASURES,
+    Holder,
+    Slot,
+    alert_slots,
+    classified,
+    ledger_values,
+    overflowing_ids,
+    rollup_rows,
+    without_overflowing,
+)
+from keyplane.store.postgres_ledger import PostgresLedger, add_to_rollups_sql
 from keyplane.store.sqlite_driver import (
     DriverStatement,
     Processor,
@@ -146,6 +157,7 @@ class SqlUsageStore:
         self._unit = unit
         self._statements: _UsageStatements | None = None
         self._sqlite: SqliteLedger | None = None
+        self._postgres = PostgresLedger()
         #: The analytics rollups, kept pending by the ledger's transaction (``None``: not kept).
         self.analytics = analytics
 
@@ -175,7 +187,9 @@ class SqlUsageStore:
                     conn, in_lock_order, entries, keep_pending=self.analytics is not None
                 )
             else:
-                outcomes, added, alert_totals = await self._record(conn, in_lock_order, entries)
+                outcomes, added, alert_totals = await self._postgres.record(
+                    conn, in_lock_order, entries, keep_pending=self.analytics is not None
+                )
             if added:
                 alerting = [entry for entry in added if alerts_of(entry)]
                 if alerting:
@@ -196,7 +210,7 @@ class SqlUsageStore:
         statements = self._usage_statements()
         appended = await conn.execute(
             statements.append.returning(usage_events.c.id),
-            [_usage_values(e) for e in in_lock_order],
+            [ledger_values(e) for e in in_lock_order],
         )
         ours = {row.id for row in appended}
         # Which row holds each (API key, idempotency key) now: ours where it went in, else an
@@ -502,7 +516,7 @@ class SqlUsageStore:
             return None
         # One statement, one round trip: the rows as arrays, the pending row in its CTE, the
         # totals returned.
-        values = [tuple(row[name] for name in _ROLLUP_COLUMNS) for row in rows]
+        values = [tuple(row[name] for name in ROLLUP_COLUMNS) for row in rows]
         columns = map(list, zip(*values, strict=True))
         parameters: dict[str, Any] = dict(zip(_ROLLUP_PARAMS, columns, strict=True))
         parameters["cells"] = cells
@@ -679,46 +693,26 @@ class SqlUsageStore:
         return totals
 
 
-#: usage_rollups' columns, in table order (the order ``_SQLITE_ADD_TO_ROLLUP`` binds them).
-_ROLLUP_COLUMNS = tuple(column.name for column in usage_rollups.columns)
-
-
 def _sqlite_add_to_rollup() -> str:
-    upsert = sqlite_insert(usage_rollups).values(dict.fromkeys(_ROLLUP_COLUMNS))
+    upsert = sqlite_insert(usage_rollups).values(dict.fromkeys(ROLLUP_COLUMNS))
     statement = upsert.on_conflict_do_update(
         index_elements=["key_id", "bucket", "bucket_start", "model"],
-        set_={name: usage_rollups.c[name] + upsert.excluded[name] for name in _ROLLUP_MEASURES},
+        set_={name: usage_rollups.c[name] + upsert.excluded[name] for name in ROLLUP_MEASURES},
     )
     compiled = statement.compile(dialect=sqlite.dialect())
-    if tuple(compiled.positiontup or ()) != _ROLLUP_COLUMNS:
+    if tuple(compiled.positiontup or ()) != ROLLUP_COLUMNS:
         raise AssertionError("the rollup upsert binds its columns out of table order")
     return str(compiled)
 
 
-_ROLLUP_MEASURES = ("requests", "cost_micros", "input_tokens", "output_tokens")
 #: SQLite: a batch's budget rollup rows added (an upsert per row, positional, for the driver).
 _SQLITE_ADD_TO_ROLLUP = _sqlite_add_to_rollup()
-_ROLLUP_PARAMS = tuple(f"c{index}" for index in range(len(_ROLLUP_COLUMNS)))
+_ROLLUP_PARAMS = tuple(f"c{index}" for index in range(len(ROLLUP_COLUMNS)))
 
 
 def _postgres_add_to_rollup() -> Any:
-    # Built from this module's constant column names only (no input reaches it).
-    columns = ", ".join(_ROLLUP_COLUMNS)
-    kinds = ("varchar", "varchar", "timestamptz", "varchar") + ("bigint",) * len(_ROLLUP_MEASURES)
-    arrays = ", ".join(
-        f"CAST(:{param} AS {kind}[])" for param, kind in zip(_ROLLUP_PARAMS, kinds, strict=True)
-    )
-    sums = ", ".join(f"{m} = usage_rollups.{m} + excluded.{m}" for m in _ROLLUP_MEASURES)
-    # A data-modifying CTE runs whether or not the main statement reads it; WITH ORDINALITY
-    # keeps the sorted order, so rows are locked in one order everywhere.
-    return text(
-        "WITH pending AS (INSERT INTO usage_analytics_pending (cells) "  # noqa: S608
-        "SELECT unnest(CAST(:cells AS text[]))) "
-        f"INSERT INTO usage_rollups ({columns}) SELECT {columns} "
-        f"FROM unnest({arrays}) WITH ORDINALITY AS r({columns}, n) ORDER BY n "
-        f"ON CONFLICT (key_id, bucket, bucket_start, model) DO UPDATE SET {sums} "
-        "RETURNING key_id, bucket, bucket_start, model, cost_micros"
-    )
+    params = [f":{param}" for param in _ROLLUP_PARAMS]
+    return text(add_to_rollups_sql(params, ":cells"))
 
 
 #: PostgreSQL: a batch's budget rollup rows added, over arrays (one execution for the batch's
@@ -770,116 +764,13 @@ def _add_to_sqlite_rollups(
     """On SQLite's thread: ``rows`` added to the rollups, and the analytics' pending rows
     (``cells``) kept. Values go through the columns' own conversions, so they read back as
     SQLAlchemy wrote them."""
-    db.executemany(
-        _SQLITE_ADD_TO_ROLLUP, [row_values(processors, _ROLLUP_COLUMNS, r) for r in rows]
-    )
+    db.executemany(_SQLITE_ADD_TO_ROLLUP, [row_values(processors, ROLLUP_COLUMNS, r) for r in rows])
     db.executemany(PENDING_INSERT, [(piece,) for piece in cells])
 
 
 async def _read_alert_totals(conn: AsyncConnection, slots: Iterable[Slot]) -> dict[Slot, int]:
     """The totals of these alert slots, one statement per slot."""
     return {slot: (await conn.execute(_all_models_spent(*slot))).scalar_one() for slot in slots}
-
-
-#: A budget or cost window's rollup row: key id, bucket, bucket start (all models).
-Slot = tuple[str, str, datetime]
-
-
-def alert_slots(added: Sequence[UsageEntry]) -> set[Slot]:
-    """The rollup rows whose totals the new reports' alerts are checked against."""
-    return {(e.key_id, a.bucket, a.bucket_start) for e in added for a in alerts_of(e)}
-
-
-class _Holder(NamedTuple):
-    """The ledger row that holds an (API key, idempotency key)."""
-
-    id: str
-    fingerprint: str
-    recorded_at: datetime
-
-
-def classified(
-    entries: Sequence[UsageEntry], holders: Mapping[tuple[str, str], Any]
-) -> tuple[list[Recorded], list[UsageEntry]]:
-    """Each report's outcome, in order, from the rows now holding their (API key, idempotency
-    key) (``holders``: anything with ``id``, ``fingerprint`` and ``recorded_at``), and the
-    reports that are new: those whose own row holds it."""
-    outcomes: list[Recorded] = []
-    added: list[UsageEntry] = []
-    for entry in entries:
-        row = holders[(entry.key_id, entry.idempotency_key)]
-        if row.id == entry.id:
-            added.append(entry)
-            outcomes.append(Recorded(entry.id, entry.recorded_at, new=True))
-        else:
-            conflict = row.fingerprint != entry.fingerprint
-            outcomes.append(Recorded(row.id, row.recorded_at, new=False, conflict=conflict))
-    return outcomes, added
-
-
-def overflowing_ids(added: Sequence[UsageEntry], running: Mapping[str, list[int]]) -> set[str]:
-    """The new reports that would take their key's all-time totals (``running``: cost, input
-    and output tokens per key, before the batch; updated in place) past ``LEDGER_MAX``."""
-    overflowing: set[str] = set()
-    for entry in added:
-        totals = running[entry.key_id]
-        amounts = (entry.cost_micros, entry.input_tokens, entry.output_tokens)
-        if any(
-            total + amount > money.LEDGER_MAX for total, amount in zip(totals, amounts, strict=True)
-        ):
-            overflowing.add(entry.id)
-            continue
-        for index, amount in enumerate(amounts):
-            totals[index] += amount
-    return overflowing
-
-
-def without_overflowing(
-    outcomes: Sequence[Recorded], added: Sequence[UsageEntry], overflowing: set[str]
-) -> tuple[list[Recorded], list[UsageEntry]]:
-    """The outcomes and new reports once the overflowing ones are taken out of the ledger."""
-    return (
-        [
-            Recorded(o.event_id, o.recorded_at, new=False, overflow=True)
-            if o.event_id in overflowing
-            else o
-            for o in outcomes
-        ],
-        [entry for entry in added if entry.id not in overflowing],
-    )
-
-
-def rollup_rows(added: Sequence[UsageEntry]) -> list[dict[str, Any]]:
-    """The rollup rows the new reports add to: per key, bucket, bucket start and model (and
-    ``""`` for all models), summed, sorted so concurrent transactions lock rows in one order."""
-    sums: dict[tuple[str, str, datetime, str], list[int]] = {}
-    # The reports of one commit fall in the same periods, but for the odd one at a boundary:
-    # each period's bounds worked out once, not five per report.
-    periods = CurrentPeriods()
-    for entry in added:
-        for reset, bucket in BUCKETS:
-            start = periods.bounds(reset, entry.recorded_at)[0]
-            for model in {"", entry.model or ""}:
-                total = sums.setdefault((entry.key_id, bucket, start, model), [0, 0, 0, 0])
-                total[0] += 1
-                total[1] += entry.cost_micros
-                total[2] += entry.input_tokens
-                total[3] += entry.output_tokens
-    return [
-        {
-            "key_id": key_id,
-            "bucket": bucket,
-            "bucket_start": start,
-            "model": model,
-            "requests": requests,
-            "cost_micros": cost,
-            "input_tokens": tokens_in,
-            "output_tokens": tokens_out,
-        }
-        for (key_id, bucket, start, model), (requests, cost, tokens_in, tokens_out) in sorted(
-            sums.items()
-        )
-    ]
 
 
 class SqliteLedger:
@@ -925,7 +816,7 @@ class SqliteLedger:
     ) -> tuple[list[Recorded], list[UsageEntry], dict[Slot, int]]:
         """Outcomes, new reports, and the totals their alerts are checked against."""
         append = self._append
-        appended = [append.args(_usage_values(entry)) for entry in in_lock_order]
+        appended = [append.args(ledger_values(entry)) for entry in in_lock_order]
         key_ids = sorted({entry.key_id for entry in entries})
         idempotency_keys = sorted({entry.idempotency_key for entry in entries})
         holders = self._holders_of(len(key_ids), len(idempotency_keys))
@@ -939,7 +830,7 @@ class SqliteLedger:
         ) -> tuple[list[Recorded], list[UsageEntry], dict[Slot, int]]:
             db.executemany(append.sql, appended)
             found = holders.rows(db.execute(holders.sql, asked).fetchall())
-            by_key = {(row[0], row[1]): _Holder(row[2], row[3], row[4]) for row in found}
+            by_key = {(row[0], row[1]): Holder(row[2], row[3], row[4]) for row in found}
             outcomes, added = classified(entries, by_key)
             if not added:
                 return outcomes, added, {}
@@ -974,7 +865,7 @@ class SqliteLedger:
         key_ids = sorted({entry.key_id for entry in added})
         ensure = self._ensure_total
         empty = {"bucket": "total", "bucket_start": epoch, "model": ""}
-        empty |= dict.fromkeys(_ROLLUP_MEASURES, 0)
+        empty |= dict.fromkeys(ROLLUP_MEASURES, 0)
         db.executemany(ensure.sql, [ensure.args(empty | {"key_id": k}) for k in key_ids])
         totals = self._totals_of(len(key_ids))
         asked = totals.args({"epoch": epoch} | {f"k{n}": k for n, k in enumerate(key_ids)})
@@ -1017,22 +908,3 @@ class SqliteLedger:
             )
             statement = self._totals[keys] = DriverStatement(query, self._dialect)
         return statement
-
-
-def _usage_values(entry: UsageEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "org_id": entry.org_id,
-        "key_id": entry.key_id,
-        "idempotency_key": entry.idempotency_key,
-        "fingerprint": entry.fingerprint,
-        "request_id": entry.request_id,
-        "model": entry.model,
-        "cost_micros": entry.cost_micros,
-        "input_tokens": entry.input_tokens,
-        "output_tokens": entry.output_tokens,
-        "latency_ms": entry.latency_ms,
-        "status": entry.status,
-        "recorded_at": entry.recorded_at,
-        "feature": entry.feature,
-    }
