@@ -21,8 +21,9 @@ directly. It stays exactly as strict as the routes, because it is made of their 
 * Usage reports (``POST /v1/usage``) call the route's own endpoint, with the principal held
   to the route's scope before the body is read, the body validated by the route's body
   model, the ``Idempotency-Key`` header by the route's own annotation; the
-  returned model is rendered as FastAPI renders the route's ``response_model``, with the
-  status the endpoint set (200 for a repeat) or the route's (201).
+  returned model is rendered as FastAPI renders the route's ``response_model`` (the same
+  bytes, from pydantic's own JSON serialiser), with the status the endpoint set (200 for a
+  repeat) or the route's (201).
 * Anything but the happy path goes to FastAPI, with the body replayed: a body that is not JSON
   or fails validation, a content type other than JSON, another method. So every error
   document, 422 included, is the one the routes give. Errors raised after the body was parsed
@@ -43,7 +44,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.params import Depends, Header
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
@@ -163,9 +163,12 @@ class LeanUsage(LeanRoute):
                 response=status,
                 idempotency_key=idempotency_key,
             )
-            return JSONResponse(
-                self.answer_model.model_validate(recorded).model_dump(mode="json"),
+            # What FastAPI renders for the response model (compact JSON, non-ASCII kept as
+            # is), serialised by pydantic in one step instead of a dict then json.dumps.
+            return Response(
+                self.answer_model.model_validate(recorded).model_dump_json().encode(),
                 status_code=status.status_code or self.status,
+                media_type="application/json",
             )
 
         await _respond(request, answer(), scope, receive, send)
