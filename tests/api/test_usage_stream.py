@@ -16,6 +16,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from keyplane.api.app import create_app
+from keyplane.services.usage_stream import LocalBroadcast, StreamFilter, UsageEvent
 from tests.conftest import ROOT_KEY, Api, Database
 
 KEY_ID = "key_" + "0" * 26
@@ -111,3 +112,33 @@ def test_a_refused_websocket_gets_the_problem_document(client: TestClient) -> No
     ):
         pass
     assert denied.value.status_code == 401
+
+
+async def test_a_report_is_made_into_an_event_only_when_someone_may_hear_it(api: Api) -> None:
+    # One process (SQLite's local broadcast): while no one subscribes, a durable report is not
+    # published at all; once someone does, each new one is. Instances sharing a broadcast
+    # (PostgreSQL's here) publish every one: another instance's subscribers are not known.
+    streams = api.app.state.runtime.services.streams  # type: ignore[attr-defined]
+    alone = isinstance(streams.broadcast, LocalBroadcast)
+    assert alone == api.database.url.startswith("sqlite")
+    published: list[str] = []
+    publish = streams.publish
+
+    def counted(event: UsageEvent) -> None:
+        published.append(event.id)
+        publish(event)
+
+    streams.publish = counted
+    key, data = await api.create_key()
+    unheard = await api.report(key=key, cost=1, request_id="unheard")
+    assert unheard.status_code == 201
+    assert published == ([] if alone else [unheard.json()["id"]])
+    assert streams.listened_to is not alone
+    subscription = streams.hub.subscribe(StreamFilter(str(data["org_id"])))
+    heard = await api.report(key=key, cost=1, request_id="heard")
+    assert published[-1] == heard.json()["id"]
+    received = await subscription.next(timeout=5)
+    if not alone and received.id == unheard.json()["id"]:  # type: ignore[union-attr]
+        received = await subscription.next(timeout=5)  # it was in flight when we subscribed
+    assert received.id == heard.json()["id"]  # type: ignore[union-attr]
+    subscription.close()

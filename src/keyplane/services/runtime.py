@@ -346,7 +346,7 @@ class Runtime:
             projects=Projects(store.tenancy, clock, create_missing=settings.compat_create_projects),
             plans=Plans(store.plans, directory, clock),
             usage=UsageService(
-                directory, ledger, limiter, clock, server_secret, streams.publish, slot_queue
+                directory, ledger, limiter, clock, server_secret, streams, slot_queue
             ),
             events=Events(store.events),
             vault=_vault_service(store, vault_keyring, clock, settings),

@@ -21,7 +21,7 @@ from keyplane.limits.queue import SlotQueue
 from keyplane.services.authz import require_scope
 from keyplane.services.directory import KeyDirectory, KeyEntry
 from keyplane.services.ledger import UsageLedger
-from keyplane.services.usage_stream import Publisher, event_of
+from keyplane.services.usage_stream import UsageStreams, event_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ class UsageService:
         limiter: Limiter,
         clock: Clock,
         server_secret: bytes,
-        publish: Publisher | None = None,
+        streams: UsageStreams | None = None,
         queue: SlotQueue | None = None,
     ) -> None:
         #: Told of each slot a report releases, for the verifies queued for one.
@@ -83,8 +83,8 @@ class UsageService:
         self._limiter = limiter
         self._clock = clock
         self._server_secret = server_secret
-        #: Hands each durable, new report to the live usage stream.
-        self._publish = publish
+        #: The live usage stream, handed each durable, new report someone may hear.
+        self._streams = streams
         self._periods = CurrentPeriods()
 
     async def report(
@@ -151,9 +151,10 @@ class UsageService:
                 f"{money.LEDGER_MAX} micro-credits (or tokens), more than the ledger holds",
                 code="USAGE_TOTAL_EXCEEDED",
             )
-        if recorded.new and self._publish is not None:
+        streams = self._streams
+        if recorded.new and streams is not None and streams.listened_to:
             # Durable by now; a retry that counted nothing is not streamed again.
-            self._publish(event_of(recorded.event_id, record, report, recorded.recorded_at))
+            streams.publish(event_of(recorded.event_id, record, report, recorded.recorded_at))
         if recorded.new:
             await self._limiter.settle(
                 Settlement(

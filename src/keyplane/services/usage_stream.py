@@ -403,6 +403,14 @@ class UsageStreams:
         #: Events dropped because the broadcast could not keep up.
         self.overflowed = 0
 
+    @property
+    def listened_to(self) -> bool:
+        """Whether a published event may reach a subscriber: always when instances share a
+        broadcast (another instance's subscribers are not known here); in one process, only
+        while it has one. The stream is live: a report made while no one listens is no one's
+        to hear, so it is not even made into an event."""
+        return self.hub.subscribers > 0 or not isinstance(self.broadcast, LocalBroadcast)
+
     def publish(self, event: UsageEvent) -> None:
         """Queue ``event`` for every instance's subscribers; never waits."""
         if len(self._outbox) == OUTBOX_MAX:
@@ -492,6 +500,3 @@ def event_of(
         status=report.status,
         recorded_at=recorded_at,
     )
-
-
-Publisher = Callable[[UsageEvent], None]
