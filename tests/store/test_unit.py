@@ -9,17 +9,20 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from keyplane.errors import StorageError
-from keyplane.settings import Settings
+from keyplane.settings import Settings, to_async_url
+from keyplane.store import unit
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
 from keyplane.store.tables import organizations
-from tests.conftest import free_port
+from tests.conftest import PG_URL, Database, free_port
 from tests.store.conftest import NOW
 
 
@@ -161,3 +164,84 @@ def test_reads_cancelled_while_connecting_leave_nothing_behind_the_closed_loop(
         assert time.monotonic() < deadline, "driver threads still running"
         time.sleep(0.02)
     assert failures == []
+
+
+def _returned(db: Db) -> list[Any]:
+    """The DBAPI connections given back to ``db``'s pool, from now on, latest last."""
+    returned: list[Any] = []
+    event.listen(db.engine.sync_engine, "checkin", lambda dbapi, _record: returned.append(dbapi))
+    return returned
+
+
+async def _terminated_backend(db: Db) -> int:
+    """The pid of the pool's one idle PostgreSQL connection, which the server has now ended
+    (by another connection than the pool's)."""
+    async with db.unit.read() as conn:
+        pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+    other = await asyncpg.connect(PG_URL)
+    try:
+        await other.execute("SELECT pg_terminate_backend($1)", pid)
+        for _ in range(500):  # until the backend has exited (bounded: about 5 s at most)
+            if not await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the backend did not exit")
+    finally:
+        await other.close()
+    return int(pid)
+
+
+@pytest.mark.postgres
+async def test_a_connection_the_server_closed_is_replaced_without_an_error(
+    postgres_database: Database,
+) -> None:
+    # No ping on a busy pool's checkout (it was three round trips): a connection that asyncpg
+    # knows is closed is dropped at checkout, and the pool opens another.
+    db = Db.from_url(to_async_url(postgres_database.url), postgres_database.schema)
+    try:
+        returned = _returned(db)
+        pid = await _terminated_backend(db)
+        for _ in range(500):  # until the event loop has read the connection's end (bounded)
+            if returned[-1]._connection.is_closed():
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("asyncpg never saw the connection end")
+        async with db.unit.read() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
+    finally:
+        await db.close()
+
+
+@pytest.mark.postgres
+async def test_a_connection_idle_past_the_threshold_is_pinged_first(
+    postgres_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server ended it, and the ping at checkout finds out, whether or not asyncpg had.
+    monkeypatch.setattr(unit, "IDLE_PING_SECONDS", 0.0)
+    db = Db.from_url(to_async_url(postgres_database.url), postgres_database.schema)
+    pinged: list[int] = []
+    try:
+        returned = _returned(db)
+        async with db.unit.read() as conn:  # a live connection, idle in the pool once back
+            live = await conn.scalar(text("SELECT pg_backend_pid()"))
+        [connection] = returned
+        adapter = type(connection)
+        ping = adapter.ping
+
+        def counted(self: Any) -> None:
+            pinged.append(live if self is connection else -1)
+            ping(self)
+
+        monkeypatch.setattr(adapter, "ping", counted)
+        async with db.unit.read() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) == live
+        assert pinged == [live]  # pinged before it was handed out
+        pid = await _terminated_backend(db)
+        async with db.unit.read() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
+    finally:
+        await db.close()
