@@ -15,6 +15,7 @@ The statements run inside the transaction SQLAlchemy has open on the connection
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -64,8 +65,11 @@ _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 def _array_kind(table: Table, name: str) -> str:
-    """The PostgreSQL type of an array of ``table.name``'s values, as the table declares it."""
-    return f"{table.c[name].type.compile(dialect=_POSTGRESQL)}[]"
+    """The PostgreSQL type of an array of ``table.name``'s values, as the table declares it
+    but for a length: a cast to ``VARCHAR(255)`` cuts a longer text short without a word,
+    where the column refuses it, as the reference's insert does."""
+    declared = table.c[name].type.compile(dialect=_POSTGRESQL)
+    return re.sub(r"\(\d+\)", "", declared) + "[]"
 
 
 def _arrays(table: Table, names: Sequence[str], first: int) -> str:
@@ -136,6 +140,10 @@ _ADD_TO_ROLLUPS = add_to_rollups_sql(
 )
 
 
+#: What asyncpg raises for a failed statement or a broken connection (OSError as it is).
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
 class PostgresLedger:
     """:meth:`SqlUsageStore.record`'s writes on PostgreSQL, on asyncpg (see the module doc)."""
 
@@ -149,13 +157,16 @@ class PostgresLedger:
     ) -> tuple[list[Recorded], list[UsageEntry], dict[Slot, int]]:
         """Outcomes, new reports, and the all-models totals of the rollup rows the batch
         wrote (the alerts' totals; a slot not among them is read by the caller)."""
-        db = await asyncpg_in_transaction(conn)
         try:
+            db = await asyncpg_in_transaction(conn)
             return await self._record(db, in_lock_order, entries, keep_pending=keep_pending)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise ConflictError("the change conflicts with existing data") from exc
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StorageError("database write failed") from exc
+        except Exception as exc:
+            # asyncpg's own errors, and SQLAlchemy's adapter's when its BEGIN fails.
+            if isinstance(exc, (*_DRIVER_ERRORS, conn.dialect.loaded_dbapi.Error)):
+                raise StorageError("database write failed") from exc
+            raise
 
     async def _record(
         self,
