@@ -205,8 +205,10 @@ class SqlUsageStore:
         entries: Sequence[UsageEntry],
     ) -> tuple[list[Recorded], list[UsageEntry], dict[Slot, int] | None]:
         """The batch's reports appended, checked and added to the rollups, statement by
-        statement (PostgreSQL; :class:`SqliteLedger` does the same in one trip on SQLite);
-        with the all-models totals the rollups now hold (PostgreSQL), for the alerts."""
+        statement through SQLAlchemy, on either database: the reference that the driver
+        ledgers (:class:`SqliteLedger`, ``PostgresLedger``), which run in production, are
+        held to by ``tests/store/test_usage_sqlite.py``. With the all-models totals the
+        rollups now hold (PostgreSQL), for the alerts."""
         statements = self._usage_statements()
         appended = await conn.execute(
             statements.append.returning(usage_events.c.id),
