@@ -805,7 +805,7 @@ def run(args: argparse.Namespace) -> None:
         f"kp_bench_{secrets.token_hex(6)}",
         secrets.token_urlsafe(48),
         "kp-bench-root-" + secrets.token_urlsafe(32),
-        args.redis_url,
+        redis_url=args.redis_url,  # by name: Target's own fields (log_level) come first
     )
     key_ids: list[str] = []
     with tempfile.TemporaryDirectory(prefix="keyplane-scale-bench-") as tmp:
