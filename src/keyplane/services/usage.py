@@ -42,6 +42,9 @@ class UsageReport:
 
 #: A report's fields, in order: what its fingerprint covers.
 _REPORT_FIELDS = tuple(field.name for field in fields(UsageReport))
+#: ``json.dumps(body, sort_keys=True, separators=(",", ":"))``'s encoder, made once: ``dumps``
+#: with arguments makes a new encoder on every call, which cost more than the encoding.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def fingerprint_of(report: UsageReport, key_id: str) -> str:
@@ -58,11 +61,6 @@ def fingerprint_of(report: UsageReport, key_id: str) -> str:
         # Absent as before features existed: a retry of an older report still matches.
         del body["feature"]
     return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
-
-
-#: ``json.dumps(body, sort_keys=True, separators=(",", ":"))``'s encoder, made once: ``dumps``
-#: with arguments makes a new encoder on every call, which cost more than the encoding.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 class UsageService:

@@ -251,6 +251,9 @@ def _decode_batch(data: Any) -> list[UsageEvent]:
 class LocalBroadcast:
     """One process is the deployment (SQLite): published events go straight to the hub."""
 
+    #: Whether what is sent reaches other instances' hubs (whose subscribers are not known here).
+    across_instances = False
+
     def __init__(self, hub: StreamHub) -> None:
         self._hub = hub
         self.subscribed = asyncio.Event()
@@ -268,6 +271,8 @@ class LocalBroadcast:
 
 class RedisBroadcast:
     """Redis pub/sub, on a channel of this deployment (named after its organization)."""
+
+    across_instances = True
 
     def __init__(self, redis: Redis, channel: str, hub: StreamHub) -> None:
         self._redis = redis
@@ -309,6 +314,8 @@ class RedisBroadcast:
 
 class PostgresBroadcast:
     """PostgreSQL ``LISTEN``/``NOTIFY`` for instances sharing a database but no Redis."""
+
+    across_instances = True
 
     def __init__(self, dsn: str, channel: str, hub: StreamHub) -> None:
         self._dsn = dsn
@@ -409,7 +416,7 @@ class UsageStreams:
         broadcast (another instance's subscribers are not known here); in one process, only
         while it has one. The stream is live: a report made while no one listens is no one's
         to hear, so it is not even made into an event."""
-        return self.hub.subscribers > 0 or not isinstance(self.broadcast, LocalBroadcast)
+        return self.hub.subscribers > 0 or self.broadcast.across_instances
 
     def publish(self, event: UsageEvent) -> None:
         """Queue ``event`` for every instance's subscribers; never waits."""
