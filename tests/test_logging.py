@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keyplane.api import observe
 from keyplane.api.observe import Observer
 from keyplane.domain import keyformat
 from keyplane.domain.keyformat import KeyKind
@@ -521,3 +522,11 @@ def test_the_access_line_put_directly_is_the_line_its_record_gives(
 class _Route:
     def __init__(self, path: str) -> None:
         self.path = path
+
+
+@given(st.floats(min_value=0, max_value=1e7, allow_nan=False))
+def test_the_direct_lines_latency_is_the_value_the_record_gives(elapsed: float) -> None:
+    # The direct line writes the milliseconds with %.3f; the record's holds round(ms, 3).
+    known = observe._Labelled(None, '"GET /healthz 200"', '"/healthz"')
+    line = observe._access_line(1.5, known, "req", "GET", 200, elapsed, None)
+    assert json.loads(line)["latency_ms"] == round(elapsed * 1000, 3)

@@ -15,12 +15,17 @@ memory across processes.
 Hot paths use children bound once (the HTTP observer's cache): binding a label set takes a
 lock and a lookup that a request need not pay. The hottest counts (the verifier's verdicts, the
 key cache's hits) are plain integers on the hot path, added to their counters by
-``services/sampling.py`` on every scrape and every few seconds.
+``services/sampling.py`` on every scrape and every few seconds. So is the HTTP histogram in a
+single process (:class:`CountedChild`), folded in before every scrape: every request observes
+it, and ``prometheus_client`` takes a lock per value it adds (two per observation).
 """
 
 from __future__ import annotations
 
+import bisect
 import os
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,7 +57,7 @@ prometheus_client.GCCollector(registry=REGISTRY)
 
 # Request latency: a verify answers in well under a millisecond in process; a slow database
 # or a burst shows in the upper buckets.
-_LATENCY_BUCKETS = (
+LATENCY_BUCKETS = (
     0.0005,
     0.001,
     0.0025,
@@ -73,14 +78,14 @@ HTTP_REQUESTS = Histogram(
     "keyplane_http_request_duration_seconds",
     "HTTP requests by method, route template and status, and how long they took.",
     ("method", "route", "status"),
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 GRPC_REQUESTS = Histogram(
     "keyplane_grpc_request_duration_seconds",
     "gRPC calls by method and status code, and how long they took.",
     ("method", "code"),
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 VERIFY = Counter(
@@ -95,7 +100,7 @@ LIMITER_SECONDS = Histogram(
     "keyplane_limiter_duration_seconds",
     "Time the limiter took to decide an admission (memory, or Redis with its fallback).",
     ("operation",),
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 LIMITER_ADMIT = LIMITER_SECONDS.labels("admit")
@@ -103,7 +108,7 @@ STORE_SECONDS = Histogram(
     "keyplane_store_duration_seconds",
     "Time a database unit of work held its connection, by kind (read, write).",
     ("kind",),
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 STORE_READ = STORE_SECONDS.labels("read")
@@ -218,6 +223,91 @@ JOB_DURATION = Histogram(
 )
 
 
+class CountedChild:
+    """One label set of a histogram observed in plain numbers, on one thread (an event
+    loop's), and added to ``prometheus_client``'s child by :func:`fold` before each scrape.
+
+    ``observe`` increments a bucket's count and a sum, where the library's takes a lock for
+    each. Adding them to the library's child needs its bucket and sum values (``_buckets``,
+    ``_sum``, each with ``inc``) and bounds (``_upper_bounds``), which are not its public API:
+    when they are not as expected, ``observe`` is the library's own (:attr:`counted` is then
+    False, and ``tests/test_metrics.py`` fails, so an upgrade that changed them is noticed).
+    So it is with several workers: a scrape reads every worker's values from the shared
+    files, and a worker folds only its own, so each observation goes there at once.
+    """
+
+    __slots__ = ("__weakref__", "_bounds", "_child", "_counts", "_folded", "_folded_sum",
+                 "_sum", "observe")  # fmt: skip
+
+    def __init__(self, child: Any, bounds: Iterable[float]) -> None:
+        self._child = child
+        #: The upper bounds, +Inf last, as the library keeps them.
+        self._bounds = (*bounds, float("inf"))
+        self._counts = [0] * len(self._bounds)
+        self._folded = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._folded_sum = 0.0
+        buckets = getattr(child, "_buckets", None)
+        foldable = (
+            multiprocess_dir() is None
+            and list(getattr(child, "_upper_bounds", ())) == list(self._bounds)
+            and isinstance(buckets, list)
+            and len(buckets) == len(self._bounds)
+            and all(callable(getattr(value, "inc", None))
+                    for value in (*buckets, getattr(child, "_sum", None)))
+        )  # fmt: skip
+        self.observe = self._count if foldable else child.observe
+
+    @property
+    def counted(self) -> bool:
+        """Observations are counted here and folded (the library's internals are as expected)."""
+        return self.observe == self._count
+
+    def _count(self, value: float) -> None:
+        # The first bucket whose bound is at least the value, as the library's observe finds.
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def fold(self) -> None:
+        """Add what was observed since the last fold to the library's child."""
+        if not self.counted:
+            return
+        # A snapshot: what is observed meanwhile goes in the next fold.
+        counts = list(self._counts)
+        total = self._sum
+        buckets = self._child._buckets
+        for index, count in enumerate(counts):
+            added = count - self._folded[index]
+            if added:
+                buckets[index].inc(added)
+        self._folded = counts
+        if total != self._folded_sum:
+            self._child._sum.inc(total - self._folded_sum)
+            self._folded_sum = total
+
+
+#: The live counted children (their owner, an app's observer, keeps them alive).
+_COUNTED: weakref.WeakSet[CountedChild] = weakref.WeakSet()
+_COUNTED_LOCK = threading.Lock()
+
+
+def counted(child: Any, bounds: Iterable[float]) -> CountedChild:
+    """``child`` (a histogram's label set with these ``bounds``, +Inf left out) observed as
+    a :class:`CountedChild`, folded by :func:`fold`. Its owner keeps it, on one thread."""
+    counted_child = CountedChild(child, bounds)
+    with _COUNTED_LOCK:
+        _COUNTED.add(counted_child)
+    return counted_child
+
+
+def fold() -> None:
+    """Add the counted children's observations to their histograms (before every scrape)."""
+    with _COUNTED_LOCK:
+        children = list(_COUNTED)
+    for child in children:
+        child.fold()
+
+
 def multiprocess_dir() -> str | None:
     """The directory worker processes share their values in, when serving with several."""
     return os.environ.get(MULTIPROC_ENV) or None
@@ -225,6 +315,7 @@ def multiprocess_dir() -> str | None:
 
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type: this process's values, or every worker's."""
+    fold()
     path = multiprocess_dir()
     if path is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
