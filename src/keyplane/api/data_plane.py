@@ -53,7 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyplane import errors
 from keyplane.api import observe, problems
 from keyplane.api.body_limit import read_body, replay
-from keyplane.api.deps import get_gateway, get_usage, principal_of, services_of
+from keyplane.api.deps import get_gateway, get_usage, principal_of
 from keyplane.api.exact import ExactJsonRequest, exactly, loads_exact
 from keyplane.api.header_limit import HeaderLimits
 from keyplane.api.observe import Access, Observer
@@ -65,6 +65,7 @@ from keyplane.api.verdict_json import verdict_json
 from keyplane.domain.tenancy import Principal
 from keyplane.services import verify as service
 from keyplane.services.authz import require_scope
+from keyplane.services.runtime import Services
 
 Endpoint = Callable[..., Awaitable[Any]]
 
@@ -84,26 +85,25 @@ class LeanVerify(LeanRoute):
     """The verify route's parts."""
 
     async def answer(
-        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
+        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, exchange: _Exchange
     ) -> bool:
         """Answer a verify (``DataPlane.serve``'s work): what the route's endpoint does, the
         verifier asked and its verdict written by ``verdict_json``, with neither a response
         object nor the credit markers (``verdict_json`` writes credits exactly itself)."""
+        send = exchange.send
         authenticated = await _authenticate(self, scope, head, receive, send)
         if authenticated is None:
             return True
-        request, principal = authenticated
+        request, principal, services = authenticated
         asked = _verify_request(head, body)
         if asked is None:
             return False  # not the happy path: the route answers, with its own error document
         try:
-            verdict = await services_of(request).verifier.verify(principal, asked)
+            verdict = await services.verifier.verify(principal, asked)
         except errors.KeyplaneError as exc:
             await problems.error_response(request, exc)(scope, receive, send)
             return True
-        answer = verdict_json(verdict)
-        await send({"type": "http.response.start", "status": 200, "headers": _json_headers(answer)})
-        await send({"type": "http.response.body", "body": answer})
+        await exchange.json(verdict_json(verdict))
         return True
 
 
@@ -139,13 +139,14 @@ class LeanUsage(LeanRoute):
         self.status = route.status_code or 200
 
     async def answer(
-        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
+        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, exchange: _Exchange
     ) -> bool:
         """Answer a usage report (``DataPlane.serve``'s work)."""
+        send = exchange.send
         authenticated = await _authenticate(self, scope, head, receive, send)
         if authenticated is None:
             return True
-        request, principal = authenticated
+        request, principal, _services = authenticated
         parsed = _parse(self.body_model, head, body)
         idempotency_key = _idempotency_key(self, head)
         if parsed is None or idempotency_key is _INVALID:
@@ -233,13 +234,23 @@ class _Exchange:
     """One answered request's ``send``: the request id and the security headers added to the
     answer's head, as the middleware stack adds them, and its status remembered."""
 
-    __slots__ = ("_added", "_id", "_no_store", "_send", "status")
+    __slots__ = ("_added", "_id", "_no_store", "_send", "_tail", "status")
 
-    def __init__(self, send: Send, access: Access, headers: ResponseHeaders, path: str) -> None:
+    def __init__(
+        self,
+        send: Send,
+        access: Access,
+        headers: ResponseHeaders,
+        path: str,
+        tail: list[tuple[bytes, bytes]] | None,
+    ) -> None:
         self._send = send
         self._added = headers.added
         self._id = (observe.HEADER, access.request_id.encode("ascii"))
         self._no_store = headers.no_store(path)
+        #: What ``headers.added`` puts after a JSON answer's own headers on this path, made
+        #: once (``DataPlane.tails``); ``None``: worked out per answer.
+        self._tail = tail
         #: The answer's status, once its head is sent.
         self.status: int | None = None
 
@@ -250,8 +261,20 @@ class _Exchange:
             message = {**message, "headers": self._added(headers, self._no_store)}
         await self._send(message)
 
+    async def json(self, body: bytes) -> None:
+        """A 200 JSON answer: what :meth:`send` makes of ``_json_headers``, put together at
+        once (the route's two headers, the request id, then the stack's, which none of
+        those three is)."""
+        self.status = 200
+        own = _json_headers(body)
+        own.append(self._id)
+        tail = self._tail
+        headers = own + tail if tail is not None else self._added(own, self._no_store)
+        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
 
-Work = Callable[[Scope, RequestHead, bytes, Receive, Send], Awaitable[bool]]
+
+Work = Callable[[Scope, RequestHead, bytes, Receive, _Exchange], Awaitable[bool]]
 
 
 class DataPlane:
@@ -296,6 +319,10 @@ class DataPlane:
         self.health_added = headers.added((), headers.no_store("/healthz"))
         self.auth = auth or {}
         self.auth_any_path = auth_any_path or {}
+        #: The stack's headers after a JSON answer's own, by path (``_Exchange.json``).
+        self.tails = {
+            path: headers.added((), headers.no_store(path)) for path in ("/v1/verify", "/v1/usage")
+        }
 
     def answerer(self, scope: Scope) -> tuple[APIRoute, Work | None] | None:
         """The route and the work that answer this HTTP request here (``None``: healthz's
@@ -341,10 +368,11 @@ class DataPlane:
             return
         access = self.observer.begin_with(scope, head.request_id)
         scope["route"] = route
-        exchange = _Exchange(send, access, self.headers, scope["path"])
+        path = scope["path"]
+        exchange = _Exchange(send, access, self.headers, path, self.tails.get(path))
         answered = True
         try:
-            answered = await work(scope, head, body, receive, exchange.send)
+            answered = await work(scope, head, body, receive, exchange)
         except Exception as exc:
             # As the stack's ServerErrorMiddleware: the routes' 500 document, then the error
             # goes on up to the server, which logs it.
@@ -373,7 +401,7 @@ class DataPlane:
             self.observer.end(scope, access, status, time.perf_counter() - started)
 
     async def _forward_auth(
-        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, send: Send
+        self, scope: Scope, head: RequestHead, body: bytes, receive: Receive, exchange: _Exchange
     ) -> bool:
         # The route's endpoint answers every case itself (its refusals are its own documents);
         # only an error from below (storage, limiter) is left to the problem handler.
@@ -387,25 +415,26 @@ class DataPlane:
             response = await route.endpoint(request, await get_gateway(request))
         except errors.KeyplaneError as exc:
             response = problems.error_response(request, exc)
-        await response(scope, receive, send)
+        await response(scope, receive, exchange.send)
         return True
 
 
 async def _authenticate(
     lean: LeanRoute, scope: Scope, head: RequestHead, receive: Receive, send: Send
-) -> tuple[Request, Principal] | None:
-    """Who asks, held to the route's scope before the body is read; ``None`` when this
-    answered already (refused)."""
+) -> tuple[Request, Principal, Services] | None:
+    """Who asks, held to the route's scope before the body is read, and the app's services;
+    ``None`` when this answered already (refused)."""
     request = ExactJsonRequest(scope, receive)
+    runtime = scope["app"].state.runtime  # read once (deps.services_of reads the same)
     try:
         principal = await principal_of(
-            request, head.authorization, head.forwarded_for, head.real_ip, head.user_agent
+            request, head.authorization, head.forwarded_for, head.real_ip, head.user_agent, runtime
         )
         require_scope(principal, lean.scope)
     except errors.KeyplaneError as exc:
         await problems.error_response(request, exc)(scope, receive, send)
         return None
-    return request, principal
+    return request, principal, runtime.services
 
 
 async def _respond(

@@ -183,7 +183,8 @@ ConfirmDep = Annotated[ConfirmEviction, Depends(get_confirm_eviction)]
 async def get_principal(request: HTTPConnection) -> Principal:
     # The management service read here, not through a dependency: every management route
     # resolves this one, and each dependency costs tens of microseconds.
-    return await principal_of(request, *_principal_headers(request.scope))
+    authorization, forwarded_for, real_ip, user_agent = _principal_headers(request.scope)
+    return await principal_of(request, authorization, forwarded_for, real_ip, user_agent)
 
 
 async def principal_of(
@@ -192,13 +193,18 @@ async def principal_of(
     forwarded_for: str | None,
     real_ip: str | None,
     user_agent: str | None,
+    runtime: Runtime | None = None,
 ) -> Principal:
     """:func:`get_principal`, given the request's ``Authorization``, ``X-Forwarded-For``,
-    ``X-Real-IP`` and ``User-Agent`` (the data plane reads them with the rest of the head)."""
+    ``X-Real-IP`` and ``User-Agent`` (the data plane reads them with the rest of the head),
+    and the app's runtime when the caller has it at hand (the data plane: reading it from the
+    app's state is a lookup through Starlette's ``State`` each time)."""
+    if runtime is None:
+        runtime = request.app.state.runtime
     scheme, _, token = (header or "").partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
-    origin = _origin(request, forwarded_for, real_ip, user_agent)
-    principal = await services_of(request).management.authenticate(presented, origin)
+    origin = _origin(request, forwarded_for, real_ip, user_agent, runtime.settings)
+    principal = await runtime.services.management.authenticate(presented, origin)
     note_principal(request.scope, principal.key_id)
     # For the error handler (``request.state.principal``): a 403 this request ends in is
     # counted against this caller.
@@ -232,7 +238,11 @@ def origin_of(request: HTTPConnection) -> Origin:
     only), its user agent and request id, bounded; for the audit log."""
     headers = request.headers
     return _origin(
-        request, headers.get("x-forwarded-for"), headers.get("x-real-ip"), headers.get("user-agent")
+        request,
+        headers.get("x-forwarded-for"),
+        headers.get("x-real-ip"),
+        headers.get("user-agent"),
+        request.app.state.runtime.settings,
     )
 
 
@@ -241,8 +251,8 @@ def _origin(
     forwarded_for: str | None,
     real_ip: str | None,
     user_agent: str | None,
+    settings: Settings,
 ) -> Origin:
-    settings: Settings = request.app.state.runtime.settings
     client = request.scope.get("client")
     ip = _client_address(
         client[0] if client else None, forwarded_for, real_ip, settings.trusted_networks
