@@ -169,7 +169,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--flood", type=int, default=10_000)
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds: at least 2 (rounds alternate with and without the audit log)")
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -196,4 +196,6 @@ if __name__ == "__main__":
     parser.add_argument("--creates", type=int, default=200, help="key creates per round")
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds (even)")
     arguments = parser.parse_args()
+    if arguments.rounds < 2:
+        parser.error("--rounds: at least 2 (rounds alternate without and with an endpoint)")
     asyncio.run(main(arguments.backend, arguments.creates, arguments.rounds))
