@@ -141,16 +141,18 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._keep((render, args))
 
     def _keep(self, line: str | tuple[Callable[..., str], tuple[Any, ...]]) -> None:
-        loop = _running_loop()
-        self.acquire()
+        # Once per request: the loop looked up and the lock taken here, without a helper
+        # and Handler.acquire/release (a call each).
         try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
             self._kept.append(line)
             if loop is None:
                 self._write_kept()
             elif len(self._kept) == 1:
                 loop.call_soon(self.flush)
-        finally:
-            self.release()
 
     def flush(self) -> None:
         self.acquire()
@@ -198,13 +200,6 @@ def line_writer(logger: logging.Logger) -> LoopBatchedStreamHandler | None:
             break
         current = current.parent
     return found
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def logging_config(level: str = "info") -> dict[str, Any]:

@@ -91,7 +91,8 @@ def _new_id() -> str:
     # os.urandom: that is a system call made without the GIL, so with a SQLite thread busy the
     # event loop would wait to get it back, on every request. The module's generator is
     # seeded from the system and reseeded in a forked worker.
-    return f"{random.getrandbits(96):024x}"
+    # Its 12 bytes in hex: the text of f"{bits:024x}", in half the time.
+    return random.getrandbits(96).to_bytes(12, "big").hex()
 
 
 class _Labelled:
