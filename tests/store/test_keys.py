@@ -220,6 +220,24 @@ async def test_touch_keys_only_moves_last_used_forward(db: Db) -> None:
     assert reloaded is not None and reloaded.last_used_at == later
 
 
+async def test_instances_touching_the_same_keys_in_other_orders_do_not_deadlock(db: Db) -> None:
+    # Each instance flushes last_used for the keys its own traffic used, in the order it
+    # first saw them. Rows locked in those orders would wait on each other in a cycle, and
+    # PostgreSQL would abort one flush as a deadlock (after holding its locks a second).
+    org, project = await tenancy(db)
+    records = [await db.keys.create(key_record(org, project)) for _ in range(120)]
+    key_ids = [record.id for record in records]
+    for round_number in range(3):
+        when = NOW + timedelta(minutes=round_number + 1)
+        forward = dict.fromkeys(key_ids, when)
+        backward = dict.fromkeys(reversed(key_ids), when + timedelta(seconds=1))
+        await asyncio.gather(db.keys.touch(forward), db.keys.touch(backward))
+        for key_id in (key_ids[0], key_ids[-1]):
+            reloaded = await db.keys.get(org, key_id)
+            assert reloaded is not None
+            assert reloaded.last_used_at == when + timedelta(seconds=1)
+
+
 async def test_find_by_id_carries_the_plan_in_any_organization(db: Db) -> None:
     org, _ = await other_tenancy(db)
     project = (await db.tenancy.list_projects(org))[0].id

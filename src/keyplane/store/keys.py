@@ -327,7 +327,11 @@ class SqlKeyStore:
 async def touch_last_used(
     unit: UnitOfWork, table: Table, last_used: Mapping[str, datetime]
 ) -> None:
-    """Advance ``last_used_at`` of the rows of ``table`` (by id), never moving it back."""
+    """Advance ``last_used_at`` of the rows of ``table`` (by id), never moving it back.
+
+    The rows are updated, and so locked, in the order of their ids: instances flushing the
+    same keys at once then wait for each other in turn, where each one's own order (that of
+    its traffic) would make a cycle, which PostgreSQL breaks by aborting one of them."""
     if not last_used:
         return
     statement = (
@@ -338,7 +342,7 @@ async def touch_last_used(
         )
         .values(last_used_at=bindparam("b_when"))
     )
-    rows = [{"b_id": key_id, "b_when": when} for key_id, when in last_used.items()]
+    rows = [{"b_id": key_id, "b_when": last_used[key_id]} for key_id in sorted(last_used)]
     async with unit.write() as conn:
         await conn.execute(statement, rows)
 
