@@ -30,6 +30,14 @@ async def db(database: Database) -> AsyncIterator[Db]:
     await db.close()
 
 
+@pytest.fixture
+async def postgres_db(postgres_database: Database) -> AsyncIterator[Db]:
+    """``db`` on PostgreSQL only (behaviour of its driver or server), schema already at head."""
+    db = Db.from_url(to_async_url(postgres_database.url), postgres_database.schema)
+    yield db
+    await db.close()
+
+
 async def tenancy(db: Db) -> tuple[str, str]:
     """The default organization's id and its default project's id."""
     org, project = await db.tenancy.ensure_default_tenancy(NOW)

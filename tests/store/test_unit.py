@@ -17,12 +17,12 @@ from sqlalchemy import event, text
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from keyplane.errors import StorageError
-from keyplane.settings import Settings, to_async_url
+from keyplane.settings import Settings
 from keyplane.store import unit
 from keyplane.store.database import Database as Db
 from keyplane.store.migrate import migrate
 from keyplane.store.tables import organizations
-from tests.conftest import PG_URL, Database, free_port
+from tests.conftest import PG_URL, free_port
 from tests.store.conftest import NOW
 
 
@@ -196,52 +196,46 @@ async def _terminated_backend(db: Db) -> int:
 
 @pytest.mark.postgres
 async def test_a_connection_the_server_closed_is_replaced_without_an_error(
-    postgres_database: Database,
+    postgres_db: Db,
 ) -> None:
     # No ping on a busy pool's checkout (it was three round trips): a connection that asyncpg
     # knows is closed is dropped at checkout, and the pool opens another.
-    db = Db.from_url(to_async_url(postgres_database.url), postgres_database.schema)
-    try:
-        returned = _returned(db)
-        pid = await _terminated_backend(db)
-        for _ in range(500):  # until the event loop has read the connection's end (bounded)
-            if returned[-1]._connection.is_closed():
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("asyncpg never saw the connection end")
-        async with db.unit.read() as conn:
-            assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
-    finally:
-        await db.close()
+    db = postgres_db
+    returned = _returned(db)
+    pid = await _terminated_backend(db)
+    for _ in range(500):  # until the event loop has read the connection's end (bounded)
+        if returned[-1]._connection.is_closed():
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("asyncpg never saw the connection end")
+    async with db.unit.read() as conn:
+        assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
 
 
 @pytest.mark.postgres
 async def test_a_connection_idle_past_the_threshold_is_pinged_first(
-    postgres_database: Database, monkeypatch: pytest.MonkeyPatch
+    postgres_db: Db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The server ended it, and the ping at checkout finds out, whether or not asyncpg had.
     monkeypatch.setattr(unit, "IDLE_PING_SECONDS", 0.0)
-    db = Db.from_url(to_async_url(postgres_database.url), postgres_database.schema)
+    db = postgres_db
     pinged: list[int] = []
-    try:
-        returned = _returned(db)
-        async with db.unit.read() as conn:  # a live connection, idle in the pool once back
-            live = await conn.scalar(text("SELECT pg_backend_pid()"))
-        [connection] = returned
-        adapter = type(connection)
-        ping = adapter.ping
+    returned = _returned(db)
+    async with db.unit.read() as conn:  # a live connection, idle in the pool once back
+        live = await conn.scalar(text("SELECT pg_backend_pid()"))
+    [connection] = returned
+    adapter = type(connection)
+    ping = adapter.ping
 
-        def counted(self: Any) -> None:
-            pinged.append(live if self is connection else -1)
-            ping(self)
+    def counted(self: Any) -> None:
+        pinged.append(live if self is connection else -1)
+        ping(self)
 
-        monkeypatch.setattr(adapter, "ping", counted)
-        async with db.unit.read() as conn:
-            assert await conn.scalar(text("SELECT pg_backend_pid()")) == live
-        assert pinged == [live]  # pinged before it was handed out
-        pid = await _terminated_backend(db)
-        async with db.unit.read() as conn:
-            assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
-    finally:
-        await db.close()
+    monkeypatch.setattr(adapter, "ping", counted)
+    async with db.unit.read() as conn:
+        assert await conn.scalar(text("SELECT pg_backend_pid()")) == live
+    assert pinged == [live]  # pinged before it was handed out
+    pid = await _terminated_backend(db)
+    async with db.unit.read() as conn:
+        assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid

@@ -13,9 +13,7 @@ from keyplane.domain import ids, money
 from keyplane.domain.changes import SYSTEM, Journal
 from keyplane.domain.usage import AlertSpec, CreditAdjustment, UsageEntry, bucket_starts
 from keyplane.errors import ConflictError, StorageError
-from keyplane.settings import to_async_url
 from keyplane.store.database import Database as Db
-from tests.conftest import Database
 from tests.store.conftest import NOW, key_record, other_tenancy, tenancy
 
 
@@ -336,20 +334,17 @@ async def test_a_credit_adjustment_counts_as_negative_spending_once_under_the_se
 
 @pytest.mark.postgres
 async def test_a_batch_postgresql_refuses_is_a_storage_error_that_leaves_nothing(
-    postgres_database: Database,
+    postgres_db: Db,
 ) -> None:
     # The ledger's statements go on asyncpg's connection there (store/postgres_ledger.py):
     # a value the column refuses is refused (not cut short by a cast), a driver error still
     # leaves as Keyplane's, and the transaction rolls back whole.
-    db = Db.from_url(to_async_url(postgres_database.url), postgres_database.schema)
-    try:
-        org, _ = await tenancy(db)
-        key = await _key(db)
-        fits, too_long = _entry(key, org, "fits", 5), _entry(key, org, "k" * 256, 5)
-        with pytest.raises(StorageError):
-            await db.usage.record([fits, too_long])  # the column holds 255 characters
-        assert (await db.usage.totals([key], NOW))[key]["total"] == 0
-        [again] = await db.usage.record([fits])
-        assert again.new
-    finally:
-        await db.close()
+    db = postgres_db
+    org, _ = await tenancy(db)
+    key = await _key(db)
+    fits, too_long = _entry(key, org, "fits", 5), _entry(key, org, "k" * 256, 5)
+    with pytest.raises(StorageError):
+        await db.usage.record([fits, too_long])  # the column holds 255 characters
+    assert (await db.usage.totals([key], NOW))[key]["total"] == 0
+    [again] = await db.usage.record([fits])
+    assert again.new
