@@ -242,15 +242,15 @@ class _Exchange:
         access: Access,
         headers: ResponseHeaders,
         path: str,
-        tail: list[tuple[bytes, bytes]] | None,
+        tails: tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]],
     ) -> None:
         self._send = send
         self._added = headers.added
         self._id = (observe.HEADER, access.request_id.encode("ascii"))
         self._no_store = headers.no_store(path)
-        #: What ``headers.added`` puts after a JSON answer's own headers on this path, made
-        #: once (``DataPlane.tails``); ``None``: worked out per answer.
-        self._tail = tail
+        #: What ``headers.added`` puts after a JSON answer's own headers on this path
+        #: (``DataPlane.tails``, made once).
+        self._tail = tails[self._no_store]
         #: The answer's status, once its head is sent.
         self.status: int | None = None
 
@@ -266,10 +266,9 @@ class _Exchange:
         once (the route's two headers, the request id, then the stack's, which none of
         those three is)."""
         self.status = 200
-        own = _json_headers(body)
-        own.append(self._id)
-        tail = self._tail
-        headers = own + tail if tail is not None else self._added(own, self._no_store)
+        headers = _json_headers(body)
+        headers.append(self._id)
+        headers += self._tail
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
         await self._send({"type": "http.response.body", "body": body})
 
@@ -316,13 +315,12 @@ class DataPlane:
         # once: the route's, the request id, then the stack's (which it cannot have set).
         self.health_body = b'{"status":"ok","version":"%s"}' % version.encode("ascii")
         self.health_headers = _json_headers(self.health_body)
-        self.health_added = headers.added((), headers.no_store("/healthz"))
+        #: The stack's headers after an answer that sets none of them: they depend only on
+        #: whether its path is kept from caches (indexed by ``headers.no_store(path)``).
+        self.tails = (headers.added((), False), headers.added((), True))
+        self.health_added = self.tails[headers.no_store("/healthz")]
         self.auth = auth or {}
         self.auth_any_path = auth_any_path or {}
-        #: The stack's headers after a JSON answer's own, by path (``_Exchange.json``).
-        self.tails = {
-            path: headers.added((), headers.no_store(path)) for path in ("/v1/verify", "/v1/usage")
-        }
 
     def answerer(self, scope: Scope) -> tuple[APIRoute, Work | None] | None:
         """The route and the work that answer this HTTP request here (``None``: healthz's
@@ -368,8 +366,7 @@ class DataPlane:
             return
         access = self.observer.begin_with(scope, head.request_id)
         scope["route"] = route
-        path = scope["path"]
-        exchange = _Exchange(send, access, self.headers, path, self.tails.get(path))
+        exchange = _Exchange(send, access, self.headers, scope["path"], self.tails)
         answered = True
         try:
             answered = await work(scope, head, body, receive, exchange)
