@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import keyplane.domain.admission
 import keyplane.domain.gcra
+import keyplane.services.directory
 import keyplane.services.verify  # noqa: F401 (registers its classes)
 from keyplane.domain.frozen import REFERENCE_INITS, fast_init
 

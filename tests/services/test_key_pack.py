@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError, dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.services.directory import KeyEntry, build_entry, compile_policy
-from keyplane.services.key_pack import ShapeBook, builder_of, pack, unpack
+from keyplane.services.key_pack import ShapeBook, pack, unpack
 from keyplane.store.base import SecretMatch
 
 texts = st.text(max_size=12)
@@ -122,21 +120,3 @@ def test_documents_that_only_print_alike_do_not_share_a_compiled_policy() -> Non
     assert _canonical({"x": Decimal("1")}) != _canonical({"x": "1"})
     assert _canonical({"b": 1, "a": [1]}) == _canonical({"a": [1], "b": 1})
     assert _canonical(None) != _canonical({})
-
-
-@dataclass(frozen=True, slots=True)
-class _Three:
-    first: int
-    second: str | None
-    third: tuple[int, ...] = ()
-
-
-def test_a_built_instance_equals_the_constructed_one_and_stays_frozen() -> None:
-    build = builder_of(_Three)
-    built = build((1, None, (2, 3)))
-    assert type(built) is _Three and built == _Three(1, None, (2, 3))
-    with pytest.raises(FrozenInstanceError):
-        built.first = 2  # type: ignore[misc]
-    for wrong in ((1, None), (1, None, (), 4)):
-        with pytest.raises(ValueError):
-            build(wrong)

@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from keyplane.domain.frozen import fast_init
+
 
 class KeyStatus(StrEnum):
     ACTIVE = "active"
@@ -22,6 +24,8 @@ class Environment(StrEnum):
     TEST = "test"
 
 
+# Built on every cached key's unpacking (services/key_pack.py) and every row read.
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """Everything Keyplane knows about an API key, except its secret (which it never keeps).

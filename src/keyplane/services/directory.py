@@ -18,12 +18,13 @@ from typing import Any
 
 from keyplane.domain import gcra
 from keyplane.domain.admission import TokenCount, WindowKind
+from keyplane.domain.frozen import fast_init
 from keyplane.domain.keys import KeyRecord
 from keyplane.domain.policy import Policy, merge_documents, parse_policy, token_windows
 from keyplane.domain.sealing import unseal
 from keyplane.services.cache import MISSING, Missing, TtlCache
 from keyplane.services.clock_map import ClockMap
-from keyplane.services.key_pack import PackedKey, ShapeBook, builder_of, pack, unpack
+from keyplane.services.key_pack import PackedKey, ShapeBook, pack, unpack
 from keyplane.settings import Settings
 from keyplane.store.base import KeyLookup, SecretMatch
 
@@ -37,6 +38,8 @@ class WindowSpec:
     counts: TokenCount | None = None
 
 
+# Built on every unpacking of a cached key outside the hot map.
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KeyEntry:
     match: SecretMatch
@@ -49,11 +52,6 @@ class KeyEntry:
     @property
     def record(self) -> KeyRecord:
         return self.match.record
-
-
-#: KeyEntry without its frozen ``__init__``: unpacking is on the warm path of every key
-#: outside the hot map.
-_new_entry = builder_of(KeyEntry)
 
 
 def build_entry(match: SecretMatch, signing_key: bytes | None = None) -> KeyEntry:
@@ -201,7 +199,7 @@ def _unpacked(
     if isinstance(given_hash, bytes):
         given_hash = given_hash.hex()
     match, shape, signing_secret = unpack(packed, given_hash)
-    entry = _new_entry((match, shape.policy, shape.windows, signing_secret))
+    entry = KeyEntry(match, shape.policy, shape.windows, signing_secret)
     hot.put(key, (packed, entry))
     return entry
 

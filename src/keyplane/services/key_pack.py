@@ -18,16 +18,14 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.policy import Policy
 from keyplane.services.clock_map import ClockMap
 from keyplane.store.base import SecretMatch
-
-T = TypeVar("T")
 
 #: (shape, id, start + end + name, times and lengths, rarer fields or None).
 PackedKey = tuple["KeyShape", str, str, bytes, "tuple[Any, ...] | None"]
@@ -187,45 +185,43 @@ def unpack(packed: PackedKey, given_hash: str | None) -> tuple[SecretMatch, KeyS
             None if last_used == _NEVER else _EPOCH + last_used * _MICRO,
         )
     metadata = rest[3]
-    record = _new_record(
-        (
-            key_id,
-            shape.org_id,
-            shape.project_id,
-            rest[12] if rest[12] is not None else given_hash,
-            text[:start_length],
-            text[start_length:middle],
-            text[middle:],
-            shape.environment,
-            times[0],
-            times[1],
-            shape.status,
-            rest[0],
-            rest[1],
-            rest[2],
-            shape.tags,
-            {} if metadata is None else metadata,
-            shape.scopes,
-            rest[4],
-            rest[5],
-            rest[6],
-            rest[7],
-            rest[8],
-            times[2],
-            shape.plan_id,
-            shape.key_policy,
-            shape.created_by,
-        )
+    # Positional, in field order (KeyRecord and SecretMatch have fast_init's __init__).
+    record = KeyRecord(
+        key_id,
+        shape.org_id,
+        shape.project_id,
+        # None only by id, where pack kept the record's own hash in rest[12].
+        rest[12] if rest[12] is not None else given_hash,  # type: ignore[arg-type]
+        text[:start_length],
+        text[start_length:middle],
+        text[middle:],
+        shape.environment,
+        times[0],
+        times[1],
+        shape.status,
+        rest[0],
+        rest[1],
+        rest[2],
+        shape.tags,
+        {} if metadata is None else metadata,
+        shape.scopes,
+        rest[4],
+        rest[5],
+        rest[6],
+        rest[7],
+        rest[8],
+        times[2],
+        shape.plan_id,
+        shape.key_policy,
+        shape.created_by,
     )
-    match = _new_match(
-        (
-            record,
-            rest[9],
-            shape.plan_name,
-            shape.plan_policy,
-            rest[10],
-            rest[14] if rest[14] is not None else (given_hash or ""),
-        )
+    match = SecretMatch(
+        record,
+        rest[9],
+        shape.plan_name,
+        shape.plan_policy,
+        rest[10],
+        rest[14] if rest[14] is not None else (given_hash or ""),
     )
     return match, shape, rest[11]
 
@@ -245,32 +241,3 @@ def _typed(value: object) -> str:
 
 def _micros(when: datetime) -> int:
     return (when - _EPOCH) // _MICRO
-
-
-def builder_of(cls: type[T]) -> Callable[[tuple[Any, ...]], T]:
-    """Build a frozen slotted dataclass from its field values in order, without its
-    ``__init__`` (which sets each field through ``object.__setattr__``: about three times
-    slower). Only for classes without ``__post_init__`` or validation; the packing property
-    test holds the result equal to the constructor's.
-
-    The builder is written out for ``cls``'s fields, one slot setter call per field, as
-    ``dataclasses`` writes ``__init__``: a loop over the setters costs a third more, on the
-    path of every cached key verified outside the hot map. Unpacking the values raises
-    ``ValueError`` for a tuple of the wrong length.
-    """
-    names = [field.name for field in fields(cls)]  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    lines = ["def build(values):", "    instance = new(cls)"]
-    if names:
-        lines.insert(1, "    " + "".join(f"v{i}, " for i in range(len(names))) + "= values")
-    for index, name in enumerate(names):
-        namespace[f"set{index}"] = getattr(cls, name).__set__
-        lines.append(f"    set{index}(instance, v{index})")
-    lines.append("    return instance")
-    exec("\n".join(lines), namespace)  # noqa: S102 - our own text, from field positions
-    build: Callable[[tuple[Any, ...]], T] = namespace["build"]
-    return build
-
-
-_new_record = builder_of(KeyRecord)
-_new_match = builder_of(SecretMatch)

@@ -15,6 +15,7 @@ from sqlalchemy.sql import ColumnElement
 
 from keyplane.domain import ids
 from keyplane.domain.changes import Journal
+from keyplane.domain.frozen import fast_init
 from keyplane.domain.keys import Environment, KeyRecord, KeyStatus
 from keyplane.domain.rotation import HeldSecret, ScheduleAdvance
 from keyplane.errors import NotFoundError
@@ -49,6 +50,7 @@ class KeyFilter:
     metadata: Sequence[tuple[tuple[str, ...], str]] = field(default_factory=tuple)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SecretMatch:
     """A key found by the hash of a presented secret."""
